@@ -1,0 +1,28 @@
+# PA-Seg: `make test` installs everything into .venv (once) and runs the test suite.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+NUMPY_PIN := $(shell grep -E '^numpy==' requirements.txt)
+GEODISTK_PIN := $(shell grep -E '^GeodisTK==' requirements.txt)
+# numpy 2 removed NPY_IN_ARRAY, which GeodisTK 0.1.7 still uses.
+GEODISTK_FLAGS := -DNPY_IN_ARRAY=NPY_ARRAY_IN_ARRAY
+
+.PHONY: install test demo clean-venv
+
+install: $(STAMP)
+
+$(STAMP): requirements.txt
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip setuptools wheel
+	$(PY) -m pip install --quiet "$(NUMPY_PIN)"
+	CFLAGS="$(GEODISTK_FLAGS)" CPPFLAGS="$(GEODISTK_FLAGS)" \
+		$(PY) -m pip install --quiet --no-build-isolation "$(GEODISTK_PIN)"
+	$(PY) -m pip install --quiet -r requirements.txt
+	touch $(STAMP)
+
+test: install
+	$(PY) -m pytest -q tests
+
+clean-venv:
+	rm -rf $(VENV)

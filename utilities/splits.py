@@ -1,0 +1,52 @@
+"""Reading the split files: ``subject,phase`` rows, no header (as published)."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pandas as pd
+
+__all__ = ["PHASES", "read_split", "subjects_of"]
+
+PHASES = ("training", "validation", "inference")
+
+
+def read_split(path: str | os.PathLike) -> pd.DataFrame:
+    """Read a split CSV into a DataFrame with columns ``subject`` and ``phase``.
+
+    The published files have no header; a header line ``subject,phase`` is accepted too.
+    Raises a one-line error naming the file for a missing or unreadable file, a malformed row,
+    an unknown phase or a duplicated subject.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"split file not found: {path} (pass --dataset_split with an existing CSV)")
+    try:
+        df = pd.read_csv(path, header=None, dtype=str, skipinitialspace=True, keep_default_na=False)
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError, OSError) as e:
+        raise ValueError(f"cannot read split file {path}: {str(e).splitlines()[0]}; "
+                         "expected rows 'subject,phase'") from None
+    if df.shape[1] != 2:
+        raise ValueError(f"split file {path} has {df.shape[1]} columns, expected 2 ('subject,phase')")
+    df.columns = ["subject", "phase"]
+    df = df.apply(lambda col: col.str.strip())
+    if len(df) and (df.iloc[0].str.lower() == ["subject", "phase"]).all():
+        df = df.iloc[1:].reset_index(drop=True)
+    empty = df.index[(df["subject"] == "") | (df["phase"] == "")].tolist()
+    if empty:
+        raise ValueError(f"split file {path} has an empty subject or phase on row {empty[0] + 1}")
+    unknown = sorted(set(df["phase"]) - set(PHASES))
+    if unknown:
+        raise ValueError(f"split file {path} has unknown phase(s) {unknown}; allowed: {list(PHASES)}")
+    dup = df["subject"][df["subject"].duplicated()].unique().tolist()
+    if dup:
+        raise ValueError(f"split file {path} lists subject(s) more than once: {dup[:5]}")
+    return df
+
+
+def subjects_of(split: pd.DataFrame | str | os.PathLike, phase: str | None) -> list[str]:
+    """Subjects of one phase (``None``: all), in file order."""
+    df = split if isinstance(split, pd.DataFrame) else read_split(split)
+    if phase is not None and phase not in PHASES:
+        raise ValueError(f"--phase must be one of {list(PHASES)}, got {phase!r}")
+    return df["subject"].tolist() if phase is None else df.loc[df["phase"] == phase, "subject"].tolist()
