@@ -26,6 +26,7 @@ __all__ = [
     "write_image",
     "write_like",
     "ensure_writable_dir",
+    "prediction_path",
 ]
 
 
@@ -107,3 +108,10 @@ def write_like(array: np.ndarray, reference: sitk.Image, path: str | os.PathLike
     image = sitk.GetImageFromArray(array)
     image.CopyInformation(reference)
     write_image(image, path)
+
+
+def prediction_path(model_dir: str | os.PathLike, network: str, subject: str, postfix: str) -> Path:
+    """Where ``inference.py`` writes a subject's segmentation and ``scores.py`` reads it:
+    ``<model_dir>/<network>/output_pred/<subject>_<postfix>/<subject>_<postfix>_seg.nii.gz``."""
+    name = f"{subject}_{postfix}"
+    return Path(model_dir) / network / "output_pred" / name / f"{name}_seg.nii.gz"

@@ -1,0 +1,35 @@
+"""Stage 0 for BraTS: expand the 7-point annotations (one or two lesions) into geodesic seed labels.
+
+Thin command line over :func:`utilities.geodesic.generate_geodesic_labels`, with the BraTS
+defaults; voxels at the image's minimum (the skull-stripped background) are set to 0.
+"""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+
+from utilities.geodesic import run_cli  # noqa: E402
+
+DEFAULTS = {
+    "dataset_split": "./splits/split_BraTS.csv",
+    "path_images": "./data/BraTS/image/",
+    "image_postfix": "Flair",
+    "path_labels": "./data/BraTS/label/",
+    "label_postfix": "Label",
+    "path_anno_7points": "./data/BraTS/annotation_7points/",
+    "anno_7points_postfix": "7points",
+    "path_geodesic": "./data/BraTS/geodesic/",
+    "geodesic_weight": 0.5,
+    "geodesic_threshold": 0.2,
+}
+
+
+def main(argv: list[str] | None = None) -> Path:
+    """Parse the arguments and expand every subject; returns the output folder."""
+    return run_cli(argv, DEFAULTS, zero_at_min=True, description=__doc__.splitlines()[0])
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,34 @@
+"""Stage 0 for VS: expand the 7-point annotations into geodesic seed labels.
+
+Thin command line over :func:`utilities.geodesic.generate_geodesic_labels`, with the VS defaults.
+"""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+
+from utilities.geodesic import run_cli  # noqa: E402
+
+DEFAULTS = {
+    "dataset_split": "./splits/split_VS.csv",
+    "path_images": "./data/VS/image_crop/",
+    "image_postfix": "T2",
+    "path_labels": "./data/VS/label_crop/",
+    "label_postfix": "Label",
+    "path_anno_7points": "./data/VS/annotation_7points/",
+    "anno_7points_postfix": "7points",
+    "path_geodesic": "./data/VS/geodesic/",
+    "geodesic_weight": 0.5,
+    "geodesic_threshold": 0.2,
+}
+
+
+def main(argv: list[str] | None = None) -> Path:
+    """Parse the arguments and expand every subject; returns the output folder."""
+    return run_cli(argv, DEFAULTS, zero_at_min=False, description=__doc__.splitlines()[0])
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,251 @@
+"""Simulate the 7-point annotation of PA-Seg from full labels.
+
+Per lesion (connected component of the label, 26-connectivity, largest first, at most
+``--max_instances``), one foreground point inside it and six background points just outside
+its extreme extents, written as ``<path_anno_7points>/<subject>_<anno_7points_postfix>.nii.gz``
+(uint8, in the label's geometry). Values: lesion k (1-based) has its foreground point = 2k and
+its six background points = 2k - 1, so 1 = background and 2 = foreground of the largest lesion,
+3 and 4 the second's, as read by ``generate_geodesic_labels.py``.
+
+* Foreground: the voxel farthest (in mm, Euclidean distance transform with the voxel spacing)
+  from the lesion's boundary (the image border counts as boundary); ties go to the voxel
+  nearest the lesion's centroid.
+* Background: for each axis, one voxel below the minimum and one above the maximum of the
+  lesion along that axis, at the in-plane position of the extreme voxel nearest the centre of
+  the extreme face. Where the lesion touches the image border the point is clamped to the
+  border slice and moved, within it, to the nearest voxel outside the label (error if none).
+* ``--jitter_mm r``: each point moves to a uniformly drawn voxel within r mm that keeps it
+  valid (foreground: inside its lesion; background: outside the label, inside the image and on
+  the far side of the extreme plane).
+
+The result depends only on ``--seed`` and the subject name (not on the other subjects).
+
+Example::
+
+    python data/simulate_7points.py --dataset_split ./splits/split_VS.csv --path_labels ./data/VS/label_crop/ \\
+        --label_postfix Label --path_anno_7points ./data/VS/annotation_7points/ --anno_7points_postfix 7points
+"""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import argparse
+import logging
+import os
+import zlib
+from typing import Callable, Sequence
+
+import numpy as np
+import SimpleITK as sitk
+from scipy import ndimage
+from tqdm import tqdm
+
+from utilities.cli import LOGGER_NAME, nonnegative_float, positive_int, setup_logger
+from utilities.io import ensure_writable_dir, read_image, write_like
+from utilities.splits import PHASES, subjects_of
+
+__all__ = ["MAX_INSTANCES_LIMIT", "simulate_points", "subject_rng", "simulate_dataset", "main"]
+
+logger = logging.getLogger(LOGGER_NAME)
+
+MAX_INSTANCES_LIMIT = 127  # values 2k must fit in uint8
+_EPS = 1e-6
+
+Allowed = Callable[[tuple[slice, ...]], np.ndarray]
+
+
+def _window(center: np.ndarray, half: np.ndarray, lo: np.ndarray, hi: np.ndarray,
+            allowed: Allowed) -> np.ndarray:
+    """Indices (K, 3) of the allowed voxels in the box ``center +- half`` clipped to [lo, hi]."""
+    start = np.maximum(center - half, lo)
+    stop = np.minimum(center + half, hi) + 1
+    if np.any(stop <= start):
+        return np.zeros((0, 3), dtype=np.int64)
+    region = tuple(slice(int(a), int(b)) for a, b in zip(start, stop))
+    return np.argwhere(allowed(region)) + start
+
+
+def _pick(base: np.ndarray, lo: np.ndarray, hi: np.ndarray, allowed: Allowed, spacing: np.ndarray,
+          jitter_mm: float, rng: np.random.Generator) -> np.ndarray | None:
+    """The allowed voxel of the box [lo, hi] nearest ``base`` (in mm; ``base`` itself if allowed),
+    then, with ``jitter_mm > 0``, a uniformly drawn allowed voxel within ``jitter_mm`` of it.
+    ``None`` if the box holds no allowed voxel."""
+    radius = 0
+    full = int(np.max(hi - lo)) + 1
+    while True:
+        idx = _window(base, np.full(3, radius), lo, hi, allowed)
+        covered = radius >= full
+        if len(idx):
+            dist = np.sqrt((((idx - base) * spacing) ** 2).sum(axis=1))
+            best = int(np.argmin(dist))
+            if dist[best] <= radius * spacing.min() + _EPS or covered:
+                point = idx[best]
+                break
+        elif covered:
+            return None
+        radius = max(1, 2 * radius)
+    if jitter_mm > 0:
+        half = np.floor(jitter_mm / spacing + _EPS).astype(np.int64)
+        idx = _window(point, half, lo, hi, allowed)
+        dist = np.sqrt((((idx - point) * spacing) ** 2).sum(axis=1))
+        idx = idx[dist <= jitter_mm + _EPS]
+        point = idx[int(rng.integers(len(idx)))]
+    return point
+
+
+def _foreground_point(component: np.ndarray, offset: np.ndarray, spacing: np.ndarray) -> np.ndarray:
+    """Voxel of ``component`` (a boolean crop starting at ``offset``) farthest from its boundary."""
+    distance = ndimage.distance_transform_edt(np.pad(component, 1), sampling=spacing)[1:-1, 1:-1, 1:-1]
+    peak = distance.max()
+    ties = np.argwhere(distance >= peak - _EPS * max(peak, 1.0))
+    centroid = np.argwhere(component).mean(axis=0)
+    d2 = (((ties - centroid) * spacing) ** 2).sum(axis=1)
+    return ties[int(np.argmin(d2))] + offset
+
+
+def simulate_points(mask: np.ndarray, spacing: Sequence[float], max_instances: int = 2, jitter_mm: float = 0.0,
+                    rng: np.random.Generator | None = None, *, name: str = "mask") -> np.ndarray:
+    """Simulated 7-point annotation of a 3D label.
+
+    Args:
+        mask: 3D label; nonzero = lesion. Any axis order (SimpleITK arrays are (z, y, x)).
+        spacing: voxel size in mm, in the same axis order as ``mask``.
+        max_instances: annotate at most this many connected components (26-connectivity),
+            largest first; the others are ignored with a logged note.
+        jitter_mm: move each point by up to this distance (mm), keeping it valid.
+        rng: random generator for the jitter (``None``: seeded with 0).
+        name: what to call the mask in messages (e.g. the subject and file).
+
+    Returns:
+        uint8 array of ``mask``'s shape: 0 elsewhere; for lesion k (1-based) 2k at its
+        foreground point and 2k - 1 at its six background points.
+    """
+    mask = np.asarray(mask)
+    if mask.ndim != 3:
+        raise ValueError(f"{name}: the label must be 3D, got shape {mask.shape}")
+    spacing = np.asarray(spacing, dtype=np.float64)
+    if spacing.shape != (3,) or not np.all(np.isfinite(spacing)) or np.any(spacing <= 0):
+        raise ValueError(f"spacing needs three positive sizes in mm, got {list(np.atleast_1d(spacing))}")
+    if not 1 <= int(max_instances) <= MAX_INSTANCES_LIMIT:
+        raise ValueError(f"--max_instances must be in 1..{MAX_INSTANCES_LIMIT}, got {max_instances}")
+    if not (np.isfinite(jitter_mm) and jitter_mm >= 0):
+        raise ValueError(f"--jitter_mm must be zero or a positive number, got {jitter_mm}")
+    rng = np.random.default_rng(0) if rng is None else rng
+    foreground = mask != 0
+    if not foreground.any():
+        raise ValueError(f"{name}: the label is empty, no lesion to annotate")
+
+    components, count = ndimage.label(foreground, structure=np.ones((3, 3, 3), dtype=bool))
+    sizes = np.bincount(components.ravel(), minlength=count + 1)[1:]
+    order = sorted(range(count), key=lambda i: (-sizes[i], i))
+    kept, ignored = order[:max_instances], order[max_instances:]
+    if ignored:
+        logger.info("%s: %d connected component(s) of %s voxel(s) ignored; only the %d largest are annotated",
+                    name, len(ignored), [int(sizes[i]) for i in ignored], len(kept))
+
+    shape = np.array(mask.shape)
+    points = np.zeros(mask.shape, dtype=np.uint8)
+    boxes = ndimage.find_objects(components)
+
+    def outside(region: tuple[slice, ...]) -> np.ndarray:
+        return ~foreground[region] & (points[region] == 0)
+
+    for k, index in enumerate(kept, start=1):
+        box = boxes[index]
+        offset = np.array([s.start for s in box])
+        box_hi = np.array([s.stop - 1 for s in box])
+        component = components[box] == index + 1
+
+        def inside(region: tuple[slice, ...], label: int = index + 1) -> np.ndarray:
+            return components[region] == label
+
+        centre = _foreground_point(component, offset, spacing)
+        fg = _pick(centre, offset, box_hi, inside, spacing, jitter_mm, rng)
+        points[tuple(fg)] = 2 * k
+
+        voxels = np.argwhere(component) + offset
+        for axis in range(3):
+            plane = [a for a in range(3) if a != axis]
+            for side in ("minimum", "maximum"):
+                extreme = voxels[:, axis].min() if side == "minimum" else voxels[:, axis].max()
+                face = voxels[voxels[:, axis] == extreme]
+                face_centre = face[:, plane].mean(axis=0)
+                d2 = (((face[:, plane] - face_centre) * spacing[plane]) ** 2).sum(axis=1)
+                base = face[int(np.argmin(d2))].copy()
+                lo, hi = np.zeros(3, dtype=np.int64), shape - 1
+                if side == "minimum":
+                    base[axis] = max(extreme - 1, 0)
+                    hi[axis] = base[axis]
+                else:
+                    base[axis] = min(extreme + 1, shape[axis] - 1)
+                    lo[axis] = base[axis]
+                bg = _pick(base, lo, hi, outside, spacing, jitter_mm, rng)
+                if bg is None:
+                    raise ValueError(f"{name}: no voxel outside the label {'below' if side == 'minimum' else 'above'} "
+                                     f"the {side} of lesion {k} along axis {axis} (the border slice is all "
+                                     "foreground); cannot place its background point")
+                points[tuple(bg)] = 2 * k - 1
+    return points
+
+
+def subject_rng(seed: int, subject: str) -> np.random.Generator:
+    """Generator that depends only on ``seed`` and the subject name."""
+    return np.random.default_rng([int(seed) % 2**63, zlib.crc32(subject.encode("utf-8"))])
+
+
+def simulate_dataset(dataset_split: str | os.PathLike, path_labels: str | os.PathLike, label_postfix: str,
+                     path_anno_7points: str | os.PathLike, anno_7points_postfix: str = "7points",
+                     max_instances: int = 2, jitter_mm: float = 0.0, seed: int = 0,
+                     phase: str | None = None) -> list[Path]:
+    """Write the simulated annotation of every subject of the split (or of ``phase``)."""
+    if phase is not None and phase not in PHASES:
+        raise ValueError(f"--phase must be one of {list(PHASES)}, got {phase!r}")
+    subjects = subjects_of(dataset_split, phase)
+    if not subjects:
+        raise ValueError(f"split file {dataset_split} lists no subjects" + (f" of phase {phase}" if phase else ""))
+    labels = {s: Path(path_labels) / f"{s}_{label_postfix}.nii.gz" for s in subjects}
+    missing = [str(p) for p in labels.values() if not p.is_file()]
+    if missing:
+        raise FileNotFoundError(f"{len(missing)} label file(s) listed by {dataset_split} are missing: "
+                                f"{', '.join(missing)}")
+    out_dir = ensure_writable_dir(path_anno_7points)
+    written = []
+    for subject in tqdm(subjects, desc="7-point annotations", unit="subject"):
+        label = read_image(labels[subject], what="label")
+        points = simulate_points(sitk.GetArrayViewFromImage(label), label.GetSpacing()[::-1], max_instances, jitter_mm,
+                                 subject_rng(seed, subject), name=f"{subject} ({labels[subject]})")
+        path = out_dir / f"{subject}_{anno_7points_postfix}.nii.gz"
+        write_like(points, label, path)
+        written.append(path)
+    logger.info("wrote %d annotation(s) to %s", len(written), out_dir)
+    return written
+
+
+def main(argv: list[str] | None = None) -> list[Path]:
+    parser = argparse.ArgumentParser(description="Simulate 7-point annotations (1 foreground + 6 extreme "
+                                                 "background points per lesion) from full labels")
+    parser.add_argument("--dataset_split", default="./splits/split_VS.csv", help="split CSV (subject,phase)")
+    parser.add_argument("--path_labels", default="./data/VS/label_crop/", help="folder of the full labels")
+    parser.add_argument("--label_postfix", default="Label", help="label files are <subject>_<postfix>.nii.gz")
+    parser.add_argument("--path_anno_7points", default="./data/VS/annotation_7points/",
+                        help="output folder of the annotations")
+    parser.add_argument("--anno_7points_postfix", default="7points",
+                        help="annotation files are <subject>_<postfix>.nii.gz")
+    parser.add_argument("--max_instances", type=positive_int, default=2,
+                        help="annotate at most this many lesions (largest connected components) per subject")
+    parser.add_argument("--jitter_mm", type=nonnegative_float, default=0.0,
+                        help="move each point randomly by up to this many mm, keeping it valid")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the jitter (same seed, same files)")
+    parser.add_argument("--phase", default=None, choices=list(PHASES),
+                        help="annotate only the subjects of this phase (default: all)")
+    args = parser.parse_args(argv)
+    setup_logger(None)
+    return simulate_dataset(args.dataset_split, args.path_labels, args.label_postfix, args.path_anno_7points,
+                            args.anno_7points_postfix, args.max_instances, args.jitter_mm, args.seed, args.phase)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,142 @@
+"""Write a split CSV (``subject,phase`` rows, no header) for a folder of cases.
+
+Two modes:
+
+* a new random split of every ``<subject>_<image_postfix>.nii.gz`` in ``--images_dir`` into
+  training / validation / inference by ``--ratios`` (default 0.7 0.1 0.2), reproducible by
+  ``--seed``;
+* ``--complete <existing csv>``: keep the existing split as it is and append every case found
+  on disk but not listed, as ``--phase`` (default inference).
+
+Examples::
+
+    python splits/make_split.py --images_dir ./data/BraTS/image --image_postfix Flair \\
+        --ratios 0.7 0.1 0.2 --seed 0 --output ./splits/split_BraTS_random.csv
+    python splits/make_split.py --complete ./splits/split_BraTS.csv --images_dir ./data/BraTS/image \\
+        --image_postfix Flair --phase inference --output ./splits/split_BraTS_all.csv
+"""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import argparse
+import logging
+import os
+from typing import Sequence
+
+import numpy as np
+import pandas as pd
+
+from utilities.cli import LOGGER_NAME, setup_logger
+from utilities.io import save_csv
+from utilities.splits import PHASES, read_split
+
+__all__ = ["find_subjects", "split_counts", "random_split", "complete_split", "write_split", "main"]
+
+logger = logging.getLogger(LOGGER_NAME)
+
+RATIO_TOLERANCE = 1e-6
+
+
+def find_subjects(images_dir: str | os.PathLike, image_postfix: str) -> list[str]:
+    """Sorted subject names of the ``<subject>_<image_postfix>.nii.gz`` files in ``images_dir``."""
+    images_dir = Path(images_dir)
+    if not images_dir.is_dir():
+        raise FileNotFoundError(f"--images_dir folder not found: {images_dir}")
+    suffix = f"_{image_postfix}.nii.gz"
+    subjects = sorted(p.name[: -len(suffix)] for p in images_dir.iterdir()
+                      if p.is_file() and p.name.endswith(suffix) and len(p.name) > len(suffix))
+    if not subjects:
+        raise ValueError(f"no *{suffix} files in {images_dir} (check --images_dir and --image_postfix)")
+    return subjects
+
+
+def split_counts(n: int, ratios: Sequence[float]) -> tuple[int, int, int]:
+    """Numbers of training, validation and inference cases among ``n`` for ``ratios``.
+
+    Ratios are three non-negative numbers summing to 1; counts are floored and the remaining
+    cases go to the largest fractional parts (ties: training, validation, inference), so they
+    add up to ``n``.
+    """
+    ratios = [float(r) for r in ratios]
+    if len(ratios) != 3 or any(not np.isfinite(r) or r < 0 for r in ratios):
+        raise ValueError(f"--ratios needs three non-negative numbers (training validation inference), got {ratios}")
+    if abs(sum(ratios) - 1.0) > RATIO_TOLERANCE:
+        raise ValueError(f"--ratios must sum to 1, got {ratios} (sum {sum(ratios)})")
+    exact = np.array(ratios) * n
+    counts = np.floor(exact + 1e-9).astype(int)
+    remainder = n - int(counts.sum())
+    fraction = np.round(exact - counts, 9)  # so that float noise does not break ties
+    order = sorted(range(3), key=lambda i: (-fraction[i], i))
+    for i in order[:remainder]:
+        counts[i] += 1
+    return int(counts[0]), int(counts[1]), int(counts[2])
+
+
+def random_split(subjects: Sequence[str], ratios: Sequence[float] = (0.7, 0.1, 0.2), seed: int = 0) -> pd.DataFrame:
+    """Shuffle ``subjects`` (sorted first, so the input order does not matter) with ``seed`` and
+    assign phases by ``ratios``; rows grouped by phase, columns ``subject`` and ``phase``."""
+    subjects = sorted(subjects)
+    if len(set(subjects)) != len(subjects):
+        raise ValueError("subjects must be unique")
+    counts = split_counts(len(subjects), ratios)
+    order = np.random.default_rng(seed).permutation(len(subjects))
+    phases = [phase for phase, count in zip(PHASES, counts) for _ in range(count)]
+    return pd.DataFrame({"subject": [subjects[i] for i in order], "phase": phases})
+
+
+def complete_split(existing: pd.DataFrame, subjects: Sequence[str], phase: str = "inference") -> pd.DataFrame:
+    """``existing`` unchanged, followed by the ``subjects`` it does not list (sorted) as ``phase``.
+
+    Listed subjects that are not among ``subjects`` are kept and logged as a warning.
+    """
+    if phase not in PHASES:
+        raise ValueError(f"--phase must be one of {list(PHASES)}, got {phase!r}")
+    listed = set(existing["subject"])
+    on_disk = set(subjects)
+    added = sorted(on_disk - listed)
+    absent = [s for s in existing["subject"] if s not in on_disk]
+    if absent:
+        logger.warning("%d subject(s) of the existing split have no image on disk (kept): %s",
+                       len(absent), ", ".join(absent[:10]) + (" ..." if len(absent) > 10 else ""))
+    logger.info("adding %d subject(s) found on disk as %s", len(added), phase)
+    extra = pd.DataFrame({"subject": added, "phase": [phase] * len(added)})
+    return pd.concat([existing[["subject", "phase"]], extra], ignore_index=True)
+
+
+def write_split(split: pd.DataFrame, path: str | os.PathLike) -> None:
+    """Write ``subject,phase`` rows without a header (the published format), atomically."""
+    save_csv(split[["subject", "phase"]], path, header=False)
+    counts = split["phase"].value_counts()
+    logger.info("wrote %s: %s", path, ", ".join(f"{p} {int(counts.get(p, 0))}" for p in PHASES))
+
+
+def main(argv: list[str] | None = None) -> pd.DataFrame:
+    parser = argparse.ArgumentParser(description="Write a random split of a folder of cases, or complete an "
+                                                 "existing split with the cases it does not list")
+    parser.add_argument("--images_dir", required=True, help="folder of <subject>_<postfix>.nii.gz images")
+    parser.add_argument("--image_postfix", default="Flair", help="image files are <subject>_<postfix>.nii.gz")
+    parser.add_argument("--output", required=True, help="split CSV to write (subject,phase, no header)")
+    parser.add_argument("--ratios", type=float, nargs=3, default=[0.7, 0.1, 0.2],
+                        metavar=("TRAIN", "VAL", "INF"), help="fractions of training, validation, inference cases")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the random split")
+    parser.add_argument("--complete", default=None, metavar="CSV",
+                        help="existing split to keep and complete with the unlisted cases (ignores --ratios/--seed)")
+    parser.add_argument("--phase", default="inference", choices=list(PHASES),
+                        help="phase of the cases added by --complete")
+    args = parser.parse_args(argv)
+    setup_logger(None)
+    subjects = find_subjects(args.images_dir, args.image_postfix)
+    if args.complete is not None:
+        split = complete_split(read_split(args.complete), subjects, args.phase)
+    else:
+        split = random_split(subjects, args.ratios, args.seed)
+    write_split(split, args.output)
+    return split
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,133 @@
+"""Split reading, subject checks and the TorchIO loaders on tiny NIfTI files."""
+from __future__ import annotations
+
+import gzip
+
+import numpy as np
+import pytest
+import torch
+
+from synth import blob_case, make_vs_dataset, write
+from utilities.data import (ImageSource, PatchDataset, SubjectCache, load_phase, make_subjects,
+                            make_training_loader, make_volume_loader)
+from utilities.splits import read_split, subjects_of
+
+
+@pytest.mark.parametrize("text, match", [
+    ("a,training\nb,testing\n", "unknown phase"),
+    ("a,training\na,validation\n", "more than once"),
+    ("a,training,x\n", "3 columns"),
+    ("a,\n", "empty subject or phase"),
+])
+def test_read_split_errors(tmp_path, text, match):
+    path = tmp_path / "s.csv"
+    path.write_text(text)
+    with pytest.raises(ValueError, match=match) as err:
+        read_split(path)
+    assert str(path) in str(err.value)
+
+
+def test_read_split_header_and_phases(tmp_path):
+    path = tmp_path / "s.csv"
+    path.write_text("subject,phase\na,training\nb, validation\nc,inference\nd,training\n")
+    df = read_split(path)
+    assert df["subject"].tolist() == ["a", "b", "c", "d"]
+    assert subjects_of(df, "training") == ["a", "d"]
+    assert subjects_of(df, "validation") == ["b"]
+    with pytest.raises(FileNotFoundError, match="--dataset_split"):
+        read_split(tmp_path / "nope.csv")
+
+
+def test_published_splits():
+    vs = read_split("splits/split_VS.csv")
+    assert vs["phase"].value_counts().to_dict() == {"training": 176, "validation": 20, "inference": 46}
+    brats = read_split("splits/split_BraTS.csv")
+    assert brats["phase"].value_counts().to_dict() == {"training": 244, "validation": 27, "inference": 1}
+
+
+def _sources(p, seeds=True):
+    src = [ImageSource("image", p["image_crop"], "T2", False, "image"),
+           ImageSource("label", p["label_crop"], "Label", True, "label")]
+    if seeds:
+        src.append(ImageSource("seeds", p["geodesic_label"], "GeodesicLabel", True, "expanded-seed label"))
+    return src
+
+
+def test_missing_files_all_listed(tmp_path):
+    p = make_vs_dataset(tmp_path, 2, 1, 1)
+    (p["image_crop"] / "vs_gk_1_T2.nii.gz").unlink()
+    (p["geodesic_label"] / "vs_gk_2_GeodesicLabel.nii.gz").unlink()
+    with pytest.raises(FileNotFoundError) as err:
+        make_subjects(p["split"], "training", _sources(p))
+    msg = str(err.value)
+    assert "2 file(s)" in msg and "vs_gk_1_T2.nii.gz" in msg and "vs_gk_2_GeodesicLabel.nii.gz" in msg
+
+
+def test_patch_dataset_shapes_padding_and_labels(tmp_path):
+    p = make_vs_dataset(tmp_path, 2, 1, 1)  # volumes are 32×32×16 (X, Y, Z)
+    cache = load_phase(p["split"], "training", _sources(p))
+    ds = PatchDataset(cache, (32, 32, 32))  # larger than the volume along Z: padded
+    item = ds[0]
+    assert item["image"].shape == (1, 32, 32, 32) and item["image"].dtype == torch.float32
+    assert item["seeds"].shape == (1, 32, 32, 32) and item["seeds"].dtype == torch.int64
+    assert set(item["seeds"].unique().tolist()) <= {0, 1, 2}
+    image = cache.get(0)["image"].data
+    # padding uses the (z-normalised) image minimum, so the VM loss treats it as padding
+    assert float(item["image"].min()) == pytest.approx(float(image.min()), abs=1e-5)
+    small = PatchDataset(cache, (16, 16, 16))[1]
+    assert small["image"].shape == (1, 16, 16, 16)
+    loader = make_training_loader(cache, (16, 16, 16), batch_size=2, generator=torch.Generator().manual_seed(0))
+    batches = list(loader)
+    assert len(batches) == 1 and batches[0]["image"].shape == (2, 1, 16, 16, 16)
+
+
+def test_preprocessing_is_z_normalised_canonical(tmp_path):
+    direction = (-1.0, 0.0, 0.0, 0.0, 0.0, 1.0, 0.0, 1.0, 0.0)  # a permuted, flipped orientation
+    p = make_vs_dataset(tmp_path, 1, 1, 1, direction=direction)
+    cache = load_phase(p["split"], "validation", _sources(p))
+    subject = cache.get(0)
+    assert subject["image"].orientation == ("R", "A", "S")
+    data = subject["image"].data
+    assert float(data.mean()) == pytest.approx(0.0, abs=1e-4)
+    assert float(data.std()) == pytest.approx(1.0, abs=1e-2)
+    item = make_volume_loader(cache).dataset[0]
+    assert item["label"].shape == item["image"].shape and item["path"].endswith("vs_gk_2_T2.nii.gz")
+
+
+def test_cache_budget(tmp_path):
+    p = make_vs_dataset(tmp_path, 2, 1, 1)
+    cached = SubjectCache(make_subjects(p["split"], "training", _sources(p)), cache_gb=1.0)
+    cached.fill()
+    uncached = SubjectCache(make_subjects(p["split"], "training", _sources(p)), cache_gb=0.0)
+    uncached.fill()
+    assert cached.cached_bytes > 0 and uncached.cached_bytes == 0
+    assert cached.get(1) is cached.get(1)  # decoded once
+    assert torch.equal(cached.get(1)["image"].data, uncached.get(1)["image"].data)
+
+
+def test_geometry_mismatch_errors(tmp_path):
+    p = make_vs_dataset(tmp_path, 1, 1, 0)
+    image, label = blob_case((16, 32, 24))
+    write(label, p["label_crop"] / "vs_gk_1_Label.nii.gz")  # wrong shape
+    with pytest.raises(ValueError, match="vs_gk_1_Label.nii.gz has shape"):
+        load_phase(p["split"], "training", _sources(p, seeds=False))
+    image, label = blob_case((16, 32, 32))
+    write(label, p["label_crop"] / "vs_gk_1_Label.nii.gz", spacing=(1.0, 1.0, 1.0))  # wrong spacing
+    with pytest.raises(ValueError, match="has spacing"):
+        load_phase(p["split"], "training", _sources(p, seeds=False))
+    write(label, p["label_crop"] / "vs_gk_1_Label.nii.gz", origin=(9.0, 9.0, 9.0))  # wrong origin
+    with pytest.raises(ValueError, match="orientation/origin"):
+        load_phase(p["split"], "training", _sources(p, seeds=False))
+
+
+def test_nan_and_truncated_images(tmp_path):
+    p = make_vs_dataset(tmp_path, 1, 1, 0)
+    image, label = blob_case((16, 32, 32))
+    image[3, 4, 5] = np.nan
+    write(image, p["image_crop"] / "vs_gk_1_T2.nii.gz")
+    with pytest.raises(ValueError, match="vs_gk_1_T2.nii.gz has 1 NaN or Inf"):
+        load_phase(p["split"], "training", _sources(p))
+    raw = gzip.compress(b"not a nifti at all")
+    (p["image_crop"] / "vs_gk_1_T2.nii.gz").write_bytes(raw[: len(raw) // 2])
+    with pytest.raises(ValueError, match="cannot read image file .*vs_gk_1_T2.nii.gz"):
+        load_phase(p["split"], "training", _sources(p))

@@ -1,0 +1,379 @@
+"""Stage 0: geodesic expansion of the 7-point annotations (utilities/geodesic.py and scripts)."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import GeodisTK
+import numpy as np
+import pandas as pd
+import pytest
+import SimpleITK as sitk
+
+from conftest import load_script
+from utilities.geodesic import expand_seeds, generate_geodesic_labels, merge_labels, output_folder
+
+VS = load_script("data/VS/generate_geodesic_labels.py")
+BRATS = load_script("data/BraTS/generate_geodesic_labels.py")
+
+SHAPE = (12, 24, 24)  # (z, y, x), as SimpleITK arrays are
+
+
+def blob_case(center=(6, 12, 11), radii=(3.5, 6, 5), shape=SHAPE, noise=0.01, seed=0):
+    """A bright ellipsoid (100) in a dark volume (10) with slight noise, and its 7 points: the
+    six extreme points one voxel outside the blob along each axis (1) and the centre (2)."""
+    rng = np.random.default_rng(seed)
+    grid = np.meshgrid(*[np.arange(n) for n in shape], indexing="ij")
+    inside = sum(((g - c) / r) ** 2 for g, c, r in zip(grid, center, radii)) <= 1
+    image = (np.where(inside, 100.0, 10.0) + rng.normal(0, noise, shape)).astype(np.float32)
+    annotation = np.zeros(shape, np.uint8)
+    for axis in range(3):
+        coords = np.nonzero(inside)[axis]
+        for v in (coords.min() - 1, coords.max() + 1):
+            p = list(center)
+            p[axis] = v
+            annotation[tuple(p)] = 1
+    annotation[center] = 2
+    return image, annotation, inside
+
+
+def bbox(mask):
+    return tuple(slice(int(c.min()), int(c.max()) + 1) for c in np.nonzero(mask))
+
+
+# ------------------------------------------------------------------------------ array level
+def test_blob_core_is_foreground_background_is_not():
+    image, annotation, inside = blob_case()
+    label, distance = expand_seeds(image, annotation, (2.0, 1.0, 1.0), 0.5, 0.2)
+    assert label.dtype == np.uint8 and distance.dtype == np.float32
+    assert label.shape == distance.shape == SHAPE
+    box = bbox(annotation > 0)
+    in_box = np.zeros(SHAPE, bool)
+    in_box[box] = True
+    # 0 exactly outside the inclusive bounding box of the 7 points, 1 or 2 inside it.
+    assert np.all(label[~in_box] == 0) and np.all(distance[~in_box] == 0)
+    assert set(np.unique(label[in_box])) == {1, 2}
+    assert inside[in_box].sum() == inside.sum()  # the blob lies inside the box
+    assert (label[inside] == 1).mean() > 0.95
+    assert (label[in_box & ~inside] == 1).mean() < 0.02
+    # the seed label is the threshold on the box's distance
+    d = distance[box]
+    assert np.array_equal(label[box] == 1, d < 0.2 * d.max())
+    assert distance[6, 12, 11] == 0
+
+
+def test_matches_direct_geodistk_call_on_the_crop():
+    image, annotation, _ = blob_case(noise=5.0, seed=1)
+    spacing = (3.0, 0.7, 1.1)
+    label, distance = expand_seeds(image, annotation, spacing, 0.3, 0.4)
+    box = bbox(annotation > 0)
+    oracle = GeodisTK.geodesic3d_raster_scan(np.ascontiguousarray(image[box]),
+                                             np.ascontiguousarray(annotation[box] == 2, dtype=np.uint8),
+                                             list(spacing), 0.3, 4)
+    np.testing.assert_array_equal(distance[box], oracle)
+    np.testing.assert_array_equal(label[box], np.where(oracle < 0.4 * oracle.max(), 1, 2))
+
+
+def test_spacing_is_taken_in_the_array_axis_order():
+    # weight 0: Euclidean distance, so the distances are hand-computable.
+    image = np.zeros((7, 7, 7), np.float32)
+    annotation = np.zeros((7, 7, 7), np.uint8)
+    annotation[3, 3, 3] = 2
+    annotation[0, 3, 3] = annotation[6, 3, 3] = annotation[3, 0, 3] = 1
+    annotation[3, 6, 3] = annotation[3, 3, 0] = annotation[3, 3, 6] = 1
+    _, distance = expand_seeds(image, annotation, (3.0, 1.0, 0.5), 0.0, 0.5)
+    assert distance[4, 3, 3] == pytest.approx(3.0)
+    assert distance[3, 4, 3] == pytest.approx(1.0)
+    assert distance[3, 3, 5] == pytest.approx(1.0)
+    # max distance: the corner, sqrt(9² + 3² + 1.5²) = 9.6; threshold 0.3 → 2.88
+    label, _ = expand_seeds(image, annotation, (3.0, 1.0, 0.5), 0.0, 0.3)
+    assert label[2, 3, 3] == 2 and label[3, 3, 0] == 1
+    label_t, _ = expand_seeds(image, annotation, (0.5, 1.0, 3.0), 0.0, 0.3)
+    assert label_t[2, 3, 3] == 1 and label_t[3, 3, 0] == 2
+
+
+@pytest.mark.parametrize("a, b, expected", [
+    (0, 0, 0), (0, 1, 1), (0, 2, 2),
+    (1, 0, 1), (1, 1, 1), (1, 2, 1),
+    (2, 0, 2), (2, 1, 1), (2, 2, 2),
+])
+def test_merge_labels_table(a, b, expected):
+    merged = merge_labels(np.full((2, 2, 2), a, np.uint8), np.full((2, 2, 2), b, np.uint8))
+    assert merged.dtype == np.uint8
+    assert np.all(merged == expected)
+
+
+def test_two_lesions_are_expanded_separately_and_merged():
+    image, ann1, inside1 = blob_case(center=(5, 7, 7), radii=(3, 4, 4), shape=(12, 24, 28))
+    image2, ann2, inside2 = blob_case(center=(6, 15, 18), radii=(3, 5, 5), shape=(12, 24, 28), seed=3)
+    image = np.where(inside2, image2, image)
+    annotation = ann1.copy()
+    annotation[ann2 == 1] = 3
+    annotation[ann2 == 2] = 4
+    label, distance = expand_seeds(image, annotation, (2.0, 1.0, 1.0), 0.5, 0.2)
+    lab1, d1 = expand_seeds(image, ann1, (2.0, 1.0, 1.0), 0.5, 0.2)
+    lab2, d2 = expand_seeds(image, ann2, (2.0, 1.0, 1.0), 0.5, 0.2)
+    np.testing.assert_array_equal(label, merge_labels(lab1, lab2))
+    assert (label[inside1] == 1).mean() > 0.95 and (label[inside2] == 1).mean() > 0.95
+    # the two boxes overlap here; distance is the smaller one there and each one alone elsewhere
+    in1 = np.zeros(label.shape, bool)
+    in1[bbox(ann1 > 0)] = True
+    in2 = np.zeros(label.shape, bool)
+    in2[bbox(ann2 > 0)] = True
+    assert (in1 & in2).any()
+    np.testing.assert_array_equal(distance[in1 & in2], np.minimum(d1, d2)[in1 & in2])
+    np.testing.assert_array_equal(distance[in1 & ~in2], d1[in1 & ~in2])
+    assert np.all(distance[~in1 & ~in2] == 0)
+
+
+def test_zero_at_min_clears_voxels_at_the_image_minimum():
+    image, annotation, inside = blob_case()
+    image[:, :, :8] = -5.0  # below everything else: a padded border that cuts the box
+    plain, _ = expand_seeds(image, annotation, (2.0, 1.0, 1.0), 0.5, 0.2)
+    zeroed, _ = expand_seeds(image, annotation, (2.0, 1.0, 1.0), 0.5, 0.2, zero_at_min=True)
+    at_min = image == image.min()
+    assert (plain[at_min] > 0).any()
+    assert np.all(zeroed[at_min] == 0)
+    np.testing.assert_array_equal(zeroed[~at_min], plain[~at_min])
+
+
+def test_array_level_checks():
+    image, annotation, _ = blob_case()
+    with pytest.raises(ValueError, match="no annotated points"):
+        expand_seeds(image, np.zeros_like(annotation), (1, 1, 1), 0.5, 0.2)
+    with pytest.raises(ValueError, match="spacing"):
+        expand_seeds(image, annotation, (1, 1), 0.5, 0.2)
+    with pytest.raises(ValueError, match="differs from image shape"):
+        expand_seeds(image, annotation[:-1], (1, 1, 1), 0.5, 0.2)
+    with pytest.raises(ValueError, match="geodesic_weight"):
+        expand_seeds(image, annotation, (1, 1, 1), 1.5, 0.2)
+
+
+# ------------------------------------------------------------------------------ files
+SPACING_XYZ = (0.8, 0.9, 2.0)
+ORIGIN = (10.0, -20.0, 5.0)
+DIRECTION = (0.0, 1.0, 0.0, -1.0, 0.0, 0.0, 0.0, 0.0, 1.0)
+
+
+def write(array, path, spacing=SPACING_XYZ, origin=ORIGIN, direction=DIRECTION):
+    image = sitk.GetImageFromArray(array)
+    image.SetSpacing(spacing)
+    image.SetOrigin(origin)
+    image.SetDirection(direction)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    sitk.WriteImage(image, str(path))
+
+
+def make_dataset(root: Path, subjects=(("s1", "training"), ("s2", "training"), ("s3", "validation")),
+                 without_label=("s3",)):
+    for k, (subject, _) in enumerate(subjects):
+        center = (5 + k % 2, 11 + k, 10 + k)
+        image, annotation, inside = blob_case(center=center, radii=(3, 5 + k % 2, 4), seed=k)
+        write(image, root / "img" / f"{subject}_T2.nii.gz")
+        write(annotation, root / "ann" / f"{subject}_7points.nii.gz")
+        if subject not in without_label:
+            label = inside.copy()
+            label[center[0], :, :] |= np.roll(inside[center[0]], 1, axis=0)  # not exactly the blob
+            write(label.astype(np.uint8), root / "lab" / f"{subject}_Label.nii.gz")
+    (root / "split.csv").write_text("".join(f"{s},{p}\n" for s, p in subjects))
+    return root
+
+
+def vs_args(root: Path, out: str = "geo", *extra: str) -> list[str]:
+    return ["--dataset_split", str(root / "split.csv"), "--path_images", str(root / "img"),
+            "--path_labels", str(root / "lab"), "--path_anno_7points", str(root / "ann"),
+            "--path_geodesic", str(root / out), *extra]
+
+
+def read(path):
+    image = sitk.ReadImage(str(path))
+    return image, sitk.GetArrayFromImage(image)
+
+
+def test_end_to_end_vs_script(tmp_path):
+    root = make_dataset(tmp_path)
+    out = VS.main(vs_args(root, "geo", "--num_workers", "1"))
+    assert out == root / "geo" / "weight0.5_threshold0.2"
+    for subject in ("s1", "s2", "s3"):
+        ann_img, ann = read(root / "ann" / f"{subject}_7points.nii.gz")
+        lab_img, lab = read(out / "geodesic_label" / f"{subject}_GeodesicLabel.nii.gz")
+        dist_img, dist = read(out / "geodesic_distance" / f"{subject}_GeodesicDistance.nii.gz")
+        assert lab.dtype == np.uint8 and dist.dtype == np.float32
+        for img in (lab_img, dist_img):
+            assert img.GetSize() == ann_img.GetSize()
+            np.testing.assert_allclose(img.GetSpacing(), ann_img.GetSpacing())
+            np.testing.assert_allclose(img.GetOrigin(), ann_img.GetOrigin())
+            np.testing.assert_allclose(img.GetDirection(), ann_img.GetDirection())
+        _, image = read(root / "img" / f"{subject}_T2.nii.gz")
+        expected, expected_d = expand_seeds(image, ann, SPACING_XYZ[::-1], 0.5, 0.2)
+        np.testing.assert_array_equal(lab, expected)
+        np.testing.assert_array_equal(dist, expected_d)
+    results = pd.read_csv(out / "results_training.csv")
+    assert results["subject"].tolist() == ["s1", "s2", "mean", "std"]
+    metrics = results[["precision", "recall", "dice", "jaccard"]].to_numpy()
+    assert np.all((metrics >= 0) & (metrics <= 1))
+    assert metrics[:2, 0] == pytest.approx([1.0, 1.0])  # the expansion stays inside the label
+    assert np.all(metrics[:2, 1] < 1.0)  # ... and misses the added rim
+    np.testing.assert_allclose(metrics[2], metrics[:2].mean(0))
+    np.testing.assert_allclose(metrics[3], metrics[:2].std(0))
+    assert not (out / "results_validation.csv").exists()  # s3 has no full label
+    logs = list(out.glob("generate_geodesic_labels_*.txt"))
+    assert len(logs) == 1
+    text = logs[0].read_text()
+    assert "--geodesic_weight 0.5" in text and "s3: no full label" in text
+    assert not list(out.rglob(".*"))  # no temporary files left behind
+
+    out2 = VS.main(vs_args(root, "geo2", "--num_workers", "2"))
+    for sub, pattern in (("geodesic_label", "*_GeodesicLabel.nii.gz"),
+                         ("geodesic_distance", "*_GeodesicDistance.nii.gz")):
+        files = sorted((out / sub).glob(pattern))
+        assert len(files) == 3
+        for f in files:
+            np.testing.assert_array_equal(read(f)[1], read(out2 / sub / f.name)[1])
+    pd.testing.assert_frame_equal(results, pd.read_csv(out2 / "results_training.csv"))
+
+
+def test_phase_restriction_and_folder_name(tmp_path):
+    root = make_dataset(tmp_path)
+    out = VS.main(vs_args(root, "geo", "--phase", "validation", "--geodesic_weight", "0.50",
+                          "--geodesic_threshold", "1", "--num_workers", "1"))
+    assert out.name == "weight0.5_threshold1.0"
+    assert sorted(p.name for p in (out / "geodesic_label").iterdir()) == ["s3_GeodesicLabel.nii.gz"]
+    assert not list(out.glob("results_*.csv"))
+
+
+def test_file_spacing_is_reversed_to_array_order(tmp_path):
+    # Euclidean distance (weight 0) on a file with spacing (x, y, z) = (0.8, 0.9, 2.0).
+    root = make_dataset(tmp_path, subjects=(("s1", "training"),))
+    out = VS.main(vs_args(root, "geo", "--geodesic_weight", "0", "--num_workers", "1"))
+    assert out.name == "weight0.0_threshold0.2"
+    _, dist = read(out / "geodesic_distance" / "s1_GeodesicDistance.nii.gz")
+    z, y, x = 5, 11, 10  # the foreground point of subject 0
+    assert dist[z, y, x] == 0
+    assert dist[z + 1, y, x] == pytest.approx(2.0)
+    assert dist[z, y + 1, x] == pytest.approx(0.9)
+    assert dist[z, y, x + 1] == pytest.approx(0.8)
+
+
+def test_brats_script_sets_zero_at_min(tmp_path):
+    root = make_dataset(tmp_path, subjects=(("b1", "training"),))
+    image_path = root / "img" / "b1_T2.nii.gz"
+    image_img, image = read(image_path)
+    image[:, :, :9] = 0.0  # the minimum, inside the lesion box
+    write(image, root / "img" / "b1_Flair.nii.gz")
+    out = BRATS.main(vs_args(root, "geo", "--image_postfix", "Flair", "--num_workers", "1"))
+    _, lab = read(out / "geodesic_label" / "b1_GeodesicLabel.nii.gz")
+    _, ann = read(root / "ann" / "b1_7points.nii.gz")
+    np.testing.assert_array_equal(lab, expand_seeds(image, ann, SPACING_XYZ[::-1], 0.5, 0.2, zero_at_min=True)[0])
+    assert np.all(lab[:, :, :9] == 0) and (lab[:, :, 9:] == 1).any()
+    assert pd.read_csv(out / "results_training.csv")["subject"].tolist() == ["b1", "mean", "std"]
+
+
+# ------------------------------------------------------------------------------ error paths
+@pytest.fixture
+def one_subject(tmp_path):
+    return make_dataset(tmp_path, subjects=(("s1", "training"), ("s2", "training")))
+
+
+def run_vs(root, *extra):
+    return VS.main(vs_args(root, "geo", "--num_workers", "1", *extra))
+
+
+def test_missing_inputs_are_listed_together(one_subject):
+    (one_subject / "img" / "s1_T2.nii.gz").unlink()
+    (one_subject / "ann" / "s2_7points.nii.gz").unlink()
+    with pytest.raises(FileNotFoundError, match="s1_T2.nii.gz.*s2_7points.nii.gz"):
+        run_vs(one_subject)
+    assert not (one_subject / "geo").exists()  # nothing done
+
+
+def test_missing_label_still_expands(one_subject):
+    (one_subject / "lab" / "s2_Label.nii.gz").unlink()
+    out = run_vs(one_subject)
+    assert (out / "geodesic_label" / "s2_GeodesicLabel.nii.gz").is_file()
+    assert pd.read_csv(out / "results_training.csv")["subject"].tolist() == ["s1", "mean", "std"]
+
+
+@pytest.mark.parametrize("change, message", [
+    (dict(shape=(12, 24, 20)), "size"),
+    (dict(spacing=(0.8, 0.9, 2.5)), "spacing"),
+    (dict(direction=(1.0, 0, 0, 0, 1.0, 0, 0, 0, 1.0)), "orientation"),
+])
+def test_image_annotation_geometry_mismatch(one_subject, change, message):
+    path = one_subject / "img" / "s2_T2.nii.gz"
+    _, image = read(path)
+    if "shape" in change:
+        image = image[:, :, :20]
+    write(image, path, spacing=change.get("spacing", SPACING_XYZ), direction=change.get("direction", DIRECTION))
+    with pytest.raises(ValueError, match=f"s2_T2.nii.gz.*{message}"):
+        run_vs(one_subject)
+    assert not list((one_subject / "geo").rglob("*.nii.gz"))  # checked before any work
+
+
+def test_spacing_within_tolerance_is_accepted(one_subject):
+    path = one_subject / "img" / "s2_T2.nii.gz"
+    write(read(path)[1], path, spacing=(0.8 * (1 + 2e-5), 0.9, 2.0))
+    run_vs(one_subject)
+
+
+def test_label_geometry_mismatch(one_subject):
+    path = one_subject / "lab" / "s1_Label.nii.gz"
+    write(read(path)[1][:, :, :20], path)
+    with pytest.raises(ValueError, match="s1_Label.nii.gz.*size"):
+        run_vs(one_subject)
+
+
+def edit_annotation(root, subject, edit, dtype=None):
+    path = root / "ann" / f"{subject}_7points.nii.gz"
+    _, ann = read(path)
+    ann = ann.astype(dtype or ann.dtype)
+    edit(ann)
+    write(ann, path)
+
+
+@pytest.mark.parametrize("edit, dtype, message", [
+    (lambda a: a.__setitem__((0, 0, 0), 1.5), np.float32, "unexpected values"),
+    (lambda a: a.__setitem__((0, 0, 0), 255), None, "more lesions than supported"),
+    (lambda a: a.__setitem__((0, 0, 0), 5), None, "more lesions than supported"),
+    (lambda a: a.__setitem__(a == 2, 0), None, "no foreground point"),
+    (lambda a: a.__setitem__(a == 1, 0), None, "no background points"),
+    (lambda a: a.__setitem__((0, 0, 0), 4), None, "lesion 2 has a foreground point"),
+    (lambda a: a.__setitem__((0, 0, 0), 3), None, "lesion 2 has background points"),
+    (lambda a: a.fill(0), None, "no annotated points"),
+])
+def test_bad_annotation(one_subject, edit, dtype, message):
+    edit_annotation(one_subject, "s2", edit, dtype)
+    with pytest.raises(ValueError, match=f"s2_7points.nii.gz.*{message}"):
+        run_vs(one_subject)
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf])
+def test_nan_or_inf_in_image(one_subject, bad):
+    path = one_subject / "img" / "s1_T2.nii.gz"
+    _, image = read(path)
+    image[0, 0, 0] = bad
+    write(image, path)
+    with pytest.raises(ValueError, match="s1_T2.nii.gz.*NaN/Inf"):
+        run_vs(one_subject)
+
+
+@pytest.mark.parametrize("flag, value", [
+    ("--geodesic_weight", "-0.1"), ("--geodesic_weight", "1.5"), ("--geodesic_weight", "nan"),
+    ("--geodesic_threshold", "0"), ("--geodesic_threshold", "1.01"), ("--geodesic_threshold", "-1"),
+])
+def test_weight_and_threshold_are_checked(one_subject, flag, value):
+    with pytest.raises(ValueError, match=f"{flag} must be in .*got {value}"):
+        run_vs(one_subject, flag, value)
+
+
+def test_num_workers_must_be_positive(one_subject):
+    with pytest.raises(SystemExit):
+        run_vs(one_subject, "--num_workers", "0")
+    with pytest.raises(ValueError, match="--num_workers"):
+        generate_geodesic_labels(one_subject / "split.csv", one_subject / "img", "T2", None, "Label",
+                                 one_subject / "ann", "7points", one_subject / "geo", 0.5, 0.2,
+                                 num_workers=0)
+
+
+def test_output_folder_uses_str_float():
+    assert output_folder("g", 0.5, 0.2) == Path("g/weight0.5_threshold0.2")
+    assert output_folder("g", 1, 0.25) == Path("g/weight1.0_threshold0.25")

@@ -1,0 +1,278 @@
+"""Networks: golden outputs of the published code, parameter counts, shapes, input checks, blocks."""
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from torch import nn
+
+from networks import NETWORKS, AttU_Net, U_Net, U_Net2D5, get_network
+from networks.blocks import AttentionGate, ConvBlock, UpBlock, check_network_input
+
+PARAM_COUNTS = {"U_Net2D5": 2_466_128, "U_Net": 6_471_810, "AttU_Net": 6_493_934}
+
+
+def published_parameters(name: str, net: nn.Module) -> list[nn.Parameter]:
+    """Our parameters listed in the order the published code registers its own.
+
+    U_Net2D5 (published): final conv, decoder blocks deep → shallow, encoder blocks shallow → deep,
+    bottleneck. U_Net/AttU_Net (published): forward order, which is ours too: encoder levels, then
+    per decoder level the up-conv, the attention gate (W_g, W_x, psi) and the block; final conv.
+    Within a block both codes register conv weight, conv bias, [norm weight, norm bias] per conv.
+    """
+    if name == "U_Net2D5":
+        modules = [net.head, *net.decoders, *net.encoders, net.bottleneck]
+    else:
+        modules = [*net.encoders, *net.decoders, net.head]
+    params = [p for module in modules for p in module.parameters()]
+    assert len({id(p) for p in params}) == len(params) == len(list(net.parameters()))
+    return params
+
+
+def set_published_weights(name: str, net: nn.Module) -> None:
+    """Parameter k (published order) ← sin(0.01·arange(numel) + k)·0.05, computed in float64."""
+    with torch.no_grad():
+        for k, p in enumerate(published_parameters(name, net)):
+            values = torch.sin(0.01 * torch.arange(p.numel(), dtype=torch.float64) + k) * 0.05
+            p.copy_(values.reshape(p.shape).to(p.dtype))
+
+
+@pytest.mark.parametrize("name", sorted(NETWORKS))
+def test_parameter_shapes_in_published_order(golden, name):
+    net = get_network(name)
+    shapes = [tuple(p.shape) for p in published_parameters(name, net)]
+    assert shapes == [tuple(s) for s in golden[f"{name}_param_shapes"]]
+
+
+@pytest.mark.parametrize("name", sorted(NETWORKS))
+def test_output_matches_published_code(golden, name):
+    # Measured on CPU: max |diff| 5.6e-9 (U_Net2D5, scale 0.028), 4.8e-7 (U_Net, scale 0.72),
+    # 1.7e-6 (AttU_Net, scale 3.0). U_Net/AttU_Net must run in float32 like the recording: their
+    # 2×2×1 bottleneck InstanceNorm sees near-constant channels (variance ~3e-11 < eps), so float64
+    # arithmetic moves their outputs by ~2% of the scale.
+    net = get_network(name).eval()
+    set_published_weights(name, net)
+    with torch.no_grad():
+        out = net(golden["net_input"].float())
+    expected = golden[f"{name}_output"]
+    assert out.shape == expected.shape == (1, 2, 32, 32, 16)
+    scale = expected.abs().max().item()
+    assert scale > 0
+    torch.testing.assert_close(out, expected, rtol=0, atol=1e-4 * scale)
+
+
+def test_u_net2d5_golden_also_holds_in_float64(golden):
+    net = U_Net2D5().double().eval()
+    set_published_weights("U_Net2D5", net)
+    with torch.no_grad():
+        out = net(golden["net_input"].double())
+    expected = golden["U_Net2D5_output"].double()
+    torch.testing.assert_close(out, expected, rtol=0, atol=1e-4 * expected.abs().max().item())
+
+
+@pytest.mark.parametrize("name", sorted(NETWORKS))
+def test_parameter_count(name):
+    assert sum(p.numel() for p in get_network(name).parameters()) == PARAM_COUNTS[name]
+
+
+def test_registry_and_get_network():
+    assert sorted(NETWORKS) == ["AttU_Net", "U_Net", "U_Net2D5"]
+    assert NETWORKS == {"U_Net2D5": U_Net2D5, "U_Net": U_Net, "AttU_Net": AttU_Net}
+    net = get_network("AttU_Net", in_channels=2, num_classes=3)
+    assert type(net) is AttU_Net
+    assert (net.in_channels, net.num_classes) == (2, 3)
+    with pytest.raises(ValueError, match=r"unknown network 'UNet'.*\['AttU_Net', 'U_Net', 'U_Net2D5'\]"):
+        get_network("UNet")
+
+
+@pytest.mark.parametrize("name", sorted(NETWORKS))
+@pytest.mark.parametrize("shape", [(1, 1, 32, 32, 16), (2, 1, 48, 32, 16)])
+def test_output_shape(name, shape):
+    net = get_network(name).eval()
+    with torch.no_grad():
+        out = net(torch.randn(shape))
+    assert out.shape == (shape[0], 2, *shape[2:])
+    assert torch.isfinite(out).all()
+
+
+@pytest.mark.parametrize("name", sorted(NETWORKS))
+def test_more_channels_and_classes(name):
+    net = get_network(name, in_channels=2, num_classes=3).eval()
+    with torch.no_grad():
+        out = net(torch.randn(1, 2, 16, 32, 16))
+    assert out.shape == (1, 3, 16, 32, 16)
+
+
+@pytest.mark.parametrize("name", sorted(NETWORKS))
+def test_items_of_a_batch_are_independent(name):
+    # InstanceNorm normalises each item on its own, so an item's output does not depend on the batch.
+    torch.manual_seed(0)
+    # float64: the 1×1×2 bottleneck's InstanceNorm amplifies float32 rounding (up to ~1e-4 here).
+    net = get_network(name).double().eval()
+    x = torch.randn(2, 1, 16, 16, 32, dtype=torch.float64)
+    with torch.no_grad():
+        both, second = net(x), net(x[1:])
+    torch.testing.assert_close(both[1:], second, rtol=0, atol=1e-9)
+
+
+@pytest.mark.parametrize("name", sorted(NETWORKS))
+def test_bad_inputs_raise(name):
+    net = get_network(name)
+    msg = (r"input spatial shape \(30, 32, 16\) must be divisible by 16 in every axis; "
+           r"pad or choose --spatial_shape accordingly")
+    with pytest.raises(ValueError, match=msg):
+        net(torch.zeros(1, 1, 30, 32, 16))
+    with pytest.raises(ValueError, match=r"expected 1 input channel\(s\), got shape \(1, 2, 32, 32, 16\)"):
+        net(torch.zeros(1, 2, 32, 32, 16))
+    with pytest.raises(ValueError, match=r"5D input .* got shape \(1, 32, 32, 16\)"):
+        net(torch.zeros(1, 32, 32, 16))
+
+
+@pytest.mark.parametrize("cls", [U_Net2D5, U_Net, AttU_Net])
+@pytest.mark.parametrize("kwargs", [{"in_channels": 0}, {"num_classes": -1}, {"num_classes": 2.0}])
+def test_bad_constructor_args_raise(cls, kwargs):
+    with pytest.raises(ValueError, match=r"must be a positive integer, got"):
+        cls(**kwargs)
+
+
+def test_check_network_input_degenerate_sizes():
+    with pytest.raises(ValueError, match=r"input spatial shape \(0, 16, 16\) must be divisible"):
+        check_network_input(torch.zeros(1, 1, 0, 16, 16), in_channels=1)
+    with pytest.raises(ValueError, match=r"\(16, 16, 16\) leaves a single bottleneck voxel"):
+        get_network("U_Net2D5")(torch.zeros(1, 1, 16, 16, 16))
+    check_network_input(torch.zeros(1, 1, 16, 32, 16), in_channels=1)  # 1×2×1 bottleneck: fine
+
+
+@pytest.mark.parametrize("name", sorted(NETWORKS))
+def test_channels_last_3d(name):
+    torch.manual_seed(0)
+    net = get_network(name).eval()
+    x = torch.randn(1, 1, 32, 32, 16)
+    with torch.no_grad():
+        ref = net(x)
+        net_cl = net.to(memory_format=torch.channels_last_3d)
+        out = net_cl(x.to(memory_format=torch.channels_last_3d))
+    torch.testing.assert_close(out, ref, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("name", sorted(NETWORKS))
+def test_autocast_forward_and_backward(name):
+    torch.manual_seed(0)
+    net = get_network(name)
+    x = torch.randn(1, 1, 32, 16, 16)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = net(x)
+    assert out.dtype == torch.bfloat16 and out.shape == (1, 2, 32, 16, 16)
+    out.float().square().mean().backward()
+    grads = [p.grad for p in net.parameters()]
+    assert all(g is not None and g.dtype == torch.float32 and torch.isfinite(g).all() for g in grads)
+    assert any(g.abs().sum() > 0 for g in grads)
+
+
+def test_u_net2d5_he_init():
+    torch.manual_seed(0)
+    net = U_Net2D5()
+    convs = [m for m in net.modules() if isinstance(m, nn.Conv3d)]
+    assert net.head.bias is None
+    for conv in convs:
+        if conv.bias is not None:
+            assert torch.count_nonzero(conv.bias) == 0
+    big = net.bottleneck[3]  # 128 → 128, 3×3×3: 442,368 weights
+    fan_in = 128 * 27
+    expected_std = math.sqrt(2.0 / (1 + 0.01**2)) / math.sqrt(fan_in)
+    assert big.weight.std().item() == pytest.approx(expected_std, rel=0.01)
+    assert abs(big.weight.mean().item()) < 0.01 * expected_std
+    norms = [m for m in net.modules() if isinstance(m, nn.InstanceNorm3d)]
+    assert len(norms) == 18 and all(m.affine and m.eps == 1e-5 for m in norms)
+
+
+def test_u_net2d5_kernels_and_activations():
+    net = U_Net2D5()
+    encoder_kernels = [b[0].kernel_size for b in net.encoders]
+    decoder_kernels = [d.conv[0].kernel_size for d in net.decoders]
+    assert encoder_kernels == [(3, 3, 1), (3, 3, 1), (3, 3, 3), (3, 3, 3)]
+    assert net.bottleneck[0].kernel_size == (3, 3, 3)
+    assert decoder_kernels == [(3, 3, 3), (3, 3, 3), (3, 3, 3), (3, 3, 1)]
+    slopes = {m.negative_slope for m in net.modules() if isinstance(m, nn.LeakyReLU)}
+    assert slopes == {0.01}
+
+
+def test_in_plane_conv_block_does_not_mix_slices():
+    torch.manual_seed(0)
+    block = ConvBlock(1, 4, (3, 3, 1), affine=True, negative_slope=0.01).eval()
+    assert [type(m) for m in block] == [nn.Conv3d, nn.InstanceNorm3d, nn.LeakyReLU] * 2
+    # The norms mix slices through their statistics; the convolutions alone must not.
+    convs = nn.Sequential(block[0], block[2], block[3], block[5])
+    x = torch.randn(1, 1, 8, 8, 4)
+    y = x.clone()
+    y[..., 2] += torch.randn(8, 8)
+    with torch.no_grad():
+        assert block(x).shape == (1, 4, 8, 8, 4)
+        diff = (convs(x) - convs(y)).abs().amax(dim=(0, 1, 2, 3))
+    assert diff[2] > 0.1
+    assert torch.equal(diff[[0, 1, 3]], torch.zeros(3))
+
+
+def test_up_block_upsamples_trilinear_and_puts_upsampled_first():
+    block = UpBlock(1, 1, 1, kernel_size=1, mode="trilinear", align_corners=False)
+    deep = torch.tensor([0.0, 4.0]).reshape(1, 1, 2, 1, 1).expand(1, 1, 2, 2, 2).contiguous()
+    skip = torch.zeros(1, 1, 4, 4, 4)
+    captured = {}
+    block.conv.register_forward_pre_hook(lambda m, args: captured.setdefault("x", args[0]))
+    block(deep, skip)
+    up = captured["x"][0, 0]
+    # align_corners=False: 0, 4 → 0, 1, 3, 4 along X (edges clamp).
+    assert torch.allclose(up[:, 0, 0], torch.tensor([0.0, 1.0, 3.0, 4.0]))
+    assert torch.equal(captured["x"][0, 1], skip[0, 0])
+
+
+def test_attention_gate_scales_skip_into_unit_interval():
+    torch.manual_seed(0)
+    gate = AttentionGate(4, 6, 2)
+    g, x = torch.randn(2, 4, 4, 4, 4), torch.randn(2, 6, 4, 4, 4)
+    out = gate(g, x)
+    assert out.shape == x.shape
+    alpha = out / x
+    # One attention coefficient per voxel, shared by all channels, strictly inside (0, 1).
+    assert torch.allclose(alpha, alpha[:, :1].expand_as(alpha), atol=1e-5)
+    assert ((alpha > 0) & (alpha < 1)).all()
+    assert sum(p.numel() for p in gate.parameters()) == (4 * 2 + 2) + (6 * 2 + 2) + (2 + 1)
+
+
+requires_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+
+
+@requires_cuda
+@pytest.mark.parametrize("name", sorted(NETWORKS))
+def test_cuda_channels_last_autocast_matches_cpu(name):
+    torch.manual_seed(0)
+    net = get_network(name).double().eval()
+    x = torch.randn(2, 1, 32, 32, 16, dtype=torch.float64)
+    with torch.no_grad():
+        ref = net(x)
+        out64 = net.cuda()(x.cuda()).cpu()
+    # Same arithmetic on another device: float64 leaves only rounding differences.
+    torch.testing.assert_close(out64, ref, rtol=0, atol=1e-6 * ref.abs().max().item())
+    net = net.float().to(memory_format=torch.channels_last_3d).train()
+    xc = x.float().cuda().to(memory_format=torch.channels_last_3d)
+    with torch.autocast("cuda", dtype=torch.float16):
+        out = net(xc)
+    assert out.dtype == torch.float16 and out.shape == (2, 2, 32, 32, 16) and out.device.type == "cuda"
+    out.float().square().mean().backward()
+    assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in net.parameters())
+
+
+@requires_cuda
+def test_cuda_u_net2d5_golden(golden):
+    net = U_Net2D5().cuda().eval()
+    set_published_weights("U_Net2D5", net)
+    previous = torch.backends.cudnn.allow_tf32
+    torch.backends.cudnn.allow_tf32 = False
+    try:
+        with torch.no_grad():
+            out = net(golden["net_input"].cuda()).cpu()
+    finally:
+        torch.backends.cudnn.allow_tf32 = previous
+    expected = golden["U_Net2D5_output"]
+    torch.testing.assert_close(out, expected, rtol=0, atol=1e-4 * expected.abs().max().item())

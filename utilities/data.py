@@ -1,0 +1,316 @@
+"""TorchIO subjects and loaders: the one loader builder used by every script.
+
+A subject is read from ``<dir>/<subject>_<postfix>.nii.gz`` for each of its images (``image``,
+and optionally ``label``, ``seeds`` = the expanded-seed labels, ``anno`` = the 7 points).
+Preprocessing (deterministic, cached): ``ToCanonical`` (RAS) and whole-volume z-normalisation of
+the image. Training adds (random, every time): padding to the patch size, flips with p = 0.2 on
+each axis and one uniformly random patch of ``--spatial_shape``. Validation and inference use
+whole volumes.
+
+Volumes are decoded once and kept in memory up to ``cache_gb`` (VS crops are ~3 MB each, a
+BraTS case ~35 MB); the cache is filled in the main process before any worker starts, so
+workers share it copy-on-write.
+"""
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+import nibabel as nib
+import numpy as np
+import torch
+import torchio as tio
+from torch.utils.data import DataLoader, Dataset, Sampler
+
+from utilities.splits import read_split, subjects_of
+
+__all__ = [
+    "ImageSource",
+    "image_path",
+    "find_missing",
+    "make_subjects",
+    "count_nonfinite",
+    "check_subject",
+    "preprocess_transform",
+    "training_transform",
+    "SubjectCache",
+    "PatchDataset",
+    "VolumeDataset",
+    "make_training_loader",
+    "make_volume_loader",
+]
+
+logger = logging.getLogger("paseg")
+
+FLIP_PROBABILITY = 0.2
+GEOMETRY_TOLERANCE = 1e-3
+
+
+@dataclass(frozen=True)
+class ImageSource:
+    """Where one image of every subject lives: ``<folder>/<subject>_<postfix>.nii.gz``."""
+
+    key: str
+    folder: str | os.PathLike
+    postfix: str
+    is_label: bool
+    what: str  # human name for messages, e.g. "image" or "expanded-seed label"
+
+
+def image_path(folder: str | os.PathLike, subject: str, postfix: str) -> Path:
+    """``<folder>/<subject>_<postfix>.nii.gz``."""
+    return Path(folder) / f"{subject}_{postfix}.nii.gz"
+
+
+def find_missing(subjects: Sequence[str], sources: Sequence[ImageSource]) -> list[str]:
+    """Every missing file, as ``"<what> <path>"`` strings."""
+    missing = []
+    for subject in subjects:
+        for src in sources:
+            path = image_path(src.folder, subject, src.postfix)
+            if not path.is_file():
+                missing.append(f"{src.what} {path}")
+    return missing
+
+
+def make_subjects(dataset_split: str | os.PathLike, phase: str | None,
+                  sources: Sequence[ImageSource]) -> list[tio.Subject]:
+    """One ``tio.Subject`` per subject of ``phase`` in the split, with an image per source.
+
+    Raises:
+        FileNotFoundError: naming every missing file at once (never skips a subject).
+        ValueError: if the phase has no subject.
+    """
+    names = subjects_of(read_split(dataset_split), phase)
+    if not names:
+        raise ValueError(f"split file {dataset_split} lists no subject for phase {phase!r}")
+    missing = find_missing(names, sources)
+    if missing:
+        shown = "; ".join(missing[:10]) + (f"; ... ({len(missing)} in all)" if len(missing) > 10 else "")
+        raise FileNotFoundError(f"{len(missing)} file(s) of the subjects listed in {dataset_split} are missing: "
+                                f"{shown}. Check the path and postfix flags or the split.")
+    subjects = []
+    for name in names:
+        images: dict[str, Any] = {}
+        for src in sources:
+            cls = tio.LabelMap if src.is_label else tio.ScalarImage
+            images[src.key] = cls(image_path(src.folder, name, src.postfix))
+        subjects.append(tio.Subject(subject=name, **images))
+    return subjects
+
+
+def _load(image: tio.Image, what: str) -> None:
+    try:
+        image.load()
+    except Exception as e:  # nibabel/SimpleITK raise many types for damaged files
+        raise ValueError(f"cannot read {what} file {image.path} (unreadable or truncated: "
+                         f"{type(e).__name__}); re-create or re-download it") from None
+
+
+def count_nonfinite(path: str | os.PathLike) -> int:
+    """Number of NaN/Inf voxels stored in an image file.
+
+    SimpleITK (TorchIO's reader) turns NaN into 0 when reading NIfTI, so the file is checked
+    with nibabel; integer-typed files cannot hold NaN and are not decoded again.
+    """
+    path = Path(path)
+    if not path.name.endswith((".nii", ".nii.gz")):
+        return 0
+    img = nib.load(str(path))
+    if not np.issubdtype(img.get_data_dtype(), np.floating):
+        return 0
+    return int((~np.isfinite(np.asanyarray(img.dataobj))).sum())
+
+
+def check_subject(subject: tio.Subject, whats: Mapping[str, str] | None = None) -> None:
+    """Load every image and check: readable, same shape/spacing/orientation as ``image``, finite.
+
+    Raises a one-line ``ValueError`` naming the file.
+    """
+    whats = dict(whats or {})
+    ref = subject["image"]
+    for key, image in subject.get_images_dict(intensity_only=False).items():
+        _load(image, whats.get(key, key))
+    bad = count_nonfinite(ref.path)
+    if bad:
+        raise ValueError(f"image {ref.path} has {bad} NaN or Inf voxel(s); fix or re-export the image")
+    for key, image in subject.get_images_dict(intensity_only=False).items():
+        if key == "image":
+            continue
+        what = whats.get(key, key)
+        if image.spatial_shape != ref.spatial_shape:
+            raise ValueError(f"{what} {image.path} has shape {image.spatial_shape} but image {ref.path} has "
+                             f"{ref.spatial_shape}; they must be on the same voxel grid")
+        if not np.allclose(image.spacing, ref.spacing, rtol=GEOMETRY_TOLERANCE, atol=GEOMETRY_TOLERANCE):
+            raise ValueError(f"{what} {image.path} has spacing {tuple(np.round(image.spacing, 4))} but image "
+                             f"{ref.path} has {tuple(np.round(ref.spacing, 4))}; resample it onto the image grid")
+        if image.orientation != ref.orientation or not np.allclose(
+                image.affine, ref.affine, rtol=GEOMETRY_TOLERANCE, atol=max(GEOMETRY_TOLERANCE, 1e-3 * max(ref.spacing))):
+            raise ValueError(f"{what} {image.path} has orientation/origin {image.orientation} different from image "
+                             f"{ref.path} ({ref.orientation}); they must share the image's geometry")
+
+
+def preprocess_transform() -> tio.Transform:
+    """Deterministic preprocessing: RAS orientation and whole-volume z-normalisation."""
+    return tio.Compose([tio.ToCanonical(), tio.ZNormalization(include=["image"])])
+
+
+def training_transform(spatial_shape: Sequence[int]) -> tio.Transform:
+    """Random part of training: pad to the patch size (image minimum / label 0), random flips."""
+    return tio.Compose([
+        tio.CropOrPad(tuple(spatial_shape), only_pad=True, padding_mode="minimum"),
+        tio.RandomFlip(axes=(0, 1, 2), flip_probability=FLIP_PROBABILITY),
+    ])
+
+
+def _nbytes(subject: tio.Subject) -> int:
+    return sum(img.data.element_size() * img.data.numel()
+               for img in subject.get_images(intensity_only=False))
+
+
+class SubjectCache:
+    """Preprocessed subjects, kept in memory up to a byte budget; the rest is re-read on use.
+
+    Args:
+        subjects: subjects as built by :func:`make_subjects` (not yet loaded).
+        cache_gb: memory budget in GiB for the decoded, preprocessed volumes.
+        whats: human names of the images for error messages.
+    """
+
+    def __init__(self, subjects: Sequence[tio.Subject], cache_gb: float = 8.0,
+                 whats: Mapping[str, str] | None = None) -> None:
+        self.subjects = list(subjects)
+        self.whats = dict(whats or {})
+        self.budget = int(cache_gb * 2**30)
+        self.preprocess = preprocess_transform()
+        self._cache: dict[int, tio.Subject] = {}
+        self.cached_bytes = 0
+
+    def __len__(self) -> int:
+        return len(self.subjects)
+
+    def fill(self) -> None:
+        """Decode, check and preprocess every subject once (cached while within budget)."""
+        for index in range(len(self.subjects)):
+            self.get(index)
+
+    def get(self, index: int) -> tio.Subject:
+        """The preprocessed subject ``index`` (a cached object: do not modify in place)."""
+        cached = self._cache.get(index)
+        if cached is not None:
+            return cached
+        subject = self.subjects[index]
+        if subject.load is not None:
+            subject = _fresh_copy(subject)
+        check_subject(subject, self.whats)
+        subject = self.preprocess(subject)
+        size = _nbytes(subject)
+        if self.cached_bytes + size <= self.budget:
+            self._cache[index] = subject
+            self.cached_bytes += size
+        return subject
+
+
+def _fresh_copy(subject: tio.Subject) -> tio.Subject:
+    """A copy of an unloaded subject, so reading does not keep the raw volume around."""
+    images = {key: type(img)(img.path) for key, img in subject.get_images_dict(intensity_only=False).items()}
+    return tio.Subject(subject=subject["subject"], **images)
+
+
+def _as_sample(subject: tio.Subject) -> dict[str, Any]:
+    sample: dict[str, Any] = {"subject": subject["subject"]}
+    for key, image in subject.get_images_dict(intensity_only=False).items():
+        data = image.data
+        sample[key] = data.float() if key == "image" else data.to(torch.int64)
+    return sample
+
+
+class PatchDataset(Dataset):
+    """Training items: one random patch of ``spatial_shape`` from each subject per epoch.
+
+    Each item is a dict with ``subject`` (name) and one tensor per image: ``image`` float32
+    ``(1, X, Y, Z)``, labels int64 ``(1, X, Y, Z)``.
+    """
+
+    def __init__(self, cache: SubjectCache, spatial_shape: Sequence[int]) -> None:
+        self.cache = cache
+        self.spatial_shape = tuple(spatial_shape)
+        self.transform = training_transform(self.spatial_shape)
+        self.sampler = tio.UniformSampler(self.spatial_shape)
+
+    def __len__(self) -> int:
+        return len(self.cache)
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        subject = self.transform(self.cache.get(index))
+        patch = next(iter(self.sampler(subject, 1)))
+        return _as_sample(patch)
+
+
+class VolumeDataset(Dataset):
+    """Whole preprocessed volumes (validation/inference), plus the original file's path."""
+
+    def __init__(self, cache: SubjectCache) -> None:
+        self.cache = cache
+
+    def __len__(self) -> int:
+        return len(self.cache)
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        subject = self.cache.get(index)
+        sample = _as_sample(subject)
+        sample["path"] = str(subject["image"].path)
+        return sample
+
+
+def _worker_init(worker_id: int) -> None:
+    seed = torch.initial_seed() % 2**32
+    np.random.seed(seed)
+
+
+def make_training_loader(cache: SubjectCache, spatial_shape: Sequence[int], batch_size: int,
+                         num_workers: int = 0, generator: torch.Generator | None = None,
+                         sampler: Sampler | None = None) -> DataLoader:
+    """Shuffled loader of random patches, one pass over the subjects per epoch.
+
+    ``drop_last`` is off: every subject is seen each epoch. Pass ``sampler`` for distributed
+    training (then shuffling is the sampler's job).
+    """
+    return DataLoader(PatchDataset(cache, spatial_shape), batch_size=batch_size,
+                      shuffle=sampler is None, sampler=sampler, num_workers=num_workers,
+                      worker_init_fn=_worker_init, generator=generator,
+                      persistent_workers=num_workers > 0, drop_last=False)
+
+
+def make_volume_loader(cache: SubjectCache, num_workers: int = 0, sampler: Sampler | None = None) -> DataLoader:
+    """Loader of whole volumes, batch size 1, in split order."""
+    return DataLoader(VolumeDataset(cache), batch_size=1, shuffle=False, sampler=sampler,
+                      num_workers=num_workers, persistent_workers=num_workers > 0)
+
+
+
+def load_phase(dataset_split: str | os.PathLike, phase: str, required: Sequence[ImageSource],
+               optional: Sequence[ImageSource] = (), cache_gb: float = 8.0, fill: bool = True) -> SubjectCache:
+    """The subjects of one phase with a cache, checked and preprocessed up front.
+
+    ``required`` sources must exist for every subject (else one error lists all missing files);
+    an ``optional`` source is used only if it exists for every subject of the phase (a log line
+    says when it is left out).
+    """
+    names = subjects_of(read_split(dataset_split), phase)
+    sources = list(required)
+    for src in optional:
+        missing = find_missing(names, [src])
+        if missing:
+            logger.info("%s phase: %s not used (%d of %d file(s) missing, e.g. %s)", phase, src.what,
+                        len(missing), len(names), missing[0].split(" ", 1)[-1])
+        else:
+            sources.append(src)
+    cache = SubjectCache(make_subjects(dataset_split, phase, sources), cache_gb,
+                         whats={s.key: s.what for s in sources})
+    if fill:
+        cache.fill()
+    return cache

@@ -1,0 +1,85 @@
+"""torch.distributed glue: the same script runs alone or under ``torchrun`` unchanged.
+
+Under ``torchrun`` (``WORLD_SIZE`` > 1 in the environment) each process joins the default
+process group (NCCL on GPUs, gloo on CPU), uses the GPU ``LOCAL_RANK`` when on CUDA, sees a
+distinct shard of the training subjects every epoch and a shard of the validation volumes;
+only rank 0 writes logs, TensorBoard and checkpoints.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.distributed as dist
+
+__all__ = ["DistContext", "init_distributed", "shard_indices"]
+
+
+@dataclass
+class DistContext:
+    """Rank information of this process (``world_size == 1``: not distributed)."""
+
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+
+    @property
+    def distributed(self) -> bool:
+        return self.world_size > 1
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    def barrier(self) -> None:
+        if self.distributed:
+            dist.barrier()
+
+    def gather(self, obj: Any) -> list[Any]:
+        """Every rank's ``obj``, in rank order (``[obj]`` when not distributed)."""
+        if not self.distributed:
+            return [obj]
+        out: list[Any] = [None] * self.world_size
+        dist.all_gather_object(out, obj)
+        return out
+
+    def broadcast(self, obj: Any) -> Any:
+        """Rank 0's ``obj`` on every rank."""
+        if not self.distributed:
+            return obj
+        box = [obj]
+        dist.broadcast_object_list(box, src=0)
+        return box[0]
+
+    def any(self, flag: bool) -> bool:
+        """True on every rank if ``flag`` is true on any rank."""
+        return any(self.gather(bool(flag)))
+
+    def close(self) -> None:
+        if self.distributed and dist.is_initialized():
+            dist.destroy_process_group()
+
+
+def init_distributed(device: torch.device) -> tuple[DistContext, torch.device]:
+    """Join the process group when launched by ``torchrun``; return the context and the device.
+
+    On CUDA each process takes the GPU ``LOCAL_RANK``.
+    """
+    world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    if world_size <= 1:
+        return DistContext(), device
+    rank = int(os.environ["RANK"])
+    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    if device.type == "cuda":
+        device = torch.device("cuda", local_rank)
+        torch.cuda.set_device(device)
+    if not dist.is_initialized():
+        dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
+    return DistContext(rank, world_size, local_rank), device
+
+
+def shard_indices(n: int, ctx: DistContext) -> list[int]:
+    """Indices ``rank, rank + world_size, ...`` of ``range(n)``: disjoint, covering, no padding."""
+    return list(range(ctx.rank, n, ctx.world_size))

@@ -1,0 +1,501 @@
+"""Stage 0 of PA-Seg: expand the 7 annotated points of each lesion with a geodesic distance.
+
+The annotation marks, per lesion, six extreme points on the lesion's boundary ("background"
+points, value 1) and one point inside it ("foreground", value 2); BraTS cases may carry a second
+lesion as values 3 (its extreme points) and 4 (its foreground point). For each lesion the image
+is cropped (inclusive) to the bounding box of its points, the geodesic distance from the
+foreground point is computed in that box with GeodisTK's raster scan, and the box is split into
+"expanded foreground" (label 1: distance below ``threshold`` times the box's largest distance)
+and "unknown" (label 2). Everything outside the boxes is background (label 0). The seed labels
+train stage 1 with a partial cross-entropy that ignores label 2.
+
+This module is the one implementation behind ``data/VS/generate_geodesic_labels.py`` and
+``data/BraTS/generate_geodesic_labels.py``; those scripts only choose defaults.
+"""
+from __future__ import annotations
+
+import argparse
+import concurrent.futures as cf
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+import GeodisTK
+import nibabel as nib
+import numpy as np
+import pandas as pd
+import SimpleITK as sitk
+from tqdm import tqdm
+
+from utilities.cli import log_args, positive_int, setup_logger
+from utilities.io import ensure_writable_dir, read_image, save_csv, write_like
+from utilities.metrics import overlap_metrics
+from utilities.splits import PHASES, read_split, subjects_of
+
+__all__ = [
+    "LESIONS",
+    "RASTER_SCAN_ITERATIONS",
+    "expand_seeds",
+    "merge_labels",
+    "output_folder",
+    "generate_geodesic_labels",
+    "build_parser",
+    "run_cli",
+]
+
+#: (background value, foreground value) of each supported lesion in a 7-point annotation.
+LESIONS: tuple[tuple[int, int], ...] = ((1, 2), (3, 4))
+#: Forward/backward raster-scan passes given to GeodisTK.
+RASTER_SCAN_ITERATIONS = 4
+#: Relative tolerance when comparing the spacing and orientation of two images.
+GEOMETRY_RTOL = 1e-4
+
+_METRIC_COLUMNS = ("precision", "recall", "dice", "jaccard")
+
+
+# --------------------------------------------------------------------------------------------
+# Array level
+# --------------------------------------------------------------------------------------------
+def _check_weight_threshold(weight: float, threshold: float) -> None:
+    # GeodisTK's local speed is (1 - λ) + λ / (|ΔI| + 1e-5): λ > 1 makes it negative for large
+    # intensity steps (negative path lengths), so λ is limited to [0, 1].
+    if not 0.0 <= weight <= 1.0:
+        raise ValueError(f"--geodesic_weight must be in [0, 1] (0: Euclidean distance, "
+                         f"1: intensity only), got {weight}")
+    if not 0.0 < threshold <= 1.0:
+        raise ValueError(f"--geodesic_threshold must be in (0, 1], got {threshold}")
+
+
+def _check_annotation_values(annotation: np.ndarray) -> np.ndarray:
+    """Return the annotation as int64 after checking it holds only 0..4 (one-line errors)."""
+    values = np.unique(annotation)
+    if values.dtype.kind == "f" and not np.all(np.isfinite(values)):
+        raise ValueError("annotation holds NaN or Inf values; expected only 0, 1, 2, 3, 4")
+    bad = values[(values != np.round(values)) | (values < 0)]
+    if bad.size:
+        raise ValueError(f"annotation holds unexpected values {bad[:5].tolist()}; expected only "
+                         "0 (unlabelled), 1/3 (background extreme points), 2/4 (foreground point)")
+    top = 2 * len(LESIONS)
+    extra = values[values > top]
+    if extra.size:
+        raise ValueError(f"annotation holds values {extra[:5].tolist()}: more lesions than supported "
+                         f"(at most {len(LESIONS)}: points 1,2 and 3,4)")
+    return np.asarray(annotation).astype(np.int64)
+
+
+def merge_labels(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Merge the seed labels of two lesions: 1 if either is 1, 0 if both are 0, else 2.
+
+    Args:
+        a, b: uint8 arrays of the same shape with values in {0, 1, 2}.
+
+    Returns:
+        uint8 array of that shape.
+    """
+    a = np.asarray(a)
+    b = np.asarray(b)
+    if a.shape != b.shape:
+        raise ValueError(f"cannot merge labels of shapes {a.shape} and {b.shape}")
+    merged = np.full(a.shape, 2, dtype=np.uint8)
+    merged[(a == 0) & (b == 0)] = 0
+    merged[(a == 1) | (b == 1)] = 1
+    return merged
+
+
+def _lesion_box(points: np.ndarray) -> tuple[slice, ...]:
+    """Inclusive bounding box of the non-zero voxels of ``points`` as slices."""
+    coords = np.nonzero(points)
+    return tuple(slice(int(c.min()), int(c.max()) + 1) for c in coords)
+
+
+def expand_seeds(image: np.ndarray, annotation: np.ndarray, spacing: Sequence[float],
+                 weight: float, threshold: float,
+                 zero_at_min: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    """Expand a 7-point annotation into a seed label by geodesic distance.
+
+    For each lesion present (points 1, 2 and points 3, 4), the raw image intensities are cropped
+    to the inclusive bounding box of that lesion's points and
+    ``GeodisTK.geodesic3d_raster_scan(crop, foreground_point_mask, spacing, weight, 4)`` gives
+    the distance ``d`` from the foreground point(s). Inside the box the label is 1 where
+    ``d < threshold * d.max()`` (and at the foreground points themselves, which matters only for
+    a degenerate box whose largest distance is 0) and 2 elsewhere; outside it is 0. Two lesions
+    are merged with :func:`merge_labels`.
+
+    Args:
+        image: (A, B, C) intensities (any real dtype; used as float32).
+        annotation: (A, B, C) integer-valued points: 0, 1/2 (lesion 1), 3/4 (lesion 2).
+        spacing: voxel size in mm in the arrays' axis order (for a SimpleITK array, which is
+            (z, y, x), pass ``image.GetSpacing()[::-1]``).
+        weight: GeodisTK's λ in [0, 1] (0: Euclidean distance, 1: intensity changes only).
+        threshold: fraction in (0, 1] of the box's largest distance below which a voxel is
+            expanded foreground.
+        zero_at_min: also set the voxels at the image's minimum value to 0 (BraTS: the
+            skull-stripped background).
+
+    Returns:
+        ``(label, distance)``: (A, B, C) uint8 in {0, 1, 2} and (A, B, C) float32, the geodesic
+        distance inside the box(es) (the smaller of the two where two boxes overlap) and 0
+        outside them.
+    """
+    image = np.asarray(image)
+    if image.ndim != 3:
+        raise ValueError(f"image must be 3D, got shape {image.shape}")
+    if np.shape(annotation) != image.shape:
+        raise ValueError(f"annotation shape {np.shape(annotation)} differs from image shape {image.shape}")
+    spacing = tuple(float(s) for s in spacing)
+    if len(spacing) != 3 or not all(np.isfinite(s) and s > 0 for s in spacing):
+        raise ValueError(f"spacing must be three positive sizes in mm, got {list(spacing)}")
+    _check_weight_threshold(weight, threshold)
+    if not np.issubdtype(image.dtype, np.number) or np.iscomplexobj(image):
+        raise ValueError(f"image must hold real numbers, got dtype {image.dtype}")
+    if not np.all(np.isfinite(image)):
+        raise ValueError(f"image holds {int(np.count_nonzero(~np.isfinite(image)))} NaN/Inf voxels; "
+                         "fix or re-export the image")
+    annotation = _check_annotation_values(np.asarray(annotation))
+
+    present = []
+    for lesion, (bg, fg) in enumerate(LESIONS, start=1):
+        has_bg = bool(np.any(annotation == bg))
+        has_fg = bool(np.any(annotation == fg))
+        if has_bg and not has_fg:
+            raise ValueError(f"lesion {lesion} has background points (value {bg}) but no "
+                             f"foreground point (value {fg}); add its foreground point")
+        if has_fg and not has_bg:
+            raise ValueError(f"lesion {lesion} has a foreground point (value {fg}) but no "
+                             f"background points (value {bg}); add its extreme points")
+        if has_fg:
+            present.append((bg, fg))
+    if not present:
+        raise ValueError("annotation has no annotated points (all 0); expected values 1 and 2")
+
+    label = np.zeros(image.shape, dtype=np.uint8)
+    distance = np.full(image.shape, np.inf, dtype=np.float32)
+    for index, (bg, fg) in enumerate(present):
+        box = _lesion_box((annotation == bg) | (annotation == fg))
+        crop = np.ascontiguousarray(image[box], dtype=np.float32)
+        seeds = np.ascontiguousarray(annotation[box] == fg, dtype=np.uint8)
+        d = GeodisTK.geodesic3d_raster_scan(crop, seeds, list(spacing), float(weight),
+                                            RASTER_SCAN_ITERATIONS)
+        d = np.asarray(d, dtype=np.float32)
+        lesion_label = np.zeros(image.shape, dtype=np.uint8)
+        inside = np.where((d < threshold * float(d.max())) | (seeds > 0), 1, 2).astype(np.uint8)
+        lesion_label[box] = inside
+        label = lesion_label if index == 0 else merge_labels(label, lesion_label)
+        distance[box] = np.minimum(distance[box], d)
+    distance[~np.isfinite(distance)] = 0.0
+    if zero_at_min:
+        label[image == image.min()] = 0
+    return label, distance
+
+
+# --------------------------------------------------------------------------------------------
+# Files
+# --------------------------------------------------------------------------------------------
+def output_folder(path_geodesic: str | os.PathLike, weight: float, threshold: float) -> Path:
+    """``<path_geodesic>/weight{w}_threshold{t}`` with the values written as ``str(float)``."""
+    return Path(path_geodesic) / f"weight{float(weight)}_threshold{float(threshold)}"
+
+
+def _file(folder: str | os.PathLike, subject: str, postfix: str) -> Path:
+    return Path(folder) / f"{subject}_{postfix}.nii.gz"
+
+
+@dataclass(frozen=True)
+class _Header:
+    size: tuple[int, ...]
+    spacing: tuple[float, ...]
+    direction: tuple[float, ...]
+    origin: tuple[float, ...]
+
+
+def _read_header(path: Path, what: str) -> _Header:
+    reader = sitk.ImageFileReader()
+    reader.SetFileName(str(path))
+    try:
+        reader.ReadImageInformation()
+    except RuntimeError as e:
+        first = str(e).strip().splitlines()[-1] if str(e).strip() else "unknown reason"
+        raise ValueError(f"cannot read {what} file {path} (unreadable or truncated: {first}); "
+                         "re-create or re-download it") from None
+    return _Header(tuple(reader.GetSize()), tuple(reader.GetSpacing()),
+                   tuple(reader.GetDirection()), tuple(reader.GetOrigin()))
+
+
+def _compare_geometry(ref: _Header, ref_path: Path, other: _Header, other_path: Path, what: str) -> list[str]:
+    """Raise if ``other`` differs from the annotation ``ref`` in size, spacing or orientation;
+    return notes (an origin difference is only logged)."""
+    if other.size != ref.size:
+        raise ValueError(f"{what} {other_path} has size {list(other.size)} but annotation {ref_path} "
+                         f"has {list(ref.size)}; they must be on the same voxel grid")
+    if len(other.spacing) != 3:
+        raise ValueError(f"{what} {other_path} is {len(other.spacing)}D; expected a 3D volume")
+    if not np.allclose(other.spacing, ref.spacing, rtol=GEOMETRY_RTOL, atol=0.0):
+        raise ValueError(f"{what} {other_path} has spacing {list(other.spacing)} but annotation "
+                         f"{ref_path} has {list(ref.spacing)}; resample one of them")
+    if not np.allclose(other.direction, ref.direction, rtol=0.0, atol=GEOMETRY_RTOL):
+        raise ValueError(f"{what} {other_path} has orientation {list(np.round(other.direction, 4))} but "
+                         f"annotation {ref_path} has {list(np.round(ref.direction, 4))}; reorient one of them")
+    scale = max(1.0, float(np.max(np.abs(ref.origin))))
+    if not np.allclose(other.origin, ref.origin, rtol=0.0, atol=GEOMETRY_RTOL * scale):
+        return [f"{what} {other_path} has origin {list(other.origin)} but annotation has "
+                f"{list(ref.origin)}; voxels are matched by index"]
+    return []
+
+
+@dataclass(frozen=True)
+class _Task:
+    subject: str
+    image: Path
+    annotation: Path
+    label: Path | None
+    out_label: Path
+    out_distance: Path
+    weight: float
+    threshold: float
+    zero_at_min: bool
+
+
+@dataclass
+class _Result:
+    subject: str
+    metrics: dict[str, float] | None
+    notes: list[str] = field(default_factory=list)
+
+
+def _count_nonfinite(path: Path) -> int:
+    """NaN/Inf voxels stored in a NIfTI file.
+
+    ITK's NIfTI reader (hence SimpleITK) silently replaces NaN and Inf by 0, so they are
+    counted on the stored data with nibabel; only floating-point files can hold them.
+    """
+    try:
+        image = nib.load(str(path))
+    except Exception:  # not a NIfTI file nibabel understands: SimpleITK read it, nothing to add
+        return 0
+    if image.header.get_data_dtype().kind not in "fc":
+        return 0
+    return int(np.count_nonzero(~np.isfinite(np.asanyarray(image.dataobj))))
+
+
+def _process(task: _Task) -> _Result:
+    """Read one subject, expand its points, write label and distance, score against its label."""
+    annotation_img = read_image(task.annotation, "annotation")
+    image_img = read_image(task.image, "image")
+    image = sitk.GetArrayFromImage(image_img)
+    annotation = sitk.GetArrayFromImage(annotation_img)
+    spacing = image_img.GetSpacing()[::-1]  # arrays are (z, y, x), GetSpacing() is (x, y, z)
+    for path, what in ((task.image, "image"), (task.annotation, "annotation")):
+        bad = _count_nonfinite(path)
+        if bad:
+            raise ValueError(f"{task.subject}: {what} {path} holds {bad} NaN/Inf voxels; fix or re-export it")
+    try:
+        label, distance = expand_seeds(image, annotation, spacing, task.weight, task.threshold,
+                                       zero_at_min=task.zero_at_min)
+    except ValueError as e:
+        raise ValueError(f"{task.subject}: annotation {task.annotation}: {e}") from None
+    write_like(label, annotation_img, task.out_label)
+    write_like(distance, annotation_img, task.out_distance)
+    notes = [f"{task.subject}: {int(np.count_nonzero(label == 1))} expanded foreground voxels, "
+             f"{int(np.count_nonzero(label == 2))} unknown"]
+    metrics = None
+    if task.label is not None:
+        full = sitk.GetArrayFromImage(read_image(task.label, "label"))
+        metrics = overlap_metrics(label == 1, full > 0)
+    return _Result(task.subject, metrics, notes)
+
+
+_MAX_LISTED = 20
+
+
+def _missing_inputs(subjects: Sequence[str], folders: Sequence[tuple[str | os.PathLike, str, str]]) -> str | None:
+    """One line naming every missing folder and the missing files (the first ``_MAX_LISTED``
+    of them, then a count), or ``None`` when everything is there."""
+    problems = []
+    missing = []
+    for folder, postfix, what in folders:
+        if not Path(folder).is_dir():
+            problems.append(f"{what} folder {folder} does not exist ({len(subjects)} subject(s) need it)")
+            continue
+        missing += [f"{what} {_file(folder, s, postfix)}" for s in subjects
+                    if not _file(folder, s, postfix).is_file()]
+    if missing:
+        listed = "; ".join(missing[:_MAX_LISTED])
+        more = f"; ... and {len(missing) - _MAX_LISTED} more" if len(missing) > _MAX_LISTED else ""
+        problems.append(f"{len(missing)} file(s) missing: {listed}{more}")
+    return "; ".join(problems) if problems else None
+
+
+def generate_geodesic_labels(dataset_split: str | os.PathLike, path_images: str | os.PathLike,
+                             image_postfix: str, path_labels: str | os.PathLike | None,
+                             label_postfix: str, path_anno_7points: str | os.PathLike,
+                             anno_7points_postfix: str, path_geodesic: str | os.PathLike,
+                             geodesic_weight: float, geodesic_threshold: float,
+                             zero_at_min: bool = False, num_workers: int = 1,
+                             phase: str | None = None) -> Path:
+    """Expand the 7-point annotations of every subject of a split (or of one phase).
+
+    Writes, under ``<path_geodesic>/weight{w}_threshold{t}/``: ``geodesic_label/<subject>_
+    GeodesicLabel.nii.gz`` (uint8, 0/1/2), ``geodesic_distance/<subject>_GeodesicDistance.nii.gz``
+    (float32, distance inside the lesion boxes and 0 outside), both in the annotation's geometry;
+    a log file; and, for each phase with at least one full label, ``results_<phase>.csv``: the
+    precision, recall, Dice and Jaccard of the expanded foreground (label 1) against the full
+    label (> 0) per subject, then ``mean`` and ``std`` (population, ddof=0) rows.
+
+    All image and annotation files are checked to exist (all missing ones listed at once) and to
+    share size, spacing and orientation before any work. A subject whose full label is missing
+    is still expanded; it is only left out of the metrics (the log says so).
+
+    Returns:
+        The output folder ``<path_geodesic>/weight{w}_threshold{t}``.
+    """
+    geodesic_weight = float(geodesic_weight)
+    geodesic_threshold = float(geodesic_threshold)
+    _check_weight_threshold(geodesic_weight, geodesic_threshold)
+    if int(num_workers) < 1:
+        raise ValueError(f"--num_workers must be at least 1, got {num_workers}")
+    num_workers = int(num_workers)
+    if path_labels is not None and str(path_labels) == "":
+        path_labels = None
+    split = read_split(dataset_split)
+    subjects = subjects_of(split, phase)
+    if not subjects:
+        raise ValueError(f"split file {dataset_split} has no subjects"
+                         + (f" in phase {phase!r}" if phase is not None else ""))
+
+    missing = _missing_inputs(subjects, [(path_images, image_postfix, "image"),
+                                         (path_anno_7points, anno_7points_postfix, "annotation")])
+    if missing:
+        raise FileNotFoundError(f"{missing} (check --path_images/--image_postfix and "
+                                "--path_anno_7points/--anno_7points_postfix)")
+
+    out_dir = output_folder(path_geodesic, geodesic_weight, geodesic_threshold)
+    label_dir = ensure_writable_dir(out_dir / "geodesic_label")
+    distance_dir = ensure_writable_dir(out_dir / "geodesic_distance")
+    logger = setup_logger(out_dir, name="generate_geodesic_labels")
+    log_args(logger, argparse.Namespace(
+        dataset_split=dataset_split, path_images=path_images, image_postfix=image_postfix,
+        path_labels=path_labels, label_postfix=label_postfix, path_anno_7points=path_anno_7points,
+        anno_7points_postfix=anno_7points_postfix, path_geodesic=path_geodesic,
+        geodesic_weight=geodesic_weight, geodesic_threshold=geodesic_threshold,
+        zero_at_min=zero_at_min, num_workers=num_workers, phase=phase))
+
+    tasks = []
+    for subject in subjects:
+        image_path = _file(path_images, subject, image_postfix)
+        annotation_path = _file(path_anno_7points, subject, anno_7points_postfix)
+        ref = _read_header(annotation_path, "annotation")
+        if len(ref.size) != 3:
+            raise ValueError(f"annotation {annotation_path} is {len(ref.size)}D; expected a 3D volume")
+        for note in _compare_geometry(ref, annotation_path, _read_header(image_path, "image"), image_path, "image"):
+            logger.warning("%s: %s", subject, note)
+        label_path = None
+        if path_labels is not None:
+            candidate = _file(path_labels, subject, label_postfix)
+            if candidate.is_file():
+                label_path = candidate
+                for note in _compare_geometry(ref, annotation_path, _read_header(candidate, "label"),
+                                              candidate, "label"):
+                    logger.warning("%s: %s", subject, note)
+            else:
+                logger.info("%s: no full label %s; no metrics for it", subject, candidate)
+        tasks.append(_Task(subject, image_path, annotation_path, label_path,
+                           label_dir / f"{subject}_GeodesicLabel.nii.gz",
+                           distance_dir / f"{subject}_GeodesicDistance.nii.gz",
+                           geodesic_weight, geodesic_threshold, bool(zero_at_min)))
+
+    logger.info("expanding %d subject(s) with %d worker(s) into %s", len(tasks), num_workers, out_dir)
+    results = _run_tasks(tasks, num_workers)
+    for result in results:
+        for note in result.notes:
+            logger.info("%s", note)
+
+    phase_of = dict(zip(split["subject"], split["phase"]))
+    for phase_name in PHASES:
+        rows = [{"subject": r.subject, **{k: r.metrics[k] for k in _METRIC_COLUMNS}}
+                for r in results if phase_of[r.subject] == phase_name and r.metrics is not None]
+        if not rows:
+            continue
+        table = pd.DataFrame(rows, columns=["subject", *_METRIC_COLUMNS])
+        values = table[list(_METRIC_COLUMNS)]
+        summary = pd.DataFrame([{"subject": "mean", **values.mean().to_dict()},
+                                {"subject": "std", **values.std(ddof=0).to_dict()}])
+        table = pd.concat([table, summary], ignore_index=True)
+        save_csv(table, out_dir / f"results_{phase_name}.csv")
+        mean = summary.iloc[0]
+        logger.info("%s (%d subjects with labels): precision %.4f recall %.4f Dice %.4f Jaccard %.4f",
+                    phase_name, len(rows), mean["precision"], mean["recall"], mean["dice"], mean["jaccard"])
+    logger.info("done: %s", out_dir)
+    return out_dir
+
+
+def _run_tasks(tasks: list[_Task], num_workers: int) -> list[_Result]:
+    """Run ``_process`` on every task (in a process pool when ``num_workers > 1``); results in
+    task order. The first failure cancels the tasks not yet started and is raised."""
+    bar = tqdm(total=len(tasks), desc="geodesic", unit="subject")
+    try:
+        if num_workers == 1:
+            results = []
+            for task in tasks:
+                results.append(_process(task))
+                bar.update()
+            return results
+        with cf.ProcessPoolExecutor(max_workers=min(num_workers, len(tasks))) as pool:
+            futures = [pool.submit(_process, task) for task in tasks]
+            try:
+                for future in cf.as_completed(futures):
+                    future.result()
+                    bar.update()
+            except BaseException:
+                for future in futures:
+                    future.cancel()
+                raise
+            return [future.result() for future in futures]
+    finally:
+        bar.close()
+
+
+# --------------------------------------------------------------------------------------------
+# Command line
+# --------------------------------------------------------------------------------------------
+def build_parser(defaults: dict[str, Any], description: str | None = None) -> argparse.ArgumentParser:
+    """The stage-0 argument parser; ``defaults`` maps each path/postfix flag (without ``--``)
+    to its dataset-specific default."""
+    p = argparse.ArgumentParser(description=description or __doc__.splitlines()[0])
+    p.add_argument("--dataset_split", default=defaults.get("dataset_split"),
+                   help="split CSV with rows 'subject,phase'")
+    p.add_argument("--path_images", default=defaults.get("path_images"),
+                   help="folder of <subject>_<image_postfix>.nii.gz")
+    p.add_argument("--image_postfix", default=defaults.get("image_postfix"), help="image file postfix")
+    p.add_argument("--path_labels", default=defaults.get("path_labels"),
+                   help="folder of full labels <subject>_<label_postfix>.nii.gz, used only to score "
+                        "the expanded labels (subjects without one are expanded but not scored)")
+    p.add_argument("--label_postfix", default=defaults.get("label_postfix"), help="full label file postfix")
+    p.add_argument("--path_anno_7points", default=defaults.get("path_anno_7points"),
+                   help="folder of 7-point annotations <subject>_<anno_7points_postfix>.nii.gz")
+    p.add_argument("--anno_7points_postfix", default=defaults.get("anno_7points_postfix"),
+                   help="annotation file postfix")
+    p.add_argument("--path_geodesic", default=defaults.get("path_geodesic"),
+                   help="output root; results go to <path_geodesic>/weight{w}_threshold{t}/")
+    p.add_argument("--geodesic_weight", type=float, default=defaults.get("geodesic_weight", 0.5),
+                   help="GeodisTK lambda in [0, 1]: 0 Euclidean distance, 1 intensity changes only")
+    p.add_argument("--geodesic_threshold", type=float, default=defaults.get("geodesic_threshold", 0.2),
+                   help="fraction in (0, 1] of the box's largest distance below which a voxel is foreground")
+    p.add_argument("--num_workers", type=positive_int, default=min(4, os.cpu_count() or 1),
+                   help="parallel processes (1: run in this process)")
+    p.add_argument("--phase", default=None, choices=list(PHASES),
+                   help="only the subjects of this phase (default: every subject of the split)")
+    return p
+
+
+def run_cli(argv: list[str] | None, defaults: dict[str, Any], zero_at_min: bool,
+            description: str | None = None) -> Path:
+    """Parse ``argv`` with :func:`build_parser` and run :func:`generate_geodesic_labels`."""
+    args = build_parser(defaults, description).parse_args(argv)
+    return generate_geodesic_labels(
+        dataset_split=args.dataset_split, path_images=args.path_images,
+        image_postfix=args.image_postfix, path_labels=args.path_labels,
+        label_postfix=args.label_postfix, path_anno_7points=args.path_anno_7points,
+        anno_7points_postfix=args.anno_7points_postfix, path_geodesic=args.path_geodesic,
+        geodesic_weight=args.geodesic_weight, geodesic_threshold=args.geodesic_threshold,
+        zero_at_min=zero_at_min, num_workers=args.num_workers, phase=args.phase)

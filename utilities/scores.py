@@ -1,0 +1,109 @@
+"""Score the segmentations written by ``inference.py`` against the full labels.
+
+Per case: Dice, Jaccard, precision, recall (overlap) and HD95, ASSD (mm, the label's voxel
+spacing), with ``mean`` and ``std`` rows, to ``<model_dir>/<network>/results_<phase>.csv``.
+A case with an empty prediction or label is kept: its overlap metrics are computed, its surface
+metrics are NaN, and the summary names it and says over how many cases each mean was taken.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+if __package__ in (None, ""):
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import numpy as np
+import pandas as pd
+import SimpleITK as sitk
+
+from utilities.io import prediction_path, read_image, save_csv
+from utilities.metrics import OVERLAP_METRICS, SURFACE_METRICS, all_metrics
+from utilities.splits import PHASES, read_split, subjects_of
+
+__all__ = ["score_cases", "summarize", "main"]
+
+METRICS = OVERLAP_METRICS + SURFACE_METRICS
+
+
+def score_cases(pairs: list[tuple[str, Path, Path]]) -> pd.DataFrame:
+    """Metrics of each ``(subject, prediction, label)``; rows in the given order.
+
+    Raises a one-line error listing every missing file, or naming a pair whose grids differ.
+    """
+    missing = [str(p) for _, pred, lab in pairs for p in (pred, lab) if not p.is_file()]
+    if missing:
+        raise FileNotFoundError(f"{len(missing)} file(s) to score are missing: {'; '.join(missing[:10])}"
+                                f"{' ...' if len(missing) > 10 else ''}; run inference.py first or check the flags")
+    rows = []
+    for subject, pred_path, label_path in pairs:
+        pred_img = read_image(pred_path, "prediction")
+        label_img = read_image(label_path, "label")
+        if pred_img.GetSize() != label_img.GetSize():
+            raise ValueError(f"prediction {pred_path} has size {pred_img.GetSize()} but label {label_path} has "
+                             f"{label_img.GetSize()}; predict on the images that match the labels")
+        pred = sitk.GetArrayViewFromImage(pred_img) > 0
+        label = sitk.GetArrayViewFromImage(label_img) > 0
+        spacing = label_img.GetSpacing()[::-1]  # array order is (z, y, x)
+        rows.append({"subject": subject, **all_metrics(pred, label, spacing),
+                     "pred_voxels": int(pred.sum()), "label_voxels": int(label.sum())})
+    return pd.DataFrame(rows, columns=["subject", *METRICS, "pred_voxels", "label_voxels"])
+
+
+def summarize(per_case: pd.DataFrame) -> tuple[pd.DataFrame, list[str]]:
+    """Per-case rows plus ``mean`` and ``std`` rows (NaN ignored), and summary lines."""
+    stats = per_case[list(METRICS)]
+    mean = {"subject": "mean", **stats.mean(skipna=True).to_dict()}
+    std = {"subject": "std", **stats.std(skipna=True, ddof=0).to_dict()}
+    table = pd.concat([per_case, pd.DataFrame([mean, std])], ignore_index=True)
+    n = len(per_case)
+    lines = [f"{n} case(s) scored"]
+    empty_pred = per_case.loc[per_case["pred_voxels"] == 0, "subject"].tolist()
+    empty_label = per_case.loc[per_case["label_voxels"] == 0, "subject"].tolist()
+    if empty_pred:
+        lines.append(f"empty prediction ({len(empty_pred)}): {', '.join(empty_pred)}")
+    if empty_label:
+        lines.append(f"empty label ({len(empty_label)}): {', '.join(empty_label)}")
+    for m in METRICS:
+        count = int(stats[m].notna().sum())
+        lines.append(f"{m:>9}: {mean[m]:.4f} ± {std[m]:.4f}  (over {count} of {n} cases)")
+    return table, lines
+
+
+def run_scores(model_dir: str | Path, network: str, dataset_split: str | Path, image_postfix: str, phase: str,
+               path_labels: str | Path, label_postfix: str) -> Path:
+    """Score every subject of ``phase``; returns the written CSV."""
+    subjects = subjects_of(read_split(dataset_split), phase)
+    if not subjects:
+        raise ValueError(f"split file {dataset_split} lists no subject for phase {phase!r}")
+    pairs = [(s, prediction_path(model_dir, network, s, image_postfix),
+              Path(path_labels) / f"{s}_{label_postfix}.nii.gz") for s in subjects]
+    table, lines = summarize(score_cases(pairs))
+    out = Path(model_dir) / network / f"results_{phase}.csv"
+    save_csv(table, out)
+    print(f"{network} on {phase}: " + "\n".join(lines) + f"\nwritten {out}")
+    return out
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--model_dir", default="./models/debug/", help="run folder given to inference.py")
+    p.add_argument("--network", default="U_Net2D5", help="network name (sub-folder of --model_dir)")
+    p.add_argument("--dataset_split", default="./splits/split_VS.csv", help="CSV of 'subject,phase' rows")
+    p.add_argument("--image_postfix", default="T2", help="image postfix used by inference.py")
+    p.add_argument("--phase", default="inference", choices=list(PHASES), help="which subjects to score")
+    p.add_argument("--path_labels", default="./data/VS/label_crop/", help="folder of full labels")
+    p.add_argument("--label_postfix", default="Label", help="label file postfix")
+    return p
+
+
+def main(argv: list[str] | None = None) -> Path:
+    args = build_parser().parse_args(argv)
+    return run_scores(args.model_dir, args.network, args.dataset_split, args.image_postfix, args.phase,
+                      args.path_labels, args.label_postfix)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,444 @@
+"""Training helpers shared by stage 1 and stage 2: optimiser, mixed precision, the one
+sliding-window call, validation, checkpoints, run folders and logs."""
+from __future__ import annotations
+
+import argparse
+import contextlib
+import logging
+import math
+import random
+import shutil
+from pathlib import Path
+from typing import Any, Callable, Iterator, Mapping, Sequence
+
+import numpy as np
+import pandas as pd
+import torch
+from monai.inferers import sliding_window_inference
+from torch import nn
+
+from utilities.distributed import DistContext
+from utilities.io import save_csv, save_torch
+from utilities.losses import one_hot, soft_dice
+
+__all__ = [
+    "MOMENTUM",
+    "WEIGHT_DECAY",
+    "make_optimizer",
+    "set_lr",
+    "Amp",
+    "sliding_window_predict",
+    "volume_scores",
+    "evaluate",
+    "prepare_run_dir",
+    "start_run",
+    "make_loaders",
+    "mean_over_ranks",
+    "mean_scores",
+    "wrap_ddp",
+    "save_model",
+    "load_model_weights",
+    "rng_state",
+    "set_rng_state",
+    "CsvLog",
+    "TensorBoard",
+    "slice_grid",
+    "NonFiniteLossError",
+    "check_finite",
+    "unwrap",
+]
+
+logger = logging.getLogger("paseg")
+
+MOMENTUM = 0.99
+WEIGHT_DECAY = 3e-5
+CHECKPOINT_FORMAT = "paseg-model-v1"
+
+
+def make_optimizer(model: nn.Module, lr: float) -> torch.optim.SGD:
+    """SGD with Nesterov momentum 0.99 and weight decay 3e-5 (the paper's optimiser)."""
+    return torch.optim.SGD(model.parameters(), lr=lr, momentum=MOMENTUM, nesterov=True,
+                           weight_decay=WEIGHT_DECAY)
+
+
+def set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:
+    for group in optimizer.param_groups:
+        group["lr"] = lr
+
+
+class Amp:
+    """Automatic mixed precision on CUDA: bf16 autocast where supported, else fp16 with a
+    GradScaler. Disabled (with a warning) on CPU, where it does not pay."""
+
+    def __init__(self, enabled: bool, device: torch.device) -> None:
+        if enabled and device.type != "cuda":
+            logger.warning("--amp is only used on CUDA devices; running in float32 on %s", device)
+            enabled = False
+        self.enabled = enabled
+        self.device_type = device.type
+        self.dtype = torch.bfloat16 if enabled and torch.cuda.is_bf16_supported() else torch.float16
+        self.scaler = torch.amp.GradScaler("cuda", enabled=enabled and self.dtype == torch.float16)
+
+    def autocast(self) -> contextlib.AbstractContextManager:
+        return torch.autocast(self.device_type, dtype=self.dtype, enabled=self.enabled)
+
+    def backward(self, loss: torch.Tensor) -> None:
+        self.scaler.scale(loss).backward()
+
+    def step(self, optimizer: torch.optim.Optimizer) -> None:
+        self.scaler.step(optimizer)
+
+    def update(self) -> None:
+        self.scaler.update()
+
+
+def unwrap(model: nn.Module) -> nn.Module:
+    """The module inside a DistributedDataParallel wrapper (or the model itself)."""
+    return model.module if hasattr(model, "module") else model
+
+
+@torch.inference_mode()
+def sliding_window_predict(model: nn.Module, image: torch.Tensor, roi_size: Sequence[int],
+                           sw_batch_size: int = 1, overlap: float = 0.25,
+                           amp: Amp | None = None) -> torch.Tensor:
+    """Whole-volume logits by MONAI sliding-window inference with gaussian blending.
+
+    Args:
+        image: ``(N, C, X, Y, Z)`` on the model's device. Volumes smaller than ``roi_size`` are
+            padded with the volume's minimum (the background after z-normalisation) and cropped
+            back by MONAI.
+    Returns:
+        float32 logits ``(N, num_classes, X, Y, Z)``.
+    """
+    ctx = amp.autocast() if amp is not None else contextlib.nullcontext()
+    with ctx:
+        logits = sliding_window_inference(image, tuple(roi_size), sw_batch_size, model, overlap=overlap,
+                                          mode="gaussian", padding_mode="constant", cval=float(image.min()))
+    return torch.as_tensor(logits).float()
+
+
+def volume_scores(logits: torch.Tensor, label: torch.Tensor | None,
+                  seeds: torch.Tensor | None) -> dict[str, float]:
+    """Foreground Dice of ``argmax(logits)`` against the full label (``dice``) and against the
+    expanded seeds on their annotated voxels only (``seed_dice``: label 1 = foreground near the
+    seed, 0 = background outside the box, 2 = unknown, ignored). Uses the losses' Dice.
+
+    Args:
+        logits: ``(1, C, X, Y, Z)``; label, seeds: ``(1, 1, X, Y, Z)`` integer or ``None``.
+    """
+    num_classes = logits.shape[1]
+    pred = one_hot(logits.argmax(1), num_classes)
+    scores: dict[str, float] = {}
+    if label is not None:
+        scores["dice"] = _foreground_dice(pred, one_hot((label[:, 0] > 0).long(), num_classes))
+    if seeds is not None:
+        known = seeds[:, 0] < 2
+        scores["seed_dice"] = _foreground_dice(pred, one_hot((seeds[:, 0] == 1).long(), num_classes), known)
+    return scores
+
+
+def _foreground_dice(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor | None = None) -> float:
+    """Mean Dice of the foreground classes of one volume; 1 where prediction and target are
+    both empty (a correct empty prediction)."""
+    dice = soft_dice(pred, target, mask, eps=0.0)[0, 1:]
+    if mask is not None:
+        pred, target = pred * mask.unsqueeze(1), target * mask.unsqueeze(1)
+    both_empty = (pred.sum((2, 3, 4)) + target.sum((2, 3, 4)))[0, 1:] == 0
+    return float(torch.where(both_empty, torch.ones_like(dice), dice).mean())
+
+
+def evaluate(model: nn.Module, loader: Any, roi_size: Sequence[int], device: torch.device,
+             sw_batch_size: int = 1, overlap: float = 0.25, amp: Amp | None = None,
+             ctx: DistContext | None = None,
+             on_volume: Callable[[dict[str, Any], torch.Tensor], None] | None = None) -> dict[str, dict[str, float]]:
+    """Scores of every validation volume: ``{subject: {"dice": .., "seed_dice": ..}}``.
+
+    With a distributed ``ctx`` each rank scores its shard of the loader and the results are
+    gathered, so every rank returns all subjects. ``on_volume(batch, logits)`` is called for
+    each volume (e.g. to log an image grid).
+    """
+    model.eval()
+    results: dict[str, dict[str, float]] = {}
+    for batch in loader:
+        image = batch["image"].to(device)
+        logits = sliding_window_predict(model, image, roi_size, sw_batch_size, overlap, amp)
+        label = batch.get("label")
+        seeds = batch.get("seeds")
+        scores = volume_scores(logits, None if label is None else label.to(device),
+                               None if seeds is None else seeds.to(device))
+        results[batch["subject"][0]] = scores
+        if on_volume is not None:
+            on_volume(batch, logits)
+    model.train()
+    if ctx is not None and ctx.distributed:
+        merged: dict[str, dict[str, float]] = {}
+        for part in ctx.gather(results):
+            merged.update(part)
+        results = merged
+    return results
+
+
+def prepare_run_dir(run_dirs: Sequence[Path], resume: bool, overwrite: bool, latest: Path,
+                    flag_hint: str = "--model_dir") -> Path | None:
+    """Create ``<run_dir>/models`` for each run folder; refuse to clobber an existing run.
+
+    Returns the latest checkpoint to resume from (``None`` to start fresh).
+
+    Raises:
+        FileExistsError: a run folder holds checkpoints and neither ``--resume`` nor ``--overwrite``.
+        FileNotFoundError: ``--resume`` without a latest checkpoint.
+    """
+    if resume and overwrite:
+        raise ValueError("--resume and --overwrite exclude each other; pass one of them")
+    if resume:
+        if not latest.is_file():
+            raise FileNotFoundError(f"--resume: no checkpoint {latest} to resume from; start without --resume")
+        return latest
+    for run_dir in dict.fromkeys(run_dirs):
+        models = run_dir / "models"
+        existing = sorted(p.name for p in models.glob("*.pth")) if models.is_dir() else []
+        if existing and not overwrite:
+            raise FileExistsError(f"{run_dir} already holds a run ({', '.join(existing)}); pass --resume to "
+                                  f"continue it, --overwrite to replace it, or choose another {flag_hint}")
+        if existing:
+            shutil.rmtree(run_dir)
+        models.mkdir(parents=True, exist_ok=True)
+    return None
+
+
+def start_run(args: argparse.Namespace, run_dirs: Sequence[Path], latest: Path,
+              log_name: str = "log") -> tuple[DistContext, torch.device, logging.Logger, Path | None]:
+    """Device, process group, run folders, logger (every argument logged) and seeding.
+
+    Returns ``(ctx, device, logger, checkpoint to resume from or None)``; the log file goes to
+    the first run folder.
+    """
+    from utilities.cli import log_args, resolve_device, seed_everything, setup_logger
+    from utilities.distributed import init_distributed
+
+    ctx, device = init_distributed(resolve_device(args.device))
+    latest_path = None
+    if ctx.is_main:
+        latest_path = prepare_run_dir(run_dirs, args.resume, args.overwrite, latest)
+    latest_path = ctx.broadcast(latest_path)
+    log = setup_logger(run_dirs[0] if ctx.is_main else None, log_name, ctx.rank)
+    log_args(log, args)
+    log.info("device %s, %d process(es)", device, ctx.world_size)
+    seed_everything(args.seed + ctx.rank)
+    return ctx, device, log, latest_path
+
+
+def make_loaders(args: argparse.Namespace, train_sources: Sequence[Any], val_required: Sequence[Any],
+                 val_optional: Sequence[Any], ctx: DistContext,
+                 generator: torch.Generator) -> tuple[Any, Any, Any]:
+    """Training patch loader (sharded under torchrun), validation volume loader (sharded) and
+    the training sampler (``None`` when not distributed; call ``set_epoch`` on it)."""
+    from torch.utils.data.distributed import DistributedSampler
+
+    from utilities.data import load_phase, make_training_loader, make_volume_loader
+    from utilities.distributed import shard_indices
+
+    train_cache = load_phase(args.dataset_split, "training", train_sources, cache_gb=args.cache_gb)
+    val_cache = load_phase(args.dataset_split, "validation", val_required, val_optional, cache_gb=args.cache_gb)
+    logger.info("%d training and %d validation subjects", len(train_cache), len(val_cache))
+    sampler = (DistributedSampler(range(len(train_cache)), ctx.world_size, ctx.rank, shuffle=True, seed=args.seed)
+               if ctx.distributed else None)
+    train_loader = make_training_loader(train_cache, args.spatial_shape, args.batch_size, args.num_workers,
+                                        generator=generator, sampler=sampler)
+    val_loader = make_volume_loader(val_cache, sampler=shard_indices(len(val_cache), ctx))
+    return train_loader, val_loader, sampler
+
+
+def mean_over_ranks(sums: Mapping[str, float], steps: int, ctx: DistContext) -> dict[str, float]:
+    """Per-step means of the loss sums, averaged over processes."""
+    parts = ctx.gather({k: v / max(steps, 1) for k, v in sums.items()})
+    return {k: sum(p[k] for p in parts) / len(parts) for k in sums}
+
+
+def mean_scores(scores: Mapping[str, Mapping[str, float]]) -> dict[str, float]:
+    """Mean ``dice`` and ``seed_dice`` over volumes (NaN when not computed)."""
+    out = {}
+    for metric in ("dice", "seed_dice"):
+        values = [s[metric] for s in scores.values() if metric in s]
+        out[metric] = float(sum(values) / len(values)) if values else float("nan")
+    return out
+
+
+def wrap_ddp(model: nn.Module, ctx: DistContext, device: torch.device) -> nn.Module:
+    """DistributedDataParallel when distributed, else the model itself."""
+    if not ctx.distributed:
+        return model
+    from torch.nn.parallel import DistributedDataParallel
+
+    return DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+
+
+def save_model(path: Path, model: nn.Module, network: str, **meta: Any) -> None:
+    """Save the weights with what is needed to check them on load (atomic)."""
+    model = unwrap(model)
+    payload = {"format": CHECKPOINT_FORMAT, "network": network,
+               "in_channels": getattr(model, "in_channels", None),
+               "num_classes": getattr(model, "num_classes", None),
+               "state_dict": model.state_dict(), **meta}
+    save_torch(payload, path)
+
+
+def _torch_load(path: Path, map_location: Any) -> Any:
+    try:
+        return torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as e:  # pickle, zip and unpickler errors all mean "not our checkpoint"
+        raise ValueError(f"{path} is not a readable PyTorch checkpoint ({type(e).__name__}); "
+                         "point to a .pth written by this project's training scripts") from None
+
+
+def load_model_weights(model: nn.Module, path: Path, network: str,
+                       map_location: Any = "cpu") -> dict[str, Any]:
+    """Load weights saved by :func:`save_model` (or a bare state dict) into ``model``.
+
+    Returns the checkpoint's metadata. Raises a one-line error for a missing file, a file that
+    is not a checkpoint, or a checkpoint of another network.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint not found: {path}")
+    payload = _torch_load(path, map_location)
+    if isinstance(payload, dict) and payload.get("format") == CHECKPOINT_FORMAT:
+        if payload["network"] != network:
+            raise ValueError(f"checkpoint {path} holds a {payload['network']} network, not {network}; "
+                             f"pass --network {payload['network']} or another checkpoint")
+        state = payload["state_dict"]
+        meta = {k: v for k, v in payload.items() if k != "state_dict"}
+    elif isinstance(payload, dict) and payload and all(isinstance(v, torch.Tensor) for v in payload.values()):
+        state, meta = payload, {}
+    else:
+        raise ValueError(f"{path} is not a model checkpoint (no weights found); "
+                         "point to a CP_*.pth written by this project's training scripts")
+    result = unwrap(model).load_state_dict(state, strict=False)
+    shape_errors = [k for k, v in state.items() if k in unwrap(model).state_dict()
+                    and unwrap(model).state_dict()[k].shape != v.shape]
+    if result.missing_keys or result.unexpected_keys or shape_errors:
+        raise ValueError(f"checkpoint {path} does not fit network {network} "
+                         f"({len(result.missing_keys)} missing, {len(result.unexpected_keys)} unexpected "
+                         f"parameter(s)); was it trained with another --network?")
+    return meta
+
+
+def rng_state(generator: torch.Generator | None = None) -> dict[str, Any]:
+    """Every random state a run depends on (for exact resume)."""
+    np_state = np.random.get_state()
+    state = {
+        "python": random.getstate(),
+        "numpy": (np_state[0], torch.from_numpy(np_state[1].copy()), *np_state[2:]),
+        "torch": torch.get_rng_state(),
+        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+    }
+    if generator is not None:
+        state["generator"] = generator.get_state()
+    return state
+
+
+def set_rng_state(state: Mapping[str, Any], generator: torch.Generator | None = None) -> None:
+    random.setstate(tuple(x if not isinstance(x, list) else tuple(x) for x in state["python"]))
+    np_state = state["numpy"]
+    np.random.set_state((np_state[0], np_state[1].numpy(), *np_state[2:]))
+    torch.set_rng_state(state["torch"])
+    if state.get("cuda") and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+    if generator is not None and "generator" in state:
+        generator.set_state(state["generator"])
+
+
+class CsvLog:
+    """``log.csv``, one row per epoch, rewritten atomically after each epoch."""
+
+    def __init__(self, path: Path, start_epoch: int = 0) -> None:
+        self.path = path
+        self.rows: list[dict[str, Any]] = []
+        if start_epoch > 0 and path.is_file():
+            old = pd.read_csv(path)
+            self.rows = old[old["epoch"] < start_epoch].to_dict("records")
+
+    def append(self, row: Mapping[str, Any]) -> None:
+        self.rows.append(dict(row))
+        save_csv(pd.DataFrame(self.rows), self.path)
+
+
+class TensorBoard:
+    """SummaryWriter on the main process only; a no-op elsewhere."""
+
+    def __init__(self, log_dir: Path | None) -> None:
+        self.writer = None
+        if log_dir is not None:
+            from torch.utils.tensorboard import SummaryWriter
+
+            self.writer = SummaryWriter(str(log_dir))
+
+    def scalars(self, values: Mapping[str, float], step: int) -> None:
+        if self.writer is not None:
+            for key, value in values.items():
+                if value is not None and not (isinstance(value, float) and math.isnan(value)):
+                    self.writer.add_scalar(key, value, step)
+
+    def image(self, tag: str, grid: torch.Tensor, step: int) -> None:
+        if self.writer is not None:
+            self.writer.add_image(tag, grid, step)
+
+    def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
+
+
+def slice_grid(volumes: Sequence[torch.Tensor]) -> torch.Tensor:
+    """The middle axial (Z) slice of each ``(X, Y, Z)`` volume, each scaled to [0, 1], side by
+    side: a ``(1, Y, k·X)`` image for TensorBoard."""
+    tiles = []
+    for vol in volumes:
+        tile = vol[..., vol.shape[-1] // 2].float().cpu().T.flip(0)  # rows = Y (anterior up)
+        lo, hi = tile.min(), tile.max()
+        tiles.append((tile - lo) / (hi - lo) if hi > lo else torch.zeros_like(tile))
+    return torch.cat(tiles, dim=1).unsqueeze(0)
+
+
+class NonFiniteLossError(RuntimeError):
+    """A loss became NaN or Inf; the last good checkpoints are kept."""
+
+
+def check_finite(values: Mapping[str, torch.Tensor | float], epoch: int, step: int, where: Path) -> None:
+    """Stop with a clear message at the first non-finite loss term."""
+    for name, value in values.items():
+        if not math.isfinite(float(value)):
+            raise NonFiniteLossError(
+                f"loss term {name} became {float(value)} at epoch {epoch}, step {step}; training stopped, "
+                f"the last good checkpoints in {where} are intact (lower --learning_rate or check the data)")
+
+
+@contextlib.contextmanager
+def eval_mode(*models: nn.Module) -> Iterator[None]:
+    """Put models in eval mode inside the block and restore their modes after."""
+    modes = [m.training for m in models]
+    for m in models:
+        m.eval()
+    try:
+        yield
+    finally:
+        for m, mode in zip(models, modes):
+            m.train(mode)
+
+
+def add_training_args(parser: argparse.ArgumentParser) -> None:
+    """Flags common to both training scripts, beyond the paper's."""
+    from utilities.cli import nonnegative_float, positive_int
+
+    parser.add_argument("--resume", action="store_true",
+                        help="continue the run in --model_dir from its latest checkpoint")
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing run in --model_dir")
+    parser.add_argument("--amp", action="store_true",
+                        help="mixed precision on CUDA (bf16 where supported, else fp16 with loss scaling)")
+    parser.add_argument("--sw_batch_size", type=positive_int, default=1,
+                        help="sliding windows per forward pass in validation")
+    parser.add_argument("--sw_overlap", type=float, default=0.25, help="sliding-window overlap in validation")
+    parser.add_argument("--val_metric", default="dice", choices=["dice", "seed_dice"],
+                        help="checkpoint selection: Dice against full labels (paper) or, label-free, "
+                             "agreement with the expanded seeds on their annotated voxels")
+    parser.add_argument("--cache_gb", type=nonnegative_float, default=8.0,
+                        help="memory budget (GiB) for volumes kept decoded between epochs")
