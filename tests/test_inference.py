@@ -54,9 +54,11 @@ def test_inference_geometry_and_content(tmp_path, direction):
     torch.manual_seed(0)
     model = get_network("U_Net2D5", 1, 2).eval()
     save_model(tmp_path / "m" / "U_Net2D5" / "models" / "CP_best.pth", model, "U_Net2D5", epoch=1)
+    # one window covering the canonical volume, so the oracle's single forward pass is comparable
+    window = nib.as_closest_canonical(nib.load(str(p["image_crop"] / "vs_gk_2_T2.nii.gz"))).shape
     written = inference.main(["--model_dir", str(tmp_path / "m"), "--network", "U_Net2D5", "--dataset_split",
-                              str(p["split"]), "--path_images", str(p["image_crop"]), "--spatial_shape", "32", "32",
-                              "16", "--device", "cpu"])
+                              str(p["split"]), "--path_images", str(p["image_crop"]), "--spatial_shape",
+                              *map(str, window), "--device", "cpu"])
     assert written == [prediction_path(tmp_path / "m", "U_Net2D5", s, "T2") for s in ("vs_gk_2", "vs_gk_3")]
     for out in written:
         subject = out.name.removesuffix("_T2_seg.nii.gz")

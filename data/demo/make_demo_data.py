@@ -1,0 +1,576 @@
+"""Generate the synthetic vestibular-schwannoma-like (VS-like) demo dataset of PA-Seg.
+
+Each case is a small anisotropic T2-like volume (default 64 x 64 x 32 voxels of 0.5 x 0.5 x
+1.5 mm) with one irregular lesion and the things that make segmenting it from 7 points a
+real task rather than a threshold:
+
+* tissue with a smooth texture (low-pass filtered noise) and patchy grey/white-like regions;
+* a dark bone region (petrous-bone-like) with a wavy edge on one side of the lesion;
+* the lesion: an ellipsoid 6-14 mm across, deformed by a random low-frequency radial
+  function, sometimes with a tapered extension (like the intracanalicular part of a VS),
+  with an internal texture and often a darker cystic part;
+* a CSF-filled tube (canal/cistern-like), homogeneous and a little brighter than the lesion
+  (their intensity ranges overlap), that runs touching or next to the lesion, so a threshold
+  or an intensity-based geodesic leaks into it, and a second CSF pocket elsewhere;
+* partial-volume blur, a smooth multiplicative bias field, Rician noise, a per-case gain.
+
+Files are written in the VS layout under ``--output_dir``: ``image_crop/<s>_T2.nii.gz``
+(float32; T2-like integer levels 0..1000 stored divided by 1000, see ``--intensity_max``),
+``label_crop/<s>_Label.nii.gz`` (uint8, 1 =
+lesion) and ``annotation_7points/<s>_7points.nii.gz`` (the simulated 7 points, one lesion:
+six 1s and one 2), plus the split CSV ``--split_file`` (``subject,phase`` rows, no header).
+A case depends only on ``--seed`` and its subject name ``demo_<nnn>``; the same seed gives
+byte-identical arrays.
+
+At the end the mean Dice of the stage-0 geodesic seeds (weight 0.5, threshold 0.2) and of the
+best single intensity threshold are logged (:func:`seed_dice_report`).
+
+Why the images are stored in 0..1 by default: GeodisTK's raster scan (stage 0) charges a step
+of length ``d`` the cost ``d / ((1 - w) + w / (|dI| + 1e-5))``, which for ``w = 0.5`` is ``~2 d``
+as soon as ``|dI| >> 1``. On raw 0..1000 intensities with noise every step costs ``~2 d``, so
+the geodesic distance is just a scaled Euclidean distance and the expanded seeds are a small
+ball around the foreground point (Dice ~0.14 on the default dataset, ``--intensity_max 1000``);
+with intensities in 0..1 the distance follows the image edges (Dice ~0.56). The networks
+z-normalise the image, so nothing else depends on the scale.
+
+Example::
+
+    python data/demo/make_demo_data.py --output_dir ./data/demo/ --split_file ./splits/split_demo.csv \\
+        --preview ./data/demo/preview.png
+"""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+
+import argparse
+import logging
+import os
+import time
+from typing import Any, Sequence
+
+import numpy as np
+import pandas as pd
+import SimpleITK as sitk
+from scipy import ndimage
+
+from data.simulate_7points import simulate_points, subject_rng
+from utilities.cli import LOGGER_NAME, check_spatial_shape, nonnegative_int, positive_float, positive_int, setup_logger
+from utilities.geodesic import expand_seeds
+from utilities.io import atomic_path, ensure_writable_dir, read_image, save_csv, write_image
+from utilities.metrics import overlap_metrics
+from utilities.splits import PHASES, read_split, subjects_of
+
+__all__ = [
+    "IMAGE_POSTFIX",
+    "LABEL_POSTFIX",
+    "ANNOTATION_POSTFIX",
+    "QUICK",
+    "DEFAULT_INTENSITY_MAX",
+    "subject_names",
+    "make_case",
+    "generate",
+    "seed_dice_report",
+    "save_preview",
+    "main",
+]
+
+logger = logging.getLogger(LOGGER_NAME)
+
+IMAGE_POSTFIX = "T2"
+LABEL_POSTFIX = "Label"
+ANNOTATION_POSTFIX = "7points"
+#: ``--quick``: (num_training, num_validation, num_inference) and size (X, Y, Z) for tests.
+QUICK = {"counts": (4, 2, 2), "size": (32, 32, 16)}
+DEFAULT_COUNTS = (16, 4, 4)
+DEFAULT_SIZE = (64, 64, 32)
+DEFAULT_SPACING = (0.5, 0.5, 1.5)
+
+# Lesion geometry (mm) and the intensity model (T2-like, before bias field and noise).
+_DIAMETER_MM = (6.0, 14.0)   # nominal lesion diameter range
+_DEFORM_MAX = 0.3            # largest relative radial deformation
+_MARGIN_MM = 1.5             # the lesion keeps at least this far (and >= 2 voxels) from the border
+_TISSUE = 300.0
+_BONE = 70.0
+_MAX_INTENSITY = 1000.0      # the model's intensities are integers in 0.._MAX_INTENSITY
+#: The stored image is the model's 0..1000 intensities times ``intensity_max / 1000``.
+DEFAULT_INTENSITY_MAX = 1.0
+
+
+# --------------------------------------------------------------------------------------------
+# Random fields and shapes (arrays in SimpleITK order (z, y, x); sizes in mm)
+# --------------------------------------------------------------------------------------------
+def _smooth_noise(rng: np.random.Generator, shape: tuple[int, ...], sigma_mm: float,
+                  spacing_zyx: np.ndarray) -> np.ndarray:
+    """Gaussian low-pass filtered white noise scaled to unit standard deviation."""
+    field = ndimage.gaussian_filter(rng.standard_normal(shape), sigma=sigma_mm / spacing_zyx, mode="reflect")
+    return (field - field.mean()) / max(float(field.std()), 1e-12)
+
+
+def _random_rotation(rng: np.random.Generator) -> np.ndarray:
+    """A uniformly drawn 3 x 3 rotation matrix."""
+    q, r = np.linalg.qr(rng.standard_normal((3, 3)))
+    q = q * np.sign(np.diag(r))
+    if np.linalg.det(q) < 0:
+        q[:, 0] = -q[:, 0]
+    return q
+
+
+def _unit(rng: np.random.Generator) -> np.ndarray:
+    v = rng.standard_normal(3)
+    return v / np.linalg.norm(v)
+
+
+def _radial_deformation(rng: np.random.Generator, directions: np.ndarray, amplitude: float) -> np.ndarray:
+    """``1 + amplitude * h(u)`` with ``h`` a random smooth function of the unit direction
+    ``u`` (a sum of 4 low-frequency sinusoids, scaled so that ``max |h| = 1`` over the given
+    ``directions``, (..., 3))."""
+    freqs = rng.normal(size=(4, 3))
+    freqs *= rng.uniform(1.5, 4.0, size=(4, 1)) / np.linalg.norm(freqs, axis=1, keepdims=True)
+    phases = rng.uniform(0, 2 * np.pi, size=4)
+    weights = rng.uniform(0.5, 1.0, size=4)
+    h = np.sin(directions @ freqs.T + phases) @ weights
+    return 1.0 + amplitude * h / max(float(np.abs(h).max()), 1e-12)
+
+
+def _lesion_shape(rng: np.random.Generator, offsets_mm: np.ndarray, diameter: float) -> np.ndarray:
+    """Boolean lesion mask at ``offsets_mm`` ((..., 3) positions relative to its centre).
+
+    An ellipsoid of semi-axes ``diameter / 2 * (1, a, b)`` (a, b in [0.7, 1]) in a random
+    orientation, its radius deformed by ``1 +- 0.15..0.3``, and in half the cases a tapered
+    extension from the centre. Everything lies within ``diameter / 2 * (1 + _DEFORM_MAX)`` mm
+    of the centre.
+    """
+    radius = diameter / 2.0
+    semi = radius * np.concatenate([[1.0], rng.uniform(0.7, 1.0, size=2)])
+    local = offsets_mm @ _random_rotation(rng)
+    norm = np.linalg.norm(local, axis=-1, keepdims=True)
+    directions = np.divide(local, norm, out=np.zeros_like(local), where=norm > 0)
+    rho = np.linalg.norm(local / semi, axis=-1)
+    mask = rho <= _radial_deformation(rng, directions, rng.uniform(0.15, _DEFORM_MAX))
+    if rng.random() < 0.5:
+        bound = radius * (1.0 + _DEFORM_MAX)
+        thickness = semi.min() * rng.uniform(0.3, 0.45)
+        length = bound - thickness
+        axis = _unit(rng)
+        t = offsets_mm @ axis
+        lateral = np.linalg.norm(offsets_mm - t[..., None] * axis, axis=-1)
+        mask |= (t >= 0) & (t <= length) & (lateral <= thickness * (1.0 - 0.5 * np.clip(t / length, 0, 1)))
+    return mask
+
+
+def _largest_component(mask: np.ndarray) -> np.ndarray:
+    """The largest 6-connected component of ``mask``, holes filled."""
+    components, count = ndimage.label(mask)
+    if count == 0:
+        raise ValueError("the generated lesion is empty (lesion too small for the voxel spacing)")
+    sizes = np.bincount(components.ravel())[1:]
+    return ndimage.binary_fill_holes(components == int(np.argmax(sizes)) + 1)
+
+
+def _tube_offset(points: np.ndarray, normal: np.ndarray, binormal: np.ndarray, distance: float) -> float:
+    """Offset ``h`` along ``normal`` of a line (direction ``normal x binormal``) so that its
+    closest approach to ``points`` ((K, 3), mm) is exactly ``distance`` on the ``+normal`` side."""
+    a = points @ normal
+    b = points @ binormal
+    near = np.abs(b) < distance
+    if not near.any():
+        return float(a.max())
+    return float(np.max(a[near] + np.sqrt(distance ** 2 - b[near] ** 2)))
+
+
+def _tube(positions: np.ndarray, through: np.ndarray, direction: np.ndarray, normal: np.ndarray,
+          curvature: float) -> np.ndarray:
+    """Distance (mm) of ``positions`` (..., 3) to a curve through ``through`` along
+    ``direction`` that bends by ``curvature * t**2`` towards ``normal`` (approximate for small
+    curvature)."""
+    rel = positions - through
+    t = rel @ direction
+    residual = rel - t[..., None] * direction - (curvature * t ** 2)[..., None] * normal
+    return np.linalg.norm(residual, axis=-1)
+
+
+def _soft(distance: np.ndarray, width: float) -> np.ndarray:
+    """Smooth step: 1 well inside (distance < 0), 0 well outside, over ``width`` mm."""
+    return 1.0 / (1.0 + np.exp(np.clip(distance / width, -50, 50)))
+
+
+def _check_geometry(size_xyz: Sequence[int], spacing: Sequence[float]) -> tuple[tuple[int, ...], np.ndarray]:
+    size = check_spatial_shape(size_xyz, "--size", 16)
+    spacing = np.asarray([float(s) for s in spacing], dtype=np.float64)
+    if spacing.shape != (3,) or not np.all(np.isfinite(spacing)) or np.any(spacing <= 0):
+        raise ValueError(f"--spacing needs three positive sizes in mm, got {list(np.atleast_1d(spacing))}")
+    return size, spacing
+
+
+def _check_intensity_max(intensity_max: float) -> None:
+    if not (np.isfinite(intensity_max) and intensity_max > 0):
+        raise ValueError(f"--intensity_max must be a positive number, got {intensity_max}")
+
+
+# --------------------------------------------------------------------------------------------
+# One case
+# --------------------------------------------------------------------------------------------
+def make_case(rng: np.random.Generator, size_xyz: Sequence[int], spacing: Sequence[float],
+              intensity_max: float = DEFAULT_INTENSITY_MAX) -> tuple[np.ndarray, np.ndarray]:
+    """One synthetic VS-like case.
+
+    Args:
+        rng: the case's random generator (the result depends only on its state).
+        size_xyz: volume size (X, Y, Z) in voxels, each divisible by 16.
+        spacing: voxel size (X, Y, Z) in mm.
+        intensity_max: the T2-like intensities, integers in 0..1000, are returned multiplied
+            by ``intensity_max / 1000`` (1000: unchanged). Only the stage-0 geodesic expansion
+            depends on the scale (the networks z-normalise the image).
+
+    Returns:
+        ``(image, label)`` in SimpleITK order (Z, Y, X): float32 intensities in
+        0..``intensity_max`` and uint8 label with exactly one 6-connected lesion (1), at least
+        ``max(2 voxels, 1.5 mm)`` away from every border.
+    """
+    size, spacing_xyz = _check_geometry(size_xyz, spacing)
+    _check_intensity_max(intensity_max)
+    shape = tuple(reversed(size))
+    sp = spacing_xyz[::-1].copy()                 # (z, y, x) mm
+    margin = np.maximum(2, np.ceil(_MARGIN_MM / sp - 1e-9)).astype(np.int64)
+    room = (np.array(shape) - 2 * margin - 1) * sp  # extent (mm) the lesion's box may span
+    if np.any(room <= 0):
+        raise ValueError(f"--size {list(size)} is too small for a lesion with a {_MARGIN_MM} mm margin "
+                         f"at spacing {list(spacing_xyz)} mm")
+    # The lesion lies in a ball of radius diameter / 2 * (1 + _DEFORM_MAX): keep it in the room.
+    cap = float(room.min()) / (1.0 + _DEFORM_MAX)
+    d_hi = min(_DIAMETER_MM[1], cap)
+    d_lo = min(_DIAMETER_MM[0], 0.6 * d_hi)
+    diameter = rng.uniform(d_lo, d_hi)
+
+    # Lesion on a local grid of voxel offsets, then placed at a random centre voxel.
+    bound = diameter / 2.0 * (1.0 + _DEFORM_MAX)
+    half = np.ceil(bound / sp).astype(np.int64) + 1
+    local_idx = np.stack(np.meshgrid(*[np.arange(-h, h + 1) for h in half], indexing="ij"), axis=-1)
+    local = _largest_component(_lesion_shape(rng, local_idx * sp, diameter))
+    voxels = np.argwhere(local) - half                # offsets from the centre voxel
+    lo_off, hi_off = voxels.min(axis=0), voxels.max(axis=0)
+    centre = np.array([rng.integers(margin[a] - lo_off[a], shape[a] - margin[a] - hi_off[a]) for a in range(3)])
+    label = np.zeros(shape, dtype=np.uint8)
+    idx = voxels + centre
+    label[idx[:, 0], idx[:, 1], idx[:, 2]] = 1
+    lesion = label.astype(bool)
+    points_mm = voxels * sp                           # lesion voxels relative to the centre (mm)
+
+    grid = np.stack(np.meshgrid(*[np.arange(n) for n in shape], indexing="ij"), axis=-1)
+    pos = (grid - centre) * sp                        # every voxel relative to the centre (mm)
+
+    # Tissue: smooth texture and grey/white-like patches.
+    image = (_TISSUE * rng.uniform(0.9, 1.1)
+             + 45.0 * np.tanh(2.5 * _smooth_noise(rng, shape, 3.0, sp))
+             + 15.0 * _smooth_noise(rng, shape, 1.0, sp))
+
+    # Bone: a dark region beyond a wavy plane on one side of the lesion (may fall outside the FOV).
+    bone_dir = _unit(rng)
+    wave = 1.5 * _smooth_noise(rng, shape, 4.0, sp)
+    bone_at = float((points_mm @ bone_dir).max()) + rng.uniform(1.0, 6.0) + 3.0
+    bone = _soft(bone_at + wave - pos @ bone_dir, 0.4)
+    image = image * (1 - bone) + (_BONE + 10.0 * _smooth_noise(rng, shape, 1.0, sp)) * bone
+
+    # Lesion brightness; CSF a little brighter (as on T2) and homogeneous, their ranges overlapping.
+    lesion_level = rng.uniform(520.0, 600.0)
+    csf_level = lesion_level * rng.uniform(1.1, 1.3)
+    csf_texture = csf_level * (1 + 0.03 * _smooth_noise(rng, shape, 2.0, sp))
+
+    # A CSF tube touching or next to the lesion.
+    direction = _unit(rng)
+    normal = np.cross(direction, _unit(rng))
+    normal /= np.linalg.norm(normal)
+    binormal = np.cross(direction, normal)
+    tube_radius = rng.uniform(1.2, 2.4)
+    closest = tube_radius + rng.uniform(-0.5, 1.0) * tube_radius
+    offset = _tube_offset(points_mm, normal, binormal, closest)
+    tube = _soft(_tube(pos, offset * normal, direction, normal, rng.uniform(0.0, 0.03)) - tube_radius, 0.25)
+
+    # A second CSF pocket: a deformed blob away from the lesion.
+    away = _unit(rng)
+    pocket_r = rng.uniform(2.0, 4.0)
+    pocket_at = away * (float((points_mm @ away).max()) + 1.3 * pocket_r + rng.uniform(1.0, 8.0))
+    rel = pos - pocket_at
+    dist = np.linalg.norm(rel, axis=-1)
+    dirs = np.divide(rel, dist[..., None], out=np.zeros_like(rel), where=dist[..., None] > 0)
+    pocket = _soft(dist - pocket_r * _radial_deformation(rng, dirs, 0.3), 0.3)
+    csf = np.maximum(tube, pocket)
+    image = image * (1 - csf) + csf_texture * csf
+
+    # Lesion interior: texture and an optional darker cystic part.
+    interior = lesion_level * (1 + 0.10 * _smooth_noise(rng, shape, 1.0, sp) + 0.05 * _smooth_noise(rng, shape, 2.5, sp))
+    if rng.random() < 0.6:
+        depth = ndimage.distance_transform_edt(lesion, sampling=sp)
+        inner = np.argwhere(depth >= 0.35 * depth.max())
+        cyst_at = (inner[rng.integers(len(inner))] - centre) * sp
+        cyst_r = rng.uniform(0.3, 0.55) * float(depth.max())
+        interior *= 1.0 - rng.uniform(0.25, 0.4) * _soft(np.linalg.norm(pos - cyst_at, axis=-1) - cyst_r, 0.4)
+    image = np.where(lesion, interior, image)
+
+    # Partial volume, bias field, gain, Rician noise.
+    image = ndimage.gaussian_filter(image, sigma=np.array([0.5, 0.35, 0.35]) / sp, mode="nearest")
+    extent = np.array(shape) * sp
+    unit_pos = (grid * sp) / extent - 0.5             # in [-0.5, 0.5]
+    coeffs = rng.uniform(-0.35, 0.35, size=3)
+    quad = rng.uniform(-0.4, 0.4, size=3)
+    bias = np.exp(unit_pos @ coeffs + (unit_pos ** 2) @ quad + 0.05 * _smooth_noise(rng, shape, 8.0, sp))
+    image = image * bias * rng.uniform(0.9, 1.1)
+    sigma = rng.uniform(22.0, 32.0)
+    image = np.hypot(image + sigma * rng.standard_normal(shape), sigma * rng.standard_normal(shape))
+    image = np.clip(np.round(image), 0.0, _MAX_INTENSITY)
+    return (image * (intensity_max / _MAX_INTENSITY)).astype(np.float32), label
+
+
+# --------------------------------------------------------------------------------------------
+# Dataset
+# --------------------------------------------------------------------------------------------
+def subject_names(count: int, start: int = 0) -> list[str]:
+    """``demo_000``, ``demo_001``, ...; at least three digits."""
+    return [f"demo_{i:03d}" for i in range(start, start + count)]
+
+
+def _reference(size: tuple[int, ...], spacing_xyz: np.ndarray) -> sitk.Image:
+    ref = sitk.Image([int(s) for s in size], sitk.sitkUInt8)
+    ref.SetSpacing([float(s) for s in spacing_xyz])
+    return ref
+
+
+def _as_image(array: np.ndarray, reference: sitk.Image) -> sitk.Image:
+    image = sitk.GetImageFromArray(array)
+    image.CopyInformation(reference)
+    return image
+
+
+def generate(output_dir: str | os.PathLike = "./data/demo/", split_file: str | os.PathLike = "./splits/split_demo.csv",
+             num_training: int = DEFAULT_COUNTS[0], num_validation: int = DEFAULT_COUNTS[1],
+             num_inference: int = DEFAULT_COUNTS[2], size: Sequence[int] = DEFAULT_SIZE,
+             spacing: Sequence[float] = DEFAULT_SPACING, seed: int = 0,
+             intensity_max: float = DEFAULT_INTENSITY_MAX) -> pd.DataFrame:
+    """Write the demo cases (image, label, 7-point annotation) and the split CSV.
+
+    Args:
+        output_dir: root of ``image_crop/``, ``label_crop/`` and ``annotation_7points/``.
+        split_file: where the ``subject,phase`` CSV (no header) is written.
+        num_training, num_validation, num_inference: cases per phase (training >= 1).
+        size: volume size (X, Y, Z) in voxels, each divisible by 16.
+        spacing: voxel size (X, Y, Z) in mm.
+        seed: a case depends only on this and its subject name.
+        intensity_max: intensity scale, see :func:`make_case`.
+
+    Returns:
+        The split as a DataFrame with columns ``subject`` and ``phase``.
+    """
+    size, spacing_xyz = _check_geometry(size, spacing)
+    _check_intensity_max(intensity_max)
+    counts = (num_training, num_validation, num_inference)
+    if num_training < 1 or min(counts) < 0:
+        raise ValueError(f"case counts need at least one training case and none negative, got "
+                         f"training/validation/inference = {list(counts)}")
+    out = Path(output_dir)
+    folders = {k: ensure_writable_dir(out / k) for k in ("image_crop", "label_crop", "annotation_7points")}
+    subjects = subject_names(sum(counts))
+    phases = [p for p, n in zip(PHASES, counts) for _ in range(n)]
+    split = pd.DataFrame({"subject": subjects, "phase": phases})
+    reference = _reference(size, spacing_xyz)
+    for subject in subjects:
+        image, label = make_case(subject_rng(seed, subject), size, spacing_xyz, intensity_max)
+        points = simulate_points(label, spacing_xyz[::-1], max_instances=1, jitter_mm=0.0,
+                                 rng=subject_rng(seed, subject), name=subject)
+        write_image(_as_image(image, reference), folders["image_crop"] / f"{subject}_{IMAGE_POSTFIX}.nii.gz")
+        write_image(_as_image(label, reference), folders["label_crop"] / f"{subject}_{LABEL_POSTFIX}.nii.gz")
+        write_image(_as_image(points, reference),
+                    folders["annotation_7points"] / f"{subject}_{ANNOTATION_POSTFIX}.nii.gz")
+    save_csv(split, split_file, header=False)
+    logger.info("wrote %d demo case(s) (%s) of %s voxels at %s mm to %s; split %s", len(subjects),
+                ", ".join(f"{n} {p}" for p, n in zip(PHASES, counts)), list(size), list(spacing_xyz), out, split_file)
+    return split
+
+
+# --------------------------------------------------------------------------------------------
+# How hard the task is
+# --------------------------------------------------------------------------------------------
+def _load_case(output_dir: Path, subject: str) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    image = read_image(output_dir / "image_crop" / f"{subject}_{IMAGE_POSTFIX}.nii.gz")
+    label = read_image(output_dir / "label_crop" / f"{subject}_{LABEL_POSTFIX}.nii.gz", what="label")
+    anno = read_image(output_dir / "annotation_7points" / f"{subject}_{ANNOTATION_POSTFIX}.nii.gz",
+                      what="annotation")
+    spacing_zyx = np.array(image.GetSpacing()[::-1])
+    return (sitk.GetArrayFromImage(image), sitk.GetArrayFromImage(label) > 0,
+            sitk.GetArrayFromImage(anno), spacing_zyx)
+
+
+def _threshold_curves(images: Sequence[np.ndarray], labels: Sequence[np.ndarray],
+                      levels: int = 1000) -> tuple[np.ndarray, np.ndarray]:
+    """Dice of ``image >= t`` against the label for the thresholds ``t_k = k * top / levels``,
+    ``k = 0..levels``, ``top`` the largest intensity over all cases (integers 0..1000 for the
+    default scale). Returns ``(thresholds (levels + 1,), dice (cases, levels + 1))``."""
+    top = max(float(image.max()) for image in images)
+    top = top if top > 0 else 1.0
+    thresholds = np.arange(levels + 1) * (top / levels)
+    curves = []
+    for image, label in zip(images, labels):
+        # image >= t_k  <=>  ceil(image * levels / top) >= k for an integer k
+        bins = np.clip(np.ceil(image.astype(np.float64) * (levels / top) - 1e-9), 0, levels).astype(np.int64)
+        above_all = np.cumsum(np.bincount(bins.ravel(), minlength=levels + 1)[::-1])[::-1]
+        above_fg = np.cumsum(np.bincount(bins[label], minlength=levels + 1)[::-1])[::-1]
+        curves.append(2.0 * above_fg / (above_all + int(label.sum())))
+    return thresholds, np.stack(curves)
+
+
+def seed_dice_report(output_dir: str | os.PathLike, split: pd.DataFrame | str | os.PathLike,
+                     weight: float = 0.5, threshold: float = 0.2, phase: str | None = None) -> dict[str, Any]:
+    """How hard the demo task is, measured on the written files.
+
+    * ``seed_dice`` (``seed_precision``, ``seed_recall``): the stage-0 expanded foreground
+      (label 1 of :func:`utilities.geodesic.expand_seeds` with ``weight`` and ``threshold``)
+      against the label;
+    * ``threshold_dice``: Dice of ``image >= t`` with the one threshold ``t`` (``best_threshold``,
+      searched on 1001 levels) that maximizes the mean Dice over the cases;
+    * ``oracle_threshold_dice``: the same with the best threshold chosen per case (an upper
+      bound for any single threshold);
+    * ``cnr``: lesion against its surrounding shell (1-3 mm from the lesion; tissue, CSF and
+      bone): ``(mean_lesion - mean_shell) / std_shell``;
+    * ``cnr_noise``: ``(mean_lesion - median_shell) / sigma``, ``sigma`` the noise level
+      estimated from in-plane neighbour differences (``1.4826 * MAD / sqrt(2)``).
+
+    Args:
+        output_dir: root of ``image_crop/``, ``label_crop/``, ``annotation_7points/``.
+        split: split CSV path or DataFrame (columns ``subject``, ``phase``).
+        weight, threshold: geodesic expansion parameters.
+        phase: only this phase's subjects (``None``: all).
+
+    Returns:
+        Per-case lists, their means (``<name>_mean``) and ``best_threshold``.
+    """
+    out = Path(output_dir)
+    subjects = subjects_of(split if isinstance(split, pd.DataFrame) else read_split(split), phase)
+    if not subjects:
+        raise ValueError(f"split {split} lists no subjects" + (f" of phase {phase}" if phase else ""))
+    per_case: dict[str, list[float]] = {k: [] for k in ("seed_dice", "seed_precision", "seed_recall",
+                                                        "cnr", "cnr_noise")}
+    images, labels = [], []
+    for subject in subjects:
+        image, label, anno, sp = _load_case(out, subject)
+        expanded, _ = expand_seeds(image, anno, sp, weight, threshold)
+        scores = overlap_metrics(expanded == 1, label)
+        for key in ("dice", "precision", "recall"):
+            per_case[f"seed_{key}"].append(scores[key])
+        away = ndimage.distance_transform_edt(~label, sampling=sp)
+        lesion_v = image[label].astype(np.float64)
+        shell_v = image[(away > 1.0) & (away <= 3.0)].astype(np.float64)
+        diff = np.diff(image.astype(np.float64), axis=2).ravel()
+        sigma = 1.4826 * np.median(np.abs(diff - np.median(diff))) / np.sqrt(2.0)
+        per_case["cnr"].append(float((lesion_v.mean() - shell_v.mean()) / shell_v.std()))
+        per_case["cnr_noise"].append(float((lesion_v.mean() - np.median(shell_v)) / sigma))
+        images.append(image)
+        labels.append(label)
+    thresholds, curves = _threshold_curves(images, labels)
+    best = int(np.argmax(curves.mean(axis=0)))
+    per_case["threshold_dice"] = curves[:, best].tolist()
+    per_case["oracle_threshold_dice"] = curves.max(axis=1).tolist()
+    report: dict[str, Any] = {"subjects": subjects, "best_threshold": float(thresholds[best])}
+    for key, values in per_case.items():
+        report[key] = values
+        report[f"{key}_mean"] = float(np.mean(values))
+    return report
+
+
+# --------------------------------------------------------------------------------------------
+# Preview and command line
+# --------------------------------------------------------------------------------------------
+def save_preview(output_dir: str | os.PathLike, subject: str, path: str | os.PathLike) -> None:
+    """PNG of the axial, coronal and sagittal slices through the lesion's centre of ``subject``,
+    with the label's contour (red) and the 7 points (cyan: background, yellow: foreground) lying
+    on each slice; drawn with the mm aspect ratio."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    image, label, anno, sp = _load_case(Path(output_dir), subject)
+    cz, cy, cx = np.round(ndimage.center_of_mass(label)).astype(int)
+    views = [("axial (z=%d)" % cz, image[cz], label[cz], anno[cz], sp[1] / sp[2]),
+             ("coronal (y=%d)" % cy, image[:, cy], label[:, cy], anno[:, cy], sp[0] / sp[2]),
+             ("sagittal (x=%d)" % cx, image[:, :, cx], label[:, :, cx], anno[:, :, cx], sp[0] / sp[1])]
+    fig, axes = plt.subplots(2, 3, figsize=(12, 8.5))
+    vmax = float(np.percentile(image, 99.95))
+    for col, (title, img, lab, pts, aspect) in enumerate(views):
+        for row in range(2):
+            ax = axes[row, col]
+            ax.imshow(img, cmap="gray", vmin=0, vmax=vmax, aspect=aspect, origin="lower", interpolation="nearest")
+            if row == 1:
+                if lab.any():
+                    ax.contour(lab.astype(float), levels=[0.5], colors="r", linewidths=1.0)
+                for value, colour in ((1, "c"), (2, "y")):
+                    rr, cc = np.nonzero(pts == value)
+                    ax.plot(cc, rr, "+", color=colour, markersize=9, markeredgewidth=2)
+            ax.set_title(f"{subject} {title}" + (" + label, points" if row == 1 else ""), fontsize=9)
+            ax.set_xticks([])
+            ax.set_yticks([])
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=90)
+    plt.close(fig)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--output_dir", default="./data/demo/",
+                   help="root of image_crop/, label_crop/ and annotation_7points/")
+    p.add_argument("--split_file", default="./splits/split_demo.csv", help="split CSV to write (subject,phase)")
+    p.add_argument("--num_training", type=positive_int, default=None,
+                   help=f"training cases (default {DEFAULT_COUNTS[0]}; {QUICK['counts'][0]} with --quick)")
+    p.add_argument("--num_validation", type=nonnegative_int, default=None,
+                   help=f"validation cases (default {DEFAULT_COUNTS[1]}; {QUICK['counts'][1]} with --quick)")
+    p.add_argument("--num_inference", type=nonnegative_int, default=None,
+                   help=f"inference cases (default {DEFAULT_COUNTS[2]}; {QUICK['counts'][2]} with --quick)")
+    p.add_argument("--size", type=int, nargs=3, default=None, metavar=("X", "Y", "Z"),
+                   help=f"volume size in voxels, each divisible by 16 (default {list(DEFAULT_SIZE)}; "
+                        f"{list(QUICK['size'])} with --quick)")
+    p.add_argument("--spacing", type=positive_float, nargs=3, default=list(DEFAULT_SPACING), metavar=("X", "Y", "Z"),
+                   help="voxel size in mm")
+    p.add_argument("--seed", type=int, default=0, help="random seed; a case depends only on it and its name")
+    p.add_argument("--intensity_max", type=positive_float, default=DEFAULT_INTENSITY_MAX,
+                   help="store the T2-like intensities (integers 0..1000) scaled to 0..this (1000: raw levels); "
+                        "only the stage-0 geodesic expansion, which uses raw intensities, depends on it")
+    p.add_argument("--quick", action="store_true",
+                   help="tiny dataset for tests; explicit --num_* and --size flags still win")
+    p.add_argument("--preview", default=None, help="also write a PNG of the first case's mid-lesion slices here")
+    p.add_argument("--no_report", action="store_true",
+                   help="skip the closing report (seed and best-threshold Dice, contrast-to-noise)")
+    return p
+
+
+def main(argv: list[str] | None = None) -> pd.DataFrame:
+    """Parse the arguments, write the dataset, log the report; returns the split."""
+    args = build_parser().parse_args(argv)
+    setup_logger(None)
+    quick = args.quick
+    counts = [QUICK["counts"][i] if quick else DEFAULT_COUNTS[i] for i in range(3)]
+    for i, value in enumerate((args.num_training, args.num_validation, args.num_inference)):
+        if value is not None:
+            counts[i] = value
+    size = args.size if args.size is not None else (QUICK["size"] if quick else DEFAULT_SIZE)
+    check_spatial_shape(size, "--size", 16)
+    start = time.perf_counter()
+    split = generate(args.output_dir, args.split_file, *counts, size=size, spacing=args.spacing, seed=args.seed,
+                     intensity_max=args.intensity_max)
+    logger.info("generated in %.1f s", time.perf_counter() - start)
+    if args.preview:
+        save_preview(args.output_dir, split["subject"].iloc[0], args.preview)
+        logger.info("preview written to %s", args.preview)
+    if not args.no_report:
+        report = seed_dice_report(args.output_dir, split)
+        logger.info("mean over %d case(s): expanded seeds (weight 0.5, threshold 0.2) Dice %.3f (precision %.3f, "
+                    "recall %.3f); best single threshold (%g) Dice %.3f, best threshold per case Dice %.3f; "
+                    "lesion CNR vs. its 1-3 mm shell %.2f, vs. noise %.1f", len(split), report["seed_dice_mean"],
+                    report["seed_precision_mean"], report["seed_recall_mean"], report["best_threshold"],
+                    report["threshold_dice_mean"], report["oracle_threshold_dice_mean"], report["cnr_mean"],
+                    report["cnr_noise_mean"])
+    return split
+
+
+if __name__ == "__main__":
+    main()
