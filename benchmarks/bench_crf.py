@@ -32,11 +32,11 @@ import torch.nn.functional as F
 
 from tests.crf_oracle import unfold_multiview_crf
 from utilities.cli import positive_int, resolve_device
-from utilities.losses import MultiViewGatedCRFLoss
+from utilities.losses import CRF_IMPLEMENTATIONS, MultiViewGatedCRFLoss
 
 __all__ = ["parse_size", "make_inputs", "run_worker", "benchmark", "format_table", "main"]
 
-VARIANTS = ("unfold", "fast")
+VARIANTS = ("unfold",) + tuple(f"fast-{impl}" for impl in CRF_IMPLEMENTATIONS)
 
 
 def parse_size(text: str) -> tuple[int, int, int]:
@@ -61,8 +61,8 @@ def make_inputs(size: tuple[int, int, int], batch: int, classes: int, device: to
 
 
 def _loss_fn(variant: str, radius: int) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
-    if variant == "fast":
-        module = MultiViewGatedCRFLoss(down_size=None, kernel_radius=radius)
+    if variant.startswith("fast-"):
+        module = MultiViewGatedCRFLoss(down_size=None, kernel_radius=radius, implementation=variant[5:])
         return lambda x, img: module(x, img)
     if variant == "unfold":
         return lambda x, img: unfold_multiview_crf(x, img, down_size=None, kernel_radius=radius).mean()
@@ -131,12 +131,13 @@ def run_worker(variant: str, size: tuple[int, int, int], batch: int, classes: in
             "extra_peak_bytes": int(extra), "peak_reset": reset}
 
 
-def grad_check(size: tuple[int, int, int], batch: int, classes: int, radius: int, device: torch.device) -> dict:
+def grad_check(variant: str, size: tuple[int, int, int], batch: int, classes: int, radius: int,
+               device: torch.device) -> dict:
     """Largest |fast − unfold| gradient entry relative to the largest unfold gradient entry, and
-    the value difference (the unfold oracle run without padded neighbours, our definition)."""
+    both values (the unfold oracle run without padded neighbours, our definition)."""
     logits, image = make_inputs(size, batch, classes, device)
     grads, values = [], []
-    for variant in VARIANTS:
+    for variant in ("unfold", variant):
         x = logits.clone().requires_grad_()
         loss = _loss_fn(variant, radius)(x, image)
         loss.backward()
@@ -159,26 +160,30 @@ def _spawn(args: argparse.Namespace, mode: str, variant: str, size: tuple[int, i
 
 def benchmark(args: argparse.Namespace) -> list[dict]:
     """All rows: each size with both variants (+ gradient check), each full size fast only."""
-    rows = []
+    results = []
+    fast_variants = [f"fast-{impl}" for impl in args.implementations]
     for size in args.sizes:
         base = _spawn(args, "time", "unfold", size)
-        fast = _spawn(args, "time", "fast", size)
-        check = _spawn(args, "check", "fast", size) if args.check else {}
-        for r in (base, fast):
+        results.append(base)
+        for variant in fast_variants:
+            r = _spawn(args, "time", variant, size)
+            if args.check:
+                r.update(_spawn(args, "check", variant, size))
+            results.append(r)
+        for r in results[-1 - len(fast_variants):]:
             r["speedup"] = base["median_s"] / r["median_s"]
             r["mem_ratio"] = base["extra_peak_bytes"] / max(r["extra_peak_bytes"], 1)
-            r.update(check)
-            rows.append(r)
     for size in args.full_sizes:
-        r = _spawn(args, "time", "fast", size)
-        r.update(speedup=None, mem_ratio=None, note="baseline not run (unaffordable)")
-        rows.append(r)
-    return rows
+        for variant in fast_variants:
+            r = _spawn(args, "time", variant, size)
+            r.update(speedup=None, mem_ratio=None, note="unfold baseline not run: several GB")
+            results.append(r)
+    return results
 
 
 def format_table(rows: list[dict]) -> str:
     """Plain-text table of the rows."""
-    head = f"{'size':>12} {'variant':>7} {'median fwd+bwd s':>17} {'extra peak MiB':>15} " \
+    head = f"{'size':>12} {'variant':>12} {'median fwd+bwd s':>17} {'extra peak MiB':>15} " \
            f"{'speed-up':>9} {'mem ratio':>10} {'grad rel diff':>14}"
     lines = [head, "-" * len(head)]
     for r in rows:
@@ -186,7 +191,7 @@ def format_table(rows: list[dict]) -> str:
         mem = f"{r['mem_ratio']:.1f}x" if r.get("mem_ratio") is not None else "n/a"
         grad = f"{r['grad_max_rel_diff']:.1e}" if "grad_max_rel_diff" in r else "-"
         size = "x".join(map(str, r["size"]))
-        lines.append(f"{size:>12} {r['variant']:>7} {r['median_s']:>17.4f} "
+        lines.append(f"{size:>12} {r['variant']:>12} {r['median_s']:>17.4f} "
                      f"{r['extra_peak_bytes'] / 2 ** 20:>15.1f} {speed:>9} {mem:>10} {grad:>14}"
                      + (f"  ({r['note']})" if "note" in r else ""))
     return "\n".join(lines)
@@ -206,10 +211,12 @@ def main(argv: list[str] | None = None) -> str:
     parser.add_argument("--classes", type=positive_int, default=2)
     parser.add_argument("--radius", type=positive_int, default=5)
     parser.add_argument("--device", default="cpu", choices=["auto", "cpu", "cuda"])
+    parser.add_argument("--implementations", nargs="+", choices=CRF_IMPLEMENTATIONS, default=["auto"],
+                        help="fast-loss implementations to run (auto: shifts on CPU, rows on CUDA)")
     parser.add_argument("--no_check", dest="check", action="store_false",
                         help="skip the fast-vs-unfold gradient comparison")
     parser.add_argument("--_worker", choices=["time", "check"], help=argparse.SUPPRESS)
-    parser.add_argument("--_variant", choices=VARIANTS, default="fast", help=argparse.SUPPRESS)
+    parser.add_argument("--_variant", choices=VARIANTS, default="fast-auto", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.warmup < 0:
         raise ValueError(f"--warmup must be >= 0, got {args.warmup}")
@@ -224,7 +231,7 @@ def main(argv: list[str] | None = None) -> str:
             result = run_worker(args._variant, size, args.batch, args.classes, args.radius, args.repeats,
                                 args.warmup, device)
         else:
-            result = grad_check(size, args.batch, args.classes, args.radius, device)
+            result = grad_check(args._variant, size, args.batch, args.classes, args.radius, device)
         out = json.dumps(result)
         print(out)
         return out

@@ -301,7 +301,8 @@ def make_case(rng: np.random.Generator, size_xyz: Sequence[int], spacing: Sequen
     image = image * (1 - csf) + csf_texture * csf
 
     # Lesion interior: texture and an optional darker cystic part.
-    interior = lesion_level * (1 + 0.10 * _smooth_noise(rng, shape, 1.0, sp) + 0.05 * _smooth_noise(rng, shape, 2.5, sp))
+    interior = lesion_level * (1 + 0.10 * _smooth_noise(rng, shape, 1.0, sp)
+                               + 0.05 * _smooth_noise(rng, shape, 2.5, sp))
     if rng.random() < 0.6:
         depth = ndimage.distance_transform_edt(lesion, sampling=sp)
         inner = np.argwhere(depth >= 0.35 * depth.max())
@@ -385,7 +386,8 @@ def generate(output_dir: str | os.PathLike = "./data/demo/", split_file: str | o
                     folders["annotation_7points"] / f"{subject}_{ANNOTATION_POSTFIX}.nii.gz")
     save_csv(split, split_file, header=False)
     logger.info("wrote %d demo case(s) (%s) of %s voxels at %s mm to %s; split %s", len(subjects),
-                ", ".join(f"{n} {p}" for p, n in zip(PHASES, counts)), list(size), list(spacing_xyz), out, split_file)
+                ", ".join(f"{n} {p}" for p, n in zip(PHASES, counts)), list(size),
+                [float(s) for s in spacing_xyz], out, split_file)
     return split
 
 
@@ -553,7 +555,6 @@ def main(argv: list[str] | None = None) -> pd.DataFrame:
         if value is not None:
             counts[i] = value
     size = args.size if args.size is not None else (QUICK["size"] if quick else DEFAULT_SIZE)
-    check_spatial_shape(size, "--size", 16)
     start = time.perf_counter()
     split = generate(args.output_dir, args.split_file, *counts, size=size, spacing=args.spacing, seed=args.seed,
                      intensity_max=args.intensity_max)
