@@ -11,6 +11,8 @@ import torch.nn.functional as F
 from crf_oracle import unfold_multiview_crf
 from utilities.losses import CRF_VIEWS, MultiViewGatedCRFLoss, gated_crf_views
 
+IMPLEMENTATIONS = ("shifts", "rows")
+
 
 def assert_grad_close(actual: torch.Tensor, expected: torch.Tensor, rel: float = 1e-5) -> None:
     """Gradients equal to ``rel`` of the largest entry (elementwise rtol is meaningless near 0)."""
@@ -19,16 +21,12 @@ def assert_grad_close(actual: torch.Tensor, expected: torch.Tensor, rel: float =
     torch.testing.assert_close(actual, expected, rtol=rel, atol=rel * scale)
 
 
-def fast_and_oracle(logits, image, padded=False, **kwargs):
-    """(views, grad) of the fast loss and of the oracle for the same inputs and settings."""
-    down_size = kwargs.pop("down_size", None)
-    x1 = logits.clone().requires_grad_()
-    views = MultiViewGatedCRFLoss(down_size=down_size, **kwargs).views(x1, image)
+def views_and_grad(loss_fn, logits, image):
+    """Per-view values and the gradient of their sum w.r.t. logits."""
+    x = logits.clone().requires_grad_()
+    views = loss_fn(x, image)
     views.sum().backward()
-    x2 = logits.clone().requires_grad_()
-    oracle = unfold_multiview_crf(x2, image, down_size=down_size, padded=padded, **kwargs)
-    oracle.sum().backward()
-    return views.detach(), x1.grad, oracle.detach(), x2.grad
+    return views.detach(), x.grad
 
 
 def test_two_voxel_hand_case():
@@ -77,10 +75,13 @@ def test_fast_matches_oracle(n, c, shape, radius, down_size):
     gen = torch.Generator().manual_seed(n * 100 + c * 10 + radius)
     logits = 2 * torch.randn(n, c, *shape, generator=gen)
     image = torch.rand(n, 1, *shape, generator=gen) * 0.5
-    views, grad, oracle, oracle_grad = fast_and_oracle(logits, image, kernel_radius=radius, down_size=down_size,
-                                                       sigma_xy=3.0, sigma_rgb=0.2, weight=1.5)
-    torch.testing.assert_close(views, oracle, rtol=1e-5, atol=1e-7)
-    assert_grad_close(grad, oracle_grad)
+    settings = dict(down_size=down_size, kernel_radius=radius, sigma_xy=3.0, sigma_rgb=0.2, weight=1.5)
+    oracle, oracle_grad = views_and_grad(lambda x, i: unfold_multiview_crf(x, i, **settings), logits, image)
+    for implementation in IMPLEMENTATIONS:
+        loss_fn = MultiViewGatedCRFLoss(**settings, implementation=implementation)
+        views, grad = views_and_grad(loss_fn.views, logits, image)
+        torch.testing.assert_close(views, oracle, rtol=1e-5, atol=1e-7, msg=implementation)
+        assert_grad_close(grad, oracle_grad)
 
 
 def test_padded_oracle_matches_golden(golden):
@@ -115,10 +116,12 @@ def padded_constant(image: torch.Tensor, radius: int, sigma_xy: float, sigma_rgb
     return torch.stack(out).float()
 
 
-def test_fast_matches_golden(golden):
+@pytest.mark.parametrize("implementation", IMPLEMENTATIONS)
+def test_fast_matches_golden(golden, implementation):
     down = tuple(golden["mcrf_down_size"].tolist())
     logits = golden["logits"].clone().requires_grad_()
-    loss_fn = MultiViewGatedCRFLoss(down_size=down, kernel_radius=5, sigma_xy=6.0, sigma_rgb=0.1)
+    loss_fn = MultiViewGatedCRFLoss(down_size=down, kernel_radius=5, sigma_xy=6.0, sigma_rgb=0.1,
+                                    implementation=implementation)
     loss, views = loss_fn(logits, golden["image"], return_views=True)
     loss.backward()
     assert_grad_close(logits.grad, golden["mcrf_grad"])
@@ -172,6 +175,7 @@ def test_crf_shape_errors(logits_shape, image_shape, match):
     ({"sigma_xy": 0.0}, "sigma_xy"),
     ({"sigma_rgb": -1.0}, "sigma_rgb"),
     ({"weight": -0.1}, "weight"),
+    ({"implementation": "unfold"}, "implementation"),
 ])
 def test_crf_constructor_errors(kwargs, match):
     with pytest.raises(ValueError, match=match):
@@ -184,11 +188,12 @@ def test_gated_crf_views_shape_error():
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
-def test_crf_cuda_matches_cpu():
+@pytest.mark.parametrize("implementation", ("auto",) + IMPLEMENTATIONS)
+def test_crf_cuda_matches_cpu(implementation):
     gen = torch.Generator().manual_seed(5)
     logits = torch.randn(2, 3, 20, 18, 12, generator=gen)
     image = torch.rand(2, 1, 20, 18, 12, generator=gen)
-    loss_fn = MultiViewGatedCRFLoss(down_size=(16, 16, 10), kernel_radius=5)
+    loss_fn = MultiViewGatedCRFLoss(down_size=(16, 16, 10), kernel_radius=5, implementation=implementation)
     x_cpu = logits.clone().requires_grad_()
     v_cpu = loss_fn.views(x_cpu, image)
     v_cpu.sum().backward()

@@ -7,6 +7,7 @@ only rank 0 writes logs, TensorBoard and checkpoints.
 """
 from __future__ import annotations
 
+import io
 import os
 from dataclasses import dataclass
 from typing import Any
@@ -38,20 +39,23 @@ class DistContext:
             dist.barrier()
 
     def gather(self, obj: Any) -> list[Any]:
-        """Every rank's ``obj``, in rank order (``[obj]`` when not distributed)."""
+        """Every rank's ``obj``, in rank order (``[obj]`` when not distributed).
+
+        A collective: every rank must call it. Tensors inside ``obj`` come back on the CPU.
+        """
         if not self.distributed:
             return [obj]
         out: list[Any] = [None] * self.world_size
-        dist.all_gather_object(out, obj)
-        return out
+        dist.all_gather_object(out, _to_bytes(obj))
+        return [_from_bytes(data) for data in out]
 
     def broadcast(self, obj: Any) -> Any:
-        """Rank 0's ``obj`` on every rank."""
+        """Rank 0's ``obj`` on every rank (a collective; tensors come back on the CPU)."""
         if not self.distributed:
             return obj
-        box = [obj]
+        box = [_to_bytes(obj) if self.is_main else None]
         dist.broadcast_object_list(box, src=0)
-        return box[0]
+        return _from_bytes(box[0])
 
     def any(self, flag: bool) -> bool:
         """True on every rank if ``flag`` is true on any rank."""
@@ -60,6 +64,22 @@ class DistContext:
     def close(self) -> None:
         if self.distributed and dist.is_initialized():
             dist.destroy_process_group()
+
+
+def _to_bytes(obj: Any) -> bytes:
+    """``obj`` serialised with ``torch.save``.
+
+    ``all_gather_object`` pickles tensors through torch's legacy storage path, which fails to
+    load some dtypes (``uint32``, e.g. the NumPy RNG state in a checkpoint's ``rng``); the
+    zip serialisation of ``torch.save`` handles every dtype, and the bytes pickle plainly.
+    """
+    buffer = io.BytesIO()
+    torch.save(obj, buffer)
+    return buffer.getvalue()
+
+
+def _from_bytes(data: bytes) -> Any:
+    return torch.load(io.BytesIO(data), map_location="cpu", weights_only=False)
 
 
 def init_distributed(device: torch.device) -> tuple[DistContext, torch.device]:

@@ -1,0 +1,244 @@
+"""The whole PA-Seg sequence at demo scale on the synthetic VS-like dataset, through the real
+scripts and flags, ending with the paper's results table and overlay pictures.
+
+Steps: generate data → 7 points (simulated) → geodesic expansion → stage 1 (primary U_Net2D5 and
+auxiliary AttU_Net) → inference + scores → SCM → inference + scores of the primary model; plus
+the seeds-only baseline (stage 1 without mCRF and VM) and full supervision (stage 1 on the full
+labels). Writes ``<output_dir>/results.md``, ``results.csv`` and ``overlay_<case>.png``.
+
+Hyper-parameters were chosen on the validation cases only (see README).
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+
+import matplotlib  # noqa: E402
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+import SimpleITK as sitk  # noqa: E402
+
+import inference  # noqa: E402
+import train_gatedcrfloss3d22d_multiview_varianceloss as stage1  # noqa: E402
+import train_SCM as scm  # noqa: E402
+from utilities import scores  # noqa: E402
+from utilities.cli import positive_int  # noqa: E402
+from utilities.geodesic import generate_geodesic_labels, output_folder  # noqa: E402
+from utilities.io import atomic_path, prediction_path, save_csv, save_text, write_like  # noqa: E402
+from utilities.splits import read_split, subjects_of  # noqa: E402
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+import make_demo_data  # noqa: E402
+
+PRIMARY, AUXILIARY = "U_Net2D5", "AttU_Net"
+GEODESIC_WEIGHT, GEODESIC_THRESHOLD = 0.5, 0.2
+
+
+@dataclass(frozen=True)
+class Method:
+    """One row of the results table: where its predictions live."""
+
+    row: str
+    model_dir: Path
+    network: str
+    epoch_inf: str | None  # None: predictions written directly (expanded seeds)
+
+
+@dataclass(frozen=True)
+class Scale:
+    """Demo size: full (the README's numbers) or quick (the test)."""
+
+    epochs_stage1: int
+    rampup_epochs: int
+    epochs_scm: int
+    iterative_epochs: int
+    spatial_shape: tuple[int, int, int]
+    down_size: tuple[int, int, int]
+    data_flags: tuple[str, ...]
+
+
+FULL = Scale(epochs_stage1=30, rampup_epochs=10, epochs_scm=10, iterative_epochs=5, spatial_shape=(64, 64, 32),
+             down_size=(64, 64, 32), data_flags=())
+QUICK = Scale(epochs_stage1=1, rampup_epochs=1, epochs_scm=1, iterative_epochs=1, spatial_shape=(32, 32, 16),
+              down_size=(32, 32, 16), data_flags=("--quick",))
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--output_dir", default="./demo_output/", help="models, results table and pictures")
+    p.add_argument("--data_dir", default="./data/demo/", help="where the synthetic dataset is written")
+    p.add_argument("--split_file", default="./splits/split_demo.csv", help="the demo split")
+    p.add_argument("--quick", action="store_true", help="tiny data and 1-2 epochs: the sequence in well under a minute")
+    p.add_argument("--epochs_stage1", type=positive_int, default=None, help="override the stage-1 epochs")
+    p.add_argument("--epochs_scm", type=positive_int, default=None, help="override the SCM epochs")
+    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"], help="where to train")
+    p.add_argument("--seed", type=int, default=0, help="seed of the data and of every training run")
+    p.add_argument("--overlays", type=positive_int, default=3, help="inference cases drawn as overlay PNGs")
+    return p
+
+
+class Timer:
+    """Runs the steps, prints and records the time of each."""
+
+    def __init__(self) -> None:
+        self.times: list[tuple[str, float]] = []
+
+    def run(self, name: str, fn: Callable[[], object]) -> object:
+        print(f"\n=== {name} ===", flush=True)
+        t0 = time.time()
+        result = fn()
+        self.times.append((name, time.time() - t0))
+        print(f"=== {name}: {self.times[-1][1]:.1f} s ===", flush=True)
+        return result
+
+
+def run_demo(output_dir: Path, data_dir: Path, split_file: Path, scale: Scale, device: str, seed: int,
+             n_overlays: int) -> pd.DataFrame:
+    """The demo; returns the results table."""
+    timer = Timer()
+    t_start = time.time()
+    timer.run("generate the synthetic dataset (7 points simulated)", lambda: make_demo_data.main(
+        ["--output_dir", str(data_dir), "--split_file", str(split_file), "--seed", str(seed), "--no_report",
+         *scale.data_flags]))
+    images, labels = data_dir / "image_crop", data_dir / "label_crop"
+    geodesic_root = data_dir / "geodesic"
+    timer.run("geodesic expansion of the seeds", lambda: generate_geodesic_labels(
+        split_file, images, "T2", labels, "Label", data_dir / "annotation_7points", "7points", geodesic_root,
+        GEODESIC_WEIGHT, GEODESIC_THRESHOLD, num_workers=2))
+    seeds_dir = output_folder(geodesic_root, GEODESIC_WEIGHT, GEODESIC_THRESHOLD) / "geodesic_label"
+
+    models = output_dir / "models"
+    common = ["--dataset_split", str(split_file), "--path_images", str(images), "--image_postfix", "T2",
+              "--path_labels", str(labels), "--label_postfix", "Label", "--spatial_shape",
+              *map(str, scale.spatial_shape), "--device", device, "--seed", str(seed), "--overwrite"]
+    stage1_common = [*common, "--max_epochs", str(scale.epochs_stage1), "--rampup_epochs", str(scale.rampup_epochs),
+                     "--down_size", *map(str, scale.down_size), "--kernel_radius", "5", "5", "-1"]
+    seeds_flags = ["--path_geodesic_labels", str(seeds_dir), "--geodesic_label_postfix", "GeodesicLabel"]
+    pa_seg = models / "gatedcrfloss3d22d_multiview_varianceloss"
+    for network in (PRIMARY, AUXILIARY):
+        timer.run(f"stage 1 (mCRF + VM): {network}", lambda network=network: stage1.main(
+            ["--model_dir", str(pa_seg), "--network", network, *stage1_common, *seeds_flags]))
+    timer.run("baseline: seeds only (partial DiceCE)", lambda: stage1.main(
+        ["--model_dir", str(models / "seeds_only"), "--network", PRIMARY, *stage1_common, *seeds_flags,
+         "--weight_gatedcrf", "0", "--weight_variance", "0"]))
+    timer.run("reference: full supervision", lambda: stage1.main(
+        ["--model_dir", str(models / "full_supervision"), "--network", PRIMARY, *stage1_common,
+         "--path_geodesic_labels", str(labels), "--geodesic_label_postfix", "Label",
+         "--weight_gatedcrf", "0", "--weight_variance", "0"]))
+    timer.run("stage 2 (SCM)", lambda: scm.main(
+        ["--pretrained_model1_dir", str(pa_seg), "--network1", PRIMARY, "--pretrained_model2_dir", str(pa_seg),
+         "--network2", AUXILIARY, "--model_dir", str(models / "SCM"), *common, "--max_epochs",
+         str(scale.epochs_scm), "--iterative_epochs", str(scale.iterative_epochs), "--weight_kd", "0.5", "--T", "4.0"]))
+
+    methods = [
+        Method("Expanded seeds (geodesic)", models / "expanded_seeds", "seeds", None),
+        Method("Seeds only (partial DiceCE)", models / "seeds_only", PRIMARY, "best"),
+        Method("PA-Seg stage 1 (+ mCRF + VM)", pa_seg, PRIMARY, "best"),
+        Method("PA-Seg stage 2 (SCM)", models / "SCM", PRIMARY, "best_model1"),
+        Method("Full supervision", models / "full_supervision", PRIMARY, "best"),
+    ]
+    split = read_split(split_file)
+    cases = subjects_of(split, "inference")
+    write_seed_predictions(cases, seeds_dir, methods[0])
+    rows = []
+    for method in methods:
+        if method.epoch_inf is not None:
+            timer.run(f"inference: {method.row}", lambda m=method: inference.main(
+                ["--model_dir", str(m.model_dir), "--network", m.network, "--epoch_inf", m.epoch_inf,
+                 "--dataset_split", str(split_file), "--path_images", str(images), "--image_postfix", "T2",
+                 "--phase", "inference", "--spatial_shape", *map(str, scale.spatial_shape), "--device", device]))
+        csv = scores.main(["--model_dir", str(method.model_dir), "--network", method.network, "--dataset_split",
+                           str(split_file), "--image_postfix", "T2", "--phase", "inference", "--path_labels",
+                           str(labels), "--label_postfix", "Label"])
+        table = pd.read_csv(csv).set_index("subject")
+        rows.append({"method": method.row, "dice_mean": table.loc["mean", "dice"],
+                     "dice_std": table.loc["std", "dice"], "assd_mean": table.loc["mean", "assd"],
+                     "assd_std": table.loc["std", "assd"], "cases": len(cases),
+                     "assd_cases": int(table.drop(index=["mean", "std"])["assd"].notna().sum())})
+    results = pd.DataFrame(rows)
+    save_csv(results, output_dir / "results.csv")
+    markdown = results_markdown(results, timer.times, time.time() - t_start)
+    save_text(markdown, output_dir / "results.md")
+    for case in cases[:n_overlays]:
+        draw_overlay(case, images, labels, methods, output_dir / f"overlay_{case}.png")
+    print("\n" + markdown)
+    return results
+
+
+def write_seed_predictions(cases: list[str], seeds_dir: Path, method: Method) -> None:
+    """The expanded foreground (label 1) as a prediction file, so it is scored like the networks."""
+    for case in cases:
+        ref = sitk.ReadImage(str(seeds_dir / f"{case}_GeodesicLabel.nii.gz"))
+        fg = (sitk.GetArrayFromImage(ref) == 1).astype(np.uint8)
+        write_like(fg, ref, prediction_path(method.model_dir, method.network, case, "T2"))
+
+
+def results_markdown(results: pd.DataFrame, times: list[tuple[str, float]], total: float) -> str:
+    lines = ["| Method | Dice (mean ± std) | ASSD in mm (mean ± std) |", "|---|---|---|"]
+    for r in results.itertuples():
+        assd = f"{r.assd_mean:.2f} ± {r.assd_std:.2f}"
+        if r.assd_cases < r.cases:
+            assd += f" (over {r.assd_cases} of {r.cases} cases)"
+        lines.append(f"| {r.method} | {r.dice_mean:.3f} ± {r.dice_std:.3f} | {assd} |")
+    lines += ["", f"{results['cases'].iloc[0]} inference cases. Step times:", ""]
+    lines += [f"- {name}: {seconds:.0f} s" for name, seconds in times]
+    lines.append(f"- total: {total:.0f} s")
+    return "\n".join(lines) + "\n"
+
+
+def draw_overlay(case: str, images: Path, labels: Path, methods: list[Method], out: Path) -> None:
+    """Rows = methods, columns = axial, coronal, sagittal slices through the lesion centre;
+    label contour in green, prediction contour in red."""
+    image_sitk = sitk.ReadImage(str(images / f"{case}_T2.nii.gz"))
+    image = sitk.GetArrayFromImage(image_sitk)  # (z, y, x)
+    label = sitk.GetArrayFromImage(sitk.ReadImage(str(labels / f"{case}_Label.nii.gz"))) > 0
+    sx, sy, sz = image_sitk.GetSpacing()
+    centre = np.round(np.argwhere(label).mean(0)).astype(int) if label.any() else np.array(image.shape) // 2
+    views = [("axial", lambda a: a[centre[0]], sy / sx), ("coronal", lambda a: a[:, centre[1]], sz / sx),
+             ("sagittal", lambda a: a[:, :, centre[2]], sz / sy)]
+    fig, axes = plt.subplots(len(methods), 3, figsize=(9, 3 * len(methods)), squeeze=False)
+    for row, method in enumerate(methods):
+        pred_path = prediction_path(method.model_dir, method.network, case, "T2")
+        pred = sitk.GetArrayFromImage(sitk.ReadImage(str(pred_path))) > 0
+        for col, (name, cut, aspect) in enumerate(views):
+            ax = axes[row, col]
+            ax.imshow(cut(image), cmap="gray", origin="lower", aspect=aspect)
+            for mask, colour in ((label, "lime"), (pred, "red")):
+                if cut(mask).any():
+                    ax.contour(cut(mask).astype(float), levels=[0.5], colors=colour, linewidths=1.0)
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if row == 0:
+                ax.set_title(name)
+            if col == 0:
+                ax.set_ylabel(method.row, fontsize=8)
+    fig.suptitle(f"{case}: label (green), prediction (red)")
+    fig.tight_layout()
+    with atomic_path(out) as tmp:
+        fig.savefig(tmp, dpi=80)
+    plt.close(fig)
+
+
+def main(argv: list[str] | None = None) -> pd.DataFrame:
+    args = build_parser().parse_args(argv)
+    scale = QUICK if args.quick else FULL
+    if args.epochs_stage1 is not None or args.epochs_scm is not None:
+        scale = Scale(**{**scale.__dict__, "epochs_stage1": args.epochs_stage1 or scale.epochs_stage1,
+                         "epochs_scm": args.epochs_scm or scale.epochs_scm})
+    return run_demo(Path(args.output_dir), Path(args.data_dir), Path(args.split_file), scale, args.device,
+                    args.seed, args.overlays)
+
+
+if __name__ == "__main__":
+    main()
