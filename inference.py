@@ -21,7 +21,7 @@ from networks import NETWORKS, get_network
 from utilities.cli import (add_common_args, check_spatial_shape, positive_int, resolve_device,
                            setup_logger)
 from utilities.data import ImageSource, load_phase, make_volume_loader
-from utilities.io import atomic_path, prediction_path
+from utilities.io import prediction_path, save_nifti
 from utilities.splits import PHASES
 from utilities.training import Amp, load_model_weights, sliding_window_predict
 
@@ -63,8 +63,7 @@ def write_prediction(seg: np.ndarray, reference: Path, out: Path) -> None:
     header.set_data_dtype(np.uint8)
     image = nib.Nifti1Image(data, ref.affine, header)
     image.header.set_slope_inter(1, 0)
-    with atomic_path(out) as tmp:
-        nib.save(image, str(tmp))
+    save_nifti(image, out)
 
 
 def run_inference(model_dir: str | Path, network: str, dataset_split: str | Path, path_images: str | Path,
@@ -78,7 +77,8 @@ def run_inference(model_dir: str | Path, network: str, dataset_split: str | Path
     meta = load_model_weights(model, ckpt, network, map_location=device)
     model.eval()
     logger.info("loaded %s (epoch %s)", ckpt, meta.get("epoch", "?"))
-    cache = load_phase(dataset_split, phase, [ImageSource("image", path_images, image_postfix, False, "image")],
+    cache = load_phase(dataset_split, phase, [ImageSource("image", path_images, image_postfix, False, "image",
+                                                          "--path_images/--image_postfix")],
                        cache_gb=0, fill=False)
     loader = make_volume_loader(cache, num_workers=num_workers)
     amp_ctx = Amp(amp, device)

@@ -29,10 +29,10 @@ from utilities.data import ImageSource
 from utilities.io import save_torch
 from utilities.losses import DiceCELoss, KDLoss
 from utilities.schedules import poly_lr
-from utilities.training import (Amp, CsvLog, TensorBoard, add_training_args, check_finite, evaluate,
-                                load_model_weights, make_loaders, make_optimizer, mean_over_ranks, mean_scores,
-                                rng_state, save_model, set_lr, set_rng_state, slice_grid, start_run, unwrap,
-                                wrap_ddp)
+from utilities.training import (Amp, CsvLog, TensorBoard, add_training_args, check_finite, check_finite_weights,
+                                evaluate, load_data, load_model_weights, load_resume_state, make_loaders,
+                                make_optimizer, mean_over_ranks, mean_scores, rng_state, save_model, set_lr,
+                                set_rng_state, slice_grid, start_run, unwrap, wrap_ddp)
 
 NUM_CLASSES = 2
 IN_CHANNELS = 1
@@ -91,6 +91,37 @@ def pretrained_path(folder: str | Path, network: str, which: str) -> Path:
     return path
 
 
+def pretrained_paths(args: argparse.Namespace) -> dict[int, Path]:
+    """Both stage-1 checkpoints (every missing one named in one error), checked not to lie in a
+    folder this run writes to (``--overwrite`` would delete them)."""
+    paths, errors = {}, []
+    for k in (1, 2):
+        try:
+            paths[k] = pretrained_path(getattr(args, f"pretrained_model{k}_dir"), getattr(args, f"network{k}"),
+                                       f"model{k}")
+        except FileNotFoundError as e:
+            errors.append(str(e))
+    if errors:
+        raise FileNotFoundError(" | ".join(errors))
+    for k in (1, 2):
+        for j in (1, 2):
+            out = (Path(args.model_dir) / getattr(args, f"network{j}")).resolve()
+            if paths[k].resolve().is_relative_to(out):
+                raise ValueError(f"--model_dir {args.model_dir} would put the SCM run in {out}, which holds the "
+                                 f"stage-1 checkpoint {paths[k]} of --pretrained_model{k}_dir; choose another "
+                                 "--model_dir")
+    return paths
+
+
+def load_students(names: dict[int, str], paths: dict[int, Path]) -> dict[int, nn.Module]:
+    """The two stage-1 networks on the CPU, each checked to fit its checkpoint."""
+    students = {}
+    for k in (1, 2):
+        students[k] = get_network(names[k], IN_CHANNELS, NUM_CLASSES)
+        load_model_weights(students[k], paths[k], names[k], map_location="cpu", flag=f"--network{k}")
+    return students
+
+
 def freeze(model: nn.Module) -> nn.Module:
     """Eval mode, no gradients: a teacher."""
     model.eval()
@@ -121,25 +152,29 @@ def train(args: argparse.Namespace) -> Path:
     run_dirs = {k: Path(args.model_dir) / names[k] for k in (1, 2)}
     models_dirs = {k: run_dirs[k] / "models" for k in (1, 2)}
     latest = models_dirs[1] / "CP_latest_SCM.pth"
-    pretrained = {1: pretrained_path(args.pretrained_model1_dir, args.network1, "model1"),
-                  2: pretrained_path(args.pretrained_model2_dir, args.network2, "model2")}
-    ctx, device, logger, latest_path = start_run(args, [run_dirs[1], run_dirs[2]], latest, "log_SCM")
-
+    pretrained = pretrained_paths(args)
     src = {
-        "image": ImageSource("image", args.path_images, args.image_postfix, False, "image"),
-        "label": ImageSource("label", args.path_labels, args.label_postfix, True, "label"),
+        "image": ImageSource("image", args.path_images, args.image_postfix, False, "image",
+                             "--path_images/--image_postfix"),
+        "label": ImageSource("label", args.path_labels, args.label_postfix, True, "label",
+                             "--path_labels/--label_postfix"),
         "seeds": ImageSource("seeds", args.path_geodesic_labels, args.geodesic_label_postfix, True,
-                             "expanded-seed label"),
+                             "expanded-seed label", "--path_geodesic_labels/--geodesic_label_postfix"),
     }
     needed, extra = ("label", "seeds") if args.val_metric == "dice" else ("seeds", "label")
-    generator = torch.Generator().manual_seed(args.seed)
-    train_loader, val_loader, train_sampler = make_loaders(
-        args, [src["image"]], [src["image"], src[needed]], [src[extra]], ctx, generator)
 
-    students, teachers, optimizers = {}, {}, {}
+    def preflight() -> tuple[Any, dict[int, nn.Module]]:
+        return (load_data(args, [src["image"]], [src["image"], src[needed]], [src[extra]]),
+                load_students(names, pretrained))
+
+    ctx, device, logger, latest_path, (caches, students) = start_run(
+        args, [run_dirs[1], run_dirs[2]], latest, "log_SCM", preflight=preflight)
+    generator = torch.Generator().manual_seed(args.seed)
+    train_loader, val_loader, train_sampler = make_loaders(args, caches, ctx, generator)
+
+    teachers, optimizers = {}, {}
     for k in (1, 2):
-        students[k] = get_network(names[k], IN_CHANNELS, NUM_CLASSES).to(device)
-        load_model_weights(students[k], pretrained[k], names[k], map_location=device)
+        students[k] = students[k].to(device)
         teachers[k] = freeze(copy.deepcopy(students[k]))
         optimizers[k] = make_optimizer(students[k], args.learning_rate)
         logger.info("model%d: %s from %s", k, names[k], pretrained[k])
@@ -149,7 +184,8 @@ def train(args: argparse.Namespace) -> Path:
     start_epoch = 0
     best, best_epoch = {1: -1.0, 2: -1.0}, {1: -1, 2: -1}
     if latest_path is not None:
-        state = torch.load(latest_path, map_location=device, weights_only=False)
+        state = load_resume_state(latest_path, args, {f"network{k}": names[k] for k in (1, 2)},
+                                  map_location=device)
         for k in (1, 2):
             students[k].load_state_dict(state[f"model{k}"])
             teachers[k].load_state_dict(state[f"teacher{k}"])
@@ -202,6 +238,7 @@ def train(args: argparse.Namespace) -> Path:
             improved[k] = metric > best[k]
             if improved[k]:
                 best[k], best_epoch[k] = metric, epoch + 1
+        check_finite_weights({f"model{k}": students[k] for k in (1, 2)}, epoch + 1, models_dirs[1])
         if ctx.is_main:
             for k in (1, 2):
                 if improved[k]:
@@ -211,7 +248,7 @@ def train(args: argparse.Namespace) -> Path:
         reloaded = (epoch + 1) % args.iterative_epochs == 0
         if reloaded:  # refresh the teachers from the best students so far
             for k in (1, 2):
-                load_model_weights(teachers[k], best_files[k], names[k], map_location=device)
+                load_model_weights(teachers[k], best_files[k], names[k], map_location=device, flag=f"--network{k}")
             logger.info("epoch %d: teachers reloaded from %s and %s", epoch + 1, best_files[1], best_files[2])
         rng = ctx.gather(rng_state(generator))
         if ctx.is_main:
@@ -220,13 +257,13 @@ def train(args: argparse.Namespace) -> Path:
                 state |= {f"model{k}": unwrap(students[k]).state_dict(), f"teacher{k}": teachers[k].state_dict(),
                           f"optimizer{k}": optimizers[k].state_dict(), f"best_metric{k}": best[k],
                           f"best_epoch{k}": best_epoch[k], f"network{k}": names[k]}
-            save_torch(state, latest)
             row = {"epoch": epoch + 1, "lr": lr, **means, "teachers_reloaded": int(reloaded)}
             for k in (1, 2):
                 row |= {f"val_dice{k}": val[k]["dice"], f"val_seed_dice{k}": val[k]["seed_dice"],
                         f"best_{args.val_metric}{k}": best[k], f"best_epoch{k}": best_epoch[k]}
             row["time_s"] = round(time.time() - t0, 2)
             csv_log.append(row)
+            save_torch(state, latest)  # last: a run killed before this redoes the epoch on --resume
             tb.scalars({f"train/{k}": v for k, v in means.items()} | {"train/lr": lr}
                        | {f"val/dice_model{k}": val[k]["dice"] for k in (1, 2)}
                        | {f"val/seed_dice_model{k}": val[k]["seed_dice"] for k in (1, 2)}, epoch + 1)

@@ -27,9 +27,10 @@ from utilities.data import ImageSource
 from utilities.io import save_torch
 from utilities.losses import MultiViewGatedCRFLoss, PartialDiceCELoss, VarianceLoss
 from utilities.schedules import poly_lr, sigmoid_rampup
-from utilities.training import (Amp, CsvLog, TensorBoard, add_training_args, check_finite, evaluate,
-                                make_loaders, make_optimizer, mean_over_ranks, mean_scores, rng_state,
-                                save_model, set_lr, set_rng_state, slice_grid, start_run, unwrap, wrap_ddp)
+from utilities.training import (Amp, CsvLog, TensorBoard, add_training_args, check_finite, check_finite_weights,
+                                evaluate, load_data, load_resume_state, make_loaders, make_optimizer,
+                                mean_over_ranks, mean_scores, rng_state, save_model, set_lr, set_rng_state,
+                                slice_grid, start_run, unwrap, wrap_ddp)
 
 NUM_CLASSES = 2
 IN_CHANNELS = 1
@@ -82,10 +83,12 @@ def check_args(args: argparse.Namespace) -> None:
 
 def _sources(args: argparse.Namespace) -> dict[str, ImageSource]:
     return {
-        "image": ImageSource("image", args.path_images, args.image_postfix, False, "image"),
-        "label": ImageSource("label", args.path_labels, args.label_postfix, True, "label"),
+        "image": ImageSource("image", args.path_images, args.image_postfix, False, "image",
+                             "--path_images/--image_postfix"),
+        "label": ImageSource("label", args.path_labels, args.label_postfix, True, "label",
+                             "--path_labels/--label_postfix"),
         "seeds": ImageSource("seeds", args.path_geodesic_labels, args.geodesic_label_postfix, True,
-                             "expanded-seed label"),
+                             "expanded-seed label", "--path_geodesic_labels/--geodesic_label_postfix"),
     }
 
 
@@ -93,14 +96,14 @@ def train(args: argparse.Namespace) -> Path:
     """Run stage 1; returns the run folder ``<model_dir>/<network>``."""
     run_dir = Path(args.model_dir) / args.network
     models_dir = run_dir / "models"
-    ctx, device, logger, latest_path = start_run(args, [run_dir], models_dir / "CP_latest.pth")
-
     src = _sources(args)
     # validation needs what --val_metric scores against; the other reference is used if present
     needed, extra = ("label", "seeds") if args.val_metric == "dice" else ("seeds", "label")
+    ctx, device, logger, latest_path, caches = start_run(
+        args, [run_dir], models_dir / "CP_latest.pth",
+        preflight=lambda: load_data(args, [src["image"], src["seeds"]], [src["image"], src[needed]], [src[extra]]))
     generator = torch.Generator().manual_seed(args.seed)
-    train_loader, val_loader, train_sampler = make_loaders(
-        args, [src["image"], src["seeds"]], [src["image"], src[needed]], [src[extra]], ctx, generator)
+    train_loader, val_loader, train_sampler = make_loaders(args, caches, ctx, generator)
 
     model = get_network(args.network, IN_CHANNELS, NUM_CLASSES).to(device)
     optimizer = make_optimizer(model, args.learning_rate)
@@ -111,7 +114,7 @@ def train(args: argparse.Namespace) -> Path:
 
     start_epoch, best, best_epoch = 0, -1.0, -1
     if latest_path is not None:
-        state = torch.load(latest_path, map_location=device, weights_only=False)
+        state = load_resume_state(latest_path, args, {"network": args.network}, map_location=device)
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         amp.scaler.load_state_dict(state["scaler"])
@@ -157,18 +160,20 @@ def train(args: argparse.Namespace) -> Path:
         improved = metric > best
         if improved:
             best, best_epoch = metric, epoch + 1
+        check_finite_weights({"model": model}, epoch + 1, models_dir)
         rng = ctx.gather(rng_state(generator))
         if ctx.is_main:
+            # CP_latest last: a run killed in between resumes from the previous epoch and redoes this one
             if improved:
                 save_model(models_dir / "CP_best.pth", model, args.network, epoch=epoch + 1,
                            metric=args.val_metric, value=metric)
+            csv_log.append({"epoch": epoch + 1, "lr": lr, "ramp": ramp, **means, "val_dice": val["dice"],
+                            "val_seed_dice": val["seed_dice"], f"best_{args.val_metric}": best,
+                            "best_epoch": best_epoch, "time_s": round(time.time() - t0, 2)})
             save_torch({"model": unwrap(model).state_dict(), "optimizer": optimizer.state_dict(),
                         "scaler": amp.scaler.state_dict(), "epoch": epoch + 1, "best_metric": best,
                         "best_epoch": best_epoch, "rng": rng, "args": vars(args), "network": args.network},
                        models_dir / "CP_latest.pth")
-            csv_log.append({"epoch": epoch + 1, "lr": lr, "ramp": ramp, **means, "val_dice": val["dice"],
-                            "val_seed_dice": val["seed_dice"], f"best_{args.val_metric}": best,
-                            "best_epoch": best_epoch, "time_s": round(time.time() - t0, 2)})
             tb.scalars({f"train/{k}": v for k, v in means.items()} | {"train/lr": lr, "train/ramp": ramp,
                         "val/dice": val["dice"], "val/seed_dice": val["seed_dice"]}, epoch + 1)
             if grid:

@@ -20,7 +20,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import argparse
 import gc
 import json
-import os
 import resource
 import statistics
 import subprocess

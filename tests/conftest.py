@@ -29,3 +29,14 @@ def load_script(relpath: str):
 @pytest.fixture(scope="session")
 def golden():
     return torch.load(ROOT / "tests" / "data" / "golden_32x32x16.pt", weights_only=False)
+
+
+@pytest.fixture(autouse=True)
+def _restore_locale():
+    """GDCM (DICOM reading/writing in SimpleITK) switches the process locale to "C"; restore it
+    so later tests decode text as UTF-8."""
+    import locale
+
+    saved = locale.setlocale(locale.LC_ALL)
+    yield
+    locale.setlocale(locale.LC_ALL, saved)

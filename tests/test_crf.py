@@ -182,9 +182,13 @@ def test_crf_constructor_errors(kwargs, match):
         MultiViewGatedCRFLoss(**kwargs)
 
 
-def test_gated_crf_views_shape_error():
+def test_gated_crf_views_errors():
     with pytest.raises(ValueError, match="probs must be"):
         gated_crf_views(torch.zeros(1, 1, 3, 3, 3), torch.zeros(1, 1, 3, 3, 3))
+    with pytest.raises(ValueError, match="kernel_radius"):
+        gated_crf_views(torch.zeros(1, 2, 3, 3, 3), torch.zeros(1, 1, 3, 3, 3), kernel_radius=0)
+    with pytest.raises(ValueError, match="implementation"):
+        gated_crf_views(torch.zeros(1, 2, 3, 3, 3), torch.zeros(1, 1, 3, 3, 3), implementation="fast")
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")

@@ -14,20 +14,18 @@ import shutil
 import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pandas as pd
 import pytest
 import torch
 import torch.distributed as dist
-import torch.multiprocessing as mp
 
 from networks import get_network
 from synth import make_vs_dataset
 from utilities.data import ImageSource, load_phase, make_volume_loader
 from utilities.distributed import DistContext, init_distributed, shard_indices
-from utilities.training import evaluate, load_model_weights, make_loaders, mean_scores, save_model
+from utilities.training import evaluate, load_data, load_model_weights, make_loaders, mean_scores, save_model
 
 ROOT = Path(__file__).resolve().parents[1]
 STAGE1 = "train_gatedcrfloss3d22d_multiview_varianceloss.py"
@@ -62,7 +60,7 @@ def test_context_not_distributed():
     ctx = DistContext()
     assert (ctx.rank, ctx.world_size, ctx.local_rank) == (0, 1, 0)
     assert not ctx.distributed and ctx.is_main
-    obj = {"a": torch.arange(3, dtype=torch.uint32)}
+    obj = {"a": torch.arange(3)}
     gathered = ctx.gather(obj)
     assert len(gathered) == 1 and gathered[0] is obj
     assert ctx.broadcast(obj) is obj
@@ -80,42 +78,57 @@ def test_init_distributed_without_torchrun(monkeypatch):
     assert init_distributed(torch.device("cpu"))[0] == DistContext()
 
 
+# One rank of a 2-process job, started with the environment torchrun sets; imports only torch
+# and utilities.distributed so that it starts fast.
+COLLECTIVES_WORKER = """
+import sys
+import numpy as np
+import torch
+import torch.distributed as dist
+from utilities.distributed import init_distributed, shard_indices
+
+ctx, device = init_distributed(torch.device("cpu"))
+rank = ctx.rank
+result = {
+    "ctx": (ctx.rank, ctx.world_size, ctx.local_rank, ctx.distributed, ctx.is_main),
+    "backend": dist.get_backend(),
+    # uint32 tensors (the NumPy RNG state in rng_state) do not survive plain object pickling
+    "gather": ctx.gather({"rank": rank, "u32": torch.from_numpy(np.arange(3, dtype=np.uint32) + rank)}),
+    "broadcast": ctx.broadcast({"path": f"from rank {rank}", "t": torch.full((2,), rank)}),
+    "any_one": ctx.any(rank == 1),
+    "any_none": ctx.any(False),
+    "shard": shard_indices(3, ctx),
+}
+ctx.barrier()
+torch.save(result, sys.argv[1] + f"/rank{rank}.pt")
+ctx.close()
+"""
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
 
 
-def _collectives_worker(rank: int, world_size: int, port: int, out_dir: str) -> None:
-    """One rank: join through init_distributed (env as torchrun sets it), run every collective."""
-    os.environ.update({"WORLD_SIZE": str(world_size), "RANK": str(rank), "LOCAL_RANK": str(rank),
-                       "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port)})
-    ctx, device = init_distributed(torch.device("cpu"))
-    result = {
-        "ctx": (ctx.rank, ctx.world_size, ctx.local_rank, ctx.distributed, ctx.is_main),
-        "backend": dist.get_backend(),
-        # uint32 tensors (the NumPy RNG state in rng_state) do not survive plain object pickling
-        "gather": ctx.gather({"rank": rank, "u32": torch.arange(3, dtype=torch.uint32) + rank}),
-        "broadcast": ctx.broadcast({"path": f"from rank {rank}", "t": torch.full((2,), rank)}),
-        "any_one": ctx.any(rank == 1),
-        "any_none": ctx.any(False),
-        "shard": shard_indices(3, ctx),
-    }
-    ctx.barrier()
-    torch.save(result, Path(out_dir) / f"rank{rank}.pt")
-    ctx.close()
-
-
 @needs_gloo
 def test_context_collectives_two_processes(tmp_path):
-    procs = mp.start_processes(_collectives_worker, args=(2, _free_port(), str(tmp_path)), nprocs=2,
-                               join=False, start_method="spawn")
-    deadline = time.monotonic() + 120
-    while not procs.join(timeout=5):
-        if time.monotonic() > deadline:
-            for p in procs.processes:
-                p.terminate()
-            pytest.fail("the two gloo processes did not finish in 120 s (a collective mismatch?)")
+    port = _free_port()
+    procs = []
+    for rank in range(2):
+        env = os.environ | {"WORLD_SIZE": "2", "RANK": str(rank), "LOCAL_RANK": str(rank),
+                            "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port), "OMP_NUM_THREADS": "1",
+                            "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
+        procs.append(subprocess.Popen([sys.executable, "-c", COLLECTIVES_WORKER, str(tmp_path)], cwd=ROOT, env=env,
+                                      stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True))
+    try:
+        outputs = [proc.communicate(timeout=120)[0] for proc in procs]
+    finally:
+        for proc in procs:
+            if proc.poll() is None:
+                proc.kill()
+    for rank, (proc, output) in enumerate(zip(procs, outputs)):
+        assert proc.returncode == 0, f"rank {rank} exited {proc.returncode}:\n{output[-4000:]}"
     results = [torch.load(tmp_path / f"rank{r}.pt", weights_only=False) for r in range(2)]
     for rank, res in enumerate(results):
         assert res["ctx"] == (rank, 2, rank, True, rank == 0)
@@ -187,8 +200,9 @@ def test_make_loaders_shards_per_rank(data):
                               batch_size=1, num_workers=0, seed=0)
     image = ImageSource("image", data["image_crop"], "T2", False, "image")
     label = ImageSource("label", data["label_crop"], "Label", True, "label")
-    loaders = [make_loaders(args, [image], [image, label], [], DistContext(rank, 2, rank),
-                            torch.Generator().manual_seed(0)) for rank in range(2)]
+    caches = load_data(args, [image], [image, label], [])
+    loaders = [make_loaders(args, caches, DistContext(rank, 2, rank), torch.Generator().manual_seed(0))
+               for rank in range(2)]
     train_names = [f"vs_gk_{i + 1}" for i in range(N_TRAIN)]
     orders = []
     for epoch in range(4):
@@ -204,8 +218,7 @@ def test_make_loaders_shards_per_rank(data):
     val = [[batch["subject"][0] for batch in val_loader] for _, val_loader, _ in loaders]
     assert val == [["vs_gk_5", "vs_gk_7"], ["vs_gk_6"]]
     # without a distributed context: no sampler, one loader over everything
-    train_loader, val_loader, sampler = make_loaders(args, [image], [image, label], [], DistContext(),
-                                                     torch.Generator().manual_seed(0))
+    train_loader, val_loader, sampler = make_loaders(args, caches, DistContext(), torch.Generator().manual_seed(0))
     assert sampler is None and len(val_loader) == N_VAL
     assert sorted(name for batch in train_loader for name in batch["subject"]) == train_names
 

@@ -74,7 +74,11 @@ def resolve_device(name: str) -> torch.device:
     if name.startswith("cuda") and not torch.cuda.is_available():
         raise RuntimeError(f"--device {name} was requested but no CUDA GPU is available; "
                            "use --device cpu or --device auto")
-    return torch.device(name)
+    device = torch.device(name)
+    if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
+        raise RuntimeError(f"--device {name} was requested but only {torch.cuda.device_count()} CUDA GPU(s) "
+                           "are visible; use --device cuda or a smaller index")
+    return device
 
 
 def seed_everything(seed: int) -> None:
@@ -112,7 +116,7 @@ def setup_logger(log_dir: str | os.PathLike | None, name: str = "log", rank: int
     if log_dir is not None and rank == 0:
         Path(log_dir).mkdir(parents=True, exist_ok=True)
         stamp = time.strftime("%Y%m%d-%H%M%S")
-        file_handler = logging.FileHandler(Path(log_dir) / f"{name}_{stamp}.txt")
+        file_handler = logging.FileHandler(Path(log_dir) / f"{name}_{stamp}.txt", encoding="utf-8")
         file_handler.setFormatter(fmt)
         logger.addHandler(file_handler)
     return logger

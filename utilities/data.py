@@ -19,18 +19,19 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
-import nibabel as nib
 import numpy as np
 import torch
 import torchio as tio
 from torch.utils.data import DataLoader, Dataset, Sampler
 
+from utilities.io import check_voxels, count_nonfinite
 from utilities.splits import read_split, subjects_of
 
 __all__ = [
     "ImageSource",
     "image_path",
     "find_missing",
+    "check_files",
     "make_subjects",
     "count_nonfinite",
     "check_subject",
@@ -41,12 +42,16 @@ __all__ = [
     "VolumeDataset",
     "make_training_loader",
     "make_volume_loader",
+    "load_phase",
+    "SEED_VALUES",
 ]
 
 logger = logging.getLogger("paseg")
 
 FLIP_PROBABILITY = 0.2
 GEOMETRY_TOLERANCE = 1e-3
+#: Values of an expanded-seed label (key ``seeds``): background, foreground, unknown.
+SEED_VALUES = (0, 1, 2)
 
 
 @dataclass(frozen=True)
@@ -58,6 +63,7 @@ class ImageSource:
     postfix: str
     is_label: bool
     what: str  # human name for messages, e.g. "image" or "expanded-seed label"
+    flags: str = ""  # the command-line flags that set folder and postfix, for messages
 
 
 def image_path(folder: str | os.PathLike, subject: str, postfix: str) -> Path:
@@ -76,6 +82,35 @@ def find_missing(subjects: Sequence[str], sources: Sequence[ImageSource]) -> lis
     return missing
 
 
+def check_files(dataset_split: str | os.PathLike,
+                needs: Sequence[tuple[str | None, Sequence[ImageSource]]]) -> None:
+    """Check that every ``(phase, sources)`` pair has subjects and all their files exist.
+
+    Raises:
+        FileNotFoundError: one line listing every missing file of every phase at once (the
+            first 10, then the count) and the flags to check.
+        ValueError: if a phase has no subject.
+    """
+    split = read_split(dataset_split)
+    missing: list[str] = []
+    flags: list[str] = []
+    for phase, sources in needs:
+        names = subjects_of(split, phase)
+        if not names:
+            raise ValueError(f"split file {dataset_split} lists no subject for phase {phase!r}; "
+                             f"add '<subject>,{phase}' rows")
+        for src in sources:
+            found = [m for m in find_missing(names, [src]) if m not in missing]
+            missing += found
+            if found and src.flags and src.flags not in flags:
+                flags.append(src.flags)
+    if missing:
+        shown = "; ".join(missing[:10]) + (f"; ... ({len(missing)} in all)" if len(missing) > 10 else "")
+        check = " or ".join(flags) if flags else "the path and postfix flags"
+        raise FileNotFoundError(f"{len(missing)} file(s) of the subjects listed in {dataset_split} are missing: "
+                                f"{shown}. Check {check} or the split.")
+
+
 def make_subjects(dataset_split: str | os.PathLike, phase: str | None,
                   sources: Sequence[ImageSource]) -> list[tio.Subject]:
     """One ``tio.Subject`` per subject of ``phase`` in the split, with an image per source.
@@ -84,14 +119,8 @@ def make_subjects(dataset_split: str | os.PathLike, phase: str | None,
         FileNotFoundError: naming every missing file at once (never skips a subject).
         ValueError: if the phase has no subject.
     """
+    check_files(dataset_split, [(phase, sources)])
     names = subjects_of(read_split(dataset_split), phase)
-    if not names:
-        raise ValueError(f"split file {dataset_split} lists no subject for phase {phase!r}")
-    missing = find_missing(names, sources)
-    if missing:
-        shown = "; ".join(missing[:10]) + (f"; ... ({len(missing)} in all)" if len(missing) > 10 else "")
-        raise FileNotFoundError(f"{len(missing)} file(s) of the subjects listed in {dataset_split} are missing: "
-                                f"{shown}. Check the path and postfix flags or the split.")
     subjects = []
     for name in names:
         images: dict[str, Any] = {}
@@ -106,37 +135,32 @@ def _load(image: tio.Image, what: str) -> None:
     try:
         image.load()
     except Exception as e:  # nibabel/SimpleITK raise many types for damaged files
-        raise ValueError(f"cannot read {what} file {image.path} (unreadable or truncated: "
-                         f"{type(e).__name__}); re-create or re-download it") from None
+        first = (str(e).strip().splitlines() or [type(e).__name__])[0]
+        reason = "neither SimpleITK nor nibabel can decode it" if "not understood" in first else first[:120]
+        raise ValueError(f"cannot read {what} file {image.path} (unreadable or truncated: {reason}); "
+                         "re-create or re-download it") from None
 
 
-def count_nonfinite(path: str | os.PathLike) -> int:
-    """Number of NaN/Inf voxels stored in an image file.
-
-    SimpleITK (TorchIO's reader) turns NaN into 0 when reading NIfTI, so the file is checked
-    with nibabel; integer-typed files cannot hold NaN and are not decoded again.
-    """
-    path = Path(path)
-    if not path.name.endswith((".nii", ".nii.gz")):
-        return 0
-    img = nib.load(str(path))
-    if not np.issubdtype(img.get_data_dtype(), np.floating):
-        return 0
-    return int((~np.isfinite(np.asanyarray(img.dataobj))).sum())
+def _mm(spacing: Sequence[float]) -> tuple[float, ...]:
+    """Voxel sizes as plain floats rounded to 4 decimals, for messages."""
+    return tuple(round(float(s), 4) for s in spacing)
 
 
 def check_subject(subject: tio.Subject, whats: Mapping[str, str] | None = None) -> None:
-    """Load every image and check: readable, same shape/spacing/orientation as ``image``, finite.
+    """Load every image and check: readable and complete, finite, same shape/spacing/orientation
+    as ``image``, and expanded seeds (key ``seeds``) holding only :data:`SEED_VALUES`.
+
+    SimpleITK, TorchIO's reader, fills a truncated NIfTI file with zeros and turns NaN/Inf into
+    0, so every file is also decoded with nibabel (:func:`utilities.io.check_voxels`).
 
     Raises a one-line ``ValueError`` naming the file.
     """
     whats = dict(whats or {})
     ref = subject["image"]
     for key, image in subject.get_images_dict(intensity_only=False).items():
-        _load(image, whats.get(key, key))
-    bad = count_nonfinite(ref.path)
-    if bad:
-        raise ValueError(f"image {ref.path} has {bad} NaN or Inf voxel(s); fix or re-export the image")
+        what = whats.get(key, key)
+        _load(image, what)
+        check_voxels(image.path, what)
     for key, image in subject.get_images_dict(intensity_only=False).items():
         if key == "image":
             continue
@@ -145,12 +169,20 @@ def check_subject(subject: tio.Subject, whats: Mapping[str, str] | None = None) 
             raise ValueError(f"{what} {image.path} has shape {image.spatial_shape} but image {ref.path} has "
                              f"{ref.spatial_shape}; they must be on the same voxel grid")
         if not np.allclose(image.spacing, ref.spacing, rtol=GEOMETRY_TOLERANCE, atol=GEOMETRY_TOLERANCE):
-            raise ValueError(f"{what} {image.path} has spacing {tuple(np.round(image.spacing, 4))} but image "
-                             f"{ref.path} has {tuple(np.round(ref.spacing, 4))}; resample it onto the image grid")
+            raise ValueError(f"{what} {image.path} has spacing {_mm(image.spacing)} but image "
+                             f"{ref.path} has {_mm(ref.spacing)}; resample it onto the image grid")
         if image.orientation != ref.orientation or not np.allclose(
                 image.affine, ref.affine, rtol=GEOMETRY_TOLERANCE, atol=max(GEOMETRY_TOLERANCE, 1e-3 * max(ref.spacing))):
-            raise ValueError(f"{what} {image.path} has orientation/origin {image.orientation} different from image "
-                             f"{ref.path} ({ref.orientation}); they must share the image's geometry")
+            raise ValueError(f"{what} {image.path} has orientation/origin {''.join(image.orientation)} "
+                             f"{_mm(image.affine[:3, 3])} but image {ref.path} has {''.join(ref.orientation)} "
+                             f"{_mm(ref.affine[:3, 3])} (RAS mm); they must share the image's geometry")
+        if key == "seeds":
+            values = torch.unique(image.data).tolist()
+            bad_values = [v for v in values if v not in SEED_VALUES]
+            if bad_values:
+                raise ValueError(f"{what} {image.path} holds values {bad_values[:5]}; expected only "
+                                 f"{list(SEED_VALUES)} (background, foreground, unknown): re-run the geodesic "
+                                 "expansion")
 
 
 def preprocess_transform() -> tio.Transform:
@@ -277,12 +309,15 @@ def make_training_loader(cache: SubjectCache, spatial_shape: Sequence[int], batc
     """Shuffled loader of random patches, one pass over the subjects per epoch.
 
     ``drop_last`` is off: every subject is seen each epoch. Pass ``sampler`` for distributed
-    training (then shuffling is the sampler's job).
+    training (then shuffling is the sampler's job). Workers are started afresh each epoch and
+    seeded from ``generator``: its state (saved in the checkpoints) then fixes the patches of
+    every later epoch, so a resumed run draws the same patches as an uninterrupted one (workers
+    kept across epochs would carry random states no checkpoint holds).
     """
     return DataLoader(PatchDataset(cache, spatial_shape), batch_size=batch_size,
                       shuffle=sampler is None, sampler=sampler, num_workers=num_workers,
                       worker_init_fn=_worker_init, generator=generator,
-                      persistent_workers=num_workers > 0, drop_last=False)
+                      persistent_workers=False, drop_last=False)
 
 
 def make_volume_loader(cache: SubjectCache, num_workers: int = 0, sampler: Sampler | None = None) -> DataLoader:
@@ -301,6 +336,7 @@ def load_phase(dataset_split: str | os.PathLike, phase: str, required: Sequence[
     says when it is left out).
     """
     names = subjects_of(read_split(dataset_split), phase)
+    check_files(dataset_split, [(phase, required)])
     sources = list(required)
     for src in optional:
         missing = find_missing(names, [src])

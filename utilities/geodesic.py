@@ -22,7 +22,6 @@ from pathlib import Path
 from typing import Any, Sequence
 
 import GeodisTK
-import nibabel as nib
 import numpy as np
 import pandas as pd
 import SimpleITK as sitk
@@ -227,15 +226,17 @@ def _compare_geometry(ref: _Header, ref_path: Path, other: _Header, other_path: 
     return notes (an origin difference is only logged)."""
     if other.size != ref.size:
         raise ValueError(f"{what} {other_path} has size {list(other.size)} but annotation {ref_path} "
-                         f"has {list(ref.size)}; they must be on the same voxel grid")
+                         f"has {list(ref.size)}; they must be on the same voxel grid (annotated points may lie "
+                         f"outside the {what}): resample one of them onto the other's grid")
     if len(other.spacing) != 3:
         raise ValueError(f"{what} {other_path} is {len(other.spacing)}D; expected a 3D volume")
     if not np.allclose(other.spacing, ref.spacing, rtol=GEOMETRY_RTOL, atol=0.0):
         raise ValueError(f"{what} {other_path} has spacing {list(other.spacing)} but annotation "
                          f"{ref_path} has {list(ref.spacing)}; resample one of them")
     if not np.allclose(other.direction, ref.direction, rtol=0.0, atol=GEOMETRY_RTOL):
-        raise ValueError(f"{what} {other_path} has orientation {list(np.round(other.direction, 4))} but "
-                         f"annotation {ref_path} has {list(np.round(ref.direction, 4))}; reorient one of them")
+        raise ValueError(f"{what} {other_path} has orientation {[round(float(v), 4) + 0.0 for v in other.direction]} "
+                         f"but annotation {ref_path} has {[round(float(v), 4) + 0.0 for v in ref.direction]}; "
+                         "reorient one of them")
     scale = max(1.0, float(np.max(np.abs(ref.origin))))
     if not np.allclose(other.origin, ref.origin, rtol=0.0, atol=GEOMETRY_RTOL * scale):
         return [f"{what} {other_path} has origin {list(other.origin)} but annotation has "
@@ -263,32 +264,16 @@ class _Result:
     notes: list[str] = field(default_factory=list)
 
 
-def _count_nonfinite(path: Path) -> int:
-    """NaN/Inf voxels stored in a NIfTI file.
-
-    ITK's NIfTI reader (hence SimpleITK) silently replaces NaN and Inf by 0, so they are
-    counted on the stored data with nibabel; only floating-point files can hold them.
-    """
-    try:
-        image = nib.load(str(path))
-    except Exception:  # not a NIfTI file nibabel understands: SimpleITK read it, nothing to add
-        return 0
-    if image.header.get_data_dtype().kind not in "fc":
-        return 0
-    return int(np.count_nonzero(~np.isfinite(np.asanyarray(image.dataobj))))
-
-
 def _process(task: _Task) -> _Result:
-    """Read one subject, expand its points, write label and distance, score against its label."""
+    """Read one subject, expand its points, write label and distance, score against its label.
+
+    :func:`utilities.io.read_image` rejects truncated files and NaN/Inf voxels (which SimpleITK
+    would silently read as 0)."""
     annotation_img = read_image(task.annotation, "annotation")
     image_img = read_image(task.image, "image")
     image = sitk.GetArrayFromImage(image_img)
     annotation = sitk.GetArrayFromImage(annotation_img)
     spacing = image_img.GetSpacing()[::-1]  # arrays are (z, y, x), GetSpacing() is (x, y, z)
-    for path, what in ((task.image, "image"), (task.annotation, "annotation")):
-        bad = _count_nonfinite(path)
-        if bad:
-            raise ValueError(f"{task.subject}: {what} {path} holds {bad} NaN/Inf voxels; fix or re-export it")
     try:
         label, distance = expand_seeds(image, annotation, spacing, task.weight, task.threshold,
                                        zero_at_min=task.zero_at_min)

@@ -9,9 +9,11 @@ from __future__ import annotations
 import contextlib
 import os
 import tempfile
+import zlib
 from pathlib import Path
 from typing import Any, Iterator
 
+import nibabel as nib
 import numpy as np
 import pandas as pd
 import SimpleITK as sitk
@@ -25,9 +27,22 @@ __all__ = [
     "read_image",
     "write_image",
     "write_like",
+    "save_nifti",
+    "count_nonfinite",
+    "check_voxels",
     "ensure_writable_dir",
     "prediction_path",
 ]
+
+
+def _umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+#: Permissions of a new file (``mkstemp`` would leave 0600: outputs readable only by their owner).
+_FILE_MODE = 0o666 & ~_umask()
 
 
 @contextlib.contextmanager
@@ -35,22 +50,45 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; rename it to ``path`` if the block succeeds.
 
     The temporary name keeps the file's suffixes (``.nii.gz``) so writers that choose the
-    format from the extension work. On any exception the temporary file is removed and the
-    existing ``path`` (if any) is left untouched.
+    format from the extension work. The data are flushed to disk before the rename. On any
+    exception the temporary file is removed and the existing ``path`` (if any) is left
+    untouched; an I/O failure (disk full, permissions: ``OSError``, or the ``RuntimeError`` that
+    torch and SimpleITK raise for them) becomes a one-line ``OSError`` naming ``path``.
     """
     path = Path(path)
     ensure_writable_dir(path.parent)
     suffix = "".join(path.suffixes) or ".tmp"
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix, dir=path.parent)
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix, dir=path.parent)
+    except OSError as e:
+        raise _write_error(path, e) from e
     os.close(fd)
     tmp_path = Path(tmp)
     try:
         yield tmp_path
+        mode = path.stat().st_mode & 0o777 if path.is_file() else _FILE_MODE
+        os.chmod(tmp_path, mode)
+        _fsync(tmp_path)
         os.replace(tmp_path, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
+    except BaseException as e:
+        with contextlib.suppress(OSError):
             tmp_path.unlink()
+        if isinstance(e, (OSError, RuntimeError)):
+            raise _write_error(path, e) from e
         raise
+
+
+def _fsync(path: Path) -> None:
+    with open(path, "rb") as f:
+        os.fsync(f.fileno())
+
+
+def _write_error(path: Path, error: BaseException) -> OSError:
+    reason = getattr(error, "strerror", None) or (str(error).strip().splitlines() or [type(error).__name__])[-1]
+    err = OSError(f"cannot write {path}: {reason}; check the free disk space and that {path.parent} is "
+                  f"writable (any previous {path.name} is unchanged)")
+    err.errno = getattr(error, "errno", None)
+    return err
 
 
 def ensure_writable_dir(folder: str | os.PathLike) -> Path:
@@ -79,28 +117,80 @@ def save_csv(df: pd.DataFrame, path: str | os.PathLike, **kwargs: Any) -> None:
 
 
 def save_text(text: str, path: str | os.PathLike) -> None:
-    """Write a text file atomically."""
+    """Write a UTF-8 text file atomically (whatever the locale: a C extension may have set it
+    to ASCII)."""
     with atomic_path(path) as tmp:
-        tmp.write_text(text)
+        tmp.write_text(text, encoding="utf-8")
+
+
+def _unreadable(path: Path, what: str, reason: str) -> ValueError:
+    return ValueError(f"cannot read {what} file {path} (unreadable or truncated: {reason}); "
+                      "re-create or re-download it")
+
+
+def _is_nifti(path: Path) -> bool:
+    return path.name.endswith((".nii", ".nii.gz"))
+
+
+def count_nonfinite(path: str | os.PathLike, what: str = "image") -> int:
+    """Decode every voxel of a NIfTI file; return how many are NaN or Inf.
+
+    SimpleITK (and TorchIO, which reads through it) silently fills a truncated NIfTI file with
+    zeros and turns NaN/Inf into 0, so the stored data are decoded once more with nibabel,
+    which notices both. Files of other formats are not checked (0).
+
+    Raises:
+        ValueError: naming the file, if it is unreadable or holds fewer voxels than its header says.
+    """
+    path = Path(path)
+    if not _is_nifti(path):
+        return 0
+    try:
+        proxy = nib.load(str(path)).dataobj
+        data = np.asanyarray(proxy.get_unscaled() if hasattr(proxy, "get_unscaled") else proxy)
+    except (EOFError, OSError, zlib.error, ValueError, nib.filebasedimages.ImageFileError) as e:
+        raise _unreadable(path, what, str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__) from None
+    if not np.issubdtype(data.dtype, np.inexact):
+        return 0
+    return int(np.count_nonzero(~np.isfinite(data)))
+
+
+def check_voxels(path: str | os.PathLike, what: str = "image") -> None:
+    """Raise a one-line ``ValueError`` naming the file if it is truncated or holds NaN/Inf."""
+    bad = count_nonfinite(path, what)
+    if bad:
+        raise ValueError(f"{what} file {path} has {bad} NaN or Inf voxel(s) (NaN/Inf values are not allowed); "
+                         "fix or re-export it")
 
 
 def read_image(path: str | os.PathLike, what: str = "image") -> sitk.Image:
-    """Read a NIfTI (or any SimpleITK-readable) file, with a one-line error naming it."""
+    """Read a NIfTI (or any SimpleITK-readable) file, with a one-line error naming it.
+
+    A NIfTI file is also checked to hold all its voxels and no NaN/Inf (:func:`check_voxels`),
+    which SimpleITK would silently replace by zeros.
+    """
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{what} file not found: {path}")
     try:
-        return sitk.ReadImage(str(path))
+        image = sitk.ReadImage(str(path))
     except RuntimeError as e:
         first = str(e).strip().splitlines()[-1] if str(e).strip() else "unknown reason"
-        raise ValueError(f"cannot read {what} file {path} (unreadable or truncated: {first}); "
-                         "re-create or re-download it") from None
+        raise _unreadable(path, what, first) from None
+    check_voxels(path, what)
+    return image
 
 
 def write_image(image: sitk.Image, path: str | os.PathLike, compress: bool = True) -> None:
     """Write a SimpleITK image atomically (compressed NIfTI for ``.nii.gz``)."""
     with atomic_path(path) as tmp:
         sitk.WriteImage(image, str(tmp), compress)
+
+
+def save_nifti(image: nib.Nifti1Image, path: str | os.PathLike) -> None:
+    """Write a nibabel image atomically."""
+    with atomic_path(path) as tmp:
+        nib.save(image, str(tmp))
 
 
 def write_like(array: np.ndarray, reference: sitk.Image, path: str | os.PathLike) -> None:

@@ -425,6 +425,10 @@ def gated_crf_views(probs: Tensor, image: Tensor, kernel_radius: int = 5, sigma_
         raise ValueError(f"probs must be (N, C>=2, X, Y, Z), got shape {tuple(probs.shape)}")
     if implementation not in CRF_IMPLEMENTATIONS:
         raise ValueError(f"implementation must be one of {CRF_IMPLEMENTATIONS}, got {implementation!r}")
+    if int(kernel_radius) != kernel_radius or kernel_radius < 1:
+        raise ValueError(f"kernel_radius must be a positive integer, got {kernel_radius}")
+    if not sigma_xy > 0 or not sigma_rgb > 0:
+        raise ValueError(f"sigma_xy and sigma_rgb must be positive, got {sigma_xy}, {sigma_rgb}")
     if image.dim() != 5 or image.shape[1] != 1 or image.shape[0] != probs.shape[0] \
             or image.shape[2:] != probs.shape[2:]:
         raise ValueError(f"image must be (N, 1, X, Y, Z) matching probs {tuple(probs.shape)}, "
@@ -452,8 +456,9 @@ class MultiViewGatedCRFLoss(nn.Module):
     published code's (which gives zero-padded neighbours a kernel weight) by a constant that has no
     gradient; the gradients are the same.
 
-    Implemented without unfold: one pass over half of the window offsets accumulates A·u, from
-    which both the value and the gradient follow; memory is a few copies of the volume.
+    Implemented without unfold: one pass over the window offsets accumulates A·u (A the kernel
+    matrix), from which both the value and the gradient follow; backward keeps only A·u, so the
+    extra memory is a few copies of the volume (``implementation``: see :data:`CRF_IMPLEMENTATIONS`).
     """
 
     def __init__(self, down_size: Sequence[int] | None = (64, 64, 48), kernel_radius: int = 5,

@@ -25,12 +25,15 @@ from utilities.splits import PHASES, read_split, subjects_of
 __all__ = ["score_cases", "summarize", "main"]
 
 METRICS = OVERLAP_METRICS + SURFACE_METRICS
+#: Relative tolerance on the spacing and direction of a prediction and its label.
+GEOMETRY_RTOL = 1e-4
 
 
 def score_cases(pairs: list[tuple[str, Path, Path]]) -> pd.DataFrame:
     """Metrics of each ``(subject, prediction, label)``; rows in the given order.
 
-    Raises a one-line error listing every missing file, or naming a pair whose grids differ.
+    Raises a one-line error listing every missing file, or naming a pair whose grids (size,
+    spacing, orientation) differ.
     """
     missing = [str(p) for _, pred, lab in pairs for p in (pred, lab) if not p.is_file()]
     if missing:
@@ -43,6 +46,12 @@ def score_cases(pairs: list[tuple[str, Path, Path]]) -> pd.DataFrame:
         if pred_img.GetSize() != label_img.GetSize():
             raise ValueError(f"prediction {pred_path} has size {pred_img.GetSize()} but label {label_path} has "
                              f"{label_img.GetSize()}; predict on the images that match the labels")
+        for name, get in (("spacing", sitk.Image.GetSpacing), ("orientation", sitk.Image.GetDirection)):
+            a, b = np.asarray(get(pred_img)), np.asarray(get(label_img))
+            if not np.allclose(a, b, rtol=GEOMETRY_RTOL, atol=GEOMETRY_RTOL):
+                raise ValueError(f"prediction {pred_path} has {name} {[round(float(v), 4) + 0.0 for v in a]} but "
+                                 f"label {label_path} has {[round(float(v), 4) + 0.0 for v in b]}; predict on the "
+                                 "images that match the labels")
         pred = sitk.GetArrayViewFromImage(pred_img) > 0
         label = sitk.GetArrayViewFromImage(label_img) > 0
         spacing = label_img.GetSpacing()[::-1]  # array order is (z, y, x)

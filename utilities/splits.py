@@ -27,20 +27,21 @@ def read_split(path: str | os.PathLike) -> pd.DataFrame:
         raise ValueError(f"cannot read split file {path}: {str(e).splitlines()[0]}; "
                          "expected rows 'subject,phase'") from None
     if df.shape[1] != 2:
-        raise ValueError(f"split file {path} has {df.shape[1]} columns, expected 2 ('subject,phase')")
+        raise ValueError(f"split file {path} has {df.shape[1]} columns, expected 2 ('subject,phase'); fix its rows")
     df.columns = ["subject", "phase"]
     df = df.apply(lambda col: col.str.strip())
     if len(df) and (df.iloc[0].str.lower() == ["subject", "phase"]).all():
         df = df.iloc[1:].reset_index(drop=True)
     empty = df.index[(df["subject"] == "") | (df["phase"] == "")].tolist()
     if empty:
-        raise ValueError(f"split file {path} has an empty subject or phase on row {empty[0] + 1}")
+        raise ValueError(f"split file {path} has an empty subject or phase on row {empty[0] + 1}; fill it in or "
+                         "delete the row")
     unknown = sorted(set(df["phase"]) - set(PHASES))
     if unknown:
-        raise ValueError(f"split file {path} has unknown phase(s) {unknown}; allowed: {list(PHASES)}")
+        raise ValueError(f"split file {path} has unknown phase(s) {unknown}; use one of {list(PHASES)}")
     dup = df["subject"][df["subject"].duplicated()].unique().tolist()
     if dup:
-        raise ValueError(f"split file {path} lists subject(s) more than once: {dup[:5]}")
+        raise ValueError(f"split file {path} lists subject(s) more than once: {dup[:5]}; keep one row per subject")
     return df
 
 

@@ -18,7 +18,7 @@ from monai.inferers import sliding_window_inference
 from torch import nn
 
 from utilities.distributed import DistContext
-from utilities.io import save_csv, save_torch
+from utilities.io import ensure_writable_dir, save_csv, save_torch
 from utilities.losses import one_hot, soft_dice
 
 __all__ = [
@@ -32,12 +32,15 @@ __all__ = [
     "evaluate",
     "prepare_run_dir",
     "start_run",
+    "load_data",
     "make_loaders",
     "mean_over_ranks",
     "mean_scores",
     "wrap_ddp",
     "save_model",
     "load_model_weights",
+    "load_resume_state",
+    "RESUME_FREE_ARGS",
     "rng_state",
     "set_rng_state",
     "CsvLog",
@@ -45,6 +48,7 @@ __all__ = [
     "slice_grid",
     "NonFiniteLossError",
     "check_finite",
+    "check_finite_weights",
     "unwrap",
 ]
 
@@ -53,6 +57,8 @@ logger = logging.getLogger("paseg")
 MOMENTUM = 0.99
 WEIGHT_DECAY = 3e-5
 CHECKPOINT_FORMAT = "paseg-model-v1"
+#: Arguments that may change between a run and its ``--resume`` without changing the result.
+RESUME_FREE_ARGS = frozenset({"resume", "overwrite", "num_workers", "cache_gb", "device", "sw_batch_size"})
 
 
 def make_optimizer(model: nn.Module, lr: float) -> torch.optim.SGD:
@@ -178,9 +184,14 @@ def evaluate(model: nn.Module, loader: Any, roi_size: Sequence[int], device: tor
     return results
 
 
-def prepare_run_dir(run_dirs: Sequence[Path], resume: bool, overwrite: bool, latest: Path,
-                    flag_hint: str = "--model_dir") -> Path | None:
-    """Create ``<run_dir>/models`` for each run folder; refuse to clobber an existing run.
+def _existing_checkpoints(run_dir: Path) -> list[str]:
+    models = run_dir / "models"
+    return sorted(p.name for p in models.glob("*.pth")) if models.is_dir() else []
+
+
+def check_run_dir(run_dirs: Sequence[Path], resume: bool, overwrite: bool, latest: Path,
+                  flag_hint: str = "--model_dir") -> Path | None:
+    """Refuse to clobber an existing run; changes nothing on disk.
 
     Returns the latest checkpoint to resume from (``None`` to start fresh).
 
@@ -195,28 +206,46 @@ def prepare_run_dir(run_dirs: Sequence[Path], resume: bool, overwrite: bool, lat
             raise FileNotFoundError(f"--resume: no checkpoint {latest} to resume from; start without --resume")
         return latest
     for run_dir in dict.fromkeys(run_dirs):
-        models = run_dir / "models"
-        existing = sorted(p.name for p in models.glob("*.pth")) if models.is_dir() else []
+        existing = _existing_checkpoints(run_dir)
         if existing and not overwrite:
             raise FileExistsError(f"{run_dir} already holds a run ({', '.join(existing)}); pass --resume to "
                                   f"continue it, --overwrite to replace it, or choose another {flag_hint}")
-        if existing:
-            shutil.rmtree(run_dir)
-        models.mkdir(parents=True, exist_ok=True)
     return None
 
 
-def start_run(args: argparse.Namespace, run_dirs: Sequence[Path], latest: Path,
-              log_name: str = "log") -> tuple[DistContext, torch.device, logging.Logger, Path | None]:
-    """Device, process group, run folders, logger (every argument logged) and seeding.
+def prepare_run_dir(run_dirs: Sequence[Path], resume: bool, overwrite: bool, latest: Path,
+                    flag_hint: str = "--model_dir") -> Path | None:
+    """:func:`check_run_dir`, then create ``<run_dir>/models`` for each run folder (after
+    deleting an existing run when ``overwrite``)."""
+    latest_path = check_run_dir(run_dirs, resume, overwrite, latest, flag_hint)
+    for run_dir in dict.fromkeys(run_dirs):
+        if overwrite and _existing_checkpoints(run_dir):
+            shutil.rmtree(run_dir)
+        ensure_writable_dir(run_dir / "models")
+    return latest_path
 
-    Returns ``(ctx, device, logger, checkpoint to resume from or None)``; the log file goes to
-    the first run folder.
+
+def start_run(args: argparse.Namespace, run_dirs: Sequence[Path], latest: Path, log_name: str = "log",
+              preflight: Callable[[], Any] | None = None
+              ) -> tuple[DistContext, torch.device, logging.Logger, Path | None, Any]:
+    """Device, process group, input checks, run folders, logger (every argument logged), seeding.
+
+    The order makes every bad input fail before anything is written or deleted: the device,
+    then whether the run folder may be used (:func:`check_run_dir`), then ``preflight()`` (load
+    and check the data and checkpoints; console logging only), and only then the run folders
+    are created (an ``--overwrite``-n run is deleted) and the log file opened.
+
+    Returns ``(ctx, device, logger, checkpoint to resume from or None, preflight's result)``;
+    the log file goes to the first run folder.
     """
     from utilities.cli import log_args, resolve_device, seed_everything, setup_logger
     from utilities.distributed import init_distributed
 
     ctx, device = init_distributed(resolve_device(args.device))
+    if ctx.is_main:
+        check_run_dir(run_dirs, args.resume, args.overwrite, latest)
+    setup_logger(None, log_name, ctx.rank)
+    prepared = preflight() if preflight is not None else None
     latest_path = None
     if ctx.is_main:
         latest_path = prepare_run_dir(run_dirs, args.resume, args.overwrite, latest)
@@ -225,22 +254,34 @@ def start_run(args: argparse.Namespace, run_dirs: Sequence[Path], latest: Path,
     log_args(log, args)
     log.info("device %s, %d process(es)", device, ctx.world_size)
     seed_everything(args.seed + ctx.rank)
-    return ctx, device, log, latest_path
+    return ctx, device, log, latest_path, prepared
 
 
-def make_loaders(args: argparse.Namespace, train_sources: Sequence[Any], val_required: Sequence[Any],
-                 val_optional: Sequence[Any], ctx: DistContext,
-                 generator: torch.Generator) -> tuple[Any, Any, Any]:
-    """Training patch loader (sharded under torchrun), validation volume loader (sharded) and
-    the training sampler (``None`` when not distributed; call ``set_epoch`` on it)."""
-    from torch.utils.data.distributed import DistributedSampler
+def load_data(args: argparse.Namespace, train_sources: Sequence[Any], val_required: Sequence[Any],
+              val_optional: Sequence[Any]) -> tuple[Any, Any]:
+    """Training and validation subject caches, every file checked first (all missing files of
+    both phases listed in one error), then loaded and checked."""
+    from utilities.data import check_files, load_phase
 
-    from utilities.data import load_phase, make_training_loader, make_volume_loader
-    from utilities.distributed import shard_indices
-
+    check_files(args.dataset_split, [("training", train_sources), ("validation", val_required)])
     train_cache = load_phase(args.dataset_split, "training", train_sources, cache_gb=args.cache_gb)
     val_cache = load_phase(args.dataset_split, "validation", val_required, val_optional, cache_gb=args.cache_gb)
-    logger.info("%d training and %d validation subjects", len(train_cache), len(val_cache))
+    return train_cache, val_cache
+
+
+def make_loaders(args: argparse.Namespace, caches: tuple[Any, Any], ctx: DistContext,
+                 generator: torch.Generator) -> tuple[Any, Any, Any]:
+    """Training patch loader (sharded under torchrun), validation volume loader (sharded) and
+    the training sampler (``None`` when not distributed; call ``set_epoch`` on it), from the
+    caches of :func:`load_data`."""
+    from torch.utils.data.distributed import DistributedSampler
+
+    from utilities.data import make_training_loader, make_volume_loader
+    from utilities.distributed import shard_indices
+
+    train_cache, val_cache = caches
+    logger.info("%d training and %d validation subjects (validation uses: %s)", len(train_cache),
+                len(val_cache), ", ".join(val_cache.whats.values()))
     sampler = (DistributedSampler(range(len(train_cache)), ctx.world_size, ctx.rank, shuffle=True, seed=args.seed)
                if ctx.distributed else None)
     train_loader = make_training_loader(train_cache, args.spatial_shape, args.batch_size, args.num_workers,
@@ -292,11 +333,12 @@ def _torch_load(path: Path, map_location: Any) -> Any:
 
 
 def load_model_weights(model: nn.Module, path: Path, network: str,
-                       map_location: Any = "cpu") -> dict[str, Any]:
+                       map_location: Any = "cpu", flag: str = "--network") -> dict[str, Any]:
     """Load weights saved by :func:`save_model` (or a bare state dict) into ``model``.
 
     Returns the checkpoint's metadata. Raises a one-line error for a missing file, a file that
-    is not a checkpoint, or a checkpoint of another network.
+    is not a checkpoint, or a checkpoint of another network (``flag``: the option that names
+    the network, for the message).
     """
     path = Path(path)
     if not path.is_file():
@@ -305,7 +347,7 @@ def load_model_weights(model: nn.Module, path: Path, network: str,
     if isinstance(payload, dict) and payload.get("format") == CHECKPOINT_FORMAT:
         if payload["network"] != network:
             raise ValueError(f"checkpoint {path} holds a {payload['network']} network, not {network}; "
-                             f"pass --network {payload['network']} or another checkpoint")
+                             f"pass {flag} {payload['network']} or another checkpoint")
         state = payload["state_dict"]
         meta = {k: v for k, v in payload.items() if k != "state_dict"}
     elif isinstance(payload, dict) and payload and all(isinstance(v, torch.Tensor) for v in payload.values()):
@@ -319,8 +361,39 @@ def load_model_weights(model: nn.Module, path: Path, network: str,
     if result.missing_keys or result.unexpected_keys or shape_errors:
         raise ValueError(f"checkpoint {path} does not fit network {network} "
                          f"({len(result.missing_keys)} missing, {len(result.unexpected_keys)} unexpected "
-                         f"parameter(s)); was it trained with another --network?")
+                         f"parameter(s)); was it trained with another {flag}?")
     return meta
+
+
+def load_resume_state(path: Path, args: argparse.Namespace, networks: Mapping[str, str],
+                      map_location: Any = "cpu") -> dict[str, Any]:
+    """Load a ``CP_latest*.pth`` written by a training script, for ``--resume``.
+
+    ``networks`` maps the checkpoint's network keys to the names this run expects (e.g.
+    ``{"network": "U_Net2D5"}``). Arguments that differ from the checkpoint's (other than
+    :data:`RESUME_FREE_ARGS`) are logged as a warning: the run then no longer matches an
+    uninterrupted one.
+
+    Raises:
+        ValueError: one line naming the file, if it is not a resumable checkpoint of this run.
+    """
+    state = _torch_load(Path(path), map_location)
+    needed = {"epoch", "rng", "args", "scaler", *networks}
+    if not isinstance(state, dict) or not needed <= set(state):
+        raise ValueError(f"--resume: {path} is not a resumable checkpoint of this script (no "
+                         f"{sorted(needed - set(state)) if isinstance(state, dict) else 'state'}); "
+                         "start afresh with --overwrite")
+    for key, name in networks.items():
+        if state[key] != name:
+            raise ValueError(f"--resume: {path} holds a run of {key} {state[key]}, not {name}; "
+                             f"pass --{key} {state[key]} or choose another --model_dir")
+    saved = state["args"]
+    changed = [f"--{k} {saved.get(k)!r} -> {v!r}" for k, v in sorted(vars(args).items())
+               if k not in RESUME_FREE_ARGS and k in saved and saved[k] != v]
+    if changed:
+        logger.warning("--resume with changed argument(s): %s; the result will differ from an "
+                       "uninterrupted run", ", ".join(changed))
+    return state
 
 
 def rng_state(generator: torch.Generator | None = None) -> dict[str, Any]:
@@ -349,14 +422,22 @@ def set_rng_state(state: Mapping[str, Any], generator: torch.Generator | None = 
 
 
 class CsvLog:
-    """``log.csv``, one row per epoch, rewritten atomically after each epoch."""
+    """``log.csv``, one row per epoch, rewritten atomically after each epoch.
+
+    ``start_epoch`` is the number of epochs done (a resumed run): their rows are kept, those
+    of later epochs (written after the checkpoint that is resumed) are dropped.
+    """
 
     def __init__(self, path: Path, start_epoch: int = 0) -> None:
         self.path = path
         self.rows: list[dict[str, Any]] = []
         if start_epoch > 0 and path.is_file():
-            old = pd.read_csv(path)
-            self.rows = old[old["epoch"] < start_epoch].to_dict("records")
+            try:
+                old = pd.read_csv(path)
+            except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as e:
+                raise ValueError(f"--resume: cannot read {path} ({str(e).splitlines()[0]}); move it away to "
+                                 "start a new log") from None
+            self.rows = old[old["epoch"] <= start_epoch].to_dict("records")
 
     def append(self, row: Mapping[str, Any]) -> None:
         self.rows.append(dict(row))
@@ -404,12 +485,25 @@ class NonFiniteLossError(RuntimeError):
 
 
 def check_finite(values: Mapping[str, torch.Tensor | float], epoch: int, step: int, where: Path) -> None:
-    """Stop with a clear message at the first non-finite loss term."""
+    """Stop with a clear message (also logged) at the first non-finite loss term."""
     for name, value in values.items():
         if not math.isfinite(float(value)):
-            raise NonFiniteLossError(
-                f"loss term {name} became {float(value)} at epoch {epoch}, step {step}; training stopped, "
-                f"the last good checkpoints in {where} are intact (lower --learning_rate or check the data)")
+            message = (f"loss term {name} became {float(value)} at epoch {epoch}, step {step}; training stopped, "
+                       f"the last good checkpoints in {where} are intact (lower --learning_rate or check the data)")
+            logger.error(message)
+            raise NonFiniteLossError(message)
+
+
+def check_finite_weights(models: Mapping[str, nn.Module], epoch: int, where: Path) -> None:
+    """Stop before a checkpoint is written if a weight or buffer of a model is NaN/Inf (the
+    previous checkpoints stay the last good ones)."""
+    for name, model in models.items():
+        for key, tensor in unwrap(model).state_dict().items():
+            if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+                message = (f"{name} weight {key} became non-finite in epoch {epoch}; training stopped, the last "
+                           f"good checkpoints in {where} are intact (lower --learning_rate or check the data)")
+                logger.error(message)
+                raise NonFiniteLossError(message)
 
 
 @contextlib.contextmanager

@@ -23,10 +23,13 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 import argparse
+import contextlib
+import locale
 import logging
 import os
 import re
 from dataclasses import dataclass, field
+from typing import Iterator
 
 import SimpleITK as sitk
 from tqdm import tqdm
@@ -127,6 +130,17 @@ def find_t2_series(patient_dir: str | os.PathLike) -> list[str]:
     return list(t2[0][1])
 
 
+@contextlib.contextmanager
+def _keep_locale() -> Iterator[None]:
+    """Restore the process locale after GDCM, which switches it to "C" while reading DICOM
+    (after that Python would decode text files as ASCII)."""
+    saved = locale.setlocale(locale.LC_ALL)
+    try:
+        yield
+    finally:
+        locale.setlocale(locale.LC_ALL, saved)
+
+
 def convert_vs(input_dir: str | os.PathLike, output_dir: str | os.PathLike,
                skip_invalid: bool = False) -> ConversionResult:
     """Convert every patient's T2 series to ``<output_dir>/vs_gk_<n>_T2.nii.gz`` (atomic writes).
@@ -134,6 +148,11 @@ def convert_vs(input_dir: str | os.PathLike, output_dir: str | os.PathLike,
     With ``skip_invalid`` an invalid patient is logged as a warning, skipped and listed at the
     end (and in the result); otherwise its error is raised.
     """
+    with _keep_locale():
+        return _convert_vs(input_dir, output_dir, skip_invalid)
+
+
+def _convert_vs(input_dir: str | os.PathLike, output_dir: str | os.PathLike, skip_invalid: bool) -> ConversionResult:
     patients = find_patients(input_dir)
     output_dir = ensure_writable_dir(output_dir)
     result = ConversionResult()

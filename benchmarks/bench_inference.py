@@ -1,0 +1,177 @@
+"""Benchmark whole-volume sliding-window inference against a bare forward pass of the network (CPU).
+
+Case 1 (``--size``, default the patch size 128×128×48): ``utilities.training.sliding_window_predict``
+(one window, gaussian blending, overlap ``--overlap``) against ``model(x)`` under
+``torch.inference_mode``: the overhead of the sliding-window machinery. Case 2 (``--large``,
+default 256×256×64, several windows): ``--sw_batch_size`` 1 against 4 and against N bare
+forwards of one window (N = the number of windows), for information. Optional variants of case 1: the model and input in
+``channels_last_3d`` and a bf16 CPU autocast forward (with the largest logit difference and the
+share of voxels whose argmax changes). All variants of a case run round-robin; medians and minima
+over the timed rounds; peak memory = growth of the peak resident set (VmHWM reset) over the
+resident set before the call.
+
+    python benchmarks/bench_inference.py --repeats 5 --warmup 1 --threads 2
+"""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import argparse
+import math
+import statistics
+import time
+from typing import Callable, Sequence
+
+import torch
+
+from benchmarks.bench_step import peak_tracker, synthetic_batch
+from networks import get_network
+from utilities.cli import positive_int
+from utilities.training import sliding_window_predict
+
+__all__ = ["window_count", "time_round_robin", "bench_case", "format_table", "main"]
+
+
+def window_count(size: Sequence[int], roi: Sequence[int], overlap: float) -> int:
+    """Number of sliding windows MONAI uses for ``size`` (each axis padded up to ``roi``)."""
+    n = 1
+    for s, r in zip(size, roi):
+        s = max(s, r)
+        interval = max(int(r * (1 - overlap)), 1)
+        n *= math.ceil((s - r) / interval) + 1 if s > r else 1
+    return n
+
+
+def time_round_robin(fns: dict[str, Callable[[], torch.Tensor]], repeats: int, warmup: int,
+                     log: Callable[[str], None] = print) -> dict[str, dict[str, float]]:
+    """Median/min seconds, the timed rounds' seconds and median peak MiB of each function, run round-robin."""
+    rows: dict[str, dict[str, list[float]]] = {k: {"t": [], "peak": []} for k in fns}
+    for round_ in range(warmup + repeats):
+        for name, fn in fns.items():
+            with peak_tracker() as peak:
+                t0 = time.perf_counter()
+                fn()
+                dt = time.perf_counter() - t0
+            if round_ >= warmup:
+                rows[name]["t"].append(dt)
+                rows[name]["peak"].append(peak["peak_mib"])
+        log(f"round {round_ + 1}/{warmup + repeats}: " + ", ".join(
+            f"{k} {v['t'][-1]:.2f}s" for k, v in rows.items() if v["t"] and round_ >= warmup))
+    return {k: {"median_s": statistics.median(v["t"]), "min_s": min(v["t"]), "times": v["t"],
+                "peak_mib": statistics.median(v["peak"])} for k, v in rows.items()}
+
+
+def bench_case(size: Sequence[int], roi: Sequence[int], overlap: float, sw_batch_sizes: Sequence[int],
+               repeats: int, warmup: int, bare: bool, extra_variants: bool) -> tuple[dict[str, dict[str, float]], dict]:
+    """Time the bare forward (if ``bare``) and sliding-window inference of one volume."""
+    torch.manual_seed(0)
+    model = get_network("U_Net2D5", 1, 2).eval()
+    image = synthetic_batch(size)["image"]
+    fns: dict[str, Callable[[], torch.Tensor]] = {}
+    if bare:
+        window = image[(...,) + tuple(slice(0, min(r, s)) for r, s in zip(roi, size))].contiguous()
+        name = "bare model(x)" if tuple(window.shape) == tuple(image.shape) else "bare model(window) x N"
+
+        def forward() -> torch.Tensor:
+            with torch.inference_mode():
+                return model(window)
+        fns[name] = forward
+    for b in sw_batch_sizes:
+        fns[f"sliding_window_predict sw={b}"] = lambda b=b: sliding_window_predict(model, image, roi, b, overlap)
+    info: dict = {}
+    if extra_variants:
+        model_cl = get_network("U_Net2D5", 1, 2).eval()
+        model_cl.load_state_dict(model.state_dict())
+        model_cl = model_cl.to(memory_format=torch.channels_last_3d)
+        image_cl = image.contiguous(memory_format=torch.channels_last_3d)
+
+        def forward_cl() -> torch.Tensor:
+            with torch.inference_mode():
+                return model_cl(image_cl)
+
+        def forward_bf16() -> torch.Tensor:
+            with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16):
+                return model(image)
+
+        fns["bare, channels_last_3d"] = forward_cl
+        fns["bare, cpu bf16 autocast"] = forward_bf16
+        with torch.inference_mode():
+            ref = model(image)
+            for name, fn in (("channels_last_3d", forward_cl), ("cpu bf16 autocast", forward_bf16)):
+                out = fn().float()
+                info[name] = {"max_abs_diff": float((out - ref).abs().max()), "max_abs_logit": float(ref.abs().max()),
+                              "argmax_changed": float((out.argmax(1) != ref.argmax(1)).float().mean())}
+    return time_round_robin(fns, repeats, warmup), info
+
+
+def format_table(rows: dict[str, dict], reference: str, windows: int) -> str:
+    """Plain-text table: times (a ``... x N`` row is one window's forward, times N windows),
+    seconds per window, peak memory, the ratio of medians to ``reference`` and the median of the
+    per-round ratios (robust to load that changes between rounds)."""
+    head = (f"{'variant':<32} {'median s':>9} {'min s':>8} {'s/window':>9} {'peak MiB':>9} "
+            f"{'ratio':>8} {'per-round':>10}")
+    lines = [f"ratios to: {reference}", head, "-" * len(head)]
+
+    def scaled(name: str) -> list[float]:
+        return [t * (windows if name.endswith("x N") else 1) for t in rows[name]["times"]]
+
+    ref = scaled(reference)
+    for name, r in rows.items():
+        times = scaled(name)
+        med = statistics.median(times)
+        per_window = med / windows if name.startswith("sliding") or name.endswith("x N") else med
+        per_round = statistics.median(t / b for t, b in zip(times, ref))
+        lines.append(f"{name:<32} {med:>9.3f} {min(times):>8.3f} {per_window:>9.3f} {r['peak_mib']:>9.0f} "
+                     f"{med / statistics.median(ref):>7.3f}x {per_round:>9.3f}x")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> str:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--size", type=positive_int, nargs=3, default=[128, 128, 48], help="case 1 volume X Y Z")
+    p.add_argument("--roi", type=positive_int, nargs=3, default=[128, 128, 48], help="sliding-window size X Y Z")
+    p.add_argument("--large", type=positive_int, nargs=3, default=[256, 256, 64], help="case 2 volume X Y Z")
+    p.add_argument("--no_large", dest="run_large", action="store_false", help="skip case 2")
+    p.add_argument("--overlap", type=float, default=0.25)
+    p.add_argument("--repeats", type=positive_int, default=5)
+    p.add_argument("--warmup", type=int, default=1)
+    p.add_argument("--large_repeats", type=positive_int, default=3)
+    p.add_argument("--threads", type=positive_int, default=2)
+    p.add_argument("--no_variants", dest="variants", action="store_false",
+                   help="skip the channels_last / bf16 forward variants of case 1")
+    args = p.parse_args(argv)
+    if not 0 <= args.overlap < 1:
+        raise ValueError(f"--overlap must be in [0, 1), got {args.overlap}")
+    if args.warmup < 0:
+        raise ValueError(f"--warmup must be >= 0, got {args.warmup}")
+    torch.set_num_threads(args.threads)
+    out: list[str] = []
+
+    def emit(text: str) -> None:
+        print(text, flush=True)
+        out.append(text)
+
+    emit(f"CPU, {args.threads} threads, torch {torch.__version__}; U_Net2D5 (eval, random weights), roi "
+         f"{'x'.join(map(str, args.roi))}, overlap {args.overlap}, gaussian blending; round-robin")
+    rows, info = bench_case(args.size, args.roi, args.overlap, [1], args.repeats, args.warmup, True, args.variants)
+    n = window_count(args.size, args.roi, args.overlap)
+    emit(f"\n[case 1] {'x'.join(map(str, args.size))}: {n} window(s); median of {args.repeats} after {args.warmup} warm-up")
+    emit(format_table(rows, "bare model(x)", n))
+    for name, d in info.items():
+        emit(f"  {name}: max |logit diff| {d['max_abs_diff']:.3g} (max |logit| {d['max_abs_logit']:.3g}), "
+             f"argmax changed on {100 * d['argmax_changed']:.3f}% of voxels")
+    if args.run_large:
+        rows, _ = bench_case(args.large, args.roi, args.overlap, [1, 4], args.large_repeats, args.warmup, True, False)
+        n = window_count(args.large, args.roi, args.overlap)
+        emit(f"\n[case 2] {'x'.join(map(str, args.large))}: {n} windows; median of {args.large_repeats} after "
+             f"{args.warmup} warm-up")
+        emit(format_table(rows, "bare model(window) x N", n))
+    return "\n".join(out)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,420 @@
+"""Benchmark the stage-1 training step on CPU (fast vs unfold mCRF, CPU settings) and the patch loading.
+
+The step is the composition of ``training_step`` in
+``train_gatedcrfloss3d22d_multiview_varianceloss.py`` with the ramp at 1: U_Net2D5 forward,
+``PartialDiceCELoss`` + 1.0 · ``MultiViewGatedCRFLoss`` (resized to ``--down_size``, radius
+``--radius``) + 0.1 · ``VarianceLoss``, the ``.item()`` of every term, backward and an SGD step
+(Nesterov momentum 0.99, weight decay 3e-5). Each variant has its own model (same initial
+weights) and all variants are run round-robin, one step each per round, so that the load of a
+shared machine falls on all of them alike; medians and minima are over the rounds after the
+warm-up rounds. Variants:
+
+- ``unfold``: the mCRF of ``tests/crf_oracle.py`` (the published code's unfold formulation);
+- ``fast``: the repository as it is (fast mCRF, contiguous tensors, PyTorch defaults);
+- ``fast+channels_last``: model and input in ``torch.channels_last_3d``;
+- ``fast+cpu_bf16_autocast``: ``torch.autocast("cpu", dtype=torch.bfloat16)`` around the forward
+  (the losses compute in float32 anyway);
+- ``fast+conv_bf16``: ``torch.backends.mkldnn.conv.fp32_precision = "bf16"`` (oneDNN convolutions
+  in bf16 on fp32 tensors);
+- ``fast+flush_denormal``: ``torch.set_flush_denormal(True)``;
+- ``fast+no_mkldnn``: ``torch.backends.mkldnn.enabled = False`` (to show what oneDNN brings).
+
+Time of each phase: forward, each loss's forward, backward (network and losses together),
+optimizer. The losses' own forward+backward is also timed alone on a detached copy of the
+logits, which splits the backward into its loss part and its network part. Peak memory is the
+growth of the kernel's peak resident set (VmHWM, reset before each step) over the resident set
+before the step. ``--data`` adds the patch-loading benchmark: synthetic NIfTI volumes written
+to a temporary folder, loaded through ``SubjectCache``/``PatchDataset`` (first load: decode,
+check and preprocess; later loads: from the cache), and its ratio to the step.
+
+    python benchmarks/bench_step.py --repeats 5 --warmup 1 --threads 2 --data
+"""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import argparse
+import contextlib
+import math
+import statistics
+import tempfile
+import time
+from dataclasses import dataclass
+from typing import Any, Callable, Iterator, Sequence
+
+import torch
+import torch.nn.functional as F
+
+from networks import get_network
+from tests.crf_oracle import unfold_multiview_crf
+from utilities.cli import positive_int
+from utilities.losses import MultiViewGatedCRFLoss, PartialDiceCELoss, VarianceLoss
+
+__all__ = ["Variant", "VARIANTS", "StepRunner", "synthetic_batch", "peak_tracker", "run_steps",
+           "bench_losses", "bench_data", "format_step_table", "format_phase_table", "main"]
+
+MOMENTUM = 0.99          # utilities.training.MOMENTUM
+WEIGHT_DECAY = 3e-5      # utilities.training.WEIGHT_DECAY
+WEIGHT_CRF, WEIGHT_VM = 1.0, 0.1   # the stage-1 defaults at ramp 1
+PHASES = ("forward", "loss_seg", "loss_crf", "loss_vm", "backward", "optimizer")
+
+
+@dataclass(frozen=True)
+class Variant:
+    """One way of running the step."""
+
+    name: str
+    crf: str = "fast"                 # "fast" (utilities.losses) or "unfold" (tests/crf_oracle.py)
+    channels_last: bool = False
+    cpu_bf16_autocast: bool = False
+    conv_bf16: bool = False
+    flush_denormal: bool = False
+    mkldnn: bool = True
+
+
+VARIANTS = {v.name: v for v in (
+    Variant("unfold", crf="unfold"),
+    Variant("fast"),
+    Variant("fast+channels_last", channels_last=True),
+    Variant("fast+cpu_bf16_autocast", cpu_bf16_autocast=True),
+    Variant("fast+conv_bf16", conv_bf16=True),
+    Variant("fast+flush_denormal", flush_denormal=True),
+    Variant("fast+no_mkldnn", mkldnn=False),
+)}
+DEFAULT_VARIANTS = ("unfold", "fast", "fast+channels_last", "fast+cpu_bf16_autocast", "fast+conv_bf16",
+                    "fast+flush_denormal")
+
+
+def synthetic_batch(size: Sequence[int], seed: int = 0) -> dict[str, torch.Tensor]:
+    """A smooth z-scored image (1, 1, X, Y, Z) with a bright blob, and expanded seeds (1, 1, X, Y, Z)
+    in {0 background, 1 foreground, 2 unknown}."""
+    gen = torch.Generator().manual_seed(seed)
+    x, y, z = size
+    image = F.avg_pool3d(torch.randn(1, 1, x, y, z, generator=gen), 5, stride=1, padding=2)
+    blob = (slice(x // 2 - x // 8, x // 2 + x // 8), slice(y // 2 - y // 8, y // 2 + y // 8),
+            slice(z // 2 - z // 4, z // 2 + z // 4))
+    image[(0, 0) + blob] += 1.0
+    image = (image - image.mean()) / image.std()
+    seeds = torch.full((1, 1, x, y, z), 2, dtype=torch.int64)
+    seeds[..., : x // 8, :, :] = 0
+    seeds[(0, 0) + blob] = 1
+    return {"image": image, "seeds": seeds}
+
+
+def _status_kib(field: str) -> int:
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+    raise RuntimeError(f"/proc/self/status has no {field} line")
+
+
+@contextlib.contextmanager
+def peak_tracker() -> Iterator[dict[str, float]]:
+    """Yields a dict that gets ``peak_mib``: the growth of the peak resident set over the
+    resident set at entry (VmHWM reset through ``/proc/self/clear_refs``; NaN if it cannot be)."""
+    out: dict[str, float] = {}
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+        base = _status_kib("VmRSS")
+    except OSError:
+        base = None
+    yield out
+    out["peak_mib"] = (_status_kib("VmHWM") - base) / 1024 if base is not None else float("nan")
+
+
+class StepRunner:
+    """A model, its optimizer and the stage-1 losses, run as one variant."""
+
+    def __init__(self, variant: Variant, batch: dict[str, torch.Tensor], down_size: Sequence[int],
+                 radius: int, seed: int = 0) -> None:
+        self.variant = variant
+        torch.manual_seed(seed)
+        self.model = get_network("U_Net2D5", 1, 2)
+        self.image, self.seeds = batch["image"], batch["seeds"]
+        if variant.channels_last:
+            self.model = self.model.to(memory_format=torch.channels_last_3d)
+            self.image = self.image.contiguous(memory_format=torch.channels_last_3d)
+        self.optimizer = torch.optim.SGD(self.model.parameters(), lr=1e-2, momentum=MOMENTUM, nesterov=True,
+                                         weight_decay=WEIGHT_DECAY)
+        self.seg_loss = PartialDiceCELoss(num_classes=2)
+        self.var_loss = VarianceLoss()
+        if variant.crf == "fast":
+            self.crf_loss: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] = \
+                MultiViewGatedCRFLoss(down_size=tuple(down_size), kernel_radius=radius)
+        elif variant.crf == "unfold":
+            self.crf_loss = lambda x, img: unfold_multiview_crf(x.float(), img.float(), down_size=tuple(down_size),
+                                                                kernel_radius=radius).mean()
+        else:
+            raise ValueError(f"unknown crf {variant.crf!r}, choose 'fast' or 'unfold'")
+
+    @contextlib.contextmanager
+    def settings(self) -> Iterator[None]:
+        """Apply the variant's global backend flags, restore the previous ones after."""
+        old = (torch.backends.mkldnn.enabled, torch.backends.mkldnn.conv.fp32_precision)
+        torch.backends.mkldnn.enabled = self.variant.mkldnn
+        torch.backends.mkldnn.conv.fp32_precision = "bf16" if self.variant.conv_bf16 else "none"
+        torch.set_flush_denormal(self.variant.flush_denormal)
+        try:
+            yield
+        finally:
+            torch.backends.mkldnn.enabled, torch.backends.mkldnn.conv.fp32_precision = old
+            torch.set_flush_denormal(False)
+
+    def step(self) -> dict[str, Any]:
+        """One training step; returns the seconds of each phase, ``total``, ``cpu`` (process CPU
+        seconds), ``peak_mib`` and the loss ``terms``."""
+        times: dict[str, float] = {}
+        autocast = torch.autocast("cpu", dtype=torch.bfloat16, enabled=self.variant.cpu_bf16_autocast)
+        with self.settings(), peak_tracker() as peak:
+            cpu0 = time.process_time()
+            t = time.perf_counter()
+
+            def lap(name: str) -> None:
+                nonlocal t
+                now = time.perf_counter()
+                times[name] = now - t
+                t = now
+
+            self.optimizer.zero_grad(set_to_none=True)
+            with autocast:
+                logits = self.model(self.image)
+            lap("forward")
+            loss_seg = self.seg_loss(logits, self.seeds)
+            lap("loss_seg")
+            loss_crf = self.crf_loss(logits, self.image)
+            lap("loss_crf")
+            loss_vm = self.var_loss(logits, self.image)
+            lap("loss_vm")
+            loss = loss_seg + WEIGHT_CRF * loss_crf + WEIGHT_VM * loss_vm
+            terms = {"loss": loss.item(), "loss_seg": loss_seg.item(), "loss_crf": loss_crf.item(),
+                     "loss_vm": loss_vm.item()}
+            times["loss_seg"] += time.perf_counter() - t  # the sum and .item()s: counted with the first loss
+            t = time.perf_counter()
+            loss.backward()
+            lap("backward")
+            self.optimizer.step()
+            lap("optimizer")
+            cpu = time.process_time() - cpu0
+        return {**times, "total": sum(times.values()), "cpu": cpu, "peak_mib": peak["peak_mib"], "terms": terms}
+
+    def logits(self) -> torch.Tensor:
+        """Logits of the current model (no gradient), float32, contiguous."""
+        with torch.no_grad(), self.settings():
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=self.variant.cpu_bf16_autocast):
+                out = self.model(self.image)
+        return out.float().contiguous()
+
+
+def run_steps(runners: Sequence[StepRunner], repeats: int, warmup: int,
+              extra: Callable[[], None] | None = None, log: Callable[[str], None] = print) -> dict[str, list[dict]]:
+    """Round-robin: each round runs one step of every runner (then ``extra()``); returns the
+    timed rounds' results per variant name."""
+    results: dict[str, list[dict]] = {r.variant.name: [] for r in runners}
+    for round_ in range(warmup + repeats):
+        for runner in runners:
+            r = runner.step()
+            if round_ >= warmup:
+                results[runner.variant.name].append(r)
+        if extra is not None:
+            extra()
+        timed = "warm-up" if round_ < warmup else "timed"
+        log(f"round {round_ + 1}/{warmup + repeats} ({timed}): "
+            + ", ".join(f"{r.variant.name} {results[r.variant.name][-1]['total']:.2f}s"
+                        if round_ >= warmup else r.variant.name for r in runners))
+    return results
+
+
+def bench_losses(logits: torch.Tensor, batch: dict[str, torch.Tensor], down_size: Sequence[int], radius: int,
+                 repeats: int, warmup: int) -> dict[str, dict[str, float]]:
+    """Each loss's forward+backward alone on a detached leaf copy of ``logits``: medians (s)."""
+    image, seeds = batch["image"], batch["seeds"]
+    fast = MultiViewGatedCRFLoss(down_size=tuple(down_size), kernel_radius=radius)
+    fns = {
+        "partial DiceCE": lambda x: PartialDiceCELoss(2)(x, seeds),
+        "mCRF fast": lambda x: fast(x, image),
+        "mCRF unfold": lambda x: unfold_multiview_crf(x, image, down_size=tuple(down_size), kernel_radius=radius).mean(),
+        "VM": lambda x: VarianceLoss()(x, image),
+    }
+    times: dict[str, dict[str, list[float]]] = {k: {"forward": [], "fwd+bwd": [], "peak_mib": []} for k in fns}
+    for round_ in range(warmup + repeats):
+        for name, fn in fns.items():
+            x = logits.detach().clone().requires_grad_()
+            with peak_tracker() as peak:
+                t0 = time.perf_counter()
+                loss = fn(x)
+                t1 = time.perf_counter()
+                loss.backward()
+                t2 = time.perf_counter()
+            if round_ >= warmup:
+                times[name]["forward"].append(t1 - t0)
+                times[name]["fwd+bwd"].append(t2 - t0)
+                times[name]["peak_mib"].append(peak["peak_mib"])
+    return {name: {k: statistics.median(v) for k, v in d.items()} for name, d in times.items()}
+
+
+def bench_data(size: Sequence[int], subjects: int, repeats: int) -> dict[str, Any]:
+    """Patch loads through ``PatchDataset`` from synthetic NIfTI files (image float32, seeds uint8)
+    of ``size`` in a temporary folder: the first load of each subject (decode + check + preprocess)
+    and ``repeats`` cached loads of each, with the DataLoader's collate. Seconds."""
+    import numpy as np
+    import pandas as pd
+    import SimpleITK as sitk
+    from torch.utils.data import default_collate
+
+    from utilities.data import ImageSource, PatchDataset, load_phase
+    from utilities.io import save_csv, write_image
+
+    x, y, z = size
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp)
+        names = [f"case{i:02d}" for i in range(subjects)]
+        rng = np.random.default_rng(0)
+        for name in names:
+            batch = synthetic_batch(size, seed=int(rng.integers(1 << 30)))
+            image = batch["image"][0, 0].numpy().transpose(2, 1, 0)          # SimpleITK order (z, y, x)
+            seeds = batch["seeds"][0, 0].numpy().astype(np.uint8).transpose(2, 1, 0)
+            for array, folder, postfix in ((image, "image", "T2"), (seeds, "seeds", "GeodesicLabel")):
+                img = sitk.GetImageFromArray(np.ascontiguousarray(array))
+                img.SetSpacing((0.4, 0.4, 1.5))
+                (root / folder).mkdir(exist_ok=True)
+                write_image(img, root / folder / f"{name}_{postfix}.nii.gz")
+        save_csv(pd.DataFrame({"subject": names, "phase": ["training"] * subjects}), root / "split.csv")
+        sources = [ImageSource("image", root / "image", "T2", False, "image"),
+                   ImageSource("seeds", root / "seeds", "GeodesicLabel", True, "expanded-seed label")]
+        cache = load_phase(root / "split.csv", "training", sources, cache_gb=8.0, fill=False)
+        dataset = PatchDataset(cache, (x, y, z))
+
+        def load(i: int) -> float:
+            t0 = time.perf_counter()
+            item = default_collate([dataset[i]])
+            dt = time.perf_counter() - t0
+            if tuple(item["image"].shape) != (1, 1, x, y, z):
+                raise RuntimeError(f"unexpected patch shape {tuple(item['image'].shape)}")
+            return dt
+
+        first = [load(i) for i in range(subjects)]
+        cached = [load(i) for _ in range(repeats) for i in range(subjects)]
+    return {"first": first, "cached": cached, "first_median": statistics.median(first),
+            "cached_median": statistics.median(cached), "cached_min": min(cached),
+            "cached_mib": cache.cached_bytes / 2**20}
+
+
+def _median(rows: list[dict], key: str) -> float:
+    return statistics.median(r[key] for r in rows)
+
+
+def format_step_table(results: dict[str, list[dict]], reference: str = "fast", baseline: str = "unfold") -> str:
+    """Per variant: median and min step time, CPU time, peak memory, speed-ups (ratio of medians,
+    and the median of the per-round ratios, which is robust to load that changes between rounds),
+    the loss of the first timed step and the number of timed steps with a non-finite loss."""
+    head = (f"{'variant':<24} {'median s':>9} {'min s':>7} {'CPU s':>7} {'peak MiB':>9} "
+            f"{'vs ' + baseline:>10} {'per-round':>9} {'vs ' + reference:>9} {'per-round':>9} {'loss':>9} {'NaN':>4}")
+    lines = [head, "-" * len(head)]
+
+    def speedups(ref_name: str, rows: list[dict]) -> tuple[str, str]:
+        if ref_name not in results:
+            return "n/a", "n/a"
+        ref = results[ref_name]
+        ratio = _median(ref, "total") / _median(rows, "total")
+        per_round = statistics.median(a["total"] / b["total"] for a, b in zip(ref, rows))
+        return f"{ratio:.2f}x", f"{per_round:.2f}x"
+
+    for name, rows in results.items():
+        b_ratio, b_round = speedups(baseline, rows)
+        r_ratio, r_round = speedups(reference, rows)
+        lines.append(f"{name:<24} {_median(rows, 'total'):>9.2f} {min(r['total'] for r in rows):>7.2f} "
+                     f"{_median(rows, 'cpu'):>7.2f} {_median(rows, 'peak_mib'):>9.0f} {b_ratio:>10} {b_round:>9} "
+                     f"{r_ratio:>9} {r_round:>9} {rows[0]['terms']['loss']:>9.5f} "
+                     f"{sum(not math.isfinite(r['terms']['loss']) for r in rows):>4d}")
+    return "\n".join(lines)
+
+
+def format_phase_table(results: dict[str, list[dict]], data_s: float | None = None) -> str:
+    """Median seconds of each phase per variant (and the cached data load, if measured)."""
+    cols = (("data",) if data_s is not None else ()) + PHASES + ("total",)
+    head = f"{'variant':<24} " + " ".join(f"{c:>9}" for c in cols)
+    lines = [head, "-" * len(head)]
+    for name, rows in results.items():
+        vals = ([data_s] if data_s is not None else []) + [_median(rows, p) for p in PHASES]
+        vals.append(sum(vals))
+        lines.append(f"{name:<24} " + " ".join(f"{v:>9.3f}" for v in vals))
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> str:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--size", type=positive_int, nargs=3, default=[128, 128, 48], help="patch X Y Z")
+    p.add_argument("--down_size", type=positive_int, nargs=3, default=[64, 64, 48], help="mCRF size X Y Z")
+    p.add_argument("--radius", type=positive_int, default=5, help="mCRF kernel radius")
+    p.add_argument("--repeats", type=positive_int, default=5, help="timed rounds (medians reported)")
+    p.add_argument("--warmup", type=int, default=1, help="untimed rounds first")
+    p.add_argument("--threads", type=positive_int, default=2, help="torch CPU threads")
+    p.add_argument("--variants", nargs="+", default=list(DEFAULT_VARIANTS), choices=sorted(VARIANTS))
+    p.add_argument("--no_losses", dest="losses", action="store_false", help="skip the losses-alone table")
+    p.add_argument("--data", action="store_true", help="also benchmark patch loading (needs torchio, SimpleITK)")
+    p.add_argument("--data_subjects", type=positive_int, default=4, help="synthetic subjects for --data")
+    p.add_argument("--data_repeats", type=positive_int, default=5, help="cached loads per subject for --data")
+    args = p.parse_args(argv)
+    if args.warmup < 0:
+        raise ValueError(f"--warmup must be >= 0, got {args.warmup}")
+    if any(d > s for d, s in zip(args.down_size, args.size)):
+        raise ValueError(f"--down_size {args.down_size} must not exceed --size {args.size} in any axis")
+    if any(s % 16 for s in args.size):
+        raise ValueError(f"--size must be divisible by 16 in every axis, got {args.size}")
+    torch.set_num_threads(args.threads)
+    out: list[str] = []
+
+    def emit(text: str) -> None:
+        print(text, flush=True)
+        out.append(text)
+
+    emit(f"CPU, {args.threads} threads, torch {torch.__version__}; U_Net2D5 batch 1, patch {'x'.join(map(str, args.size))}, "
+         f"mCRF at {'x'.join(map(str, args.down_size))} radius {args.radius}; "
+         f"{args.repeats} timed rounds after {args.warmup} warm-up, round-robin over the variants")
+    data = None
+    if args.data:
+        data = bench_data(args.size, args.data_subjects, args.data_repeats)
+    batch = synthetic_batch(args.size)
+    runners = [StepRunner(VARIANTS[name], batch, args.down_size, args.radius) for name in args.variants]
+    results = run_steps(runners, args.repeats, args.warmup, log=lambda s: print(s, flush=True))
+    emit("\n[step] fwd+bwd+SGD, seconds (ratios of median step times measured in this run)")
+    emit(format_step_table(results, "fast" if "fast" in results else args.variants[0],
+                           "unfold" if "unfold" in results else args.variants[0]))
+    emit("\n[phases] median seconds of each phase" + (" (data = cached patch load, measured below)" if data else ""))
+    emit(format_phase_table(results, data["cached_median"] if data else None))
+    if args.losses:
+        fast_runner = next((r for r in runners if r.variant.name == "fast"), runners[0])
+        losses = bench_losses(fast_runner.logits(), batch, args.down_size, args.radius, args.repeats, args.warmup)
+        emit("\n[losses] each loss alone on the step's logits (detached leaf), median seconds")
+        head = f"{'loss':<16} {'forward':>9} {'fwd+bwd':>9} {'backward':>9} {'peak MiB':>9}"
+        emit(head + "\n" + "-" * len(head))
+        for name, d in losses.items():
+            emit(f"{name:<16} {d['forward']:>9.3f} {d['fwd+bwd']:>9.3f} {d['fwd+bwd'] - d['forward']:>9.3f} "
+                 f"{d['peak_mib']:>9.0f}")
+        if "fast" in results:
+            bwd = _median(results["fast"], "backward")
+            loss_bwd = sum(losses[k]["fwd+bwd"] - losses[k]["forward"] for k in ("partial DiceCE", "mCRF fast", "VM"))
+            emit(f"backward of the 'fast' step {bwd:.3f} s ≈ losses' backward {loss_bwd:.3f} s "
+                 f"+ network backward {bwd - loss_bwd:.3f} s")
+    if data is not None:
+        step = _median(results["fast"], "total") if "fast" in results else _median(results[args.variants[0]], "total")
+        emit(f"\n[data] PatchDataset + collate, {args.data_subjects} synthetic subjects "
+             f"{'x'.join(map(str, args.size))} (image float32 + seeds uint8, .nii.gz), cache {data['cached_mib']:.0f} MiB")
+        head = f"{'load':<28} {'median s':>9} {'min s':>8} {'of a step':>10}"
+        emit(head + "\n" + "-" * len(head))
+        emit(f"{'first (decode+preprocess)':<28} {data['first_median']:>9.4f} {min(data['first']):>8.4f} "
+             f"{100 * data['first_median'] / step:>9.1f}%")
+        emit(f"{'cached (later epochs)':<28} {data['cached_median']:>9.4f} {data['cached_min']:>8.4f} "
+             f"{100 * data['cached_median'] / step:>9.1f}%")
+        emit(f"step ('fast' median) {step:.2f} s")
+    return "\n".join(out)
+
+
+if __name__ == "__main__":
+    main()
