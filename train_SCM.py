@@ -169,7 +169,7 @@ def train(args: argparse.Namespace) -> Path:
 
     ctx, device, logger, latest_path, (caches, students) = start_run(
         args, [run_dirs[1], run_dirs[2]], latest, "log_SCM", preflight=preflight)
-    generator = torch.Generator().manual_seed(args.seed)
+    generator = torch.Generator().manual_seed(args.seed + ctx.rank)
     train_loader, val_loader, train_sampler = make_loaders(args, caches, ctx, generator)
 
     teachers, optimizers = {}, {}

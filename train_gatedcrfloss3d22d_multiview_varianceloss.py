@@ -102,7 +102,7 @@ def train(args: argparse.Namespace) -> Path:
     ctx, device, logger, latest_path, caches = start_run(
         args, [run_dir], models_dir / "CP_latest.pth",
         preflight=lambda: load_data(args, [src["image"], src["seeds"]], [src["image"], src[needed]], [src[extra]]))
-    generator = torch.Generator().manual_seed(args.seed)
+    generator = torch.Generator().manual_seed(args.seed + ctx.rank)
     train_loader, val_loader, train_sampler = make_loaders(args, caches, ctx, generator)
 
     model = get_network(args.network, IN_CHANNELS, NUM_CLASSES).to(device)
@@ -113,12 +113,16 @@ def train(args: argparse.Namespace) -> Path:
     var_loss = VarianceLoss()
 
     start_epoch, best, best_epoch = 0, -1.0, -1
+    # the other validation metric, when its reference exists, also keeps its best checkpoint
+    other = "seed_dice" if args.val_metric == "dice" else "dice"
+    best_other, best_other_epoch = -1.0, -1
     if latest_path is not None:
         state = load_resume_state(latest_path, args, {"network": args.network}, map_location=device)
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         amp.scaler.load_state_dict(state["scaler"])
         start_epoch, best, best_epoch = state["epoch"], state["best_metric"], state["best_epoch"]
+        best_other, best_other_epoch = state.get("best_other", (-1.0, -1))
         set_rng_state(state["rng"][min(ctx.rank, len(state["rng"]) - 1)], generator)
         logger.info("resumed from %s at epoch %d (best %s %.4f at epoch %d)", latest_path, start_epoch,
                     args.val_metric, best, best_epoch)
@@ -160,6 +164,9 @@ def train(args: argparse.Namespace) -> Path:
         improved = metric > best
         if improved:
             best, best_epoch = metric, epoch + 1
+        improved_other = val[other] > best_other  # False when not computed (NaN)
+        if improved_other:
+            best_other, best_other_epoch = val[other], epoch + 1
         check_finite_weights({"model": model}, epoch + 1, models_dir)
         rng = ctx.gather(rng_state(generator))
         if ctx.is_main:
@@ -167,12 +174,16 @@ def train(args: argparse.Namespace) -> Path:
             if improved:
                 save_model(models_dir / "CP_best.pth", model, args.network, epoch=epoch + 1,
                            metric=args.val_metric, value=metric)
+            if improved_other:
+                save_model(models_dir / f"CP_best_{other}.pth", model, args.network, epoch=epoch + 1,
+                           metric=other, value=best_other)
             csv_log.append({"epoch": epoch + 1, "lr": lr, "ramp": ramp, **means, "val_dice": val["dice"],
                             "val_seed_dice": val["seed_dice"], f"best_{args.val_metric}": best,
                             "best_epoch": best_epoch, "time_s": round(time.time() - t0, 2)})
             save_torch({"model": unwrap(model).state_dict(), "optimizer": optimizer.state_dict(),
                         "scaler": amp.scaler.state_dict(), "epoch": epoch + 1, "best_metric": best,
-                        "best_epoch": best_epoch, "rng": rng, "args": vars(args), "network": args.network},
+                        "best_epoch": best_epoch, "best_other": (best_other, best_other_epoch), "rng": rng,
+                        "args": vars(args), "network": args.network},
                        models_dir / "CP_latest.pth")
             tb.scalars({f"train/{k}": v for k, v in means.items()} | {"train/lr": lr, "train/ramp": ramp,
                         "val/dice": val["dice"], "val/seed_dice": val["seed_dice"]}, epoch + 1)

@@ -21,7 +21,8 @@ warm-up rounds. Variants:
 
 Time of each phase: forward, each loss's forward, backward (network and losses together),
 optimizer. The losses' own forward+backward is also timed alone on a detached copy of the
-logits, which splits the backward into its loss part and its network part. Peak memory is the
+logits (after each round of steps), which splits the backward into its loss part and its
+network part. Peak memory is the
 growth of the kernel's peak resident set (VmHWM, reset before each step) over the resident set
 before the step. ``--data`` adds the patch-loading benchmark: synthetic NIfTI volumes written
 to a temporary folder, loaded through ``SubjectCache``/``PatchDataset`` (first load: decode,
@@ -54,7 +55,7 @@ from utilities.cli import positive_int
 from utilities.losses import MultiViewGatedCRFLoss, PartialDiceCELoss, VarianceLoss
 
 __all__ = ["Variant", "VARIANTS", "StepRunner", "synthetic_batch", "peak_tracker", "run_steps",
-           "bench_losses", "bench_data", "format_step_table", "format_phase_table", "main"]
+           "LossBench", "bench_data", "format_step_table", "format_phase_table", "main"]
 
 MOMENTUM = 0.99          # utilities.training.MOMENTUM
 WEIGHT_DECAY = 3e-5      # utilities.training.WEIGHT_DECAY
@@ -211,8 +212,9 @@ class StepRunner:
 
 
 def run_steps(runners: Sequence[StepRunner], repeats: int, warmup: int,
-              extra: Callable[[], None] | None = None, log: Callable[[str], None] = print) -> dict[str, list[dict]]:
-    """Round-robin: each round runs one step of every runner (then ``extra()``); returns the
+              extra: Callable[[bool], None] | None = None,
+              log: Callable[[str], None] = print) -> dict[str, list[dict]]:
+    """Round-robin: each round runs one step of every runner (then ``extra(timed)``); returns the
     timed rounds' results per variant name."""
     results: dict[str, list[dict]] = {r.variant.name: [] for r in runners}
     for round_ in range(warmup + repeats):
@@ -221,7 +223,7 @@ def run_steps(runners: Sequence[StepRunner], repeats: int, warmup: int,
             if round_ >= warmup:
                 results[runner.variant.name].append(r)
         if extra is not None:
-            extra()
+            extra(round_ >= warmup)
         timed = "warm-up" if round_ < warmup else "timed"
         log(f"round {round_ + 1}/{warmup + repeats} ({timed}): "
             + ", ".join(f"{r.variant.name} {results[r.variant.name][-1]['total']:.2f}s"
@@ -229,32 +231,43 @@ def run_steps(runners: Sequence[StepRunner], repeats: int, warmup: int,
     return results
 
 
-def bench_losses(logits: torch.Tensor, batch: dict[str, torch.Tensor], down_size: Sequence[int], radius: int,
-                 repeats: int, warmup: int) -> dict[str, dict[str, float]]:
-    """Each loss's forward+backward alone on a detached leaf copy of ``logits``: medians (s)."""
-    image, seeds = batch["image"], batch["seeds"]
-    fast = MultiViewGatedCRFLoss(down_size=tuple(down_size), kernel_radius=radius)
-    fns = {
-        "partial DiceCE": lambda x: PartialDiceCELoss(2)(x, seeds),
-        "mCRF fast": lambda x: fast(x, image),
-        "mCRF unfold": lambda x: unfold_multiview_crf(x, image, down_size=tuple(down_size), kernel_radius=radius).mean(),
-        "VM": lambda x: VarianceLoss()(x, image),
-    }
-    times: dict[str, dict[str, list[float]]] = {k: {"forward": [], "fwd+bwd": [], "peak_mib": []} for k in fns}
-    for round_ in range(warmup + repeats):
-        for name, fn in fns.items():
-            x = logits.detach().clone().requires_grad_()
+class LossBench:
+    """Each loss's forward+backward alone on a detached leaf copy of fixed ``logits``; one
+    :meth:`round` times each loss once (run between the step rounds, so both see the same load)."""
+
+    def __init__(self, logits: torch.Tensor, batch: dict[str, torch.Tensor], down_size: Sequence[int],
+                 radius: int) -> None:
+        image, seeds = batch["image"], batch["seeds"]
+        seg, vm = PartialDiceCELoss(2), VarianceLoss()
+        fast = MultiViewGatedCRFLoss(down_size=tuple(down_size), kernel_radius=radius)
+        self.logits = logits.detach()
+        self.fns: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
+            "partial DiceCE": lambda x: seg(x, seeds),
+            "mCRF fast": lambda x: fast(x, image),
+            "mCRF unfold": lambda x: unfold_multiview_crf(x, image, down_size=tuple(down_size),
+                                                          kernel_radius=radius).mean(),
+            "VM": lambda x: vm(x, image),
+        }
+        self.times: dict[str, dict[str, list[float]]] = {k: {"forward": [], "fwd+bwd": [], "peak_mib": []}
+                                                         for k in self.fns}
+
+    def round(self, record: bool = True) -> None:
+        for name, fn in self.fns.items():
+            x = self.logits.clone().requires_grad_()
             with peak_tracker() as peak:
                 t0 = time.perf_counter()
                 loss = fn(x)
                 t1 = time.perf_counter()
                 loss.backward()
                 t2 = time.perf_counter()
-            if round_ >= warmup:
-                times[name]["forward"].append(t1 - t0)
-                times[name]["fwd+bwd"].append(t2 - t0)
-                times[name]["peak_mib"].append(peak["peak_mib"])
-    return {name: {k: statistics.median(v) for k, v in d.items()} for name, d in times.items()}
+            if record:
+                self.times[name]["forward"].append(t1 - t0)
+                self.times[name]["fwd+bwd"].append(t2 - t0)
+                self.times[name]["peak_mib"].append(peak["peak_mib"])
+
+    def summary(self) -> dict[str, dict[str, float]]:
+        """Median forward, fwd+bwd (s) and peak (MiB) of each loss over the recorded rounds."""
+        return {name: {k: statistics.median(v) for k, v in d.items()} for name, d in self.times.items()}
 
 
 def bench_data(size: Sequence[int], subjects: int, repeats: int) -> dict[str, Any]:
@@ -382,24 +395,29 @@ def main(argv: list[str] | None = None) -> str:
         data = bench_data(args.size, args.data_subjects, args.data_repeats)
     batch = synthetic_batch(args.size)
     runners = [StepRunner(VARIANTS[name], batch, args.down_size, args.radius) for name in args.variants]
-    results = run_steps(runners, args.repeats, args.warmup, log=lambda s: print(s, flush=True))
+    losses = None
+    if args.losses:
+        fast_runner = next((r for r in runners if r.variant.name == "fast"), runners[0])
+        losses = LossBench(fast_runner.logits(), batch, args.down_size, args.radius)
+    results = run_steps(runners, args.repeats, args.warmup, extra=losses.round if losses else None,
+                        log=lambda s: print(s, flush=True))
     emit("\n[step] fwd+bwd+SGD, seconds (ratios of median step times measured in this run)")
     emit(format_step_table(results, "fast" if "fast" in results else args.variants[0],
                            "unfold" if "unfold" in results else args.variants[0]))
     emit("\n[phases] median seconds of each phase" + (" (data = cached patch load, measured below)" if data else ""))
     emit(format_phase_table(results, data["cached_median"] if data else None))
-    if args.losses:
-        fast_runner = next((r for r in runners if r.variant.name == "fast"), runners[0])
-        losses = bench_losses(fast_runner.logits(), batch, args.down_size, args.radius, args.repeats, args.warmup)
-        emit("\n[losses] each loss alone on the step's logits (detached leaf), median seconds")
+    if losses is not None:
+        summary = losses.summary()
+        emit("\n[losses] each loss alone on the initial model's logits (detached leaf), timed after each "
+             "round of steps, median seconds")
         head = f"{'loss':<16} {'forward':>9} {'fwd+bwd':>9} {'backward':>9} {'peak MiB':>9}"
         emit(head + "\n" + "-" * len(head))
-        for name, d in losses.items():
+        for name, d in summary.items():
             emit(f"{name:<16} {d['forward']:>9.3f} {d['fwd+bwd']:>9.3f} {d['fwd+bwd'] - d['forward']:>9.3f} "
                  f"{d['peak_mib']:>9.0f}")
         if "fast" in results:
             bwd = _median(results["fast"], "backward")
-            loss_bwd = sum(losses[k]["fwd+bwd"] - losses[k]["forward"] for k in ("partial DiceCE", "mCRF fast", "VM"))
+            loss_bwd = sum(summary[k]["fwd+bwd"] - summary[k]["forward"] for k in ("partial DiceCE", "mCRF fast", "VM"))
             emit(f"backward of the 'fast' step {bwd:.3f} s ≈ losses' backward {loss_bwd:.3f} s "
                  f"+ network backward {bwd - loss_bwd:.3f} s")
     if data is not None:

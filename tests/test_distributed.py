@@ -239,7 +239,8 @@ def test_stage1_torchrun_outputs_written_once(stage1_run):
     run = model_dir / "U_Net2D5"
     for name in ("CP_best.pth", "CP_final.pth", "CP_latest.pth"):
         assert (run / "models" / name).is_file(), name
-    assert sorted(f.name for f in (run / "models").iterdir()) == ["CP_best.pth", "CP_final.pth", "CP_latest.pth"]
+    assert sorted(f.name for f in (run / "models").iterdir()) == ["CP_best.pth", "CP_best_seed_dice.pth",
+                                                                   "CP_final.pth", "CP_latest.pth"]
     logs = list(run.glob("log_*.txt"))
     events = list((run / "tensorboard").glob("events.*"))
     assert len(logs) == 1 and len(events) == 1  # rank 0 only (event file names carry the pid)

@@ -46,6 +46,11 @@ def test_stage1_outputs(stage1_runs):
     assert log["val_dice"].between(0, 1).all() and log["val_seed_dice"].between(0, 1).all()
     assert (log["loss_crf"] > 0).all() and (log["loss_vm"] > 0).all()
     assert log["lr"].iloc[0] == pytest.approx(1e-2) and log["lr"].iloc[1] < 1e-2
+    # the best checkpoint of each validation metric: CP_best by --val_metric dice, and by seed_dice
+    for name, column in (("CP_best.pth", "val_dice"), ("CP_best_seed_dice.pth", "val_seed_dice")):
+        meta = torch.load(run / "models" / name, weights_only=True)
+        assert meta["epoch"] == int(log["epoch"][log[column].idxmax()])
+        assert meta["value"] == pytest.approx(log[column].max())
     text = next(run.glob("log_*.txt")).read_text()
     assert "--weight_gatedcrf 1.0" in text and "--kernel_radius [5, 5, -1]" in text
 

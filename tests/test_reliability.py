@@ -444,7 +444,7 @@ def test_11_nonfinite_loss_stops_and_keeps_checkpoints(data, tmp_path, monkeypat
         stage1.main(stage1_args(data, tmp_path / "run", "--max_epochs", "3"))
     assert one_line(err) == (f"loss term loss became nan at epoch 2, step 1; training stopped, the last good "
                              f"checkpoints in {models} are intact (lower --learning_rate or check the data)")
-    assert sorted(p.name for p in models.iterdir()) == ["CP_best.pth", "CP_latest.pth"]
+    assert sorted(p.name for p in models.iterdir()) == ["CP_best.pth", "CP_best_seed_dice.pth", "CP_latest.pth"]
     args = stage1.build_parser().parse_args(stage1_args(data, tmp_path / "run", "--max_epochs", "3"))
     latest = load_resume_state(models / "CP_latest.pth", args, {"network": "U_Net2D5"})
     assert latest["epoch"] == 1

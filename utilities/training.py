@@ -161,13 +161,15 @@ def evaluate(model: nn.Module, loader: Any, roi_size: Sequence[int], device: tor
 
     With a distributed ``ctx`` each rank scores its shard of the loader and the results are
     gathered, so every rank returns all subjects. ``on_volume(batch, logits)`` is called for
-    each volume (e.g. to log an image grid).
+    each volume (e.g. to log an image grid). The forward passes bypass a DDP wrapper: ranks
+    hold different numbers of volumes, so no collective may run inside this loop.
     """
     model.eval()
+    net = unwrap(model)
     results: dict[str, dict[str, float]] = {}
     for batch in loader:
         image = batch["image"].to(device)
-        logits = sliding_window_predict(model, image, roi_size, sw_batch_size, overlap, amp)
+        logits = sliding_window_predict(net, image, roi_size, sw_batch_size, overlap, amp)
         label = batch.get("label")
         seeds = batch.get("seeds")
         scores = volume_scores(logits, None if label is None else label.to(device),
