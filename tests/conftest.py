@@ -12,7 +12,9 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-torch.set_num_threads(2)
+# The tests use tiny tensors: one thread avoids OpenMP synchronisation costs, which dominate
+# there and grow badly when another process shares the cores.
+torch.set_num_threads(1)
 
 
 def load_script(relpath: str):

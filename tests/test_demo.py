@@ -21,9 +21,14 @@ def test_quick_demo(tmp_path):
     assert saved["method"].tolist() == ROWS
     markdown = (out / "results.md").read_text()
     assert all(f"| {row} |" in markdown for row in ROWS) and "total:" in markdown
+    selection = pd.read_csv(out / "selection.csv")
+    assert selection["selected_by"].tolist() == ["dice (full labels)", "seed_dice (points only)"]
+    assert selection["dice_mean"].between(0, 1).all()
+    assert selection["dice_mean"].iloc[0] == saved["dice_mean"].iloc[2]  # the stage-1 row
+    assert "Selected by" in markdown
     pngs = sorted(out.glob("overlay_*.png"))
     assert len(pngs) == 1 and pngs[0].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     # every method's predictions exist for every inference case
     split = pd.read_csv(tmp_path / "split.csv", header=None, names=["subject", "phase"])
     n_inf = int((split["phase"] == "inference").sum())
-    assert len(list((out / "models").rglob("*_seg.nii.gz"))) == 5 * n_inf
+    assert len(list((out / "models").rglob("*_seg.nii.gz"))) == 6 * n_inf

@@ -11,6 +11,7 @@ Hyper-parameters were chosen on the validation cases only (see README).
 from __future__ import annotations
 
 import argparse
+import shutil
 import sys
 import time
 from dataclasses import dataclass
@@ -26,6 +27,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import SimpleITK as sitk  # noqa: E402
+import torch  # noqa: E402
 
 import inference  # noqa: E402
 import train_gatedcrfloss3d22d_multiview_varianceloss as stage1  # noqa: E402
@@ -168,12 +170,43 @@ def run_demo(output_dir: Path, data_dir: Path, split_file: Path, scale: Scale, d
                      "assd_cases": int(table.drop(index=["mean", "std"])["assd"].notna().sum())})
     results = pd.DataFrame(rows)
     save_csv(results, output_dir / "results.csv")
-    markdown = results_markdown(results, timer.times, time.time() - t_start)
+    selection = compare_selection(pa_seg, models / "selection_seed_dice", results.iloc[2], split_file, images,
+                                  labels, scale, device, timer)
+    save_csv(selection, output_dir / "selection.csv")
+    markdown = results_markdown(results, timer.times, time.time() - t_start, selection)
     save_text(markdown, output_dir / "results.md")
     for case in cases[:n_overlays]:
         draw_overlay(case, images, labels, methods, output_dir / f"overlay_{case}.png")
     print("\n" + markdown)
     return results
+
+
+def compare_selection(stage1_dir: Path, copy_dir: Path, dice_row: pd.Series, split_file: Path, images: Path,
+                      labels: Path, scale: Scale, device: str, timer: Timer) -> pd.DataFrame:
+    """Inference Dice of the stage-1 checkpoint chosen by validation Dice (the paper) and of the
+    one chosen label-free by ``seed_dice`` (``CP_best_seed_dice.pth``, copied to its own run
+    folder so its predictions do not overwrite the others)."""
+    source = stage1_dir / PRIMARY / "models" / "CP_best_seed_dice.pth"
+    target = copy_dir / PRIMARY / "models" / "CP_best.pth"
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(target) as tmp:
+        shutil.copyfile(source, tmp)
+    timer.run("inference: stage 1, checkpoint chosen by seed_dice", lambda: inference.main(
+        ["--model_dir", str(copy_dir), "--network", PRIMARY, "--epoch_inf", "best", "--dataset_split",
+         str(split_file), "--path_images", str(images), "--image_postfix", "T2", "--phase", "inference",
+         "--spatial_shape", *map(str, scale.spatial_shape), "--device", device]))
+    csv = scores.main(["--model_dir", str(copy_dir), "--network", PRIMARY, "--dataset_split", str(split_file),
+                       "--image_postfix", "T2", "--phase", "inference", "--path_labels", str(labels),
+                       "--label_postfix", "Label"])
+    table = pd.read_csv(csv).set_index("subject")
+    epochs = {m: int(torch.load(p, weights_only=True)["epoch"]) for m, p in
+              (("dice", stage1_dir / PRIMARY / "models" / "CP_best.pth"), ("seed_dice", source))}
+    return pd.DataFrame([
+        {"selected_by": "dice (full labels)", "epoch": epochs["dice"], "dice_mean": dice_row["dice_mean"],
+         "dice_std": dice_row["dice_std"]},
+        {"selected_by": "seed_dice (points only)", "epoch": epochs["seed_dice"],
+         "dice_mean": table.loc["mean", "dice"], "dice_std": table.loc["std", "dice"]},
+    ])
 
 
 def write_seed_predictions(cases: list[str], seeds_dir: Path, method: Method) -> None:
@@ -184,14 +217,19 @@ def write_seed_predictions(cases: list[str], seeds_dir: Path, method: Method) ->
         write_like(fg, ref, prediction_path(method.model_dir, method.network, case, "T2"))
 
 
-def results_markdown(results: pd.DataFrame, times: list[tuple[str, float]], total: float) -> str:
+def results_markdown(results: pd.DataFrame, times: list[tuple[str, float]], total: float,
+                     selection: pd.DataFrame) -> str:
     lines = ["| Method | Dice (mean ± std) | ASSD in mm (mean ± std) |", "|---|---|---|"]
     for r in results.itertuples():
         assd = f"{r.assd_mean:.2f} ± {r.assd_std:.2f}"
         if r.assd_cases < r.cases:
             assd += f" (over {r.assd_cases} of {r.cases} cases)"
         lines.append(f"| {r.method} | {r.dice_mean:.3f} ± {r.dice_std:.3f} | {assd} |")
-    lines += ["", f"{results['cases'].iloc[0]} inference cases. Step times:", ""]
+    lines += ["", f"{results['cases'].iloc[0]} inference cases.", "",
+              "Stage-1 checkpoint selection (PA-Seg stage 1, primary network):", "",
+              "| Selected by | Epoch | Inference Dice (mean ± std) |", "|---|---|---|"]
+    lines += [f"| {r.selected_by} | {r.epoch} | {r.dice_mean:.3f} ± {r.dice_std:.3f} |" for r in selection.itertuples()]
+    lines += ["", "Step times:", ""]
     lines += [f"- {name}: {seconds:.0f} s" for name, seconds in times]
     lines.append(f"- total: {total:.0f} s")
     return "\n".join(lines) + "\n"
