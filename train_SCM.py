@@ -25,11 +25,10 @@ from tqdm import tqdm
 
 from networks import NETWORKS, get_network
 from utilities.cli import add_common_args, check_spatial_shape, positive_float, positive_int
-from utilities.data import ImageSource
 from utilities.io import save_torch
 from utilities.losses import DiceCELoss, KDLoss
 from utilities.schedules import poly_lr
-from utilities.training import (Amp, CsvLog, TensorBoard, add_training_args, check_finite, check_finite_weights,
+from utilities.training import (Amp, add_data_args, data_sources, validation_sources, CsvLog, TensorBoard, add_training_args, check_finite, check_finite_weights,
                                 evaluate, load_data, load_model_weights, load_resume_state, make_loaders,
                                 make_optimizer, mean_over_ranks, mean_scores, rng_state, save_model, set_lr,
                                 set_rng_state, slice_grid, start_run, unwrap, wrap_ddp)
@@ -54,17 +53,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max_epochs", type=positive_int, default=100, help="epochs")
     p.add_argument("--iterative_epochs", type=positive_int, default=20,
                    help="reload both teachers from the best checkpoints every this many epochs")
-    p.add_argument("--dataset_split", default="./splits/split_VS.csv", help="CSV of 'subject,phase' rows")
-    p.add_argument("--path_images", default="./data/VS/image_crop/", help="folder of <subject>_<image_postfix>.nii.gz")
-    p.add_argument("--image_postfix", default="T2", help="image file postfix")
-    p.add_argument("--path_labels", default="./data/VS/label_crop/", help="folder of full labels (validation)")
-    p.add_argument("--label_postfix", default="Label", help="label file postfix")
-    p.add_argument("--path_geodesic_labels", default="./data/VS/geodesic/weight0.5_threshold0.2/geodesic_label/",
-                   help="expanded-seed labels (used only for --val_metric seed_dice)")
-    p.add_argument("--geodesic_label_postfix", default="GeodesicLabel", help="expanded-seed label postfix")
-    p.add_argument("--learning_rate", type=positive_float, default=1e-2, help="initial learning rate (poly decay)")
-    p.add_argument("--spatial_shape", type=int, nargs=3, default=[128, 128, 48],
-                   help="training patch and sliding-window size (X Y Z), divisible by 16")
+    add_data_args(p, labels_help="folder of full labels (validation)",
+                  seeds_help="expanded-seed labels (used only for --val_metric seed_dice)")
     p.add_argument("--weight_kd", type=float, default=0.5, help="λ: weight of the cross distillation, in [0, 1]")
     p.add_argument("--T", type=positive_float, default=4.0, help="distillation temperature")
     add_common_args(p)
@@ -153,18 +143,11 @@ def train(args: argparse.Namespace) -> Path:
     models_dirs = {k: run_dirs[k] / "models" for k in (1, 2)}
     latest = models_dirs[1] / "CP_latest_SCM.pth"
     pretrained = pretrained_paths(args)
-    src = {
-        "image": ImageSource("image", args.path_images, args.image_postfix, False, "image",
-                             "--path_images/--image_postfix"),
-        "label": ImageSource("label", args.path_labels, args.label_postfix, True, "label",
-                             "--path_labels/--label_postfix"),
-        "seeds": ImageSource("seeds", args.path_geodesic_labels, args.geodesic_label_postfix, True,
-                             "expanded-seed label", "--path_geodesic_labels/--geodesic_label_postfix"),
-    }
-    needed, extra = ("label", "seeds") if args.val_metric == "dice" else ("seeds", "label")
+    src = data_sources(args)
+    val_required, val_optional = validation_sources(args, src)
 
     def preflight() -> tuple[Any, dict[int, nn.Module]]:
-        return (load_data(args, [src["image"]], [src["image"], src[needed]], [src[extra]]),
+        return (load_data(args, [src["image"]], val_required, val_optional),
                 load_students(names, pretrained))
 
     ctx, device, logger, latest_path, (caches, students) = start_run(

@@ -21,13 +21,11 @@ import torch
 from tqdm import tqdm
 
 from networks import NETWORKS, get_network
-from utilities.cli import (add_common_args, check_spatial_shape, nonnegative_float, nonnegative_int,
-                           positive_float, positive_int)
-from utilities.data import ImageSource
+from utilities.cli import add_common_args, check_spatial_shape, nonnegative_float, nonnegative_int, positive_int
 from utilities.io import save_torch
 from utilities.losses import MultiViewGatedCRFLoss, PartialDiceCELoss, VarianceLoss
 from utilities.schedules import poly_lr, sigmoid_rampup
-from utilities.training import (Amp, CsvLog, TensorBoard, add_training_args, check_finite, check_finite_weights,
+from utilities.training import (Amp, add_data_args, data_sources, validation_sources, CsvLog, TensorBoard, add_training_args, check_finite, check_finite_weights,
                                 evaluate, load_data, load_resume_state, make_loaders, make_optimizer,
                                 mean_over_ranks, mean_scores, rng_state, save_model, set_lr, set_rng_state,
                                 slice_grid, start_run, unwrap, wrap_ddp)
@@ -45,18 +43,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max_epochs", type=positive_int, default=300, help="epochs (one pass over the training subjects each)")
     p.add_argument("--rampup_epochs", type=nonnegative_int, default=30,
                    help="sigmoid ramp-up length of the CRF and VM weights (0: no ramp-up)")
-    p.add_argument("--dataset_split", default="./splits/split_VS.csv", help="CSV of 'subject,phase' rows")
-    p.add_argument("--path_images", default="./data/VS/image_crop/", help="folder of <subject>_<image_postfix>.nii.gz")
-    p.add_argument("--image_postfix", default="T2", help="image file postfix")
-    p.add_argument("--path_labels", default="./data/VS/label_crop/",
-                   help="folder of full labels (validation Dice and TensorBoard only)")
-    p.add_argument("--label_postfix", default="Label", help="label file postfix")
-    p.add_argument("--path_geodesic_labels", default="./data/VS/geodesic/weight0.5_threshold0.2/geodesic_label/",
-                   help="folder of expanded-seed labels (0 background, 1 foreground, 2 unknown)")
-    p.add_argument("--geodesic_label_postfix", default="GeodesicLabel", help="expanded-seed label postfix")
-    p.add_argument("--learning_rate", type=positive_float, default=1e-2, help="initial learning rate (poly decay)")
-    p.add_argument("--spatial_shape", type=int, nargs=3, default=[128, 128, 48],
-                   help="training patch and sliding-window size (X Y Z), divisible by 16")
+    add_data_args(p, labels_help="folder of full labels (validation Dice and TensorBoard only)",
+                  seeds_help="folder of expanded-seed labels (0 background, 1 foreground, 2 unknown)")
     p.add_argument("--weight_gatedcrf", type=nonnegative_float, default=1.0, help="weight of the mCRF loss")
     p.add_argument("--down_size", type=int, nargs=3, default=[64, 64, 48],
                    help="size (X Y Z) the prediction and image are resized to for the mCRF loss")
@@ -81,27 +69,15 @@ def check_args(args: argparse.Namespace) -> None:
         raise ValueError(f"--sw_overlap must be in [0, 1), got {args.sw_overlap}")
 
 
-def _sources(args: argparse.Namespace) -> dict[str, ImageSource]:
-    return {
-        "image": ImageSource("image", args.path_images, args.image_postfix, False, "image",
-                             "--path_images/--image_postfix"),
-        "label": ImageSource("label", args.path_labels, args.label_postfix, True, "label",
-                             "--path_labels/--label_postfix"),
-        "seeds": ImageSource("seeds", args.path_geodesic_labels, args.geodesic_label_postfix, True,
-                             "expanded-seed label", "--path_geodesic_labels/--geodesic_label_postfix"),
-    }
-
-
 def train(args: argparse.Namespace) -> Path:
     """Run stage 1; returns the run folder ``<model_dir>/<network>``."""
     run_dir = Path(args.model_dir) / args.network
     models_dir = run_dir / "models"
-    src = _sources(args)
-    # validation needs what --val_metric scores against; the other reference is used if present
-    needed, extra = ("label", "seeds") if args.val_metric == "dice" else ("seeds", "label")
+    src = data_sources(args)
+    val_required, val_optional = validation_sources(args, src)
     ctx, device, logger, latest_path, caches = start_run(
         args, [run_dir], models_dir / "CP_latest.pth",
-        preflight=lambda: load_data(args, [src["image"], src["seeds"]], [src["image"], src[needed]], [src[extra]]))
+        preflight=lambda: load_data(args, [src["image"], src["seeds"]], val_required, val_optional))
     generator = torch.Generator().manual_seed(args.seed + ctx.rank)
     train_loader, val_loader, train_sampler = make_loaders(args, caches, ctx, generator)
 

@@ -9,7 +9,7 @@ import pytest
 import SimpleITK as sitk
 
 from utilities.io import prediction_path
-from utilities.metrics import all_metrics, overlap_metrics, surface_metrics
+from utilities.metrics import overlap_metrics, surface_metrics
 from utilities import scores
 
 

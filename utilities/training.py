@@ -9,7 +9,7 @@ import math
 import random
 import shutil
 from pathlib import Path
-from typing import Any, Callable, Iterator, Mapping, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
@@ -31,6 +31,9 @@ __all__ = [
     "volume_scores",
     "evaluate",
     "prepare_run_dir",
+    "add_data_args",
+    "data_sources",
+    "validation_sources",
     "start_run",
     "load_data",
     "make_loaders",
@@ -508,17 +511,43 @@ def check_finite_weights(models: Mapping[str, nn.Module], epoch: int, where: Pat
                 raise NonFiniteLossError(message)
 
 
-@contextlib.contextmanager
-def eval_mode(*models: nn.Module) -> Iterator[None]:
-    """Put models in eval mode inside the block and restore their modes after."""
-    modes = [m.training for m in models]
-    for m in models:
-        m.eval()
-    try:
-        yield
-    finally:
-        for m, mode in zip(models, modes):
-            m.train(mode)
+def add_data_args(parser: argparse.ArgumentParser, labels_help: str, seeds_help: str) -> None:
+    """The paper's data and optimiser flags shared by both training scripts (VS defaults)."""
+    from utilities.cli import positive_float
+
+    parser.add_argument("--dataset_split", default="./splits/split_VS.csv", help="CSV of 'subject,phase' rows")
+    parser.add_argument("--path_images", default="./data/VS/image_crop/",
+                        help="folder of <subject>_<image_postfix>.nii.gz")
+    parser.add_argument("--image_postfix", default="T2", help="image file postfix")
+    parser.add_argument("--path_labels", default="./data/VS/label_crop/", help=labels_help)
+    parser.add_argument("--label_postfix", default="Label", help="label file postfix")
+    parser.add_argument("--path_geodesic_labels", default="./data/VS/geodesic/weight0.5_threshold0.2/geodesic_label/",
+                        help=seeds_help)
+    parser.add_argument("--geodesic_label_postfix", default="GeodesicLabel", help="expanded-seed label postfix")
+    parser.add_argument("--learning_rate", type=positive_float, default=1e-2, help="initial learning rate (poly decay)")
+    parser.add_argument("--spatial_shape", type=int, nargs=3, default=[128, 128, 48],
+                        help="training patch and sliding-window size (X Y Z), divisible by 16")
+
+
+def data_sources(args: argparse.Namespace) -> dict[str, Any]:
+    """The image, full label and expanded-seed sources named by the data flags."""
+    from utilities.data import ImageSource
+
+    return {
+        "image": ImageSource("image", args.path_images, args.image_postfix, False, "image",
+                             "--path_images/--image_postfix"),
+        "label": ImageSource("label", args.path_labels, args.label_postfix, True, "label",
+                             "--path_labels/--label_postfix"),
+        "seeds": ImageSource("seeds", args.path_geodesic_labels, args.geodesic_label_postfix, True,
+                             "expanded-seed label", "--path_geodesic_labels/--geodesic_label_postfix"),
+    }
+
+
+def validation_sources(args: argparse.Namespace, src: Mapping[str, Any]) -> tuple[list[Any], list[Any]]:
+    """Validation needs what ``--val_metric`` scores against; the other reference is used if present.
+    Returns ``(required, optional)``."""
+    needed, extra = ("label", "seeds") if args.val_metric == "dice" else ("seeds", "label")
+    return [src["image"], src[needed]], [src[extra]]
 
 
 def add_training_args(parser: argparse.ArgumentParser) -> None:
