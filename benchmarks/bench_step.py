@@ -17,7 +17,11 @@ warm-up rounds. Variants:
 - ``fast+conv_bf16``: ``torch.backends.mkldnn.conv.fp32_precision = "bf16"`` (oneDNN convolutions
   in bf16 on fp32 tensors);
 - ``fast+flush_denormal``: ``torch.set_flush_denormal(True)``;
-- ``fast+no_mkldnn``: ``torch.backends.mkldnn.enabled = False`` (to show what oneDNN brings).
+- ``fast+no_mkldnn``: ``torch.backends.mkldnn.enabled = False`` (to show what oneDNN brings);
+- ``fast+crf_1thread``: ``torch.set_num_threads(1)`` while the mCRF loss's forward runs (its ~1000
+  small ops each end at an OpenMP barrier, which stalls when a thread is descheduled on a busy
+  machine), the previous count restored after;
+- ``fast+1thread``: the whole step with one thread.
 
 Time of each phase: forward, each loss's forward, backward (network and losses together),
 optimizer. The losses' own forward+backward is also timed alone on a detached copy of the
@@ -74,6 +78,8 @@ class Variant:
     conv_bf16: bool = False
     flush_denormal: bool = False
     mkldnn: bool = True
+    threads: int | None = None        # torch threads for the whole step (None: --threads)
+    crf_threads: int | None = None    # torch threads while the mCRF loss runs (None: unchanged)
 
 
 VARIANTS = {v.name: v for v in (
@@ -84,6 +90,8 @@ VARIANTS = {v.name: v for v in (
     Variant("fast+conv_bf16", conv_bf16=True),
     Variant("fast+flush_denormal", flush_denormal=True),
     Variant("fast+no_mkldnn", mkldnn=False),
+    Variant("fast+crf_1thread", crf_threads=1),
+    Variant("fast+1thread", threads=1),
 )}
 DEFAULT_VARIANTS = ("unfold", "fast", "fast+channels_last", "fast+cpu_bf16_autocast", "fast+conv_bf16",
                     "fast+flush_denormal")
@@ -157,6 +165,9 @@ class StepRunner:
     def settings(self) -> Iterator[None]:
         """Apply the variant's global backend flags, restore the previous ones after."""
         old = (torch.backends.mkldnn.enabled, torch.backends.mkldnn.conv.fp32_precision)
+        threads = torch.get_num_threads()
+        if self.variant.threads is not None:
+            torch.set_num_threads(self.variant.threads)
         torch.backends.mkldnn.enabled = self.variant.mkldnn
         torch.backends.mkldnn.conv.fp32_precision = "bf16" if self.variant.conv_bf16 else "none"
         torch.set_flush_denormal(self.variant.flush_denormal)
@@ -165,6 +176,7 @@ class StepRunner:
         finally:
             torch.backends.mkldnn.enabled, torch.backends.mkldnn.conv.fp32_precision = old
             torch.set_flush_denormal(False)
+            torch.set_num_threads(threads)
 
     def step(self) -> dict[str, Any]:
         """One training step; returns the seconds of each phase, ``total``, ``cpu`` (process CPU
@@ -187,7 +199,15 @@ class StepRunner:
             lap("forward")
             loss_seg = self.seg_loss(logits, self.seeds)
             lap("loss_seg")
-            loss_crf = self.crf_loss(logits, self.image)
+            if self.variant.crf_threads is not None:
+                threads = torch.get_num_threads()
+                torch.set_num_threads(self.variant.crf_threads)
+                try:
+                    loss_crf = self.crf_loss(logits, self.image)
+                finally:
+                    torch.set_num_threads(threads)
+            else:
+                loss_crf = self.crf_loss(logits, self.image)
             lap("loss_crf")
             loss_vm = self.var_loss(logits, self.image)
             lap("loss_vm")

@@ -161,7 +161,6 @@ def stage1_rows(size: Sequence[int], down_size: Sequence[int], radius: int, devi
 
         r = time_fn(step, device, repeats, warmup)
         rows.append({"section": "stage-1 step", "variant": _label(name, amp, use_amp), **r})
-        del model, optimizer
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = False
     base = rows[0]["median_s"]
@@ -201,7 +200,6 @@ def scm_rows(size: Sequence[int], device: torch.device, repeats: int, warmup: in
 
         r = time_fn(step, device, repeats, warmup)
         rows.append({"section": "SCM step", "variant": _label(name, amp, use_amp), **r})
-        del students, teachers, optimizers
     for r in rows:
         r["speedup"] = rows[0]["median_s"] / r["median_s"]
     return rows
