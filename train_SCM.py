@@ -284,10 +284,7 @@ def scm_step(students: dict[int, nn.Module], teachers: dict[int, nn.Module],
         losses[k] = parts["loss"]
         terms |= {f"{name}{k}": float(value.item()) for name, value in parts.items()}
     check_finite(terms, *where)
-    for k in (1, 2):
-        amp.backward(losses[k])
-        amp.step(optimizers[k])
-    amp.update()
+    amp.optimize([losses[1], losses[2]], [optimizers[1], optimizers[2]])
     return terms
 
 

@@ -199,9 +199,7 @@ def training_step(model: torch.nn.Module, batch: dict[str, Any], device: torch.d
     loss = loss_seg + w_crf * loss_crf + w_vm * loss_vm
     terms = {"loss": loss.item(), "loss_seg": loss_seg.item(), "loss_crf": loss_crf.item(), "loss_vm": loss_vm.item()}
     check_finite(terms, *where)
-    amp.backward(loss)
-    amp.step(optimizer)
-    amp.update()
+    amp.optimize([loss], [optimizer])
     return terms
 
 

@@ -281,11 +281,11 @@ def test_cuda_channels_last_autocast_matches_cpu(name):
     x = torch.randn(2, 1, 32, 32, 16, dtype=torch.float64)
     with torch.no_grad():
         ref = net(x)
-        out64 = net.cuda()(x.cuda()).cpu()
+        out64 = net.to("cuda")(x.to("cuda")).cpu()
     # Same arithmetic on another device: float64 leaves only rounding differences.
     torch.testing.assert_close(out64, ref, rtol=0, atol=1e-6 * ref.abs().max().item())
     net = net.float().to(memory_format=torch.channels_last_3d).train()
-    xc = x.float().cuda().to(memory_format=torch.channels_last_3d)
+    xc = x.float().to("cuda").to(memory_format=torch.channels_last_3d)
     with torch.autocast("cuda", dtype=torch.float16):
         out = net(xc)
     assert out.dtype == torch.float16 and out.shape == (2, 2, 32, 32, 16) and out.device.type == "cuda"
@@ -295,13 +295,13 @@ def test_cuda_channels_last_autocast_matches_cpu(name):
 
 @requires_cuda
 def test_cuda_u_net2d5_golden(golden):
-    net = U_Net2D5().cuda().eval()
+    net = U_Net2D5().to("cuda").eval()
     set_published_weights("U_Net2D5", net)
     previous = torch.backends.cudnn.allow_tf32
     torch.backends.cudnn.allow_tf32 = False
     try:
         with torch.no_grad():
-            out = net(golden["net_input"].cuda()).cpu()
+            out = net(golden["net_input"].to("cuda")).cpu()
     finally:
         torch.backends.cudnn.allow_tf32 = previous
     expected = golden["U_Net2D5_output"]

@@ -100,6 +100,13 @@ class Amp:
     def update(self) -> None:
         self.scaler.update()
 
+    def optimize(self, losses: Sequence[torch.Tensor], optimizers: Sequence[torch.optim.Optimizer]) -> None:
+        """Backward pass and step of each (loss, optimiser) pair, then one scaler update."""
+        for loss, optimizer in zip(losses, optimizers, strict=True):
+            self.backward(loss)
+            self.step(optimizer)
+        self.update()
+
 
 def unwrap(model: nn.Module) -> nn.Module:
     """The module inside a DistributedDataParallel wrapper (or the model itself)."""
