@@ -27,6 +27,6 @@ test: install
 clean-venv:
 	rm -rf $(VENV)
 
-# The whole PA-Seg sequence on the embedded synthetic dataset (about 15 minutes on 2 CPU cores).
+# The whole PA-Seg sequence on the embedded synthetic dataset (about 11 minutes on 2 CPU cores).
 demo: install
 	$(PY) data/demo/run_demo.py --output_dir demo_output --data_dir data/demo --split_file splits/split_demo.csv
