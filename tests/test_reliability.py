@@ -93,6 +93,16 @@ def a_model(model_dir, network="U_Net2D5", name="CP_best.pth"):
     return path
 
 
+def run_reader(script: str, data, tmp_path) -> None:
+    """Run one of the scripts that read the images: stage 1, inference or the geodesic expansion."""
+    if script == "stage1":
+        stage1.main(stage1_args(data, tmp_path / "run"))
+    elif script == "inference":
+        inference.main(inference_args(data, a_model(tmp_path / "m").parents[2]))
+    else:
+        GEODESIC.main(geodesic_args(data, tmp_path / "geo"))
+
+
 def one_line(err) -> str:
     """The exception's message, checked to be a single line."""
     message = str(err.value)
@@ -274,12 +284,7 @@ def test_5_nonfinite_image(data, tmp_path, bad, script):
     image[3, 4, 6] = -bad
     write(image, path)
     with pytest.raises(ValueError) as err:
-        if script == "stage1":
-            stage1.main(stage1_args(data, tmp_path / "run"))
-        elif script == "inference":
-            inference.main(inference_args(data, a_model(tmp_path / "m").parents[2]))
-        else:
-            GEODESIC.main(geodesic_args(data, tmp_path / "geo"))
+        run_reader(script, data, tmp_path)
     assert one_line(err) == (f"image file {path} has 2 NaN or Inf voxel(s) (NaN/Inf values are not allowed); "
                              "fix or re-export it")
     assert not (tmp_path / "run").exists() and not list(tmp_path.rglob("*_seg.nii.gz"))
@@ -340,12 +345,7 @@ def test_7_unreadable_or_truncated_nifti(data, tmp_path, script, folder, name, w
         path.write_bytes(b"\x00" * 100)
         reason = ".+"
     with pytest.raises(ValueError) as err:
-        if script == "stage1":
-            stage1.main(stage1_args(data, tmp_path / "run"))
-        elif script == "inference":
-            inference.main(inference_args(data, a_model(tmp_path / "m").parents[2]))
-        else:
-            GEODESIC.main(geodesic_args(data, tmp_path / "geo"))
+        run_reader(script, data, tmp_path)
     assert re.fullmatch(rf"cannot read {what} file {re.escape(str(path))} \(unreadable or truncated: {reason}\); "
                         r"re-create or re-download it", one_line(err))
     assert not (tmp_path / "run").exists() and not list(tmp_path.rglob("*_seg.nii.gz"))
