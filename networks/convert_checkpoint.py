@@ -1,0 +1,334 @@
+"""Convert between the authors' published checkpoints and ours, in both directions.
+
+The published PA-Seg code saves ``torch.save(model.state_dict())`` of its own network classes
+(on ``cuda:0``), whose parameter names differ from ours. The parameters are the same tensors:
+the published code registers them in another order (listed as ``<Net>_param_shapes`` in the
+golden file, ``tests/data/GOLDEN.md``), and every published key maps to one of our parameters
+through that order:
+
+* ``U_Net2D5``: final conv first, then the decoder blocks ``conv_blocks_localization.0..3`` (deep
+  → shallow), the encoder blocks ``conv_blocks_context.0..3`` (shallow → deep) and the bottleneck
+  ``conv_blocks_context.4``. Each block holds conv, norm, conv, norm; the published module keeps
+  every one of them under two names (``first_conv`` = ``block.0``, ``first_norm`` = ``block.1``,
+  ``second_conv`` = ``block.3``, ``second_norm`` = ``block.4``) that share one tensor.
+* ``U_Net`` / ``AttU_Net``: ``Conv1..5`` (encoder), then per decoder level ``Up<k>`` (up-conv),
+  ``Att<k>`` (attention gate ``W_g``, ``W_x``, ``psi``) and ``Up_conv<k>`` for k = 5..2, and
+  ``Conv_1x1``: the order of our own modules.
+
+The functions are pure (state dict in, state dict out, tensors shared, devices kept); load a
+file with ``torch.load(path, map_location=...)`` first (:func:`load_state_dict`), since the
+published tensors are CUDA tensors.
+
+Command line::
+
+    python networks/convert_checkpoint.py --input CP_published.pth --output CP_best.pth \\
+        --network U_Net2D5 --to ours
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections import OrderedDict
+from functools import lru_cache
+from pathlib import Path
+from typing import Mapping
+
+if __package__ in (None, ""):
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import torch
+from torch import nn
+
+from networks import NETWORKS, get_network
+
+__all__ = [
+    "published_keys",
+    "detect_published_network",
+    "detect_our_network",
+    "published_to_ours",
+    "ours_to_published",
+    "to_our_state_dict",
+    "load_state_dict",
+    "convert_checkpoint",
+    "main",
+]
+
+StateDict = Mapping[str, torch.Tensor]
+
+#: Keys that only the published layout of each network has (used to recognise it).
+_SIGNATURES = {
+    "U_Net2D5": ("final_conv.weight", "conv_blocks_context.0.first_conv.weight"),
+    "AttU_Net": ("Conv1.conv.0.weight", "Att5.W_g.0.weight"),
+    "U_Net": ("Conv1.conv.0.weight", "Up_conv5.conv.0.weight"),
+}
+
+
+# --------------------------------------------------------------------------------------------
+# The published key list, in the published order
+# --------------------------------------------------------------------------------------------
+def _u_net2d5_keys() -> list[tuple[str, int]]:
+    keys = [("final_conv.weight", 0)]
+    index = 1
+    blocks = [f"conv_blocks_localization.{i}" for i in range(4)] + [f"conv_blocks_context.{i}" for i in range(5)]
+    for block in blocks:
+        named = []
+        aliases = []
+        for name, alias in (("first_conv", "block.0"), ("first_norm", "block.1"),
+                            ("second_conv", "block.3"), ("second_norm", "block.4")):
+            for kind in ("weight", "bias"):
+                named.append((f"{block}.{name}.{kind}", index))
+                aliases.append((f"{block}.{alias}.{kind}", index))
+                index += 1
+        keys += named + aliases
+    return keys
+
+
+def _u_net_keys(attention: bool) -> list[tuple[str, int]]:
+    names = [f"Conv{k}.conv.{i}" for k in range(1, 6) for i in (0, 3)]
+    for k in range(5, 1, -1):
+        names.append(f"Up{k}.up.1")
+        if attention:
+            names += [f"Att{k}.W_g.0", f"Att{k}.W_x.0", f"Att{k}.psi.0"]
+        names += [f"Up_conv{k}.conv.0", f"Up_conv{k}.conv.3"]
+    names.append("Conv_1x1")
+    keys = []
+    for name in names:
+        for kind in ("weight", "bias"):
+            keys.append((f"{name}.{kind}", len(keys)))
+    return keys
+
+
+def _check_network(network: str) -> None:
+    if network not in NETWORKS:
+        raise ValueError(f"--network must be one of {sorted(NETWORKS)}, got {network!r}")
+
+
+def published_keys(network: str) -> list[tuple[str, int]]:
+    """Every key of a published state dict of ``network``, in the published file's order, with
+    the index of its parameter in the published registration order (aliases share an index)."""
+    _check_network(network)
+    if network == "U_Net2D5":
+        return _u_net2d5_keys()
+    return _u_net_keys(attention=network == "AttU_Net")
+
+
+def _published_order(network: str, net: nn.Module) -> list[str]:
+    """Our parameter names, listed in the published registration order."""
+    if network == "U_Net2D5":
+        modules = [("head", net.head), *[(f"decoders.{i}", m) for i, m in enumerate(net.decoders)],
+                   *[(f"encoders.{i}", m) for i, m in enumerate(net.encoders)], ("bottleneck", net.bottleneck)]
+    else:
+        modules = [*[(f"encoders.{i}", m) for i, m in enumerate(net.encoders)],
+                   *[(f"decoders.{i}", m) for i, m in enumerate(net.decoders)], ("head", net.head)]
+    return [f"{prefix}.{name}" for prefix, module in modules for name, _ in module.named_parameters()]
+
+
+@lru_cache(maxsize=None)
+def _layout(network: str, in_channels: int, num_classes: int) -> tuple[tuple[str, ...], dict[str, tuple[int, ...]]]:
+    """(our parameter names in published order, our state-dict key → shape), built on the meta
+    device (no memory, no initialisation cost)."""
+    with torch.device("meta"):
+        net = get_network(network, in_channels=in_channels, num_classes=num_classes)
+    state = net.state_dict()
+    order = tuple(_published_order(network, net))
+    if sorted(order) != sorted(state):  # the networks keep no buffers; a change here must be mapped
+        raise RuntimeError(f"{network}: parameter list and state dict differ; update networks/convert_checkpoint.py")
+    return order, {k: tuple(v.shape) for k, v in state.items()}
+
+
+# --------------------------------------------------------------------------------------------
+# Detection
+# --------------------------------------------------------------------------------------------
+def _strip_module_prefix(state: StateDict) -> dict[str, torch.Tensor]:
+    """Drop a ``module.`` prefix that ``DataParallel``/``DistributedDataParallel`` adds to every key."""
+    keys = list(state)
+    if keys and all(k.startswith("module.") for k in keys):
+        return {k[len("module."):]: v for k, v in state.items()}
+    return dict(state)
+
+
+def detect_published_network(state: StateDict) -> str | None:
+    """The network (``"U_Net2D5"``, ``"U_Net"`` or ``"AttU_Net"``) whose published layout
+    ``state`` has, recognised by its keys; ``None`` if it is not a published state dict."""
+    keys = set(_strip_module_prefix(state))
+    for network, signature in _SIGNATURES.items():  # AttU_Net before U_Net: it has U_Net's keys too
+        if all(k in keys for k in signature):
+            return network
+    return None
+
+
+def _channels_of_ours(state: StateDict) -> tuple[int, int] | None:
+    first, head = state.get("encoders.0.0.weight"), state.get("head.weight")
+    if first is None or head is None or first.ndim != 5 or head.ndim != 5:
+        return None
+    return int(first.shape[1]), int(head.shape[0])
+
+
+def detect_our_network(state: StateDict) -> str | None:
+    """The network whose state dict in our layout ``state`` is (same keys and shapes, for the
+    input and output channels it has); ``None`` if it is none of them."""
+    state = _strip_module_prefix(state)
+    channels = _channels_of_ours(state)
+    if channels is None:
+        return None
+    for network in NETWORKS:
+        _, shapes = _layout(network, *channels)
+        if set(shapes) == set(state) and all(tuple(state[k].shape) == s for k, s in shapes.items()):
+            return network
+    return None
+
+
+def _describe(state: StateDict) -> str:
+    published = detect_published_network(state)
+    if published is not None:
+        return f"a published {published} state dict"
+    ours = detect_our_network(state)
+    if ours is not None:
+        return f"a {ours} state dict in our layout"
+    return "not a state dict of any of " + ", ".join(sorted(NETWORKS))
+
+
+# --------------------------------------------------------------------------------------------
+# Conversion
+# --------------------------------------------------------------------------------------------
+def _published_channels(network: str, state: StateDict) -> tuple[int, int]:
+    if network == "U_Net2D5":
+        first, head = state["conv_blocks_context.0.first_conv.weight"], state["final_conv.weight"]
+    else:
+        first, head = state["Conv1.conv.0.weight"], state["Conv_1x1.weight"]
+    return int(first.shape[1]), int(head.shape[0])
+
+
+def published_to_ours(state: StateDict, network: str) -> "OrderedDict[str, torch.Tensor]":
+    """Rename a published state dict of ``network`` to our keys (same tensors, same devices).
+
+    Args:
+        state: ``torch.save(model.state_dict())`` of the published ``network`` class, loaded
+            (a ``module.`` prefix on every key is accepted).
+        network: the network it must be: ``U_Net2D5``, ``U_Net`` or ``AttU_Net``.
+
+    Returns:
+        Our state dict (keys in our ``state_dict()`` order), for ``load_state_dict(strict=True)``.
+
+    Raises:
+        ValueError: if ``state`` is not the published layout of ``network`` (naming what it is),
+            a key is missing or unexpected, a shape differs, or two aliases of one U_Net2D5
+            tensor hold different values.
+    """
+    _check_network(network)
+    state = _strip_module_prefix(state)
+    found = detect_published_network(state)
+    if found != network:
+        raise ValueError(f"the checkpoint is {_describe(state)}, not a published {network} state dict; "
+                         + (f"use --network {found}" if found else "check the file")
+                         + ("" if found or detect_our_network(state) is None else " (it needs no conversion)"))
+    keys = published_keys(network)
+    expected = {k for k, _ in keys}
+    missing = [k for k, _ in keys if k not in state]
+    unexpected = [k for k in state if k not in expected]
+    if missing or unexpected:
+        raise ValueError(f"published {network} state dict does not have the published keys: "
+                         f"{len(missing)} missing {missing[:3]}, {len(unexpected)} unexpected {unexpected[:3]}")
+    order, shapes = _layout(network, *_published_channels(network, state))
+    by_index: dict[int, tuple[str, torch.Tensor]] = {}
+    for key, index in keys:
+        tensor = state[key]
+        if index in by_index:
+            first_key, first = by_index[index]
+            if first is not tensor and not (first.shape == tensor.shape and torch.equal(first, tensor.to(first.device))):
+                raise ValueError(f"published {network} state dict: {key} and {first_key} must hold the same "
+                                 "tensor (they are two names of one parameter) but differ")
+            continue
+        ours = order[index]
+        if tuple(tensor.shape) != shapes[ours]:
+            raise ValueError(f"published {network} state dict: {key} has shape {list(tensor.shape)}, "
+                             f"expected {list(shapes[ours])} (for our {ours})")
+        by_index[index] = (key, tensor)
+    converted = {order[index]: tensor for index, (_, tensor) in by_index.items()}
+    return OrderedDict((k, converted[k]) for k in shapes)
+
+
+def ours_to_published(state: StateDict, network: str) -> "OrderedDict[str, torch.Tensor]":
+    """Rename our state dict of ``network`` to the published keys, in the published order.
+
+    U_Net2D5's alias keys get the very same tensor object, so ``torch.save`` stores it once, as
+    the published code does.
+
+    Raises:
+        ValueError: if ``state`` is not our ``network`` (naming what it is).
+    """
+    _check_network(network)
+    state = _strip_module_prefix(state)
+    found = detect_our_network(state)
+    if found != network:
+        raise ValueError(f"the checkpoint is {_describe(state)}, not a {network} state dict in our layout"
+                         + (f"; use --network {found}" if found else ""))
+    order, _ = _layout(network, *_channels_of_ours(state))
+    return OrderedDict((key, state[order[index]]) for key, index in published_keys(network))
+
+
+def to_our_state_dict(state: StateDict, network: str) -> "OrderedDict[str, torch.Tensor] | dict[str, torch.Tensor]":
+    """``state`` in our layout whichever layout it has: a published state dict is converted with
+    :func:`published_to_ours` (wrong network: ValueError naming the network it is); anything
+    else is returned as it is (``load_state_dict`` then checks it)."""
+    if detect_published_network(state) is not None:
+        return published_to_ours(state, network)
+    return state
+
+
+# --------------------------------------------------------------------------------------------
+# Files
+# --------------------------------------------------------------------------------------------
+def load_state_dict(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> dict[str, torch.Tensor]:
+    """Load a state dict saved with ``torch.save`` (CUDA tensors are moved to ``map_location``).
+
+    A checkpoint dict of ours (``{"model": state_dict, ...}``) gives its ``model`` entry.
+
+    Raises:
+        FileNotFoundError, ValueError: one line naming the file.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint file not found: {path}")
+    try:
+        obj = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as e:  # pickle, zip and torch raise many types for damaged files
+        reason = (str(e).strip().splitlines() or [type(e).__name__])[0][:160]
+        raise ValueError(f"cannot read checkpoint {path} ({reason}); re-download it") from None
+    if isinstance(obj, Mapping) and "model" in obj and isinstance(obj["model"], Mapping):
+        obj = obj["model"]
+    if not isinstance(obj, Mapping) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
+        raise ValueError(f"checkpoint {path} does not hold a state dict (a mapping of names to tensors)")
+    return dict(obj)
+
+
+def convert_checkpoint(input_path: str | os.PathLike, output_path: str | os.PathLike, network: str,
+                       to: str) -> Path:
+    """Read ``input_path`` on the CPU, convert it ``to`` ``"ours"`` or ``"published"``, write
+    ``output_path`` atomically (a bare state dict, as the published code saves)."""
+    from utilities.io import save_torch
+
+    _check_network(network)
+    if to not in ("ours", "published"):
+        raise ValueError(f"--to must be 'ours' or 'published', got {to!r}")
+    state = load_state_dict(input_path, "cpu")
+    converted = published_to_ours(state, network) if to == "ours" else ours_to_published(state, network)
+    save_torch(converted, output_path)
+    return Path(output_path)
+
+
+def main(argv: list[str] | None = None) -> Path:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--input", required=True, help="state dict to convert (.pth)")
+    p.add_argument("--output", required=True, help="converted state dict to write (.pth)")
+    p.add_argument("--network", required=True, choices=sorted(NETWORKS), help="the network it holds")
+    p.add_argument("--to", required=True, choices=["ours", "published"], help="layout to write")
+    args = p.parse_args(argv)
+    out = convert_checkpoint(args.input, args.output, args.network, args.to)
+    print(f"written {out} ({args.network}, {args.to} layout)")
+    return out
+
+
+if __name__ == "__main__":
+    main()
