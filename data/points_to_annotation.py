@@ -1,0 +1,644 @@
+"""Turn points clicked in a viewer into PA-Seg 7-point annotation volumes (and back).
+
+Input, one file per subject (or a folder of them, matched by subject name):
+
+* 3D Slicer Markups JSON (``.mrk.json``, point list), ``coordinateSystem`` ``LPS`` or ``RAS``.
+* Legacy Slicer Markups CSV (``.fcsv``): its header line ``# CoordinateSystem = LPS``, ``RAS``
+  or ``0`` (the numeric code of RAS; ``1`` is LPS) says the space, ``# columns = ...`` where the
+  coordinates and labels are (newer Slicer versions append columns; they are ignored). A file
+  without the CoordinateSystem line is RAS, as Slicer assumes (a warning says so).
+* A CSV with a header row holding ``x,y,z`` and optionally ``label`` and ``description``:
+  world coordinates in mm with ``--csv_space LPS`` or ``RAS``, or 0-based voxel indices
+  (i, j, k: the NIfTI / SimpleITK index order, x fastest) with ``--csv_space voxel``.
+
+Which point is which, by each point's label (or, if its label does not follow the convention,
+its description; case-insensitive):
+
+* ``bg`` = a background (extreme) point, ``fg`` = the foreground point, of lesion 1;
+  ``bg2`` / ``fg2`` of lesion 2, ``bg3`` / ``fg3`` of lesion 3, ... (``background``,
+  ``foreground``, ``bg_2``, ``bg 2`` are accepted too).
+* A trailing ``-<n>`` is Slicer's automatic point counter and is ignored: a point list named
+  ``bg2`` gives points ``bg2-1`` ... ``bg2-6``, all background points of lesion 2; ``bg-3`` is a
+  background point of lesion 1, *not* of lesion 3.
+* Without labels (all points named otherwise, e.g. Slicer's ``F-1`` ... ``F-7``) a file must
+  hold the 7 points of one lesion: the point strictly inside the box of the other six is the
+  foreground point (an error if not exactly one is).
+
+Example labels for two lesions: ``bg-1`` ... ``bg-6``, ``fg``, ``bg2-1`` ... ``bg2-6``, ``fg2``.
+
+Output: ``<path_anno_7points>/<subject>_<anno_7points_postfix>.nii.gz``, uint8, on the image's
+grid (world → voxel with the image's origin, spacing and direction, through SimpleITK; a point
+belongs to the voxel whose centre is nearest), 2k − 1 at the six background points and 2k at
+the foreground point of lesion k, as ``generate_geodesic_labels.py`` reads it (it handles two
+lesions). One-line errors, naming the subject and the point: a point outside the image; not
+exactly six background points and one foreground point per lesion; a foreground point outside
+the box of its background points; two points on the same voxel. A warning when two lesions'
+boxes overlap. Every subject is checked before any file is written.
+
+``--to_markups`` does the reverse: it writes each annotation volume as ``.mrk.json`` (LPS,
+labels as above, at the voxel centres) to ``--points``, to check the points over the image in
+Slicer; converting that file back gives the same volume.
+
+Examples::
+
+    # one subject
+    python data/points_to_annotation.py --points ./clicks/vs_gk_5.mrk.json \\
+        --path_images ./data/VS/image_crop/ --image_postfix T2 \\
+        --path_anno_7points ./data/VS/annotation_7points/ --anno_7points_postfix 7points
+    # every subject of a split, from ./clicks/<subject>.mrk.json (or .fcsv, .csv)
+    python data/points_to_annotation.py --points ./clicks/ --dataset_split ./splits/split_VS.csv \\
+        --path_images ./data/VS/image_crop/ --image_postfix T2 \\
+        --path_anno_7points ./data/VS/annotation_7points/ --anno_7points_postfix 7points
+"""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import argparse
+import csv
+import io
+import json
+import logging
+import os
+import re
+from dataclasses import dataclass
+from typing import Sequence
+
+import numpy as np
+import SimpleITK as sitk
+
+from utilities.cli import LOGGER_NAME, setup_logger
+from utilities.io import ensure_writable_dir, read_image, save_text, write_image
+from utilities.splits import PHASES, subjects_of
+
+__all__ = [
+    "EXTENSIONS",
+    "MAX_LESIONS",
+    "ControlPoint",
+    "parse_role",
+    "read_points",
+    "annotation_from_points",
+    "markups_from_annotation",
+    "points_to_annotations",
+    "annotations_to_markups",
+    "main",
+]
+
+logger = logging.getLogger(LOGGER_NAME)
+
+#: Point-file extensions, in the order they are looked for.
+EXTENSIONS = (".mrk.json", ".fcsv", ".csv")
+#: Values 2k must fit in uint8.
+MAX_LESIONS = 127
+#: Voxel indices read from a CSV must be integers up to this much.
+_INDEX_TOL = 1e-6
+_SCHEMA = ("https://raw.githubusercontent.com/slicer/slicer/master/Modules/Loadable/Markups/Resources/"
+           "Schema/markups-schema-v1.0.3.json#")
+_ROLE = re.compile(r"^(fg|bg|foreground|background)(?:[ _]?(\d+))?(?:-\d+)?$", re.IGNORECASE)
+
+
+@dataclass(frozen=True)
+class ControlPoint:
+    """One clicked point: its label and description as written, and its position (LPS mm, or a
+    voxel index for a ``--csv_space voxel`` CSV)."""
+
+    label: str
+    description: str
+    position: tuple[float, float, float]
+
+
+def parse_role(text: str) -> tuple[int, bool] | None:
+    """``(lesion, is_foreground)`` named by a point label, or ``None`` if it names no role.
+
+    >>> parse_role("bg-3"), parse_role("FG2"), parse_role("bg2-4"), parse_role("F-1")
+    ((1, False), (2, True), (2, False), None)
+    """
+    match = _ROLE.match(text.strip())
+    if match is None:
+        return None
+    lesion = int(match.group(2)) if match.group(2) else 1
+    return lesion, match.group(1).lower() in ("fg", "foreground")
+
+
+# --------------------------------------------------------------------------------------------
+# Reading point files
+# --------------------------------------------------------------------------------------------
+def _space(text: str, path: Path, what: str) -> str:
+    value = text.strip().upper()
+    if value in ("LPS", "1"):
+        return "LPS"
+    if value in ("RAS", "0"):
+        return "RAS"
+    raise ValueError(f"point file {path}: {what} {text.strip()!r} is not LPS, RAS, 0 (RAS) or 1 (LPS)")
+
+
+def _number(text: str, path: Path, where: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise ValueError(f"point file {path}: {where} is {text!r}, not a number") from None
+    if not np.isfinite(value):
+        raise ValueError(f"point file {path}: {where} is {text!r}, not a finite number")
+    return value
+
+
+def _read_mrk_json(path: Path) -> tuple[list[ControlPoint], str]:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise ValueError(f"point file {path} is not valid JSON ({e}); re-save it from Slicer") from None
+    markups = data.get("markups") if isinstance(data, dict) else None
+    if not isinstance(markups, list) or not markups:
+        raise ValueError(f"point file {path} has no 'markups' list; expected a Slicer .mrk.json point list")
+    points: list[ControlPoint] = []
+    spaces = set()
+    for m, markup in enumerate(markups):
+        kind = markup.get("type", "Fiducial")
+        if kind != "Fiducial":
+            raise ValueError(f"point file {path}: markup {m} is a {kind!r}, expected a point list ('Fiducial')")
+        if "coordinateSystem" not in markup:
+            raise ValueError(f"point file {path}: markup {m} has no 'coordinateSystem'; add "
+                             "\"coordinateSystem\": \"LPS\" (or \"RAS\") as Slicer writes it")
+        spaces.add(_space(str(markup["coordinateSystem"]), path, "coordinateSystem"))
+        units = markup.get("coordinateUnits", "mm")
+        if units != "mm":
+            raise ValueError(f"point file {path}: coordinateUnits is {units!r}; expected 'mm'")
+        for c, point in enumerate(markup.get("controlPoints", [])):
+            label = str(point.get("label", ""))
+            where = f"control point {c} ({label!r})"
+            status = point.get("positionStatus", "defined")
+            if status != "defined":
+                raise ValueError(f"point file {path}: {where} has positionStatus {status!r}; place it or delete it")
+            position = point.get("position")
+            if not isinstance(position, list) or len(position) != 3:
+                raise ValueError(f"point file {path}: {where} has position {position!r}; expected 3 numbers")
+            xyz = tuple(_number(str(v), path, f"{where} position") for v in position)
+            points.append(ControlPoint(label, str(point.get("description", "")), xyz))  # type: ignore[arg-type]
+    if len(spaces) > 1:
+        raise ValueError(f"point file {path} mixes coordinate systems {sorted(spaces)}; save it in one")
+    return points, spaces.pop()
+
+
+def _read_fcsv(path: Path) -> tuple[list[ControlPoint], str]:
+    text = path.read_text(encoding="utf-8")
+    space = None
+    columns = None
+    versioned = False
+    rows = []
+    for line in text.splitlines():
+        if line.startswith("#"):
+            body = line[1:].strip()
+            key, _, value = body.partition("=")
+            key = key.strip().lower()
+            if key == "coordinatesystem":
+                space = _space(value, path, "CoordinateSystem")
+            elif key == "columns":
+                columns = [c.strip().lower() for c in value.split(",")]
+            elif key.startswith("markups fiducial file version"):
+                versioned = True
+        elif line.strip():
+            rows.append(line)
+    if not versioned and columns is None:
+        raise ValueError(f"point file {path} has no '# Markups fiducial file version' header; "
+                         "re-save it from Slicer 4 or later")
+    if space is None:
+        logger.warning("point file %s has no '# CoordinateSystem' line: reading it as RAS, as Slicer does", path)
+        space = "RAS"
+    columns = columns or ["id", "x", "y", "z", "ow", "ox", "oy", "oz", "vis", "sel", "lock", "label", "desc",
+                          "associatednodeid"]
+    try:
+        ix, iy, iz = (columns.index(c) for c in ("x", "y", "z"))
+    except ValueError:
+        raise ValueError(f"point file {path}: its '# columns' line has no x, y, z: {columns}") from None
+    il = columns.index("label") if "label" in columns else None
+    idesc = columns.index("desc") if "desc" in columns else None
+    points = []
+    for r, fields in enumerate(csv.reader(io.StringIO("\n".join(rows)))):
+        where = f"row {r + 1}"
+        if len(fields) <= max(ix, iy, iz):
+            raise ValueError(f"point file {path}: {where} has {len(fields)} fields; expected at least {max(ix, iy, iz) + 1}")
+        label = fields[il] if il is not None and il < len(fields) else ""
+        desc = fields[idesc] if idesc is not None and idesc < len(fields) else ""
+        xyz = tuple(_number(fields[i], path, f"{where} ({label!r}) {c}") for i, c in ((ix, "x"), (iy, "y"), (iz, "z")))
+        points.append(ControlPoint(label, desc, xyz))  # type: ignore[arg-type]
+    return points, space
+
+
+def _read_csv(path: Path, csv_space: str | None) -> tuple[list[ControlPoint], str]:
+    if csv_space is None:
+        raise ValueError(f"point file {path} is a CSV: pass --csv_space LPS, RAS (world mm) or voxel (indices)")
+    if csv_space not in ("LPS", "RAS", "voxel"):
+        raise ValueError(f"--csv_space must be LPS, RAS or voxel, got {csv_space!r}")
+    reader = csv.DictReader(io.StringIO(path.read_text(encoding="utf-8-sig")), skipinitialspace=True)
+    header = [(h or "").strip().lower() for h in (reader.fieldnames or [])]
+    if not {"x", "y", "z"} <= set(header):
+        raise ValueError(f"point file {path} needs a header row with columns x, y, z (and optionally label, "
+                         f"description); got {header}")
+    reader.fieldnames = header
+    points = []
+    for r, row in enumerate(reader):
+        label = (row.get("label") or "").strip()
+        where = f"row {r + 1} ({label!r})"
+        xyz = tuple(_number((row.get(c) or "").strip(), path, f"{where} {c}") for c in ("x", "y", "z"))
+        if csv_space == "voxel" and any(abs(v - round(v)) > _INDEX_TOL for v in xyz):
+            raise ValueError(f"point file {path}: {where} has voxel index {list(xyz)}; voxel indices must be integers")
+        points.append(ControlPoint(label, (row.get("description") or "").strip(), xyz))  # type: ignore[arg-type]
+    return points, csv_space
+
+
+def read_points(path: str | os.PathLike, csv_space: str | None = None) -> tuple[list[ControlPoint], str]:
+    """Read a point file; returns the points and their space, ``"LPS"`` or ``"voxel"``.
+
+    RAS positions are turned into LPS (x and y negated), the space SimpleITK works in.
+
+    Raises:
+        FileNotFoundError, ValueError: one line naming the file (and the point).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"point file not found: {path}")
+    name = path.name.lower()
+    try:
+        if name.endswith(".mrk.json") or name.endswith(".json"):
+            points, space = _read_mrk_json(path)
+        elif name.endswith(".fcsv"):
+            points, space = _read_fcsv(path)
+        elif name.endswith(".csv"):
+            points, space = _read_csv(path, csv_space)
+        else:
+            raise ValueError(f"point file {path}: unknown extension; use .mrk.json, .fcsv or .csv")
+    except UnicodeDecodeError:
+        raise ValueError(f"point file {path} is not UTF-8 text; re-save it") from None
+    if not points:
+        raise ValueError(f"point file {path} holds no points")
+    if space == "RAS":
+        points = [ControlPoint(p.label, p.description, (-p.position[0], -p.position[1], p.position[2]))
+                  for p in points]
+        space = "LPS"
+    return points, space
+
+
+# --------------------------------------------------------------------------------------------
+# Points → volume
+# --------------------------------------------------------------------------------------------
+def _name(k: int, point: ControlPoint) -> str:
+    return f"point {k + 1} ({point.label!r})" if point.label else f"point {k + 1}"
+
+
+def _roles(points: Sequence[ControlPoint], continuous: np.ndarray, subject: str) -> list[tuple[int, bool]]:
+    """(lesion, is_foreground) of every point, from the labels or, without them, geometrically."""
+    roles = [parse_role(p.label) or parse_role(p.description) for p in points]
+    if all(r is None for r in roles):
+        if len(points) != 7:
+            raise ValueError(f"{subject}: the {len(points)} points have no fg/bg labels; without labels a file "
+                             "must hold exactly 7 points (one lesion): label them bg, fg (bg2, fg2, ... for more lesions)")
+        inside = []
+        for k in range(7):
+            others = np.delete(continuous, k, axis=0)
+            if np.all((continuous[k] > others.min(0)) & (continuous[k] < others.max(0))):
+                inside.append(k)
+        if len(inside) != 1:
+            raise ValueError(f"{subject}: the 7 points have no fg/bg labels and {len(inside)} of them lie strictly "
+                             "inside the box of the other six, so the foreground point is unclear; label them bg, fg")
+        return [(1, k == inside[0]) for k in range(7)]
+    for k, role in enumerate(roles):
+        if role is None:
+            raise ValueError(f"{subject}: {_name(k, points[k])} has no fg/bg label while others have; label every "
+                             "point (bg, fg; bg2, fg2 for lesion 2) or none")
+        if not 1 <= role[0] <= MAX_LESIONS:
+            raise ValueError(f"{subject}: {_name(k, points[k])} names lesion {role[0]}; lesions are numbered 1.."
+                             f"{MAX_LESIONS} (bg, fg for lesion 1; bg2, fg2 for lesion 2)")
+    return roles  # type: ignore[return-value]
+
+
+def annotation_from_points(points: Sequence[ControlPoint], space: str, reference: sitk.Image,
+                           subject: str = "subject") -> np.ndarray:
+    """The 7-point annotation of ``points`` on the grid of ``reference``.
+
+    Args:
+        points: the subject's points (:func:`read_points`).
+        space: ``"LPS"`` (world mm, mapped with the reference's origin, spacing and direction:
+            the nearest voxel centre) or ``"voxel"`` (0-based (i, j, k) indices).
+        reference: the image whose grid the annotation is on (only its geometry is used).
+        subject: name for messages.
+
+    Returns:
+        uint8 array in SimpleITK order (z, y, x): 0 elsewhere, 2k − 1 at the six background
+        points and 2k at the foreground point of lesion k.
+
+    Raises:
+        ValueError: one line naming the subject and the point, for every check of the module.
+    """
+    size = np.array(reference.GetSize())
+    if space == "voxel":
+        continuous = np.array([p.position for p in points], dtype=np.float64)
+    elif space == "LPS":
+        continuous = np.array([reference.TransformPhysicalPointToContinuousIndex(p.position) for p in points])
+    else:
+        raise ValueError(f"space must be 'LPS' or 'voxel', got {space!r}")
+    index = np.floor(continuous + 0.5).astype(np.int64)
+    for k, point in enumerate(points):
+        if np.any(index[k] < 0) or np.any(index[k] >= size):
+            where = (f"voxel index {index[k].tolist()}" if space == "voxel"
+                     else f"LPS {[round(v, 3) for v in point.position]} mm (voxel {index[k].tolist()})")
+            raise ValueError(f"{subject}: {_name(k, point)} at {where} lies outside the image (size "
+                             f"{size.tolist()}); is it placed on this image, in the right coordinate system?")
+    seen: dict[tuple[int, ...], int] = {}
+    for k, voxel in enumerate(map(tuple, index.tolist())):
+        if voxel in seen:
+            j = seen[voxel]
+            raise ValueError(f"{subject}: {_name(j, points[j])} and {_name(k, points[k])} fall on the same voxel "
+                             f"{list(voxel)}; move one of them")
+        seen[voxel] = k
+
+    roles = _roles(points, continuous, subject)
+    lesions = sorted({lesion for lesion, _ in roles})
+    if lesions != list(range(1, len(lesions) + 1)):
+        raise ValueError(f"{subject}: the points name lesions {lesions}; number them 1, 2, ... without gaps "
+                         "(bg, fg; bg2, fg2; ...)")
+    boxes = []
+    for lesion in lesions:
+        members = [k for k, role in enumerate(roles) if role[0] == lesion]
+        bg = [k for k in members if not roles[k][1]]
+        fg = [k for k in members if roles[k][1]]
+        if len(bg) != 6 or len(fg) != 1:
+            names = ", ".join(_name(k, points[k]) for k in members)
+            raise ValueError(f"{subject}: lesion {lesion} has {len(bg)} background and {len(fg)} foreground "
+                             f"point(s) ({names}); expected exactly 6 and 1")
+        lo, hi = index[bg].min(0), index[bg].max(0)
+        f = fg[0]
+        if np.any(index[f] < lo) or np.any(index[f] > hi):
+            raise ValueError(f"{subject}: the foreground {_name(f, points[f])} of lesion {lesion} at voxel "
+                             f"{index[f].tolist()} lies outside the box {lo.tolist()}..{hi.tolist()} of its "
+                             "background points; check its label or its position")
+        boxes.append((lesion, np.minimum(lo, index[f]), np.maximum(hi, index[f])))
+    for a in range(len(boxes)):
+        for b in range(a + 1, len(boxes)):
+            (la, loa, hia), (lb, lob, hib) = boxes[a], boxes[b]
+            if np.all(loa <= hib) and np.all(lob <= hia):
+                logger.warning("%s: the boxes of lesions %d and %d overlap; the geodesic expansion merges them there",
+                               subject, la, lb)
+    if len(lesions) > 2:
+        logger.warning("%s: %d lesions annotated; generate_geodesic_labels.py reads at most 2", subject, len(lesions))
+
+    annotation = np.zeros(tuple(size[::-1]), dtype=np.uint8)
+    for k, (lesion, is_fg) in enumerate(roles):
+        i, j, kk = index[k]
+        annotation[kk, j, i] = 2 * lesion if is_fg else 2 * lesion - 1
+    return annotation
+
+
+# --------------------------------------------------------------------------------------------
+# Volume → markups
+# --------------------------------------------------------------------------------------------
+def markups_from_annotation(annotation: sitk.Image, subject: str = "annotation") -> dict:
+    """A Slicer ``.mrk.json`` point list (LPS, voxel centres) of a 7-point annotation volume.
+
+    Labels follow the module's convention: ``bg-1`` ... ``bg-6`` and ``fg`` for lesion 1,
+    ``bg2-1`` ... and ``fg2`` for lesion 2, ...; the description says the voxel index.
+    """
+    values = sitk.GetArrayViewFromImage(annotation)
+    if annotation.GetDimension() != 3:
+        raise ValueError(f"{subject}: the annotation is {annotation.GetDimension()}D; expected a 3D volume")
+    nonzero = values[values != 0]
+    if nonzero.size == 0:
+        raise ValueError(f"{subject}: the annotation has no points (all 0)")
+    if np.any(nonzero != np.round(nonzero)) or np.any(nonzero < 0) or np.any(nonzero > 2 * MAX_LESIONS):
+        bad = np.unique(nonzero[(nonzero != np.round(nonzero)) | (nonzero < 0) | (nonzero > 2 * MAX_LESIONS)])
+        raise ValueError(f"{subject}: the annotation holds values {bad[:5].tolist()}; expected integers 0..{2 * MAX_LESIONS}")
+    control_points = []
+    for value in np.unique(nonzero).astype(int).tolist():
+        lesion, is_fg = (value + 1) // 2, value % 2 == 0
+        stem = ("fg" if is_fg else "bg") + ("" if lesion == 1 else str(lesion))
+        voxels = np.argwhere(values == value)[:, ::-1]  # (z, y, x) → index (i, j, k)
+        for n, voxel in enumerate(voxels.tolist(), start=1):
+            label = stem if is_fg and len(voxels) == 1 else f"{stem}-{n}"
+            position = annotation.TransformIndexToPhysicalPoint([int(v) for v in voxel])
+            control_points.append({
+                "id": str(len(control_points) + 1), "label": label,
+                "description": f"lesion {lesion} {'foreground' if is_fg else 'background'}, voxel {voxel}",
+                "position": [float(v) for v in position], "positionStatus": "defined",
+            })
+    return {"@schema": _SCHEMA,
+            "markups": [{"type": "Fiducial", "coordinateSystem": "LPS", "coordinateUnits": "mm",
+                         "controlPoints": control_points}]}
+
+
+# --------------------------------------------------------------------------------------------
+# Files
+# --------------------------------------------------------------------------------------------
+def _image_path(folder: str | os.PathLike, subject: str, postfix: str) -> Path:
+    return Path(folder) / f"{subject}_{postfix}.nii.gz"
+
+
+def _points_stem(subject: str, points_postfix: str) -> str:
+    return f"{subject}_{points_postfix}" if points_postfix else subject
+
+
+def _subject_of_file(path: Path, points_postfix: str) -> str | None:
+    for ext in EXTENSIONS:
+        if path.name.lower().endswith(ext):
+            stem = path.name[: -len(ext)]
+            if points_postfix:
+                return stem[: -len(points_postfix) - 1] if stem.endswith(f"_{points_postfix}") else None
+            return stem
+    return None
+
+
+def _reference(path: Path) -> sitk.Image:
+    """An image with the geometry of ``path`` (read from its header only)."""
+    if not path.is_file():
+        raise FileNotFoundError(f"image file not found: {path} (check --path_images/--image_postfix)")
+    reader = sitk.ImageFileReader()
+    reader.SetFileName(str(path))
+    try:
+        reader.ReadImageInformation()
+    except RuntimeError as e:
+        reason = (str(e).strip().splitlines() or ["unknown reason"])[-1]
+        raise ValueError(f"cannot read image file {path} (unreadable or truncated: {reason}); "
+                         "re-create or re-download it") from None
+    if reader.GetDimension() != 3:
+        raise ValueError(f"image file {path} is {reader.GetDimension()}D; expected a 3D volume")
+    image = sitk.Image([int(s) for s in reader.GetSize()], sitk.sitkUInt8)
+    image.SetOrigin(reader.GetOrigin())
+    image.SetSpacing(reader.GetSpacing())
+    image.SetDirection(reader.GetDirection())
+    return image
+
+
+def _find_point_files(folder: Path, subjects: Sequence[str] | None, points_postfix: str) -> dict[str, Path]:
+    """Subject → point file in ``folder``; every subject must have exactly one."""
+    files: dict[str, list[Path]] = {}
+    unmatched = []
+    for path in sorted(folder.iterdir()):
+        subject = _subject_of_file(path, points_postfix) if path.is_file() else None
+        if subject is None or (subjects is not None and subject not in subjects):
+            if path.is_file():
+                unmatched.append(path.name)
+            continue
+        files.setdefault(subject, []).append(path)
+    if subjects is None:
+        subjects = sorted(files)
+        if not subjects:
+            raise FileNotFoundError(f"no point files ({', '.join(EXTENSIONS)}) in {folder}"
+                                    + (f" named <subject>_{points_postfix}.*" if points_postfix else ""))
+    missing = [f"{folder / _points_stem(s, points_postfix)}.*" for s in subjects if s not in files]
+    if missing:
+        raise FileNotFoundError(f"{len(missing)} subject(s) have no point file ({', '.join(EXTENSIONS)}): "
+                                f"{'; '.join(missing[:10])}{' ...' if len(missing) > 10 else ''}; check --points "
+                                "and --points_postfix")
+    several = {s: p for s, p in files.items() if len(p) > 1}
+    if several:
+        s, paths = next(iter(several.items()))
+        raise ValueError(f"{s} has several point files: {', '.join(p.name for p in paths)}; keep one")
+    if unmatched:
+        logger.warning("%d file(s) in %s match no subject and are not used: %s", len(unmatched), folder,
+                       ", ".join(unmatched[:10]) + (" ..." if len(unmatched) > 10 else ""))
+    return {s: files[s][0] for s in subjects}
+
+
+def points_to_annotations(points: str | os.PathLike, path_images: str | os.PathLike, image_postfix: str,
+                          path_anno_7points: str | os.PathLike, anno_7points_postfix: str = "7points",
+                          dataset_split: str | os.PathLike | None = None, phase: str | None = None,
+                          subject: str | None = None, points_postfix: str = "",
+                          csv_space: str | None = None) -> list[Path]:
+    """Write the annotation volume of every subject's point file.
+
+    Args:
+        points: one point file, or a folder of ``<subject>[_<points_postfix>].<ext>`` files.
+        path_images, image_postfix: the images, ``<path_images>/<subject>_<image_postfix>.nii.gz``.
+        path_anno_7points, anno_7points_postfix: where the annotations go.
+        dataset_split, phase: with a folder, the subjects to convert (default: every file in it).
+        subject: with one file, its subject (default: the file name without extension/postfix).
+        points_postfix: the postfix of the point files' names.
+        csv_space: ``LPS``, ``RAS`` or ``voxel`` for CSV files.
+
+    Returns:
+        The written files, in subject order. Nothing is written if any subject fails a check.
+    """
+    points = Path(points)
+    if csv_space is not None and csv_space not in ("LPS", "RAS", "voxel"):
+        raise ValueError(f"--csv_space must be LPS, RAS or voxel, got {csv_space!r}")
+    if points.is_dir():
+        if subject is not None:
+            raise ValueError("--subject goes with a single point file, but --points is a folder; use --dataset_split")
+        subjects = None if dataset_split is None else subjects_of(dataset_split, phase)
+        if subjects is not None and not subjects:
+            raise ValueError(f"split file {dataset_split} lists no subjects" + (f" of phase {phase}" if phase else ""))
+        files = _find_point_files(points, subjects, points_postfix)
+    elif points.is_file():
+        if dataset_split is not None:
+            raise ValueError(f"--dataset_split goes with a folder of point files, but --points {points} is one file")
+        name = subject or _subject_of_file(points, points_postfix)
+        if not name:
+            raise ValueError(f"cannot tell the subject of {points} from its name; pass --subject")
+        files = {name: points}
+    else:
+        raise FileNotFoundError(f"--points {points} does not exist (a point file or a folder of them)")
+
+    prepared = []
+    for name, path in files.items():
+        control_points, space = read_points(path, csv_space)
+        reference = _reference(_image_path(path_images, name, image_postfix))
+        try:
+            annotation = annotation_from_points(control_points, space, reference, name)
+        except ValueError as e:
+            raise ValueError(f"{e} [point file {path}]") from None
+        prepared.append((name, annotation, reference))
+    out_dir = ensure_writable_dir(path_anno_7points)
+    written = []
+    for name, annotation, reference in prepared:
+        image = sitk.GetImageFromArray(annotation)
+        image.CopyInformation(reference)
+        path = _image_path(out_dir, name, anno_7points_postfix)
+        write_image(image, path)
+        logger.info("%s: %d lesion(s) → %s", name, (int(annotation.max()) + 1) // 2, path)
+        written.append(path)
+    logger.info("wrote %d annotation(s) to %s", len(written), out_dir)
+    return written
+
+
+def annotations_to_markups(points: str | os.PathLike, path_anno_7points: str | os.PathLike,
+                           anno_7points_postfix: str = "7points", dataset_split: str | os.PathLike | None = None,
+                           phase: str | None = None, subject: str | None = None,
+                           points_postfix: str = "") -> list[Path]:
+    """Write each annotation volume as a Slicer ``.mrk.json`` (the reverse of
+    :func:`points_to_annotations`).
+
+    Args:
+        points: output ``.mrk.json`` file (with ``subject``) or folder, which gets
+            ``<subject>[_<points_postfix>].mrk.json``.
+        dataset_split, phase: the subjects (default: every annotation in ``path_anno_7points``).
+    """
+    points = Path(points)
+    if points.name.lower().endswith(".mrk.json"):
+        if subject is None:
+            raise ValueError(f"--to_markups writes one file {points}: pass --subject")
+        targets = {subject: points}
+    else:
+        if subject is not None:
+            subjects = [subject]
+        elif dataset_split is not None:
+            subjects = subjects_of(dataset_split, phase)
+        else:
+            suffix = f"_{anno_7points_postfix}.nii.gz"
+            folder = Path(path_anno_7points)
+            if not folder.is_dir():
+                raise FileNotFoundError(f"annotation folder {folder} does not exist (check --path_anno_7points)")
+            subjects = sorted(p.name[: -len(suffix)] for p in folder.glob(f"*{suffix}"))
+        if not subjects:
+            raise ValueError(f"no subjects to convert (no *_{anno_7points_postfix}.nii.gz in {path_anno_7points})")
+        targets = {s: points / f"{_points_stem(s, points_postfix)}.mrk.json" for s in subjects}
+    sources = {s: _image_path(path_anno_7points, s, anno_7points_postfix) for s in targets}
+    missing = [str(p) for p in sources.values() if not p.is_file()]
+    if missing:
+        raise FileNotFoundError(f"{len(missing)} annotation file(s) missing: {'; '.join(missing[:10])}; "
+                                "check --path_anno_7points/--anno_7points_postfix")
+    documents = {s: markups_from_annotation(read_image(sources[s], "annotation"), s) for s in targets}
+    written = []
+    for s, target in targets.items():
+        ensure_writable_dir(target.parent)
+        save_text(json.dumps(documents[s], indent=2) + "\n", target)
+        written.append(target)
+    logger.info("wrote %d markups file(s)", len(written))
+    return written
+
+
+def main(argv: list[str] | None = None) -> list[Path]:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter,
+                                     epilog="Point labels: bg / fg for lesion 1, bg2 / fg2 for lesion 2, ...; a "
+                                            "trailing -<n> (Slicer's counter) is ignored. See the module docstring.")
+    parser.add_argument("--points", required=True,
+                        help="point file (.mrk.json, .fcsv, .csv) of one subject, or a folder of "
+                             "<subject>[_<points_postfix>].<ext>; with --to_markups the output file or folder")
+    parser.add_argument("--subject", default=None, help="with one point file: its subject (default: from its name)")
+    parser.add_argument("--dataset_split", default=None,
+                        help="with a folder: convert the subjects of this split (default: every file)")
+    parser.add_argument("--phase", default=None, choices=list(PHASES), help="only the subjects of this phase")
+    parser.add_argument("--path_images", default="./data/VS/image_crop/", help="folder of the images")
+    parser.add_argument("--image_postfix", default="T2", help="images are <subject>_<postfix>.nii.gz")
+    parser.add_argument("--path_anno_7points", default="./data/VS/annotation_7points/",
+                        help="folder of the annotation volumes (output; input with --to_markups)")
+    parser.add_argument("--anno_7points_postfix", default="7points",
+                        help="annotations are <subject>_<postfix>.nii.gz")
+    parser.add_argument("--points_postfix", default="", help="point files are <subject>_<postfix>.<ext> ('' : <subject>.<ext>)")
+    parser.add_argument("--csv_space", default=None, choices=["LPS", "RAS", "voxel"],
+                        help="coordinates of CSV point files: world mm in LPS or RAS, or 0-based voxel indices i,j,k")
+    parser.add_argument("--to_markups", action="store_true",
+                        help="the reverse: write the annotation volumes as .mrk.json to --points")
+    args = parser.parse_args(argv)
+    setup_logger(None)
+    if args.to_markups:
+        return annotations_to_markups(args.points, args.path_anno_7points, args.anno_7points_postfix,
+                                      args.dataset_split, args.phase, args.subject, args.points_postfix)
+    return points_to_annotations(args.points, args.path_images, args.image_postfix, args.path_anno_7points,
+                                 args.anno_7points_postfix, args.dataset_split, args.phase, args.subject,
+                                 args.points_postfix, args.csv_space)
+
+
+if __name__ == "__main__":
+    main()
