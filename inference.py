@@ -23,7 +23,9 @@ from utilities.cli import (add_common_args, check_spatial_shape, positive_int, r
 from utilities.data import ImageSource, load_phase, make_volume_loader
 from utilities.io import prediction_path, save_nifti
 from utilities.splits import PHASES
-from utilities.training import Amp, load_model_weights, sliding_window_predict
+from utilities.checkpoints import load_model_weights
+from utilities.optim import Amp
+from utilities.prediction import sliding_window_predict
 
 __all__ = ["checkpoint_path", "from_canonical", "run_inference", "main"]
 

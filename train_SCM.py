@@ -15,23 +15,26 @@ from __future__ import annotations
 
 import argparse
 import copy
-import time
+import logging
 from pathlib import Path
-from typing import Any
+from typing import Any, Mapping, Sequence
 
 import torch
 from torch import nn
-from tqdm import tqdm
 
 from networks import NETWORKS, get_network
-from utilities.cli import add_common_args, check_spatial_shape, positive_float, positive_int
-from utilities.io import save_torch
+from utilities.checkpoints import TrainingState, load_model_weights
+from utilities.cli import (add_common_args, add_data_args, add_training_args, check_spatial_shape, data_config,
+                           positive_float, positive_int, run_options)
+from utilities.data import TrainingData, load_training_data
+from utilities.distributed import wrap_ddp
+from utilities.engine import (BestCheckpoint, Callback, CollapseWatch, FitConfig, LossPart, StepInfo, StepOutput,
+                              fit)
 from utilities.losses import DiceCELoss, KDLoss
-from utilities.schedules import poly_lr
-from utilities.training import (Amp, add_data_args, data_sources, validation_sources, CsvLog, TensorBoard, add_training_args, check_finite, check_finite_weights,
-                                evaluate, load_data, load_model_weights, load_resume_state, make_loaders,
-                                make_optimizer, mean_over_ranks, mean_scores, rng_state, save_model, set_lr,
-                                set_rng_state, slice_grid, start_run, unwrap, wrap_ddp)
+from utilities.optim import Amp, make_optimizer
+from utilities.runs import start_run
+
+logger = logging.getLogger("paseg")
 
 NUM_CLASSES = 2
 IN_CHANNELS = 1
@@ -136,162 +139,111 @@ def scm_losses(student_logits: torch.Tensor, own_teacher: torch.Tensor, other_te
     return {"self": self_term, "kd": kd_term, "loss": (1.0 - weight_kd) * self_term + weight_kd * kd_term}
 
 
-def train(args: argparse.Namespace) -> Path:
+class TeacherReload(Callback):
+    """Every ``--iterative_epochs`` epochs, reload both teachers from the students' best checkpoints."""
+
+    def __init__(self, every: int, best_files: dict[int, Path], names: dict[int, str], device: torch.device) -> None:
+        self.every, self.best_files, self.names, self.device = every, best_files, names, device
+
+    def on_validated(self, epoch: int, row: dict[str, Any], state: TrainingState) -> dict[str, Any]:
+        reloaded = (epoch + 1) % self.every == 0
+        if reloaded:
+            for k in (1, 2):
+                load_model_weights(state.extras[f"teacher{k}"], self.best_files[k], self.names[k],
+                                   map_location=self.device, flag=f"--network{k}")
+            logger.info("epoch %d: teachers reloaded from %s and %s", epoch + 1, self.best_files[1],
+                        self.best_files[2])
+        return {"teachers_reloaded": int(reloaded)}
+
+
+class SCMStep:
+    """One step of both students: the frozen teachers' logits, then each student's SCM loss."""
+
+    def __init__(self, students: dict[int, nn.Module], teachers: dict[int, nn.Module], amp: Amp,
+                 device: torch.device, weight_kd: float, T: float) -> None:
+        self.students, self.teachers, self.amp, self.device = students, teachers, amp, device
+        self.dice_ce, self.kd, self.weight_kd = DiceCELoss(), KDLoss(T=T), weight_kd
+
+    def __call__(self, batch: Mapping[str, Any], info: StepInfo) -> StepOutput:
+        image = batch["image"].to(self.device, non_blocking=True)
+        # Teachers run under inference_mode; clone() outside it gives ordinary tensors for the losses.
+        teacher_logits = {k: _teacher_logits(self.teachers[k], image, self.amp).clone() for k in (1, 2)}
+        log: dict[str, Any] = {}
+        parts: dict[str, list[LossPart]] = {}
+        for k, other in ((1, 2), (2, 1)):
+            with self.amp.autocast():
+                logits = self.students[k](image)
+            terms = scm_losses(logits, teacher_logits[k], teacher_logits[other], self.dice_ce, self.kd,
+                               self.weight_kd)
+            log |= {f"{name}{k}": value.detach() for name, value in terms.items()}
+            with torch.no_grad():
+                log[f"fg_train{k}"] = (logits.argmax(1) > 0).float().mean()
+                log[f"teacher_fg{k}"] = (teacher_logits[k].argmax(1) > 0).float().mean()
+            parts[f"optimizer{k}"] = [LossPart(f"self{k}", (1.0 - self.weight_kd) * terms["self"], logits),
+                                      LossPart(f"kd{k}", self.weight_kd * terms["kd"], logits)]
+        return StepOutput(log, parts)
+
+
+def train(args: argparse.Namespace, callbacks: Sequence[Callback] = ()) -> Path:
     """Run SCM co-training; returns ``<model_dir>``."""
     names = {1: args.network1, 2: args.network2}
     run_dirs = {k: Path(args.model_dir) / names[k] for k in (1, 2)}
     models_dirs = {k: run_dirs[k] / "models" for k in (1, 2)}
     latest = models_dirs[1] / "CP_latest_SCM.pth"
     pretrained = pretrained_paths(args)
-    src = data_sources(args)
-    val_required, val_optional = validation_sources(args, src)
+    data = data_config(args)
 
-    def preflight() -> tuple[Any, dict[int, nn.Module]]:
-        return (load_data(args, [src["image"]], val_required, val_optional),
-                load_students(names, pretrained))
+    def preflight() -> tuple[TrainingData, dict[int, nn.Module]]:
+        return load_training_data(data, ["image"]), load_students(names, pretrained)
 
-    ctx, device, logger, latest_path, (caches, students) = start_run(
-        args, [run_dirs[1], run_dirs[2]], latest, "log_SCM", preflight=preflight)
+    ctx, device, _, latest_path, (training_data, students) = start_run(
+        run_options(args), vars(args), [run_dirs[1], run_dirs[2]], latest, "log_SCM", preflight=preflight)
     generator = torch.Generator().manual_seed(args.seed + ctx.rank)
-    train_loader, val_loader, train_sampler = make_loaders(args, caches, ctx, generator)
-
-    teachers, optimizers = {}, {}
+    train_loader, val_loader, sampler = training_data.loaders(args.spatial_shape, args.batch_size, args.num_workers,
+                                                              args.seed, ctx, generator)
+    amp = Amp(args.amp, device)
+    teachers = {}
     for k in (1, 2):
         students[k] = students[k].to(device)
         teachers[k] = freeze(copy.deepcopy(students[k]))
-        optimizers[k] = make_optimizer(students[k], args.learning_rate)
         logger.info("model%d: %s from %s", k, names[k], pretrained[k])
-    amp = Amp(args.amp, device)
-    dice_ce, kd = DiceCELoss(), KDLoss(T=args.T)
-
-    start_epoch = 0
-    best, best_epoch = {1: -1.0, 2: -1.0}, {1: -1, 2: -1}
+    state = TrainingState({f"model{k}": students[k] for k in (1, 2)},
+                          {f"optimizer{k}": make_optimizer(students[k], args.learning_rate, args.momentum)
+                           for k in (1, 2)},
+                          amp, {f"network{k}": names[k] for k in (1, 2)}, vars(args),
+                          extras={f"teacher{k}": teachers[k] for k in (1, 2)})
     if latest_path is not None:
-        state = load_resume_state(latest_path, args, {f"network{k}": names[k] for k in (1, 2)},
-                                  map_location=device)
-        for k in (1, 2):
-            students[k].load_state_dict(state[f"model{k}"])
-            teachers[k].load_state_dict(state[f"teacher{k}"])
-            optimizers[k].load_state_dict(state[f"optimizer{k}"])
-            best[k], best_epoch[k] = state[f"best_metric{k}"], state[f"best_epoch{k}"]
-        amp.scaler.load_state_dict(state["scaler"])
-        start_epoch = state["epoch"]
-        set_rng_state(state["rng"][min(ctx.rank, len(state["rng"]) - 1)], generator)
-        logger.info("resumed from %s at epoch %d", latest_path, start_epoch)
+        state.load(latest_path, device, generator, ctx.rank)
     for k in (1, 2):
-        students[k] = wrap_ddp(students[k], ctx, device)
+        students[k] = state.models[f"model{k}"] = wrap_ddp(students[k], ctx, device)
 
-    csv_log = CsvLog(run_dirs[1] / "log_SCM.csv", start_epoch) if ctx.is_main else None
-    tb = TensorBoard(run_dirs[1] / "tensorboard_SCM" if ctx.is_main else None)
     best_files = {k: models_dirs[k] / f"CP_best_model{k}.pth" for k in (1, 2)}
-    for epoch in range(start_epoch, args.max_epochs):
-        t0 = time.time()
-        lr = poly_lr(epoch, args.max_epochs, args.learning_rate)
-        for k in (1, 2):
-            set_lr(optimizers[k], lr)
-            students[k].train()
-        if train_sampler is not None:
-            train_sampler.set_epoch(epoch)
-        sums = {f"{t}{k}": 0.0 for k in (1, 2) for t in ("loss", "self", "kd")}
-        steps = 0
-        bar = tqdm(train_loader, desc=f"SCM epoch {epoch + 1}/{args.max_epochs}", leave=False,
-                   disable=not ctx.is_main, dynamic_ncols=True)
-        for step, batch in enumerate(bar):
-            terms = scm_step(students, teachers, optimizers, batch["image"].to(device, non_blocking=True), amp,
-                             dice_ce, kd, args.weight_kd, where=(epoch + 1, step + 1, models_dirs[1]))
-            for key in sums:
-                sums[key] += terms[key]
-            steps += 1
-            bar.set_postfix(loss1=f"{terms['loss1']:.4f}", loss2=f"{terms['loss2']:.4f}")
-        means = mean_over_ranks(sums, steps, ctx)
-
-        val: dict[int, dict[str, float]] = {}
-        grid: dict[Any, Any] = {}
-        for k in (1, 2):
-            def keep_grid(batch: dict[str, Any], logits: torch.Tensor, k: int = k) -> None:
-                if k not in grid:  # first validation volume: image, label, prediction of each model
-                    grid.setdefault("ref", [batch[key][0, 0] for key in ("image", "label") if key in batch])
-                    grid[k] = logits.argmax(1)[0]
-
-            val[k] = mean_scores(evaluate(students[k], val_loader, args.spatial_shape, device, args.sw_batch_size,
-                                          args.sw_overlap, amp, ctx, on_volume=keep_grid if ctx.is_main else None))
-        improved = {}
-        for k in (1, 2):
-            metric = val[k][args.val_metric]
-            improved[k] = metric > best[k]
-            if improved[k]:
-                best[k], best_epoch[k] = metric, epoch + 1
-        check_finite_weights({f"model{k}": students[k] for k in (1, 2)}, epoch + 1, models_dirs[1])
-        if ctx.is_main:
-            for k in (1, 2):
-                if improved[k]:
-                    save_model(best_files[k], students[k], names[k], epoch=epoch + 1, metric=args.val_metric,
-                               value=best[k])
-        ctx.barrier()
-        reloaded = (epoch + 1) % args.iterative_epochs == 0
-        if reloaded:  # refresh the teachers from the best students so far
-            for k in (1, 2):
-                load_model_weights(teachers[k], best_files[k], names[k], map_location=device, flag=f"--network{k}")
-            logger.info("epoch %d: teachers reloaded from %s and %s", epoch + 1, best_files[1], best_files[2])
-        rng = ctx.gather(rng_state(generator))
-        if ctx.is_main:
-            state = {"epoch": epoch + 1, "scaler": amp.scaler.state_dict(), "rng": rng, "args": vars(args)}
-            for k in (1, 2):
-                state |= {f"model{k}": unwrap(students[k]).state_dict(), f"teacher{k}": teachers[k].state_dict(),
-                          f"optimizer{k}": optimizers[k].state_dict(), f"best_metric{k}": best[k],
-                          f"best_epoch{k}": best_epoch[k], f"network{k}": names[k]}
-            row = {"epoch": epoch + 1, "lr": lr, **means, "teachers_reloaded": int(reloaded)}
-            for k in (1, 2):
-                row |= {f"val_dice{k}": val[k]["dice"], f"val_seed_dice{k}": val[k]["seed_dice"],
-                        f"best_{args.val_metric}{k}": best[k], f"best_epoch{k}": best_epoch[k]}
-            row["time_s"] = round(time.time() - t0, 2)
-            csv_log.append(row)
-            save_torch(state, latest)  # last: a run killed before this redoes the epoch on --resume
-            tb.scalars({f"train/{k}": v for k, v in means.items()} | {"train/lr": lr}
-                       | {f"val/dice_model{k}": val[k]["dice"] for k in (1, 2)}
-                       | {f"val/seed_dice_model{k}": val[k]["seed_dice"] for k in (1, 2)}, epoch + 1)
-            if 1 in grid and 2 in grid:
-                tb.image("val/image_label_pred1_pred2", slice_grid(grid["ref"] + [grid[1], grid[2]]), epoch + 1)
-            logger.info("SCM epoch %d/%d lr %.2e loss1 %.4f (self %.4f kd %.4f) loss2 %.4f (self %.4f kd %.4f) "
-                        "val %s %.4f / %.4f | best %.4f @%d / %.4f @%d (%.1f s)", epoch + 1, args.max_epochs, lr,
-                        means["loss1"], means["self1"], means["kd1"], means["loss2"], means["self2"], means["kd2"],
-                        args.val_metric, val[1][args.val_metric], val[2][args.val_metric], best[1], best_epoch[1],
-                        best[2], best_epoch[2], time.time() - t0)
-        ctx.barrier()
-    if ctx.is_main:
-        for k in (1, 2):
-            save_model(models_dirs[k] / f"CP_final_model{k}.pth", students[k], names[k], epoch=args.max_epochs)
-        logger.info("done: best %s model1 %.4f (epoch %d), model2 %.4f (epoch %d)", args.val_metric, best[1],
-                    best_epoch[1], best[2], best_epoch[2])
-    tb.close()
-    ctx.close()
+    config = FitConfig(
+        max_epochs=args.max_epochs, learning_rate=args.learning_rate, roi_size=tuple(args.spatial_shape),
+        models_dir=models_dirs[1], latest=latest, csv=run_dirs[1] / "log_SCM.csv",
+        tensorboard=run_dirs[1] / "tensorboard_SCM",
+        final={f"model{k}": models_dirs[k] / f"CP_final_model{k}.pth" for k in (1, 2)},
+        best=[BestCheckpoint(f"best{k}", f"model{k}", f"val_{args.val_metric}{k}", args.val_metric, best_files[k],
+                             (f"best_{args.val_metric}{k}", f"best_epoch{k}")) for k in (1, 2)],
+        validate={"1": "model1", "2": "model2"},
+        collapse=[CollapseWatch(f"model{k}", f"val_fg_fraction{k}", f"fg_train{k}", f"teacher_fg{k}",
+                                (f"grad_self{k}", f"grad_kd{k}")) for k in (1, 2)],
+        sw_batch_size=args.sw_batch_size, sw_overlap=args.sw_overlap, grad_clip=args.grad_clip,
+        collapse_patience=args.collapse_patience, stop_on_collapse=args.stop_on_collapse, desc="SCM epoch",
+        summary=("loss1", "self1", "kd1", "loss2", "self2", "kd2"))
+    step = SCMStep(students, teachers, amp, device, args.weight_kd, args.T)
+    try:
+        fit(state, step, train_loader, val_loader, config, ctx, device, generator, sampler,
+            [TeacherReload(args.iterative_epochs, best_files, names, device), *callbacks])
+    finally:
+        ctx.close()
     return Path(args.model_dir)
 
 
-def scm_step(students: dict[int, nn.Module], teachers: dict[int, nn.Module],
-             optimizers: dict[int, torch.optim.Optimizer], image: torch.Tensor, amp: Amp, dice_ce: DiceCELoss,
-             kd: KDLoss, weight_kd: float, where: tuple[int, int, Path]) -> dict[str, float]:
-    """One SGD step of both students; returns ``loss1, self1, kd1, loss2, self2, kd2`` as floats."""
-    # Teachers run under inference_mode; clone() outside it gives ordinary tensors for the losses.
-    teacher_logits = {k: _teacher_logits(teachers[k], image, amp).clone() for k in (1, 2)}
-    terms: dict[str, float] = {}
-    losses = {}
-    for k, other in ((1, 2), (2, 1)):
-        optimizers[k].zero_grad(set_to_none=True)
-        with amp.autocast():
-            logits = students[k](image)
-        parts = scm_losses(logits, teacher_logits[k], teacher_logits[other], dice_ce, kd, weight_kd)
-        losses[k] = parts["loss"]
-        terms |= {f"{name}{k}": float(value.item()) for name, value in parts.items()}
-    check_finite(terms, *where)
-    amp.optimize([losses[1], losses[2]], [optimizers[1], optimizers[2]])
-    return terms
-
-
-def main(argv: list[str] | None = None) -> Path:
+def main(argv: list[str] | None = None, callbacks: Sequence[Callback] = ()) -> Path:
     args = build_parser().parse_args(argv)
     check_args(args)
-    return train(args)
+    return train(args, callbacks)
 
 
 if __name__ == "__main__":

@@ -2,7 +2,7 @@
 gated CRF loss and the Variance Minimisation loss.
 
 loss = partial DiceCE(logits, expanded seeds)
-       + ramp(epoch) · (weight_gatedcrf · mCRF(logits, image) + weight_variance · VM(logits, image))
+       + ramp(t) · (weight_gatedcrf · mCRF(logits, image) + weight_variance · VM(logits, image))
 
 Defaults reproduce the paper's VS setting. Outputs under ``<model_dir>/<network>/``:
 ``models/CP_best.pth``, ``models/CP_final.pth``, ``models/CP_latest.pth`` (resumable),
@@ -13,22 +13,23 @@ Runs alone or under ``torchrun --nproc_per_node N`` (DistributedDataParallel).
 from __future__ import annotations
 
 import argparse
-import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Mapping, Sequence
 
 import torch
-from tqdm import tqdm
 
 from networks import NETWORKS, get_network
-from utilities.cli import add_common_args, check_spatial_shape, nonnegative_float, nonnegative_int, positive_int
-from utilities.io import save_torch
+from utilities.checkpoints import TrainingState, load_model_weights
+from utilities.cli import (add_common_args, add_data_args, add_training_args, check_spatial_shape, data_config,
+                           nonnegative_float, nonnegative_int, positive_float, positive_int, run_options)
+from utilities.data import load_training_data
+from utilities.distributed import wrap_ddp
+from utilities.engine import (BestCheckpoint, Callback, CollapseWatch, FitConfig, LossPart, StepInfo, StepOutput,
+                              fit)
 from utilities.losses import MultiViewGatedCRFLoss, PartialDiceCELoss, VarianceLoss
-from utilities.schedules import poly_lr, sigmoid_rampup
-from utilities.training import (Amp, add_data_args, data_sources, validation_sources, CsvLog, TensorBoard, add_training_args, check_finite, check_finite_weights,
-                                evaluate, load_data, load_resume_state, make_loaders, make_optimizer,
-                                mean_over_ranks, mean_scores, rng_state, save_model, set_lr, set_rng_state,
-                                slice_grid, start_run, unwrap, wrap_ddp)
+from utilities.optim import Amp, make_optimizer
+from utilities.runs import start_run
+from utilities.schedules import sigmoid_rampup
 
 NUM_CLASSES = 2
 IN_CHANNELS = 1
@@ -40,9 +41,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model_dir", default="./models/debug/", help="run folder; outputs go to <model_dir>/<network>/")
     p.add_argument("--network", default="U_Net2D5", choices=sorted(NETWORKS), help="network architecture")
     p.add_argument("--batch_size", type=positive_int, default=1, help="patches per step")
-    p.add_argument("--max_epochs", type=positive_int, default=300, help="epochs (one pass over the training subjects each)")
+    p.add_argument("--max_epochs", type=positive_int, default=300,
+                   help="epochs (one pass over the training subjects each)")
     p.add_argument("--rampup_epochs", type=nonnegative_int, default=30,
-                   help="sigmoid ramp-up length of the CRF and VM weights (0: no ramp-up)")
+                   help="sigmoid ramp-up length of the CRF and VM weights, in epochs (0: no ramp-up)")
     add_data_args(p, labels_help="folder of full labels (validation Dice and TensorBoard only)",
                   seeds_help="folder of expanded-seed labels (0 background, 1 foreground, 2 unknown)")
     p.add_argument("--weight_gatedcrf", type=nonnegative_float, default=1.0, help="weight of the mCRF loss")
@@ -51,6 +53,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--kernel_radius", type=int, nargs=3, default=[5, 5, -1],
                    help="mCRF window radius; the first value is used (the others are kept for compatibility)")
     p.add_argument("--weight_variance", type=nonnegative_float, default=0.1, help="weight of the VM loss")
+    remedies = p.add_argument_group("collapse remedies (defaults: the paper's; see README)")
+    remedies.add_argument("--crf_sigma_xy", type=positive_float, default=6.0,
+                          help="mCRF spatial kernel width, in voxels of the --down_size grid")
+    remedies.add_argument("--crf_sigma_rgb", type=positive_float, default=0.1,
+                          help="mCRF intensity kernel width, in units of the z-normalised image")
+    remedies.add_argument("--rampup_unit", default="epoch", choices=["epoch", "step"],
+                          help="advance the ramp-up once per epoch (paper) or at every step (smooth, "
+                               "in fractional epochs)")
+    remedies.add_argument("--warmup_epochs", type=nonnegative_int, default=0,
+                          help="epochs of partial DiceCE alone (CRF and VM weights 0) before the ramp-up starts")
+    p.add_argument("--init_checkpoint", default=None,
+                   help="start from these weights (a CP_*.pth of this project or a published checkpoint) "
+                        "instead of a random initialisation; not a resume")
     add_common_args(p)
     add_training_args(p)
     return p
@@ -69,144 +84,99 @@ def check_args(args: argparse.Namespace) -> None:
         raise ValueError(f"--sw_overlap must be in [0, 1), got {args.sw_overlap}")
 
 
-def train(args: argparse.Namespace) -> Path:
+def ramp_weight(info: StepInfo, rampup_epochs: int, warmup_epochs: int = 0, unit: str = "epoch") -> float:
+    """The CRF/VM ramp at this step: 0 during the warm-up, then the sigmoid ramp-up over
+    ``rampup_epochs``, advanced once per epoch (``unit="epoch"``, the paper) or at every step."""
+    epoch = float(info.epoch)
+    if unit == "step" and info.steps_per_epoch:
+        epoch = info.global_step / info.steps_per_epoch
+    if epoch < warmup_epochs:
+        return 0.0
+    return sigmoid_rampup(epoch - warmup_epochs, rampup_epochs)
+
+
+class Stage1Step:
+    """One stage-1 step on a batch of patches (the engine differentiates and steps)."""
+
+    def __init__(self, model: torch.nn.Module, amp: Amp, device: torch.device, args: argparse.Namespace) -> None:
+        self.model, self.amp, self.device = model, amp, device
+        self.seg_loss = PartialDiceCELoss(num_classes=NUM_CLASSES)
+        self.crf_loss = MultiViewGatedCRFLoss(down_size=tuple(args.down_size), kernel_radius=args.kernel_radius[0],
+                                              sigma_xy=args.crf_sigma_xy, sigma_rgb=args.crf_sigma_rgb)
+        self.var_loss = VarianceLoss()
+        self.weight_crf, self.weight_vm = args.weight_gatedcrf, args.weight_variance
+        self.rampup = (args.rampup_epochs, args.warmup_epochs, args.rampup_unit)
+
+    def __call__(self, batch: Mapping[str, Any], info: StepInfo) -> StepOutput:
+        image = batch["image"].to(self.device, non_blocking=True)
+        seeds = batch["seeds"].to(self.device, non_blocking=True)
+        with self.amp.autocast():
+            logits = self.model(image)
+        ramp = ramp_weight(info, *self.rampup)
+        w_crf, w_vm = ramp * self.weight_crf, ramp * self.weight_vm
+        zero = logits.new_zeros((), dtype=torch.float32)
+        loss_seg = self.seg_loss(logits, seeds)
+        loss_crf = self.crf_loss(logits, image) if w_crf > 0 else zero
+        loss_vm = self.var_loss(logits, image) if w_vm > 0 else zero
+        loss = loss_seg + w_crf * loss_crf + w_vm * loss_vm
+        with torch.no_grad():
+            fg_train = (logits.argmax(1) > 0).float().mean()
+            seed_fg = (seeds == 1).float().mean()
+        return StepOutput(
+            log={"loss": loss.detach(), "loss_seg": loss_seg.detach(), "loss_crf": loss_crf.detach(),
+                 "loss_vm": loss_vm.detach(), "ramp": ramp, "fg_train": fg_train, "seed_fg": seed_fg},
+            parts={"optimizer": [LossPart("seg", loss_seg, logits), LossPart("crf", w_crf * loss_crf, logits),
+                                 LossPart("vm", w_vm * loss_vm, logits)]})
+
+
+def train(args: argparse.Namespace, callbacks: Sequence[Callback] = ()) -> Path:
     """Run stage 1; returns the run folder ``<model_dir>/<network>``."""
     run_dir = Path(args.model_dir) / args.network
     models_dir = run_dir / "models"
-    src = data_sources(args)
-    val_required, val_optional = validation_sources(args, src)
-    ctx, device, logger, latest_path, caches = start_run(
-        args, [run_dir], models_dir / "CP_latest.pth",
-        preflight=lambda: load_data(args, [src["image"], src["seeds"]], val_required, val_optional))
+    data = data_config(args)
+    ctx, device, _, latest_path, training_data = start_run(
+        run_options(args), vars(args), [run_dir], models_dir / "CP_latest.pth",
+        preflight=lambda: load_training_data(data, ["image", "seeds"]))
     generator = torch.Generator().manual_seed(args.seed + ctx.rank)
-    train_loader, val_loader, train_sampler = make_loaders(args, caches, ctx, generator)
+    train_loader, val_loader, sampler = training_data.loaders(args.spatial_shape, args.batch_size, args.num_workers,
+                                                              args.seed, ctx, generator)
 
-    model = get_network(args.network, IN_CHANNELS, NUM_CLASSES).to(device)
-    optimizer = make_optimizer(model, args.learning_rate)
+    model = get_network(args.network, IN_CHANNELS, NUM_CLASSES)
+    if args.init_checkpoint and latest_path is None:
+        load_model_weights(model, args.init_checkpoint, args.network, flag="--network")
+    model = model.to(device)
     amp = Amp(args.amp, device)
-    seg_loss = PartialDiceCELoss(num_classes=NUM_CLASSES)
-    crf_loss = MultiViewGatedCRFLoss(down_size=tuple(args.down_size), kernel_radius=args.kernel_radius[0])
-    var_loss = VarianceLoss()
-
-    start_epoch, best, best_epoch = 0, -1.0, -1
-    # the other validation metric, when its reference exists, also keeps its best checkpoint
-    other = "seed_dice" if args.val_metric == "dice" else "dice"
-    best_other, best_other_epoch = -1.0, -1
+    state = TrainingState({"model": model}, {"optimizer": make_optimizer(model, args.learning_rate, args.momentum)},
+                          amp, {"network": args.network}, vars(args))
     if latest_path is not None:
-        state = load_resume_state(latest_path, args, {"network": args.network}, map_location=device)
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        amp.scaler.load_state_dict(state["scaler"])
-        start_epoch, best, best_epoch = state["epoch"], state["best_metric"], state["best_epoch"]
-        best_other, best_other_epoch = state.get("best_other", (-1.0, -1))
-        set_rng_state(state["rng"][min(ctx.rank, len(state["rng"]) - 1)], generator)
-        logger.info("resumed from %s at epoch %d (best %s %.4f at epoch %d)", latest_path, start_epoch,
-                    args.val_metric, best, best_epoch)
-    model = wrap_ddp(model, ctx, device)
+        state.load(latest_path, device, generator, ctx.rank)
+    state.models["model"] = wrap_ddp(model, ctx, device)
 
-    csv_log = CsvLog(run_dir / "log.csv", start_epoch) if ctx.is_main else None
-    tb = TensorBoard(run_dir / "tensorboard" if ctx.is_main else None)
-    for epoch in range(start_epoch, args.max_epochs):
-        t0 = time.time()
-        lr = poly_lr(epoch, args.max_epochs, args.learning_rate)
-        set_lr(optimizer, lr)
-        ramp = sigmoid_rampup(epoch, args.rampup_epochs)
-        if train_sampler is not None:
-            train_sampler.set_epoch(epoch)
-        sums = {"loss": 0.0, "loss_seg": 0.0, "loss_crf": 0.0, "loss_vm": 0.0}
-        steps = 0
-        model.train()
-        bar = tqdm(train_loader, desc=f"epoch {epoch + 1}/{args.max_epochs}", leave=False,
-                   disable=not ctx.is_main, dynamic_ncols=True)
-        for step, batch in enumerate(bar):
-            terms = training_step(model, batch, device, amp, optimizer, seg_loss, crf_loss, var_loss, ramp, args,
-                                  where=(epoch + 1, step + 1, models_dir))
-            for key in sums:
-                sums[key] += terms[key]
-            steps += 1
-            bar.set_postfix(loss=f"{terms['loss']:.4f}")
-        means = mean_over_ranks(sums, steps, ctx)
-
-        grid: list[torch.Tensor] = []
-
-        def keep_grid(batch: dict[str, Any], logits: torch.Tensor) -> None:
-            if not grid:
-                vols = [batch[k][0, 0] for k in ("image", "label", "seeds") if k in batch]
-                grid.append(slice_grid(vols + [logits.argmax(1)[0]]))
-
-        val = mean_scores(evaluate(model, val_loader, args.spatial_shape, device, args.sw_batch_size,
-                                   args.sw_overlap, amp, ctx, on_volume=keep_grid if ctx.is_main else None))
-        metric = val[args.val_metric]
-        improved = metric > best
-        if improved:
-            best, best_epoch = metric, epoch + 1
-        improved_other = val[other] > best_other  # False when not computed (NaN)
-        if improved_other:
-            best_other, best_other_epoch = val[other], epoch + 1
-        check_finite_weights({"model": model}, epoch + 1, models_dir)
-        rng = ctx.gather(rng_state(generator))
-        if ctx.is_main:
-            # CP_latest last: a run killed in between resumes from the previous epoch and redoes this one
-            if improved:
-                save_model(models_dir / "CP_best.pth", model, args.network, epoch=epoch + 1,
-                           metric=args.val_metric, value=metric)
-            if improved_other:
-                save_model(models_dir / f"CP_best_{other}.pth", model, args.network, epoch=epoch + 1,
-                           metric=other, value=best_other)
-            csv_log.append({"epoch": epoch + 1, "lr": lr, "ramp": ramp, **means, "val_dice": val["dice"],
-                            "val_seed_dice": val["seed_dice"], f"best_{args.val_metric}": best,
-                            "best_epoch": best_epoch, "time_s": round(time.time() - t0, 2)})
-            save_torch({"model": unwrap(model).state_dict(), "optimizer": optimizer.state_dict(),
-                        "scaler": amp.scaler.state_dict(), "epoch": epoch + 1, "best_metric": best,
-                        "best_epoch": best_epoch, "best_other": (best_other, best_other_epoch), "rng": rng,
-                        "args": vars(args), "network": args.network},
-                       models_dir / "CP_latest.pth")
-            tb.scalars({f"train/{k}": v for k, v in means.items()} | {"train/lr": lr, "train/ramp": ramp,
-                        "val/dice": val["dice"], "val/seed_dice": val["seed_dice"]}, epoch + 1)
-            if grid:
-                tb.image("val/image_label_seeds_prediction", grid[0], epoch + 1)
-            logger.info("epoch %d/%d lr %.2e loss %.4f (seg %.4f crf %.4f vm %.4f) val dice %.4f seed_dice %.4f "
-                        "| best %s %.4f @%d (%.1f s)", epoch + 1, args.max_epochs, lr, means["loss"],
-                        means["loss_seg"], means["loss_crf"], means["loss_vm"], val["dice"], val["seed_dice"],
-                        args.val_metric, best, best_epoch, time.time() - t0)
-        ctx.barrier()
-    if ctx.is_main:
-        save_model(models_dir / "CP_final.pth", model, args.network, epoch=args.max_epochs)
-        logger.info("done: best %s %.4f at epoch %d; checkpoints in %s", args.val_metric, best, best_epoch, models_dir)
-    tb.close()
-    ctx.close()
+    other = "seed_dice" if args.val_metric == "dice" else "dice"
+    config = FitConfig(
+        max_epochs=args.max_epochs, learning_rate=args.learning_rate, roi_size=tuple(args.spatial_shape),
+        models_dir=models_dir, latest=models_dir / "CP_latest.pth", csv=run_dir / "log.csv",
+        tensorboard=run_dir / "tensorboard", final={"model": models_dir / "CP_final.pth"},
+        best=[BestCheckpoint("best", "model", f"val_{args.val_metric}", args.val_metric, models_dir / "CP_best.pth",
+                             (f"best_{args.val_metric}", "best_epoch")),
+              # the other validation metric, when its reference exists, also keeps its best checkpoint
+              BestCheckpoint("best_other", "model", f"val_{other}", other, models_dir / f"CP_best_{other}.pth")],
+        collapse=[CollapseWatch("model", "val_fg_fraction", "fg_train", "seed_fg", ("grad_seg", "grad_crf", "grad_vm"))],
+        sw_batch_size=args.sw_batch_size, sw_overlap=args.sw_overlap, grad_clip=args.grad_clip,
+        collapse_patience=args.collapse_patience, stop_on_collapse=args.stop_on_collapse,
+        summary=("loss", "loss_seg", "loss_crf", "loss_vm", "fg_train"))
+    try:
+        fit(state, Stage1Step(state.models["model"], amp, device, args), train_loader, val_loader, config, ctx, device,
+            generator, sampler, callbacks)
+    finally:
+        ctx.close()
     return run_dir
 
 
-def training_step(model: torch.nn.Module, batch: dict[str, Any], device: torch.device, amp: Amp,
-                  optimizer: torch.optim.Optimizer, seg_loss: PartialDiceCELoss,
-                  crf_loss: MultiViewGatedCRFLoss, var_loss: VarianceLoss, ramp: float,
-                  args: argparse.Namespace, where: tuple[int, int, Path]) -> dict[str, float]:
-    """One SGD step on a batch of patches; returns the loss terms as floats.
-
-    A non-finite loss term raises before the weights are touched (``where`` = epoch, step and
-    checkpoint folder, for the message)."""
-    image = batch["image"].to(device, non_blocking=True)
-    seeds = batch["seeds"].to(device, non_blocking=True)
-    optimizer.zero_grad(set_to_none=True)
-    with amp.autocast():
-        logits = model(image)
-    loss_seg = seg_loss(logits, seeds)
-    zero = logits.new_zeros((), dtype=torch.float32)
-    w_crf, w_vm = ramp * args.weight_gatedcrf, ramp * args.weight_variance
-    loss_crf = crf_loss(logits, image) if w_crf > 0 else zero
-    loss_vm = var_loss(logits, image) if w_vm > 0 else zero
-    loss = loss_seg + w_crf * loss_crf + w_vm * loss_vm
-    terms = {"loss": loss.item(), "loss_seg": loss_seg.item(), "loss_crf": loss_crf.item(), "loss_vm": loss_vm.item()}
-    check_finite(terms, *where)
-    amp.optimize([loss], [optimizer])
-    return terms
-
-
-def main(argv: list[str] | None = None) -> Path:
+def main(argv: list[str] | None = None, callbacks: Sequence[Callback] = ()) -> Path:
     args = build_parser().parse_args(argv)
     check_args(args)
-    return train(args)
+    return train(args, callbacks)
 
 
 if __name__ == "__main__":

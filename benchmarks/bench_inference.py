@@ -30,7 +30,7 @@ import torch
 from benchmarks.bench_step import peak_tracker, synthetic_batch
 from networks import get_network
 from utilities.cli import positive_int
-from utilities.training import sliding_window_predict
+from utilities.prediction import sliding_window_predict
 
 __all__ = ["window_count", "time_round_robin", "bench_case", "format_table", "main"]
 

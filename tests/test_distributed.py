@@ -25,7 +25,9 @@ from networks import get_network
 from synth import make_vs_dataset
 from utilities.data import ImageSource, load_phase, make_volume_loader
 from utilities.distributed import DistContext, init_distributed, shard_indices
-from utilities.training import evaluate, load_data, load_model_weights, make_loaders, mean_scores, save_model
+from utilities.checkpoints import load_model_weights, save_model
+from utilities.data import DataConfig, load_training_data
+from utilities.validation import evaluate, mean_scores
 
 ROOT = Path(__file__).resolve().parents[1]
 STAGE1 = "train_gatedcrfloss3d22d_multiview_varianceloss.py"
@@ -196,13 +198,15 @@ def _no_temp_files(folder: Path) -> None:
 
 
 def test_make_loaders_shards_per_rank(data):
-    args = argparse.Namespace(dataset_split=str(data["split"]), cache_gb=1.0, spatial_shape=[int(s) for s in SHAPE],
-                              batch_size=1, num_workers=0, seed=0)
-    image = ImageSource("image", data["image_crop"], "T2", False, "image")
-    label = ImageSource("label", data["label_crop"], "Label", True, "label")
-    caches = load_data(args, [image], [image, label], [])
-    loaders = [make_loaders(args, caches, DistContext(rank, 2, rank), torch.Generator().manual_seed(0))
-               for rank in range(2)]
+    config = DataConfig(str(data["split"]), data["image_crop"], "T2", data["label_crop"], "Label",
+                        data["image_crop"], "no_seeds_here", val_metric="dice", cache_gb=1.0)
+    training_data = load_training_data(config, ["image"])  # validation: image + label (seeds absent: not used)
+    shape = [int(s) for s in SHAPE]
+
+    def make_loaders(ctx: DistContext):
+        return training_data.loaders(shape, 1, 0, 0, ctx, torch.Generator().manual_seed(0))
+
+    loaders = [make_loaders(DistContext(rank, 2, rank)) for rank in range(2)]
     train_names = [f"vs_gk_{i + 1}" for i in range(N_TRAIN)]
     orders = []
     for epoch in range(4):
@@ -218,7 +222,7 @@ def test_make_loaders_shards_per_rank(data):
     val = [[batch["subject"][0] for batch in val_loader] for _, val_loader, _ in loaders]
     assert val == [["vs_gk_5", "vs_gk_7"], ["vs_gk_6"]]
     # without a distributed context: no sampler, one loader over everything
-    train_loader, val_loader, sampler = make_loaders(args, caches, DistContext(), torch.Generator().manual_seed(0))
+    train_loader, val_loader, sampler = make_loaders(DistContext())
     assert sampler is None and len(val_loader) == N_VAL
     assert sorted(name for batch in train_loader for name in batch["subject"]) == train_names
 

@@ -26,7 +26,9 @@ from networks import get_network
 from synth import blob_case, make_vs_dataset, write
 from utilities import io, scores
 from utilities.io import prediction_path
-from utilities.training import NonFiniteLossError, load_model_weights, load_resume_state, save_model
+from utilities.checkpoints import load_model_weights, load_resume_state, save_model
+from utilities.engine import Callback
+from utilities.runs import NonFiniteLossError
 
 SHAPE = ["--spatial_shape", "32", "32", "16"]
 GEODESIC = load_script("data/VS/generate_geodesic_labels.py")
@@ -430,8 +432,10 @@ def test_10_existing_run_refused(data, tmp_path):
 # ------------------------------------------------------------------------ 11. a non-finite loss
 def test_11_nonfinite_loss_stops_and_keeps_checkpoints(data, tmp_path, monkeypatch):
     epochs: list[int] = []
-    poly_lr = stage1.poly_lr
-    monkeypatch.setattr(stage1, "poly_lr", lambda epoch, *a, **k: epochs.append(epoch) or poly_lr(epoch, *a, **k))
+
+    class RecordEpoch(Callback):
+        def on_epoch_start(self, epoch, state):
+            epochs.append(epoch)
 
     class NaNFromEpoch2(stage1.PartialDiceCELoss):
         def forward(self, logits, labels):
@@ -441,12 +445,12 @@ def test_11_nonfinite_loss_stops_and_keeps_checkpoints(data, tmp_path, monkeypat
     monkeypatch.setattr(stage1, "PartialDiceCELoss", NaNFromEpoch2)
     models = tmp_path / "run" / "U_Net2D5" / "models"
     with pytest.raises(NonFiniteLossError) as err:
-        stage1.main(stage1_args(data, tmp_path / "run", "--max_epochs", "3"))
+        stage1.main(stage1_args(data, tmp_path / "run", "--max_epochs", "3"), callbacks=[RecordEpoch()])
     assert one_line(err) == (f"loss term loss became nan at epoch 2, step 1; training stopped, the last good "
                              f"checkpoints in {models} are intact (lower --learning_rate or check the data)")
     assert sorted(p.name for p in models.iterdir()) == ["CP_best.pth", "CP_best_seed_dice.pth", "CP_latest.pth"]
     args = stage1.build_parser().parse_args(stage1_args(data, tmp_path / "run", "--max_epochs", "3"))
-    latest = load_resume_state(models / "CP_latest.pth", args, {"network": "U_Net2D5"})
+    latest = load_resume_state(models / "CP_latest.pth", vars(args), {"network": "U_Net2D5"})
     assert latest["epoch"] == 1
     model = get_network("U_Net2D5", 1, 2)
     assert load_model_weights(model, models / "CP_best.pth", "U_Net2D5")["epoch"] == 1
@@ -587,22 +591,21 @@ class Killed(KeyboardInterrupt):
     """Stands for the process being killed."""
 
 
-def _kill_at(module, name, epoch, monkeypatch):
-    original = getattr(module, name)
+class KillAt(Callback):
+    """Kills the run at the start of a (0-based) epoch."""
 
-    def hook(e, *args, **kwargs):
-        if e == epoch:
+    def __init__(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def on_epoch_start(self, epoch, state):
+        if epoch == self.epoch:
             raise Killed
-        return original(e, *args, **kwargs)
-    monkeypatch.setattr(module, name, hook)
 
 
 def test_resume_stage1_is_exact(uninterrupted, monkeypatch):
     root, p, run_a = uninterrupted
-    with monkeypatch.context() as m:
-        _kill_at(stage1, "sigmoid_rampup", 1, m)  # at the start of epoch 2
-        with pytest.raises(Killed):
-            stage1.main(stage1_args(p, root / "b", *WORKERS))
+    with pytest.raises(Killed):
+        stage1.main(stage1_args(p, root / "b", *WORKERS), callbacks=[KillAt(1)])  # at the start of epoch 2
     models_b = root / "b" / "U_Net2D5" / "models"
     assert not (models_b / "CP_final.pth").exists()
     epoch1 = weights(models_b / "CP_latest.pth", "model")
@@ -626,10 +629,8 @@ def test_resume_scm_is_exact(uninterrupted, tmp_path, monkeypatch):
     _, p, _ = uninterrupted
     pre = pretrained(tmp_path)
     out_a = scm.main(scm_args(p, pre, tmp_path / "a"))
-    with monkeypatch.context() as m:
-        _kill_at(scm, "poly_lr", 1, m)  # at the start of epoch 2, after the teachers' first reload
-        with pytest.raises(Killed):
-            scm.main(scm_args(p, pre, tmp_path / "b"))
+    with pytest.raises(Killed):  # at the start of epoch 2, after the teachers' first reload
+        scm.main(scm_args(p, pre, tmp_path / "b"), callbacks=[KillAt(1)])
     out_b = scm.main(scm_args(p, pre, tmp_path / "b", "--resume"))
     models_a, models_b = out_a / "U_Net2D5" / "models", out_b / "U_Net2D5" / "models"
     for k in (1, 2):

@@ -8,7 +8,7 @@ import random
 import sys
 import time
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 import torch
@@ -19,6 +19,11 @@ __all__ = [
     "seed_everything",
     "setup_logger",
     "log_args",
+    "log_config",
+    "add_data_args",
+    "add_training_args",
+    "data_config",
+    "run_options",
     "positive_int",
     "nonnegative_int",
     "positive_float",
@@ -124,6 +129,69 @@ def setup_logger(log_dir: str | os.PathLike | None, name: str = "log", rank: int
 
 def log_args(logger: logging.Logger, args: argparse.Namespace) -> None:
     """Log every argument (loop over ``vars(args)``)."""
+    log_config(logger, vars(args))
+
+
+def log_config(logger: logging.Logger, config: Mapping[str, Any]) -> None:
+    """Log every argument of a run, one ``--flag value`` line each."""
     logger.info("arguments:")
-    for key, value in sorted(vars(args).items()):
+    for key, value in sorted(config.items()):
         logger.info("  --%s %s", key, value)
+
+
+def add_data_args(parser: argparse.ArgumentParser, labels_help: str, seeds_help: str) -> None:
+    """The paper's data and optimiser flags shared by both training scripts (VS defaults)."""
+    parser.add_argument("--dataset_split", default="./splits/split_VS.csv", help="CSV of 'subject,phase' rows")
+    parser.add_argument("--path_images", default="./data/VS/image_crop/",
+                        help="folder of <subject>_<image_postfix>.nii.gz")
+    parser.add_argument("--image_postfix", default="T2", help="image file postfix")
+    parser.add_argument("--path_labels", default="./data/VS/label_crop/", help=labels_help)
+    parser.add_argument("--label_postfix", default="Label", help="label file postfix")
+    parser.add_argument("--path_geodesic_labels", default="./data/VS/geodesic/weight0.5_threshold0.2/geodesic_label/",
+                        help=seeds_help)
+    parser.add_argument("--geodesic_label_postfix", default="GeodesicLabel", help="expanded-seed label postfix")
+    parser.add_argument("--learning_rate", type=positive_float, default=1e-2, help="initial learning rate (poly decay)")
+    parser.add_argument("--spatial_shape", type=int, nargs=3, default=[128, 128, 48],
+                        help="training patch and sliding-window size (X Y Z), divisible by 16")
+
+
+def add_training_args(parser: argparse.ArgumentParser) -> None:
+    """Flags common to both training scripts, beyond the paper's."""
+    parser.add_argument("--resume", action="store_true",
+                        help="continue the run in --model_dir from its latest checkpoint")
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing run in --model_dir")
+    parser.add_argument("--amp", action="store_true",
+                        help="mixed precision on CUDA (bf16 where supported, else fp16 with loss scaling)")
+    parser.add_argument("--sw_batch_size", type=positive_int, default=1,
+                        help="sliding windows per forward pass in validation")
+    parser.add_argument("--sw_overlap", type=float, default=0.25, help="sliding-window overlap in validation")
+    parser.add_argument("--val_metric", default="dice", choices=["dice", "seed_dice"],
+                        help="checkpoint selection: Dice against full labels (paper) or, label-free, "
+                             "agreement with the expanded seeds on their annotated voxels")
+    parser.add_argument("--cache_gb", type=nonnegative_float, default=8.0,
+                        help="memory budget (GiB) for volumes kept decoded between epochs")
+    parser.add_argument("--momentum", type=nonnegative_float, default=0.99,
+                        help="SGD Nesterov momentum (the paper's 0.99)")
+    parser.add_argument("--grad_clip", type=positive_float, default=None,
+                        help="clip the gradient norm of each network to this value (default: no clipping; "
+                             "nnU-Net uses 12)")
+    parser.add_argument("--collapse_patience", type=positive_int, default=3,
+                        help="warn when the predictions stay empty this many epochs while the seeds have foreground")
+    parser.add_argument("--stop_on_collapse", action="store_true",
+                        help="end the run (checkpoints intact) when the collapse warning fires")
+
+
+def data_config(args: argparse.Namespace) -> Any:
+    """The :class:`utilities.data.DataConfig` named by the data flags."""
+    from utilities.data import DataConfig
+
+    return DataConfig(args.dataset_split, args.path_images, args.image_postfix, args.path_labels,
+                      args.label_postfix, args.path_geodesic_labels, args.geodesic_label_postfix,
+                      args.val_metric, args.cache_gb)
+
+
+def run_options(args: argparse.Namespace) -> Any:
+    """The :class:`utilities.runs.RunOptions` named by ``--device --seed --resume --overwrite``."""
+    from utilities.runs import RunOptions
+
+    return RunOptions(args.device, args.seed, args.resume, args.overwrite)

@@ -23,7 +23,9 @@ import numpy as np
 import torch
 import torchio as tio
 from torch.utils.data import DataLoader, Dataset, Sampler
+from torch.utils.data.distributed import DistributedSampler
 
+from utilities.distributed import DistContext, shard_indices
 from utilities.io import check_voxels, count_nonfinite
 from utilities.splits import read_split, subjects_of
 
@@ -43,6 +45,9 @@ __all__ = [
     "make_training_loader",
     "make_volume_loader",
     "load_phase",
+    "DataConfig",
+    "TrainingData",
+    "load_training_data",
     "SEED_VALUES",
 ]
 
@@ -350,3 +355,74 @@ def load_phase(dataset_split: str | os.PathLike, phase: str, required: Sequence[
     if fill:
         cache.fill()
     return cache
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """Where a training run's data lives (the paper's data flags) and how it is loaded.
+
+    ``val_metric``: what checkpoints are selected by (``dice``: full labels, ``seed_dice``:
+    the expanded seeds); validation needs that reference and uses the other one if present.
+    """
+
+    dataset_split: str | os.PathLike
+    path_images: str | os.PathLike
+    image_postfix: str
+    path_labels: str | os.PathLike
+    label_postfix: str
+    path_seeds: str | os.PathLike
+    seeds_postfix: str
+    val_metric: str = "dice"
+    cache_gb: float = 8.0
+
+    def sources(self) -> dict[str, ImageSource]:
+        """The image, full label and expanded-seed sources."""
+        return {
+            "image": ImageSource("image", self.path_images, self.image_postfix, False, "image",
+                                 "--path_images/--image_postfix"),
+            "label": ImageSource("label", self.path_labels, self.label_postfix, True, "label",
+                                 "--path_labels/--label_postfix"),
+            "seeds": ImageSource("seeds", self.path_seeds, self.seeds_postfix, True, "expanded-seed label",
+                                 "--path_geodesic_labels/--geodesic_label_postfix"),
+        }
+
+    def validation_sources(self) -> tuple[list[ImageSource], list[ImageSource]]:
+        """``(required, optional)`` sources of the validation phase."""
+        src = self.sources()
+        needed, extra = ("label", "seeds") if self.val_metric == "dice" else ("seeds", "label")
+        return [src["image"], src[needed]], [src[extra]]
+
+
+@dataclass
+class TrainingData:
+    """The checked, preprocessed training and validation subjects of a run."""
+
+    train: SubjectCache
+    val: SubjectCache
+
+    def loaders(self, spatial_shape: Sequence[int], batch_size: int, num_workers: int, seed: int,
+                ctx: DistContext, generator: torch.Generator
+                ) -> tuple[DataLoader, DataLoader, DistributedSampler | None]:
+        """Training patch loader (sharded under torchrun), validation volume loader (sharded)
+        and the training sampler (``None`` when not distributed; call ``set_epoch`` on it)."""
+        logger.info("%d training and %d validation subjects (validation uses: %s)", len(self.train),
+                    len(self.val), ", ".join(self.val.whats.values()))
+        sampler = (DistributedSampler(range(len(self.train)), ctx.world_size, ctx.rank, shuffle=True, seed=seed)
+                   if ctx.distributed else None)
+        train_loader = make_training_loader(self.train, spatial_shape, batch_size, num_workers,
+                                            generator=generator, sampler=sampler)
+        val_loader = make_volume_loader(self.val, sampler=shard_indices(len(self.val), ctx))
+        return train_loader, val_loader, sampler
+
+
+def load_training_data(config: DataConfig, train_keys: Sequence[str]) -> TrainingData:
+    """Training subjects with the sources ``train_keys`` (e.g. ``image``, ``seeds``) and the
+    validation subjects; every file of both phases checked first (all missing files listed in
+    one error), then loaded and checked."""
+    src = config.sources()
+    train_sources = [src[k] for k in train_keys]
+    val_required, val_optional = config.validation_sources()
+    check_files(config.dataset_split, [("training", train_sources), ("validation", val_required)])
+    train = load_phase(config.dataset_split, "training", train_sources, cache_gb=config.cache_gb)
+    val = load_phase(config.dataset_split, "validation", val_required, val_optional, cache_gb=config.cache_gb)
+    return TrainingData(train, val)

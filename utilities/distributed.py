@@ -10,12 +10,13 @@ from __future__ import annotations
 import io
 import os
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Mapping
 
 import torch
 import torch.distributed as dist
+from torch import nn
 
-__all__ = ["DistContext", "init_distributed", "shard_indices"]
+__all__ = ["DistContext", "init_distributed", "shard_indices", "wrap_ddp", "unwrap", "mean_over_ranks"]
 
 
 @dataclass
@@ -103,3 +104,23 @@ def init_distributed(device: torch.device) -> tuple[DistContext, torch.device]:
 def shard_indices(n: int, ctx: DistContext) -> list[int]:
     """Indices ``rank, rank + world_size, ...`` of ``range(n)``: disjoint, covering, no padding."""
     return list(range(ctx.rank, n, ctx.world_size))
+
+
+def wrap_ddp(model: nn.Module, ctx: DistContext, device: torch.device) -> nn.Module:
+    """DistributedDataParallel when distributed, else the model itself."""
+    if not ctx.distributed:
+        return model
+    from torch.nn.parallel import DistributedDataParallel
+
+    return DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+
+
+def unwrap(model: nn.Module) -> nn.Module:
+    """The module inside a DistributedDataParallel wrapper (or the model itself)."""
+    return model.module if hasattr(model, "module") else model
+
+
+def mean_over_ranks(sums: Mapping[str, float], steps: int, ctx: DistContext) -> dict[str, float]:
+    """Per-step means of the sums, averaged over processes."""
+    parts = ctx.gather({k: v / max(steps, 1) for k, v in sums.items()})
+    return {k: sum(p[k] for p in parts) / len(parts) for k in sums}

@@ -1,0 +1,210 @@
+"""Checkpoints: one writer and one reader for each kind.
+
+- Model checkpoints (``CP_best*.pth``, ``CP_final*.pth``): :func:`save_model` /
+  :func:`load_model_weights` — the weights plus what is needed to check them on load.
+- The resumable training state (``CP_latest*.pth``): :class:`TrainingState` ``save`` / ``load``
+  — named models, optimisers, extra modules (e.g. SCM's teachers), the gradient scaler, the
+  best-metric trackers, every RNG state and the arguments of the run.
+"""
+from __future__ import annotations
+
+import logging
+import random
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+import torch
+from torch import nn
+
+from utilities.distributed import unwrap
+from utilities.io import save_torch
+from utilities.optim import Amp
+
+__all__ = [
+    "CHECKPOINT_FORMAT",
+    "RESUME_FREE_ARGS",
+    "save_model",
+    "load_model_weights",
+    "load_resume_state",
+    "rng_state",
+    "set_rng_state",
+    "BestTracker",
+    "TrainingState",
+]
+
+logger = logging.getLogger("paseg")
+
+CHECKPOINT_FORMAT = "paseg-model-v1"
+#: Arguments that may change between a run and its ``--resume`` without changing the result.
+RESUME_FREE_ARGS = frozenset({"resume", "overwrite", "num_workers", "cache_gb", "device", "sw_batch_size",
+                              "debug", "stop_on_collapse", "collapse_patience", "model_dir"})
+
+
+def save_model(path: Path, model: nn.Module, network: str, **meta: Any) -> None:
+    """Save the weights with what is needed to check them on load (atomic)."""
+    model = unwrap(model)
+    payload = {"format": CHECKPOINT_FORMAT, "network": network,
+               "in_channels": getattr(model, "in_channels", None),
+               "num_classes": getattr(model, "num_classes", None),
+               "state_dict": model.state_dict(), **meta}
+    save_torch(payload, path)
+
+
+def _torch_load(path: Path, map_location: Any) -> Any:
+    try:
+        return torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as e:  # pickle, zip and unpickler errors all mean "not our checkpoint"
+        raise ValueError(f"{path} is not a readable PyTorch checkpoint ({type(e).__name__}); "
+                         "point to a .pth written by this project's training scripts") from None
+
+
+def load_model_weights(model: nn.Module, path: Path | str, network: str,
+                       map_location: Any = "cpu", flag: str = "--network") -> dict[str, Any]:
+    """Load weights saved by :func:`save_model` (or a bare state dict) into ``model``.
+
+    Returns the checkpoint's metadata. Raises a one-line error for a missing file, a file that
+    is not a checkpoint, or a checkpoint of another network (``flag``: the option that names
+    the network, for the message).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint not found: {path}")
+    payload = _torch_load(path, map_location)
+    if isinstance(payload, dict) and payload.get("format") == CHECKPOINT_FORMAT:
+        if payload["network"] != network:
+            raise ValueError(f"checkpoint {path} holds a {payload['network']} network, not {network}; "
+                             f"pass {flag} {payload['network']} or another checkpoint")
+        state = payload["state_dict"]
+        meta = {k: v for k, v in payload.items() if k != "state_dict"}
+    elif isinstance(payload, dict) and payload and all(isinstance(v, torch.Tensor) for v in payload.values()):
+        state, meta = payload, {}
+    else:
+        raise ValueError(f"{path} is not a model checkpoint (no weights found); "
+                         "point to a CP_*.pth written by this project's training scripts")
+    net = unwrap(model)
+    own = net.state_dict()
+    result = net.load_state_dict(state, strict=False)
+    shape_errors = [k for k, v in state.items() if k in own and own[k].shape != v.shape]
+    if result.missing_keys or result.unexpected_keys or shape_errors:
+        raise ValueError(f"checkpoint {path} does not fit network {network} "
+                         f"({len(result.missing_keys)} missing, {len(result.unexpected_keys)} unexpected "
+                         f"parameter(s)); was it trained with another {flag}?")
+    return meta
+
+
+def load_resume_state(path: Path, args: Mapping[str, Any], networks: Mapping[str, str],
+                      map_location: Any = "cpu") -> dict[str, Any]:
+    """Load a ``CP_latest*.pth`` written by a training script, for ``--resume``.
+
+    ``args``: this run's arguments (``vars(namespace)``); ``networks`` maps the checkpoint's
+    network keys to the names this run expects (e.g. ``{"network": "U_Net2D5"}``). Arguments
+    that differ from the checkpoint's (other than :data:`RESUME_FREE_ARGS`) are logged as a
+    warning: the run then no longer matches an uninterrupted one.
+
+    Raises:
+        ValueError: one line naming the file, if it is not a resumable checkpoint of this run.
+    """
+    state = _torch_load(Path(path), map_location)
+    needed = {"epoch", "rng", "args", "scaler", *networks}
+    if not isinstance(state, dict) or not needed <= set(state):
+        raise ValueError(f"--resume: {path} is not a resumable checkpoint of this script (no "
+                         f"{sorted(needed - set(state)) if isinstance(state, dict) else 'state'}); "
+                         "start afresh with --overwrite")
+    for key, name in networks.items():
+        if state[key] != name:
+            raise ValueError(f"--resume: {path} holds a run of {key} {state[key]}, not {name}; "
+                             f"pass --{key} {state[key]} or choose another --model_dir")
+    saved = state["args"]
+    changed = [f"--{k} {saved.get(k)!r} -> {v!r}" for k, v in sorted(args.items())
+               if k not in RESUME_FREE_ARGS and k in saved and saved[k] != v]
+    if changed:
+        logger.warning("--resume with changed argument(s): %s; the result will differ from an "
+                       "uninterrupted run", ", ".join(changed))
+    return state
+
+
+def rng_state(generator: torch.Generator | None = None) -> dict[str, Any]:
+    """Every random state a run depends on (for exact resume)."""
+    np_state = np.random.get_state()
+    state = {
+        "python": random.getstate(),
+        "numpy": (np_state[0], torch.from_numpy(np_state[1].copy()), *np_state[2:]),
+        "torch": torch.get_rng_state(),
+        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+    }
+    if generator is not None:
+        state["generator"] = generator.get_state()
+    return state
+
+
+def set_rng_state(state: Mapping[str, Any], generator: torch.Generator | None = None) -> None:
+    random.setstate(tuple(x if not isinstance(x, list) else tuple(x) for x in state["python"]))
+    np_state = state["numpy"]
+    np.random.set_state((np_state[0], np_state[1].numpy(), *np_state[2:]))
+    torch.set_rng_state(state["torch"])
+    if state.get("cuda") and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+    if generator is not None and "generator" in state:
+        generator.set_state(state["generator"])
+
+
+@dataclass
+class BestTracker:
+    """The best value of one validation column so far, and its epoch (1-based; -1: none yet)."""
+
+    value: float = -1.0
+    epoch: int = -1
+
+    def update(self, value: float, epoch: int) -> bool:
+        """Record ``value`` if it beats the best (NaN never does); returns whether it did."""
+        if value > self.value:
+            self.value, self.epoch = float(value), int(epoch)
+            return True
+        return False
+
+
+@dataclass
+class TrainingState:
+    """Everything a run needs to continue exactly where it stopped.
+
+    ``models``, ``optimizers`` and ``extras`` are saved under their names (``model``,
+    ``optimizer``; SCM: ``model1``, ``optimizer1``, ``teacher1``, ...); ``networks`` maps
+    network keys (``network`` or ``network1``/``network2``) to architecture names, checked on
+    resume. ``epoch`` counts finished epochs.
+    """
+
+    models: dict[str, nn.Module]
+    optimizers: dict[str, torch.optim.Optimizer]
+    amp: Amp
+    networks: dict[str, str]
+    args: dict[str, Any]
+    extras: dict[str, nn.Module] = field(default_factory=dict)
+    trackers: dict[str, BestTracker] = field(default_factory=dict)
+    epoch: int = 0
+
+    def save(self, path: Path, rng: Sequence[Mapping[str, Any]]) -> None:
+        """Write ``CP_latest*.pth`` atomically; ``rng`` holds every rank's :func:`rng_state`."""
+        payload: dict[str, Any] = {"epoch": self.epoch, "scaler": self.amp.scaler.state_dict(), "rng": list(rng),
+                                   "args": dict(self.args), **self.networks,
+                                   "trackers": {k: (t.value, t.epoch) for k, t in self.trackers.items()}}
+        payload |= {k: unwrap(m).state_dict() for k, m in self.models.items()}
+        payload |= {k: m.state_dict() for k, m in self.extras.items()}
+        payload |= {k: o.state_dict() for k, o in self.optimizers.items()}
+        save_torch(payload, path)
+
+    def load(self, path: Path, map_location: Any, generator: torch.Generator | None = None, rank: int = 0) -> None:
+        """Restore from ``path`` (checked by :func:`load_resume_state` against ``args`` and
+        ``networks``), including the RNG state of this ``rank``."""
+        state = load_resume_state(path, self.args, self.networks, map_location=map_location)
+        for name, module in {**self.models, **self.extras}.items():
+            unwrap(module).load_state_dict(state[name])
+        for name, optimizer in self.optimizers.items():
+            optimizer.load_state_dict(state[name])
+        self.amp.scaler.load_state_dict(state["scaler"])
+        self.epoch = int(state["epoch"])
+        for name, (value, epoch) in state.get("trackers", {}).items():
+            self.trackers[name] = BestTracker(value, epoch)
+        set_rng_state(state["rng"][min(rank, len(state["rng"]) - 1)], generator)
+        logger.info("resumed from %s at epoch %d", path, self.epoch)

@@ -1,0 +1,331 @@
+"""The training loop shared by stage 1 and SCM.
+
+A trainer provides a :class:`~utilities.checkpoints.TrainingState` (its models, optimisers,
+teachers, ...), a step function and a :class:`FitConfig`; :func:`fit` owns everything else:
+epochs, the poly learning rate, the progress bar, loss sums and their mean over ranks, the
+NaN guards, the gradient norms of each loss term with respect to the logits, validation of
+every model, best/final/latest checkpoints, ``log.csv``, TensorBoard, the log lines and the
+collapse detector. :class:`Callback` hooks let a trainer (or a test) act at the start of an
+epoch, after validation (SCM reloads its teachers there) and at the end of an epoch.
+
+The step function receives a batch and a :class:`StepInfo` and returns a :class:`StepOutput`:
+the values to log (averaged per epoch) and, per optimiser, the weighted terms of its loss,
+each with the logits it is computed from. The engine differentiates each term with respect
+to its logits (the cheap part of the graph), logs the norms (``grad_<term>``), and runs one
+backward pass through the network from the summed logit gradients: the telemetry costs no
+second network backward.
+"""
+from __future__ import annotations
+
+import logging
+import math
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterable, Mapping, Sequence
+
+import torch
+from tqdm import tqdm
+
+from utilities.checkpoints import BestTracker, TrainingState, rng_state, save_model
+from utilities.distributed import DistContext, mean_over_ranks
+from utilities.optim import set_lr
+from utilities.runs import (CsvLog, TensorBoard, TrainingStopped, check_finite, check_finite_weights,
+                            slice_grid)
+from utilities.schedules import poly_lr
+from utilities.validation import VALIDATION_METRICS, evaluate, mean_scores
+
+__all__ = ["StepInfo", "LossPart", "StepOutput", "BestCheckpoint", "FitConfig", "Callback", "CollapseWatch",
+           "CollapseError", "fit", "README_COLLAPSE_SECTION"]
+
+logger = logging.getLogger("paseg")
+
+README_COLLAPSE_SECTION = 'README, section "When stage 1 predicts nothing"'
+
+
+@dataclass(frozen=True)
+class StepInfo:
+    """Where a step is: ``epoch`` and ``step`` (0-based), ``global_step`` over the run."""
+
+    epoch: int
+    step: int
+    global_step: int
+    steps_per_epoch: int
+
+
+@dataclass
+class LossPart:
+    """One weighted term of an optimiser's loss and the logits it is a function of; its
+    gradient norm with respect to ``logits`` is logged as ``grad_<name>``."""
+
+    name: str
+    value: torch.Tensor
+    logits: torch.Tensor
+
+
+@dataclass
+class StepOutput:
+    """``log``: per-step values averaged over the epoch (loss terms, ramp, fractions);
+    ``parts``: per optimiser name, the weighted terms whose sum is its loss."""
+
+    log: dict[str, float | torch.Tensor]
+    parts: dict[str, list[LossPart]]
+
+
+StepFn = Callable[[Mapping[str, Any], StepInfo], StepOutput]
+
+
+@dataclass(frozen=True)
+class BestCheckpoint:
+    """Save ``model`` to ``path`` whenever the row column ``column`` beats its best so far.
+
+    ``tracker``: the name of the :class:`BestTracker` in the training state; ``metric``: the
+    metric name written into the checkpoint; ``log_as``: row columns for the best value and
+    its epoch (``None``: not logged).
+    """
+
+    tracker: str
+    model: str
+    column: str
+    metric: str
+    path: Path
+    log_as: tuple[str, str] | None = None
+
+
+@dataclass(frozen=True)
+class CollapseWatch:
+    """Warn when model ``model`` predicts no foreground for ``patience`` epochs in a row —
+    on every validation volume (``val_column`` == 0) or on every training patch
+    (``train_column`` == 0) — while its reference (``reference_column``: the expanded seeds or
+    the teacher's pseudo-labels in the training patches) has foreground. ``grad_columns``:
+    the gradient-norm columns of its loss terms (the dominant one is named)."""
+
+    model: str
+    val_column: str
+    train_column: str
+    reference_column: str
+    grad_columns: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class FitConfig:
+    """What :func:`fit` needs beyond the state: schedule, validation, files."""
+
+    max_epochs: int
+    learning_rate: float
+    roi_size: tuple[int, ...]
+    models_dir: Path
+    latest: Path
+    csv: Path
+    tensorboard: Path
+    final: Mapping[str, Path]
+    best: Sequence[BestCheckpoint]
+    validate: Mapping[str, str] = field(default_factory=lambda: {"": "model"})
+    collapse: Sequence[CollapseWatch] = ()
+    sw_batch_size: int = 1
+    sw_overlap: float = 0.25
+    grad_clip: float | None = None
+    collapse_patience: int = 3
+    stop_on_collapse: bool = False
+    desc: str = "epoch"
+    summary: Sequence[str] = ("loss",)
+
+
+class Callback:
+    """Hooks into :func:`fit`; every method is optional."""
+
+    def on_epoch_start(self, epoch: int, state: TrainingState) -> None:
+        """Before the first step of ``epoch`` (0-based)."""
+
+    def on_validated(self, epoch: int, row: dict[str, Any], state: TrainingState) -> dict[str, Any]:
+        """After validation and the best checkpoints (every rank, after a barrier); returns
+        extra row columns."""
+        return {}
+
+    def on_epoch_end(self, epoch: int, row: Mapping[str, Any], state: TrainingState) -> None:
+        """After the row is logged and the latest checkpoint written (main process only)."""
+
+
+class CollapseError(TrainingStopped):
+    """``--stop_on_collapse``: the predictions stayed empty; the checkpoints are intact."""
+
+
+class _CollapseDetector:
+    def __init__(self, watches: Sequence[CollapseWatch], patience: int, stop: bool) -> None:
+        self.watches = list(watches)
+        self.patience = patience
+        self.stop = stop
+        self.streak = {w.model: 0 for w in self.watches}
+
+    def __call__(self, epoch: int, row: Mapping[str, Any]) -> str | None:
+        """Update with the epoch's row; returns the warning when one fires."""
+        messages = []
+        for w in self.watches:
+            reference = row.get(w.reference_column, math.nan)
+            empty_val = row.get(w.val_column) == 0
+            empty_train = row.get(w.train_column) == 0
+            collapsed = (empty_val or empty_train) and not (reference <= 0)  # NaN reference: unknown, assume fg
+            self.streak[w.model] = self.streak[w.model] + 1 if collapsed else 0
+            if self.streak[w.model] != self.patience:
+                continue
+            where = " and ".join(n for n, e in (("validation volumes", empty_val), ("training patches", empty_train)) if e)
+            grads = {c.removeprefix("grad_"): row[c] for c in w.grad_columns if c in row}
+            dominant = max(grads, key=grads.get) if grads else "?"
+            shown = ", ".join(f"{k} {v:.3g}" for k, v in grads.items())
+            ref = f"{reference:.2%} of patch voxels" if math.isfinite(reference) else "unknown"
+            messages.append(f"collapse: {w.model} has predicted no foreground on the {where} for {self.patience} "
+                            f"epochs (epochs {epoch + 2 - self.patience}-{epoch + 1}) while its reference has "
+                            f"foreground ({ref}); the dominant loss gradient w.r.t. the logits is {dominant} "
+                            f"({shown}); see the {README_COLLAPSE_SECTION} for remedies")
+        return " | ".join(messages) or None
+
+
+def _backward(state: TrainingState, parts: Mapping[str, Sequence[LossPart]]) -> dict[str, float]:
+    """Gradient of each weighted term w.r.t. its logits (norms returned, unscaled), then one
+    backward pass per logits tensor from the summed gradients."""
+    scale = state.amp.loss_scale
+    norms: dict[str, float] = {}
+    for name in state.optimizers:
+        sums: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
+        for part in parts[name]:
+            if not part.value.requires_grad:
+                norms[f"grad_{part.name}"] = 0.0
+                continue
+            (grad,) = torch.autograd.grad(state.amp.scale(part.value), part.logits, retain_graph=True)
+            norms[f"grad_{part.name}"] = float(grad.float().norm()) / scale
+            key = id(part.logits)
+            sums[key] = (part.logits, grad if key not in sums else sums[key][1] + grad)
+        for logits, grad in sums.values():
+            logits.backward(grad)
+    return norms
+
+
+def _fmt(value: Any) -> str:
+    return f"{value:.4f}" if isinstance(value, float) else str(value)
+
+
+def fit(state: TrainingState, step_fn: StepFn, train_loader: Iterable[Mapping[str, Any]],
+        val_loader: Iterable[Mapping[str, Any]], config: FitConfig, ctx: DistContext, device: torch.device,
+        generator: torch.Generator | None = None, sampler: Any = None,
+        callbacks: Sequence[Callback] = ()) -> None:
+    """Train from ``state.epoch`` to ``config.max_epochs`` (see the module docstring).
+
+    Raises:
+        NonFiniteLossError: a loss term or a weight became NaN/Inf (the last good checkpoints kept).
+        CollapseError: with ``stop_on_collapse``, when the collapse warning fires (after the
+            epoch's checkpoints are written).
+    """
+    csv_log = CsvLog(config.csv, state.epoch) if ctx.is_main else None
+    tb = TensorBoard(config.tensorboard if ctx.is_main else None)
+    detector = _CollapseDetector(config.collapse, config.collapse_patience, config.stop_on_collapse)
+    show_bar = ctx.is_main and sys.stderr.isatty()
+    steps_per_epoch = len(train_loader) if hasattr(train_loader, "__len__") else 0
+    try:
+        for epoch in range(state.epoch, config.max_epochs):
+            _run_epoch(state, step_fn, train_loader, val_loader, config, ctx, device, generator, sampler,
+                       callbacks, csv_log, tb, detector, epoch, steps_per_epoch, show_bar)
+        if ctx.is_main:
+            for key, path in config.final.items():
+                save_model(path, state.models[key], state.networks[_network_key(state, key)],
+                           epoch=config.max_epochs)
+            best = ", ".join(f"{b.log_as[0].removeprefix('best_')} {state.trackers[b.tracker].value:.4f} at epoch "
+                             f"{state.trackers[b.tracker].epoch}" for b in config.best if b.log_as)
+            logger.info("done: best %s; checkpoints in %s", best, config.models_dir)
+    finally:
+        tb.close()
+
+
+def _network_key(state: TrainingState, model_key: str) -> str:
+    """``network`` for ``model``, ``network1`` for ``model1``."""
+    return model_key.replace("model", "network", 1)
+
+
+def _run_epoch(state: TrainingState, step_fn: StepFn, train_loader: Iterable[Mapping[str, Any]],
+               val_loader: Iterable[Mapping[str, Any]], config: FitConfig, ctx: DistContext,
+               device: torch.device, generator: torch.Generator | None, sampler: Any,
+               callbacks: Sequence[Callback], csv_log: CsvLog | None, tb: TensorBoard,
+               detector: _CollapseDetector, epoch: int, steps_per_epoch: int, show_bar: bool) -> None:
+    t0 = time.time()
+    for cb in callbacks:
+        cb.on_epoch_start(epoch, state)
+    lr = poly_lr(epoch, config.max_epochs, config.learning_rate)
+    for optimizer in state.optimizers.values():
+        set_lr(optimizer, lr)
+    for model in state.models.values():
+        model.train()
+    if sampler is not None:
+        sampler.set_epoch(epoch)
+    sums: dict[str, float] = {}
+    steps = 0
+    bar = tqdm(train_loader, desc=f"{config.desc} {epoch + 1}/{config.max_epochs}", leave=False,
+               disable=not show_bar, dynamic_ncols=True)
+    optimizers = list(state.optimizers.values())
+    for step, batch in enumerate(bar):
+        for optimizer in optimizers:
+            optimizer.zero_grad(set_to_none=True)
+        info = StepInfo(epoch, step, epoch * steps_per_epoch + step, steps_per_epoch)
+        out = step_fn(batch, info)
+        values = {k: float(v) for k, v in out.log.items()}
+        check_finite(values, epoch + 1, step + 1, config.models_dir)
+        values |= _backward(state, out.parts)
+        state.amp.step(optimizers, config.grad_clip)
+        for key, value in values.items():
+            sums[key] = sums.get(key, 0.0) + value
+        steps += 1
+        bar.set_postfix({k: f"{values[k]:.4f}" for k in config.summary if k in values})
+    means = mean_over_ranks(sums, steps, ctx)
+
+    grid: dict[str, Any] = {}
+    row: dict[str, Any] = {"epoch": epoch + 1, "lr": lr, **means}
+    for suffix, key in config.validate.items():
+        def keep_grid(batch: Mapping[str, Any], logits: torch.Tensor, suffix: str = suffix) -> None:
+            if suffix not in grid:  # the first validation volume: image, references, each model's prediction
+                grid.setdefault("", [batch[k][0, 0] for k in ("image", "label", "seeds") if k in batch])
+                grid[suffix] = logits.argmax(1)[0]
+
+        scores = mean_scores(evaluate(state.models[key], val_loader, config.roi_size, device, config.sw_batch_size,
+                                      config.sw_overlap, state.amp, ctx, on_volume=keep_grid if ctx.is_main else None))
+        row |= {f"val_{metric}{suffix}": scores[metric] for metric in VALIDATION_METRICS}
+
+    improved = [b for b in config.best if state.trackers.setdefault(b.tracker, BestTracker()).update(row[b.column],
+                                                                                                      epoch + 1)]
+    check_finite_weights(state.models, epoch + 1, config.models_dir)
+    if ctx.is_main:
+        for b in improved:
+            save_model(b.path, state.models[b.model], state.networks[_network_key(state, b.model)], epoch=epoch + 1,
+                       metric=b.metric, value=state.trackers[b.tracker].value)
+    ctx.barrier()
+    for cb in callbacks:
+        row |= cb.on_validated(epoch, row, state)
+    for b in config.best:
+        if b.log_as:
+            row |= {b.log_as[0]: state.trackers[b.tracker].value, b.log_as[1]: state.trackers[b.tracker].epoch}
+    state.epoch = epoch + 1
+    rng = ctx.gather(rng_state(generator))
+    warning = detector(epoch, row)
+    if ctx.is_main:
+        row["time_s"] = round(time.time() - t0, 2)
+        # CP_latest after the row: a run killed in between resumes from the previous epoch and redoes this one
+        csv_log.append(row)
+        state.save(config.latest, rng)
+        tb.scalars({f"train/{k}": v for k, v in row.items() if k not in ("epoch", "time_s") and not k.startswith("val_")
+                    and isinstance(v, (int, float))}
+                   | {f"val/{k.removeprefix('val_')}": v for k, v in row.items() if k.startswith("val_")}, epoch + 1)
+        if len(grid) == len(config.validate) + 1:
+            tb.image("val/image_references_predictions",
+                     slice_grid(grid[""] + [grid[s] for s in config.validate]), epoch + 1)
+        train_text = " ".join(f"{k} {row[k]:.4f}" for k in config.summary if k in row)
+        val_text = " ".join(f"{k.removeprefix('val_')} {_fmt(row[k])}" for k in row if k.startswith("val_"))
+        best_text = " ".join(f"{b.column.removeprefix('val_')} {state.trackers[b.tracker].value:.4f} "
+                             f"@{state.trackers[b.tracker].epoch}" for b in config.best if b.log_as)
+        logger.info("%s %d/%d lr %.2e %s | val %s | best %s (%.1f s)", config.desc, epoch + 1, config.max_epochs,
+                    lr, train_text, val_text, best_text, time.time() - t0)
+        if warning:
+            logger.warning(warning)
+        for cb in callbacks:
+            cb.on_epoch_end(epoch, row, state)
+    ctx.barrier()
+    if warning and config.stop_on_collapse:
+        raise CollapseError(f"{warning}; stopped by --stop_on_collapse, the checkpoints in {config.models_dir} "
+                            "are intact")

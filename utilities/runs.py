@@ -1,0 +1,205 @@
+"""Run folders and what is written into them while training: the refusal to clobber a run,
+start-up in a safe order, ``log.csv``, TensorBoard, and the stops on non-finite values."""
+from __future__ import annotations
+
+import logging
+import math
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Mapping, Sequence, TypeVar
+
+import pandas as pd
+import torch
+from torch import nn
+
+from utilities.distributed import DistContext, init_distributed, unwrap
+from utilities.io import ensure_writable_dir, save_csv
+
+__all__ = [
+    "RunOptions",
+    "check_run_dir",
+    "prepare_run_dir",
+    "start_run",
+    "CsvLog",
+    "TensorBoard",
+    "slice_grid",
+    "TrainingStopped",
+    "NonFiniteLossError",
+    "check_finite",
+    "check_finite_weights",
+]
+
+logger = logging.getLogger("paseg")
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    """How a training run starts: where, from which seed, and what to do with an existing run."""
+
+    device: str = "auto"
+    seed: int = 0
+    resume: bool = False
+    overwrite: bool = False
+
+
+def _existing_checkpoints(run_dir: Path) -> list[str]:
+    models = run_dir / "models"
+    return sorted(p.name for p in models.glob("*.pth")) if models.is_dir() else []
+
+
+def check_run_dir(run_dirs: Sequence[Path], resume: bool, overwrite: bool, latest: Path,
+                  flag_hint: str = "--model_dir") -> Path | None:
+    """Refuse to clobber an existing run; changes nothing on disk.
+
+    Returns the latest checkpoint to resume from (``None`` to start fresh).
+
+    Raises:
+        FileExistsError: a run folder holds checkpoints and neither ``--resume`` nor ``--overwrite``.
+        FileNotFoundError: ``--resume`` without a latest checkpoint.
+    """
+    if resume and overwrite:
+        raise ValueError("--resume and --overwrite exclude each other; pass one of them")
+    if resume:
+        if not latest.is_file():
+            raise FileNotFoundError(f"--resume: no checkpoint {latest} to resume from; start without --resume")
+        return latest
+    for run_dir in dict.fromkeys(run_dirs):
+        existing = _existing_checkpoints(run_dir)
+        if existing and not overwrite:
+            raise FileExistsError(f"{run_dir} already holds a run ({', '.join(existing)}); pass --resume to "
+                                  f"continue it, --overwrite to replace it, or choose another {flag_hint}")
+    return None
+
+
+def prepare_run_dir(run_dirs: Sequence[Path], resume: bool, overwrite: bool, latest: Path,
+                    flag_hint: str = "--model_dir") -> Path | None:
+    """:func:`check_run_dir`, then create ``<run_dir>/models`` for each run folder (after
+    deleting an existing run when ``overwrite``)."""
+    latest_path = check_run_dir(run_dirs, resume, overwrite, latest, flag_hint)
+    for run_dir in dict.fromkeys(run_dirs):
+        if overwrite and _existing_checkpoints(run_dir):
+            shutil.rmtree(run_dir)
+        ensure_writable_dir(run_dir / "models")
+    return latest_path
+
+
+def start_run(options: RunOptions, config: Mapping[str, Any], run_dirs: Sequence[Path], latest: Path,
+              log_name: str = "log", preflight: Callable[[], T] | None = None
+              ) -> tuple[DistContext, torch.device, logging.Logger, Path | None, T | None]:
+    """Device, process group, input checks, run folders, logger (``config`` logged whole), seeding.
+
+    The order makes every bad input fail before anything is written or deleted: the device,
+    then whether the run folder may be used (:func:`check_run_dir`), then ``preflight()`` (load
+    and check the data and checkpoints; console logging only), and only then the run folders
+    are created (an ``--overwrite``-n run is deleted) and the log file opened.
+
+    Returns ``(ctx, device, logger, checkpoint to resume from or None, preflight's result)``;
+    the log file goes to the first run folder.
+    """
+    from utilities.cli import log_config, resolve_device, seed_everything, setup_logger
+
+    ctx, device = init_distributed(resolve_device(options.device))
+    if ctx.is_main:
+        check_run_dir(run_dirs, options.resume, options.overwrite, latest)
+    setup_logger(None, log_name, ctx.rank)
+    prepared = preflight() if preflight is not None else None
+    latest_path = None
+    if ctx.is_main:
+        latest_path = prepare_run_dir(run_dirs, options.resume, options.overwrite, latest)
+    latest_path = ctx.broadcast(latest_path)
+    log = setup_logger(run_dirs[0] if ctx.is_main else None, log_name, ctx.rank)
+    log_config(log, config)
+    log.info("device %s, %d process(es)", device, ctx.world_size)
+    seed_everything(options.seed + ctx.rank)
+    return ctx, device, log, latest_path, prepared
+
+
+class CsvLog:
+    """``log.csv``, one row per epoch, rewritten atomically after each epoch.
+
+    ``start_epoch`` is the number of epochs done (a resumed run): their rows are kept, those
+    of later epochs (written after the checkpoint that is resumed) are dropped.
+    """
+
+    def __init__(self, path: Path, start_epoch: int = 0) -> None:
+        self.path = path
+        self.rows: list[dict[str, Any]] = []
+        if start_epoch > 0 and path.is_file():
+            try:
+                old = pd.read_csv(path)
+            except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as e:
+                raise ValueError(f"--resume: cannot read {path} ({str(e).splitlines()[0]}); move it away to "
+                                 "start a new log") from None
+            self.rows = old[old["epoch"] <= start_epoch].to_dict("records")
+
+    def append(self, row: Mapping[str, Any]) -> None:
+        self.rows.append(dict(row))
+        save_csv(pd.DataFrame(self.rows), self.path)
+
+
+class TensorBoard:
+    """SummaryWriter on the main process only; a no-op elsewhere."""
+
+    def __init__(self, log_dir: Path | None) -> None:
+        self.writer = None
+        if log_dir is not None:
+            from torch.utils.tensorboard import SummaryWriter
+
+            self.writer = SummaryWriter(str(log_dir))
+
+    def scalars(self, values: Mapping[str, float], step: int) -> None:
+        if self.writer is not None:
+            for key, value in values.items():
+                if value is not None and not (isinstance(value, float) and math.isnan(value)):
+                    self.writer.add_scalar(key, value, step)
+
+    def image(self, tag: str, grid: torch.Tensor, step: int) -> None:
+        if self.writer is not None:
+            self.writer.add_image(tag, grid, step)
+
+    def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
+
+
+def slice_grid(volumes: Sequence[torch.Tensor]) -> torch.Tensor:
+    """The middle axial (Z) slice of each ``(X, Y, Z)`` volume, each scaled to [0, 1], side by
+    side: a ``(1, Y, k·X)`` image for TensorBoard."""
+    tiles = []
+    for vol in volumes:
+        tile = vol[..., vol.shape[-1] // 2].float().cpu().T.flip(0)  # rows = Y (anterior up)
+        lo, hi = tile.min(), tile.max()
+        tiles.append((tile - lo) / (hi - lo) if hi > lo else torch.zeros_like(tile))
+    return torch.cat(tiles, dim=1).unsqueeze(0)
+
+
+class TrainingStopped(RuntimeError):
+    """Training stopped on purpose, with a message for the user; the checkpoints are intact."""
+
+
+class NonFiniteLossError(TrainingStopped):
+    """A loss became NaN or Inf; the last good checkpoints are kept."""
+
+
+def check_finite(values: Mapping[str, float], epoch: int, step: int, where: Path) -> None:
+    """Stop with a clear message (also logged) at the first non-finite loss term."""
+    for name, value in values.items():
+        if not math.isfinite(float(value)):
+            message = (f"loss term {name} became {float(value)} at epoch {epoch}, step {step}; training stopped, "
+                       f"the last good checkpoints in {where} are intact (lower --learning_rate or check the data)")
+            logger.error(message)
+            raise NonFiniteLossError(message)
+
+
+def check_finite_weights(models: Mapping[str, nn.Module], epoch: int, where: Path) -> None:
+    """Stop before a checkpoint is written if a weight or buffer of a model is NaN/Inf (the
+    previous checkpoints stay the last good ones)."""
+    for name, model in models.items():
+        for key, tensor in unwrap(model).state_dict().items():
+            if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+                message = (f"{name} weight {key} became non-finite in epoch {epoch}; training stopped, the last "
+                           f"good checkpoints in {where} are intact (lower --learning_rate or check the data)")
+                logger.error(message)
+                raise NonFiniteLossError(message)

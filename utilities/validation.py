@@ -1,0 +1,96 @@
+"""Validation: whole-volume Dice against the full labels and against the expanded seeds, and
+the predicted foreground fraction (training health), every rank's shard gathered."""
+from __future__ import annotations
+
+import math
+from typing import Any, Callable, Iterable, Mapping
+
+import torch
+from torch import nn
+
+from utilities.distributed import DistContext, unwrap
+from utilities.losses import one_hot, soft_dice
+from utilities.optim import Amp
+from utilities.prediction import sliding_window_predict
+
+__all__ = ["VALIDATION_METRICS", "volume_scores", "evaluate", "mean_scores"]
+
+#: What :func:`evaluate` reports per volume (``dice`` and ``seed_dice`` when their reference is loaded).
+VALIDATION_METRICS = ("dice", "seed_dice", "fg_fraction")
+
+
+def volume_scores(logits: torch.Tensor, label: torch.Tensor | None,
+                  seeds: torch.Tensor | None) -> dict[str, float]:
+    """Scores of ``argmax(logits)`` for one volume.
+
+    ``dice``: foreground Dice against the full label; ``seed_dice``: against the expanded seeds
+    on their annotated voxels only (label 1 = foreground near the seed, 0 = background outside
+    the box, 2 = unknown, ignored); ``fg_fraction``: the fraction of voxels predicted as
+    foreground. Uses the losses' Dice.
+
+    Args:
+        logits: ``(1, C, X, Y, Z)``; label, seeds: ``(1, 1, X, Y, Z)`` integer or ``None``.
+    """
+    num_classes = logits.shape[1]
+    argmax = logits.argmax(1)
+    pred = one_hot(argmax, num_classes)
+    scores: dict[str, float] = {"fg_fraction": float((argmax > 0).float().mean())}
+    if label is not None:
+        scores["dice"] = _foreground_dice(pred, one_hot((label[:, 0] > 0).long(), num_classes))
+    if seeds is not None:
+        known = seeds[:, 0] < 2
+        scores["seed_dice"] = _foreground_dice(pred, one_hot((seeds[:, 0] == 1).long(), num_classes), known)
+    return scores
+
+
+def _foreground_dice(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor | None = None) -> float:
+    """Mean Dice of the foreground classes of one volume; 1 where prediction and target are
+    both empty (a correct empty prediction)."""
+    dice = soft_dice(pred, target, mask, eps=0.0)[0, 1:]
+    if mask is not None:
+        pred, target = pred * mask.unsqueeze(1), target * mask.unsqueeze(1)
+    both_empty = (pred.sum((2, 3, 4)) + target.sum((2, 3, 4)))[0, 1:] == 0
+    return float(torch.where(both_empty, torch.ones_like(dice), dice).mean())
+
+
+def evaluate(model: nn.Module, loader: Iterable[Mapping[str, Any]], roi_size: tuple[int, ...] | list[int],
+             device: torch.device, sw_batch_size: int = 1, overlap: float = 0.25, amp: Amp | None = None,
+             ctx: DistContext | None = None,
+             on_volume: Callable[[Mapping[str, Any], torch.Tensor], None] | None = None
+             ) -> dict[str, dict[str, float]]:
+    """Scores of every validation volume: ``{subject: {"dice": .., "seed_dice": .., "fg_fraction": ..}}``.
+
+    With a distributed ``ctx`` each rank scores its shard of the loader and the results are
+    gathered, so every rank returns all subjects. ``on_volume(batch, logits)`` is called for
+    each volume (e.g. to log an image grid). The forward passes bypass a DDP wrapper: ranks
+    hold different numbers of volumes, so no collective may run inside this loop.
+    """
+    model.eval()
+    net = unwrap(model)
+    results: dict[str, dict[str, float]] = {}
+    for batch in loader:
+        image = batch["image"].to(device)
+        logits = sliding_window_predict(net, image, roi_size, sw_batch_size, overlap, amp)
+        label = batch.get("label")
+        seeds = batch.get("seeds")
+        scores = volume_scores(logits, None if label is None else label.to(device),
+                               None if seeds is None else seeds.to(device))
+        results[batch["subject"][0]] = scores
+        if on_volume is not None:
+            on_volume(batch, logits)
+    model.train()
+    if ctx is not None and ctx.distributed:
+        merged: dict[str, dict[str, float]] = {}
+        for part in ctx.gather(results):
+            merged.update(part)
+        results = merged
+    return results
+
+
+def mean_scores(scores: Mapping[str, Mapping[str, float]]) -> dict[str, float]:
+    """Mean of each of :data:`VALIDATION_METRICS` over volumes (NaN when not computed)."""
+    out = {}
+    for metric in VALIDATION_METRICS:
+        values = [s[metric] for s in scores.values() if metric in s]
+        out[metric] = float(sum(values) / len(values)) if values else math.nan
+    return out
