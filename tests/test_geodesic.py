@@ -377,3 +377,90 @@ def test_num_workers_must_be_positive(one_subject):
 def test_output_folder_uses_str_float():
     assert output_folder("g", 0.5, 0.2) == Path("g/weight0.5_threshold0.2")
     assert output_folder("g", 1, 0.25) == Path("g/weight1.0_threshold0.25")
+
+
+# ------------------------------------------------------------------------------ annotations that cannot be right
+def test_array_level_point_checks():
+    image, annotation, _ = blob_case()
+    fewer = annotation.copy()
+    fewer[tuple(np.argwhere(annotation == 1)[0])] = 0
+    with pytest.raises(ValueError, match=r"lesion 1 has 5 background point\(s\) \(value 1\), expected 6"):
+        expand_seeds(image, fewer, (2.0, 1.0, 1.0), 0.5, 0.2)
+    label, _ = expand_seeds(image, fewer, (2.0, 1.0, 1.0), 0.5, 0.2, allow_partial_points=True)
+    assert (label == 1).any()
+    outside = annotation.copy()
+    outside[annotation == 2] = 0
+    outside[6, 12, 20] = 2  # beyond the x-maximum background point (x = 17)
+    with pytest.raises(ValueError, match=r"lesion 1: the foreground point \(value 2\) at array index \[6, 12, 20\] "
+                                         r"lies outside the box \[2, 5, 5\]..\[10, 19, 17\] of its background points"):
+        expand_seeds(image, outside, (2.0, 1.0, 1.0), 0.5, 0.2)
+    label, _ = expand_seeds(image, outside, (2.0, 1.0, 1.0), 0.5, 0.2, allow_partial_points=True)
+    assert label[6, 12, 20] == 1
+
+
+def test_second_lesion_is_checked_too():
+    image, ann1, _ = blob_case(center=(5, 7, 7), radii=(3, 4, 4), shape=(12, 24, 28))
+    _, ann2, _ = blob_case(center=(6, 15, 18), radii=(3, 5, 5), shape=(12, 24, 28), seed=3)
+    annotation = ann1.copy()
+    annotation[ann2 == 1] = 3
+    annotation[ann2 == 2] = 4
+    annotation[tuple(np.argwhere(annotation == 3)[:2].T)] = 0
+    with pytest.raises(ValueError, match=r"lesion 2 has 4 background point\(s\) \(value 3\)"):
+        expand_seeds(image, annotation, (2.0, 1.0, 1.0), 0.5, 0.2)
+
+
+@pytest.mark.parametrize("edit, message", [
+    (lambda a: a.__setitem__(tuple(np.argwhere(a == 1)[0]), 0), r"lesion 1 has 5 background point\(s\)"),
+    (lambda a: (a.__setitem__(a == 2, 0), a.__setitem__((1, 12, 11), 2)),
+     r"lesion 1: the foreground point .* lies outside the box"),
+])
+def test_script_refuses_partial_points_unless_allowed(one_subject, edit, message):
+    edit_annotation(one_subject, "s2", edit)
+    with pytest.raises(ValueError, match=rf"^s2: annotation .*s2_7points.nii.gz: {message}"):
+        run_vs(one_subject)
+    out = VS.main(vs_args(one_subject, "geo_partial", "--num_workers", "1", "--allow_partial_points"))
+    _, ann = read(one_subject / "ann" / "s2_7points.nii.gz")
+    _, image = read(one_subject / "img" / "s2_T2.nii.gz")
+    expected, _ = expand_seeds(image, ann, SPACING_XYZ[::-1], 0.5, 0.2, allow_partial_points=True)
+    np.testing.assert_array_equal(read(out / "geodesic_label" / "s2_GeodesicLabel.nii.gz")[1], expected)
+    assert "--allow_partial_points True" in next(out.glob("generate_geodesic_labels_*.txt")).read_text()
+
+
+@pytest.mark.parametrize("code", ["SPL", "LPI", "RAS"])
+def test_annotation_with_permuted_or_reversed_axes_is_reordered_exactly(one_subject, code, capsys):
+    reference = run_vs(one_subject)
+    path = one_subject / "ann" / "s2_7points.nii.gz"
+    original = sitk.ReadImage(str(path))
+    reoriented = sitk.DICOMOrient(original, code)  # same voxels, other index order (SimpleITK's own)
+    assert reoriented.GetDirection() != original.GetDirection()
+    sitk.WriteImage(reoriented, str(path))
+    with pytest.raises(ValueError, match=r"image .*s2_T2.nii.gz has (size|spacing|orientation)"):
+        VS.main(vs_args(one_subject, "geo_refused", "--num_workers", "1"))  # refused unless asked for
+    assert "--reorder_annotation reorders it exactly" in capsys.readouterr().out
+    out = VS.main(vs_args(one_subject, "geo_reordered", "--num_workers", "1", "--reorder_annotation"))
+    image_img, _ = read(one_subject / "img" / "s2_T2.nii.gz")
+    for sub, name in (("geodesic_label", "s2_GeodesicLabel.nii.gz"), ("geodesic_distance", "s2_GeodesicDistance.nii.gz")):
+        got_img, got = read(out / sub / name)
+        np.testing.assert_array_equal(got, read(reference / sub / name)[1])
+        assert got_img.GetSize() == image_img.GetSize()
+        np.testing.assert_allclose(got_img.GetDirection(), image_img.GetDirection())
+        np.testing.assert_allclose(got_img.GetOrigin(), image_img.GetOrigin())
+
+
+def test_annotation_on_a_shifted_grid_is_refused(one_subject):
+    path = one_subject / "ann" / "s2_7points.nii.gz"
+    _, ann = read(path)
+    write(ann, path, origin=(ORIGIN[0] + 0.8, ORIGIN[1], ORIGIN[2]))  # one voxel away: another grid
+    with pytest.raises(ValueError, match=r"^s2: image .*s2_T2.nii.gz has origin .* but annotation .*s2_7points.nii.gz "
+                                         r"has .*: the annotation is on another grid than the image"):
+        run_vs(one_subject)
+    assert not list((one_subject / "geo").rglob("*.nii.gz"))  # checked before any work
+    with pytest.raises(ValueError, match="another grid"):  # neither flag lifts the grid check
+        run_vs(one_subject, "--allow_partial_points", "--reorder_annotation")
+
+
+def test_grid_errors_name_the_files(one_subject):
+    path = one_subject / "img" / "s2_T2.nii.gz"
+    write(read(path)[1][:, :, :20], path)
+    with pytest.raises(ValueError, match=r"^image .*s2_T2.nii.gz has size \[20, 24, 12\] but annotation"):
+        run_vs(one_subject)

@@ -9,6 +9,15 @@ foreground point is computed in that box with GeodisTK's raster scan, and the bo
 and "unknown" (label 2). Everything outside the boxes is background (label 0). The seed labels
 train stage 1 with a partial cross-entropy that ignores label 2.
 
+Annotations that cannot be right are refused with a one-line error naming the subject: a lesion
+with fewer than six background points (its box would miss part of the lesion, which would then
+become certain background), a foreground point outside the box of its background points (the
+"foreground" seeds would lie outside the lesion), and an annotation on another voxel grid than
+the image (with ``--reorder_annotation``, one that holds the image's voxels with permuted or
+reversed axes is reordered exactly). ``--allow_partial_points`` lifts the first two checks, never
+the grid one: stage 1 refuses seeds on another grid than the image. The seeds are written on the
+image's grid.
+
 This module is the one implementation behind ``data/VS/generate_geodesic_labels.py`` and
 ``data/BraTS/generate_geodesic_labels.py``; those scripts only choose defaults.
 """
@@ -34,6 +43,7 @@ from utilities.splits import PHASES, read_split, subjects_of
 
 __all__ = [
     "LESIONS",
+    "BACKGROUND_POINTS",
     "RASTER_SCAN_ITERATIONS",
     "expand_seeds",
     "merge_labels",
@@ -49,6 +59,8 @@ LESIONS: tuple[tuple[int, int], ...] = ((1, 2), (3, 4))
 RASTER_SCAN_ITERATIONS = 4
 #: Relative tolerance when comparing the spacing and orientation of two images.
 GEOMETRY_RTOL = 1e-4
+#: Background (extreme) points a lesion needs: one beyond each end of each axis.
+BACKGROUND_POINTS = 6
 
 _METRIC_COLUMNS = ("precision", "recall", "dice", "jaccard")
 
@@ -108,9 +120,26 @@ def _lesion_box(points: np.ndarray) -> tuple[slice, ...]:
     return tuple(slice(int(c.min()), int(c.max()) + 1) for c in coords)
 
 
+def _check_points(annotation: np.ndarray, lesion: int, bg: int, fg: int) -> None:
+    """One lesion needs six background points and its foreground point(s) inside their box."""
+    background = np.argwhere(annotation == bg)
+    if len(background) < BACKGROUND_POINTS:
+        raise ValueError(f"lesion {lesion} has {len(background)} background point(s) (value {bg}), expected "
+                         f"{BACKGROUND_POINTS} (one beyond each end of each axis): with fewer, its box misses part "
+                         "of the lesion, which then becomes certain background; add the missing points "
+                         "(or pass --allow_partial_points)")
+    lo, hi = background.min(0), background.max(0)
+    for point in np.argwhere(annotation == fg):
+        if np.any(point < lo) or np.any(point > hi):
+            raise ValueError(f"lesion {lesion}: the foreground point (value {fg}) at array index {point.tolist()} "
+                             f"lies outside the box {lo.tolist()}..{hi.tolist()} of its background points, so "
+                             "its seeds would lie outside the lesion; check the point values "
+                             "(or pass --allow_partial_points)")
+
+
 def expand_seeds(image: np.ndarray, annotation: np.ndarray, spacing: Sequence[float],
                  weight: float, threshold: float,
-                 zero_at_min: bool = False) -> tuple[np.ndarray, np.ndarray]:
+                 zero_at_min: bool = False, allow_partial_points: bool = False) -> tuple[np.ndarray, np.ndarray]:
     """Expand a 7-point annotation into a seed label by geodesic distance.
 
     For each lesion present (points 1, 2 and points 3, 4), the raw image intensities are cropped
@@ -131,6 +160,8 @@ def expand_seeds(image: np.ndarray, annotation: np.ndarray, spacing: Sequence[fl
             expanded foreground.
         zero_at_min: also set the voxels at the image's minimum value to 0 (BraTS: the
             skull-stripped background).
+        allow_partial_points: accept a lesion with fewer than six background points or with its
+            foreground point outside their box (by default a ValueError).
 
     Returns:
         ``(label, distance)``: (A, B, C) uint8 in {0, 1, 2} and (A, B, C) float32, the geodesic
@@ -164,6 +195,8 @@ def expand_seeds(image: np.ndarray, annotation: np.ndarray, spacing: Sequence[fl
             raise ValueError(f"lesion {lesion} has a foreground point (value {fg}) but no "
                              f"background points (value {bg}); add its extreme points")
         if has_fg:
+            if not allow_partial_points:
+                _check_points(annotation, lesion, bg, fg)
             present.append((bg, fg))
     if not present:
         raise ValueError("annotation has no annotated points (all 0); expected values 1 and 2")
@@ -221,27 +254,87 @@ def _read_header(path: Path, what: str) -> _Header:
                    tuple(reader.GetDirection()), tuple(reader.GetOrigin()))
 
 
-def _compare_geometry(ref: _Header, ref_path: Path, other: _Header, other_path: Path, what: str) -> list[str]:
-    """Raise if ``other`` differs from the annotation ``ref`` in size, spacing or orientation;
-    return notes (an origin difference is only logged)."""
+def _compare_geometry(ref: _Header, ref_path: Path, other: _Header, other_path: Path, what: str,
+                      ref_what: str = "annotation") -> list[str]:
+    """Raise if ``other`` differs from ``ref`` (the ``ref_what``) in size, spacing or orientation;
+    return notes (an origin difference)."""
     if other.size != ref.size:
-        raise ValueError(f"{what} {other_path} has size {list(other.size)} but annotation {ref_path} "
+        raise ValueError(f"{what} {other_path} has size {list(other.size)} but {ref_what} {ref_path} "
                          f"has {list(ref.size)}; they must be on the same voxel grid (annotated points may lie "
                          f"outside the {what}): resample one of them onto the other's grid")
     if len(other.spacing) != 3:
         raise ValueError(f"{what} {other_path} is {len(other.spacing)}D; expected a 3D volume")
     if not np.allclose(other.spacing, ref.spacing, rtol=GEOMETRY_RTOL, atol=0.0):
-        raise ValueError(f"{what} {other_path} has spacing {list(other.spacing)} but annotation "
+        raise ValueError(f"{what} {other_path} has spacing {list(other.spacing)} but {ref_what} "
                          f"{ref_path} has {list(ref.spacing)}; resample one of them")
     if not np.allclose(other.direction, ref.direction, rtol=0.0, atol=GEOMETRY_RTOL):
         raise ValueError(f"{what} {other_path} has orientation {[round(float(v), 4) + 0.0 for v in other.direction]} "
-                         f"but annotation {ref_path} has {[round(float(v), 4) + 0.0 for v in ref.direction]}; "
+                         f"but {ref_what} {ref_path} has {[round(float(v), 4) + 0.0 for v in ref.direction]}; "
                          "reorient one of them")
     scale = max(1.0, float(np.max(np.abs(ref.origin))))
     if not np.allclose(other.origin, ref.origin, rtol=0.0, atol=GEOMETRY_RTOL * scale):
-        return [f"{what} {other_path} has origin {list(other.origin)} but annotation has "
+        return [f"{what} {other_path} has origin {list(other.origin)} but {ref_what} has "
                 f"{list(ref.origin)}; voxels are matched by index"]
     return []
+
+
+#: How to put an annotation array on the image's grid: (axis permutation, axes to flip), in
+#: SimpleITK index order (x, y, z); ``((0, 1, 2), (False, False, False))`` for the same grid.
+GridMapping = tuple[tuple[int, int, int], tuple[bool, bool, bool]]
+IDENTITY: GridMapping = ((0, 1, 2), (False, False, False))
+
+
+def _permuted_header(header: _Header, mapping: GridMapping) -> _Header:
+    """The header of ``header``'s volume after :func:`_apply_mapping`: new index axis i is old
+    axis ``perm[i]``, reversed where ``flip[i]``; every voxel keeps its physical position."""
+    perm, flip = mapping
+    direction = np.asarray(header.direction, dtype=np.float64).reshape(3, 3)  # column a: index axis a
+    spacing = np.asarray(header.spacing, dtype=np.float64)
+    size = np.asarray(header.size)
+    start = np.zeros(3)  # old index of the voxel that becomes new index 0
+    for i, a in enumerate(perm):
+        start[a] = size[a] - 1 if flip[i] else 0
+    origin = np.asarray(header.origin) + direction @ (spacing * start)
+    columns = np.stack([direction[:, a] * (-1.0 if flip[i] else 1.0) for i, a in enumerate(perm)], axis=1)
+    return _Header(tuple(int(size[a]) for a in perm), tuple(float(spacing[a]) for a in perm),
+                   tuple(float(v) for v in columns.ravel()), tuple(float(v) for v in origin))
+
+
+def _grid_mapping(annotation: _Header, image: _Header) -> GridMapping | None:
+    """How the annotation's grid is exactly the image's: the same grid (within the tolerances
+    of :func:`_compare_geometry`), or the same voxels with the index axes permuted and/or
+    reversed; ``None`` when it is another grid (no exact resampling exists)."""
+    def same(candidate: _Header) -> bool:
+        try:
+            return not _compare_geometry(image, Path("image"), candidate, Path("annotation"), "annotation", "image")
+        except ValueError:
+            return False
+
+    if same(annotation):
+        return IDENTITY
+    if len(annotation.size) != 3 or len(image.size) != 3:
+        return None
+    a_dir = np.asarray(annotation.direction, dtype=np.float64).reshape(3, 3)
+    i_dir = np.asarray(image.direction, dtype=np.float64).reshape(3, 3)
+    dots = i_dir.T @ a_dir  # [image axis, annotation axis]
+    perm = tuple(int(np.argmax(np.abs(dots[i]))) for i in range(3))
+    if sorted(perm) != [0, 1, 2]:
+        return None
+    flip = tuple(bool(dots[i, perm[i]] < 0) for i in range(3))
+    mapping: GridMapping = (perm, flip)  # type: ignore[assignment]
+    return mapping if mapping != IDENTITY and same(_permuted_header(annotation, mapping)) else None
+
+
+def _apply_mapping(array: np.ndarray, mapping: GridMapping) -> np.ndarray:
+    """Reorder a SimpleITK-order (z, y, x) array by ``mapping`` (see :data:`GridMapping`)."""
+    if mapping == IDENTITY:
+        return array
+    perm, flip = mapping
+    xyz = np.transpose(array, (2, 1, 0)).transpose(perm)
+    for axis, reverse in enumerate(flip):
+        if reverse:
+            xyz = np.flip(xyz, axis=axis)
+    return np.ascontiguousarray(np.transpose(xyz, (2, 1, 0)))
 
 
 @dataclass(frozen=True)
@@ -255,6 +348,8 @@ class _Task:
     weight: float
     threshold: float
     zero_at_min: bool
+    mapping: GridMapping = IDENTITY
+    allow_partial_points: bool = False
 
 
 @dataclass
@@ -272,17 +367,21 @@ def _process(task: _Task) -> _Result:
     annotation_img = read_image(task.annotation, "annotation")
     image_img = read_image(task.image, "image")
     image = sitk.GetArrayFromImage(image_img)
-    annotation = sitk.GetArrayFromImage(annotation_img)
+    annotation = _apply_mapping(sitk.GetArrayFromImage(annotation_img), task.mapping)
     spacing = image_img.GetSpacing()[::-1]  # arrays are (z, y, x), GetSpacing() is (x, y, z)
     try:
         label, distance = expand_seeds(image, annotation, spacing, task.weight, task.threshold,
-                                       zero_at_min=task.zero_at_min)
+                                       zero_at_min=task.zero_at_min,
+                                       allow_partial_points=task.allow_partial_points)
     except ValueError as e:
         raise ValueError(f"{task.subject}: annotation {task.annotation}: {e}") from None
-    write_like(label, annotation_img, task.out_label)
-    write_like(distance, annotation_img, task.out_distance)
+    write_like(label, image_img, task.out_label)
+    write_like(distance, image_img, task.out_distance)
     notes = [f"{task.subject}: {int(np.count_nonzero(label == 1))} expanded foreground voxels, "
              f"{int(np.count_nonzero(label == 2))} unknown"]
+    if task.mapping != IDENTITY:
+        notes.append(f"{task.subject}: annotation {task.annotation} reordered onto the image's grid "
+                     f"(axes {list(task.mapping[0])}, reversed {list(task.mapping[1])})")
     metrics = None
     if task.label is not None:
         full = sitk.GetArrayFromImage(read_image(task.label, "label"))
@@ -317,19 +416,23 @@ def generate_geodesic_labels(dataset_split: str | os.PathLike, path_images: str 
                              anno_7points_postfix: str, path_geodesic: str | os.PathLike,
                              geodesic_weight: float, geodesic_threshold: float,
                              zero_at_min: bool = False, num_workers: int = 1,
-                             phase: str | None = None) -> Path:
+                             phase: str | None = None, allow_partial_points: bool = False,
+                             reorder_annotation: bool = False) -> Path:
     """Expand the 7-point annotations of every subject of a split (or of one phase).
 
     Writes, under ``<path_geodesic>/weight{w}_threshold{t}/``: ``geodesic_label/<subject>_
     GeodesicLabel.nii.gz`` (uint8, 0/1/2), ``geodesic_distance/<subject>_GeodesicDistance.nii.gz``
-    (float32, distance inside the lesion boxes and 0 outside), both in the annotation's geometry;
+    (float32, distance inside the lesion boxes and 0 outside), both in the image's geometry;
     a log file; and, for each phase with at least one full label, ``results_<phase>.csv``: the
     precision, recall, Dice and Jaccard of the expanded foreground (label 1) against the full
     label (> 0) per subject, then ``mean`` and ``std`` (population, ddof=0) rows.
 
-    All image and annotation files are checked to exist (all missing ones listed at once) and to
-    share size, spacing and orientation before any work. A subject whose full label is missing
-    is still expanded; it is only left out of the metrics (the log says so).
+    All image and annotation files are checked to exist (all missing ones listed at once) and
+    each annotation to be on its image's grid before any work: the same grid or, with
+    ``reorder_annotation``, the same voxels with permuted or reversed axes (then reordered
+    exactly); anything else is a one-line error naming the files. Each lesion needs six background points and its foreground point inside
+    their box, unless ``allow_partial_points``. A subject whose full label is missing is still
+    expanded; it is only left out of the metrics (the log says so).
 
     Returns:
         The output folder ``<path_geodesic>/weight{w}_threshold{t}``.
@@ -363,31 +466,49 @@ def generate_geodesic_labels(dataset_split: str | os.PathLike, path_images: str 
         path_labels=path_labels, label_postfix=label_postfix, path_anno_7points=path_anno_7points,
         anno_7points_postfix=anno_7points_postfix, path_geodesic=path_geodesic,
         geodesic_weight=geodesic_weight, geodesic_threshold=geodesic_threshold,
-        zero_at_min=zero_at_min, num_workers=num_workers, phase=phase))
+        zero_at_min=zero_at_min, num_workers=num_workers, phase=phase,
+        allow_partial_points=allow_partial_points, reorder_annotation=reorder_annotation))
 
     tasks = []
     for subject in subjects:
         image_path = _file(path_images, subject, image_postfix)
         annotation_path = _file(path_anno_7points, subject, anno_7points_postfix)
-        ref = _read_header(annotation_path, "annotation")
-        if len(ref.size) != 3:
-            raise ValueError(f"annotation {annotation_path} is {len(ref.size)}D; expected a 3D volume")
-        for note in _compare_geometry(ref, annotation_path, _read_header(image_path, "image"), image_path, "image"):
-            logger.warning("%s: %s", subject, note)
+        ann = _read_header(annotation_path, "annotation")
+        if len(ann.size) != 3:
+            raise ValueError(f"{subject}: annotation {annotation_path} is {len(ann.size)}D; expected a 3D volume")
+        ref = _read_header(image_path, "image")
+        mapping = _grid_mapping(ann, ref)
+        if mapping is not None and mapping != IDENTITY and not reorder_annotation:
+            logger.error("%s: annotation %s holds the image's voxels in another index order (axes %s, reversed %s); "
+                         "--reorder_annotation reorders it exactly", subject, annotation_path, list(mapping[0]),
+                         list(mapping[1]))
+            mapping = None
+        if mapping is None:
+            notes = _compare_geometry(ann, annotation_path, ref, image_path, "image")  # raises for most grids
+            differs = (f"image {image_path} has origin {list(ref.origin)} but annotation {annotation_path} has "
+                       f"{list(ann.origin)}" if notes else f"annotation {annotation_path} is not on the grid of image "
+                       f"{image_path}")
+            raise ValueError(f"{subject}: {differs}: the annotation is on another grid than the image (stage 1 "
+                             "would refuse its seeds); put the points on the image's grid (e.g. "
+                             "data/points_to_annotation.py --to_markups, then back onto the image)")
+        if mapping != IDENTITY:
+            logger.info("%s: annotation %s is the image's grid with axes permuted/reversed %s; reordered exactly",
+                        subject, annotation_path, mapping)
         label_path = None
         if path_labels is not None:
             candidate = _file(path_labels, subject, label_postfix)
             if candidate.is_file():
                 label_path = candidate
-                for note in _compare_geometry(ref, annotation_path, _read_header(candidate, "label"),
-                                              candidate, "label"):
+                for note in _compare_geometry(ref, image_path, _read_header(candidate, "label"), candidate,
+                                              "label", "image"):
                     logger.warning("%s: %s", subject, note)
             else:
                 logger.info("%s: no full label %s; no metrics for it", subject, candidate)
         tasks.append(_Task(subject, image_path, annotation_path, label_path,
                            label_dir / f"{subject}_GeodesicLabel.nii.gz",
                            distance_dir / f"{subject}_GeodesicDistance.nii.gz",
-                           geodesic_weight, geodesic_threshold, bool(zero_at_min)))
+                           geodesic_weight, geodesic_threshold, bool(zero_at_min), mapping,
+                           bool(allow_partial_points)))
 
     logger.info("expanding %d subject(s) with %d worker(s) into %s", len(tasks), num_workers, out_dir)
     results = _run_tasks(tasks, num_workers)
@@ -470,6 +591,12 @@ def build_parser(defaults: dict[str, Any], description: str | None = None) -> ar
                    help="parallel processes (1: run in this process)")
     p.add_argument("--phase", default=None, choices=list(PHASES),
                    help="only the subjects of this phase (default: every subject of the split)")
+    p.add_argument("--allow_partial_points", action="store_true",
+                   help="accept lesions with fewer than six background points or a foreground point outside "
+                        "their box (refused by default: such seeds mislabel part of the lesion)")
+    p.add_argument("--reorder_annotation", action="store_true",
+                   help="accept an annotation that holds the image's voxels with permuted or reversed axes "
+                        "(e.g. saved in another orientation) and reorder it exactly onto the image's grid")
     return p
 
 
@@ -483,4 +610,5 @@ def run_cli(argv: list[str] | None, defaults: dict[str, Any], zero_at_min: bool,
         label_postfix=args.label_postfix, path_anno_7points=args.path_anno_7points,
         anno_7points_postfix=args.anno_7points_postfix, path_geodesic=args.path_geodesic,
         geodesic_weight=args.geodesic_weight, geodesic_threshold=args.geodesic_threshold,
-        zero_at_min=zero_at_min, num_workers=args.num_workers, phase=args.phase)
+        zero_at_min=zero_at_min, num_workers=args.num_workers, phase=args.phase,
+        allow_partial_points=args.allow_partial_points, reorder_annotation=args.reorder_annotation)
