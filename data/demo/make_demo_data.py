@@ -33,10 +33,20 @@ ball around the foreground point (Dice ~0.14 on the default dataset, ``--intensi
 with intensities in 0..1 the distance follows the image edges (Dice ~0.56). The networks
 z-normalise the image, so nothing else depends on the scale.
 
+``--preset brats_small`` writes a second, BraTS-like dataset instead (:func:`make_brats_case`):
+whole-volume FLAIR-like brain scans (default 64 x 64 x 48 voxels of 2.5 x 2.5 x 3 mm, 16/4/8
+cases) with one or two small hyperintense lesions (9-18 mm and 7-12 mm across, i.e. 3-7 voxels
+in plane, so the paper's 2x in-plane down-sampling for the mCRF leaves 1.5-3.5 voxels), written
+in the BraTS naming ``image/<s>_flair.nii.gz``, ``label/<s>_seg.nii.gz`` (uint8, 1 = whole
+lesion), ``annotation_7points/<s>_7points.nii.gz`` (points 1, 2 and 3, 4 for a second lesion),
+subjects ``bsmall_<nnn>``, split ``./splits/split_brats_small.csv``. The skull-stripped
+background is exactly 0 (stage 0 for BraTS sets voxels at the image minimum to background).
+
 Example::
 
     python data/demo/make_demo_data.py --output_dir ./data/demo/ --split_file ./splits/split_demo.csv \\
         --preview ./data/demo/preview.png
+    python data/demo/make_demo_data.py --preset brats_small   # ./data/brats_small/, ./splits/split_brats_small.csv
 """
 from __future__ import annotations
 
@@ -49,7 +59,8 @@ import argparse
 import logging
 import os
 import time
-from typing import Any, Sequence
+from dataclasses import dataclass
+from typing import Any, Callable, Sequence
 
 import numpy as np
 import pandas as pd
@@ -71,6 +82,9 @@ __all__ = [
     "DEFAULT_INTENSITY_MAX",
     "subject_names",
     "make_case",
+    "make_brats_case",
+    "Preset",
+    "PRESETS",
     "generate",
     "seed_dice_report",
     "save_preview",
@@ -326,11 +340,161 @@ def make_case(rng: np.random.Generator, size_xyz: Sequence[int], spacing: Sequen
 
 
 # --------------------------------------------------------------------------------------------
+# One BraTS-like case (--preset brats_small)
+# --------------------------------------------------------------------------------------------
+_BRATS_LESION_MM = ((9.0, 18.0), (7.0, 12.0))  # nominal diameters of the first and the second lesion
+_BRATS_WM, _BRATS_GM, _BRATS_CSF = 330.0, 420.0, 110.0  # FLAIR-like levels (CSF suppressed)
+
+
+def _deformed_ellipsoid(rng: np.random.Generator, pos: np.ndarray, semi: Sequence[float],
+                        amplitude: float) -> np.ndarray:
+    """Normalised radius ``rho / (1 + amplitude h(u))`` of ``pos`` (..., 3 mm, relative to the centre)
+    for an axis-aligned ellipsoid of semi-axes ``semi`` (mm) with a smooth radial deformation;
+    inside where the result is <= 1."""
+    scaled = pos / np.asarray(semi, dtype=np.float64)
+    rho = np.linalg.norm(scaled, axis=-1)
+    dirs = np.divide(scaled, rho[..., None], out=np.zeros_like(scaled), where=rho[..., None] > 0)
+    return rho / _radial_deformation(rng, dirs, amplitude)
+
+
+def make_brats_case(rng: np.random.Generator, size_xyz: Sequence[int], spacing: Sequence[float],
+                    intensity_max: float = DEFAULT_INTENSITY_MAX) -> tuple[np.ndarray, np.ndarray]:
+    """One synthetic BraTS-like (FLAIR, skull-stripped, whole-volume) case with small lesions.
+
+    The brain is a deformed ellipsoid filling ~85 % of the field of view, background exactly 0;
+    inside: white matter with texture, a 2.5-4.5 mm cortical grey-matter ribbon (brighter, as on
+    FLAIR), dark suppressed CSF (two lateral ventricles and sulcal CSF at the surface) and a
+    bright periventricular rim (a hyperintense distractor). One lesion (two in half of the
+    cases) of 9-18 mm (second: 7-12 mm) across, hyperintense (1.25-1.45x white matter at the
+    boundary, up to 1.25x more in the core) with
+    internal texture, in the white matter away from the ventricles; partial-volume blur, a
+    bias field, Rician noise, gain.
+
+    Args:
+        rng: the case's random generator (the result depends only on its state).
+        size_xyz: volume size (X, Y, Z) in voxels, each divisible by 16.
+        spacing: voxel size (X, Y, Z) in mm.
+        intensity_max: intensities are integers in 0..1000 times ``intensity_max / 1000``.
+
+    Returns:
+        ``(image, label)`` in SimpleITK order (Z, Y, X): float32 and uint8 (1 = lesion); the
+        lesions are separate 26-connected components.
+    """
+    size, spacing_xyz = _check_geometry(size_xyz, spacing)
+    _check_intensity_max(intensity_max)
+    shape = tuple(reversed(size))
+    sp = spacing_xyz[::-1].copy()                      # (z, y, x) mm
+    extent = np.array(shape) * sp
+    grid = np.stack(np.meshgrid(*[np.arange(n) for n in shape], indexing="ij"), axis=-1)
+    pos = (grid - (np.array(shape) - 1) / 2.0) * sp    # mm from the volume centre
+
+    semi_brain = 0.5 * extent * rng.uniform(0.8, 0.88, size=3)
+    brain = _deformed_ellipsoid(rng, pos, semi_brain, 0.06) <= 1.0
+    depth = ndimage.distance_transform_edt(brain, sampling=sp)
+    wm = _BRATS_WM * rng.uniform(0.95, 1.05) * (1 + 0.06 * _smooth_noise(rng, shape, 3.0, sp))
+    ribbon = rng.uniform(2.5, 4.5) + 1.5 * _smooth_noise(rng, shape, 4.0, sp)
+    gm = _soft(depth - ribbon, 0.8)
+    image = wm * (1 - gm) + _BRATS_GM * (1 + 0.05 * _smooth_noise(rng, shape, 1.5, sp)) * gm
+    sulci = _soft(depth - (0.8 + 1.2 * np.clip(_smooth_noise(rng, shape, 2.0, sp), 0, None)), 0.4)
+
+    # Lateral ventricles: two deformed ellipsoids either side of the midline (x is the last axis).
+    vent = np.zeros(shape)
+    gap = rng.uniform(4.0, 8.0)
+    vent_semi = np.array([rng.uniform(6.0, 10.0), rng.uniform(14.0, 20.0), rng.uniform(4.0, 7.0)])  # z, y, x mm
+    for side in (-1, 1):
+        at = np.array([rng.uniform(-4, 4), rng.uniform(-6, 6), side * (gap + vent_semi[2])])
+        r = _deformed_ellipsoid(rng, pos - at, vent_semi, 0.2)
+        vent = np.maximum(vent, _soft((r - 1.0) * vent_semi.min(), 0.5))
+    ventricle_dist = ndimage.distance_transform_edt(vent < 0.5, sampling=sp)
+    rim = _soft(ventricle_dist - rng.uniform(1.5, 3.0), 0.6) * (vent < 0.5)
+    image = image * (1 - rim) + 1.35 * _BRATS_WM * rim
+    csf = np.maximum(vent, sulci)
+    image = image * (1 - csf) + _BRATS_CSF * (1 + 0.1 * _smooth_noise(rng, shape, 2.0, sp)) * csf
+
+    # Lesions in the white matter, away from the ventricles and from each other.
+    label = np.zeros(shape, dtype=np.uint8)
+    n_lesions = 2 if rng.random() < 0.5 else 1
+    taken = np.zeros(shape, dtype=bool)
+    for k in range(n_lesions):
+        diameter = rng.uniform(*_BRATS_LESION_MM[k])
+        bound = diameter / 2.0 * (1.0 + _DEFORM_MAX)
+        allowed = (depth > bound + 6.0) & (ventricle_dist > bound + 2.0)
+        if taken.any():
+            allowed &= ndimage.distance_transform_edt(~taken, sampling=sp) > bound + 4.0
+        candidates = np.argwhere(allowed)
+        if len(candidates) == 0:
+            if k == 0:
+                raise ValueError(f"--size {list(size)} at spacing {list(spacing_xyz)} mm leaves no room for a "
+                                 "lesion inside the brain; use a larger volume")
+            break
+        centre = candidates[rng.integers(len(candidates))]
+        half = np.ceil(bound / sp).astype(np.int64) + 1
+        local_idx = np.stack(np.meshgrid(*[np.arange(-h, h + 1) for h in half], indexing="ij"), axis=-1)
+        local = _largest_component(_lesion_shape(rng, local_idx * sp, diameter))
+        idx = np.argwhere(local) - half + centre
+        inside = np.all((idx >= 0) & (idx < np.array(shape)), axis=1)
+        idx = idx[inside]
+        lesion = np.zeros(shape, dtype=bool)
+        lesion[idx[:, 0], idx[:, 1], idx[:, 2]] = True
+        lesion &= brain
+        label[lesion] = 1
+        taken |= lesion
+        # brighter core, fading towards the boundary (oedema-like): 1.3-1.6x white matter on average
+        core = np.clip(ndimage.distance_transform_edt(lesion, sampling=sp) / max(diameter / 4.0, 1e-6), 0, 1)
+        level = _BRATS_WM * rng.uniform(1.25, 1.45) * (1 + 0.25 * core)
+        interior = level * (1 + 0.1 * _smooth_noise(rng, shape, 1.5, sp))
+        image = np.where(lesion, interior, image)
+
+    # Partial volume, bias field, gain, Rician noise; background exactly 0 (skull-stripped).
+    image = ndimage.gaussian_filter(image * brain, sigma=0.45, mode="nearest")
+    unit_pos = pos / extent
+    bias = np.exp(unit_pos @ rng.uniform(-0.3, 0.3, size=3) + (unit_pos ** 2) @ rng.uniform(-0.3, 0.3, size=3))
+    image = image * bias * rng.uniform(0.9, 1.1)
+    sigma = rng.uniform(15.0, 25.0)
+    image = np.hypot(image + sigma * rng.standard_normal(shape), sigma * rng.standard_normal(shape))
+    image = np.clip(np.round(image), 1.0, _MAX_INTENSITY) * brain
+    return (image * (intensity_max / _MAX_INTENSITY)).astype(np.float32), label
+
+
+@dataclass(frozen=True)
+class Preset:
+    """A synthetic dataset: its generator, layout, naming and default sizes."""
+
+    name: str
+    make: Callable[..., tuple[np.ndarray, np.ndarray]]
+    folders: tuple[str, str, str]        # image, label, 7-point annotation sub-folders
+    postfixes: tuple[str, str, str]      # image, label, annotation file postfixes
+    prefix: str                          # subject names <prefix>_<nnn>
+    counts: tuple[int, int, int]
+    size: tuple[int, int, int]
+    spacing: tuple[float, float, float]
+    quick_counts: tuple[int, int, int]
+    quick_size: tuple[int, int, int]
+    max_instances: int                   # lesions annotated with 7 points each
+    zero_at_min: bool                    # stage 0 sets the image minimum to background (BraTS)
+    output_dir: str
+    split_file: str
+
+
+PRESETS: dict[str, Preset] = {
+    "vs": Preset("vs", make_case, ("image_crop", "label_crop", "annotation_7points"),
+                 (IMAGE_POSTFIX, LABEL_POSTFIX, ANNOTATION_POSTFIX), "demo", DEFAULT_COUNTS, DEFAULT_SIZE,
+                 DEFAULT_SPACING, QUICK["counts"], QUICK["size"], 1, False,
+                 "./data/demo/", "./splits/split_demo.csv"),
+    "brats_small": Preset("brats_small", make_brats_case, ("image", "label", "annotation_7points"),
+                          ("flair", "seg", ANNOTATION_POSTFIX), "bsmall", (16, 4, 8), (64, 64, 48),
+                          (2.5, 2.5, 3.0), (4, 2, 2), (32, 32, 32), 2, True,
+                          "./data/brats_small/", "./splits/split_brats_small.csv"),
+}
+"""``--preset`` name -> dataset; ``vs`` is the default demo dataset."""
+
+
+# --------------------------------------------------------------------------------------------
 # Dataset
 # --------------------------------------------------------------------------------------------
-def subject_names(count: int, start: int = 0) -> list[str]:
+def subject_names(count: int, start: int = 0, prefix: str = "demo") -> list[str]:
     """``demo_000``, ``demo_001``, ...; at least three digits."""
-    return [f"demo_{i:03d}" for i in range(start, start + count)]
+    return [f"{prefix}_{i:03d}" for i in range(start, start + count)]
 
 
 def _reference(size: tuple[int, ...], spacing_xyz: np.ndarray) -> sitk.Image:
@@ -349,7 +513,7 @@ def generate(output_dir: str | os.PathLike = "./data/demo/", split_file: str | o
              num_training: int = DEFAULT_COUNTS[0], num_validation: int = DEFAULT_COUNTS[1],
              num_inference: int = DEFAULT_COUNTS[2], size: Sequence[int] = DEFAULT_SIZE,
              spacing: Sequence[float] = DEFAULT_SPACING, seed: int = 0,
-             intensity_max: float = DEFAULT_INTENSITY_MAX) -> pd.DataFrame:
+             intensity_max: float = DEFAULT_INTENSITY_MAX, preset: str = "vs") -> pd.DataFrame:
     """Write the demo cases (image, label, 7-point annotation) and the split CSV.
 
     Args:
@@ -360,10 +524,15 @@ def generate(output_dir: str | os.PathLike = "./data/demo/", split_file: str | o
         spacing: voxel size (X, Y, Z) in mm.
         seed: a case depends only on this and its subject name.
         intensity_max: intensity scale, see :func:`make_case`.
+        preset: a key of :data:`PRESETS`: the case generator, sub-folders, postfixes and
+            subject names (``output_dir`` holds that preset's sub-folders).
 
     Returns:
         The split as a DataFrame with columns ``subject`` and ``phase``.
     """
+    if preset not in PRESETS:
+        raise ValueError(f"--preset must be one of {sorted(PRESETS)}, got {preset!r}")
+    kind = PRESETS[preset]
     size, spacing_xyz = _check_geometry(size, spacing)
     _check_intensity_max(intensity_max)
     counts = (num_training, num_validation, num_inference)
@@ -371,19 +540,17 @@ def generate(output_dir: str | os.PathLike = "./data/demo/", split_file: str | o
         raise ValueError(f"case counts need at least one training case and none negative, got "
                          f"training/validation/inference = {list(counts)}")
     out = Path(output_dir)
-    folders = {k: ensure_writable_dir(out / k) for k in ("image_crop", "label_crop", "annotation_7points")}
-    subjects = subject_names(sum(counts))
+    folders = [ensure_writable_dir(out / k) for k in kind.folders]
+    subjects = subject_names(sum(counts), prefix=kind.prefix)
     phases = [p for p, n in zip(PHASES, counts) for _ in range(n)]
     split = pd.DataFrame({"subject": subjects, "phase": phases})
     reference = _reference(size, spacing_xyz)
     for subject in subjects:
-        image, label = make_case(subject_rng(seed, subject), size, spacing_xyz, intensity_max)
-        points = simulate_points(label, spacing_xyz[::-1], max_instances=1, jitter_mm=0.0,
+        image, label = kind.make(subject_rng(seed, subject), size, spacing_xyz, intensity_max)
+        points = simulate_points(label, spacing_xyz[::-1], max_instances=kind.max_instances, jitter_mm=0.0,
                                  rng=subject_rng(seed, subject), name=subject)
-        write_image(_as_image(image, reference), folders["image_crop"] / f"{subject}_{IMAGE_POSTFIX}.nii.gz")
-        write_image(_as_image(label, reference), folders["label_crop"] / f"{subject}_{LABEL_POSTFIX}.nii.gz")
-        write_image(_as_image(points, reference),
-                    folders["annotation_7points"] / f"{subject}_{ANNOTATION_POSTFIX}.nii.gz")
+        for array, folder, postfix in zip((image, label, points), folders, kind.postfixes):
+            write_image(_as_image(array, reference), folder / f"{subject}_{postfix}.nii.gz")
     save_csv(split, split_file, header=False)
     logger.info("wrote %d demo case(s) (%s) of %s voxels at %s mm to %s; split %s", len(subjects),
                 ", ".join(f"{n} {p}" for p, n in zip(PHASES, counts)), list(size),
@@ -394,11 +561,12 @@ def generate(output_dir: str | os.PathLike = "./data/demo/", split_file: str | o
 # --------------------------------------------------------------------------------------------
 # How hard the task is
 # --------------------------------------------------------------------------------------------
-def _load_case(output_dir: Path, subject: str) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    image = read_image(output_dir / "image_crop" / f"{subject}_{IMAGE_POSTFIX}.nii.gz")
-    label = read_image(output_dir / "label_crop" / f"{subject}_{LABEL_POSTFIX}.nii.gz", what="label")
-    anno = read_image(output_dir / "annotation_7points" / f"{subject}_{ANNOTATION_POSTFIX}.nii.gz",
-                      what="annotation")
+def _load_case(output_dir: Path, subject: str,
+               preset: str = "vs") -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    (fi, fl, fa), (pi, pl, pa) = PRESETS[preset].folders, PRESETS[preset].postfixes
+    image = read_image(output_dir / fi / f"{subject}_{pi}.nii.gz")
+    label = read_image(output_dir / fl / f"{subject}_{pl}.nii.gz", what="label")
+    anno = read_image(output_dir / fa / f"{subject}_{pa}.nii.gz", what="annotation")
     spacing_zyx = np.array(image.GetSpacing()[::-1])
     return (sitk.GetArrayFromImage(image), sitk.GetArrayFromImage(label) > 0,
             sitk.GetArrayFromImage(anno), spacing_zyx)
@@ -423,7 +591,8 @@ def _threshold_curves(images: Sequence[np.ndarray], labels: Sequence[np.ndarray]
 
 
 def seed_dice_report(output_dir: str | os.PathLike, split: pd.DataFrame | str | os.PathLike,
-                     weight: float = 0.5, threshold: float = 0.2, phase: str | None = None) -> dict[str, Any]:
+                     weight: float = 0.5, threshold: float = 0.2, phase: str | None = None,
+                     preset: str = "vs") -> dict[str, Any]:
     """How hard the demo task is, measured on the written files.
 
     * ``seed_dice`` (``seed_precision``, ``seed_recall``): the stage-0 expanded foreground
@@ -443,6 +612,8 @@ def seed_dice_report(output_dir: str | os.PathLike, split: pd.DataFrame | str | 
         split: split CSV path or DataFrame (columns ``subject``, ``phase``).
         weight, threshold: geodesic expansion parameters.
         phase: only this phase's subjects (``None``: all).
+        preset: the dataset's :data:`PRESETS` key (layout; BraTS-like: voxels at the image
+            minimum are background in stage 0, as ``data/BraTS/generate_geodesic_labels.py`` does).
 
     Returns:
         Per-case lists, their means (``<name>_mean``) and ``best_threshold``.
@@ -455,15 +626,18 @@ def seed_dice_report(output_dir: str | os.PathLike, split: pd.DataFrame | str | 
                                                         "cnr", "cnr_noise")}
     images, labels = [], []
     for subject in subjects:
-        image, label, anno, sp = _load_case(out, subject)
-        expanded, _ = expand_seeds(image, anno, sp, weight, threshold)
+        image, label, anno, sp = _load_case(out, subject, preset)
+        expanded, _ = expand_seeds(image, anno, sp, weight, threshold, zero_at_min=PRESETS[preset].zero_at_min)
         scores = overlap_metrics(expanded == 1, label)
         for key in ("dice", "precision", "recall"):
             per_case[f"seed_{key}"].append(scores[key])
         away = ndimage.distance_transform_edt(~label, sampling=sp)
         lesion_v = image[label].astype(np.float64)
         shell_v = image[(away > 1.0) & (away <= 3.0)].astype(np.float64)
-        diff = np.diff(image.astype(np.float64), axis=2).ravel()
+        diff = np.diff(image.astype(np.float64), axis=2)
+        if PRESETS[preset].zero_at_min:  # only pairs inside the (skull-stripped) brain
+            diff = diff[(image[:, :, 1:] > image.min()) & (image[:, :, :-1] > image.min())]
+        diff = diff.ravel()
         sigma = 1.4826 * np.median(np.abs(diff - np.median(diff))) / np.sqrt(2.0)
         per_case["cnr"].append(float((lesion_v.mean() - shell_v.mean()) / shell_v.std()))
         per_case["cnr_noise"].append(float((lesion_v.mean() - np.median(shell_v)) / sigma))
@@ -483,16 +657,16 @@ def seed_dice_report(output_dir: str | os.PathLike, split: pd.DataFrame | str | 
 # --------------------------------------------------------------------------------------------
 # Preview and command line
 # --------------------------------------------------------------------------------------------
-def save_preview(output_dir: str | os.PathLike, subject: str, path: str | os.PathLike) -> None:
-    """PNG of the axial, coronal and sagittal slices through the lesion's centre of ``subject``,
+def save_preview(output_dir: str | os.PathLike, subject: str, path: str | os.PathLike, preset: str = "vs") -> None:
+    """PNG of the axial, coronal and sagittal slices through the (first) lesion's foreground point of ``subject``,
     with the label's contour (red) and the 7 points (cyan: background, yellow: foreground) lying
     on each slice; drawn with the mm aspect ratio."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    image, label, anno, sp = _load_case(Path(output_dir), subject)
-    cz, cy, cx = np.round(ndimage.center_of_mass(label)).astype(int)
+    image, label, anno, sp = _load_case(Path(output_dir), subject, preset)
+    cz, cy, cx = np.argwhere(anno == 2)[0] if (anno == 2).any() else np.round(ndimage.center_of_mass(label)).astype(int)
     views = [("axial (z=%d)" % cz, image[cz], label[cz], anno[cz], sp[1] / sp[2]),
              ("coronal (y=%d)" % cy, image[:, cy], label[:, cy], anno[:, cy], sp[0] / sp[2]),
              ("sagittal (x=%d)" % cx, image[:, :, cx], label[:, :, cx], anno[:, :, cx], sp[0] / sp[1])]
@@ -505,7 +679,7 @@ def save_preview(output_dir: str | os.PathLike, subject: str, path: str | os.Pat
             if row == 1:
                 if lab.any():
                     ax.contour(lab.astype(float), levels=[0.5], colors="r", linewidths=1.0)
-                for value, colour in ((1, "c"), (2, "y")):
+                for value, colour in ((1, "c"), (2, "y"), (3, "c"), (4, "y")):
                     rr, cc = np.nonzero(pts == value)
                     ax.plot(cc, rr, "+", color=colour, markersize=9, markeredgewidth=2)
             ax.set_title(f"{subject} {title}" + (" + label, points" if row == 1 else ""), fontsize=9)
@@ -519,9 +693,14 @@ def save_preview(output_dir: str | os.PathLike, subject: str, path: str | os.Pat
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--output_dir", default="./data/demo/",
-                   help="root of image_crop/, label_crop/ and annotation_7points/")
-    p.add_argument("--split_file", default="./splits/split_demo.csv", help="split CSV to write (subject,phase)")
+    p.add_argument("--preset", default="vs", choices=sorted(PRESETS),
+                   help="vs: the VS-like demo data; brats_small: BraTS-like whole brains with small lesions "
+                        "(its own defaults for the folders, counts, size and spacing)")
+    p.add_argument("--output_dir", default=None,
+                   help="root of the image, label and annotation_7points/ folders (default ./data/demo/; "
+                        "brats_small: ./data/brats_small/)")
+    p.add_argument("--split_file", default=None, help="split CSV to write (subject,phase) (default "
+                   "./splits/split_demo.csv; brats_small: ./splits/split_brats_small.csv)")
     p.add_argument("--num_training", type=positive_int, default=None,
                    help=f"training cases (default {DEFAULT_COUNTS[0]}; {QUICK['counts'][0]} with --quick)")
     p.add_argument("--num_validation", type=nonnegative_int, default=None,
@@ -531,8 +710,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--size", type=int, nargs=3, default=None, metavar=("X", "Y", "Z"),
                    help=f"volume size in voxels, each divisible by 16 (default {list(DEFAULT_SIZE)}; "
                         f"{list(QUICK['size'])} with --quick)")
-    p.add_argument("--spacing", type=positive_float, nargs=3, default=list(DEFAULT_SPACING), metavar=("X", "Y", "Z"),
-                   help="voxel size in mm")
+    p.add_argument("--spacing", type=positive_float, nargs=3, default=None, metavar=("X", "Y", "Z"),
+                   help=f"voxel size in mm (default {list(DEFAULT_SPACING)}; brats_small: "
+                        f"{list(PRESETS['brats_small'].spacing)})")
     p.add_argument("--seed", type=int, default=0, help="random seed; a case depends only on it and its name")
     p.add_argument("--intensity_max", type=positive_float, default=DEFAULT_INTENSITY_MAX,
                    help="store the T2-like intensities (integers 0..1000) scaled to 0..this (1000: raw levels); "
@@ -550,20 +730,24 @@ def main(argv: list[str] | None = None) -> pd.DataFrame:
     args = build_parser().parse_args(argv)
     setup_logger(None)
     quick = args.quick
-    counts = [QUICK["counts"][i] if quick else DEFAULT_COUNTS[i] for i in range(3)]
+    kind = PRESETS[args.preset]
+    counts = list(kind.quick_counts if quick else kind.counts)
     for i, value in enumerate((args.num_training, args.num_validation, args.num_inference)):
         if value is not None:
             counts[i] = value
-    size = args.size if args.size is not None else (QUICK["size"] if quick else DEFAULT_SIZE)
+    size = args.size if args.size is not None else (kind.quick_size if quick else kind.size)
+    spacing = args.spacing if args.spacing is not None else kind.spacing
+    args.output_dir = args.output_dir if args.output_dir is not None else kind.output_dir
+    args.split_file = args.split_file if args.split_file is not None else kind.split_file
     start = time.perf_counter()
-    split = generate(args.output_dir, args.split_file, *counts, size=size, spacing=args.spacing, seed=args.seed,
-                     intensity_max=args.intensity_max)
+    split = generate(args.output_dir, args.split_file, *counts, size=size, spacing=spacing, seed=args.seed,
+                     intensity_max=args.intensity_max, preset=args.preset)
     logger.info("generated in %.1f s", time.perf_counter() - start)
     if args.preview:
-        save_preview(args.output_dir, split["subject"].iloc[0], args.preview)
+        save_preview(args.output_dir, split["subject"].iloc[0], args.preview, args.preset)
         logger.info("preview written to %s", args.preview)
     if not args.no_report:
-        report = seed_dice_report(args.output_dir, split)
+        report = seed_dice_report(args.output_dir, split, preset=args.preset)
         logger.info("mean over %d case(s): expanded seeds (weight 0.5, threshold 0.2) Dice %.3f (precision %.3f, "
                     "recall %.3f); best single threshold (%g) Dice %.3f, best threshold per case Dice %.3f; "
                     "lesion CNR vs. its 1-3 mm shell %.2f, vs. noise %.1f", len(split), report["seed_dice_mean"],
