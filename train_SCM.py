@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import copy
 import logging
+import sys
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
@@ -226,7 +227,7 @@ def train(args: argparse.Namespace, callbacks: Sequence[Callback] = ()) -> Path:
         best=[BestCheckpoint(f"best{k}", f"model{k}", f"val_{args.val_metric}{k}", args.val_metric, best_files[k],
                              (f"best_{args.val_metric}{k}", f"best_epoch{k}")) for k in (1, 2)],
         validate={"1": "model1", "2": "model2"},
-        collapse=[CollapseWatch(f"model{k}", f"val_fg_fraction{k}", f"fg_train{k}", f"teacher_fg{k}",
+        collapse=[CollapseWatch(f"model{k}", f"val_empty{k}", f"fg_train{k}", f"teacher_fg{k}",
                                 (f"grad_self{k}", f"grad_kd{k}")) for k in (1, 2)],
         sw_batch_size=args.sw_batch_size, sw_overlap=args.sw_overlap, grad_clip=args.grad_clip,
         collapse_patience=args.collapse_patience, stop_on_collapse=args.stop_on_collapse, desc="SCM epoch",
@@ -247,4 +248,6 @@ def main(argv: list[str] | None = None, callbacks: Sequence[Callback] = ()) -> P
 
 
 if __name__ == "__main__":
-    main()
+    from utilities.cli import run_main
+
+    sys.exit(run_main(main, interrupted="interrupted; resume with --resume"))

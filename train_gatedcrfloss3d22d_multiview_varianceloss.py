@@ -13,6 +13,7 @@ Runs alone or under ``torchrun --nproc_per_node N`` (DistributedDataParallel).
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
@@ -161,7 +162,7 @@ def train(args: argparse.Namespace, callbacks: Sequence[Callback] = ()) -> Path:
                              (f"best_{args.val_metric}", "best_epoch")),
               # the other validation metric, when its reference exists, also keeps its best checkpoint
               BestCheckpoint("best_other", "model", f"val_{other}", other, models_dir / f"CP_best_{other}.pth")],
-        collapse=[CollapseWatch("model", "val_fg_fraction", "fg_train", "seed_fg", ("grad_seg", "grad_crf", "grad_vm"))],
+        collapse=[CollapseWatch("model", "val_empty", "fg_train", "seed_fg", ("grad_seg", "grad_crf", "grad_vm"))],
         sw_batch_size=args.sw_batch_size, sw_overlap=args.sw_overlap, grad_clip=args.grad_clip,
         collapse_patience=args.collapse_patience, stop_on_collapse=args.stop_on_collapse,
         summary=("loss", "loss_seg", "loss_crf", "loss_vm", "fg_train"))
@@ -180,4 +181,6 @@ def main(argv: list[str] | None = None, callbacks: Sequence[Callback] = ()) -> P
 
 
 if __name__ == "__main__":
-    main()
+    from utilities.cli import run_main
+
+    sys.exit(run_main(main, interrupted="interrupted; resume with --resume"))

@@ -95,17 +95,37 @@ class BestCheckpoint:
 
 @dataclass(frozen=True)
 class CollapseWatch:
-    """Warn when model ``model`` predicts no foreground for ``patience`` epochs in a row —
-    on every validation volume (``val_column`` == 0) or on every training patch
-    (``train_column`` == 0) — while its reference (``reference_column``: the expanded seeds or
-    the teacher's pseudo-labels in the training patches) has foreground. ``grad_columns``:
-    the gradient-norm columns of its loss terms (the dominant one is named)."""
+    """What the collapse detector watches for one model.
+
+    An epoch counts as collapsed when, while the reference (``reference_column``: the
+    fraction of foreground voxels of the expanded seeds, or of the teacher's pseudo-labels, in
+    the training patches) has foreground, the model predicts
+
+    - nothing: no foreground on any validation volume (``val_empty_column`` == 1), or on the
+      training patches less than a tenth of the reference's foreground (``train_column``);
+    - or foreground almost everywhere: more than 90 % of the training patches' voxels, while
+      the reference covers less than half.
+
+    ``grad_columns``: the gradient-norm columns of its loss terms (the dominant one is named).
+    """
 
     model: str
-    val_column: str
+    val_empty_column: str
     train_column: str
     reference_column: str
     grad_columns: tuple[str, ...]
+
+    def state(self, row: Mapping[str, Any]) -> str | None:
+        """``"empty"``, ``"full"`` or ``None`` for this epoch's row."""
+        reference = float(row.get(self.reference_column, math.nan))
+        train = float(row.get(self.train_column, math.nan))
+        if not reference > 0:
+            return None  # no foreground to learn (or unknown): nothing to compare with
+        if row.get(self.val_empty_column) == 1 or train < 0.1 * reference:
+            return "empty"
+        if train > 0.9 and reference < 0.5:
+            return "full"
+        return None
 
 
 @dataclass(frozen=True)
@@ -152,32 +172,37 @@ class CollapseError(TrainingStopped):
 
 
 class _CollapseDetector:
-    def __init__(self, watches: Sequence[CollapseWatch], patience: int, stop: bool) -> None:
+    def __init__(self, watches: Sequence[CollapseWatch], patience: int) -> None:
         self.watches = list(watches)
         self.patience = patience
-        self.stop = stop
         self.streak = {w.model: 0 for w in self.watches}
+        self.rows: list[Mapping[str, Any]] = []
 
     def __call__(self, epoch: int, row: Mapping[str, Any]) -> str | None:
-        """Update with the epoch's row; returns the warning when one fires."""
+        """Update with the epoch's row (``epoch`` 0-based); returns the warning when one fires.
+
+        The dominant term is the one with the largest gradient norm summed over the collapsed
+        epochs and the epoch before them (once collapsed, the term that caused it may have no
+        gradient left)."""
+        self.rows = [*self.rows[-self.patience:], row]
         messages = []
         for w in self.watches:
-            reference = row.get(w.reference_column, math.nan)
-            empty_val = row.get(w.val_column) == 0
-            empty_train = row.get(w.train_column) == 0
-            collapsed = (empty_val or empty_train) and not (reference <= 0)  # NaN reference: unknown, assume fg
-            self.streak[w.model] = self.streak[w.model] + 1 if collapsed else 0
+            kind = w.state(row)
+            self.streak[w.model] = self.streak[w.model] + 1 if kind else 0
             if self.streak[w.model] != self.patience:
                 continue
-            where = " and ".join(n for n, e in (("validation volumes", empty_val), ("training patches", empty_train)) if e)
-            grads = {c.removeprefix("grad_"): row[c] for c in w.grad_columns if c in row}
+            what = ("no foreground (every validation volume empty or under a tenth of the seeds' foreground "
+                    "in the training patches)" if kind == "empty" else "foreground almost everywhere")
+            grads = {c.removeprefix("grad_"): sum(float(r.get(c, 0.0)) for r in self.rows)
+                     for c in w.grad_columns if c in row}
             dominant = max(grads, key=grads.get) if grads else "?"
-            shown = ", ".join(f"{k} {v:.3g}" for k, v in grads.items())
-            ref = f"{reference:.2%} of patch voxels" if math.isfinite(reference) else "unknown"
-            messages.append(f"collapse: {w.model} has predicted no foreground on the {where} for {self.patience} "
-                            f"epochs (epochs {epoch + 2 - self.patience}-{epoch + 1}) while its reference has "
-                            f"foreground ({ref}); the dominant loss gradient w.r.t. the logits is {dominant} "
-                            f"({shown}); see the {README_COLLAPSE_SECTION} for remedies")
+            shown = ", ".join(f"{k} {v / len(self.rows):.3g}" for k, v in grads.items())
+            messages.append(f"collapse: {w.model} has predicted {what} for {self.patience} epoch(s) "
+                            f"(epochs {epoch + 2 - self.patience}-{epoch + 1}) while its reference has "
+                            f"{float(row[w.reference_column]):.2%} foreground in the training patches; the "
+                            f"dominant loss gradient w.r.t. the logits is {dominant} (mean norms over epochs "
+                            f"{epoch + 2 - len(self.rows)}-{epoch + 1}: {shown}); see the "
+                            f"{README_COLLAPSE_SECTION} for remedies")
         return " | ".join(messages) or None
 
 
@@ -218,7 +243,7 @@ def fit(state: TrainingState, step_fn: StepFn, train_loader: Iterable[Mapping[st
     """
     csv_log = CsvLog(config.csv, state.epoch) if ctx.is_main else None
     tb = TensorBoard(config.tensorboard if ctx.is_main else None)
-    detector = _CollapseDetector(config.collapse, config.collapse_patience, config.stop_on_collapse)
+    detector = _CollapseDetector(config.collapse, config.collapse_patience)
     show_bar = ctx.is_main and sys.stderr.isatty()
     steps_per_epoch = len(train_loader) if hasattr(train_loader, "__len__") else 0
     try:

@@ -16,7 +16,7 @@ from utilities.prediction import sliding_window_predict
 __all__ = ["VALIDATION_METRICS", "volume_scores", "evaluate", "mean_scores"]
 
 #: What :func:`evaluate` reports per volume (``dice`` and ``seed_dice`` when their reference is loaded).
-VALIDATION_METRICS = ("dice", "seed_dice", "fg_fraction")
+VALIDATION_METRICS = ("dice", "seed_dice", "fg_fraction", "empty")
 
 
 def volume_scores(logits: torch.Tensor, label: torch.Tensor | None,
@@ -26,7 +26,8 @@ def volume_scores(logits: torch.Tensor, label: torch.Tensor | None,
     ``dice``: foreground Dice against the full label; ``seed_dice``: against the expanded seeds
     on their annotated voxels only (label 1 = foreground near the seed, 0 = background outside
     the box, 2 = unknown, ignored); ``fg_fraction``: the fraction of voxels predicted as
-    foreground. Uses the losses' Dice.
+    foreground; ``empty``: 1.0 if no voxel is predicted as foreground, else 0.0. Uses the
+    losses' Dice.
 
     Args:
         logits: ``(1, C, X, Y, Z)``; label, seeds: ``(1, 1, X, Y, Z)`` integer or ``None``.
@@ -34,7 +35,8 @@ def volume_scores(logits: torch.Tensor, label: torch.Tensor | None,
     num_classes = logits.shape[1]
     argmax = logits.argmax(1)
     pred = one_hot(argmax, num_classes)
-    scores: dict[str, float] = {"fg_fraction": float((argmax > 0).float().mean())}
+    fg_fraction = float((argmax > 0).float().mean())
+    scores: dict[str, float] = {"fg_fraction": fg_fraction, "empty": float(fg_fraction == 0.0)}
     if label is not None:
         scores["dice"] = _foreground_dice(pred, one_hot((label[:, 0] > 0).long(), num_classes))
     if seeds is not None:
@@ -58,7 +60,7 @@ def evaluate(model: nn.Module, loader: Iterable[Mapping[str, Any]], roi_size: tu
              ctx: DistContext | None = None,
              on_volume: Callable[[Mapping[str, Any], torch.Tensor], None] | None = None
              ) -> dict[str, dict[str, float]]:
-    """Scores of every validation volume: ``{subject: {"dice": .., "seed_dice": .., "fg_fraction": ..}}``.
+    """Scores of every validation volume: ``{subject: {metric: value}}`` (see :func:`volume_scores`).
 
     With a distributed ``ctx`` each rank scores its shard of the loader and the results are
     gathered, so every rank returns all subjects. ``on_volume(batch, logits)`` is called for
