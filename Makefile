@@ -12,13 +12,15 @@ GEODISTK_FLAGS := -DNPY_IN_ARRAY=NPY_ARRAY_IN_ARRAY
 
 install: $(STAMP)
 
-$(STAMP): requirements.txt
+$(STAMP): requirements.txt requirements-test.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip setuptools wheel
 	$(PY) -m pip install --quiet "$(NUMPY_PIN)"
 	CFLAGS="$(GEODISTK_FLAGS)" CPPFLAGS="$(GEODISTK_FLAGS)" \
 		$(PY) -m pip install --quiet --no-build-isolation "$(GEODISTK_PIN)"
 	$(PY) -m pip install --quiet -r requirements.txt
+	# test-only (nnU-Net's dataset check); --no-deps keeps the pinned torch (see requirements-test.txt)
+	$(PY) -m pip install --quiet --no-deps -r requirements-test.txt
 	touch $(STAMP)
 
 test: install

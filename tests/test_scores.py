@@ -91,3 +91,21 @@ def test_scores_missing_predictions_listed(tmp_path):
     split.write_text("a,inference\nb,inference\n")
     with pytest.raises(FileNotFoundError, match="4 file"):
         scores.main(["--model_dir", str(tmp_path), "--dataset_split", str(split), "--path_labels", str(tmp_path)])
+
+
+def test_prediction_dir_with_postfix(tmp_path):
+    """A flat folder of <subject><postfix>.nii.gz predictions (any tool's), scored like inference.py's."""
+    shape = (8, 12, 12)
+    gt = _cube(shape, (2, 2, 2), (6, 8, 8))
+    pred = _cube(shape, (2, 2, 2), (6, 8, 5))  # 3 of 6 columns along the last axis: precision 1, recall 1/2
+    split = tmp_path / "split.csv"
+    split.write_text("a,validation\n")
+    _write(pred, tmp_path / "preds" / "a_pred.nii.gz")
+    _write(gt, tmp_path / "labels" / "a_Label.nii.gz")
+    out = scores.main(["--prediction_dir", str(tmp_path / "preds"), "--prediction_postfix", "_pred",
+                       "--dataset_split", str(split), "--phase", "validation",
+                       "--path_labels", str(tmp_path / "labels")])
+    assert out == tmp_path / "preds" / "results_validation.csv"
+    row = pd.read_csv(out).set_index("subject").loc["a"]
+    assert row["precision"] == 1.0 and row["recall"] == 0.5
+    assert row["dice"] == pytest.approx(2 / 3) and row["jaccard"] == 0.5

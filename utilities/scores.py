@@ -4,6 +4,10 @@ Per case: Dice, Jaccard, precision, recall (overlap) and HD95, ASSD (mm, the lab
 spacing), with ``mean`` and ``std`` rows, to ``<model_dir>/<network>/results_<phase>.csv``.
 A case with an empty prediction or label is kept: its overlap metrics are computed, its surface
 metrics are NaN, and the summary names it and says over how many cases each mean was taken.
+
+``--prediction_dir DIR`` scores a flat folder of predictions instead, ``DIR/<subject><prediction_postfix>
+.nii.gz`` (an nnU-Net v2 output folder: ``<case>.nii.gz``, postfix ``''``), and writes
+``DIR/results_<phase>.csv`` with the same columns, so both methods go in one table.
 """
 from __future__ import annotations
 
@@ -81,17 +85,31 @@ def summarize(per_case: pd.DataFrame) -> tuple[pd.DataFrame, list[str]]:
 
 
 def run_scores(model_dir: str | Path, network: str, dataset_split: str | Path, image_postfix: str, phase: str,
-               path_labels: str | Path, label_postfix: str) -> Path:
-    """Score every subject of ``phase``; returns the written CSV."""
+               path_labels: str | Path, label_postfix: str, prediction_dir: str | Path | None = None,
+               prediction_postfix: str = "") -> Path:
+    """Score every subject of ``phase``; returns the written CSV.
+
+    Predictions are ``inference.py``'s (under ``model_dir/network``) or, with ``prediction_dir``,
+    ``<prediction_dir>/<subject><prediction_postfix>.nii.gz`` (e.g. nnU-Net's output folder),
+    and the CSV goes next to them (``<model_dir>/<network>/`` or ``<prediction_dir>/``).
+    """
     subjects = subjects_of(read_split(dataset_split), phase)
     if not subjects:
         raise ValueError(f"split file {dataset_split} lists no subject for phase {phase!r}")
-    pairs = [(s, prediction_path(model_dir, network, s, image_postfix),
-              Path(path_labels) / f"{s}_{label_postfix}.nii.gz") for s in subjects]
+    if prediction_dir is not None:
+        folder = Path(prediction_dir)
+        if not folder.is_dir():
+            raise FileNotFoundError(f"--prediction_dir {folder} does not exist; pass the folder of "
+                                    "<subject><prediction_postfix>.nii.gz predictions")
+        predictions = [folder / f"{s}{prediction_postfix}.nii.gz" for s in subjects]
+        out, name = folder / f"results_{phase}.csv", folder.name
+    else:
+        predictions = [prediction_path(model_dir, network, s, image_postfix) for s in subjects]
+        out, name = Path(model_dir) / network / f"results_{phase}.csv", network
+    pairs = [(s, pred, Path(path_labels) / f"{s}_{label_postfix}.nii.gz") for s, pred in zip(subjects, predictions)]
     table, lines = summarize(score_cases(pairs))
-    out = Path(model_dir) / network / f"results_{phase}.csv"
     save_csv(table, out)
-    print(f"{network} on {phase}: " + "\n".join(lines) + f"\nwritten {out}")
+    print(f"{name} on {phase}: " + "\n".join(lines) + f"\nwritten {out}")
     return out
 
 
@@ -105,13 +123,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--phase", default="inference", choices=list(PHASES), help="which subjects to score")
     p.add_argument("--path_labels", default="./data/VS/label_crop/", help="folder of full labels")
     p.add_argument("--label_postfix", default="Label", help="label file postfix")
+    p.add_argument("--prediction_dir", default=None,
+                   help="score <prediction_dir>/<subject><prediction_postfix>.nii.gz instead of inference.py's "
+                        "output (e.g. an nnU-Net v2 prediction folder); --model_dir/--network are then unused")
+    p.add_argument("--prediction_postfix", default="",
+                   help="with --prediction_dir: file name after the subject, before .nii.gz ('' for nnU-Net)")
     return p
 
 
 def main(argv: list[str] | None = None) -> Path:
     args = build_parser().parse_args(argv)
     return run_scores(args.model_dir, args.network, args.dataset_split, args.image_postfix, args.phase,
-                      args.path_labels, args.label_postfix)
+                      args.path_labels, args.label_postfix, args.prediction_dir, args.prediction_postfix)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,233 @@
+"""Export a split as an nnU-Net v2 raw dataset: the expanded seeds with an ignore label, or full labels.
+
+The expanded seeds of stage 0 (0 background, 1 foreground near the seed, 2 unknown) are exactly
+an nnU-Net v2 dataset with an ignore label (nnU-Net's ``documentation/ignore_label.md``): nnU-Net
+then trains with a partial loss on the annotated voxels only, the partial-label baseline that
+reviewers know. ``--labels full`` exports the full labels instead (binarised: > 0 is the lesion)
+for the fully supervised reference.
+
+Writes ``<output_dir>/Dataset<ID>_<Name>/``:
+
+* ``imagesTr/<case>_0000.nii.gz`` and ``labelsTr/<case>.nii.gz`` for the training and the
+  validation subjects of the split; ``imagesTs/<case>_0000.nii.gz`` for the inference subjects;
+* ``dataset.json`` with ``channel_names``, ``labels`` (``{"background": 0, "lesion": 1,
+  "ignore": 2}``, or without ``ignore`` for full labels), ``numTraining`` and ``file_ending``;
+* ``splits_final.json``: one fold with our training / validation subjects. nnU-Net reads it from
+  its preprocessed folder: copy it to ``$nnUNet_preprocessed/Dataset<ID>_<Name>/`` after
+  ``nnUNetv2_plan_and_preprocess`` and train fold 0, so nnU-Net uses the same validation cases.
+
+Case identifiers are the subject names. Images are copied byte for byte; labels are written as
+uint8 on the image's grid, which each label must share (size, spacing, direction, origin).
+
+Example::
+
+    python data/export_nnunet.py --dataset_split ./splits/split_VS.csv \\
+        --path_images ./data/VS/image_crop/ --image_postfix T2 \\
+        --path_geodesic_labels ./data/VS/geodesic/weight0.5_threshold0.2/geodesic_label/ \\
+        --geodesic_label_postfix GeodesicLabel --output_dir ./nnUNet_raw --dataset_id 501 --dataset_name VSSeeds
+"""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import argparse
+import json
+import logging
+import os
+import re
+import shutil
+from typing import Sequence
+
+import numpy as np
+import SimpleITK as sitk
+
+from utilities.cli import LOGGER_NAME, setup_logger
+from utilities.io import atomic_path, ensure_writable_dir, read_image, save_text, write_image
+from utilities.splits import read_split, subjects_of
+
+__all__ = ["SEED_LABELS", "FULL_LABELS", "FILE_ENDING", "dataset_folder", "export_nnunet", "main"]
+
+logger = logging.getLogger(LOGGER_NAME)
+
+#: nnU-Net ``labels`` of the expanded seeds: 2 (unknown) is the ignore label, the highest value.
+SEED_LABELS = {"background": 0, "lesion": 1, "ignore": 2}
+FULL_LABELS = {"background": 0, "lesion": 1}
+FILE_ENDING = ".nii.gz"
+#: Tolerance on spacing, direction (absolute) and origin (mm) of a label against its image.
+GEOMETRY_TOL = 1e-4
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]*$")
+
+
+def dataset_folder(output_dir: str | os.PathLike, dataset_id: int, dataset_name: str) -> Path:
+    """``<output_dir>/Dataset<ID, 3 digits>_<Name>``, as nnU-Net names raw datasets."""
+    return Path(output_dir) / f"Dataset{int(dataset_id):03d}_{dataset_name}"
+
+
+def _check_grid(label: sitk.Image, label_path: Path, image_path: Path) -> None:
+    reader = sitk.ImageFileReader()
+    reader.SetFileName(str(image_path))
+    reader.ReadImageInformation()
+    checks = (("size", label.GetSize(), reader.GetSize(), 0.0),
+              ("spacing", label.GetSpacing(), reader.GetSpacing(), GEOMETRY_TOL),
+              ("direction", label.GetDirection(), reader.GetDirection(), GEOMETRY_TOL),
+              ("origin", label.GetOrigin(), reader.GetOrigin(), GEOMETRY_TOL * max(1.0, float(np.max(np.abs(reader.GetOrigin()))))))
+    for name, got, want, tol in checks:
+        if len(got) != len(want) or not np.allclose(got, want, rtol=0.0, atol=tol):
+            raise ValueError(f"label {label_path} has {name} {[round(float(v), 4) for v in got]} but image {image_path} "
+                             f"has {[round(float(v), 4) for v in want]}; nnU-Net needs labels on the image's grid "
+                             "(re-run the geodesic expansion on these images)")
+
+
+def _label_array(image: sitk.Image, path: Path, labels: str) -> np.ndarray:
+    array = sitk.GetArrayFromImage(image)
+    if labels == "full":
+        return (array > 0).astype(np.uint8)
+    values = np.unique(array)
+    bad = values[~np.isin(values, list(SEED_LABELS.values()))]
+    if bad.size:
+        raise ValueError(f"expanded-seed label {path} holds values {bad[:5].tolist()}; expected only 0 (background), "
+                         "1 (foreground) and 2 (unknown): pass the geodesic_label folder of stage 0")
+    return array.astype(np.uint8)
+
+
+def _copy(source: Path, target: Path) -> None:
+    with atomic_path(target) as tmp:
+        shutil.copyfile(source, tmp)
+
+
+def export_nnunet(dataset_split: str | os.PathLike, path_images: str | os.PathLike, image_postfix: str,
+                  output_dir: str | os.PathLike, dataset_id: int, dataset_name: str, labels: str = "seeds",
+                  path_geodesic_labels: str | os.PathLike | None = None, geodesic_label_postfix: str = "GeodesicLabel",
+                  path_labels: str | os.PathLike | None = None, label_postfix: str = "Label",
+                  channel_name: str | None = None, overwrite: bool = False) -> Path:
+    """Write the nnU-Net v2 raw dataset of a split; returns its folder.
+
+    Args:
+        dataset_split: split CSV; training + validation → ``imagesTr``/``labelsTr``, inference → ``imagesTs``.
+        path_images, image_postfix: ``<path_images>/<subject>_<image_postfix>.nii.gz``.
+        output_dir: nnU-Net's raw folder (``$nnUNet_raw``).
+        dataset_id, dataset_name: the dataset is ``Dataset<ID>_<Name>`` (ID 1..999).
+        labels: ``"seeds"`` (expanded seeds, 2 = ignore) or ``"full"`` (full labels > 0).
+        path_geodesic_labels, geodesic_label_postfix: the expanded seeds (``labels="seeds"``).
+        path_labels, label_postfix: the full labels (``labels="full"``).
+        channel_name: nnU-Net's name of the image channel (``"CT"`` selects CT normalisation,
+            anything else z-scoring); default ``image_postfix``.
+        overwrite: replace an existing export (its ``imagesTr``, ``labelsTr``, ``imagesTs`` and
+            json files) instead of refusing.
+
+    Raises:
+        ValueError, FileNotFoundError, FileExistsError: one line naming the flag or the file;
+            every input is checked before anything is written.
+    """
+    if labels not in ("seeds", "full"):
+        raise ValueError(f"--labels must be 'seeds' or 'full', got {labels!r}")
+    if isinstance(dataset_id, bool) or not 1 <= int(dataset_id) <= 999:
+        raise ValueError(f"--dataset_id must be an integer in 1..999 (nnU-Net's Dataset<ID>), got {dataset_id}")
+    if not _NAME.match(dataset_name or ""):
+        raise ValueError(f"--dataset_name must be letters, digits, '_' or '-' (no spaces), got {dataset_name!r}")
+    if labels == "seeds":
+        if path_geodesic_labels is None:
+            raise ValueError("--labels seeds needs --path_geodesic_labels (the geodesic_label folder of stage 0)")
+        label_dir, label_post, flag = Path(path_geodesic_labels), geodesic_label_postfix, \
+            "--path_geodesic_labels/--geodesic_label_postfix"
+    else:
+        if path_labels is None:
+            raise ValueError("--labels full needs --path_labels (the folder of full labels)")
+        label_dir, label_post, flag = Path(path_labels), label_postfix, "--path_labels/--label_postfix"
+    split = read_split(dataset_split)
+    training = subjects_of(split, "training") + subjects_of(split, "validation")
+    testing = subjects_of(split, "inference")
+    if not training:
+        raise ValueError(f"split file {dataset_split} has no training or validation subject; nnU-Net needs some")
+    bad_names = [s for s in training + testing if not s or "/" in s or s != s.strip()]
+    if bad_names:
+        raise ValueError(f"split file {dataset_split}: subject names {bad_names[:3]} cannot be nnU-Net case names")
+
+    images = {s: Path(path_images) / f"{s}_{image_postfix}.nii.gz" for s in training + testing}
+    label_files = {s: label_dir / f"{s}_{label_post}.nii.gz" for s in training}
+    missing = [f"image {p}" for p in images.values() if not p.is_file()]
+    missing += [f"label {p}" for p in label_files.values() if not p.is_file()]
+    if missing:
+        raise FileNotFoundError(f"{len(missing)} file(s) missing: {'; '.join(missing[:10])}"
+                                f"{' ...' if len(missing) > 10 else ''}; check --path_images/--image_postfix and {flag}")
+
+    root = dataset_folder(output_dir, dataset_id, dataset_name)
+    parts = [root / "imagesTr", root / "labelsTr", root / "imagesTs", root / "dataset.json", root / "splits_final.json"]
+    if any(p.exists() for p in parts):
+        if not overwrite:
+            raise FileExistsError(f"nnU-Net dataset {root} exists; pass --overwrite to replace it (or another --dataset_id)")
+
+    def label_of(s: str) -> tuple[np.ndarray, sitk.Image]:
+        reference = read_image(label_files[s], "label" if labels == "full" else "expanded-seed label")
+        _check_grid(reference, label_files[s], images[s])
+        return _label_array(reference, label_files[s], labels), reference
+
+    # Check every input before writing anything (then read again: a dataset need not fit in memory).
+    for s in training + testing:
+        read_image(images[s], "image")  # readable, complete, finite
+    for s in training:
+        label_of(s)
+
+    if overwrite:
+        for p in parts:
+            if p.is_dir():
+                shutil.rmtree(p)
+            elif p.exists():
+                p.unlink()
+    for sub in ("imagesTr", "labelsTr", "imagesTs"):
+        ensure_writable_dir(root / sub)
+    for s in training:
+        _copy(images[s], root / "imagesTr" / f"{s}_0000{FILE_ENDING}")
+        array, reference = label_of(s)
+        label = sitk.GetImageFromArray(array)
+        label.CopyInformation(reference)
+        write_image(label, root / "labelsTr" / f"{s}{FILE_ENDING}")
+    for s in testing:
+        _copy(images[s], root / "imagesTs" / f"{s}_0000{FILE_ENDING}")
+
+    dataset = {
+        "name": dataset_name,
+        "description": ("PA-Seg expanded seeds (0 background, 1 lesion, 2 unknown = ignore)" if labels == "seeds"
+                        else "PA-Seg full labels (fully supervised reference)"),
+        "channel_names": {"0": channel_name or image_postfix},
+        "labels": dict(SEED_LABELS if labels == "seeds" else FULL_LABELS),
+        "numTraining": len(training),
+        "file_ending": FILE_ENDING,
+    }
+    save_text(json.dumps(dataset, indent=4) + "\n", root / "dataset.json")
+    folds = [{"train": subjects_of(split, "training"), "val": subjects_of(split, "validation")}]
+    save_text(json.dumps(folds, indent=4) + "\n", root / "splits_final.json")
+    logger.info("nnU-Net dataset %s: %d training case(s) (%s), %d test case(s)", root, len(training), labels, len(testing))
+    return root
+
+
+def main(argv: Sequence[str] | None = None) -> Path:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0],
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--dataset_split", default="./splits/split_VS.csv", help="split CSV (subject,phase)")
+    p.add_argument("--path_images", default="./data/VS/image_crop/", help="folder of the images")
+    p.add_argument("--image_postfix", default="T2", help="images are <subject>_<postfix>.nii.gz")
+    p.add_argument("--labels", default="seeds", choices=["seeds", "full"],
+                   help="seeds: expanded seeds with ignore label 2; full: full labels (fully supervised reference)")
+    p.add_argument("--path_geodesic_labels", default="./data/VS/geodesic/weight0.5_threshold0.2/geodesic_label/",
+                   help="folder of the expanded seeds (--labels seeds)")
+    p.add_argument("--geodesic_label_postfix", default="GeodesicLabel", help="expanded-seed file postfix")
+    p.add_argument("--path_labels", default="./data/VS/label_crop/", help="folder of the full labels (--labels full)")
+    p.add_argument("--label_postfix", default="Label", help="full label file postfix")
+    p.add_argument("--output_dir", default="./nnUNet_raw", help="nnU-Net raw folder ($nnUNet_raw)")
+    p.add_argument("--dataset_id", type=int, default=501, help="nnU-Net dataset ID, 1..999")
+    p.add_argument("--dataset_name", default="PASegSeeds", help="nnU-Net dataset name (Dataset<ID>_<name>)")
+    p.add_argument("--channel_name", default=None, help="nnU-Net channel name (default: --image_postfix)")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing export")
+    args = p.parse_args(argv)
+    setup_logger(None)
+    return export_nnunet(args.dataset_split, args.path_images, args.image_postfix, args.output_dir, args.dataset_id,
+                         args.dataset_name, args.labels, args.path_geodesic_labels, args.geodesic_label_postfix,
+                         args.path_labels, args.label_postfix, args.channel_name, args.overwrite)
+
+
+if __name__ == "__main__":
+    main()
