@@ -283,7 +283,8 @@ def to_our_state_dict(state: StateDict, network: str) -> "OrderedDict[str, torch
 def load_state_dict(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> dict[str, torch.Tensor]:
     """Load a state dict saved with ``torch.save`` (CUDA tensors are moved to ``map_location``).
 
-    A checkpoint dict of ours (``{"model": state_dict, ...}``) gives its ``model`` entry.
+    A checkpoint written by this project's training scripts (``{"format": ..., "state_dict":
+    ..., ...}``) gives its ``state_dict``.
 
     Raises:
         FileNotFoundError, ValueError: one line naming the file.
@@ -296,8 +297,8 @@ def load_state_dict(path: str | os.PathLike, map_location: str | torch.device = 
     except Exception as e:  # pickle, zip and torch raise many types for damaged files
         reason = (str(e).strip().splitlines() or [type(e).__name__])[0][:160]
         raise ValueError(f"cannot read checkpoint {path} ({reason}); re-download it") from None
-    if isinstance(obj, Mapping) and "model" in obj and isinstance(obj["model"], Mapping):
-        obj = obj["model"]
+    if isinstance(obj, Mapping) and isinstance(obj.get("state_dict"), Mapping):
+        obj = obj["state_dict"]
     if not isinstance(obj, Mapping) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
         raise ValueError(f"checkpoint {path} does not hold a state dict (a mapping of names to tensors)")
     return dict(obj)

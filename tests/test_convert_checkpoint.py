@@ -191,3 +191,16 @@ def test_cli_converts_both_ways(golden, tmp_path, monkeypatch, capsys):
     with pytest.raises(ValueError, match="cannot read checkpoint .*broken.pth"):
         load_state_dict(tmp_path / "broken.pth")
     assert not (tmp_path / "x.pth").exists()
+
+
+def test_project_checkpoint_converts_to_published(tmp_path):
+    from utilities.checkpoints import save_model
+
+    torch.manual_seed(0)
+    net = get_network("U_Net2D5")
+    save_model(tmp_path / "CP_best.pth", net, "U_Net2D5", epoch=3)
+    out = convert_checkpoint(tmp_path / "CP_best.pth", tmp_path / "published.pth", "U_Net2D5", "published")
+    published = torch.load(out, weights_only=True)
+    assert detect_published_network(published) == "U_Net2D5"
+    back = published_to_ours(published, "U_Net2D5")
+    assert all(torch.equal(back[k], v) for k, v in net.state_dict().items())
