@@ -34,9 +34,6 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Mapping
 
-if __package__ in (None, ""):
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
 import torch
 from torch import nn
 

@@ -8,8 +8,6 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
-
 from utilities.geodesic import run_cli  # noqa: E402
 
 DEFAULTS = {

@@ -11,14 +11,14 @@ Hyper-parameters were chosen on the validation cases only (see README).
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import shutil
 import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from types import ModuleType
 from typing import Callable
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 import matplotlib  # noqa: E402
 
@@ -39,8 +39,18 @@ from utilities.io import atomic_path, prediction_path, save_csv, save_text, writ
 from utilities.splits import read_split, subjects_of  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE))
-import make_demo_data  # noqa: E402
+
+
+def _sibling(name: str) -> ModuleType:
+    """Import ``<this folder>/<name>.py`` (a script, not a package module)."""
+    spec = importlib.util.spec_from_file_location(f"paseg_demo_{name}", HERE / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+make_demo_data = _sibling("make_demo_data")
 
 PRIMARY, AUXILIARY = "U_Net2D5", "U_Net2D5"
 GEODESIC_WEIGHT, GEODESIC_THRESHOLD = 0.5, 0.2
@@ -79,8 +89,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--output_dir", default="./demo_output/", help="models, results table and pictures")
-    p.add_argument("--data_dir", default="./data/demo/", help="where the synthetic dataset is written")
-    p.add_argument("--split_file", default="./splits/split_demo.csv", help="the demo split")
+    p.add_argument("--data_dir", default="./demo_output/data/", help="where the synthetic dataset is written")
+    p.add_argument("--split_file", default="./demo_output/split_demo.csv", help="the demo split")
     p.add_argument("--quick", action="store_true", help="tiny data and 1-2 epochs: the sequence in well under a minute")
     p.add_argument("--epochs_stage1", type=positive_int, default=None, help="override the stage-1 epochs")
     p.add_argument("--epochs_scm", type=positive_int, default=None, help="override the SCM epochs")

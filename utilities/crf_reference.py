@@ -1,4 +1,5 @@
-"""Plain unfold-based multi-view 2D gated CRF: the test oracle and the benchmark baseline.
+"""Plain unfold-based multi-view 2D gated CRF: the test oracle (``tests/test_crf.py``) and the
+baseline of the benchmarks (``benchmarks/``); not used in training.
 
 Written the way the published code does it (and deliberately without any of the fast version's
 tricks): the volume is cut into 2D slices per view, each slice's features (x/σ_xy, y/σ_xy,
