@@ -21,9 +21,10 @@ import torch
 
 from networks import NETWORKS, get_network
 from utilities.checkpoints import TrainingState, load_model_weights
+from utilities.compile import prepare_network
 from utilities.cli import (add_common_args, add_data_args, add_training_args, check_spatial_shape, data_config,
                            nonnegative_float, nonnegative_int, positive_float, positive_int, run_options)
-from utilities.data import load_training_data
+from utilities.data import TrainingData, load_training_data
 from utilities.distributed import wrap_ddp
 from utilities.engine import (BestCheckpoint, Callback, CollapseWatch, FitConfig, LossPart, StepInfo, StepOutput,
                               fit)
@@ -135,23 +136,30 @@ def train(args: argparse.Namespace, callbacks: Sequence[Callback] = ()) -> Path:
     run_dir = Path(args.model_dir) / args.network
     models_dir = run_dir / "models"
     data = data_config(args)
-    ctx, device, _, latest_path, training_data = start_run(
-        run_options(args), vars(args), [run_dir], models_dir / "CP_latest.pth",
-        preflight=lambda: load_training_data(data, ["image", "seeds"]))
+
+    def preflight() -> tuple[TrainingData, dict[str, torch.Tensor] | None]:
+        init = None
+        if args.init_checkpoint and not args.resume:  # checked (and converted) before anything is written
+            net = get_network(args.network, IN_CHANNELS, NUM_CLASSES)
+            load_model_weights(net, args.init_checkpoint, args.network, flag="--network")
+            init = net.state_dict()
+        return load_training_data(data, ["image", "seeds"]), init
+
+    ctx, device, _, latest_path, (training_data, init) = start_run(
+        run_options(args), vars(args), [run_dir], models_dir / "CP_latest.pth", preflight=preflight)
     generator = torch.Generator().manual_seed(args.seed + ctx.rank)
     train_loader, val_loader, sampler = training_data.loaders(args.spatial_shape, args.batch_size, args.num_workers,
                                                               args.seed, ctx, generator)
-
-    model = get_network(args.network, IN_CHANNELS, NUM_CLASSES)
-    if args.init_checkpoint and latest_path is None:
-        load_model_weights(model, args.init_checkpoint, args.network, flag="--network")
+    model = get_network(args.network, IN_CHANNELS, NUM_CLASSES)  # after seeding: the same start for the same seed
+    if init is not None:
+        model.load_state_dict(init)
     model = model.to(device)
     amp = Amp(args.amp, device)
     state = TrainingState({"model": model}, {"optimizer": make_optimizer(model, args.learning_rate, args.momentum)},
                           amp, {"network": args.network}, vars(args))
     if latest_path is not None:
         state.load(latest_path, device, generator, ctx.rank)
-    state.models["model"] = wrap_ddp(model, ctx, device)
+    state.models["model"] = wrap_ddp(prepare_network(model, device, args.compile, args.compile_backend), ctx, device)
 
     other = "seed_dice" if args.val_metric == "dice" else "dice"
     config = FitConfig(

@@ -156,3 +156,24 @@ def test_health_columns_and_provoked_collapse(tiny, capsys):
     warnings = _warnings(capsys.readouterr().out)
     assert len(warnings) == 1 and warnings[0].startswith("collapse: model has predicted")
     assert (root / "run2" / "U_Net2D5" / "models" / "CP_final.pth").is_file()
+
+
+def test_init_checkpoint_starts_from_published_weights(tiny, tmp_path):
+    """--init_checkpoint takes a published checkpoint (or ours) as the starting weights."""
+    from networks import get_network
+    from networks.convert_checkpoint import ours_to_published
+
+    _, _, common = tiny
+    torch.manual_seed(5)
+    start = get_network("U_Net2D5", 1, 2)
+    path = tmp_path / "published.pth"
+    torch.save(ours_to_published(start.state_dict(), "U_Net2D5"), path)
+    run = stage1.main(["--model_dir", str(tmp_path / "run"), *common, "--max_epochs", "1", "--learning_rate", "1e-12",
+                       "--momentum", "0", "--init_checkpoint", str(path)])
+    final = torch.load(run / "models" / "CP_final.pth", weights_only=False)["state_dict"]
+    for key, value in start.state_dict().items():  # a step of lr 1e-12 moves nothing measurable
+        torch.testing.assert_close(final[key], value, rtol=0, atol=1e-6)
+    torch.save(ours_to_published(get_network("AttU_Net", 1, 2).state_dict(), "AttU_Net"), path)
+    with pytest.raises(ValueError, match=r"is a published AttU_Net checkpoint, not U_Net2D5; pass --network AttU_Net"):
+        stage1.main(["--model_dir", str(tmp_path / "run2"), *common, "--max_epochs", "1", "--init_checkpoint", str(path)])
+    assert not (tmp_path / "run2").exists()  # refused before anything is written

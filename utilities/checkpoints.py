@@ -18,6 +18,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from networks.convert_checkpoint import detect_published_network, published_to_ours
 from utilities.distributed import unwrap
 from utilities.io import save_torch
 from utilities.optim import Amp
@@ -62,7 +63,9 @@ def _torch_load(path: Path, map_location: Any) -> Any:
 
 def load_model_weights(model: nn.Module, path: Path | str, network: str,
                        map_location: Any = "cpu", flag: str = "--network") -> dict[str, Any]:
-    """Load weights saved by :func:`save_model` (or a bare state dict) into ``model``.
+    """Load weights saved by :func:`save_model`, a bare state dict, or a checkpoint released with
+    the published PA-Seg code (detected by its keys, converted by
+    :mod:`networks.convert_checkpoint`) into ``model``.
 
     Returns the checkpoint's metadata. Raises a one-line error for a missing file, a file that
     is not a checkpoint, or a checkpoint of another network (``flag``: the option that names
@@ -79,7 +82,14 @@ def load_model_weights(model: nn.Module, path: Path | str, network: str,
         state = payload["state_dict"]
         meta = {k: v for k, v in payload.items() if k != "state_dict"}
     elif isinstance(payload, dict) and payload and all(isinstance(v, torch.Tensor) for v in payload.values()):
-        state, meta = payload, {}
+        published = detect_published_network(payload)
+        if published is None:
+            state, meta = payload, {}
+        elif published != network:
+            raise ValueError(f"checkpoint {path} is a published {published} checkpoint, not {network}; "
+                             f"pass {flag} {published} or another checkpoint")
+        else:  # the authors' released layout: renamed to ours, same tensors
+            state, meta = published_to_ours(payload, network), {"format": "published"}
     else:
         raise ValueError(f"{path} is not a model checkpoint (no weights found); "
                          "point to a CP_*.pth written by this project's training scripts")
