@@ -73,11 +73,13 @@ def _check_grid(label: sitk.Image, label_path: Path, image_path: Path) -> None:
     checks = (("size", label.GetSize(), reader.GetSize(), 0.0),
               ("spacing", label.GetSpacing(), reader.GetSpacing(), GEOMETRY_TOL),
               ("direction", label.GetDirection(), reader.GetDirection(), GEOMETRY_TOL),
-              ("origin", label.GetOrigin(), reader.GetOrigin(), GEOMETRY_TOL * max(1.0, float(np.max(np.abs(reader.GetOrigin()))))))
+              ("origin", label.GetOrigin(), reader.GetOrigin(),
+               GEOMETRY_TOL * max(1.0, float(np.max(np.abs(reader.GetOrigin()))))))
     for name, got, want, tol in checks:
         if len(got) != len(want) or not np.allclose(got, want, rtol=0.0, atol=tol):
-            raise ValueError(f"label {label_path} has {name} {[round(float(v), 4) for v in got]} but image {image_path} "
-                             f"has {[round(float(v), 4) for v in want]}; nnU-Net needs labels on the image's grid "
+            raise ValueError(f"label {label_path} has {name} {[round(float(v), 4) for v in got]} but image "
+                             f"{image_path} has {[round(float(v), 4) for v in want]}; nnU-Net needs labels on the "
+                             "image's grid "
                              "(re-run the geodesic expansion on these images)")
 
 
@@ -152,13 +154,15 @@ def export_nnunet(dataset_split: str | os.PathLike, path_images: str | os.PathLi
     missing += [f"label {p}" for p in label_files.values() if not p.is_file()]
     if missing:
         raise FileNotFoundError(f"{len(missing)} file(s) missing: {'; '.join(missing[:10])}"
-                                f"{' ...' if len(missing) > 10 else ''}; check --path_images/--image_postfix and {flag}")
+                                f"{' ...' if len(missing) > 10 else ''}; check --path_images/--image_postfix and "
+                                f"{flag}")
 
     root = dataset_folder(output_dir, dataset_id, dataset_name)
     parts = [root / "imagesTr", root / "labelsTr", root / "imagesTs", root / "dataset.json", root / "splits_final.json"]
     if any(p.exists() for p in parts):
         if not overwrite:
-            raise FileExistsError(f"nnU-Net dataset {root} exists; pass --overwrite to replace it (or another --dataset_id)")
+            raise FileExistsError(f"nnU-Net dataset {root} exists; pass --overwrite to replace it "
+                                  "(or another --dataset_id)")
 
     def label_of(s: str) -> tuple[np.ndarray, sitk.Image]:
         reference = read_image(label_files[s], "label" if labels == "full" else "expanded-seed label")
@@ -200,7 +204,8 @@ def export_nnunet(dataset_split: str | os.PathLike, path_images: str | os.PathLi
     save_text(json.dumps(dataset, indent=4) + "\n", root / "dataset.json")
     folds = [{"train": subjects_of(split, "training"), "val": subjects_of(split, "validation")}]
     save_text(json.dumps(folds, indent=4) + "\n", root / "splits_final.json")
-    logger.info("nnU-Net dataset %s: %d training case(s) (%s), %d test case(s)", root, len(training), labels, len(testing))
+    logger.info("nnU-Net dataset %s: %d training case(s) (%s), %d test case(s)", root, len(training), labels,
+                len(testing))
     return root
 
 

@@ -217,7 +217,8 @@ def _read_fcsv(path: Path) -> tuple[list[ControlPoint], str]:
     for r, fields in enumerate(csv.reader(io.StringIO("\n".join(rows)))):
         where = f"row {r + 1}"
         if len(fields) <= max(ix, iy, iz):
-            raise ValueError(f"point file {path}: {where} has {len(fields)} fields; expected at least {max(ix, iy, iz) + 1}")
+            raise ValueError(f"point file {path}: {where} has {len(fields)} fields; expected at least "
+                             f"{max(ix, iy, iz) + 1}")
         label = fields[il] if il is not None and il < len(fields) else ""
         desc = fields[idesc] if idesc is not None and idesc < len(fields) else ""
         xyz = tuple(_number(fields[i], path, f"{where} ({label!r}) {c}") for i, c in ((ix, "x"), (iy, "y"), (iz, "z")))
@@ -292,7 +293,8 @@ def _roles(points: Sequence[ControlPoint], continuous: np.ndarray, subject: str)
     if all(r is None for r in roles):
         if len(points) != 7:
             raise ValueError(f"{subject}: the {len(points)} points have no fg/bg labels; without labels a file "
-                             "must hold exactly 7 points (one lesion): label them bg, fg (bg2, fg2, ... for more lesions)")
+                             "must hold exactly 7 points (one lesion): label them bg, fg (bg2, fg2, ... for more "
+                             "lesions)")
         inside = []
         for k in range(7):
             others = np.delete(continuous, k, axis=0)
@@ -406,7 +408,8 @@ def markups_from_annotation(annotation: sitk.Image, subject: str = "annotation")
         raise ValueError(f"{subject}: the annotation has no points (all 0)")
     if np.any(nonzero != np.round(nonzero)) or np.any(nonzero < 0) or np.any(nonzero > 2 * MAX_LESIONS):
         bad = np.unique(nonzero[(nonzero != np.round(nonzero)) | (nonzero < 0) | (nonzero > 2 * MAX_LESIONS)])
-        raise ValueError(f"{subject}: the annotation holds values {bad[:5].tolist()}; expected integers 0..{2 * MAX_LESIONS}")
+        raise ValueError(f"{subject}: the annotation holds values {bad[:5].tolist()}; expected integers "
+                         f"0..{2 * MAX_LESIONS}")
     control_points = []
     for value in np.unique(nonzero).astype(int).tolist():
         lesion, is_fg = (value + 1) // 2, value % 2 == 0
@@ -623,7 +626,8 @@ def main(argv: list[str] | None = None) -> list[Path]:
                         help="folder of the annotation volumes (output; input with --to_markups)")
     parser.add_argument("--anno_7points_postfix", default="7points",
                         help="annotations are <subject>_<postfix>.nii.gz")
-    parser.add_argument("--points_postfix", default="", help="point files are <subject>_<postfix>.<ext> ('' : <subject>.<ext>)")
+    parser.add_argument("--points_postfix", default="",
+                        help="point files are <subject>_<postfix>.<ext> ('' : <subject>.<ext>)")
     parser.add_argument("--csv_space", default=None, choices=["LPS", "RAS", "voxel"],
                         help="coordinates of CSV point files: world mm in LPS or RAS, or 0-based voxel indices i,j,k")
     parser.add_argument("--to_markups", action="store_true",

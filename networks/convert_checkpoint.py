@@ -233,7 +233,8 @@ def published_to_ours(state: StateDict, network: str) -> "OrderedDict[str, torch
         tensor = state[key]
         if index in by_index:
             first_key, first = by_index[index]
-            if first is not tensor and not (first.shape == tensor.shape and torch.equal(first, tensor.to(first.device))):
+            same = first is tensor or (first.shape == tensor.shape and torch.equal(first, tensor.to(first.device)))
+            if not same:
                 raise ValueError(f"published {network} state dict: {key} and {first_key} must hold the same "
                                  "tensor (they are two names of one parameter) but differ")
             continue

@@ -50,9 +50,11 @@ def test_seeds_export_has_nnunet_layout_and_passes_its_check(data, tmp_path, cap
     assert dataset["labels"] == {"background": 0, "lesion": 1, "ignore": 2}
     assert dataset["channel_names"] == {"0": "T2"} and dataset["numTraining"] == 3
     assert dataset["file_ending"] == ".nii.gz"
-    assert json.loads((root / "splits_final.json").read_text()) == [{"train": ["vs_gk_1", "vs_gk_2"], "val": ["vs_gk_3"]}]
+    folds = json.loads((root / "splits_final.json").read_text())
+    assert folds == [{"train": ["vs_gk_1", "vs_gk_2"], "val": ["vs_gk_3"]}]
     # images byte for byte, labels the expanded seeds (uint8, 0/1/2) on the image's grid
-    assert (root / "imagesTr" / "vs_gk_2_0000.nii.gz").read_bytes() == (data["image_crop"] / "vs_gk_2_T2.nii.gz").read_bytes()
+    copied = (root / "imagesTr" / "vs_gk_2_0000.nii.gz").read_bytes()
+    assert copied == (data["image_crop"] / "vs_gk_2_T2.nii.gz").read_bytes()
     label = sitk.ReadImage(str(root / "labelsTr" / "vs_gk_2.nii.gz"))
     seeds = sitk.ReadImage(str(data["geodesic_label"] / "vs_gk_2_GeodesicLabel.nii.gz"))
     assert label.GetPixelID() == sitk.sitkUInt8

@@ -439,7 +439,8 @@ def test_annotation_with_permuted_or_reversed_axes_is_reordered_exactly(one_subj
     assert "--reorder_annotation reorders it exactly" in capsys.readouterr().out
     out = VS.main(vs_args(one_subject, "geo_reordered", "--num_workers", "1", "--reorder_annotation"))
     image_img, _ = read(one_subject / "img" / "s2_T2.nii.gz")
-    for sub, name in (("geodesic_label", "s2_GeodesicLabel.nii.gz"), ("geodesic_distance", "s2_GeodesicDistance.nii.gz")):
+    for sub, name in (("geodesic_label", "s2_GeodesicLabel.nii.gz"),
+                      ("geodesic_distance", "s2_GeodesicDistance.nii.gz")):
         got_img, got = read(out / sub / name)
         np.testing.assert_array_equal(got, read(reference / sub / name)[1])
         assert got_img.GetSize() == image_img.GetSize()

@@ -236,11 +236,13 @@ def moved(index, label, new):
 
 @pytest.mark.parametrize("points, message", [
     (moved(POINTS, "bg-2", (24, 9, 6)), r"s1: point 2 \('bg-2'\) at voxel index \[24, 9, 6\] lies outside the image"),
-    (POINTS[1:], r"s1: lesion 1 has 5 background and 1 foreground point\(s\) \(point 1 \('bg-2'\).*expected exactly 6 and 1"),
+    (POINTS[1:], r"s1: lesion 1 has 5 background and 1 foreground point\(s\) \(point 1 \('bg-2'\).*"
+                 r"expected exactly 6 and 1"),
     (POINTS + [("fg", (11, 9, 6))], r"s1: lesion 1 has 6 background and 2 foreground point\(s\)"),
     (moved(POINTS, "fg2", (16, 15, 9)), r"s1: the foreground point 14 \('fg2'\) of lesion 2 at voxel \[16, 15, 9\] "
                                         r"lies outside the box \[17, 12, 7\]..\[22, 18, 12\] of its background points"),
-    (moved(POINTS, "bg2-1", (10, 9, 6)), r"s1: point 7 \('fg'\) and point 8 \('bg2-1'\) fall on the same voxel \[10, 9, 6\]"),
+    (moved(POINTS, "bg2-1", (10, 9, 6)),
+     r"s1: point 7 \('fg'\) and point 8 \('bg2-1'\) fall on the same voxel \[10, 9, 6\]"),
     ([(lab.replace("2", "3"), idx) for lab, idx in POINTS], r"s1: the points name lesions \[1, 3\]; number them"),
     (POINTS[:7] + [("F-8", (1, 1, 1))], r"s1: point 8 \('F-8'\) has no fg/bg label while others have"),
 ])
@@ -256,7 +258,8 @@ def test_same_voxel_from_world_positions(case):
     lps = world(image, jitter=0.0)
     # a second click 0.2 voxel from the first background point: the same voxel
     near = image.TransformContinuousIndexToPhysicalPoint([5.2, 9.0, 6.1])
-    with pytest.raises(ValueError, match=r"point 1 \('bg-1'\) and point 15 \('bg'\) fall on the same voxel \[5, 9, 6\]"):
+    same = r"point 1 \('bg-1'\) and point 15 \('bg'\) fall on the same voxel \[5, 9, 6\]"
+    with pytest.raises(ValueError, match=same):
         run(root, mrk_json(root / "s1.mrk.json", lps + [("bg", near)]))
 
 
@@ -264,7 +267,8 @@ def test_outside_in_world_coordinates_says_where(case):
     root, image = case
     lps = world(image, POINTS[:7], jitter=0.0)
     lps[0] = ("bg-1", image.TransformContinuousIndexToPhysicalPoint([-0.6, 9.0, 6.0]))
-    with pytest.raises(ValueError, match=r"s1: point 1 \('bg-1'\) at LPS \[.*\] mm \(voxel \[-1, 9, 6\]\) lies outside"):
+    outside = r"s1: point 1 \('bg-1'\) at LPS \[.*\] mm \(voxel \[-1, 9, 6\]\) lies outside"
+    with pytest.raises(ValueError, match=outside):
         run(root, mrk_json(root / "s1.mrk.json", lps))
     # the same positions read as RAS land elsewhere: the flag/header matters
     good = world(image, POINTS[:7], jitter=0.0)
@@ -274,7 +278,8 @@ def test_outside_in_world_coordinates_says_where(case):
 
 def test_overlapping_lesion_boxes_warn(case, capsys):
     root, _ = case
-    shifted = [(lab, (i - 5, j - 3, k - 2) if lab.split("-")[0].endswith("2") else (i, j, k)) for lab, (i, j, k) in POINTS]
+    shifted = [(lab, (i - 5, j - 3, k - 2) if lab.split("-")[0].endswith("2") else (i, j, k))
+               for lab, (i, j, k) in POINTS]
     run(root, csv_file(root / "s1.csv", shifted), "--csv_space", "voxel")
     assert "s1: the boxes of lesions 1 and 2 overlap" in capsys.readouterr().out
 
@@ -282,7 +287,8 @@ def test_overlapping_lesion_boxes_warn(case, capsys):
 def test_unlabelled_points_that_cannot_be_told_apart(case):
     root, _ = case
     flat = [(f"F-{n}", idx) for n, (_, idx) in enumerate(POINTS[:7])]
-    with pytest.raises(ValueError, match=r"s1: the 6 points have no fg/bg labels; without labels a file must hold exactly 7"):
+    with pytest.raises(ValueError, match=r"s1: the 6 points have no fg/bg labels; without labels a file must "
+                                         r"hold exactly 7"):
         run(root, csv_file(root / "s1.csv", flat[:6]), "--csv_space", "voxel")
     ambiguous = flat[:6] + [("F-7", (10, 9, 6))]
     ambiguous[0] = ("F-0", (5, 9, 1))  # below the z-minimum point, which is now inside the others' box too
@@ -292,17 +298,21 @@ def test_unlabelled_points_that_cannot_be_told_apart(case):
 
 @pytest.mark.parametrize("make, extra, message", [
     (lambda p: csv_file(p / "s1.csv", POINTS), [], r"is a CSV: pass --csv_space"),
-    (lambda p: csv_file(p / "s1.csv", POINTS, header="label,i,j,k"), ["--csv_space", "voxel"], r"needs a header row with columns x, y, z"),
-    (lambda p: csv_file(p / "s1.csv", [("fg", (1.5, 2, 3))]), ["--csv_space", "voxel"], r"voxel indices must be integers"),
+    (lambda p: csv_file(p / "s1.csv", POINTS, header="label,i,j,k"), ["--csv_space", "voxel"],
+     r"needs a header row with columns x, y, z"),
+    (lambda p: csv_file(p / "s1.csv", [("fg", (1.5, 2, 3))]), ["--csv_space", "voxel"],
+     r"voxel indices must be integers"),
     (lambda p: (p / "s1.mrk.json").write_text(json.dumps({"markups": [{"type": "Fiducial", "controlPoints": []}]}))
      and p / "s1.mrk.json", [], r"has no 'coordinateSystem'"),
     (lambda p: (p / "s1.mrk.json").write_text(json.dumps({"markups": [{"type": "Curve", "coordinateSystem": "LPS"}]}))
      and p / "s1.mrk.json", [], r"is a 'Curve', expected a point list"),
     (lambda p: (p / "s1.mrk.json").write_text("{not json") and p / "s1.mrk.json", [], r"is not valid JSON"),
-    (lambda p: (p / "s1.fcsv").write_text("# CoordinateSystem = XYZ\n# columns = id,x,y,z\nA,1,2,3\n") and p / "s1.fcsv",
+    (lambda p: (p / "s1.fcsv").write_text("# CoordinateSystem = XYZ\n# columns = id,x,y,z\nA,1,2,3\n")
+     and p / "s1.fcsv",
      [], r"CoordinateSystem 'XYZ' is not LPS, RAS"),
     (lambda p: (p / "s1.fcsv").write_text("# Markups fiducial file version = 4.11\n# CoordinateSystem = LPS\n"
-                                          "n0,1,abc,3,0,0,0,1,1,1,0,fg,,\n") and p / "s1.fcsv", [], r"row 1 \('fg'\) y is 'abc'"),
+                                          "n0,1,abc,3,0,0,0,1,1,1,0,fg,,\n") and p / "s1.fcsv", [],
+     r"row 1 \('fg'\) y is 'abc'"),
 ])
 def test_bad_point_files(case, make, extra, message):
     root, _ = case

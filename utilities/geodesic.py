@@ -430,9 +430,10 @@ def generate_geodesic_labels(dataset_split: str | os.PathLike, path_images: str 
     All image and annotation files are checked to exist (all missing ones listed at once) and
     each annotation to be on its image's grid before any work: the same grid or, with
     ``reorder_annotation``, the same voxels with permuted or reversed axes (then reordered
-    exactly); anything else is a one-line error naming the files. Each lesion needs six background points and its foreground point inside
-    their box, unless ``allow_partial_points``. A subject whose full label is missing is still
-    expanded; it is only left out of the metrics (the log says so).
+    exactly); anything else is a one-line error naming the files. Each lesion needs six
+    background points and its foreground point inside their box, unless
+    ``allow_partial_points``. A subject whose full label is missing is still expanded; it is
+    only left out of the metrics (the log says so).
 
     Returns:
         The output folder ``<path_geodesic>/weight{w}_threshold{t}``.
