@@ -8,6 +8,7 @@ on disk).
 from __future__ import annotations
 
 import argparse
+import sys
 import time
 from pathlib import Path
 from typing import Sequence
@@ -19,7 +20,7 @@ from tqdm import tqdm
 
 from networks import NETWORKS, get_network
 from utilities.cli import (add_common_args, check_spatial_shape, positive_int, resolve_device,
-                           setup_logger)
+                           setup_logger, show_progress)
 from utilities.data import ImageSource, load_phase, make_volume_loader
 from utilities.io import prediction_path, save_nifti
 from utilities.splits import PHASES
@@ -86,13 +87,16 @@ def run_inference(model_dir: str | Path, network: str, dataset_split: str | Path
     amp_ctx = Amp(amp, device)
     written = []
     t0 = time.time()
-    for batch in tqdm(loader, desc="inference", dynamic_ncols=True):
+    bar = show_progress()
+    for number, batch in enumerate(tqdm(loader, desc="inference", dynamic_ncols=True, disable=not bar), 1):
         logits = sliding_window_predict(model, batch["image"].to(device), spatial_shape, sw_batch_size,
                                         sw_overlap, amp_ctx)
         seg = logits.argmax(1)[0].to(torch.uint8).cpu().numpy()
         out = prediction_path(model_dir, network, batch["subject"][0], image_postfix)
         write_prediction(seg, Path(batch["path"][0]), out)
         written.append(out)
+        if not bar:  # a log file gets a line per case instead of a progress bar's frames
+            logger.info("%d/%d %s: %s", number, len(loader), batch["subject"][0], out)
     logger.info("%d segmentation(s) written under %s (%.1f s)", len(written),
                 Path(model_dir) / network / "output_pred", time.time() - t0)
     return written
@@ -130,4 +134,6 @@ def main(argv: list[str] | None = None) -> list[Path]:
 
 
 if __name__ == "__main__":
-    main()
+    from utilities.cli import run_main
+
+    sys.exit(run_main(main))

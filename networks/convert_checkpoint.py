@@ -330,4 +330,6 @@ def main(argv: list[str] | None = None) -> Path:
 
 
 if __name__ == "__main__":
-    main()
+    from utilities.cli import run_main
+
+    sys.exit(run_main(main))

@@ -1,31 +1,15 @@
-"""Shared fixtures: the repository root on sys.path, script loading, tiny synthetic NIfTI data."""
+"""Shared fixtures: the repository root on sys.path (via ``helpers``), one thread, the golden
+file, the locale. Helpers that tests import live in ``tests/helpers.py``."""
 from __future__ import annotations
-
-import importlib.util
-import sys
-from pathlib import Path
 
 import pytest
 import torch
 
-ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
+from helpers import ROOT, load_script  # noqa: F401  (load_script: files not yet importing helpers)
 
 # The tests use tiny tensors: one thread avoids OpenMP synchronisation costs, which dominate
 # there and grow badly when another process shares the cores.
 torch.set_num_threads(1)
-
-
-def load_script(relpath: str):
-    """Import a script of the repository (e.g. ``data/VS/convert.py``) as a module."""
-    path = ROOT / relpath
-    name = "script_" + relpath.replace("/", "_").removesuffix(".py")
-    spec = importlib.util.spec_from_file_location(name, path)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    spec.loader.exec_module(module)
-    return module
 
 
 @pytest.fixture(scope="session")
@@ -42,3 +26,11 @@ def _restore_locale():
     saved = locale.setlocale(locale.LC_ALL)
     yield
     locale.setlocale(locale.LC_ALL, saved)
+
+
+@pytest.fixture
+def data(tmp_path):
+    """Two training, one validation, one inference subject (32×32×16, VS layout)."""
+    from synth import make_vs_dataset
+
+    return make_vs_dataset(tmp_path / "data", n_train=2, n_val=1, n_inf=1)

@@ -6,7 +6,7 @@ import math
 import numpy as np
 import pytest
 
-from conftest import load_script
+from helpers import load_script
 
 ca = load_script("experiments/collapse_analysis.py")
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest import ROOT
+from helpers import ROOT
 from networks import NETWORKS, get_network
 from networks.convert_checkpoint import (convert_checkpoint, detect_our_network, detect_published_network,
                                          load_state_dict, main, ours_to_published, published_keys,

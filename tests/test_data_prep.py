@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 import SimpleITK as sitk
 
-from conftest import ROOT, load_script
+from helpers import ROOT, load_script
 from utilities.splits import read_split
 
 convert = load_script("data/VS/convert.py")

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import pandas as pd
 
-from conftest import load_script
+from helpers import load_script
 
 ROWS = ["Expanded seeds (geodesic)", "Seeds only (partial DiceCE)", "PA-Seg stage 1 (+ mCRF + VM)",
         "PA-Seg stage 2 (SCM)", "Full supervision"]

@@ -6,7 +6,7 @@ import pytest
 import SimpleITK as sitk
 from scipy import ndimage
 
-from conftest import load_script
+from helpers import load_script
 from utilities.metrics import overlap_metrics
 from utilities.splits import read_split
 

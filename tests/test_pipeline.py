@@ -9,7 +9,7 @@ import torch
 import inference
 import train_gatedcrfloss3d22d_multiview_varianceloss as stage1
 import train_SCM as scm
-from conftest import load_script
+from helpers import load_script
 from synth import make_vs_dataset
 from utilities import scores
 

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
-from conftest import load_script
+from helpers import load_script
 from utilities.geodesic import expand_seeds
 
 P2A = load_script("data/points_to_annotation.py")

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
-from conftest import load_script
+from helpers import load_script
 
 sim = load_script("data/simulate_7points.py")
 simulate_points = sim.simulate_points

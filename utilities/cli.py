@@ -1,4 +1,5 @@
-"""Argument helpers shared by every script: device choice, seeding, logging, value checks."""
+"""Argument helpers shared by every script: the entry point, device choice, seeding, logging,
+value checks."""
 from __future__ import annotations
 
 import argparse
@@ -6,14 +7,22 @@ import logging
 import os
 import random
 import sys
+import re
 import time
+import traceback
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 import torch
 
 __all__ = [
+    "run_main",
+    "DeviceError",
+    "DEBUG_ENV",
+    "EXIT_USER_ERROR",
+    "EXIT_INTERRUPTED",
+    "show_progress",
     "add_common_args",
     "resolve_device",
     "seed_everything",
@@ -32,6 +41,84 @@ __all__ = [
 ]
 
 LOGGER_NAME = "paseg"
+#: Environment variable that makes :func:`run_main` show full tracebacks (as ``--debug`` does).
+DEBUG_ENV = "PASEG_DEBUG"
+EXIT_USER_ERROR = 2
+EXIT_INTERRUPTED = 130
+
+
+class DeviceError(RuntimeError):
+    """The requested device does not exist on this machine."""
+
+
+def _user_errors() -> tuple[type[BaseException], ...]:
+    """Exception types that carry a message for the user (a bad input, not a bug)."""
+    from utilities.io import OutputError
+    from utilities.runs import RunInUseError, TrainingStopped
+
+    return (ValueError, FileNotFoundError, FileExistsError, PermissionError, NotADirectoryError, OutputError,
+            DeviceError, TrainingStopped, RunInUseError)
+
+
+_WORKER_PREFIX = re.compile(r"^Caught \w+ in .*\nOriginal Traceback", re.S)
+_EXCEPTION_LINE = re.compile(r"^(?:[A-Za-z_][\w.]*\.)?[A-Za-z_]\w*(?:Error|Exception|Stopped): (.*)$")
+
+
+def user_message(error: BaseException) -> str:
+    """The one-line message of ``error``; for an exception re-raised from a DataLoader worker
+    (``Caught ValueError in DataLoader worker process 0. Original Traceback ...``), the original
+    exception's message, so it is shown once."""
+    text = str(error)
+    if _WORKER_PREFIX.match(text):
+        for line in reversed(text.strip().splitlines()):
+            found = _EXCEPTION_LINE.match(line.strip())
+            if found:
+                return found.group(1)
+    if isinstance(error, OSError) and not text.strip() and error.strerror:
+        text = f"{error.strerror}: {error.filename}" if error.filename else error.strerror
+    if isinstance(error, (FileNotFoundError, PermissionError, NotADirectoryError)) and error.filename \
+            and text.startswith("[Errno"):
+        text = f"{error.strerror}: {error.filename}"
+    return " ".join(text.split()) or type(error).__name__
+
+
+def run_main(main: Callable[[list[str] | None], Any], argv: Sequence[str] | None = None,
+             interrupted: str = "interrupted") -> int:
+    """Run a script's ``main(argv)`` the way a shell user should see it; returns the exit code.
+
+    Use as ``if __name__ == "__main__": sys.exit(run_main(main))``. A user error (a bad input
+    or flag: ``ValueError``, ``FileNotFoundError``, ``FileExistsError``, a write error, a
+    missing device, a run folder in use, a training stop such as a NaN loss or a collapse)
+    prints ``error: <message>`` on stderr, one line, and exits 2; Ctrl-C prints
+    ``<interrupted>`` and exits 130. Any other exception is a bug and keeps its traceback
+    (exit 1). ``--debug`` anywhere in the arguments (removed before ``main`` sees them) or
+    ``PASEG_DEBUG=1`` shows the full traceback of user errors too.
+    """
+    args = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in args or os.environ.get(DEBUG_ENV, "").strip().lower() not in ("", "0", "false", "no")
+    args = [a for a in args if a != "--debug"]
+    try:
+        main(args)
+    except KeyboardInterrupt:
+        if debug:
+            traceback.print_exc()
+        print(interrupted, file=sys.stderr, flush=True)
+        return EXIT_INTERRUPTED
+    except _user_errors() as e:
+        if debug:
+            traceback.print_exc()
+        print(f"error: {user_message(e)}", file=sys.stderr, flush=True)
+        return EXIT_USER_ERROR
+    return 0
+
+
+def show_progress() -> bool:
+    """Whether to draw progress bars: only when stderr is a terminal (a log file gets per-epoch
+    or per-stage lines instead of carriage-return frames)."""
+    try:
+        return sys.stderr.isatty()
+    except (AttributeError, ValueError):
+        return False
 
 
 def positive_int(text: str) -> int:
@@ -77,11 +164,11 @@ def resolve_device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if name.startswith("cuda") and not torch.cuda.is_available():
-        raise RuntimeError(f"--device {name} was requested but no CUDA GPU is available; "
+        raise DeviceError(f"--device {name} was requested but no CUDA GPU is available; "
                            "use --device cpu or --device auto")
     device = torch.device(name)
     if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
-        raise RuntimeError(f"--device {name} was requested but only {torch.cuda.device_count()} CUDA GPU(s) "
+        raise DeviceError(f"--device {name} was requested but only {torch.cuda.device_count()} CUDA GPU(s) "
                            "are visible; use --device cuda or a smaller index")
     return device
 

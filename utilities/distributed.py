@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import io
 import os
-from dataclasses import dataclass
-from typing import Any, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Callable, Mapping
 
 import torch
 import torch.distributed as dist
@@ -26,6 +26,8 @@ class DistContext:
     rank: int = 0
     world_size: int = 1
     local_rank: int = 0
+    #: Called by :meth:`close` (e.g. releasing the run-folder locks).
+    on_close: list[Callable[[], None]] = field(default_factory=list, repr=False)
 
     @property
     def distributed(self) -> bool:
@@ -63,6 +65,8 @@ class DistContext:
         return any(self.gather(bool(flag)))
 
     def close(self) -> None:
+        while self.on_close:
+            self.on_close.pop()()
         if self.distributed and dist.is_initialized():
             dist.destroy_process_group()
 

@@ -20,6 +20,10 @@ import SimpleITK as sitk
 import torch
 
 __all__ = [
+    "OutputError",
+    "TEMP_PREFIX",
+    "is_temporary",
+    "remove_temporaries",
     "atomic_path",
     "save_torch",
     "save_csv",
@@ -35,10 +39,39 @@ __all__ = [
 ]
 
 
+class OutputError(OSError):
+    """An output cannot be written (disk full, permissions, a file where a folder should be)."""
+
+
 def _umask() -> int:
     mask = os.umask(0o022)
     os.umask(mask)
     return mask
+
+
+#: What marks the temporary file of :func:`atomic_path`: ``.<name>.tmp-<random><suffixes>``.
+TEMP_PREFIX = ".tmp-"
+
+
+def is_temporary(path: str | os.PathLike) -> bool:
+    """Whether ``path`` is the temporary file of an :func:`atomic_path` write (left behind only
+    when the process was killed mid-write); never a result."""
+    name = Path(path).name
+    return name.startswith(".") and TEMP_PREFIX in name[1:]
+
+
+def remove_temporaries(folder: str | os.PathLike) -> list[Path]:
+    """Delete the :func:`atomic_path` temporaries under ``folder`` (recursively), left there by a
+    killed process; returns what was removed. Call only while no other process writes there."""
+    removed = []
+    folder = Path(folder)
+    if folder.is_dir():
+        for path in sorted(folder.rglob(".*")):
+            if path.is_file() and is_temporary(path):
+                with contextlib.suppress(OSError):
+                    path.unlink()
+                    removed.append(path)
+    return removed
 
 
 #: Permissions of a new file (``mkstemp`` would leave 0600: outputs readable only by their owner).
@@ -59,7 +92,7 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     ensure_writable_dir(path.parent)
     suffix = "".join(path.suffixes) or ".tmp"
     try:
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix, dir=path.parent)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}{TEMP_PREFIX}", suffix=suffix, dir=path.parent)
     except OSError as e:
         raise _write_error(path, e) from e
     os.close(fd)
@@ -85,7 +118,7 @@ def _fsync(path: Path) -> None:
 
 def _write_error(path: Path, error: BaseException) -> OSError:
     reason = getattr(error, "strerror", None) or (str(error).strip().splitlines() or [type(error).__name__])[-1]
-    err = OSError(f"cannot write {path}: {reason}; check the free disk space and that {path.parent} is "
+    err = OutputError(f"cannot write {path}: {reason}; check the free disk space and that {path.parent} is "
                   f"writable (any previous {path.name} is unchanged)")
     err.errno = getattr(error, "errno", None)
     return err
@@ -97,7 +130,7 @@ def ensure_writable_dir(folder: str | os.PathLike) -> Path:
     try:
         folder.mkdir(parents=True, exist_ok=True)
     except OSError as e:
-        raise OSError(f"cannot create output folder {folder}: {e.strerror}; choose a writable location") from e
+        raise OutputError(f"cannot create output folder {folder}: {e.strerror}; choose a writable location") from e
     if not os.access(folder, os.W_OK | os.X_OK):
         raise PermissionError(f"output folder {folder} is not writable; fix its permissions or choose another")
     return folder

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -14,12 +15,16 @@ import torch
 from torch import nn
 
 from utilities.distributed import DistContext, init_distributed, unwrap
-from utilities.io import ensure_writable_dir, save_csv
+from utilities.io import ensure_writable_dir, is_temporary, remove_temporaries, save_csv
 
 __all__ = [
     "RunOptions",
+    "LOCK_NAME",
+    "RunInUseError",
+    "RunLock",
     "check_run_dir",
     "prepare_run_dir",
+    "lock_run_dirs",
     "start_run",
     "CsvLog",
     "TensorBoard",
@@ -45,8 +50,115 @@ class RunOptions:
 
 
 def _existing_checkpoints(run_dir: Path) -> list[str]:
+    """The checkpoints in ``<run_dir>/models`` (never the temporaries of a killed write)."""
     models = run_dir / "models"
-    return sorted(p.name for p in models.glob("*.pth")) if models.is_dir() else []
+    return sorted(p.name for p in models.glob("*.pth") if not is_temporary(p)) if models.is_dir() else []
+
+
+#: The advisory lock file in a run folder, held while a training process uses the folder.
+LOCK_NAME = ".paseg_run.lock"
+
+
+class RunInUseError(RuntimeError):
+    """Another running process holds the run folder."""
+
+
+class RunLock:
+    """An advisory lock on a run folder (``<run_dir>/.paseg_run.lock`` holding the owner's pid).
+
+    ``fcntl.flock`` where available: the kernel releases it when the process ends, however
+    (SIGKILL included), so a dead process's lock is simply taken over. Elsewhere an exclusive
+    create with the pid inside; a lock whose pid is no longer running is taken over.
+    """
+
+    _held: dict[Path, "RunLock"] = {}
+
+    def __init__(self, run_dir: Path) -> None:
+        self.run_dir = Path(run_dir)
+        self.path = self.run_dir / LOCK_NAME
+        self.fd: int | None = None
+
+    def acquire(self) -> "RunLock":
+        """Take the lock (re-taking one this process already holds); raises :class:`RunInUseError`."""
+        key = self.path.resolve()
+        previous = RunLock._held.pop(key, None)
+        if previous is not None:
+            previous.release()
+        ensure_writable_dir(self.run_dir / "models")  # (its message names the deepest folder a run needs)
+        try:
+            import fcntl
+        except ImportError:  # not POSIX
+            self._acquire_exclusive()
+        else:
+            while True:
+                fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                except OSError:
+                    os.close(fd)
+                    raise self._in_use(self._owner()) from None
+                try:
+                    same = os.stat(self.path).st_ino == os.fstat(fd).st_ino
+                except FileNotFoundError:
+                    same = False
+                if same:
+                    break
+                os.close(fd)  # the owner removed the file between our open and our lock: again
+            os.ftruncate(fd, 0)
+            os.write(fd, f"{os.getpid()}\n".encode())
+            self.fd = fd
+        RunLock._held[key] = self
+        return self
+
+    def _acquire_exclusive(self) -> None:
+        for _ in range(2):
+            try:
+                fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o644)
+            except FileExistsError:
+                owner = self._owner()
+                if owner is not None and owner != os.getpid() and _alive(owner):
+                    raise self._in_use(owner) from None
+                self.path.unlink(missing_ok=True)  # a dead process's lock
+                continue
+            os.write(fd, f"{os.getpid()}\n".encode())
+            self.fd = fd
+            return
+        raise self._in_use(self._owner())
+
+    def _owner(self) -> int | None:
+        try:
+            return int(self.path.read_text().split()[0])
+        except (OSError, ValueError, IndexError):
+            return None
+
+    def _in_use(self, owner: int | None) -> RunInUseError:
+        who = f"process {owner}" if owner is not None else "another process"
+        return RunInUseError(f"{self.run_dir} is in use by {who} (a training running now); wait for it to end, "
+                             f"stop it, or choose another --model_dir")
+
+    def release(self) -> None:
+        """Release the lock and remove the lock file."""
+        if self.fd is not None:
+            self.path.unlink(missing_ok=True)  # before unlocking: a waiting process then retries
+            try:
+                import fcntl
+
+                fcntl.flock(self.fd, fcntl.LOCK_UN)
+            except ImportError:
+                pass
+            os.close(self.fd)
+            self.fd = None
+        RunLock._held.pop(self.path.resolve(), None)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def check_run_dir(run_dirs: Sequence[Path], resume: bool, overwrite: bool, latest: Path,
@@ -62,9 +174,15 @@ def check_run_dir(run_dirs: Sequence[Path], resume: bool, overwrite: bool, lates
     if resume and overwrite:
         raise ValueError("--resume and --overwrite exclude each other; pass one of them")
     if resume:
-        if not latest.is_file():
+        if latest.is_file():
+            return latest
+        started = [d for d in dict.fromkeys(run_dirs) if _existing_checkpoints(d) or any(d.glob("log*.csv"))]
+        if not started:
             raise FileNotFoundError(f"--resume: no checkpoint {latest} to resume from; start without --resume")
-        return latest
+        # killed before its first latest checkpoint: nothing to continue, so the run starts again
+        logger.warning("--resume: %s holds a run stopped before its first epoch ended (no %s); starting it "
+                       "again from epoch 1", started[0], latest.name)
+        return None
     for run_dir in dict.fromkeys(run_dirs):
         existing = _existing_checkpoints(run_dir)
         if existing and not overwrite:
@@ -80,9 +198,26 @@ def prepare_run_dir(run_dirs: Sequence[Path], resume: bool, overwrite: bool, lat
     latest_path = check_run_dir(run_dirs, resume, overwrite, latest, flag_hint)
     for run_dir in dict.fromkeys(run_dirs):
         if overwrite and _existing_checkpoints(run_dir):
-            shutil.rmtree(run_dir)
+            for entry in run_dir.iterdir():  # everything but the lock this process holds
+                if entry.name != LOCK_NAME:
+                    shutil.rmtree(entry) if entry.is_dir() and not entry.is_symlink() else entry.unlink()
+        remove_temporaries(run_dir)  # left by a killed write; never part of a run
         ensure_writable_dir(run_dir / "models")
     return latest_path
+
+
+def lock_run_dirs(run_dirs: Sequence[Path]) -> list[RunLock]:
+    """Lock every run folder (sorted, so two processes never wait on each other); on a refusal
+    the locks already taken are released."""
+    locks: list[RunLock] = []
+    try:
+        for run_dir in sorted(dict.fromkeys(Path(d) for d in run_dirs)):
+            locks.append(RunLock(run_dir).acquire())
+    except BaseException:
+        for lock in locks:
+            lock.release()
+        raise
+    return locks
 
 
 def start_run(options: RunOptions, config: Mapping[str, Any], run_dirs: Sequence[Path], latest: Path,
@@ -107,7 +242,15 @@ def start_run(options: RunOptions, config: Mapping[str, Any], run_dirs: Sequence
     prepared = preflight() if preflight is not None else None
     latest_path = None
     if ctx.is_main:
-        latest_path = prepare_run_dir(run_dirs, options.resume, options.overwrite, latest)
+        # the folders are locked first, then checked again: another run may have started meanwhile
+        locks = lock_run_dirs(run_dirs)
+        ctx.on_close.extend(lock.release for lock in locks)
+        try:
+            latest_path = prepare_run_dir(run_dirs, options.resume, options.overwrite, latest)
+        except BaseException:
+            for lock in locks:
+                lock.release()
+            raise
     latest_path = ctx.broadcast(latest_path)
     log = setup_logger(run_dirs[0] if ctx.is_main else None, log_name, ctx.rank)
     log_config(log, config)

@@ -186,4 +186,6 @@ def main(argv: list[str] | None = None) -> CropStats:
 
 
 if __name__ == "__main__":
-    main()
+    from utilities.cli import run_main
+
+    sys.exit(run_main(main))

@@ -1,0 +1,117 @@
+"""What several test files share: the repository root, script loading, the argument lists of the
+scripts on the tiny synthetic data of ``tests/synth.py``, small checkpoints, a subprocess runner
+and comparisons. Tests import this module (never ``conftest``)."""
+from __future__ import annotations
+
+import importlib.util
+import os
+import subprocess
+import sys
+from pathlib import Path
+from types import ModuleType
+from typing import Any, Mapping, Sequence
+
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from networks import get_network  # noqa: E402
+from utilities.checkpoints import save_model  # noqa: E402
+
+__all__ = ["ROOT", "SHAPE", "STAGE1", "SCM", "load_script", "stage1_args", "scm_args", "inference_args",
+           "geodesic_args", "pretrained", "a_model", "one_line", "weights", "same_weights", "run_script",
+           "script_env"]
+
+#: The patch size of every test run (the synthetic volumes are 32×32×16).
+SHAPE = ["--spatial_shape", "32", "32", "16"]
+STAGE1 = "train_gatedcrfloss3d22d_multiview_varianceloss.py"
+SCM = "train_SCM.py"
+
+
+def load_script(relpath: str) -> ModuleType:
+    """Import a script of the repository (e.g. ``data/VS/convert.py``) as a module."""
+    path = ROOT / relpath
+    name = "script_" + relpath.replace("/", "_").removesuffix(".py")
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def stage1_args(p: Mapping[str, Path], model_dir: Path | str, *extra: str) -> list[str]:
+    """Stage 1 on the data of :func:`synth.make_vs_dataset`: 2 epochs, seed 7, CPU."""
+    return ["--model_dir", str(model_dir), "--network", "U_Net2D5", "--dataset_split", str(p["split"]),
+            "--path_images", str(p["image_crop"]), "--path_labels", str(p["label_crop"]),
+            "--path_geodesic_labels", str(p["geodesic_label"]), *SHAPE, "--down_size", "16", "16", "16",
+            "--max_epochs", "2", "--rampup_epochs", "1", "--device", "cpu", "--seed", "7", *extra]
+
+
+def scm_args(p: Mapping[str, Path], pre: Sequence[Path], model_dir: Path | str, *extra: str) -> list[str]:
+    """SCM from the two stage-1 folders ``pre`` (see :func:`pretrained`): 2 epochs, seed 7, CPU."""
+    return ["--pretrained_model1_dir", str(pre[0]), "--network1", "U_Net2D5",
+            "--pretrained_model2_dir", str(pre[1]), "--network2", "U_Net2D5", "--model_dir", str(model_dir),
+            "--dataset_split", str(p["split"]), "--path_images", str(p["image_crop"]),
+            "--path_labels", str(p["label_crop"]), *SHAPE, "--max_epochs", "2", "--iterative_epochs", "1",
+            "--device", "cpu", "--seed", "7", *extra]
+
+
+def inference_args(p: Mapping[str, Path], model_dir: Path | str, *extra: str) -> list[str]:
+    return ["--model_dir", str(model_dir), "--network", "U_Net2D5", "--dataset_split", str(p["split"]),
+            "--path_images", str(p["image_crop"]), *SHAPE, "--device", "cpu", *extra]
+
+
+def geodesic_args(p: Mapping[str, Path], out: Path | str, *extra: str) -> list[str]:
+    return ["--dataset_split", str(p["split"]), "--path_images", str(p["image_crop"]),
+            "--path_labels", str(p["label_crop"]), "--path_anno_7points", str(p["annotation_7points"]),
+            "--path_geodesic", str(out), "--num_workers", "1", "--phase", "training", *extra]
+
+
+def pretrained(root: Path, seed: int = 0) -> list[Path]:
+    """Two stage-1 run folders, each with a random U_Net2D5 CP_best.pth (different weights)."""
+    dirs = []
+    for k in (1, 2):
+        torch.manual_seed(seed + k)
+        folder = root / f"pre{k}"
+        save_model(folder / "U_Net2D5" / "models" / "CP_best.pth", get_network("U_Net2D5", 1, 2), "U_Net2D5")
+        dirs.append(folder)
+    return dirs
+
+
+def a_model(model_dir: Path | str, network: str = "U_Net2D5", name: str = "CP_best.pth") -> Path:
+    """A random ``network`` saved as ``<model_dir>/U_Net2D5/models/<name>``; returns its path."""
+    torch.manual_seed(0)
+    path = Path(model_dir) / "U_Net2D5" / "models" / name
+    save_model(path, get_network(network, 1, 2), network, epoch=1)
+    return path
+
+
+def one_line(err: Any) -> str:
+    """The message of a ``pytest.raises`` exception, checked to be a single line."""
+    message = str(err.value)
+    assert "\n" not in message, message
+    return message
+
+
+def weights(path: Path, key: str = "state_dict") -> dict[str, torch.Tensor]:
+    return torch.load(path, map_location="cpu", weights_only=True)[key]
+
+
+def same_weights(a: Mapping[str, torch.Tensor], b: Mapping[str, torch.Tensor]) -> bool:
+    return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def script_env(**extra: str) -> dict[str, str]:
+    """The environment of a script run as a shell user would: one thread, no debug."""
+    env = {k: v for k, v in os.environ.items() if k not in ("PASEG_DEBUG", "WORLD_SIZE", "RANK", "LOCAL_RANK")}
+    env |= {"OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1", **extra}
+    return env
+
+
+def run_script(script: str, args: Sequence[str], timeout: float = 300, **env: str) -> subprocess.CompletedProcess:
+    """Run ``python <script> <args>`` from the repository root (stdout and stderr captured, not a
+    terminal: what a redirected run or a batch job sees)."""
+    return subprocess.run([sys.executable, str(ROOT / script), *map(str, args)], cwd=ROOT, env=script_env(**env),
+                          capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL)

@@ -1,0 +1,58 @@
+"""Bad flag values name the flag; a CUDA request without a GPU says what to use instead."""
+from __future__ import annotations
+
+import pytest
+import torch
+from helpers import a_model, inference_args, one_line, pretrained, scm_args, stage1_args
+
+import inference
+import train_gatedcrfloss3d22d_multiview_varianceloss as stage1
+import train_SCM as scm
+
+
+# ------------------------------------------------------------------------ arguments
+@pytest.mark.parametrize("script, argv, message", [
+    ("stage1", ["--spatial_shape", "30", "32", "16"], "--spatial_shape must be divisible by 16 in every axis, "
+                                                      "got [30, 32, 16]"),
+    ("stage1", ["--down_size", "64", "16", "16"], "--down_size [64, 16, 16] must not exceed --spatial_shape "
+                                                  "[32, 32, 16] in any axis"),
+    ("inference", ["--spatial_shape", "32", "32", "0"], "--spatial_shape needs three positive sizes, got [32, 32, 0]"),
+    ("stage1", ["--max_epochs", "0"], "argument --max_epochs: must be a positive integer, got 0"),
+    ("stage1", ["--batch_size", "-1"], "argument --batch_size: must be a positive integer, got -1"),
+    ("scm", ["--iterative_epochs", "0"], "argument --iterative_epochs: must be a positive integer, got 0"),
+    ("inference", ["--sw_batch_size", "0"], "argument --sw_batch_size: must be a positive integer, got 0"),
+])
+def test_bad_argument_values_name_the_flag(data, tmp_path, capsys, script, argv, message):
+    build = {"stage1": lambda: stage1_args(data, tmp_path / "run", *argv),
+             "scm": lambda: scm_args(data, pretrained(tmp_path), tmp_path / "run", *argv),
+             "inference": lambda: inference_args(data, tmp_path / "run", *argv)}[script]
+    main = {"stage1": stage1.main, "scm": scm.main, "inference": inference.main}[script]
+    if message.startswith("argument"):
+        with pytest.raises(SystemExit) as err:
+            main(build())
+        assert err.value.code == 2
+        assert capsys.readouterr().err.strip().splitlines()[-1].endswith(f"error: {message}")
+    else:
+        with pytest.raises(ValueError) as err:
+            main(build())
+        assert one_line(err) == message
+    assert not (tmp_path / "run").exists()
+
+
+# ------------------------------------------------------------------------ CUDA without a GPU
+@pytest.mark.parametrize("script", ["stage1", "scm", "inference"])
+def test_cuda_requested_without_gpu(data, tmp_path, monkeypatch, script):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    if script == "stage1":
+        call = lambda: stage1.main(stage1_args(data, tmp_path / "run", "--device", "cuda"))
+    elif script == "scm":
+        pre = pretrained(tmp_path)
+        call = lambda: scm.main(scm_args(data, pre, tmp_path / "run", "--device", "cuda"))
+    else:
+        model_dir = a_model(tmp_path / "run").parents[2]
+        call = lambda: inference.main(inference_args(data, model_dir, "--device", "cuda"))
+    with pytest.raises(RuntimeError) as err:
+        call()
+    assert one_line(err) == ("--device cuda was requested but no CUDA GPU is available; use --device cpu or "
+                             "--device auto")
+    assert not list(tmp_path.rglob("log*.txt")) and not list(tmp_path.rglob("*_seg.nii.gz"))

@@ -1,0 +1,81 @@
+"""Every file is written through utilities/io: a failed write keeps the previous file and leaves
+no temporary file."""
+from __future__ import annotations
+
+import errno
+import os
+import re
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pandas as pd
+import pytest
+import SimpleITK as sitk
+import torch
+from helpers import ROOT, one_line
+
+from utilities import io
+
+
+# ------------------------------------------------------------------------ atomic writes
+def _partial_then_fail(target_index: int):
+    def writer(*args, **kwargs):
+        Path(str(args[target_index])).write_bytes(b"half a fi")
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+    return writer
+
+
+@pytest.mark.parametrize("name, save, patch", [
+    ("CP.pth", lambda p: io.save_torch({"w": torch.ones(3)}, p), ("torch", "save", 1)),
+    ("img.nii.gz", lambda p: io.write_image(sitk.GetImageFromArray(np.ones((2, 3, 4), np.float32)), p),
+     ("sitk", "WriteImage", 1)),
+    ("seg.nii.gz", lambda p: io.save_nifti(nib.Nifti1Image(np.ones((2, 3, 4), np.uint8), np.eye(4)), p),
+     ("nib", "save", 1)),
+    ("log.csv", lambda p: io.save_csv(pd.DataFrame({"epoch": [1, 2]}), p), ("DataFrame", "to_csv", 1)),
+    ("notes.txt", lambda p: io.save_text("hello\n", p), ("Path", "write_text", 0)),
+])
+def test_atomic_write_keeps_previous_file(tmp_path, monkeypatch, name, save, patch):
+    path = tmp_path / "out" / name
+    save(path)
+    before = path.read_bytes()
+    umask = os.umask(0o022)
+    os.umask(umask)
+    assert path.stat().st_mode & 0o777 == 0o666 & ~umask  # as open() would make it, not mkstemp's 0600
+    module, attr, index = patch
+    owner = {"torch": torch, "sitk": sitk, "nib": nib, "DataFrame": pd.DataFrame, "Path": Path}[module]
+    if module == "Path":
+        original = Path.write_text
+
+        def write_text(self, *a, **k):
+            if self.name.startswith(f".{name}."):
+                self.write_bytes(b"half a fi")
+                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+            return original(self, *a, **k)
+        monkeypatch.setattr(Path, "write_text", write_text)
+    else:
+        monkeypatch.setattr(owner, attr, _partial_then_fail(index))
+    with pytest.raises(OSError) as err:
+        save(path)
+    assert one_line(err).startswith(f"cannot write {path}: No space left on device;")
+    assert path.read_bytes() == before
+    assert os.listdir(path.parent) == [name]  # no temporary file left
+
+
+def test_no_write_bypasses_utilities_io():
+    """Every file the project writes goes through utilities/io (temp file + rename)."""
+    pattern = re.compile(r"torch\.save\(|sitk\.WriteImage\(|nib\.save\(|\.to_csv\(|\.write_text\(|\.write_bytes\("
+                         r"|open\([^)]*['\"][wa]b?['\"]|np\.save|savefig\(")
+    # fine: writing to the temporary file of utilities.io.atomic_path (``tmp``), to an in-memory
+    # buffer, or to /proc
+    allowed = re.compile(r"\btmp\b|\bbuffer\b|/proc/")
+    offenders = []
+    for path in sorted(ROOT.rglob("*.py")):
+        rel = path.relative_to(ROOT).as_posix()
+        if rel.startswith((".venv/", "tests/")):
+            continue
+        for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+            code = re.sub(r"``[^`]*``", "", line)  # ``torch.save(...)`` in a docstring is prose
+            if pattern.search(code) and not allowed.search(code):
+                offenders.append(f"{rel}:{number}: {line.strip()}")
+    assert not offenders, offenders

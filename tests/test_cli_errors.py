@@ -1,0 +1,142 @@
+"""What a shell user sees when a script stops: ``error: <message>`` on one stderr line and exit
+code 2 for a bad input (never a traceback), the traceback kept for a real bug, shown on demand
+with ``--debug`` or ``PASEG_DEBUG=1``, and ``interrupted`` (exit 130) for Ctrl-C.
+
+Most cases call :func:`utilities.cli.run_main` in-process (the code of every script's
+``__main__``); a DataLoader worker's error and the signals run the scripts as subprocesses.
+"""
+from __future__ import annotations
+
+import re
+
+import numpy as np
+import pytest
+import torch
+from helpers import (ROOT, a_model, inference_args, load_script, pretrained, run_script, scm_args,
+                     stage1_args)
+from synth import blob_case, write
+
+import inference
+import train_gatedcrfloss3d22d_multiview_varianceloss as stage1
+import train_SCM as scm
+from utilities import scores
+from utilities.cli import DEBUG_ENV, EXIT_INTERRUPTED, EXIT_USER_ERROR, run_main, user_message
+from utilities.engine import CollapseError
+from utilities.runs import NonFiniteLossError
+
+MAKE_SPLIT = load_script("splits/make_split.py")
+SIMULATE = load_script("data/simulate_7points.py")
+
+
+def _stderr_line(capsys) -> str:
+    err = capsys.readouterr().err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in err, err
+    return lines[0]
+
+
+@pytest.mark.parametrize("script", ["stage1", "scm", "inference", "scores", "make_split", "simulate"])
+def test_user_error_is_one_line_and_exit_2(data, tmp_path, capsys, script):
+    missing = tmp_path / "no_such_split.csv"
+    pre = pretrained(tmp_path)
+    main, argv = {
+        "stage1": (stage1.main, stage1_args(data, tmp_path / "run", "--dataset_split", str(missing))),
+        "scm": (scm.main, scm_args(data, [tmp_path / "nowhere", pre[1]], tmp_path / "run")),
+        "inference": (inference.main, inference_args(data, tmp_path / "run")),
+        "scores": (scores.main, ["--model_dir", str(tmp_path / "run"), "--dataset_split", str(data["split"]),
+                                 "--path_labels", str(data["label_crop"])]),
+        "make_split": (MAKE_SPLIT.main, ["--images_dir", str(tmp_path / "none"), "--output", str(tmp_path / "s.csv")]),
+        "simulate": (SIMULATE.main, ["--dataset_split", str(missing), "--path_anno_7points", str(tmp_path / "a")]),
+    }[script]
+    assert run_main(main, argv) == EXIT_USER_ERROR
+    line = _stderr_line(capsys)
+    expected = {
+        "stage1": f"error: split file not found: {missing} (pass --dataset_split with an existing CSV)",
+        "scm": (f"error: model1: stage-1 checkpoint {tmp_path / 'nowhere' / 'U_Net2D5' / 'models' / 'CP_best.pth'} "
+                "not found; train it first with `python train_gatedcrfloss3d22d_multiview_varianceloss.py --network "
+                f"U_Net2D5 --model_dir {tmp_path / 'nowhere'} ...` or fix --pretrained_model1_dir/--network1"),
+        "inference": (f"error: checkpoint {tmp_path / 'run' / 'U_Net2D5' / 'models' / 'CP_best.pth'} not found; no "
+                      f"checkpoint in {tmp_path / 'run' / 'U_Net2D5' / 'models'}; train first or check "
+                      "--model_dir/--network"),
+        "scores": "error: 1 file(s) to score are missing: ",
+        "make_split": f"error: --images_dir folder not found: {tmp_path / 'none'}",
+        "simulate": f"error: split file not found: {missing} (pass --dataset_split with an existing CSV)",
+    }[script]
+    assert line.startswith(expected) if script == "scores" else line == expected
+    assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize("error, code", [
+    (ValueError("--x must be positive, got -1"), EXIT_USER_ERROR),
+    (FileExistsError("run exists"), EXIT_USER_ERROR),
+    (NonFiniteLossError("loss term loss became nan at epoch 2, step 1"), EXIT_USER_ERROR),
+    (CollapseError("collapse: stopped by --stop_on_collapse"), EXIT_USER_ERROR),
+    (KeyboardInterrupt(), EXIT_INTERRUPTED),
+])
+def test_exit_codes_and_debug_traceback(capsys, monkeypatch, error, code):
+    def main(argv):
+        assert argv == ["--flag", "1"]  # --debug is taken out before main parses
+        raise error
+
+    monkeypatch.delenv(DEBUG_ENV, raising=False)
+    assert run_main(main, ["--flag", "1"], interrupted="interrupted; resume with --resume") == code
+    expected = "interrupted; resume with --resume" if code == EXIT_INTERRUPTED else f"error: {error}"
+    assert _stderr_line(capsys) == expected
+    # --debug, or the environment variable, shows the whole traceback, then the same last line
+    for argv, env in ((["--debug", "--flag", "1"], None), (["--flag", "1"], "1")):
+        if env:
+            monkeypatch.setenv(DEBUG_ENV, env)
+        assert run_main(main, argv, interrupted="interrupted; resume with --resume") == code
+        err = capsys.readouterr().err
+        assert err.startswith("Traceback (most recent call last):") and err.strip().splitlines()[-1] == expected
+
+
+def test_a_bug_keeps_its_traceback(capsys):
+    def main(argv):
+        return {}["missing key"]
+
+    with pytest.raises(KeyError):
+        run_main(main, [])
+    assert capsys.readouterr().err == ""  # Python itself prints the traceback (exit 1)
+
+
+def test_worker_error_message_unwrapped():
+    """A DataLoader worker's exception reaches the parent wrapped in its traceback text."""
+    from torch._utils import ExceptionWrapper
+
+    try:
+        raise ValueError("image file a.nii.gz has 2 NaN or Inf voxel(s); fix or re-export it")
+    except ValueError:
+        wrapped = ExceptionWrapper(where="in DataLoader worker process 1")
+    with pytest.raises(ValueError) as err:
+        wrapped.reraise()
+    assert str(err.value).count("NaN or Inf") == 2  # the message is inside the wrapper's text too
+    assert user_message(err.value) == "image file a.nii.gz has 2 NaN or Inf voxel(s); fix or re-export it"
+
+
+def test_every_script_entry_point_uses_run_main():
+    scripts = [p for p in sorted(ROOT.rglob("*.py"))
+               if re.search(r'^if __name__ == "__main__":', p.read_text(encoding="utf-8"), re.M)
+               and not p.relative_to(ROOT).as_posix().startswith((".venv/", "tests/", "benchmarks/", "experiments/"))]
+    assert len(scripts) >= 14
+    offenders = [p.relative_to(ROOT).as_posix() for p in scripts
+                 if not re.search(r'^if __name__ == "__main__":\n(?:    .*\n|\n)*?    sys\.exit\(run_main\(main',
+                                  p.read_text(encoding="utf-8"), re.M)]
+    assert not offenders, offenders
+
+
+def test_shell_user_sees_one_line_from_a_worker(data, tmp_path):
+    """Subprocess, as from a shell: an image with NaN voxels read in a DataLoader worker
+    (``--num_workers 2``) gives one stderr line naming it once, exit 2, no traceback, no output."""
+    path = data["image_crop"] / "vs_gk_4_T2.nii.gz"
+    image, _ = blob_case(seed=1)
+    image[3, 4, 5] = np.nan
+    write(image, path)
+    model_dir = a_model(tmp_path / "m").parents[2]
+    torch.set_num_threads(1)
+    proc = run_script("inference.py", inference_args(data, model_dir, "--num_workers", "2"))
+    assert proc.returncode == EXIT_USER_ERROR, proc.stderr
+    assert "Traceback" not in proc.stderr and proc.stderr.count(str(path)) == 1
+    assert proc.stderr.strip().splitlines() == [
+        f"error: image file {path} has 1 NaN or Inf voxel(s) (NaN/Inf values are not allowed); fix or re-export it"]
+    assert not list(tmp_path.rglob("*_seg.nii.gz"))

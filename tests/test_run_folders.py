@@ -1,0 +1,105 @@
+"""Run folders: an existing run is never clobbered, a NaN loss stops with the good checkpoints
+kept, an unwritable output keeps what was there."""
+from __future__ import annotations
+
+import errno
+import os
+import re
+
+import pandas as pd
+import pytest
+from helpers import a_model, inference_args, one_line, pretrained, same_weights, scm_args, stage1_args
+
+import inference
+import train_gatedcrfloss3d22d_multiview_varianceloss as stage1
+import train_SCM as scm
+from networks import get_network
+from utilities.checkpoints import load_model_weights, load_resume_state
+from utilities.engine import Callback
+from utilities.runs import NonFiniteLossError
+
+
+# ------------------------------------------------------------------------ an existing run
+def test_existing_run_refused_and_kept(data, tmp_path):
+    run = tmp_path / "run" / "U_Net2D5"
+    best = a_model(tmp_path / "run")
+    final = a_model(tmp_path / "run", name="CP_final.pth")
+    before = best.read_bytes()
+    with pytest.raises(FileExistsError) as err:
+        stage1.main(stage1_args(data, tmp_path / "run"))
+    assert one_line(err) == (f"{run} already holds a run (CP_best.pth, CP_final.pth); pass --resume to continue it, "
+                             "--overwrite to replace it, or choose another --model_dir")
+    with pytest.raises(ValueError, match="^--resume and --overwrite exclude each other; pass one of them$"):
+        stage1.main(stage1_args(data, tmp_path / "run", "--resume", "--overwrite"))
+    # --overwrite with a bad input fails before deleting anything
+    (data["image_crop"] / "vs_gk_1_T2.nii.gz").unlink()
+    with pytest.raises(FileNotFoundError, match="1 file"):
+        stage1.main(stage1_args(data, tmp_path / "run", "--overwrite"))
+    assert best.read_bytes() == before and final.is_file()
+
+    # SCM: the same refusal, and never inside a stage-1 run folder that --overwrite would delete
+    pre = pretrained(tmp_path)
+    with pytest.raises(FileExistsError, match=f"^{re.escape(str(run))} already holds a run"):
+        scm.main(scm_args(data, pre, tmp_path / "run"))
+    with pytest.raises(ValueError) as err:
+        scm.main(scm_args(data, pre, pre[0], "--overwrite"))
+    assert one_line(err) == (f"--model_dir {pre[0]} would put the SCM run in {pre[0] / 'U_Net2D5'}, which holds the "
+                             f"stage-1 checkpoint {pre[0] / 'U_Net2D5' / 'models' / 'CP_best.pth'} of "
+                             "--pretrained_model1_dir; choose another --model_dir")
+    assert (pre[0] / "U_Net2D5" / "models" / "CP_best.pth").is_file()
+
+
+# ------------------------------------------------------------------------ a non-finite loss
+def test_nonfinite_loss_stops_and_keeps_checkpoints(data, tmp_path, monkeypatch):
+    epochs: list[int] = []
+
+    class RecordEpoch(Callback):
+        def on_epoch_start(self, epoch, state):
+            epochs.append(epoch)
+
+    class NaNFromEpoch2(stage1.PartialDiceCELoss):
+        def forward(self, logits, labels):
+            loss = super().forward(logits, labels)
+            return loss * float("nan") if epochs[-1] >= 1 else loss
+
+    monkeypatch.setattr(stage1, "PartialDiceCELoss", NaNFromEpoch2)
+    models = tmp_path / "run" / "U_Net2D5" / "models"
+    with pytest.raises(NonFiniteLossError) as err:
+        stage1.main(stage1_args(data, tmp_path / "run", "--max_epochs", "3"), callbacks=[RecordEpoch()])
+    assert one_line(err) == (f"loss term loss became nan at epoch 2, step 1; training stopped, the last good "
+                             f"checkpoints in {models} are intact (lower --learning_rate or check the data)")
+    assert sorted(p.name for p in models.iterdir()) == ["CP_best.pth", "CP_best_seed_dice.pth", "CP_latest.pth"]
+    args = stage1.build_parser().parse_args(stage1_args(data, tmp_path / "run", "--max_epochs", "3"))
+    latest = load_resume_state(models / "CP_latest.pth", vars(args), {"network": "U_Net2D5"})
+    assert latest["epoch"] == 1
+    model = get_network("U_Net2D5", 1, 2)
+    assert load_model_weights(model, models / "CP_best.pth", "U_Net2D5")["epoch"] == 1
+    assert same_weights(model.state_dict(), latest["model"])  # both from the end of epoch 1
+    assert pd.read_csv(models.parent / "log.csv")["epoch"].tolist() == [1]
+    log_text = next(models.parent.glob("log_*.txt")).read_text(encoding="utf-8")
+    assert "loss term loss became nan at epoch 2" in log_text
+
+
+# ------------------------------------------------------------------------ unwritable outputs
+def test_unwritable_output_keeps_previous_file(data, tmp_path, monkeypatch):
+    blocker = tmp_path / "a_file"
+    blocker.write_text("x")
+    with pytest.raises(OSError) as err:
+        stage1.main(stage1_args(data, blocker / "run"))
+    assert one_line(err) == (f"cannot create output folder {blocker / 'run' / 'U_Net2D5' / 'models'}: Not a "
+                             "directory; choose a writable location")
+
+    model_dir = a_model(tmp_path / "m").parents[2]
+    (written,) = inference.main(inference_args(data, model_dir))
+    before = written.read_bytes()
+
+    def disk_full(src, dst):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(os, "replace", disk_full)
+    with pytest.raises(OSError) as err:
+        inference.main(inference_args(data, model_dir))
+    assert err.value.errno == errno.ENOSPC
+    assert one_line(err) == (f"cannot write {written}: No space left on device; check the free disk space and that "
+                             f"{written.parent} is writable (any previous {written.name} is unchanged)")
+    assert written.read_bytes() == before and os.listdir(written.parent) == [written.name]
