@@ -19,12 +19,13 @@ import torch
 from tqdm import tqdm
 
 from networks import NETWORKS, get_network
-from utilities.cli import (add_common_args, check_spatial_shape, positive_int, resolve_device,
+from utilities.cli import (add_common_args, add_compile_args, check_spatial_shape, positive_int, resolve_device,
                            setup_logger, show_progress)
 from utilities.data import ImageSource, load_phase, make_volume_loader
 from utilities.io import prediction_path, save_nifti
 from utilities.splits import PHASES
 from utilities.checkpoints import load_model_weights
+from utilities.compile import prepare_network
 from utilities.optim import Amp
 from utilities.prediction import sliding_window_predict
 
@@ -72,13 +73,18 @@ def write_prediction(seg: np.ndarray, reference: Path, out: Path) -> None:
 def run_inference(model_dir: str | Path, network: str, dataset_split: str | Path, path_images: str | Path,
                   image_postfix: str, phase: str, spatial_shape: Sequence[int], epoch_inf: str,
                   device: torch.device, sw_batch_size: int = 1, sw_overlap: float = 0.25,
-                  amp: bool = False, num_workers: int = 0) -> list[Path]:
-    """Segment every subject of ``phase``; returns the written files in split order."""
+                  amp: bool = False, num_workers: int = 0, compile: bool = False,
+                  compile_backend: str = "inductor") -> list[Path]:
+    """Segment every subject of ``phase``; returns the written files in split order.
+
+    ``compile``: ``torch.compile`` the network (:mod:`utilities.compile`); pays only for many
+    windows, since the first ones wait for the compilation."""
     logger = setup_logger(None)
     ckpt = checkpoint_path(model_dir, network, epoch_inf)
     model = get_network(network, IN_CHANNELS, NUM_CLASSES).to(device)
     meta = load_model_weights(model, ckpt, network, map_location=device)
     model.eval()
+    prepare_network(model, device, compile, compile_backend)
     logger.info("loaded %s (epoch %s)", ckpt, meta.get("epoch", "?"))
     cache = load_phase(dataset_split, phase, [ImageSource("image", path_images, image_postfix, False, "image",
                                                           "--path_images/--image_postfix")],
@@ -118,6 +124,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--sw_batch_size", type=positive_int, default=1, help="sliding windows per forward pass")
     p.add_argument("--sw_overlap", type=float, default=0.25, help="sliding-window overlap in [0, 1)")
     p.add_argument("--amp", action="store_true", help="mixed precision on CUDA")
+    add_compile_args(p)
     add_common_args(p)
     return p
 
@@ -130,7 +137,7 @@ def main(argv: list[str] | None = None) -> list[Path]:
     device = resolve_device(args.device)
     return run_inference(args.model_dir, args.network, args.dataset_split, args.path_images, args.image_postfix,
                          args.phase, spatial_shape, args.epoch_inf, device, args.sw_batch_size, args.sw_overlap,
-                         args.amp, args.num_workers)
+                         args.amp, args.num_workers, args.compile, args.compile_backend)
 
 
 if __name__ == "__main__":

@@ -25,6 +25,7 @@ from torch import nn
 
 from networks import NETWORKS, get_network
 from utilities.checkpoints import TrainingState, load_model_weights
+from utilities.compile import prepare_network
 from utilities.cli import (add_common_args, add_data_args, add_training_args, check_spatial_shape, data_config,
                            positive_float, positive_int, run_options)
 from utilities.data import TrainingData, load_training_data
@@ -206,7 +207,7 @@ def train(args: argparse.Namespace, callbacks: Sequence[Callback] = ()) -> Path:
     teachers = {}
     for k in (1, 2):
         students[k] = students[k].to(device)
-        teachers[k] = freeze(copy.deepcopy(students[k]))
+        teachers[k] = prepare_network(freeze(copy.deepcopy(students[k])), device, args.compile, args.compile_backend)
         logger.info("model%d: %s from %s", k, names[k], pretrained[k])
     state = TrainingState({f"model{k}": students[k] for k in (1, 2)},
                           {f"optimizer{k}": make_optimizer(students[k], args.learning_rate, args.momentum)
@@ -216,7 +217,8 @@ def train(args: argparse.Namespace, callbacks: Sequence[Callback] = ()) -> Path:
     if latest_path is not None:
         state.load(latest_path, device, generator, ctx.rank)
     for k in (1, 2):
-        students[k] = state.models[f"model{k}"] = wrap_ddp(students[k], ctx, device)
+        students[k] = state.models[f"model{k}"] = wrap_ddp(
+            prepare_network(students[k], device, args.compile, args.compile_backend), ctx, device)
 
     best_files = {k: models_dirs[k] / f"CP_best_model{k}.pth" for k in (1, 2)}
     config = FitConfig(

@@ -31,6 +31,7 @@ __all__ = [
     "log_config",
     "add_data_args",
     "add_training_args",
+    "add_compile_args",
     "data_config",
     "run_options",
     "positive_int",
@@ -242,6 +243,17 @@ def add_data_args(parser: argparse.ArgumentParser, labels_help: str, seeds_help:
                         help="training patch and sliding-window size (X Y Z), divisible by 16")
 
 
+def add_compile_args(parser: argparse.ArgumentParser) -> None:
+    """``--compile`` and ``--compile_backend`` (see :mod:`utilities.compile`)."""
+    from utilities.compile import COMPILE_BACKENDS
+
+    parser.add_argument("--compile", action="store_true",
+                        help="torch.compile the network(s) (first steps slower while compiling; see README); "
+                             "falls back to eager with a warning where the toolchain is missing")
+    parser.add_argument("--compile_backend", default="inductor", choices=COMPILE_BACKENDS,
+                        help="torch.compile backend for --compile (aot_eager: no code generation, for checks)")
+
+
 def add_training_args(parser: argparse.ArgumentParser) -> None:
     """Flags common to both training scripts, beyond the paper's."""
     parser.add_argument("--resume", action="store_true",
@@ -249,6 +261,7 @@ def add_training_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--overwrite", action="store_true", help="replace an existing run in --model_dir")
     parser.add_argument("--amp", action="store_true",
                         help="mixed precision on CUDA (bf16 where supported, else fp16 with loss scaling)")
+    add_compile_args(parser)
     parser.add_argument("--sw_batch_size", type=positive_int, default=1,
                         help="sliding windows per forward pass in validation")
     parser.add_argument("--sw_overlap", type=float, default=0.25, help="sliding-window overlap in validation")
