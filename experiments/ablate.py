@@ -1,0 +1,737 @@
+"""Multi-seed ablation runner: stage 0 once, then every (variant, training seed) through the real scripts.
+
+A JSON config names the dataset, a base set of flags and named variants (flag overrides); this
+runs the geodesic expansion once, then for each variant and training seed the stage-1 or SCM
+training script, ``inference.py`` on the split's inference cases and ``utilities/scores.py``, each
+as a subprocess (``python <script> <flags>``, so any flag the scripts accept can be ablated), and
+writes ``table.md``, ``table.csv``, ``per_case.csv`` and ``boxplot.png`` under ``--output_dir``.
+
+Finished runs are skipped (``<run>/ablate_done.json``, written atomically after scoring); a killed
+run is resumed (``--resume`` when its folder holds ``CP_latest*.pth``, ``--overwrite`` when it
+holds checkpoints but no latest one). Config schema: see ``experiments/configs/README.md``.
+
+Example::
+
+    python experiments/ablate.py --config experiments/configs/demo.json --output_dir ./ablation/demo
+"""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+import argparse
+import concurrent.futures as cf
+import json
+import os
+import shlex
+import subprocess
+import time
+from dataclasses import dataclass, field
+from typing import Any, Iterable, Sequence
+
+import numpy as np
+import pandas as pd
+
+from utilities.io import atomic_path, save_csv, save_text
+
+__all__ = ["KINDS", "Config", "Variant", "Run", "load_config", "plan_runs", "run_ablation", "summarize",
+           "wilcoxon_p", "main"]
+
+KINDS = ("seeds", "stage1", "scm", "full")
+STAGE1_SCRIPT = "train_gatedcrfloss3d22d_multiview_varianceloss.py"
+SCM_SCRIPT = "train_SCM.py"
+GEODESIC_SCRIPTS = {"VS": "data/VS/generate_geodesic_labels.py", "BraTS": "data/BraTS/generate_geodesic_labels.py"}
+DONE_NAME = "ablate_done.json"
+TRAINED_NAME = "ablate_trained.json"
+LOG_NAME = "ablate_log.txt"
+
+_TOP_KEYS = {"dataset", "base", "variants", "seeds", "baseline", "title"}
+_DATASET_KEYS = {"split_file", "images", "image_postfix", "labels", "label_postfix", "annotations",
+                 "annotation_postfix", "geodesic_style", "geodesic_weight", "geodesic_threshold",
+                 "geodesic_workers", "prepare"}
+_DATASET_REQUIRED = ("split_file", "images", "image_postfix", "labels", "label_postfix", "annotations",
+                     "annotation_postfix")
+_BASE_KEYS = {"stage1", "scm", "inference"}
+_VARIANT_KEYS = {"kind", "label", "flags", "from", "aux_seed_offset", "epoch_inf"}
+#: Flags the runner sets itself; a config that sets them is an error.
+_RESERVED = {"--model_dir", "--seed", "--device", "--resume", "--overwrite", "--dataset_split", "--path_images",
+             "--image_postfix", "--path_labels", "--label_postfix", "--path_geodesic_labels",
+             "--geodesic_label_postfix", "--pretrained_model1_dir", "--pretrained_model2_dir", "--network1",
+             "--network2", "--phase", "--epoch_inf"}
+
+
+# --------------------------------------------------------------------------------------------
+# Config
+# --------------------------------------------------------------------------------------------
+def _keys(obj: Any, where: str, allowed: set[str], path: Path) -> dict[str, Any]:
+    """``obj`` as a dict after checking its keys (keys starting with ``_`` are comments)."""
+    if not isinstance(obj, dict):
+        raise ValueError(f"config {path}: {where} must be a JSON object, got {type(obj).__name__}")
+    unknown = sorted(k for k in obj if k not in allowed and not k.startswith("_"))
+    if unknown:
+        raise ValueError(f"config {path}: {where}: unknown key(s) {unknown} (known: {sorted(allowed)})")
+    return {k: v for k, v in obj.items() if not k.startswith("_")}
+
+
+def _flags(obj: Any, where: str, path: Path) -> dict[str, Any]:
+    """Flag overrides: ``{"--flag": value}``; a list value gives several arguments, ``true`` a
+    bare switch, ``null``/``false`` removes a flag set by the base."""
+    if obj is None:
+        return {}
+    if not isinstance(obj, dict):
+        raise ValueError(f"config {path}: {where} must be an object of flags, e.g. {{\"--max_epochs\": 20}}")
+    out = {}
+    for key, value in obj.items():
+        if key.startswith("_"):
+            continue
+        if not key.startswith("--") or len(key) < 3:
+            raise ValueError(f"config {path}: {where}: flag {key!r} must start with '--'")
+        if key in _RESERVED:
+            raise ValueError(f"config {path}: {where}: {key} is set by the runner; remove it from the config")
+        if isinstance(value, dict):
+            raise ValueError(f"config {path}: {where}.{key}: a flag value must be a number, string, list, "
+                             "true or null")
+        out[key] = value
+    return out
+
+
+def flag_args(flags: dict[str, Any]) -> list[str]:
+    """``{"--a": 1, "--b": [2, 3], "--c": true, "--d": null}`` -> ``["--a", "1", "--b", "2", "3", "--c"]``."""
+    args: list[str] = []
+    for key, value in flags.items():
+        if value is None or value is False:
+            continue
+        args.append(key)
+        if value is True:
+            continue
+        values = value if isinstance(value, list) else [value]
+        args += [_fmt(v) for v in values]
+    return args
+
+
+def _fmt(value: Any) -> str:
+    return repr(value) if isinstance(value, float) else str(value)
+
+
+@dataclass(frozen=True)
+class Variant:
+    """One row of the table."""
+
+    name: str
+    kind: str
+    label: str
+    flags: dict[str, Any]
+    sources: tuple[str, str] = ("", "")     # scm: the stage-1 variants of model 1 and model 2
+    aux_seed_offset: int = 0                # scm: model 2 is trained with seed + this
+    epoch_inf: str = "best"
+
+
+@dataclass(frozen=True)
+class Config:
+    path: Path
+    title: str
+    dataset: dict[str, Any]
+    base: dict[str, dict[str, Any]]
+    variants: dict[str, Variant]
+    seeds: tuple[int, ...]
+    baseline: str
+
+
+def _path(dataset: dict[str, Any], key: str, cfg: Path) -> Path:
+    value = dataset[key]
+    if not isinstance(value, str) or not value:
+        raise ValueError(f"config {cfg}: dataset.{key} must be a path string, got {value!r}")
+    return Path(value).expanduser().resolve()
+
+
+def load_config(path: str | os.PathLike) -> Config:
+    """Read and check a config; relative dataset paths are taken from the current directory."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"--config {path} not found")
+    try:
+        raw = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as e:
+        raise ValueError(f"config {path} is not valid JSON: {e}") from None
+    raw = _keys(raw, "top level", _TOP_KEYS, path)
+    for key in ("dataset", "variants", "seeds", "baseline"):
+        if key not in raw:
+            raise ValueError(f"config {path}: missing key {key!r}")
+    ds = _keys(raw["dataset"], "dataset", _DATASET_KEYS, path)
+    for key in _DATASET_REQUIRED:
+        if key not in ds:
+            raise ValueError(f"config {path}: dataset.{key} is missing")
+    dataset = dict(ds)
+    for key in ("split_file", "images", "labels", "annotations"):
+        dataset[key] = _path(ds, key, path)
+    dataset["geodesic_style"] = ds.get("geodesic_style", "VS")
+    if dataset["geodesic_style"] not in GEODESIC_SCRIPTS:
+        raise ValueError(f"config {path}: dataset.geodesic_style must be one of {sorted(GEODESIC_SCRIPTS)}, "
+                         f"got {dataset['geodesic_style']!r}")
+    dataset["geodesic_weight"] = float(ds.get("geodesic_weight", 0.5))
+    dataset["geodesic_threshold"] = float(ds.get("geodesic_threshold", 0.2))
+    dataset["geodesic_workers"] = int(ds.get("geodesic_workers", 1))
+    prepare = ds.get("prepare")
+    if prepare is not None and (not isinstance(prepare, list) or not all(isinstance(a, str) for a in prepare)):
+        raise ValueError(f"config {path}: dataset.prepare must be a list of strings (a command run from the "
+                         "repository root when the split file is missing), e.g. [\"data/demo/make_demo_data.py\"]")
+    dataset["prepare"] = prepare
+    base_raw = _keys(raw.get("base", {}), "base", _BASE_KEYS, path)
+    base = {k: _flags(base_raw.get(k), f"base.{k}", path) for k in _BASE_KEYS}
+
+    variants_raw = raw["variants"]
+    if not isinstance(variants_raw, dict) or not variants_raw:
+        raise ValueError(f"config {path}: variants must be a non-empty object of named variants")
+    variants: dict[str, Variant] = {}
+    for name, spec in variants_raw.items():
+        if name.startswith("_"):
+            continue
+        where = f"variants.{name}"
+        if not name.replace("_", "").replace("-", "").isalnum():
+            raise ValueError(f"config {path}: {where}: variant names may hold letters, digits, '_' and '-' only")
+        spec = _keys(spec, where, _VARIANT_KEYS, path)
+        kind = spec.get("kind")
+        if kind not in KINDS:
+            raise ValueError(f"config {path}: {where}.kind must be one of {list(KINDS)}, got {kind!r}")
+        flags = _flags(spec.get("flags"), f"{where}.flags", path)
+        if kind == "seeds" and flags:
+            raise ValueError(f"config {path}: {where}: a 'seeds' variant trains nothing and takes no flags")
+        sources: tuple[str, str] = ("", "")
+        offset = 0
+        if kind == "scm":
+            src = spec.get("from")
+            src = [src] if isinstance(src, str) else src
+            if not isinstance(src, list) or len(src) not in (1, 2) or not all(isinstance(s, str) for s in src):
+                raise ValueError(f"config {path}: {where}.from must name one or two stage-1 variants "
+                                 "(model 1, model 2), e.g. [\"stage1_recipe\", \"stage1_recipe\"]")
+            sources = (src[0], src[-1])
+            offset = int(spec.get("aux_seed_offset", 1 if sources[0] == sources[1] else 0))
+            if sources[0] == sources[1] and offset == 0:
+                raise ValueError(f"config {path}: {where}.aux_seed_offset must not be 0 when both models come "
+                                 f"from variant {sources[0]!r} (they would be the same run)")
+        else:
+            for key in ("from", "aux_seed_offset"):
+                if key in spec:
+                    raise ValueError(f"config {path}: {where}.{key} is only for kind 'scm'")
+        epoch_inf = str(spec.get("epoch_inf", "best_model1" if kind == "scm" else "best"))
+        variants[name] = Variant(name, kind, str(spec.get("label", name)), flags, sources, offset, epoch_inf)
+    for v in variants.values():
+        for src in (v.sources if v.kind == "scm" else ()):
+            if src not in variants:
+                raise ValueError(f"config {path}: variants.{v.name}.from names unknown variant {src!r}")
+            if variants[src].kind not in ("stage1", "full"):
+                raise ValueError(f"config {path}: variants.{v.name}.from: {src!r} is of kind "
+                                 f"{variants[src].kind!r}; SCM starts from 'stage1' (or 'full') variants")
+    seeds = raw["seeds"]
+    if not isinstance(seeds, list) or not seeds or not all(isinstance(s, int) and not isinstance(s, bool)
+                                                           for s in seeds):
+        raise ValueError(f"config {path}: seeds must be a non-empty list of integers, got {seeds!r}")
+    if len(set(seeds)) != len(seeds):
+        raise ValueError(f"config {path}: seeds must be distinct, got {seeds}")
+    baseline = raw["baseline"]
+    if baseline not in variants:
+        raise ValueError(f"config {path}: baseline {baseline!r} is not a variant (variants: {sorted(variants)})")
+    return Config(path, str(raw.get("title", path.stem)), dataset, base, variants, tuple(seeds), baseline)
+
+
+# --------------------------------------------------------------------------------------------
+# Runs
+# --------------------------------------------------------------------------------------------
+@dataclass
+class Run:
+    """One (variant, training seed): its folder and its commands."""
+
+    variant: Variant
+    seed: int | None                      # None: the expanded seeds (no training)
+    folder: Path
+    network: str
+    train: list[str] = field(default_factory=list)   # training command without --resume/--overwrite
+    needs: list["Run"] = field(default_factory=list)
+    in_table: bool = True
+
+    @property
+    def key(self) -> str:
+        return f"variant={self.variant.name} seed={'-' if self.seed is None else self.seed}"
+
+
+def _merged(*dicts: dict[str, Any]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for d in dicts:
+        out.update(d)
+    return out
+
+
+def _network(flags: dict[str, Any]) -> str:
+    return str(flags.get("--network") or "U_Net2D5")
+
+
+def _spatial(flags: dict[str, Any]) -> list[str]:
+    shape = flags.get("--spatial_shape")
+    return [] if shape in (None, False) else ["--spatial_shape", *[str(s) for s in (shape if isinstance(shape, list)
+                                                                                   else [shape])]]
+
+
+def geodesic_dir(cfg: Config, output_dir: Path) -> Path:
+    """Where stage 0 writes the expanded seeds."""
+    d = cfg.dataset
+    return output_dir / "geodesic" / f"weight{d['geodesic_weight']}_threshold{d['geodesic_threshold']}" / "geodesic_label"
+
+
+def stage0_command(cfg: Config, output_dir: Path, python: str) -> list[str]:
+    d = cfg.dataset
+    return [python, str(ROOT / GEODESIC_SCRIPTS[d["geodesic_style"]]), "--dataset_split", str(d["split_file"]),
+            "--path_images", str(d["images"]), "--image_postfix", d["image_postfix"],
+            "--path_labels", str(d["labels"]), "--label_postfix", d["label_postfix"],
+            "--path_anno_7points", str(d["annotations"]), "--anno_7points_postfix", d["annotation_postfix"],
+            "--path_geodesic", str(output_dir / "geodesic"), "--geodesic_weight", _fmt(d["geodesic_weight"]),
+            "--geodesic_threshold", _fmt(d["geodesic_threshold"]), "--num_workers", str(d["geodesic_workers"])]
+
+
+def _data_args(cfg: Config) -> list[str]:
+    d = cfg.dataset
+    return ["--dataset_split", str(d["split_file"]), "--path_images", str(d["images"]),
+            "--image_postfix", d["image_postfix"], "--path_labels", str(d["labels"]),
+            "--label_postfix", d["label_postfix"]]
+
+
+def plan_runs(cfg: Config, output_dir: Path, seeds: Sequence[int], names: Sequence[str], device: str,
+              python: str) -> list[Run]:
+    """The runs in execution order (stage-1 runs an SCM run needs come before it; those not in
+    the table are marked ``in_table=False``)."""
+    runs: dict[tuple[str, int | None], Run] = {}
+    seeds_dir = geodesic_dir(cfg, output_dir)
+
+    def stage1_run(v: Variant, seed: int, in_table: bool) -> Run:
+        key = (v.name, seed)
+        if key in runs:
+            runs[key].in_table |= in_table
+            return runs[key]
+        flags = _merged(cfg.base["stage1"], v.flags)
+        folder = output_dir / "runs" / v.name / f"seed{seed}"
+        if v.kind == "full":
+            labels = ["--path_geodesic_labels", str(cfg.dataset["labels"]), "--geodesic_label_postfix",
+                      cfg.dataset["label_postfix"]]
+            flags = _merged(flags, {"--weight_gatedcrf": 0, "--weight_variance": 0})
+        else:
+            labels = ["--path_geodesic_labels", str(seeds_dir), "--geodesic_label_postfix", "GeodesicLabel"]
+        train = [python, str(ROOT / STAGE1_SCRIPT), *flag_args(flags), *_data_args(cfg), *labels,
+                 "--model_dir", str(folder), "--seed", str(seed), "--device", device]
+        run = Run(v, seed, folder, _network(flags), train, in_table=in_table)
+        runs[key] = run
+        return run
+
+    for name in names:
+        v = cfg.variants[name]
+        if v.kind == "seeds":
+            runs[(name, None)] = Run(v, None, output_dir / "runs" / name / "expanded", "seeds")
+            continue
+        for seed in seeds:
+            if v.kind in ("stage1", "full"):
+                stage1_run(v, seed, True)
+                continue
+            m1 = stage1_run(cfg.variants[v.sources[0]], seed, False)
+            m2 = stage1_run(cfg.variants[v.sources[1]], seed + v.aux_seed_offset, False)
+            s1_flags = _merged(cfg.base["stage1"], cfg.variants[v.sources[0]].flags)
+            flags = _merged({k: s1_flags[k] for k in ("--spatial_shape",) if k in s1_flags}, cfg.base["scm"], v.flags)
+            folder = output_dir / "runs" / name / f"seed{seed}"
+            train = [python, str(ROOT / SCM_SCRIPT), *flag_args(flags), *_data_args(cfg),
+                     "--path_geodesic_labels", str(seeds_dir), "--geodesic_label_postfix", "GeodesicLabel",
+                     "--pretrained_model1_dir", str(m1.folder), "--network1", m1.network,
+                     "--pretrained_model2_dir", str(m2.folder), "--network2", m2.network,
+                     "--model_dir", str(folder), "--seed", str(seed), "--device", device]
+            runs[(name, seed)] = Run(v, seed, folder, m1.network, train, needs=[m1, m2])
+    ordered = [r for r in runs.values() if r.variant.kind != "scm"] + [r for r in runs.values() if r.variant.kind == "scm"]
+    return ordered
+
+
+def _inference_commands(cfg: Config, run: Run, device: str, python: str) -> list[list[str]]:
+    d = cfg.dataset
+    commands = []
+    if run.variant.kind != "seeds":
+        s1 = _merged(cfg.base["stage1"], run.variant.flags)
+        if run.variant.kind == "scm":
+            s1 = _merged(cfg.base["stage1"], cfg.variants[run.variant.sources[0]].flags)
+        commands.append([python, str(ROOT / "inference.py"), "--model_dir", str(run.folder), "--network", run.network,
+                         "--epoch_inf", run.variant.epoch_inf, "--dataset_split", str(d["split_file"]),
+                         "--path_images", str(d["images"]), "--image_postfix", d["image_postfix"],
+                         "--phase", "inference", *_spatial(s1), *flag_args(cfg.base["inference"]),
+                         "--device", device])
+    commands.append([python, str(ROOT / "utilities" / "scores.py"), "--model_dir", str(run.folder), "--network",
+                     run.network, "--dataset_split", str(d["split_file"]), "--image_postfix", d["image_postfix"],
+                     "--phase", "inference", "--path_labels", str(d["labels"]), "--label_postfix",
+                     d["label_postfix"]])
+    return commands
+
+
+def train_mode(folder: Path) -> str | None:
+    """``--resume`` if the run folder holds a latest checkpoint, ``--overwrite`` if it holds other
+    checkpoints (a run killed before its first latest checkpoint), ``None`` for a fresh folder."""
+    models = list(folder.glob("*/models/*.pth"))
+    if any(p.name.startswith("CP_latest") for p in models):
+        return "--resume"
+    return "--overwrite" if models else None
+
+
+def _read_json(path: Path) -> dict[str, Any] | None:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError):
+        return None
+
+
+def _write_json(obj: dict[str, Any], path: Path) -> None:
+    save_text(json.dumps(obj, indent=1) + "\n", path)
+
+
+def _signature(run: Run) -> list[str]:
+    """What identifies a run's training: its command minus the interpreter."""
+    return run.train[1:]
+
+
+def _execute(command: list[str], log: Path, env: dict[str, str]) -> None:
+    log.parent.mkdir(parents=True, exist_ok=True)
+    with open(log, "a", encoding="utf-8") as fh:
+        fh.write(f"\n$ {shlex.join(command)}\n")
+        fh.flush()
+        rc = subprocess.run(command, cwd=ROOT, env=env, stdout=fh, stderr=subprocess.STDOUT).returncode
+    if rc != 0:
+        tail = [line for line in log.read_text(encoding="utf-8", errors="replace").splitlines() if line.strip()]
+        last = next((line for line in reversed(tail) if line.startswith("error:")), tail[-1] if tail else "")
+        raise RuntimeError(f"{Path(command[1]).name} exited with {rc} ({last.strip()[:300]}); log: {log}")
+
+
+def _call_in_process(command: list[str], log: Path, threads: int) -> None:
+    """Run ``inference.py`` or ``utilities/scores.py`` (``command[1]``) by calling its ``main``
+    with the same arguments, output to ``log``: the same code path as the subprocess without a
+    second interpreter start (imports dominate a tiny run)."""
+    import contextlib
+    import importlib
+
+    import torch
+
+    module = importlib.import_module({"inference.py": "inference", "scores.py": "utilities.scores"}[Path(command[1]).name])
+    torch.set_num_threads(threads)
+    with open(log, "a", encoding="utf-8") as fh, contextlib.redirect_stdout(fh), contextlib.redirect_stderr(fh):
+        fh.write(f"\n$ {shlex.join(command)}\n")
+        try:
+            module.main(command[2:])
+        except (ValueError, FileNotFoundError, FileExistsError, RuntimeError, OSError) as e:
+            raise RuntimeError(f"{Path(command[1]).name} failed ({' '.join(str(e).split())[:300]}); log: {log}") from None
+        finally:
+            logging_reset()
+
+
+def logging_reset() -> None:
+    """Drop the handlers a script's logger holds on the redirected stream."""
+    import logging
+
+    from utilities.cli import LOGGER_NAME
+
+    logger = logging.getLogger(LOGGER_NAME)
+    for handler in list(logger.handlers):
+        logger.removeHandler(handler)
+        handler.close()
+
+
+def _write_seed_predictions(cfg: Config, run: Run, seeds_dir: Path) -> None:
+    """The expanded foreground (label 1) of each inference case as that case's prediction."""
+    import SimpleITK as sitk
+
+    from utilities.io import prediction_path, write_like
+    from utilities.splits import read_split, subjects_of
+
+    for case in subjects_of(read_split(cfg.dataset["split_file"]), "inference"):
+        ref = sitk.ReadImage(str(seeds_dir / f"{case}_GeodesicLabel.nii.gz"))
+        fg = (sitk.GetArrayFromImage(ref) == 1).astype(np.uint8)
+        write_like(fg, ref, prediction_path(run.folder, run.network, case, cfg.dataset["image_postfix"]))
+
+
+def _do_run(cfg: Config, run: Run, device: str, python: str, env: dict[str, str], seeds_dir: Path,
+            in_process: int = 0) -> str:
+    """Train (or resume), infer, score, then write the done marker; returns what was done."""
+    log = run.folder / LOG_NAME
+    t0 = time.time()
+    done = []
+    if run.variant.kind != "seeds":
+        trained = _read_json(run.folder / TRAINED_NAME)
+        if trained is None or trained.get("command") != _signature(run):
+            mode = train_mode(run.folder)
+            _execute(run.train + ([mode] if mode else []), log, env)
+            _write_json({"command": _signature(run)}, run.folder / TRAINED_NAME)
+            done.append("trained" + (f" ({mode})" if mode else ""))
+    else:
+        _write_seed_predictions(cfg, run, seeds_dir)
+    for command in _inference_commands(cfg, run, device, python):
+        if in_process:
+            _call_in_process(command, log, in_process)
+        else:
+            _execute(command, log, env)
+    scores = run.folder / run.network / "results_inference.csv"
+    _write_json({"variant": run.variant.name, "seed": run.seed, "network": run.network,
+                 "command": _signature(run), "scores": str(scores), "seconds": round(time.time() - t0, 1)},
+                run.folder / DONE_NAME)
+    return ", ".join(done + ["inferred, scored"]) + f" in {time.time() - t0:.0f} s"
+
+
+def _finished(run: Run) -> bool:
+    marker = _read_json(run.folder / DONE_NAME)
+    if marker is None:
+        return False
+    if marker.get("command") != _signature(run):
+        raise ValueError(f"run folder {run.folder} holds a finished run made with other flags than the config "
+                         "now gives; delete that folder or choose another --output_dir")
+    return (run.folder / run.network / "results_inference.csv").is_file()
+
+
+def run_ablation(cfg: Config, output_dir: Path, seeds: Sequence[int] | None = None,
+                 variants: Sequence[str] | None = None, device: str = "auto", threads: int = 1, jobs: int = 1,
+                 dry_run: bool = False, python: str = sys.executable) -> pd.DataFrame | None:
+    """Run (or, with ``dry_run``, print) the whole ablation; returns the table (None on a dry run).
+
+    Training runs as subprocesses (``python <script> <flags>``, ``OMP_NUM_THREADS=threads``);
+    with ``jobs == 1`` inference and scoring call the scripts' ``main`` with the same arguments
+    in this process (saving an interpreter start per step), with ``jobs > 1`` they are
+    subprocesses too."""
+    seeds = tuple(cfg.seeds if seeds is None else seeds)
+    names = list(cfg.variants) if variants is None else list(dict.fromkeys(variants))
+    unknown = [n for n in names if n not in cfg.variants]
+    if unknown:
+        raise ValueError(f"--variants: unknown variant(s) {unknown}; the config has {list(cfg.variants)}")
+    if cfg.baseline not in names:
+        names.insert(0, cfg.baseline)
+        print(f"the baseline variant {cfg.baseline!r} is added to --variants (the p-values are against it)")
+    if threads < 1 or jobs < 1:
+        raise ValueError(f"--threads and --jobs must be at least 1, got {threads} and {jobs}")
+    output_dir = Path(output_dir).resolve()
+    runs = plan_runs(cfg, output_dir, seeds, names, device, python)
+    env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
+    seeds_dir = geodesic_dir(cfg, output_dir)
+    stage0 = stage0_command(cfg, output_dir, python)
+
+    if dry_run:
+        if not cfg.dataset["split_file"].is_file() and cfg.dataset["prepare"]:
+            print(f"[prepare] {shlex.join([python, *cfg.dataset['prepare']])}")
+        print(f"[stage 0] {shlex.join(stage0)}")
+        for i, run in enumerate(runs, 1):
+            print(f"[run {i}/{len(runs)}] {run.key}")
+            if run.variant.kind != "seeds":
+                mode = train_mode(run.folder)
+                print("  " + shlex.join(run.train + ([mode] if mode else [])))
+            else:
+                print(f"  (expanded seeds of {seeds_dir} written as predictions)")
+            for command in _inference_commands(cfg, run, device, python):
+                print("  " + shlex.join(command))
+        return None
+
+    _check_dataset(cfg, python, env)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    marker = output_dir / "geodesic" / DONE_NAME
+    stage0_done = _read_json(marker)
+    if stage0_done is None or stage0_done.get("command") != stage0[1:]:
+        print(f"[stage 0] geodesic expansion ({cfg.dataset['geodesic_style']} style)", flush=True)
+        _execute(stage0, output_dir / "geodesic" / LOG_NAME, env)
+        _write_json({"command": stage0[1:]}, marker)
+    else:
+        print("[stage 0] done, skipped", flush=True)
+
+    total = len(runs)
+    index = {id(r): i for i, r in enumerate(runs, 1)}
+    failures: list[str] = []
+    failed: set[str] = set()
+
+    def one(run: Run) -> None:
+        i = index[id(run)]
+        if _finished(run):
+            print(f"[run {i}/{total}] {run.key}: done, skipped", flush=True)
+            return
+        print(f"[run {i}/{total}] {run.key}: running (log {run.folder / LOG_NAME})", flush=True)
+        what = _do_run(cfg, run, device, python, env, seeds_dir, in_process=threads if jobs == 1 else 0)
+        print(f"[run {i}/{total}] {run.key}: {what}", flush=True)
+
+    for wave in ([r for r in runs if r.variant.kind != "scm"], [r for r in runs if r.variant.kind == "scm"]):
+        with cf.ThreadPoolExecutor(max_workers=jobs) as pool:
+            futures = {}
+            for r in wave:
+                if any(d.key in failed for d in r.needs):
+                    failures.append(f"{r.key}: not run, a stage-1 run it starts from failed")
+                    continue
+                futures[pool.submit(one, r)] = r
+            for future in cf.as_completed(futures):
+                try:
+                    future.result()
+                except (RuntimeError, ValueError, OSError) as e:
+                    failed.add(futures[future].key)
+                    failures.append(f"{futures[future].key}: {e}")
+                    print(f"[run {index[id(futures[future])]}/{total}] {futures[future].key}: FAILED: {e}", flush=True)
+    if failures:
+        raise RuntimeError(f"{len(failures)} run(s) failed, no table written: " + " | ".join(failures))
+    table, per_case = summarize(cfg, [r for r in runs if r.in_table], names)
+    write_outputs(cfg, table, per_case, output_dir)
+    return table
+
+
+def _check_dataset(cfg: Config, python: str, env: dict[str, str]) -> None:
+    d = cfg.dataset
+    if not d["split_file"].is_file() and d["prepare"]:
+        command = [python, *d["prepare"]]
+        print(f"[prepare] {shlex.join(command)}", flush=True)
+        rc = subprocess.run(command, cwd=ROOT, env=env).returncode
+        if rc != 0:
+            raise RuntimeError(f"dataset.prepare exited with {rc}: {shlex.join(command)}")
+    if not d["split_file"].is_file():
+        raise FileNotFoundError(f"config {cfg.path}: dataset.split_file {d['split_file']} not found"
+                                + ("" if d["prepare"] else "; create it or add a dataset.prepare command"))
+    for key in ("images", "labels", "annotations"):
+        if not d[key].is_dir():
+            raise FileNotFoundError(f"config {cfg.path}: dataset.{key} folder {d[key]} not found")
+
+
+# --------------------------------------------------------------------------------------------
+# Table
+# --------------------------------------------------------------------------------------------
+def wilcoxon_p(x: Sequence[float], y: Sequence[float]) -> float:
+    """Two-sided paired Wilcoxon signed-rank p-value (``scipy.stats.wilcoxon(x, y)``); NaN when it
+    is undefined (fewer than one non-zero difference)."""
+    from scipy.stats import wilcoxon
+
+    x, y = np.asarray(x, dtype=float), np.asarray(y, dtype=float)
+    if len(x) != len(y):
+        raise ValueError(f"paired samples differ in length: {len(x)} and {len(y)}")
+    if not np.any(x - y != 0):
+        return float("nan")
+    return float(wilcoxon(x, y).pvalue)
+
+
+def summarize(cfg: Config, runs: Sequence[Run], names: Sequence[str]) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Per-variant table and the long per-case table (variant, seed, subject, dice, assd, pred_voxels).
+
+    Per variant: mean ± sample std (ddof 1) over training seeds of the per-seed mean Dice and ASSD
+    over the inference cases (ASSD over the cases where it is defined), the number of collapsed
+    seeds (every inference prediction empty), and the paired Wilcoxon signed-rank p-value against
+    the baseline, computed per case on the Dice averaged over the seeds of each variant (pairs =
+    the inference cases)."""
+    rows = []
+    for run in runs:
+        df = pd.read_csv(run.folder / run.network / "results_inference.csv")
+        df = df[~df["subject"].isin(["mean", "std"])]
+        for r in df.itertuples():
+            rows.append({"variant": run.variant.name, "seed": "-" if run.seed is None else run.seed,
+                         "subject": r.subject, "dice": float(r.dice), "assd": float(r.assd),
+                         "pred_voxels": int(r.pred_voxels)})
+    per_case = pd.DataFrame(rows)
+    case_mean = per_case.groupby(["variant", "subject"])["dice"].mean()
+    base = case_mean.loc[cfg.baseline]
+    table = []
+    for name in names:
+        v = cfg.variants[name]
+        sub = per_case[per_case["variant"] == name]
+        by_seed = sub.groupby("seed", sort=False)
+        dice = by_seed["dice"].mean()
+        assd = by_seed["assd"].mean()          # NaN cases skipped
+        collapsed = int((by_seed["pred_voxels"].max() == 0).sum())
+        mine = case_mean.loc[name].reindex(base.index)
+        p = float("nan") if name == cfg.baseline else wilcoxon_p(mine.to_numpy(), base.to_numpy())
+        table.append({"variant": name, "label": v.label, "kind": v.kind, "seeds": len(dice),
+                      "cases": int(sub["subject"].nunique()), "dice_mean": float(dice.mean()),
+                      "dice_std": float(dice.std(ddof=1)) if len(dice) > 1 else float("nan"),
+                      "assd_mean": float(assd.mean()),
+                      "assd_std": float(assd.std(ddof=1)) if assd.notna().sum() > 1 else float("nan"),
+                      "collapsed": collapsed, "wilcoxon_p": p})
+    return pd.DataFrame(table), per_case
+
+
+def _pm(mean: float, std: float, digits: int) -> str:
+    if np.isnan(mean):
+        return "—"
+    return f"{mean:.{digits}f}" + ("" if np.isnan(std) else f" ± {std:.{digits}f}")
+
+
+def table_markdown(cfg: Config, table: pd.DataFrame) -> str:
+    lines = [f"# {cfg.title}", "",
+             f"Inference cases of `{cfg.dataset['split_file'].name}`; mean ± std (ddof 1) over training seeds of the "
+             "per-seed mean over the cases; *collapsed*: seeds whose every inference prediction is empty; "
+             f"*p*: two-sided paired Wilcoxon signed-rank test against `{cfg.baseline}` on the per-case Dice "
+             "averaged over each variant's seeds (pairs = cases; scipy.stats.wilcoxon).", "",
+             "| Variant | Seeds | Dice | ASSD (mm) | Collapsed | p vs baseline |", "|---|---|---|---|---|---|"]
+    for r in table.itertuples():
+        p = "baseline" if r.variant == cfg.baseline else ("—" if np.isnan(r.wilcoxon_p) else f"{r.wilcoxon_p:.3g}")
+        lines.append(f"| {r.label} (`{r.variant}`) | {r.seeds} | {_pm(r.dice_mean, r.dice_std, 3)} | "
+                     f"{_pm(r.assd_mean, r.assd_std, 2)} | {r.collapsed}/{r.seeds} | {p} |")
+    return "\n".join(lines) + "\n"
+
+
+def write_outputs(cfg: Config, table: pd.DataFrame, per_case: pd.DataFrame, output_dir: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    save_csv(table, output_dir / "table.csv")
+    save_csv(per_case, output_dir / "per_case.csv")
+    markdown = table_markdown(cfg, table)
+    save_text(markdown, output_dir / "table.md")
+    names = table["variant"].tolist()
+    fig, ax = plt.subplots(figsize=(1.6 + 1.3 * len(names), 4.2))
+    case_mean = per_case.groupby(["variant", "subject"])["dice"].mean()
+    ax.boxplot([case_mean.loc[n].to_numpy() for n in names], showmeans=True)
+    for i, n in enumerate(names, 1):
+        seed_means = per_case[per_case["variant"] == n].groupby("seed")["dice"].mean()
+        ax.plot(np.full(len(seed_means), i) + np.linspace(-0.12, 0.12, len(seed_means)), seed_means, "o",
+                color="C3", ms=4, label="per-seed mean" if i == 1 else None)
+    ax.set_xticks(range(1, len(names) + 1))
+    ax.set_xticklabels(table["label"].tolist(), rotation=20, ha="right", fontsize=8)
+    ax.set(ylabel="Dice (per case, averaged over seeds)", title=cfg.title, ylim=(0, 1))
+    ax.legend(fontsize=8, loc="lower right")
+    fig.tight_layout()
+    with atomic_path(output_dir / "boxplot.png") as tmp:
+        fig.savefig(tmp, format="png", dpi=90)
+    plt.close(fig)
+    print("\n" + markdown + f"\nwritten {output_dir / 'table.md'}, table.csv, per_case.csv, boxplot.png")
+
+
+# --------------------------------------------------------------------------------------------
+# Command line
+# --------------------------------------------------------------------------------------------
+def _int_list(text: str) -> list[int]:
+    try:
+        return [int(t) for t in text.replace(",", " ").split()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be integers separated by commas, got {text!r}") from None
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--config", required=True, help="JSON config (see experiments/configs/README.md)")
+    p.add_argument("--output_dir", default=None, help="where runs and tables go (default ./ablation/<config name>)")
+    p.add_argument("--seeds", type=_int_list, default=None, help="training seeds overriding the config's, e.g. 0,1,2")
+    p.add_argument("--variants", nargs="+", default=None, help="run only these variants (and what SCM needs)")
+    p.add_argument("--dry_run", action="store_true", help="print the commands, run nothing")
+    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"], help="passed to every script")
+    p.add_argument("--threads", type=int, default=1, help="CPU threads per run (OMP_NUM_THREADS)")
+    p.add_argument("--jobs", type=int, default=1, help="runs side by side (each with --threads threads)")
+    return p
+
+
+def main(argv: list[str] | None = None) -> pd.DataFrame | None:
+    args = build_parser().parse_args(argv)
+    cfg = load_config(args.config)
+    output_dir = Path(args.output_dir) if args.output_dir else Path("ablation") / cfg.path.stem
+    if args.seeds is not None and (not args.seeds or len(set(args.seeds)) != len(args.seeds)):
+        raise ValueError(f"--seeds must be distinct integers, got {args.seeds}")
+    return run_ablation(cfg, output_dir, args.seeds, args.variants, args.device, args.threads, args.jobs,
+                        args.dry_run)
+
+
+if __name__ == "__main__":
+    try:
+        main()
+    except (ValueError, FileNotFoundError, FileExistsError, RuntimeError) as error:
+        print(f"error: {' '.join(str(error).split())}", file=sys.stderr, flush=True)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        print("interrupted; run the same command again to resume", file=sys.stderr, flush=True)
+        sys.exit(130)

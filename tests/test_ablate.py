@@ -1,0 +1,202 @@
+"""experiments/ablate.py: a quick real ablation on tiny data, skip/resume, the table's numbers, config errors."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from scipy.stats import wilcoxon
+
+from conftest import ROOT, load_script
+
+ablate = load_script("experiments/ablate.py")
+make_demo = load_script("data/demo/make_demo_data.py")
+
+BASE = {"stage1": {"--max_epochs": 1, "--rampup_epochs": 1, "--spatial_shape": [32, 32, 16],
+                   "--down_size": [16, 16, 16]}}
+VARIANTS = {"seeds": {"kind": "seeds", "label": "Expanded seeds"},
+            "seeds_only": {"kind": "stage1", "label": "Seeds only",
+                           "flags": {"--weight_gatedcrf": 0, "--weight_variance": 0}}}
+
+
+def config(root: Path, **overrides) -> dict:
+    cfg = {"title": "tiny", "dataset": {
+        "split_file": str(root / "split.csv"), "images": str(root / "data" / "image_crop"), "image_postfix": "T2",
+        "labels": str(root / "data" / "label_crop"), "label_postfix": "Label",
+        "annotations": str(root / "data" / "annotation_7points"), "annotation_postfix": "7points"},
+        "base": BASE, "variants": VARIANTS, "seeds": [0, 1], "baseline": "seeds_only"}
+    cfg.update(overrides)
+    return cfg
+
+
+def write_config(path: Path, cfg: dict) -> Path:
+    path.write_text(json.dumps(cfg))
+    return path
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    """The --quick demo data (4/2/2 cases of 32x32x16) and one finished ablation: 2 variants
+    (expanded seeds, seeds-only stage 1 for 1 epoch) x 2 training seeds."""
+    root = tmp_path_factory.mktemp("ablate")
+    make_demo.main(["--quick", "--output_dir", str(root / "data"), "--split_file", str(root / "split.csv"),
+                    "--no_report"])
+    cfg_path = write_config(root / "tiny.json", config(root))
+    out = root / "out"
+    table = ablate.main(["--config", str(cfg_path), "--output_dir", str(out), "--device", "cpu"])
+    return root, cfg_path, out, table
+
+
+def run_scores(out: Path, variant: str, seed: str, network: str) -> pd.DataFrame:
+    df = pd.read_csv(out / "runs" / variant / seed / network / "results_inference.csv")
+    return df[~df["subject"].isin(["mean", "std"])].set_index("subject")
+
+
+def test_table_matches_the_per_run_score_files(tiny):
+    root, _, out, table = tiny
+    written = pd.read_csv(out / "table.csv")
+    assert written["variant"].tolist() == ["seeds", "seeds_only"]
+    assert list(written.columns) == ["variant", "label", "kind", "seeds", "cases", "dice_mean", "dice_std",
+                                     "assd_mean", "assd_std", "collapsed", "wilcoxon_p"]
+    assert written["seeds"].tolist() == [1, 2] and written["cases"].tolist() == [2, 2]
+    runs = {s: run_scores(out, "seeds_only", f"seed{s}", "U_Net2D5") for s in (0, 1)}
+    per_seed = [runs[s]["dice"].mean() for s in (0, 1)]
+    row = written.set_index("variant").loc["seeds_only"]
+    assert row["dice_mean"] == pytest.approx(np.mean(per_seed))
+    assert row["dice_std"] == pytest.approx(np.std(per_seed, ddof=1))
+    assd = [runs[s]["assd"].mean() for s in (0, 1)]  # NaN cases skipped, as in the table
+    assert row["assd_mean"] == pytest.approx(np.nanmean(assd))
+    assert row["collapsed"] == sum(int((runs[s]["pred_voxels"] == 0).all()) for s in (0, 1))
+    seeds = run_scores(out, "seeds", "expanded", "seeds")
+    srow = written.set_index("variant").loc["seeds"]
+    assert srow["dice_mean"] == pytest.approx(seeds["dice"].mean()) and np.isnan(srow["dice_std"])
+    # the expanded seeds scored as predictions: precision-like, never empty
+    assert (seeds["pred_voxels"] > 0).all()
+    # p-value: scipy's paired Wilcoxon on the per-case Dice averaged over the seeds
+    base = (runs[0]["dice"] + runs[1]["dice"]) / 2
+    expected = wilcoxon(seeds["dice"].loc[base.index].to_numpy(), base.to_numpy()).pvalue
+    assert srow["wilcoxon_p"] == pytest.approx(expected)
+    assert np.isnan(row["wilcoxon_p"])  # the baseline itself
+    md = (out / "table.md").read_text()
+    assert "| Seeds only (`seeds_only`) | 2 |" in md and "baseline" in md
+    assert (out / "boxplot.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    per_case = pd.read_csv(out / "per_case.csv")
+    assert len(per_case) == 2 + 2 * 2 and set(per_case["variant"]) == {"seeds", "seeds_only"}
+    assert table["variant"].tolist() == ["seeds", "seeds_only"]
+
+
+def test_second_run_skips_and_a_partial_run_resumes(tiny, capsys):
+    _, cfg_path, out, _ = tiny
+    logs = {p: p.stat().st_size for p in out.glob("runs/*/*/ablate_log.txt")}
+    assert len(logs) == 3
+    capsys.readouterr()
+    before = pd.read_csv(out / "table.csv")
+    ablate.main(["--config", str(cfg_path), "--output_dir", str(out), "--device", "cpu"])
+    printed = capsys.readouterr().out
+    assert "[stage 0] done, skipped" in printed
+    for i, key in enumerate(["variant=seeds seed=-", "variant=seeds_only seed=0", "variant=seeds_only seed=1"], 1):
+        assert f"[run {i}/3] {key}: done, skipped" in printed
+    assert {p: p.stat().st_size for p in logs} == logs  # nothing was run
+    pd.testing.assert_frame_equal(pd.read_csv(out / "table.csv"), before)
+
+    # a run killed after its last checkpoint: no done/trained markers, CP_latest.pth present -> --resume
+    run = out / "runs" / "seeds_only" / "seed1"
+    (run / ablate.DONE_NAME).unlink()
+    (run / ablate.TRAINED_NAME).unlink()
+    assert ablate.train_mode(run) == "--resume"
+    ablate.main(["--config", str(cfg_path), "--output_dir", str(out), "--device", "cpu"])
+    printed = capsys.readouterr().out
+    assert "[run 3/3] variant=seeds_only seed=1: trained (--resume), inferred, scored" in printed
+    assert "[run 2/3] variant=seeds_only seed=0: done, skipped" in printed
+    commands = [line for line in (run / ablate.LOG_NAME).read_text().splitlines() if line.startswith("$ ")]
+    assert commands[-3].endswith("--seed 1 --device cpu --resume")
+    assert (run / ablate.DONE_NAME).is_file()
+    pd.testing.assert_frame_equal(pd.read_csv(out / "table.csv"), before)
+
+
+def test_train_mode(tmp_path):
+    assert ablate.train_mode(tmp_path / "none") is None
+    (tmp_path / "U_Net2D5" / "models").mkdir(parents=True)
+    assert ablate.train_mode(tmp_path) is None
+    (tmp_path / "U_Net2D5" / "models" / "CP_best.pth").write_bytes(b"x")
+    assert ablate.train_mode(tmp_path) == "--overwrite"
+    (tmp_path / "U_Net2D5" / "models" / "CP_latest_SCM.pth").write_bytes(b"x")
+    assert ablate.train_mode(tmp_path) == "--resume"
+
+
+def test_dry_run_scm_uses_two_stage1_seeds(tmp_path, capsys):
+    variants = {**VARIANTS, "recipe": {"kind": "stage1", "flags": {"--grad_clip": 12}},
+                "scm": {"kind": "scm", "from": ["recipe", "recipe"]},
+                "full": {"kind": "full", "flags": {"--max_epochs": 2}}}
+    cfg = write_config(tmp_path / "c.json", config(tmp_path, variants=variants, base={
+        **BASE, "scm": {"--max_epochs": 1, "--iterative_epochs": 1}}))
+    out = tmp_path / "out"
+    assert ablate.main(["--config", str(cfg), "--output_dir", str(out), "--dry_run", "--seeds", "3",
+                        "--variants", "scm", "full"]) is None
+    printed = capsys.readouterr().out
+    assert not out.exists()  # a dry run writes nothing
+    # baseline added; scm at seed 3 needs recipe seeds 3 and 4 (not table rows but runs)
+    keys = [line.split("] ", 1)[1] for line in printed.splitlines() if line.startswith("[run ")]
+    assert keys == ["variant=seeds_only seed=3", "variant=recipe seed=3", "variant=recipe seed=4",
+                    "variant=full seed=3", "variant=scm seed=3"]
+    scm = next(line for line in printed.splitlines() if "train_SCM.py" in line)
+    assert f"--pretrained_model1_dir {out.resolve() / 'runs' / 'recipe' / 'seed3'} --network1 U_Net2D5" in scm
+    assert f"--pretrained_model2_dir {out.resolve() / 'runs' / 'recipe' / 'seed4'} --network2 U_Net2D5" in scm
+    assert "--spatial_shape 32 32 16 --max_epochs 1 --iterative_epochs 1" in scm
+    full = next(line for line in printed.splitlines() if "runs/full/seed3 " in line and "train_gated" in line)
+    # full supervision: the full labels as seeds, no mCRF / VM, variant flags over the base
+    assert f"--path_geodesic_labels {Path(tmp_path / 'data' / 'label_crop').resolve()} " \
+           "--geodesic_label_postfix Label" in full
+    assert "--max_epochs 2" in full and "--weight_gatedcrf 0 --weight_variance 0" in full
+    assert "--epoch_inf best_model1" in printed and "--grad_clip 12" in printed
+
+
+@pytest.mark.parametrize("change, message", [
+    ({"variants": {"seeds_only": {"kind": "stage1", "flgs": {}}}},
+     r"variants.seeds_only: unknown key\(s\) \['flgs'\]"),
+    ({"variants": {"seeds_only": {"kind": "stage2"}}}, r"variants.seeds_only.kind must be one of"),
+    ({"variants": {"seeds_only": {"kind": "stage1", "flags": {"--seed": 3}}}},
+     r"variants.seeds_only.flags: --seed is set by the runner"),
+    ({"variants": {**VARIANTS, "scm": {"kind": "scm", "from": ["nope"]}}},
+     r"variants.scm.from names unknown variant 'nope'"),
+    ({"variants": {**VARIANTS, "scm": {"kind": "scm", "from": ["seeds"]}}},
+     r"variants.scm.from: 'seeds' is of kind 'seeds'"),
+    ({"baseline": "stage1"}, r"baseline 'stage1' is not a variant"),
+    ({"seeds": [0, 0]}, r"seeds must be distinct"),
+    ({"extra": 1}, r"top level: unknown key\(s\) \['extra'\]"),
+    ({"base": {"stage2": {}}}, r"base: unknown key\(s\) \['stage2'\]"),
+    ({"dataset": {"split_file": "s.csv"}}, r"dataset.images is missing"),
+])
+def test_config_errors(tmp_path, change, message):
+    cfg = write_config(tmp_path / "c.json", config(tmp_path, **change))
+    with pytest.raises(ValueError, match=message):
+        ablate.load_config(cfg)
+
+
+def test_missing_dataset_files_and_cli_error_line(tmp_path):
+    cfg = write_config(tmp_path / "c.json", config(tmp_path))
+    with pytest.raises(FileNotFoundError, match=r"dataset.split_file .*split.csv not found"):
+        ablate.main(["--config", str(cfg), "--output_dir", str(tmp_path / "out")])
+    with pytest.raises(FileNotFoundError, match="--config .*nope.json not found"):
+        ablate.load_config(tmp_path / "nope.json")
+    bad = write_config(tmp_path / "bad.json", config(tmp_path, variants={"a": {"kind": "stage1", "x": 1}},
+                                                     baseline="a"))
+    proc = subprocess.run([sys.executable, str(ROOT / "experiments" / "ablate.py"), "--config", str(bad)],
+                          capture_output=True, text=True, cwd=ROOT)
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines() == [
+        f"error: config {bad}: variants.a: unknown key(s) ['x'] (known: {sorted(ablate._VARIANT_KEYS)})"]
+
+
+def test_flag_args_and_wilcoxon():
+    assert ablate.flag_args({"--a": 1, "--b": [2, 3], "--c": True, "--d": None, "--e": False, "--f": 0.1}) == \
+        ["--a", "1", "--b", "2", "3", "--c", "--f", "0.1"]
+    x, y = [0.8, 0.7, 0.9, 0.6, 0.75], [0.7, 0.72, 0.5, 0.55, 0.6]
+    assert ablate.wilcoxon_p(x, y) == pytest.approx(wilcoxon(x, y).pvalue)
+    assert np.isnan(ablate.wilcoxon_p([0.5, 0.6], [0.5, 0.6]))
+    with pytest.raises(ValueError, match="differ in length"):
+        ablate.wilcoxon_p([1.0], [1.0, 2.0])
