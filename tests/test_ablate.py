@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 from scipy.stats import wilcoxon
 
-from conftest import ROOT, load_script
+from helpers import ROOT, load_script
 
 ablate = load_script("experiments/ablate.py")
 make_demo = load_script("data/demo/make_demo_data.py")
