@@ -80,3 +80,16 @@ def test_resume_scm_is_exact(uninterrupted, tmp_path, monkeypatch):
                             weights(pre[0] / "U_Net2D5" / "models" / "CP_best.pth"))
     log_a, log_b = (pd.read_csv(o / "U_Net2D5" / "log_SCM.csv").drop(columns="time_s") for o in (out_a, out_b))
     pd.testing.assert_frame_equal(log_a, log_b)
+
+
+@pytest.mark.parametrize("changed", [("--cache_gb", "0"), ("--num_workers", "0")])
+def test_same_seed_same_result_whatever_the_cache_or_workers(uninterrupted, changed):
+    """The patches depend on the seed, the epoch and the subject only: not caching the volumes
+    (re-read and preprocessed every epoch) or loading in the main process instead of a worker
+    gives the same losses, scores and weights."""
+    root, p, run_a = uninterrupted
+    args = stage1_args(p, root / f"other_{changed[0][2:]}", *WORKERS)
+    run = stage1.main([*args, *changed])
+    log_a, log = (pd.read_csv(r / "log.csv").drop(columns="time_s") for r in (run_a, run))
+    pd.testing.assert_frame_equal(log_a, log)
+    assert same_weights(weights(run_a / "models" / "CP_final.pth"), weights(run / "models" / "CP_final.pth"))

@@ -7,6 +7,12 @@ the image. Training adds (random, every time): padding to the patch size, flips 
 each axis and one uniformly random patch of ``--spatial_shape``. Validation and inference use
 whole volumes.
 
+The random draws of a training item depend only on the run's seed, the epoch and the subject's
+index (:func:`item_seed`): not on the cache budget, the number of workers or the ranks. They
+are made from a torch RNG seeded for the item and forked from the global one, and
+preprocessing draws nothing from the global RNG either (TorchIO draws one number per transform
+call), so the model's own random numbers do not depend on which volumes were cached.
+
 Volumes are decoded once and kept in memory up to ``cache_gb`` (VS crops are ~3 MB each, a
 BraTS case ~35 MB); the cache is filled in the main process before any worker starts, so
 workers share it copy-on-write.
@@ -40,6 +46,7 @@ __all__ = [
     "preprocess_transform",
     "training_transform",
     "SubjectCache",
+    "item_seed",
     "PatchDataset",
     "VolumeDataset",
     "make_training_loader",
@@ -243,7 +250,8 @@ class SubjectCache:
         if subject.load is not None:
             subject = _fresh_copy(subject)
         check_subject(subject, self.whats)
-        subject = self.preprocess(subject)
+        with torch.random.fork_rng(devices=[]):  # TorchIO draws a number per transform: not from ours
+            subject = self.preprocess(subject)
         size = _nbytes(subject)
         if self.cached_bytes + size <= self.budget:
             self._cache[index] = subject
@@ -265,25 +273,41 @@ def _as_sample(subject: tio.Subject) -> dict[str, Any]:
     return sample
 
 
+def item_seed(seed: int, epoch: int, index: int) -> int:
+    """The seed of the random draws (flips, patch position) of subject ``index`` in ``epoch``."""
+    return int(np.random.SeedSequence([int(seed) % 2**63, int(epoch), int(index)]).generate_state(1, np.uint64)[0])
+
+
 class PatchDataset(Dataset):
     """Training items: one random patch of ``spatial_shape`` from each subject per epoch.
 
     Each item is a dict with ``subject`` (name) and one tensor per image: ``image`` float32
-    ``(1, X, Y, Z)``, labels int64 ``(1, X, Y, Z)``.
+    ``(1, X, Y, Z)``, labels int64 ``(1, X, Y, Z)``. Its flips and patch position are drawn
+    from :func:`item_seed` ``(seed, epoch, index)``; call :meth:`set_epoch` before each epoch
+    (the training engine does).
     """
 
-    def __init__(self, cache: SubjectCache, spatial_shape: Sequence[int]) -> None:
+    def __init__(self, cache: SubjectCache, spatial_shape: Sequence[int], seed: int = 0) -> None:
         self.cache = cache
         self.spatial_shape = tuple(spatial_shape)
         self.transform = training_transform(self.spatial_shape)
         self.sampler = tio.UniformSampler(self.spatial_shape)
+        self.seed = int(seed)
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        """The epoch of the next items (workers started afterwards copy it)."""
+        self.epoch = int(epoch)
 
     def __len__(self) -> int:
         return len(self.cache)
 
     def __getitem__(self, index: int) -> dict[str, Any]:
-        subject = self.transform(self.cache.get(index))
-        patch = next(iter(self.sampler(subject, 1)))
+        subject = self.cache.get(index)
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(item_seed(self.seed, self.epoch, index))
+            subject = self.transform(subject)
+            patch = next(iter(self.sampler(subject, 1)))
         return _as_sample(patch)
 
 
@@ -310,16 +334,16 @@ def _worker_init(worker_id: int) -> None:
 
 def make_training_loader(cache: SubjectCache, spatial_shape: Sequence[int], batch_size: int,
                          num_workers: int = 0, generator: torch.Generator | None = None,
-                         sampler: Sampler | None = None) -> DataLoader:
+                         sampler: Sampler | None = None, seed: int = 0) -> DataLoader:
     """Shuffled loader of random patches, one pass over the subjects per epoch.
 
     ``drop_last`` is off: every subject is seen each epoch. Pass ``sampler`` for distributed
-    training (then shuffling is the sampler's job). Workers are started afresh each epoch and
-    seeded from ``generator``: its state (saved in the checkpoints) then fixes the patches of
-    every later epoch, so a resumed run draws the same patches as an uninterrupted one (workers
-    kept across epochs would carry random states no checkpoint holds).
+    training (then shuffling is the sampler's job). The order comes from ``generator`` (its
+    state is saved in the checkpoints); the patches from ``seed``, the epoch (the dataset's
+    ``set_epoch``) and the subject (:class:`PatchDataset`). Workers are started afresh each
+    epoch, so they see the epoch set before it.
     """
-    return DataLoader(PatchDataset(cache, spatial_shape), batch_size=batch_size,
+    return DataLoader(PatchDataset(cache, spatial_shape, seed), batch_size=batch_size,
                       shuffle=sampler is None, sampler=sampler, num_workers=num_workers,
                       worker_init_fn=_worker_init, generator=generator,
                       persistent_workers=False, drop_last=False)
@@ -410,7 +434,7 @@ class TrainingData:
         sampler = (DistributedSampler(range(len(self.train)), ctx.world_size, ctx.rank, shuffle=True, seed=seed)
                    if ctx.distributed else None)
         train_loader = make_training_loader(self.train, spatial_shape, batch_size, num_workers,
-                                            generator=generator, sampler=sampler)
+                                            generator=generator, sampler=sampler, seed=seed)
         val_loader = make_volume_loader(self.val, sampler=shard_indices(len(self.val), ctx))
         return train_loader, val_loader, sampler
 

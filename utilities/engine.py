@@ -281,6 +281,8 @@ def _run_epoch(state: TrainingState, step_fn: StepFn, train_loader: Iterable[Map
         model.train()
     if sampler is not None:
         sampler.set_epoch(epoch)
+    if hasattr(getattr(train_loader, "dataset", None), "set_epoch"):  # patches drawn from (seed, epoch, subject)
+        train_loader.dataset.set_epoch(epoch)
     sums: dict[str, float] = {}
     steps = 0
     bar = tqdm(train_loader, desc=f"{config.desc} {epoch + 1}/{config.max_epochs}", leave=False,

@@ -176,7 +176,7 @@ def check_run_dir(run_dirs: Sequence[Path], resume: bool, overwrite: bool, lates
     if resume:
         if latest.is_file():
             return latest
-        started = [d for d in dict.fromkeys(run_dirs) if _existing_checkpoints(d) or any(d.glob("log*.csv"))]
+        started = [d for d in dict.fromkeys(run_dirs) if (d / "models").is_dir()]
         if not started:
             raise FileNotFoundError(f"--resume: no checkpoint {latest} to resume from; start without --resume")
         # killed before its first latest checkpoint: nothing to continue, so the run starts again
