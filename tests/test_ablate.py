@@ -200,3 +200,29 @@ def test_flag_args_and_wilcoxon():
     assert np.isnan(ablate.wilcoxon_p([0.5, 0.6], [0.5, 0.6]))
     with pytest.raises(ValueError, match="differ in length"):
         ablate.wilcoxon_p([1.0], [1.0, 2.0])
+
+
+def test_brats_layout_stage0_and_seed_rows(tmp_path):
+    """The BraTS-style path on the brats_small --quick data: BraTS stage 0 (image minimum is
+    background), flair/seg postfixes, the expanded seeds scored as a variant (no training)."""
+    import SimpleITK as sitk
+
+    make_demo.main(["--preset", "brats_small", "--quick", "--output_dir", str(tmp_path / "data"),
+                    "--split_file", str(tmp_path / "split.csv"), "--no_report"])
+    cfg = config(tmp_path, variants={"seeds": {"kind": "seeds"}}, baseline="seeds", seeds=[0])
+    cfg["dataset"].update({"images": str(tmp_path / "data" / "image"), "image_postfix": "flair",
+                           "labels": str(tmp_path / "data" / "label"), "label_postfix": "seg",
+                           "geodesic_style": "BraTS"})
+    out = tmp_path / "out"
+    table = ablate.main(["--config", str(write_config(tmp_path / "b.json", cfg)), "--output_dir", str(out)])
+    marker = json.loads((out / "geodesic" / ablate.DONE_NAME).read_text())
+    assert marker["command"][0].endswith("data/BraTS/generate_geodesic_labels.py")
+    assert table["variant"].tolist() == ["seeds"] and np.isnan(table["wilcoxon_p"].iloc[0])
+    scores = run_scores(out, "seeds", "expanded", "seeds")
+    assert sorted(scores.index) == ["bsmall_006", "bsmall_007"]
+    assert table["dice_mean"].iloc[0] == pytest.approx(scores["dice"].mean())
+    for case in scores.index:
+        image = sitk.GetArrayFromImage(sitk.ReadImage(str(tmp_path / "data" / "image" / f"{case}_flair.nii.gz")))
+        pred = sitk.GetArrayFromImage(sitk.ReadImage(str(
+            out / "runs" / "seeds" / "expanded" / "seeds" / "output_pred" / f"{case}_flair" / f"{case}_flair_seg.nii.gz")))
+        assert pred.any() and not pred[image == 0].any()
