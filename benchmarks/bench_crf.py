@@ -12,25 +12,22 @@ run at the full-resolution sizes (``--full_sizes``): it would need several GB an
 """
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
 import argparse
 import gc
 import json
-import resource
 import statistics
 import subprocess
+import sys
 import time
+from pathlib import Path
 from typing import Callable
 
 import torch
 import torch.nn.functional as F
 
-from tests.crf_oracle import unfold_multiview_crf
+from benchmarks._common import peak_tracker, sync
 from utilities.cli import positive_int, resolve_device
+from utilities.crf_reference import unfold_multiview_crf
 from utilities.losses import CRF_IMPLEMENTATIONS, MultiViewGatedCRFLoss
 
 __all__ = ["parse_size", "make_inputs", "run_worker", "benchmark", "format_table", "main"]
@@ -68,66 +65,28 @@ def _loss_fn(variant: str, radius: int) -> Callable[[torch.Tensor, torch.Tensor]
     raise ValueError(f"unknown variant {variant}, choose from {VARIANTS}")
 
 
-def _rss_kib() -> tuple[int, bool]:
-    """Current resident set size in KiB, and whether the kernel's peak (VmHWM) could be reset."""
-    try:
-        with open("/proc/self/clear_refs", "w") as f:
-            f.write("5")
-        reset = True
-    except OSError:
-        reset = False
-    with open("/proc/self/status") as f:
-        fields = dict(line.split(":", 1) for line in f if ":" in line)
-    return int(fields["VmRSS"].split()[0]), reset
-
-
-def _peak_kib() -> int:
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    try:
-        with open("/proc/self/status") as f:
-            fields = dict(line.split(":", 1) for line in f if ":" in line)
-        peak = min(peak, int(fields["VmHWM"].split()[0])) if "VmHWM" in fields else peak
-    except OSError:
-        pass
-    return peak
-
-
 def run_worker(variant: str, size: tuple[int, int, int], batch: int, classes: int, radius: int,
                repeats: int, warmup: int, device: torch.device) -> dict:
     """Time and measure one variant in this process; returns a dict of results."""
     logits, image = make_inputs(size, batch, classes, device)
     fn = _loss_fn(variant, radius)
-    cuda = device.type == "cuda"
 
     def step() -> float:
         x = logits.clone().requires_grad_()
-        if cuda:
-            torch.cuda.synchronize(device)
+        sync(device)
         start = time.perf_counter()
         loss = fn(x, image)
         loss.backward()
-        if cuda:
-            torch.cuda.synchronize(device)
+        sync(device)
         return time.perf_counter() - start
 
     gc.collect()
-    if cuda:
-        torch.cuda.reset_peak_memory_stats(device)
-        base = torch.cuda.memory_allocated(device)
-        reset = True
-    else:
-        base, reset = _rss_kib()
-        base *= 1024
-    for _ in range(warmup):
-        step()
-    times = [step() for _ in range(repeats)]
-    if cuda:
-        extra = torch.cuda.max_memory_allocated(device) - base
-    else:
-        peak = _peak_kib() * 1024 if reset else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-        extra = peak - base
+    with peak_tracker(device) as peak:
+        for _ in range(warmup):
+            step()
+        times = [step() for _ in range(repeats)]
     return {"variant": variant, "size": list(size), "median_s": statistics.median(times), "times_s": times,
-            "extra_peak_bytes": int(extra), "peak_reset": reset}
+            "extra_peak_bytes": int(peak["peak_mib"] * 2**20)}
 
 
 def grad_check(variant: str, size: tuple[int, int, int], batch: int, classes: int, radius: int,
@@ -136,9 +95,9 @@ def grad_check(variant: str, size: tuple[int, int, int], batch: int, classes: in
     both values (the unfold oracle run without padded neighbours, our definition)."""
     logits, image = make_inputs(size, batch, classes, device)
     grads, values = [], []
-    for variant in ("unfold", variant):
+    for name in ("unfold", variant):
         x = logits.clone().requires_grad_()
-        loss = _loss_fn(variant, radius)(x, image)
+        loss = _loss_fn(name, radius)(x, image)
         loss.backward()
         grads.append(x.grad)
         values.append(loss.item())

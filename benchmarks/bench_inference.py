@@ -1,33 +1,28 @@
 """Benchmark whole-volume sliding-window inference against a bare forward pass of the network (CPU).
 
-Case 1 (``--size``, default the patch size 128×128×48): ``utilities.training.sliding_window_predict``
+Case 1 (``--size``, default the patch size 128×128×48): ``utilities.prediction.sliding_window_predict``
 (one window, gaussian blending, overlap ``--overlap``) against ``model(x)`` under
 ``torch.inference_mode``: the overhead of the sliding-window machinery. Case 2 (``--large``,
 default 256×256×64, several windows): ``--sw_batch_size`` 1 against 4 and against N bare
-forwards of one window (N = the number of windows), for information. Optional variants of case 1: the model and input in
-``channels_last_3d`` and a bf16 CPU autocast forward (with the largest logit difference and the
-share of voxels whose argmax changes). All variants of a case run round-robin; medians and minima
-over the timed rounds; peak memory = growth of the peak resident set (VmHWM reset) over the
-resident set before the call.
+forwards of one window (N = the number of windows), for information. Optional variants of
+case 1: the model and input in ``channels_last_3d`` and a bf16 CPU autocast forward (with the
+largest logit difference and the share of voxels whose argmax changes; only on a CPU with native
+bf16, where it is not emulated). All variants of a case run round-robin; medians and minima over
+the timed rounds; peak memory = growth of the peak resident set (VmHWM reset) over the resident
+set before the call.
 
     python benchmarks/bench_inference.py --repeats 5 --warmup 1 --threads 2
 """
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
 import argparse
 import math
 import statistics
-import time
 from typing import Callable, Sequence
 
 import torch
 
-from benchmarks.bench_step import peak_tracker, synthetic_batch
+from benchmarks._common import cpu_native_bf16, round_robin, synthetic_batch
 from networks import get_network
 from utilities.cli import positive_int
 from utilities.prediction import sliding_window_predict
@@ -47,21 +42,9 @@ def window_count(size: Sequence[int], roi: Sequence[int], overlap: float) -> int
 
 def time_round_robin(fns: dict[str, Callable[[], torch.Tensor]], repeats: int, warmup: int,
                      log: Callable[[str], None] = print) -> dict[str, dict[str, float]]:
-    """Median/min seconds, the timed rounds' seconds and median peak MiB of each function, run round-robin."""
-    rows: dict[str, dict[str, list[float]]] = {k: {"t": [], "peak": []} for k in fns}
-    for round_ in range(warmup + repeats):
-        for name, fn in fns.items():
-            with peak_tracker() as peak:
-                t0 = time.perf_counter()
-                fn()
-                dt = time.perf_counter() - t0
-            if round_ >= warmup:
-                rows[name]["t"].append(dt)
-                rows[name]["peak"].append(peak["peak_mib"])
-        log(f"round {round_ + 1}/{warmup + repeats}: " + ", ".join(
-            f"{k} {v['t'][-1]:.2f}s" for k, v in rows.items() if v["t"] and round_ >= warmup))
-    return {k: {"median_s": statistics.median(v["t"]), "min_s": min(v["t"]), "times": v["t"],
-                "peak_mib": statistics.median(v["peak"])} for k, v in rows.items()}
+    """Median/min seconds, the timed rounds' seconds and median peak MiB of each function, run
+    round-robin (:func:`benchmarks._common.round_robin`)."""
+    return round_robin(fns, repeats, warmup, log)
 
 
 def bench_case(size: Sequence[int], roi: Sequence[int], overlap: float, sw_batch_sizes: Sequence[int],
@@ -97,10 +80,13 @@ def bench_case(size: Sequence[int], roi: Sequence[int], overlap: float, sw_batch
                 return model(image)
 
         fns["bare, channels_last_3d"] = forward_cl
-        fns["bare, cpu bf16 autocast"] = forward_bf16
+        extra = [("channels_last_3d", forward_cl)]
+        if cpu_native_bf16():  # elsewhere emulated, ~40x slower: never run
+            fns["bare, cpu bf16 autocast"] = forward_bf16
+            extra.append(("cpu bf16 autocast", forward_bf16))
         with torch.inference_mode():
             ref = model(image)
-            for name, fn in (("channels_last_3d", forward_cl), ("cpu bf16 autocast", forward_bf16)):
+            for name, fn in extra:
                 out = fn().float()
                 info[name] = {"max_abs_diff": float((out - ref).abs().max()), "max_abs_logit": float(ref.abs().max()),
                               "argmax_changed": float((out.argmax(1) != ref.argmax(1)).float().mean())}
@@ -159,7 +145,8 @@ def main(argv: list[str] | None = None) -> str:
          f"{'x'.join(map(str, args.roi))}, overlap {args.overlap}, gaussian blending; round-robin")
     rows, info = bench_case(args.size, args.roi, args.overlap, [1], args.repeats, args.warmup, True, args.variants)
     n = window_count(args.size, args.roi, args.overlap)
-    emit(f"\n[case 1] {'x'.join(map(str, args.size))}: {n} window(s); median of {args.repeats} after {args.warmup} warm-up")
+    emit(f"\n[case 1] {'x'.join(map(str, args.size))}: {n} window(s); median of {args.repeats} after "
+         f"{args.warmup} warm-up")
     emit(format_table(rows, "bare model(x)", n))
     for name, d in info.items():
         emit(f"  {name}: max |logit diff| {d['max_abs_diff']:.3g} (max |logit| {d['max_abs_logit']:.3g}), "

@@ -1,19 +1,20 @@
 """Benchmark the stage-1 training step on CPU (fast vs unfold mCRF, CPU settings) and the patch loading.
 
-The step is the composition of ``training_step`` in
-``train_gatedcrfloss3d22d_multiview_varianceloss.py`` with the ramp at 1: U_Net2D5 forward,
-``PartialDiceCELoss`` + 1.0 · ``MultiViewGatedCRFLoss`` (resized to ``--down_size``, radius
-``--radius``) + 0.1 · ``VarianceLoss``, the ``.item()`` of every term, backward and an SGD step
-(Nesterov momentum 0.99, weight decay 3e-5). Each variant has its own model (same initial
-weights) and all variants are run round-robin, one step each per round, so that the load of a
-shared machine falls on all of them alike; medians and minima are over the rounds after the
-warm-up rounds. Variants:
+The step is the stage-1 script's own (``Stage1Step`` with ``--rampup_epochs 0``: U_Net2D5
+forward, ``PartialDiceCELoss`` + 1.0 · ``MultiViewGatedCRFLoss`` (resized to ``--down_size``,
+radius ``--radius``) + 0.1 · ``VarianceLoss``), run as the engine runs it: the ``float()`` of
+every logged value, the engine's backward (each term's gradient w.r.t. the logits, then one
+backward through the network) and ``Amp.step`` of the paper's SGD (``benchmarks/_common.py``).
+Each variant has its own model (same initial weights) and all variants are run round-robin, one
+step each per round, so that the load of a shared machine falls on all of them alike; medians
+and minima are over the rounds after the warm-up rounds. Variants:
 
-- ``unfold``: the mCRF of ``tests/crf_oracle.py`` (the published code's unfold formulation);
+- ``unfold``: the mCRF of ``utilities/crf_reference.py`` (the published code's unfold formulation);
 - ``fast``: the repository as it is (fast mCRF, contiguous tensors, PyTorch defaults);
 - ``fast+channels_last``: model and input in ``torch.channels_last_3d``;
 - ``fast+cpu_bf16_autocast``: ``torch.autocast("cpu", dtype=torch.bfloat16)`` around the forward
-  (the losses compute in float32 anyway);
+  (the losses compute in float32 anyway); never in the defaults, and skipped on a CPU without
+  native bf16 (AVX512-BF16/AMX), where it is emulated (~110 s a step on AVX2);
 - ``fast+conv_bf16``: ``torch.backends.mkldnn.conv.fp32_precision = "bf16"`` (oneDNN convolutions
   in bf16 on fp32 tensors);
 - ``fast+flush_denormal``: ``torch.set_flush_denormal(True)``;
@@ -21,25 +22,22 @@ warm-up rounds. Variants:
 - ``fast+crf_1thread``: ``torch.set_num_threads(1)`` while the mCRF loss's forward runs (its ~1000
   small ops each end at an OpenMP barrier, which stalls when a thread is descheduled on a busy
   machine), the previous count restored after;
-- ``fast+1thread``: the whole step with one thread.
+- ``fast+1thread``: the whole step with one thread;
+- ``fast+compile``: the network compiled in place as ``--compile`` does (``--compile_backend``);
+  the compilation falls in the warm-up rounds.
 
-Time of each phase: forward, each loss's forward, backward (network and losses together),
-optimizer. The losses' own forward+backward is also timed alone on a detached copy of the
-logits (after each round of steps), which splits the backward into its loss part and its
-network part. Peak memory is the
-growth of the kernel's peak resident set (VmHWM, reset before each step) over the resident set
-before the step. ``--data`` adds the patch-loading benchmark: synthetic NIfTI volumes written
-to a temporary folder, loaded through ``SubjectCache``/``PatchDataset`` (first load: decode,
-check and preprocess; later loads: from the cache), and its ratio to the step.
+Time of each phase: forward, each loss's forward, the rest of the step function (sums, logged
+fractions, ``float()`` of the logged values), backward (the engine's: per-term gradients, then
+the network), optimizer. The losses' own forward+backward is also timed alone on a detached copy
+of the logits (after each round of steps), which splits the backward into its loss part and its
+network part. Peak memory is the growth of the kernel's peak resident set (VmHWM, reset before
+each step) over the resident set before the step. ``--data`` adds the patch-loading benchmark:
+synthetic NIfTI volumes written to a temporary folder, loaded through ``SubjectCache``/``PatchDataset``
+(first load: decode, check and preprocess; later loads: from the cache), and its ratio to the step.
 
     python benchmarks/bench_step.py --repeats 5 --warmup 1 --threads 2 --data
 """
 from __future__ import annotations
-
-import sys
-from pathlib import Path
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import argparse
 import contextlib
@@ -48,23 +46,21 @@ import statistics
 import tempfile
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence
 
 import torch
-import torch.nn.functional as F
 
-from networks import get_network
-from tests.crf_oracle import unfold_multiview_crf
+from benchmarks._common import cpu_native_bf16, peak_tracker, stage1_bench, synthetic_batch
 from utilities.cli import positive_int
+from utilities.compile import COMPILE_BACKENDS
+from utilities.crf_reference import unfold_multiview_crf
 from utilities.losses import MultiViewGatedCRFLoss, PartialDiceCELoss, VarianceLoss
 
 __all__ = ["Variant", "VARIANTS", "StepRunner", "synthetic_batch", "peak_tracker", "run_steps",
            "LossBench", "bench_data", "format_step_table", "format_phase_table", "main"]
 
-MOMENTUM = 0.99          # utilities.training.MOMENTUM
-WEIGHT_DECAY = 3e-5      # utilities.training.WEIGHT_DECAY
-WEIGHT_CRF, WEIGHT_VM = 1.0, 0.1   # the stage-1 defaults at ramp 1
-PHASES = ("forward", "loss_seg", "loss_crf", "loss_vm", "backward", "optimizer")
+PHASES = ("forward", "loss_seg", "loss_crf", "loss_vm", "rest", "backward", "optimizer")
 
 
 @dataclass(frozen=True)
@@ -72,7 +68,7 @@ class Variant:
     """One way of running the step."""
 
     name: str
-    crf: str = "fast"                 # "fast" (utilities.losses) or "unfold" (tests/crf_oracle.py)
+    crf: str = "fast"                 # "fast" (utilities.losses) or "unfold" (utilities/crf_reference.py)
     channels_last: bool = False
     cpu_bf16_autocast: bool = False
     conv_bf16: bool = False
@@ -80,6 +76,7 @@ class Variant:
     mkldnn: bool = True
     threads: int | None = None        # torch threads for the whole step (None: --threads)
     crf_threads: int | None = None    # torch threads while the mCRF loss runs (None: unchanged)
+    compile: bool = False
 
 
 VARIANTS = {v.name: v for v in (
@@ -92,74 +89,56 @@ VARIANTS = {v.name: v for v in (
     Variant("fast+no_mkldnn", mkldnn=False),
     Variant("fast+crf_1thread", crf_threads=1),
     Variant("fast+1thread", threads=1),
+    Variant("fast+compile", compile=True),
 )}
-DEFAULT_VARIANTS = ("unfold", "fast", "fast+channels_last", "fast+cpu_bf16_autocast", "fast+conv_bf16",
-                    "fast+flush_denormal")
+DEFAULT_VARIANTS = ("unfold", "fast", "fast+channels_last", "fast+conv_bf16", "fast+flush_denormal")
 
 
-def synthetic_batch(size: Sequence[int], seed: int = 0) -> dict[str, torch.Tensor]:
-    """A smooth z-scored image (1, 1, X, Y, Z) with a bright blob, and expanded seeds (1, 1, X, Y, Z)
-    in {0 background, 1 foreground, 2 unknown}."""
-    gen = torch.Generator().manual_seed(seed)
-    x, y, z = size
-    image = F.avg_pool3d(torch.randn(1, 1, x, y, z, generator=gen), 5, stride=1, padding=2)
-    blob = (slice(x // 2 - x // 8, x // 2 + x // 8), slice(y // 2 - y // 8, y // 2 + y // 8),
-            slice(z // 2 - z // 4, z // 2 + z // 4))
-    image[(0, 0) + blob] += 1.0
-    image = (image - image.mean()) / image.std()
-    seeds = torch.full((1, 1, x, y, z), 2, dtype=torch.int64)
-    seeds[..., : x // 8, :, :] = 0
-    seeds[(0, 0) + blob] = 1
-    return {"image": image, "seeds": seeds}
+class _Timed:
+    """Calls ``fn`` and adds its seconds to ``times[name]`` (inside ``context()`` if given)."""
 
+    def __init__(self, fn: Callable[..., Any], times: dict[str, float], name: str,
+                 context: Callable[[], contextlib.AbstractContextManager] | None = None) -> None:
+        self.fn, self.times, self.name, self.context = fn, times, name, context or contextlib.nullcontext
 
-def _status_kib(field: str) -> int:
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith(field + ":"):
-                return int(line.split()[1])
-    raise RuntimeError(f"/proc/self/status has no {field} line")
-
-
-@contextlib.contextmanager
-def peak_tracker() -> Iterator[dict[str, float]]:
-    """Yields a dict that gets ``peak_mib``: the growth of the peak resident set over the
-    resident set at entry (VmHWM reset through ``/proc/self/clear_refs``; NaN if it cannot be)."""
-    out: dict[str, float] = {}
-    try:
-        with open("/proc/self/clear_refs", "w") as f:
-            f.write("5")
-        base = _status_kib("VmRSS")
-    except OSError:
-        base = None
-    yield out
-    out["peak_mib"] = (_status_kib("VmHWM") - base) / 1024 if base is not None else float("nan")
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        t0 = time.perf_counter()
+        with self.context():
+            out = self.fn(*args, **kwargs)
+        self.times[self.name] = self.times.get(self.name, 0.0) + time.perf_counter() - t0
+        return out
 
 
 class StepRunner:
-    """A model, its optimizer and the stage-1 losses, run as one variant."""
+    """The stage-1 script's step on one model, run as one variant, its phases timed by wrapping
+    the step object's network and losses."""
 
     def __init__(self, variant: Variant, batch: dict[str, torch.Tensor], down_size: Sequence[int],
-                 radius: int, seed: int = 0) -> None:
+                 radius: int, seed: int = 0, backend: str = "inductor") -> None:
         self.variant = variant
-        torch.manual_seed(seed)
-        self.model = get_network("U_Net2D5", 1, 2)
-        self.image, self.seeds = batch["image"], batch["seeds"]
-        if variant.channels_last:
-            self.model = self.model.to(memory_format=torch.channels_last_3d)
-            self.image = self.image.contiguous(memory_format=torch.channels_last_3d)
-        self.optimizer = torch.optim.SGD(self.model.parameters(), lr=1e-2, momentum=MOMENTUM, nesterov=True,
-                                         weight_decay=WEIGHT_DECAY)
-        self.seg_loss = PartialDiceCELoss(num_classes=2)
-        self.var_loss = VarianceLoss()
-        if variant.crf == "fast":
-            self.crf_loss: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] = \
-                MultiViewGatedCRFLoss(down_size=tuple(down_size), kernel_radius=radius)
-        elif variant.crf == "unfold":
-            self.crf_loss = lambda x, img: unfold_multiview_crf(x.float(), img.float(), down_size=tuple(down_size),
-                                                                kernel_radius=radius).mean()
-        else:
+        self.bench = stage1_bench(batch, torch.device("cpu"), down_size, radius, channels_last=variant.channels_last,
+                                  compile=variant.compile, backend=backend, seed=seed)
+        step = self.bench.step_fn
+        self.model = step.model
+        self.times: dict[str, float] = {}
+        if variant.crf == "unfold":
+            def unfold(x: torch.Tensor, img: torch.Tensor) -> torch.Tensor:
+                return unfold_multiview_crf(x.float(), img.float(), down_size=tuple(down_size),
+                                            kernel_radius=radius).mean()
+            step.crf_loss = unfold
+        elif variant.crf != "fast":
             raise ValueError(f"unknown crf {variant.crf!r}, choose 'fast' or 'unfold'")
+
+        def bf16() -> contextlib.AbstractContextManager:
+            return torch.autocast("cpu", dtype=torch.bfloat16, enabled=variant.cpu_bf16_autocast)
+
+        step.model = _Timed(self.model, self.times, "forward", bf16)
+        step.seg_loss = _Timed(step.seg_loss, self.times, "loss_seg")
+        step.crf_loss = _Timed(step.crf_loss, self.times, "loss_crf",
+                               (lambda: _threads(variant.crf_threads)) if variant.crf_threads else None)
+        step.var_loss = _Timed(step.var_loss, self.times, "loss_vm")
+        amp = self.bench.state.amp
+        amp.step = _Timed(amp.step, self.times, "optimizer")  # type: ignore[method-assign]
 
     @contextlib.contextmanager
     def settings(self) -> Iterator[None]:
@@ -181,54 +160,50 @@ class StepRunner:
     def step(self) -> dict[str, Any]:
         """One training step; returns the seconds of each phase, ``total``, ``cpu`` (process CPU
         seconds), ``peak_mib`` and the loss ``terms``."""
-        times: dict[str, float] = {}
-        autocast = torch.autocast("cpu", dtype=torch.bfloat16, enabled=self.variant.cpu_bf16_autocast)
+        self.times.clear()
         with self.settings(), peak_tracker() as peak:
             cpu0 = time.process_time()
-            t = time.perf_counter()
-
-            def lap(name: str) -> None:
-                nonlocal t
-                now = time.perf_counter()
-                times[name] = now - t
-                t = now
-
-            self.optimizer.zero_grad(set_to_none=True)
-            with autocast:
-                logits = self.model(self.image)
-            lap("forward")
-            loss_seg = self.seg_loss(logits, self.seeds)
-            lap("loss_seg")
-            if self.variant.crf_threads is not None:
-                threads = torch.get_num_threads()
-                torch.set_num_threads(self.variant.crf_threads)
-                try:
-                    loss_crf = self.crf_loss(logits, self.image)
-                finally:
-                    torch.set_num_threads(threads)
-            else:
-                loss_crf = self.crf_loss(logits, self.image)
-            lap("loss_crf")
-            loss_vm = self.var_loss(logits, self.image)
-            lap("loss_vm")
-            loss = loss_seg + WEIGHT_CRF * loss_crf + WEIGHT_VM * loss_vm
-            terms = {"loss": loss.item(), "loss_seg": loss_seg.item(), "loss_crf": loss_crf.item(),
-                     "loss_vm": loss_vm.item()}
-            times["loss_seg"] += time.perf_counter() - t  # the sum and .item()s: counted with the first loss
-            t = time.perf_counter()
-            loss.backward()
-            lap("backward")
-            self.optimizer.step()
-            lap("optimizer")
+            t0 = time.perf_counter()
+            with _timing_backward(self.times):
+                values = self.bench.step()
+            total = time.perf_counter() - t0
             cpu = time.process_time() - cpu0
-        return {**times, "total": sum(times.values()), "cpu": cpu, "peak_mib": peak["peak_mib"], "terms": terms}
+        times = {p: self.times.get(p, 0.0) for p in PHASES if p not in ("rest",)}
+        inner = times["forward"] + times["loss_seg"] + times["loss_crf"] + times["loss_vm"]
+        times["rest"] = total - inner - times["backward"] - times["optimizer"]
+        terms = {k: values[k] for k in ("loss", "loss_seg", "loss_crf", "loss_vm")}
+        return {**times, "total": total, "cpu": cpu, "peak_mib": peak["peak_mib"], "terms": terms}
 
     def logits(self) -> torch.Tensor:
         """Logits of the current model (no gradient), float32, contiguous."""
+        image = self.bench.batch["image"]
         with torch.no_grad(), self.settings():
             with torch.autocast("cpu", dtype=torch.bfloat16, enabled=self.variant.cpu_bf16_autocast):
-                out = self.model(self.image)
+                out = self.model(image)
         return out.float().contiguous()
+
+
+@contextlib.contextmanager
+def _threads(n: int) -> Iterator[None]:
+    old = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(old)
+
+
+@contextlib.contextmanager
+def _timing_backward(times: dict[str, float]) -> Iterator[None]:
+    """Time the engine's backward as ``TrainingBench.step`` calls it."""
+    import benchmarks._common as common
+
+    original = common._backward
+    common._backward = _Timed(original, times, "backward")
+    try:
+        yield
+    finally:
+        common._backward = original
 
 
 def run_steps(runners: Sequence[StepRunner], repeats: int, warmup: int,
@@ -389,6 +364,8 @@ def main(argv: list[str] | None = None) -> str:
     p.add_argument("--warmup", type=int, default=1, help="untimed rounds first")
     p.add_argument("--threads", type=positive_int, default=2, help="torch CPU threads")
     p.add_argument("--variants", nargs="+", default=list(DEFAULT_VARIANTS), choices=sorted(VARIANTS))
+    p.add_argument("--compile_backend", default="inductor", choices=COMPILE_BACKENDS,
+                   help="torch.compile backend of the fast+compile variant")
     p.add_argument("--no_losses", dest="losses", action="store_false", help="skip the losses-alone table")
     p.add_argument("--data", action="store_true", help="also benchmark patch loading (needs torchio, SimpleITK)")
     p.add_argument("--data_subjects", type=positive_int, default=4, help="synthetic subjects for --data")
@@ -400,6 +377,10 @@ def main(argv: list[str] | None = None) -> str:
         raise ValueError(f"--down_size {args.down_size} must not exceed --size {args.size} in any axis")
     if any(s % 16 for s in args.size):
         raise ValueError(f"--size must be divisible by 16 in every axis, got {args.size}")
+    if "fast+cpu_bf16_autocast" in args.variants and not cpu_native_bf16():
+        print("fast+cpu_bf16_autocast skipped: this CPU has no native bf16 (AVX512-BF16/AMX), PyTorch would "
+              "emulate it (~40x slower than float32)", flush=True)
+        args.variants = [v for v in args.variants if v != "fast+cpu_bf16_autocast"]
     torch.set_num_threads(args.threads)
     out: list[str] = []
 
@@ -407,14 +388,15 @@ def main(argv: list[str] | None = None) -> str:
         print(text, flush=True)
         out.append(text)
 
-    emit(f"CPU, {args.threads} threads, torch {torch.__version__}; U_Net2D5 batch 1, patch {'x'.join(map(str, args.size))}, "
-         f"mCRF at {'x'.join(map(str, args.down_size))} radius {args.radius}; "
+    emit(f"CPU, {args.threads} threads, torch {torch.__version__}; U_Net2D5 batch 1, patch "
+         f"{'x'.join(map(str, args.size))}, mCRF at {'x'.join(map(str, args.down_size))} radius {args.radius}; "
          f"{args.repeats} timed rounds after {args.warmup} warm-up, round-robin over the variants")
     data = None
     if args.data:
         data = bench_data(args.size, args.data_subjects, args.data_repeats)
     batch = synthetic_batch(args.size)
-    runners = [StepRunner(VARIANTS[name], batch, args.down_size, args.radius) for name in args.variants]
+    runners = [StepRunner(VARIANTS[name], batch, args.down_size, args.radius, backend=args.compile_backend)
+               for name in args.variants]
     losses = None
     if args.losses:
         fast_runner = next((r for r in runners if r.variant.name == "fast"), runners[0])
@@ -443,7 +425,8 @@ def main(argv: list[str] | None = None) -> str:
     if data is not None:
         step = _median(results["fast"], "total") if "fast" in results else _median(results[args.variants[0]], "total")
         emit(f"\n[data] PatchDataset + collate, {args.data_subjects} synthetic subjects "
-             f"{'x'.join(map(str, args.size))} (image float32 + seeds uint8, .nii.gz), cache {data['cached_mib']:.0f} MiB")
+             f"{'x'.join(map(str, args.size))} (image float32 + seeds uint8, .nii.gz), "
+             f"cache {data['cached_mib']:.0f} MiB")
         head = f"{'load':<28} {'median s':>9} {'min s':>8} {'of a step':>10}"
         emit(head + "\n" + "-" * len(head))
         emit(f"{'first (decode+preprocess)':<28} {data['first_median']:>9.4f} {min(data['first']):>8.4f} "

@@ -1,9 +1,12 @@
 #!/usr/bin/env bash
-# GPU check of the stage-1 step, the SCM step and the mCRF loss, fp32 vs amp, then the CUDA tests.
-# Needs only torch + numpy + pytest in $PYTHON (default python3). Output is also written to
-# $OUT/gpu_check.txt when $OUT is set. Extra arguments go to benchmarks/gpu_check.py, e.g.
-#   bash benchmarks/gpu_check.sh                        # on the GPU machine
-#   PYTHON=.venv/bin/python bash benchmarks/gpu_check.sh --device cpu --size 32 32 16 --down_size 16 16 16 --repeats 1 --warmup 0
+# GPU session in one script: install the project's requirements around the machine's own CUDA torch,
+# then the training-step benchmark (benchmarks/bench_gpu.py: fp32/TF32, bf16, compile, channels-last,
+# batch 1 and 2, stage 1 and SCM, the projected full VS stage 1), the mCRF benchmark on CUDA and the
+# CUDA tests. Output also goes to $OUT/gpu_check.txt when $OUT is set. Extra arguments go to
+# bench_gpu.py, e.g.
+#   bash benchmarks/gpu_check.sh                          # on the GPU machine
+#   bash benchmarks/gpu_check.sh --only compile           # current + compile rows only
+#   PYTHON=.venv/bin/python SKIP_INSTALL=1 bash benchmarks/gpu_check.sh --device cpu --quick --compile_backend aot_eager
 set -u -o pipefail
 cd "$(dirname "$0")/.."
 export PYTHONUNBUFFERED=1
@@ -11,11 +14,20 @@ PY=${PYTHON:-python3}
 LOG=${OUT:-/tmp}/gpu_check.txt
 {
   echo "== environment"
-  "$PY" -m pip list 2>/dev/null | grep -i -E "^(torch|monai|torchio|numpy|pytest) " || true
   nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader 2>/dev/null || echo "no nvidia-smi"
   "$PY" -c "import torch; print('torch', torch.__version__, 'cuda', torch.version.cuda, 'available', torch.cuda.is_available())"
-  echo "== benchmarks/gpu_check.py $*"
-  "$PY" benchmarks/gpu_check.py "$@"
+  if [ -z "${SKIP_INSTALL:-}" ]; then
+    echo "== install (requirements.txt without torch, which stays the machine's CUDA build, and GeodisTK)"
+    grep -v -E '^(torch|GeodisTK)==' requirements.txt > /tmp/paseg_requirements_gpu.txt
+    "$PY" -m pip install --quiet -r /tmp/paseg_requirements_gpu.txt 2>&1 | tail -3
+    "$PY" -m pip install --quiet --no-deps --no-build-isolation -e . 2>&1 | tail -3
+  fi
+  "$PY" -m pip list 2>/dev/null | grep -i -E "^(torch|triton|monai|torchio|numpy|pytest) " || true
+  echo "== benchmarks/bench_gpu.py $*"
+  timeout 420 "$PY" benchmarks/bench_gpu.py "$@" || echo "bench_gpu.py exited with $? (124: timed out)"
+  echo "== benchmarks/bench_crf.py on CUDA"
+  timeout 60 "$PY" benchmarks/bench_crf.py --device auto --repeats 10 --warmup 2 --sizes 64x64x48 \
+    --full_sizes 128x128x48 --implementations shifts rows --no_check || echo "bench_crf.py exited with $? (124: timed out)"
   echo "== CUDA tests (skipped without a GPU)"
-  timeout 120 "$PY" -m pytest -q -p no:cacheprovider tests/test_networks.py tests/test_crf.py -k cuda
+  timeout 120 "$PY" -m pytest -q -p no:cacheprovider tests/test_networks.py tests/test_crf.py tests/test_compile.py -k cuda
 } 2>&1 | tee "$LOG"
