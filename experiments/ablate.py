@@ -415,6 +415,7 @@ def _call_in_process(command: list[str], log: Path, threads: int) -> None:
 
     module = importlib.import_module({"inference.py": "inference", "scores.py": "utilities.scores"}[Path(command[1]).name])
     torch.set_num_threads(threads)
+    log.parent.mkdir(parents=True, exist_ok=True)
     with open(log, "a", encoding="utf-8") as fh, contextlib.redirect_stdout(fh), contextlib.redirect_stderr(fh):
         fh.write(f"\n$ {shlex.join(command)}\n")
         try:
