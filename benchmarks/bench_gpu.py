@@ -102,7 +102,7 @@ def not_applicable(row: Row, device: torch.device, backend: str) -> str | None:
         if row.mode == "reduce-overhead":
             return "skipped: CUDA graphs, CUDA only"
     if row.compile:
-        reason = compile_unavailable(device, backend)
+        reason = compile_unavailable(device, backend, training=True)
         if reason:
             return f"skipped: {reason}"
     return None
@@ -160,7 +160,7 @@ def validation_seconds(args: argparse.Namespace, device: torch.device, compile: 
     torch.manual_seed(0)
     from utilities.compile import maybe_compile
 
-    model = maybe_compile(get_network("U_Net2D5", 1, 2).to(device), compile, device, args.compile_backend)
+    model = maybe_compile(get_network("U_Net2D5", 1, 2).to(device).eval(), compile, device, args.compile_backend)
     volume = synthetic_batch(args.val_size, 1, seed=1)
     batch = {"image": volume["image"], "label": (volume["seeds"] == 1).to(torch.uint8), "subject": ["case"]}
     amp_ = Amp(amp, device)

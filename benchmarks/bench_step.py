@@ -53,7 +53,7 @@ import torch
 
 from benchmarks._common import cpu_native_bf16, peak_tracker, stage1_bench, synthetic_batch
 from utilities.cli import positive_int
-from utilities.compile import COMPILE_BACKENDS
+from utilities.compile import COMPILE_BACKENDS, compile_unavailable
 from utilities.crf_reference import unfold_multiview_crf
 from utilities.losses import MultiViewGatedCRFLoss, PartialDiceCELoss, VarianceLoss
 
@@ -381,6 +381,10 @@ def main(argv: list[str] | None = None) -> str:
         print("fast+cpu_bf16_autocast skipped: this CPU has no native bf16 (AVX512-BF16/AMX), PyTorch would "
               "emulate it (~40x slower than float32)", flush=True)
         args.variants = [v for v in args.variants if v != "fast+cpu_bf16_autocast"]
+    reason = compile_unavailable(torch.device("cpu"), args.compile_backend, training=True)
+    if "fast+compile" in args.variants and reason:
+        print(f"fast+compile skipped: {reason}", flush=True)
+        args.variants = [v for v in args.variants if v != "fast+compile"]
     torch.set_num_threads(args.threads)
     out: list[str] = []
 

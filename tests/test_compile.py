@@ -57,7 +57,7 @@ def test_stage1_compiled_aot_eager_same_losses_and_checkpoint(data, tmp_path):
 @pytest.mark.skipif(not os.environ.get("PASEG_SLOW_TESTS"),
                     reason="TorchInductor compiles C++ kernels for 1-2 min on a cold cache; set PASEG_SLOW_TESTS=1")
 def test_stage1_compiled_inductor_same_losses(data, tmp_path, caplog):
-    reason = compile_unavailable(torch.device("cpu"), "inductor")
+    reason = compile_unavailable(torch.device("cpu"), "inductor", training=True)
     if reason is not None:  # the fallback: one warning line, the eager run
         with caplog.at_level(logging.WARNING, logger="paseg"):
             _stage1(data, tmp_path / "fallback", "--compile")
@@ -104,6 +104,23 @@ def test_compile_unavailable_reasons(backend, reason):
     if NO_DYNAMO:
         pytest.skip("torch.compile is not supported by this Python/torch build")
     assert compile_unavailable(torch.device("cpu"), backend) == reason
+
+
+def test_inductor_on_cpu_compiles_inference_but_not_training(monkeypatch):
+    """TorchInductor's CPU backward gave zero weight gradients at 64x64x48 (torch 2.13): a model
+    in training mode stays eager on CPU; one in eval mode (inference, teachers) is compiled."""
+    if NO_DYNAMO:
+        pytest.skip("torch.compile is not supported by this Python/torch build")
+    monkeypatch.setattr(compile_mod, "_cpp_compiler", lambda: "g++")
+    cpu = torch.device("cpu")
+    assert compile_unavailable(cpu, "inductor", training=False) is None
+    reason = compile_unavailable(cpu, "inductor", training=True)
+    assert reason.startswith("TorchInductor's CPU backward gave wrong (zero) weight gradients")
+    assert compile_unavailable(cpu, "aot_eager", training=True) is None
+    student = get_network("U_Net2D5", 1, 2)
+    assert maybe_compile(student, True, cpu)._compiled_call_impl is None
+    teacher = get_network("U_Net2D5", 1, 2).eval()
+    assert maybe_compile(teacher, True, cpu)._compiled_call_impl is not None
 
 
 def test_unknown_backend_is_a_value_error():

@@ -7,6 +7,13 @@ unchanged; only its forward runs through TorchDynamo and the chosen backend. Whe
 cannot work on this machine (TorchInductor needs a C++ compiler on CPU and Triton on CUDA;
 TorchDynamo needs a supported Python), it logs one WARNING line and leaves the module eager, so a
 ``--compile`` run never fails for want of a toolchain.
+
+TorchInductor on CPU is used for inference only: in torch 2.13 (CPU build) its compiled backward
+of U_Net2D5 returned zero gradients for most weights at 64×64×48 and 128×128×48 (correct at
+32×32×16; the forward agrees to 2e-6), so a model in training mode on CPU is left eager, with
+the warning; ``--compile_backend aot_eager`` still compiles it (correct gradients, no speed-up).
+``benchmarks/bench_gpu.py`` checks the losses of the compiled path against the eager one on every
+device (its ``loss rel diff`` column).
 """
 from __future__ import annotations
 
@@ -36,8 +43,9 @@ def _cpp_compiler() -> str | None:
         return shutil.which("g++") or shutil.which("c++") or shutil.which("clang++")
 
 
-def compile_unavailable(device: torch.device, backend: str = "inductor") -> str | None:
-    """Why ``torch.compile(backend=backend)`` cannot run on ``device`` here, or None if it can."""
+def compile_unavailable(device: torch.device, backend: str = "inductor", training: bool = False) -> str | None:
+    """Why ``torch.compile(backend=backend)`` cannot run on ``device`` here (for a model that is
+    ``training``, i.e. whose backward is compiled too), or None if it can."""
     if backend not in COMPILE_BACKENDS:
         raise ValueError(f"--compile_backend must be one of {', '.join(COMPILE_BACKENDS)}, got {backend!r}")
     if not hasattr(torch, "compile") or not torch._dynamo.is_dynamo_supported():
@@ -46,6 +54,10 @@ def compile_unavailable(device: torch.device, backend: str = "inductor") -> str 
         return f"the cudagraphs backend needs a CUDA device, not {device}"
     if backend == "inductor" and device.type == "cpu" and _cpp_compiler() is None:
         return "TorchInductor needs a C++ compiler on CPU (g++ or $CXX) and none was found"
+    if backend == "inductor" and device.type == "cpu" and training:
+        return ("TorchInductor's CPU backward gave wrong (zero) weight gradients for these networks at 64x64x48 "
+                f"and larger in torch {torch.__version__.split('+')[0]}, so training on CPU is not compiled "
+                "(--compile_backend aot_eager compiles without code generation)")
     if backend == "inductor" and device.type == "cuda":
         from torch.utils._triton import has_triton
 
@@ -61,12 +73,13 @@ def maybe_compile(model: nn.Module, enabled: bool, device: torch.device, backend
     The first call of each input shape and mode (train/eval, grad/no-grad) compiles, which takes
     tens of seconds to minutes for a U-Net on CPU (once per process; TorchInductor caches kernels
     on disk between runs); later calls reuse the code. ``mode`` is passed to ``torch.compile``
-    (e.g. ``"max-autotune-no-cudagraphs"``). When :func:`compile_unavailable` gives a reason,
-    logs ``--compile: <reason>; running the network uncompiled`` and returns the eager model.
+    (e.g. ``"max-autotune-no-cudagraphs"``). When :func:`compile_unavailable` gives a reason
+    (for a model in training mode: its backward too), logs ``--compile: <reason>; running the
+    network uncompiled`` and returns the eager model.
     """
     if not enabled:
         return model
-    reason = compile_unavailable(device, backend)
+    reason = compile_unavailable(device, backend, training=model.training)
     if reason is not None:
         logger.warning("--compile: %s; running the network uncompiled", reason)
         return model
