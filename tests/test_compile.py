@@ -54,15 +54,18 @@ def test_stage1_compiled_aot_eager_same_losses_and_checkpoint(data, tmp_path):
 
 
 @needs_dynamo
-@pytest.mark.skipif(not os.environ.get("PASEG_SLOW_TESTS"),
-                    reason="TorchInductor compiles C++ kernels for 1-2 min on a cold cache; set PASEG_SLOW_TESTS=1")
-def test_stage1_compiled_inductor_same_losses(data, tmp_path, caplog):
+def test_stage1_compile_inductor_cpu_falls_back_or_matches(data, tmp_path, capfd):
+    """``--compile`` (TorchInductor) on CPU: where training is not compiled (torch 2.13, see
+    utilities/compile.py) one warning line and the eager run; elsewhere the same losses."""
     reason = compile_unavailable(torch.device("cpu"), "inductor", training=True)
-    if reason is not None:  # the fallback: one warning line, the eager run
-        with caplog.at_level(logging.WARNING, logger="paseg"):
-            _stage1(data, tmp_path / "fallback", "--compile")
-        assert any(r.getMessage().startswith("--compile: ") for r in caplog.records)
+    if reason is not None:
+        _stage1(data, tmp_path / "fallback", "--compile")
+        out = capfd.readouterr()
+        lines = [line for line in (out.out + out.err).splitlines() if "--compile: " in line]
+        assert len(lines) == 1 and lines[0].endswith(f"--compile: {reason}; running the network uncompiled")
         return
+    if not os.environ.get("PASEG_SLOW_TESTS"):
+        pytest.skip("TorchInductor compiles C++ kernels for 1-2 min on a cold cache; set PASEG_SLOW_TESTS=1")
     _same_run(data, tmp_path, "inductor")
 
 
