@@ -19,8 +19,8 @@ import torch
 from tqdm import tqdm
 
 from networks import NETWORKS, get_network
-from utilities.cli import (add_common_args, add_compile_args, check_spatial_shape, positive_int, resolve_device,
-                           setup_logger, show_progress)
+from utilities.cli import (add_common_args, add_compile_args, check_network_shape, check_spatial_shape, positive_int,
+                           resolve_device, setup_logger, show_progress)
 from utilities.data import ImageSource, load_phase, make_volume_loader
 from utilities.io import prediction_path, save_nifti
 from utilities.splits import PHASES
@@ -132,6 +132,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> list[Path]:
     args = build_parser().parse_args(argv)
     spatial_shape = check_spatial_shape(args.spatial_shape)
+    check_network_shape(args.network, spatial_shape)
     if not 0 <= args.sw_overlap < 1:
         raise ValueError(f"--sw_overlap must be in [0, 1), got {args.sw_overlap}")
     device = resolve_device(args.device)

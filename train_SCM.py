@@ -26,8 +26,8 @@ from torch import nn
 from networks import NETWORKS, get_network
 from utilities.checkpoints import TrainingState, load_model_weights
 from utilities.compile import prepare_network
-from utilities.cli import (add_common_args, add_data_args, add_training_args, check_spatial_shape, data_config,
-                           positive_float, positive_int, run_options)
+from utilities.cli import (add_common_args, add_data_args, add_training_args, check_network_shape, check_spatial_shape,
+                           data_config, positive_float, positive_int, run_options)
 from utilities.data import TrainingData, load_training_data
 from utilities.distributed import wrap_ddp
 from utilities.engine import (BestCheckpoint, Callback, CollapseWatch, FitConfig, LossPart, StepInfo, StepOutput,
@@ -73,6 +73,8 @@ def check_args(args: argparse.Namespace) -> None:
         raise ValueError(f"--weight_kd must be in [0, 1], got {args.weight_kd}")
     if not 0 <= args.sw_overlap < 1:
         raise ValueError(f"--sw_overlap must be in [0, 1), got {args.sw_overlap}")
+    for network in dict.fromkeys((args.network1, args.network2)):
+        check_network_shape(network, args.spatial_shape)
 
 
 def pretrained_path(folder: str | Path, network: str, which: str) -> Path:

@@ -22,8 +22,9 @@ import torch
 from networks import NETWORKS, get_network
 from utilities.checkpoints import TrainingState, load_model_weights
 from utilities.compile import prepare_network
-from utilities.cli import (add_common_args, add_data_args, add_training_args, check_spatial_shape, data_config,
-                           nonnegative_float, nonnegative_int, positive_float, positive_int, run_options)
+from utilities.cli import (add_common_args, add_data_args, add_training_args, check_network_shape, check_spatial_shape,
+                           data_config, nonnegative_float, nonnegative_int, positive_float, positive_int,
+                           rampup_warning, run_options, setup_logger)
 from utilities.data import TrainingData, load_training_data
 from utilities.distributed import wrap_ddp
 from utilities.engine import (BestCheckpoint, Callback, CollapseWatch, FitConfig, LossPart, StepInfo, StepOutput,
@@ -84,6 +85,13 @@ def check_args(args: argparse.Namespace) -> None:
         raise ValueError(f"--kernel_radius must start with a positive radius, got {args.kernel_radius}")
     if not 0 <= args.sw_overlap < 1:
         raise ValueError(f"--sw_overlap must be in [0, 1), got {args.sw_overlap}")
+    if args.weight_gatedcrf > 0 and sum(d == 1 for d in args.down_size) >= 2:
+        raise ValueError(f"--down_size {args.down_size} leaves an mCRF view of a single pixel, whose loss is 0; "
+                         "use sizes of at least 2 (or --weight_gatedcrf 0 to train without the mCRF)")
+    check_network_shape(args.network, args.spatial_shape)
+    warning = rampup_warning(args.rampup_epochs, args.max_epochs, args.warmup_epochs)
+    if warning and (args.weight_gatedcrf > 0 or args.weight_variance > 0):
+        setup_logger(None).warning(warning)
 
 
 def ramp_weight(info: StepInfo, rampup_epochs: int, warmup_epochs: int = 0, unit: str = "epoch") -> float:

@@ -45,6 +45,7 @@ import numpy as np
 import SimpleITK as sitk
 
 from utilities.cli import LOGGER_NAME, setup_logger
+from utilities.grid import Grid, check_same_grid
 from utilities.io import atomic_path, ensure_writable_dir, read_image, save_text, write_image
 from utilities.splits import read_split, subjects_of
 
@@ -56,8 +57,6 @@ logger = logging.getLogger(LOGGER_NAME)
 SEED_LABELS = {"background": 0, "lesion": 1, "ignore": 2}
 FULL_LABELS = {"background": 0, "lesion": 1}
 FILE_ENDING = ".nii.gz"
-#: Tolerance on spacing, direction (absolute) and origin (mm) of a label against its image.
-GEOMETRY_TOL = 1e-4
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]*$")
 
 
@@ -67,20 +66,8 @@ def dataset_folder(output_dir: str | os.PathLike, dataset_id: int, dataset_name:
 
 
 def _check_grid(label: sitk.Image, label_path: Path, image_path: Path) -> None:
-    reader = sitk.ImageFileReader()
-    reader.SetFileName(str(image_path))
-    reader.ReadImageInformation()
-    checks = (("size", label.GetSize(), reader.GetSize(), 0.0),
-              ("spacing", label.GetSpacing(), reader.GetSpacing(), GEOMETRY_TOL),
-              ("direction", label.GetDirection(), reader.GetDirection(), GEOMETRY_TOL),
-              ("origin", label.GetOrigin(), reader.GetOrigin(),
-               GEOMETRY_TOL * max(1.0, float(np.max(np.abs(reader.GetOrigin()))))))
-    for name, got, want, tol in checks:
-        if len(got) != len(want) or not np.allclose(got, want, rtol=0.0, atol=tol):
-            raise ValueError(f"label {label_path} has {name} {[round(float(v), 4) for v in got]} but image "
-                             f"{image_path} has {[round(float(v), 4) for v in want]}; nnU-Net needs labels on the "
-                             "image's grid "
-                             "(re-run the geodesic expansion on these images)")
+    check_same_grid(Grid.read(image_path), image_path, "image", Grid.of(label), label_path, "label",
+                    "nnU-Net needs labels on the image's grid (re-run the geodesic expansion on these images)")
 
 
 def _label_array(image: sitk.Image, path: Path, labels: str) -> np.ndarray:

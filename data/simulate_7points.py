@@ -41,8 +41,9 @@ import SimpleITK as sitk
 from scipy import ndimage
 from tqdm import tqdm
 
-from utilities.cli import LOGGER_NAME, nonnegative_float, positive_int, setup_logger
-from utilities.io import ensure_writable_dir, read_image, write_like
+from utilities.cli import LOGGER_NAME, nonnegative_float, positive_int, setup_logger, show_progress
+from utilities.grid import subject_path
+from utilities.io import check_label_values, ensure_writable_dir, read_image, write_like
 from utilities.splits import PHASES, subjects_of
 
 __all__ = ["MAX_INSTANCES_LIMIT", "simulate_points", "subject_rng", "simulate_dataset", "main"]
@@ -204,18 +205,19 @@ def simulate_dataset(dataset_split: str | os.PathLike, path_labels: str | os.Pat
     subjects = subjects_of(dataset_split, phase)
     if not subjects:
         raise ValueError(f"split file {dataset_split} lists no subjects" + (f" of phase {phase}" if phase else ""))
-    labels = {s: Path(path_labels) / f"{s}_{label_postfix}.nii.gz" for s in subjects}
+    labels = {s: subject_path(path_labels, s, label_postfix) for s in subjects}
     missing = [str(p) for p in labels.values() if not p.is_file()]
     if missing:
         raise FileNotFoundError(f"{len(missing)} label file(s) listed by {dataset_split} are missing: "
                                 f"{', '.join(missing)}")
     out_dir = ensure_writable_dir(path_anno_7points)
     written = []
-    for subject in tqdm(subjects, desc="7-point annotations", unit="subject"):
+    for subject in tqdm(subjects, desc="7-point annotations", unit="subject", disable=not show_progress()):
         label = read_image(labels[subject], what="label")
+        check_label_values(sitk.GetArrayViewFromImage(label), labels[subject], "label")
         points = simulate_points(sitk.GetArrayViewFromImage(label), label.GetSpacing()[::-1], max_instances, jitter_mm,
                                  subject_rng(seed, subject), name=f"{subject} ({labels[subject]})")
-        path = out_dir / f"{subject}_{anno_7points_postfix}.nii.gz"
+        path = subject_path(out_dir, subject, anno_7points_postfix)
         write_like(points, label, path)
         written.append(path)
     logger.info("wrote %d annotation(s) to %s", len(written), out_dir)

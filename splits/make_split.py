@@ -110,6 +110,11 @@ def write_split(split: pd.DataFrame, path: str | os.PathLike) -> None:
     save_csv(split[["subject", "phase"]], path, header=False)
     counts = split["phase"].value_counts()
     logger.info("wrote %s: %s", path, ", ".join(f"{p} {int(counts.get(p, 0))}" for p in PHASES))
+    empty = [p for p in ("training", "validation") if not counts.get(p, 0)]
+    if empty:
+        logger.warning("%s has no %s case (of %d): both training scripts refuse such a split; use more images "
+                       "or other --ratios (at least one training and one validation case)", path,
+                       " and no ".join(empty), len(split))
 
 
 def main(argv: list[str] | None = None) -> pd.DataFrame:

@@ -19,12 +19,16 @@ PERMUTED = (0.0, 1.0, 0.0, 1.0, 0.0, 0.0, 0.0, 0.0, 1.0)
 
 
 @pytest.mark.parametrize("which, change, message", [
-    ("seeds", "shape", r"expanded-seed label {path} has shape \(32, 32, 12\) but image {image} has \(32, 32, 16\); "
-                       r"they must be on the same voxel grid"),
-    ("seeds", "spacing", r"expanded-seed label {path} has spacing \(0\.5, 0\.5, 3\.0\) but image {image} has "
-                         r"\(0\.5, 0\.5, 1\.5\); resample it onto the image grid"),
-    ("label", "orientation", r"label {path} has orientation/origin PLS \(-1\.0, 2\.0, 3\.0\) but image {image} has "
-                             r"LPS \(-1\.0, 2\.0, 3\.0\) \(RAS mm\); they must share the image's geometry"),
+    # one check (utilities.grid.check_same_grid), one message: "<file> has <property> <value> but image <file> has ..."
+    ("seeds", "shape", r"expanded-seed label {path} has size \[32, 32, 12\] but image {image} has \[32, 32, 16\]; "
+                       r"resample it onto the image's voxel grid"),
+    ("seeds", "spacing", r"expanded-seed label {path} has spacing \[0\.5, 0\.5, 3\.0\] but image {image} has "
+                         r"\[0\.5, 0\.5, 1\.5\]; resample it onto the image's voxel grid"),
+    ("label", "orientation", r"label {path} has orientation \[0\.0, 1\.0, 0\.0, 1\.0, 0\.0, 0\.0, 0\.0, 0\.0, 1\.0\] "
+                             r"but image {image} has \[1\.0, 0\.0, 0\.0, 0\.0, 1\.0, 0\.0, 0\.0, 0\.0, 1\.0\]; "
+                             r"resample it onto the image's voxel grid"),
+    ("label", "origin", r"label {path} has origin \[1\.0, -2\.0, 9\.0\] but image {image} has \[1\.0, -2\.0, 3\.0\]; "
+                        r"resample it onto the image's voxel grid"),
     ("anno", "shape", r"image {image} has size \[32, 32, 16\] but annotation {path} has \[32, 32, 12\]; they must "
                       r"be on the same voxel grid \(annotated points may lie outside the image\): resample one of "
                       r"them onto the other's grid"),
@@ -40,7 +44,8 @@ def test_files_on_another_grid_refused(data, tmp_path, which, change, message):
                                 "anno": ("annotation_7points", "7points", "vs_gk_1")}[which]
     path = data[folder] / f"{subject}_{postfix}.nii.gz"
     array = sitk.GetArrayFromImage(sitk.ReadImage(str(path)))
-    kwargs = {"shape": {}, "spacing": {"spacing": (0.5, 0.5, 3.0)}, "orientation": {"direction": PERMUTED}}[change]
+    kwargs = {"shape": {}, "spacing": {"spacing": (0.5, 0.5, 3.0)}, "orientation": {"direction": PERMUTED},
+              "origin": {"origin": (1.0, -2.0, 9.0)}}[change]
     write(array[:12] if change == "shape" else array, path, **kwargs)
     image = data["image_crop"] / f"{subject}_T2.nii.gz"
     with pytest.raises(ValueError) as err:

@@ -39,6 +39,8 @@ __all__ = [
     "positive_float",
     "nonnegative_float",
     "check_spatial_shape",
+    "check_network_shape",
+    "rampup_warning",
 ]
 
 LOGGER_NAME = "paseg"
@@ -189,6 +191,35 @@ def check_spatial_shape(shape: Sequence[int], flag: str = "--spatial_shape", mul
     if any(s % multiple for s in shape):
         raise ValueError(f"{flag} must be divisible by {multiple} in every axis, got {list(shape)}")
     return shape
+
+
+def check_network_shape(network: str, shape: Sequence[int], flag: str = "--spatial_shape") -> None:
+    """Run ``network`` on an input of ``shape`` on the meta device (no memory, no compute) so an
+    input too small for its poolings is refused with the flag named, before anything is written."""
+    from networks import get_network
+
+    with torch.device("meta"):
+        model = get_network(network, 1, 2)
+    try:
+        with torch.no_grad():
+            model(torch.zeros(1, 1, *shape, device="meta"))
+    except (ValueError, RuntimeError) as e:
+        reason = (str(e).strip().splitlines() or [type(e).__name__])[0]
+        raise ValueError(f"{flag} {list(shape)} does not fit {network}: {reason}; use larger sizes "
+                         "(e.g. at least 32 in two axes)") from None
+
+
+def rampup_warning(rampup_epochs: int, max_epochs: int, warmup_epochs: int = 0) -> str | None:
+    """The warning for a ramp-up that does not end within the run (the CRF/VM weights would
+    stay below their value for every epoch), or ``None``."""
+    from utilities.schedules import sigmoid_rampup
+
+    if rampup_epochs <= 0 or warmup_epochs + rampup_epochs < max_epochs:
+        return None
+    last = sigmoid_rampup(max(max_epochs - 1 - warmup_epochs, 0), rampup_epochs)
+    return (f"--rampup_epochs {rampup_epochs} (after --warmup_epochs {warmup_epochs}) does not end within "
+            f"--max_epochs {max_epochs}: the CRF and VM weights reach only {last:.3f} of their value by the last "
+            f"epoch; lower --rampup_epochs (the default 30 needs at least {warmup_epochs + 31} epochs)")
 
 
 def setup_logger(log_dir: str | os.PathLike | None, name: str = "log", rank: int = 0) -> logging.Logger:

@@ -22,9 +22,9 @@ from __future__ import annotations
 import logging
 import os
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Mapping, Sequence
 
+import nibabel as nib
 import numpy as np
 import torch
 import torchio as tio
@@ -32,7 +32,8 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 from torch.utils.data.distributed import DistributedSampler
 
 from utilities.distributed import DistContext, shard_indices
-from utilities.io import check_voxels, count_nonfinite
+from utilities.grid import Grid, check_same_grid, missing_files, subject_path
+from utilities.io import check_label_values, check_voxels, count_nonfinite
 from utilities.splits import read_split, subjects_of
 
 __all__ = [
@@ -43,6 +44,8 @@ __all__ = [
     "make_subjects",
     "count_nonfinite",
     "check_subject",
+    "check_intensities",
+    "check_training_seeds",
     "preprocess_transform",
     "training_transform",
     "SubjectCache",
@@ -61,7 +64,6 @@ __all__ = [
 logger = logging.getLogger("paseg")
 
 FLIP_PROBABILITY = 0.2
-GEOMETRY_TOLERANCE = 1e-3
 #: Values of an expanded-seed label (key ``seeds``): background, foreground, unknown.
 SEED_VALUES = (0, 1, 2)
 
@@ -78,20 +80,14 @@ class ImageSource:
     flags: str = ""  # the command-line flags that set folder and postfix, for messages
 
 
-def image_path(folder: str | os.PathLike, subject: str, postfix: str) -> Path:
-    """``<folder>/<subject>_<postfix>.nii.gz``."""
-    return Path(folder) / f"{subject}_{postfix}.nii.gz"
+#: ``<folder>/<subject>_<postfix>.nii.gz`` (:func:`utilities.grid.subject_path`).
+image_path = subject_path
 
 
 def find_missing(subjects: Sequence[str], sources: Sequence[ImageSource]) -> list[str]:
-    """Every missing file, as ``"<what> <path>"`` strings."""
-    missing = []
-    for subject in subjects:
-        for src in sources:
-            path = image_path(src.folder, subject, src.postfix)
-            if not path.is_file():
-                missing.append(f"{src.what} {path}")
-    return missing
+    """Every missing file, as ``"<what> <path>"`` strings (subject by subject)."""
+    return [m for subject in subjects for src in sources
+            for m in missing_files([subject], src.folder, src.postfix, src.what)]
 
 
 def check_files(dataset_split: str | os.PathLike,
@@ -158,9 +154,26 @@ def _mm(spacing: Sequence[float]) -> tuple[float, ...]:
     return tuple(round(float(s), 4) for s in spacing)
 
 
+def _check_dimensions(image: tio.Image, what: str) -> None:
+    """One 3D volume with one channel (a 2D image or a 4D file with several channels is refused)."""
+    shape = tuple(nib.load(str(image.path)).shape) if str(image.path).endswith((".nii", ".nii.gz")) else None
+    if shape is not None:
+        while len(shape) > 3 and shape[-1] == 1:
+            shape = shape[:-1]
+        if len(shape) < 3:
+            raise ValueError(f"{what} {image.path} is {len(shape)}D (shape {list(shape)}); expected a 3D volume")
+        if len(shape) > 4:
+            raise ValueError(f"{what} {image.path} is {len(shape)}D (shape {list(shape)}); expected a 3D volume")
+    if image.data.shape[0] != 1:
+        raise ValueError(f"{what} {image.path} has {image.data.shape[0]} channels (shape {list(image.data.shape[1:])} "
+                         f"x {image.data.shape[0]}); expected a 3D volume with one channel: save each channel "
+                         "(sequence) as its own file")
+
+
 def check_subject(subject: tio.Subject, whats: Mapping[str, str] | None = None) -> None:
-    """Load every image and check: readable and complete, finite, same shape/spacing/orientation
-    as ``image``, and expanded seeds (key ``seeds``) holding only :data:`SEED_VALUES`.
+    """Load every image and check: readable and complete, finite, one 3D volume of one channel,
+    on the voxel grid of ``image`` (:func:`utilities.grid.check_same_grid`), labels holding
+    integers, and expanded seeds (key ``seeds``) holding only :data:`SEED_VALUES`.
 
     SimpleITK, TorchIO's reader, fills a truncated NIfTI file with zeros and turns NaN/Inf into
     0, so every file is also decoded with nibabel (:func:`utilities.io.check_voxels`).
@@ -173,21 +186,14 @@ def check_subject(subject: tio.Subject, whats: Mapping[str, str] | None = None) 
         what = whats.get(key, key)
         _load(image, what)
         check_voxels(image.path, what)
+        _check_dimensions(image, what)
+    ref_grid = Grid.read(ref.path, whats.get("image", "image"))
     for key, image in subject.get_images_dict(intensity_only=False).items():
         if key == "image":
             continue
         what = whats.get(key, key)
-        if image.spatial_shape != ref.spatial_shape:
-            raise ValueError(f"{what} {image.path} has shape {image.spatial_shape} but image {ref.path} has "
-                             f"{ref.spatial_shape}; they must be on the same voxel grid")
-        if not np.allclose(image.spacing, ref.spacing, rtol=GEOMETRY_TOLERANCE, atol=GEOMETRY_TOLERANCE):
-            raise ValueError(f"{what} {image.path} has spacing {_mm(image.spacing)} but image "
-                             f"{ref.path} has {_mm(ref.spacing)}; resample it onto the image grid")
-        if image.orientation != ref.orientation or not np.allclose(
-                image.affine, ref.affine, rtol=GEOMETRY_TOLERANCE, atol=max(GEOMETRY_TOLERANCE, 1e-3 * max(ref.spacing))):
-            raise ValueError(f"{what} {image.path} has orientation/origin {''.join(image.orientation)} "
-                             f"{_mm(image.affine[:3, 3])} but image {ref.path} has {''.join(ref.orientation)} "
-                             f"{_mm(ref.affine[:3, 3])} (RAS mm); they must share the image's geometry")
+        check_same_grid(ref_grid, ref.path, "image", Grid.read(image.path, what), image.path, what,
+                        "resample it onto the image's voxel grid")
         if key == "seeds":
             values = torch.unique(image.data).tolist()
             bad_values = [v for v in values if v not in SEED_VALUES]
@@ -195,6 +201,38 @@ def check_subject(subject: tio.Subject, whats: Mapping[str, str] | None = None) 
                 raise ValueError(f"{what} {image.path} holds values {bad_values[:5]}; expected only "
                                  f"{list(SEED_VALUES)} (background, foreground, unknown): re-run the geodesic "
                                  "expansion")
+        elif isinstance(image, tio.LabelMap):
+            check_label_values(image.data.numpy(), image.path, what)
+
+
+#: A z-normalised image whose central 99 % of voxels span less than this (in standard
+#: deviations) is dominated by a few extreme voxels.
+MIN_NORMALISED_SPREAD = 1e-2
+
+
+def check_intensities(raw: torch.Tensor, normalised: torch.Tensor | None, path: str | os.PathLike,
+                      what: str = "image") -> None:
+    """Refuse an image that z-normalisation cannot turn into a usable input: constant, with
+    values so large that the arithmetic overflows (NaN after normalisation), or with a few
+    extreme voxels that squeeze every other voxel to nearly one value (``normalised=None``:
+    only the checks of the raw image, before normalising)."""
+    step = max(1, raw.numel() // 1_000_000)
+    sample = raw.flatten()[::step].double()
+    if float(raw.min()) == float(raw.max()):
+        raise ValueError(f"{what} {path} is constant ({float(raw.min()):g} everywhere); it holds no image to learn "
+                         "from or segment")
+    if normalised is None:
+        return
+    if not bool(torch.isfinite(normalised).all()):
+        raise ValueError(f"{what} {path} holds values up to {float(raw.abs().max()):.3g}, too large to normalise "
+                         "in float32 (the result is NaN); rescale it (e.g. fix its scale factor) and re-export it")
+    norm = normalised.flatten()[::step].double()
+    q = torch.quantile(norm, torch.tensor([0.005, 0.995], dtype=torch.float64))
+    if float(q[1] - q[0]) < MIN_NORMALISED_SPREAD:
+        p995 = float(torch.quantile(sample, 0.995))
+        raise ValueError(f"{what} {path}: a few extreme voxels (up to {float(raw.max()):.3g}, while 99.5 % of the "
+                         f"voxels are at most {p995:.3g}) dominate the z-normalisation and leave every other voxel "
+                         "at nearly one value; clip or fix those voxels and re-export it")
 
 
 def preprocess_transform() -> tio.Transform:
@@ -250,8 +288,11 @@ class SubjectCache:
         if subject.load is not None:
             subject = _fresh_copy(subject)
         check_subject(subject, self.whats)
+        raw = subject["image"].data
+        check_intensities(raw, None, subject["image"].path, self.whats.get("image", "image"))
         with torch.random.fork_rng(devices=[]):  # TorchIO draws a number per transform: not from ours
             subject = self.preprocess(subject)
+        check_intensities(raw, subject["image"].data, subject["image"].path, self.whats.get("image", "image"))
         size = _nbytes(subject)
         if self.cached_bytes + size <= self.budget:
             self._cache[index] = subject
@@ -448,5 +489,25 @@ def load_training_data(config: DataConfig, train_keys: Sequence[str]) -> Trainin
     val_required, val_optional = config.validation_sources()
     check_files(config.dataset_split, [("training", train_sources), ("validation", val_required)])
     train = load_phase(config.dataset_split, "training", train_sources, cache_gb=config.cache_gb)
+    if "seeds" in train_keys:
+        check_training_seeds(train)
     val = load_phase(config.dataset_split, "validation", val_required, val_optional, cache_gb=config.cache_gb)
     return TrainingData(train, val)
+
+
+def check_training_seeds(cache: SubjectCache) -> None:
+    """Training from expanded seeds needs annotated voxels: a case whose seeds are all unknown
+    (2) adds nothing (a WARNING names it); when no training case has a foreground seed (1) the
+    network can only learn background, so that is an error."""
+    foreground = 0
+    for index in range(len(cache)):
+        seeds = cache.get(index)["seeds"]
+        fg = int((seeds.data == 1).sum())
+        foreground += fg
+        if fg == 0 and not bool((seeds.data == 0).any()):
+            logger.warning("expanded-seed label %s has no annotated voxel (every voxel is 2, unknown): this case "
+                           "adds nothing to the training; re-run the geodesic expansion for it", seeds.path)
+    if foreground == 0:
+        raise ValueError(f"none of the {len(cache)} training case(s) has a foreground voxel (1) in its expanded "
+                         f"seeds (e.g. {cache.get(0)['seeds'].path}): the network would learn background only; "
+                         "check --path_geodesic_labels or re-run the geodesic expansion")

@@ -36,7 +36,8 @@ import pandas as pd
 import SimpleITK as sitk
 from tqdm import tqdm
 
-from utilities.cli import log_args, positive_int, setup_logger
+from utilities.cli import log_args, positive_int, setup_logger, show_progress
+from utilities.grid import GRID_TOLERANCE, missing_files, subject_path
 from utilities.io import ensure_writable_dir, read_image, save_csv, write_like
 from utilities.metrics import overlap_metrics
 from utilities.splits import PHASES, read_split, subjects_of
@@ -57,8 +58,9 @@ __all__ = [
 LESIONS: tuple[tuple[int, int], ...] = ((1, 2), (3, 4))
 #: Forward/backward raster-scan passes given to GeodisTK.
 RASTER_SCAN_ITERATIONS = 4
-#: Relative tolerance when comparing the spacing and orientation of two images.
-GEOMETRY_RTOL = 1e-4
+#: The one grid tolerance of the project (:data:`utilities.grid.GRID_TOLERANCE`): spacing
+#: (relative), direction cosines (absolute), origin (fraction of the largest voxel size).
+GEOMETRY_RTOL = GRID_TOLERANCE
 #: Background (extreme) points a lesion needs: one beyond each end of each axis.
 BACKGROUND_POINTS = 6
 
@@ -229,8 +231,7 @@ def output_folder(path_geodesic: str | os.PathLike, weight: float, threshold: fl
     return Path(path_geodesic) / f"weight{float(weight)}_threshold{float(threshold)}"
 
 
-def _file(folder: str | os.PathLike, subject: str, postfix: str) -> Path:
-    return Path(folder) / f"{subject}_{postfix}.nii.gz"
+_file = subject_path  # <folder>/<subject>_<postfix>.nii.gz
 
 
 @dataclass(frozen=True)
@@ -271,8 +272,7 @@ def _compare_geometry(ref: _Header, ref_path: Path, other: _Header, other_path: 
         raise ValueError(f"{what} {other_path} has orientation {[round(float(v), 4) + 0.0 for v in other.direction]} "
                          f"but {ref_what} {ref_path} has {[round(float(v), 4) + 0.0 for v in ref.direction]}; "
                          "reorient one of them")
-    scale = max(1.0, float(np.max(np.abs(ref.origin))))
-    if not np.allclose(other.origin, ref.origin, rtol=0.0, atol=GEOMETRY_RTOL * scale):
+    if not np.allclose(other.origin, ref.origin, rtol=0.0, atol=GEOMETRY_RTOL * max(ref.spacing)):
         return [f"{what} {other_path} has origin {list(other.origin)} but {ref_what} has "
                 f"{list(ref.origin)}; voxels are matched by index"]
     return []
@@ -401,8 +401,7 @@ def _missing_inputs(subjects: Sequence[str], folders: Sequence[tuple[str | os.Pa
         if not Path(folder).is_dir():
             problems.append(f"{what} folder {folder} does not exist ({len(subjects)} subject(s) need it)")
             continue
-        missing += [f"{what} {_file(folder, s, postfix)}" for s in subjects
-                    if not _file(folder, s, postfix).is_file()]
+        missing += missing_files(subjects, folder, postfix, what)
     if missing:
         listed = "; ".join(missing[:_MAX_LISTED])
         more = f"; ... and {len(missing) - _MAX_LISTED} more" if len(missing) > _MAX_LISTED else ""
@@ -539,7 +538,7 @@ def generate_geodesic_labels(dataset_split: str | os.PathLike, path_images: str 
 def _run_tasks(tasks: list[_Task], num_workers: int) -> list[_Result]:
     """Run ``_process`` on every task (in a process pool when ``num_workers > 1``); results in
     task order. The first failure cancels the tasks not yet started and is raised."""
-    bar = tqdm(total=len(tasks), desc="geodesic", unit="subject")
+    bar = tqdm(total=len(tasks), desc="geodesic", unit="subject", disable=not show_progress())
     try:
         if num_workers == 1:
             results = []

@@ -34,6 +34,7 @@ __all__ = [
     "save_nifti",
     "count_nonfinite",
     "check_voxels",
+    "check_label_values",
     "ensure_writable_dir",
     "prediction_path",
 ]
@@ -194,6 +195,18 @@ def check_voxels(path: str | os.PathLike, what: str = "image") -> None:
     if bad:
         raise ValueError(f"{what} file {path} has {bad} NaN or Inf voxel(s) (NaN/Inf values are not allowed); "
                          "fix or re-export it")
+
+
+def check_label_values(array: np.ndarray, path: str | os.PathLike, what: str = "label") -> None:
+    """A label holds integers (0 background, 1.. lesions): a smoothed or probability map would
+    otherwise count every voxel above 0 as lesion. Raises a one-line ``ValueError`` naming the file."""
+    array = np.asarray(array)
+    if np.issubdtype(array.dtype, np.inexact):
+        fractional = array[array != np.round(array)]
+        if fractional.size:
+            raise ValueError(f"{what} {path} holds {fractional.size} non-integer value(s) (e.g. {float(fractional[0]):.4g})"
+                             f"; a label must hold integers (0 background, 1 lesion): threshold it or re-export it "
+                             "as an integer label")
 
 
 def read_image(path: str | os.PathLike, what: str = "image") -> sitk.Image:

@@ -15,26 +15,24 @@ import argparse
 import sys
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 import SimpleITK as sitk
 
-from utilities.io import prediction_path, read_image, save_csv
+from utilities.grid import Grid, check_same_grid, subject_path
+from utilities.io import check_label_values, prediction_path, read_image, save_csv
 from utilities.metrics import OVERLAP_METRICS, SURFACE_METRICS, all_metrics
 from utilities.splits import PHASES, read_split, subjects_of
 
 __all__ = ["score_cases", "summarize", "main"]
 
 METRICS = OVERLAP_METRICS + SURFACE_METRICS
-#: Relative tolerance on the spacing and direction of a prediction and its label.
-GEOMETRY_RTOL = 1e-4
 
 
 def score_cases(pairs: list[tuple[str, Path, Path]]) -> pd.DataFrame:
     """Metrics of each ``(subject, prediction, label)``; rows in the given order.
 
-    Raises a one-line error listing every missing file, or naming a pair whose grids (size,
-    spacing, orientation) differ.
+    Raises a one-line error listing every missing file, naming a pair whose grids (size,
+    spacing, orientation, origin) differ, or a label that is not integer-valued.
     """
     missing = [str(p) for _, pred, lab in pairs for p in (pred, lab) if not p.is_file()]
     if missing:
@@ -44,15 +42,12 @@ def score_cases(pairs: list[tuple[str, Path, Path]]) -> pd.DataFrame:
     for subject, pred_path, label_path in pairs:
         pred_img = read_image(pred_path, "prediction")
         label_img = read_image(label_path, "label")
-        if pred_img.GetSize() != label_img.GetSize():
-            raise ValueError(f"prediction {pred_path} has size {pred_img.GetSize()} but label {label_path} has "
-                             f"{label_img.GetSize()}; predict on the images that match the labels")
-        for name, get in (("spacing", sitk.Image.GetSpacing), ("orientation", sitk.Image.GetDirection)):
-            a, b = np.asarray(get(pred_img)), np.asarray(get(label_img))
-            if not np.allclose(a, b, rtol=GEOMETRY_RTOL, atol=GEOMETRY_RTOL):
-                raise ValueError(f"prediction {pred_path} has {name} {[round(float(v), 4) + 0.0 for v in a]} but "
-                                 f"label {label_path} has {[round(float(v), 4) + 0.0 for v in b]}; predict on the "
-                                 "images that match the labels")
+        # the one grid check of every script: size, spacing, orientation and origin (a prediction
+        # shifted by more than the field of view would otherwise be scored)
+        check_same_grid(Grid.of(label_img), label_path, "label", Grid.of(pred_img), pred_path, "prediction",
+                        "predict on the images that match the labels")
+        for path, img, what in ((label_path, label_img, "label"), (pred_path, pred_img, "prediction")):
+            check_label_values(sitk.GetArrayViewFromImage(img), path, what)
         pred = sitk.GetArrayViewFromImage(pred_img) > 0
         label = sitk.GetArrayViewFromImage(label_img) > 0
         spacing = label_img.GetSpacing()[::-1]  # array order is (z, y, x)
@@ -103,7 +98,7 @@ def run_scores(model_dir: str | Path, network: str, dataset_split: str | Path, i
     else:
         predictions = [prediction_path(model_dir, network, s, image_postfix) for s in subjects]
         out, name = Path(model_dir) / network / f"results_{phase}.csv", network
-    pairs = [(s, pred, Path(path_labels) / f"{s}_{label_postfix}.nii.gz") for s, pred in zip(subjects, predictions)]
+    pairs = [(s, pred, subject_path(path_labels, s, label_postfix)) for s, pred in zip(subjects, predictions)]
     table, lines = summarize(score_cases(pairs))
     save_csv(table, out)
     print(f"{name} on {phase}: " + "\n".join(lines) + f"\nwritten {out}")

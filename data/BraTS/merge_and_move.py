@@ -27,7 +27,7 @@ import numpy as np
 import SimpleITK as sitk
 from tqdm import tqdm
 
-from utilities.cli import LOGGER_NAME, setup_logger
+from utilities.cli import LOGGER_NAME, setup_logger, show_progress
 from utilities.io import atomic_path, ensure_writable_dir, read_image, write_like
 
 __all__ = ["GRADES", "BRATS_SHAPE", "find_cases", "check_case", "merge_and_move", "main"]
@@ -98,7 +98,7 @@ def merge_and_move(original_dir: str | os.PathLike, destination_dir: str | os.Pa
     checked = [(case, *check_case(case, folder, expected_shape)) for case, folder in cases]
     image_dir = ensure_writable_dir(Path(destination_dir) / "image")
     label_dir = ensure_writable_dir(Path(destination_dir) / "label")
-    for case, flair, seg in tqdm(checked, desc="BraTS cases", unit="case"):
+    for case, flair, seg in tqdm(checked, desc="BraTS cases", unit="case", disable=not show_progress()):
         with atomic_path(image_dir / f"{case}_Flair.nii.gz") as tmp:
             shutil.copyfile(flair, tmp)
         seg_image = read_image(seg, what="segmentation")

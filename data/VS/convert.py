@@ -32,7 +32,7 @@ from typing import Iterator
 import SimpleITK as sitk
 from tqdm import tqdm
 
-from utilities.cli import LOGGER_NAME, setup_logger
+from utilities.cli import LOGGER_NAME, setup_logger, show_progress
 from utilities.io import ensure_writable_dir, write_image
 
 __all__ = ["PATIENT_PATTERN", "ConversionResult", "InvalidPatientError", "find_patients", "find_t2_series",
@@ -154,7 +154,7 @@ def _convert_vs(input_dir: str | os.PathLike, output_dir: str | os.PathLike, ski
     patients = find_patients(input_dir)
     output_dir = ensure_writable_dir(output_dir)
     result = ConversionResult()
-    for number, folder in tqdm(patients, desc="DICOM to NIfTI", unit="patient"):
+    for number, folder in tqdm(patients, desc="DICOM to NIfTI", unit="patient", disable=not show_progress()):
         try:
             files = find_t2_series(folder)
         except InvalidPatientError as e:

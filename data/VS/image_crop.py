@@ -31,7 +31,8 @@ import numpy as np
 import SimpleITK as sitk
 from tqdm import tqdm
 
-from utilities.cli import LOGGER_NAME, setup_logger
+from utilities.cli import LOGGER_NAME, setup_logger, show_progress
+from utilities.grid import Grid, grid_difference, subject_path
 from utilities.io import ensure_writable_dir, read_image, write_image
 from utilities.splits import subjects_of
 
@@ -41,7 +42,6 @@ __all__ = ["DEFAULT_CROP_SIZE", "CropStats", "bounding_box", "crop_box_start", "
 logger = logging.getLogger(LOGGER_NAME)
 
 DEFAULT_CROP_SIZE = (48, 128, 128)  # z, y, x
-GEOMETRY_TOLERANCE = 1e-3
 
 
 @dataclass
@@ -98,9 +98,7 @@ def pad_to_size(image: sitk.Image, min_size_zyx: Sequence[int], value: float) ->
 
 
 def _same_geometry(a: sitk.Image, b: sitk.Image) -> bool:
-    return (np.allclose(a.GetOrigin(), b.GetOrigin(), atol=GEOMETRY_TOLERANCE)
-            and np.allclose(a.GetSpacing(), b.GetSpacing(), atol=GEOMETRY_TOLERANCE)
-            and np.allclose(a.GetDirection(), b.GetDirection(), atol=GEOMETRY_TOLERANCE))
+    return grid_difference(Grid.of(a), Grid.of(b)) is None
 
 
 def crop_subject(image: sitk.Image, label: sitk.Image, crop_size: Sequence[int] = DEFAULT_CROP_SIZE,
@@ -138,9 +136,7 @@ def crop_dataset(data_dir: str | os.PathLike, dataset_split: str | os.PathLike, 
     subjects = subjects_of(dataset_split, None)
     if not subjects:
         raise ValueError(f"split file {dataset_split} lists no subjects")
-    image_name = "{}_" + image_postfix + ".nii.gz"
-    label_name = "{}_" + label_postfix + ".nii.gz"
-    pairs = [(s, data_dir / "image" / image_name.format(s), data_dir / "label" / label_name.format(s))
+    pairs = [(s, subject_path(data_dir / "image", s, image_postfix), subject_path(data_dir / "label", s, label_postfix))
              for s in subjects]
     missing = [str(p) for _, img, lab in pairs for p in (img, lab) if not p.is_file()]
     if missing:
@@ -149,7 +145,7 @@ def crop_dataset(data_dir: str | os.PathLike, dataset_split: str | os.PathLike, 
     label_out = ensure_writable_dir(data_dir / "label_crop")
     min_shape = np.full(3, np.iinfo(np.int64).max)
     max_extent = np.zeros(3, dtype=np.int64)
-    for subject, image_path, label_path in tqdm(pairs, desc="cropping", unit="subject"):
+    for subject, image_path, label_path in tqdm(pairs, desc="cropping", unit="subject", disable=not show_progress()):
         image = read_image(image_path)
         label = read_image(label_path, what="label")
         shape_zyx = np.array(image.GetSize()[::-1])
