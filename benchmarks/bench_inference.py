@@ -25,6 +25,7 @@ import torch
 from benchmarks._common import cpu_native_bf16, round_robin, synthetic_batch
 from networks import get_network
 from utilities.cli import positive_int
+from utilities.compile import COMPILE_BACKENDS, maybe_compile
 from utilities.prediction import sliding_window_predict
 
 __all__ = ["window_count", "time_round_robin", "bench_case", "format_table", "main"]
@@ -48,8 +49,11 @@ def time_round_robin(fns: dict[str, Callable[[], torch.Tensor]], repeats: int, w
 
 
 def bench_case(size: Sequence[int], roi: Sequence[int], overlap: float, sw_batch_sizes: Sequence[int],
-               repeats: int, warmup: int, bare: bool, extra_variants: bool) -> tuple[dict[str, dict[str, float]], dict]:
-    """Time the bare forward (if ``bare``) and sliding-window inference of one volume."""
+               repeats: int, warmup: int, bare: bool, extra_variants: bool,
+               compile_backend: str | None = None) -> tuple[dict[str, dict[str, float]], dict]:
+    """Time the bare forward (if ``bare``) and sliding-window inference of one volume; with
+    ``compile_backend`` also the bare forward of the model compiled as ``inference.py --compile``
+    does (compiled before the timed rounds, by the logit comparison)."""
     torch.manual_seed(0)
     model = get_network("U_Net2D5", 1, 2).eval()
     image = synthetic_batch(size)["image"]
@@ -81,6 +85,17 @@ def bench_case(size: Sequence[int], roi: Sequence[int], overlap: float, sw_batch
 
         fns["bare, channels_last_3d"] = forward_cl
         extra = [("channels_last_3d", forward_cl)]
+        if compile_backend is not None:
+            model_c = get_network("U_Net2D5", 1, 2).eval()
+            model_c.load_state_dict(model.state_dict())
+            maybe_compile(model_c, True, torch.device("cpu"), compile_backend)
+
+            def forward_compiled() -> torch.Tensor:
+                with torch.inference_mode():
+                    return model_c(image)
+
+            fns[f"bare, compiled ({compile_backend})"] = forward_compiled
+            extra.append((f"compiled ({compile_backend})", forward_compiled))
         if cpu_native_bf16():  # elsewhere emulated, ~40x slower: never run
             fns["bare, cpu bf16 autocast"] = forward_bf16
             extra.append(("cpu bf16 autocast", forward_bf16))
@@ -128,7 +143,9 @@ def main(argv: list[str] | None = None) -> str:
     p.add_argument("--large_repeats", type=positive_int, default=3)
     p.add_argument("--threads", type=positive_int, default=2)
     p.add_argument("--no_variants", dest="variants", action="store_false",
-                   help="skip the channels_last / bf16 forward variants of case 1")
+                   help="skip the channels_last / bf16 / compiled forward variants of case 1")
+    p.add_argument("--compile", action="store_true", help="add the compiled forward (inference.py --compile)")
+    p.add_argument("--compile_backend", default="inductor", choices=COMPILE_BACKENDS)
     args = p.parse_args(argv)
     if not 0 <= args.overlap < 1:
         raise ValueError(f"--overlap must be in [0, 1), got {args.overlap}")
@@ -143,7 +160,8 @@ def main(argv: list[str] | None = None) -> str:
 
     emit(f"CPU, {args.threads} threads, torch {torch.__version__}; U_Net2D5 (eval, random weights), roi "
          f"{'x'.join(map(str, args.roi))}, overlap {args.overlap}, gaussian blending; round-robin")
-    rows, info = bench_case(args.size, args.roi, args.overlap, [1], args.repeats, args.warmup, True, args.variants)
+    rows, info = bench_case(args.size, args.roi, args.overlap, [1], args.repeats, args.warmup, True, args.variants,
+                            args.compile_backend if args.compile else None)
     n = window_count(args.size, args.roi, args.overlap)
     emit(f"\n[case 1] {'x'.join(map(str, args.size))}: {n} window(s); median of {args.repeats} after "
          f"{args.warmup} warm-up")
