@@ -169,6 +169,7 @@ def test_two_runs_one_folder_ctrl_c_and_sigkill(tmp_path):
     out, err = winner.communicate(timeout=120)
     assert winner.returncode == 130, err
     assert "Traceback" not in err and err.strip().splitlines()[-1] == "interrupted; resume with --resume"
+    assert "\r" not in out + err and "epoch 1/8 lr" in out  # redirected: epoch lines, no progress-bar frames
     done = _epochs(run)
     assert 1 <= len(done) < 8 and len(list(run.glob("log_*.txt"))) == 1  # the refused run wrote nothing
 
