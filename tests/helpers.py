@@ -13,12 +13,12 @@ from typing import Any, Mapping, Sequence
 
 import torch
 
-ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
+from networks import get_network
+from utilities.checkpoints import save_model
 
-from networks import get_network  # noqa: E402
-from utilities.checkpoints import save_model  # noqa: E402
+# `networks`/`utilities` come from `pip install -e .` (make install); the root scripts are importable
+# through pyproject.toml's pytest `pythonpath`.
+ROOT = Path(__file__).resolve().parents[1]
 
 __all__ = ["ROOT", "SHAPE", "STAGE1", "SCM", "load_script", "stage1_args", "scm_args", "inference_args",
            "geodesic_args", "pretrained", "a_model", "one_line", "weights", "same_weights", "run_script",
