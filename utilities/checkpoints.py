@@ -90,6 +90,9 @@ def load_model_weights(model: nn.Module, path: Path | str, network: str,
                              f"pass {flag} {published} or another checkpoint")
         else:  # the authors' released layout: renamed to ours, same tensors
             state, meta = published_to_ours(payload, network), {"format": "published"}
+    elif isinstance(payload, dict) and {"epoch", "rng", "args"} <= set(payload):
+        raise ValueError(f"{path} is the resumable training state (for --resume), not a model checkpoint; point to "
+                         "CP_best*.pth or CP_final*.pth (inference: --epoch_inf best or final)")
     else:
         raise ValueError(f"{path} is not a model checkpoint (no weights found); "
                          "point to a CP_*.pth written by this project's training scripts")
@@ -127,6 +130,10 @@ def load_resume_state(path: Path, args: Mapping[str, Any], networks: Mapping[str
             raise ValueError(f"--resume: {path} holds a run of {key} {state[key]}, not {name}; "
                              f"pass --{key} {state[key]} or choose another --model_dir")
     saved = state["args"]
+    if isinstance(args.get("max_epochs"), int) and int(state["epoch"]) > args["max_epochs"]:
+        raise ValueError(f"--resume: {path} has already trained {int(state['epoch'])} epochs, more than --max_epochs "
+                         f"{args['max_epochs']}; pass --max_epochs {saved.get('max_epochs', state['epoch'])} (the run's) "
+                         "or more")
     changed = [f"--{k} {saved.get(k)!r} -> {v!r}" for k, v in sorted(args.items())
                if k not in RESUME_FREE_ARGS and k in saved and saved[k] != v]
     if changed:

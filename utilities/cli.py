@@ -91,8 +91,8 @@ def run_main(main: Callable[[list[str] | None], Any], argv: Sequence[str] | None
 
     Use as ``if __name__ == "__main__": sys.exit(run_main(main))``. A user error (a bad input
     or flag: ``ValueError``, ``FileNotFoundError``, ``FileExistsError``, a write error, a
-    missing device, a run folder in use, a training stop such as a NaN loss or a collapse)
-    prints ``error: <message>`` on stderr, one line, and exits 2; Ctrl-C prints
+    missing device, a run folder in use, a training stop such as a NaN loss or a collapse, and
+    running out of memory) prints ``error: <message>`` on stderr, one line, and exits 2; Ctrl-C prints
     ``<interrupted>`` and exits 130. Any other exception is a bug and keeps its traceback
     (exit 1). ``--debug`` anywhere in the arguments (removed before ``main`` sees them) or
     ``PASEG_DEBUG=1`` shows the full traceback of user errors too.
@@ -111,6 +111,14 @@ def run_main(main: Callable[[list[str] | None], Any], argv: Sequence[str] | None
         if debug:
             traceback.print_exc()
         print(f"error: {user_message(e)}", file=sys.stderr, flush=True)
+        return EXIT_USER_ERROR
+    except (torch.OutOfMemoryError, MemoryError) as e:
+        if debug:
+            traceback.print_exc()
+        where = "GPU" if isinstance(e, torch.OutOfMemoryError) else "main"
+        print(f"error: out of {where} memory ({(str(e).strip().splitlines() or ['no details'])[0][:160]}); lower "
+              "--batch_size, --spatial_shape or --sw_batch_size, pass --amp on a GPU, or lower --cache_gb",
+              file=sys.stderr, flush=True)
         return EXIT_USER_ERROR
     return 0
 

@@ -22,7 +22,9 @@ def read_split(path: str | os.PathLike) -> pd.DataFrame:
     if not path.is_file():
         raise FileNotFoundError(f"split file not found: {path} (pass --dataset_split with an existing CSV)")
     try:
-        df = pd.read_csv(path, header=None, dtype=str, skipinitialspace=True, keep_default_na=False)
+        # utf-8-sig: a byte-order mark (spreadsheet exports) is not part of the first subject's name
+        df = pd.read_csv(path, header=None, dtype=str, skipinitialspace=True, keep_default_na=False,
+                         encoding="utf-8-sig")
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError, OSError) as e:
         raise ValueError(f"cannot read split file {path}: {str(e).splitlines()[0]}; "
                          "expected rows 'subject,phase'") from None

@@ -1,0 +1,48 @@
+"""What a careful user tries next (issue 13, "keep going"): a split saved by a spreadsheet with a
+byte-order mark, the latest training state given to inference, a resume with fewer epochs than
+already trained, running out of memory."""
+from __future__ import annotations
+
+import pytest
+import torch
+from helpers import inference_args, one_line, stage1_args
+
+import inference
+import train_gatedcrfloss3d22d_multiview_varianceloss as stage1
+from utilities.cli import EXIT_USER_ERROR, run_main
+from utilities.splits import read_split
+
+
+def test_split_with_byte_order_mark(tmp_path):
+    split = tmp_path / "split.csv"
+    split.write_bytes("vs_gk_1,training\r\nvs_gk_2,validation\r\n".encode("utf-8-sig"))
+    assert read_split(split)["subject"].tolist() == ["vs_gk_1", "vs_gk_2"]
+
+
+def test_latest_state_at_inference_and_resume_with_fewer_epochs(data, tmp_path):
+    run = stage1.main(stage1_args(data, tmp_path / "run"))  # 2 epochs
+    latest = run / "models" / "CP_latest.pth"
+    with pytest.raises(ValueError) as err:
+        inference.main(inference_args(data, tmp_path / "run", "--epoch_inf", "latest"))
+    assert one_line(err) == (f"{latest} is the resumable training state (for --resume), not a model checkpoint; "
+                             "point to CP_best*.pth or CP_final*.pth (inference: --epoch_inf best or final)")
+    assert not list(tmp_path.rglob("*_seg.nii.gz"))
+    final = (run / "models" / "CP_final.pth").read_bytes()
+    with pytest.raises(ValueError) as err:
+        stage1.main(stage1_args(data, tmp_path / "run", "--resume", "--max_epochs", "1"))
+    assert one_line(err) == (f"--resume: {latest} has already trained 2 epochs, more than --max_epochs 1; pass "
+                             "--max_epochs 2 (the run's) or more")
+    assert (run / "models" / "CP_final.pth").read_bytes() == final  # not rewritten as an "epoch 1" model
+
+
+@pytest.mark.parametrize("error, where", [(torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB"),
+                                           "GPU"), (MemoryError(), "main")])
+def test_out_of_memory_is_a_user_error(capsys, error, where):
+    def main(argv):
+        raise error
+
+    assert run_main(main, []) == EXIT_USER_ERROR
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith(f"error: out of {where} memory (")
+    assert err.rstrip().endswith("lower --batch_size, --spatial_shape or --sw_batch_size, pass --amp on a GPU, or "
+                                 "lower --cache_gb")
