@@ -24,7 +24,7 @@ LOG=${OUT:-/tmp}/gpu_check.txt
   fi
   "$PY" -m pip list 2>/dev/null | grep -i -E "^(torch|triton|monai|torchio|numpy|pytest) " || true
   echo "== benchmarks/bench_gpu.py $*"
-  timeout 420 "$PY" benchmarks/bench_gpu.py "$@" || echo "bench_gpu.py exited with $? (124: timed out)"
+  timeout 450 "$PY" benchmarks/bench_gpu.py --budget_s 330 "$@" || echo "bench_gpu.py exited with $? (124: timed out)"
   echo "== benchmarks/bench_crf.py on CUDA"
   timeout 60 "$PY" benchmarks/bench_crf.py --device auto --repeats 10 --warmup 2 --sizes 64x64x48 \
     --full_sizes 128x128x48 --implementations shifts rows --no_check || echo "bench_crf.py exited with $? (124: timed out)"
