@@ -46,3 +46,19 @@ def test_out_of_memory_is_a_user_error(capsys, error, where):
     assert err.count("\n") == 1 and err.startswith(f"error: out of {where} memory (")
     assert err.rstrip().endswith("lower --batch_size, --spatial_shape or --sw_batch_size, pass --amp on a GPU, or "
                                  "lower --cache_gb")
+
+
+def test_sigterm_stops_like_ctrl_c(capsys):
+    """A cluster job at its time limit gets SIGTERM: one line, exit 143, the handler restored."""
+    import os
+    import signal
+
+    before = signal.getsignal(signal.SIGTERM)
+
+    def main(argv):
+        os.kill(os.getpid(), signal.SIGTERM)
+        raise AssertionError("not reached")
+
+    assert run_main(main, [], interrupted="interrupted; resume with --resume") == 143
+    assert capsys.readouterr().err == "terminated; resume with --resume\n"
+    assert signal.getsignal(signal.SIGTERM) is before

@@ -22,6 +22,8 @@ __all__ = [
     "DEBUG_ENV",
     "EXIT_USER_ERROR",
     "EXIT_INTERRUPTED",
+    "EXIT_TERMINATED",
+    "Terminated",
     "show_progress",
     "add_common_args",
     "resolve_device",
@@ -48,6 +50,16 @@ LOGGER_NAME = "paseg"
 DEBUG_ENV = "PASEG_DEBUG"
 EXIT_USER_ERROR = 2
 EXIT_INTERRUPTED = 130
+#: Exit code after SIGTERM (a cluster job at its time limit, ``kill``): 128 + 15, as the shell.
+EXIT_TERMINATED = 143
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, turned into an exception so the run stops as on Ctrl-C (checkpoints intact)."""
+
+
+def _raise_terminated(signum: int, frame: Any) -> None:
+    raise Terminated()
 
 
 class DeviceError(RuntimeError):
@@ -93,20 +105,29 @@ def run_main(main: Callable[[list[str] | None], Any], argv: Sequence[str] | None
     or flag: ``ValueError``, ``FileNotFoundError``, ``FileExistsError``, a write error, a
     missing device, a run folder in use, a training stop such as a NaN loss or a collapse, and
     running out of memory) prints ``error: <message>`` on stderr, one line, and exits 2; Ctrl-C prints
-    ``<interrupted>`` and exits 130. Any other exception is a bug and keeps its traceback
+    ``<interrupted>`` and exits 130; SIGTERM (a job's time limit) says "terminated" and exits
+    143. Any other exception is a bug and keeps its traceback
     (exit 1). ``--debug`` anywhere in the arguments (removed before ``main`` sees them) or
     ``PASEG_DEBUG=1`` shows the full traceback of user errors too.
     """
     args = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in args or os.environ.get(DEBUG_ENV, "").strip().lower() not in ("", "0", "false", "no")
     args = [a for a in args if a != "--debug"]
+    import signal
+    import threading
+
+    previous = None
+    if threading.current_thread() is threading.main_thread():
+        previous = signal.signal(signal.SIGTERM, _raise_terminated)
     try:
         main(args)
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as e:
         if debug:
             traceback.print_exc()
-        print(interrupted, file=sys.stderr, flush=True)
-        return EXIT_INTERRUPTED
+        terminated = isinstance(e, Terminated)
+        print(interrupted.replace("interrupted", "terminated", 1) if terminated else interrupted, file=sys.stderr,
+              flush=True)
+        return EXIT_TERMINATED if terminated else EXIT_INTERRUPTED
     except _user_errors() as e:
         if debug:
             traceback.print_exc()
@@ -120,6 +141,9 @@ def run_main(main: Callable[[list[str] | None], Any], argv: Sequence[str] | None
               "--batch_size, --spatial_shape or --sw_batch_size, pass --amp on a GPU, or lower --cache_gb",
               file=sys.stderr, flush=True)
         return EXIT_USER_ERROR
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
     return 0
 
 
