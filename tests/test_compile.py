@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from helpers import STAGE1, inference_args, load_script, stage1_args, weights
+from helpers import SCM, STAGE1, inference_args, load_script, pretrained, scm_args, stage1_args, weights
 from synth import make_vs_dataset
 
 from networks import get_network
@@ -67,6 +67,19 @@ def test_stage1_compile_inductor_cpu_falls_back_or_matches(data, tmp_path, capfd
     if not os.environ.get("PASEG_SLOW_TESTS"):
         pytest.skip("TorchInductor compiles C++ kernels for 1-2 min on a cold cache; set PASEG_SLOW_TESTS=1")
     _same_run(data, tmp_path, "inductor")
+
+
+@needs_dynamo
+def test_scm_compiled_aot_eager_same_losses(data, tmp_path):
+    """SCM with --compile: both students and both frozen teachers compiled, teachers reloaded."""
+    pre = pretrained(tmp_path)
+    scm = load_script(SCM)
+    cols = ["loss1", "self1", "kd1", "loss2", "self2", "kd2"]
+    runs = []
+    for name, extra in (("eager", ()), ("compiled", ("--compile", "--compile_backend", "aot_eager"))):
+        out = scm.main(scm_args(data, pre, tmp_path / name, "--max_epochs", "1", *extra))
+        runs.append(pd.read_csv(out / "U_Net2D5" / "log_SCM.csv")[cols].to_numpy())
+    np.testing.assert_allclose(runs[1], runs[0], rtol=1e-4, atol=1e-6)
 
 
 @needs_dynamo
