@@ -173,7 +173,8 @@ class Report:
 
 def format_table(rows: Sequence[Mapping[str, Any]], columns: Sequence[tuple[str, str, str]]) -> str:
     """Plain-text table: ``columns`` are ``(key, header, format)``, e.g. ``("median_s", "median s",
-    ".4f")``; a missing or ``None`` value prints ``-``, a string as is."""
+    ".4f")``; a missing or ``None`` value prints ``-``, a string as is. The first column and the
+    columns without a header (notes) are left-aligned, the others right-aligned."""
     widths = []
     cells = []
     for row in rows:
@@ -184,11 +185,13 @@ def format_table(rows: Sequence[Mapping[str, Any]], columns: Sequence[tuple[str,
         cells.append(line)
     for i, (_, header, _) in enumerate(columns):
         widths.append(max([len(header)] + [len(c[i]) for c in cells]))
-    head = "  ".join(h.ljust(w) if i == 0 else h.rjust(w) for i, ((_, h, _), w) in enumerate(zip(columns, widths)))
-    out = [head, "-" * len(head)]
-    for line in cells:
-        out.append("  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(line, widths))))
-    return "\n".join(out)
+    left = [i == 0 or not header for i, (_, header, _) in enumerate(columns)]  # names and notes
+
+    def join(texts: Sequence[str]) -> str:
+        return "  ".join(s.ljust(w) if lft else s.rjust(w) for s, w, lft in zip(texts, widths, left)).rstrip()
+
+    head = join([h for _, h, _ in columns])
+    return "\n".join([head, "-" * len(head)] + [join(line) for line in cells])
 
 
 def stage1_args(down_size: Sequence[int], radius: int, *extra: str) -> Any:

@@ -25,6 +25,7 @@ from typing import Callable
 import torch
 import torch.nn.functional as F
 
+from benchmarks._common import format_table as common_table
 from benchmarks._common import peak_tracker, sync
 from utilities.cli import positive_int, resolve_device
 from utilities.crf_reference import unfold_multiview_crf
@@ -140,19 +141,16 @@ def benchmark(args: argparse.Namespace) -> list[dict]:
 
 
 def format_table(rows: list[dict]) -> str:
-    """Plain-text table of the rows."""
-    head = f"{'size':>12} {'variant':>12} {'median fwd+bwd s':>17} {'extra peak MiB':>15} " \
-           f"{'speed-up':>9} {'mem ratio':>10} {'grad rel diff':>14}"
-    lines = [head, "-" * len(head)]
-    for r in rows:
-        speed = f"{r['speedup']:.1f}x" if r.get("speedup") is not None else "n/a"
-        mem = f"{r['mem_ratio']:.1f}x" if r.get("mem_ratio") is not None else "n/a"
-        grad = f"{r['grad_max_rel_diff']:.1e}" if "grad_max_rel_diff" in r else "-"
-        size = "x".join(map(str, r["size"]))
-        lines.append(f"{size:>12} {r['variant']:>12} {r['median_s']:>17.4f} "
-                     f"{r['extra_peak_bytes'] / 2 ** 20:>15.1f} {speed:>9} {mem:>10} {grad:>14}"
-                     + (f"  ({r['note']})" if "note" in r else ""))
-    return "\n".join(lines)
+    """Plain-text table of the rows (:func:`benchmarks._common.format_table`)."""
+    cells = [{"size": "x".join(map(str, r["size"])), "variant": r["variant"], "median_s": r["median_s"],
+              "peak": r["extra_peak_bytes"] / 2**20,
+              "speedup": f"{r['speedup']:.1f}x" if r.get("speedup") is not None else "n/a",
+              "mem": f"{r['mem_ratio']:.1f}x" if r.get("mem_ratio") is not None else "n/a",
+              "grad": r.get("grad_max_rel_diff"), "note": f"({r['note']})" if "note" in r else ""} for r in rows]
+    return common_table(cells, [("size", "size", ""), ("variant", "variant", ""),
+                                ("median_s", "median fwd+bwd s", ".4f"), ("peak", "extra peak MiB", ".1f"),
+                                ("speedup", "speed-up", ""), ("mem", "mem ratio", ""),
+                                ("grad", "grad rel diff", ".1e"), ("note", "", "")])
 
 
 def main(argv: list[str] | None = None) -> str:

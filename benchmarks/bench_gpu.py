@@ -304,7 +304,7 @@ def main(argv: list[str] | None = None) -> str:
             proj = projection(step_s, val_cache[key], args)
             lines.append({"what": what, "row": row.name, "step_ms": 1e3 * step_s, "val_ms": 1e3 * val_cache[key],
                           "epoch_s": proj["epoch_s"], "total_min": proj["total_min"],
-                          "goal": "met" if proj["total_min"] <= 15 else "not met"})
+                          "goal": "met" if proj["total_min"] <= 15 else "not met", "note": ""})
         report(format_table(lines, [("what", "projection", ""), ("row", "row", ""), ("step_ms", "step ms", ".2f"),
                                     ("val_ms", "val ms/volume", ".1f"), ("epoch_s", "s/epoch", ".2f"),
                                     ("total_min", "total min", ".1f"), ("goal", "<= 15 min", ""),

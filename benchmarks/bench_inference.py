@@ -23,6 +23,7 @@ from typing import Callable, Sequence
 import torch
 
 from benchmarks._common import cpu_native_bf16, round_robin, synthetic_batch
+from benchmarks._common import format_table as common_table
 from networks import get_network
 from utilities.cli import positive_int
 from utilities.compile import COMPILE_BACKENDS, maybe_compile
@@ -112,22 +113,23 @@ def format_table(rows: dict[str, dict], reference: str, windows: int) -> str:
     """Plain-text table: times (a ``... x N`` row is one window's forward, times N windows),
     seconds per window, peak memory, the ratio of medians to ``reference`` and the median of the
     per-round ratios (robust to load that changes between rounds)."""
-    head = (f"{'variant':<32} {'median s':>9} {'min s':>8} {'s/window':>9} {'peak MiB':>9} "
-            f"{'ratio':>8} {'per-round':>10}")
-    lines = [f"ratios to: {reference}", head, "-" * len(head)]
 
     def scaled(name: str) -> list[float]:
         return [t * (windows if name.endswith("x N") else 1) for t in rows[name]["times"]]
 
     ref = scaled(reference)
+    cells = []
     for name, r in rows.items():
         times = scaled(name)
         med = statistics.median(times)
-        per_window = med / windows if name.startswith("sliding") or name.endswith("x N") else med
-        per_round = statistics.median(t / b for t, b in zip(times, ref))
-        lines.append(f"{name:<32} {med:>9.3f} {min(times):>8.3f} {per_window:>9.3f} {r['peak_mib']:>9.0f} "
-                     f"{med / statistics.median(ref):>7.3f}x {per_round:>9.3f}x")
-    return "\n".join(lines)
+        cells.append({"variant": name, "median_s": med, "min_s": min(times), "peak_mib": r["peak_mib"],
+                      "per_window": med / windows if name.startswith("sliding") or name.endswith("x N") else med,
+                      "ratio": f"{med / statistics.median(ref):.3f}x",
+                      "per_round": f"{statistics.median(t / b for t, b in zip(times, ref)):.3f}x"})
+    return f"ratios to: {reference}\n" + common_table(
+        cells, [("variant", "variant", ""), ("median_s", "median s", ".3f"), ("min_s", "min s", ".3f"),
+                ("per_window", "s/window", ".3f"), ("peak_mib", "peak MiB", ".0f"), ("ratio", "ratio", ""),
+                ("per_round", "per-round", "")])
 
 
 def main(argv: list[str] | None = None) -> str:
