@@ -1,10 +1,10 @@
 """What the benchmarks share: synthetic batches, the library's training steps run the way
 :func:`utilities.engine.fit` runs them, timing, peak memory and plain-text tables.
 
-A training step here is the engine's: ``zero_grad``, the trainer's step object
-(:class:`Stage1Step` of the stage-1 script, :class:`SCMStep` of ``train_SCM.py``), the ``float()``
-of every logged value, :func:`utilities.engine._backward` (each weighted term differentiated with
-respect to its logits, then one backward pass through the network) and
+A training step here is the engine's, :func:`utilities.engine.train_step`: ``zero_grad``, the
+trainer's step object (:class:`Stage1Step` of the stage-1 script, :class:`SCMStep` of
+``train_SCM.py``), the ``float()`` and finiteness check of every logged value, each weighted term
+differentiated with respect to its logits, one backward pass through the network and
 :meth:`utilities.optim.Amp.step`, with the optimiser of :func:`utilities.optim.make_optimizer`.
 Nothing of the step is re-implemented, so a benchmark measures the code a training run executes.
 """
@@ -28,7 +28,7 @@ import train_SCM as scm_script
 from networks import get_network
 from utilities.checkpoints import TrainingState
 from utilities.compile import maybe_compile
-from utilities.engine import StepInfo, _backward
+from utilities.engine import StepInfo, train_step
 from utilities.optim import Amp, make_optimizer
 
 __all__ = ["synthetic_batch", "sync", "peak_tracker", "time_fn", "round_robin", "cpu_native_bf16", "Report",
@@ -208,17 +208,11 @@ class TrainingBench:
     def __init__(self, state: TrainingState, step_fn: Callable[[Mapping[str, Any], StepInfo], Any],
                  batch: Mapping[str, torch.Tensor]) -> None:
         self.state, self.step_fn, self.batch = state, step_fn, batch
-        self.optimizers = list(state.optimizers.values())
         self.count = 0
 
     def step(self) -> dict[str, float]:
         """One step on the fixed batch; returns the logged values (losses, gradient norms)."""
-        for optimizer in self.optimizers:
-            optimizer.zero_grad(set_to_none=True)
-        out = self.step_fn(self.batch, StepInfo(0, self.count, self.count, 1))
-        values = {k: float(v) for k, v in out.log.items()}
-        values |= _backward(self.state, out.parts)
-        self.state.amp.step(self.optimizers)
+        values = train_step(self.state, self.step_fn, self.batch, StepInfo(0, self.count, self.count, 1))
         self.count += 1
         return values
 

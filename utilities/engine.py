@@ -37,7 +37,7 @@ from utilities.schedules import poly_lr
 from utilities.validation import VALIDATION_METRICS, evaluate, mean_scores
 
 __all__ = ["StepInfo", "LossPart", "StepOutput", "BestCheckpoint", "FitConfig", "Callback", "CollapseWatch",
-           "CollapseError", "fit", "README_COLLAPSE_SECTION"]
+           "CollapseError", "fit", "train_step", "README_COLLAPSE_SECTION"]
 
 logger = logging.getLogger("paseg")
 
@@ -226,6 +226,25 @@ def _backward(state: TrainingState, parts: Mapping[str, Sequence[LossPart]]) -> 
     return norms
 
 
+def train_step(state: TrainingState, step_fn: StepFn, batch: Mapping[str, Any], info: StepInfo,
+               grad_clip: float | None = None, where: Path | None = None) -> dict[str, float]:
+    """One optimisation step of every optimiser in ``state``: zero the gradients, run
+    ``step_fn``, stop on a non-finite logged value (before any weight changes; ``where``: the
+    checkpoint folder named in the message), differentiate (:func:`_backward`) and step.
+
+    Returns the step's logged values plus the ``grad_<term>`` norms.
+    """
+    optimizers = list(state.optimizers.values())
+    for optimizer in optimizers:
+        optimizer.zero_grad(set_to_none=True)
+    out = step_fn(batch, info)
+    values = {k: float(v) for k, v in out.log.items()}
+    check_finite(values, info.epoch + 1, info.step + 1, where if where is not None else Path("."))
+    values |= _backward(state, out.parts)
+    state.amp.step(optimizers, grad_clip)
+    return values
+
+
 def _fmt(value: Any) -> str:
     return f"{value:.4f}" if isinstance(value, float) else str(value)
 
@@ -287,16 +306,9 @@ def _run_epoch(state: TrainingState, step_fn: StepFn, train_loader: Iterable[Map
     steps = 0
     bar = tqdm(train_loader, desc=f"{config.desc} {epoch + 1}/{config.max_epochs}", leave=False,
                disable=not show_bar, dynamic_ncols=True)
-    optimizers = list(state.optimizers.values())
     for step, batch in enumerate(bar):
-        for optimizer in optimizers:
-            optimizer.zero_grad(set_to_none=True)
         info = StepInfo(epoch, step, epoch * steps_per_epoch + step, steps_per_epoch)
-        out = step_fn(batch, info)
-        values = {k: float(v) for k, v in out.log.items()}
-        check_finite(values, epoch + 1, step + 1, config.models_dir)
-        values |= _backward(state, out.parts)
-        state.amp.step(optimizers, config.grad_clip)
+        values = train_step(state, step_fn, batch, info, config.grad_clip, config.models_dir)
         for key, value in values.items():
             sums[key] = sums.get(key, 0.0) + value
         steps += 1
