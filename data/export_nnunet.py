@@ -43,7 +43,7 @@ import numpy as np
 import SimpleITK as sitk
 
 from utilities.cli import LOGGER_NAME, setup_logger
-from utilities.grid import Grid, check_same_grid
+from utilities.grid import Grid, check_same_grid, subject_path
 from utilities.io import atomic_path, ensure_writable_dir, read_image, save_text, write_image
 from utilities.splits import read_split, subjects_of
 
@@ -133,8 +133,8 @@ def export_nnunet(dataset_split: str | os.PathLike, path_images: str | os.PathLi
     if bad_names:
         raise ValueError(f"split file {dataset_split}: subject names {bad_names[:3]} cannot be nnU-Net case names")
 
-    images = {s: Path(path_images) / f"{s}_{image_postfix}.nii.gz" for s in training + testing}
-    label_files = {s: label_dir / f"{s}_{label_post}.nii.gz" for s in training}
+    images = {s: subject_path(path_images, s, image_postfix) for s in training + testing}
+    label_files = {s: subject_path(label_dir, s, label_post) for s in training}
     missing = [f"image {p}" for p in images.values() if not p.is_file()]
     missing += [f"label {p}" for p in label_files.values() if not p.is_file()]
     if missing:

@@ -69,6 +69,7 @@ import numpy as np
 import SimpleITK as sitk
 
 from utilities.cli import LOGGER_NAME, setup_logger
+from utilities.grid import subject_path
 from utilities.io import ensure_writable_dir, read_image, save_text, write_image
 from utilities.splits import PHASES, subjects_of
 
@@ -431,8 +432,7 @@ def markups_from_annotation(annotation: sitk.Image, subject: str = "annotation")
 # --------------------------------------------------------------------------------------------
 # Files
 # --------------------------------------------------------------------------------------------
-def _image_path(folder: str | os.PathLike, subject: str, postfix: str) -> Path:
-    return Path(folder) / f"{subject}_{postfix}.nii.gz"
+_image_path = subject_path  # <folder>/<subject>_<postfix>.nii.gz
 
 
 def _points_stem(subject: str, points_postfix: str) -> str:

@@ -505,8 +505,8 @@ def generate_geodesic_labels(dataset_split: str | os.PathLike, path_images: str 
             else:
                 logger.info("%s: no full label %s; no metrics for it", subject, candidate)
         tasks.append(_Task(subject, image_path, annotation_path, label_path,
-                           label_dir / f"{subject}_GeodesicLabel.nii.gz",
-                           distance_dir / f"{subject}_GeodesicDistance.nii.gz",
+                           subject_path(label_dir, subject, "GeodesicLabel"),
+                           subject_path(distance_dir, subject, "GeodesicDistance"),
                            geodesic_weight, geodesic_threshold, bool(zero_at_min), mapping,
                            bool(allow_partial_points)))
 

@@ -28,6 +28,7 @@ import SimpleITK as sitk
 from tqdm import tqdm
 
 from utilities.cli import LOGGER_NAME, setup_logger, show_progress
+from utilities.grid import subject_path
 from utilities.io import atomic_path, ensure_writable_dir, read_image, write_like
 
 __all__ = ["GRADES", "BRATS_SHAPE", "find_cases", "check_case", "merge_and_move", "main"]
@@ -99,11 +100,11 @@ def merge_and_move(original_dir: str | os.PathLike, destination_dir: str | os.Pa
     image_dir = ensure_writable_dir(Path(destination_dir) / "image")
     label_dir = ensure_writable_dir(Path(destination_dir) / "label")
     for case, flair, seg in tqdm(checked, desc="BraTS cases", unit="case", disable=not show_progress()):
-        with atomic_path(image_dir / f"{case}_Flair.nii.gz") as tmp:
+        with atomic_path(subject_path(image_dir, case, "Flair")) as tmp:
             shutil.copyfile(flair, tmp)
         seg_image = read_image(seg, what="segmentation")
         label = (sitk.GetArrayViewFromImage(seg_image) != 0).astype(np.uint8)
-        write_like(label, seg_image, label_dir / f"{case}_Label.nii.gz")
+        write_like(label, seg_image, subject_path(label_dir, case, "Label"))
     logger.info("wrote %d FLAIR image(s) to %s and whole-tumour label(s) to %s", len(checked), image_dir, label_dir)
     return [case for case, _, _ in checked]
 

@@ -70,6 +70,7 @@ from scipy import ndimage
 from data.simulate_7points import simulate_points, subject_rng
 from utilities.cli import LOGGER_NAME, check_spatial_shape, nonnegative_int, positive_float, positive_int, setup_logger
 from utilities.geodesic import expand_seeds
+from utilities.grid import subject_path
 from utilities.io import atomic_path, ensure_writable_dir, read_image, save_csv, write_image
 from utilities.metrics import overlap_metrics
 from utilities.splits import PHASES, read_split, subjects_of
@@ -550,7 +551,7 @@ def generate(output_dir: str | os.PathLike = "./data/demo/", split_file: str | o
         points = simulate_points(label, spacing_xyz[::-1], max_instances=kind.max_instances, jitter_mm=0.0,
                                  rng=subject_rng(seed, subject), name=subject)
         for array, folder, postfix in zip((image, label, points), folders, kind.postfixes):
-            write_image(_as_image(array, reference), folder / f"{subject}_{postfix}.nii.gz")
+            write_image(_as_image(array, reference), subject_path(folder, subject, postfix))
     save_csv(split, split_file, header=False)
     logger.info("wrote %d demo case(s) (%s) of %s voxels at %s mm to %s; split %s", len(subjects),
                 ", ".join(f"{n} {p}" for p, n in zip(PHASES, counts)), list(size),
@@ -564,9 +565,9 @@ def generate(output_dir: str | os.PathLike = "./data/demo/", split_file: str | o
 def _load_case(output_dir: Path, subject: str,
                preset: str = "vs") -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     (fi, fl, fa), (pi, pl, pa) = PRESETS[preset].folders, PRESETS[preset].postfixes
-    image = read_image(output_dir / fi / f"{subject}_{pi}.nii.gz")
-    label = read_image(output_dir / fl / f"{subject}_{pl}.nii.gz", what="label")
-    anno = read_image(output_dir / fa / f"{subject}_{pa}.nii.gz", what="annotation")
+    image = read_image(subject_path(output_dir / fi, subject, pi))
+    label = read_image(subject_path(output_dir / fl, subject, pl), what="label")
+    anno = read_image(subject_path(output_dir / fa, subject, pa), what="annotation")
     spacing_zyx = np.array(image.GetSpacing()[::-1])
     return (sitk.GetArrayFromImage(image), sitk.GetArrayFromImage(label) > 0,
             sitk.GetArrayFromImage(anno), spacing_zyx)

@@ -35,6 +35,7 @@ import train_SCM as scm  # noqa: E402
 from utilities import scores  # noqa: E402
 from utilities.cli import positive_int  # noqa: E402
 from utilities.geodesic import generate_geodesic_labels, output_folder  # noqa: E402
+from utilities.grid import subject_path  # noqa: E402
 from utilities.io import atomic_path, prediction_path, save_csv, save_text, write_like  # noqa: E402
 from utilities.splits import read_split, subjects_of  # noqa: E402
 
@@ -232,7 +233,7 @@ def compare_selection(stage1_dir: Path, copy_dir: Path, dice_row: pd.Series, spl
 def write_seed_predictions(cases: list[str], seeds_dir: Path, method: Method) -> None:
     """The expanded foreground (label 1) as a prediction file, so it is scored like the networks."""
     for case in cases:
-        ref = sitk.ReadImage(str(seeds_dir / f"{case}_GeodesicLabel.nii.gz"))
+        ref = sitk.ReadImage(str(subject_path(seeds_dir, case, "GeodesicLabel")))
         fg = (sitk.GetArrayFromImage(ref) == 1).astype(np.uint8)
         write_like(fg, ref, prediction_path(method.model_dir, method.network, case, "T2"))
 
@@ -258,9 +259,9 @@ def results_markdown(results: pd.DataFrame, times: list[tuple[str, float]], tota
 def draw_overlay(case: str, images: Path, labels: Path, methods: list[Method], out: Path) -> None:
     """Rows = methods, columns = axial, coronal, sagittal slices through the lesion centre;
     label contour in green, prediction contour in red."""
-    image_sitk = sitk.ReadImage(str(images / f"{case}_T2.nii.gz"))
+    image_sitk = sitk.ReadImage(str(subject_path(images, case, "T2")))
     image = sitk.GetArrayFromImage(image_sitk)  # (z, y, x)
-    label = sitk.GetArrayFromImage(sitk.ReadImage(str(labels / f"{case}_Label.nii.gz"))) > 0
+    label = sitk.GetArrayFromImage(sitk.ReadImage(str(subject_path(labels, case, "Label")))) > 0
     sx, sy, sz = image_sitk.GetSpacing()
     centre = np.round(np.argwhere(label).mean(0)).astype(int) if label.any() else np.array(image.shape) // 2
     views = [("axial", lambda a: a[centre[0]], sy / sx), ("coronal", lambda a: a[:, centre[1]], sz / sx),
