@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from helpers import ROOT, load_script  # noqa: F401  (load_script: files not yet importing helpers)
+from helpers import ROOT
 
 # The tests use tiny tensors: one thread avoids OpenMP synchronisation costs, which dominate
 # there and grow badly when another process shares the cores.

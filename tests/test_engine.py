@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from conftest import load_script
+from helpers import load_script
 from synth import make_vs_dataset
 
 import train_gatedcrfloss3d22d_multiview_varianceloss as stage1

@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 import SimpleITK as sitk
 
-from conftest import load_script
+from helpers import load_script
 from synth import make_vs_dataset, write
 from utilities import scores
 
