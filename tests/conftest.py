@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import pytest
 import torch
-
 from helpers import ROOT
 
 # The tests use tiny tensors: one thread avoids OpenMP synchronisation costs, which dominate

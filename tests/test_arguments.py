@@ -44,15 +44,13 @@ def test_bad_argument_values_name_the_flag(data, tmp_path, capsys, script, argv,
 def test_cuda_requested_without_gpu(data, tmp_path, monkeypatch, script):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     if script == "stage1":
-        call = lambda: stage1.main(stage1_args(data, tmp_path / "run", "--device", "cuda"))
+        main, argv = stage1.main, stage1_args(data, tmp_path / "run", "--device", "cuda")
     elif script == "scm":
-        pre = pretrained(tmp_path)
-        call = lambda: scm.main(scm_args(data, pre, tmp_path / "run", "--device", "cuda"))
+        main, argv = scm.main, scm_args(data, pretrained(tmp_path), tmp_path / "run", "--device", "cuda")
     else:
-        model_dir = a_model(tmp_path / "run").parents[2]
-        call = lambda: inference.main(inference_args(data, model_dir, "--device", "cuda"))
+        main, argv = inference.main, inference_args(data, a_model(tmp_path / "run").parents[2], "--device", "cuda")
     with pytest.raises(RuntimeError) as err:
-        call()
+        main(argv)
     assert one_line(err) == ("--device cuda was requested but no CUDA GPU is available; use --device cpu or "
                              "--device auto")
     assert not list(tmp_path.rglob("log*.txt")) and not list(tmp_path.rglob("*_seg.nii.gz"))

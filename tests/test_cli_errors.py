@@ -12,8 +12,7 @@ import re
 import numpy as np
 import pytest
 import torch
-from helpers import (ROOT, a_model, inference_args, load_script, pretrained, run_script, scm_args,
-                     stage1_args)
+from helpers import ROOT, a_model, inference_args, load_script, pretrained, run_script, scm_args, stage1_args
 from synth import blob_case, write
 
 import inference

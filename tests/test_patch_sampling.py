@@ -22,7 +22,8 @@ def _items(dataset, epoch, order):
 def test_patches_do_not_depend_on_cache_order_or_global_rng(tmp_path):
     # volumes longer than the patch along X and Y: the position is random too
     p = make_vs_dataset(tmp_path, n_train=3, n_val=0, n_inf=0, shape_zyx=(16, 48, 40))
-    cached, uncached = PatchDataset(_cache(p, 8.0), (32, 32, 16), seed=5), PatchDataset(_cache(p, 0.0), (32, 32, 16), seed=5)
+    cached = PatchDataset(_cache(p, 8.0), (32, 32, 16), seed=5)
+    uncached = PatchDataset(_cache(p, 0.0), (32, 32, 16), seed=5)
     assert len(cached.cache._cache) == 3 and not uncached.cache._cache
     torch.manual_seed(0)
     a = _items(cached, 1, [0, 1, 2])

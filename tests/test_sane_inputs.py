@@ -63,15 +63,16 @@ def test_float_label_refused_everywhere(data, tmp_path):
     label = sitk.GetArrayFromImage(sitk.ReadImage(str(path))).astype(np.float32)
     label[label == 0] = 1e-3
     write(label, path)
-    message = (f"label {path} holds {int((label == np.float32(1e-3)).sum())} non-integer value(s) (e.g. 0.001); a label "
+    count = int((label == np.float32(1e-3)).sum())
+    message = (f"label {path} holds {count} non-integer value(s) (e.g. 0.001); a label "
                "must hold integers (0 background, 1 lesion): threshold it or re-export it as an integer label")
     with pytest.raises(ValueError) as err:
         stage1.main(stage1_args(data, tmp_path / "run"))
     assert one_line(err) == message
     _nothing_written(tmp_path)
     # scoring against it
-    write((sitk.GetArrayFromImage(sitk.ReadImage(str(path))) > 0.5).astype(np.uint8), prediction_path(tmp_path / "m", "U_Net2D5",
-                                                                                    "vs_gk_3", "T2"))
+    prediction = (sitk.GetArrayFromImage(sitk.ReadImage(str(path))) > 0.5).astype(np.uint8)
+    write(prediction, prediction_path(tmp_path / "m", "U_Net2D5", "vs_gk_3", "T2"))
     with pytest.raises(ValueError) as err:
         scores.main(["--model_dir", str(tmp_path / "m"), "--dataset_split", str(data["split"]), "--phase",
                      "validation", "--path_labels", str(data["label_crop"])])

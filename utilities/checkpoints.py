@@ -130,10 +130,10 @@ def load_resume_state(path: Path, args: Mapping[str, Any], networks: Mapping[str
             raise ValueError(f"--resume: {path} holds a run of {key} {state[key]}, not {name}; "
                              f"pass --{key} {state[key]} or choose another --model_dir")
     saved = state["args"]
-    if isinstance(args.get("max_epochs"), int) and int(state["epoch"]) > args["max_epochs"]:
-        raise ValueError(f"--resume: {path} has already trained {int(state['epoch'])} epochs, more than --max_epochs "
-                         f"{args['max_epochs']}; pass --max_epochs {saved.get('max_epochs', state['epoch'])} (the run's) "
-                         "or more")
+    done = int(state["epoch"])
+    if isinstance(args.get("max_epochs"), int) and done > args["max_epochs"]:
+        raise ValueError(f"--resume: {path} has already trained {done} epochs, more than --max_epochs "
+                         f"{args['max_epochs']}; pass --max_epochs {saved.get('max_epochs', done)} (the run's) or more")
     changed = [f"--{k} {saved.get(k)!r} -> {v!r}" for k, v in sorted(args.items())
                if k not in RESUME_FREE_ARGS and k in saved and saved[k] != v]
     if changed:

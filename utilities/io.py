@@ -204,8 +204,9 @@ def check_label_values(array: np.ndarray, path: str | os.PathLike, what: str = "
     if np.issubdtype(array.dtype, np.inexact):
         fractional = array[array != np.round(array)]
         if fractional.size:
-            raise ValueError(f"{what} {path} holds {fractional.size} non-integer value(s) (e.g. {float(fractional[0]):.4g})"
-                             f"; a label must hold integers (0 background, 1 lesion): threshold it or re-export it "
+            example = float(fractional[0])
+            raise ValueError(f"{what} {path} holds {fractional.size} non-integer value(s) (e.g. {example:.4g}); "
+                             "a label must hold integers (0 background, 1 lesion): threshold it or re-export it "
                              "as an integer label")
 
 
