@@ -44,6 +44,9 @@ def checkpoint_path(model_dir: str | Path, network: str, epoch_inf: str) -> Path
         found = sorted(p.stem.removeprefix("CP_") for p in models.glob("CP_*.pth")) if models.is_dir() else []
         hint = (f"checkpoints there: --epoch_inf {{{','.join(found)}}}" if found
                 else f"no checkpoint in {models}; train first or check --model_dir/--network")
+        if not found and (Path(model_dir) / "models" / path.name).is_file():  # the run folder itself was given
+            hint = (f"{model_dir} is the run folder of a network: pass its parent, --model_dir "
+                    f"{Path(model_dir).parent}")
         raise FileNotFoundError(f"checkpoint {path} not found; {hint}")
     return path
 

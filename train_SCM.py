@@ -80,6 +80,9 @@ def check_args(args: argparse.Namespace) -> None:
 def pretrained_path(folder: str | Path, network: str, which: str) -> Path:
     """``<folder>/<network>/models/CP_best.pth``, or an error naming the stage-1 command."""
     path = Path(folder) / network / "models" / "CP_best.pth"
+    if not path.is_file() and (Path(folder) / "models" / "CP_best.pth").is_file():
+        raise FileNotFoundError(f"{which}: stage-1 checkpoint {path} not found; {folder} is the run folder of a "
+                                f"network: pass its parent, --pretrained_{which}_dir {Path(folder).parent}")
     if not path.is_file():
         raise FileNotFoundError(
             f"{which}: stage-1 checkpoint {path} not found; train it first with "

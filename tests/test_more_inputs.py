@@ -5,10 +5,11 @@ from __future__ import annotations
 
 import pytest
 import torch
-from helpers import inference_args, one_line, stage1_args
+from helpers import a_model, inference_args, one_line, pretrained, scm_args, stage1_args
 
 import inference
 import train_gatedcrfloss3d22d_multiview_varianceloss as stage1
+import train_SCM as scm
 from utilities.cli import EXIT_USER_ERROR, run_main
 from utilities.splits import read_split
 
@@ -62,3 +63,20 @@ def test_sigterm_stops_like_ctrl_c(capsys):
     assert run_main(main, [], interrupted="interrupted; resume with --resume") == 143
     assert capsys.readouterr().err == "terminated; resume with --resume\n"
     assert signal.getsignal(signal.SIGTERM) is before
+
+
+def test_network_run_folder_given_instead_of_model_dir(data, tmp_path):
+    """``--model_dir runs/U_Net2D5`` (the folder training printed) instead of ``runs``."""
+    run = a_model(tmp_path / "runs").parents[1]  # runs/U_Net2D5
+    with pytest.raises(FileNotFoundError) as err:
+        inference.main(inference_args(data, run))
+    assert one_line(err) == (f"checkpoint {run / 'U_Net2D5' / 'models' / 'CP_best.pth'} not found; {run} is the run "
+                             f"folder of a network: pass its parent, --model_dir {run.parent}")
+    pre = pretrained(tmp_path)
+    with pytest.raises(FileNotFoundError) as err:
+        scm.main(scm_args(data, [pre[0] / "U_Net2D5", pre[1]], tmp_path / "scm"))
+    nested = pre[0] / "U_Net2D5" / "U_Net2D5" / "models" / "CP_best.pth"
+    assert one_line(err) == (f"model1: stage-1 checkpoint {nested} "
+                             f"not found; {pre[0] / 'U_Net2D5'} is the run folder of a network: pass its parent, "
+                             f"--pretrained_model1_dir {pre[0]}")
+    assert not (tmp_path / "scm").exists()
