@@ -21,14 +21,25 @@ import torch
 
 from networks import NETWORKS, get_network
 from utilities.checkpoints import TrainingState, load_model_weights
+from utilities.cli import (
+    add_common_args,
+    add_data_args,
+    add_training_args,
+    check_network_shape,
+    check_spatial_shape,
+    data_config,
+    nonnegative_float,
+    nonnegative_int,
+    positive_float,
+    positive_int,
+    rampup_warning,
+    run_options,
+    setup_logger,
+)
 from utilities.compile import prepare_network
-from utilities.cli import (add_common_args, add_data_args, add_training_args, check_network_shape, check_spatial_shape,
-                           data_config, nonnegative_float, nonnegative_int, positive_float, positive_int,
-                           rampup_warning, run_options, setup_logger)
 from utilities.data import TrainingData, load_training_data
 from utilities.distributed import wrap_ddp
-from utilities.engine import (BestCheckpoint, Callback, CollapseWatch, FitConfig, LossPart, StepInfo, StepOutput,
-                              fit)
+from utilities.engine import BestCheckpoint, Callback, CollapseWatch, FitConfig, LossPart, StepInfo, StepOutput, fit
 from utilities.losses import MultiViewGatedCRFLoss, PartialDiceCELoss, VarianceLoss
 from utilities.optim import Amp, make_optimizer
 from utilities.runs import start_run
@@ -64,6 +75,9 @@ def build_parser() -> argparse.ArgumentParser:
     remedies.add_argument("--rampup_unit", default="epoch", choices=["epoch", "step"],
                           help="advance the ramp-up once per epoch (paper) or at every step (smooth, "
                                "in fractional epochs)")
+    remedies.add_argument("--seg_class_balance", action="store_true",
+                          help="partial CE as the mean of each class's mean over its seed voxels (paper: the mean "
+                               "over all seed voxels, where the foreground seeds weigh their tiny share)")
     remedies.add_argument("--warmup_epochs", type=nonnegative_int, default=0,
                           help="epochs of partial DiceCE alone (CRF and VM weights 0) before the ramp-up starts")
     p.add_argument("--init_checkpoint", default=None,
@@ -110,7 +124,7 @@ class Stage1Step:
 
     def __init__(self, model: torch.nn.Module, amp: Amp, device: torch.device, args: argparse.Namespace) -> None:
         self.model, self.amp, self.device = model, amp, device
-        self.seg_loss = PartialDiceCELoss(num_classes=NUM_CLASSES)
+        self.seg_loss = PartialDiceCELoss(num_classes=NUM_CLASSES, class_balanced=args.seg_class_balance)
         self.crf_loss = MultiViewGatedCRFLoss(down_size=tuple(args.down_size), kernel_radius=args.kernel_radius[0],
                                               sigma_xy=args.crf_sigma_xy, sigma_rgb=args.crf_sigma_rgb)
         self.var_loss = VarianceLoss()

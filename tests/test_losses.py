@@ -7,8 +7,7 @@ import math
 import pytest
 import torch
 
-from utilities.losses import (DICE_EPS, DiceCELoss, KDLoss, PartialDiceCELoss, VarianceLoss, one_hot,
-                              soft_dice)
+from utilities.losses import DICE_EPS, DiceCELoss, KDLoss, PartialDiceCELoss, VarianceLoss, one_hot, soft_dice
 from utilities.schedules import poly_lr, sigmoid_rampup
 
 LN3 = math.log(3.0)
@@ -116,6 +115,31 @@ def test_partial_item_averaging(labels, expected):
     logits = torch.cat([vol([[LN3, 0, 5.0], [0, LN3, 0]])] * 2)
     labels = torch.tensor(labels)[:, None, :, None, None]
     assert PartialDiceCELoss()(logits, labels).item() == pytest.approx(expected, abs=3e-7)
+
+
+def test_partial_class_balanced_ce():
+    """``class_balanced``: each annotated class's mean CE, averaged over the classes present;
+    the Dice part and the unknown voxels (label 2) are untouched."""
+    logits = vol([[LN3, LN3, 0, 0, 9.0], [0, 0, 0, LN3, 0]])
+    labels = lab([0, 0, 0, 1, 2])
+    ce = {"plain": (3 * math.log(4 / 3) + math.log(2)) / 4,
+          "balanced": ((2 * math.log(4 / 3) + math.log(2)) / 3 + math.log(4 / 3)) / 2}
+    plain = PartialDiceCELoss()(logits, labels).item()
+    balanced = PartialDiceCELoss(class_balanced=True)(logits, labels).item()
+    assert balanced - plain == pytest.approx(ce["balanced"] - ce["plain"], abs=1e-6)
+    # the single foreground voxel weighs 1/2 of the CE instead of 1/4: on its foreground logit the CE
+    # gradient (p − 1)·w, p = 3/4, changes by −1/4 · (1/2 − 1/4); the Dice gradient is the same in both
+    grads = {}
+    for name, balanced_flag in (("plain", False), ("balanced", True)):
+        z = logits.clone().requires_grad_(True)
+        PartialDiceCELoss(class_balanced=balanced_flag)(z, labels).backward()
+        grads[name] = z.grad[0, :, :, 0, 0]
+    assert float(grads["balanced"][1, 3] - grads["plain"][1, 3]) == pytest.approx(-1 / 16, abs=1e-6)
+    assert float(grads["balanced"][:, 4].abs().max()) == 0.0  # unknown voxel: no gradient
+    # one class present: both are the plain mean
+    only_bg = lab([0, 0, 0, 2, 2])
+    assert PartialDiceCELoss(class_balanced=True)(logits, only_bg).item() == pytest.approx(
+        PartialDiceCELoss()(logits, only_bg).item(), abs=1e-7)
 
 
 def test_partial_nothing_annotated_is_zero_with_zero_grad():
