@@ -16,27 +16,25 @@ Example::
 """
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
-ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
-
 import argparse
 import concurrent.futures as cf
 import json
 import os
 import shlex
 import subprocess
+import sys
 import time
 from dataclasses import dataclass, field
-from typing import Any, Iterable, Sequence
+from pathlib import Path
+from typing import Any, Sequence
 
 import numpy as np
 import pandas as pd
 
 from utilities.io import atomic_path, save_csv, save_text
+
+# `utilities` comes from `pip install -e .` (make install); ROOT locates the scripts this runs.
+ROOT = Path(__file__).resolve().parents[1]
 
 __all__ = ["KINDS", "Config", "Variant", "Run", "load_config", "plan_runs", "run_ablation", "summarize",
            "wilcoxon_p", "main"]
@@ -278,7 +276,8 @@ def _spatial(flags: dict[str, Any]) -> list[str]:
 def geodesic_dir(cfg: Config, output_dir: Path) -> Path:
     """Where stage 0 writes the expanded seeds."""
     d = cfg.dataset
-    return output_dir / "geodesic" / f"weight{d['geodesic_weight']}_threshold{d['geodesic_threshold']}" / "geodesic_label"
+    weight_threshold = f"weight{d['geodesic_weight']}_threshold{d['geodesic_threshold']}"
+    return output_dir / "geodesic" / weight_threshold / "geodesic_label"
 
 
 def stage0_command(cfg: Config, output_dir: Path, python: str) -> list[str]:
@@ -344,7 +343,8 @@ def plan_runs(cfg: Config, output_dir: Path, seeds: Sequence[int], names: Sequen
                      "--pretrained_model2_dir", str(m2.folder), "--network2", m2.network,
                      "--model_dir", str(folder), "--seed", str(seed), "--device", device]
             runs[(name, seed)] = Run(v, seed, folder, m1.network, train, needs=[m1, m2])
-    ordered = [r for r in runs.values() if r.variant.kind != "scm"] + [r for r in runs.values() if r.variant.kind == "scm"]
+    ordered = ([r for r in runs.values() if r.variant.kind != "scm"]
+               + [r for r in runs.values() if r.variant.kind == "scm"])
     return ordered
 
 
@@ -413,7 +413,8 @@ def _call_in_process(command: list[str], log: Path, threads: int) -> None:
 
     import torch
 
-    module = importlib.import_module({"inference.py": "inference", "scores.py": "utilities.scores"}[Path(command[1]).name])
+    module_name = {"inference.py": "inference", "scores.py": "utilities.scores"}[Path(command[1]).name]
+    module = importlib.import_module(module_name)
     torch.set_num_threads(threads)
     log.parent.mkdir(parents=True, exist_ok=True)
     with open(log, "a", encoding="utf-8") as fh, contextlib.redirect_stdout(fh), contextlib.redirect_stderr(fh):
@@ -421,7 +422,8 @@ def _call_in_process(command: list[str], log: Path, threads: int) -> None:
         try:
             module.main(command[2:])
         except (ValueError, FileNotFoundError, FileExistsError, RuntimeError, OSError) as e:
-            raise RuntimeError(f"{Path(command[1]).name} failed ({' '.join(str(e).split())[:300]}); log: {log}") from None
+            raise RuntimeError(f"{Path(command[1]).name} failed ({' '.join(str(e).split())[:300]}); "
+                               f"log: {log}") from None
         finally:
             logging_reset()
 

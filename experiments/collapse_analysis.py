@@ -36,6 +36,7 @@ from typing import Sequence
 import matplotlib
 
 matplotlib.use("Agg")
+import make_demo_data  # noqa: E402
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
@@ -43,7 +44,6 @@ import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 from scipy import ndimage  # noqa: E402
 
-import make_demo_data  # noqa: E402
 from data.simulate_7points import simulate_points, subject_rng  # noqa: E402
 from utilities.geodesic import expand_seeds  # noqa: E402
 from utilities.io import atomic_path, save_csv, save_text  # noqa: E402
@@ -127,7 +127,7 @@ def crf_vs_size(radii: Sequence[float], contrasts: Sequence[float], noises: Sequ
                 image = torch.from_numpy((SIGMA_RGB * (contrast * true + noise * white)).astype(np.float32))[None, None]
                 n_vox = true.size
 
-                def energy(logits: torch.Tensor) -> torch.Tensor:
+                def energy(logits: torch.Tensor, image: torch.Tensor = image, n_vox: int = n_vox) -> torch.Tensor:
                     return crf(logits, image) * n_vox
 
                 row = {"radius": R, "lesion_voxels": int(true.sum()), "contrast": contrast, "noise": noise}
@@ -202,8 +202,10 @@ def gradient_balance(cases: Sequence[Case]) -> tuple[pd.DataFrame, pd.DataFrame]
     for case in cases:
         crf = MultiViewGatedCRFLoss(down_size=case.down_size, kernel_radius=RADIUS, sigma_xy=SIGMA_XY,
                                     sigma_rgb=SIGMA_RGB)
-        terms = {"seg": lambda lg: seg(lg, case.seeds), "crf": lambda lg: crf(lg, case.image),
-                 "vm": lambda lg: WEIGHT_VM * vm(lg, case.image)}
+        # the loop variables are bound as defaults (the terms are evaluated within this iteration)
+        terms = {"seg": lambda lg, case=case: seg(lg, case.seeds),
+                 "crf": lambda lg, crf=crf, case=case: crf(lg, case.image),
+                 "vm": lambda lg, case=case: WEIGHT_VM * vm(lg, case.image)}
         seeds = case.seeds[0, 0].numpy()
         lesion = torch.from_numpy(case.label)
         row = {"dataset": case.dataset, "case": case.name, **case_contrast(case),
@@ -214,7 +216,8 @@ def gradient_balance(cases: Sequence[Case]) -> tuple[pd.DataFrame, pd.DataFrame]
             for tname, fn in terms.items():
                 row[f"{tname}_{pname}"] = value_and_grad(fn, mask_margin(mask, SOFT))[0]
             # the CRF's pair sum of the hard mask on its grid (loss · X·Y·Z of the down-sampled grid)
-            row[f"E_hard_{pname}"] = value_and_grad(terms["crf"], mask_margin(mask, HARD))[0] * math.prod(case.down_size)
+            row[f"E_hard_{pname}"] = (value_and_grad(terms["crf"], mask_margin(mask, HARD))[0]
+                                      * math.prod(case.down_size))
         grads = {t: value_and_grad(fn, mask_margin(case.label, SOFT))[1] for t, fn in terms.items()}
         for t, g in grads.items():
             row[f"gradnorm_{t}"] = float(g.norm())
@@ -241,14 +244,14 @@ def crf_settings(cases: Sequence[Case]) -> pd.DataFrame:
         full = tuple(int(s) for s in case.image.shape[2:])
         lesion = torch.from_numpy(case.label)
         soft = mask_margin(case.label, SOFT)
-        pull_seg = float(-value_and_grad(lambda lg: seg(lg, case.seeds), soft)[1][lesion].sum())
-        pull_vm = float(-value_and_grad(lambda lg: WEIGHT_VM * vm(lg, case.image), soft)[1][lesion].sum())
+        pull_seg = float(-value_and_grad(lambda lg, case=case: seg(lg, case.seeds), soft)[1][lesion].sum())
+        pull_vm = float(-value_and_grad(lambda lg, case=case: WEIGHT_VM * vm(lg, case.image), soft)[1][lesion].sum())
         for grid, sigma, radius in (("half", 6.0, 5), ("full", 6.0, 5), ("half", 3.0, 3), ("full", 3.0, 3),
                                     ("half", 2.0, 2)):
             down = (full[0] // 2, full[1] // 2, full[2]) if grid == "half" else full
             crf = MultiViewGatedCRFLoss(down_size=down, kernel_radius=radius, sigma_xy=sigma, sigma_rgb=SIGMA_RGB)
 
-            def fn(lg: torch.Tensor) -> torch.Tensor:
+            def fn(lg: torch.Tensor, crf: MultiViewGatedCRFLoss = crf, case: Case = case) -> torch.Tensor:
                 return crf(lg, case.image)
 
             pull_crf = float(-value_and_grad(fn, soft)[1][lesion].sum())
@@ -281,7 +284,7 @@ def rampup_table() -> pd.DataFrame:
     for name, steps, epochs, ramp in RAMP_SETTINGS:
         weights = [sigmoid_rampup(e, ramp) for e in range(epochs)]
 
-        def first(level: float) -> int:
+        def first(level: float, weights: list[float] = weights, steps: int = steps) -> int:
             return next(e for e, w in enumerate(weights) if w >= level - 1e-12) * steps
 
         rows.append({"setting": name, "steps_per_epoch": steps, "total_steps": steps * epochs,
@@ -500,10 +503,11 @@ def report(results: dict[str, pd.DataFrame], seconds: float) -> str:
     # 2 ------------------------------------------------------------------------------------
     g = rg.groupby(["dataset", "ramp"])[["seg", "crf", "vm", "lesion_pull_total"]].mean()
     seeds = bal.groupby("dataset")[["fg_seeds", "bg_seeds"]].mean()
+    fg, bg = seeds["fg_seeds"], seeds["bg_seeds"]
     out += ["## 2. The terms' gradients at a correct soft prediction, realistic seeds", "",
             "Seeds per case (mean): " + "; ".join(
-                f"{ds}: {seeds.loc[ds, 'fg_seeds']:.0f} foreground vs {seeds.loc[ds, 'bg_seeds']:.0f} background "
-                f"voxels ({100 * seeds.loc[ds, 'fg_seeds'] / (seeds.loc[ds, 'fg_seeds'] + seeds.loc[ds, 'bg_seeds']):.2f} %"
+                f"{ds}: {fg[ds]:.0f} foreground vs {bg[ds]:.0f} background "
+                f"voxels ({100 * fg[ds] / (fg[ds] + bg[ds]):.2f} %"
                 " of the annotated voxels)" for ds in seeds.index) + ". The partial CE is a mean over all "
             "annotated voxels, so the foreground seeds get that small share of its pull.", "",
             "| dataset | ramp weight | ‖∇ seg‖ | ‖∇ w·mCRF‖ | ‖∇ w·0.1·VM‖ | net pull on the lesion |",
@@ -527,7 +531,8 @@ def report(results: dict[str, pd.DataFrame], seconds: float) -> str:
         "and the VM's shrinking pull is about as large as the seeds' pull.", "",
         "Other mCRF settings on the same cases (pulls at the correct soft prediction; seg and VM do "
         "not depend on them; net = seg + mCRF + VM at weight 1):", "",
-        "| dataset | mCRF grid | σ_xy | r | pull mCRF | net pull | E(eroded)/E(true) |", "|---|---|---|---|---|---|---|"]
+        "| dataset | mCRF grid | σ_xy | r | pull mCRF | net pull | E(eroded)/E(true) |",
+        "|---|---|---|---|---|---|---|"]
     sg = st.groupby(["dataset", "down_size", "sigma_xy", "radius"], sort=False)[["pull_crf", "net_pull_w1",
                                                                                "eroded_over_true"]].mean()
     for (ds, down, sig, r), row in sg.iterrows():

@@ -8,7 +8,8 @@ import numpy as np
 import SimpleITK as sitk
 
 
-def blob_case(shape_zyx: Sequence[int] = (16, 32, 32), seed: int = 0, radius: float = 6.0) -> tuple[np.ndarray, np.ndarray]:
+def blob_case(shape_zyx: Sequence[int] = (16, 32, 32), seed: int = 0,
+              radius: float = 6.0) -> tuple[np.ndarray, np.ndarray]:
     """(image float32, label uint8) in SimpleITK (z, y, x) order; the blob never touches the border."""
     rng = np.random.default_rng(seed)
     shape = np.array(shape_zyx)

@@ -9,9 +9,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from scipy.stats import wilcoxon
-
 from helpers import ROOT, load_script
+from scipy.stats import wilcoxon
 
 ablate = load_script("experiments/ablate.py")
 make_demo = load_script("data/demo/make_demo_data.py")
@@ -224,5 +223,6 @@ def test_brats_layout_stage0_and_seed_rows(tmp_path):
     for case in scores.index:
         image = sitk.GetArrayFromImage(sitk.ReadImage(str(tmp_path / "data" / "image" / f"{case}_flair.nii.gz")))
         pred = sitk.GetArrayFromImage(sitk.ReadImage(str(
-            out / "runs" / "seeds" / "expanded" / "seeds" / "output_pred" / f"{case}_flair" / f"{case}_flair_seg.nii.gz")))
+            out / "runs" / "seeds" / "expanded" / "seeds" / "output_pred" / f"{case}_flair"
+            / f"{case}_flair_seg.nii.gz")))
         assert pred.any() and not pred[image == 0].any()

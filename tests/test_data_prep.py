@@ -8,8 +8,8 @@ import numpy as np
 import pandas as pd
 import pytest
 import SimpleITK as sitk
-
 from helpers import ROOT, load_script
+
 from utilities.splits import read_split
 
 convert = load_script("data/VS/convert.py")
@@ -173,7 +173,8 @@ def test_image_crop_shapes_tumour_and_world_coordinates(tmp_path):
     assert stats.min_image_shape == (4, 12, 7)
     assert stats.max_tumour_extent == (3, 4, 4)
 
-    for subject, image, label, probe in (("big", big_img, big_lab, (16, 4, 3)), ("small", small_img, small_lab, (3, 6, 2))):
+    for subject, image, label, probe in (("big", big_img, big_lab, (16, 4, 3)),
+                                         ("small", small_img, small_lab, (3, 6, 2))):
         image_c = sitk.ReadImage(str(data / "image_crop" / f"{subject}_T2.nii.gz"))
         label_c = sitk.ReadImage(str(data / "label_crop" / f"{subject}_Label.nii.gz"))
         assert image_c.GetSize() == label_c.GetSize() == crop[::-1]
@@ -243,15 +244,18 @@ def test_merge_and_move(tmp_path):
     dest = tmp_path / "BraTS"
     done = merge.main(["--original_dir", str(root), "--destination_dir", str(dest), "--expected_shape", "7", "6", "5"])
     assert done == ["BraTS19_A_1", "BraTS19_B_2"]
-    assert sorted(p.name for p in (dest / "image").iterdir()) == ["BraTS19_A_1_Flair.nii.gz", "BraTS19_B_2_Flair.nii.gz"]
-    assert sorted(p.name for p in (dest / "label").iterdir()) == ["BraTS19_A_1_Label.nii.gz", "BraTS19_B_2_Label.nii.gz"]
-    for case, (flair, seg) in cases.items():
+    assert sorted(p.name for p in (dest / "image").iterdir()) == ["BraTS19_A_1_Flair.nii.gz",
+                                                                   "BraTS19_B_2_Flair.nii.gz"]
+    assert sorted(p.name for p in (dest / "label").iterdir()) == ["BraTS19_A_1_Label.nii.gz",
+                                                                   "BraTS19_B_2_Label.nii.gz"]
+    for case, (_flair, seg) in cases.items():
         grade = "HGG" if case == "BraTS19_A_1" else "LGG"
         copied = dest / "image" / f"{case}_Flair.nii.gz"
         assert copied.read_bytes() == (root / grade / case / f"{case}_flair.nii.gz").read_bytes()
         label = sitk.ReadImage(str(dest / "label" / f"{case}_Label.nii.gz"))
         assert label.GetPixelID() == sitk.sitkUInt8
-        np.testing.assert_array_equal(sitk.GetArrayFromImage(label), (sitk.GetArrayFromImage(seg) != 0).astype(np.uint8))
+        np.testing.assert_array_equal(sitk.GetArrayFromImage(label),
+                                      (sitk.GetArrayFromImage(seg) != 0).astype(np.uint8))
         assert label.GetOrigin() == seg.GetOrigin() and label.GetDirection() == seg.GetDirection()
         assert label.GetSpacing() == seg.GetSpacing()
 
@@ -261,7 +265,8 @@ def test_merge_and_move_errors(tmp_path):
     write_brats_case(root, "HGG", "BraTS19_A_1")
     write_brats_case(root, "LGG", "BraTS19_B_2", shape_zyx=(5, 6, 8))
     dest = tmp_path / "BraTS"
-    with pytest.raises(ValueError, match=r"case BraTS19_B_2: BraTS19_B_2_flair.nii.gz has size \[8, 6, 5\], expected \[7, 6, 5\]"):
+    with pytest.raises(ValueError, match=r"case BraTS19_B_2: BraTS19_B_2_flair.nii.gz has size \[8, 6, 5\], "
+                                         r"expected \[7, 6, 5\]"):
         merge.main(["--original_dir", str(root), "--destination_dir", str(dest), "--expected_shape", "7", "6", "5"])
     assert not dest.exists()  # checked before anything is written
     with pytest.raises(ValueError, match=r"expected \[240, 240, 155\]"):

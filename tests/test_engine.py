@@ -175,5 +175,6 @@ def test_init_checkpoint_starts_from_published_weights(tiny, tmp_path):
         torch.testing.assert_close(final[key], value, rtol=0, atol=1e-6)
     torch.save(ours_to_published(get_network("AttU_Net", 1, 2).state_dict(), "AttU_Net"), path)
     with pytest.raises(ValueError, match=r"is a published AttU_Net checkpoint, not U_Net2D5; pass --network AttU_Net"):
-        stage1.main(["--model_dir", str(tmp_path / "run2"), *common, "--max_epochs", "1", "--init_checkpoint", str(path)])
+        stage1.main(["--model_dir", str(tmp_path / "run2"), *common, "--max_epochs", "1",
+                     "--init_checkpoint", str(path)])
     assert not (tmp_path / "run2").exists()  # refused before anything is written

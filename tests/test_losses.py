@@ -204,7 +204,8 @@ def test_variance_golden(golden):
     loss = VarianceLoss()(logits, golden["image"])
     assert loss.item() == pytest.approx(golden["vm"].item(), rel=1e-6)
     loss.backward()
-    torch.testing.assert_close(logits.grad, golden["vm_grad"], rtol=1e-5, atol=1e-5 * golden["vm_grad"].abs().max().item())
+    torch.testing.assert_close(logits.grad, golden["vm_grad"], rtol=1e-5,
+                               atol=1e-5 * golden["vm_grad"].abs().max().item())
 
 
 # -------------------------------------------------------------------------------------------- KD

@@ -5,12 +5,12 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 import torch
+from helpers import load_script
+from synth import make_vs_dataset
 
 import inference
 import train_gatedcrfloss3d22d_multiview_varianceloss as stage1
 import train_SCM as scm
-from helpers import load_script
-from synth import make_vs_dataset
 from utilities import scores
 
 SHAPE = ["32", "32", "16"]
@@ -77,7 +77,7 @@ def test_existing_run_refused(stage1_runs):
 def _scm_args(root, common, model_dir, extra=()):
     drop = {"--path_geodesic_labels", "--down_size", "--rampup_epochs"}
     args, skip = [], 0
-    for i, a in enumerate(common):
+    for _i, a in enumerate(common):
         if skip:
             skip -= 1
             continue

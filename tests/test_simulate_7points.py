@@ -6,7 +6,6 @@ import logging
 import numpy as np
 import pytest
 import SimpleITK as sitk
-
 from helpers import load_script
 
 sim = load_script("data/simulate_7points.py")
@@ -164,7 +163,8 @@ def test_lesion_on_the_border_clamps_to_the_border_slice():
 
 def test_impossible_border_point_is_an_error():
     mask = box_mask((4, 5, 5), np.s_[0:2, :, :])  # fills the whole z = 0 slice
-    with pytest.raises(ValueError, match=r"case_9: no voxel outside the label below the minimum of lesion 1 along axis 0"):
+    with pytest.raises(ValueError,
+                       match=r"case_9: no voxel outside the label below the minimum of lesion 1 along axis 0"):
         simulate_points(mask, (1.0, 1.0, 1.0), name="case_9")
 
 

@@ -147,8 +147,9 @@ class PartialDiceCELoss(nn.Module):
     voxels; the loss is the mean over these items. CE is the mean over the annotated voxels (the
     paper), or with ``class_balanced`` the mean over the classes present of each class's mean CE
     (a remedy when the foreground seeds are a tiny share of the annotated voxels: with small
-    lesions in whole scans, 0.02 %, and the plain mean gives them that share of the pull). If no item has an annotated voxel the loss is
-    0, still attached to ``logits`` (zero gradient), so ``backward()`` works.
+    lesions in whole scans, 0.02 %, and the plain mean gives them that share of the pull). If no
+    item has an annotated voxel the loss is 0, still attached to ``logits`` (zero gradient), so
+    ``backward()`` works.
     """
 
     def __init__(self, num_classes: int = 2, eps: float = DICE_EPS, class_balanced: bool = False) -> None:
