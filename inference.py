@@ -19,15 +19,23 @@ import torch
 from tqdm import tqdm
 
 from networks import NETWORKS, get_network
-from utilities.cli import (add_common_args, add_compile_args, check_network_shape, check_spatial_shape, positive_int,
-                           resolve_device, setup_logger, show_progress)
+from utilities.checkpoints import load_model_weights
+from utilities.cli import (
+    add_common_args,
+    add_compile_args,
+    check_network_shape,
+    check_spatial_shape,
+    positive_int,
+    resolve_device,
+    setup_logger,
+    show_progress,
+)
+from utilities.compile import prepare_network
 from utilities.data import ImageSource, load_phase, make_volume_loader
 from utilities.io import prediction_path, save_nifti
-from utilities.splits import PHASES
-from utilities.checkpoints import load_model_weights
-from utilities.compile import prepare_network
 from utilities.optim import Amp
 from utilities.prediction import sliding_window_predict
+from utilities.splits import PHASES
 
 __all__ = ["checkpoint_path", "from_canonical", "run_inference", "main"]
 

@@ -25,13 +25,21 @@ from torch import nn
 
 from networks import NETWORKS, get_network
 from utilities.checkpoints import TrainingState, load_model_weights
+from utilities.cli import (
+    add_common_args,
+    add_data_args,
+    add_training_args,
+    check_network_shape,
+    check_spatial_shape,
+    data_config,
+    positive_float,
+    positive_int,
+    run_options,
+)
 from utilities.compile import prepare_network
-from utilities.cli import (add_common_args, add_data_args, add_training_args, check_network_shape, check_spatial_shape,
-                           data_config, positive_float, positive_int, run_options)
 from utilities.data import TrainingData, load_training_data
 from utilities.distributed import wrap_ddp
-from utilities.engine import (BestCheckpoint, Callback, CollapseWatch, FitConfig, LossPart, StepInfo, StepOutput,
-                              fit)
+from utilities.engine import BestCheckpoint, Callback, CollapseWatch, FitConfig, LossPart, StepInfo, StepOutput, fit
 from utilities.losses import DiceCELoss, KDLoss
 from utilities.optim import Amp, make_optimizer
 from utilities.runs import start_run

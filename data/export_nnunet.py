@@ -28,15 +28,14 @@ Example::
 """
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
 import argparse
 import json
 import logging
 import os
 import re
 import shutil
+import sys
+from pathlib import Path
 from typing import Sequence
 
 import numpy as np

@@ -52,9 +52,6 @@ Examples::
 """
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
 import argparse
 import csv
 import io
@@ -62,7 +59,9 @@ import json
 import logging
 import os
 import re
+import sys
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Sequence
 
 import numpy as np

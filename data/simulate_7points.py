@@ -27,13 +27,12 @@ Example::
 """
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
 import argparse
 import logging
 import os
+import sys
 import zlib
+from pathlib import Path
 from typing import Callable, Sequence
 
 import numpy as np

@@ -17,12 +17,11 @@ Examples::
 """
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
 import argparse
 import logging
 import os
+import sys
+from pathlib import Path
 from typing import Sequence
 
 import numpy as np

@@ -5,7 +5,6 @@ import math
 
 import numpy as np
 import pytest
-
 from helpers import load_script
 
 ca = load_script("experiments/collapse_analysis.py")

@@ -8,12 +8,20 @@ from pathlib import Path
 
 import pytest
 import torch
-
 from helpers import ROOT
+
 from networks import NETWORKS, get_network
-from networks.convert_checkpoint import (convert_checkpoint, detect_our_network, detect_published_network,
-                                         load_state_dict, main, ours_to_published, published_keys,
-                                         published_to_ours, to_our_state_dict)
+from networks.convert_checkpoint import (
+    convert_checkpoint,
+    detect_our_network,
+    detect_published_network,
+    load_state_dict,
+    main,
+    ours_to_published,
+    published_keys,
+    published_to_ours,
+    to_our_state_dict,
+)
 
 KEYS = json.loads((ROOT / "tests" / "data" / "published_state_dict_keys.json").read_text())
 

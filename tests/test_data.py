@@ -6,10 +6,17 @@ import gzip
 import numpy as np
 import pytest
 import torch
-
 from synth import blob_case, make_vs_dataset, write
-from utilities.data import (ImageSource, PatchDataset, SubjectCache, load_phase, make_subjects,
-                            make_training_loader, make_volume_loader)
+
+from utilities.data import (
+    ImageSource,
+    PatchDataset,
+    SubjectCache,
+    load_phase,
+    make_subjects,
+    make_training_loader,
+    make_volume_loader,
+)
 from utilities.splits import read_split, subjects_of
 
 

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import pandas as pd
-
 from helpers import load_script
 
 ROWS = ["Expanded seeds (geodesic)", "Seeds only (partial DiceCE)", "PA-Seg stage 1 (+ mCRF + VM)",

@@ -4,9 +4,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import SimpleITK as sitk
+from helpers import load_script
 from scipy import ndimage
 
-from helpers import load_script
 from utilities.geodesic import expand_seeds
 from utilities.splits import read_split
 

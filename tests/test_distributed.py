@@ -8,7 +8,6 @@ logged validation Dice equals a single-process evaluation of the same weights, a
 """
 from __future__ import annotations
 
-import argparse
 import os
 import shutil
 import socket
@@ -20,13 +19,12 @@ import pandas as pd
 import pytest
 import torch
 import torch.distributed as dist
+from synth import make_vs_dataset
 
 from networks import get_network
-from synth import make_vs_dataset
-from utilities.data import ImageSource, load_phase, make_volume_loader
-from utilities.distributed import DistContext, init_distributed, shard_indices
 from utilities.checkpoints import load_model_weights, save_model
-from utilities.data import DataConfig, load_training_data
+from utilities.data import DataConfig, ImageSource, load_phase, load_training_data, make_volume_loader
+from utilities.distributed import DistContext, init_distributed, shard_indices
 from utilities.validation import evaluate, mean_scores
 
 ROOT = Path(__file__).resolve().parents[1]

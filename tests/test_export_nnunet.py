@@ -8,9 +8,9 @@ import numpy as np
 import pandas as pd
 import pytest
 import SimpleITK as sitk
-
 from helpers import load_script
 from synth import make_vs_dataset, write
+
 from utilities import scores
 
 EXPORT = load_script("data/export_nnunet.py")

@@ -8,8 +8,8 @@ import numpy as np
 import pandas as pd
 import pytest
 import SimpleITK as sitk
-
 from helpers import load_script
+
 from utilities.geodesic import expand_seeds, generate_geodesic_labels, merge_labels, output_folder
 
 VS = load_script("data/VS/generate_geodesic_labels.py")

@@ -7,12 +7,12 @@ import numpy as np
 import pytest
 import torch
 import torchio as tio
+from synth import make_vs_dataset
 
 import inference
 from networks import get_network
-from synth import make_vs_dataset
-from utilities.io import prediction_path
 from utilities.checkpoints import save_model
+from utilities.io import prediction_path
 
 LPS_PERMUTED = (0.0, 0.0, 1.0, -1.0, 0.0, 0.0, 0.0, -1.0, 0.0)  # axes permuted and flipped
 

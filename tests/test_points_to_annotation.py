@@ -8,8 +8,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import SimpleITK as sitk
-
 from helpers import load_script
+
 from utilities.geodesic import expand_seeds
 
 P2A = load_script("data/points_to_annotation.py")

@@ -8,9 +8,9 @@ import pandas as pd
 import pytest
 import SimpleITK as sitk
 
+from utilities import scores
 from utilities.io import prediction_path
 from utilities.metrics import overlap_metrics, surface_metrics
-from utilities import scores
 
 
 def _cube(shape, lo, hi):

@@ -6,8 +6,8 @@ import argparse
 import logging
 import os
 import random
-import sys
 import re
+import sys
 import time
 import traceback
 from pathlib import Path

@@ -17,16 +17,15 @@ Example::
 """
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
 import argparse
 import contextlib
 import locale
 import logging
 import os
 import re
+import sys
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Iterator
 
 import SimpleITK as sitk

@@ -18,13 +18,12 @@ Example::
 """
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
 import argparse
 import logging
 import os
+import sys
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Sequence
 
 import numpy as np
