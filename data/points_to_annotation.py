@@ -68,7 +68,7 @@ import numpy as np
 import SimpleITK as sitk
 
 from utilities.cli import LOGGER_NAME, setup_logger
-from utilities.grid import subject_path
+from utilities.grid import Grid, subject_path
 from utilities.io import ensure_writable_dir, read_image, save_text, write_image
 from utilities.splits import PHASES, subjects_of
 
@@ -452,20 +452,13 @@ def _reference(path: Path) -> sitk.Image:
     """An image with the geometry of ``path`` (read from its header only)."""
     if not path.is_file():
         raise FileNotFoundError(f"image file not found: {path} (check --path_images/--image_postfix)")
-    reader = sitk.ImageFileReader()
-    reader.SetFileName(str(path))
-    try:
-        reader.ReadImageInformation()
-    except RuntimeError as e:
-        reason = (str(e).strip().splitlines() or ["unknown reason"])[-1]
-        raise ValueError(f"cannot read image file {path} (unreadable or truncated: {reason}); "
-                         "re-create or re-download it") from None
-    if reader.GetDimension() != 3:
-        raise ValueError(f"image file {path} is {reader.GetDimension()}D; expected a 3D volume")
-    image = sitk.Image([int(s) for s in reader.GetSize()], sitk.sitkUInt8)
-    image.SetOrigin(reader.GetOrigin())
-    image.SetSpacing(reader.GetSpacing())
-    image.SetDirection(reader.GetDirection())
+    grid = Grid.read(path)
+    if len(grid.size) != 3:
+        raise ValueError(f"image file {path} is {len(grid.size)}D; expected a 3D volume")
+    image = sitk.Image(list(grid.size), sitk.sitkUInt8)
+    image.SetOrigin(grid.origin)
+    image.SetSpacing(grid.spacing)
+    image.SetDirection(grid.direction)
     return image
 
 
