@@ -154,7 +154,8 @@ def test_two_runs_one_folder_then_ctrl_c_and_resume(tmp_path):
     progress-bar frames in its redirected output); --resume finishes every epoch."""
     p = make_vs_dataset(tmp_path / "data", n_train=2, n_val=1, n_inf=0)
     run = tmp_path / "run" / "U_Net2D5"
-    args = stage1_args(p, tmp_path / "run", "--max_epochs", "8")
+    # 20 epochs of ~0.2 s: enough left to interrupt after the first, even on a fast machine
+    args = stage1_args(p, tmp_path / "run", "--max_epochs", "20")
     procs = [_start(args), _start(args)]
     _wait_for(lambda: sum(pr.poll() is not None for pr in procs) >= 1, [])
     refused = next(pr for pr in procs if pr.poll() is not None)
@@ -163,19 +164,19 @@ def test_two_runs_one_folder_then_ctrl_c_and_resume(tmp_path):
     assert refused.returncode == 2, err
     assert err.strip().splitlines() == [f"error: {run} is in use by process {winner.pid} (a training running now); "
                                         "wait for it to end, stop it, or choose another --model_dir"]
-    _wait_for(lambda: (run / "models" / "CP_latest.pth").is_file(), [winner])
-    time.sleep(0.5)  # the epoch's log line follows its latest checkpoint
+    # the epoch's log line follows its latest checkpoint: wait for the line itself, then interrupt at once
+    _wait_for(lambda: any("epoch 1/20 lr" in f.read_text() for f in run.glob("log_*.txt")), [winner])
     assert winner.poll() is None, winner.communicate()
     winner.send_signal(signal.SIGINT)
     out, err = winner.communicate(timeout=120)
     assert winner.returncode == 130, err
     assert "Traceback" not in err and err.strip().splitlines()[-1] == "interrupted; resume with --resume"
-    assert "\r" not in out + err and "epoch 1/8 lr" in out  # redirected: epoch lines, no progress-bar frames
+    assert "\r" not in out + err and "epoch 1/20 lr" in out  # redirected: epoch lines, no progress-bar frames
     done = _epochs(run)
-    assert 1 <= len(done) < 8 and len(list(run.glob("log_*.txt"))) == 1  # the refused run wrote nothing
+    assert 1 <= len(done) < 20 and len(list(run.glob("log_*.txt"))) == 1  # the refused run wrote nothing
 
     # (a SIGKILLed holder's lock is taken over: test_lock_refuses_a_live_holder_and_takes_over_a_dead_one;
     # kills inside writes: test_killed_inside_writes_then_resume_is_exact)
     stage1.main([*args, "--resume"])
-    assert _epochs(run) == list(range(1, 9)) and (run / "models" / "CP_final.pth").is_file()
+    assert _epochs(run) == list(range(1, 21)) and (run / "models" / "CP_final.pth").is_file()
     assert not (run / LOCK_NAME).exists() and not any(is_temporary(f) for f in run.rglob("*"))
