@@ -11,10 +11,14 @@ import sys
 import time
 import traceback
 from pathlib import Path
-from typing import Any, Callable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
 
 import numpy as np
 import torch
+
+if TYPE_CHECKING:  # imported lazily below: the data and run modules import this one
+    from utilities.data import DataConfig
+    from utilities.runs import RunOptions
 
 __all__ = [
     "run_main",
@@ -344,7 +348,7 @@ def add_training_args(parser: argparse.ArgumentParser) -> None:
                         help="end the run (checkpoints intact) when the collapse warning fires")
 
 
-def data_config(args: argparse.Namespace) -> Any:
+def data_config(args: argparse.Namespace) -> "DataConfig":
     """The :class:`utilities.data.DataConfig` named by the data flags."""
     from utilities.data import DataConfig
 
@@ -353,7 +357,7 @@ def data_config(args: argparse.Namespace) -> Any:
                       args.val_metric, args.cache_gb)
 
 
-def run_options(args: argparse.Namespace) -> Any:
+def run_options(args: argparse.Namespace) -> "RunOptions":
     """The :class:`utilities.runs.RunOptions` named by ``--device --seed --resume --overwrite``."""
     from utilities.runs import RunOptions
 
