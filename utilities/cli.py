@@ -16,6 +16,8 @@ from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
 import numpy as np
 import torch
 
+from utilities.optim import MOMENTUM
+
 if TYPE_CHECKING:  # imported lazily below: the data and run modules import this one
     from utilities.data import DataConfig
     from utilities.runs import RunOptions
@@ -337,7 +339,7 @@ def add_training_args(parser: argparse.ArgumentParser) -> None:
                              "agreement with the expanded seeds on their annotated voxels")
     parser.add_argument("--cache_gb", type=nonnegative_float, default=8.0,
                         help="memory budget (GiB) for volumes kept decoded between epochs")
-    parser.add_argument("--momentum", type=nonnegative_float, default=0.99,
+    parser.add_argument("--momentum", type=nonnegative_float, default=MOMENTUM,
                         help="SGD Nesterov momentum (the paper's 0.99)")
     parser.add_argument("--grad_clip", type=positive_float, default=None,
                         help="clip the gradient norm of each network to this value (default: no clipping; "

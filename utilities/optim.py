@@ -68,10 +68,3 @@ class Amp:
                 nn.utils.clip_grad_norm_(_parameters(optimizer), clip_norm)
             self.scaler.step(optimizer)
         self.scaler.update()
-
-    def optimize(self, losses: Sequence[torch.Tensor], optimizers: Sequence[torch.optim.Optimizer],
-                 clip_norm: float | None = None) -> None:
-        """Backward pass of each loss, then :meth:`step` of the optimisers."""
-        for loss in losses:
-            self.scale(loss).backward()
-        self.step(list(optimizers), clip_norm)
