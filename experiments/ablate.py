@@ -32,6 +32,7 @@ import numpy as np
 import pandas as pd
 
 from utilities.io import atomic_path, save_csv, save_text
+from utilities.jobs import run_logged, thread_env
 
 # `utilities` comes from `pip install -e .` (make install); ROOT locates the scripts this runs.
 ROOT = Path(__file__).resolve().parents[1]
@@ -393,15 +394,7 @@ def _signature(run: Run) -> list[str]:
 
 
 def _execute(command: list[str], log: Path, env: dict[str, str]) -> None:
-    log.parent.mkdir(parents=True, exist_ok=True)
-    with open(log, "a", encoding="utf-8") as fh:
-        fh.write(f"\n$ {shlex.join(command)}\n")
-        fh.flush()
-        rc = subprocess.run(command, cwd=ROOT, env=env, stdout=fh, stderr=subprocess.STDOUT).returncode
-    if rc != 0:
-        tail = [line for line in log.read_text(encoding="utf-8", errors="replace").splitlines() if line.strip()]
-        last = next((line for line in reversed(tail) if line.startswith("error:")), tail[-1] if tail else "")
-        raise RuntimeError(f"{Path(command[1]).name} exited with {rc} ({last.strip()[:300]}); log: {log}")
+    run_logged(command, log, env, cwd=ROOT)
 
 
 def _call_in_process(command: list[str], log: Path, threads: int) -> None:
@@ -511,7 +504,7 @@ def run_ablation(cfg: Config, output_dir: Path, seeds: Sequence[int] | None = No
         raise ValueError(f"--threads and --jobs must be at least 1, got {threads} and {jobs}")
     output_dir = Path(output_dir).resolve()
     runs = plan_runs(cfg, output_dir, seeds, names, device, python)
-    env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
+    env = thread_env(threads)
     seeds_dir = geodesic_dir(cfg, output_dir)
     stage0 = stage0_command(cfg, output_dir, python)
 

@@ -1,0 +1,68 @@
+"""utilities.jobs: logged subprocesses, side by side, in dependency order, failures named."""
+from __future__ import annotations
+
+import sys
+
+import pytest
+
+from utilities.jobs import Job, run_jobs, run_logged, thread_env
+
+# waits (up to 20 s) for the file argv[2] to exist after writing argv[1]: succeeds only when the
+# job that writes argv[2] runs at the same time
+RENDEZVOUS = ("import pathlib, sys, time\n"
+              "pathlib.Path(sys.argv[1]).write_text('here')\n"
+              "t = time.time()\n"
+              "while not pathlib.Path(sys.argv[2]).exists():\n"
+              "    time.sleep(0.05)\n"
+              "    if time.time() - t > 20: sys.exit('alone')\n")
+
+
+def py(code: str, *args: str) -> list[str]:
+    return [sys.executable, "-c", code, *args]
+
+
+def test_side_by_side_then_dependents(tmp_path):
+    a, b = tmp_path / "a", tmp_path / "b"
+    jobs = [
+        Job("x", py(RENDEZVOUS, str(a), str(b)), tmp_path / "x.log"),
+        Job("y", py(RENDEZVOUS, str(b), str(a)), tmp_path / "y.log"),
+        # reads both files: only correct after x and y
+        Job("z", py("import pathlib, sys; pathlib.Path(sys.argv[1]).write_text("
+                    "pathlib.Path(sys.argv[2]).read_text() + pathlib.Path(sys.argv[3]).read_text())",
+                    str(tmp_path / "z"), str(a), str(b)), tmp_path / "z.log", needs=("x", "y")),
+    ]
+    lines = []
+    done = run_jobs(jobs, 2, thread_env(1), report=lines.append)
+    assert (tmp_path / "z").read_text() == "herehere"
+    assert [j.name for j in done] == ["x", "y", "z"] and all(j.seconds > 0 for j in done)
+    assert lines[0].startswith("=== start: x") and lines[1].startswith("=== start: y")
+    assert lines[-2].startswith("=== start: z") and lines[-1].startswith("=== z: ")
+    assert "$ " in (tmp_path / "z.log").read_text()  # the command line heads the log
+
+
+def test_failure_is_named_and_dependents_not_started(tmp_path):
+    jobs = [
+        Job("bad", py("import sys; print('error: --foo is wrong'); sys.exit(2)"), tmp_path / "bad.log"),
+        Job("after_bad", py("open(r'%s', 'w').write('ran')" % (tmp_path / "ran")), tmp_path / "ab.log",
+            needs=("bad",)),
+        Job("good", py("open(r'%s', 'w').write('ok')" % (tmp_path / "good")), tmp_path / "good.log"),
+    ]
+    with pytest.raises(RuntimeError) as info:
+        run_jobs(jobs, 1, thread_env(1), report=lambda line: None)
+    message = str(info.value)
+    assert "2 job(s) failed" in message and "error: --foo is wrong" in message and "bad.log" in message
+    assert "after_bad: not started" in message
+    assert (tmp_path / "good").read_text() == "ok" and not (tmp_path / "ran").exists()
+
+
+def test_threads_reach_the_child_and_bad_plans_are_refused(tmp_path):
+    log = tmp_path / "env.log"
+    run_logged(py("import os; print('threads', os.environ['OMP_NUM_THREADS'])"), log, thread_env(3))
+    assert "threads 3" in log.read_text()
+    with pytest.raises(ValueError, match="unknown job"):
+        run_jobs([Job("a", py("pass"), log, needs=("nope",))], 1, thread_env(1))
+    with pytest.raises(ValueError, match="unique"):
+        run_jobs([Job("a", py("pass"), log), Job("a", py("pass"), log)], 1, thread_env(1))
+    with pytest.raises(ValueError, match="wait on each other"):
+        run_jobs([Job("a", py("pass"), log, needs=("b",)), Job("b", py("pass"), log, needs=("a",))], 1,
+                 thread_env(1), report=lambda line: None)
