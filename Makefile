@@ -35,7 +35,7 @@ test: install lint
 clean-venv:
 	rm -rf $(VENV)
 
-# The whole PA-Seg sequence on the embedded synthetic dataset (about 16 minutes on 2 CPU cores);
+# The whole PA-Seg sequence on the embedded synthetic dataset (about 8 minutes on 2 CPU cores);
 # everything it generates (data, split, models, results) goes under demo_output/.
 demo: install
 	$(PY) data/demo/run_demo.py --output_dir demo_output --data_dir demo_output/data --split_file demo_output/split_demo.csv

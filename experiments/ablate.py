@@ -12,7 +12,7 @@ holds checkpoints but no latest one). Config schema: see ``experiments/configs/R
 
 Example::
 
-    python experiments/ablate.py --config experiments/configs/demo.json --output_dir ./ablation/demo
+    python experiments/ablate.py --config experiments/configs/demo.json --output_dir ./ablation/demo --jobs 2
 """
 from __future__ import annotations
 

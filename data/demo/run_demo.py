@@ -186,7 +186,7 @@ def run_demo(output_dir: Path, data_dir: Path, split_file: Path, scale: Scale, d
     ]
     timer.run(f"training: {len(jobs)} runs, {jobs_at_once} side by side ({threads} CPU thread(s) each)",
               lambda: run_jobs(jobs, jobs_at_once, thread_env(threads), report=lambda line: print(line, flush=True)))
-    timer.times[-1:-1] = [(f"  {j.name}", j.seconds) for j in jobs]
+    timer.times += [(f"  {j.name}", j.seconds) for j in jobs]  # nested under the training step
 
     methods = [
         Method("Expanded seeds (geodesic)", models / "expanded_seeds", "seeds", None),
@@ -275,7 +275,7 @@ def results_markdown(results: pd.DataFrame, times: list[tuple[str, float]], tota
               "| Selected by | Epoch | Inference Dice (mean ± std) |", "|---|---|---|"]
     lines += [f"| {r.selected_by} | {r.epoch} | {r.dice_mean:.3f} ± {r.dice_std:.3f} |" for r in selection.itertuples()]
     lines += ["", "Step times:", ""]
-    lines += [f"- {name}: {seconds:.0f} s" for name, seconds in times]
+    lines += [f"{'  ' if name.startswith('  ') else ''}- {name.strip()}: {seconds:.0f} s" for name, seconds in times]
     lines.append(f"- total: {total:.0f} s")
     return "\n".join(lines) + "\n"
 
