@@ -66,3 +66,31 @@ def test_threads_reach_the_child_and_bad_plans_are_refused(tmp_path):
     with pytest.raises(ValueError, match="wait on each other"):
         run_jobs([Job("a", py("pass"), log, needs=("b",)), Job("b", py("pass"), log, needs=("a",))], 1,
                  thread_env(1), report=lambda line: None)
+
+
+def test_interrupt_stops_the_running_jobs(tmp_path):
+    """Ctrl-C in the runner terminates its children instead of leaving them running."""
+    import os
+    import signal
+    import threading
+    import time
+
+    pid_file = tmp_path / "pid"
+    finished = tmp_path / "finished"
+    long = Job("long", py("import os, pathlib, sys, time; pathlib.Path(sys.argv[1]).write_text(str(os.getpid())); "
+                          "time.sleep(60); pathlib.Path(sys.argv[2]).write_text('yes')", str(pid_file), str(finished)),
+               tmp_path / "long.log")
+
+    def interrupt_when_running() -> None:
+        t = time.time()
+        while not pid_file.exists() and time.time() - t < 20:
+            time.sleep(0.05)
+        os.kill(os.getpid(), signal.SIGINT)
+
+    threading.Thread(target=interrupt_when_running, daemon=True).start()
+    with pytest.raises(KeyboardInterrupt):
+        run_jobs([long], 1, thread_env(1), report=lambda line: None)
+    assert not finished.exists()  # stopped, not waited for
+    pid = int(pid_file.read_text())
+    with pytest.raises(ProcessLookupError):
+        os.kill(pid, 0)

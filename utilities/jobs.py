@@ -27,8 +27,10 @@ def thread_env(threads: int, base: Mapping[str, str] | None = None) -> dict[str,
     return env
 
 
-def run_logged(command: Sequence[str], log: Path, env: Mapping[str, str], cwd: Path | None = None) -> None:
-    """Run ``command``, appending its output (and the command line) to ``log``.
+def run_logged(command: Sequence[str], log: Path, env: Mapping[str, str], cwd: Path | None = None,
+               started: Callable[[subprocess.Popen], None] | None = None) -> None:
+    """Run ``command``, appending its output (and the command line) to ``log``; ``started`` gets
+    the process as soon as it runs (to stop it from elsewhere).
 
     Raises:
         RuntimeError: it exited with non-zero status; the message names the script, the status,
@@ -39,7 +41,10 @@ def run_logged(command: Sequence[str], log: Path, env: Mapping[str, str], cwd: P
     with open(log, "a", encoding="utf-8") as fh:
         fh.write(f"\n$ {shlex.join(command)}\n")
         fh.flush()
-        rc = subprocess.run(list(command), cwd=cwd, env=dict(env), stdout=fh, stderr=subprocess.STDOUT).returncode
+        with subprocess.Popen(list(command), cwd=cwd, env=dict(env), stdout=fh, stderr=subprocess.STDOUT) as proc:
+            if started is not None:
+                started(proc)
+            rc = proc.wait()
     if rc != 0:
         lines = [line for line in log.read_text(encoding="utf-8", errors="replace").splitlines() if line.strip()]
         last = next((line for line in reversed(lines) if line.startswith("error:")), lines[-1] if lines else "")
@@ -64,7 +69,8 @@ def run_jobs(jobs: Sequence[Job], slots: int, env: Mapping[str, str], cwd: Path 
     ones first). ``report`` gets one line when a job starts and one when it ends.
 
     Returns the jobs with their ``seconds``. Raises RuntimeError naming every failed job (the
-    others still finish; a job that needs a failed one is not started).
+    others still finish; a job that needs a failed one is not started). Interrupted (Ctrl-C,
+    SIGTERM turned into an exception), it stops the running jobs before passing the exception on.
     """
     if slots < 1:
         raise ValueError(f"slots must be at least 1, got {slots}")
@@ -75,18 +81,26 @@ def run_jobs(jobs: Sequence[Job], slots: int, env: Mapping[str, str], cwd: Path 
     if unknown:
         raise ValueError(f"jobs need unknown job(s) {unknown}")
     pending, running, done, failed = list(jobs), {}, set(), {}
+    processes: dict[str, subprocess.Popen] = {}
     lock = threading.Condition()
+
+    def started(name: str) -> Callable[[subprocess.Popen], None]:
+        def keep(proc: subprocess.Popen) -> None:
+            with lock:
+                processes[name] = proc
+        return keep
 
     def work(job: Job) -> None:
         t0 = time.time()
         error = None
         try:
-            run_logged(job.command, job.log, env, cwd)
+            run_logged(job.command, job.log, env, cwd, started=started(job.name))
         except (RuntimeError, OSError) as e:
             error = str(e)
         job.seconds = time.time() - t0
         with lock:
             del running[job.name]
+            processes.pop(job.name, None)
             if error is None:
                 done.add(job.name)
                 report(f"=== {job.name}: {job.seconds:.1f} s ===")
@@ -95,21 +109,40 @@ def run_jobs(jobs: Sequence[Job], slots: int, env: Mapping[str, str], cwd: Path 
                 report(f"=== {job.name}: FAILED after {job.seconds:.1f} s: {error} ===")
             lock.notify_all()
 
-    with lock:
-        while pending or running:
-            for job in [j for j in pending if any(n in failed for n in j.needs)]:
-                pending.remove(job)
-                failed[job.name] = "not started: a job it needs failed"
-            ready = [j for j in pending if all(n in done for n in j.needs)]
-            while ready and len(running) < slots:
-                job = ready.pop(0)
-                pending.remove(job)
-                running[job.name] = threading.Thread(target=work, args=(job,), daemon=True)
-                report(f"=== start: {job.name} (log {job.log}) ===")
-                running[job.name].start()
-            if not running and pending:  # unreachable with known, acyclic needs
-                raise ValueError(f"jobs {[j.name for j in pending]} wait on each other")
-            lock.wait()
+    try:
+        with lock:
+            while pending or running:
+                for job in [j for j in pending if any(n in failed for n in j.needs)]:
+                    pending.remove(job)
+                    failed[job.name] = "not started: a job it needs failed"
+                ready = [j for j in pending if all(n in done for n in j.needs)]
+                while ready and len(running) < slots:
+                    job = ready.pop(0)
+                    pending.remove(job)
+                    running[job.name] = threading.Thread(target=work, args=(job,), daemon=True)
+                    report(f"=== start: {job.name} (log {job.log}) ===")
+                    running[job.name].start()
+                if not running and pending:  # unreachable with known, acyclic needs
+                    raise ValueError(f"jobs {[j.name for j in pending]} wait on each other")
+                lock.wait()
+    except BaseException:
+        stop(list(processes.values()))
+        raise
+
     if failed:
         raise RuntimeError(f"{len(failed)} job(s) failed: " + " | ".join(f"{k}: {v}" for k, v in failed.items()))
     return list(jobs)
+
+
+def stop(processes: Sequence[subprocess.Popen], grace_s: float = 10.0) -> None:
+    """Terminate ``processes`` (SIGTERM: the scripts end cleanly, their checkpoints intact), then
+    kill what is still running after ``grace_s`` seconds."""
+    for proc in processes:
+        if proc.poll() is None:
+            proc.terminate()
+    deadline = time.time() + grace_s
+    for proc in processes:
+        try:
+            proc.wait(timeout=max(0.0, deadline - time.time()))
+        except subprocess.TimeoutExpired:
+            proc.kill()
