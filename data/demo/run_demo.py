@@ -1,12 +1,15 @@
 """The whole PA-Seg sequence at demo scale on the synthetic VS-like dataset, through the real
 scripts and flags, ending with the paper's results table and overlay pictures.
 
-Steps: generate data → 7 points (simulated) → geodesic expansion → stage 1 (primary U_Net2D5 and
-an auxiliary U_Net2D5 from another seed) → inference + scores → SCM → inference + scores of the primary model; plus
-the seeds-only baseline (stage 1 without mCRF and VM) and full supervision (stage 1 on the full
-labels). Writes ``<output_dir>/results.md``, ``results.csv`` and ``overlay_<case>.png``.
+Steps: generate data → 7 points (simulated) → geodesic expansion → five trainings (stage 1 of the
+primary U_Net2D5 and of an auxiliary U_Net2D5 from another seed, SCM from those two, the
+seeds-only baseline: stage 1 without mCRF and VM, and full supervision: stage 1 on the full
+labels), run as subprocesses of the real scripts, ``--jobs`` side by side → inference and scores
+of every row. Writes ``<output_dir>/results.md``, ``results.csv``, ``selection.csv``,
+``overlay_<case>.png`` and the trainings' logs in ``<output_dir>/logs/``.
 
-Hyper-parameters were chosen on the validation cases only (see README).
+The training schedule was chosen on the validation cases, the dataset's size so that full
+supervision converges (see README, "What the demo shows").
 """
 from __future__ import annotations
 
