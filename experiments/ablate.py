@@ -24,7 +24,7 @@ import shlex
 import subprocess
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -705,6 +705,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--output_dir", default=None, help="where runs and tables go (default ./ablation/<config name>)")
     p.add_argument("--seeds", type=_int_list, default=None, help="training seeds overriding the config's, e.g. 0,1,2")
     p.add_argument("--variants", nargs="+", default=None, help="run only these variants (and what SCM needs)")
+    p.add_argument("--baseline", default=None,
+                   help="the variant the p-values are against, overriding the config's (e.g. seeds)")
     p.add_argument("--dry_run", action="store_true", help="print the commands, run nothing")
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"], help="passed to every script")
     p.add_argument("--threads", type=int, default=1, help="CPU threads per run (OMP_NUM_THREADS)")
@@ -715,6 +717,11 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> pd.DataFrame | None:
     args = build_parser().parse_args(argv)
     cfg = load_config(args.config)
+    if args.baseline is not None:
+        if args.baseline not in cfg.variants:
+            raise ValueError(f"--baseline {args.baseline!r} is not a variant of {cfg.path} "
+                             f"(variants: {sorted(cfg.variants)})")
+        cfg = replace(cfg, baseline=args.baseline)
     output_dir = Path(args.output_dir) if args.output_dir else Path("ablation") / cfg.path.stem
     if args.seeds is not None and (not args.seeds or len(set(args.seeds)) != len(args.seeds)):
         raise ValueError(f"--seeds must be distinct integers, got {args.seeds}")
