@@ -95,8 +95,8 @@ def run_jobs(jobs: Sequence[Job], slots: int, env: Mapping[str, str], cwd: Path 
         error = None
         try:
             run_logged(job.command, job.log, env, cwd, started=started(job.name))
-        except (RuntimeError, OSError) as e:
-            error = str(e)
+        except Exception as e:  # any failure must free the slot, or the runner waits forever
+            error = str(e) if isinstance(e, (RuntimeError, OSError)) else f"{type(e).__name__}: {e}"
         job.seconds = time.time() - t0
         with lock:
             del running[job.name]

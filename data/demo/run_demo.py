@@ -161,7 +161,7 @@ def run_demo(output_dir: Path, data_dir: Path, split_file: Path, scale: Scale, d
     seeds_flags = ["--path_geodesic_labels", str(seeds_dir), "--geodesic_label_postfix", "GeodesicLabel"]
     pa_seg = models / "gatedcrfloss3d22d_multiview_varianceloss"
     # the auxiliary network: a second U_Net2D5 from another seed (AttU_Net collapsed to all-background
-    # on this data's validation cases, see README)
+    # on the earlier demo data's validation cases, see README)
     pa_seg_aux = models / "gatedcrfloss3d22d_multiview_varianceloss_aux"
     logs = output_dir / "logs"
 
