@@ -20,11 +20,9 @@ from typing import Callable, Mapping, Sequence
 __all__ = ["Job", "run_logged", "run_jobs", "thread_env"]
 
 
-def thread_env(threads: int, base: Mapping[str, str] | None = None) -> dict[str, str]:
-    """``base`` (default: this process's environment) with every CPU thread pool set to ``threads``."""
-    env = dict(os.environ if base is None else base)
-    env.update({"OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)})
-    return env
+def thread_env(threads: int) -> dict[str, str]:
+    """This process's environment with every CPU thread pool set to ``threads``."""
+    return {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
 
 
 def run_logged(command: Sequence[str], log: Path, env: Mapping[str, str], cwd: Path | None = None,
