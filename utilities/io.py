@@ -37,7 +37,13 @@ __all__ = [
     "check_label_values",
     "ensure_writable_dir",
     "prediction_path",
+    "IMAGE_EXTENSIONS",
 ]
+
+#: The image file formats every reader of the project accepts for ``<subject>_<postfix><ext>``
+#: (matched as whole name endings);
+#: outputs are ``.nii.gz`` unless a script's ``--output_format`` says otherwise.
+IMAGE_EXTENSIONS = (".nii.gz", ".nii", ".nrrd", ".nhdr", ".mha", ".mhd")
 
 
 class OutputError(OSError):
