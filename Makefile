@@ -12,7 +12,7 @@ GEODISTK_FLAGS := -DNPY_IN_ARRAY=NPY_ARRAY_IN_ARRAY
 
 install: $(STAMP)
 
-$(STAMP): pyproject.toml requirements.txt requirements-test.txt
+$(STAMP): pyproject.toml requirements.txt requirements-test.txt requirements-data.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip setuptools wheel
 	$(PY) -m pip install --quiet "$(NUMPY_PIN)"
@@ -23,6 +23,8 @@ $(STAMP): pyproject.toml requirements.txt requirements-test.txt
 	$(PY) -m pip install --quiet --no-deps --no-build-isolation -e .
 	# test-only (nnU-Net's dataset check); --no-deps keeps the pinned torch (see requirements-test.txt)
 	$(PY) -m pip install --quiet --no-deps -r requirements-test.txt
+	# the MNI template of the dataset family (data files only, see requirements-data.txt)
+	$(PY) -m pip install --quiet --no-deps -r requirements-data.txt
 	touch $(STAMP)
 
 # ruff (pinned in requirements.txt, configured in pyproject.toml): pyflakes, pycodestyle, bugbear, import order
