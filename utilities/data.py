@@ -1,6 +1,7 @@
 """TorchIO subjects and loaders: the one loader builder used by every script.
 
-A subject is read from ``<dir>/<subject>_<postfix>.nii.gz`` for each of its images (``image``,
+A subject is read from ``<dir>/<subject>_<postfix><ext>`` (any of ``utilities.io.IMAGE_EXTENSIONS``,
+one file per subject) for each of its images (``image``,
 and optionally ``label``, ``seeds`` = the expanded-seed labels, ``anno`` = the 7 points).
 Preprocessing (deterministic, cached): ``ToCanonical`` (RAS) and whole-volume z-normalisation of
 the image. Training adds (random, every time): padding to the patch size, flips with p = 0.2 on
@@ -26,13 +27,14 @@ from typing import Any, Mapping, Sequence
 
 import nibabel as nib
 import numpy as np
+import SimpleITK as sitk
 import torch
 import torchio as tio
 from torch.utils.data import DataLoader, Dataset, Sampler
 from torch.utils.data.distributed import DistributedSampler
 
 from utilities.distributed import DistContext, shard_indices
-from utilities.grid import Grid, check_same_grid, missing_files, subject_path
+from utilities.grid import Grid, check_same_grid, find_subject_file, missing_files
 from utilities.io import check_label_values, check_voxels, count_nonfinite
 from utilities.splits import read_split, subjects_of
 
@@ -70,7 +72,7 @@ SEED_VALUES = (0, 1, 2)
 
 @dataclass(frozen=True)
 class ImageSource:
-    """Where one image of every subject lives: ``<folder>/<subject>_<postfix>.nii.gz``."""
+    """Where one image of every subject lives: ``<folder>/<subject>_<postfix><ext>``."""
 
     key: str
     folder: str | os.PathLike
@@ -80,8 +82,8 @@ class ImageSource:
     flags: str = ""  # the command-line flags that set folder and postfix, for messages
 
 
-#: ``<folder>/<subject>_<postfix>.nii.gz`` (:func:`utilities.grid.subject_path`).
-image_path = subject_path
+#: The one ``<folder>/<subject>_<postfix><ext>`` of a subject (:func:`utilities.grid.find_subject_file`).
+image_path = find_subject_file
 
 
 def find_missing(subjects: Sequence[str], sources: Sequence[ImageSource]) -> list[str]:
@@ -134,7 +136,7 @@ def make_subjects(dataset_split: str | os.PathLike, phase: str | None,
         images: dict[str, Any] = {}
         for src in sources:
             cls = tio.LabelMap if src.is_label else tio.ScalarImage
-            images[src.key] = cls(image_path(src.folder, name, src.postfix))
+            images[src.key] = cls(image_path(src.folder, name, src.postfix, src.what))
         subjects.append(tio.Subject(subject=name, **images))
     return subjects
 
@@ -156,7 +158,13 @@ def _mm(spacing: Sequence[float]) -> tuple[float, ...]:
 
 def _check_dimensions(image: tio.Image, what: str) -> None:
     """One 3D volume with one channel (a 2D image or a 4D file with several channels is refused)."""
-    shape = tuple(nib.load(str(image.path)).shape) if str(image.path).endswith((".nii", ".nii.gz")) else None
+    if str(image.path).endswith((".nii", ".nii.gz")):
+        shape = tuple(nib.load(str(image.path)).shape)
+    else:  # the header of the other formats, through SimpleITK (x, y, z[, t]; vector pixels count as channels)
+        reader = sitk.ImageFileReader()
+        reader.SetFileName(str(image.path))
+        reader.ReadImageInformation()
+        shape = tuple(reader.GetSize())
     if shape is not None:
         while len(shape) > 3 and shape[-1] == 1:
             shape = shape[:-1]

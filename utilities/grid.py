@@ -1,6 +1,13 @@
-"""One home for file names and voxel grids: the ``<subject>_<postfix>.nii.gz`` path, the list of
-missing files, and the check that two images share a voxel grid (one tolerance, one message),
-used by training, inference, scoring and data preparation alike."""
+"""One home for file names and voxel grids: the ``<subject>_<postfix><ext>`` paths (one file per
+subject and postfix, in any of :data:`utilities.io.IMAGE_EXTENSIONS`), the check that a subject
+name can be a file-name part, the list of missing files, and the check that two images share a
+voxel grid (one tolerance, one message), used by training, inference, scoring and data
+preparation alike.
+
+One geometry: a grid is what SimpleITK reads from the file (TorchIO, every reader and every
+writer of the project go through SimpleITK); a NIfTI file on which SimpleITK's and nibabel's
+rules would give two different geometries (its qform and sform disagree) is refused when read
+(:func:`utilities.io.check_geometry`)."""
 from __future__ import annotations
 
 import os
@@ -11,7 +18,13 @@ from typing import Iterable, Sequence
 import numpy as np
 import SimpleITK as sitk
 
-__all__ = ["GRID_TOLERANCE", "subject_path", "missing_files", "Grid", "grid_difference", "check_same_grid"]
+from utilities.io import IMAGE_EXTENSIONS, check_geometry, check_name_length, ras_affine
+
+__all__ = ["GRID_TOLERANCE", "check_subject_name", "subject_path", "find_subject_file", "missing_files", "Grid",
+           "grid_difference", "check_same_grid", "OUTPUT_FORMATS", "output_extension"]
+
+#: What ``--output_format`` may ask for (default ``nii.gz``); the extension of every written volume.
+OUTPUT_FORMATS = tuple(ext.lstrip(".") for ext in IMAGE_EXTENSIONS if ext not in (".nhdr", ".mhd"))
 
 #: Two grids are the same when their sizes are equal, their spacings agree to this relative
 #: tolerance, their direction cosines to this absolute tolerance, and their origins to this
@@ -19,14 +32,61 @@ __all__ = ["GRID_TOLERANCE", "subject_path", "missing_files", "Grid", "grid_diff
 GRID_TOLERANCE = 1e-3
 
 
-def subject_path(folder: str | os.PathLike, subject: str, postfix: str) -> Path:
-    """``<folder>/<subject>_<postfix>.nii.gz``: where every script reads or writes a subject's file."""
-    return Path(folder) / f"{subject}_{postfix}.nii.gz"
+def check_subject_name(subject: str) -> str:
+    """Refuse a subject name that cannot be a file-name part: empty, ``.`` or ``..``, holding a
+    path separator or a control character (it would read or write outside its folder), or with
+    a leading or trailing space (the split reader strips it, so the file would never be found).
+    Returns ``subject``; raises a one-line ``ValueError`` naming it."""
+    if not isinstance(subject, str) or subject.strip() in ("", ".", ".."):
+        raise ValueError(f"subject name {subject!r} cannot be part of a file name; rename the subject")
+    bad = sorted({c for c in subject if c in "/\\" or ord(c) < 32 or c == "\x7f"})
+    if bad:
+        raise ValueError(f"subject name {subject!r} holds {' and '.join(map(repr, bad))}, which cannot be part of a "
+                         "file name (a path separator would read or write outside the folder); rename the subject")
+    if subject != subject.strip():
+        raise ValueError(f"subject name {subject!r} has a leading or trailing space, which split files cannot "
+                         "keep; rename the subject (and its files)")
+    return subject
+
+
+def output_extension(output_format: str = "nii.gz") -> str:
+    """``.nii.gz`` for ``nii.gz``: the extension of written volumes (``--output_format``)."""
+    ext = "." + output_format.lstrip(".")
+    if ext not in IMAGE_EXTENSIONS or ext in (".nhdr", ".mhd"):
+        raise ValueError(f"--output_format must be one of {list(OUTPUT_FORMATS)}, got {output_format!r}")
+    return ext
+
+
+def subject_path(folder: str | os.PathLike, subject: str, postfix: str, ext: str = ".nii.gz") -> Path:
+    """``<folder>/<subject>_<postfix><ext>``: where a script writes a subject's file (and, for
+    ``.nii.gz``, the name a missing input is reported under). The subject name is checked
+    (:func:`check_subject_name`), and so is the length of the file name."""
+    check_subject_name(subject)
+    path = Path(folder) / f"{subject}_{postfix}{ext}"
+    check_name_length(path)
+    return path
+
+
+def find_subject_file(folder: str | os.PathLike, subject: str, postfix: str, what: str = "image") -> Path:
+    """The one existing ``<folder>/<subject>_<postfix><ext>`` for ``ext`` in
+    :data:`utilities.io.IMAGE_EXTENSIONS`; the ``.nii.gz`` path when none exists (the caller
+    reports it missing).
+
+    Raises:
+        ValueError: one line naming both files when the subject has files in two formats.
+    """
+    check_subject_name(subject)
+    found = [p for p in (Path(folder) / f"{subject}_{postfix}{ext}" for ext in IMAGE_EXTENSIONS) if p.is_file()]
+    if len(found) > 1:
+        raise ValueError(f"{what} of subject {subject!r} exists in {len(found)} formats: "
+                         f"{' and '.join(str(p) for p in found)}; keep one of them")
+    return found[0] if found else subject_path(folder, subject, postfix)
 
 
 def missing_files(subjects: Iterable[str], folder: str | os.PathLike, postfix: str, what: str) -> list[str]:
-    """``"<what> <path>"`` for each subject whose :func:`subject_path` is not a file."""
-    return [f"{what} {path}" for path in (subject_path(folder, s, postfix) for s in subjects) if not path.is_file()]
+    """``"<what> <path>"`` for each subject without a file (:func:`find_subject_file`)."""
+    return [f"{what} {path}" for path in (find_subject_file(folder, s, postfix, what) for s in subjects)
+            if not path.is_file()]
 
 
 @dataclass(frozen=True)
@@ -55,7 +115,13 @@ class Grid:
             reason = (str(e).strip().splitlines() or ["unknown reason"])[-1]
             raise ValueError(f"cannot read {what} file {path} (unreadable or truncated: {reason}); "
                              "re-create or re-download it") from None
+        check_geometry(path, what)
         return cls.of(reader)
+
+    def affine(self) -> np.ndarray:
+        """The 4×4 voxel (x, y, z index) → RAS mm affine of this grid, as TorchIO and nibabel
+        use it (SimpleITK's LPS with the first two world axes negated)."""
+        return ras_affine(self.spacing, self.direction, self.origin)
 
 
 def _shown(values: Sequence[float]) -> list[float]:

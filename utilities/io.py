@@ -11,7 +11,7 @@ import os
 import tempfile
 import zlib
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Iterator, Sequence
 
 import nibabel as nib
 import numpy as np
@@ -38,12 +38,38 @@ __all__ = [
     "ensure_writable_dir",
     "prediction_path",
     "IMAGE_EXTENSIONS",
+    "image_extension",
+    "check_geometry",
+    "check_name_length",
+    "ras_affine",
+    "MAX_NAME_BYTES",
 ]
 
 #: The image file formats every reader of the project accepts for ``<subject>_<postfix><ext>``
 #: (matched as whole name endings);
 #: outputs are ``.nii.gz`` unless a script's ``--output_format`` says otherwise.
 IMAGE_EXTENSIONS = (".nii.gz", ".nii", ".nrrd", ".nhdr", ".mha", ".mhd")
+
+#: The longest file name (in bytes, UTF-8) the usual file systems (ext4, XFS, APFS, NTFS) allow.
+MAX_NAME_BYTES = 255
+
+
+def image_extension(path: str | os.PathLike) -> str | None:
+    """The :data:`IMAGE_EXTENSIONS` entry ``path``'s name ends with (``None``: no image name)."""
+    name = Path(path).name
+    return next((ext for ext in IMAGE_EXTENSIONS if name.endswith(ext)), None)
+
+
+def check_name_length(path: str | os.PathLike) -> Path:
+    """Refuse a file name longer than :data:`MAX_NAME_BYTES` with a one-line ``ValueError``
+    (the file system's "File name too long" would otherwise come mid-run)."""
+    path = Path(path)
+    size = len(path.name.encode("utf-8", "surrogateescape"))
+    if size > MAX_NAME_BYTES:
+        raise ValueError(f"file name {path.name[:40]}...{path.name[-20:]} is {size} bytes long, more than the "
+                         f"{MAX_NAME_BYTES} a file system allows (in {path.parent}); shorten the subject name "
+                         "or the postfix")
+    return path
 
 
 class OutputError(OSError):
@@ -95,11 +121,14 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     untouched; an I/O failure (disk full, permissions: ``OSError``, or the ``RuntimeError`` that
     torch and SimpleITK raise for them) becomes a one-line ``OSError`` naming ``path``.
     """
-    path = Path(path)
+    path = check_name_length(path)
     ensure_writable_dir(path.parent)
-    suffix = "".join(path.suffixes) or ".tmp"
+    suffix = image_extension(path) or path.suffix or ".tmp"
+    # ``.<name>.tmp-<8 random><suffix>``, the name cut so that the whole stays a legal file name
+    room = MAX_NAME_BYTES - len(f".{TEMP_PREFIX}{suffix}".encode()) - 8
+    stem = path.name.encode("utf-8", "surrogateescape")[:room].decode("utf-8", "ignore")
     try:
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}{TEMP_PREFIX}", suffix=suffix, dir=path.parent)
+        fd, tmp = tempfile.mkstemp(prefix=f".{stem}{TEMP_PREFIX}", suffix=suffix, dir=path.parent)
     except OSError as e:
         raise _write_error(path, e) from e
     os.close(fd)
@@ -216,11 +245,73 @@ def check_label_values(array: np.ndarray, path: str | os.PathLike, what: str = "
                              "as an integer label")
 
 
-def read_image(path: str | os.PathLike, what: str = "image") -> sitk.Image:
-    """Read a NIfTI (or any SimpleITK-readable) file, with a one-line error naming it.
+def ras_affine(spacing: Sequence[float], direction: Sequence[float], origin: Sequence[float]) -> np.ndarray:
+    """The 4×4 voxel (x, y, z index) → RAS mm affine of a SimpleITK geometry (LPS, direction
+    row-major 3×3), as TorchIO and nibabel use it."""
+    lps_to_ras = np.diag([-1.0, -1.0, 1.0])
+    cosines = np.asarray(direction, dtype=float).reshape(len(spacing), len(spacing))[:3, :3]
+    out = np.eye(4)
+    out[:3, :3] = lps_to_ras @ cosines @ np.diag(np.asarray(spacing, dtype=float)[:3])
+    out[:3, 3] = lps_to_ras @ np.asarray(origin, dtype=float)[:3]
+    return out
 
-    A NIfTI file is also checked to hold all its voxels and no NaN/Inf (:func:`check_voxels`),
-    which SimpleITK would silently replace by zeros.
+
+#: Two affines of one file agree when every entry is within this fraction of its largest voxel size.
+GEOMETRY_TOLERANCE = 1e-3
+
+
+def _where(affine: np.ndarray) -> str:
+    return f"{''.join(nib.aff2axcodes(affine))}, origin {[round(float(v), 2) + 0.0 for v in affine[:3, 3]]}"
+
+
+def check_geometry(path: str | os.PathLike, what: str = "image") -> None:
+    """Refuse a NIfTI file that holds two world geometries, with a one-line ``ValueError``.
+
+    The project's one geometry is SimpleITK's reading (TorchIO, every reader and every writer
+    use it). A NIfTI header has two places for it, the qform and the sform; when both are set
+    and disagree, tools differ on which they use (nibabel and SimpleITK prefer the sform, older
+    ITK and some viewers the qform; SimpleITK falls back to the qform for a sheared sform), so a
+    mask written by one would be mirrored or shifted in another. Such a file (and one on which
+    nibabel's and SimpleITK's readings differ for any other reason) is refused. Files of other
+    formats hold one geometry.
+    """
+    path = Path(path)
+    if not _is_nifti(path):
+        return
+    try:
+        image = nib.load(str(path))
+        header = image.header
+        zoom = max(float(z) for z in header.get_zooms()[:3]) or 1.0
+    except Exception:  # an unreadable file is reported by the reader itself
+        return
+    tol = GEOMETRY_TOLERANCE * zoom
+    hint = ("re-save it with one geometry, e.g. in Python: img = nibabel.load(f); img.set_qform(img.get_sform()); "
+            "nibabel.save(img, f) (or set_sform(get_qform()) if the qform is the right one)")
+    if int(header["qform_code"]) > 0 and int(header["sform_code"]) > 0:
+        qform, sform = header.get_qform(), header.get_sform()
+        if not np.allclose(qform, sform, rtol=0.0, atol=tol):
+            raise ValueError(f"{what} file {path} holds two world geometries: its qform ({_where(qform)}) and its "
+                             f"sform ({_where(sform)}) disagree, and tools differ on which to use; {hint}")
+    reader = sitk.ImageFileReader()
+    reader.SetFileName(str(path))
+    try:
+        reader.ReadImageInformation()
+    except RuntimeError:
+        return
+    if reader.GetDimension() < 3:
+        return
+    mine = ras_affine(reader.GetSpacing(), reader.GetDirection(), reader.GetOrigin())
+    if not np.allclose(mine, image.affine, rtol=0.0, atol=tol):
+        raise ValueError(f"{what} file {path} has a geometry that SimpleITK ({_where(mine)}) and nibabel "
+                         f"({_where(image.affine)}) read differently (a sheared or inconsistent qform/sform); {hint}")
+
+
+def read_image(path: str | os.PathLike, what: str = "image") -> sitk.Image:
+    """The one reader: any file of :data:`IMAGE_EXTENSIONS` (or SimpleITK-readable), with a
+    one-line error naming it.
+
+    A NIfTI file is also checked to hold one world geometry (:func:`check_geometry`), all its
+    voxels and no NaN/Inf (:func:`check_voxels`), which SimpleITK would silently replace by zeros.
     """
     path = Path(path)
     if not path.is_file():
@@ -230,12 +321,14 @@ def read_image(path: str | os.PathLike, what: str = "image") -> sitk.Image:
     except RuntimeError as e:
         first = str(e).strip().splitlines()[-1] if str(e).strip() else "unknown reason"
         raise _unreadable(path, what, first) from None
+    check_geometry(path, what)
     check_voxels(path, what)
     return image
 
 
 def write_image(image: sitk.Image, path: str | os.PathLike, compress: bool = True) -> None:
-    """Write a SimpleITK image atomically (compressed NIfTI for ``.nii.gz``)."""
+    """The one writer: a SimpleITK image, atomically, in the format of ``path``'s extension
+    (compressed for ``.nii.gz``, ``.nrrd`` and ``.mha``)."""
     with atomic_path(path) as tmp:
         sitk.WriteImage(image, str(tmp), compress)
 
@@ -246,10 +339,19 @@ def save_nifti(image: nib.Nifti1Image, path: str | os.PathLike) -> None:
         nib.save(image, str(tmp))
 
 
-def write_like(array: np.ndarray, reference: sitk.Image, path: str | os.PathLike) -> None:
-    """Write ``array`` (SimpleITK index order z, y, x) with the geometry of ``reference``."""
+def write_like(array: np.ndarray, reference: Any, path: str | os.PathLike) -> None:
+    """Write ``array`` (SimpleITK index order z, y, x) with the geometry of ``reference``: a
+    SimpleITK image or a :class:`utilities.grid.Grid` (spacing, direction, origin)."""
     image = sitk.GetImageFromArray(array)
-    image.CopyInformation(reference)
+    if isinstance(reference, sitk.Image):
+        image.CopyInformation(reference)
+    else:
+        if tuple(image.GetSize()) != tuple(reference.size):
+            raise ValueError(f"cannot write {path}: array of size {list(image.GetSize())} on a grid of size "
+                             f"{list(reference.size)}")
+        image.SetSpacing(reference.spacing)
+        image.SetDirection(reference.direction)
+        image.SetOrigin(reference.origin)
     write_image(image, path)
 
 

@@ -1,0 +1,148 @@
+"""One reader, one writer, one geometry (issue 22 item 1, issue 21 §2): every format of
+IMAGE_EXTENSIONS is read and written with the grid SimpleITK reads (TorchIO's reader too), a NIfTI
+whose qform and sform disagree is refused by every reader, a subject with files in two formats is
+an error, and two volumes that must share a grid are refused when they do not."""
+from __future__ import annotations
+
+import nibabel as nib
+import numpy as np
+import pytest
+import SimpleITK as sitk
+import torchio as tio
+from helpers import a_model, one_line
+from synth import blob_case, make_vs_dataset
+
+import inference
+from utilities import scores
+from utilities.cli import run_main
+from utilities.data import ImageSource, check_subject, make_subjects, preprocess_transform
+from utilities.grid import Grid, find_subject_file, grid_difference, missing_files
+from utilities.io import IMAGE_EXTENSIONS, read_image
+
+#: x flipped (LPS direction), and an oblique direction (15° about z, then 10° about x)
+FLIPPED = (-1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0)
+_c, _s, _c2, _s2 = np.cos(np.pi / 12), np.sin(np.pi / 12), np.cos(np.pi / 18), np.sin(np.pi / 18)
+OBLIQUE = tuple((np.array([[_c, -_s, 0], [_s, _c, 0], [0, 0, 1]]) @
+                 np.array([[1, 0, 0], [0, _c2, -_s2], [0, _s2, _c2]])).ravel().tolist())
+
+
+def _write(array, path, direction, spacing=(0.5, 0.75, 1.5), origin=(3.0, -2.0, 7.0)):
+    image = sitk.GetImageFromArray(array)
+    image.SetSpacing(spacing)
+    image.SetOrigin(origin)
+    image.SetDirection(direction)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    sitk.WriteImage(image, str(path))
+
+
+def two_geometries(path, data=None):
+    """A NIfTI (16x16x16) whose qform says RAS and whose sform flips x: the same voxels, two worlds."""
+    data = np.random.default_rng(0).random((16, 16, 16)).astype(np.float32) if data is None else data
+    img = nib.Nifti1Image(data, None)
+    qform = np.diag([1.0, 1.0, 1.0, 1.0])
+    sform = qform.copy()
+    sform[0, 0] = -1.0
+    img.set_qform(qform, code=1)
+    img.set_sform(sform, code=2)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    nib.save(img, str(path))
+    return path
+
+
+TWO_GEOMETRIES = (r"holds two world geometries: its qform \(RAS, origin \[0.0, 0.0, 0.0\]\) and its sform "
+                  r"\(LAS, origin \[0.0, 0.0, 0.0\]\) disagree, and tools differ on which to use; re-save it "
+                  r"with one geometry")
+
+
+def test_qform_sform_disagreement_refused_by_every_reader(tmp_path):
+    path = two_geometries(tmp_path / "s1_T2.nii.gz")
+    with pytest.raises(ValueError, match=f"image file {path} " + TWO_GEOMETRIES) as err:
+        read_image(path)
+    one_line(err)
+    with pytest.raises(ValueError, match=TWO_GEOMETRIES):
+        Grid.read(path, "label")
+    # TorchIO's path (training, inference)
+    split = tmp_path / "split.csv"
+    split.write_text("s1,inference\n")
+    subject = make_subjects(split, "inference", [ImageSource("image", tmp_path, "T2", False, "image")])[0]
+    with pytest.raises(ValueError, match=TWO_GEOMETRIES):
+        check_subject(subject)
+
+
+def test_qform_sform_agreeing_or_single_accepted(tmp_path):
+    data = np.zeros((16, 16, 16), np.float32)
+    data[0, 0, 0] = 1
+    for name, qcode, scode, flip_s in (("same", 1, 2, False), ("sform_only", 0, 2, True), ("qform_only", 1, 0, True)):
+        img = nib.Nifti1Image(data, None)
+        q = np.eye(4)
+        s = q.copy()
+        if flip_s:
+            s[0, 0] = -1
+        img.set_qform(q, code=qcode)
+        img.set_sform(s, code=scode)
+        nib.save(img, str(tmp_path / f"{name}.nii.gz"))
+        assert read_image(tmp_path / f"{name}.nii.gz").GetSize() == (16, 16, 16)
+
+
+def test_inference_refuses_two_geometries_in_one_line(tmp_path, capsys):
+    """The probe of issue 22: inference used to exit 0 with a mask mirrored against its image."""
+    p = make_vs_dataset(tmp_path, 1, 0, 1)
+    image, _ = blob_case((16, 32, 32), seed=3)
+    target = p["image_crop"] / "vs_gk_2_T2.nii.gz"
+    two_geometries(target, image.transpose(2, 1, 0).copy())
+    a_model(tmp_path / "m")
+    code = run_main(inference.main, ["--model_dir", str(tmp_path / "m"), "--dataset_split", str(p["split"]),
+                                     "--path_images", str(p["image_crop"]), "--spatial_shape", "32", "32", "16",
+                                     "--device", "cpu"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1
+    assert err[0].startswith(f"error: image file {target} holds two world geometries")
+    assert not (tmp_path / "m" / "U_Net2D5" / "output_pred").exists()
+
+
+def test_scores_refuse_two_geometries(tmp_path):
+    split = tmp_path / "split.csv"
+    split.write_text("s1,inference\n")
+    label = np.zeros((16, 16, 16), np.uint8)
+    label[2:6, 3:9, 4:8] = 1
+    two_geometries(tmp_path / "labels" / "s1_Label.nii.gz", label)
+    pred = sitk.GetImageFromArray(label.transpose(2, 1, 0).copy())
+    (tmp_path / "pred").mkdir()
+    sitk.WriteImage(pred, str(tmp_path / "pred" / "s1.nii.gz"))
+    with pytest.raises(ValueError, match=TWO_GEOMETRIES):
+        scores.main(["--dataset_split", str(split), "--path_labels", str(tmp_path / "labels"),
+                     "--prediction_dir", str(tmp_path / "pred")])
+
+
+@pytest.mark.parametrize("direction", [FLIPPED, OBLIQUE], ids=["flipped", "oblique"])
+@pytest.mark.parametrize("ext", IMAGE_EXTENSIONS)
+def test_every_format_read_and_written_on_one_grid(tmp_path, ext, direction):
+    """What inference does: read through TorchIO (canonical order), write back with the one
+    writer; the written mask is the label, voxel for voxel, on the image's grid, in any format."""
+    image, label = blob_case((16, 16, 16), seed=1, radius=4)
+    label[3, 2:5, 9:14] = 1  # asymmetric, so a flip shows
+    _write(image, tmp_path / f"s1_T2{ext}", direction)
+    _write(label, tmp_path / f"s1_Label{ext}", direction)
+    subject = tio.Subject(image=tio.ScalarImage(find_subject_file(tmp_path, "s1", "T2")),
+                          label=tio.LabelMap(find_subject_file(tmp_path, "s1", "Label")))
+    canonical = preprocess_transform()(subject)
+    out = tmp_path / "out" / f"s1_seg{ext}"
+    inference.write_prediction(canonical["label"].data[0].numpy(), tmp_path / f"s1_T2{ext}", out)
+    written = read_image(out, "prediction")
+    np.testing.assert_array_equal(sitk.GetArrayFromImage(written), label)
+    assert grid_difference(Grid.read(tmp_path / f"s1_T2{ext}"), Grid.of(written)) is None
+    assert sitk.GetArrayFromImage(written).dtype == np.uint8
+
+
+def test_two_formats_of_one_subject_refused(tmp_path):
+    image, _ = blob_case((16, 16, 16))
+    _write(image, tmp_path / "s1_T2.nii.gz", FLIPPED)
+    _write(image, tmp_path / "s1_T2.nrrd", FLIPPED)
+    _write(image, tmp_path / "s2_T2.mha", FLIPPED)
+    with pytest.raises(ValueError) as err:
+        find_subject_file(tmp_path, "s1", "T2")
+    assert one_line(err) == (f"image of subject 's1' exists in 2 formats: {tmp_path}/s1_T2.nii.gz and "
+                             f"{tmp_path}/s1_T2.nrrd; keep one of them")
+    assert find_subject_file(tmp_path, "s2", "T2") == tmp_path / "s2_T2.mha"
+    assert find_subject_file(tmp_path, "s3", "T2") == tmp_path / "s3_T2.nii.gz"
+    assert missing_files(["s2", "s3"], tmp_path, "T2", "image") == [f"image {tmp_path}/s3_T2.nii.gz"]
