@@ -1,21 +1,33 @@
-"""Sliding-window inference of a trained PA-Seg network on the subjects of one phase.
+"""Sliding-window inference of a trained PA-Seg network: on the subjects of one phase of a split
+file (the paper's mode), or on every image of a folder.
 
-Loads ``<model_dir>/<network>/models/CP_<epoch_inf>.pth`` and writes, for each subject,
+Split mode loads ``<model_dir>/<network>/models/CP_<epoch_inf>.pth`` and writes, for each subject,
 ``<model_dir>/<network>/output_pred/<subject>_<postfix>/<subject>_<postfix>_seg.nii.gz``
 (uint8, argmax) in exactly the input image's geometry (shape, affine and orientation of the file
-on disk).
+on disk). Folder mode (``--input_folder IN --output_folder OUT``) segments every image of IN
+(``.nii.gz``, ``.nii``, ``.nrrd``, ``.nhdr``, ``.mha``, ``.mhd``; ``--image_postfix`` filters)
+into ``OUT/<input name>.nii.gz``. The network and patch size come from the model when not given:
+the run's recorded arguments, or a model package (``--model model.zip``, see ``export_model.py``).
+``--save_probabilities`` adds the foreground probability (float32) next to each mask as
+``<mask name without _seg>_prob.nii.gz``; ``--ensemble`` averages the probabilities of several
+models (an SCM run's model 1 and model 2, or the models listed after it).
 """
 from __future__ import annotations
 
 import argparse
+import logging
+import os
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Sequence
 
 import nibabel as nib
 import numpy as np
+import SimpleITK as sitk
 import torch
+import torchio as tio
 from tqdm import tqdm
 
 from networks import NETWORKS, get_network
@@ -31,32 +43,32 @@ from utilities.cli import (
     show_progress,
 )
 from utilities.compile import prepare_network
-from utilities.data import ImageSource, load_phase, make_volume_loader
-from utilities.io import prediction_path, save_nifti
+from utilities.data import ImageSource, SubjectCache, load_phase, make_volume_loader
+from utilities.grid import Grid
+from utilities.io import IMAGE_EXTENSIONS, ensure_writable_dir, prediction_path, save_nifti, write_image
+from utilities.model_package import (
+    DEFAULT_SPATIAL_SHAPE,
+    ModelSpec,
+    checkpoint_path,
+    resolve_models,
+    scm_specs,
+    spec_from_run,
+)
 from utilities.optim import Amp
-from utilities.prediction import sliding_window_predict
+from utilities.prediction import segment
 from utilities.splits import PHASES
 
-__all__ = ["checkpoint_path", "from_canonical", "run_inference", "main"]
+__all__ = ["checkpoint_path", "from_canonical", "write_prediction", "probability_path", "list_images",
+           "run_inference", "predict_cases", "resolve_specs", "main"]
 
 NUM_CLASSES = 2
 IN_CHANNELS = 1
+DEFAULT_MODEL_DIR = "./models/debug/"
+DEFAULT_SPLIT = "./splits/split_VS.csv"
+DEFAULT_IMAGES = "./data/VS/image_crop/"
+DEFAULT_POSTFIX = "T2"
 
-
-def checkpoint_path(model_dir: str | Path, network: str, epoch_inf: str) -> Path:
-    """``<model_dir>/<network>/models/CP_<epoch_inf>.pth``; a missing one is an error listing
-    the checkpoints that exist."""
-    models = Path(model_dir) / network / "models"
-    path = models / f"CP_{epoch_inf}.pth"
-    if not path.is_file():
-        found = sorted(p.stem.removeprefix("CP_") for p in models.glob("CP_*.pth")) if models.is_dir() else []
-        hint = (f"checkpoints there: --epoch_inf {{{','.join(found)}}}" if found
-                else f"no checkpoint in {models}; train first or check --model_dir/--network")
-        if not found and (Path(model_dir) / "models" / path.name).is_file():  # the run folder itself was given
-            hint = (f"{model_dir} is the run folder of a network: pass its parent, --model_dir "
-                    f"{Path(model_dir).parent}")
-        raise FileNotFoundError(f"checkpoint {path} not found; {hint}")
-    return path
+logger = logging.getLogger("paseg")
 
 
 def from_canonical(array: np.ndarray, affine: np.ndarray) -> np.ndarray:
@@ -68,70 +80,234 @@ def from_canonical(array: np.ndarray, affine: np.ndarray) -> np.ndarray:
     return nib.orientations.apply_orientation(array, transform)
 
 
-def write_prediction(seg: np.ndarray, reference: Path, out: Path) -> None:
-    """Write ``seg`` (canonical order) as uint8 in the geometry of the NIfTI file ``reference``."""
-    ref = nib.load(str(reference))
-    data = np.ascontiguousarray(from_canonical(seg, ref.affine)).astype(np.uint8)
-    if data.shape != ref.shape[:3]:
-        raise RuntimeError(f"prediction shape {data.shape} does not match image {reference} {ref.shape[:3]}")
-    header = ref.header.copy()
-    header.set_data_dtype(np.uint8)
-    image = nib.Nifti1Image(data, ref.affine, header)
-    image.header.set_slope_inter(1, 0)
-    save_nifti(image, out)
+def _is_nifti(path: Path) -> bool:
+    return path.name.endswith((".nii", ".nii.gz"))
 
 
-def run_inference(model_dir: str | Path, network: str, dataset_split: str | Path, path_images: str | Path,
-                  image_postfix: str, phase: str, spatial_shape: Sequence[int], epoch_inf: str,
-                  device: torch.device, sw_batch_size: int = 1, sw_overlap: float = 0.25,
-                  amp: bool = False, num_workers: int = 0, compile: bool = False,
-                  compile_backend: str = "inductor") -> list[Path]:
-    """Segment every subject of ``phase``; returns the written files in split order.
+def write_prediction(array: np.ndarray, reference: Path, out: Path, dtype: type = np.uint8) -> None:
+    """Write ``array`` (canonical order, as predicted) as ``dtype`` NIfTI in the geometry of
+    the image file ``reference``: a NIfTI reference's header (affine, orientation) is kept as
+    is; any other format's world geometry (origin, spacing, direction) is written by SimpleITK."""
+    reference = Path(reference)
+    if _is_nifti(reference):
+        ref = nib.load(str(reference))
+        data = np.ascontiguousarray(from_canonical(array, ref.affine)).astype(dtype)
+        if data.shape != ref.shape[:3]:
+            raise RuntimeError(f"prediction shape {data.shape} does not match image {reference} {ref.shape[:3]}")
+        header = ref.header.copy()
+        header.set_data_dtype(dtype)
+        image = nib.Nifti1Image(data, ref.affine, header)
+        image.header.set_slope_inter(1, 0)
+        save_nifti(image, out)
+        return
+    grid = Grid.read(reference)
+    affine = tio.ScalarImage(reference).affine  # the affine TorchIO reoriented the image with
+    data = np.ascontiguousarray(from_canonical(array, affine)).astype(dtype)  # (x, y, z) index order
+    if data.shape != grid.size:
+        raise RuntimeError(f"prediction shape {data.shape} does not match image {reference} {grid.size}")
+    image = sitk.GetImageFromArray(np.ascontiguousarray(data.transpose(2, 1, 0)))
+    image.SetSpacing(grid.spacing)
+    image.SetOrigin(grid.origin)
+    image.SetDirection(grid.direction)
+    write_image(image, out)
 
-    ``compile``: ``torch.compile`` the network (:mod:`utilities.compile`); pays only for many
-    windows, since the first ones wait for the compilation."""
-    logger = setup_logger(None)
-    ckpt = checkpoint_path(model_dir, network, epoch_inf)
-    model = get_network(network, IN_CHANNELS, NUM_CLASSES).to(device)
-    meta = load_model_weights(model, ckpt, network, map_location=device)
-    model.eval()
-    prepare_network(model, device, compile, compile_backend)
-    logger.info("loaded %s (epoch %s)", ckpt, meta.get("epoch", "?"))
-    cache = load_phase(dataset_split, phase, [ImageSource("image", path_images, image_postfix, False, "image",
-                                                          "--path_images/--image_postfix")],
-                       cache_gb=0, fill=False)
+
+def probability_path(mask: Path) -> Path:
+    """The probability file beside a mask: ``<name>_seg.nii.gz`` or ``<name>.nii.gz`` ->
+    ``<name>_prob.nii.gz``."""
+    stem = mask.name.removesuffix(".nii.gz").removesuffix("_seg")
+    return mask.with_name(f"{stem}_prob.nii.gz")
+
+
+def _image_extension(name: str) -> str | None:
+    return next((ext for ext in IMAGE_EXTENSIONS if name.endswith(ext)), None)
+
+
+def list_images(folder: str | Path, postfix: str | None = None) -> list[tuple[str, Path]]:
+    """``(name without extension, path)`` of every image file in ``folder`` (not recursive),
+    sorted by name; with ``postfix``, only names ending in ``_<postfix>``. Files left out
+    (other extensions, other postfixes) are counted in a log line.
+
+    Raises:
+        FileNotFoundError: ``folder`` is not a folder.
+        ValueError: two files of one name in different formats, or no image at all.
+    """
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise FileNotFoundError(f"--input_folder {folder} is not a folder; pass the folder of images to segment")
+    images: dict[str, Path] = {}
+    not_images: list[str] = []
+    other_postfix: list[str] = []
+    for path in sorted(folder.iterdir()):
+        if not path.is_file():
+            continue
+        ext = _image_extension(path.name)
+        if ext is None:
+            not_images.append(path.name)
+            continue
+        stem = path.name[: -len(ext)]
+        if postfix and not stem.endswith(f"_{postfix}"):
+            other_postfix.append(path.name)
+            continue
+        if stem in images:
+            raise ValueError(f"--input_folder {folder} holds {stem} twice ({images[stem].name} and {path.name}); "
+                             "keep one format of each image")
+        images[stem] = path
+    if not_images:
+        logger.info("--input_folder: %d file(s) not in an image format (%s) left out, e.g. %s", len(not_images),
+                    " ".join(IMAGE_EXTENSIONS), not_images[0])
+    if other_postfix:
+        logger.info("--input_folder: %d image(s) without the postfix _%s left out, e.g. %s", len(other_postfix),
+                    postfix, other_postfix[0])
+    if not images:
+        which = f" named *_{postfix}" if postfix else ""
+        raise ValueError(f"--input_folder {folder} holds no image{which} ({', '.join(IMAGE_EXTENSIONS)}); "
+                         "check the folder or --image_postfix")
+    return list(images.items())
+
+
+def _folder_cache(images: Sequence[tuple[str, Path]]) -> SubjectCache:
+    subjects = [tio.Subject(subject=name, image=tio.ScalarImage(path)) for name, path in images]
+    return SubjectCache(subjects, cache_gb=0, whats={"image": "image"})
+
+
+def _load_models(specs: Sequence[ModelSpec], device: torch.device, compile: bool,
+                 compile_backend: str) -> list[tuple[torch.nn.Module, tuple[int, ...]]]:
+    models = []
+    for spec in specs:
+        model = get_network(spec.network, spec.in_channels, spec.num_classes).to(device)
+        meta = load_model_weights(model, spec.weights, spec.network, map_location=device)
+        model.eval()
+        prepare_network(model, device, compile, compile_backend)
+        logger.info("loaded %s: %s (epoch %s), window %s", spec.name, spec.source, meta.get("epoch", "?"),
+                    list(spec.spatial_shape))
+        models.append((model, tuple(spec.spatial_shape)))
+    return models
+
+
+def predict_cases(specs: Sequence[ModelSpec], cache: SubjectCache, targets: Sequence[Path], device: torch.device,
+                  sw_batch_size: int = 1, sw_overlap: float = 0.25, amp: bool = False, num_workers: int = 0,
+                  compile: bool = False, compile_backend: str = "inductor",
+                  save_probabilities: bool = False) -> list[Path]:
+    """Segment every case of ``cache`` with ``specs`` (one model, or an ensemble) and write case
+    k's mask to ``targets[k]`` (and its probability beside it); returns the masks written."""
+    if len(targets) != len(cache):
+        raise RuntimeError(f"{len(targets)} output paths for {len(cache)} cases")
+    models = _load_models(specs, device, compile, compile_backend)
+    if len(models) > 1:
+        logger.info("ensemble of %d models: the mean of their class probabilities", len(models))
     loader = make_volume_loader(cache, num_workers=num_workers)
     amp_ctx = Amp(amp, device)
     written = []
     t0 = time.time()
     bar = show_progress()
     for number, batch in enumerate(tqdm(loader, desc="inference", dynamic_ncols=True, disable=not bar), 1):
-        logits = sliding_window_predict(model, batch["image"].to(device), spatial_shape, sw_batch_size,
-                                        sw_overlap, amp_ctx)
-        seg = logits.argmax(1)[0].to(torch.uint8).cpu().numpy()
-        out = prediction_path(model_dir, network, batch["subject"][0], image_postfix)
-        write_prediction(seg, Path(batch["path"][0]), out)
+        mask, prob = segment(models, batch["image"].to(device), sw_batch_size, sw_overlap, amp_ctx,
+                             probability=save_probabilities)
+        out = targets[number - 1]
+        write_prediction(mask, Path(batch["path"][0]), out)
+        if prob is not None:
+            write_prediction(prob, Path(batch["path"][0]), probability_path(out), np.float32)
         written.append(out)
         if not bar:  # a log file gets a line per case instead of a progress bar's frames
             logger.info("%d/%d %s: %s", number, len(loader), batch["subject"][0], out)
-    logger.info("%d segmentation(s) written under %s (%.1f s)", len(written),
-                Path(model_dir) / network / "output_pred", time.time() - t0)
+    where = os.path.commonpath([str(p.parent) for p in written]) if written else "-"
+    logger.info("%d segmentation(s) written under %s (%.1f s)", len(written), where, time.time() - t0)
     return written
+
+
+def run_inference(model_dir: str | Path, network: str, dataset_split: str | Path, path_images: str | Path,
+                  image_postfix: str, phase: str, spatial_shape: Sequence[int], epoch_inf: str,
+                  device: torch.device, sw_batch_size: int = 1, sw_overlap: float = 0.25,
+                  amp: bool = False, num_workers: int = 0, compile: bool = False,
+                  compile_backend: str = "inductor", save_probabilities: bool = False) -> list[Path]:
+    """Segment every subject of ``phase`` with ``CP_<epoch_inf>.pth`` of ``<model_dir>/<network>``
+    (the paper's mode); returns the written files in split order.
+
+    ``compile``: ``torch.compile`` the network (:mod:`utilities.compile`); pays only for many
+    windows, since the first ones wait for the compilation."""
+    setup_logger(None)
+    spec = spec_from_run(model_dir, network, epoch_inf, spatial_shape)
+    cache = _split_cache(dataset_split, phase, path_images, image_postfix)
+    targets = [prediction_path(model_dir, network, s["subject"], image_postfix) for s in cache.subjects]
+    return predict_cases([spec], cache, targets, device, sw_batch_size, sw_overlap, amp, num_workers, compile,
+                         compile_backend, save_probabilities)
+
+
+def _split_cache(dataset_split: str | Path, phase: str, path_images: str | Path, image_postfix: str) -> SubjectCache:
+    return load_phase(dataset_split, phase, [ImageSource("image", path_images, image_postfix, False, "image",
+                                                         "--path_images/--image_postfix")], cache_gb=0, fill=False)
+
+
+def resolve_specs(model: str | None, model_dir: str | None, network: str | None, epoch_inf: str,
+                  spatial_shape: Sequence[int] | None, ensemble: Sequence[str] | None,
+                  workdir: str | Path) -> list[ModelSpec]:
+    """The model(s) to predict with, from ``--model``, ``--model_dir``/``--network``/``--epoch_inf``
+    or ``--ensemble``; each with its window (``--spatial_shape``, else the model's own, else the
+    default with a log line), checked to fit its network."""
+    if ensemble:  # the models listed after --ensemble
+        specs = [s for entry in ensemble for s in resolve_models(entry, workdir, network, epoch_inf, spatial_shape)]
+    elif model is not None:
+        specs = resolve_models(model, workdir, network, epoch_inf, spatial_shape, all_of_scm=ensemble is not None)
+    elif ensemble is not None:  # --ensemble alone: both models of the SCM run in --model_dir
+        specs = scm_specs(model_dir, epoch_inf, network, spatial_shape)
+        if specs is None:
+            raise ValueError(f"--ensemble without models needs an SCM run in --model_dir {model_dir} (none found); "
+                             "or list the models: --ensemble A B (packages, checkpoints or run folders)")
+    else:
+        specs = [spec_from_run(model_dir, network, epoch_inf, spatial_shape)]
+    if ensemble is not None and len(specs) < 2:
+        raise ValueError(f"--ensemble needs at least two models, got {len(specs)} ({specs[0].source}); list them: "
+                         "--ensemble A B")
+    if ensemble is None and len(specs) > 1:
+        logger.info("%s holds %d models; predicting with %s (pass --ensemble to average them all)", model,
+                    len(specs), specs[0].name)
+        specs = specs[:1]
+    resolved = []
+    for spec in specs:
+        shape = spec.spatial_shape
+        if shape is None:
+            shape = DEFAULT_SPATIAL_SHAPE
+            logger.info("%s does not record its patch size; using the default --spatial_shape %s", spec.source,
+                        " ".join(map(str, shape)))
+        shape = check_spatial_shape(shape, "--spatial_shape" if spatial_shape is not None else
+                                    f"the patch size of {spec.source}")
+        check_network_shape(spec.network, shape)
+        resolved.append(ModelSpec(spec.name, spec.network, spec.weights, shape, spec.source, spec.normalisation,
+                                  spec.in_channels, spec.num_classes, spec.meta))
+    return resolved
 
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("--model_dir", default="./models/debug/", help="run folder given to the training script")
-    p.add_argument("--network", default="U_Net2D5", choices=sorted(NETWORKS), help="network architecture")
-    p.add_argument("--dataset_split", default="./splits/split_VS.csv", help="CSV of 'subject,phase' rows")
-    p.add_argument("--path_images", default="./data/VS/image_crop/", help="folder of <subject>_<image_postfix>.nii.gz")
-    p.add_argument("--image_postfix", default="T2", help="image file postfix")
+    p.add_argument("--model_dir", default=None,
+                   help=f"run folder given to the training script (default {DEFAULT_MODEL_DIR})")
+    p.add_argument("--network", default=None, choices=sorted(NETWORKS),
+                   help="network architecture (default: the one run in --model_dir, else U_Net2D5)")
+    p.add_argument("--dataset_split", default=None, help=f"CSV of 'subject,phase' rows (default {DEFAULT_SPLIT})")
+    p.add_argument("--path_images", default=None,
+                   help=f"folder of <subject>_<image_postfix>.nii.gz (default {DEFAULT_IMAGES})")
+    p.add_argument("--image_postfix", default=None,
+                   help=f"image file postfix (split mode default {DEFAULT_POSTFIX}; folder mode: only images named "
+                        "*_<postfix>, default all)")
     p.add_argument("--phase", default="inference", choices=list(PHASES), help="which subjects to segment")
-    p.add_argument("--spatial_shape", type=int, nargs=3, default=[128, 128, 48],
-                   help="sliding-window size (X Y Z), divisible by 16")
+    p.add_argument("--spatial_shape", type=int, nargs=3, default=None,
+                   help="sliding-window size (X Y Z), divisible by 16 (default: the model's patch size, else "
+                        f"{' '.join(map(str, DEFAULT_SPATIAL_SHAPE))})")
     p.add_argument("--epoch_inf", default="best",
                    help="checkpoint name: CP_<epoch_inf>.pth (best, final, best_model1, best_model2, ...)")
+    p.add_argument("--input_folder", default=None,
+                   help="segment every image in this folder (" + " ".join(IMAGE_EXTENSIONS) + ") instead of a split")
+    p.add_argument("--output_folder", default=None,
+                   help="write <input name>.nii.gz here (folder mode; in split mode instead of the run's output_pred)")
+    p.add_argument("--model", default=None,
+                   help="a model package (.zip, export_model.py) or a checkpoint (.pth) instead of --model_dir")
+    p.add_argument("--save_probabilities", action="store_true",
+                   help="also write the foreground probability (float32) as <name>_prob.nii.gz next to each mask")
+    p.add_argument("--ensemble", nargs="*", default=None, metavar="MODEL",
+                   help="average the class probabilities of several models: alone, both models of the SCM run "
+                        "(--model_dir or --model); or the packages, checkpoints or run folders listed")
     p.add_argument("--sw_batch_size", type=positive_int, default=1, help="sliding windows per forward pass")
     p.add_argument("--sw_overlap", type=float, default=0.25, help="sliding-window overlap in [0, 1)")
     p.add_argument("--amp", action="store_true", help="mixed precision on CUDA")
@@ -140,16 +316,61 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _flat_target(folder: Path, name: str) -> Path:
+    return folder / f"{name}.nii.gz"
+
+
 def main(argv: list[str] | None = None) -> list[Path]:
     args = build_parser().parse_args(argv)
-    spatial_shape = check_spatial_shape(args.spatial_shape)
-    check_network_shape(args.network, spatial_shape)
+    spatial_shape = check_spatial_shape(args.spatial_shape) if args.spatial_shape is not None else None
+    if args.network is not None and spatial_shape is not None:
+        check_network_shape(args.network, spatial_shape)
     if not 0 <= args.sw_overlap < 1:
         raise ValueError(f"--sw_overlap must be in [0, 1), got {args.sw_overlap}")
+    if args.model is not None and args.model_dir is not None:
+        raise ValueError("--model and --model_dir exclude each other; pass the package (or checkpoint) or the run "
+                         "folder")
+    folder_mode = args.input_folder is not None
+    if folder_mode:
+        if args.output_folder is None:
+            raise ValueError("--input_folder needs --output_folder, the folder to write the segmentations to")
+        given = [f for f in ("dataset_split", "path_images") if getattr(args, f) is not None]
+        if given:
+            raise ValueError(f"--input_folder excludes --{given[0]} (split mode); pass one of them")
+        if Path(args.output_folder).resolve() == Path(args.input_folder).resolve():
+            raise ValueError(f"--output_folder {args.output_folder} is --input_folder: the segmentations would "
+                             "overwrite the images; choose another folder")
+    elif args.output_folder is None and (args.model is not None or args.ensemble):
+        raise ValueError("split mode with --model or --ensemble models needs --output_folder (there is no run "
+                         "folder to write into)")
     device = resolve_device(args.device)
-    return run_inference(args.model_dir, args.network, args.dataset_split, args.path_images, args.image_postfix,
-                         args.phase, spatial_shape, args.epoch_inf, device, args.sw_batch_size, args.sw_overlap,
-                         args.amp, args.num_workers, args.compile, args.compile_backend)
+    setup_logger(None)
+    model_dir = args.model_dir or (None if args.model is not None else DEFAULT_MODEL_DIR)
+    with tempfile.TemporaryDirectory(prefix="paseg-model-") as workdir:
+        specs = resolve_specs(args.model, model_dir, args.network, args.epoch_inf, spatial_shape, args.ensemble,
+                              workdir)
+        if folder_mode:
+            images = list_images(args.input_folder, args.image_postfix)
+            out = ensure_writable_dir(args.output_folder)
+            cache = _folder_cache(images)
+            targets = [_flat_target(out, name) for name, _ in images]
+            names = [p.name for t in targets for p in (t, probability_path(t))]
+            clash = sorted({n for n in names if names.count(n) > 1})
+            if args.save_probabilities and clash:
+                raise ValueError(f"--input_folder: {clash[0]} would be both an image's mask and another's "
+                                 "probability; rename one of the images")
+        else:
+            postfix = args.image_postfix or DEFAULT_POSTFIX
+            cache = _split_cache(args.dataset_split or DEFAULT_SPLIT, args.phase, args.path_images or DEFAULT_IMAGES,
+                                 postfix)
+            subjects = [s["subject"] for s in cache.subjects]
+            if args.output_folder is not None:
+                out = ensure_writable_dir(args.output_folder)
+                targets = [_flat_target(out, f"{s}_{postfix}") for s in subjects]
+            else:
+                targets = [prediction_path(model_dir, specs[0].network, s, postfix) for s in subjects]
+        return predict_cases(specs, cache, targets, device, args.sw_batch_size, args.sw_overlap, args.amp,
+                             args.num_workers, args.compile, args.compile_backend, args.save_probabilities)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,106 @@
+"""Pack a trained PA-Seg model into one file (a zip) that ``inference.py --model`` predicts from.
+
+The package holds the weights (the best checkpoint or the one ``--epoch_inf`` names; an SCM run:
+both networks), what inference needs (network, patch size, normalisation, class count), the
+versions of this project and of torch, and a model card: the training data's fingerprint
+(number of cases, spacing, intensity statistics), the validation score of each checkpoint and
+the command that trained it. ``--checkpoint`` packs a single ``.pth`` instead, e.g. a
+checkpoint released with the published PA-Seg code (converted to this project's layout).
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Any, Sequence
+
+from networks import NETWORKS
+from utilities.cli import check_network_shape, check_spatial_shape, setup_logger
+from utilities.model_package import (
+    ModelSpec,
+    data_fingerprint,
+    export_package,
+    scm_specs,
+    spec_from_checkpoint,
+    spec_from_run,
+)
+
+__all__ = ["export_model", "main"]
+
+
+def export_model(output: str | Path, model_dir: str | Path | None = None, network: str | None = None,
+                 epoch_inf: str = "best", checkpoint: str | Path | None = None,
+                 spatial_shape: Sequence[int] | None = None, fingerprint: bool = True,
+                 overwrite: bool = False) -> dict[str, Any]:
+    """Write the package of a run folder (or of one checkpoint) to ``output``; returns its manifest."""
+    logger = setup_logger(None)
+    output = Path(output)
+    if output.suffix != ".zip":
+        raise ValueError(f"--output {output} must end in .zip")
+    if output.exists() and not overwrite:
+        raise FileExistsError(f"--output {output} exists; pass --overwrite to replace it or choose another name")
+    if (model_dir is None) == (checkpoint is None):
+        raise ValueError("pass either --model_dir (a training run) or --checkpoint (one .pth file)")
+    specs: list[ModelSpec]
+    if checkpoint is not None:
+        specs = [spec_from_checkpoint(checkpoint, network, spatial_shape)]
+    else:
+        scm = None if epoch_inf.endswith(("_model1", "_model2")) else scm_specs(model_dir, epoch_inf, network,
+                                                                                 spatial_shape)
+        specs = scm if scm is not None else [spec_from_run(model_dir, network, epoch_inf, spatial_shape)]
+    for spec in specs:
+        if spec.spatial_shape is not None:
+            check_network_shape(spec.network, check_spatial_shape(spec.spatial_shape))
+    args = next((s.meta["run_args"] for s in specs if s.meta.get("run_args")), None)
+    if not fingerprint:
+        data = {"available": False, "reason": "left out by --no_fingerprint"}
+    elif args is None:
+        data = {"available": False, "reason": "the training arguments are not recorded with the checkpoint"}
+        logger.warning("model card: no training arguments beside %s; the training data and command are not recorded",
+                       specs[0].source)
+    else:
+        data = data_fingerprint(args["dataset_split"], args["path_images"], args["image_postfix"])
+        if not data.get("available"):
+            logger.warning("model card: no training data fingerprint (%s)", data.get("reason"))
+    manifest = export_package(specs, output, data)
+    for m in manifest["models"]:
+        value = m.get("value")
+        score = f", validation {m['metric']} {value:.4f}" if isinstance(value, float) else ""
+        logger.info("packed %s: %s from %s (epoch %s%s), window %s", m["name"], m["network"], m["checkpoint"],
+                    m.get("epoch", "?"), score, m["spatial_shape"])
+    logger.info("written %s", output)
+    return manifest
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--model_dir", default=None, help="run folder given to the training script")
+    p.add_argument("--network", default=None, choices=sorted(NETWORKS),
+                   help="network (default: the one run in --model_dir; SCM: that of model 1; --checkpoint: read "
+                        "from the file)")
+    p.add_argument("--epoch_inf", default="best",
+                   help="checkpoint CP_<epoch_inf>.pth; an SCM run packs CP_<epoch_inf>_model1 and _model2 unless "
+                        "it names one (best_model1)")
+    p.add_argument("--checkpoint", default=None,
+                   help="pack this .pth (ours or the authors' released one) instead of a run folder")
+    p.add_argument("--spatial_shape", type=int, nargs=3, default=None,
+                   help="patch size (X Y Z) for inference (default: the run's; needed for a bare checkpoint)")
+    p.add_argument("--output", required=True, help="the package to write (.zip)")
+    p.add_argument("--no_fingerprint", action="store_true",
+                   help="do not read the training images for the model card's data fingerprint")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing --output")
+    return p
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    args = build_parser().parse_args(argv)
+    shape = check_spatial_shape(args.spatial_shape) if args.spatial_shape is not None else None
+    return export_model(args.output, args.model_dir, args.network, args.epoch_inf, args.checkpoint, shape,
+                        not args.no_fingerprint, args.overwrite)
+
+
+if __name__ == "__main__":
+    from utilities.cli import run_main
+
+    sys.exit(run_main(main))

@@ -1,0 +1,495 @@
+"""What a trained model is, wherever it comes from: a run folder, a checkpoint file, or a
+one-file model package (a zip written by ``export_model.py``).
+
+A :class:`ModelSpec` names the network, the weights and what inference needs besides them
+(patch size, normalisation, channel and class counts). From a run folder they come from the
+run's own arguments, saved in its resumable ``CP_latest*.pth``; from a package, from its
+manifest ``paseg_model.json``. A package also holds a short model card (``model_card.md``):
+the training data's fingerprint, the validation score of the packed checkpoints and the
+command that trained them.
+
+Package layout (zip, deflated)::
+
+    paseg_model.json        manifest: format, versions, models, card
+    model_card.md           the card, readable
+    weights/<name>.pth      one checkpoint per model (this project's format, any source converted)
+"""
+from __future__ import annotations
+
+import io
+import json
+import logging
+import math
+import os
+import shlex
+import tempfile
+import zipfile
+from dataclasses import dataclass, field
+from importlib import metadata
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+import SimpleITK as sitk
+import torch
+
+from networks import NETWORKS, get_network
+from utilities.checkpoints import CHECKPOINT_FORMAT, load_model_weights, save_model
+from utilities.grid import subject_path
+from utilities.io import atomic_path, read_image
+from utilities.splits import read_split, subjects_of
+
+__all__ = [
+    "PACKAGE_FORMAT",
+    "PACKAGE_VERSION",
+    "MANIFEST",
+    "NORMALISATION",
+    "DEFAULT_SPATIAL_SHAPE",
+    "ModelSpec",
+    "project_version",
+    "checkpoint_path",
+    "find_network",
+    "run_args",
+    "spec_from_run",
+    "scm_specs",
+    "spec_from_checkpoint",
+    "data_fingerprint",
+    "training_command",
+    "export_package",
+    "open_package",
+    "resolve_models",
+]
+
+logger = logging.getLogger("paseg")
+
+PACKAGE_FORMAT = "paseg-model-package"
+#: Raised when the package layout changes; a package of a newer version is refused.
+PACKAGE_VERSION = 1
+MANIFEST = "paseg_model.json"
+CARD = "model_card.md"
+#: The one normalisation of this project: RAS reorientation, then whole-volume z-normalisation
+#: of the image (:func:`utilities.data.preprocess_transform`).
+NORMALISATION = "zscore"
+#: ``inference.py``'s patch size when neither ``--spatial_shape`` nor the model says one (the paper's VS).
+DEFAULT_SPATIAL_SHAPE = (128, 128, 48)
+IN_CHANNELS = 1
+NUM_CLASSES = 2
+_SCM_SUFFIXES = ("_model1", "_model2")
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """One network to predict with: ``weights`` is a checkpoint file :func:`load_model_weights`
+    reads; ``spatial_shape`` (X, Y, Z) the sliding window (``None``: not known from the model);
+    ``source`` what the user named (for messages); ``meta`` the checkpoint's or package's
+    metadata (epoch, metric, ...)."""
+
+    name: str
+    network: str
+    weights: Path
+    spatial_shape: tuple[int, ...] | None
+    source: str
+    normalisation: str = NORMALISATION
+    in_channels: int = IN_CHANNELS
+    num_classes: int = NUM_CLASSES
+    meta: Mapping[str, Any] = field(default_factory=dict)
+
+
+def project_version() -> str:
+    """This project's version (``pyproject.toml``), ``unknown`` when not installed."""
+    try:
+        return metadata.version("paseg")
+    except metadata.PackageNotFoundError:
+        return "unknown"
+
+
+def checkpoint_path(model_dir: str | os.PathLike, network: str, epoch_inf: str) -> Path:
+    """``<model_dir>/<network>/models/CP_<epoch_inf>.pth``; a missing one is an error listing
+    the checkpoints that exist."""
+    models = Path(model_dir) / network / "models"
+    path = models / f"CP_{epoch_inf}.pth"
+    if not path.is_file():
+        found = sorted(p.stem.removeprefix("CP_") for p in models.glob("CP_*.pth")) if models.is_dir() else []
+        hint = (f"checkpoints there: --epoch_inf {{{','.join(found)}}}" if found
+                else f"no checkpoint in {models}; train first or check --model_dir/--network")
+        if not found and (Path(model_dir) / "models" / path.name).is_file():  # the run folder itself was given
+            hint = (f"{model_dir} is the run folder of a network: pass its parent, --model_dir "
+                    f"{Path(model_dir).parent}")
+        raise FileNotFoundError(f"checkpoint {path} not found; {hint}")
+    return path
+
+
+def find_network(model_dir: str | os.PathLike, epoch_inf: str, default: str = "U_Net2D5") -> str:
+    """The network whose run in ``model_dir`` holds ``CP_<epoch_inf>.pth``: the only one, else
+    ``default`` (whose missing checkpoint :func:`checkpoint_path` then explains).
+
+    Raises:
+        ValueError: several networks of ``model_dir`` hold that checkpoint.
+    """
+    folder = Path(model_dir)
+    found = sorted(n for n in NETWORKS if (folder / n / "models" / f"CP_{epoch_inf}.pth").is_file())
+    if len(found) > 1:
+        raise ValueError(f"--model_dir {model_dir} holds CP_{epoch_inf}.pth of several networks ({', '.join(found)}); "
+                         "pass --network to choose one")
+    return found[0] if found else default
+
+
+def _load_args(path: Path) -> dict[str, Any] | None:
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception:  # an unreadable latest state only costs the recorded arguments
+        logger.warning("cannot read the training arguments from %s; the model's patch size is unknown", path)
+        return None
+    args = state.get("args") if isinstance(state, dict) else None
+    return dict(args) if isinstance(args, Mapping) else None
+
+
+def run_args(model_dir: str | os.PathLike, network: str, epoch_inf: str) -> dict[str, Any] | None:
+    """The arguments of the training run that wrote ``<model_dir>/<network>/models/CP_<epoch_inf>.pth``,
+    from its resumable state (stage 1: ``CP_latest.pth`` beside it; SCM: ``CP_latest_SCM.pth`` in
+    the folder of ``network1``); ``None`` when the run kept none."""
+    folder = Path(model_dir)
+    scm = epoch_inf.endswith(_SCM_SUFFIXES)
+    candidates = [folder / network / "models" / ("CP_latest_SCM.pth" if scm else "CP_latest.pth")]
+    if scm:
+        candidates += sorted(folder.glob("*/models/CP_latest_SCM.pth"))
+    for path in dict.fromkeys(candidates):
+        if path.is_file():
+            args = _load_args(path)
+            if args is None:
+                continue
+            key = "network" + epoch_inf[-1] if scm else "network"
+            if args.get(key, network) == network:
+                return args
+    return None
+
+
+def _shape(args: Mapping[str, Any] | None) -> tuple[int, ...] | None:
+    shape = (args or {}).get("spatial_shape")
+    return tuple(int(s) for s in shape) if isinstance(shape, (list, tuple)) and len(shape) == 3 else None
+
+
+def _checkpoint_meta(path: Path) -> dict[str, Any]:
+    """The metadata of one of our checkpoints (nothing for other layouts; never raises)."""
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception:
+        return {}
+    if isinstance(payload, dict) and payload.get("format") == CHECKPOINT_FORMAT:
+        return {k: v for k, v in payload.items() if k != "state_dict" and isinstance(v, (str, int, float))}
+    return {}
+
+
+def spec_from_run(model_dir: str | os.PathLike, network: str | None, epoch_inf: str,
+                  spatial_shape: Sequence[int] | None = None) -> ModelSpec:
+    """The model ``CP_<epoch_inf>.pth`` of a run folder; ``network`` ``None``: the run's only
+    network (:func:`find_network`); ``spatial_shape`` ``None``: the run's patch size."""
+    network = network or find_network(model_dir, epoch_inf)
+    path = checkpoint_path(model_dir, network, epoch_inf)
+    args = run_args(model_dir, network, epoch_inf)
+    shape = tuple(spatial_shape) if spatial_shape is not None else _shape(args)
+    meta = _checkpoint_meta(path) | ({"run_args": args} if args else {})
+    return ModelSpec(f"{network} CP_{epoch_inf}", network, path, shape, str(path), meta=meta)
+
+
+def scm_specs(model_dir: str | os.PathLike, epoch_inf: str, network: str | None = None,
+              spatial_shape: Sequence[int] | None = None) -> list[ModelSpec] | None:
+    """Both models of the SCM run in ``model_dir`` (``CP_<kind>_model1`` and ``_model2``, kind
+    = ``epoch_inf`` without a ``_model<k>`` suffix), or ``None`` when it holds no SCM run
+    (``network``: that of model 1, when several SCM runs share the folder)."""
+    folder = Path(model_dir)
+    latest = ([folder / network / "models" / "CP_latest_SCM.pth"] if network
+              else sorted(folder.glob("*/models/CP_latest_SCM.pth")))
+    latest = [p for p in latest if p.is_file()]
+    if not latest:
+        return None
+    if len(latest) > 1:
+        names = ", ".join(p.parents[1].name for p in latest)
+        raise ValueError(f"--model_dir {model_dir} holds several SCM runs ({names}); pass --network (that of model 1)")
+    args = _load_args(latest[0]) or {}
+    kind = epoch_inf.removesuffix("_model1").removesuffix("_model2")
+    nets = [args.get("network1", latest[0].parents[1].name), args.get("network2")]
+    if nets[1] is None:
+        raise ValueError(f"{latest[0]} does not record the SCM run's networks; name the models: --ensemble A B")
+    specs = []
+    for k, net in enumerate(nets, 1):
+        spec = spec_from_run(model_dir, net, f"{kind}_model{k}", spatial_shape)
+        specs.append(ModelSpec(f"model{k} ({net} CP_{kind}_model{k})", net, spec.weights, spec.spatial_shape or
+                               _shape(args), spec.source, meta=spec.meta))
+    return specs
+
+
+def _peek_network(path: Path) -> str | None:
+    from networks.convert_checkpoint import detect_published_network
+
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception:
+        return None
+    if isinstance(payload, dict) and payload.get("format") == CHECKPOINT_FORMAT:
+        return payload.get("network")
+    if isinstance(payload, dict) and payload and all(isinstance(v, torch.Tensor) for v in payload.values()):
+        return detect_published_network(payload)
+    return None
+
+
+def spec_from_checkpoint(path: str | os.PathLike, network: str | None = None,
+                         spatial_shape: Sequence[int] | None = None) -> ModelSpec:
+    """A single ``.pth`` (ours or the authors' released layout); the network is read from it
+    when ``network`` is ``None``, the patch size from the run beside it when there is one."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint not found: {path}")
+    found = _peek_network(path)
+    network = network or found
+    if network is None:
+        raise ValueError(f"cannot tell which network checkpoint {path} holds; pass --network")
+    shape = tuple(spatial_shape) if spatial_shape is not None else None
+    meta = _checkpoint_meta(path)
+    if shape is None and path.parent.name == "models":
+        args = run_args(path.parents[2], path.parents[1].name, path.stem.removeprefix("CP_"))
+        shape = _shape(args)
+        meta |= {"run_args": args} if args else {}
+    return ModelSpec(f"{network} {path.name}", network, path, shape, str(path), meta=meta)
+
+
+# ---------------------------------------------------------------------------------- model card
+def data_fingerprint(dataset_split: str | os.PathLike, path_images: str | os.PathLike,
+                     image_postfix: str) -> dict[str, Any]:
+    """Number of training cases, their spacing and shape ranges, and intensity statistics
+    (median over the cases of each case's mean, std, 0.5th and 99.5th percentile), read from
+    the training images. Missing images are counted and named, never skipped silently."""
+    try:
+        subjects = subjects_of(read_split(dataset_split), "training")
+    except (OSError, ValueError) as e:
+        return {"available": False, "reason": f"cannot read the split {dataset_split}: {e}"}
+    paths = [subject_path(path_images, s, image_postfix) for s in subjects]
+    present = [p for p in paths if p.is_file()]
+    if not present:
+        return {"available": False, "cases": len(subjects),
+                "reason": f"none of the {len(subjects)} training images found under {path_images}"}
+    spacing, shapes, stats = [], [], []
+    for path in present:
+        image = read_image(path)
+        data = sitk.GetArrayViewFromImage(image).astype(np.float64, copy=False)
+        spacing.append(image.GetSpacing())
+        shapes.append(image.GetSize())
+        p_low, p_high = np.percentile(data, [0.5, 99.5])
+        stats.append((float(data.mean()), float(data.std()), float(p_low), float(p_high)))
+    spacing_arr, shapes_arr, stats_arr = np.array(spacing), np.array(shapes), np.array(stats)
+    result: dict[str, Any] = {
+        "available": True, "cases": len(subjects), "cases_read": len(present),
+        "spacing_median_mm": [round(float(v), 4) for v in np.median(spacing_arr, 0)],
+        "spacing_min_mm": [round(float(v), 4) for v in spacing_arr.min(0)],
+        "spacing_max_mm": [round(float(v), 4) for v in spacing_arr.max(0)],
+        "size_min": [int(v) for v in shapes_arr.min(0)], "size_max": [int(v) for v in shapes_arr.max(0)],
+        "intensity_median": {k: round(float(v), 4) for k, v in
+                             zip(("mean", "std", "p0.5", "p99.5"), np.median(stats_arr, 0))},
+    }
+    if len(present) < len(paths):
+        missing = [str(p) for p in paths if not p.is_file()]
+        result["missing"] = missing
+        logger.warning("model card: %d of %d training image(s) not found (e.g. %s); the fingerprint uses the rest",
+                       len(missing), len(paths), missing[0])
+    return result
+
+
+def training_command(args: Mapping[str, Any] | None) -> str | None:
+    """The command line that trained a run, rebuilt from its recorded arguments."""
+    if not args:
+        return None
+    script = "train_SCM.py" if "network1" in args else "train_gatedcrfloss3d22d_multiview_varianceloss.py"
+    words = ["python", script]
+    for key, value in args.items():
+        if value is None or value is False:
+            continue
+        if value is True:
+            words.append(f"--{key}")
+        elif isinstance(value, (list, tuple)):
+            words += [f"--{key}", *map(str, value)]
+        else:
+            words += [f"--{key}", str(value)]
+    return shlex.join(words)
+
+
+def _card_markdown(manifest: Mapping[str, Any]) -> str:
+    card = manifest["card"]
+    lines = [f"# PA-Seg model: {', '.join(m['network'] for m in manifest['models'])}", "",
+             f"- packed with PA-Seg {manifest['project_version']}, torch {manifest['torch_version']}",
+             f"- inference: patch {manifest['models'][0]['spatial_shape']}, normalisation "
+             f"{manifest['normalisation']} (RAS, whole-volume z-score), {manifest['num_classes']} classes", ""]
+    lines.append("## Models")
+    for m in manifest["models"]:
+        score = m.get("metric")
+        value = m.get("value")
+        shown = (f"validation {score} {value:.4f}" if isinstance(value, (int, float)) and math.isfinite(value)
+                 else "validation score not recorded")
+        lines.append(f"- `{m['name']}`: {m['network']}, from `{m['checkpoint']}` (epoch {m.get('epoch', '?')}), "
+                     f"{shown}")
+    fp = card.get("training_data") or {}
+    lines += ["", "## Training data"]
+    if fp.get("available"):
+        lines += [f"- {fp['cases']} training case(s) ({fp['cases_read']} read)",
+                  f"- spacing (x, y, z mm): median {fp['spacing_median_mm']}, range {fp['spacing_min_mm']} to "
+                  f"{fp['spacing_max_mm']}",
+                  f"- size (x, y, z voxels): {fp['size_min']} to {fp['size_max']}",
+                  "- intensity (median over cases): " + ", ".join(f"{k} {v:g}" for k, v in
+                                                                  fp['intensity_median'].items())]
+    else:
+        lines.append(f"- not recorded: {fp.get('reason', 'unknown')}")
+    lines += ["", "## Training command", ""]
+    commands = card.get("training_commands") or []
+    lines += ([f"    {c}" for c in commands] if commands
+              else ["not recorded (no CP_latest*.pth with the run's arguments)"])
+    return "\n".join(lines) + "\n"
+
+
+# ---------------------------------------------------------------------------------- packages
+def export_package(specs: Sequence[ModelSpec], output: str | os.PathLike,
+                   fingerprint: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """Write ``specs`` as one zip at ``output`` (atomic); returns the manifest.
+
+    Every checkpoint is loaded into its network first (a foreign, damaged or mismatched one is
+    refused with :func:`load_model_weights`'s one-line error) and written in this project's
+    format, so the authors' released checkpoints are packed converted.
+    """
+    if not specs:
+        raise ValueError("nothing to pack")
+    for spec in specs:
+        if spec.spatial_shape is None:
+            raise ValueError(f"the patch size of {spec.source} is unknown (no training arguments beside it); "
+                             "pass --spatial_shape X Y Z")
+    models, commands, blobs = [], [], {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for k, spec in enumerate(specs, 1):
+            net = get_network(spec.network, spec.in_channels, spec.num_classes)
+            meta = load_model_weights(net, spec.weights, spec.network)
+            name = f"model{k}"
+            keep = {key: meta.get(key, spec.meta.get(key)) for key in ("epoch", "metric", "value")}
+            keep = {key: v for key, v in keep.items() if v is not None}
+            save_model(Path(tmp) / f"{name}.pth", net, spec.network, **keep)
+            blobs[f"weights/{name}.pth"] = (Path(tmp) / f"{name}.pth").read_bytes()
+            models.append({"name": name, "network": spec.network, "file": f"weights/{name}.pth",
+                           "checkpoint": Path(spec.weights).name, "spatial_shape": list(spec.spatial_shape),
+                           "in_channels": spec.in_channels, "num_classes": spec.num_classes, **keep})
+            command = training_command(spec.meta.get("run_args"))
+            if command and command not in commands:
+                commands.append(command)
+    manifest = {"format": PACKAGE_FORMAT, "package_version": PACKAGE_VERSION, "project_version": project_version(),
+                "torch_version": torch.__version__, "normalisation": specs[0].normalisation,
+                "num_classes": specs[0].num_classes, "models": models,
+                "card": {"training_data": dict(fingerprint or {"available": False, "reason": "not given"}),
+                         "training_commands": commands}}
+    with atomic_path(output) as tmp_zip:
+        with zipfile.ZipFile(tmp_zip, "w", zipfile.ZIP_DEFLATED) as z:
+            z.writestr(MANIFEST, json.dumps(manifest, indent=1))
+            z.writestr(CARD, _card_markdown(manifest))
+            for name, blob in blobs.items():
+                z.writestr(name, blob)
+    return manifest
+
+
+def _major(version: str) -> str:
+    return version.split(".")[0]
+
+
+def open_package(path: str | os.PathLike, workdir: str | os.PathLike) -> list[ModelSpec]:
+    """The models of a package, their weights extracted into ``workdir``.
+
+    Raises a one-line ``ValueError`` for a file that is no zip or a damaged one, a zip that is
+    not a PA-Seg package, a package of a newer format or another major version of this
+    project, or a network this version does not know.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"--model {path} not found; pass a model package written by export_model.py")
+    try:
+        with zipfile.ZipFile(path) as z:
+            bad = z.testzip()
+            if bad is not None:
+                raise ValueError(f"--model {path} is damaged (member {bad} fails its checksum); export it again")
+            if MANIFEST not in z.namelist():
+                raise ValueError(f"--model {path} is a zip but not a PA-Seg model package (no {MANIFEST}); "
+                                 "pass a package written by export_model.py")
+            manifest = json.loads(z.read(MANIFEST).decode("utf-8"))
+            if not isinstance(manifest, dict) or manifest.get("format") != PACKAGE_FORMAT:
+                raise ValueError(f"--model {path}: {MANIFEST} is not a PA-Seg package manifest; pass a package "
+                                 "written by export_model.py")
+            _check_versions(path, manifest)
+            specs = []
+            for entry in manifest.get("models", []):
+                network = entry.get("network")
+                if network not in NETWORKS:
+                    raise ValueError(f"--model {path} holds a {network} network, which this version does not know "
+                                     f"(known: {', '.join(sorted(NETWORKS))}); update PA-Seg")
+                target = Path(workdir) / path.stem / entry["file"]
+                target.parent.mkdir(parents=True, exist_ok=True)
+                target.write_bytes(z.read(entry["file"]))
+                meta = {k: entry[k] for k in ("epoch", "metric", "value") if k in entry}
+                specs.append(ModelSpec(f"{entry['name']} ({network}, {path.name})", network, target,
+                                       tuple(int(s) for s in entry["spatial_shape"]), f"{path}:{entry['name']}",
+                                       manifest.get("normalisation", NORMALISATION),
+                                       int(entry.get("in_channels", IN_CHANNELS)),
+                                       int(entry.get("num_classes", NUM_CLASSES)), meta))
+    except zipfile.BadZipFile:
+        raise ValueError(f"--model {path} is not a zip file (or a truncated one); pass a model package written by "
+                         "export_model.py") from None
+    except (KeyError, TypeError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise ValueError(f"--model {path} has a damaged manifest ({type(e).__name__}: {e}); export it again") from None
+    if not specs:
+        raise ValueError(f"--model {path} holds no model; export it again")
+    for spec in specs:
+        if spec.normalisation != NORMALISATION or spec.in_channels != IN_CHANNELS or spec.num_classes != NUM_CLASSES:
+            raise ValueError(f"--model {path}: {spec.name} needs normalisation {spec.normalisation!r}, "
+                             f"{spec.in_channels} channel(s), {spec.num_classes} classes; this version supports "
+                             f"{NORMALISATION!r}, {IN_CHANNELS}, {NUM_CLASSES}")
+    return specs
+
+
+def _check_versions(path: Path, manifest: Mapping[str, Any]) -> None:
+    version = int(manifest.get("package_version", 0))
+    made_by = str(manifest.get("project_version", "unknown"))
+    ours = project_version()
+    if version > PACKAGE_VERSION or version < 1:
+        raise ValueError(f"--model {path} is a package of format version {version} (PA-Seg {made_by}); this PA-Seg "
+                         f"{ours} reads version {PACKAGE_VERSION}: use a matching PA-Seg version")
+    if "unknown" not in (made_by, ours) and _major(made_by) != _major(ours):
+        raise ValueError(f"--model {path} was made by PA-Seg {made_by}, incompatible with this PA-Seg {ours} "
+                         "(another major version): use a matching PA-Seg version")
+    torch_made = str(manifest.get("torch_version", "unknown"))
+    if _major(torch_made) != _major(torch.__version__):
+        logger.warning("--model %s was packed with torch %s, this is torch %s", path, torch_made, torch.__version__)
+
+
+def read_manifest(path: str | os.PathLike) -> dict[str, Any]:
+    """The manifest of a package (for tools and tests; :func:`open_package` checks it)."""
+    with zipfile.ZipFile(path) as z:
+        return json.load(io.BytesIO(z.read(MANIFEST)))
+
+
+# ---------------------------------------------------------------------------------- resolving
+def resolve_models(entry: str | os.PathLike, workdir: str | os.PathLike, network: str | None, epoch_inf: str,
+                   spatial_shape: Sequence[int] | None, all_of_scm: bool = False) -> list[ModelSpec]:
+    """The model(s) one command-line entry names: a package (``.zip``: every model in it), a
+    checkpoint file (``.pth``) or a run folder (``CP_<epoch_inf>.pth`` of its network; with
+    ``all_of_scm``, both models of an SCM run)."""
+    path = Path(entry)
+    if path.suffix == ".zip" or (path.is_file() and zipfile.is_zipfile(path) and path.suffix != ".pth"):
+        specs = open_package(path, workdir)
+        if network is not None and any(s.network != network for s in specs):
+            raise ValueError(f"--model {path} holds {', '.join(s.network for s in specs)}, not {network}; drop "
+                             f"--network or pass --network {specs[0].network}")
+        if spatial_shape is not None:
+            specs = [ModelSpec(s.name, s.network, s.weights, tuple(spatial_shape), s.source, s.normalisation,
+                               s.in_channels, s.num_classes, s.meta) for s in specs]
+        return specs
+    if path.suffix == ".pth" or path.is_file():
+        return [spec_from_checkpoint(path, network, spatial_shape)]
+    if not path.is_dir():
+        raise FileNotFoundError(f"model {path} not found; pass a model package (.zip), a checkpoint (.pth) or a run "
+                                "folder (--model_dir)")
+    if all_of_scm:
+        specs = scm_specs(path, epoch_inf, network, spatial_shape)
+        if specs is not None:
+            return specs
+    return [spec_from_run(path, network, epoch_inf, spatial_shape)]
