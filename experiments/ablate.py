@@ -32,7 +32,7 @@ import numpy as np
 import pandas as pd
 
 from utilities.io import atomic_path, save_csv, save_text
-from utilities.jobs import run_logged, thread_env
+from utilities.jobs import run_logged, stop_all, thread_env
 
 # `utilities` comes from `pip install -e .` (make install); ROOT locates the scripts this runs.
 ROOT = Path(__file__).resolve().parents[1]
@@ -46,6 +46,11 @@ SCM_SCRIPT = "train_SCM.py"
 GEODESIC_SCRIPTS = {"VS": "data/VS/generate_geodesic_labels.py", "BraTS": "data/BraTS/generate_geodesic_labels.py"}
 DONE_NAME = "ablate_done.json"
 TRAINED_NAME = "ablate_trained.json"
+#: Written before a training starts: a killed run is resumed only with the flags it was started with.
+STARTED_NAME = "ablate_started.json"
+#: The module whose ``build_parser`` checks each script's flags before anything runs.
+_PARSERS = {STAGE1_SCRIPT: "train_gatedcrfloss3d22d_multiview_varianceloss", SCM_SCRIPT: "train_SCM",
+            "inference.py": "inference", "scores.py": "utilities.scores"}
 LOG_NAME = "ablate_log.txt"
 
 _TOP_KEYS = {"dataset", "base", "variants", "seeds", "baseline", "title"}
@@ -397,6 +402,67 @@ def _execute(command: list[str], log: Path, env: dict[str, str]) -> None:
     run_logged(command, log, env, cwd=ROOT)
 
 
+def _flag_values(command: Sequence[str]) -> dict[str, tuple[str, ...]]:
+    """``--flag`` -> its values in a command (the script as ``""``)."""
+    out: dict[str, tuple[str, ...]] = {"": (Path(command[0]).name,)} if command else {}
+    flag = None
+    for token in command[1:]:
+        if token.startswith("--"):
+            flag = token
+            out[flag] = ()
+        elif flag is not None:
+            out[flag] += (token,)
+    return out
+
+
+def _changes(old: Sequence[str], new: Sequence[str]) -> str:
+    """What differs between two commands, e.g. ``--learning_rate 0.01 -> 0.04``."""
+    a, b = _flag_values(old), _flag_values(new)
+    shown = []
+    for flag in dict.fromkeys([*a, *b]):
+        if a.get(flag) != b.get(flag):
+            before = " ".join(a[flag]) if flag in a else "(absent)"
+            after = " ".join(b[flag]) if flag in b else "(absent)"
+            shown.append(f"{flag or 'script'} {before} -> {after}")
+    return ", ".join(shown[:5]) + (" ..." if len(shown) > 5 else "")
+
+
+def check_flags(commands: Sequence[Sequence[str]], cfg_path: Path) -> None:
+    """Parse every command's flags with its script's own parser before anything runs (a typo in
+    a config would otherwise surface after hours of training).
+
+    Raises:
+        ValueError: one line naming the script and argparse's complaint.
+    """
+    import contextlib
+    import importlib
+    import io
+
+    seen: set[tuple[str, ...]] = set()
+    for command in commands:
+        key = tuple(command[1:])
+        name = Path(command[1]).name
+        if key in seen or name not in _PARSERS:
+            continue
+        seen.add(key)
+        parser = importlib.import_module(_PARSERS[name]).build_parser()
+        err = io.StringIO()
+        try:
+            with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
+                parser.parse_args(list(command[2:]))
+        except SystemExit as e:
+            if e.code:
+                lines = [line for line in err.getvalue().splitlines() if line.strip()]
+                reason = lines[-1].split("error:", 1)[-1].strip() if lines else f"exit status {e.code}"
+                raise ValueError(f"config {cfg_path}: {name} refuses the flags it would be given ({reason}); "
+                                 "fix the flags in base or the variant") from None
+
+
+def _all_commands(cfg: Config, runs: Sequence[Run], device: str, python: str) -> list[list[str]]:
+    return [c for r in runs for c in ([r.train] if r.variant.kind != "seeds" else [])
+            + _inference_commands(cfg, r, device, python)]
+
+
 def _call_in_process(command: list[str], log: Path, threads: int) -> None:
     """Run ``inference.py`` or ``utilities/scores.py`` (``command[1]``) by calling its ``main``
     with the same arguments, output to ``log``: the same code path as the subprocess without a
@@ -417,6 +483,10 @@ def _call_in_process(command: list[str], log: Path, threads: int) -> None:
         except (ValueError, FileNotFoundError, FileExistsError, RuntimeError, OSError) as e:
             raise RuntimeError(f"{Path(command[1]).name} failed ({' '.join(str(e).split())[:300]}); "
                                f"log: {log}") from None
+        except SystemExit as e:  # argparse: its message went to the log
+            if e.code:
+                raise RuntimeError(f"{Path(command[1]).name} exited with {e.code} (a flag it does not accept); "
+                                   f"log: {log}") from None
         finally:
             logging_reset()
 
@@ -456,6 +526,14 @@ def _do_run(cfg: Config, run: Run, device: str, python: str, env: dict[str, str]
         trained = _read_json(run.folder / TRAINED_NAME)
         if trained is None or trained.get("command") != _signature(run):
             mode = train_mode(run.folder)
+            started = trained or _read_json(run.folder / STARTED_NAME)
+            if mode and started is not None and started.get("command") != _signature(run):
+                changed = _changes(started.get("command") or [], _signature(run))
+                raise ValueError(f"run folder {run.folder} holds a {'trained' if trained else 'killed'} run made with "
+                                 f"other flags than the config now gives ({changed}); "
+                                 "it cannot be resumed with them: delete that folder to train it again, or restore "
+                                 "the config")
+            _write_json({"command": _signature(run)}, run.folder / STARTED_NAME)
             _execute(run.train + ([mode] if mode else []), log, env)
             _write_json({"command": _signature(run)}, run.folder / TRAINED_NAME)
             done.append("trained" + (f" ({mode})" if mode else ""))
@@ -507,6 +585,7 @@ def run_ablation(cfg: Config, output_dir: Path, seeds: Sequence[int] | None = No
     env = thread_env(threads)
     seeds_dir = geodesic_dir(cfg, output_dir)
     stage0 = stage0_command(cfg, output_dir, python)
+    check_flags(_all_commands(cfg, runs, device, python), cfg.path)
 
     if dry_run:
         if not cfg.dataset["split_file"].is_file() and cfg.dataset["prepare"]:
@@ -556,13 +635,19 @@ def run_ablation(cfg: Config, output_dir: Path, seeds: Sequence[int] | None = No
                     failures.append(f"{r.key}: not run, a stage-1 run it starts from failed")
                     continue
                 futures[pool.submit(one, r)] = r
-            for future in cf.as_completed(futures):
-                try:
-                    future.result()
-                except (RuntimeError, ValueError, OSError) as e:
-                    failed.add(futures[future].key)
-                    failures.append(f"{futures[future].key}: {e}")
-                    print(f"[run {index[id(futures[future])]}/{total}] {futures[future].key}: FAILED: {e}", flush=True)
+            try:
+                for future in cf.as_completed(futures):
+                    try:
+                        future.result()
+                    except (RuntimeError, ValueError, OSError) as e:
+                        failed.add(futures[future].key)
+                        failures.append(f"{futures[future].key}: {e}")
+                        print(f"[run {index[id(futures[future])]}/{total}] {futures[future].key}: FAILED: {e}",
+                              flush=True)
+            except BaseException:  # Ctrl-C, SIGTERM: no run starts, the running ones stop (checkpoints intact)
+                pool.shutdown(wait=False, cancel_futures=True)
+                stop_all()
+                raise
     if failures:
         raise RuntimeError(f"{len(failures)} run(s) failed, no table written: " + " | ".join(failures))
     table, per_case = summarize(cfg, [r for r in runs if r.in_table], names)
@@ -729,12 +814,29 @@ def main(argv: list[str] | None = None) -> pd.DataFrame | None:
                         args.dry_run)
 
 
-if __name__ == "__main__":
+def run(argv: list[str] | None = None) -> int:
+    """The command line: ``main`` with one ``error:`` line (exit 2) for a user error; Ctrl-C
+    (exit 130) and SIGTERM (a scheduler's time limit, exit 143) stop the running trainings
+    (SIGTERM: they save and exit as on their own SIGTERM) and say how to resume."""
+    import signal
+
+    from utilities.cli import EXIT_INTERRUPTED, EXIT_TERMINATED, Terminated, _raise_terminated
+
+    previous = signal.signal(signal.SIGTERM, _raise_terminated)
     try:
-        main()
+        main(argv)
+        return 0
     except (ValueError, FileNotFoundError, FileExistsError, RuntimeError) as error:
         print(f"error: {' '.join(str(error).split())}", file=sys.stderr, flush=True)
-        sys.exit(2)
-    except KeyboardInterrupt:
-        print("interrupted; run the same command again to resume", file=sys.stderr, flush=True)
-        sys.exit(130)
+        return 2
+    except KeyboardInterrupt as error:
+        stop_all()
+        what = "terminated" if isinstance(error, Terminated) else "interrupted"
+        print(f"{what}; run the same command again to resume", file=sys.stderr, flush=True)
+        return EXIT_TERMINATED if isinstance(error, Terminated) else EXIT_INTERRUPTED
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+if __name__ == "__main__":
+    sys.exit(run())

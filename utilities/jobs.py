@@ -17,7 +17,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Mapping, Sequence
 
-__all__ = ["Job", "run_logged", "run_jobs", "thread_env"]
+__all__ = ["Job", "run_logged", "run_jobs", "thread_env", "stop", "stop_all"]
+
+#: Every child :func:`run_logged` has running, in any thread (what :func:`stop_all` stops).
+_LIVE: set[subprocess.Popen] = set()
+_LIVE_LOCK = threading.Lock()
 
 
 def thread_env(threads: int) -> dict[str, str]:
@@ -40,9 +44,18 @@ def run_logged(command: Sequence[str], log: Path, env: Mapping[str, str], cwd: P
         fh.write(f"\n$ {shlex.join(command)}\n")
         fh.flush()
         with subprocess.Popen(list(command), cwd=cwd, env=dict(env), stdout=fh, stderr=subprocess.STDOUT) as proc:
-            if started is not None:
-                started(proc)
-            rc = proc.wait()
+            with _LIVE_LOCK:
+                _LIVE.add(proc)
+            try:
+                if started is not None:
+                    started(proc)
+                rc = proc.wait()
+            except BaseException:  # Ctrl-C or SIGTERM in this thread: the child must not outlive it
+                stop([proc])
+                raise
+            finally:
+                with _LIVE_LOCK:
+                    _LIVE.discard(proc)
     if rc != 0:
         lines = [line for line in log.read_text(encoding="utf-8", errors="replace").splitlines() if line.strip()]
         last = next((line for line in reversed(lines) if line.startswith("error:")), lines[-1] if lines else "")
@@ -130,6 +143,14 @@ def run_jobs(jobs: Sequence[Job], slots: int, env: Mapping[str, str], cwd: Path 
     if failed:
         raise RuntimeError(f"{len(failed)} job(s) failed: " + " | ".join(f"{k}: {v}" for k, v in failed.items()))
     return list(jobs)
+
+
+def stop_all(grace_s: float = 10.0) -> None:
+    """:func:`stop` every child :func:`run_logged` has running (from any thread): what a runner
+    does on Ctrl-C or SIGTERM, which reach only its own thread."""
+    with _LIVE_LOCK:
+        live = list(_LIVE)
+    stop(live, grace_s)
 
 
 def stop(processes: Sequence[subprocess.Popen], grace_s: float = 10.0) -> None:
