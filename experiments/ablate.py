@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import concurrent.futures as cf
 import json
+import math
 import os
 import shlex
 import subprocess
@@ -687,12 +688,74 @@ def wilcoxon_p(x: Sequence[float], y: Sequence[float]) -> float:
     return float(wilcoxon(x, y).pvalue)
 
 
+def _flag_value(command: Sequence[str], flag: str, default: float) -> float:
+    """The value of ``flag`` in a training command (``default`` when absent)."""
+    return float(command[command.index(flag) + 1]) if flag in command else default
+
+
+def run_health(log_csv: Path, patience: int = 3) -> dict[str, Any]:
+    """What a training run's ``log.csv`` says about its health.
+
+    Returns ``collapsed_epochs`` (epochs in which any model was collapsed: the engine's
+    ``collapsed*`` columns, or for logs without them the stage-1 rule of
+    :class:`utilities.engine.CollapseWatch` on ``val_empty``/``fg_train``/``seed_fg``),
+    ``longest_streak``, ``warned`` (a streak reached ``patience``: the collapse warning fired),
+    ``best_epoch`` (1-based; NaN when not logged), ``ramp_end`` (the first epoch whose mean
+    ramp weight reached 0.999; NaN if it never did, or when the run has no mCRF/VM term:
+    ``grad_crf`` and ``grad_vm`` all zero) and ``best_before_ramp`` (the best checkpoint comes
+    from before the ramp-up ended: it never met the full loss)."""
+    from utilities.engine import CollapseWatch
+
+    log = pd.read_csv(log_csv)
+    columns = [c for c in log.columns if c.startswith("collapsed")]
+    if columns:
+        flags = (log[columns].fillna(0).to_numpy() > 0).any(axis=1)
+    elif {"val_empty", "fg_train", "seed_fg"} <= set(log.columns):
+        watch = CollapseWatch("model", "val_empty", "fg_train", "seed_fg", ())
+        flags = np.array([watch.state(r) is not None for r in log.to_dict("records")])
+    else:
+        flags = np.zeros(len(log), dtype=bool)
+    streak = longest = 0
+    for f in flags:
+        streak = streak + 1 if f else 0
+        longest = max(longest, streak)
+    best_epoch = float(log["best_epoch"].iloc[-1]) if "best_epoch" in log.columns and len(log) else math.nan
+    regularised = any(c in log.columns and (log[c].fillna(0) != 0).any() for c in ("grad_crf", "grad_vm"))
+    ramp_end = math.nan
+    if regularised and "ramp" in log.columns:
+        reached = log.index[log["ramp"] >= 0.999]
+        ramp_end = float(log.loc[reached[0], "epoch"]) if len(reached) else math.inf
+    before = bool(regularised and not math.isnan(best_epoch) and best_epoch < ramp_end)
+    return {"collapsed_epochs": int(flags.sum()), "longest_streak": longest, "warned": longest >= patience,
+            "best_epoch": best_epoch, "ramp_end": ramp_end, "best_before_ramp": before}
+
+
+def health_table(runs: Sequence[Run], per_case: pd.DataFrame) -> pd.DataFrame:
+    """Per (variant, seed): :func:`run_health` of its training log plus ``empty`` (every
+    inference prediction empty) and ``failed`` = empty, warned or best before the ramp-up ended."""
+    rows = []
+    for run in runs:
+        seed = "-" if run.seed is None else run.seed
+        preds = per_case[(per_case["variant"] == run.variant.name) & (per_case["seed"] == seed)]["pred_voxels"]
+        empty = bool(len(preds) and preds.max() == 0)
+        log_csv = run.folder / run.network / "log.csv"
+        health: dict[str, Any] = {"collapsed_epochs": 0, "longest_streak": 0, "warned": False,
+                                  "best_epoch": math.nan, "ramp_end": math.nan, "best_before_ramp": False}
+        if run.variant.kind != "seeds" and log_csv.is_file():
+            health = run_health(log_csv, int(_flag_value(run.train, "--collapse_patience", 3)))
+        rows.append({"variant": run.variant.name, "seed": seed, **health, "empty": empty,
+                     "failed": bool(empty or health["warned"] or health["best_before_ramp"])})
+    return pd.DataFrame(rows)
+
+
 def summarize(cfg: Config, runs: Sequence[Run], names: Sequence[str]) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Per-variant table and the long per-case table (variant, seed, subject, dice, assd, pred_voxels).
 
     Per variant: mean ± sample std (ddof 1) over training seeds of the per-seed mean Dice and ASSD
-    over the inference cases (ASSD over the cases where it is defined), the number of collapsed
-    seeds (every inference prediction empty), and the paired Wilcoxon signed-rank p-value against
+    over the inference cases (ASSD over the cases where it is defined), the number of failed
+    seeds (every inference prediction empty, or the collapse warning fired, or the best
+    checkpoint comes from before the ramp-up ended: :func:`health_table`, also returned as
+    ``table.attrs["health"]``), the epochs each seed spent collapsed, and the paired Wilcoxon signed-rank p-value against
     the baseline, computed per case on the Dice averaged over the seeds of each variant (pairs =
     the inference cases)."""
     rows = []
@@ -704,6 +767,7 @@ def summarize(cfg: Config, runs: Sequence[Run], names: Sequence[str]) -> tuple[p
                          "subject": r.subject, "dice": float(r.dice), "assd": float(r.assd),
                          "pred_voxels": int(r.pred_voxels)})
     per_case = pd.DataFrame(rows)
+    health = health_table(runs, per_case)
     case_mean = per_case.groupby(["variant", "subject"])["dice"].mean()
     base = case_mean.loc[cfg.baseline]
     table = []
@@ -713,7 +777,9 @@ def summarize(cfg: Config, runs: Sequence[Run], names: Sequence[str]) -> tuple[p
         by_seed = sub.groupby("seed", sort=False)
         dice = by_seed["dice"].mean()
         assd = by_seed["assd"].mean()          # NaN cases skipped
-        collapsed = int((by_seed["pred_voxels"].max() == 0).sum())
+        mine_health = health[health["variant"] == name]
+        collapsed = int(mine_health["failed"].sum())
+        streaks = "/".join(str(int(n)) for n in mine_health["collapsed_epochs"])
         mine = case_mean.loc[name].reindex(base.index)
         p = float("nan") if name == cfg.baseline else wilcoxon_p(mine.to_numpy(), base.to_numpy())
         table.append({"variant": name, "label": v.label, "kind": v.kind, "seeds": len(dice),
@@ -721,8 +787,10 @@ def summarize(cfg: Config, runs: Sequence[Run], names: Sequence[str]) -> tuple[p
                       "dice_std": float(dice.std(ddof=1)) if len(dice) > 1 else float("nan"),
                       "assd_mean": float(assd.mean()),
                       "assd_std": float(assd.std(ddof=1)) if assd.notna().sum() > 1 else float("nan"),
-                      "collapsed": collapsed, "wilcoxon_p": p})
-    return pd.DataFrame(table), per_case
+                      "collapsed": collapsed, "collapsed_epochs": streaks, "wilcoxon_p": p})
+    out = pd.DataFrame(table)
+    out.attrs["health"] = health
+    return out, per_case
 
 
 def _pm(mean: float, std: float, digits: int) -> str:
@@ -734,14 +802,17 @@ def _pm(mean: float, std: float, digits: int) -> str:
 def table_markdown(cfg: Config, table: pd.DataFrame) -> str:
     lines = [f"# {cfg.title}", "",
              f"Inference cases of `{cfg.dataset['split_file'].name}`; mean ± std (ddof 1) over training seeds of the "
-             "per-seed mean over the cases; *collapsed*: seeds whose every inference prediction is empty; "
+             "per-seed mean over the cases; *failed*: seeds whose every inference prediction is empty, whose "
+             "collapse warning fired, or whose best checkpoint comes from before the ramp-up ended (health.csv); "
+             "*collapsed epochs*: per seed, the epochs in which the predictions were collapsed; "
              f"*p*: two-sided paired Wilcoxon signed-rank test against `{cfg.baseline}` on the per-case Dice "
              "averaged over each variant's seeds (pairs = cases; scipy.stats.wilcoxon).", "",
-             "| Variant | Seeds | Dice | ASSD (mm) | Collapsed | p vs baseline |", "|---|---|---|---|---|---|"]
+             "| Variant | Seeds | Dice | ASSD (mm) | Failed | Collapsed epochs | p vs baseline |",
+             "|---|---|---|---|---|---|---|"]
     for r in table.itertuples():
         p = "baseline" if r.variant == cfg.baseline else ("—" if np.isnan(r.wilcoxon_p) else f"{r.wilcoxon_p:.3g}")
         lines.append(f"| {r.label} (`{r.variant}`) | {r.seeds} | {_pm(r.dice_mean, r.dice_std, 3)} | "
-                     f"{_pm(r.assd_mean, r.assd_std, 2)} | {r.collapsed}/{r.seeds} | {p} |")
+                     f"{_pm(r.assd_mean, r.assd_std, 2)} | {r.collapsed}/{r.seeds} | {r.collapsed_epochs or '—'} | {p} |")
     return "\n".join(lines) + "\n"
 
 
@@ -753,6 +824,8 @@ def write_outputs(cfg: Config, table: pd.DataFrame, per_case: pd.DataFrame, outp
 
     save_csv(table, output_dir / "table.csv")
     save_csv(per_case, output_dir / "per_case.csv")
+    if "health" in table.attrs:
+        save_csv(table.attrs["health"], output_dir / "health.csv")
     markdown = table_markdown(cfg, table)
     save_text(markdown, output_dir / "table.md")
     names = table["variant"].tolist()

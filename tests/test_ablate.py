@@ -60,7 +60,7 @@ def test_table_matches_the_per_run_score_files(tiny):
     written = pd.read_csv(out / "table.csv")
     assert written["variant"].tolist() == ["seeds", "seeds_only"]
     assert list(written.columns) == ["variant", "label", "kind", "seeds", "cases", "dice_mean", "dice_std",
-                                     "assd_mean", "assd_std", "collapsed", "wilcoxon_p"]
+                                     "assd_mean", "assd_std", "collapsed", "collapsed_epochs", "wilcoxon_p"]
     assert written["seeds"].tolist() == [1, 2] and written["cases"].tolist() == [2, 2]
     runs = {s: run_scores(out, "seeds_only", f"seed{s}", "U_Net2D5") for s in (0, 1)}
     per_seed = [runs[s]["dice"].mean() for s in (0, 1)]
@@ -69,7 +69,15 @@ def test_table_matches_the_per_run_score_files(tiny):
     assert row["dice_std"] == pytest.approx(np.std(per_seed, ddof=1))
     assd = [runs[s]["assd"].mean() for s in (0, 1)]  # NaN cases skipped, as in the table
     assert row["assd_mean"] == pytest.approx(np.nanmean(assd))
-    assert row["collapsed"] == sum(int((runs[s]["pred_voxels"] == 0).all()) for s in (0, 1))
+    health = pd.read_csv(out / "health.csv")
+    mine = health[health["variant"] == "seeds_only"].set_index("seed")
+    for s in (0, 1):  # failed = all predictions empty, warned, or best before the ramp-up ended
+        log = pd.read_csv(out / "runs" / "seeds_only" / f"seed{s}" / "U_Net2D5" / "log.csv")
+        assert mine.loc[str(s), "collapsed_epochs"] == int(log["collapsed"].sum())
+        assert bool(mine.loc[str(s), "empty"]) == bool((runs[s]["pred_voxels"] == 0).all())
+        assert not mine.loc[str(s), "best_before_ramp"]  # seeds-only: no mCRF/VM, no ramp to wait for
+    assert row["collapsed"] == int(mine["failed"].sum())
+    assert str(row["collapsed_epochs"]) == "/".join(str(int(mine.loc[str(s), "collapsed_epochs"])) for s in (0, 1))
     seeds = run_scores(out, "seeds", "expanded", "seeds")
     srow = written.set_index("variant").loc["seeds"]
     assert srow["dice_mean"] == pytest.approx(seeds["dice"].mean()) and np.isnan(srow["dice_std"])
@@ -246,3 +254,37 @@ def test_brats_layout_stage0_and_seed_rows(tmp_path):
             out / "runs" / "seeds" / "expanded" / "seeds" / "output_pred" / f"{case}_flair"
             / f"{case}_flair_seg.nii.gz")))
         assert pred.any() and not pred[image == 0].any()
+
+
+def _log(tmp_path, name, **columns):
+    path = tmp_path / name
+    pd.DataFrame({"epoch": range(1, 1 + len(next(iter(columns.values())))), **columns}).to_csv(path, index=False)
+    return path
+
+
+def test_run_health_counts_collapse_and_a_best_checkpoint_from_before_the_ramp(tmp_path):
+    # collapsed in epochs 2-4 (a streak of 3 = the warning's patience), ramp full from epoch 3, best at 2
+    log = _log(tmp_path, "a.csv", ramp=[0.1, 0.5, 1.0, 1.0, 1.0], grad_crf=[0.0, 0.1, 0.1, 0.1, 0.1],
+               grad_vm=[0.0] * 5, collapsed=[0, 1, 1, 1, 0], best_epoch=[1, 2, 2, 2, 2])
+    h = ablate.run_health(log)
+    assert (h["collapsed_epochs"], h["longest_streak"], h["warned"]) == (3, 3, True)
+    assert (h["best_epoch"], h["ramp_end"], h["best_before_ramp"]) == (2.0, 3.0, True)
+    assert ablate.run_health(log, patience=4)["warned"] is False
+    # the same run without mCRF/VM (seeds-only): no ramp-up to wait for
+    quiet = _log(tmp_path, "b.csv", ramp=[0.1, 0.5, 1.0], grad_crf=[0.0] * 3, grad_vm=[0.0] * 3,
+                 collapsed=[0, 0, 0], best_epoch=[1, 1, 1])
+    h = ablate.run_health(quiet)
+    assert (h["collapsed_epochs"], h["warned"], h["best_before_ramp"]) == (0, False, False)
+    assert np.isnan(h["ramp_end"])
+    # a ramp that never reached 1 within the run: every best checkpoint predates its end
+    short = _log(tmp_path, "c.csv", ramp=[0.1, 0.3], grad_crf=[0.0, 0.1], grad_vm=[0.0, 0.0], best_epoch=[1, 2])
+    assert ablate.run_health(short)["best_before_ramp"] is True
+
+
+def test_run_health_reads_logs_without_collapse_columns(tmp_path):
+    """Logs of runs trained before the ``collapsed`` column: the stage-1 rule on val_empty,
+    fg_train (below a tenth of seed_fg) and seed_fg."""
+    log = _log(tmp_path, "old.csv", val_empty=[0, 1, 0, 0, 0], fg_train=[0.01, 0.01, 0.0001, 0.0001, 0.01],
+               seed_fg=[0.004] * 5, ramp=[1.0] * 5, grad_crf=[0.0] * 5, grad_vm=[0.0] * 5, best_epoch=[1] * 5)
+    h = ablate.run_health(log)
+    assert (h["collapsed_epochs"], h["longest_streak"], h["warned"]) == (3, 3, True)

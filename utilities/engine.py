@@ -31,6 +31,7 @@ from tqdm import tqdm
 from utilities.checkpoints import BestTracker, TrainingState, rng_state, save_model
 from utilities.distributed import DistContext, mean_over_ranks
 from utilities.optim import set_lr
+from utilities.progress import draw_progress
 from utilities.runs import CsvLog, TensorBoard, TrainingStopped, check_finite, check_finite_weights, slice_grid
 from utilities.schedules import poly_lr
 from utilities.validation import VALIDATION_METRICS, evaluate, mean_scores
@@ -114,6 +115,12 @@ class CollapseWatch:
     reference_column: str
     grad_columns: tuple[str, ...]
 
+    @property
+    def log_column(self) -> str:
+        """The ``log.csv`` column of this model's per-epoch collapse state (1 collapsed, 0 not):
+        ``collapsed`` for ``model``, ``collapsed1`` for ``model1``."""
+        return "collapsed" + self.model.removeprefix("model")
+
     def state(self, row: Mapping[str, Any]) -> str | None:
         """``"empty"``, ``"full"`` or ``None`` for this epoch's row."""
         reference = float(row.get(self.reference_column, math.nan))
@@ -177,8 +184,9 @@ class _CollapseDetector:
         self.streak = {w.model: 0 for w in self.watches}
         self.rows: list[Mapping[str, Any]] = []
 
-    def __call__(self, epoch: int, row: Mapping[str, Any]) -> str | None:
-        """Update with the epoch's row (``epoch`` 0-based); returns the warning when one fires.
+    def __call__(self, epoch: int, row: dict[str, Any]) -> str | None:
+        """Update with the epoch's row (``epoch`` 0-based; each watch adds its
+        :attr:`CollapseWatch.log_column` to it); returns the warning when one fires.
 
         The dominant term is the one with the largest gradient norm summed over the collapsed
         epochs and the epoch before them (once collapsed, the term that caused it may have no
@@ -187,6 +195,7 @@ class _CollapseDetector:
         messages = []
         for w in self.watches:
             kind = w.state(row)
+            row[w.log_column] = int(kind is not None)   # read back by the ablation runner's health summary
             self.streak[w.model] = self.streak[w.model] + 1 if kind else 0
             if self.streak[w.model] != self.patience:
                 continue
@@ -346,6 +355,7 @@ def _run_epoch(state: TrainingState, step_fn: StepFn, train_loader: Iterable[Map
         row["time_s"] = round(time.time() - t0, 2)
         # CP_latest after the row: a run killed in between resumes from the previous epoch and redoes this one
         csv_log.append(row)
+        draw_progress(config.csv)  # progress.png beside log.csv; a failure is a warning, never a stop
         state.save(config.latest, rng)
         tb.scalars({f"train/{k}": v for k, v in row.items() if k not in ("epoch", "time_s") and not k.startswith("val_")
                     and isinstance(v, (int, float))}
