@@ -42,7 +42,7 @@ from utilities.distributed import wrap_ddp
 from utilities.engine import BestCheckpoint, Callback, CollapseWatch, FitConfig, LossPart, StepInfo, StepOutput, fit
 from utilities.losses import DiceCELoss, KDLoss
 from utilities.optim import Amp, make_optimizer
-from utilities.runs import start_run
+from utilities.runs import lock_holder, start_run
 
 logger = logging.getLogger("paseg")
 
@@ -83,6 +83,17 @@ def check_args(args: argparse.Namespace) -> None:
         raise ValueError(f"--sw_overlap must be in [0, 1), got {args.sw_overlap}")
     for network in dict.fromkeys((args.network1, args.network2)):
         check_network_shape(network, args.spatial_shape)
+    runs = [Path(getattr(args, f"pretrained_model{k}_dir")) / getattr(args, f"network{k}") for k in (1, 2)]
+    if runs[0].resolve() == runs[1].resolve():
+        raise ValueError(f"--pretrained_model1_dir/--network1 and --pretrained_model2_dir/--network2 both name the "
+                         f"stage-1 run {runs[0]}: SCM would train two identical students (self-training only); pass "
+                         "two stage-1 runs (another --seed, or another network)")
+    for k, run in enumerate(runs, 1):
+        holder = lock_holder(run)
+        if holder is not None:
+            who = f"process {holder}" if holder > 0 else "another process"
+            logger.warning("stage-1 run %s (--pretrained_model%d_dir) is still training (%s): SCM starts from its "
+                           "CP_best.pth as it is now, not from its final best", run, k, who)
 
 
 def pretrained_path(folder: str | Path, network: str, which: str) -> Path:

@@ -48,6 +48,7 @@ __all__ = [
     "check_subject",
     "check_intensities",
     "check_training_seeds",
+    "check_full_labels",
     "preprocess_transform",
     "training_transform",
     "SubjectCache",
@@ -498,9 +499,33 @@ def load_training_data(config: DataConfig, train_keys: Sequence[str]) -> Trainin
     check_files(config.dataset_split, [("training", train_sources), ("validation", val_required)])
     train = load_phase(config.dataset_split, "training", train_sources, cache_gb=config.cache_gb)
     if "seeds" in train_keys:
+        if _same_files(src["seeds"], src["label"]):
+            check_full_labels(train)
         check_training_seeds(train)
     val = load_phase(config.dataset_split, "validation", val_required, val_optional, cache_gb=config.cache_gb)
     return TrainingData(train, val)
+
+
+def _same_files(a: ImageSource, b: ImageSource) -> bool:
+    """Whether two sources name the same files (same folder and postfix)."""
+    return a.postfix == b.postfix and os.path.realpath(a.folder) == os.path.realpath(b.folder)
+
+
+def check_full_labels(cache: SubjectCache) -> None:
+    """Full supervision (the expanded seeds are the full labels: ``--path_geodesic_labels`` and
+    ``--geodesic_label_postfix`` name the ``--path_labels`` files) needs labels of 0 and 1: a
+    multi-class label (e.g. a tumour's rim 1 and core 2) would have its 2s read as *unknown*
+    and silently left out of the loss. Raises a one-line ``ValueError`` naming the file."""
+    for index in range(len(cache)):
+        seeds = cache.get(index)["seeds"]
+        values = sorted(int(v) for v in torch.unique(seeds.data).tolist())
+        if any(v > 1 for v in values):
+            share = float((seeds.data > 1).float().mean())
+            raise ValueError(f"label {seeds.path} is given as the expanded seeds too (full supervision: "
+                             "--path_geodesic_labels/--geodesic_label_postfix name the --path_labels files) but "
+                             f"holds values {values}: as seeds, 2 means unknown, so {share:.2%} of its voxels "
+                             "would silently not be learned; binarise the labels (every value > 0 -> 1) into "
+                             "another folder and pass that")
 
 
 def check_training_seeds(cache: SubjectCache) -> None:

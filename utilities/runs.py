@@ -25,6 +25,7 @@ __all__ = [
     "check_run_dir",
     "prepare_run_dir",
     "lock_run_dirs",
+    "lock_holder",
     "start_run",
     "CsvLog",
     "TensorBoard",
@@ -149,6 +150,35 @@ class RunLock:
             os.close(self.fd)
             self.fd = None
         RunLock._held.pop(self.path.resolve(), None)
+
+
+def lock_holder(run_dir: str | os.PathLike) -> int | None:
+    """The pid of the process that holds ``run_dir``'s lock (-1 when unknown), ``None`` when no
+    running process holds it; takes, creates and removes nothing."""
+    path = Path(run_dir) / LOCK_NAME
+    if not path.is_file():
+        return None
+    try:
+        owner = int(path.read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        owner = None
+    try:
+        import fcntl
+    except ImportError:  # not POSIX: the pid inside
+        return owner if owner is not None and owner != os.getpid() and _alive(owner) else None
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except OSError:
+        return owner if owner is not None else -1
+    else:
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        return None
+    finally:
+        os.close(fd)
 
 
 def _alive(pid: int) -> bool:
