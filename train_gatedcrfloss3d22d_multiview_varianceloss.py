@@ -95,7 +95,7 @@ def check_args(args: argparse.Namespace) -> None:
         raise ValueError(f"--down_size needs three positive sizes, got {args.down_size}")
     if args.weight_gatedcrf > 0 and any(d > s for d, s in zip(args.down_size, args.spatial_shape)):
         raise ValueError(f"--down_size {args.down_size} must not exceed --spatial_shape {args.spatial_shape} "
-                         "in any axis (or train without the mCRF, --weight_gatedcrf 0, which does not use it)")
+                         "in any axis")
     if args.kernel_radius[0] <= 0:
         raise ValueError(f"--kernel_radius must start with a positive radius, got {args.kernel_radius}")
     if not 0 <= args.sw_overlap < 1:
