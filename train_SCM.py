@@ -42,6 +42,7 @@ from utilities.distributed import wrap_ddp
 from utilities.engine import BestCheckpoint, Callback, CollapseWatch, FitConfig, LossPart, StepInfo, StepOutput, fit
 from utilities.losses import DiceCELoss, KDLoss
 from utilities.optim import Amp, make_optimizer
+from utilities.plan import apply_plan
 from utilities.runs import lock_holder, start_run
 
 logger = logging.getLogger("paseg")
@@ -70,6 +71,9 @@ def build_parser() -> argparse.ArgumentParser:
                   seeds_help="expanded-seed labels (used only for --val_metric seed_dice)")
     p.add_argument("--weight_kd", type=float, default=0.5, help="λ: weight of the cross distillation, in [0, 1]")
     p.add_argument("--T", type=positive_float, default=4.0, help="distillation temperature")
+    p.add_argument("--plan", default=None,
+                   help="plan.json written by plan.py: its SCM flags become the defaults (flags given here override "
+                        "them)")
     add_common_args(p)
     add_training_args(p)
     return p
@@ -268,7 +272,7 @@ def train(args: argparse.Namespace, callbacks: Sequence[Callback] = ()) -> Path:
 
 
 def main(argv: list[str] | None = None, callbacks: Sequence[Callback] = ()) -> Path:
-    args = build_parser().parse_args(argv)
+    args = apply_plan(build_parser(), argv, "scm")
     check_args(args)
     return train(args, callbacks)
 

@@ -42,6 +42,7 @@ from utilities.distributed import wrap_ddp
 from utilities.engine import BestCheckpoint, Callback, CollapseWatch, FitConfig, LossPart, StepInfo, StepOutput, fit
 from utilities.losses import MultiViewGatedCRFLoss, PartialDiceCELoss, VarianceLoss
 from utilities.optim import Amp, make_optimizer
+from utilities.plan import apply_plan
 from utilities.runs import start_run
 from utilities.schedules import sigmoid_rampup
 
@@ -83,6 +84,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--init_checkpoint", default=None,
                    help="start from these weights (a CP_*.pth of this project or a published checkpoint) "
                         "instead of a random initialisation; not a resume")
+    p.add_argument("--plan", default=None,
+                   help="plan.json written by plan.py: its stage-1 flags become the defaults (flags given "
+                        "here override them)")
     add_common_args(p)
     add_training_args(p)
     return p
@@ -206,7 +210,7 @@ def train(args: argparse.Namespace, callbacks: Sequence[Callback] = ()) -> Path:
 
 
 def main(argv: list[str] | None = None, callbacks: Sequence[Callback] = ()) -> Path:
-    args = build_parser().parse_args(argv)
+    args = apply_plan(build_parser(), argv, "stage1")
     check_args(args)
     return train(args, callbacks)
 

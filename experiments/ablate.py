@@ -755,9 +755,9 @@ def summarize(cfg: Config, runs: Sequence[Run], names: Sequence[str]) -> tuple[p
     over the inference cases (ASSD over the cases where it is defined), the number of failed
     seeds (every inference prediction empty, or the collapse warning fired, or the best
     checkpoint comes from before the ramp-up ended: :func:`health_table`, also returned as
-    ``table.attrs["health"]``), the epochs each seed spent collapsed, and the paired Wilcoxon signed-rank p-value against
-    the baseline, computed per case on the Dice averaged over the seeds of each variant (pairs =
-    the inference cases)."""
+    ``table.attrs["health"]``), the epochs each seed spent collapsed, and the paired Wilcoxon
+    signed-rank p-value against the baseline, computed per case on the Dice averaged over the
+    seeds of each variant (pairs = the inference cases)."""
     rows = []
     for run in runs:
         df = pd.read_csv(run.folder / run.network / "results_inference.csv")
@@ -812,7 +812,8 @@ def table_markdown(cfg: Config, table: pd.DataFrame) -> str:
     for r in table.itertuples():
         p = "baseline" if r.variant == cfg.baseline else ("—" if np.isnan(r.wilcoxon_p) else f"{r.wilcoxon_p:.3g}")
         lines.append(f"| {r.label} (`{r.variant}`) | {r.seeds} | {_pm(r.dice_mean, r.dice_std, 3)} | "
-                     f"{_pm(r.assd_mean, r.assd_std, 2)} | {r.collapsed}/{r.seeds} | {r.collapsed_epochs or '—'} | {p} |")
+                     f"{_pm(r.assd_mean, r.assd_std, 2)} | {r.collapsed}/{r.seeds} | "
+                     f"{r.collapsed_epochs or '—'} | {p} |")
     return "\n".join(lines) + "\n"
 
 

@@ -169,7 +169,7 @@ def template_maps() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
 def _template_anatomy(rng: np.random.Generator, shape: tuple[int, ...], sp: np.ndarray) -> np.ndarray:
     """(3, Z, Y, X) fractions (wm, gm, csf) of the template under a random similarity transform."""
     wm, gm, csf = template_maps()
-    centre_t = (np.array(wm.shape) - 1) / 2.0 + np.array([0.0, 17.0, 10.0])   # brain centre in template voxels (x, y, z)
+    centre_t = (np.array(wm.shape) - 1) / 2.0 + np.array([0.0, 17.0, 10.0])  # brain centre, template voxels (x y z)
     angles = np.deg2rad(rng.uniform(-8, 8, size=3))
     cx, cy, cz = np.cos(angles)
     sx, sy, sz = np.sin(angles)
