@@ -42,7 +42,7 @@ import numpy as np
 import SimpleITK as sitk
 
 from utilities.cli import LOGGER_NAME, setup_logger
-from utilities.grid import Grid, check_same_grid, subject_path
+from utilities.grid import Grid, check_same_grid, find_subject_file
 from utilities.io import atomic_path, ensure_writable_dir, read_image, save_text, write_image
 from utilities.splits import read_split, subjects_of
 
@@ -80,8 +80,12 @@ def _label_array(image: sitk.Image, path: Path, labels: str) -> np.ndarray:
 
 
 def _copy(source: Path, target: Path) -> None:
-    with atomic_path(target) as tmp:
-        shutil.copyfile(source, tmp)
+    """A ``.nii.gz`` image byte for byte; any other format through the one reader and writer."""
+    if source.name.endswith(FILE_ENDING):
+        with atomic_path(target) as tmp:
+            shutil.copyfile(source, tmp)
+    else:
+        write_image(read_image(source, "image"), target)
 
 
 def export_nnunet(dataset_split: str | os.PathLike, path_images: str | os.PathLike, image_postfix: str,
@@ -132,8 +136,8 @@ def export_nnunet(dataset_split: str | os.PathLike, path_images: str | os.PathLi
     if bad_names:
         raise ValueError(f"split file {dataset_split}: subject names {bad_names[:3]} cannot be nnU-Net case names")
 
-    images = {s: subject_path(path_images, s, image_postfix) for s in training + testing}
-    label_files = {s: subject_path(label_dir, s, label_post) for s in training}
+    images = {s: find_subject_file(path_images, s, image_postfix, "image") for s in training + testing}
+    label_files = {s: find_subject_file(label_dir, s, label_post, "label") for s in training}
     missing = [f"image {p}" for p in images.values() if not p.is_file()]
     missing += [f"label {p}" for p in label_files.values() if not p.is_file()]
     if missing:
@@ -147,6 +151,14 @@ def export_nnunet(dataset_split: str | os.PathLike, path_images: str | os.PathLi
         if not overwrite:
             raise FileExistsError(f"nnU-Net dataset {root} exists; pass --overwrite to replace it "
                                   "(or another --dataset_id)")
+    same_id = sorted(p for p in Path(output_dir).glob(f"Dataset{int(dataset_id):03d}_*") if p != root) \
+        if Path(output_dir).is_dir() else []
+    if same_id and not overwrite:
+        raise FileExistsError(f"nnU-Net dataset id {int(dataset_id)} is taken by {same_id[0]} (nnU-Net could not tell "
+                              f"it from {root.name}); pass --overwrite to replace it, or another --dataset_id")
+    if not subjects_of(split, "validation"):
+        logger.warning("split %s has no validation case: splits_final.json gets \"val\": [] and nnU-Net validates "
+                       "on nothing; add validation cases to the split (splits/make_split.py --ratios)", dataset_split)
 
     def label_of(s: str) -> tuple[np.ndarray, sitk.Image]:
         reference = read_image(label_files[s], "label" if labels == "full" else "expanded-seed label")
@@ -160,6 +172,8 @@ def export_nnunet(dataset_split: str | os.PathLike, path_images: str | os.PathLi
         label_of(s)
 
     if overwrite:
+        for p in same_id:
+            shutil.rmtree(p)
         for p in parts:
             if p.is_dir():
                 shutil.rmtree(p)

@@ -68,7 +68,7 @@ import numpy as np
 import SimpleITK as sitk
 
 from utilities.cli import LOGGER_NAME, setup_logger
-from utilities.grid import Grid, subject_path
+from utilities.grid import Grid, find_subject_file, subject_path
 from utilities.io import ensure_writable_dir, read_image, save_text, write_image
 from utilities.splits import PHASES, subjects_of
 
@@ -145,7 +145,7 @@ def _number(text: str, path: Path, where: str) -> float:
 
 def _read_mrk_json(path: Path) -> tuple[list[ControlPoint], str]:
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
+        data = json.loads(path.read_text(encoding="utf-8-sig"))
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise ValueError(f"point file {path} is not valid JSON ({e}); re-save it from Slicer") from None
     markups = data.get("markups") if isinstance(data, dict) else None
@@ -181,7 +181,7 @@ def _read_mrk_json(path: Path) -> tuple[list[ControlPoint], str]:
 
 
 def _read_fcsv(path: Path) -> tuple[list[ControlPoint], str]:
-    text = path.read_text(encoding="utf-8")
+    text = path.read_text(encoding="utf-8-sig")  # a byte-order mark is no part of the first row
     space = None
     columns = None
     versioned = False
@@ -497,8 +497,9 @@ def points_to_annotations(points: str | os.PathLike, path_images: str | os.PathL
                           path_anno_7points: str | os.PathLike, anno_7points_postfix: str = "7points",
                           dataset_split: str | os.PathLike | None = None, phase: str | None = None,
                           subject: str | None = None, points_postfix: str = "",
-                          csv_space: str | None = None) -> list[Path]:
-    """Write the annotation volume of every subject's point file.
+                          csv_space: str | None = None, overwrite: bool = False) -> list[Path]:
+    """Write the annotation volume of every subject's point file (an existing one is replaced
+    only with ``overwrite``).
 
     Args:
         points: one point file, or a folder of ``<subject>[_<points_postfix>].<ext>`` files.
@@ -532,10 +533,22 @@ def points_to_annotations(points: str | os.PathLike, path_images: str | os.PathL
     else:
         raise FileNotFoundError(f"--points {points} does not exist (a point file or a folder of them)")
 
+    out_dir = Path(path_anno_7points)
+    existing = [str(_image_path(out_dir, name, anno_7points_postfix)) for name in files
+                if _image_path(out_dir, name, anno_7points_postfix).exists()]
+    if existing and not overwrite:
+        raise FileExistsError(f"{len(existing)} annotation(s) exist already, e.g. {existing[0]}; pass --overwrite to "
+                              "replace them, or another --path_anno_7points")
     prepared = []
     for name, path in files.items():
         control_points, space = read_points(path, csv_space)
-        reference = _reference(_image_path(path_images, name, image_postfix))
+        image_path = find_subject_file(path_images, name, image_postfix, "image")
+        stem, _, postfix = name.rpartition("_")
+        if not image_path.is_file() and stem and find_subject_file(path_images, stem, image_postfix).is_file():
+            raise FileNotFoundError(f"image file not found: {image_path}; the point file {path.name} was read as "
+                                    f"subject {name!r}: if {postfix!r} is a postfix of the point files, pass "
+                                    f"--points_postfix {postfix}")
+        reference = _reference(image_path)
         try:
             annotation = annotation_from_points(control_points, space, reference, name)
         except ValueError as e:
@@ -624,6 +637,7 @@ def main(argv: list[str] | None = None) -> list[Path]:
                         help="coordinates of CSV point files: world mm in LPS or RAS, or 0-based voxel indices i,j,k")
     parser.add_argument("--to_markups", action="store_true",
                         help="the reverse: write the annotation volumes as .mrk.json to --points")
+    parser.add_argument("--overwrite", action="store_true", help="replace existing annotation files")
     args = parser.parse_args(argv)
     setup_logger(None)
     if args.to_markups:
@@ -631,7 +645,7 @@ def main(argv: list[str] | None = None) -> list[Path]:
                                       args.dataset_split, args.phase, args.subject, args.points_postfix)
     return points_to_annotations(args.points, args.path_images, args.image_postfix, args.path_anno_7points,
                                  args.anno_7points_postfix, args.dataset_split, args.phase, args.subject,
-                                 args.points_postfix, args.csv_space)
+                                 args.points_postfix, args.csv_space, args.overwrite)
 
 
 if __name__ == "__main__":

@@ -41,7 +41,7 @@ from scipy import ndimage
 from tqdm import tqdm
 
 from utilities.cli import LOGGER_NAME, nonnegative_float, positive_int, setup_logger, show_progress
-from utilities.grid import subject_path
+from utilities.grid import find_subject_file, subject_path
 from utilities.io import check_label_values, ensure_writable_dir, read_image, write_like
 from utilities.splits import PHASES, subjects_of
 
@@ -204,7 +204,7 @@ def simulate_dataset(dataset_split: str | os.PathLike, path_labels: str | os.Pat
     subjects = subjects_of(dataset_split, phase)
     if not subjects:
         raise ValueError(f"split file {dataset_split} lists no subjects" + (f" of phase {phase}" if phase else ""))
-    labels = {s: subject_path(path_labels, s, label_postfix) for s in subjects}
+    labels = {s: find_subject_file(path_labels, s, label_postfix, "label") for s in subjects}
     missing = [str(p) for p in labels.values() if not p.is_file()]
     if missing:
         raise FileNotFoundError(f"{len(missing)} label file(s) listed by {dataset_split} are missing: "

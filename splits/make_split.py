@@ -28,7 +28,8 @@ import numpy as np
 import pandas as pd
 
 from utilities.cli import LOGGER_NAME, setup_logger
-from utilities.io import save_csv
+from utilities.grid import find_subject_file
+from utilities.io import image_extension, save_csv
 from utilities.splits import PHASES, read_split
 
 __all__ = ["find_subjects", "split_counts", "random_split", "complete_split", "write_split", "main"]
@@ -39,16 +40,28 @@ RATIO_TOLERANCE = 1e-6
 
 
 def find_subjects(images_dir: str | os.PathLike, image_postfix: str) -> list[str]:
-    """Sorted subject names of the ``<subject>_<image_postfix>.nii.gz`` files in ``images_dir``."""
+    """Sorted subject names of the ``<subject>_<image_postfix><ext>`` files in ``images_dir`` (any
+    of :data:`utilities.io.IMAGE_EXTENSIONS`). A name every consumer could not read back (a
+    leading or trailing space, which split files cannot keep) or a subject with images in two
+    formats is a one-line error."""
     images_dir = Path(images_dir)
     if not images_dir.is_dir():
         raise FileNotFoundError(f"--images_dir folder not found: {images_dir}")
-    suffix = f"_{image_postfix}.nii.gz"
-    subjects = sorted(p.name[: -len(suffix)] for p in images_dir.iterdir()
-                      if p.is_file() and p.name.endswith(suffix) and len(p.name) > len(suffix))
+    subjects = set()
+    for p in images_dir.iterdir():
+        ext = image_extension(p)
+        suffix = f"_{image_postfix}{ext}"
+        if ext and p.is_file() and p.name.endswith(suffix) and len(p.name) > len(suffix):
+            subjects.add(p.name[: -len(suffix)])
     if not subjects:
-        raise ValueError(f"no *{suffix} files in {images_dir} (check --images_dir and --image_postfix)")
-    return subjects
+        raise ValueError(f"no *_{image_postfix}.nii.gz files (nor .nii, .nrrd, .nhdr, .mha, .mhd) in {images_dir} "
+                         "(check --images_dir and --image_postfix)")
+    for subject in sorted(subjects):
+        try:
+            find_subject_file(images_dir, subject, image_postfix)  # checks the name, refuses two formats
+        except ValueError as e:
+            raise ValueError(f"--images_dir {images_dir}: {e}") from None
+    return sorted(subjects)
 
 
 def split_counts(n: int, ratios: Sequence[float]) -> tuple[int, int, int]:
@@ -119,7 +132,8 @@ def write_split(split: pd.DataFrame, path: str | os.PathLike) -> None:
 def main(argv: list[str] | None = None) -> pd.DataFrame:
     parser = argparse.ArgumentParser(description="Write a random split of a folder of cases, or complete an "
                                                  "existing split with the cases it does not list")
-    parser.add_argument("--images_dir", required=True, help="folder of <subject>_<postfix>.nii.gz images")
+    parser.add_argument("--images_dir", required=True,
+                        help="folder of <subject>_<postfix><ext> images (.nii.gz .nii .nrrd .nhdr .mha .mhd)")
     parser.add_argument("--image_postfix", default="Flair", help="image files are <subject>_<postfix>.nii.gz")
     parser.add_argument("--output", required=True, help="split CSV to write (subject,phase, no header)")
     parser.add_argument("--ratios", type=float, nargs=3, default=[0.7, 0.1, 0.2],
@@ -129,9 +143,13 @@ def main(argv: list[str] | None = None) -> pd.DataFrame:
                         help="existing split to keep and complete with the unlisted cases (ignores --ratios/--seed)")
     parser.add_argument("--phase", default="inference", choices=list(PHASES),
                         help="phase of the cases added by --complete")
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing --output file")
     args = parser.parse_args(argv)
     setup_logger(None)
     subjects = find_subjects(args.images_dir, args.image_postfix)
+    if Path(args.output).exists() and not args.overwrite:
+        raise FileExistsError(f"--output {args.output} exists; pass --overwrite to replace it, or choose another "
+                              "--output")
     if args.complete is not None:
         split = complete_split(read_split(args.complete), subjects, args.phase)
     else:

@@ -340,7 +340,7 @@ def test_make_split_completes_existing(tmp_path):
                      "--output", str(out)])
     assert out.read_text() == "c3,training\nc1,validation\ngone,inference\nc2,inference\nc4,inference\n"
     make_split.main(["--complete", str(existing), "--images_dir", str(images), "--image_postfix", "Flair",
-                     "--phase", "training", "--output", str(out)])
+                     "--phase", "training", "--output", str(out), "--overwrite"])
     assert read_split(out).iloc[3:].to_dict("list") == {"subject": ["c2", "c4"], "phase": ["training", "training"]}
     with pytest.raises(ValueError, match=r"no \*_T2.nii.gz files"):
         make_split.main(["--complete", str(existing), "--images_dir", str(images), "--image_postfix", "T2",

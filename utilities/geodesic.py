@@ -26,7 +26,7 @@ from __future__ import annotations
 import argparse
 import concurrent.futures as cf
 import os
-from dataclasses import dataclass, field
+from dataclasses import astuple, dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -37,8 +37,8 @@ import SimpleITK as sitk
 from tqdm import tqdm
 
 from utilities.cli import log_args, positive_int, setup_logger, show_progress
-from utilities.grid import GRID_TOLERANCE, missing_files, subject_path
-from utilities.io import ensure_writable_dir, read_image, save_csv, write_like
+from utilities.grid import GRID_TOLERANCE, Grid, check_same_grid, find_subject_file, missing_files, subject_path
+from utilities.io import check_geometry, ensure_writable_dir, read_image, save_csv, write_like
 from utilities.metrics import overlap_metrics
 from utilities.splits import PHASES, read_split, subjects_of
 
@@ -231,7 +231,7 @@ def output_folder(path_geodesic: str | os.PathLike, weight: float, threshold: fl
     return Path(path_geodesic) / f"weight{float(weight)}_threshold{float(threshold)}"
 
 
-_file = subject_path  # <folder>/<subject>_<postfix>.nii.gz
+_file = find_subject_file  # the one <folder>/<subject>_<postfix><ext> (any of IMAGE_EXTENSIONS)
 
 
 @dataclass(frozen=True)
@@ -251,6 +251,7 @@ def _read_header(path: Path, what: str) -> _Header:
         first = str(e).strip().splitlines()[-1] if str(e).strip() else "unknown reason"
         raise ValueError(f"cannot read {what} file {path} (unreadable or truncated: {first}); "
                          "re-create or re-download it") from None
+    check_geometry(path, what)
     return _Header(tuple(reader.GetSize()), tuple(reader.GetSpacing()),
                    tuple(reader.GetDirection()), tuple(reader.GetOrigin()))
 
@@ -471,8 +472,8 @@ def generate_geodesic_labels(dataset_split: str | os.PathLike, path_images: str 
 
     tasks = []
     for subject in subjects:
-        image_path = _file(path_images, subject, image_postfix)
-        annotation_path = _file(path_anno_7points, subject, anno_7points_postfix)
+        image_path = _file(path_images, subject, image_postfix, "image")
+        annotation_path = _file(path_anno_7points, subject, anno_7points_postfix, "annotation")
         ann = _read_header(annotation_path, "annotation")
         if len(ann.size) != 3:
             raise ValueError(f"{subject}: annotation {annotation_path} is {len(ann.size)}D; expected a 3D volume")
@@ -496,12 +497,13 @@ def generate_geodesic_labels(dataset_split: str | os.PathLike, path_images: str 
                         subject, annotation_path, mapping)
         label_path = None
         if path_labels is not None:
-            candidate = _file(path_labels, subject, label_postfix)
+            candidate = _file(path_labels, subject, label_postfix, "label")
             if candidate.is_file():
                 label_path = candidate
-                for note in _compare_geometry(ref, image_path, _read_header(candidate, "label"), candidate,
-                                              "label", "image"):
-                    logger.warning("%s: %s", subject, note)
+                label_grid = Grid(*astuple(_read_header(candidate, "label")))
+                check_same_grid(Grid(*astuple(ref)), image_path, "image", label_grid, candidate, "label",
+                                "resample it onto the image's voxel grid (the label is used only for the metrics "
+                                "of the expanded seeds)")
             else:
                 logger.info("%s: no full label %s; no metrics for it", subject, candidate)
         tasks.append(_Task(subject, image_path, annotation_path, label_path,

@@ -18,7 +18,7 @@ from pathlib import Path
 import pandas as pd
 import SimpleITK as sitk
 
-from utilities.grid import Grid, check_same_grid, subject_path
+from utilities.grid import Grid, check_same_grid, find_subject_file
 from utilities.io import check_label_values, prediction_path, read_image, save_csv
 from utilities.metrics import OVERLAP_METRICS, SURFACE_METRICS, all_metrics
 from utilities.splits import PHASES, read_split, subjects_of
@@ -98,7 +98,8 @@ def run_scores(model_dir: str | Path, network: str, dataset_split: str | Path, i
     else:
         predictions = [prediction_path(model_dir, network, s, image_postfix) for s in subjects]
         out, name = Path(model_dir) / network / f"results_{phase}.csv", network
-    pairs = [(s, pred, subject_path(path_labels, s, label_postfix)) for s, pred in zip(subjects, predictions)]
+    pairs = [(s, pred, find_subject_file(path_labels, s, label_postfix, "label"))
+             for s, pred in zip(subjects, predictions)]
     table, lines = summarize(score_cases(pairs))
     save_csv(table, out)
     print(f"{name} on {phase}: " + "\n".join(lines) + f"\nwritten {out}")

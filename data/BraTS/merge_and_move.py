@@ -27,7 +27,7 @@ import SimpleITK as sitk
 from tqdm import tqdm
 
 from utilities.cli import LOGGER_NAME, setup_logger, show_progress
-from utilities.grid import subject_path
+from utilities.grid import Grid, check_same_grid, subject_path
 from utilities.io import atomic_path, ensure_writable_dir, read_image, write_like
 
 __all__ = ["GRADES", "BRATS_SHAPE", "find_cases", "check_case", "merge_and_move", "main"]
@@ -86,6 +86,8 @@ def check_case(case: str, folder: Path, expected_shape: Sequence[int] = BRATS_SH
         size = _size(path)
         if size != expected:
             raise ValueError(f"case {case}: {path.name} has size {list(size)}, expected {list(expected)} (x, y, z)")
+    check_same_grid(Grid.read(flair, "FLAIR"), flair, "FLAIR", Grid.read(seg, "segmentation"), seg, "segmentation",
+                    "the whole-tumour label would not overlay its image: resample the segmentation onto the FLAIR")
     return flair, seg
 
 

@@ -31,7 +31,7 @@ import SimpleITK as sitk
 from tqdm import tqdm
 
 from utilities.cli import LOGGER_NAME, setup_logger, show_progress
-from utilities.grid import Grid, grid_difference, subject_path
+from utilities.grid import Grid, check_same_grid, find_subject_file, grid_difference, subject_path
 from utilities.io import ensure_writable_dir, read_image, write_image
 from utilities.splits import subjects_of
 
@@ -110,9 +110,8 @@ def crop_subject(image: sitk.Image, label: sitk.Image, crop_size: Sequence[int] 
     crop_size = _check_crop_size(crop_size)
     if image.GetSize() != label.GetSize():
         raise ValueError(f"{name}: image size {image.GetSize()} differs from label size {label.GetSize()} (x, y, z)")
-    if not _same_geometry(image, label):
-        logger.warning("%s: image and label geometry differ (origin/spacing/direction); "
-                       "each is cropped on its own grid with the same voxel box", name)
+    check_same_grid(Grid.of(image), f"of {name}", "image", Grid.of(label), f"of {name}", "label",
+                    "resample the label onto the image's voxel grid before cropping")
     label_arr = sitk.GetArrayViewFromImage(label)
     if not label_arr.any():
         raise ValueError(f"{name}: the label is empty, no tumour to centre the crop on")
@@ -135,8 +134,8 @@ def crop_dataset(data_dir: str | os.PathLike, dataset_split: str | os.PathLike, 
     subjects = subjects_of(dataset_split, None)
     if not subjects:
         raise ValueError(f"split file {dataset_split} lists no subjects")
-    pairs = [(s, subject_path(data_dir / "image", s, image_postfix), subject_path(data_dir / "label", s, label_postfix))
-             for s in subjects]
+    pairs = [(s, find_subject_file(data_dir / "image", s, image_postfix, "image"),
+              find_subject_file(data_dir / "label", s, label_postfix, "label")) for s in subjects]
     missing = [str(p) for _, img, lab in pairs for p in (img, lab) if not p.is_file()]
     if missing:
         raise FileNotFoundError(f"{len(missing)} file(s) listed by {dataset_split} are missing: {', '.join(missing)}")
@@ -157,8 +156,8 @@ def crop_dataset(data_dir: str | os.PathLike, dataset_split: str | os.PathLike, 
             logger.warning("%s: tumour extent %s (z, y, x) exceeds the crop %s, the crop cuts it",
                            subject, extent.tolist(), list(crop_size))
         logger.debug("%s: image shape %s, tumour extent %s (z, y, x)", subject, shape_zyx.tolist(), extent.tolist())
-        write_image(image_crop, image_out / image_path.name)
-        write_image(label_crop, label_out / label_path.name)
+        write_image(image_crop, subject_path(image_out, subject, image_postfix))
+        write_image(label_crop, subject_path(label_out, subject, label_postfix))
     stats = CropStats(len(pairs), tuple(int(v) for v in min_shape), tuple(int(v) for v in max_extent))
     logger.info("cropped %d subject(s) to %s (z, y, x) into %s and %s", stats.subjects, list(crop_size),
                 image_out, label_out)
