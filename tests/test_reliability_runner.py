@@ -74,9 +74,9 @@ def test_killed_run_with_changed_flags_is_refused(setup):
     cfg2 = ablate.load_config(write_config(root, p, **{"--learning_rate": 0.04}))
     with pytest.raises(RuntimeError) as err:
         ablate.run_ablation(cfg2, out, device="cpu", python=str(fake))
-    assert (f"variant=a seed=0: run folder {out.resolve()}/runs/a/seed0 holds a killed run made with other flags than the "
-            "config now gives (--learning_rate 0.01 -> 0.04); it cannot be resumed with them: delete that folder "
-            "to train it again, or restore the config") in str(err.value)
+    assert (f"variant=a seed=0: run folder {out.resolve()}/runs/a/seed0 holds a killed run made with other flags "
+            "than the config now gives (--learning_rate 0.01 -> 0.04); it cannot be resumed with them: delete that "
+            "folder to train it again, or restore the config") in str(err.value)
     trainings = [line for line in log.read_text().splitlines() if "train_" in line]
     assert len(trainings) == 1  # the changed run never started
     # the same flags again: resumed, with --resume
