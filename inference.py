@@ -31,7 +31,6 @@ import torchio as tio
 from tqdm import tqdm
 
 from networks import NETWORKS, get_network
-from utilities.checkpoints import load_model_weights
 from utilities.cli import (
     add_common_args,
     add_compile_args,
@@ -50,6 +49,7 @@ from utilities.model_package import (
     DEFAULT_SPATIAL_SHAPE,
     ModelSpec,
     checkpoint_path,
+    load_weights,
     resolve_models,
     scm_specs,
     spec_from_run,
@@ -176,7 +176,7 @@ def _load_models(specs: Sequence[ModelSpec], device: torch.device, compile: bool
     models = []
     for spec in specs:
         model = get_network(spec.network, spec.in_channels, spec.num_classes).to(device)
-        meta = load_model_weights(model, spec.weights, spec.network, map_location=device)
+        meta = load_weights(model, spec, map_location=device)
         model.eval()
         prepare_network(model, device, compile, compile_backend)
         logger.info("loaded %s: %s (epoch %s), window %s", spec.name, spec.source, meta.get("epoch", "?"),

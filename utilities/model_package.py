@@ -24,6 +24,7 @@ import os
 import shlex
 import tempfile
 import zipfile
+import zlib
 from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
@@ -53,6 +54,7 @@ __all__ = [
     "spec_from_run",
     "scm_specs",
     "spec_from_checkpoint",
+    "load_weights",
     "data_fingerprint",
     "training_command",
     "export_package",
@@ -253,6 +255,18 @@ def spec_from_checkpoint(path: str | os.PathLike, network: str | None = None,
     return ModelSpec(f"{network} {path.name}", network, path, shape, str(path), meta=meta)
 
 
+def load_weights(model: torch.nn.Module, spec: ModelSpec, map_location: Any = "cpu") -> dict[str, Any]:
+    """:func:`load_model_weights` for ``spec``; a bare state dict of another network (whose
+    tensors torch refuses with a ``RuntimeError`` of many lines) is a one-line ``ValueError``."""
+    try:
+        return load_model_weights(model, spec.weights, spec.network, map_location=map_location)
+    except RuntimeError as e:
+        if "size mismatch" not in str(e) and "state_dict" not in str(e):
+            raise
+        raise ValueError(f"checkpoint {spec.weights} does not fit network {spec.network} (parameter shapes differ); "
+                         "was it trained with another --network?") from None
+
+
 # ---------------------------------------------------------------------------------- model card
 def data_fingerprint(dataset_split: str | os.PathLike, path_images: str | os.PathLike,
                      image_postfix: str) -> dict[str, Any]:
@@ -363,7 +377,7 @@ def export_package(specs: Sequence[ModelSpec], output: str | os.PathLike,
     with tempfile.TemporaryDirectory() as tmp:
         for k, spec in enumerate(specs, 1):
             net = get_network(spec.network, spec.in_channels, spec.num_classes)
-            meta = load_model_weights(net, spec.weights, spec.network)
+            meta = load_weights(net, spec)
             name = f"model{k}"
             keep = {key: meta.get(key, spec.meta.get(key)) for key in ("epoch", "metric", "value")}
             keep = {key: v for key, v in keep.items() if v is not None}
@@ -434,6 +448,8 @@ def open_package(path: str | os.PathLike, workdir: str | os.PathLike) -> list[Mo
     except zipfile.BadZipFile:
         raise ValueError(f"--model {path} is not a zip file (or a truncated one); pass a model package written by "
                          "export_model.py") from None
+    except (zlib.error, EOFError):
+        raise ValueError(f"--model {path} is damaged (a member does not decompress); export it again") from None
     except (KeyError, TypeError, UnicodeDecodeError, json.JSONDecodeError) as e:
         raise ValueError(f"--model {path} has a damaged manifest ({type(e).__name__}: {e}); export it again") from None
     if not specs:

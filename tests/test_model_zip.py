@@ -1,0 +1,192 @@
+"""export_model.py and ``inference.py --model``: a run (or the authors' checkpoint) in one zip that
+predicts exactly what the run folder predicts; its card; one-line errors for bad packages."""
+from __future__ import annotations
+
+import json
+import zipfile
+
+import nibabel as nib
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from helpers import inference_args, one_line, scm_args, stage1_args
+from synth import make_vs_dataset
+
+import export_model
+import inference
+import train_gatedcrfloss3d22d_multiview_varianceloss as stage1
+import train_SCM as scm
+from networks import get_network
+from utilities.cli import run_main
+from utilities.model_package import MANIFEST, read_manifest
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    root = tmp_path_factory.mktemp("zip")
+    p = make_vs_dataset(root / "data", n_train=2, n_val=1, n_inf=2)
+    stage1.main(stage1_args(p, root / "run1", "--max_epochs", "2", "--rampup_epochs", "0"))
+    stage1.main(stage1_args(p, root / "run2", "--max_epochs", "1", "--rampup_epochs", "0", "--seed", "8"))
+    scm.main(scm_args(p, [root / "run1", root / "run2"], root / "scm", "--max_epochs", "1"))
+    return p, root
+
+
+def _arrays(paths):
+    return [np.asarray(nib.load(str(f)).dataobj) for f in paths]
+
+
+def test_package_predicts_like_the_run(runs, tmp_path):
+    p, root = runs
+    package = tmp_path / "model.zip"
+    manifest = export_model.main(["--model_dir", str(root / "run1"), "--output", str(package)])
+    assert manifest == read_manifest(package)
+    (model,) = manifest["models"]
+    best = torch.load(root / "run1" / "U_Net2D5" / "models" / "CP_best.pth", weights_only=True)
+    log = pd.read_csv(root / "run1" / "U_Net2D5" / "log.csv")
+    assert model["network"] == "U_Net2D5" and model["spatial_shape"] == [32, 32, 16]
+    assert model["epoch"] == best["epoch"] == int(log["epoch"][log["val_dice"].idxmax()])
+    assert model["value"] == best["value"] == pytest.approx(log["val_dice"].max(), abs=1e-12)
+    assert manifest["torch_version"] == torch.__version__ and manifest["project_version"] == "0.1.0"
+    assert manifest["normalisation"] == "zscore" and manifest["num_classes"] == 2
+    data = manifest["card"]["training_data"]
+    assert data["available"] and data["cases"] == 2 and data["cases_read"] == 2
+    assert data["spacing_median_mm"] == [0.5, 0.5, 1.5] and data["size_min"] == [32, 32, 16]
+    (command,) = manifest["card"]["training_commands"]
+    assert command.startswith("python train_gatedcrfloss3d22d_multiview_varianceloss.py ")
+    assert "--network U_Net2D5" in command and "--spatial_shape 32 32 16" in command and "--seed 7" in command
+    with zipfile.ZipFile(package) as z:
+        card = z.read("model_card.md").decode()
+    assert f"validation dice {best['value']:.4f}" in card and "2 training case(s)" in card
+
+    reference = _arrays(inference.main(inference_args(p, root / "run1")))
+    split = inference.main(["--model", str(package), "--dataset_split", str(p["split"]), "--path_images",
+                            str(p["image_crop"]), "--output_folder", str(tmp_path / "split"), "--device", "cpu"])
+    folder = inference.main(["--model", str(package), "--input_folder", str(p["image_crop"]), "--image_postfix", "T2",
+                             "--output_folder", str(tmp_path / "folder"), "--device", "cpu"])
+    for a, b in zip(reference, _arrays(split), strict=True):
+        np.testing.assert_array_equal(a, b)
+    chosen = _arrays([f for f in folder if f.name in {s.name for s in split}])
+    for a, b in zip(reference, chosen, strict=True):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_scm_package_holds_both_networks(runs, tmp_path):
+    p, root = runs
+    package = tmp_path / "scm.zip"
+    manifest = export_model.main(["--model_dir", str(root / "scm"), "--output", str(package), "--no_fingerprint"])
+    assert [m["checkpoint"] for m in manifest["models"]] == ["CP_best_model1.pth", "CP_best_model2.pth"]
+    assert manifest["card"]["training_commands"][0].startswith("python train_SCM.py ")
+    common = ["--dataset_split", str(p["split"]), "--path_images", str(p["image_crop"]), "--device", "cpu",
+              "--save_probabilities"]
+    from_run = inference.main(["--model_dir", str(root / "scm"), "--ensemble", *common, "--output_folder",
+                               str(tmp_path / "a")])
+    from_zip = inference.main(["--model", str(package), "--ensemble", *common, "--output_folder", str(tmp_path / "b")])
+    for a, b in zip(from_run, from_zip, strict=True):
+        for name in (a.name, a.name.replace(".nii.gz", "_prob.nii.gz")):
+            np.testing.assert_array_equal(*_arrays([a.parent / name, b.parent / name]))
+    # without --ensemble: model 1 alone, as best_model1 of the run
+    first = inference.main(["--model", str(package), *common, "--output_folder", str(tmp_path / "c")])
+    model1 = inference.main(inference_args(p, root / "scm", "--epoch_inf", "best_model1", "--output_folder",
+                                           str(tmp_path / "d")))
+    for a, b in zip(_arrays(first), _arrays(model1), strict=True):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_published_checkpoint_packed(runs, tmp_path):
+    """The authors' released layout (a bare state dict with their key names) is packed converted and
+    predicts as the same weights in our layout."""
+    from networks.convert_checkpoint import ours_to_published
+
+    p, root = runs
+    weights = torch.load(root / "run1" / "U_Net2D5" / "models" / "CP_best.pth", weights_only=True)["state_dict"]
+    published = tmp_path / "released.pth"
+    torch.save(ours_to_published(weights, "U_Net2D5"), published)
+    package = tmp_path / "released.zip"
+    with pytest.raises(ValueError) as err:
+        export_model.main(["--checkpoint", str(published), "--output", str(package)])
+    assert one_line(err) == (f"the patch size of {published} is unknown (no training arguments beside it); pass "
+                             "--spatial_shape X Y Z")
+    manifest = export_model.main(["--checkpoint", str(published), "--spatial_shape", "32", "32", "16", "--output",
+                                  str(package)])
+    assert manifest["models"][0]["network"] == "U_Net2D5"  # read from the released keys
+    assert not manifest["card"]["training_data"]["available"]
+    reference = _arrays(inference.main(inference_args(p, root / "run1")))
+    got = inference.main(["--model", str(package), "--dataset_split", str(p["split"]), "--path_images",
+                          str(p["image_crop"]), "--output_folder", str(tmp_path / "out"), "--device", "cpu"])
+    for a, b in zip(reference, _arrays(got), strict=True):
+        np.testing.assert_array_equal(a, b)
+
+
+def _rewrite(package, target, **changes):
+    with zipfile.ZipFile(package) as z:
+        members = {n: z.read(n) for n in z.namelist()}
+    manifest = json.loads(members[MANIFEST])
+    for key, value in changes.items():
+        if key == "network":
+            manifest["models"][0]["network"] = value
+        else:
+            manifest[key] = value
+    members[MANIFEST] = json.dumps(manifest).encode()
+    with zipfile.ZipFile(target, "w") as z:
+        for name, blob in members.items():
+            z.writestr(name, blob)
+    return target
+
+
+def test_bad_packages_one_line(runs, tmp_path, capsys):
+    p, root = runs
+    package = tmp_path / "model.zip"
+    export_model.main(["--model_dir", str(root / "run1"), "--output", str(package), "--no_fingerprint"])
+    truncated = tmp_path / "truncated.zip"
+    truncated.write_bytes(package.read_bytes()[: package.stat().st_size // 2])
+    foreign = tmp_path / "foreign.zip"
+    with zipfile.ZipFile(foreign, "w") as z:
+        z.writestr("readme.txt", "holiday pictures")
+    damaged = tmp_path / "damaged.zip"
+    blob = bytearray(package.read_bytes())
+    with zipfile.ZipFile(package) as z:
+        info = z.getinfo("weights/model1.pth")
+    start = info.header_offset + 30 + len(info.filename) + len(info.extra) + 100
+    blob[start:start + 8] = b"\x00" * 8
+    damaged.write_bytes(bytes(blob))
+    newer = _rewrite(package, tmp_path / "newer.zip", package_version=2)
+    other_major = _rewrite(package, tmp_path / "major.zip", project_version="1.0.0")
+    unknown = _rewrite(package, tmp_path / "unknown.zip", network="V_Net")
+    cases = [
+        (truncated, [], f"--model {truncated} is not a zip file (or a truncated one); pass a model package written by "
+                        "export_model.py"),
+        (foreign, [], f"--model {foreign} is a zip but not a PA-Seg model package (no paseg_model.json); pass a "
+                      "package written by export_model.py"),
+        (newer, [], f"--model {newer} is a package of format version 2 (PA-Seg 0.1.0); this PA-Seg 0.1.0 reads "
+                    "version 1: use a matching PA-Seg version"),
+        (other_major, [], f"--model {other_major} was made by PA-Seg 1.0.0, incompatible with this PA-Seg 0.1.0 "
+                          "(another major version): use a matching PA-Seg version"),
+        (unknown, [], f"--model {unknown} holds a V_Net network, which this version does not know (known: AttU_Net, "
+                      "U_Net, U_Net2D5); update PA-Seg"),
+        (package, ["--network", "U_Net"], f"--model {package} holds U_Net2D5, not U_Net; drop --network or pass "
+                                          "--network U_Net2D5"),
+        (package, ["--model_dir", str(root / "run1")], "--model and --model_dir exclude each other; pass the package "
+                                                       "(or checkpoint) or the run folder"),
+    ]
+    for path, extra, message in cases:
+        argv = ["--model", str(path), *extra, "--input_folder", str(p["image_crop"]), "--output_folder",
+                str(tmp_path / "out"), "--device", "cpu"]
+        assert run_main(inference.main, argv) == 2
+        assert capsys.readouterr().err == f"error: {message}\n"
+    assert run_main(inference.main, ["--model", str(damaged), "--input_folder", str(p["image_crop"]),
+                                     "--output_folder", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err  # a checksum or a decompression failure, depending on the bytes hit
+    assert err.count("\n") == 1 and err.startswith(f"error: --model {damaged} is damaged (")
+    assert err.endswith("); export it again\n")
+    assert not (tmp_path / "out").exists()
+    # export: an existing output is kept unless --overwrite; a checkpoint of another network is named
+    assert run_main(export_model.main, ["--model_dir", str(root / "run1"), "--output", str(package)]) == 2
+    assert capsys.readouterr().err == (f"error: --output {package} exists; pass --overwrite to replace it or choose "
+                                       "another name\n")
+    other = tmp_path / "unet.pth"
+    torch.save(get_network("U_Net", 1, 2).state_dict(), other)
+    assert run_main(export_model.main, ["--checkpoint", str(other), "--network", "U_Net2D5", "--spatial_shape", "32",
+                                        "32", "16", "--output", str(tmp_path / "x.zip")]) == 2
+    assert "does not fit network U_Net2D5" in capsys.readouterr().err
+    assert not (tmp_path / "x.zip").exists()
