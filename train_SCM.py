@@ -261,6 +261,7 @@ def train(args: argparse.Namespace, callbacks: Sequence[Callback] = ()) -> Path:
                                 (f"grad_self{k}", f"grad_kd{k}")) for k in (1, 2)],
         sw_batch_size=args.sw_batch_size, sw_overlap=args.sw_overlap, grad_clip=args.grad_clip,
         collapse_patience=args.collapse_patience, stop_on_collapse=args.stop_on_collapse, desc="SCM epoch",
+        on_collapse=args.on_collapse, max_recoveries=args.max_recoveries,
         summary=("loss1", "self1", "kd1", "loss2", "self2", "kd2"))
     step = SCMStep(students, teachers, amp, device, args.weight_kd, args.T)
     try:

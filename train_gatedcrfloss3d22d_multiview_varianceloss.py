@@ -113,12 +113,16 @@ def check_args(args: argparse.Namespace) -> None:
         setup_logger(None).warning(warning)
 
 
-def ramp_weight(info: StepInfo, rampup_epochs: int, warmup_epochs: int = 0, unit: str = "epoch") -> float:
+def ramp_weight(info: StepInfo, rampup_epochs: float, warmup_epochs: float = 0, unit: str = "epoch",
+                origin: float = 0.0) -> float:
     """The CRF/VM ramp at this step: 0 during the warm-up, then the sigmoid ramp-up over
-    ``rampup_epochs``, advanced once per epoch (``unit="epoch"``, the paper) or at every step."""
+    ``rampup_epochs``, advanced once per epoch (``unit="epoch"``, the paper) or at every step.
+    ``origin``: the epoch the ramp-up (re)starts from after a recovery (then without warm-up)."""
     epoch = float(info.epoch)
     if unit == "step" and info.steps_per_epoch:
         epoch = info.global_step / info.steps_per_epoch
+    if origin > 0:
+        return sigmoid_rampup(epoch - origin, rampup_epochs)
     if epoch < warmup_epochs:
         return 0.0
     return sigmoid_rampup(epoch - warmup_epochs, rampup_epochs)
@@ -134,14 +138,16 @@ class Stage1Step:
                                               sigma_xy=args.crf_sigma_xy, sigma_rgb=args.crf_sigma_rgb)
         self.var_loss = VarianceLoss()
         self.weight_crf, self.weight_vm = args.weight_gatedcrf, args.weight_variance
-        self.rampup = (args.rampup_epochs, args.warmup_epochs, args.rampup_unit)
+        self.rampup_epochs: float = args.rampup_epochs
+        self.warmup_epochs, self.rampup_unit = args.warmup_epochs, args.rampup_unit
+        self.ramp_origin = 0.0   # > 0 after a recovery: the epoch the ramp-up restarted from
 
     def __call__(self, batch: Mapping[str, Any], info: StepInfo) -> StepOutput:
         image = batch["image"].to(self.device, non_blocking=True)
         seeds = batch["seeds"].to(self.device, non_blocking=True)
         with self.amp.autocast():
             logits = self.model(image)
-        ramp = ramp_weight(info, *self.rampup)
+        ramp = ramp_weight(info, self.rampup_epochs, self.warmup_epochs, self.rampup_unit, self.ramp_origin)
         w_crf, w_vm = ramp * self.weight_crf, ramp * self.weight_vm
         zero = logits.new_zeros((), dtype=torch.float32)
         loss_seg = self.seg_loss(logits, seeds)
@@ -156,6 +162,27 @@ class Stage1Step:
                  "loss_vm": loss_vm.detach(), "ramp": ramp, "fg_train": fg_train, "seed_fg": seed_fg},
             parts={"optimizer": [LossPart("seg", loss_seg, logits), LossPart("crf", w_crf * loss_crf, logits),
                                  LossPart("vm", w_vm * loss_vm, logits)]})
+
+
+class Stage1Recovery(Callback):
+    """``--on_collapse recover`` for stage 1 (the weights are already back at the last healthy
+    epoch): the mCRF/VM ramp-up restarts from the next epoch over twice its length (at least one
+    epoch), so that the regularisers do not hold the restored network empty again; when the
+    seed loss dominated the dive, the partial CE also becomes class-balanced (the plain mean is
+    pulled to all-background by the background seeds)."""
+
+    def __init__(self, step: Stage1Step) -> None:
+        self.step = step
+
+    def on_recover(self, epoch: int, dominant: str, state: TrainingState) -> str | None:
+        step = self.step
+        step.ramp_origin = float(epoch + 1)
+        step.rampup_epochs = max(2 * step.rampup_epochs, 1)
+        changes = [f"mCRF/VM ramp-up restarted at epoch {epoch + 2} over {step.rampup_epochs} epoch(s)"]
+        if dominant == "seg" and not step.seg_loss.class_balanced:
+            step.seg_loss.class_balanced = True
+            changes.append("partial CE now class-balanced (as --seg_class_balance)")
+        return ", ".join(changes)
 
 
 def train(args: argparse.Namespace, callbacks: Sequence[Callback] = ()) -> Path:
@@ -200,10 +227,12 @@ def train(args: argparse.Namespace, callbacks: Sequence[Callback] = ()) -> Path:
         collapse=[CollapseWatch("model", "val_empty", "fg_train", "seed_fg", ("grad_seg", "grad_crf", "grad_vm"))],
         sw_batch_size=args.sw_batch_size, sw_overlap=args.sw_overlap, grad_clip=args.grad_clip,
         collapse_patience=args.collapse_patience, stop_on_collapse=args.stop_on_collapse,
+        on_collapse=args.on_collapse, max_recoveries=args.max_recoveries,
         summary=("loss", "loss_seg", "loss_crf", "loss_vm", "fg_train"))
+    step = Stage1Step(state.models["model"], amp, device, args)
     try:
-        fit(state, Stage1Step(state.models["model"], amp, device, args), train_loader, val_loader, config, ctx, device,
-            generator, sampler, callbacks)
+        fit(state, step, train_loader, val_loader, config, ctx, device, generator, sampler,
+            [Stage1Recovery(step), *callbacks])
     finally:
         ctx.close()
     return run_dir

@@ -200,12 +200,15 @@ class TrainingState:
     extras: dict[str, nn.Module] = field(default_factory=dict)
     trackers: dict[str, BestTracker] = field(default_factory=dict)
     epoch: int = 0
+    #: ``--on_collapse recover``: one ``{"epoch", "dominant"}`` record per recovery so far.
+    recoveries: list[dict[str, Any]] = field(default_factory=list)
 
     def save(self, path: Path, rng: Sequence[Mapping[str, Any]]) -> None:
         """Write ``CP_latest*.pth`` atomically; ``rng`` holds every rank's :func:`rng_state`."""
         payload: dict[str, Any] = {"epoch": self.epoch, "scaler": self.amp.scaler.state_dict(), "rng": list(rng),
                                    "args": dict(self.args), **self.networks,
-                                   "trackers": {k: (t.value, t.epoch) for k, t in self.trackers.items()}}
+                                   "trackers": {k: (t.value, t.epoch) for k, t in self.trackers.items()},
+                                   "recoveries": [dict(r) for r in self.recoveries]}
         payload |= {k: unwrap(m).state_dict() for k, m in self.models.items()}
         payload |= {k: m.state_dict() for k, m in self.extras.items()}
         payload |= {k: o.state_dict() for k, o in self.optimizers.items()}
@@ -223,5 +226,6 @@ class TrainingState:
         self.epoch = int(state["epoch"])
         for name, (value, epoch) in state.get("trackers", {}).items():
             self.trackers[name] = BestTracker(value, epoch)
+        self.recoveries = [dict(r) for r in state.get("recoveries", [])]
         set_rng_state(state["rng"][min(rank, len(state["rng"]) - 1)], generator)
         logger.info("resumed from %s at epoch %d", path, self.epoch)

@@ -347,7 +347,14 @@ def add_training_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--collapse_patience", type=positive_int, default=3,
                         help="warn when the predictions stay empty this many epochs while the seeds have foreground")
     parser.add_argument("--stop_on_collapse", action="store_true",
-                        help="end the run (checkpoints intact) when the collapse warning fires")
+                        help="end the run (checkpoints intact) when the collapse warning fires "
+                             "(the same as --on_collapse stop)")
+    parser.add_argument("--on_collapse", default="warn", choices=["warn", "stop", "recover"],
+                        help="when the collapse warning fires: warn only; stop the run; or recover: restore the "
+                             "last healthy epoch's weights and continue with what the dominant term calls for "
+                             "(see README, 'When stage 1 predicts nothing')")
+    parser.add_argument("--max_recoveries", type=positive_int, default=2,
+                        help="--on_collapse recover: at most this many recoveries, then warn only")
 
 
 def data_config(args: argparse.Namespace) -> "DataConfig":

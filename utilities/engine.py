@@ -29,7 +29,7 @@ import torch
 from tqdm import tqdm
 
 from utilities.checkpoints import BestTracker, TrainingState, rng_state, save_model
-from utilities.distributed import DistContext, mean_over_ranks
+from utilities.distributed import DistContext, mean_over_ranks, unwrap
 from utilities.optim import set_lr
 from utilities.progress import draw_progress
 from utilities.runs import CsvLog, TensorBoard, TrainingStopped, check_finite, check_finite_weights, slice_grid
@@ -154,6 +154,8 @@ class FitConfig:
     grad_clip: float | None = None
     collapse_patience: int = 3
     stop_on_collapse: bool = False
+    on_collapse: str = "warn"          # "warn", "stop" or "recover"
+    max_recoveries: int = 2
     desc: str = "epoch"
     summary: Sequence[str] = ("loss",)
 
@@ -172,6 +174,12 @@ class Callback:
     def on_epoch_end(self, epoch: int, row: Mapping[str, Any], state: TrainingState) -> None:
         """After the row is logged and the latest checkpoint written (main process only)."""
 
+    def on_recover(self, epoch: int, dominant: str, state: TrainingState) -> str | None:
+        """``--on_collapse recover``: the weights of the last healthy epoch are back; change
+        what the dominant term (``seg``, ``crf``, ``vm``, ...) calls for. Called on every rank,
+        also when a resumed run replays its recoveries; returns a description for the log."""
+        return None
+
 
 class CollapseError(TrainingStopped):
     """``--stop_on_collapse``: the predictions stayed empty; the checkpoints are intact."""
@@ -183,6 +191,12 @@ class _CollapseDetector:
         self.patience = patience
         self.streak = {w.model: 0 for w in self.watches}
         self.rows: list[Mapping[str, Any]] = []
+        self.dominant: str | None = None   # the dominant term of the last warning
+
+    def reset(self) -> None:
+        """Forget the streaks (after a recovery)."""
+        self.streak = {w.model: 0 for w in self.watches}
+        self.rows = []
 
     def __call__(self, epoch: int, row: dict[str, Any]) -> str | None:
         """Update with the epoch's row (``epoch`` 0-based; each watch adds its
@@ -204,6 +218,7 @@ class _CollapseDetector:
             grads = {c.removeprefix("grad_"): sum(float(r.get(c, 0.0)) for r in self.rows)
                      for c in w.grad_columns if c in row}
             dominant = max(grads, key=grads.get) if grads else "?"
+            self.dominant = dominant
             shown = ", ".join(f"{k} {v / len(self.rows):.3g}" for k, v in grads.items())
             messages.append(f"collapse: {w.model} has predicted {what} for {self.patience} epoch(s) "
                             f"(epochs {epoch + 2 - self.patience}-{epoch + 1}) while its reference has "
@@ -271,6 +286,12 @@ def fit(state: TrainingState, step_fn: StepFn, train_loader: Iterable[Mapping[st
     csv_log = CsvLog(config.csv, state.epoch) if ctx.is_main else None
     tb = TensorBoard(config.tensorboard if ctx.is_main else None)
     detector = _CollapseDetector(config.collapse, config.collapse_patience)
+    if config.on_collapse == "recover":
+        for record in state.recoveries:   # a resumed run: the changes of its earlier recoveries again
+            for cb in callbacks:
+                cb.on_recover(int(record["epoch"]) - 1, str(record["dominant"]), state)
+        if state.epoch == 0 and ctx.is_main:
+            state.save(_healthy_path(config), [])   # the start: healthy until an epoch says otherwise
     show_bar = ctx.is_main and sys.stderr.isatty()
     steps_per_epoch = len(train_loader) if hasattr(train_loader, "__len__") else 0
     try:
@@ -286,6 +307,39 @@ def fit(state: TrainingState, step_fn: StepFn, train_loader: Iterable[Mapping[st
             logger.info("done: best %s; checkpoints in %s", best, config.models_dir)
     finally:
         tb.close()
+
+
+def _healthy_path(config: FitConfig) -> Path:
+    """``CP_healthy.pth``: the state after the last epoch in which no model was collapsed."""
+    return config.models_dir / "CP_healthy.pth"
+
+
+def _restore_weights(state: TrainingState, path: Path, device: torch.device) -> None:
+    """Load the models' and optimisers' states of ``path`` (a :meth:`TrainingState.save` file);
+    the epoch, RNG and best trackers stay as they are."""
+    payload = torch.load(path, map_location=device, weights_only=True)
+    for name, module in state.models.items():
+        unwrap(module).load_state_dict(payload[name])
+    for name, optimizer in state.optimizers.items():
+        optimizer.load_state_dict(payload[name])
+
+
+def _recover(state: TrainingState, config: FitConfig, callbacks: Sequence[Callback], detector: _CollapseDetector,
+             epoch: int, device: torch.device) -> str:
+    """``--on_collapse recover``: go back to the last healthy weights, let the trainer change
+    what the dominant term calls for, forget the streak; returns the log line."""
+    path = _healthy_path(config)
+    dominant = detector.dominant or "?"
+    restored = path.is_file()
+    if restored:
+        _restore_weights(state, path, device)
+    state.recoveries.append({"epoch": epoch + 1, "dominant": dominant})
+    changes = [c for c in (cb.on_recover(epoch, dominant, state) for cb in callbacks) if c]
+    detector.reset()
+    return (f"recover {len(state.recoveries)}/{config.max_recoveries} after epoch {epoch + 1}: "
+            + (f"weights and optimiser of the last healthy epoch restored from {path}" if restored
+               else "no healthy epoch yet, the weights kept")
+            + f"; dominant term {dominant}" + ("; " + "; ".join(changes) if changes else ""))
 
 
 def _network_key(state: TrainingState, model_key: str) -> str:
@@ -349,8 +403,16 @@ def _run_epoch(state: TrainingState, step_fn: StepFn, train_loader: Iterable[Map
         if b.log_as:
             row |= {b.log_as[0]: state.trackers[b.tracker].value, b.log_as[1]: state.trackers[b.tracker].epoch}
     state.epoch = epoch + 1
-    rng = ctx.gather(rng_state(generator))
     warning = detector(epoch, row)
+    recovered = ""
+    if config.on_collapse == "recover":
+        row["recovered"] = 0
+        if warning and len(state.recoveries) < config.max_recoveries:
+            recovered = _recover(state, config, callbacks, detector, epoch, device)
+            row["recovered"] = 1
+        elif not any(row.get(w.log_column) for w in config.collapse) and ctx.is_main:
+            state.save(_healthy_path(config), [])   # the weights a later recovery goes back to
+    rng = ctx.gather(rng_state(generator))
     if ctx.is_main:
         row["time_s"] = round(time.time() - t0, 2)
         # CP_latest after the row: a run killed in between resumes from the previous epoch and redoes this one
@@ -371,9 +433,12 @@ def _run_epoch(state: TrainingState, step_fn: StepFn, train_loader: Iterable[Map
                     lr, train_text, val_text, best_text, time.time() - t0)
         if warning:
             logger.warning(warning)
+        if recovered:
+            logger.warning(recovered)
         for cb in callbacks:
             cb.on_epoch_end(epoch, row, state)
     ctx.barrier()
-    if warning and config.stop_on_collapse:
-        raise CollapseError(f"{warning}; stopped by --stop_on_collapse, the checkpoints in {config.models_dir} "
+    if warning and (config.stop_on_collapse or config.on_collapse == "stop"):
+        flag = "--stop_on_collapse" if config.stop_on_collapse else "--on_collapse stop"
+        raise CollapseError(f"{warning}; stopped by {flag}, the checkpoints in {config.models_dir} "
                             "are intact")
