@@ -8,6 +8,9 @@ metrics are NaN, and the summary names it and says over how many cases each mean
 ``--prediction_dir DIR`` scores a flat folder of predictions instead, ``DIR/<subject><prediction_postfix>
 .nii.gz`` (an nnU-Net v2 output folder: ``<case>.nii.gz``, postfix ``''``), and writes
 ``DIR/results_<phase>.csv`` with the same columns, so both methods go in one table.
+
+``--report --path_images DIR`` also writes ``report_<phase>/report.html`` beside the CSV: the
+table worst case first and three orthogonal slices per case (:mod:`utilities.report`).
 """
 from __future__ import annotations
 
@@ -21,6 +24,7 @@ import SimpleITK as sitk
 from utilities.grid import Grid, check_same_grid, find_subject_file
 from utilities.io import check_label_values, prediction_path, read_image, save_csv
 from utilities.metrics import OVERLAP_METRICS, SURFACE_METRICS, all_metrics
+from utilities.report import ReportCase, write_report
 from utilities.splits import PHASES, read_split, subjects_of
 
 __all__ = ["score_cases", "summarize", "main"]
@@ -78,13 +82,16 @@ def summarize(per_case: pd.DataFrame) -> tuple[pd.DataFrame, list[str]]:
 
 def run_scores(model_dir: str | Path, network: str, dataset_split: str | Path, image_postfix: str, phase: str,
                path_labels: str | Path, label_postfix: str, prediction_dir: str | Path | None = None,
-               prediction_postfix: str = "") -> Path:
+               prediction_postfix: str = "", report: bool = False, path_images: str | Path | None = None) -> Path:
     """Score every subject of ``phase``; returns the written CSV.
 
     Predictions are ``inference.py``'s (under ``model_dir/network``) or, with ``prediction_dir``,
     ``<prediction_dir>/<subject><prediction_postfix>.nii.gz`` (e.g. nnU-Net's output folder),
     and the CSV goes next to them (``<model_dir>/<network>/`` or ``<prediction_dir>/``).
+    ``report``: also the HTML report of the CSV as written, with the images of ``path_images``.
     """
+    if report and path_images is None:
+        raise ValueError("--report needs --path_images, the folder of the images the predictions were made from")
     subjects = subjects_of(read_split(dataset_split), phase)
     if not subjects:
         raise ValueError(f"split file {dataset_split} lists no subject for phase {phase!r}")
@@ -100,9 +107,18 @@ def run_scores(model_dir: str | Path, network: str, dataset_split: str | Path, i
         out, name = Path(model_dir) / network / f"results_{phase}.csv", network
     pairs = [(s, pred, find_subject_file(path_labels, s, label_postfix, "label"))
              for s, pred in zip(subjects, predictions)]
+    images = [find_subject_file(path_images, s, image_postfix) for s in subjects] if report else []
+    missing = [str(p) for p in images if not p.is_file()]
+    if missing:
+        raise FileNotFoundError(f"--report: {len(missing)} image(s) missing, e.g. {missing[0]}; check "
+                                "--path_images/--image_postfix")
     table, lines = summarize(score_cases(pairs))
     save_csv(table, out)
     print(f"{name} on {phase}: " + "\n".join(lines) + f"\nwritten {out}")
+    if report:
+        cases = [ReportCase(s, image, lab, pred) for (s, pred, lab), image in zip(pairs, images)]
+        page = write_report(pd.read_csv(out), cases, out.parent / f"report_{phase}", f"{name} on {phase}", lines)
+        print(f"written {page}")
     return out
 
 
@@ -121,13 +137,19 @@ def build_parser() -> argparse.ArgumentParser:
                         "output (e.g. an nnU-Net v2 prediction folder); --model_dir/--network are then unused")
     p.add_argument("--prediction_postfix", default="",
                    help="with --prediction_dir: file name after the subject, before .nii.gz ('' for nnU-Net)")
+    p.add_argument("--report", action="store_true",
+                   help="also write report_<phase>/report.html beside the CSV: the table worst case first and three "
+                        "slices through each lesion with the label and the prediction outlined (needs --path_images)")
+    p.add_argument("--path_images", default=None,
+                   help="with --report: folder of <subject>_<image_postfix> images, the images predicted")
     return p
 
 
 def main(argv: list[str] | None = None) -> Path:
     args = build_parser().parse_args(argv)
     return run_scores(args.model_dir, args.network, args.dataset_split, args.image_postfix, args.phase,
-                      args.path_labels, args.label_postfix, args.prediction_dir, args.prediction_postfix)
+                      args.path_labels, args.label_postfix, args.prediction_dir, args.prediction_postfix,
+                      args.report, args.path_images)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,177 @@
+"""An HTML report of scored predictions: the metrics table (worst case first) and, per case,
+three orthogonal slices through the lesion with the label and the prediction outlined.
+
+``report.html`` and one PNG per case are written into one folder; the page links the PNGs by
+relative name, so it opens from disk in any browser (no server, no script). The table is built
+from the scores CSV as written, so its numbers are the CSV's: each cell shows 4 decimals and
+carries the CSV value in full in ``data-value``.
+"""
+from __future__ import annotations
+
+import html
+import math
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import pandas as pd
+import SimpleITK as sitk
+
+from utilities.io import atomic_path, read_image, save_text
+
+__all__ = ["ReportCase", "picture_name", "worst_first", "case_picture", "write_report"]
+
+LABEL_COLOUR = "#00d000"
+PREDICTION_COLOUR = "#ff2020"
+#: Display orientation: array axes (z, y, x) = (inferior→superior, anterior→posterior, right→left).
+_ORIENTATION = "LPS"
+
+
+@dataclass(frozen=True)
+class ReportCase:
+    """The files of one scored case."""
+
+    subject: str
+    image: Path
+    label: Path
+    prediction: Path
+
+
+def picture_name(index: int, subject: str) -> str:
+    """The PNG file of case ``index`` (its position in the CSV): a safe, unique name."""
+    safe = re.sub(r"[^A-Za-z0-9._-]+", "_", subject)[:80]
+    return f"case{index:03d}_{safe}.png"
+
+
+def worst_first(per_case: pd.DataFrame, metric: str = "dice") -> pd.DataFrame:
+    """The per-case rows ordered by ``metric`` ascending (NaN first, then ties in CSV order)."""
+    return per_case.sort_values(metric, ascending=True, na_position="first", kind="stable")
+
+
+def _oriented(path: Path, what: str) -> tuple[np.ndarray, sitk.Image]:
+    """The voxels of a file reoriented to LPS (array (z, y, x)) and the reoriented image."""
+    oriented = sitk.DICOMOrient(read_image(path, what), _ORIENTATION)
+    return sitk.GetArrayFromImage(oriented), oriented
+
+
+def _centre(masks: Sequence[np.ndarray], shape: Sequence[int]) -> tuple[int, ...]:
+    """Per axis, the slice holding the most lesion voxels (the label's, else the prediction's,
+    else the middle)."""
+    for mask in masks:
+        if mask.any():
+            return tuple(int(np.argmax(mask.sum(axis=tuple(a for a in range(3) if a != axis)))) for axis in range(3))
+    return tuple(s // 2 for s in shape)
+
+
+def case_picture(case: ReportCase, out: str | os.PathLike, title: str = "") -> tuple[int, ...]:
+    """Draw the axial, coronal and sagittal slices through the lesion of one case (image in grey,
+    label outlined green, prediction red) to ``out``; returns the slice indices (z, y, x) of the
+    image reoriented to LPS."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    image, oriented = _oriented(case.image, "image")
+    label = _oriented(case.label, "label")[0] > 0
+    pred = _oriented(case.prediction, "prediction")[0] > 0
+    for what, mask in (("label", label), ("prediction", pred)):
+        if mask.shape != image.shape:
+            raise ValueError(f"{what} of {case.subject} has shape {mask.shape[::-1]}, its image {image.shape[::-1]}; "
+                             "predict on the images that match the labels")
+    sx, sy, sz = oriented.GetSpacing()
+    z, y, x = _centre([label, pred], image.shape)
+    low, high = np.percentile(image, [0.5, 99.5])
+    views = [  # (title, image slice, label slice, prediction slice, row spacing / column spacing)
+        (f"axial z={z}", image[z], label[z], pred[z], sy / sx),
+        (f"coronal y={y}", image[::-1, y, :], label[::-1, y, :], pred[::-1, y, :], sz / sx),
+        (f"sagittal x={x}", image[::-1, :, x], label[::-1, :, x], pred[::-1, :, x], sz / sy),
+    ]
+    fig = Figure(figsize=(10, 3.8), dpi=80)
+    FigureCanvasAgg(fig)
+    for k, (name, img, lab, prd, aspect) in enumerate(views):
+        ax = fig.add_subplot(1, 3, k + 1)
+        ax.imshow(img, cmap="gray", vmin=low, vmax=high if high > low else low + 1, aspect=aspect,
+                  interpolation="nearest")
+        for mask, colour in ((lab, LABEL_COLOUR), (prd, PREDICTION_COLOUR)):
+            if mask.any() and not mask.all():
+                ax.contour(mask.astype(float), levels=[0.5], colors=[colour], linewidths=1.2)
+        ax.set_title(name, fontsize=9)
+        ax.set_xticks([])
+        ax.set_yticks([])
+    fig.suptitle(f"{title}   label: green, prediction: red", fontsize=10)
+    fig.subplots_adjust(left=0.01, right=0.99, bottom=0.02, top=0.86, wspace=0.05)
+    with atomic_path(out) as tmp:
+        fig.savefig(tmp, format="png")
+    return z, y, x
+
+
+#: Columns of voxel counts (read back as floats: the mean and std rows leave them empty).
+_COUNTS = ("pred_voxels", "label_voxels")
+
+
+def _cell(value: object, count: bool = False) -> str:
+    if count and isinstance(value, (float, np.floating)) and float(value).is_integer():
+        value = int(value)
+    if isinstance(value, (float, np.floating)):
+        v = float(value)
+        shown = "NaN" if math.isnan(v) else f"{v:.4f}"
+        return f'<td class="num" data-value="{v!r}">{shown}</td>'
+    if isinstance(value, (int, np.integer)):
+        return f'<td class="num" data-value="{int(value)}">{int(value)}</td>'
+    return f"<td>{html.escape(str(value))}</td>"
+
+
+_STYLE = """body{font-family:sans-serif;margin:1.5em;color:#222}
+table{border-collapse:collapse;font-size:0.9em}th,td{border:1px solid #bbb;padding:2px 8px}
+td.num{text-align:right;font-family:monospace}tr.summary td{font-weight:bold;background:#eee}
+.case{margin:1.5em 0}img{max-width:100%;border:1px solid #ccc}"""
+
+
+def write_report(table: pd.DataFrame, cases: Sequence[ReportCase], folder: str | os.PathLike, title: str,
+                 summary: Sequence[str] = ()) -> Path:
+    """Write ``folder/report.html`` and a PNG per case (:func:`picture_name`).
+
+    Args:
+        table: the scores CSV as read back (per-case rows in ``cases`` order, then ``mean`` and
+            ``std`` rows).
+        cases: the files of each per-case row, in the CSV's order.
+    Returns:
+        the path of ``report.html``.
+    """
+    folder = Path(folder)
+    per_case = table.iloc[:len(cases)].reset_index(drop=True)
+    if [str(s) for s in per_case["subject"]] != [c.subject for c in cases]:
+        raise RuntimeError("the report's cases do not match the scores table")
+    names = [picture_name(i, c.subject) for i, c in enumerate(cases)]
+    for i, case in enumerate(cases):
+        row = per_case.iloc[i]
+        case_picture(case, folder / names[i], f"{case.subject}: Dice {float(row['dice']):.4f}")
+    columns = list(table.columns)
+    head = "".join(f"<th>{html.escape(c)}</th>" for c in columns)
+    rows = []
+    for i in worst_first(per_case).index:
+        cells = "".join(_cell(per_case.at[i, c], c in _COUNTS) if c != "subject" else
+                        f'<td><a href="#case{i}">{html.escape(str(per_case.at[i, c]))}</a></td>' for c in columns)
+        rows.append(f'<tr class="case-row">{cells}</tr>')
+    for _, row in table.iloc[len(cases):].iterrows():
+        cells = "".join("<td></td>" if c in _COUNTS else _cell(row[c]) for c in columns)
+        rows.append(f'<tr class="summary">{cells}</tr>')
+    sections = []
+    for i in worst_first(per_case).index:
+        subject = html.escape(cases[i].subject)
+        sections.append(f'<div class="case" id="case{i}"><h3>{subject}</h3>'
+                        f'<img src="{html.escape(names[i])}" alt="{subject}: axial, coronal and sagittal slices">'
+                        f"</div>")
+    notes = "".join(f"<li>{html.escape(line)}</li>" for line in summary)
+    page = (f'<!DOCTYPE html>\n<html><head><meta charset="utf-8"><title>{html.escape(title)}</title>'
+            f"<style>{_STYLE}</style></head><body>\n<h1>{html.escape(title)}</h1>\n<ul>{notes}</ul>\n"
+            f'<h2>Metrics (worst Dice first)</h2>\n<table id="metrics"><thead><tr>{head}</tr></thead><tbody>\n'
+            + "\n".join(rows) + "\n</tbody></table>\n<h2>Cases</h2>\n<p>Three orthogonal slices through the lesion "
+            f'(the slices with the most label voxels); label <span style="color:{LABEL_COLOUR}">green</span>, '
+            f'prediction <span style="color:{PREDICTION_COLOUR}">red</span>.</p>\n'
+            + "\n".join(sections) + "\n</body></html>\n")
+    out = folder / "report.html"
+    save_text(page, out)
+    return out
