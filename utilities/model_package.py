@@ -36,7 +36,7 @@ import torch
 
 from networks import NETWORKS, get_network
 from utilities.checkpoints import CHECKPOINT_FORMAT, load_model_weights, save_model
-from utilities.grid import subject_path
+from utilities.grid import find_subject_file
 from utilities.io import atomic_path, read_image
 from utilities.splits import read_split, subjects_of
 
@@ -277,7 +277,7 @@ def data_fingerprint(dataset_split: str | os.PathLike, path_images: str | os.Pat
         subjects = subjects_of(read_split(dataset_split), "training")
     except (OSError, ValueError) as e:
         return {"available": False, "reason": f"cannot read the split {dataset_split}: {e}"}
-    paths = [subject_path(path_images, s, image_postfix) for s in subjects]
+    paths = [find_subject_file(path_images, s, image_postfix) for s in subjects]
     present = [p for p in paths if p.is_file()]
     if not present:
         return {"available": False, "cases": len(subjects),
