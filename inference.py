@@ -44,7 +44,15 @@ from utilities.cli import (
 from utilities.compile import prepare_network
 from utilities.data import ImageSource, SubjectCache, load_phase, make_volume_loader
 from utilities.grid import Grid
-from utilities.io import IMAGE_EXTENSIONS, ensure_writable_dir, prediction_path, save_nifti, write_image
+from utilities.io import (
+    IMAGE_EXTENSIONS,
+    ensure_writable_dir,
+    image_extension,
+    prediction_path,
+    ras_affine,
+    save_nifti,
+    write_image,
+)
 from utilities.model_package import (
     DEFAULT_SPATIAL_SHAPE,
     ModelSpec,
@@ -101,7 +109,7 @@ def write_prediction(array: np.ndarray, reference: Path, out: Path, dtype: type 
         save_nifti(image, out)
         return
     grid = Grid.read(reference)
-    affine = tio.ScalarImage(reference).affine  # the affine TorchIO reoriented the image with
+    affine = ras_affine(grid.spacing, grid.direction, grid.origin)  # the affine TorchIO reoriented the image with
     data = np.ascontiguousarray(from_canonical(array, affine)).astype(dtype)  # (x, y, z) index order
     if data.shape != grid.size:
         raise RuntimeError(f"prediction shape {data.shape} does not match image {reference} {grid.size}")
@@ -119,10 +127,6 @@ def probability_path(mask: Path) -> Path:
     return mask.with_name(f"{stem}_prob.nii.gz")
 
 
-def _image_extension(name: str) -> str | None:
-    return next((ext for ext in IMAGE_EXTENSIONS if name.endswith(ext)), None)
-
-
 def list_images(folder: str | Path, postfix: str | None = None) -> list[tuple[str, Path]]:
     """``(name without extension, path)`` of every image file in ``folder`` (not recursive),
     sorted by name; with ``postfix``, only names ending in ``_<postfix>``. Files left out
@@ -138,10 +142,12 @@ def list_images(folder: str | Path, postfix: str | None = None) -> list[tuple[st
     images: dict[str, Path] = {}
     not_images: list[str] = []
     other_postfix: list[str] = []
+    folders = 0
     for path in sorted(folder.iterdir()):
         if not path.is_file():
+            folders += 1
             continue
-        ext = _image_extension(path.name)
+        ext = image_extension(path)
         if ext is None:
             not_images.append(path.name)
             continue
@@ -156,6 +162,8 @@ def list_images(folder: str | Path, postfix: str | None = None) -> list[tuple[st
     if not_images:
         logger.info("--input_folder: %d file(s) not in an image format (%s) left out, e.g. %s", len(not_images),
                     " ".join(IMAGE_EXTENSIONS), not_images[0])
+    if folders:
+        logger.info("--input_folder: %d sub-folder(s) not searched (only the folder's own files are read)", folders)
     if other_postfix:
         logger.info("--input_folder: %d image(s) without the postfix _%s left out, e.g. %s", len(other_postfix),
                     postfix, other_postfix[0])
@@ -241,12 +249,16 @@ def _split_cache(dataset_split: str | Path, phase: str, path_images: str | Path,
 
 def resolve_specs(model: str | None, model_dir: str | None, network: str | None, epoch_inf: str,
                   spatial_shape: Sequence[int] | None, ensemble: Sequence[str] | None,
-                  workdir: str | Path) -> list[ModelSpec]:
+                  workdir: str | Path, model_dir_given: bool = True) -> list[ModelSpec]:
     """The model(s) to predict with, from ``--model``, ``--model_dir``/``--network``/``--epoch_inf``
     or ``--ensemble``; each with its window (``--spatial_shape``, else the model's own, else the
-    default with a log line), checked to fit its network."""
-    if ensemble:  # the models listed after --ensemble
-        specs = [s for entry in ensemble for s in resolve_models(entry, workdir, network, epoch_inf, spatial_shape)]
+    default with a log line), checked to fit its network.
+
+    ``--ensemble A B``: the models of ``--model`` (or of ``--model_dir`` when given), then A, B."""
+    if ensemble:
+        first = model if model is not None else (model_dir if model_dir_given else None)
+        specs = resolve_models(first, workdir, network, epoch_inf, spatial_shape, all_of_scm=True) if first else []
+        specs += [s for entry in ensemble for s in resolve_models(entry, workdir, network, epoch_inf, spatial_shape)]
     elif model is not None:
         specs = resolve_models(model, workdir, network, epoch_inf, spatial_shape, all_of_scm=ensemble is not None)
     elif ensemble is not None:  # --ensemble alone: both models of the SCM run in --model_dir
@@ -307,7 +319,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="also write the foreground probability (float32) as <name>_prob.nii.gz next to each mask")
     p.add_argument("--ensemble", nargs="*", default=None, metavar="MODEL",
                    help="average the class probabilities of several models: alone, both models of the SCM run "
-                        "(--model_dir or --model); or the packages, checkpoints or run folders listed")
+                        "(--model_dir or --model); followed by packages, checkpoints or run folders, those (after "
+                        "the models of --model or --model_dir when given)")
     p.add_argument("--sw_batch_size", type=positive_int, default=1, help="sliding windows per forward pass")
     p.add_argument("--sw_overlap", type=float, default=0.25, help="sliding-window overlap in [0, 1)")
     p.add_argument("--amp", action="store_true", help="mixed precision on CUDA")
@@ -340,7 +353,7 @@ def main(argv: list[str] | None = None) -> list[Path]:
         if Path(args.output_folder).resolve() == Path(args.input_folder).resolve():
             raise ValueError(f"--output_folder {args.output_folder} is --input_folder: the segmentations would "
                              "overwrite the images; choose another folder")
-    elif args.output_folder is None and (args.model is not None or args.ensemble):
+    elif args.output_folder is None and (args.model is not None or (args.ensemble and args.model_dir is None)):
         raise ValueError("split mode with --model or --ensemble models needs --output_folder (there is no run "
                          "folder to write into)")
     device = resolve_device(args.device)
@@ -348,7 +361,7 @@ def main(argv: list[str] | None = None) -> list[Path]:
     model_dir = args.model_dir or (None if args.model is not None else DEFAULT_MODEL_DIR)
     with tempfile.TemporaryDirectory(prefix="paseg-model-") as workdir:
         specs = resolve_specs(args.model, model_dir, args.network, args.epoch_inf, spatial_shape, args.ensemble,
-                              workdir)
+                              workdir, args.model_dir is not None)
         if folder_mode:
             images = list_images(args.input_folder, args.image_postfix)
             out = ensure_writable_dir(args.output_folder)

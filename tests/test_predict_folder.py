@@ -143,15 +143,15 @@ def test_ensemble_of_scm_models(runs, tmp_path):
         decided = np.abs(mean - 0.5) > 1e-6
         np.testing.assert_array_equal(_array(seg)[decided], (mean > 0.5)[decided])
         assert not np.array_equal(p1, p2)  # two different models
-    # one model twice: its masks and probabilities exactly
+    # one model twice (listed twice, or --model_dir plus itself): its masks and probabilities exactly
     single = tmp_path / "single"
     inference.main(inference_args(p, root / "run1", "--save_probabilities", "--output_folder", str(single)))
-    twice = tmp_path / "twice"
-    inference.main(["--ensemble", str(root / "run1"), str(root / "run1"), "--dataset_split", str(p["split"]),
-                    "--path_images", str(p["image_crop"]), "--save_probabilities", "--output_folder", str(twice),
-                    "--device", "cpu"])
-    for a in sorted(single.iterdir()):
-        np.testing.assert_array_equal(_array(a), _array(twice / a.name))
+    for k, first in enumerate([["--ensemble", str(root / "run1")], ["--model_dir", str(root / "run1"), "--ensemble"]]):
+        twice = tmp_path / f"twice{k}"
+        inference.main([*first, str(root / "run1"), "--dataset_split", str(p["split"]), "--path_images",
+                        str(p["image_crop"]), "--save_probabilities", "--output_folder", str(twice), "--device", "cpu"])
+        for a in sorted(single.iterdir()):
+            np.testing.assert_array_equal(_array(a), _array(twice / a.name))
 
 
 def test_folder_mode_errors(runs, tmp_path, capsys):
@@ -179,12 +179,14 @@ def test_folder_mode_errors(runs, tmp_path, capsys):
          f"--input_folder {twice} holds a twice (a.nii.gz and a.nrrd); keep one format of each image"),
         (["--input_folder", str(p["image_crop"]), "--output_folder", str(tmp_path / "o"), "--dataset_split",
           str(p["split"])], "--input_folder excludes --dataset_split (split mode); pass one of them"),
-        (["--ensemble", str(root / "run1"), "--input_folder", str(p["image_crop"]), "--output_folder",
-          str(tmp_path / "o")], f"--ensemble needs at least two models, got 1 ({best}); list them: --ensemble A B"),
     ]
     for argv, message in cases:
         assert run_main(inference.main, [*model, *argv]) == 2
         assert capsys.readouterr().err == f"error: {message}\n"
+    assert run_main(inference.main, ["--ensemble", str(root / "run1"), "--input_folder", str(p["image_crop"]),
+                                     "--output_folder", str(tmp_path / "o")]) == 2
+    assert capsys.readouterr().err == (f"error: --ensemble needs at least two models, got 1 ({best}); list them: "
+                                       "--ensemble A B\n")
     with pytest.raises(ValueError) as err:
         inference.main(["--model_dir", str(root / "run1"), "--ensemble", "--input_folder", str(p["image_crop"]),
                         "--output_folder", str(tmp_path / "o")])
