@@ -11,9 +11,11 @@ What is read (training cases only; validation and inference cases are never look
 
 The rules (each one a reason written next to the flag in ``plan.json``):
 
-* ``--spatial_shape``: covers twice the 90th-percentile lesion box in every axis (at least 32
-  in plane), a multiple of 16, no larger than the volume (rounded up to 16), and at most
-  ``max_patch_voxels`` voxels (the largest axis gives way first);
+* ``--spatial_shape``: the whole volume (rounded up to 16) when it has at most
+  ``max_patch_voxels`` voxels; otherwise the axis with the most room over twice the
+  90th-percentile lesion box gives way, 16 voxels at a time, until it fits (patches are drawn
+  uniformly from the volume, one per case and epoch: a patch much larger than the lesion is one
+  that usually holds it, and with it the foreground seeds);
 * ``--down_size`` (the mCRF grid): the in-plane axes halved, as in the paper, only when the
   25th-percentile lesion keeps at least ``min_crf_voxels`` (100) voxels on the halved grid;
   otherwise full resolution (docs/collapse.md §1: small lesions on a coarse grid are mostly
@@ -162,16 +164,14 @@ def _ceil16(n: float) -> int:
 
 
 def _patch(fp: Fingerprint, rules: PlanRules) -> list[int]:
-    limit = [_ceil16(v) for v in fp.volume_size]
-    patch = []
-    for axis in range(3):
-        want = _ceil16(2.0 * fp.box_p90[axis] + 2)
-        if axis < 2:
-            want = max(want, 32)
-        patch.append(min(want, limit[axis]))
-    while math.prod(patch) > rules.max_patch_voxels and max(patch) > 16:
-        axis = int(np.argmax(patch))
-        patch[axis] -= 16
+    lower = [_ceil16(2.0 * b + 2) for b in fp.box_p90]            # twice the 90th-percentile lesion box
+    patch = [_ceil16(v) for v in fp.volume_size]                   # the whole volume, when it fits
+    lower = [min(lo, p) for lo, p in zip(lower, patch)]
+    while math.prod(patch) > rules.max_patch_voxels:
+        slack = [p / lo if p - 16 >= lo else 0.0 for p, lo in zip(patch, lower)]
+        if max(slack) == 0.0:
+            break                                                  # the lesion boxes need more than the budget
+        patch[int(np.argmax(slack))] -= 16
     return patch
 
 
@@ -197,8 +197,8 @@ def make_plan(fp: Fingerprint, rules: PlanRules = PlanRules()) -> dict[str, Any]
               "--momentum": 0.9, "--grad_clip": 12.0, "--max_epochs": epochs, "--rampup_epochs": rampup,
               "--rampup_unit": "step", "--warmup_epochs": warmup}
     why = {
-        "--spatial_shape": f"twice the 90th-percentile lesion box {list(fp.box_p90)} voxels, multiples of 16, "
-                           f"within the volume {list(fp.volume_size)} and {rules.max_patch_voxels} voxels",
+        "--spatial_shape": f"the volume {list(fp.volume_size)} within {rules.max_patch_voxels} voxels, at least "
+                           f"twice the 90th-percentile lesion box {list(fp.box_p90)} where it allows",
         "--down_size": (f"in plane halved: the 25th-percentile lesion keeps {fp.lesion_voxels_p25 / 4:.0f} voxels "
                         f">= {rules.min_crf_voxels:.0f} on the halved grid" if halved else
                         f"full resolution: the 25th-percentile lesion ({fp.lesion_voxels_p25:.0f} voxels) would "

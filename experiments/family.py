@@ -1,0 +1,198 @@
+"""The dataset family experiment: for each family seed, generate the member, plan it, and run
+the ablation runner on it with the plan's flags; then one summary table over the members.
+
+Per member (``<output_dir>/f<seed>/``): the data (``data/``), ``plan.json`` (plan.py's rules on
+the training cases, with this experiment's compute budget), ``ablation.json`` (the config
+handed to ``experiments/ablate.py``) and the ablation's outputs (``table.md``, ``health.csv``,
+...). The variants, all with the plan's optimiser, class-balanced CE and schedule:
+
+* ``seeds``: the expanded seeds scored as predictions;
+* ``seeds_only_plan``: partial DiceCE alone (mCRF and VM off), the fair baseline;
+* ``stage1_plan``: stage 1 with the plan's flags;
+* ``stage1_recipe``: the earlier recommended recipe as a user applied it (the plan's patch, the
+  mCRF grid halved in plane, ramp-up 10 % of the run per epoch, no class balance, no warm-up);
+* ``full_plan``: full supervision with the plan's flags (mCRF and VM off);
+* ``scm_plan``: SCM from two ``stage1_plan`` runs (seeds k and k + 1).
+
+Summary (``summary.md``/``summary.csv``): per member and variant the mean Dice over training
+seeds and the failed seeds (ablate's rule: all inference predictions empty, collapse warning,
+or best checkpoint from before the ramp-up ended), and the issue's criteria over the members.
+
+Example (the held-back report, CPU budget; see README "Stage 1 on data it was never tuned on")::
+
+    python experiments/family.py --family_seeds 100 101 102 103 104 105 106 107 \\
+        --variants seeds seeds_only_plan stage1_plan --output_dir ./ablation/family_heldback --jobs 2
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import pandas as pd
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import ablate  # noqa: E402
+
+from data.family.make_family_data import (  # noqa: E402
+    ANNOTATION_POSTFIX,
+    FOLDERS,
+    IMAGE_POSTFIX,
+    LABEL_POSTFIX,
+    draw_member,
+    generate_member,
+)
+from utilities.io import save_csv, save_text  # noqa: E402
+from utilities.plan import PlanRules, fingerprint, make_plan, write_plan  # noqa: E402
+
+__all__ = ["VARIANTS", "member_config", "summarize_family", "main"]
+
+VARIANTS = ("seeds", "seeds_only_plan", "stage1_plan", "stage1_recipe", "full_plan", "scm_plan")
+
+
+def _plan_member(data: Path, rules: PlanRules, path: Path) -> dict[str, Any]:
+    fp = fingerprint(data / "split.csv", data / FOLDERS[0], IMAGE_POSTFIX, data / FOLDERS[2], ANNOTATION_POSTFIX)
+    plan = make_plan(fp, rules)
+    write_plan(plan, path)
+    return plan
+
+
+def member_config(seed: int, data: Path, plan: dict[str, Any], seeds: Sequence[int]) -> dict[str, Any]:
+    """The ablation config of one member (every flag written out, so that the runner's table
+    and its checks see them)."""
+    s1 = dict(plan["stage1"])
+    epochs = int(s1["--max_epochs"])
+    patch = s1["--spatial_shape"]
+    recipe = {k: v for k, v in s1.items() if k in ("--network", "--spatial_shape", "--max_epochs")}
+    recipe |= {"--down_size": [max(16, patch[0] // 2), max(16, patch[1] // 2), patch[2]],
+               "--kernel_radius": [5, 5, -1], "--momentum": 0.9, "--grad_clip": 12.0,
+               "--rampup_epochs": max(1, round(0.1 * epochs))}
+    regulariser_off = {"--weight_gatedcrf": 0, "--weight_variance": 0}
+    return {
+        "title": f"Family member {seed} (plan.json: patch {patch}, mCRF grid {s1['--down_size']}, {epochs} epochs)",
+        "dataset": {"split_file": str(data / "split.csv"), "images": str(data / FOLDERS[0]),
+                    "image_postfix": IMAGE_POSTFIX, "labels": str(data / FOLDERS[1]), "label_postfix": LABEL_POSTFIX,
+                    "annotations": str(data / FOLDERS[2]), "annotation_postfix": ANNOTATION_POSTFIX,
+                    "geodesic_style": "BraTS", "geodesic_weight": 0.5, "geodesic_threshold": 0.2,
+                    "geodesic_workers": 1},
+        "base": {"stage1": s1, "scm": {k: v for k, v in plan["scm"].items() if k not in ("--network1", "--network2",
+                                                                                          "--spatial_shape")},
+                 "inference": {}},
+        "variants": {
+            "seeds": {"kind": "seeds", "label": "Expanded seeds"},
+            "seeds_only_plan": {"kind": "stage1", "label": "Seeds only, plan's optimiser and CE",
+                                "flags": regulariser_off},
+            "stage1_plan": {"kind": "stage1", "label": "Stage 1, plan"},
+            "stage1_recipe": {"kind": "stage1", "label": "Stage 1, earlier recipe as a user applied it",
+                              "flags": {k: None for k in s1 if k not in recipe} | recipe},
+            "full_plan": {"kind": "full", "label": "Full supervision, plan's flags"},
+            "scm_plan": {"kind": "scm", "label": "SCM on two plan stage-1 runs", "from": ["stage1_plan", "stage1_plan"],
+                         "aux_seed_offset": 1},
+        },
+        "seeds": list(seeds), "baseline": "seeds_only_plan"}
+
+
+def summarize_family(tables: dict[int, pd.DataFrame]) -> tuple[pd.DataFrame, str]:
+    """One row per (member, variant) and the criteria of issue 20 as text lines."""
+    rows = []
+    for seed, table in tables.items():
+        for r in table.itertuples():
+            rows.append({"member": seed, "variant": r.variant, "seeds": r.seeds, "dice_mean": r.dice_mean,
+                         "dice_std": r.dice_std, "failed": r.collapsed, "collapsed_epochs": r.collapsed_epochs})
+    df = pd.DataFrame(rows)
+    wide = df.pivot(index="member", columns="variant", values="dice_mean")
+    lines = []
+    failed = df[df["variant"] != "seeds"].groupby("variant")["failed"].sum()
+    for variant, n in failed.items():
+        runs = int(df[df["variant"] == variant]["seeds"].sum())
+        lines.append(f"- `{variant}`: {int(n)} failed run(s) of {runs}")
+    if {"stage1_plan", "seeds_only_plan"} <= set(wide.columns):
+        both = wide[["stage1_plan", "seeds_only_plan"]].dropna()
+        wins = int((both["stage1_plan"] >= both["seeds_only_plan"]).sum())
+        lines.append(f"- stage 1 (plan) >= seeds-only (same optimiser) in mean Dice on {wins} of {len(both)} members "
+                     f"(mean difference {float((both['stage1_plan'] - both['seeds_only_plan']).mean()):+.3f})")
+    if {"stage1_plan", "full_plan"} <= set(wide.columns):
+        ratio = (wide["stage1_plan"] / wide["full_plan"]).dropna()
+        lines.append(f"- stage 1 / full supervision: median {float(ratio.median()):.3f} over {len(ratio)} members")
+    if {"stage1_plan", "scm_plan"} <= set(wide.columns):
+        both = wide[["stage1_plan", "scm_plan"]].dropna()
+        lines.append(f"- SCM {float(both['scm_plan'].mean()):.3f} vs stage 1 {float(both['stage1_plan'].mean()):.3f} "
+                     f"(mean over {len(both)} members)")
+    return df, "\n".join(lines)
+
+
+def _markdown(df: pd.DataFrame, criteria: str, title: str) -> str:
+    variants = list(dict.fromkeys(df["variant"]))
+    lines = [f"# {title}", "", "Mean Dice over training seeds on each member's inference cases (failed seeds in "
+             "brackets: all predictions empty, collapse warning, or best checkpoint before the ramp-up ended).", "",
+             "| member | " + " | ".join(f"`{v}`" for v in variants) + " |", "|---" * (len(variants) + 1) + "|"]
+    for member, sub in df.groupby("member", sort=True):
+        cells = []
+        for v in variants:
+            r = sub[sub["variant"] == v]
+            if r.empty:
+                cells.append("—")
+                continue
+            r = r.iloc[0]
+            fail = f" ({int(r.failed)}/{int(r.seeds)})" if r.failed else ""
+            cells.append(f"{r.dice_mean:.3f}{fail}")
+        lines.append(f"| {member} | " + " | ".join(cells) + " |")
+    means = df.groupby("variant")["dice_mean"].mean()
+    lines.append("| mean | " + " | ".join(f"{means.get(v, np.nan):.3f}" for v in variants) + " |")
+    return "\n".join(lines) + "\n\n" + criteria + "\n"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    rules = PlanRules()
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--family_seeds", type=int, nargs="+", required=True, help="the members to run")
+    p.add_argument("--output_dir", required=True, help="one folder per member under it, and the summary")
+    p.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=VARIANTS, help="variants to run")
+    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="training seeds")
+    p.add_argument("--target_steps", type=int, default=250, help="plan.py --target_steps (CPU budget)")
+    p.add_argument("--min_epochs", type=int, default=8, help="plan.py --min_epochs")
+    p.add_argument("--max_patch_voxels", type=int, default=64 * 64 * 16, help="plan.py --max_patch_voxels")
+    p.add_argument("--min_crf_voxels", type=float, default=rules.min_crf_voxels, help="plan.py --min_crf_voxels")
+    p.add_argument("--jobs", type=int, default=2, help="runs side by side (one thread each)")
+    p.add_argument("--device", default="cpu", choices=["auto", "cpu", "cuda"])
+    p.add_argument("--title", default="Dataset family", help="heading of summary.md")
+    return p
+
+
+def main(argv: list[str] | None = None) -> pd.DataFrame:
+    args = build_parser().parse_args(argv)
+    out = Path(args.output_dir)
+    rules = PlanRules(target_steps=args.target_steps, min_epochs=args.min_epochs,
+                      max_patch_voxels=args.max_patch_voxels, min_crf_voxels=args.min_crf_voxels)
+    tables: dict[int, pd.DataFrame] = {}
+    for seed in args.family_seeds:
+        folder = out / f"f{seed:03d}"
+        data = folder / "data"
+        if not (data / "member.json").is_file():
+            generate_member(draw_member(seed), data)
+        plan = _plan_member(data, rules, folder / "plan.json")
+        cfg_path = folder / "ablation.json"
+        save_text(json.dumps(member_config(seed, data, plan, args.seeds), indent=1) + "\n", cfg_path)
+        print(f"[family {seed}] {json.dumps(plan['stage1'])}", flush=True)
+        table = ablate.main(["--config", str(cfg_path), "--output_dir", str(folder), "--jobs", str(args.jobs),
+                             "--device", args.device, "--variants", *args.variants])
+        if table is not None:
+            tables[seed] = table
+            df, criteria = summarize_family(tables)
+            save_csv(df, out / "summary.csv")
+            save_text(_markdown(df, criteria, args.title), out / "summary.md")
+    df, criteria = summarize_family(tables)
+    print(_markdown(df, criteria, args.title))
+    return df
+
+
+if __name__ == "__main__":
+    from utilities.cli import run_main
+
+    sys.exit(run_main(main))
