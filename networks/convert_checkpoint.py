@@ -43,6 +43,8 @@ __all__ = [
     "published_keys",
     "detect_published_network",
     "detect_our_network",
+    "WRAPPER_PREFIXES",
+    "strip_wrapper_prefix",
     "published_to_ours",
     "ours_to_published",
     "to_our_state_dict",
@@ -137,18 +139,26 @@ def _layout(network: str, in_channels: int, num_classes: int) -> tuple[tuple[str
 # --------------------------------------------------------------------------------------------
 # Detection
 # --------------------------------------------------------------------------------------------
-def _strip_module_prefix(state: StateDict) -> dict[str, torch.Tensor]:
-    """Drop a ``module.`` prefix that ``DataParallel``/``DistributedDataParallel`` adds to every key."""
-    keys = list(state)
-    if keys and all(k.startswith("module.") for k in keys):
-        return {k[len("module."):]: v for k, v in state.items()}
-    return dict(state)
+#: Prefixes a wrapper adds to every key: ``DataParallel``/``DistributedDataParallel``, ``torch.compile``.
+WRAPPER_PREFIXES = ("module.", "_orig_mod.")
+
+
+def strip_wrapper_prefix(state: StateDict) -> dict[str, torch.Tensor]:
+    """Drop the prefixes (:data:`WRAPPER_PREFIXES`, nested too: ``module._orig_mod.``) that a
+    ``DataParallel``/``DistributedDataParallel`` or ``torch.compile`` wrapper adds to every key."""
+    state = dict(state)
+    while state:
+        prefix = next((p for p in WRAPPER_PREFIXES if all(k.startswith(p) for k in state)), None)
+        if prefix is None:
+            break
+        state = {k[len(prefix):]: v for k, v in state.items()}
+    return state
 
 
 def detect_published_network(state: StateDict) -> str | None:
     """The network (``"U_Net2D5"``, ``"U_Net"`` or ``"AttU_Net"``) whose published layout
     ``state`` has, recognised by its keys; ``None`` if it is not a published state dict."""
-    keys = set(_strip_module_prefix(state))
+    keys = set(strip_wrapper_prefix(state))
     for network, signature in _SIGNATURES.items():  # AttU_Net before U_Net: it has U_Net's keys too
         if all(k in keys for k in signature):
             return network
@@ -165,7 +175,7 @@ def _channels_of_ours(state: StateDict) -> tuple[int, int] | None:
 def detect_our_network(state: StateDict) -> str | None:
     """The network whose state dict in our layout ``state`` is (same keys and shapes, for the
     input and output channels it has); ``None`` if it is none of them."""
-    state = _strip_module_prefix(state)
+    state = strip_wrapper_prefix(state)
     channels = _channels_of_ours(state)
     if channels is None:
         return None
@@ -202,7 +212,7 @@ def published_to_ours(state: StateDict, network: str) -> "OrderedDict[str, torch
 
     Args:
         state: ``torch.save(model.state_dict())`` of the published ``network`` class, loaded
-            (a ``module.`` prefix on every key is accepted).
+            (a wrapper's ``module.`` or ``_orig_mod.`` prefix on every key is accepted).
         network: the network it must be: ``U_Net2D5``, ``U_Net`` or ``AttU_Net``.
 
     Returns:
@@ -214,7 +224,7 @@ def published_to_ours(state: StateDict, network: str) -> "OrderedDict[str, torch
             tensor hold different values.
     """
     _check_network(network)
-    state = _strip_module_prefix(state)
+    state = strip_wrapper_prefix(state)
     found = detect_published_network(state)
     if found != network:
         raise ValueError(f"the checkpoint is {_describe(state)}, not a published {network} state dict; "
@@ -257,7 +267,7 @@ def ours_to_published(state: StateDict, network: str) -> "OrderedDict[str, torch
         ValueError: if ``state`` is not our ``network`` (naming what it is).
     """
     _check_network(network)
-    state = _strip_module_prefix(state)
+    state = strip_wrapper_prefix(state)
     found = detect_our_network(state)
     if found != network:
         raise ValueError(f"the checkpoint is {_describe(state)}, not a {network} state dict in our layout"
@@ -285,20 +295,20 @@ def load_state_dict(path: str | os.PathLike, map_location: str | torch.device = 
     ..., ...}``) gives its ``state_dict``.
 
     Raises:
-        FileNotFoundError, ValueError: one line naming the file.
+        FileNotFoundError, ValueError: one line naming the file and what it is
+            (:func:`utilities.io.load_torch`).
     """
+    from utilities.io import STATE_DICT_ACCEPTED, load_torch
+
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint file not found: {path}")
-    try:
-        obj = torch.load(path, map_location=map_location, weights_only=True)
-    except Exception as e:  # pickle, zip and torch raise many types for damaged files
-        reason = (str(e).strip().splitlines() or [type(e).__name__])[0][:160]
-        raise ValueError(f"cannot read checkpoint {path} ({reason}); re-download it") from None
+    obj = load_torch(path, map_location)
     if isinstance(obj, Mapping) and isinstance(obj.get("state_dict"), Mapping):
         obj = obj["state_dict"]
-    if not isinstance(obj, Mapping) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
-        raise ValueError(f"checkpoint {path} does not hold a state dict (a mapping of names to tensors)")
+    if not isinstance(obj, Mapping) or not obj or not all(isinstance(v, torch.Tensor) for v in obj.values()):
+        raise ValueError(f"checkpoint {path} does not hold a state dict (a mapping of names to tensors); "
+                         f"{STATE_DICT_ACCEPTED}")
     return dict(obj)
 
 

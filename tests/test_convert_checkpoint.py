@@ -196,7 +196,7 @@ def test_cli_converts_both_ways(golden, tmp_path, monkeypatch, capsys):
         main(["--input", str(tmp_path / "nothing.pth"), "--output", str(tmp_path / "x.pth"),
               "--network", "U_Net", "--to", "ours"])
     (tmp_path / "broken.pth").write_bytes(source.read_bytes()[:1000])
-    with pytest.raises(ValueError, match="cannot read checkpoint .*broken.pth"):
+    with pytest.raises(ValueError, match="broken.pth is not a PyTorch file, or a truncated or damaged one"):
         load_state_dict(tmp_path / "broken.pth")
     assert not (tmp_path / "x.pth").exists()
 

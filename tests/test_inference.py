@@ -81,7 +81,7 @@ def test_wrong_network_checkpoint(tmp_path):
         inference.main(["--model_dir", str(tmp_path), "--dataset_split", str(p["split"]), "--path_images",
                         str(p["image_crop"]), "--spatial_shape", "32", "32", "16"])
     (tmp_path / "U_Net2D5" / "models" / "CP_best.pth").write_text("hello")
-    with pytest.raises(ValueError, match="not a readable PyTorch checkpoint"):
+    with pytest.raises(ValueError, match="is not a PyTorch file, or a truncated or damaged one"):
         inference.main(["--model_dir", str(tmp_path), "--dataset_split", str(p["split"]), "--path_images",
                         str(p["image_crop"]), "--spatial_shape", "32", "32", "16"])
 

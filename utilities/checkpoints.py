@@ -18,9 +18,14 @@ import numpy as np
 import torch
 from torch import nn
 
-from networks.convert_checkpoint import detect_published_network, published_to_ours
+from networks.convert_checkpoint import (
+    detect_our_network,
+    detect_published_network,
+    published_to_ours,
+    strip_wrapper_prefix,
+)
 from utilities.distributed import unwrap
-from utilities.io import save_torch
+from utilities.io import STATE_DICT_ACCEPTED, load_torch, save_torch
 from utilities.optim import Amp
 
 __all__ = [
@@ -53,38 +58,34 @@ def save_model(path: Path, model: nn.Module, network: str, **meta: Any) -> None:
     save_torch(payload, path)
 
 
-def _torch_load(path: Path, map_location: Any) -> Any:
-    try:
-        return torch.load(path, map_location=map_location, weights_only=True)
-    except Exception as e:  # pickle, zip and unpickler errors all mean "not our checkpoint"
-        raise ValueError(f"{path} is not a readable PyTorch checkpoint ({type(e).__name__}); "
-                         "point to a .pth written by this project's training scripts") from None
-
-
 def load_model_weights(model: nn.Module, path: Path | str, network: str,
                        map_location: Any = "cpu", flag: str = "--network") -> dict[str, Any]:
     """Load weights saved by :func:`save_model`, a bare state dict, or a checkpoint released with
     the published PA-Seg code (detected by its keys, converted by
     :mod:`networks.convert_checkpoint`) into ``model``.
 
+    Keys with a wrapper's prefix (``module.`` of ``DistributedDataParallel``, ``_orig_mod.`` of
+    ``torch.compile``) are loaded without it.
+
     Returns the checkpoint's metadata. Raises a one-line error for a missing file, a file that
-    is not a checkpoint, or a checkpoint of another network (``flag``: the option that names
-    the network, for the message).
+    is not a checkpoint (:func:`utilities.io.load_torch` says what it is), a checkpoint of
+    another network (``flag``: the option that names the network, for the message) or of
+    another class or input channel count.
     """
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint not found: {path}")
-    payload = _torch_load(path, map_location)
+    payload = load_torch(path, map_location)
     if isinstance(payload, dict) and payload.get("format") == CHECKPOINT_FORMAT:
         if payload["network"] != network:
             raise ValueError(f"checkpoint {path} holds a {payload['network']} network, not {network}; "
                              f"pass {flag} {payload['network']} or another checkpoint")
-        state = payload["state_dict"]
+        state = strip_wrapper_prefix(payload["state_dict"])
         meta = {k: v for k, v in payload.items() if k != "state_dict"}
     elif isinstance(payload, dict) and payload and all(isinstance(v, torch.Tensor) for v in payload.values()):
         published = detect_published_network(payload)
         if published is None:
-            state, meta = payload, {}
+            state, meta = strip_wrapper_prefix(payload), {}
         elif published != network:
             raise ValueError(f"checkpoint {path} is a published {published} checkpoint, not {network}; "
                              f"pass {flag} {published} or another checkpoint")
@@ -94,17 +95,43 @@ def load_model_weights(model: nn.Module, path: Path | str, network: str,
         raise ValueError(f"{path} is the resumable training state (for --resume), not a model checkpoint; point to "
                          "CP_best*.pth or CP_final*.pth (inference: --epoch_inf best or final)")
     else:
-        raise ValueError(f"{path} is not a model checkpoint (no weights found); "
-                         "point to a CP_*.pth written by this project's training scripts")
+        raise ValueError(f"{path} is not a model checkpoint (no weights found); {STATE_DICT_ACCEPTED}")
     net = unwrap(model)
-    own = net.state_dict()
-    result = net.load_state_dict(state, strict=False)
-    shape_errors = [k for k, v in state.items() if k in own and own[k].shape != v.shape]
-    if result.missing_keys or result.unexpected_keys or shape_errors:
-        raise ValueError(f"checkpoint {path} does not fit network {network} "
-                         f"({len(result.missing_keys)} missing, {len(result.unexpected_keys)} unexpected "
-                         f"parameter(s)); was it trained with another {flag}?")
+    _check_fits(path, state, net.state_dict(), network, flag)
+    net.load_state_dict(state)
     return meta
+
+
+#: (key, axis, what, verb, meaning): the tensors whose size says the class and input channel counts.
+_COUNTS = (("head.weight", 0, "output classes", "have", "(background and lesion)"),
+           ("encoders.0.0.weight", 1, "input channel(s)", "take", "(one image)"))
+
+
+def _check_fits(path: Path, state: Mapping[str, torch.Tensor], own: Mapping[str, torch.Tensor], network: str,
+                flag: str) -> None:
+    """One line naming what differs when ``state`` does not fit ``own`` (the network's state
+    dict): another network, another class or input channel count, other shapes."""
+    missing = [k for k in own if k not in state]
+    unexpected = [k for k in state if k not in own]
+    if missing or unexpected:
+        found = detect_our_network(state)
+        if found is not None and found != network:
+            raise ValueError(f"checkpoint {path} does not fit network {network}: it holds a {found} state dict; "
+                             f"pass {flag} {found} or another checkpoint")
+        raise ValueError(f"checkpoint {path} does not fit network {network} ({len(missing)} missing, "
+                         f"{len(unexpected)} unexpected parameter(s)); was it trained with another {flag}?")
+    for key, axis, what, verb, meaning in _COUNTS:
+        if key in own and state[key].ndim == own[key].ndim and state[key].shape[axis] != own[key].shape[axis]:
+            theirs, ours = int(state[key].shape[axis]), int(own[key].shape[axis])
+            raise ValueError(f"checkpoint {path} holds a {network} with {theirs} {what}; this project's networks "
+                             f"{verb} {ours} {meaning}: pass a checkpoint trained with {ours}"
+                             + (" classes" if key == "head.weight" else ""))
+    shapes = [k for k in own if tuple(state[k].shape) != tuple(own[k].shape)]
+    if shapes:
+        k = shapes[0]
+        raise ValueError(f"checkpoint {path} does not fit network {network}: {len(shapes)} parameter(s) of other "
+                         f"shapes (e.g. {k} {list(state[k].shape)}, expected {list(own[k].shape)}); was it trained "
+                         f"with another {flag}?")
 
 
 def load_resume_state(path: Path, args: Mapping[str, Any], networks: Mapping[str, str],
@@ -119,7 +146,7 @@ def load_resume_state(path: Path, args: Mapping[str, Any], networks: Mapping[str
     Raises:
         ValueError: one line naming the file, if it is not a resumable checkpoint of this run.
     """
-    state = _torch_load(Path(path), map_location)
+    state = load_torch(path, map_location, advice="start afresh with --overwrite")
     needed = {"epoch", "rng", "args", "scaler", *networks}
     if not isinstance(state, dict) or not needed <= set(state):
         raise ValueError(f"--resume: {path} is not a resumable checkpoint of this script (no "

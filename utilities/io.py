@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import tempfile
+import warnings
 import zlib
 from pathlib import Path
 from typing import Any, Iterator, Sequence
@@ -26,6 +28,8 @@ __all__ = [
     "remove_temporaries",
     "atomic_path",
     "save_torch",
+    "STATE_DICT_ACCEPTED",
+    "load_torch",
     "save_csv",
     "save_text",
     "read_image",
@@ -176,6 +180,74 @@ def save_torch(obj: Any, path: str | os.PathLike) -> None:
     """``torch.save`` through a temporary file and an atomic rename."""
     with atomic_path(path) as tmp:
         torch.save(obj, tmp)
+
+
+#: What a file of weights may be, for the messages of :func:`load_torch` and the checkpoint loaders.
+STATE_DICT_ACCEPTED = ("pass a state dict (torch.save(model.state_dict(), path)), a CP_*.pth of this project or one of "
+                       "the authors' released checkpoints")
+_ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
+_UNSAFE_GLOBAL = re.compile(r"Unsupported global: GLOBAL (\S+)")
+
+
+def _pickled_globals(path: Path, error: Exception) -> list[str]:
+    """The classes and functions a file's pickle names that ``weights_only`` refuses (read
+    without running them); first the one torch stopped at (a whole model: the model's class)."""
+    names = _UNSAFE_GLOBAL.findall(str(error))
+    try:
+        names += sorted(torch.serialization.get_unsafe_globals_in_checkpoint(path))
+    except Exception:  # a legacy (non-zip) file: only the name in torch's message
+        pass
+    return list(dict.fromkeys(names))
+
+
+def _is_pickle_or_zip(path: Path) -> bool:
+    """Whether the file starts as ``torch.save`` writes: a zip archive, or a (legacy) pickle of
+    protocol 2 or later."""
+    with open(path, "rb") as f:
+        head = f.read(4)
+    return head.startswith(b"PK\x03\x04") or head[:1] == b"\x80"
+
+
+def _refused_pickle(path: Path, error: Exception, advice: str) -> str:
+    names = _pickled_globals(path, error)
+    modules = [n for n in names if n.startswith("torch.nn.modules.")]
+    refused = "that torch.load refuses (weights_only=True: loading it would run code from the file)"
+    if modules:  # torch.save(model): the model's own class first, else the first torch layer
+        own = [n for n in names if not n.startswith("torch.")]
+        return (f"{path} is a pickled model object ({(own or modules)[0]}, saved with torch.save(model)) {refused}; "
+                f"{advice}")
+    shown = f" ({', '.join(names[:3])}{', ...' if len(names) > 3 else ''})" if names else ""
+    return f"{path} holds pickled Python objects{shown} {refused}; {advice}"
+
+
+def load_torch(path: str | os.PathLike, map_location: Any = "cpu", advice: str = STATE_DICT_ACCEPTED) -> Any:
+    """``torch.load(path, weights_only=True)``, the one reader of ``.pth`` files.
+
+    Raises:
+        ValueError: one line saying what the file is when it cannot be read: a pickled model
+            object (``torch.save(model)``) or other pickled objects, which ``weights_only``
+            refuses, or no PyTorch file (text, truncated, empty); then ``advice``.
+    """
+    path = Path(path)
+    try:
+        with warnings.catch_warnings():  # torch warns about pickle protocols before refusing them
+            warnings.simplefilter("ignore")
+            return torch.load(path, map_location=map_location, weights_only=True)
+    except (MemoryError, torch.OutOfMemoryError):
+        raise
+    except Exception as e:  # pickle, zip and torch raise many types for damaged files
+        text = _ANSI.sub("", str(e))
+        weights_only = text.startswith("Weights only load failed")
+        if weights_only and _is_pickle_or_zip(path):
+            raise ValueError(_refused_pickle(path, e, advice)) from None
+        first = (text.strip().splitlines() or [""])[0].split(". ")[0].strip().rstrip(".")
+        if path.is_file() and path.stat().st_size == 0:
+            reason = "empty file"
+        elif weights_only:  # torch's unpickler stopped at the first byte: text or another format
+            reason = "neither a zip archive nor a pickle"
+        else:
+            reason = first[:160] or type(e).__name__
+        raise ValueError(f"{path} is not a PyTorch file, or a truncated or damaged one ({reason}); {advice}") from None
 
 
 def save_csv(df: pd.DataFrame, path: str | os.PathLike, **kwargs: Any) -> None:

@@ -37,7 +37,7 @@ import torch
 from networks import NETWORKS, get_network
 from utilities.checkpoints import CHECKPOINT_FORMAT, load_model_weights, save_model
 from utilities.grid import find_subject_file
-from utilities.io import atomic_path, read_image
+from utilities.io import atomic_path, load_torch, read_image
 from utilities.splits import read_split, subjects_of
 
 __all__ = [
@@ -222,16 +222,15 @@ def scm_specs(model_dir: str | os.PathLike, epoch_inf: str, network: str | None 
 
 
 def _peek_network(path: Path) -> str | None:
-    from networks.convert_checkpoint import detect_published_network
+    """The network a checkpoint holds (ours, a bare state dict in our or the authors' layout);
+    a file torch cannot read is a one-line error saying what it is (:func:`load_torch`)."""
+    from networks.convert_checkpoint import detect_our_network, detect_published_network
 
-    try:
-        payload = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception:
-        return None
+    payload = load_torch(path)
     if isinstance(payload, dict) and payload.get("format") == CHECKPOINT_FORMAT:
         return payload.get("network")
     if isinstance(payload, dict) and payload and all(isinstance(v, torch.Tensor) for v in payload.values()):
-        return detect_published_network(payload)
+        return detect_published_network(payload) or detect_our_network(payload)
     return None
 
 
