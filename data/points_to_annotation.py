@@ -314,6 +314,28 @@ def _roles(points: Sequence[ControlPoint], continuous: np.ndarray, subject: str)
     return roles  # type: ignore[return-value]
 
 
+def _lesion_range(lesions: Sequence[int]) -> str:
+    if len(lesions) == 1:
+        return f"lesion {lesions[0]}"
+    if list(lesions) == list(range(lesions[0], lesions[-1] + 1)):
+        return f"lesions {lesions[0]}-{lesions[-1]}"
+    return "lesions " + ", ".join(map(str, lesions))
+
+
+def _numbered_hint(points: Sequence[ControlPoint], roles: Sequence[tuple[int, bool]]) -> str:
+    """For numbered lesions (2, 3, ...) with no foreground point (``bg1`` ... ``bg6`` read as
+    lesions 1..6): which labels were read as which lesions, and the labels meant."""
+    with_fg = {lesion for lesion, is_fg in roles if is_fg}
+    stray = sorted({lesion for lesion, _ in roles if lesion > 1} - with_fg)
+    if not stray:
+        return ""
+    labels = ", ".join(repr(points[k].label or points[k].description) for k, (lesion, _) in enumerate(roles)
+                       if lesion in stray)
+    return (f"; {labels} were read as {_lesion_range(stray)} (a number right after bg/fg names the lesion), which "
+            f"{'has' if len(stray) == 1 else 'have'} no foreground point: label the six background points of lesion 1 "
+            "bg-1 ... bg-6 (or bg), those of lesion 2 bg2-1 ... bg2-6")
+
+
 def annotation_from_points(points: Sequence[ControlPoint], space: str, reference: sitk.Image,
                            subject: str = "subject") -> np.ndarray:
     """The 7-point annotation of ``points`` on the grid of ``reference``.
@@ -367,7 +389,7 @@ def annotation_from_points(points: Sequence[ControlPoint], space: str, reference
         if len(bg) != 6 or len(fg) != 1:
             names = ", ".join(_name(k, points[k]) for k in members)
             raise ValueError(f"{subject}: lesion {lesion} has {len(bg)} background and {len(fg)} foreground "
-                             f"point(s) ({names}); expected exactly 6 and 1")
+                             f"point(s) ({names}); expected exactly 6 and 1{_numbered_hint(points, roles)}")
         lo, hi = index[bg].min(0), index[bg].max(0)
         f = fg[0]
         if np.any(index[f] < lo) or np.any(index[f] > hi):

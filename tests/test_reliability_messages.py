@@ -49,3 +49,20 @@ def test_nnunet_export_warns_without_validation_cases(tmp_path, capsys):
     assert [line.split(" WARNING ", 1)[1] for line in (out.out + out.err).splitlines() if " WARNING " in line] == [
         f"split {p['split']} has no validation case: splits_final.json gets \"val\": [] and nnU-Net validates on "
         "nothing; add validation cases to the split (splits/make_split.py --ratios)"]
+
+
+def test_numbered_background_labels_are_explained(tmp_path):
+    """``bg1`` ... ``bg6``: the number after bg names the lesion, so bg2-bg6 are lesions 2-6."""
+    p = make_vs_dataset(tmp_path, 1, 0, 0)
+    points = tmp_path / "vs_gk_1.csv"
+    rows = ROWS.replace("bg-", "bg")
+    points.write_text("label,x,y,z\n" + rows)
+    with pytest.raises(ValueError) as err:
+        P2A.main(["--points", str(points), "--path_images", str(p["image_crop"]), "--path_anno_7points",
+                  str(tmp_path / "ann"), "--csv_space", "voxel"])
+    assert one_line(err) == (
+        "vs_gk_1: lesion 1 has 1 background and 1 foreground point(s) (point 1 ('fg'), point 2 ('bg1')); expected "
+        "exactly 6 and 1; 'bg2', 'bg3', 'bg4', 'bg5', 'bg6' were read as lesions 2-6 (a number right after bg/fg "
+        "names the lesion), which have no foreground point: label the six background points of lesion 1 bg-1 ... "
+        f"bg-6 (or bg), those of lesion 2 bg2-1 ... bg2-6 [point file {points}]")
+    assert not (tmp_path / "ann").exists()
