@@ -13,10 +13,11 @@ import pickle
 
 import pytest
 import torch
-from helpers import SHAPE, one_line, pretrained, same_weights, scm_args
+from helpers import SHAPE, one_line, pretrained, same_weights, scm_args, stage1_args
 
 import export_model
 import inference
+import train_gatedcrfloss3d22d_multiview_varianceloss as stage1
 import train_SCM as scm
 from networks import get_network
 from networks.convert_checkpoint import load_state_dict, ours_to_published
@@ -210,3 +211,11 @@ def test_a_pickle_through_the_scripts(data, tmp_path, capsys, kind):
                                      str(tmp_path / "o")]) == 2
     assert capsys.readouterr().err == expected
     assert not (tmp_path / "x.pth").exists() and not list(tmp_path.glob("o/*"))
+
+
+def test_stage1_init_checkpoint_names_a_pickled_model(data, tmp_path, capsys):
+    """Stage 1's --init_checkpoint: the same line, before anything is written."""
+    path = _bad_file(tmp_path, "model_object")
+    assert run_main(stage1.main, stage1_args(data, tmp_path / "run", "--init_checkpoint", str(path))) == 2
+    assert capsys.readouterr().err == f"error: {_bad_message(path, 'model_object')}\n"
+    assert not (tmp_path / "run").exists()
