@@ -14,8 +14,9 @@ import sys
 from pathlib import Path
 from typing import Any, Sequence
 
-from networks import NETWORKS
-from utilities.cli import check_network_shape, check_spatial_shape, setup_logger
+from networks import NETWORKS, check_network_shape
+from utilities.cli import check_spatial_shape
+from utilities.logs import setup_logger
 from utilities.model_package import (
     ModelSpec,
     data_fingerprint,

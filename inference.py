@@ -30,17 +30,8 @@ import torch
 import torchio as tio
 from tqdm import tqdm
 
-from networks import NETWORKS, get_network
-from utilities.cli import (
-    add_common_args,
-    add_compile_args,
-    check_network_shape,
-    check_spatial_shape,
-    positive_int,
-    resolve_device,
-    setup_logger,
-    show_progress,
-)
+from networks import NETWORKS, check_network_shape, get_network
+from utilities.cli import add_common_args, add_compile_args, check_spatial_shape, check_sw_overlap, positive_int
 from utilities.compile import prepare_network
 from utilities.data import ImageSource, SubjectCache, load_phase, make_volume_loader
 from utilities.grid import Grid
@@ -53,6 +44,7 @@ from utilities.io import (
     save_nifti,
     write_image,
 )
+from utilities.logs import setup_logger, show_progress
 from utilities.model_package import (
     DEFAULT_SPATIAL_SHAPE,
     ModelSpec,
@@ -64,13 +56,12 @@ from utilities.model_package import (
 )
 from utilities.optim import Amp
 from utilities.prediction import segment
+from utilities.runtime import resolve_device
 from utilities.splits import PHASES
 
 __all__ = ["checkpoint_path", "from_canonical", "write_prediction", "probability_path", "list_images",
            "run_inference", "predict_cases", "resolve_specs", "main"]
 
-NUM_CLASSES = 2
-IN_CHANNELS = 1
 DEFAULT_MODEL_DIR = "./models/debug/"
 DEFAULT_SPLIT = "./splits/split_VS.csv"
 DEFAULT_IMAGES = "./data/VS/image_crop/"
@@ -338,8 +329,7 @@ def main(argv: list[str] | None = None) -> list[Path]:
     spatial_shape = check_spatial_shape(args.spatial_shape) if args.spatial_shape is not None else None
     if args.network is not None and spatial_shape is not None:
         check_network_shape(args.network, spatial_shape)
-    if not 0 <= args.sw_overlap < 1:
-        raise ValueError(f"--sw_overlap must be in [0, 1), got {args.sw_overlap}")
+    check_sw_overlap(args.sw_overlap)
     if args.model is not None and args.model_dir is not None:
         raise ValueError("--model and --model_dir exclude each other; pass the package (or checkpoint) or the run "
                          "folder")

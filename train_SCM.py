@@ -23,14 +23,14 @@ from typing import Any, Mapping, Sequence
 import torch
 from torch import nn
 
-from networks import NETWORKS, get_network
+from networks import IN_CHANNELS, NETWORKS, NUM_CLASSES, check_network_shape, get_network
 from utilities.checkpoints import TrainingState, load_model_weights
 from utilities.cli import (
     add_common_args,
     add_data_args,
     add_training_args,
-    check_network_shape,
     check_spatial_shape,
+    check_sw_overlap,
     data_config,
     positive_float,
     positive_int,
@@ -47,8 +47,6 @@ from utilities.runs import lock_holder, start_run
 
 logger = logging.getLogger("paseg")
 
-NUM_CLASSES = 2
-IN_CHANNELS = 1
 STAGE1_SCRIPT = "train_gatedcrfloss3d22d_multiview_varianceloss.py"
 PRETRAINED_DEFAULT = "./models/VS/gatedcrfloss3d22d_multiview_varianceloss/"
 
@@ -83,8 +81,7 @@ def check_args(args: argparse.Namespace) -> None:
     args.spatial_shape = list(check_spatial_shape(args.spatial_shape))
     if not 0.0 <= args.weight_kd <= 1.0:
         raise ValueError(f"--weight_kd must be in [0, 1], got {args.weight_kd}")
-    if not 0 <= args.sw_overlap < 1:
-        raise ValueError(f"--sw_overlap must be in [0, 1), got {args.sw_overlap}")
+    check_sw_overlap(args.sw_overlap)
     for network in dict.fromkeys((args.network1, args.network2)):
         check_network_shape(network, args.spatial_shape)
     runs = [Path(getattr(args, f"pretrained_model{k}_dir")) / getattr(args, f"network{k}") for k in (1, 2)]

@@ -19,35 +19,31 @@ from typing import Any, Mapping, Sequence
 
 import torch
 
-from networks import NETWORKS, get_network
+from networks import IN_CHANNELS, NETWORKS, NUM_CLASSES, check_network_shape, get_network
 from utilities.checkpoints import TrainingState, load_model_weights
 from utilities.cli import (
     add_common_args,
     add_data_args,
     add_training_args,
-    check_network_shape,
     check_spatial_shape,
+    check_sw_overlap,
     data_config,
     nonnegative_float,
     nonnegative_int,
     positive_float,
     positive_int,
-    rampup_warning,
     run_options,
-    setup_logger,
 )
 from utilities.compile import prepare_network
 from utilities.data import TrainingData, load_training_data
 from utilities.distributed import wrap_ddp
 from utilities.engine import BestCheckpoint, Callback, CollapseWatch, FitConfig, LossPart, StepInfo, StepOutput, fit
+from utilities.logs import setup_logger
 from utilities.losses import MultiViewGatedCRFLoss, PartialDiceCELoss, VarianceLoss
 from utilities.optim import Amp, make_optimizer
 from utilities.plan import apply_plan
 from utilities.runs import start_run
-from utilities.schedules import sigmoid_rampup
-
-NUM_CLASSES = 2
-IN_CHANNELS = 1
+from utilities.schedules import rampup_warning, sigmoid_rampup
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -102,8 +98,7 @@ def check_args(args: argparse.Namespace) -> None:
                          "in any axis")
     if args.kernel_radius[0] <= 0:
         raise ValueError(f"--kernel_radius must start with a positive radius, got {args.kernel_radius}")
-    if not 0 <= args.sw_overlap < 1:
-        raise ValueError(f"--sw_overlap must be in [0, 1), got {args.sw_overlap}")
+    check_sw_overlap(args.sw_overlap)
     if args.weight_gatedcrf > 0 and sum(d == 1 for d in args.down_size) >= 2:
         raise ValueError(f"--down_size {args.down_size} leaves an mCRF view of a single pixel, whose loss is 0; "
                          "use sizes of at least 2 (or --weight_gatedcrf 0 to train without the mCRF)")

@@ -27,9 +27,10 @@ import torch.nn.functional as F
 
 from benchmarks._common import format_table as common_table
 from benchmarks._common import peak_tracker, sync
-from utilities.cli import positive_int, resolve_device
+from utilities.cli import positive_int
 from utilities.crf_reference import unfold_multiview_crf
 from utilities.losses import CRF_IMPLEMENTATIONS, MultiViewGatedCRFLoss
+from utilities.runtime import resolve_device
 
 __all__ = ["parse_size", "make_inputs", "run_worker", "benchmark", "format_table", "main"]
 

@@ -44,9 +44,10 @@ import torch
 
 from benchmarks._common import Report, format_table, scm_bench, stage1_bench, synthetic_batch, time_fn
 from networks import get_network
-from utilities.cli import positive_int, resolve_device
+from utilities.cli import positive_int
 from utilities.compile import COMPILE_BACKENDS, compile_unavailable
 from utilities.optim import Amp
+from utilities.runtime import resolve_device
 from utilities.validation import evaluate
 
 __all__ = ["Row", "default_rows", "run_row", "projection", "main"]

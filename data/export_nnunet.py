@@ -41,9 +41,9 @@ from typing import Sequence
 import numpy as np
 import SimpleITK as sitk
 
-from utilities.cli import LOGGER_NAME, setup_logger
 from utilities.grid import Grid, check_same_grid, find_subject_file
 from utilities.io import atomic_path, ensure_writable_dir, read_image, save_text, write_image
+from utilities.logs import LOGGER_NAME, setup_logger
 from utilities.splits import read_split, subjects_of
 
 __all__ = ["SEED_LABELS", "FULL_LABELS", "FILE_ENDING", "dataset_folder", "export_nnunet", "main"]

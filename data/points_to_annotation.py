@@ -67,9 +67,9 @@ from typing import Sequence
 import numpy as np
 import SimpleITK as sitk
 
-from utilities.cli import LOGGER_NAME, setup_logger
 from utilities.grid import Grid, find_subject_file, subject_path
 from utilities.io import ensure_writable_dir, read_image, save_text, write_image
+from utilities.logs import LOGGER_NAME, setup_logger
 from utilities.splits import PHASES, subjects_of
 
 __all__ = [

@@ -40,9 +40,10 @@ import SimpleITK as sitk
 from scipy import ndimage
 from tqdm import tqdm
 
-from utilities.cli import LOGGER_NAME, nonnegative_float, positive_int, setup_logger, show_progress
+from utilities.cli import nonnegative_float, positive_int
 from utilities.grid import find_subject_file, subject_path
 from utilities.io import check_label_values, ensure_writable_dir, read_image, write_like
+from utilities.logs import LOGGER_NAME, setup_logger, show_progress
 from utilities.splits import PHASES, subjects_of
 
 __all__ = ["MAX_INSTANCES_LIMIT", "simulate_points", "subject_rng", "simulate_dataset", "main"]

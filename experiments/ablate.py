@@ -496,7 +496,7 @@ def logging_reset() -> None:
     """Drop the handlers a script's logger holds on the redirected stream."""
     import logging
 
-    from utilities.cli import LOGGER_NAME
+    from utilities.logs import LOGGER_NAME
 
     logger = logging.getLogger(LOGGER_NAME)
     for handler in list(logger.handlers):
@@ -894,9 +894,10 @@ def run(argv: list[str] | None = None) -> int:
     (SIGTERM: they save and exit as on their own SIGTERM) and say how to resume."""
     import signal
 
-    from utilities.cli import EXIT_INTERRUPTED, EXIT_TERMINATED, Terminated, _raise_terminated
+    from utilities.cli import EXIT_INTERRUPTED, EXIT_TERMINATED
+    from utilities.runtime import Terminated, raise_terminated
 
-    previous = signal.signal(signal.SIGTERM, _raise_terminated)
+    previous = signal.signal(signal.SIGTERM, raise_terminated)
     try:
         main(argv)
         return 0

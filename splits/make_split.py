@@ -27,9 +27,9 @@ from typing import Sequence
 import numpy as np
 import pandas as pd
 
-from utilities.cli import LOGGER_NAME, setup_logger
 from utilities.grid import find_subject_file
 from utilities.io import image_extension, save_csv
+from utilities.logs import LOGGER_NAME, setup_logger
 from utilities.splits import PHASES, read_split
 
 __all__ = ["find_subjects", "split_counts", "random_split", "complete_split", "write_split", "main"]

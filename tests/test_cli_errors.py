@@ -21,7 +21,7 @@ import train_SCM as scm
 from utilities import scores
 from utilities.cli import DEBUG_ENV, EXIT_INTERRUPTED, EXIT_USER_ERROR, run_main, user_message
 from utilities.engine import CollapseError
-from utilities.runs import NonFiniteLossError
+from utilities.errors import NonFiniteLossError
 
 MAKE_SPLIT = load_script("splits/make_split.py")
 SIMULATE = load_script("data/simulate_7points.py")

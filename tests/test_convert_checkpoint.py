@@ -11,17 +11,16 @@ import torch
 from helpers import ROOT
 
 from networks import NETWORKS, get_network
-from networks.convert_checkpoint import (
-    convert_checkpoint,
+from networks.convert_checkpoint import main
+from networks.published import (
     detect_our_network,
     detect_published_network,
-    load_state_dict,
-    main,
     ours_to_published,
     published_keys,
     published_to_ours,
     to_our_state_dict,
 )
+from utilities.checkpoints import convert_checkpoint, load_state_dict
 
 KEYS = json.loads((ROOT / "tests" / "data" / "published_state_dict_keys.json").read_text())
 

@@ -161,7 +161,7 @@ def test_health_columns_and_provoked_collapse(tiny, capsys):
 def test_init_checkpoint_starts_from_published_weights(tiny, tmp_path):
     """--init_checkpoint takes a published checkpoint (or ours) as the starting weights."""
     from networks import get_network
-    from networks.convert_checkpoint import ours_to_published
+    from networks.published import ours_to_published
 
     _, _, common = tiny
     torch.manual_seed(5)

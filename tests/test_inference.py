@@ -90,7 +90,7 @@ def test_published_checkpoint_runs_through_inference(tmp_path):
     """A checkpoint in the authors' released layout (a bare state dict with their key names) is
     detected, converted and gives exactly the predictions of the same weights saved by us; one
     of another network is refused with the network it holds."""
-    from networks.convert_checkpoint import ours_to_published
+    from networks.published import ours_to_published
 
     p = make_vs_dataset(tmp_path, 1, 0, 1)
     torch.manual_seed(3)

@@ -96,7 +96,7 @@ def test_scm_package_holds_both_networks(runs, tmp_path):
 def test_published_checkpoint_packed(runs, tmp_path):
     """The authors' released layout (a bare state dict with their key names) is packed converted and
     predicts as the same weights in our layout."""
-    from networks.convert_checkpoint import ours_to_published
+    from networks.published import ours_to_published
 
     p, root = runs
     weights = torch.load(root / "run1" / "U_Net2D5" / "models" / "CP_best.pth", weights_only=True)["state_dict"]

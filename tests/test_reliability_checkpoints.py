@@ -20,9 +20,9 @@ import inference
 import train_gatedcrfloss3d22d_multiview_varianceloss as stage1
 import train_SCM as scm
 from networks import get_network
-from networks.convert_checkpoint import load_state_dict, ours_to_published
 from networks.convert_checkpoint import main as convert_main
-from utilities.checkpoints import load_model_weights, save_model
+from networks.published import ours_to_published
+from utilities.checkpoints import load_model_weights, load_state_dict, save_model
 from utilities.cli import run_main
 
 ACCEPTED = ("pass a state dict (torch.save(model.state_dict(), path)), a CP_*.pth of this project or one of the "

@@ -16,7 +16,7 @@ import train_SCM as scm
 from networks import get_network
 from utilities.checkpoints import load_model_weights, load_resume_state
 from utilities.engine import Callback
-from utilities.runs import NonFiniteLossError
+from utilities.errors import NonFiniteLossError
 
 
 # ------------------------------------------------------------------------ an existing run

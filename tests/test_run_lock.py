@@ -17,8 +17,9 @@ from synth import make_vs_dataset
 
 import train_gatedcrfloss3d22d_multiview_varianceloss as stage1
 from utilities import io
+from utilities.errors import RunInUseError
 from utilities.io import is_temporary
-from utilities.runs import LOCK_NAME, RunInUseError, RunLock
+from utilities.runs import LOCK_NAME, RunLock
 
 
 def _default_sigint() -> None:

@@ -2,6 +2,9 @@
 
 - Model checkpoints (``CP_best*.pth``, ``CP_final*.pth``): :func:`save_model` /
   :func:`load_model_weights` — the weights plus what is needed to check them on load.
+- Bare state dicts in either layout (ours or the authors' published one):
+  :func:`load_state_dict`, :func:`convert_checkpoint` (the key mapping is
+  :mod:`networks.published`).
 - The resumable training state (``CP_latest*.pth``): :class:`TrainingState` ``save`` / ``load``
   — named models, optimisers, extra modules (e.g. SCM's teachers), the gradient scaler, the
   best-metric trackers, every RNG state and the arguments of the run.
@@ -9,6 +12,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import random
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,9 +22,11 @@ import numpy as np
 import torch
 from torch import nn
 
-from networks.convert_checkpoint import (
+from networks import NETWORKS
+from networks.published import (
     detect_our_network,
     detect_published_network,
+    ours_to_published,
     published_to_ours,
     strip_wrapper_prefix,
 )
@@ -33,6 +39,8 @@ __all__ = [
     "RESUME_FREE_ARGS",
     "save_model",
     "load_model_weights",
+    "load_state_dict",
+    "convert_checkpoint",
     "load_resume_state",
     "rng_state",
     "set_rng_state",
@@ -62,7 +70,7 @@ def load_model_weights(model: nn.Module, path: Path | str, network: str,
                        map_location: Any = "cpu", flag: str = "--network") -> dict[str, Any]:
     """Load weights saved by :func:`save_model`, a bare state dict, or a checkpoint released with
     the published PA-Seg code (detected by its keys, converted by
-    :mod:`networks.convert_checkpoint`) into ``model``.
+    :mod:`networks.published`) into ``model``.
 
     Keys with a wrapper's prefix (``module.`` of ``DistributedDataParallel``, ``_orig_mod.`` of
     ``torch.compile``) are loaded without it.
@@ -100,6 +108,42 @@ def load_model_weights(model: nn.Module, path: Path | str, network: str,
     _check_fits(path, state, net.state_dict(), network, flag)
     net.load_state_dict(state)
     return meta
+
+
+def load_state_dict(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> dict[str, torch.Tensor]:
+    """Load a state dict saved with ``torch.save`` (CUDA tensors are moved to ``map_location``).
+
+    A checkpoint written by this project's training scripts (``{"format": ..., "state_dict":
+    ..., ...}``) gives its ``state_dict``.
+
+    Raises:
+        FileNotFoundError, ValueError: one line naming the file and what it is
+            (:func:`utilities.io.load_torch`).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint file not found: {path}")
+    obj = load_torch(path, map_location)
+    if isinstance(obj, Mapping) and isinstance(obj.get("state_dict"), Mapping):
+        obj = obj["state_dict"]
+    if not isinstance(obj, Mapping) or not obj or not all(isinstance(v, torch.Tensor) for v in obj.values()):
+        raise ValueError(f"checkpoint {path} does not hold a state dict (a mapping of names to tensors); "
+                         f"{STATE_DICT_ACCEPTED}")
+    return dict(obj)
+
+
+def convert_checkpoint(input_path: str | os.PathLike, output_path: str | os.PathLike, network: str,
+                       to: str) -> Path:
+    """Read ``input_path`` on the CPU, convert it ``to`` ``"ours"`` or ``"published"``, write
+    ``output_path`` atomically (a bare state dict, as the published code saves)."""
+    if network not in NETWORKS:
+        raise ValueError(f"--network must be one of {sorted(NETWORKS)}, got {network!r}")
+    if to not in ("ours", "published"):
+        raise ValueError(f"--to must be 'ours' or 'published', got {to!r}")
+    state = load_state_dict(input_path, "cpu")
+    converted = published_to_ours(state, network) if to == "ours" else ours_to_published(state, network)
+    save_torch(converted, output_path)
+    return Path(output_path)
 
 
 #: (key, axis, what, verb, meaning): the tensors whose size says the class and input channel counts.

@@ -1,42 +1,42 @@
-"""Argument helpers shared by every script: the entry point, device choice, seeding, logging,
-value checks."""
+"""The command line shared by every script: how ``main(argv)`` is run (one-line errors, exit
+codes), the argparse value types and flag groups, and the typed values the flags name.
+
+``LOGGER_NAME`` and ``setup_logger`` (:mod:`utilities.logs`) are also importable from here for
+the scripts that still import them from this module."""
 from __future__ import annotations
 
 import argparse
-import logging
 import os
-import random
 import re
+import signal
 import sys
-import time
+import threading
 import traceback
-from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 import numpy as np
 import torch
 
+from utilities.compile import COMPILE_BACKENDS
+from utilities.errors import USER_ERRORS
+from utilities.logs import LOGGER_NAME, setup_logger
 from utilities.optim import MOMENTUM
+from utilities.runtime import Terminated, raise_terminated
 
-if TYPE_CHECKING:  # imported lazily below: the data and run modules import this one
+if TYPE_CHECKING:
     from utilities.data import DataConfig
     from utilities.runs import RunOptions
 
 __all__ = [
     "run_main",
-    "DeviceError",
+    "user_message",
     "DEBUG_ENV",
     "EXIT_USER_ERROR",
     "EXIT_INTERRUPTED",
     "EXIT_TERMINATED",
-    "Terminated",
-    "show_progress",
-    "add_common_args",
-    "resolve_device",
-    "seed_everything",
+    "LOGGER_NAME",
     "setup_logger",
-    "log_args",
-    "log_config",
+    "add_common_args",
     "add_data_args",
     "add_training_args",
     "add_compile_args",
@@ -47,38 +47,15 @@ __all__ = [
     "positive_float",
     "nonnegative_float",
     "check_spatial_shape",
-    "check_network_shape",
-    "rampup_warning",
+    "check_sw_overlap",
 ]
 
-LOGGER_NAME = "paseg"
 #: Environment variable that makes :func:`run_main` show full tracebacks (as ``--debug`` does).
 DEBUG_ENV = "PASEG_DEBUG"
 EXIT_USER_ERROR = 2
 EXIT_INTERRUPTED = 130
 #: Exit code after SIGTERM (a cluster job at its time limit, ``kill``): 128 + 15, as the shell.
 EXIT_TERMINATED = 143
-
-
-class Terminated(KeyboardInterrupt):
-    """SIGTERM, turned into an exception so the run stops as on Ctrl-C (checkpoints intact)."""
-
-
-def _raise_terminated(signum: int, frame: Any) -> None:
-    raise Terminated()
-
-
-class DeviceError(RuntimeError):
-    """The requested device does not exist on this machine."""
-
-
-def _user_errors() -> tuple[type[BaseException], ...]:
-    """Exception types that carry a message for the user (a bad input, not a bug)."""
-    from utilities.io import OutputError
-    from utilities.runs import RunInUseError, TrainingStopped
-
-    return (ValueError, FileNotFoundError, FileExistsError, PermissionError, NotADirectoryError, OutputError,
-            DeviceError, TrainingStopped, RunInUseError)
 
 
 _WORKER_PREFIX = re.compile(r"^Caught \w+ in .*\nOriginal Traceback", re.S)
@@ -119,12 +96,9 @@ def run_main(main: Callable[[list[str] | None], Any], argv: Sequence[str] | None
     args = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in args or os.environ.get(DEBUG_ENV, "").strip().lower() not in ("", "0", "false", "no")
     args = [a for a in args if a != "--debug"]
-    import signal
-    import threading
-
     previous = None
     if threading.current_thread() is threading.main_thread():
-        previous = signal.signal(signal.SIGTERM, _raise_terminated)
+        previous = signal.signal(signal.SIGTERM, raise_terminated)
     try:
         main(args)
     except KeyboardInterrupt as e:
@@ -134,7 +108,7 @@ def run_main(main: Callable[[list[str] | None], Any], argv: Sequence[str] | None
         print(interrupted.replace("interrupted", "terminated", 1) if terminated else interrupted, file=sys.stderr,
               flush=True)
         return EXIT_TERMINATED if terminated else EXIT_INTERRUPTED
-    except _user_errors() as e:
+    except USER_ERRORS as e:
         if debug:
             traceback.print_exc()
         print(f"error: {user_message(e)}", file=sys.stderr, flush=True)
@@ -151,15 +125,6 @@ def run_main(main: Callable[[list[str] | None], Any], argv: Sequence[str] | None
         if previous is not None:
             signal.signal(signal.SIGTERM, previous)
     return 0
-
-
-def show_progress() -> bool:
-    """Whether to draw progress bars: only when stderr is a terminal (a log file gets per-epoch
-    or per-stage lines instead of carriage-return frames)."""
-    try:
-        return sys.stderr.isatty()
-    except (AttributeError, ValueError):
-        return False
 
 
 def positive_int(text: str) -> int:
@@ -200,27 +165,6 @@ def add_common_args(parser: argparse.ArgumentParser, workers: bool = True) -> No
                             help="data-loading worker processes (0: load in the main process)")
 
 
-def resolve_device(name: str) -> torch.device:
-    """Map ``auto``/``cpu``/``cuda`` (or ``cuda:1``) to a device; clear error if CUDA is missing."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise DeviceError(f"--device {name} was requested but no CUDA GPU is available; "
-                           "use --device cpu or --device auto")
-    device = torch.device(name)
-    if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
-        raise DeviceError(f"--device {name} was requested but only {torch.cuda.device_count()} CUDA GPU(s) "
-                           "are visible; use --device cuda or a smaller index")
-    return device
-
-
-def seed_everything(seed: int) -> None:
-    """Seed Python, NumPy and torch (all devices)."""
-    random.seed(seed)
-    np.random.seed(seed % 2**32)
-    torch.manual_seed(seed)
-
-
 def check_spatial_shape(shape: Sequence[int], flag: str = "--spatial_shape", multiple: int = 16) -> tuple[int, ...]:
     """Three positive sizes, each divisible by ``multiple`` (the networks pool 4 times)."""
     shape = tuple(int(s) for s in shape)
@@ -231,69 +175,11 @@ def check_spatial_shape(shape: Sequence[int], flag: str = "--spatial_shape", mul
     return shape
 
 
-def check_network_shape(network: str, shape: Sequence[int], flag: str = "--spatial_shape") -> None:
-    """Run ``network`` on an input of ``shape`` on the meta device (no memory, no compute) so an
-    input too small for its poolings is refused with the flag named, before anything is written."""
-    from networks import get_network
-
-    with torch.device("meta"):
-        model = get_network(network, 1, 2)
-    try:
-        with torch.no_grad():
-            model(torch.zeros(1, 1, *shape, device="meta"))
-    except (ValueError, RuntimeError) as e:
-        reason = (str(e).strip().splitlines() or [type(e).__name__])[0]
-        raise ValueError(f"{flag} {list(shape)} does not fit {network}: {reason}; use larger sizes "
-                         "(e.g. at least 32 in two axes)") from None
-
-
-def rampup_warning(rampup_epochs: int, max_epochs: int, warmup_epochs: int = 0) -> str | None:
-    """The warning for a ramp-up that does not end within the run (the CRF/VM weights would
-    stay below their value for every epoch), or ``None``."""
-    from utilities.schedules import sigmoid_rampup
-
-    if rampup_epochs <= 0 or warmup_epochs + rampup_epochs < max_epochs:
-        return None
-    last = sigmoid_rampup(max(max_epochs - 1 - warmup_epochs, 0), rampup_epochs)
-    return (f"--rampup_epochs {rampup_epochs} (after --warmup_epochs {warmup_epochs}) does not end within "
-            f"--max_epochs {max_epochs}: the CRF and VM weights reach only {last:.3f} of their value by the last "
-            f"epoch; lower --rampup_epochs (the default 30 needs at least {warmup_epochs + 31} epochs)")
-
-
-def setup_logger(log_dir: str | os.PathLike | None, name: str = "log", rank: int = 0) -> logging.Logger:
-    """Console logger plus, if ``log_dir`` is given, a timestamped file ``<name>_<time>.txt`` in it.
-
-    Only rank 0 (of a distributed run) logs.
-    """
-    logger = logging.getLogger(LOGGER_NAME)
-    logger.setLevel(logging.INFO if rank == 0 else logging.WARNING)
-    for handler in list(logger.handlers):
-        logger.removeHandler(handler)
-        handler.close()
-    logger.propagate = False
-    fmt = logging.Formatter("%(asctime)s %(levelname)s %(message)s", "%Y-%m-%d %H:%M:%S")
-    console = logging.StreamHandler(sys.stdout)
-    console.setFormatter(fmt)
-    logger.addHandler(console)
-    if log_dir is not None and rank == 0:
-        Path(log_dir).mkdir(parents=True, exist_ok=True)
-        stamp = time.strftime("%Y%m%d-%H%M%S")
-        file_handler = logging.FileHandler(Path(log_dir) / f"{name}_{stamp}.txt", encoding="utf-8")
-        file_handler.setFormatter(fmt)
-        logger.addHandler(file_handler)
-    return logger
-
-
-def log_args(logger: logging.Logger, args: argparse.Namespace) -> None:
-    """Log every argument (loop over ``vars(args)``)."""
-    log_config(logger, vars(args))
-
-
-def log_config(logger: logging.Logger, config: Mapping[str, Any]) -> None:
-    """Log every argument of a run, one ``--flag value`` line each."""
-    logger.info("arguments:")
-    for key, value in sorted(config.items()):
-        logger.info("  --%s %s", key, value)
+def check_sw_overlap(overlap: float, flag: str = "--sw_overlap") -> float:
+    """A sliding-window overlap in [0, 1) (raises ``ValueError`` naming the flag)."""
+    if not 0 <= overlap < 1:
+        raise ValueError(f"{flag} must be in [0, 1), got {overlap}")
+    return overlap
 
 
 def add_data_args(parser: argparse.ArgumentParser, labels_help: str, seeds_help: str) -> None:
@@ -314,8 +200,6 @@ def add_data_args(parser: argparse.ArgumentParser, labels_help: str, seeds_help:
 
 def add_compile_args(parser: argparse.ArgumentParser) -> None:
     """``--compile`` and ``--compile_backend`` (see :mod:`utilities.compile`)."""
-    from utilities.compile import COMPILE_BACKENDS
-
     parser.add_argument("--compile", action="store_true",
                         help="torch.compile the network(s) (first steps slower while compiling; see README); "
                              "falls back to eager with a warning where the toolchain is missing")
@@ -359,7 +243,7 @@ def add_training_args(parser: argparse.ArgumentParser) -> None:
 
 def data_config(args: argparse.Namespace) -> "DataConfig":
     """The :class:`utilities.data.DataConfig` named by the data flags."""
-    from utilities.data import DataConfig
+    from utilities.data import DataConfig  # lazily: TorchIO is slow to import, most scripts never need it
 
     return DataConfig(args.dataset_split, args.path_images, args.image_postfix, args.path_labels,
                       args.label_postfix, args.path_geodesic_labels, args.geodesic_label_postfix,

@@ -30,9 +30,10 @@ from tqdm import tqdm
 
 from utilities.checkpoints import BestTracker, TrainingState, rng_state, save_model
 from utilities.distributed import DistContext, mean_over_ranks, unwrap
+from utilities.errors import TrainingStopped
 from utilities.optim import set_lr
 from utilities.progress import draw_progress
-from utilities.runs import CsvLog, TensorBoard, TrainingStopped, check_finite, check_finite_weights, slice_grid
+from utilities.runs import CsvLog, TensorBoard, check_finite, check_finite_weights, slice_grid
 from utilities.schedules import poly_lr
 from utilities.validation import VALIDATION_METRICS, evaluate, mean_scores
 

@@ -36,9 +36,10 @@ import pandas as pd
 import SimpleITK as sitk
 from tqdm import tqdm
 
-from utilities.cli import log_args, positive_int, setup_logger, show_progress
+from utilities.cli import positive_int
 from utilities.grid import GRID_TOLERANCE, Grid, check_same_grid, find_subject_file, missing_files, subject_path
 from utilities.io import check_geometry, ensure_writable_dir, read_image, save_csv, write_like
+from utilities.logs import log_args, setup_logger, show_progress
 from utilities.metrics import overlap_metrics
 from utilities.splits import PHASES, read_split, subjects_of
 

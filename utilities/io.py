@@ -21,6 +21,8 @@ import pandas as pd
 import SimpleITK as sitk
 import torch
 
+from utilities.errors import OutputError
+
 __all__ = [
     "OutputError",
     "TEMP_PREFIX",
@@ -74,10 +76,6 @@ def check_name_length(path: str | os.PathLike) -> Path:
                          f"{MAX_NAME_BYTES} a file system allows (in {path.parent}); shorten the subject name "
                          "or the postfix")
     return path
-
-
-class OutputError(OSError):
-    """An output cannot be written (disk full, permissions, a file where a folder should be)."""
 
 
 def _umask() -> int:

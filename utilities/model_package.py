@@ -34,7 +34,7 @@ import numpy as np
 import SimpleITK as sitk
 import torch
 
-from networks import NETWORKS, get_network
+from networks import IN_CHANNELS, NETWORKS, NUM_CLASSES, get_network
 from utilities.checkpoints import CHECKPOINT_FORMAT, load_model_weights, save_model
 from utilities.grid import find_subject_file
 from utilities.io import atomic_path, load_torch, read_image
@@ -74,8 +74,6 @@ CARD = "model_card.md"
 NORMALISATION = "zscore"
 #: ``inference.py``'s patch size when neither ``--spatial_shape`` nor the model says one (the paper's VS).
 DEFAULT_SPATIAL_SHAPE = (128, 128, 48)
-IN_CHANNELS = 1
-NUM_CLASSES = 2
 _SCM_SUFFIXES = ("_model1", "_model2")
 
 
@@ -224,7 +222,7 @@ def scm_specs(model_dir: str | os.PathLike, epoch_inf: str, network: str | None 
 def _peek_network(path: Path) -> str | None:
     """The network a checkpoint holds (ours, a bare state dict in our or the authors' layout);
     a file torch cannot read is a one-line error saying what it is (:func:`load_torch`)."""
-    from networks.convert_checkpoint import detect_our_network, detect_published_network
+    from networks.published import detect_our_network, detect_published_network
 
     payload = load_torch(path)
     if isinstance(payload, dict) and payload.get("format") == CHECKPOINT_FORMAT:

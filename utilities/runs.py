@@ -15,12 +15,14 @@ import torch
 from torch import nn
 
 from utilities.distributed import DistContext, init_distributed, unwrap
+from utilities.errors import NonFiniteLossError, RunInUseError
 from utilities.io import ensure_writable_dir, is_temporary, remove_temporaries, save_csv
+from utilities.logs import log_config, setup_logger
+from utilities.runtime import resolve_device, seed_everything
 
 __all__ = [
     "RunOptions",
     "LOCK_NAME",
-    "RunInUseError",
     "RunLock",
     "check_run_dir",
     "prepare_run_dir",
@@ -30,8 +32,6 @@ __all__ = [
     "CsvLog",
     "TensorBoard",
     "slice_grid",
-    "TrainingStopped",
-    "NonFiniteLossError",
     "check_finite",
     "check_finite_weights",
 ]
@@ -58,10 +58,6 @@ def _existing_checkpoints(run_dir: Path) -> list[str]:
 
 #: The advisory lock file in a run folder, held while a training process uses the folder.
 LOCK_NAME = ".paseg_run.lock"
-
-
-class RunInUseError(RuntimeError):
-    """Another running process holds the run folder."""
 
 
 class RunLock:
@@ -263,8 +259,6 @@ def start_run(options: RunOptions, config: Mapping[str, Any], run_dirs: Sequence
     Returns ``(ctx, device, logger, checkpoint to resume from or None, preflight's result)``;
     the log file goes to the first run folder.
     """
-    from utilities.cli import log_config, resolve_device, seed_everything, setup_logger
-
     ctx, device = init_distributed(resolve_device(options.device))
     if ctx.is_main:
         check_run_dir(run_dirs, options.resume, options.overwrite, latest)
@@ -346,14 +340,6 @@ def slice_grid(volumes: Sequence[torch.Tensor]) -> torch.Tensor:
         lo, hi = tile.min(), tile.max()
         tiles.append((tile - lo) / (hi - lo) if hi > lo else torch.zeros_like(tile))
     return torch.cat(tiles, dim=1).unsqueeze(0)
-
-
-class TrainingStopped(RuntimeError):
-    """Training stopped on purpose, with a message for the user; the checkpoints are intact."""
-
-
-class NonFiniteLossError(TrainingStopped):
-    """A loss became NaN or Inf; the last good checkpoints are kept."""
 
 
 def check_finite(values: Mapping[str, float], epoch: int, step: int, where: Path) -> None:

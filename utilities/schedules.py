@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import math
 
-__all__ = ["sigmoid_rampup", "poly_lr"]
+__all__ = ["sigmoid_rampup", "rampup_warning", "poly_lr"]
 
 
 def sigmoid_rampup(epoch: float, length: float) -> float:
@@ -17,6 +17,17 @@ def sigmoid_rampup(epoch: float, length: float) -> float:
         return 1.0
     t = min(max(float(epoch), 0.0), float(length)) / float(length)
     return float(math.exp(-5.0 * (1.0 - t) ** 2))
+
+
+def rampup_warning(rampup_epochs: int, max_epochs: int, warmup_epochs: int = 0) -> str | None:
+    """The warning for a ramp-up that does not end within the run (the CRF/VM weights would
+    stay below their value for every epoch), or ``None``."""
+    if rampup_epochs <= 0 or warmup_epochs + rampup_epochs < max_epochs:
+        return None
+    last = sigmoid_rampup(max(max_epochs - 1 - warmup_epochs, 0), rampup_epochs)
+    return (f"--rampup_epochs {rampup_epochs} (after --warmup_epochs {warmup_epochs}) does not end within "
+            f"--max_epochs {max_epochs}: the CRF and VM weights reach only {last:.3f} of their value by the last "
+            f"epoch; lower --rampup_epochs (the default 30 needs at least {warmup_epochs + 31} epochs)")
 
 
 def poly_lr(epoch: float, max_epochs: float, lr0: float, exponent: float = 0.9) -> float:

@@ -26,9 +26,9 @@ import numpy as np
 import SimpleITK as sitk
 from tqdm import tqdm
 
-from utilities.cli import LOGGER_NAME, setup_logger, show_progress
 from utilities.grid import Grid, check_same_grid, subject_path
 from utilities.io import atomic_path, ensure_writable_dir, read_image, write_like
+from utilities.logs import LOGGER_NAME, setup_logger, show_progress
 
 __all__ = ["GRADES", "BRATS_SHAPE", "find_cases", "check_case", "merge_and_move", "main"]
 

@@ -31,8 +31,8 @@ from typing import Iterator
 import SimpleITK as sitk
 from tqdm import tqdm
 
-from utilities.cli import LOGGER_NAME, setup_logger, show_progress
 from utilities.io import ensure_writable_dir, write_image
+from utilities.logs import LOGGER_NAME, setup_logger, show_progress
 
 __all__ = ["PATIENT_PATTERN", "ConversionResult", "InvalidPatientError", "find_patients", "find_t2_series",
            "convert_vs", "main"]

@@ -30,9 +30,9 @@ import numpy as np
 import SimpleITK as sitk
 from tqdm import tqdm
 
-from utilities.cli import LOGGER_NAME, setup_logger, show_progress
 from utilities.grid import Grid, check_same_grid, find_subject_file, grid_difference, subject_path
 from utilities.io import ensure_writable_dir, read_image, write_image
+from utilities.logs import LOGGER_NAME, setup_logger, show_progress
 from utilities.splits import subjects_of
 
 __all__ = ["DEFAULT_CROP_SIZE", "CropStats", "bounding_box", "crop_box_start", "pad_to_size", "crop_subject",

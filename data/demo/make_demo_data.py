@@ -68,10 +68,11 @@ import SimpleITK as sitk
 from scipy import ndimage
 
 from data.simulate_7points import simulate_points, subject_rng
-from utilities.cli import LOGGER_NAME, check_spatial_shape, nonnegative_int, positive_float, positive_int, setup_logger
+from utilities.cli import check_spatial_shape, nonnegative_int, positive_float, positive_int
 from utilities.geodesic import expand_seeds
 from utilities.grid import subject_path
 from utilities.io import atomic_path, ensure_writable_dir, read_image, save_csv, write_image
+from utilities.logs import LOGGER_NAME, setup_logger
 from utilities.metrics import overlap_metrics
 from utilities.splits import PHASES, read_split, subjects_of
 

@@ -1,0 +1,42 @@
+"""Where and how a process runs: the device, the seeds, and SIGTERM turned into an exception."""
+from __future__ import annotations
+
+import random
+from typing import Any
+
+import numpy as np
+import torch
+
+from utilities.errors import DeviceError
+
+__all__ = ["Terminated", "raise_terminated", "resolve_device", "seed_everything"]
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, turned into an exception so the run stops as on Ctrl-C (checkpoints intact)."""
+
+
+def raise_terminated(signum: int, frame: Any) -> None:
+    """A SIGTERM handler (``signal.signal(signal.SIGTERM, raise_terminated)``): raise :class:`Terminated`."""
+    raise Terminated()
+
+
+def resolve_device(name: str) -> torch.device:
+    """Map ``auto``/``cpu``/``cuda`` (or ``cuda:1``) to a device; clear error if CUDA is missing."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise DeviceError(f"--device {name} was requested but no CUDA GPU is available; "
+                           "use --device cpu or --device auto")
+    device = torch.device(name)
+    if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
+        raise DeviceError(f"--device {name} was requested but only {torch.cuda.device_count()} CUDA GPU(s) "
+                           "are visible; use --device cuda or a smaller index")
+    return device
+
+
+def seed_everything(seed: int) -> None:
+    """Seed Python, NumPy and torch (all devices)."""
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
