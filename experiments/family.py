@@ -180,8 +180,9 @@ def main(argv: list[str] | None = None) -> pd.DataFrame:
         cfg_path = folder / "ablation.json"
         save_text(json.dumps(member_config(seed, data, plan, args.seeds), indent=1) + "\n", cfg_path)
         print(f"[family {seed}] {json.dumps(plan['stage1'])}", flush=True)
+        baseline = [] if "seeds_only_plan" in args.variants else ["--baseline", "seeds"]
         table = ablate.main(["--config", str(cfg_path), "--output_dir", str(folder), "--jobs", str(args.jobs),
-                             "--device", args.device, "--variants", *args.variants])
+                             "--device", args.device, "--variants", *args.variants, *baseline])
         if table is not None:
             tables[seed] = table
             df, criteria = summarize_family(tables)
