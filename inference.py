@@ -39,11 +39,11 @@ from utilities.io import (
     IMAGE_EXTENSIONS,
     ensure_writable_dir,
     image_extension,
-    prediction_path,
     ras_affine,
     save_nifti,
     write_image,
 )
+from utilities.layout import RunLayout
 from utilities.logs import setup_logger, show_progress
 from utilities.model_package import (
     DEFAULT_SPATIAL_SHAPE,
@@ -228,7 +228,8 @@ def run_inference(model_dir: str | Path, network: str, dataset_split: str | Path
     setup_logger(None)
     spec = spec_from_run(model_dir, network, epoch_inf, spatial_shape)
     cache = _split_cache(dataset_split, phase, path_images, image_postfix)
-    targets = [prediction_path(model_dir, network, s["subject"], image_postfix) for s in cache.subjects]
+    layout = RunLayout(model_dir, spec.network)
+    targets = [layout.prediction(s["subject"], image_postfix) for s in cache.subjects]
     return predict_cases([spec], cache, targets, device, sw_batch_size, sw_overlap, amp, num_workers, compile,
                          compile_backend, save_probabilities)
 
@@ -371,7 +372,8 @@ def main(argv: list[str] | None = None) -> list[Path]:
                 out = ensure_writable_dir(args.output_folder)
                 targets = [_flat_target(out, f"{s}_{postfix}") for s in subjects]
             else:
-                targets = [prediction_path(model_dir, specs[0].network, s, postfix) for s in subjects]
+                layout = RunLayout(model_dir, specs[0].network)
+                targets = [layout.prediction(s, postfix) for s in subjects]
         return predict_cases(specs, cache, targets, device, args.sw_batch_size, args.sw_overlap, args.amp,
                              args.num_workers, args.compile, args.compile_backend, args.save_probabilities)
 

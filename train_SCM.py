@@ -40,6 +40,7 @@ from utilities.compile import prepare_network
 from utilities.data import TrainingData, load_training_data
 from utilities.distributed import wrap_ddp
 from utilities.engine import BestCheckpoint, Callback, CollapseWatch, FitConfig, LossPart, StepInfo, StepOutput, fit
+from utilities.layout import RunLayout
 from utilities.losses import DiceCELoss, KDLoss
 from utilities.optim import Amp, make_optimizer
 from utilities.plan import apply_plan
@@ -99,10 +100,11 @@ def check_args(args: argparse.Namespace) -> None:
 
 def pretrained_path(folder: str | Path, network: str, which: str) -> Path:
     """``<folder>/<network>/models/CP_best.pth``, or an error naming the stage-1 command."""
-    path = Path(folder) / network / "models" / "CP_best.pth"
-    if not path.is_file() and (Path(folder) / "models" / "CP_best.pth").is_file():
-        raise FileNotFoundError(f"{which}: stage-1 checkpoint {path} not found; {folder} is the run folder of a "
-                                f"network: pass its parent, --pretrained_{which}_dir {Path(folder).parent}")
+    layout = RunLayout(folder, network)
+    path = layout.checkpoint("best")
+    hint = None if path.is_file() else layout.parent_hint(f"--pretrained_{which}_dir")
+    if hint is not None:
+        raise FileNotFoundError(f"{which}: stage-1 checkpoint {path} not found; {hint}")
     if not path.is_file():
         raise FileNotFoundError(
             f"{which}: stage-1 checkpoint {path} not found; train it first with "
@@ -125,7 +127,7 @@ def pretrained_paths(args: argparse.Namespace) -> dict[int, Path]:
         raise FileNotFoundError(" | ".join(errors))
     for k in (1, 2):
         for j in (1, 2):
-            out = (Path(args.model_dir) / getattr(args, f"network{j}")).resolve()
+            out = RunLayout(args.model_dir, getattr(args, f"network{j}")).folder.resolve()
             if paths[k].resolve().is_relative_to(out):
                 raise ValueError(f"--model_dir {args.model_dir} would put the SCM run in {out}, which holds the "
                                  f"stage-1 checkpoint {paths[k]} of --pretrained_model{k}_dir; choose another "
@@ -214,9 +216,9 @@ class SCMStep:
 def train(args: argparse.Namespace, callbacks: Sequence[Callback] = ()) -> Path:
     """Run SCM co-training; returns ``<model_dir>``."""
     names = {1: args.network1, 2: args.network2}
-    run_dirs = {k: Path(args.model_dir) / names[k] for k in (1, 2)}
-    models_dirs = {k: run_dirs[k] / "models" for k in (1, 2)}
-    latest = models_dirs[1] / "CP_latest_SCM.pth"
+    layouts = {k: RunLayout(args.model_dir, names[k]) for k in (1, 2)}
+    run_dirs = {k: layouts[k].folder for k in (1, 2)}
+    latest = layouts[1].latest(scm=True)
     pretrained = pretrained_paths(args)
     data = data_config(args)
 
@@ -224,7 +226,8 @@ def train(args: argparse.Namespace, callbacks: Sequence[Callback] = ()) -> Path:
         return load_training_data(data, ["image"]), load_students(names, pretrained)
 
     ctx, device, _, latest_path, (training_data, students) = start_run(
-        run_options(args), vars(args), [run_dirs[1], run_dirs[2]], latest, "log_SCM", preflight=preflight)
+        run_options(args), vars(args), [run_dirs[1], run_dirs[2]], latest, layouts[1].log_name(scm=True),
+        preflight=preflight)
     generator = torch.Generator().manual_seed(args.seed + ctx.rank)
     train_loader, val_loader, sampler = training_data.loaders(args.spatial_shape, args.batch_size, args.num_workers,
                                                               args.seed, ctx, generator)
@@ -245,12 +248,12 @@ def train(args: argparse.Namespace, callbacks: Sequence[Callback] = ()) -> Path:
         students[k] = state.models[f"model{k}"] = wrap_ddp(
             prepare_network(students[k], device, args.compile, args.compile_backend), ctx, device)
 
-    best_files = {k: models_dirs[k] / f"CP_best_model{k}.pth" for k in (1, 2)}
+    best_files = {k: layouts[k].checkpoint(f"best_model{k}") for k in (1, 2)}
     config = FitConfig(
         max_epochs=args.max_epochs, learning_rate=args.learning_rate, roi_size=tuple(args.spatial_shape),
-        models_dir=models_dirs[1], latest=latest, csv=run_dirs[1] / "log_SCM.csv",
-        tensorboard=run_dirs[1] / "tensorboard_SCM",
-        final={f"model{k}": models_dirs[k] / f"CP_final_model{k}.pth" for k in (1, 2)},
+        models_dir=layouts[1].models, latest=latest, csv=layouts[1].log_csv(scm=True),
+        tensorboard=layouts[1].tensorboard(scm=True), healthy=layouts[1].healthy,
+        final={f"model{k}": layouts[k].checkpoint(f"final_model{k}") for k in (1, 2)},
         best=[BestCheckpoint(f"best{k}", f"model{k}", f"val_{args.val_metric}{k}", args.val_metric, best_files[k],
                              (f"best_{args.val_metric}{k}", f"best_epoch{k}")) for k in (1, 2)],
         validate={"1": "model1", "2": "model2"},

@@ -38,6 +38,7 @@ from utilities.compile import prepare_network
 from utilities.data import TrainingData, load_training_data
 from utilities.distributed import wrap_ddp
 from utilities.engine import BestCheckpoint, Callback, CollapseWatch, FitConfig, LossPart, StepInfo, StepOutput, fit
+from utilities.layout import RunLayout
 from utilities.logs import setup_logger
 from utilities.losses import MultiViewGatedCRFLoss, PartialDiceCELoss, VarianceLoss
 from utilities.optim import Amp, make_optimizer
@@ -182,8 +183,8 @@ class Stage1Recovery(Callback):
 
 def train(args: argparse.Namespace, callbacks: Sequence[Callback] = ()) -> Path:
     """Run stage 1; returns the run folder ``<model_dir>/<network>``."""
-    run_dir = Path(args.model_dir) / args.network
-    models_dir = run_dir / "models"
+    layout = RunLayout(args.model_dir, args.network)
+    run_dir = layout.folder
     data = data_config(args)
 
     def preflight() -> tuple[TrainingData, dict[str, torch.Tensor] | None]:
@@ -195,7 +196,7 @@ def train(args: argparse.Namespace, callbacks: Sequence[Callback] = ()) -> Path:
         return load_training_data(data, ["image", "seeds"]), init
 
     ctx, device, _, latest_path, (training_data, init) = start_run(
-        run_options(args), vars(args), [run_dir], models_dir / "CP_latest.pth", preflight=preflight)
+        run_options(args), vars(args), [run_dir], layout.latest(), preflight=preflight)
     generator = torch.Generator().manual_seed(args.seed + ctx.rank)
     train_loader, val_loader, sampler = training_data.loaders(args.spatial_shape, args.batch_size, args.num_workers,
                                                               args.seed, ctx, generator)
@@ -213,12 +214,12 @@ def train(args: argparse.Namespace, callbacks: Sequence[Callback] = ()) -> Path:
     other = "seed_dice" if args.val_metric == "dice" else "dice"
     config = FitConfig(
         max_epochs=args.max_epochs, learning_rate=args.learning_rate, roi_size=tuple(args.spatial_shape),
-        models_dir=models_dir, latest=models_dir / "CP_latest.pth", csv=run_dir / "log.csv",
-        tensorboard=run_dir / "tensorboard", final={"model": models_dir / "CP_final.pth"},
-        best=[BestCheckpoint("best", "model", f"val_{args.val_metric}", args.val_metric, models_dir / "CP_best.pth",
+        models_dir=layout.models, latest=layout.latest(), csv=layout.log_csv(), tensorboard=layout.tensorboard(),
+        healthy=layout.healthy, final={"model": layout.checkpoint("final")},
+        best=[BestCheckpoint("best", "model", f"val_{args.val_metric}", args.val_metric, layout.checkpoint("best"),
                              (f"best_{args.val_metric}", "best_epoch")),
               # the other validation metric, when its reference exists, also keeps its best checkpoint
-              BestCheckpoint("best_other", "model", f"val_{other}", other, models_dir / f"CP_best_{other}.pth")],
+              BestCheckpoint("best_other", "model", f"val_{other}", other, layout.checkpoint(f"best_{other}"))],
         collapse=[CollapseWatch("model", "val_empty", "fg_train", "seed_fg", ("grad_seg", "grad_crf", "grad_vm"))],
         sw_batch_size=args.sw_batch_size, sw_overlap=args.sw_overlap, grad_clip=args.grad_clip,
         collapse_patience=args.collapse_patience, stop_on_collapse=args.stop_on_collapse,

@@ -34,6 +34,7 @@ import pandas as pd
 
 from utilities.io import atomic_path, save_csv, save_text
 from utilities.jobs import run_logged, stop_all, thread_env
+from utilities.layout import RunLayout
 
 # `utilities` comes from `pip install -e .` (make install); ROOT locates the scripts this runs.
 ROOT = Path(__file__).resolve().parents[1]
@@ -377,10 +378,10 @@ def _inference_commands(cfg: Config, run: Run, device: str, python: str) -> list
 def train_mode(folder: Path) -> str | None:
     """``--resume`` if the run folder holds a latest checkpoint, ``--overwrite`` if it holds other
     checkpoints (a run killed before its first latest checkpoint), ``None`` for a fresh folder."""
-    models = list(folder.glob("*/models/*.pth"))
-    if any(p.name.startswith("CP_latest") for p in models):
+    runs = [RunLayout.of_folder(d) for d in folder.glob("*")]
+    if any(run.latest().is_file() or run.latest(scm=True).is_file() for run in runs):
         return "--resume"
-    return "--overwrite" if models else None
+    return "--overwrite" if any(any(run.models.glob("*.pth")) for run in runs) else None
 
 
 def _read_json(path: Path) -> dict[str, Any] | None:
@@ -508,13 +509,13 @@ def _write_seed_predictions(cfg: Config, run: Run, seeds_dir: Path) -> None:
     """The expanded foreground (label 1) of each inference case as that case's prediction."""
     import SimpleITK as sitk
 
-    from utilities.io import prediction_path, write_like
+    from utilities.io import write_like
     from utilities.splits import read_split, subjects_of
 
     for case in subjects_of(read_split(cfg.dataset["split_file"]), "inference"):
         ref = sitk.ReadImage(str(seeds_dir / f"{case}_GeodesicLabel.nii.gz"))
         fg = (sitk.GetArrayFromImage(ref) == 1).astype(np.uint8)
-        write_like(fg, ref, prediction_path(run.folder, run.network, case, cfg.dataset["image_postfix"]))
+        write_like(fg, ref, RunLayout(run.folder, run.network).prediction(case, cfg.dataset["image_postfix"]))
 
 
 def _do_run(cfg: Config, run: Run, device: str, python: str, env: dict[str, str], seeds_dir: Path,
@@ -545,7 +546,7 @@ def _do_run(cfg: Config, run: Run, device: str, python: str, env: dict[str, str]
             _call_in_process(command, log, in_process)
         else:
             _execute(command, log, env)
-    scores = run.folder / run.network / "results_inference.csv"
+    scores = RunLayout(run.folder, run.network).results("inference")
     _write_json({"variant": run.variant.name, "seed": run.seed, "network": run.network,
                  "command": _signature(run), "scores": str(scores), "seconds": round(time.time() - t0, 1)},
                 run.folder / DONE_NAME)
@@ -559,7 +560,7 @@ def _finished(run: Run) -> bool:
     if marker.get("command") != _signature(run):
         raise ValueError(f"run folder {run.folder} holds a finished run made with other flags than the config "
                          "now gives; delete that folder or choose another --output_dir")
-    return (run.folder / run.network / "results_inference.csv").is_file()
+    return RunLayout(run.folder, run.network).results("inference").is_file()
 
 
 def run_ablation(cfg: Config, output_dir: Path, seeds: Sequence[int] | None = None,
@@ -738,7 +739,7 @@ def health_table(runs: Sequence[Run], per_case: pd.DataFrame) -> pd.DataFrame:
         seed = "-" if run.seed is None else run.seed
         preds = per_case[(per_case["variant"] == run.variant.name) & (per_case["seed"] == seed)]["pred_voxels"]
         empty = bool(len(preds) and preds.max() == 0)
-        log_csv = run.folder / run.network / "log.csv"
+        log_csv = RunLayout(run.folder, run.network).log_csv()
         health: dict[str, Any] = {"collapsed_epochs": 0, "longest_streak": 0, "warned": False,
                                   "best_epoch": math.nan, "ramp_end": math.nan, "best_before_ramp": False}
         if run.variant.kind != "seeds" and log_csv.is_file():
@@ -760,7 +761,7 @@ def summarize(cfg: Config, runs: Sequence[Run], names: Sequence[str]) -> tuple[p
     seeds of each variant (pairs = the inference cases)."""
     rows = []
     for run in runs:
-        df = pd.read_csv(run.folder / run.network / "results_inference.csv")
+        df = pd.read_csv(RunLayout(run.folder, run.network).results("inference"))
         df = df[~df["subject"].isin(["mean", "std"])]
         for r in df.itertuples():
             rows.append({"variant": run.variant.name, "seed": "-" if run.seed is None else run.seed,

@@ -10,7 +10,7 @@ from synth import write
 
 import train_gatedcrfloss3d22d_multiview_varianceloss as stage1
 from utilities import scores
-from utilities.io import prediction_path
+from utilities.layout import RunLayout
 
 GEODESIC = load_script("data/VS/generate_geodesic_labels.py")
 
@@ -60,7 +60,7 @@ def test_files_on_another_grid_refused(data, tmp_path, which, change, message):
 def test_scoring_refuses_prediction_on_another_grid(data, tmp_path):
     """Scoring: a prediction on another grid than its label would give wrong distances in mm."""
     label = data["label_crop"] / "vs_gk_4_Label.nii.gz"
-    pred = prediction_path(tmp_path / "m", "U_Net2D5", "vs_gk_4", "T2")
+    pred = RunLayout(tmp_path / "m", "U_Net2D5").prediction("vs_gk_4", "T2")
     write(sitk.GetArrayFromImage(sitk.ReadImage(str(label))), pred, spacing=(0.5, 0.5, 3.0))
     with pytest.raises(ValueError) as err:
         scores.main(["--model_dir", str(tmp_path / "m"), "--network", "U_Net2D5", "--dataset_split",

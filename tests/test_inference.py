@@ -12,7 +12,7 @@ from synth import make_vs_dataset
 import inference
 from networks import get_network
 from utilities.checkpoints import save_model
-from utilities.io import prediction_path
+from utilities.layout import RunLayout
 
 LPS_PERMUTED = (0.0, 0.0, 1.0, -1.0, 0.0, 0.0, 0.0, -1.0, 0.0)  # axes permuted and flipped
 
@@ -59,7 +59,7 @@ def test_inference_geometry_and_content(tmp_path, direction):
     written = inference.main(["--model_dir", str(tmp_path / "m"), "--network", "U_Net2D5", "--dataset_split",
                               str(p["split"]), "--path_images", str(p["image_crop"]), "--spatial_shape",
                               *map(str, window), "--device", "cpu"])
-    assert written == [prediction_path(tmp_path / "m", "U_Net2D5", s, "T2") for s in ("vs_gk_2", "vs_gk_3")]
+    assert written == [RunLayout(tmp_path / "m", "U_Net2D5").prediction(s, "T2") for s in ("vs_gk_2", "vs_gk_3")]
     for out in written:
         subject = out.name.removesuffix("_T2_seg.nii.gz")
         src = nib.load(str(p["image_crop"] / f"{subject}_T2.nii.gz"))

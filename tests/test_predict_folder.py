@@ -17,7 +17,7 @@ import train_gatedcrfloss3d22d_multiview_varianceloss as stage1
 import train_SCM as scm
 from utilities.cli import run_main
 from utilities.grid import Grid
-from utilities.io import prediction_path
+from utilities.layout import RunLayout
 
 ANGLE = math.radians(20)
 OBLIQUE = (math.cos(ANGLE), -math.sin(ANGLE), 0.0, math.sin(ANGLE), math.cos(ANGLE), 0.0, 0.0, 0.0, 1.0)
@@ -91,7 +91,7 @@ def test_every_format_in_oblique_geometry(tmp_path, capsys):
         subject = subjects[k % 2]
         out = tmp_path / "out" / f"{subject}_{ext[1:]}_T2.nii.gz"
         assert out in written
-        ref = prediction_path(model_dir, "U_Net2D5", subject, "T2")
+        ref = RunLayout(model_dir, "U_Net2D5").prediction(subject, "T2")
         np.testing.assert_array_equal(_sitk_array(out), _sitk_array(ref))
         source = Grid.read(next(folder.glob(f"{subject}_{ext[1:]}_T2{ext}")))
         got = Grid.read(out)

@@ -12,7 +12,7 @@ import inference
 import train_gatedcrfloss3d22d_multiview_varianceloss as stage1
 import train_SCM as scm
 from utilities import scores
-from utilities.io import prediction_path
+from utilities.layout import RunLayout
 
 MAKE_SPLIT = load_script("splits/make_split.py")
 SIMULATE = load_script("data/simulate_7points.py")
@@ -72,7 +72,7 @@ def test_float_label_refused_everywhere(data, tmp_path):
     _nothing_written(tmp_path)
     # scoring against it
     prediction = (sitk.GetArrayFromImage(sitk.ReadImage(str(path))) > 0.5).astype(np.uint8)
-    write(prediction, prediction_path(tmp_path / "m", "U_Net2D5", "vs_gk_3", "T2"))
+    write(prediction, RunLayout(tmp_path / "m", "U_Net2D5").prediction("vs_gk_3", "T2"))
     with pytest.raises(ValueError) as err:
         scores.main(["--model_dir", str(tmp_path / "m"), "--dataset_split", str(data["split"]), "--phase",
                      "validation", "--path_labels", str(data["label_crop"])])
@@ -158,7 +158,7 @@ def test_rampup_longer_than_the_run_warned(data, tmp_path, capsys):
 
 def test_scores_refuse_prediction_shifted_beyond_the_field_of_view(data, tmp_path):
     label = data["label_crop"] / "vs_gk_4_Label.nii.gz"
-    pred = prediction_path(tmp_path / "m", "U_Net2D5", "vs_gk_4", "T2")
+    pred = RunLayout(tmp_path / "m", "U_Net2D5").prediction("vs_gk_4", "T2")
     write(sitk.GetArrayFromImage(sitk.ReadImage(str(label))), pred, origin=(1.0, -2.0, 103.0))  # 100 mm away
     with pytest.raises(ValueError) as err:
         scores.main(["--model_dir", str(tmp_path / "m"), "--dataset_split", str(data["split"]),

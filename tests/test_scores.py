@@ -9,7 +9,7 @@ import pytest
 import SimpleITK as sitk
 
 from utilities import scores
-from utilities.io import prediction_path
+from utilities.layout import RunLayout
 from utilities.metrics import overlap_metrics, surface_metrics
 
 
@@ -67,7 +67,7 @@ def test_scores_script_keeps_empty_cases(tmp_path, capsys):
     split = tmp_path / "split.csv"
     split.write_text("".join(f"{s},inference\n" for s in cases) + "x,training\n")
     for s, (pred, gt) in cases.items():
-        _write(pred, prediction_path(tmp_path / "m", "U_Net", s, "T2"))
+        _write(pred, RunLayout(tmp_path / "m", "U_Net").prediction(s, "T2"))
         _write(gt, tmp_path / "labels" / f"{s}_Label.nii.gz")
     out = scores.main(["--model_dir", str(tmp_path / "m"), "--network", "U_Net", "--dataset_split", str(split),
                        "--image_postfix", "T2", "--phase", "inference", "--path_labels", str(tmp_path / "labels"),

@@ -7,7 +7,7 @@ import pytest
 from synth import write
 
 from utilities import scores
-from utilities.io import prediction_path
+from utilities.layout import RunLayout
 
 
 # ------------------------------------------------------------------------ empty cases in scoring
@@ -21,7 +21,7 @@ def test_empty_label_kept_and_counted(tmp_path, capsys):
     split = tmp_path / "split.csv"
     split.write_text("a,inference\nb,inference\n")
     for subject, (pred, label) in cases.items():
-        write(pred, prediction_path(tmp_path / "m", "U_Net2D5", subject, "T2"))
+        write(pred, RunLayout(tmp_path / "m", "U_Net2D5").prediction(subject, "T2"))
         write(label, tmp_path / "labels" / f"{subject}_Label.nii.gz")
     out = scores.main(["--model_dir", str(tmp_path / "m"), "--network", "U_Net2D5", "--dataset_split", str(split),
                        "--path_labels", str(tmp_path / "labels")])

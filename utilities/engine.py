@@ -146,6 +146,7 @@ class FitConfig:
     latest: Path
     csv: Path
     tensorboard: Path
+    healthy: Path
     final: Mapping[str, Path]
     best: Sequence[BestCheckpoint]
     validate: Mapping[str, str] = field(default_factory=lambda: {"": "model"})
@@ -312,7 +313,7 @@ def fit(state: TrainingState, step_fn: StepFn, train_loader: Iterable[Mapping[st
 
 def _healthy_path(config: FitConfig) -> Path:
     """``CP_healthy.pth``: the state after the last epoch in which no model was collapsed."""
-    return config.models_dir / "CP_healthy.pth"
+    return config.healthy
 
 
 def _restore_weights(state: TrainingState, path: Path, device: torch.device) -> None:

@@ -42,7 +42,6 @@ __all__ = [
     "check_voxels",
     "check_label_values",
     "ensure_writable_dir",
-    "prediction_path",
     "IMAGE_EXTENSIONS",
     "image_extension",
     "check_geometry",
@@ -424,9 +423,3 @@ def write_like(array: np.ndarray, reference: Any, path: str | os.PathLike) -> No
         image.SetOrigin(reference.origin)
     write_image(image, path)
 
-
-def prediction_path(model_dir: str | os.PathLike, network: str, subject: str, postfix: str) -> Path:
-    """Where ``inference.py`` writes a subject's segmentation and ``scores.py`` reads it:
-    ``<model_dir>/<network>/output_pred/<subject>_<postfix>/<subject>_<postfix>_seg.nii.gz``."""
-    name = f"{subject}_{postfix}"
-    return Path(model_dir) / network / "output_pred" / name / f"{name}_seg.nii.gz"

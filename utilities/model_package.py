@@ -38,6 +38,7 @@ from networks import IN_CHANNELS, NETWORKS, NUM_CLASSES, get_network
 from utilities.checkpoints import CHECKPOINT_FORMAT, load_model_weights, save_model
 from utilities.grid import find_subject_file
 from utilities.io import atomic_path, load_torch, read_image
+from utilities.layout import MODELS, RunLayout
 from utilities.splits import read_split, subjects_of
 
 __all__ = [
@@ -106,15 +107,14 @@ def project_version() -> str:
 def checkpoint_path(model_dir: str | os.PathLike, network: str, epoch_inf: str) -> Path:
     """``<model_dir>/<network>/models/CP_<epoch_inf>.pth``; a missing one is an error listing
     the checkpoints that exist."""
-    models = Path(model_dir) / network / "models"
-    path = models / f"CP_{epoch_inf}.pth"
+    layout = RunLayout(model_dir, network)
+    path = layout.checkpoint(epoch_inf)
     if not path.is_file():
-        found = sorted(p.stem.removeprefix("CP_") for p in models.glob("CP_*.pth")) if models.is_dir() else []
+        found = layout.checkpoint_kinds()
         hint = (f"checkpoints there: --epoch_inf {{{','.join(found)}}}" if found
-                else f"no checkpoint in {models}; train first or check --model_dir/--network")
-        if not found and (Path(model_dir) / "models" / path.name).is_file():  # the run folder itself was given
-            hint = (f"{model_dir} is the run folder of a network: pass its parent, --model_dir "
-                    f"{Path(model_dir).parent}")
+                else f"no checkpoint in {layout.models}; train first or check --model_dir/--network")
+        if not found:  # the run folder itself was given?
+            hint = layout.parent_hint("--model_dir", epoch_inf) or hint
         raise FileNotFoundError(f"checkpoint {path} not found; {hint}")
     return path
 
@@ -126,8 +126,7 @@ def find_network(model_dir: str | os.PathLike, epoch_inf: str, default: str = "U
     Raises:
         ValueError: several networks of ``model_dir`` hold that checkpoint.
     """
-    folder = Path(model_dir)
-    found = sorted(n for n in NETWORKS if (folder / n / "models" / f"CP_{epoch_inf}.pth").is_file())
+    found = sorted(n for n in NETWORKS if RunLayout(model_dir, n).checkpoint(epoch_inf).is_file())
     if len(found) > 1:
         raise ValueError(f"--model_dir {model_dir} holds CP_{epoch_inf}.pth of several networks ({', '.join(found)}); "
                          "pass --network to choose one")
@@ -148,11 +147,10 @@ def run_args(model_dir: str | os.PathLike, network: str, epoch_inf: str) -> dict
     """The arguments of the training run that wrote ``<model_dir>/<network>/models/CP_<epoch_inf>.pth``,
     from its resumable state (stage 1: ``CP_latest.pth`` beside it; SCM: ``CP_latest_SCM.pth`` in
     the folder of ``network1``); ``None`` when the run kept none."""
-    folder = Path(model_dir)
     scm = epoch_inf.endswith(_SCM_SUFFIXES)
-    candidates = [folder / network / "models" / ("CP_latest_SCM.pth" if scm else "CP_latest.pth")]
+    candidates = [RunLayout(model_dir, network).latest(scm)]
     if scm:
-        candidates += sorted(folder.glob("*/models/CP_latest_SCM.pth"))
+        candidates += _scm_latest(model_dir)
     for path in dict.fromkeys(candidates):
         if path.is_file():
             args = _load_args(path)
@@ -162,6 +160,12 @@ def run_args(model_dir: str | os.PathLike, network: str, epoch_inf: str) -> dict
             if args.get(key, network) == network:
                 return args
     return None
+
+
+def _scm_latest(model_dir: str | os.PathLike) -> list[Path]:
+    """The resumable SCM states (``CP_latest_SCM.pth``) of every network's run in ``model_dir``, sorted."""
+    return sorted(p for p in (RunLayout.of_folder(d).latest(scm=True) for d in Path(model_dir).glob("*"))
+                  if p.is_file())
 
 
 def _shape(args: Mapping[str, Any] | None) -> tuple[int, ...] | None:
@@ -197,9 +201,7 @@ def scm_specs(model_dir: str | os.PathLike, epoch_inf: str, network: str | None 
     """Both models of the SCM run in ``model_dir`` (``CP_<kind>_model1`` and ``_model2``, kind
     = ``epoch_inf`` without a ``_model<k>`` suffix), or ``None`` when it holds no SCM run
     (``network``: that of model 1, when several SCM runs share the folder)."""
-    folder = Path(model_dir)
-    latest = ([folder / network / "models" / "CP_latest_SCM.pth"] if network
-              else sorted(folder.glob("*/models/CP_latest_SCM.pth")))
+    latest = [RunLayout(model_dir, network).latest(scm=True)] if network else _scm_latest(model_dir)
     latest = [p for p in latest if p.is_file()]
     if not latest:
         return None
@@ -245,8 +247,9 @@ def spec_from_checkpoint(path: str | os.PathLike, network: str | None = None,
         raise ValueError(f"cannot tell which network checkpoint {path} holds; pass --network")
     shape = tuple(spatial_shape) if spatial_shape is not None else None
     meta = _checkpoint_meta(path)
-    if shape is None and path.parent.name == "models":
-        args = run_args(path.parents[2], path.parents[1].name, path.stem.removeprefix("CP_"))
+    if shape is None and path.parent.name == MODELS:
+        layout = RunLayout.of_folder(path.parents[1])
+        args = run_args(layout.model_dir, layout.network, path.stem.removeprefix("CP_"))
         shape = _shape(args)
         meta |= {"run_args": args} if args else {}
     return ModelSpec(f"{network} {path.name}", network, path, shape, str(path), meta=meta)

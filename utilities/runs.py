@@ -17,6 +17,7 @@ from torch import nn
 from utilities.distributed import DistContext, init_distributed, unwrap
 from utilities.errors import NonFiniteLossError, RunInUseError
 from utilities.io import ensure_writable_dir, is_temporary, remove_temporaries, save_csv
+from utilities.layout import RunLayout
 from utilities.logs import log_config, setup_logger
 from utilities.runtime import resolve_device, seed_everything
 
@@ -52,7 +53,7 @@ class RunOptions:
 
 def _existing_checkpoints(run_dir: Path) -> list[str]:
     """The checkpoints in ``<run_dir>/models`` (never the temporaries of a killed write)."""
-    models = run_dir / "models"
+    models = RunLayout.of_folder(run_dir).models
     return sorted(p.name for p in models.glob("*.pth") if not is_temporary(p)) if models.is_dir() else []
 
 
@@ -81,7 +82,8 @@ class RunLock:
         previous = RunLock._held.pop(key, None)
         if previous is not None:
             previous.release()
-        ensure_writable_dir(self.run_dir / "models")  # (its message names the deepest folder a run needs)
+        # (its message names the deepest folder a run needs)
+        ensure_writable_dir(RunLayout.of_folder(self.run_dir).models)
         try:
             import fcntl
         except ImportError:  # not POSIX
@@ -202,7 +204,7 @@ def check_run_dir(run_dirs: Sequence[Path], resume: bool, overwrite: bool, lates
     if resume:
         if latest.is_file():
             return latest
-        started = [d for d in dict.fromkeys(run_dirs) if (d / "models").is_dir()]
+        started = [d for d in dict.fromkeys(run_dirs) if RunLayout.of_folder(d).models.is_dir()]
         if not started:
             raise FileNotFoundError(f"--resume: no checkpoint {latest} to resume from; start without --resume")
         # killed before its first latest checkpoint: nothing to continue, so the run starts again
@@ -228,7 +230,7 @@ def prepare_run_dir(run_dirs: Sequence[Path], resume: bool, overwrite: bool, lat
                 if entry.name != LOCK_NAME:
                     shutil.rmtree(entry) if entry.is_dir() and not entry.is_symlink() else entry.unlink()
         remove_temporaries(run_dir)  # left by a killed write; never part of a run
-        ensure_writable_dir(run_dir / "models")
+        ensure_writable_dir(RunLayout.of_folder(run_dir).models)
     return latest_path
 
 

@@ -22,7 +22,8 @@ import pandas as pd
 import SimpleITK as sitk
 
 from utilities.grid import Grid, check_same_grid, find_subject_file
-from utilities.io import check_label_values, prediction_path, read_image, save_csv
+from utilities.io import check_label_values, read_image, save_csv
+from utilities.layout import RunLayout
 from utilities.metrics import OVERLAP_METRICS, SURFACE_METRICS, all_metrics
 from utilities.report import ReportCase, write_report
 from utilities.splits import PHASES, read_split, subjects_of
@@ -101,10 +102,11 @@ def run_scores(model_dir: str | Path, network: str, dataset_split: str | Path, i
             raise FileNotFoundError(f"--prediction_dir {folder} does not exist; pass the folder of "
                                     "<subject><prediction_postfix>.nii.gz predictions")
         predictions = [folder / f"{s}{prediction_postfix}.nii.gz" for s in subjects]
-        out, name = folder / f"results_{phase}.csv", folder.name
+        out, name = RunLayout.of_folder(folder).results(phase), folder.name
     else:
-        predictions = [prediction_path(model_dir, network, s, image_postfix) for s in subjects]
-        out, name = Path(model_dir) / network / f"results_{phase}.csv", network
+        layout = RunLayout(model_dir, network)
+        predictions = [layout.prediction(s, image_postfix) for s in subjects]
+        out, name = layout.results(phase), network
     pairs = [(s, pred, find_subject_file(path_labels, s, label_postfix, "label"))
              for s, pred in zip(subjects, predictions)]
     images = [find_subject_file(path_images, s, image_postfix) for s in subjects] if report else []

@@ -37,8 +37,9 @@ from utilities import scores  # noqa: E402
 from utilities.cli import positive_int  # noqa: E402
 from utilities.geodesic import generate_geodesic_labels, output_folder  # noqa: E402
 from utilities.grid import subject_path  # noqa: E402
-from utilities.io import atomic_path, prediction_path, save_csv, save_text, write_like  # noqa: E402
+from utilities.io import atomic_path, save_csv, save_text, write_like  # noqa: E402
 from utilities.jobs import Job, run_jobs, thread_env  # noqa: E402
+from utilities.layout import RunLayout  # noqa: E402
 from utilities.splits import read_split, subjects_of  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
@@ -234,8 +235,8 @@ def compare_selection(stage1_dir: Path, copy_dir: Path, dice_row: pd.Series, spl
     """Inference Dice of the stage-1 checkpoint chosen by validation Dice (the paper) and of the
     one chosen label-free by ``seed_dice`` (``CP_best_seed_dice.pth``, copied to its own run
     folder so its predictions do not overwrite the others)."""
-    source = stage1_dir / PRIMARY / "models" / "CP_best_seed_dice.pth"
-    target = copy_dir / PRIMARY / "models" / "CP_best.pth"
+    source = RunLayout(stage1_dir, PRIMARY).checkpoint("best_seed_dice")
+    target = RunLayout(copy_dir, PRIMARY).checkpoint("best")
     target.parent.mkdir(parents=True, exist_ok=True)
     with atomic_path(target) as tmp:
         shutil.copyfile(source, tmp)
@@ -248,7 +249,7 @@ def compare_selection(stage1_dir: Path, copy_dir: Path, dice_row: pd.Series, spl
                        "--label_postfix", "Label"])
     table = pd.read_csv(csv).set_index("subject")
     epochs = {m: int(torch.load(p, weights_only=True)["epoch"]) for m, p in
-              (("dice", stage1_dir / PRIMARY / "models" / "CP_best.pth"), ("seed_dice", source))}
+              (("dice", RunLayout(stage1_dir, PRIMARY).checkpoint("best")), ("seed_dice", source))}
     return pd.DataFrame([
         {"selected_by": "dice (full labels)", "epoch": epochs["dice"], "dice_mean": dice_row["dice_mean"],
          "dice_std": dice_row["dice_std"]},
@@ -262,7 +263,7 @@ def write_seed_predictions(cases: list[str], seeds_dir: Path, method: Method) ->
     for case in cases:
         ref = sitk.ReadImage(str(subject_path(seeds_dir, case, "GeodesicLabel")))
         fg = (sitk.GetArrayFromImage(ref) == 1).astype(np.uint8)
-        write_like(fg, ref, prediction_path(method.model_dir, method.network, case, "T2"))
+        write_like(fg, ref, RunLayout(method.model_dir, method.network).prediction(case, "T2"))
 
 
 def results_markdown(results: pd.DataFrame, times: list[tuple[str, float]], total: float,
@@ -295,7 +296,7 @@ def draw_overlay(case: str, images: Path, labels: Path, methods: list[Method], o
              ("sagittal", lambda a: a[:, :, centre[2]], sz / sy)]
     fig, axes = plt.subplots(len(methods), 3, figsize=(9, 3 * len(methods)), squeeze=False)
     for row, method in enumerate(methods):
-        pred_path = prediction_path(method.model_dir, method.network, case, "T2")
+        pred_path = RunLayout(method.model_dir, method.network).prediction(case, "T2")
         pred = sitk.GetArrayFromImage(sitk.ReadImage(str(pred_path))) > 0
         for col, (name, cut, aspect) in enumerate(views):
             ax = axes[row, col]
