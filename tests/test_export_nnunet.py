@@ -11,7 +11,7 @@ import SimpleITK as sitk
 from helpers import load_script
 from synth import make_vs_dataset, write
 
-from utilities import scores
+from utilities import scores, scoring
 
 EXPORT = load_script("data/export_nnunet.py")
 
@@ -148,7 +148,7 @@ def test_scores_an_nnunet_prediction_folder(data, tmp_path):
     assert table.loc["vs_gk_2", "recall"] == pytest.approx(recall)
     assert table.loc["vs_gk_2", "dice"] == pytest.approx(2 * recall / (1 + recall))
     # the same columns as inference.py's results, so both go in one table
-    reference = scores.summarize(scores.score_cases([("x", folder / "vs_gk_1.nii.gz",
+    reference = scoring.summarize(scoring.score_cases([("x", folder / "vs_gk_1.nii.gz",
                                                        data["label_crop"] / "vs_gk_1_Label.nii.gz")]))[0]
     assert list(pd.read_csv(out).columns) == list(reference.columns)
     with pytest.raises(FileNotFoundError, match=r"1 file\(s\) to score are missing: .*vs_gk_2.nii.gz"):
