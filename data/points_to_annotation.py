@@ -453,7 +453,6 @@ def markups_from_annotation(annotation: sitk.Image, subject: str = "annotation")
 # --------------------------------------------------------------------------------------------
 # Files
 # --------------------------------------------------------------------------------------------
-_image_path = subject_path  # <folder>/<subject>_<postfix>.nii.gz
 
 
 def _points_stem(subject: str, points_postfix: str) -> str:
@@ -556,8 +555,8 @@ def points_to_annotations(points: str | os.PathLike, path_images: str | os.PathL
         raise FileNotFoundError(f"--points {points} does not exist (a point file or a folder of them)")
 
     out_dir = Path(path_anno_7points)
-    existing = [str(_image_path(out_dir, name, anno_7points_postfix)) for name in files
-                if _image_path(out_dir, name, anno_7points_postfix).exists()]
+    existing = [str(subject_path(out_dir, name, anno_7points_postfix)) for name in files
+                if subject_path(out_dir, name, anno_7points_postfix).exists()]
     if existing and not overwrite:
         raise FileExistsError(f"{len(existing)} annotation(s) exist already, e.g. {existing[0]}; pass --overwrite to "
                               "replace them, or another --path_anno_7points")
@@ -581,7 +580,7 @@ def points_to_annotations(points: str | os.PathLike, path_images: str | os.PathL
     for name, annotation, reference in prepared:
         image = sitk.GetImageFromArray(annotation)
         image.CopyInformation(reference)
-        path = _image_path(out_dir, name, anno_7points_postfix)
+        path = subject_path(out_dir, name, anno_7points_postfix)
         write_image(image, path)
         logger.info("%s: %d lesion(s) → %s", name, (int(annotation.max()) + 1) // 2, path)
         written.append(path)
@@ -620,7 +619,7 @@ def annotations_to_markups(points: str | os.PathLike, path_anno_7points: str | o
         if not subjects:
             raise ValueError(f"no subjects to convert (no *_{anno_7points_postfix}.nii.gz in {path_anno_7points})")
         targets = {s: points / f"{_points_stem(s, points_postfix)}.mrk.json" for s in subjects}
-    sources = {s: _image_path(path_anno_7points, s, anno_7points_postfix) for s in targets}
+    sources = {s: subject_path(path_anno_7points, s, anno_7points_postfix) for s in targets}
     missing = [str(p) for p in sources.values() if not p.is_file()]
     if missing:
         raise FileNotFoundError(f"{len(missing)} annotation file(s) missing: {'; '.join(missing[:10])}; "

@@ -40,7 +40,6 @@ from utilities.splits import read_split, subjects_of
 
 __all__ = [
     "ImageSource",
-    "image_path",
     "find_missing",
     "check_files",
     "make_subjects",
@@ -81,10 +80,6 @@ class ImageSource:
     is_label: bool
     what: str  # human name for messages, e.g. "image" or "expanded-seed label"
     flags: str = ""  # the command-line flags that set folder and postfix, for messages
-
-
-#: The one ``<folder>/<subject>_<postfix><ext>`` of a subject (:func:`utilities.grid.find_subject_file`).
-image_path = find_subject_file
 
 
 def find_missing(subjects: Sequence[str], sources: Sequence[ImageSource]) -> list[str]:
@@ -137,7 +132,7 @@ def make_subjects(dataset_split: str | os.PathLike, phase: str | None,
         images: dict[str, Any] = {}
         for src in sources:
             cls = tio.LabelMap if src.is_label else tio.ScalarImage
-            images[src.key] = cls(image_path(src.folder, name, src.postfix, src.what))
+            images[src.key] = cls(find_subject_file(src.folder, name, src.postfix, src.what))
         subjects.append(tio.Subject(subject=name, **images))
     return subjects
 

@@ -26,7 +26,7 @@ from __future__ import annotations
 import argparse
 import concurrent.futures as cf
 import os
-from dataclasses import astuple, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -37,8 +37,8 @@ import SimpleITK as sitk
 from tqdm import tqdm
 
 from utilities.cli import positive_int
-from utilities.grid import GRID_TOLERANCE, Grid, check_same_grid, find_subject_file, missing_files, subject_path
-from utilities.io import check_geometry, ensure_writable_dir, read_image, save_csv, write_like
+from utilities.grid import Grid, check_same_grid, find_subject_file, grid_difference, missing_files, subject_path
+from utilities.io import ensure_writable_dir, read_image, save_csv, write_like
 from utilities.logs import log_args, setup_logger, show_progress
 from utilities.metrics import overlap_metrics
 from utilities.splits import PHASES, read_split, subjects_of
@@ -59,9 +59,6 @@ __all__ = [
 LESIONS: tuple[tuple[int, int], ...] = ((1, 2), (3, 4))
 #: Forward/backward raster-scan passes given to GeodisTK.
 RASTER_SCAN_ITERATIONS = 4
-#: The one grid tolerance of the project (:data:`utilities.grid.GRID_TOLERANCE`): spacing
-#: (relative), direction cosines (absolute), origin (fraction of the largest voxel size).
-GEOMETRY_RTOL = GRID_TOLERANCE
 #: Background (extreme) points a lesion needs: one beyond each end of each axis.
 BACKGROUND_POINTS = 6
 
@@ -232,49 +229,26 @@ def output_folder(path_geodesic: str | os.PathLike, weight: float, threshold: fl
     return Path(path_geodesic) / f"weight{float(weight)}_threshold{float(threshold)}"
 
 
-_file = find_subject_file  # the one <folder>/<subject>_<postfix><ext> (any of IMAGE_EXTENSIONS)
-
-
-@dataclass(frozen=True)
-class _Header:
-    size: tuple[int, ...]
-    spacing: tuple[float, ...]
-    direction: tuple[float, ...]
-    origin: tuple[float, ...]
-
-
-def _read_header(path: Path, what: str) -> _Header:
-    reader = sitk.ImageFileReader()
-    reader.SetFileName(str(path))
-    try:
-        reader.ReadImageInformation()
-    except RuntimeError as e:
-        first = str(e).strip().splitlines()[-1] if str(e).strip() else "unknown reason"
-        raise ValueError(f"cannot read {what} file {path} (unreadable or truncated: {first}); "
-                         "re-create or re-download it") from None
-    check_geometry(path, what)
-    return _Header(tuple(reader.GetSize()), tuple(reader.GetSpacing()),
-                   tuple(reader.GetDirection()), tuple(reader.GetOrigin()))
-
-
-def _compare_geometry(ref: _Header, ref_path: Path, other: _Header, other_path: Path, what: str,
+def _compare_geometry(ref: Grid, ref_path: Path, other: Grid, other_path: Path, what: str,
                       ref_what: str = "annotation") -> list[str]:
-    """Raise if ``other`` differs from ``ref`` (the ``ref_what``) in size, spacing or orientation;
-    return notes (an origin difference)."""
+    """Raise if ``other`` differs from ``ref`` (the ``ref_what``) in size, spacing or orientation
+    (the project's one comparison, :func:`utilities.grid.grid_difference`); return notes (an
+    origin difference)."""
     if other.size != ref.size:
         raise ValueError(f"{what} {other_path} has size {list(other.size)} but {ref_what} {ref_path} "
                          f"has {list(ref.size)}; they must be on the same voxel grid (annotated points may lie "
                          f"outside the {what}): resample one of them onto the other's grid")
     if len(other.spacing) != 3:
         raise ValueError(f"{what} {other_path} is {len(other.spacing)}D; expected a 3D volume")
-    if not np.allclose(other.spacing, ref.spacing, rtol=GEOMETRY_RTOL, atol=0.0):
+    difference = grid_difference(ref, other)
+    if difference is not None and difference[0] == "spacing":
         raise ValueError(f"{what} {other_path} has spacing {list(other.spacing)} but {ref_what} "
                          f"{ref_path} has {list(ref.spacing)}; resample one of them")
-    if not np.allclose(other.direction, ref.direction, rtol=0.0, atol=GEOMETRY_RTOL):
+    if difference is not None and difference[0] == "orientation":
         raise ValueError(f"{what} {other_path} has orientation {[round(float(v), 4) + 0.0 for v in other.direction]} "
                          f"but {ref_what} {ref_path} has {[round(float(v), 4) + 0.0 for v in ref.direction]}; "
                          "reorient one of them")
-    if not np.allclose(other.origin, ref.origin, rtol=0.0, atol=GEOMETRY_RTOL * max(ref.spacing)):
+    if difference is not None and difference[0] == "origin":
         return [f"{what} {other_path} has origin {list(other.origin)} but {ref_what} has "
                 f"{list(ref.origin)}; voxels are matched by index"]
     return []
@@ -286,7 +260,7 @@ GridMapping = tuple[tuple[int, int, int], tuple[bool, bool, bool]]
 IDENTITY: GridMapping = ((0, 1, 2), (False, False, False))
 
 
-def _permuted_header(header: _Header, mapping: GridMapping) -> _Header:
+def _permuted_header(header: Grid, mapping: GridMapping) -> Grid:
     """The header of ``header``'s volume after :func:`_apply_mapping`: new index axis i is old
     axis ``perm[i]``, reversed where ``flip[i]``; every voxel keeps its physical position."""
     perm, flip = mapping
@@ -298,15 +272,15 @@ def _permuted_header(header: _Header, mapping: GridMapping) -> _Header:
         start[a] = size[a] - 1 if flip[i] else 0
     origin = np.asarray(header.origin) + direction @ (spacing * start)
     columns = np.stack([direction[:, a] * (-1.0 if flip[i] else 1.0) for i, a in enumerate(perm)], axis=1)
-    return _Header(tuple(int(size[a]) for a in perm), tuple(float(spacing[a]) for a in perm),
+    return Grid(tuple(int(size[a]) for a in perm), tuple(float(spacing[a]) for a in perm),
                    tuple(float(v) for v in columns.ravel()), tuple(float(v) for v in origin))
 
 
-def _grid_mapping(annotation: _Header, image: _Header) -> GridMapping | None:
+def _grid_mapping(annotation: Grid, image: Grid) -> GridMapping | None:
     """How the annotation's grid is exactly the image's: the same grid (within the tolerances
     of :func:`_compare_geometry`), or the same voxels with the index axes permuted and/or
     reversed; ``None`` when it is another grid (no exact resampling exists)."""
-    def same(candidate: _Header) -> bool:
+    def same(candidate: Grid) -> bool:
         try:
             return not _compare_geometry(image, Path("image"), candidate, Path("annotation"), "annotation", "image")
         except ValueError:
@@ -473,12 +447,12 @@ def generate_geodesic_labels(dataset_split: str | os.PathLike, path_images: str 
 
     tasks = []
     for subject in subjects:
-        image_path = _file(path_images, subject, image_postfix, "image")
-        annotation_path = _file(path_anno_7points, subject, anno_7points_postfix, "annotation")
-        ann = _read_header(annotation_path, "annotation")
+        image_path = find_subject_file(path_images, subject, image_postfix, "image")
+        annotation_path = find_subject_file(path_anno_7points, subject, anno_7points_postfix, "annotation")
+        ann = Grid.read(annotation_path, "annotation")
         if len(ann.size) != 3:
             raise ValueError(f"{subject}: annotation {annotation_path} is {len(ann.size)}D; expected a 3D volume")
-        ref = _read_header(image_path, "image")
+        ref = Grid.read(image_path, "image")
         mapping = _grid_mapping(ann, ref)
         if mapping is not None and mapping != IDENTITY and not reorder_annotation:
             logger.error("%s: annotation %s holds the image's voxels in another index order (axes %s, reversed %s); "
@@ -498,11 +472,11 @@ def generate_geodesic_labels(dataset_split: str | os.PathLike, path_images: str 
                         subject, annotation_path, mapping)
         label_path = None
         if path_labels is not None:
-            candidate = _file(path_labels, subject, label_postfix, "label")
+            candidate = find_subject_file(path_labels, subject, label_postfix, "label")
             if candidate.is_file():
                 label_path = candidate
-                label_grid = Grid(*astuple(_read_header(candidate, "label")))
-                check_same_grid(Grid(*astuple(ref)), image_path, "image", label_grid, candidate, "label",
+                label_grid = Grid.read(candidate, "label")
+                check_same_grid(ref, image_path, "image", label_grid, candidate, "label",
                                 "resample it onto the image's voxel grid (the label is used only for the metrics "
                                 "of the expanded seeds)")
             else:
