@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
@@ -124,18 +125,40 @@ def ramp_weight(info: StepInfo, rampup_epochs: float, warmup_epochs: float = 0, 
     return sigmoid_rampup(epoch - warmup_epochs, rampup_epochs)
 
 
+@dataclass(frozen=True)
+class Stage1Losses:
+    """The stage-1 loss and ramp-up settings of one run, typed (from the flags by :meth:`from_args`)."""
+
+    class_balanced: bool        # --seg_class_balance
+    down_size: tuple[int, ...]  # --down_size
+    kernel_radius: int          # --kernel_radius (its first value)
+    sigma_xy: float             # --crf_sigma_xy
+    sigma_rgb: float            # --crf_sigma_rgb
+    weight_crf: float           # --weight_gatedcrf
+    weight_vm: float            # --weight_variance
+    rampup_epochs: float        # --rampup_epochs
+    warmup_epochs: float        # --warmup_epochs
+    rampup_unit: str            # --rampup_unit: "epoch" or "step"
+
+    @classmethod
+    def from_args(cls, args: argparse.Namespace) -> Stage1Losses:
+        return cls(args.seg_class_balance, tuple(args.down_size), args.kernel_radius[0], args.crf_sigma_xy,
+                   args.crf_sigma_rgb, args.weight_gatedcrf, args.weight_variance, args.rampup_epochs,
+                   args.warmup_epochs, args.rampup_unit)
+
+
 class Stage1Step:
     """One stage-1 step on a batch of patches (the engine differentiates and steps)."""
 
-    def __init__(self, model: torch.nn.Module, amp: Amp, device: torch.device, args: argparse.Namespace) -> None:
+    def __init__(self, model: torch.nn.Module, amp: Amp, device: torch.device, losses: Stage1Losses) -> None:
         self.model, self.amp, self.device = model, amp, device
-        self.seg_loss = PartialDiceCELoss(num_classes=NUM_CLASSES, class_balanced=args.seg_class_balance)
-        self.crf_loss = MultiViewGatedCRFLoss(down_size=tuple(args.down_size), kernel_radius=args.kernel_radius[0],
-                                              sigma_xy=args.crf_sigma_xy, sigma_rgb=args.crf_sigma_rgb)
+        self.seg_loss = PartialDiceCELoss(num_classes=NUM_CLASSES, class_balanced=losses.class_balanced)
+        self.crf_loss = MultiViewGatedCRFLoss(down_size=losses.down_size, kernel_radius=losses.kernel_radius,
+                                              sigma_xy=losses.sigma_xy, sigma_rgb=losses.sigma_rgb)
         self.var_loss = VarianceLoss()
-        self.weight_crf, self.weight_vm = args.weight_gatedcrf, args.weight_variance
-        self.rampup_epochs: float = args.rampup_epochs
-        self.warmup_epochs, self.rampup_unit = args.warmup_epochs, args.rampup_unit
+        self.weight_crf, self.weight_vm = losses.weight_crf, losses.weight_vm
+        self.rampup_epochs: float = losses.rampup_epochs  # changed by a recovery (Stage1Recovery)
+        self.warmup_epochs, self.rampup_unit = losses.warmup_epochs, losses.rampup_unit
         self.ramp_origin = 0.0   # > 0 after a recovery: the epoch the ramp-up restarted from
 
     def __call__(self, batch: Mapping[str, Any], info: StepInfo) -> StepOutput:
@@ -225,7 +248,7 @@ def train(args: argparse.Namespace, callbacks: Sequence[Callback] = ()) -> Path:
         collapse_patience=args.collapse_patience, stop_on_collapse=args.stop_on_collapse,
         on_collapse=args.on_collapse, max_recoveries=args.max_recoveries,
         summary=("loss", "loss_seg", "loss_crf", "loss_vm", "fg_train"))
-    step = Stage1Step(state.models["model"], amp, device, args)
+    step = Stage1Step(state.models["model"], amp, device, Stage1Losses.from_args(args))
     try:
         fit(state, step, train_loader, val_loader, config, ctx, device, generator, sampler,
             [Stage1Recovery(step), *callbacks])

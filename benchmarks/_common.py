@@ -239,7 +239,8 @@ def stage1_bench(batch: Mapping[str, torch.Tensor], device: torch.device, down_s
     state = TrainingState({"model": model}, {"optimizer": make_optimizer(model, LEARNING_RATE)}, amp_,
                           {"network": network}, {})
     maybe_compile(model, compile, device, backend, mode)
-    step = stage1_script.Stage1Step(model, amp_, device, stage1_args(down_size, radius))
+    step = stage1_script.Stage1Step(model, amp_, device,
+                                    stage1_script.Stage1Losses.from_args(stage1_args(down_size, radius)))
     return TrainingBench(state, step, _layout(batch, channels_last))
 
 
