@@ -59,7 +59,8 @@ from utilities.prediction import segment
 from utilities.runtime import resolve_device
 from utilities.splits import PHASES
 
-__all__ = ["checkpoint_path", "from_canonical", "write_prediction", "probability_path", "list_images",
+__all__ = ["OUTPUT_FORMATS", "with_format", "checkpoint_path", "from_canonical", "write_prediction",
+           "probability_path", "list_images",
            "run_inference", "predict_cases", "resolve_specs", "main"]
 
 DEFAULT_MODEL_DIR = "./models/debug/"
@@ -83,12 +84,22 @@ def _is_nifti(path: Path) -> bool:
     return path.name.endswith((".nii", ".nii.gz"))
 
 
+#: ``--output_format`` choices (the extension written).
+OUTPUT_FORMATS = ("nii.gz", "nii", "nrrd", "mha")
+
+
+def with_format(path: Path, output_format: str) -> Path:
+    """``<name>.nii.gz`` -> ``<name>.<output_format>``."""
+    return path.with_name(path.name.removesuffix(".nii.gz") + "." + output_format)
+
+
 def write_prediction(array: np.ndarray, reference: Path, out: Path, dtype: type = np.uint8) -> None:
-    """Write ``array`` (canonical order, as predicted) as ``dtype`` NIfTI in the geometry of
-    the image file ``reference``: a NIfTI reference's header (affine, orientation) is kept as
-    is; any other format's world geometry (origin, spacing, direction) is written by SimpleITK."""
+    """Write ``array`` (canonical order, as predicted) as ``dtype`` in the geometry of the image
+    file ``reference``, in the format of ``out``'s extension: a NIfTI written for a NIfTI
+    reference keeps the reference's header (affine, orientation) as is; otherwise the world
+    geometry (origin, spacing, direction) read by SimpleITK is written by SimpleITK."""
     reference = Path(reference)
-    if _is_nifti(reference):
+    if _is_nifti(reference) and _is_nifti(Path(out)):
         ref = nib.load(str(reference))
         data = np.ascontiguousarray(from_canonical(array, ref.affine)).astype(dtype)
         if data.shape != ref.shape[:3]:
@@ -112,10 +123,11 @@ def write_prediction(array: np.ndarray, reference: Path, out: Path, dtype: type 
 
 
 def probability_path(mask: Path) -> Path:
-    """The probability file beside a mask: ``<name>_seg.nii.gz`` or ``<name>.nii.gz`` ->
-    ``<name>_prob.nii.gz``."""
-    stem = mask.name.removesuffix(".nii.gz").removesuffix("_seg")
-    return mask.with_name(f"{stem}_prob.nii.gz")
+    """The probability file beside a mask: ``<name>_seg.<ext>`` or ``<name>.<ext>`` ->
+    ``<name>_prob.<ext>`` (``<ext>`` one of :data:`OUTPUT_FORMATS`)."""
+    ext = next((e for e in OUTPUT_FORMATS if mask.name.endswith("." + e)), "nii.gz")
+    stem = mask.name.removesuffix("." + ext).removesuffix("_seg")
+    return mask.with_name(f"{stem}_prob.{ext}")
 
 
 def list_images(folder: str | Path, postfix: str | None = None) -> list[tuple[str, Path]]:
@@ -307,6 +319,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="write <input name>.nii.gz here (folder mode; in split mode instead of the run's output_pred)")
     p.add_argument("--model", default=None,
                    help="a model package (.zip, export_model.py) or a checkpoint (.pth) instead of --model_dir")
+    p.add_argument("--output_format", default="nii.gz", choices=OUTPUT_FORMATS,
+                   help="file format of the masks (and probabilities) written to --output_folder; the run's "
+                        "output_pred/ (split mode without --output_folder) stays .nii.gz, which scores.py reads")
     p.add_argument("--save_probabilities", action="store_true",
                    help="also write the foreground probability (float32) as <name>_prob.nii.gz next to each mask")
     p.add_argument("--ensemble", nargs="*", default=None, metavar="MODEL",
@@ -347,6 +362,9 @@ def main(argv: list[str] | None = None) -> list[Path]:
     elif args.output_folder is None and (args.model is not None or (args.ensemble and args.model_dir is None)):
         raise ValueError("split mode with --model or --ensemble models needs --output_folder (there is no run "
                          "folder to write into)")
+    if args.output_format != "nii.gz" and args.output_folder is None:
+        raise ValueError(f"--output_format {args.output_format} needs --output_folder: the run's output_pred/ holds "
+                         ".nii.gz masks, the files scores.py reads")
     device = resolve_device(args.device)
     setup_logger(None)
     model_dir = args.model_dir or (None if args.model is not None else DEFAULT_MODEL_DIR)
@@ -357,7 +375,7 @@ def main(argv: list[str] | None = None) -> list[Path]:
             images = list_images(args.input_folder, args.image_postfix)
             out = ensure_writable_dir(args.output_folder)
             cache = _folder_cache(images)
-            targets = [_flat_target(out, name) for name, _ in images]
+            targets = [with_format(_flat_target(out, name), args.output_format) for name, _ in images]
             names = [p.name for t in targets for p in (t, probability_path(t))]
             clash = sorted({n for n in names if names.count(n) > 1})
             if args.save_probabilities and clash:
@@ -370,7 +388,7 @@ def main(argv: list[str] | None = None) -> list[Path]:
             subjects = [s["subject"] for s in cache.subjects]
             if args.output_folder is not None:
                 out = ensure_writable_dir(args.output_folder)
-                targets = [_flat_target(out, f"{s}_{postfix}") for s in subjects]
+                targets = [with_format(_flat_target(out, f"{s}_{postfix}"), args.output_format) for s in subjects]
             else:
                 layout = RunLayout(model_dir, specs[0].network)
                 targets = [layout.prediction(s, postfix) for s in subjects]

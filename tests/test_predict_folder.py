@@ -192,3 +192,26 @@ def test_folder_mode_errors(runs, tmp_path, capsys):
                         "--output_folder", str(tmp_path / "o")])
     assert one_line(err).startswith(f"--ensemble without models needs an SCM run in --model_dir {root / 'run1'}")
     assert not (tmp_path / "o").exists() or not list((tmp_path / "o").iterdir())
+
+
+@pytest.mark.parametrize("output_format", ["nrrd", "mha", "nii"])
+def test_output_format(runs, tmp_path, output_format):
+    """``--output_format``: the same masks and probabilities in another format, on the input's grid;
+    the run's output_pred/ (read by scores.py) stays .nii.gz."""
+    p, root = runs
+    split = inference.main(inference_args(p, root / "run1", "--save_probabilities"))
+    written = inference.main(inference_args(p, root / "run1", "--output_folder", str(tmp_path / "out"),
+                                            "--output_format", output_format, "--save_probabilities"))
+    for seg, out in zip(split, written, strict=True):
+        assert out.name == seg.name.replace("_seg.nii.gz", f".{output_format}")
+        np.testing.assert_array_equal(_sitk_array(out), _sitk_array(seg))
+        prob = out.with_name(out.name.replace(f".{output_format}", f"_prob.{output_format}"))
+        np.testing.assert_array_equal(_sitk_array(prob),
+                                      _sitk_array(seg.with_name(seg.name.replace("_seg", "_prob"))))
+        a, b = Grid.read(seg), Grid.read(out)
+        assert a.size == b.size
+        np.testing.assert_allclose(b.spacing, a.spacing, rtol=1e-6)
+        np.testing.assert_allclose(b.direction, a.direction, atol=1e-6)
+        np.testing.assert_allclose(b.origin, a.origin, atol=1e-5)
+    with pytest.raises(ValueError, match=r"--output_format nrrd needs --output_folder"):
+        inference.main(inference_args(p, root / "run1", "--output_format", "nrrd"))
