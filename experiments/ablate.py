@@ -739,7 +739,7 @@ def health_table(runs: Sequence[Run], per_case: pd.DataFrame) -> pd.DataFrame:
         seed = "-" if run.seed is None else run.seed
         preds = per_case[(per_case["variant"] == run.variant.name) & (per_case["seed"] == seed)]["pred_voxels"]
         empty = bool(len(preds) and preds.max() == 0)
-        log_csv = RunLayout(run.folder, run.network).log_csv()
+        log_csv = RunLayout(run.folder, run.network).log_csv(scm=run.variant.kind == "scm")
         health: dict[str, Any] = {"collapsed_epochs": 0, "longest_streak": 0, "warned": False,
                                   "best_epoch": math.nan, "ramp_end": math.nan, "best_before_ramp": False}
         if run.variant.kind != "seeds" and log_csv.is_file():
