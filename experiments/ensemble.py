@@ -1,0 +1,104 @@
+"""Does averaging an SCM run's two networks beat its model 1? Measured on the finished SCM runs of
+an ablation (``experiments/ablate.py``), per training seed, on the split's inference cases.
+
+For each seed k of ``--variant`` (an SCM variant of the config): ``inference.py --model_dir
+<run> --ensemble`` (the mean of model 1's and model 2's class probabilities) into
+``<ablation_dir>/ensemble/<variant>/seed<k>/``, scored with ``scores.py --prediction_dir``; model
+1 alone is the run's own ``results_inference.csv`` (``CP_best_model1``, what the ablation table
+reports). Writes ``ensemble.md``/``ensemble.csv`` (mean ± std over seeds of the per-seed mean Dice
+and ASSD, and the two-sided paired Wilcoxon signed-rank p-value on the per-case Dice averaged over
+seeds, as the ablation runner pairs them) and ``ensemble_per_case.csv``.
+
+Example::
+
+    python experiments/ablate.py --config experiments/configs/demo.json --output_dir ./ablation/demo_scm \\
+        --variants scm_recipe --baseline stage1_recipe --seeds 0,1,2 --jobs 2
+    python experiments/ensemble.py --config experiments/configs/demo.json --ablation_dir ./ablation/demo_scm \\
+        --variant scm_recipe --seeds 0 1 2
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import ablate  # noqa: E402
+
+import inference  # noqa: E402
+from utilities import scores  # noqa: E402
+from utilities.io import save_csv, save_text  # noqa: E402
+from utilities.layout import RunLayout  # noqa: E402
+
+
+def _cases(path: Path) -> pd.DataFrame:
+    df = pd.read_csv(path)
+    return df[~df["subject"].isin(["mean", "std"])].set_index("subject")[["dice", "assd"]]
+
+
+def main(argv: list[str] | None = None) -> pd.DataFrame:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--config", required=True, help="the ablation's JSON config")
+    p.add_argument("--ablation_dir", required=True, help="its --output_dir (finished SCM runs)")
+    p.add_argument("--variant", default="scm_recipe", help="the SCM variant")
+    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="its training seeds")
+    p.add_argument("--device", default="cpu", choices=["auto", "cpu", "cuda"])
+    args = p.parse_args(argv)
+    cfg = ablate.load_config(args.config)
+    if cfg.variants.get(args.variant) is None or cfg.variants[args.variant].kind != "scm":
+        raise ValueError(f"--variant {args.variant!r} is not an SCM variant of {args.config}")
+    d = cfg.dataset
+    root = Path(args.ablation_dir)
+    rows = []
+    for seed in args.seeds:
+        run = root / "runs" / args.variant / f"seed{seed}"
+        model1 = RunLayout(run, "U_Net2D5").results("inference")
+        if not model1.is_file():
+            raise FileNotFoundError(f"{model1} not found: run the ablation's {args.variant} seed {seed} first")
+        out = root / "ensemble" / args.variant / f"seed{seed}"
+        inference.main(["--model_dir", str(run), "--ensemble", "--dataset_split", str(d["split_file"]),
+                        "--path_images", str(d["images"]), "--image_postfix", d["image_postfix"],
+                        "--phase", "inference", "--output_folder", str(out), "--device", args.device])
+        scored = scores.main(["--prediction_dir", str(out), "--prediction_postfix", f"_{d['image_postfix']}",
+                              "--dataset_split", str(d["split_file"]), "--path_labels", str(d["labels"]),
+                              "--label_postfix", d["label_postfix"], "--phase", "inference"])
+        for method, path in (("model1", model1), ("ensemble", scored)):
+            for subject, r in _cases(Path(path)).iterrows():
+                rows.append({"method": method, "seed": seed, "subject": subject, "dice": r["dice"],
+                             "assd": r["assd"]})
+    per_case = pd.DataFrame(rows)
+    by_seed = per_case.groupby(["method", "seed"])[["dice", "assd"]].mean()
+    case_mean = per_case.groupby(["method", "subject"])["dice"].mean()
+    pval = ablate.wilcoxon_p(case_mean.loc["ensemble"].to_numpy(),
+                             case_mean.loc["model1"].reindex(case_mean.loc["ensemble"].index).to_numpy())
+    table = pd.DataFrame([{"method": m, "seeds": len(by_seed.loc[m]), "dice_mean": by_seed.loc[m, "dice"].mean(),
+                           "dice_std": by_seed.loc[m, "dice"].std(ddof=1), "assd_mean": by_seed.loc[m, "assd"].mean(),
+                           "assd_std": by_seed.loc[m, "assd"].std(ddof=1),
+                           "per_seed": " / ".join(f"{v:.3f}" for v in by_seed.loc[m, "dice"])}
+                          for m in ("model1", "ensemble")])
+    lines = [f"# SCM ensemble vs model 1 ({args.variant}, {cfg.title})", "",
+             f"Inference cases of `{Path(d['split_file']).name}`, training seeds {args.seeds}; mean ± std over seeds "
+             "of the per-seed mean; p: two-sided paired Wilcoxon on the per-case Dice averaged over seeds.", "",
+             "| Prediction | Seeds | Dice | per seed | ASSD (mm) |", "|---|---|---|---|---|"]
+    for r in table.itertuples():
+        name = "model 1 (`CP_best_model1`)" if r.method == "model1" else "ensemble of model 1 and 2 (`--ensemble`)"
+        lines.append(f"| {name} | {r.seeds} | {r.dice_mean:.3f} ± {r.dice_std:.3f} | {r.per_seed} | "
+                     f"{r.assd_mean:.2f} ± {r.assd_std:.2f} |")
+    lines += ["", f"p (ensemble vs model 1) = {pval:.3g}" if not np.isnan(pval) else "p undefined (no difference)"]
+    save_csv(table, root / "ensemble.csv")
+    save_csv(per_case, root / "ensemble_per_case.csv")
+    save_text("\n".join(lines) + "\n", root / "ensemble.md")
+    print("\n".join(lines))
+    return table
+
+
+if __name__ == "__main__":
+    from utilities.cli import run_main
+
+    sys.exit(run_main(main))
