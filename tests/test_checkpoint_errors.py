@@ -30,7 +30,7 @@ def test_wrong_checkpoint_named(data, tmp_path, script, bad):
     expected = (f"checkpoint {path} holds a U_Net network, not U_Net2D5; pass {flag} U_Net or another checkpoint"
                 if bad == "other_network" else
                 f"{path} is not a PyTorch file, or a truncated or damaged one (neither a zip archive nor a pickle); "
-                "pass a state dict (torch.save(model.state_dict(), path)), a CP_*.pth of this project or one of the "
+                "pass a state dict (save model.state_dict(), not the model), a CP_*.pth of this project or one of the "
                 "authors' released checkpoints")
     assert one_line(err) == expected
     assert not (tmp_path / "scm").exists() and not list(tmp_path.rglob("*_seg.nii.gz"))

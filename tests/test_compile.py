@@ -42,8 +42,9 @@ def _same_run(data, tmp_path, backend: str) -> None:
     a = weights(eager_dir / "models" / "CP_final.pth")
     b = weights(compiled_dir / "models" / "CP_final.pth")
     assert a.keys() == b.keys()  # compiled in place: no "_orig_mod." prefix in the checkpoint
-    for key in a:
-        torch.testing.assert_close(b[key], a[key], rtol=1e-4, atol=1e-5)
+    for key in a:  # the compiled graph sums in another order: after an epoch of SGD with momentum 0.99 single
+        # weights differ by up to ~4e-5 on some CPUs' kernels (AVX-512; ~1e-5 on others), whatever their scale
+        torch.testing.assert_close(b[key], a[key], rtol=1e-3, atol=1e-4)
 
 
 @needs_dynamo

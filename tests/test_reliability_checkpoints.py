@@ -25,7 +25,7 @@ from networks.published import ours_to_published
 from utilities.checkpoints import load_model_weights, load_state_dict, save_model
 from utilities.cli import run_main
 
-ACCEPTED = ("pass a state dict (torch.save(model.state_dict(), path)), a CP_*.pth of this project or one of the "
+ACCEPTED = ("pass a state dict (save model.state_dict(), not the model), a CP_*.pth of this project or one of the "
             "authors' released checkpoints")
 
 
@@ -170,10 +170,10 @@ def _bad_file(tmp_path, kind):
 def _bad_message(path, kind):
     refused = "that torch.load refuses (weights_only=True: loading it would run code from the file); " + ACCEPTED
     return {
-        "model_object": f"{path} is a pickled model object (networks.unet2d5.U_Net2D5, saved with torch.save(model)) "
-                        + refused,
-        "foreign_model_object": f"{path} is a pickled model object (test_reliability_checkpoints._Model, saved with "
-                                "torch.save(model)) " + refused,
+        "model_object": f"{path} is a pickled model object (networks.unet2d5.U_Net2D5, the whole model saved by "
+                        "torch.save) " + refused,
+        "foreign_model_object": f"{path} is a pickled model object (test_reliability_checkpoints._Model, the whole "
+                                "model saved by torch.save) " + refused,
         "pickle": f"{path} holds pickled Python objects (fractions.Fraction) " + refused,
         "plain_pickle": f"{path} holds pickled Python objects " + refused,
         "text": f"{path} is not a PyTorch file, or a truncated or damaged one (neither a zip archive nor a "

@@ -180,8 +180,8 @@ def save_torch(obj: Any, path: str | os.PathLike) -> None:
 
 
 #: What a file of weights may be, for the messages of :func:`load_torch` and the checkpoint loaders.
-STATE_DICT_ACCEPTED = ("pass a state dict (torch.save(model.state_dict(), path)), a CP_*.pth of this project or one of "
-                       "the authors' released checkpoints")
+STATE_DICT_ACCEPTED = ("pass a state dict (save model.state_dict(), not the model), a CP_*.pth of this project or "
+                       "one of the authors' released checkpoints")
 _ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
 _UNSAFE_GLOBAL = re.compile(r"Unsupported global: GLOBAL (\S+)")
 
@@ -209,10 +209,10 @@ def _refused_pickle(path: Path, error: Exception, advice: str) -> str:
     names = _pickled_globals(path, error)
     modules = [n for n in names if n.startswith("torch.nn.modules.")]
     refused = "that torch.load refuses (weights_only=True: loading it would run code from the file)"
-    if modules:  # torch.save(model): the model's own class first, else the first torch layer
+    if modules:  # a whole model was saved: its own class first, else the first torch layer
         own = [n for n in names if not n.startswith("torch.")]
-        return (f"{path} is a pickled model object ({(own or modules)[0]}, saved with torch.save(model)) {refused}; "
-                f"{advice}")
+        return (f"{path} is a pickled model object ({(own or modules)[0]}, the whole model saved by torch.save) "
+                f"{refused}; {advice}")
     shown = f" ({', '.join(names[:3])}{', ...' if len(names) > 3 else ''})" if names else ""
     return f"{path} holds pickled Python objects{shown} {refused}; {advice}"
 

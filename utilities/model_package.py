@@ -438,7 +438,8 @@ def open_package(path: str | os.PathLike, workdir: str | os.PathLike) -> list[Mo
                                      f"(known: {', '.join(sorted(NETWORKS))}); update PA-Seg")
                 target = Path(workdir) / path.stem / entry["file"]
                 target.parent.mkdir(parents=True, exist_ok=True)
-                target.write_bytes(z.read(entry["file"]))
+                with atomic_path(target) as tmp:
+                    tmp.write_bytes(z.read(entry["file"]))
                 meta = {k: entry[k] for k in ("epoch", "metric", "value") if k in entry}
                 specs.append(ModelSpec(f"{entry['name']} ({network}, {path.name})", network, target,
                                        tuple(int(s) for s in entry["spatial_shape"]), f"{path}:{entry['name']}",
