@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from utilities.cli import nonnegative_int, positive_int
-from utilities.plan import STAGE1_SCRIPT, PlanRules, fingerprint, make_plan, write_plan
+from utilities.plan import STAGE1_SCRIPT, PlanRules, fingerprint, flag_args, make_plan, write_plan
 
 __all__ = ["build_parser", "commands", "main"]
 
@@ -49,17 +49,6 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def _flags(section: dict[str, Any]) -> list[str]:
-    out: list[str] = []
-    for key, value in section.items():
-        if value is False or value is None:
-            continue
-        out.append(key)
-        if value is not True:
-            out += [str(v) for v in (value if isinstance(value, list) else [value])]
-    return out
-
-
 def commands(args: argparse.Namespace, plan_path: Path, plan: dict[str, Any]) -> dict[str, str]:
     """The command lines the plan is used with (data flags as given to plan.py)."""
     data = ["--dataset_split", args.dataset_split, "--path_images", args.path_images,
@@ -75,7 +64,7 @@ def commands(args: argparse.Namespace, plan_path: Path, plan: dict[str, Any]) ->
         "scm": shlex.join(["python", "train_SCM.py", *plan, *data, *seeds,
                            "--pretrained_model1_dir", "./models/stage1_m1/", "--pretrained_model2_dir",
                            "./models/stage1_m2/", "--model_dir", "./models/scm/"]),
-        "inference": shlex.join(["python", "inference.py", *_flags(inference), *data, "--model_dir", "./models/scm/",
+        "inference": shlex.join(["python", "inference.py", *flag_args(inference), *data, "--model_dir", "./models/scm/",
                                  "--epoch_inf", "best_model1"]),
     }
 
@@ -98,7 +87,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     print("stage 1 flags:")
     for key, value in plan["stage1"].items():
         reason = plan["why"].get(key)
-        print(f"  {shlex.join(_flags({key: value}))}" + (f"    # {reason}" if reason else ""))
+        print(f"  {shlex.join(flag_args({key: value}))}" + (f"    # {reason}" if reason else ""))
     print("commands:")
     for name, line in plan["commands"].items():
         print(f"  [{name}] {line}")

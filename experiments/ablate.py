@@ -35,6 +35,7 @@ import pandas as pd
 from utilities.io import atomic_path, save_csv, save_text
 from utilities.jobs import run_logged, stop_all, thread_env
 from utilities.layout import RunLayout
+from utilities.plan import flag_args
 
 # `utilities` comes from `pip install -e .` (make install); ROOT locates the scripts this runs.
 ROOT = Path(__file__).resolve().parents[1]
@@ -103,20 +104,6 @@ def _flags(obj: Any, where: str, path: Path) -> dict[str, Any]:
                              "true or null")
         out[key] = value
     return out
-
-
-def flag_args(flags: dict[str, Any]) -> list[str]:
-    """``{"--a": 1, "--b": [2, 3], "--c": true, "--d": null}`` -> ``["--a", "1", "--b", "2", "3", "--c"]``."""
-    args: list[str] = []
-    for key, value in flags.items():
-        if value is None or value is False:
-            continue
-        args.append(key)
-        if value is True:
-            continue
-        values = value if isinstance(value, list) else [value]
-        args += [_fmt(v) for v in values]
-    return args
 
 
 def _fmt(value: Any) -> str:

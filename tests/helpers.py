@@ -15,6 +15,7 @@ import torch
 
 from networks import get_network
 from utilities.checkpoints import save_model
+from utilities.engine import Callback
 
 # `networks`/`utilities` come from `pip install -e .` (make install); the root scripts are importable
 # through pyproject.toml's pytest `pythonpath`.
@@ -115,3 +116,34 @@ def run_script(script: str, args: Sequence[str], timeout: float = 300, **env: st
     terminal: what a redirected run or a batch job sees)."""
     return subprocess.run([sys.executable, str(ROOT / script), *map(str, args)], cwd=ROOT, env=script_env(**env),
                           capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL)
+
+
+class Killed(KeyboardInterrupt):
+    """Stands for the process being killed."""
+
+
+class KillAt(Callback):
+    """Kills the run at the start of a (0-based) epoch."""
+
+    def __init__(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def on_epoch_start(self, epoch: int, state: Any) -> None:
+        if epoch == self.epoch:
+            raise Killed
+
+
+def tiny_seeded(root: Path) -> tuple[Path, list[str]]:
+    """A tiny VS-like dataset (2 training, 1 validation case of 32x32x16), its stage-0 seeds and
+    the stage-1 data flags for it: ``(seeds folder, flags)``."""
+    from synth import make_vs_dataset
+
+    p = make_vs_dataset(root, n_train=2, n_val=1, n_inf=0)
+    geodesic = load_script("data/VS/generate_geodesic_labels.py")
+    out = geodesic.main(["--dataset_split", str(p["split"]), "--path_images", str(p["image_crop"]),
+                         "--path_labels", str(p["label_crop"]), "--path_anno_7points", str(p["annotation_7points"]),
+                         "--path_geodesic", str(root / "geodesic"), "--num_workers", "1"])
+    seeds = out / "geodesic_label"
+    return seeds, ["--dataset_split", str(p["split"]), "--path_images", str(p["image_crop"]),
+                   "--path_labels", str(p["label_crop"]), "--path_geodesic_labels", str(seeds),
+                   "--spatial_shape", "32", "32", "16", "--down_size", "16", "16", "16", "--device", "cpu"]

@@ -10,8 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from helpers import load_script
-from synth import make_vs_dataset
+from helpers import tiny_seeded
 
 import train_gatedcrfloss3d22d_multiview_varianceloss as stage1
 from utilities.checkpoints import TrainingState
@@ -107,15 +106,8 @@ def test_ramp_weight(info, args, expected):
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory):
     root = tmp_path_factory.mktemp("collapse")
-    p = make_vs_dataset(root, n_train=2, n_val=1, n_inf=0)
-    geodesic = load_script("data/VS/generate_geodesic_labels.py")
-    out = geodesic.main(["--dataset_split", str(p["split"]), "--path_images", str(p["image_crop"]),
-                         "--path_labels", str(p["label_crop"]), "--path_anno_7points", str(p["annotation_7points"]),
-                         "--path_geodesic", str(root / "geodesic"), "--num_workers", "1"])
-    common = ["--dataset_split", str(p["split"]), "--path_images", str(p["image_crop"]),
-              "--path_labels", str(p["label_crop"]), "--path_geodesic_labels", str(out / "geodesic_label"),
-              "--spatial_shape", "32", "32", "16", "--down_size", "16", "16", "16", "--device", "cpu"]
-    return root, out / "geodesic_label", common
+    seeds, common = tiny_seeded(root)
+    return root, seeds, common
 
 
 def _warnings(text: str) -> list[str]:

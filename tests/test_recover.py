@@ -7,8 +7,7 @@ import math
 import pandas as pd
 import pytest
 import torch
-from helpers import load_script, same_weights, weights
-from synth import make_vs_dataset
+from helpers import KillAt, Killed, same_weights, tiny_seeded, weights
 
 import train_gatedcrfloss3d22d_multiview_varianceloss as stage1
 from utilities.engine import Callback, CollapseError
@@ -19,16 +18,8 @@ WORKERS = ("--num_workers", "1")
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory):
     root = tmp_path_factory.mktemp("recover")
-    p = make_vs_dataset(root, n_train=2, n_val=1, n_inf=0)
-    geodesic = load_script("data/VS/generate_geodesic_labels.py")
-    out = geodesic.main(["--dataset_split", str(p["split"]), "--path_images", str(p["image_crop"]),
-                         "--path_labels", str(p["label_crop"]), "--path_anno_7points", str(p["annotation_7points"]),
-                         "--path_geodesic", str(root / "geodesic"), "--num_workers", "1"])
-    common = ["--dataset_split", str(p["split"]), "--path_images", str(p["image_crop"]),
-              "--path_labels", str(p["label_crop"]), "--path_geodesic_labels", str(out / "geodesic_label"),
-              "--spatial_shape", "32", "32", "16", "--down_size", "16", "16", "16", "--device", "cpu", *WORKERS,
-              "--rampup_epochs", "2", "--collapse_patience", "1"]
-    return root, common
+    _, common = tiny_seeded(root)
+    return root, [*common, *WORKERS, "--rampup_epochs", "2", "--collapse_patience", "1"]
 
 
 class EmptyAt(Callback):
@@ -39,19 +30,6 @@ class EmptyAt(Callback):
 
     def on_validated(self, epoch, row, state):
         return {"val_empty": 1.0} if epoch in self.epochs else {}
-
-
-class Killed(KeyboardInterrupt):
-    pass
-
-
-class KillAt(Callback):
-    def __init__(self, epoch: int) -> None:
-        self.epoch = epoch
-
-    def on_epoch_start(self, epoch, state):
-        if epoch == self.epoch:
-            raise Killed
 
 
 def test_provoked_collapse_is_recovered_from_the_last_healthy_epoch(tiny, capsys):

@@ -3,12 +3,11 @@ from __future__ import annotations
 
 import pandas as pd
 import pytest
-from helpers import pretrained, same_weights, scm_args, stage1_args, weights
+from helpers import KillAt, Killed, pretrained, same_weights, scm_args, stage1_args, weights
 from synth import make_vs_dataset
 
 import train_gatedcrfloss3d22d_multiview_varianceloss as stage1
 import train_SCM as scm
-from utilities.engine import Callback
 
 # ------------------------------------------------------------------------ exact resume
 # Stage 1 loads patches in a worker process: its random state must come back on resume too
@@ -24,21 +23,6 @@ def uninterrupted(tmp_path_factory):
     p = make_vs_dataset(root / "data", n_train=2, n_val=1, n_inf=0, shape_zyx=(16, 32, 40))
     run = stage1.main(stage1_args(p, root / "a", *WORKERS))
     return root, p, run
-
-
-class Killed(KeyboardInterrupt):
-    """Stands for the process being killed."""
-
-
-class KillAt(Callback):
-    """Kills the run at the start of a (0-based) epoch."""
-
-    def __init__(self, epoch: int) -> None:
-        self.epoch = epoch
-
-    def on_epoch_start(self, epoch, state):
-        if epoch == self.epoch:
-            raise Killed
 
 
 def test_resume_stage1_is_exact(uninterrupted, monkeypatch):

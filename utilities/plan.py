@@ -50,7 +50,7 @@ from utilities.io import read_image, save_text
 from utilities.splits import read_split, subjects_of
 
 __all__ = ["PLAN_VERSION", "PlanRules", "Fingerprint", "fingerprint", "make_plan", "read_plan", "write_plan",
-           "apply_plan", "SECTIONS"]
+           "apply_plan", "flag_args", "SECTIONS"]
 
 PLAN_VERSION = 1
 #: The sections of ``plan.json`` a script reads with ``--plan``.
@@ -218,6 +218,22 @@ def make_plan(fp: Fingerprint, rules: PlanRules = PlanRules()) -> dict[str, Any]
     inference = {"--network": "U_Net2D5", "--spatial_shape": patch}
     return {"version": PLAN_VERSION, "fingerprint": asdict(fp), "rules": asdict(rules), "stage1": stage1,
             "scm": scm, "inference": inference, "why": why}
+
+
+def flag_args(flags: dict[str, Any]) -> list[str]:
+    """Flags as JSON holds them to an argument list: ``{"--a": 1, "--b": [2, 3], "--c": true,
+    "--d": null}`` -> ``["--a", "1", "--b", "2", "3", "--c"]`` (``null``/``false``: left out;
+    floats as ``repr``)."""
+    args: list[str] = []
+    for key, value in flags.items():
+        if value is None or value is False:
+            continue
+        args.append(key)
+        if value is True:
+            continue
+        values = value if isinstance(value, list) else [value]
+        args += [repr(v) if isinstance(v, float) else str(v) for v in values]
+    return args
 
 
 def write_plan(plan: dict[str, Any], path: str | os.PathLike) -> None:
