@@ -146,7 +146,7 @@ class FitConfig:
     latest: Path
     csv: Path
     tensorboard: Path
-    healthy: Path
+    healthy: Path                      # CP_healthy.pth: the state after the last epoch with no model collapsed
     final: Mapping[str, Path]
     best: Sequence[BestCheckpoint]
     validate: Mapping[str, str] = field(default_factory=lambda: {"": "model"})
@@ -293,7 +293,7 @@ def fit(state: TrainingState, step_fn: StepFn, train_loader: Iterable[Mapping[st
             for cb in callbacks:
                 cb.on_recover(int(record["epoch"]) - 1, str(record["dominant"]), state)
         if state.epoch == 0 and ctx.is_main:
-            state.save(_healthy_path(config), [])   # the start: healthy until an epoch says otherwise
+            state.save(config.healthy, [])   # the start: healthy until an epoch says otherwise
     show_bar = ctx.is_main and sys.stderr.isatty()
     steps_per_epoch = len(train_loader) if hasattr(train_loader, "__len__") else 0
     try:
@@ -311,11 +311,6 @@ def fit(state: TrainingState, step_fn: StepFn, train_loader: Iterable[Mapping[st
         tb.close()
 
 
-def _healthy_path(config: FitConfig) -> Path:
-    """``CP_healthy.pth``: the state after the last epoch in which no model was collapsed."""
-    return config.healthy
-
-
 def _restore_weights(state: TrainingState, path: Path, device: torch.device) -> None:
     """Load the models' and optimisers' states of ``path`` (a :meth:`TrainingState.save` file);
     the epoch, RNG and best trackers stay as they are."""
@@ -330,7 +325,7 @@ def _recover(state: TrainingState, config: FitConfig, callbacks: Sequence[Callba
              epoch: int, device: torch.device) -> str:
     """``--on_collapse recover``: go back to the last healthy weights, let the trainer change
     what the dominant term calls for, forget the streak; returns the log line."""
-    path = _healthy_path(config)
+    path = config.healthy
     dominant = detector.dominant or "?"
     restored = path.is_file()
     if restored:
@@ -413,7 +408,7 @@ def _run_epoch(state: TrainingState, step_fn: StepFn, train_loader: Iterable[Map
             recovered = _recover(state, config, callbacks, detector, epoch, device)
             row["recovered"] = 1
         elif not any(row.get(w.log_column) for w in config.collapse) and ctx.is_main:
-            state.save(_healthy_path(config), [])   # the weights a later recovery goes back to
+            state.save(config.healthy, [])   # the weights a later recovery goes back to
     rng = ctx.gather(rng_state(generator))
     if ctx.is_main:
         row["time_s"] = round(time.time() - t0, 2)
