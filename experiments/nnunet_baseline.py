@@ -1,0 +1,345 @@
+"""nnU-Net v2 on a split: the expanded seeds with its ignore label (or the full labels), one run.
+
+The baseline reviewers ask for: nnU-Net v2 trained with a partial loss on PA-Seg's expanded seeds
+(0 background, 1 foreground, 2 unknown = nnU-Net's ignore label), or with ``--labels full`` on
+the full labels (the fully supervised reference). One command does the whole run, each step
+skipped when it is already done:
+
+1. export the split (``data/export_nnunet.py``): training + validation cases to ``imagesTr``,
+   inference cases to ``imagesTs``;
+2. nnU-Net's fingerprint, plans and preprocessing of ``--configuration``, and our split as its
+   ``splits_final.json``;
+3. training of ``--fold`` with ``nnUNetTrainerBudget`` (``experiments/nnunet_trainers``):
+   nnU-Net's own trainer with ``--epochs`` × ``--iterations_per_epoch`` steps;
+4. prediction of the inference cases with ``checkpoint_final.pth`` (nnU-Net's sliding window
+   and mirroring), written as ``<case>.nii.gz`` on the image's grid.
+
+Fold ``0`` (the default) is the split's own division: nnU-Net trains on the training cases and
+validates on the validation cases, the cases PA-Seg's stage 1 learns from and selects on. Fold
+``all`` trains on training and validation cases together (nnU-Net's usual final model).
+
+Everything lives in the run folder, ``<model_dir>/nnUNet/``::
+
+    nnUNet_raw/ nnUNet_preprocessed/ nnUNet_results/   nnU-Net's three folders (its environment
+                                                        variables point here, for this run only)
+    output_pred/<case>.nii.gz                           the predictions (scores.py --prediction_dir)
+    budget.json                                         epochs, iterations, batch and patch size,
+                                                        optimisation steps, training seconds
+    nnunet_run.json                                     the run's arguments and finished steps
+
+A folder that holds a run is refused unless ``--resume`` (continue it: the arguments must be the
+same; training continues from nnU-Net's ``checkpoint_latest.pth``) or ``--overwrite`` (start
+again). Data augmentation runs in the training process (``nnUNet_n_proc_DA=0``), so a run uses
+the threads it is given (``OMP_NUM_THREADS``) and no worker processes.
+
+Example (after stage 0)::
+
+    python experiments/nnunet_baseline.py --dataset_split ./splits/split_VS.csv \\
+        --path_images ./data/VS/image_crop/ --image_postfix T2 \\
+        --path_geodesic_labels ./data/VS/geodesic/weight0.5_threshold0.2/geodesic_label/ \\
+        --model_dir ./models/nnunet_seeds --epochs 100 --iterations_per_epoch 250
+    python utilities/scores.py --dataset_split ./splits/split_VS.csv --path_labels ./data/VS/label_crop/ \\
+        --prediction_dir ./models/nnunet_seeds/nnUNet/output_pred
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import shutil
+import sys
+import time
+from pathlib import Path
+from typing import Any, Sequence
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from data.export_nnunet import dataset_folder, export_nnunet  # noqa: E402
+from utilities.io import save_text  # noqa: E402
+from utilities.logs import LOGGER_NAME, setup_logger  # noqa: E402
+from utilities.splits import read_split, subjects_of  # noqa: E402
+
+__all__ = ["NETWORK", "TRAINER", "TRAINERS_DIR", "STATE_NAME", "BUDGET_NAME", "run_folder", "build_parser",
+           "main"]
+
+logger = logging.getLogger(LOGGER_NAME)
+
+#: The sub-folder of ``--model_dir`` that holds the nnU-Net run (the "network" of the ablation's tables).
+NETWORK = "nnUNet"
+#: The trainer class (``experiments/nnunet_trainers/nnUNetTrainerBudget.py``).
+TRAINER = "nnUNetTrainerBudget"
+TRAINERS_DIR = Path(__file__).resolve().parent / "nnunet_trainers"
+PLANS = "nnUNetPlans"
+STATE_NAME = "nnunet_run.json"
+BUDGET_NAME = "budget.json"
+OUTPUT_PRED = "output_pred"
+_STEPS = ("exported", "preprocessed", "trained", "predicted")
+#: Arguments that do not change what a run computes (not compared on --resume).
+_FREE = {"resume", "overwrite", "device"}
+
+
+def run_folder(model_dir: str | os.PathLike) -> Path:
+    """``<model_dir>/nnUNet``: the folder of one nnU-Net run."""
+    return Path(model_dir) / NETWORK
+
+
+def _check_installed() -> None:
+    try:
+        import nnunetv2.training.nnUNetTrainer.nnUNetTrainer  # noqa: F401
+    except ImportError as e:
+        raise ValueError(f"nnU-Net v2 cannot train here ({e}); `make install` installs it with what its training "
+                         "needs (requirements-nnunet.txt)") from None
+
+
+def _set_environment(folder: Path, threads: int) -> dict[str, Path]:
+    """nnU-Net's folders and settings for this run only (this process and its children)."""
+    dirs = {name: folder / name for name in ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results")}
+    for name, path in dirs.items():
+        path.mkdir(parents=True, exist_ok=True)
+        os.environ[name] = str(path)
+    os.environ["nnUNet_extTrainer"] = str(TRAINERS_DIR)
+    os.environ["nnUNet_def_n_proc"] = str(threads)
+    os.environ["nnUNet_compile"] = "false"
+    return dirs
+
+
+def _read_state(folder: Path) -> dict[str, Any] | None:
+    try:
+        return json.loads((folder / STATE_NAME).read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError):
+        return None
+
+
+def _save_state(folder: Path, state: dict[str, Any]) -> None:
+    save_text(json.dumps(state, indent=1) + "\n", folder / STATE_NAME)
+
+
+def _prepare_folder(args: argparse.Namespace, record: dict[str, Any]) -> dict[str, Any]:
+    """The run's state: fresh, resumed (same arguments) or started again; refuses the rest."""
+    folder = run_folder(args.model_dir)
+    if args.resume and args.overwrite:
+        raise ValueError("--resume and --overwrite exclude each other: pass one")
+    held = folder.is_dir() and any(folder.iterdir())
+    state = _read_state(folder) if held else None
+    if held and args.overwrite:
+        shutil.rmtree(folder)
+        held, state = False, None
+    if held and not args.resume:
+        raise FileExistsError(f"--model_dir {args.model_dir}: {folder} holds an nnU-Net run; pass --resume to "
+                              "continue it or --overwrite to start again")
+    if args.resume and not held:
+        raise FileNotFoundError(f"--resume: {folder} holds no nnU-Net run to continue; drop --resume")
+    if state is not None:
+        old = state.get("arguments", {})
+        changed = [f"--{k} {old.get(k)!r} -> {v!r}" for k, v in record.items() if old.get(k) != v]
+        if changed:
+            raise ValueError(f"--resume: {folder} was started with other arguments ({', '.join(changed)}); "
+                             "pass them as they were, or --overwrite to start again")
+        return state
+    return {"arguments": record, "done": []}
+
+
+def _mark(folder: Path, state: dict[str, Any], step: str) -> None:
+    state["done"] = [s for s in _STEPS if s in state["done"] or s == step]
+    _save_state(folder, state)
+
+
+def _preprocess(dataset_id: int, configuration: str, threads: int, raw: Path, preprocessed: Path) -> None:
+    from nnunetv2.experiment_planning.plan_and_preprocess_api import extract_fingerprints, plan_experiments, preprocess
+    from nnunetv2.utilities.dataset_name_id_conversion import convert_id_to_dataset_name
+
+    os.environ["nnUNet_n_proc_DA"] = str(threads)   # the planner sets torch's threads from it (0 is refused)
+    extract_fingerprints([dataset_id], num_processes=threads, check_dataset_integrity=True, clean=True,
+                         verbose=False, show_progress_bar=False)
+    plan_experiments([dataset_id])
+    preprocess([dataset_id], PLANS, configurations=(configuration,), num_processes=(threads,), verbose=False,
+               show_progress_bar=False)
+    name = convert_id_to_dataset_name(dataset_id)
+    shutil.copyfile(raw / name / "splits_final.json", preprocessed / name / "splits_final.json")
+
+
+def _trainer_class() -> Any:
+    """``nnUNetTrainerBudget``, imported from its file. nnU-Net's own lookup by name imports every
+    trainer module nnU-Net ships, some of which need timm and torchvision; this does not."""
+    if str(TRAINERS_DIR) not in sys.path:
+        sys.path.insert(0, str(TRAINERS_DIR))
+    import nnUNetTrainerBudget
+
+    return nnUNetTrainerBudget.nnUNetTrainerBudget
+
+
+def _trainer(folder: Path, name: str, configuration: str, fold: int | str, device: Any) -> Any:
+    """nnU-Net's trainer as its ``nnUNetv2_train`` builds it (``--c`` when a latest checkpoint exists)."""
+    base = folder / "nnUNet_preprocessed" / name
+    output = folder / "nnUNet_results" / name / f"{TRAINER}__{PLANS}__{configuration}" / f"fold_{fold}"
+    plans = json.loads((base / f"{PLANS}.json").read_text(encoding="utf-8"))
+    plans["continue_training"] = (output / "checkpoint_latest.pth").is_file()
+    return _trainer_class()(plans=plans, configuration=configuration, fold=fold,
+                            dataset_json=json.loads((base / "dataset.json").read_text(encoding="utf-8")),
+                            device=device)
+
+
+def _train(args: argparse.Namespace, device: Any, folder: Path) -> dict[str, Any]:
+    import numpy as np
+    import torch
+
+    from utilities.runtime import seed_everything
+
+    os.environ["nnUNet_n_proc_DA"] = "0"   # augmentation in this process: no worker processes
+    os.environ["PASEG_NNUNET_EPOCHS"] = str(args.epochs)
+    os.environ["PASEG_NNUNET_ITERATIONS"] = str(args.iterations_per_epoch)
+    os.environ["PASEG_NNUNET_VAL_ITERATIONS"] = str(args.val_iterations)
+    seed_everything(args.seed)
+    name = dataset_folder(".", args.dataset_id, args.dataset_name).name
+    trainer = _trainer(folder, name, args.configuration, args.fold, device)
+    final = Path(trainer.output_folder) / "checkpoint_final.pth"
+    latest = Path(trainer.output_folder) / "checkpoint_latest.pth"
+    t0 = time.time()
+    if not final.is_file():
+        if latest.is_file():
+            logger.info("nnU-Net: continuing from %s", latest)
+            trainer.load_checkpoint(str(latest))
+        trainer.run_training()
+    if not trainer.was_initialized:
+        trainer.initialize()
+    cm = trainer.configuration_manager
+    budget = {"epochs": int(trainer.num_epochs), "iterations_per_epoch": int(trainer.num_iterations_per_epoch),
+              "val_iterations_per_epoch": int(trainer.num_val_iterations_per_epoch),
+              "steps": int(trainer.num_epochs * trainer.num_iterations_per_epoch),
+              "batch_size": int(cm.batch_size), "patch_size": [int(s) for s in cm.patch_size],
+              "spacing": [float(s) for s in np.asarray(cm.spacing)], "configuration": args.configuration,
+              "fold": str(args.fold), "labels": args.labels, "trainer": TRAINER,
+              "training_seconds": round(time.time() - t0, 1), "threads": torch.get_num_threads(),
+              "model_folder": str(Path(trainer.output_folder_base).relative_to(folder))}
+    return budget
+
+
+def _predictor(args: argparse.Namespace, device: Any, model_folder: Path) -> Any:
+    """nnU-Net's predictor for ``checkpoint_final.pth`` of the fold (what its
+    ``initialize_from_trained_model_folder`` does, with our trainer class given, not looked up)."""
+    import torch
+    from batchgenerators.utilities.file_and_folder_operations import load_json
+    from nnunetv2.inference.predict_from_raw_data import nnUNetPredictor
+    from nnunetv2.utilities.label_handling.label_handling import determine_num_input_channels
+    from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
+
+    checkpoint = torch.load(model_folder / f"fold_{args.fold}" / "checkpoint_final.pth", map_location="cpu",
+                            weights_only=False)
+    plans = PlansManager(load_json(str(model_folder / "plans.json")))
+    dataset_json = load_json(str(model_folder / "dataset.json"))
+    configuration = plans.get_configuration(checkpoint["init_args"]["configuration"])
+    network = _trainer_class().build_network_architecture(
+        plans, configuration, determine_num_input_channels(plans, configuration, dataset_json),
+        plans.get_label_manager(dataset_json).num_segmentation_heads, enable_deep_supervision=False)
+    network.load_state_dict(checkpoint["network_weights"])
+    predictor = nnUNetPredictor(tile_step_size=0.5, use_gaussian=True, use_mirroring=not args.disable_tta,
+                                perform_everything_on_device=device.type == "cuda", device=device, verbose=False,
+                                verbose_preprocessing=False, allow_tqdm=False)
+    predictor.manual_initialization(network, plans, configuration, [checkpoint["network_weights"]], dataset_json,
+                                    checkpoint["trainer_name"], checkpoint.get("inference_allowed_mirroring_axes"))
+    return predictor
+
+
+def _predict(args: argparse.Namespace, device: Any, folder: Path, model_folder: Path) -> int:
+    raw = folder / "nnUNet_raw" / dataset_folder(".", args.dataset_id, args.dataset_name).name / "imagesTs"
+    cases = subjects_of(read_split(args.dataset_split), "inference")
+    predictor = _predictor(args, device, model_folder)
+    out, tmp = folder / OUTPUT_PRED, folder / f".{OUTPUT_PRED}.partial"
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    tmp.mkdir()
+    predictor.predict_from_files_sequential([[str(raw / f"{c}_0000.nii.gz")] for c in cases],
+                                            [str(tmp / c) for c in cases], save_probabilities=False, overwrite=True)
+    missing = [c for c in cases if not (tmp / f"{c}.nii.gz").is_file()]
+    if missing:
+        raise RuntimeError(f"nnU-Net wrote no prediction for {len(missing)} case(s): {missing[:5]}")
+    if out.exists():
+        shutil.rmtree(out)
+    os.replace(tmp, out)   # the folder appears whole or not at all
+    return len(cases)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0],
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--dataset_split", default="./splits/split_VS.csv", help="split CSV (subject,phase)")
+    p.add_argument("--path_images", default="./data/VS/image_crop/", help="folder of the images")
+    p.add_argument("--image_postfix", default="T2", help="images are <subject>_<postfix>.<ext>")
+    p.add_argument("--labels", default="seeds", choices=["seeds", "full"],
+                   help="seeds: expanded seeds, 2 = nnU-Net's ignore label; full: full labels (reference)")
+    p.add_argument("--path_geodesic_labels", default="./data/VS/geodesic/weight0.5_threshold0.2/geodesic_label/",
+                   help="folder of the expanded seeds (--labels seeds)")
+    p.add_argument("--geodesic_label_postfix", default="GeodesicLabel", help="expanded-seed file postfix")
+    p.add_argument("--path_labels", default="./data/VS/label_crop/", help="folder of the full labels (--labels full)")
+    p.add_argument("--label_postfix", default="Label", help="full label file postfix")
+    p.add_argument("--model_dir", default="./models/nnunet/",
+                   help="run folder; nnU-Net's files go to <model_dir>/nnUNet/")
+    p.add_argument("--dataset_id", type=int, default=501, help="nnU-Net dataset ID (1..999), in this run's folders")
+    p.add_argument("--dataset_name", default="PASeg", help="nnU-Net dataset name (Dataset<ID>_<name>)")
+    p.add_argument("--configuration", default="3d_fullres", choices=["3d_fullres", "2d"],
+                   help="nnU-Net configuration to plan, train and predict")
+    p.add_argument("--fold", default="0", choices=["0", "all"],
+                   help="0: train on the split's training cases, validate on its validation cases; all: train on both")
+    p.add_argument("--epochs", type=int, default=1000, help="training epochs (nnU-Net: 1000)")
+    p.add_argument("--iterations_per_epoch", type=int, default=250, help="training iterations per epoch (nnU-Net: 250)")
+    p.add_argument("--val_iterations", type=int, default=50, help="validation iterations per epoch (nnU-Net: 50)")
+    p.add_argument("--disable_tta", action="store_true", help="predict without nnU-Net's mirroring")
+    p.add_argument("--seed", type=int, default=0, help="seeds Python, NumPy and torch before training")
+    p.add_argument("--device", default="auto", help="auto, cpu or cuda[:k]")
+    p.add_argument("--resume", action="store_true", help="continue the run in --model_dir (same arguments)")
+    p.add_argument("--overwrite", action="store_true", help="delete the run in --model_dir and start again")
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> Path:
+    """Run every step not yet done; returns the predictions' folder."""
+    args = build_parser().parse_args(argv)
+    for flag in ("epochs", "iterations_per_epoch", "val_iterations"):
+        if getattr(args, flag) < 1:
+            raise ValueError(f"--{flag} must be at least 1, got {getattr(args, flag)}")
+    args.fold = 0 if args.fold == "0" else "all"
+    setup_logger(None)
+    _check_installed()
+    from utilities.runtime import resolve_device
+
+    device = resolve_device(args.device)
+    threads = max(1, int(os.environ.get("OMP_NUM_THREADS", "0") or 0) or os.cpu_count() or 1)
+    record = {k: v for k, v in vars(args).items() if k not in _FREE}
+    state = _prepare_folder(args, record)
+    folder = run_folder(args.model_dir)
+    folder.mkdir(parents=True, exist_ok=True)
+    _save_state(folder, state)
+    dirs = _set_environment(folder, threads)
+    import torch
+
+    torch.set_num_threads(threads)
+    name = dataset_folder(".", args.dataset_id, args.dataset_name).name
+    if "exported" not in state["done"]:
+        export_nnunet(args.dataset_split, args.path_images, args.image_postfix, dirs["nnUNet_raw"], args.dataset_id,
+                      args.dataset_name, args.labels, args.path_geodesic_labels, args.geodesic_label_postfix,
+                      args.path_labels, args.label_postfix, overwrite=(dirs["nnUNet_raw"] / name).exists())
+        _mark(folder, state, "exported")
+    if "preprocessed" not in state["done"]:
+        logger.info("nnU-Net: fingerprint, plans and preprocessing (%s)", args.configuration)
+        _preprocess(args.dataset_id, args.configuration, threads, dirs["nnUNet_raw"], dirs["nnUNet_preprocessed"])
+        _mark(folder, state, "preprocessed")
+    if "trained" not in state["done"]:
+        logger.info("nnU-Net: training fold %s, %d epochs x %d iterations", args.fold, args.epochs,
+                    args.iterations_per_epoch)
+        budget = _train(args, device, folder)
+        save_text(json.dumps(budget, indent=1) + "\n", folder / BUDGET_NAME)
+        _mark(folder, state, "trained")
+    budget = json.loads((folder / BUDGET_NAME).read_text(encoding="utf-8"))
+    if "predicted" not in state["done"]:
+        n = _predict(args, device, folder, folder / budget["model_folder"])
+        _mark(folder, state, "predicted")
+        logger.info("nnU-Net: %d prediction(s) in %s", n, folder / OUTPUT_PRED)
+    return folder / OUTPUT_PRED
+
+
+if __name__ == "__main__":
+    from utilities.cli import run_main
+
+    sys.exit(run_main(main))

@@ -1,0 +1,188 @@
+"""The nnU-Net v2 baseline: experiments/nnunet_baseline.py and the ablation kind ``nnunet``, end to
+end on tiny data with a one-iteration budget (nnU-Net's own planning, preprocessing, training and
+prediction), and the driver's refusals."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import SimpleITK as sitk
+from helpers import load_script
+
+from utilities.splits import read_split, subjects_of
+
+pytest.importorskip("nnunetv2.training.nnUNetTrainer.nnUNetTrainer",
+                    reason="nnU-Net v2 and its training packages are installed by `make install` "
+                           "(requirements-nnunet.txt)")
+
+ablate = load_script("experiments/ablate.py")
+baseline = load_script("experiments/nnunet_baseline.py")
+make_demo = load_script("data/demo/make_demo_data.py")
+
+BUDGET = {"--epochs": 1, "--iterations_per_epoch": 1, "--val_iterations": 1, "--disable_tta": True}
+VARIANTS = {"seeds_only": {"kind": "stage1", "label": "Seeds only",
+                           "flags": {"--weight_gatedcrf": 0, "--weight_variance": 0}},
+            "nnunet_seeds": {"kind": "nnunet", "label": "nnU-Net, ignore label", "flags": BUDGET},
+            "nnunet_full": {"kind": "nnunet", "label": "nnU-Net, full labels", "flags": {**BUDGET, "--labels": "full"}}}
+
+
+@pytest.fixture(scope="module")
+def done(tmp_path_factory):
+    """The --quick demo data (4/2/2 cases of 32x32x16) and one finished ablation: seeds-only stage 1
+    (1 epoch) and nnU-Net on the expanded seeds and on the full labels (1 iteration), seed 0."""
+    root = tmp_path_factory.mktemp("nnunet")
+    make_demo.main(["--quick", "--output_dir", str(root / "data"), "--split_file", str(root / "split.csv"),
+                    "--no_report"])
+    cfg = {"title": "tiny", "dataset": {
+        "split_file": str(root / "split.csv"), "images": str(root / "data" / "image_crop"), "image_postfix": "T2",
+        "labels": str(root / "data" / "label_crop"), "label_postfix": "Label",
+        "annotations": str(root / "data" / "annotation_7points"), "annotation_postfix": "7points"},
+        "base": {"stage1": {"--max_epochs": 1, "--rampup_epochs": 1, "--spatial_shape": [32, 32, 16],
+                            "--down_size": [16, 16, 16]}},
+        "variants": VARIANTS, "seeds": [0], "baseline": "seeds_only"}
+    cfg_path = root / "tiny.json"
+    cfg_path.write_text(json.dumps(cfg))
+    out = root / "out"
+    table = ablate.main(["--config", str(cfg_path), "--output_dir", str(out), "--device", "cpu"])
+    return root, cfg_path, out, table
+
+
+def _run(out: Path, variant: str) -> Path:
+    return out / "runs" / variant / "seed0" / "nnUNet"
+
+
+def test_nnunet_rows_stand_in_the_table_with_their_budget(done):
+    root, _, out, table = done
+    written = pd.read_csv(out / "table.csv").set_index("variant")
+    assert written.index.tolist() == ["seeds_only", "nnunet_seeds", "nnunet_full"]
+    assert written.loc["nnunet_seeds", "kind"] == "nnunet"
+    for variant in ("nnunet_seeds", "nnunet_full"):
+        run = _run(out, variant)
+        scores = pd.read_csv(run / "output_pred" / "results_inference.csv")
+        scores = scores[~scores["subject"].isin(["mean", "std"])]
+        assert len(scores) == 2
+        assert written.loc[variant, "dice_mean"] == pytest.approx(scores["dice"].mean())
+        budget = json.loads((run / "budget.json").read_text())
+        plans = json.loads((run / "nnUNet_preprocessed" / "Dataset501_PASeg" / "nnUNetPlans.json").read_text())
+        batch = plans["configurations"]["3d_fullres"]["batch_size"]
+        assert (budget["epochs"], budget["iterations_per_epoch"], budget["steps"]) == (1, 1, 1)
+        assert budget["batch_size"] == batch and budget["trainer"] == "nnUNetTrainerBudget"
+        assert written.loc[variant, "budget"] == f"1 (1 × 1), batch {batch}"
+        assert (run / budget["model_folder"] / "fold_0" / "checkpoint_final.pth").is_file()
+    # stage 1: one step per training case (batch 1), 4 training cases, 1 epoch
+    assert written.loc["seeds_only", "budget"] == "4 (1 × 4), batch 1"
+    assert "| Steps |" in (out / "table.md").read_text()
+
+
+def test_exports_are_the_seeds_with_an_ignore_label_and_the_full_labels(done):
+    root, _, out, _ = done
+    split = read_split(root / "split.csv")
+    for variant, labels in (("nnunet_seeds", {"background": 0, "lesion": 1, "ignore": 2}),
+                            ("nnunet_full", {"background": 0, "lesion": 1})):
+        raw = _run(out, variant) / "nnUNet_raw" / "Dataset501_PASeg"
+        assert json.loads((raw / "dataset.json").read_text())["labels"] == labels
+        folds = json.loads((_run(out, variant) / "nnUNet_preprocessed" / "Dataset501_PASeg"
+                            / "splits_final.json").read_text())
+        assert sorted(folds[0]["train"]) == sorted(subjects_of(split, "training"))
+        assert sorted(folds[0]["val"]) == sorted(subjects_of(split, "validation"))
+        case = folds[0]["train"][0]
+        exported = sitk.GetArrayFromImage(sitk.ReadImage(str(raw / "labelsTr" / f"{case}.nii.gz")))
+        if variant == "nnunet_full":
+            full = sitk.GetArrayFromImage(sitk.ReadImage(str(root / "data" / "label_crop" / f"{case}_Label.nii.gz")))
+            np.testing.assert_array_equal(exported, (full > 0).astype(np.uint8))
+        else:
+            assert set(np.unique(exported)) == {0, 1, 2}
+
+
+def test_predictions_lie_on_the_image_grid(done):
+    root, _, out, _ = done
+    cases = subjects_of(read_split(root / "split.csv"), "inference")
+    for variant in ("nnunet_seeds", "nnunet_full"):
+        folder = _run(out, variant) / "output_pred"
+        assert sorted(p.name for p in folder.glob("*.nii.gz")) == sorted(f"{c}.nii.gz" for c in cases)
+        for case in cases:
+            pred = sitk.ReadImage(str(folder / f"{case}.nii.gz"))
+            image = sitk.ReadImage(str(root / "data" / "image_crop" / f"{case}_T2.nii.gz"))
+            assert pred.GetSize() == image.GetSize()
+            np.testing.assert_allclose(pred.GetSpacing(), image.GetSpacing(), atol=1e-6)
+            np.testing.assert_allclose(pred.GetOrigin(), image.GetOrigin(), atol=1e-5)
+            np.testing.assert_allclose(pred.GetDirection(), image.GetDirection(), atol=1e-6)
+            assert set(np.unique(sitk.GetArrayFromImage(pred))) <= {0, 1}
+
+
+def test_second_ablation_skips_every_run(done, capsys):
+    _, cfg_path, out, _ = done
+    before = (_run(out, "nnunet_seeds") / "budget.json").stat().st_mtime_ns
+    ablate.main(["--config", str(cfg_path), "--output_dir", str(out), "--device", "cpu"])
+    printed = capsys.readouterr().out
+    assert printed.count("seed=0: done, skipped") == 3 and "[stage 0] done, skipped" in printed
+    assert (_run(out, "nnunet_seeds") / "budget.json").stat().st_mtime_ns == before
+
+
+@pytest.fixture()
+def own_environment(monkeypatch):
+    """The driver sets nnU-Net's variables in its process: restore them after an in-process call."""
+    for name in ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results", "nnUNet_extTrainer", "nnUNet_def_n_proc",
+                 "nnUNet_compile", "nnUNet_n_proc_DA", "PASEG_NNUNET_EPOCHS", "PASEG_NNUNET_ITERATIONS",
+                 "PASEG_NNUNET_VAL_ITERATIONS"):
+        monkeypatch.setenv(name, "unset-by-test")
+        monkeypatch.delenv(name)
+
+
+def _driver_args(root: Path, out: Path, variant: str, **changes: str) -> list[str]:
+    flags = {"--dataset_split": str(root / "split.csv"), "--path_images": str(root / "data" / "image_crop"),
+             "--path_labels": str(root / "data" / "label_crop"),
+             "--path_geodesic_labels": str(out / "geodesic" / "weight0.5_threshold0.2" / "geodesic_label"),
+             "--model_dir": str(out / "runs" / variant / "seed0"), "--epochs": "1", "--iterations_per_epoch": "1",
+             "--val_iterations": "1", "--seed": "0", "--device": "cpu", **changes}
+    args = [a for k, v in flags.items() for a in (k, v)] + ["--disable_tta"]
+    return args + (["--labels", "full"] if variant == "nnunet_full" else [])
+
+
+def test_driver_refuses_a_held_folder_and_changed_arguments(done, own_environment):
+    root, _, out, _ = done
+    with pytest.raises(FileExistsError, match="pass --resume to continue it or --overwrite"):
+        baseline.main(_driver_args(root, out, "nnunet_seeds"))
+    with pytest.raises(ValueError, match=r"--epochs 1 -> 3"):
+        baseline.main(_driver_args(root, out, "nnunet_seeds", **{"--epochs": "3"}) + ["--resume"])
+    with pytest.raises(FileNotFoundError, match="holds no nnU-Net run"):
+        baseline.main(_driver_args(root, out / "elsewhere", "nnunet_seeds") + ["--resume"])
+    with pytest.raises(ValueError, match="--iterations_per_epoch must be at least 1"):
+        baseline.main(_driver_args(root, out, "nnunet_seeds", **{"--iterations_per_epoch": "0"}))
+
+
+def test_driver_resume_of_a_finished_run_changes_nothing(done, own_environment):
+    root, _, out, _ = done
+    folder = _run(out, "nnunet_full") / "output_pred"
+    stamps = {p.name: p.stat().st_mtime_ns for p in folder.iterdir()}
+    assert baseline.main(_driver_args(root, out, "nnunet_full") + ["--resume"]) == folder
+    assert {p.name: p.stat().st_mtime_ns for p in folder.iterdir()} == stamps
+
+
+def test_train_mode_resumes_an_nnunet_folder(tmp_path):
+    assert ablate.train_mode(tmp_path) is None
+    (tmp_path / "nnUNet").mkdir()
+    assert ablate.train_mode(tmp_path) is None          # an empty folder is a fresh run
+    (tmp_path / "nnUNet" / "nnunet_run.json").write_text("{}")
+    assert ablate.train_mode(tmp_path) == "--resume"
+
+
+def test_trainer_budget_from_the_environment(monkeypatch):
+    trainers = load_script("experiments/nnunet_trainers/nnUNetTrainerBudget.py")
+    monkeypatch.delenv("PASEG_NNUNET_EPOCHS", raising=False)
+    assert trainers._budget_value("PASEG_NNUNET_EPOCHS", 1000, 1) == 1000
+    monkeypatch.setenv("PASEG_NNUNET_EPOCHS", " 12 ")
+    assert trainers._budget_value("PASEG_NNUNET_EPOCHS", 1000, 1) == 12
+    for bad in ("x", "0", "-3", "1.5"):
+        monkeypatch.setenv("PASEG_NNUNET_EPOCHS", bad)
+        with pytest.raises(ValueError, match="PASEG_NNUNET_EPOCHS"):
+            trainers._budget_value("PASEG_NNUNET_EPOCHS", 1000, 1)
+
+
+def test_missing_nnunet_is_one_line(monkeypatch):
+    monkeypatch.setitem(__import__("sys").modules, "nnunetv2.training.nnUNetTrainer.nnUNetTrainer", None)
+    with pytest.raises(ValueError, match=r"make install"):
+        baseline._check_installed()
