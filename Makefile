@@ -12,7 +12,7 @@ GEODISTK_FLAGS := -DNPY_IN_ARRAY=NPY_ARRAY_IN_ARRAY
 
 install: $(STAMP)
 
-$(STAMP): pyproject.toml requirements.txt requirements-test.txt requirements-data.txt
+$(STAMP): pyproject.toml requirements.txt requirements-nnunet.txt requirements-data.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip setuptools wheel
 	$(PY) -m pip install --quiet "$(NUMPY_PIN)"
@@ -21,8 +21,8 @@ $(STAMP): pyproject.toml requirements.txt requirements-test.txt requirements-dat
 	$(PY) -m pip install --quiet -r requirements.txt
 	# the project itself, editable: `networks` and `utilities` importable from every script and test
 	$(PY) -m pip install --quiet --no-deps --no-build-isolation -e .
-	# test-only (nnU-Net's dataset check); --no-deps keeps the pinned torch (see requirements-test.txt)
-	$(PY) -m pip install --quiet --no-deps -r requirements-test.txt
+	# nnU-Net v2 (the baseline, and its dataset check); --no-deps keeps the pinned torch (see requirements-nnunet.txt)
+	$(PY) -m pip install --quiet --no-deps -r requirements-nnunet.txt
 	# the MNI template of the dataset family (data files only, see requirements-data.txt)
 	$(PY) -m pip install --quiet --no-deps -r requirements-data.txt
 	touch $(STAMP)

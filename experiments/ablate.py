@@ -43,9 +43,12 @@ ROOT = Path(__file__).resolve().parents[1]
 __all__ = ["KINDS", "Config", "Variant", "Run", "load_config", "plan_runs", "run_ablation", "summarize",
            "wilcoxon_p", "main"]
 
-KINDS = ("seeds", "stage1", "scm", "full")
+KINDS = ("seeds", "stage1", "scm", "full", "nnunet")
 STAGE1_SCRIPT = "train_gatedcrfloss3d22d_multiview_varianceloss.py"
 SCM_SCRIPT = "train_SCM.py"
+NNUNET_SCRIPT = "experiments/nnunet_baseline.py"
+#: The sub-folder of an ``nnunet`` run (``nnunet_baseline.NETWORK``).
+NNUNET_NETWORK = "nnUNet"
 GEODESIC_SCRIPTS = {"VS": "data/VS/generate_geodesic_labels.py", "BraTS": "data/BraTS/generate_geodesic_labels.py"}
 DONE_NAME = "ablate_done.json"
 TRAINED_NAME = "ablate_trained.json"
@@ -53,7 +56,7 @@ TRAINED_NAME = "ablate_trained.json"
 STARTED_NAME = "ablate_started.json"
 #: The module whose ``build_parser`` checks each script's flags before anything runs.
 _PARSERS = {STAGE1_SCRIPT: "train_gatedcrfloss3d22d_multiview_varianceloss", SCM_SCRIPT: "train_SCM",
-            "inference.py": "inference", "scores.py": "utilities.scores"}
+            "inference.py": "inference", "scores.py": "utilities.scores", "nnunet_baseline.py": NNUNET_SCRIPT}
 LOG_NAME = "ablate_log.txt"
 
 _TOP_KEYS = {"dataset", "base", "variants", "seeds", "baseline", "title"}
@@ -250,6 +253,18 @@ class Run:
     def key(self) -> str:
         return f"variant={self.variant.name} seed={'-' if self.seed is None else self.seed}"
 
+    @property
+    def predictions(self) -> Path:
+        """The folder of an ``nnunet`` run's predictions (``<case>.nii.gz``, scored with ``--prediction_dir``)."""
+        return RunLayout(self.folder, NNUNET_NETWORK).folder / "output_pred"
+
+    @property
+    def results(self) -> Path:
+        """The scores CSV of the inference cases."""
+        if self.variant.kind == "nnunet":
+            return self.predictions / "results_inference.csv"
+        return RunLayout(self.folder, self.network).results("inference")
+
 
 def _merged(*dicts: dict[str, Any]) -> dict[str, Any]:
     out: dict[str, Any] = {}
@@ -327,6 +342,16 @@ def plan_runs(cfg: Config, output_dir: Path, seeds: Sequence[int], names: Sequen
             if v.kind in ("stage1", "full"):
                 stage1_run(v, seed, True)
                 continue
+            if v.kind == "nnunet":
+                folder = output_dir / "runs" / name / f"seed{seed}"
+                d = cfg.dataset
+                train = [python, str(ROOT / NNUNET_SCRIPT), *flag_args(v.flags), "--dataset_split",
+                         str(d["split_file"]), "--path_images", str(d["images"]), "--image_postfix", d["image_postfix"],
+                         "--path_labels", str(d["labels"]), "--label_postfix", d["label_postfix"],
+                         "--path_geodesic_labels", str(seeds_dir), "--geodesic_label_postfix", "GeodesicLabel",
+                         "--model_dir", str(folder), "--seed", str(seed), "--device", device]
+                runs[(name, seed)] = Run(v, seed, folder, NNUNET_NETWORK, train)
+                continue
             m1 = stage1_run(cfg.variants[v.sources[0]], seed, False)
             m2 = stage1_run(cfg.variants[v.sources[1]], seed + v.aux_seed_offset, False)
             s1_flags = _merged(cfg.base["stage1"], cfg.variants[v.sources[0]].flags)
@@ -346,6 +371,10 @@ def plan_runs(cfg: Config, output_dir: Path, seeds: Sequence[int], names: Sequen
 def _inference_commands(cfg: Config, run: Run, device: str, python: str) -> list[list[str]]:
     d = cfg.dataset
     commands = []
+    if run.variant.kind == "nnunet":   # nnunet_baseline.py has predicted: score its folder
+        return [[python, str(ROOT / "utilities" / "scores.py"), "--dataset_split", str(d["split_file"]),
+                 "--phase", "inference", "--path_labels", str(d["labels"]), "--label_postfix", d["label_postfix"],
+                 "--prediction_dir", str(run.predictions)]]
     if run.variant.kind != "seeds":
         s1 = _merged(cfg.base["stage1"], run.variant.flags)
         if run.variant.kind == "scm":
@@ -363,8 +392,12 @@ def _inference_commands(cfg: Config, run: Run, device: str, python: str) -> list
 
 
 def train_mode(folder: Path) -> str | None:
-    """``--resume`` if the run folder holds a latest checkpoint, ``--overwrite`` if it holds other
-    checkpoints (a run killed before its first latest checkpoint), ``None`` for a fresh folder."""
+    """``--resume`` if the run folder holds a latest checkpoint (or an nnU-Net run), ``--overwrite``
+    if it holds other checkpoints (a run killed before its first latest checkpoint), ``None`` for
+    a fresh folder."""
+    nnunet = RunLayout(folder, NNUNET_NETWORK).folder
+    if nnunet.is_dir() and any(nnunet.iterdir()):
+        return "--resume"
     runs = [RunLayout.of_folder(d) for d in folder.glob("*")]
     if any(run.latest().is_file() or run.latest(scm=True).is_file() for run in runs):
         return "--resume"
@@ -424,7 +457,6 @@ def check_flags(commands: Sequence[Sequence[str]], cfg_path: Path) -> None:
         ValueError: one line naming the script and argparse's complaint.
     """
     import contextlib
-    import importlib
     import io
 
     seen: set[tuple[str, ...]] = set()
@@ -434,7 +466,7 @@ def check_flags(commands: Sequence[Sequence[str]], cfg_path: Path) -> None:
         if key in seen or name not in _PARSERS:
             continue
         seen.add(key)
-        parser = importlib.import_module(_PARSERS[name]).build_parser()
+        parser = _script_parser(name)
         err = io.StringIO()
         try:
             with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
@@ -445,6 +477,37 @@ def check_flags(commands: Sequence[Sequence[str]], cfg_path: Path) -> None:
                 reason = lines[-1].split("error:", 1)[-1].strip() if lines else f"exit status {e.code}"
                 raise ValueError(f"config {cfg_path}: {name} refuses the flags it would be given ({reason}); "
                                  "fix the flags in base or the variant") from None
+
+
+def _script_parser(name: str) -> argparse.ArgumentParser:
+    """The argparse parser of a script the runner calls (by module, or by file for experiments/)."""
+    import importlib
+    import importlib.util
+
+    target = _PARSERS[name]
+    if not target.endswith(".py"):
+        return importlib.import_module(target).build_parser()
+    spec = importlib.util.spec_from_file_location(Path(target).stem, ROOT / target)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.build_parser()
+
+
+def run_budget(run: Run, training_cases: int) -> str:
+    """The optimisation steps of a run's training: ``"<steps> (<epochs> × <per epoch>), batch <b>"``
+    (stage 1 and SCM: one step per ``--batch_size`` training cases; nnU-Net: its ``budget.json``);
+    ``"—"`` for the expanded seeds, ``"?"`` when an nnU-Net run wrote no budget."""
+    if run.variant.kind == "seeds":
+        return "—"
+    if run.variant.kind == "nnunet":
+        b = _read_json(RunLayout(run.folder, NNUNET_NETWORK).folder / "budget.json")
+        if b is None:
+            return "?"
+        return f"{b['steps']} ({b['epochs']} × {b['iterations_per_epoch']}), batch {b['batch_size']}"
+    args = _script_parser(Path(run.train[1]).name).parse_args(run.train[2:])
+    per_epoch = math.ceil(training_cases / args.batch_size)
+    return f"{args.max_epochs * per_epoch} ({args.max_epochs} × {per_epoch}), batch {args.batch_size}"
 
 
 def _all_commands(cfg: Config, runs: Sequence[Run], device: str, python: str) -> list[list[str]]:
@@ -533,7 +596,7 @@ def _do_run(cfg: Config, run: Run, device: str, python: str, env: dict[str, str]
             _call_in_process(command, log, in_process)
         else:
             _execute(command, log, env)
-    scores = RunLayout(run.folder, run.network).results("inference")
+    scores = run.results
     _write_json({"variant": run.variant.name, "seed": run.seed, "network": run.network,
                  "command": _signature(run), "scores": str(scores), "seconds": round(time.time() - t0, 1)},
                 run.folder / DONE_NAME)
@@ -547,7 +610,7 @@ def _finished(run: Run) -> bool:
     if marker.get("command") != _signature(run):
         raise ValueError(f"run folder {run.folder} holds a finished run made with other flags than the config "
                          "now gives; delete that folder or choose another --output_dir")
-    return RunLayout(run.folder, run.network).results("inference").is_file()
+    return run.results.is_file()
 
 
 def run_ablation(cfg: Config, output_dir: Path, seeds: Sequence[int] | None = None,
@@ -748,7 +811,7 @@ def summarize(cfg: Config, runs: Sequence[Run], names: Sequence[str]) -> tuple[p
     seeds of each variant (pairs = the inference cases)."""
     rows = []
     for run in runs:
-        df = pd.read_csv(RunLayout(run.folder, run.network).results("inference"))
+        df = pd.read_csv(run.results)
         df = df[~df["subject"].isin(["mean", "std"])]
         for r in df.itertuples():
             rows.append({"variant": run.variant.name, "seed": "-" if run.seed is None else run.seed,
@@ -756,6 +819,10 @@ def summarize(cfg: Config, runs: Sequence[Run], names: Sequence[str]) -> tuple[p
                          "pred_voxels": int(r.pred_voxels)})
     per_case = pd.DataFrame(rows)
     health = health_table(runs, per_case)
+    from utilities.splits import read_split, subjects_of
+
+    training_cases = len(subjects_of(read_split(cfg.dataset["split_file"]), "training"))
+    budgets = {r.variant.name: run_budget(r, training_cases) for r in runs}
     case_mean = per_case.groupby(["variant", "subject"])["dice"].mean()
     base = case_mean.loc[cfg.baseline]
     table = []
@@ -775,7 +842,8 @@ def summarize(cfg: Config, runs: Sequence[Run], names: Sequence[str]) -> tuple[p
                       "dice_std": float(dice.std(ddof=1)) if len(dice) > 1 else float("nan"),
                       "assd_mean": float(assd.mean()),
                       "assd_std": float(assd.std(ddof=1)) if assd.notna().sum() > 1 else float("nan"),
-                      "collapsed": collapsed, "collapsed_epochs": streaks, "wilcoxon_p": p})
+                      "collapsed": collapsed, "collapsed_epochs": streaks, "wilcoxon_p": p,
+                      "budget": budgets.get(name, "—")})
     out = pd.DataFrame(table)
     out.attrs["health"] = health
     return out, per_case
@@ -794,14 +862,15 @@ def table_markdown(cfg: Config, table: pd.DataFrame) -> str:
              "collapse warning fired, or whose best checkpoint comes from before the ramp-up ended (health.csv); "
              "*collapsed epochs*: per seed, the epochs in which the predictions were collapsed; "
              f"*p*: two-sided paired Wilcoxon signed-rank test against `{cfg.baseline}` on the per-case Dice "
-             "averaged over each variant's seeds (pairs = cases; scipy.stats.wilcoxon).", "",
-             "| Variant | Seeds | Dice | ASSD (mm) | Failed | Collapsed epochs | p vs baseline |",
-             "|---|---|---|---|---|---|---|"]
+             "averaged over each variant's seeds (pairs = cases; scipy.stats.wilcoxon); *steps*: optimisation "
+             "steps of the training (epochs × steps per epoch) and its batch size.", "",
+             "| Variant | Seeds | Dice | ASSD (mm) | Failed | Collapsed epochs | p vs baseline | Steps |",
+             "|---|---|---|---|---|---|---|---|"]
     for r in table.itertuples():
         p = "baseline" if r.variant == cfg.baseline else ("—" if np.isnan(r.wilcoxon_p) else f"{r.wilcoxon_p:.3g}")
         lines.append(f"| {r.label} (`{r.variant}`) | {r.seeds} | {_pm(r.dice_mean, r.dice_std, 3)} | "
                      f"{_pm(r.assd_mean, r.assd_std, 2)} | {r.collapsed}/{r.seeds} | "
-                     f"{r.collapsed_epochs or '—'} | {p} |")
+                     f"{r.collapsed_epochs or '—'} | {p} | {r.budget} |")
     return "\n".join(lines) + "\n"
 
 

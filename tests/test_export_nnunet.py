@@ -31,7 +31,7 @@ def export(data, out, *extra):
 def verify(folder, capfd):
     """nnU-Net v2's own check; it prints its errors and warnings and raises on errors."""
     module = pytest.importorskip("nnunetv2.experiment_planning.verify_dataset_integrity",
-                                 reason="nnunetv2 is installed by `make install` (requirements-test.txt)")
+                                 reason="nnunetv2 is installed by `make install` (requirements-nnunet.txt)")
     capfd.readouterr()
     module.verify_dataset_integrity(str(folder), 1)
     printed = capfd.readouterr().out
