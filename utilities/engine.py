@@ -38,7 +38,7 @@ from utilities.schedules import poly_lr
 from utilities.validation import VALIDATION_METRICS, evaluate, mean_scores
 
 __all__ = ["StepInfo", "LossPart", "StepOutput", "BestCheckpoint", "FitConfig", "Callback", "CollapseWatch",
-           "CollapseError", "fit", "train_step", "README_COLLAPSE_SECTION"]
+           "CollapseError", "Trainer", "fit", "train_step", "README_COLLAPSE_SECTION"]
 
 logger = logging.getLogger("paseg")
 
@@ -274,41 +274,193 @@ def _fmt(value: Any) -> str:
     return f"{value:.4f}" if isinstance(value, float) else str(value)
 
 
+class Trainer:
+    """One training run: the state, the step, the loaders and the run's logs, with one method per
+    part of an epoch (train, validate, best checkpoints, collapse, log). :func:`fit` builds one
+    and calls :meth:`fit`; the trainers supply the models, the step, the best checkpoints and the
+    collapse watches through :class:`FitConfig` and :class:`Callback`."""
+
+    def __init__(self, state: TrainingState, step_fn: StepFn, train_loader: Iterable[Mapping[str, Any]],
+                 val_loader: Iterable[Mapping[str, Any]], config: FitConfig, ctx: DistContext, device: torch.device,
+                 generator: torch.Generator | None = None, sampler: Any = None,
+                 callbacks: Sequence[Callback] = ()) -> None:
+        self.state, self.step_fn, self.config, self.ctx, self.device = state, step_fn, config, ctx, device
+        self.train_loader, self.val_loader = train_loader, val_loader
+        self.generator, self.sampler, self.callbacks = generator, sampler, list(callbacks)
+        self.detector = _CollapseDetector(config.collapse, config.collapse_patience)
+        self.show_bar = ctx.is_main and sys.stderr.isatty()
+        self.steps_per_epoch = len(train_loader) if hasattr(train_loader, "__len__") else 0
+        self.csv_log: CsvLog | None = None
+        self.tb: TensorBoard | None = None
+
+    def fit(self) -> None:
+        """Train from ``state.epoch`` to ``config.max_epochs`` (see :func:`fit`)."""
+        state, config, ctx = self.state, self.config, self.ctx
+        self.csv_log = CsvLog(config.csv, state.epoch) if ctx.is_main else None
+        self.tb = TensorBoard(config.tensorboard if ctx.is_main else None)
+        if config.on_collapse == "recover":
+            for record in state.recoveries:   # a resumed run: the changes of its earlier recoveries again
+                for cb in self.callbacks:
+                    cb.on_recover(int(record["epoch"]) - 1, str(record["dominant"]), state)
+            if state.epoch == 0 and ctx.is_main:
+                state.save(config.healthy, [])   # the start: healthy until an epoch says otherwise
+        try:
+            for epoch in range(state.epoch, config.max_epochs):
+                self.run_epoch(epoch)
+            if ctx.is_main:
+                self.save_final()
+        finally:
+            self.tb.close()
+
+    def run_epoch(self, epoch: int) -> None:
+        """Train, validate, keep the best checkpoints, watch for a collapse, log; ``epoch`` is 0-based."""
+        t0 = time.time()
+        lr, means = self.train_epoch(epoch)
+        row: dict[str, Any] = {"epoch": epoch + 1, "lr": lr, **means}
+        grid = self.validate(row)
+        self.save_best(row, epoch)
+        self.state.epoch = epoch + 1
+        warning = self.detector(epoch, row)
+        recovered = self.watch_collapse(row, warning, epoch)
+        rng = self.ctx.gather(rng_state(self.generator))
+        if self.ctx.is_main:
+            row["time_s"] = round(time.time() - t0, 2)
+            # CP_latest after the row: a run killed in between resumes from the previous epoch and redoes this one
+            assert self.csv_log is not None
+            self.csv_log.append(row)
+            draw_progress(self.config.csv)  # progress.png beside log.csv; a failure is a warning, never a stop
+            self.state.save(self.config.latest, rng)
+            self.log_epoch(row, grid, epoch, time.time() - t0, warning, recovered)
+        self.ctx.barrier()
+        if warning and (self.config.stop_on_collapse or self.config.on_collapse == "stop"):
+            flag = "--stop_on_collapse" if self.config.stop_on_collapse else "--on_collapse stop"
+            raise CollapseError(f"{warning}; stopped by {flag}, the checkpoints in {self.config.models_dir} "
+                                "are intact")
+
+    def train_epoch(self, epoch: int) -> tuple[float, dict[str, float]]:
+        """The epoch's steps at its poly learning rate; returns the rate and the logged values'
+        means over the steps and the ranks."""
+        state, config = self.state, self.config
+        for cb in self.callbacks:
+            cb.on_epoch_start(epoch, state)
+        lr = poly_lr(epoch, config.max_epochs, config.learning_rate)
+        for optimizer in state.optimizers.values():
+            set_lr(optimizer, lr)
+        for model in state.models.values():
+            model.train()
+        if self.sampler is not None:
+            self.sampler.set_epoch(epoch)
+        dataset = getattr(self.train_loader, "dataset", None)
+        if hasattr(dataset, "set_epoch"):  # patches drawn from (seed, epoch, subject)
+            dataset.set_epoch(epoch)
+        sums: dict[str, float] = {}
+        steps = 0
+        bar = tqdm(self.train_loader, desc=f"{config.desc} {epoch + 1}/{config.max_epochs}", leave=False,
+                   disable=not self.show_bar, dynamic_ncols=True)
+        for step, batch in enumerate(bar):
+            info = StepInfo(epoch, step, epoch * self.steps_per_epoch + step, self.steps_per_epoch)
+            values = train_step(state, self.step_fn, batch, info, config.grad_clip, config.models_dir)
+            for key, value in values.items():
+                sums[key] = sums.get(key, 0.0) + value
+            steps += 1
+            bar.set_postfix({k: f"{values[k]:.4f}" for k in config.summary if k in values})
+        return lr, mean_over_ranks(sums, steps, self.ctx)
+
+    def validate(self, row: dict[str, Any]) -> dict[str, Any]:
+        """Every model of ``config.validate`` on the validation volumes, into ``row``; returns the
+        first volume's image, references and each model's prediction (for TensorBoard)."""
+        grid: dict[str, Any] = {}
+        for suffix, key in self.config.validate.items():
+            def keep_grid(batch: Mapping[str, Any], logits: torch.Tensor, suffix: str = suffix) -> None:
+                if suffix not in grid:
+                    grid.setdefault("", [batch[k][0, 0] for k in ("image", "label", "seeds") if k in batch])
+                    grid[suffix] = logits.argmax(1)[0]
+
+            scores = mean_scores(evaluate(self.state.models[key], self.val_loader, self.config.roi_size, self.device,
+                                          self.config.sw_batch_size, self.config.sw_overlap, self.state.amp, self.ctx,
+                                          on_volume=keep_grid if self.ctx.is_main else None))
+            row |= {f"val_{metric}{suffix}": scores[metric] for metric in VALIDATION_METRICS}
+        return grid
+
+    def save_best(self, row: dict[str, Any], epoch: int) -> None:
+        """Update the best trackers, write the improved best checkpoints, let the callbacks add
+        their columns (after a barrier) and log the best values."""
+        state, config = self.state, self.config
+        improved = [b for b in config.best
+                    if state.trackers.setdefault(b.tracker, BestTracker()).update(row[b.column], epoch + 1)]
+        check_finite_weights(state.models, epoch + 1, config.models_dir)
+        if self.ctx.is_main:
+            for b in improved:
+                save_model(b.path, state.models[b.model], state.networks[_network_key(state, b.model)],
+                           epoch=epoch + 1, metric=b.metric, value=state.trackers[b.tracker].value)
+        self.ctx.barrier()
+        for cb in self.callbacks:
+            row |= cb.on_validated(epoch, row, state)
+        for b in config.best:
+            if b.log_as:
+                row |= {b.log_as[0]: state.trackers[b.tracker].value, b.log_as[1]: state.trackers[b.tracker].epoch}
+
+    def watch_collapse(self, row: dict[str, Any], warning: str | None, epoch: int) -> str:
+        """``--on_collapse recover``: recover on a warning (while recoveries are left), else keep
+        a healthy epoch's state; returns the recovery's log line ('' when none)."""
+        config = self.config
+        if config.on_collapse != "recover":
+            return ""
+        row["recovered"] = 0
+        if warning and len(self.state.recoveries) < config.max_recoveries:
+            row["recovered"] = 1
+            return _recover(self.state, config, self.callbacks, self.detector, epoch, self.device)
+        if not any(row.get(w.log_column) for w in config.collapse) and self.ctx.is_main:
+            self.state.save(config.healthy, [])   # the weights a later recovery goes back to
+        return ""
+
+    def log_epoch(self, row: dict[str, Any], grid: dict[str, Any], epoch: int, seconds: float, warning: str | None,
+                  recovered: str) -> None:
+        """TensorBoard, the epoch's log line, the warnings and the end-of-epoch callbacks (main process)."""
+        state, config = self.state, self.config
+        assert self.tb is not None
+        self.tb.scalars({f"train/{k}": v for k, v in row.items()
+                         if k not in ("epoch", "time_s") and not k.startswith("val_") and isinstance(v, (int, float))}
+                        | {f"val/{k.removeprefix('val_')}": v for k, v in row.items() if k.startswith("val_")},
+                        epoch + 1)
+        if len(grid) == len(config.validate) + 1:
+            self.tb.image("val/image_references_predictions",
+                          slice_grid(grid[""] + [grid[s] for s in config.validate]), epoch + 1)
+        train_text = " ".join(f"{k} {row[k]:.4f}" for k in config.summary if k in row)
+        val_text = " ".join(f"{k.removeprefix('val_')} {_fmt(row[k])}" for k in row if k.startswith("val_"))
+        best_text = " ".join(f"{b.column.removeprefix('val_')} {state.trackers[b.tracker].value:.4f} "
+                             f"@{state.trackers[b.tracker].epoch}" for b in config.best if b.log_as)
+        logger.info("%s %d/%d lr %.2e %s | val %s | best %s (%.1f s)", config.desc, epoch + 1, config.max_epochs,
+                    row["lr"], train_text, val_text, best_text, seconds)
+        if warning:
+            logger.warning(warning)
+        if recovered:
+            logger.warning(recovered)
+        for cb in self.callbacks:
+            cb.on_epoch_end(epoch, row, state)
+
+    def save_final(self) -> None:
+        """The final checkpoints and the closing log line (main process)."""
+        state, config = self.state, self.config
+        for key, path in config.final.items():
+            save_model(path, state.models[key], state.networks[_network_key(state, key)], epoch=config.max_epochs)
+        best = ", ".join(f"{b.log_as[0].removeprefix('best_')} {state.trackers[b.tracker].value:.4f} at epoch "
+                         f"{state.trackers[b.tracker].epoch}" for b in config.best if b.log_as)
+        logger.info("done: best %s; checkpoints in %s", best, config.models_dir)
+
+
 def fit(state: TrainingState, step_fn: StepFn, train_loader: Iterable[Mapping[str, Any]],
         val_loader: Iterable[Mapping[str, Any]], config: FitConfig, ctx: DistContext, device: torch.device,
         generator: torch.Generator | None = None, sampler: Any = None,
         callbacks: Sequence[Callback] = ()) -> None:
-    """Train from ``state.epoch`` to ``config.max_epochs`` (see the module docstring).
+    """Train from ``state.epoch`` to ``config.max_epochs`` (see the module docstring and :class:`Trainer`).
 
     Raises:
         NonFiniteLossError: a loss term or a weight became NaN/Inf (the last good checkpoints kept).
         CollapseError: with ``stop_on_collapse``, when the collapse warning fires (after the
             epoch's checkpoints are written).
     """
-    csv_log = CsvLog(config.csv, state.epoch) if ctx.is_main else None
-    tb = TensorBoard(config.tensorboard if ctx.is_main else None)
-    detector = _CollapseDetector(config.collapse, config.collapse_patience)
-    if config.on_collapse == "recover":
-        for record in state.recoveries:   # a resumed run: the changes of its earlier recoveries again
-            for cb in callbacks:
-                cb.on_recover(int(record["epoch"]) - 1, str(record["dominant"]), state)
-        if state.epoch == 0 and ctx.is_main:
-            state.save(config.healthy, [])   # the start: healthy until an epoch says otherwise
-    show_bar = ctx.is_main and sys.stderr.isatty()
-    steps_per_epoch = len(train_loader) if hasattr(train_loader, "__len__") else 0
-    try:
-        for epoch in range(state.epoch, config.max_epochs):
-            _run_epoch(state, step_fn, train_loader, val_loader, config, ctx, device, generator, sampler,
-                       callbacks, csv_log, tb, detector, epoch, steps_per_epoch, show_bar)
-        if ctx.is_main:
-            for key, path in config.final.items():
-                save_model(path, state.models[key], state.networks[_network_key(state, key)],
-                           epoch=config.max_epochs)
-            best = ", ".join(f"{b.log_as[0].removeprefix('best_')} {state.trackers[b.tracker].value:.4f} at epoch "
-                             f"{state.trackers[b.tracker].epoch}" for b in config.best if b.log_as)
-            logger.info("done: best %s; checkpoints in %s", best, config.models_dir)
-    finally:
-        tb.close()
+    Trainer(state, step_fn, train_loader, val_loader, config, ctx, device, generator, sampler, callbacks).fit()
 
 
 def _restore_weights(state: TrainingState, path: Path, device: torch.device) -> None:
@@ -342,100 +494,3 @@ def _recover(state: TrainingState, config: FitConfig, callbacks: Sequence[Callba
 def _network_key(state: TrainingState, model_key: str) -> str:
     """``network`` for ``model``, ``network1`` for ``model1``."""
     return model_key.replace("model", "network", 1)
-
-
-def _run_epoch(state: TrainingState, step_fn: StepFn, train_loader: Iterable[Mapping[str, Any]],
-               val_loader: Iterable[Mapping[str, Any]], config: FitConfig, ctx: DistContext,
-               device: torch.device, generator: torch.Generator | None, sampler: Any,
-               callbacks: Sequence[Callback], csv_log: CsvLog | None, tb: TensorBoard,
-               detector: _CollapseDetector, epoch: int, steps_per_epoch: int, show_bar: bool) -> None:
-    t0 = time.time()
-    for cb in callbacks:
-        cb.on_epoch_start(epoch, state)
-    lr = poly_lr(epoch, config.max_epochs, config.learning_rate)
-    for optimizer in state.optimizers.values():
-        set_lr(optimizer, lr)
-    for model in state.models.values():
-        model.train()
-    if sampler is not None:
-        sampler.set_epoch(epoch)
-    if hasattr(getattr(train_loader, "dataset", None), "set_epoch"):  # patches drawn from (seed, epoch, subject)
-        train_loader.dataset.set_epoch(epoch)
-    sums: dict[str, float] = {}
-    steps = 0
-    bar = tqdm(train_loader, desc=f"{config.desc} {epoch + 1}/{config.max_epochs}", leave=False,
-               disable=not show_bar, dynamic_ncols=True)
-    for step, batch in enumerate(bar):
-        info = StepInfo(epoch, step, epoch * steps_per_epoch + step, steps_per_epoch)
-        values = train_step(state, step_fn, batch, info, config.grad_clip, config.models_dir)
-        for key, value in values.items():
-            sums[key] = sums.get(key, 0.0) + value
-        steps += 1
-        bar.set_postfix({k: f"{values[k]:.4f}" for k in config.summary if k in values})
-    means = mean_over_ranks(sums, steps, ctx)
-
-    grid: dict[str, Any] = {}
-    row: dict[str, Any] = {"epoch": epoch + 1, "lr": lr, **means}
-    for suffix, key in config.validate.items():
-        def keep_grid(batch: Mapping[str, Any], logits: torch.Tensor, suffix: str = suffix) -> None:
-            if suffix not in grid:  # the first validation volume: image, references, each model's prediction
-                grid.setdefault("", [batch[k][0, 0] for k in ("image", "label", "seeds") if k in batch])
-                grid[suffix] = logits.argmax(1)[0]
-
-        scores = mean_scores(evaluate(state.models[key], val_loader, config.roi_size, device, config.sw_batch_size,
-                                      config.sw_overlap, state.amp, ctx, on_volume=keep_grid if ctx.is_main else None))
-        row |= {f"val_{metric}{suffix}": scores[metric] for metric in VALIDATION_METRICS}
-
-    improved = [b for b in config.best if state.trackers.setdefault(b.tracker, BestTracker()).update(row[b.column],
-                                                                                                      epoch + 1)]
-    check_finite_weights(state.models, epoch + 1, config.models_dir)
-    if ctx.is_main:
-        for b in improved:
-            save_model(b.path, state.models[b.model], state.networks[_network_key(state, b.model)], epoch=epoch + 1,
-                       metric=b.metric, value=state.trackers[b.tracker].value)
-    ctx.barrier()
-    for cb in callbacks:
-        row |= cb.on_validated(epoch, row, state)
-    for b in config.best:
-        if b.log_as:
-            row |= {b.log_as[0]: state.trackers[b.tracker].value, b.log_as[1]: state.trackers[b.tracker].epoch}
-    state.epoch = epoch + 1
-    warning = detector(epoch, row)
-    recovered = ""
-    if config.on_collapse == "recover":
-        row["recovered"] = 0
-        if warning and len(state.recoveries) < config.max_recoveries:
-            recovered = _recover(state, config, callbacks, detector, epoch, device)
-            row["recovered"] = 1
-        elif not any(row.get(w.log_column) for w in config.collapse) and ctx.is_main:
-            state.save(config.healthy, [])   # the weights a later recovery goes back to
-    rng = ctx.gather(rng_state(generator))
-    if ctx.is_main:
-        row["time_s"] = round(time.time() - t0, 2)
-        # CP_latest after the row: a run killed in between resumes from the previous epoch and redoes this one
-        csv_log.append(row)
-        draw_progress(config.csv)  # progress.png beside log.csv; a failure is a warning, never a stop
-        state.save(config.latest, rng)
-        tb.scalars({f"train/{k}": v for k, v in row.items() if k not in ("epoch", "time_s") and not k.startswith("val_")
-                    and isinstance(v, (int, float))}
-                   | {f"val/{k.removeprefix('val_')}": v for k, v in row.items() if k.startswith("val_")}, epoch + 1)
-        if len(grid) == len(config.validate) + 1:
-            tb.image("val/image_references_predictions",
-                     slice_grid(grid[""] + [grid[s] for s in config.validate]), epoch + 1)
-        train_text = " ".join(f"{k} {row[k]:.4f}" for k in config.summary if k in row)
-        val_text = " ".join(f"{k.removeprefix('val_')} {_fmt(row[k])}" for k in row if k.startswith("val_"))
-        best_text = " ".join(f"{b.column.removeprefix('val_')} {state.trackers[b.tracker].value:.4f} "
-                             f"@{state.trackers[b.tracker].epoch}" for b in config.best if b.log_as)
-        logger.info("%s %d/%d lr %.2e %s | val %s | best %s (%.1f s)", config.desc, epoch + 1, config.max_epochs,
-                    lr, train_text, val_text, best_text, time.time() - t0)
-        if warning:
-            logger.warning(warning)
-        if recovered:
-            logger.warning(recovered)
-        for cb in callbacks:
-            cb.on_epoch_end(epoch, row, state)
-    ctx.barrier()
-    if warning and (config.stop_on_collapse or config.on_collapse == "stop"):
-        flag = "--stop_on_collapse" if config.stop_on_collapse else "--on_collapse stop"
-        raise CollapseError(f"{warning}; stopped by {flag}, the checkpoints in {config.models_dir} "
-                            "are intact")
