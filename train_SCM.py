@@ -39,7 +39,8 @@ from utilities.cli import (
 from utilities.compile import prepare_network
 from utilities.data import TrainingData, load_training_data
 from utilities.distributed import wrap_ddp
-from utilities.engine import BestCheckpoint, Callback, CollapseWatch, FitConfig, LossPart, StepInfo, StepOutput, fit
+from utilities.engine import BestCheckpoint, Callback, FitConfig, LossPart, StepInfo, StepOutput, fit
+from utilities.health import watch_for
 from utilities.layout import RunLayout
 from utilities.losses import DiceCELoss, KDLoss
 from utilities.optim import Amp, make_optimizer
@@ -257,8 +258,7 @@ def train(args: argparse.Namespace, callbacks: Sequence[Callback] = ()) -> Path:
         best=[BestCheckpoint(f"best{k}", f"model{k}", f"val_{args.val_metric}{k}", args.val_metric, best_files[k],
                              (f"best_{args.val_metric}{k}", f"best_epoch{k}")) for k in (1, 2)],
         validate={"1": "model1", "2": "model2"},
-        collapse=[CollapseWatch(f"model{k}", f"val_empty{k}", f"fg_train{k}", f"teacher_fg{k}",
-                                (f"grad_self{k}", f"grad_kd{k}")) for k in (1, 2)],
+        collapse=[watch_for(str(k), (f"grad_self{k}", f"grad_kd{k}")) for k in (1, 2)],
         sw_batch_size=args.sw_batch_size, sw_overlap=args.sw_overlap, grad_clip=args.grad_clip,
         collapse_patience=args.collapse_patience, stop_on_collapse=args.stop_on_collapse, desc="SCM epoch",
         on_collapse=args.on_collapse, max_recoveries=args.max_recoveries,

@@ -38,7 +38,8 @@ from utilities.cli import (
 from utilities.compile import prepare_network
 from utilities.data import TrainingData, load_training_data
 from utilities.distributed import wrap_ddp
-from utilities.engine import BestCheckpoint, Callback, CollapseWatch, FitConfig, LossPart, StepInfo, StepOutput, fit
+from utilities.engine import BestCheckpoint, Callback, FitConfig, LossPart, StepInfo, StepOutput, fit
+from utilities.health import watch_for
 from utilities.layout import RunLayout
 from utilities.logs import setup_logger
 from utilities.losses import MultiViewGatedCRFLoss, PartialDiceCELoss, VarianceLoss
@@ -243,7 +244,7 @@ def train(args: argparse.Namespace, callbacks: Sequence[Callback] = ()) -> Path:
                              (f"best_{args.val_metric}", "best_epoch")),
               # the other validation metric, when its reference exists, also keeps its best checkpoint
               BestCheckpoint("best_other", "model", f"val_{other}", other, layout.checkpoint(f"best_{other}"))],
-        collapse=[CollapseWatch("model", "val_empty", "fg_train", "seed_fg", ("grad_seg", "grad_crf", "grad_vm"))],
+        collapse=[watch_for("", ("grad_seg", "grad_crf", "grad_vm"))],
         sw_batch_size=args.sw_batch_size, sw_overlap=args.sw_overlap, grad_clip=args.grad_clip,
         collapse_patience=args.collapse_patience, stop_on_collapse=args.stop_on_collapse,
         on_collapse=args.on_collapse, max_recoveries=args.max_recoveries,

@@ -747,25 +747,18 @@ def _flag_value(command: Sequence[str], flag: str, default: float) -> float:
 def run_health(log_csv: Path, patience: int = 3) -> dict[str, Any]:
     """What a training run's ``log.csv`` says about its health.
 
-    Returns ``collapsed_epochs`` (epochs in which any model was collapsed: the engine's
-    ``collapsed*`` columns, or for logs without them the stage-1 rule of
-    :class:`utilities.engine.CollapseWatch` on ``val_empty``/``fg_train``/``seed_fg``),
+    Returns ``collapsed_epochs`` (epochs in which any model was collapsed:
+    :func:`utilities.health.collapsed_rows`, the engine's ``collapsed*`` columns or, for logs
+    without them, the rule on their other columns),
     ``longest_streak``, ``warned`` (a streak reached ``patience``: the collapse warning fired),
     ``best_epoch`` (1-based; NaN when not logged), ``ramp_end`` (the first epoch whose mean
     ramp weight reached 0.999; NaN if it never did, or when the run has no mCRF/VM term:
     ``grad_crf`` and ``grad_vm`` all zero) and ``best_before_ramp`` (the best checkpoint comes
     from before the ramp-up ended: it never met the full loss)."""
-    from utilities.engine import CollapseWatch
+    from utilities.health import collapsed_rows
 
     log = pd.read_csv(log_csv)
-    columns = [c for c in log.columns if c.startswith("collapsed")]
-    if columns:
-        flags = (log[columns].fillna(0).to_numpy() > 0).any(axis=1)
-    elif {"val_empty", "fg_train", "seed_fg"} <= set(log.columns):
-        watch = CollapseWatch("model", "val_empty", "fg_train", "seed_fg", ())
-        flags = np.array([watch.state(r) is not None for r in log.to_dict("records")])
-    else:
-        flags = np.zeros(len(log), dtype=bool)
+    flags = collapsed_rows(log)
     streak = longest = 0
     for f in flags:
         streak = streak + 1 if f else 0

@@ -18,7 +18,6 @@ second network backward.
 from __future__ import annotations
 
 import logging
-import math
 import sys
 import time
 from dataclasses import dataclass, field
@@ -31,6 +30,7 @@ from tqdm import tqdm
 from utilities.checkpoints import BestTracker, TrainingState, rng_state, save_model
 from utilities.distributed import DistContext, mean_over_ranks, unwrap
 from utilities.errors import TrainingStopped
+from utilities.health import CollapseWatch
 from utilities.optim import set_lr
 from utilities.progress import draw_progress
 from utilities.runs import CsvLog, TensorBoard, check_finite, check_finite_weights, slice_grid
@@ -92,47 +92,6 @@ class BestCheckpoint:
     metric: str
     path: Path
     log_as: tuple[str, str] | None = None
-
-
-@dataclass(frozen=True)
-class CollapseWatch:
-    """What the collapse detector watches for one model.
-
-    An epoch counts as collapsed when, while the reference (``reference_column``: the
-    fraction of foreground voxels of the expanded seeds, or of the teacher's pseudo-labels, in
-    the training patches) has foreground, the model predicts
-
-    - nothing: no foreground on any validation volume (``val_empty_column`` == 1), or on the
-      training patches less than a tenth of the reference's foreground (``train_column``);
-    - or foreground almost everywhere: more than 90 % of the training patches' voxels, while
-      the reference covers less than half.
-
-    ``grad_columns``: the gradient-norm columns of its loss terms (the dominant one is named).
-    """
-
-    model: str
-    val_empty_column: str
-    train_column: str
-    reference_column: str
-    grad_columns: tuple[str, ...]
-
-    @property
-    def log_column(self) -> str:
-        """The ``log.csv`` column of this model's per-epoch collapse state (1 collapsed, 0 not):
-        ``collapsed`` for ``model``, ``collapsed1`` for ``model1``."""
-        return "collapsed" + self.model.removeprefix("model")
-
-    def state(self, row: Mapping[str, Any]) -> str | None:
-        """``"empty"``, ``"full"`` or ``None`` for this epoch's row."""
-        reference = float(row.get(self.reference_column, math.nan))
-        train = float(row.get(self.train_column, math.nan))
-        if not reference > 0:
-            return None  # no foreground to learn (or unknown): nothing to compare with
-        if row.get(self.val_empty_column) == 1 or train < 0.1 * reference:
-            return "empty"
-        if train > 0.9 and reference < 0.5:
-            return "full"
-        return None
 
 
 @dataclass(frozen=True)

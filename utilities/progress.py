@@ -25,6 +25,7 @@ import numpy as np
 import pandas as pd
 from matplotlib.ticker import MaxNLocator, NullLocator
 
+from utilities.health import collapsed_rows
 from utilities.io import atomic_path
 
 __all__ = ["progress_path", "collapsed_epochs", "collapse_streaks", "plot_progress", "draw_progress"]
@@ -43,30 +44,10 @@ def progress_path(csv_path: str | os.PathLike) -> Path:
     return csv_path.with_name(csv_path.stem.replace("log", "progress", 1) + ".png")
 
 
-def _models(columns: Sequence[str]) -> list[str]:
-    """The model suffixes of a log: ``[""]`` for stage 1, ``["1", "2"]`` for SCM."""
-    found = sorted({m.group(1) for c in columns if (m := re.fullmatch(r"val_empty(\d?)", c))})
-    return found or [""]
-
-
 def collapsed_epochs(log: pd.DataFrame) -> list[int]:
-    """The epochs (the ``epoch`` column) in which some model counts as collapsed (module docstring)."""
-    collapsed = np.zeros(len(log), bool)
-    for k in _models(log.columns):
-        reference = log.get("seed_fg" if k == "" else f"teacher_fg{k}")
-        if reference is None:  # nothing to compare with
-            continue
-        reference = pd.to_numeric(reference, errors="coerce").to_numpy(float)
-        has_fg = reference > 0
-        empty = pd.to_numeric(log.get(f"val_empty{k}", pd.Series(np.nan, index=log.index)),
-                              errors="coerce").to_numpy(float) == 1
-        train = pd.to_numeric(log.get(f"fg_train{k}", pd.Series(np.nan, index=log.index)),
-                              errors="coerce").to_numpy(float)
-        collapsed |= has_fg & (empty | (train < 0.1 * reference))
-    for k in _models(log.columns):  # the engine's own verdict, where logged (it also counts "full")
-        if f"collapsed{k}" in log.columns:
-            collapsed |= pd.to_numeric(log[f"collapsed{k}"], errors="coerce").to_numpy(float) == 1
-    return [int(e) for e in log["epoch"].to_numpy()[collapsed]]
+    """The epochs (the ``epoch`` column) in which some model counts as collapsed
+    (:func:`utilities.health.collapsed_rows`)."""
+    return [int(e) for e in log["epoch"].to_numpy()[collapsed_rows(log)]]
 
 
 def collapse_streaks(epochs: Sequence[int]) -> list[tuple[int, int]]:
