@@ -25,10 +25,11 @@ from __future__ import annotations
 
 import argparse
 import concurrent.futures as cf
+import logging
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Mapping, Sequence
 
 import GeodisTK
 import numpy as np
@@ -437,63 +438,86 @@ def generate_geodesic_labels(dataset_split: str | os.PathLike, path_images: str 
     label_dir = ensure_writable_dir(out_dir / "geodesic_label")
     distance_dir = ensure_writable_dir(out_dir / "geodesic_distance")
     logger = setup_logger(out_dir, name="generate_geodesic_labels")
-    log_args(logger, argparse.Namespace(
-        dataset_split=dataset_split, path_images=path_images, image_postfix=image_postfix,
-        path_labels=path_labels, label_postfix=label_postfix, path_anno_7points=path_anno_7points,
-        anno_7points_postfix=anno_7points_postfix, path_geodesic=path_geodesic,
-        geodesic_weight=geodesic_weight, geodesic_threshold=geodesic_threshold,
-        zero_at_min=zero_at_min, num_workers=num_workers, phase=phase,
-        allow_partial_points=allow_partial_points, reorder_annotation=reorder_annotation))
+    given = dict(locals())   # the (normalised) arguments; a comprehension would see its own scope
+    log_args(logger, argparse.Namespace(**{k: given[k] for k in _LOGGED}))
 
-    tasks = []
-    for subject in subjects:
-        image_path = find_subject_file(path_images, subject, image_postfix, "image")
-        annotation_path = find_subject_file(path_anno_7points, subject, anno_7points_postfix, "annotation")
-        ann = Grid.read(annotation_path, "annotation")
-        if len(ann.size) != 3:
-            raise ValueError(f"{subject}: annotation {annotation_path} is {len(ann.size)}D; expected a 3D volume")
-        ref = Grid.read(image_path, "image")
-        mapping = _grid_mapping(ann, ref)
-        if mapping is not None and mapping != IDENTITY and not reorder_annotation:
-            logger.error("%s: annotation %s holds the image's voxels in another index order (axes %s, reversed %s); "
-                         "--reorder_annotation reorders it exactly", subject, annotation_path, list(mapping[0]),
-                         list(mapping[1]))
-            mapping = None
-        if mapping is None:
-            notes = _compare_geometry(ann, annotation_path, ref, image_path, "image")  # raises for most grids
-            differs = (f"image {image_path} has origin {list(ref.origin)} but annotation {annotation_path} has "
-                       f"{list(ann.origin)}" if notes else f"annotation {annotation_path} is not on the grid of image "
-                       f"{image_path}")
-            raise ValueError(f"{subject}: {differs}: the annotation is on another grid than the image (stage 1 "
-                             "would refuse its seeds); put the points on the image's grid (e.g. "
-                             "data/points_to_annotation.py --to_markups, then back onto the image)")
-        if mapping != IDENTITY:
-            logger.info("%s: annotation %s is the image's grid with axes permuted/reversed %s; reordered exactly",
-                        subject, annotation_path, mapping)
-        label_path = None
-        if path_labels is not None:
-            candidate = find_subject_file(path_labels, subject, label_postfix, "label")
-            if candidate.is_file():
-                label_path = candidate
-                label_grid = Grid.read(candidate, "label")
-                check_same_grid(ref, image_path, "image", label_grid, candidate, "label",
-                                "resample it onto the image's voxel grid (the label is used only for the metrics "
-                                "of the expanded seeds)")
-            else:
-                logger.info("%s: no full label %s; no metrics for it", subject, candidate)
-        tasks.append(_Task(subject, image_path, annotation_path, label_path,
-                           subject_path(label_dir, subject, "GeodesicLabel"),
-                           subject_path(distance_dir, subject, "GeodesicDistance"),
-                           geodesic_weight, geodesic_threshold, bool(zero_at_min), mapping,
-                           bool(allow_partial_points)))
-
+    template = _Task("", Path(), Path(), None, Path(), Path(), geodesic_weight, geodesic_threshold,
+                     bool(zero_at_min), IDENTITY, bool(allow_partial_points))
+    tasks = [_subject_task(subject, template, (path_images, image_postfix), (path_anno_7points, anno_7points_postfix),
+                           None if path_labels is None else (path_labels, label_postfix), (label_dir, distance_dir),
+                           reorder_annotation, logger)
+             for subject in subjects]
     logger.info("expanding %d subject(s) with %d worker(s) into %s", len(tasks), num_workers, out_dir)
     results = _run_tasks(tasks, num_workers)
     for result in results:
         for note in result.notes:
             logger.info("%s", note)
+    _write_metrics(results, dict(zip(split["subject"], split["phase"])), out_dir, logger)
+    logger.info("done: %s", out_dir)
+    return out_dir
 
-    phase_of = dict(zip(split["subject"], split["phase"]))
+
+#: The arguments of :func:`generate_geodesic_labels` written to its log.
+_LOGGED = ("dataset_split", "path_images", "image_postfix", "path_labels", "label_postfix", "path_anno_7points",
+           "anno_7points_postfix", "path_geodesic", "geodesic_weight", "geodesic_threshold", "zero_at_min",
+           "num_workers", "phase", "allow_partial_points", "reorder_annotation")
+
+
+def _annotation_mapping(subject: str, image_path: Path, annotation_path: Path, reorder: bool,
+                        logger: logging.Logger) -> tuple[Grid, GridMapping]:
+    """The image's grid and how the annotation's voxels map onto it (identity, or permuted/
+    reversed axes with ``reorder``); any other grid is a one-line error naming both files."""
+    ann = Grid.read(annotation_path, "annotation")
+    if len(ann.size) != 3:
+        raise ValueError(f"{subject}: annotation {annotation_path} is {len(ann.size)}D; expected a 3D volume")
+    ref = Grid.read(image_path, "image")
+    mapping = _grid_mapping(ann, ref)
+    if mapping is not None and mapping != IDENTITY and not reorder:
+        logger.error("%s: annotation %s holds the image's voxels in another index order (axes %s, reversed %s); "
+                     "--reorder_annotation reorders it exactly", subject, annotation_path, list(mapping[0]),
+                     list(mapping[1]))
+        mapping = None
+    if mapping is None:
+        notes = _compare_geometry(ann, annotation_path, ref, image_path, "image")  # raises for most grids
+        differs = (f"image {image_path} has origin {list(ref.origin)} but annotation {annotation_path} has "
+                   f"{list(ann.origin)}" if notes else f"annotation {annotation_path} is not on the grid of image "
+                   f"{image_path}")
+        raise ValueError(f"{subject}: {differs}: the annotation is on another grid than the image (stage 1 "
+                         "would refuse its seeds); put the points on the image's grid (e.g. "
+                         "data/points_to_annotation.py --to_markups, then back onto the image)")
+    if mapping != IDENTITY:
+        logger.info("%s: annotation %s is the image's grid with axes permuted/reversed %s; reordered exactly",
+                    subject, annotation_path, mapping)
+    return ref, mapping
+
+
+def _subject_task(subject: str, template: _Task, images: tuple[str | os.PathLike, str],
+                  annotations: tuple[str | os.PathLike, str], labels: tuple[str | os.PathLike, str] | None,
+                  out_dirs: tuple[Path, Path], reorder: bool, logger: logging.Logger) -> _Task:
+    """One subject's checked task: its files found, its annotation mapped onto the image's grid,
+    its full label (if any) on the image's grid; ``template`` holds the settings."""
+    image_path = find_subject_file(images[0], subject, images[1], "image")
+    annotation_path = find_subject_file(annotations[0], subject, annotations[1], "annotation")
+    ref, mapping = _annotation_mapping(subject, image_path, annotation_path, reorder, logger)
+    label_path = None
+    if labels is not None:
+        candidate = find_subject_file(labels[0], subject, labels[1], "label")
+        if candidate.is_file():
+            label_path = candidate
+            check_same_grid(ref, image_path, "image", Grid.read(candidate, "label"), candidate, "label",
+                            "resample it onto the image's voxel grid (the label is used only for the metrics "
+                            "of the expanded seeds)")
+        else:
+            logger.info("%s: no full label %s; no metrics for it", subject, candidate)
+    return replace(template, subject=subject, image=image_path, annotation=annotation_path, label=label_path,
+                   out_label=subject_path(out_dirs[0], subject, "GeodesicLabel"),
+                   out_distance=subject_path(out_dirs[1], subject, "GeodesicDistance"), mapping=mapping)
+
+
+def _write_metrics(results: Sequence[_Result], phase_of: Mapping[str, str], out_dir: Path,
+                   logger: logging.Logger) -> None:
+    """``results_<phase>.csv`` for each phase with at least one scored subject (per subject, then
+    ``mean`` and ``std`` rows, ddof 0), and its means in the log."""
     for phase_name in PHASES:
         rows = [{"subject": r.subject, **{k: r.metrics[k] for k in _METRIC_COLUMNS}}
                 for r in results if phase_of[r.subject] == phase_name and r.metrics is not None]
@@ -503,13 +527,10 @@ def generate_geodesic_labels(dataset_split: str | os.PathLike, path_images: str 
         values = table[list(_METRIC_COLUMNS)]
         summary = pd.DataFrame([{"subject": "mean", **values.mean().to_dict()},
                                 {"subject": "std", **values.std(ddof=0).to_dict()}])
-        table = pd.concat([table, summary], ignore_index=True)
-        save_csv(table, out_dir / f"results_{phase_name}.csv")
+        save_csv(pd.concat([table, summary], ignore_index=True), out_dir / f"results_{phase_name}.csv")
         mean = summary.iloc[0]
         logger.info("%s (%d subjects with labels): precision %.4f recall %.4f Dice %.4f Jaccard %.4f",
                     phase_name, len(rows), mean["precision"], mean["recall"], mean["dice"], mean["jaccard"])
-    logger.info("done: %s", out_dir)
-    return out_dir
 
 
 def _run_tasks(tasks: list[_Task], num_workers: int) -> list[_Result]:
