@@ -138,6 +138,49 @@ def _check_points(annotation: np.ndarray, lesion: int, bg: int, fg: int) -> None
                              "(or pass --allow_partial_points)")
 
 
+def _checked_inputs(image: np.ndarray, annotation: np.ndarray, spacing: Sequence[float], weight: float,
+                    threshold: float) -> tuple[np.ndarray, np.ndarray, tuple[float, ...]]:
+    """:func:`expand_seeds`' inputs checked (one-line ValueErrors) and normalised."""
+    image = np.asarray(image)
+    if image.ndim != 3:
+        raise ValueError(f"image must be 3D, got shape {image.shape}")
+    if np.shape(annotation) != image.shape:
+        raise ValueError(f"annotation shape {np.shape(annotation)} differs from image shape {image.shape}")
+    spacing = tuple(float(s) for s in spacing)
+    if len(spacing) != 3 or not all(np.isfinite(s) and s > 0 for s in spacing):
+        raise ValueError(f"spacing must be three positive sizes in mm, got {list(spacing)}")
+    _check_weight_threshold(weight, threshold)
+    if not np.issubdtype(image.dtype, np.number) or np.iscomplexobj(image):
+        raise ValueError(f"image must hold real numbers, got dtype {image.dtype}")
+    if not np.all(np.isfinite(image)):
+        raise ValueError(f"image holds {int(np.count_nonzero(~np.isfinite(image)))} NaN/Inf voxels; "
+                         "fix or re-export the image")
+    return image, _check_annotation_values(np.asarray(annotation)), spacing
+
+
+def _present_lesions(annotation: np.ndarray, allow_partial_points: bool) -> list[tuple[int, int]]:
+    """The ``(background, foreground)`` values of the annotated lesions, each checked to have
+    both kinds of point (and, unless ``allow_partial_points``, six background points around
+    its foreground point)."""
+    present = []
+    for lesion, (bg, fg) in enumerate(LESIONS, start=1):
+        has_bg = bool(np.any(annotation == bg))
+        has_fg = bool(np.any(annotation == fg))
+        if has_bg and not has_fg:
+            raise ValueError(f"lesion {lesion} has background points (value {bg}) but no "
+                             f"foreground point (value {fg}); add its foreground point")
+        if has_fg and not has_bg:
+            raise ValueError(f"lesion {lesion} has a foreground point (value {fg}) but no "
+                             f"background points (value {bg}); add its extreme points")
+        if has_fg:
+            if not allow_partial_points:
+                _check_points(annotation, lesion, bg, fg)
+            present.append((bg, fg))
+    if not present:
+        raise ValueError("annotation has no annotated points (all 0); expected values 1 and 2")
+    return present
+
+
 def expand_seeds(image: np.ndarray, annotation: np.ndarray, spacing: Sequence[float],
                  weight: float, threshold: float,
                  zero_at_min: bool = False, allow_partial_points: bool = False) -> tuple[np.ndarray, np.ndarray]:
@@ -169,39 +212,8 @@ def expand_seeds(image: np.ndarray, annotation: np.ndarray, spacing: Sequence[fl
         distance inside the box(es) (the smaller of the two where two boxes overlap) and 0
         outside them.
     """
-    image = np.asarray(image)
-    if image.ndim != 3:
-        raise ValueError(f"image must be 3D, got shape {image.shape}")
-    if np.shape(annotation) != image.shape:
-        raise ValueError(f"annotation shape {np.shape(annotation)} differs from image shape {image.shape}")
-    spacing = tuple(float(s) for s in spacing)
-    if len(spacing) != 3 or not all(np.isfinite(s) and s > 0 for s in spacing):
-        raise ValueError(f"spacing must be three positive sizes in mm, got {list(spacing)}")
-    _check_weight_threshold(weight, threshold)
-    if not np.issubdtype(image.dtype, np.number) or np.iscomplexobj(image):
-        raise ValueError(f"image must hold real numbers, got dtype {image.dtype}")
-    if not np.all(np.isfinite(image)):
-        raise ValueError(f"image holds {int(np.count_nonzero(~np.isfinite(image)))} NaN/Inf voxels; "
-                         "fix or re-export the image")
-    annotation = _check_annotation_values(np.asarray(annotation))
-
-    present = []
-    for lesion, (bg, fg) in enumerate(LESIONS, start=1):
-        has_bg = bool(np.any(annotation == bg))
-        has_fg = bool(np.any(annotation == fg))
-        if has_bg and not has_fg:
-            raise ValueError(f"lesion {lesion} has background points (value {bg}) but no "
-                             f"foreground point (value {fg}); add its foreground point")
-        if has_fg and not has_bg:
-            raise ValueError(f"lesion {lesion} has a foreground point (value {fg}) but no "
-                             f"background points (value {bg}); add its extreme points")
-        if has_fg:
-            if not allow_partial_points:
-                _check_points(annotation, lesion, bg, fg)
-            present.append((bg, fg))
-    if not present:
-        raise ValueError("annotation has no annotated points (all 0); expected values 1 and 2")
-
+    image, annotation, spacing = _checked_inputs(image, annotation, spacing, weight, threshold)
+    present = _present_lesions(annotation, allow_partial_points)
     label = np.zeros(image.shape, dtype=np.uint8)
     distance = np.full(image.shape, np.inf, dtype=np.float32)
     for index, (bg, fg) in enumerate(present):
