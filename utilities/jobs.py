@@ -74,6 +74,18 @@ class Job:
     seconds: float = field(default=0.0, init=False)
 
 
+def _check_jobs(jobs: Sequence[Job], slots: int) -> None:
+    """At least one slot, unique names, and every job's needs among the jobs (ValueError)."""
+    if slots < 1:
+        raise ValueError(f"slots must be at least 1, got {slots}")
+    names = [j.name for j in jobs]
+    if len(set(names)) != len(names):
+        raise ValueError(f"job names must be unique, got {names}")
+    unknown = sorted({n for j in jobs for n in j.needs} - set(names))
+    if unknown:
+        raise ValueError(f"jobs need unknown job(s) {unknown}")
+
+
 def run_jobs(jobs: Sequence[Job], slots: int, env: Mapping[str, str], cwd: Path | None = None,
              report: Callable[[str], None] = print) -> list[Job]:
     """Run ``jobs`` with at most ``slots`` at once; a ready job starts in list order (put the long
@@ -83,14 +95,7 @@ def run_jobs(jobs: Sequence[Job], slots: int, env: Mapping[str, str], cwd: Path 
     others still finish; a job that needs a failed one is not started). Interrupted (Ctrl-C,
     SIGTERM turned into an exception), it stops the running jobs before passing the exception on.
     """
-    if slots < 1:
-        raise ValueError(f"slots must be at least 1, got {slots}")
-    names = [j.name for j in jobs]
-    if len(set(names)) != len(names):
-        raise ValueError(f"job names must be unique, got {names}")
-    unknown = sorted({n for j in jobs for n in j.needs} - set(names))
-    if unknown:
-        raise ValueError(f"jobs need unknown job(s) {unknown}")
+    _check_jobs(jobs, slots)
     pending, running, done, failed = list(jobs), {}, set(), {}
     processes: dict[str, subprocess.Popen] = {}
     lock = threading.Condition()
