@@ -256,7 +256,7 @@ class Run:
     @property
     def predictions(self) -> Path:
         """The folder of an ``nnunet`` run's predictions (``<case>.nii.gz``, scored with ``--prediction_dir``)."""
-        return RunLayout(self.folder, NNUNET_NETWORK).folder / "output_pred"
+        return RunLayout(self.folder, NNUNET_NETWORK).output_pred
 
     @property
     def results(self) -> Path:

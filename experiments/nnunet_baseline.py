@@ -58,6 +58,7 @@ sys.path.insert(0, str(ROOT))
 
 from data.export_nnunet import dataset_folder, export_nnunet  # noqa: E402
 from utilities.io import save_text  # noqa: E402
+from utilities.layout import OUTPUT_PRED  # noqa: E402
 from utilities.logs import LOGGER_NAME, setup_logger  # noqa: E402
 from utilities.splits import read_split, subjects_of  # noqa: E402
 
@@ -74,7 +75,6 @@ TRAINERS_DIR = Path(__file__).resolve().parent / "nnunet_trainers"
 PLANS = "nnUNetPlans"
 STATE_NAME = "nnunet_run.json"
 BUDGET_NAME = "budget.json"
-OUTPUT_PRED = "output_pred"
 _STEPS = ("exported", "preprocessed", "trained", "predicted")
 #: Arguments that do not change what a run computes (not compared on --resume).
 _FREE = {"resume", "overwrite", "device"}

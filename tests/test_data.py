@@ -138,3 +138,23 @@ def test_nan_and_truncated_images(tmp_path):
     (p["image_crop"] / "vs_gk_1_T2.nii.gz").write_bytes(raw[: len(raw) // 2])
     with pytest.raises(ValueError, match="cannot read image file .*vs_gk_1_T2.nii.gz"):
         load_phase(p["split"], "training", _sources(p))
+
+
+def test_a_run_reads_its_split_once_and_checks_each_file_once(tmp_path, monkeypatch):
+    """load_training_data (both phases of a stage-1 run): one read of the split file, one
+    existence check per file (the split read into a Split and passed down)."""
+    import utilities.data as data
+    import utilities.splits as splits
+
+    p = make_vs_dataset(tmp_path, 2, 1, 1)
+    reads, checks = [], []
+    read, missing = splits.read_split, data.missing_files
+    monkeypatch.setattr(splits, "read_split", lambda path: reads.append(path) or read(path))
+    monkeypatch.setattr(data, "missing_files", lambda *a: checks.append((tuple(a[0]), str(a[1]), a[2])) or missing(*a))
+    config = data.DataConfig(p["split"], p["image_crop"], "T2", p["label_crop"], "Label", p["geodesic_label"],
+                             "GeodesicLabel", cache_gb=0.0)
+    loaded = data.load_training_data(config, ["image", "seeds"])
+    assert reads == [p["split"]]
+    # training: image + seeds of 2 subjects; validation: image + label (required) of 1, seeds (optional) of 1
+    assert len(checks) == 2 * 2 + 1 * 3 and len(set(checks)) == len(checks)
+    assert [s["subject"] for s in loaded.train.subjects] == ["vs_gk_1", "vs_gk_2"]

@@ -36,7 +36,7 @@ from torch.utils.data.distributed import DistributedSampler
 from utilities.distributed import DistContext, shard_indices
 from utilities.grid import Grid, check_same_grid, find_subject_file, missing_files
 from utilities.io import check_label_values, check_voxels, count_nonfinite
-from utilities.splits import read_split, subjects_of
+from utilities.splits import Split, as_split
 
 __all__ = [
     "ImageSource",
@@ -88,7 +88,7 @@ def find_missing(subjects: Sequence[str], sources: Sequence[ImageSource]) -> lis
             for m in missing_files([subject], src.folder, src.postfix, src.what)]
 
 
-def check_files(dataset_split: str | os.PathLike,
+def check_files(dataset_split: Split | str | os.PathLike,
                 needs: Sequence[tuple[str | None, Sequence[ImageSource]]]) -> None:
     """Check that every ``(phase, sources)`` pair has subjects and all their files exist.
 
@@ -97,11 +97,11 @@ def check_files(dataset_split: str | os.PathLike,
             first 10, then the count) and the flags to check.
         ValueError: if a phase has no subject.
     """
-    split = read_split(dataset_split)
+    split = as_split(dataset_split)
     missing: list[str] = []
     flags: list[str] = []
     for phase, sources in needs:
-        names = subjects_of(split, phase)
+        names = split.subjects(phase)
         if not names:
             raise ValueError(f"split file {dataset_split} lists no subject for phase {phase!r}; "
                              f"add '<subject>,{phase}' rows")
@@ -117,18 +117,19 @@ def check_files(dataset_split: str | os.PathLike,
                                 f"{shown}. Check {check} or the split.")
 
 
-def make_subjects(dataset_split: str | os.PathLike, phase: str | None,
-                  sources: Sequence[ImageSource]) -> list[tio.Subject]:
+def make_subjects(dataset_split: Split | str | os.PathLike, phase: str | None,
+                  sources: Sequence[ImageSource], check: bool = True) -> list[tio.Subject]:
     """One ``tio.Subject`` per subject of ``phase`` in the split, with an image per source.
 
     Raises:
         FileNotFoundError: naming every missing file at once (never skips a subject).
         ValueError: if the phase has no subject.
     """
-    check_files(dataset_split, [(phase, sources)])
-    names = subjects_of(read_split(dataset_split), phase)
+    split = as_split(dataset_split)
+    if check:   # False: the caller has just checked these files
+        check_files(split, [(phase, sources)])
     subjects = []
-    for name in names:
+    for name in split.subjects(phase):
         images: dict[str, Any] = {}
         for src in sources:
             cls = tio.LabelMap if src.is_label else tio.ScalarImage
@@ -401,16 +402,19 @@ def make_volume_loader(cache: SubjectCache, num_workers: int = 0, sampler: Sampl
 
 
 
-def load_phase(dataset_split: str | os.PathLike, phase: str, required: Sequence[ImageSource],
-               optional: Sequence[ImageSource] = (), cache_gb: float = 8.0, fill: bool = True) -> SubjectCache:
+def load_phase(dataset_split: Split | str | os.PathLike, phase: str, required: Sequence[ImageSource],
+               optional: Sequence[ImageSource] = (), cache_gb: float = 8.0, fill: bool = True,
+               check: bool = True) -> SubjectCache:
     """The subjects of one phase with a cache, checked and preprocessed up front.
 
     ``required`` sources must exist for every subject (else one error lists all missing files);
     an ``optional`` source is used only if it exists for every subject of the phase (a log line
     says when it is left out).
     """
-    names = subjects_of(read_split(dataset_split), phase)
-    check_files(dataset_split, [(phase, required)])
+    split = as_split(dataset_split)
+    names = split.subjects(phase)
+    if check:   # False: the caller has checked the required files (e.g. of every phase at once)
+        check_files(split, [(phase, required)])
     sources = list(required)
     for src in optional:
         missing = find_missing(names, [src])
@@ -419,7 +423,7 @@ def load_phase(dataset_split: str | os.PathLike, phase: str, required: Sequence[
                         len(missing), len(names), missing[0].split(" ", 1)[-1])
         else:
             sources.append(src)
-    cache = SubjectCache(make_subjects(dataset_split, phase, sources), cache_gb,
+    cache = SubjectCache(make_subjects(split, phase, sources, check=False), cache_gb,
                          whats={s.key: s.what for s in sources})
     if fill:
         cache.fill()
@@ -491,13 +495,14 @@ def load_training_data(config: DataConfig, train_keys: Sequence[str]) -> Trainin
     src = config.sources()
     train_sources = [src[k] for k in train_keys]
     val_required, val_optional = config.validation_sources()
-    check_files(config.dataset_split, [("training", train_sources), ("validation", val_required)])
-    train = load_phase(config.dataset_split, "training", train_sources, cache_gb=config.cache_gb)
+    split = Split.read(config.dataset_split)   # read once for the whole run
+    check_files(split, [("training", train_sources), ("validation", val_required)])
+    train = load_phase(split, "training", train_sources, cache_gb=config.cache_gb, check=False)
     if "seeds" in train_keys:
         if _same_files(src["seeds"], src["label"]):
             check_full_labels(train)
         check_training_seeds(train)
-    val = load_phase(config.dataset_split, "validation", val_required, val_optional, cache_gb=config.cache_gb)
+    val = load_phase(split, "validation", val_required, val_optional, cache_gb=config.cache_gb, check=False)
     return TrainingData(train, val)
 
 

@@ -2,11 +2,12 @@
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
 
-__all__ = ["PHASES", "read_split", "subjects_of"]
+__all__ = ["PHASES", "Split", "as_split", "read_split", "subjects_of"]
 
 PHASES = ("training", "validation", "inference")
 
@@ -53,3 +54,31 @@ def subjects_of(split: pd.DataFrame | str | os.PathLike, phase: str | None) -> l
     if phase is not None and phase not in PHASES:
         raise ValueError(f"--phase must be one of {list(PHASES)}, got {phase!r}")
     return df["subject"].tolist() if phase is None else df.loc[df["phase"] == phase, "subject"].tolist()
+
+
+@dataclass(frozen=True, eq=False)
+class Split:
+    """A split file read once: its path (for messages) and its ``subject``/``phase`` table.
+
+    A run reads its split into one ``Split`` and passes it down, so every function that takes
+    ``dataset_split`` (a path or a ``Split``, see :func:`as_split`) sees the same rows."""
+
+    path: Path
+    table: pd.DataFrame
+
+    @classmethod
+    def read(cls, path: str | os.PathLike) -> Split:
+        """:func:`read_split` of ``path``."""
+        return cls(Path(path), read_split(path))
+
+    def subjects(self, phase: str | None) -> list[str]:
+        """:func:`subjects_of` one phase (``None``: all), in file order."""
+        return subjects_of(self.table, phase)
+
+    def __str__(self) -> str:   # messages name the file, as they did for a path
+        return str(self.path)
+
+
+def as_split(split: Split | str | os.PathLike) -> Split:
+    """``split`` itself, or the split file at that path read now."""
+    return split if isinstance(split, Split) else Split.read(split)
