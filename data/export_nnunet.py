@@ -41,7 +41,7 @@ from typing import Sequence
 import numpy as np
 import SimpleITK as sitk
 
-from utilities.grid import Grid, check_same_grid, find_subject_file
+from utilities.grid import Grid, check_same_grid, find_subject_file, listed, missing_paths
 from utilities.io import atomic_path, ensure_writable_dir, read_image, save_text, write_image
 from utilities.logs import LOGGER_NAME, setup_logger
 from utilities.splits import read_split, subjects_of
@@ -138,12 +138,10 @@ def export_nnunet(dataset_split: str | os.PathLike, path_images: str | os.PathLi
 
     images = {s: find_subject_file(path_images, s, image_postfix, "image") for s in training + testing}
     label_files = {s: find_subject_file(label_dir, s, label_post, "label") for s in training}
-    missing = [f"image {p}" for p in images.values() if not p.is_file()]
-    missing += [f"label {p}" for p in label_files.values() if not p.is_file()]
+    missing = missing_paths(images.values(), "image") + missing_paths(label_files.values(), "label")
     if missing:
-        raise FileNotFoundError(f"{len(missing)} file(s) missing: {'; '.join(missing[:10])}"
-                                f"{' ...' if len(missing) > 10 else ''}; check --path_images/--image_postfix and "
-                                f"{flag}")
+        raise FileNotFoundError(f"{len(missing)} file(s) missing: {listed(missing)}; check "
+                                f"--path_images/--image_postfix and {flag}")
 
     root = dataset_folder(output_dir, dataset_id, dataset_name)
     parts = [root / "imagesTr", root / "labelsTr", root / "imagesTs", root / "dataset.json", root / "splits_final.json"]

@@ -67,7 +67,7 @@ from typing import Sequence
 import numpy as np
 import SimpleITK as sitk
 
-from utilities.grid import Grid, find_subject_file, subject_path
+from utilities.grid import Grid, find_subject_file, listed, missing_paths, subject_path
 from utilities.io import ensure_writable_dir, read_image, save_text, write_image
 from utilities.logs import LOGGER_NAME, setup_logger
 from utilities.splits import PHASES, subjects_of
@@ -502,8 +502,7 @@ def _find_point_files(folder: Path, subjects: Sequence[str] | None, points_postf
     missing = [f"{folder / _points_stem(s, points_postfix)}.*" for s in subjects if s not in files]
     if missing:
         raise FileNotFoundError(f"{len(missing)} subject(s) have no point file ({', '.join(EXTENSIONS)}): "
-                                f"{'; '.join(missing[:10])}{' ...' if len(missing) > 10 else ''}; check --points "
-                                "and --points_postfix")
+                                f"{listed(missing)}; check --points and --points_postfix")
     several = {s: p for s, p in files.items() if len(p) > 1}
     if several:
         s, paths = next(iter(several.items()))
@@ -620,9 +619,9 @@ def annotations_to_markups(points: str | os.PathLike, path_anno_7points: str | o
             raise ValueError(f"no subjects to convert (no *_{anno_7points_postfix}.nii.gz in {path_anno_7points})")
         targets = {s: points / f"{_points_stem(s, points_postfix)}.mrk.json" for s in subjects}
     sources = {s: subject_path(path_anno_7points, s, anno_7points_postfix) for s in targets}
-    missing = [str(p) for p in sources.values() if not p.is_file()]
+    missing = missing_paths(sources.values())
     if missing:
-        raise FileNotFoundError(f"{len(missing)} annotation file(s) missing: {'; '.join(missing[:10])}; "
+        raise FileNotFoundError(f"{len(missing)} annotation file(s) missing: {listed(missing)}; "
                                 "check --path_anno_7points/--anno_7points_postfix")
     documents = {s: markups_from_annotation(read_image(sources[s], "annotation"), s) for s in targets}
     written = []

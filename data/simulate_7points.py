@@ -41,7 +41,7 @@ from scipy import ndimage
 from tqdm import tqdm
 
 from utilities.cli import nonnegative_float, positive_int
-from utilities.grid import find_subject_file, subject_path
+from utilities.grid import find_subject_file, listed, missing_paths, subject_path
 from utilities.io import check_label_values, ensure_writable_dir, read_image, write_like
 from utilities.logs import LOGGER_NAME, setup_logger, show_progress
 from utilities.splits import PHASES, subjects_of
@@ -206,10 +206,10 @@ def simulate_dataset(dataset_split: str | os.PathLike, path_labels: str | os.Pat
     if not subjects:
         raise ValueError(f"split file {dataset_split} lists no subjects" + (f" of phase {phase}" if phase else ""))
     labels = {s: find_subject_file(path_labels, s, label_postfix, "label") for s in subjects}
-    missing = [str(p) for p in labels.values() if not p.is_file()]
+    missing = missing_paths(labels.values())
     if missing:
         raise FileNotFoundError(f"{len(missing)} label file(s) listed by {dataset_split} are missing: "
-                                f"{', '.join(missing)}")
+                                f"{listed(missing)}")
     out_dir = ensure_writable_dir(path_anno_7points)
     written = []
     for subject in tqdm(subjects, desc="7-point annotations", unit="subject", disable=not show_progress()):

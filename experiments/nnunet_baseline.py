@@ -57,6 +57,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from data.export_nnunet import dataset_folder, export_nnunet  # noqa: E402
+from utilities.grid import listed, missing_paths  # noqa: E402
 from utilities.io import save_text  # noqa: E402
 from utilities.layout import OUTPUT_PRED  # noqa: E402
 from utilities.logs import LOGGER_NAME, setup_logger  # noqa: E402
@@ -252,9 +253,9 @@ def _predict(args: argparse.Namespace, device: Any, folder: Path, model_folder: 
     tmp.mkdir()
     predictor.predict_from_files_sequential([[str(raw / f"{c}_0000.nii.gz")] for c in cases],
                                             [str(tmp / c) for c in cases], save_probabilities=False, overwrite=True)
-    missing = [c for c in cases if not (tmp / f"{c}.nii.gz").is_file()]
+    missing = missing_paths(tmp / f"{c}.nii.gz" for c in cases)
     if missing:
-        raise RuntimeError(f"nnU-Net wrote no prediction for {len(missing)} case(s): {missing[:5]}")
+        raise RuntimeError(f"nnU-Net wrote no prediction for {len(missing)} case(s): {listed(missing)}")
     if out.exists():
         shutil.rmtree(out)
     os.replace(tmp, out)   # the folder appears whole or not at all

@@ -127,6 +127,7 @@ def test_report_needs_the_images(scored):
     assert one_line(err) == "--report needs --path_images, the folder of the images the predictions were made from"
     with pytest.raises(FileNotFoundError) as err:
         scores.main([*argv, "--report", "--path_images", str(preds)])
-    assert re.fullmatch(r"--report: 4 image\(s\) missing, e\.g\. .*vs_gk_1_T2\.nii\.gz; check "
+    # every missing image listed, as every missing-files message does (utilities.grid.listed)
+    assert re.fullmatch(r"--report: 4 image\(s\) missing: [^;]*vs_gk_1_T2\.nii\.gz(; [^;]+){3}; check "
                         r"--path_images/--image_postfix", one_line(err))
     assert not (preds / "report_inference").exists() and not (preds / "results_inference.csv").exists()

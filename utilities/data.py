@@ -34,7 +34,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 from torch.utils.data.distributed import DistributedSampler
 
 from utilities.distributed import DistContext, shard_indices
-from utilities.grid import Grid, check_same_grid, find_subject_file, missing_files
+from utilities.grid import Grid, check_same_grid, find_subject_file, listed, missing_files
 from utilities.io import check_label_values, check_voxels, count_nonfinite
 from utilities.splits import Split, as_split
 
@@ -111,10 +111,9 @@ def check_files(dataset_split: Split | str | os.PathLike,
             if found and src.flags and src.flags not in flags:
                 flags.append(src.flags)
     if missing:
-        shown = "; ".join(missing[:10]) + (f"; ... ({len(missing)} in all)" if len(missing) > 10 else "")
         check = " or ".join(flags) if flags else "the path and postfix flags"
         raise FileNotFoundError(f"{len(missing)} file(s) of the subjects listed in {dataset_split} are missing: "
-                                f"{shown}. Check {check} or the split.")
+                                f"{listed(missing)}. Check {check} or the split.")
 
 
 def make_subjects(dataset_split: Split | str | os.PathLike, phase: str | None,

@@ -38,7 +38,15 @@ import SimpleITK as sitk
 from tqdm import tqdm
 
 from utilities.cli import positive_int
-from utilities.grid import Grid, check_same_grid, find_subject_file, grid_difference, missing_files, subject_path
+from utilities.grid import (
+    Grid,
+    check_same_grid,
+    find_subject_file,
+    grid_difference,
+    listed,
+    missing_files,
+    subject_path,
+)
 from utilities.io import ensure_writable_dir, read_image, save_csv, write_like
 from utilities.logs import log_args, setup_logger, show_progress
 from utilities.metrics import overlap_metrics
@@ -378,9 +386,6 @@ def _process(task: _Task) -> _Result:
     return _Result(task.subject, metrics, notes)
 
 
-_MAX_LISTED = 20
-
-
 def _missing_inputs(subjects: Sequence[str], folders: Sequence[tuple[str | os.PathLike, str, str]]) -> str | None:
     """One line naming every missing folder and the missing files (the first ``_MAX_LISTED``
     of them, then a count), or ``None`` when everything is there."""
@@ -392,9 +397,7 @@ def _missing_inputs(subjects: Sequence[str], folders: Sequence[tuple[str | os.Pa
             continue
         missing += missing_files(subjects, folder, postfix, what)
     if missing:
-        listed = "; ".join(missing[:_MAX_LISTED])
-        more = f"; ... and {len(missing) - _MAX_LISTED} more" if len(missing) > _MAX_LISTED else ""
-        problems.append(f"{len(missing)} file(s) missing: {listed}{more}")
+        problems.append(f"{len(missing)} file(s) missing: {listed(missing)}")
     return "; ".join(problems) if problems else None
 
 

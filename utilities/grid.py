@@ -20,7 +20,8 @@ import SimpleITK as sitk
 
 from utilities.io import IMAGE_EXTENSIONS, check_geometry, check_name_length, ras_affine
 
-__all__ = ["GRID_TOLERANCE", "check_subject_name", "subject_path", "find_subject_file", "missing_files", "Grid",
+__all__ = ["GRID_TOLERANCE", "check_subject_name", "subject_path", "find_subject_file", "missing_files",
+           "missing_paths", "listed", "MAX_LISTED", "Grid",
            "grid_difference", "check_same_grid", "OUTPUT_FORMATS", "output_extension"]
 
 #: What ``--output_format`` may ask for (default ``nii.gz``); the extension of every written volume.
@@ -85,8 +86,23 @@ def find_subject_file(folder: str | os.PathLike, subject: str, postfix: str, wha
 
 def missing_files(subjects: Iterable[str], folder: str | os.PathLike, postfix: str, what: str) -> list[str]:
     """``"<what> <path>"`` for each subject without a file (:func:`find_subject_file`)."""
-    return [f"{what} {path}" for path in (find_subject_file(folder, s, postfix, what) for s in subjects)
-            if not path.is_file()]
+    return missing_paths((find_subject_file(folder, s, postfix, what) for s in subjects), what)
+
+
+#: How many missing files a message names before it gives their count.
+MAX_LISTED = 10
+
+
+def missing_paths(paths: Iterable[str | os.PathLike], what: str = "") -> list[str]:
+    """``"<what> <path>"`` (``"<path>"`` without ``what``) for each path that is not a file."""
+    return [f"{what} {p}".strip() for p in paths if not Path(p).is_file()]
+
+
+def listed(items: Sequence[str], limit: int = MAX_LISTED) -> str:
+    """The first ``limit`` items joined by ``"; "``, then ``"; ... (<n> in all)"`` when there are
+    more: how every missing-files message of the project lists them."""
+    shown = "; ".join(items[:limit])
+    return shown + (f"; ... ({len(items)} in all)" if len(items) > limit else "")
 
 
 @dataclass(frozen=True)

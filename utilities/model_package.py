@@ -36,7 +36,7 @@ import torch
 
 from networks import IN_CHANNELS, NETWORKS, NUM_CLASSES, get_network
 from utilities.checkpoints import CHECKPOINT_FORMAT, load_model_weights, save_model
-from utilities.grid import find_subject_file
+from utilities.grid import find_subject_file, missing_paths
 from utilities.io import atomic_path, load_torch, read_image
 from utilities.layout import MODELS, RunLayout
 from utilities.splits import read_split, subjects_of
@@ -301,7 +301,7 @@ def data_fingerprint(dataset_split: str | os.PathLike, path_images: str | os.Pat
                              zip(("mean", "std", "p0.5", "p99.5"), np.median(stats_arr, 0))},
     }
     if len(present) < len(paths):
-        missing = [str(p) for p in paths if not p.is_file()]
+        missing = missing_paths(paths)
         result["missing"] = missing
         logger.warning("model card: %d of %d training image(s) not found (e.g. %s); the fingerprint uses the rest",
                        len(missing), len(paths), missing[0])

@@ -12,7 +12,7 @@ from pathlib import Path
 import pandas as pd
 import SimpleITK as sitk
 
-from utilities.grid import Grid, check_same_grid, find_subject_file
+from utilities.grid import Grid, check_same_grid, find_subject_file, listed, missing_paths
 from utilities.io import check_label_values, read_image, save_csv
 from utilities.layout import RunLayout
 from utilities.metrics import OVERLAP_METRICS, SURFACE_METRICS, all_metrics
@@ -30,10 +30,10 @@ def score_cases(pairs: list[tuple[str, Path, Path]]) -> pd.DataFrame:
     Raises a one-line error listing every missing file, naming a pair whose grids (size,
     spacing, orientation, origin) differ, or a label that is not integer-valued.
     """
-    missing = [str(p) for _, pred, lab in pairs for p in (pred, lab) if not p.is_file()]
+    missing = missing_paths(p for _, pred, lab in pairs for p in (pred, lab))
     if missing:
-        raise FileNotFoundError(f"{len(missing)} file(s) to score are missing: {'; '.join(missing[:10])}"
-                                f"{' ...' if len(missing) > 10 else ''}; run inference.py first or check the flags")
+        raise FileNotFoundError(f"{len(missing)} file(s) to score are missing: {listed(missing)}; run inference.py "
+                                "first or check the flags")
     rows = []
     for subject, pred_path, label_path in pairs:
         pred_img = read_image(pred_path, "prediction")
@@ -101,9 +101,9 @@ def run_scores(model_dir: str | Path, network: str, dataset_split: str | Path, i
     pairs = [(s, pred, find_subject_file(path_labels, s, label_postfix, "label"))
              for s, pred in zip(subjects, predictions)]
     images = [find_subject_file(path_images, s, image_postfix) for s in subjects] if report else []
-    missing = [str(p) for p in images if not p.is_file()]
+    missing = missing_paths(images)
     if missing:
-        raise FileNotFoundError(f"--report: {len(missing)} image(s) missing, e.g. {missing[0]}; check "
+        raise FileNotFoundError(f"--report: {len(missing)} image(s) missing: {listed(missing)}; check "
                                 "--path_images/--image_postfix")
     table, lines = summarize(score_cases(pairs))
     save_csv(table, out)

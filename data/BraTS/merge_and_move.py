@@ -26,7 +26,7 @@ import numpy as np
 import SimpleITK as sitk
 from tqdm import tqdm
 
-from utilities.grid import Grid, check_same_grid, subject_path
+from utilities.grid import Grid, check_same_grid, missing_paths, subject_path
 from utilities.io import atomic_path, ensure_writable_dir, read_image, write_like
 from utilities.logs import LOGGER_NAME, setup_logger, show_progress
 
@@ -78,7 +78,7 @@ def check_case(case: str, folder: Path, expected_shape: Sequence[int] = BRATS_SH
     """Paths of the FLAIR and seg files of one case, after checking that both exist and have
     size ``expected_shape`` (x, y, z); a ``ValueError``/``FileNotFoundError`` names the case."""
     flair, seg = folder / f"{case}_flair.nii.gz", folder / f"{case}_seg.nii.gz"
-    missing = [p.name for p in (flair, seg) if not p.is_file()]
+    missing = [Path(m).name for m in missing_paths((flair, seg))]
     if missing:
         raise FileNotFoundError(f"case {case} ({folder}) lacks {', '.join(missing)}")
     expected = tuple(int(s) for s in expected_shape)

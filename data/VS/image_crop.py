@@ -30,7 +30,15 @@ import numpy as np
 import SimpleITK as sitk
 from tqdm import tqdm
 
-from utilities.grid import Grid, check_same_grid, find_subject_file, grid_difference, subject_path
+from utilities.grid import (
+    Grid,
+    check_same_grid,
+    find_subject_file,
+    grid_difference,
+    listed,
+    missing_paths,
+    subject_path,
+)
 from utilities.io import ensure_writable_dir, read_image, write_image
 from utilities.logs import LOGGER_NAME, setup_logger, show_progress
 from utilities.splits import subjects_of
@@ -136,9 +144,9 @@ def crop_dataset(data_dir: str | os.PathLike, dataset_split: str | os.PathLike, 
         raise ValueError(f"split file {dataset_split} lists no subjects")
     pairs = [(s, find_subject_file(data_dir / "image", s, image_postfix, "image"),
               find_subject_file(data_dir / "label", s, label_postfix, "label")) for s in subjects]
-    missing = [str(p) for _, img, lab in pairs for p in (img, lab) if not p.is_file()]
+    missing = missing_paths(p for _, img, lab in pairs for p in (img, lab))
     if missing:
-        raise FileNotFoundError(f"{len(missing)} file(s) listed by {dataset_split} are missing: {', '.join(missing)}")
+        raise FileNotFoundError(f"{len(missing)} file(s) listed by {dataset_split} are missing: {listed(missing)}")
     image_out = ensure_writable_dir(data_dir / "image_crop")
     label_out = ensure_writable_dir(data_dir / "label_crop")
     min_shape = np.full(3, np.iinfo(np.int64).max)
