@@ -16,6 +16,7 @@ import torch
 from networks import get_network
 from utilities.checkpoints import save_model
 from utilities.engine import Callback
+from utilities.layout import RunLayout
 
 # `networks`/`utilities` come from `pip install -e .` (make install); the root scripts are importable
 # through pyproject.toml's pytest `pythonpath`.
@@ -81,10 +82,13 @@ def pretrained(root: Path, seed: int = 0) -> list[Path]:
     return dirs
 
 
-def a_model(model_dir: Path | str, network: str = "U_Net2D5", name: str = "CP_best.pth") -> Path:
-    """A random ``network`` saved as ``<model_dir>/U_Net2D5/models/<name>``; returns its path."""
+def a_model(model_dir: Path | str, network: str = "U_Net2D5", name: str = "CP_best.pth",
+            folder: str | None = None) -> Path:
+    """A random ``network`` saved as ``<model_dir>/<folder>/models/<name>`` (``folder``: the
+    network's own run folder unless given, e.g. another network's to plant a wrong checkpoint);
+    returns its path."""
     torch.manual_seed(0)
-    path = Path(model_dir) / "U_Net2D5" / "models" / name
+    path = RunLayout(model_dir, folder or network).checkpoint(name.removeprefix("CP_").removesuffix(".pth"))
     save_model(path, get_network(network, 1, 2), network, epoch=1)
     return path
 

@@ -18,7 +18,7 @@ def test_wrong_checkpoint_named(data, tmp_path, script, bad):
         pre = pretrained(tmp_path)
         path = pre[1] / "U_Net2D5" / "models" / "CP_best.pth"
     if bad == "other_network":
-        a_model(path.parents[2], network="U_Net")
+        a_model(path.parents[2], network="U_Net", folder="U_Net2D5")   # a U_Net where U_Net2D5 is expected
     else:
         path.write_text("not a checkpoint")
     with pytest.raises(ValueError) as err:
