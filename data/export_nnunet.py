@@ -46,7 +46,8 @@ from utilities.io import atomic_path, ensure_writable_dir, read_image, save_text
 from utilities.logs import LOGGER_NAME, setup_logger
 from utilities.splits import read_split, subjects_of
 
-__all__ = ["SEED_LABELS", "FULL_LABELS", "FILE_ENDING", "dataset_folder", "export_nnunet", "main"]
+__all__ = ["SEED_LABELS", "FULL_LABELS", "FILE_ENDING", "dataset_folder", "export_nnunet", "add_data_arguments",
+           "main"]
 
 logger = logging.getLogger(LOGGER_NAME)
 
@@ -205,12 +206,11 @@ def export_nnunet(dataset_split: str | os.PathLike, path_images: str | os.PathLi
     return root
 
 
-def main(argv: Sequence[str] | None = None) -> Path:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0],
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+def add_data_arguments(p: argparse.ArgumentParser) -> None:
+    """The flags naming what is exported (shared with ``experiments/nnunet_baseline.py``)."""
     p.add_argument("--dataset_split", default="./splits/split_VS.csv", help="split CSV (subject,phase)")
     p.add_argument("--path_images", default="./data/VS/image_crop/", help="folder of the images")
-    p.add_argument("--image_postfix", default="T2", help="images are <subject>_<postfix>.nii.gz")
+    p.add_argument("--image_postfix", default="T2", help="images are <subject>_<postfix>.<ext> (.nii.gz, .nrrd, ...)")
     p.add_argument("--labels", default="seeds", choices=["seeds", "full"],
                    help="seeds: expanded seeds with ignore label 2; full: full labels (fully supervised reference)")
     p.add_argument("--path_geodesic_labels", default="./data/VS/geodesic/weight0.5_threshold0.2/geodesic_label/",
@@ -218,6 +218,12 @@ def main(argv: Sequence[str] | None = None) -> Path:
     p.add_argument("--geodesic_label_postfix", default="GeodesicLabel", help="expanded-seed file postfix")
     p.add_argument("--path_labels", default="./data/VS/label_crop/", help="folder of the full labels (--labels full)")
     p.add_argument("--label_postfix", default="Label", help="full label file postfix")
+
+
+def main(argv: Sequence[str] | None = None) -> Path:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0],
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    add_data_arguments(p)
     p.add_argument("--output_dir", default="./nnUNet_raw", help="nnU-Net raw folder ($nnUNet_raw)")
     p.add_argument("--dataset_id", type=int, default=501, help="nnU-Net dataset ID, 1..999")
     p.add_argument("--dataset_name", default="PASegSeeds", help="nnU-Net dataset name (Dataset<ID>_<name>)")

@@ -56,7 +56,7 @@ from typing import Any, Sequence
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from data.export_nnunet import dataset_folder, export_nnunet  # noqa: E402
+from data.export_nnunet import add_data_arguments, dataset_folder, export_nnunet  # noqa: E402
 from utilities.grid import listed, missing_paths  # noqa: E402
 from utilities.io import save_text  # noqa: E402
 from utilities.layout import OUTPUT_PRED  # noqa: E402
@@ -265,16 +265,7 @@ def _predict(args: argparse.Namespace, device: Any, folder: Path, model_folder: 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0],
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("--dataset_split", default="./splits/split_VS.csv", help="split CSV (subject,phase)")
-    p.add_argument("--path_images", default="./data/VS/image_crop/", help="folder of the images")
-    p.add_argument("--image_postfix", default="T2", help="images are <subject>_<postfix>.<ext>")
-    p.add_argument("--labels", default="seeds", choices=["seeds", "full"],
-                   help="seeds: expanded seeds, 2 = nnU-Net's ignore label; full: full labels (reference)")
-    p.add_argument("--path_geodesic_labels", default="./data/VS/geodesic/weight0.5_threshold0.2/geodesic_label/",
-                   help="folder of the expanded seeds (--labels seeds)")
-    p.add_argument("--geodesic_label_postfix", default="GeodesicLabel", help="expanded-seed file postfix")
-    p.add_argument("--path_labels", default="./data/VS/label_crop/", help="folder of the full labels (--labels full)")
-    p.add_argument("--label_postfix", default="Label", help="full label file postfix")
+    add_data_arguments(p)   # the export's flags: split, images, seeds or full labels
     p.add_argument("--model_dir", default="./models/nnunet/",
                    help="run folder; nnU-Net's files go to <model_dir>/nnUNet/")
     p.add_argument("--dataset_id", type=int, default=501, help="nnU-Net dataset ID (1..999), in this run's folders")
