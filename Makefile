@@ -30,6 +30,7 @@ $(STAMP): pyproject.toml requirements.txt requirements-nnunet.txt requirements-d
 # ruff (pinned in requirements.txt, configured in pyproject.toml): pyflakes, pycodestyle, bugbear, import order
 lint: install
 	$(PY) -m ruff check .
+	$(PY) -m mypy
 
 test: install lint
 	$(PY) -m pytest -q tests

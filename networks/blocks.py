@@ -31,13 +31,14 @@ KernelSize = int | Sequence[int]
 
 
 def _triple(kernel_size: KernelSize) -> tuple[int, int, int]:
+    kernel: tuple[int, ...]
     if isinstance(kernel_size, int):
         kernel = (kernel_size,) * 3
     else:
         kernel = tuple(int(k) for k in kernel_size)
     if len(kernel) != 3 or any(k <= 0 or k % 2 == 0 for k in kernel):
         raise ValueError(f"kernel_size must be one odd positive size or three of them, got {kernel_size}")
-    return kernel  # type: ignore[return-value]
+    return kernel[0], kernel[1], kernel[2]
 
 
 def check_channels(name: str, value: int) -> int:
@@ -86,7 +87,7 @@ class ConvBlock(nn.Sequential):
         if negative_slope < 0:
             raise ValueError(f"negative_slope must be >= 0, got {negative_slope}")
         kernel = _triple(kernel_size)
-        padding = tuple(k // 2 for k in kernel)
+        padding = (kernel[0] // 2, kernel[1] // 2, kernel[2] // 2)
         layers: list[nn.Module] = []
         for cin in (in_channels, out_channels):
             layers.append(nn.Conv3d(cin, out_channels, kernel, padding=padding, bias=True))

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 from collections import OrderedDict
 from functools import lru_cache
-from typing import Mapping
+from typing import Mapping, cast
 
 import torch
 from torch import nn
@@ -80,7 +80,7 @@ def _u_net_keys(attention: bool) -> list[tuple[str, int]]:
             names += [f"Att{k}.W_g.0", f"Att{k}.W_x.0", f"Att{k}.psi.0"]
         names += [f"Up_conv{k}.conv.0", f"Up_conv{k}.conv.3"]
     names.append("Conv_1x1")
-    keys = []
+    keys: list[tuple[str, int]] = []
     for name in names:
         for kind in ("weight", "bias"):
             keys.append((f"{name}.{kind}", len(keys)))
@@ -103,12 +103,17 @@ def published_keys(network: str) -> list[tuple[str, int]]:
 
 def _published_order(network: str, net: nn.Module) -> list[str]:
     """Our parameter names, listed in the published registration order."""
+    def child(name: str) -> nn.Module:
+        return cast(nn.Module, getattr(net, name))
+
+    def blocks(name: str) -> list[tuple[str, nn.Module]]:
+        return [(f"{name}.{i}", m) for i, m in enumerate(cast(nn.ModuleList, getattr(net, name)))]
+
     if network == "U_Net2D5":
-        modules = [("head", net.head), *[(f"decoders.{i}", m) for i, m in enumerate(net.decoders)],
-                   *[(f"encoders.{i}", m) for i, m in enumerate(net.encoders)], ("bottleneck", net.bottleneck)]
+        modules = [("head", child("head")), *blocks("decoders"), *blocks("encoders"),
+                   ("bottleneck", child("bottleneck"))]
     else:
-        modules = [*[(f"encoders.{i}", m) for i, m in enumerate(net.encoders)],
-                   *[(f"decoders.{i}", m) for i, m in enumerate(net.decoders)], ("head", net.head)]
+        modules = [*blocks("encoders"), *blocks("decoders"), ("head", child("head"))]
     return [f"{prefix}.{name}" for prefix, module in modules for name, _ in module.named_parameters()]
 
 
@@ -261,11 +266,13 @@ def ours_to_published(state: StateDict, network: str) -> "OrderedDict[str, torch
     if found != network:
         raise ValueError(f"the checkpoint is {_describe(state)}, not a {network} state dict in our layout"
                          + (f"; use --network {found}" if found else ""))
-    order, _ = _layout(network, *_channels_of_ours(state))
+    channels = _channels_of_ours(state)
+    assert channels is not None  # detect_our_network found the network, so the state has its channels
+    order, _ = _layout(network, *channels)
     return OrderedDict((key, state[order[index]]) for key, index in published_keys(network))
 
 
-def to_our_state_dict(state: StateDict, network: str) -> "OrderedDict[str, torch.Tensor] | dict[str, torch.Tensor]":
+def to_our_state_dict(state: StateDict, network: str) -> StateDict:
     """``state`` in our layout whichever layout it has: a published state dict is converted with
     :func:`published_to_ours` (wrong network: ValueError naming the network it is); anything
     else is returned as it is (``load_state_dict`` then checks it)."""

@@ -16,7 +16,7 @@ import os
 import random
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any, Mapping, Sequence, cast
 
 import numpy as np
 import torch
@@ -215,7 +215,8 @@ def load_resume_state(path: Path, args: Mapping[str, Any], networks: Mapping[str
 
 def rng_state(generator: torch.Generator | None = None) -> dict[str, Any]:
     """Every random state a run depends on (for exact resume)."""
-    np_state = np.random.get_state()
+    # the legacy tuple form (the default): ("MT19937", keys, pos, has_gauss, cached_gaussian)
+    np_state = cast("tuple[str, np.ndarray, int, int, float]", np.random.get_state())
     state = {
         "python": random.getstate(),
         "numpy": (np_state[0], torch.from_numpy(np_state[1].copy()), *np_state[2:]),

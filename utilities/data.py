@@ -23,7 +23,8 @@ from __future__ import annotations
 import logging
 import os
 from dataclasses import dataclass
-from typing import Any, Mapping, Sequence
+from pathlib import Path
+from typing import Any, Iterable, Mapping, Sequence, cast
 
 import nibabel as nib
 import numpy as np
@@ -137,6 +138,17 @@ def make_subjects(dataset_split: Split | str | os.PathLike, phase: str | None,
     return subjects
 
 
+def _image(subject: tio.Subject, key: str) -> tio.Image:
+    """``subject[key]``, one of its images (TorchIO types a subject's items as ``object``)."""
+    return cast(tio.Image, subject[key])
+
+
+def _file(image: tio.Image) -> Path:
+    """The file ``image`` is read from (TorchIO also allows several files or none; the images here
+    are always read from one file)."""
+    return cast(Path, image.path)
+
+
 def _load(image: tio.Image, what: str) -> None:
     try:
         image.load()
@@ -155,7 +167,8 @@ def _mm(spacing: Sequence[float]) -> tuple[float, ...]:
 def _check_dimensions(image: tio.Image, what: str) -> None:
     """One 3D volume with one channel (a 2D image or a 4D file with several channels is refused)."""
     if str(image.path).endswith((".nii", ".nii.gz")):
-        shape = tuple(nib.load(str(image.path)).shape)
+        nifti: Any = nib.load(str(image.path))  # a NIfTI image (nibabel declares the base FileBasedImage)
+        shape = tuple(nifti.shape)
     else:  # the header of the other formats, through SimpleITK (x, y, z[, t]; vector pixels count as channels)
         reader = sitk.ImageFileReader()
         reader.SetFileName(str(image.path))
@@ -185,18 +198,18 @@ def check_subject(subject: tio.Subject, whats: Mapping[str, str] | None = None) 
     Raises a one-line ``ValueError`` naming the file.
     """
     whats = dict(whats or {})
-    ref = subject["image"]
+    ref = _image(subject, "image")
     for key, image in subject.get_images_dict(intensity_only=False).items():
         what = whats.get(key, key)
         _load(image, what)
-        check_voxels(image.path, what)
+        check_voxels(_file(image), what)
         _check_dimensions(image, what)
-    ref_grid = Grid.read(ref.path, whats.get("image", "image"))
+    ref_grid = Grid.read(_file(ref), whats.get("image", "image"))
     for key, image in subject.get_images_dict(intensity_only=False).items():
         if key == "image":
             continue
         what = whats.get(key, key)
-        check_same_grid(ref_grid, ref.path, "image", Grid.read(image.path, what), image.path, what,
+        check_same_grid(ref_grid, _file(ref), "image", Grid.read(_file(image), what), _file(image), what,
                         "resample it onto the image's voxel grid")
         if key == "seeds":
             values = torch.unique(image.data).tolist()
@@ -206,7 +219,7 @@ def check_subject(subject: tio.Subject, whats: Mapping[str, str] | None = None) 
                                  f"{list(SEED_VALUES)} (background, foreground, unknown): re-run the geodesic "
                                  "expansion")
         elif isinstance(image, tio.LabelMap):
-            check_label_values(image.data.numpy(), image.path, what)
+            check_label_values(image.data.numpy(), _file(image), what)
 
 
 #: A z-normalised image whose central 99 % of voxels span less than this (in standard
@@ -292,11 +305,12 @@ class SubjectCache:
         if subject.load is not None:
             subject = _fresh_copy(subject)
         check_subject(subject, self.whats)
-        raw = subject["image"].data
-        check_intensities(raw, None, subject["image"].path, self.whats.get("image", "image"))
+        raw = _image(subject, "image").data
+        check_intensities(raw, None, _file(_image(subject, "image")), self.whats.get("image", "image"))
         with torch.random.fork_rng(devices=[]):  # TorchIO draws a number per transform: not from ours
             subject = self.preprocess(subject)
-        check_intensities(raw, subject["image"].data, subject["image"].path, self.whats.get("image", "image"))
+        check_intensities(raw, _image(subject, "image").data, _file(_image(subject, "image")),
+                          self.whats.get("image", "image"))
         size = _nbytes(subject)
         if self.cached_bytes + size <= self.budget:
             self._cache[index] = subject
@@ -336,7 +350,7 @@ class PatchDataset(Dataset):
         self.cache = cache
         self.spatial_shape = tuple(spatial_shape)
         self.transform = training_transform(self.spatial_shape)
-        self.sampler = tio.UniformSampler(self.spatial_shape)
+        self.sampler = tio.UniformSampler(cast("tuple[int, int, int]", self.spatial_shape))
         self.seed = int(seed)
         self.epoch = 0
 
@@ -368,7 +382,7 @@ class VolumeDataset(Dataset):
     def __getitem__(self, index: int) -> dict[str, Any]:
         subject = self.cache.get(index)
         sample = _as_sample(subject)
-        sample["path"] = str(subject["image"].path)
+        sample["path"] = str(_image(subject, "image").path)
         return sample
 
 
@@ -394,7 +408,8 @@ def make_training_loader(cache: SubjectCache, spatial_shape: Sequence[int], batc
                       persistent_workers=False, drop_last=False)
 
 
-def make_volume_loader(cache: SubjectCache, num_workers: int = 0, sampler: Sampler | None = None) -> DataLoader:
+def make_volume_loader(cache: SubjectCache, num_workers: int = 0,
+                       sampler: Sampler | Iterable[int] | None = None) -> DataLoader:
     """Loader of whole volumes, batch size 1, in split order."""
     return DataLoader(VolumeDataset(cache), batch_size=1, shuffle=False, sampler=sampler,
                       num_workers=num_workers, persistent_workers=num_workers > 0)
@@ -479,8 +494,10 @@ class TrainingData:
         and the training sampler (``None`` when not distributed; call ``set_epoch`` on it)."""
         logger.info("%d training and %d validation subjects (validation uses: %s)", len(self.train),
                     len(self.val), ", ".join(self.val.whats.values()))
-        sampler = (DistributedSampler(range(len(self.train)), ctx.world_size, ctx.rank, shuffle=True, seed=seed)
-                   if ctx.distributed else None)
+        sampler: DistributedSampler | None = None
+        if ctx.distributed:  # the sampler takes only len() of its dataset: the indices stand for the subjects
+            sampler = DistributedSampler(cast("Dataset[int]", range(len(self.train))), ctx.world_size, ctx.rank,
+                                         shuffle=True, seed=seed)
         train_loader = make_training_loader(self.train, spatial_shape, batch_size, num_workers,
                                             generator=generator, sampler=sampler, seed=seed)
         val_loader = make_volume_loader(self.val, sampler=shard_indices(len(self.val), ctx))
@@ -516,7 +533,7 @@ def check_full_labels(cache: SubjectCache) -> None:
     multi-class label (e.g. a tumour's rim 1 and core 2) would have its 2s read as *unknown*
     and silently left out of the loss. Raises a one-line ``ValueError`` naming the file."""
     for index in range(len(cache)):
-        seeds = cache.get(index)["seeds"]
+        seeds = _image(cache.get(index), "seeds")
         values = sorted(int(v) for v in torch.unique(seeds.data).tolist())
         if any(v > 1 for v in values):
             share = float((seeds.data > 1).float().mean())
@@ -533,7 +550,7 @@ def check_training_seeds(cache: SubjectCache) -> None:
     network can only learn background, so that is an error."""
     foreground = 0
     for index in range(len(cache)):
-        seeds = cache.get(index)["seeds"]
+        seeds = _image(cache.get(index), "seeds")
         fg = int((seeds.data == 1).sum())
         foreground += fg
         if fg == 0 and not bool((seeds.data == 0).any()):
@@ -541,5 +558,5 @@ def check_training_seeds(cache: SubjectCache) -> None:
                            "adds nothing to the training; re-run the geodesic expansion for it", seeds.path)
     if foreground == 0:
         raise ValueError(f"none of the {len(cache)} training case(s) has a foreground voxel (1) in its expanded "
-                         f"seeds (e.g. {cache.get(0)['seeds'].path}): the network would learn background only; "
+                         f"seeds (e.g. {_image(cache.get(0), 'seeds').path}): the network would learn background only; "
                          "check --path_geodesic_labels or re-run the geodesic expansion")

@@ -10,7 +10,7 @@ from __future__ import annotations
 import io
 import os
 from dataclasses import dataclass, field
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, Mapping, cast
 
 import torch
 import torch.distributed as dist
@@ -56,7 +56,7 @@ class DistContext:
         """Rank 0's ``obj`` on every rank (a collective; tensors come back on the CPU)."""
         if not self.distributed:
             return obj
-        box = [_to_bytes(obj) if self.is_main else None]
+        box: list[Any] = [_to_bytes(obj) if self.is_main else None]  # rank 0's bytes on every rank after the call
         dist.broadcast_object_list(box, src=0)
         return _from_bytes(box[0])
 
@@ -121,7 +121,7 @@ def wrap_ddp(model: nn.Module, ctx: DistContext, device: torch.device) -> nn.Mod
 
 def unwrap(model: nn.Module) -> nn.Module:
     """The module inside a DistributedDataParallel wrapper (or the model itself)."""
-    return model.module if hasattr(model, "module") else model
+    return cast(nn.Module, model.module) if hasattr(model, "module") else model
 
 
 def mean_over_ranks(sums: Mapping[str, float], steps: int, ctx: DistContext) -> dict[str, float]:

@@ -22,7 +22,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable, Mapping, Sequence
+from typing import Any, Callable, Iterable, Mapping, Sequence, Sized, cast
 
 import torch
 from tqdm import tqdm
@@ -178,7 +178,7 @@ class _CollapseDetector:
                     "in the training patches)" if kind == "empty" else "foreground almost everywhere")
             grads = {c.removeprefix("grad_"): sum(float(r.get(c, 0.0)) for r in self.rows)
                      for c in w.grad_columns if c in row}
-            dominant = max(grads, key=grads.get) if grads else "?"
+            dominant = max(grads, key=grads.__getitem__) if grads else "?"
             self.dominant = dominant
             shown = ", ".join(f"{k} {v / len(self.rows):.3g}" for k, v in grads.items())
             messages.append(f"collapse: {w.model} has predicted {what} for {self.patience} epoch(s) "
@@ -248,7 +248,7 @@ class Trainer:
         self.generator, self.sampler, self.callbacks = generator, sampler, list(callbacks)
         self.detector = _CollapseDetector(config.collapse, config.collapse_patience)
         self.show_bar = ctx.is_main and sys.stderr.isatty()
-        self.steps_per_epoch = len(train_loader) if hasattr(train_loader, "__len__") else 0
+        self.steps_per_epoch = len(cast(Sized, train_loader)) if hasattr(train_loader, "__len__") else 0
         self.csv_log: CsvLog | None = None
         self.tb: TensorBoard | None = None
 
@@ -309,7 +309,7 @@ class Trainer:
             model.train()
         if self.sampler is not None:
             self.sampler.set_epoch(epoch)
-        dataset = getattr(self.train_loader, "dataset", None)
+        dataset: Any = getattr(self.train_loader, "dataset", None)
         if hasattr(dataset, "set_epoch"):  # patches drawn from (seed, epoch, subject)
             dataset.set_epoch(epoch)
         sums: dict[str, float] = {}

@@ -314,11 +314,12 @@ def _grid_mapping(annotation: Grid, image: Grid) -> GridMapping | None:
     a_dir = np.asarray(annotation.direction, dtype=np.float64).reshape(3, 3)
     i_dir = np.asarray(image.direction, dtype=np.float64).reshape(3, 3)
     dots = i_dir.T @ a_dir  # [image axis, annotation axis]
-    perm = tuple(int(np.argmax(np.abs(dots[i]))) for i in range(3))
+    p0, p1, p2 = (int(np.argmax(np.abs(dots[i]))) for i in range(3))
+    perm = (p0, p1, p2)
     if sorted(perm) != [0, 1, 2]:
         return None
-    flip = tuple(bool(dots[i, perm[i]] < 0) for i in range(3))
-    mapping: GridMapping = (perm, flip)  # type: ignore[assignment]
+    flip = (bool(dots[0, p0] < 0), bool(dots[1, p1] < 0), bool(dots[2, p2] < 0))
+    mapping: GridMapping = (perm, flip)
     return mapping if mapping != IDENTITY and same(_permuted_header(annotation, mapping)) else None
 
 

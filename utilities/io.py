@@ -284,7 +284,8 @@ def count_nonfinite(path: str | os.PathLike, what: str = "image") -> int:
     if not _is_nifti(path):
         return 0
     try:
-        proxy = nib.load(str(path)).dataobj
+        loaded: Any = nib.load(str(path))  # a NIfTI image (nibabel declares the base FileBasedImage)
+        proxy = loaded.dataobj
         data = np.asanyarray(proxy.get_unscaled() if hasattr(proxy, "get_unscaled") else proxy)
     except (EOFError, OSError, zlib.error, ValueError, nib.filebasedimages.ImageFileError) as e:
         raise _unreadable(path, what, str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__) from None
@@ -348,7 +349,7 @@ def check_geometry(path: str | os.PathLike, what: str = "image") -> None:
     if not _is_nifti(path):
         return
     try:
-        image = nib.load(str(path))
+        image: Any = nib.load(str(path))  # a NIfTI image (nibabel declares the base FileBasedImage)
         header = image.header
         zoom = max(float(z) for z in header.get_zooms()[:3]) or 1.0
     except Exception:  # an unreadable file is reported by the reader itself

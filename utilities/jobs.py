@@ -96,7 +96,10 @@ def run_jobs(jobs: Sequence[Job], slots: int, env: Mapping[str, str], cwd: Path 
     SIGTERM turned into an exception), it stops the running jobs before passing the exception on.
     """
     _check_jobs(jobs, slots)
-    pending, running, done, failed = list(jobs), {}, set(), {}
+    pending: list[Job] = list(jobs)
+    running: dict[str, threading.Thread] = {}
+    done: set[str] = set()
+    failed: dict[str, str] = {}
     processes: dict[str, subprocess.Popen] = {}
     lock = threading.Condition()
 

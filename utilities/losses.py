@@ -407,9 +407,9 @@ class _GatedCRFQuadratic(torch.autograd.Function):
         acc, ksum = accumulate(u, scaled, radius, sigma_xy)
         quad = torch.stack([(u.double() * a.double()).sum() for a in acc])
         ctx.save_for_backward(*acc)
-        ksum = torch.stack(ksum)
-        ctx.mark_non_differentiable(ksum)
-        return ksum, quad
+        ksums = torch.stack(ksum)
+        ctx.mark_non_differentiable(ksums)
+        return ksums, quad
 
     @staticmethod
     def backward(ctx, grad_ksum: Tensor, grad_quad: Tensor):

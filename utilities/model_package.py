@@ -376,6 +376,7 @@ def export_package(specs: Sequence[ModelSpec], output: str | os.PathLike,
     models, commands, blobs = [], [], {}
     with tempfile.TemporaryDirectory() as tmp:
         for k, spec in enumerate(specs, 1):
+            assert spec.spatial_shape is not None  # every spec's was checked above
             net = get_network(spec.network, spec.in_channels, spec.num_classes)
             meta = load_weights(net, spec)
             name = f"model{k}"
@@ -506,7 +507,7 @@ def resolve_models(entry: str | os.PathLike, workdir: str | os.PathLike, network
         raise FileNotFoundError(f"model {path} not found; pass a model package (.zip), a checkpoint (.pth) or a run "
                                 "folder (--model_dir)")
     if all_of_scm:
-        specs = scm_specs(path, epoch_inf, network, spatial_shape)
-        if specs is not None:
-            return specs
+        scm = scm_specs(path, epoch_inf, network, spatial_shape)
+        if scm is not None:
+            return scm
     return [spec_from_run(path, network, epoch_inf, spatial_shape)]

@@ -40,7 +40,7 @@ import math
 import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Iterable, Sequence, cast
 
 import numpy as np
 import SimpleITK as sitk
@@ -88,6 +88,11 @@ class Fingerprint:
     lesion_mm_p50: tuple[float, float, float]
     seed_fg_share: float | None          # expanded seeds: foreground voxels / all voxels
     seed_fg_of_annotated: float | None   # foreground voxels / (foreground + background) voxels
+
+
+def _rounded(values: Iterable[Any], digits: int) -> tuple[float, float, float]:
+    """``values`` (x, y, z of 3D images) as a tuple of floats rounded to ``digits``."""
+    return cast("tuple[float, float, float]", tuple(round(float(v), digits) for v in values))
 
 
 def _xyz(zyx: Sequence[float]) -> tuple[float, float, float]:
@@ -144,17 +149,17 @@ def fingerprint(dataset_split: str | os.PathLike, path_images: str | os.PathLike
     voxels = math.pi / 6 * np.prod(box, axis=1)        # an ellipsoid in the box
     s = np.median(np.array(stats), axis=0)
     return Fingerprint(
-        training_cases=len(subjects), spacing_mm=tuple(round(float(v), 4) for v in spacing),
-        volume_size=tuple(int(v) for v in np.median(np.array(sizes), axis=0)),
+        training_cases=len(subjects), spacing_mm=_rounded(spacing, 4),
+        volume_size=cast("tuple[int, int, int]", tuple(int(v) for v in np.median(np.array(sizes), axis=0))),
         intensity={"mean": round(float(s[0]), 6), "std": round(float(s[1]), 6), "p00_5": round(float(s[2]), 6),
                    "p99_5": round(float(s[3]), 6)},
         lesions=len(boxes), lesions_per_case=round(float(np.mean(per_case)), 3),
-        box_p25=tuple(round(float(v), 2) for v in np.percentile(box, 25, axis=0)),
-        box_p50=tuple(round(float(v), 2) for v in np.percentile(box, 50, axis=0)),
-        box_p90=tuple(round(float(v), 2) for v in np.percentile(box, 90, axis=0)),
+        box_p25=_rounded(np.percentile(box, 25, axis=0), 2),
+        box_p50=_rounded(np.percentile(box, 50, axis=0), 2),
+        box_p90=_rounded(np.percentile(box, 90, axis=0), 2),
         lesion_voxels_p25=round(float(np.percentile(voxels, 25)), 1),
         lesion_voxels_p50=round(float(np.percentile(voxels, 50)), 1),
-        lesion_mm_p50=tuple(round(float(v), 2) for v in np.percentile(box * spacing, 50, axis=0)),
+        lesion_mm_p50=_rounded(np.percentile(box * spacing, 50, axis=0), 2),
         seed_fg_share=None if path_geodesic_labels is None else round(fg / max(total, 1), 6),
         seed_fg_of_annotated=None if path_geodesic_labels is None else round(fg / max(fg + bg, 1), 6))
 

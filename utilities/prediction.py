@@ -71,6 +71,7 @@ def segment(models: Sequence[tuple[nn.Module, Sequence[int]]], image: torch.Tens
     for model, roi in models:
         probs = class_probabilities(sliding_window_predict(model, image, roi, sw_batch_size, overlap, amp))
         total = probs if total is None else total + probs
+    assert total is not None  # two or more models
     mean = total / len(models)
     mask = mean.argmax(1)[0].to(torch.uint8).cpu().numpy()
     return mask, (mean[0, 1].float().cpu().numpy() if probability else None)

@@ -100,7 +100,9 @@ def run_scores(model_dir: str | Path, network: str, dataset_split: str | Path, i
         out, name = layout.results(phase), network
     pairs = [(s, pred, find_subject_file(path_labels, s, label_postfix, "label"))
              for s, pred in zip(subjects, predictions)]
-    images = [find_subject_file(path_images, s, image_postfix) for s in subjects] if report else []
+    # path_images is set whenever report is (checked above)
+    images = ([find_subject_file(path_images, s, image_postfix) for s in subjects]
+              if report and path_images is not None else [])
     missing = missing_paths(images)
     if missing:
         raise FileNotFoundError(f"--report: {len(missing)} image(s) missing: {listed(missing)}; check "
