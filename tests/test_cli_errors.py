@@ -140,3 +140,32 @@ def test_shell_user_sees_one_line_from_a_worker(data, tmp_path):
     assert proc.stderr.strip().splitlines() == [
         f"error: image file {path} has 1 NaN or Inf voxel(s) (NaN/Inf values are not allowed); fix or re-export it"]
     assert not list(tmp_path.rglob("*_seg.nii.gz"))
+
+
+def _sleep_in_child() -> None:
+    import time
+
+    time.sleep(60)
+
+
+def test_a_forked_child_dies_of_sigterm_the_main_process_raises():
+    """run_main's SIGTERM handler is inherited by forked children (DataLoader workers, process
+    pools, nnU-Net's preprocessing pools), which pools end with SIGTERM: there it keeps SIGTERM's
+    default action (a worker that raised instead once died holding a pool's queue lock and left
+    an nnU-Net run waiting forever); in the process that installed it, it raises Terminated."""
+    import multiprocessing
+    import signal
+
+    from utilities.runtime import Terminated, raise_terminated
+
+    previous = signal.signal(signal.SIGTERM, raise_terminated)
+    try:
+        child = multiprocessing.get_context("fork").Process(target=_sleep_in_child)
+        child.start()
+        child.terminate()
+        child.join(20)
+        assert child.exitcode == -signal.SIGTERM   # killed by the signal, no Python traceback
+        with pytest.raises(Terminated):
+            raise_terminated(signal.SIGTERM, None)
+    finally:
+        signal.signal(signal.SIGTERM, previous)

@@ -186,20 +186,3 @@ def test_missing_nnunet_is_one_line(monkeypatch):
     monkeypatch.setitem(__import__("sys").modules, "nnunetv2.training.nnUNetTrainer.nnUNetTrainer", None)
     with pytest.raises(ValueError, match=r"make install"):
         baseline._check_installed()
-
-
-def test_nnunet_runs_with_the_default_sigterm(monkeypatch):
-    """nnU-Net's forked pool workers are ended with SIGTERM: while it runs, SIGTERM must keep its
-    default action (a worker that raises the scripts' Terminated instead can leave the pool
-    waiting forever), and the scripts' handler comes back after."""
-    import signal
-
-    from utilities.runtime import raise_terminated
-
-    previous = signal.signal(signal.SIGTERM, raise_terminated)
-    try:
-        with baseline._default_sigterm():
-            assert signal.getsignal(signal.SIGTERM) == signal.SIG_DFL
-        assert signal.getsignal(signal.SIGTERM) is raise_terminated
-    finally:
-        signal.signal(signal.SIGTERM, previous)

@@ -1,7 +1,9 @@
 """Where and how a process runs: the device, the seeds, and SIGTERM turned into an exception."""
 from __future__ import annotations
 
+import os
 import random
+import signal
 from typing import Any
 
 import numpy as np
@@ -16,8 +18,21 @@ class Terminated(KeyboardInterrupt):
     """SIGTERM, turned into an exception so the run stops as on Ctrl-C (checkpoints intact)."""
 
 
+#: The process that imported this module; a forked child (a DataLoader worker, a process pool's
+#: worker) inherits both this value and the handler, and so can tell that it is not that process.
+_MAIN_PID = os.getpid()
+
+
 def raise_terminated(signum: int, frame: Any) -> None:
-    """A SIGTERM handler (``signal.signal(signal.SIGTERM, raise_terminated)``): raise :class:`Terminated`."""
+    """A SIGTERM handler (``signal.signal(signal.SIGTERM, raise_terminated)``): raise :class:`Terminated`.
+
+    In a forked child that inherited it, SIGTERM keeps its default action (the child ends at
+    once): pools end their workers with SIGTERM, and a worker that raised instead could die
+    holding the pool's queue lock and leave the parent waiting forever."""
+    if os.getpid() != _MAIN_PID:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        os.kill(os.getpid(), signal.SIGTERM)
+        return
     raise Terminated()
 
 
