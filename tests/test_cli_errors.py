@@ -8,11 +8,23 @@ Most cases call :func:`utilities.cli.run_main` in-process (the code of every scr
 from __future__ import annotations
 
 import re
+import subprocess
+import sys
 
 import numpy as np
 import pytest
 import torch
-from helpers import ROOT, a_model, inference_args, load_script, pretrained, run_script, scm_args, stage1_args
+from helpers import (
+    ROOT,
+    a_model,
+    inference_args,
+    load_script,
+    pretrained,
+    run_script,
+    scm_args,
+    script_env,
+    stage1_args,
+)
 from synth import blob_case, write
 
 import inference
@@ -142,30 +154,34 @@ def test_shell_user_sees_one_line_from_a_worker(data, tmp_path):
     assert not list(tmp_path.rglob("*_seg.nii.gz"))
 
 
-def _sleep_in_child() -> None:
-    import time
-
+_FORK_AND_TERMINATE = """
+import os, signal, sys, time
+from utilities.runtime import Terminated, raise_terminated
+signal.signal(signal.SIGTERM, raise_terminated)
+pid = os.fork()
+if pid == 0:
     time.sleep(60)
+    os._exit(0)
+time.sleep(0.5)
+os.kill(pid, signal.SIGTERM)
+_, status = os.waitpid(pid, 0)
+print("child", os.WTERMSIG(status) if os.WIFSIGNALED(status) else "exit %d" % os.WEXITSTATUS(status))
+try:
+    raise_terminated(signal.SIGTERM, None)
+except Terminated:
+    print("main Terminated")
+"""
 
 
 def test_a_forked_child_dies_of_sigterm_the_main_process_raises():
     """run_main's SIGTERM handler is inherited by forked children (DataLoader workers, process
     pools, nnU-Net's preprocessing pools), which pools end with SIGTERM: there it keeps SIGTERM's
     default action (a worker that raised instead once died holding a pool's queue lock and left
-    an nnU-Net run waiting forever); in the process that installed it, it raises Terminated."""
-    import multiprocessing
+    an nnU-Net run waiting forever); in the process that installed it, it raises Terminated.
+    Run in a fresh interpreter: a fork of this (threaded) test process proves nothing."""
     import signal
 
-    from utilities.runtime import Terminated, raise_terminated
-
-    previous = signal.signal(signal.SIGTERM, raise_terminated)
-    try:
-        child = multiprocessing.get_context("fork").Process(target=_sleep_in_child)
-        child.start()
-        child.terminate()
-        child.join(20)
-        assert child.exitcode == -signal.SIGTERM   # killed by the signal, no Python traceback
-        with pytest.raises(Terminated):
-            raise_terminated(signal.SIGTERM, None)
-    finally:
-        signal.signal(signal.SIGTERM, previous)
+    out = subprocess.run([sys.executable, "-c", _FORK_AND_TERMINATE], capture_output=True, text=True, timeout=120,
+                         cwd=ROOT, env=script_env())
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split("\n")[:2] == [f"child {int(signal.SIGTERM)}", "main Terminated"], out.stdout + out.stderr
