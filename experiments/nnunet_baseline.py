@@ -27,10 +27,12 @@ Everything lives in the run folder, ``<model_dir>/nnUNet/``::
                                                         optimisation steps, training seconds
     nnunet_run.json                                     the run's arguments and finished steps
 
-A folder that holds a run is refused unless ``--resume`` (continue it: the arguments must be the
-same; training continues from nnU-Net's ``checkpoint_latest.pth``) or ``--overwrite`` (start
-again). Data augmentation runs in the training process (``nnUNet_n_proc_DA=0``), so a run uses
-the threads it is given (``OMP_NUM_THREADS``) and no worker processes.
+While nnU-Net runs, SIGTERM ends the process at once (``_default_sigterm``: nnU-Net's forked
+pool workers must die on it); Ctrl-C as usual. A folder that holds a run is refused unless
+``--resume`` (continue it: the arguments must be the same; training continues from nnU-Net's
+``checkpoint_latest.pth``) or ``--overwrite`` (start again). Data augmentation runs in the
+training process (``nnUNet_n_proc_DA=0``), so a run uses the threads it is given
+(``OMP_NUM_THREADS``) and no worker processes.
 
 Example (after stage 0)::
 
@@ -44,14 +46,17 @@ Example (after stage 0)::
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import os
 import shutil
+import signal
 import sys
+import threading
 import time
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Iterator, Sequence
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -104,6 +109,24 @@ def _set_environment(folder: Path, threads: int) -> dict[str, Path]:
     os.environ["nnUNet_def_n_proc"] = str(threads)
     os.environ["nnUNet_compile"] = "false"
     return dirs
+
+
+@contextlib.contextmanager
+def _default_sigterm() -> Iterator[None]:
+    """SIGTERM's default action (the process ends) while nnU-Net runs, at the OS level, so that
+    the processes it forks inherit it. nnU-Net forks pools from this process (e.g. a pool of 12
+    to list its files) and ends them with ``Pool.terminate`` (SIGTERM); a forked worker that
+    deadlocks before Python runs in it (a fork of a process with threads) ignores a Python-level
+    handler such as ``run_main``'s, and the run then waits forever (seen twice on the demo data).
+    Killed, a run continues with ``--resume``."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def _read_state(folder: Path) -> dict[str, Any] | None:
@@ -307,7 +330,8 @@ def main(argv: Sequence[str] | None = None) -> Path:
     import torch
 
     torch.set_num_threads(threads)
-    _run_steps(args, state, folder, dirs, device, threads)
+    with _default_sigterm():
+        _run_steps(args, state, folder, dirs, device, threads)
     return folder / OUTPUT_PRED
 
 

@@ -186,3 +186,20 @@ def test_missing_nnunet_is_one_line(monkeypatch):
     monkeypatch.setitem(__import__("sys").modules, "nnunetv2.training.nnUNetTrainer.nnUNetTrainer", None)
     with pytest.raises(ValueError, match=r"make install"):
         baseline._check_installed()
+
+
+def test_nnunet_runs_with_the_default_sigterm():
+    """While nnU-Net runs, SIGTERM has its default action at the OS level, which the pool workers
+    nnU-Net forks inherit (Pool.terminate must be able to end a worker that deadlocked before
+    Python ran in it); the scripts' handler comes back after."""
+    import signal
+
+    from utilities.runtime import raise_terminated
+
+    previous = signal.signal(signal.SIGTERM, raise_terminated)
+    try:
+        with baseline._default_sigterm():
+            assert signal.getsignal(signal.SIGTERM) == signal.SIG_DFL
+        assert signal.getsignal(signal.SIGTERM) is raise_terminated
+    finally:
+        signal.signal(signal.SIGTERM, previous)
