@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import concurrent.futures as cf
+import functools
 import json
 import math
 import os
@@ -344,10 +345,7 @@ def plan_runs(cfg: Config, output_dir: Path, seeds: Sequence[int], names: Sequen
                 continue
             if v.kind == "nnunet":
                 folder = output_dir / "runs" / name / f"seed{seed}"
-                d = cfg.dataset
-                train = [python, str(ROOT / NNUNET_SCRIPT), *flag_args(v.flags), "--dataset_split",
-                         str(d["split_file"]), "--path_images", str(d["images"]), "--image_postfix", d["image_postfix"],
-                         "--path_labels", str(d["labels"]), "--label_postfix", d["label_postfix"],
+                train = [python, str(ROOT / NNUNET_SCRIPT), *flag_args(v.flags), *_data_args(cfg),
                          "--path_geodesic_labels", str(seeds_dir), "--geodesic_label_postfix", "GeodesicLabel",
                          "--model_dir", str(folder), "--seed", str(seed), "--device", device]
                 runs[(name, seed)] = Run(v, seed, folder, NNUNET_NETWORK, train)
@@ -479,19 +477,26 @@ def check_flags(commands: Sequence[Sequence[str]], cfg_path: Path) -> None:
                                  "fix the flags in base or the variant") from None
 
 
-def _script_parser(name: str) -> argparse.ArgumentParser:
-    """The argparse parser of a script the runner calls (by module, or by file for experiments/)."""
+@functools.cache
+def _script_module(name: str) -> Any:
+    """The module of a script the runner calls (imported by name, or loaded once from its file for
+    experiments/, which is no package)."""
     import importlib
     import importlib.util
 
     target = _PARSERS[name]
     if not target.endswith(".py"):
-        return importlib.import_module(target).build_parser()
+        return importlib.import_module(target)
     spec = importlib.util.spec_from_file_location(Path(target).stem, ROOT / target)
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
-    return module.build_parser()
+    return module
+
+
+def _script_parser(name: str) -> argparse.ArgumentParser:
+    """The argparse parser of a script the runner calls."""
+    return _script_module(name).build_parser()
 
 
 def run_budget(run: Run, training_cases: int) -> str:
