@@ -305,12 +305,13 @@ class SubjectCache:
         if subject.load is not None:
             subject = _fresh_copy(subject)
         check_subject(subject, self.whats)
-        raw = _image(subject, "image").data
-        check_intensities(raw, None, _file(_image(subject, "image")), self.whats.get("image", "image"))
+        image, what = _image(subject, "image"), self.whats.get("image", "image")
+        raw = image.data
+        check_intensities(raw, None, _file(image), what)
         with torch.random.fork_rng(devices=[]):  # TorchIO draws a number per transform: not from ours
             subject = self.preprocess(subject)
-        check_intensities(raw, _image(subject, "image").data, _file(_image(subject, "image")),
-                          self.whats.get("image", "image"))
+        image = _image(subject, "image")
+        check_intensities(raw, image.data, _file(image), what)
         size = _nbytes(subject)
         if self.cached_bytes + size <= self.budget:
             self._cache[index] = subject
