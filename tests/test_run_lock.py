@@ -19,7 +19,7 @@ import train_gatedcrfloss3d22d_multiview_varianceloss as stage1
 from utilities import io
 from utilities.errors import RunInUseError
 from utilities.io import is_temporary
-from utilities.runs import LOCK_NAME, RunLock
+from utilities.runs import LOCK_NAME, RunLock, lock_holder
 
 
 def _default_sigint() -> None:
@@ -75,6 +75,32 @@ def test_lock_refuses_a_live_holder_and_takes_over_a_dead_one(tmp_path):
     finally:
         child.kill()
         first.release()
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="flock")
+def test_refused_while_the_holder_has_not_written_its_pid_yet(tmp_path):
+    """The window between the holder's flock and its pid write (an empty file, or a dead process's
+    pid left by a SIGKILL): the refused process waits for the pid rather than saying 'another
+    process' (two trainings started at once in one folder hit it on a loaded machine)."""
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / LOCK_NAME).write_text("999999999\n")  # a dead holder's pid
+    code = ("import fcntl, os, sys, time; fd = os.open(sys.argv[1], os.O_RDWR); fcntl.flock(fd, fcntl.LOCK_EX); "
+            "print('locked', flush=True); time.sleep(0.5); os.ftruncate(fd, 0); time.sleep(0.3); "
+            "os.pwrite(fd, f'{os.getpid()}\\n'.encode(), 0); time.sleep(60)")
+    child = subprocess.Popen([sys.executable, "-c", code, str(run / LOCK_NAME)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert child.stdout.readline().strip() == "locked"
+        with pytest.raises(RunInUseError, match=f"in use by process {child.pid} "):
+            RunLock(run).acquire()
+        assert lock_holder(run) == child.pid
+    finally:
+        child.kill()
+        child.wait()
+    assert lock_holder(run) is None
+    taken = RunLock(run).acquire()
+    assert (run / LOCK_NAME).read_text() == f"{os.getpid()}\n"  # written over the longer old pid, then cut
+    taken.release()
 
 
 def test_temporaries_of_killed_writes_never_count_as_a_run(tmp_path):

@@ -6,6 +6,7 @@ import logging
 import math
 import os
 import shutil
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence, TypeVar
@@ -103,8 +104,10 @@ class RunLock:
                 if same:
                     break
                 os.close(fd)  # the owner removed the file between our open and our lock: again
-            os.ftruncate(fd, 0)
-            os.write(fd, f"{os.getpid()}\n".encode())
+            # over the old content, then cut: a reader never sees an empty file
+            pid = f"{os.getpid()}\n".encode()
+            os.pwrite(fd, pid, 0)
+            os.ftruncate(fd, len(pid))
             self.fd = fd
         RunLock._held[key] = self
         return self
@@ -114,7 +117,9 @@ class RunLock:
             try:
                 fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o644)
             except FileExistsError:
-                owner = self._owner()
+                owner = _read_pid(self.path)
+                # an empty file: its creator is about to write its pid
+                owner = self._owner() if owner is None else owner
                 if owner is not None and owner != os.getpid() and _alive(owner):
                     raise self._in_use(owner) from None
                 self.path.unlink(missing_ok=True)  # a dead process's lock
@@ -125,10 +130,7 @@ class RunLock:
         raise self._in_use(self._owner())
 
     def _owner(self) -> int | None:
-        try:
-            return int(self.path.read_text().split()[0])
-        except (OSError, ValueError, IndexError):
-            return None
+        return _live_owner(self.path)
 
     def _in_use(self, owner: int | None) -> RunInUseError:
         who = f"process {owner}" if owner is not None else "another process"
@@ -157,12 +159,9 @@ def lock_holder(run_dir: str | os.PathLike) -> int | None:
     if not path.is_file():
         return None
     try:
-        owner = int(path.read_text().split()[0])
-    except (OSError, ValueError, IndexError):
-        owner = None
-    try:
         import fcntl
     except ImportError:  # not POSIX: the pid inside
+        owner = _read_pid(path)
         return owner if owner is not None and owner != os.getpid() and _alive(owner) else None
     try:
         fd = os.open(path, os.O_RDONLY)
@@ -171,12 +170,38 @@ def lock_holder(run_dir: str | os.PathLike) -> int | None:
     try:
         fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
     except OSError:
+        owner = _live_owner(path)
         return owner if owner is not None else -1
     else:
         fcntl.flock(fd, fcntl.LOCK_UN)
         return None
     finally:
         os.close(fd)
+
+
+def _read_pid(path: Path) -> int | None:
+    try:
+        return int(path.read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+#: How long a process refused a lock waits for the holder's pid to appear in the lock file (the
+#: holder writes it just after taking the lock; until then the file is empty or names a dead process).
+OWNER_WAIT_S = 2.0
+
+
+def _live_owner(path: Path, wait_s: float = OWNER_WAIT_S) -> int | None:
+    """The pid in a held lock file once it names a running process other than this one; ``None``
+    when none appears within ``wait_s`` seconds."""
+    deadline = time.monotonic() + wait_s
+    while True:
+        owner = _read_pid(path)
+        if owner is not None and owner != os.getpid() and _alive(owner):
+            return owner
+        if time.monotonic() >= deadline:
+            return None
+        time.sleep(0.02)
 
 
 def _alive(pid: int) -> bool:
