@@ -34,6 +34,7 @@ from utilities.cli import (
     positive_float,
     positive_int,
     run_options,
+    unit_float,
 )
 from utilities.compile import prepare_network
 from utilities.data import TrainingData, load_training_data
@@ -78,6 +79,10 @@ def build_parser() -> argparse.ArgumentParser:
     remedies.add_argument("--seg_class_balance", action="store_true",
                           help="partial CE as the mean of each class's mean over its seed voxels (paper: the mean "
                                "over all seed voxels, where the foreground seeds weigh their tiny share)")
+    remedies.add_argument("--fg_patch_fraction", type=unit_float, default=0.0,
+                          help="share of training patches placed around a random foreground seed voxel instead of "
+                               "uniformly (paper: 0, uniform; nnU-Net oversamples 0.33): small lesions in large "
+                               "volumes are otherwise rarely in a patch")
     remedies.add_argument("--warmup_epochs", type=nonnegative_int, default=0,
                           help="epochs of partial DiceCE alone (CRF and VM weights 0) before the ramp-up starts")
     p.add_argument("--init_checkpoint", default=None,
@@ -223,7 +228,7 @@ def train(args: argparse.Namespace, callbacks: Sequence[Callback] = ()) -> Path:
         run_options(args), vars(args), [run_dir], layout.latest(), preflight=preflight)
     generator = torch.Generator().manual_seed(args.seed + ctx.rank)
     train_loader, val_loader, sampler = training_data.loaders(args.spatial_shape, args.batch_size, args.num_workers,
-                                                              args.seed, ctx, generator)
+                                                              args.seed, ctx, generator, args.fg_patch_fraction)
     model = get_network(args.network, IN_CHANNELS, NUM_CLASSES)  # after seeding: the same start for the same seed
     if init is not None:
         model.load_state_dict(init)

@@ -148,6 +148,16 @@ def _markdown(df: pd.DataFrame, criteria: str, title: str) -> str:
     return "\n".join(lines) + "\n\n" + criteria + "\n"
 
 
+def _flags_json(text: str) -> dict[str, Any]:
+    try:
+        flags = json.loads(text)
+    except json.JSONDecodeError as err:
+        raise argparse.ArgumentTypeError(f"not JSON ({err.msg}): {text}") from None
+    if not isinstance(flags, dict) or not all(isinstance(k, str) and k.startswith("--") for k in flags):
+        raise argparse.ArgumentTypeError(f'must be a JSON object of flags such as {{"--max_epochs": 10}}, got {text}')
+    return flags
+
+
 def build_parser() -> argparse.ArgumentParser:
     rules = PlanRules()
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -159,6 +169,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--min_epochs", type=int, default=8, help="plan.py --min_epochs")
     p.add_argument("--max_patch_voxels", type=int, default=64 * 64 * 16, help="plan.py --max_patch_voxels")
     p.add_argument("--min_crf_voxels", type=float, default=rules.min_crf_voxels, help="plan.py --min_crf_voxels")
+    p.add_argument("--stage1_flags", type=_flags_json, default={},
+                   help='JSON object of stage-1 flags over the plan\'s, for development rounds, e.g. '
+                        '\'{"--fg_patch_fraction": 0.33}\' (null removes a flag)')
     p.add_argument("--jobs", type=int, default=2, help="runs side by side (one thread each)")
     p.add_argument("--device", default="cpu", choices=["auto", "cpu", "cuda"])
     p.add_argument("--title", default="Dataset family", help="heading of summary.md")
@@ -177,6 +190,7 @@ def main(argv: list[str] | None = None) -> pd.DataFrame:
         if not (data / "member.json").is_file():
             generate_member(draw_member(seed), data)
         plan = _plan_member(data, rules, folder / "plan.json")
+        plan["stage1"] = {k: v for k, v in (plan["stage1"] | args.stage1_flags).items() if v is not None}
         cfg_path = folder / "ablation.json"
         save_text(json.dumps(member_config(seed, data, plan, args.seeds), indent=1) + "\n", cfg_path)
         print(f"[family {seed}] {json.dumps(plan['stage1'])}", flush=True)

@@ -155,6 +155,13 @@ def nonnegative_float(text: str) -> float:
     return value
 
 
+def unit_float(text: str) -> float:
+    value = float(text)
+    if not 0.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError(f"must be a number in [0, 1], got {text}")
+    return value
+
+
 def add_common_args(parser: argparse.ArgumentParser, workers: bool = True) -> None:
     """``--device``, ``--seed`` and (optionally) ``--num_workers``."""
     parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"],
