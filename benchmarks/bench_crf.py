@@ -27,8 +27,8 @@ import torch.nn.functional as F
 
 from benchmarks._common import format_table as common_table
 from benchmarks._common import peak_tracker, sync
+from benchmarks.crf_reference import unfold_multiview_crf
 from utilities.cli import positive_int
-from utilities.crf_reference import unfold_multiview_crf
 from utilities.losses import CRF_IMPLEMENTATIONS, MultiViewGatedCRFLoss
 from utilities.runtime import resolve_device
 

@@ -9,7 +9,7 @@ Each variant has its own model (same initial weights) and all variants are run r
 step each per round, so that the load of a shared machine falls on all of them alike; medians
 and minima are over the rounds after the warm-up rounds. Variants:
 
-- ``unfold``: the mCRF of ``utilities/crf_reference.py`` (the published code's unfold formulation);
+- ``unfold``: the mCRF of ``benchmarks/crf_reference.py`` (the published code's unfold formulation);
 - ``fast``: the repository as it is (fast mCRF, contiguous tensors, PyTorch defaults);
 - ``fast+channels_last``: model and input in ``torch.channels_last_3d``;
 - ``fast+cpu_bf16_autocast``: ``torch.autocast("cpu", dtype=torch.bfloat16)`` around the forward
@@ -52,9 +52,9 @@ from typing import Any, Callable, Iterator, Sequence
 import torch
 
 from benchmarks._common import cpu_native_bf16, peak_tracker, stage1_bench, synthetic_batch
+from benchmarks.crf_reference import unfold_multiview_crf
 from utilities.cli import positive_int
 from utilities.compile import COMPILE_BACKENDS, compile_unavailable
-from utilities.crf_reference import unfold_multiview_crf
 from utilities.losses import MultiViewGatedCRFLoss, PartialDiceCELoss, VarianceLoss
 
 __all__ = ["Variant", "VARIANTS", "StepRunner", "synthetic_batch", "peak_tracker", "run_steps",
@@ -68,7 +68,7 @@ class Variant:
     """One way of running the step."""
 
     name: str
-    crf: str = "fast"                 # "fast" (utilities.losses) or "unfold" (utilities/crf_reference.py)
+    crf: str = "fast"                 # "fast" (utilities.losses) or "unfold" (benchmarks/crf_reference.py)
     channels_last: bool = False
     cpu_bf16_autocast: bool = False
     conv_bf16: bool = False

@@ -8,7 +8,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from utilities.crf_reference import unfold_multiview_crf
+from benchmarks.crf_reference import unfold_multiview_crf
 from utilities.losses import CRF_VIEWS, MultiViewGatedCRFLoss, gated_crf_views
 
 IMPLEMENTATIONS = ("shifts", "rows")
