@@ -402,6 +402,21 @@ def _missing_inputs(subjects: Sequence[str], folders: Sequence[tuple[str | os.Pa
     return "; ".join(problems) if problems else None
 
 
+def _checked_subjects(split: pd.DataFrame, dataset_split: str | os.PathLike, phase: str | None,
+                      images: tuple[str | os.PathLike, str], annotations: tuple[str | os.PathLike, str]) -> list[str]:
+    """The split's subjects (of ``phase``), once every image and annotation file is known to
+    exist (all missing ones listed in one error)."""
+    subjects = subjects_of(split, phase)
+    if not subjects:
+        raise ValueError(f"split file {dataset_split} has no subjects"
+                         + (f" in phase {phase!r}" if phase is not None else ""))
+    missing = _missing_inputs(subjects, [(*images, "image"), (*annotations, "annotation")])
+    if missing:
+        raise FileNotFoundError(f"{missing} (check --path_images/--image_postfix and "
+                                "--path_anno_7points/--anno_7points_postfix)")
+    return subjects
+
+
 def generate_geodesic_labels(dataset_split: str | os.PathLike, path_images: str | os.PathLike,
                              image_postfix: str, path_labels: str | os.PathLike | None,
                              label_postfix: str, path_anno_7points: str | os.PathLike,
@@ -439,17 +454,8 @@ def generate_geodesic_labels(dataset_split: str | os.PathLike, path_images: str 
     if path_labels is not None and str(path_labels) == "":
         path_labels = None
     split = read_split(dataset_split)
-    subjects = subjects_of(split, phase)
-    if not subjects:
-        raise ValueError(f"split file {dataset_split} has no subjects"
-                         + (f" in phase {phase!r}" if phase is not None else ""))
-
-    missing = _missing_inputs(subjects, [(path_images, image_postfix, "image"),
-                                         (path_anno_7points, anno_7points_postfix, "annotation")])
-    if missing:
-        raise FileNotFoundError(f"{missing} (check --path_images/--image_postfix and "
-                                "--path_anno_7points/--anno_7points_postfix)")
-
+    subjects = _checked_subjects(split, dataset_split, phase, (path_images, image_postfix),
+                                 (path_anno_7points, anno_7points_postfix))
     out_dir = output_folder(path_geodesic, geodesic_weight, geodesic_threshold)
     label_dir = ensure_writable_dir(out_dir / "geodesic_label")
     distance_dir = ensure_writable_dir(out_dir / "geodesic_distance")
