@@ -86,6 +86,72 @@ def _check_jobs(jobs: Sequence[Job], slots: int) -> None:
         raise ValueError(f"jobs need unknown job(s) {unknown}")
 
 
+class _JobPool:
+    """The state of one :func:`run_jobs` call, shared by its worker threads under ``lock``."""
+
+    def __init__(self, slots: int, env: Mapping[str, str], cwd: Path | None,
+                 report: Callable[[str], None]) -> None:
+        self.slots, self.env, self.cwd, self.report = slots, env, cwd, report
+        self.running: dict[str, threading.Thread] = {}
+        self.done: set[str] = set()
+        self.failed: dict[str, str] = {}
+        self.processes: dict[str, subprocess.Popen] = {}
+        self.lock = threading.Condition()
+
+    def _keep(self, name: str) -> Callable[[subprocess.Popen], None]:
+        def keep(proc: subprocess.Popen) -> None:
+            with self.lock:
+                self.processes[name] = proc
+        return keep
+
+    def work(self, job: Job) -> None:
+        """Run one job in this thread, then free its slot and wake the scheduler."""
+        t0 = time.time()
+        error = None
+        try:
+            run_logged(job.command, job.log, self.env, self.cwd, started=self._keep(job.name))
+        except Exception as e:  # any failure must free the slot, or the runner waits forever
+            error = str(e) if isinstance(e, (RuntimeError, OSError)) else f"{type(e).__name__}: {e}"
+        job.seconds = time.time() - t0
+        with self.lock:
+            del self.running[job.name]
+            self.processes.pop(job.name, None)
+            if error is None:
+                self.done.add(job.name)
+                self.report(f"=== {job.name}: {job.seconds:.1f} s ===")
+            else:
+                self.failed[job.name] = error
+                self.report(f"=== {job.name}: FAILED after {job.seconds:.1f} s: {error} ===")
+            self.lock.notify_all()
+
+    def _start_ready(self, pending: list[Job]) -> None:
+        for job in [j for j in pending if any(n in self.failed for n in j.needs)]:
+            pending.remove(job)
+            self.failed[job.name] = "not started: a job it needs failed"
+        ready = [j for j in pending if all(n in self.done for n in j.needs)]
+        while ready and len(self.running) < self.slots:
+            job = ready.pop(0)
+            pending.remove(job)
+            self.running[job.name] = threading.Thread(target=self.work, args=(job,), daemon=True)
+            self.report(f"=== start: {job.name} (log {job.log}) ===")
+            self.running[job.name].start()
+        if not self.running and pending:  # unreachable with known, acyclic needs
+            raise ValueError(f"jobs {[j.name for j in pending]} wait on each other")
+
+    def run(self, jobs: Sequence[Job]) -> None:
+        """Start jobs as slots and their needs allow until every one has ended; on an exception
+        (Ctrl-C included) stop the running processes first."""
+        pending = list(jobs)
+        try:
+            with self.lock:
+                while pending or self.running:
+                    self._start_ready(pending)
+                    self.lock.wait()
+        except BaseException:
+            stop(list(self.processes.values()))
+            raise
+
+
 def run_jobs(jobs: Sequence[Job], slots: int, env: Mapping[str, str], cwd: Path | None = None,
              report: Callable[[str], None] = print) -> list[Job]:
     """Run ``jobs`` with at most ``slots`` at once; a ready job starts in list order (put the long
@@ -96,60 +162,11 @@ def run_jobs(jobs: Sequence[Job], slots: int, env: Mapping[str, str], cwd: Path 
     SIGTERM turned into an exception), it stops the running jobs before passing the exception on.
     """
     _check_jobs(jobs, slots)
-    pending: list[Job] = list(jobs)
-    running: dict[str, threading.Thread] = {}
-    done: set[str] = set()
-    failed: dict[str, str] = {}
-    processes: dict[str, subprocess.Popen] = {}
-    lock = threading.Condition()
-
-    def started(name: str) -> Callable[[subprocess.Popen], None]:
-        def keep(proc: subprocess.Popen) -> None:
-            with lock:
-                processes[name] = proc
-        return keep
-
-    def work(job: Job) -> None:
-        t0 = time.time()
-        error = None
-        try:
-            run_logged(job.command, job.log, env, cwd, started=started(job.name))
-        except Exception as e:  # any failure must free the slot, or the runner waits forever
-            error = str(e) if isinstance(e, (RuntimeError, OSError)) else f"{type(e).__name__}: {e}"
-        job.seconds = time.time() - t0
-        with lock:
-            del running[job.name]
-            processes.pop(job.name, None)
-            if error is None:
-                done.add(job.name)
-                report(f"=== {job.name}: {job.seconds:.1f} s ===")
-            else:
-                failed[job.name] = error
-                report(f"=== {job.name}: FAILED after {job.seconds:.1f} s: {error} ===")
-            lock.notify_all()
-
-    try:
-        with lock:
-            while pending or running:
-                for job in [j for j in pending if any(n in failed for n in j.needs)]:
-                    pending.remove(job)
-                    failed[job.name] = "not started: a job it needs failed"
-                ready = [j for j in pending if all(n in done for n in j.needs)]
-                while ready and len(running) < slots:
-                    job = ready.pop(0)
-                    pending.remove(job)
-                    running[job.name] = threading.Thread(target=work, args=(job,), daemon=True)
-                    report(f"=== start: {job.name} (log {job.log}) ===")
-                    running[job.name].start()
-                if not running and pending:  # unreachable with known, acyclic needs
-                    raise ValueError(f"jobs {[j.name for j in pending]} wait on each other")
-                lock.wait()
-    except BaseException:
-        stop(list(processes.values()))
-        raise
-
-    if failed:
-        raise RuntimeError(f"{len(failed)} job(s) failed: " + " | ".join(f"{k}: {v}" for k, v in failed.items()))
+    pool = _JobPool(slots, env, cwd, report)
+    pool.run(jobs)
+    if pool.failed:
+        raise RuntimeError(f"{len(pool.failed)} job(s) failed: "
+                           + " | ".join(f"{k}: {v}" for k, v in pool.failed.items()))
     return list(jobs)
 
 
