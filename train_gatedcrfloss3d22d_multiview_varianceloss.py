@@ -79,6 +79,10 @@ def build_parser() -> argparse.ArgumentParser:
     remedies.add_argument("--seg_class_balance", action="store_true",
                           help="partial CE as the mean of each class's mean over its seed voxels (paper: the mean "
                                "over all seed voxels, where the foreground seeds weigh their tiny share)")
+    remedies.add_argument("--seg_balance_power", type=positive_float, default=1.0,
+                          help="with --seg_class_balance: each seed voxel of class c weighs n_c ** -power, in "
+                               "(0, 1]; 1 is the class-balanced mean, smaller values lean towards the plain mean "
+                               "(less over-segmentation when the foreground seeds are a tiny share)")
     remedies.add_argument("--fg_patch_fraction", type=unit_float, default=0.0,
                           help="share of training patches placed around a random foreground seed voxel instead of "
                                "uniformly (paper: 0, uniform; nnU-Net oversamples 0.33): small lesions in large "
@@ -111,6 +115,11 @@ def check_args(args: argparse.Namespace) -> None:
         raise ValueError(f"--down_size {args.down_size} leaves an mCRF view of a single pixel, whose loss is 0; "
                          "use sizes of at least 2 (or --weight_gatedcrf 0 to train without the mCRF)")
     check_network_shape(args.network, args.spatial_shape)
+    if args.seg_balance_power != 1.0 and not args.seg_class_balance:
+        raise ValueError(f"--seg_balance_power {args.seg_balance_power} tempers --seg_class_balance, which is off; "
+                         "add --seg_class_balance (or leave --seg_balance_power at 1)")
+    if args.seg_balance_power > 1.0:
+        raise ValueError(f"--seg_balance_power must be in (0, 1], got {args.seg_balance_power}")
     warning = rampup_warning(args.rampup_epochs, args.max_epochs, args.warmup_epochs)
     if warning and (args.weight_gatedcrf > 0 or args.weight_variance > 0):
         setup_logger(None).warning(warning)
@@ -145,12 +154,13 @@ class Stage1Losses:
     rampup_epochs: float        # --rampup_epochs
     warmup_epochs: float        # --warmup_epochs
     rampup_unit: str            # --rampup_unit: "epoch" or "step"
+    balance_power: float = 1.0  # --seg_balance_power
 
     @classmethod
     def from_args(cls, args: argparse.Namespace) -> Stage1Losses:
         return cls(args.seg_class_balance, tuple(args.down_size), args.kernel_radius[0], args.crf_sigma_xy,
                    args.crf_sigma_rgb, args.weight_gatedcrf, args.weight_variance, args.rampup_epochs,
-                   args.warmup_epochs, args.rampup_unit)
+                   args.warmup_epochs, args.rampup_unit, args.seg_balance_power)
 
 
 class Stage1Step:
@@ -158,7 +168,8 @@ class Stage1Step:
 
     def __init__(self, model: torch.nn.Module, amp: Amp, device: torch.device, losses: Stage1Losses) -> None:
         self.model, self.amp, self.device = model, amp, device
-        self.seg_loss = PartialDiceCELoss(num_classes=NUM_CLASSES, class_balanced=losses.class_balanced)
+        self.seg_loss = PartialDiceCELoss(num_classes=NUM_CLASSES, class_balanced=losses.class_balanced,
+                                          balance_power=losses.balance_power)
         self.crf_loss = MultiViewGatedCRFLoss(down_size=losses.down_size, kernel_radius=losses.kernel_radius,
                                               sigma_xy=losses.sigma_xy, sigma_rgb=losses.sigma_rgb)
         self.var_loss = VarianceLoss()

@@ -142,6 +142,27 @@ def test_partial_class_balanced_ce():
         PartialDiceCELoss()(logits, only_bg).item(), abs=1e-7)
 
 
+def test_partial_balance_power_tempers_the_balance():
+    """``balance_power`` β: voxel weights n_c ** -β; β = 1 is the class-balanced mean, β -> 0 the
+    plain mean, and β = 1/2 by hand (3 background seeds, 1 foreground)."""
+    logits = vol([[LN3, LN3, 0, 0, 9.0], [0, 0, 0, LN3, 0]])
+    labels = lab([0, 0, 0, 1, 2])
+    s_bg, s_fg = 2 * math.log(4 / 3) + math.log(2), math.log(4 / 3)
+    w_bg = 3 ** -0.5
+    half = (w_bg * s_bg + s_fg) / (w_bg * 3 + 1)
+    plain = PartialDiceCELoss()(logits, labels).item()
+    ce_plain = (s_bg + s_fg) / 4
+    got = PartialDiceCELoss(class_balanced=True, balance_power=0.5)(logits, labels).item()
+    assert got - plain == pytest.approx(half - ce_plain, abs=1e-6)
+    assert PartialDiceCELoss(class_balanced=True, balance_power=1e-9)(logits, labels).item() == pytest.approx(
+        plain, abs=1e-6)
+    near_one = PartialDiceCELoss(class_balanced=True, balance_power=1 - 1e-9)(logits, labels).item()
+    assert near_one == pytest.approx(PartialDiceCELoss(class_balanced=True)(logits, labels).item(), abs=1e-6)
+    for bad in (0.0, 1.5):
+        with pytest.raises(ValueError, match="balance_power"):
+            PartialDiceCELoss(class_balanced=True, balance_power=bad)
+
+
 def test_partial_nothing_annotated_is_zero_with_zero_grad():
     logits = torch.randn(2, 2, 3, 2, 2, requires_grad=True)
     loss = PartialDiceCELoss()(logits, torch.full((2, 1, 3, 2, 2), 2))

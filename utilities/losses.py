@@ -147,20 +147,28 @@ class PartialDiceCELoss(nn.Module):
     voxels; the loss is the mean over these items. CE is the mean over the annotated voxels (the
     paper), or with ``class_balanced`` the mean over the classes present of each class's mean CE
     (a remedy when the foreground seeds are a tiny share of the annotated voxels: with small
-    lesions in whole scans, 0.02 %, and the plain mean gives them that share of the pull). If no
+    lesions in whole scans, 0.02 %, and the plain mean gives them that share of the pull).
+    ``balance_power`` β in (0, 1] tempers the balance: each voxel of class c weighs
+    ``n_c ** -β`` (normalised), so β = 1 is the class-balanced mean above and β → 0 the plain
+    mean; with a tiny foreground share the full balance puts the decision for voxels the network
+    cannot yet tell apart at 50 % and over-segments, a smaller β keeps it nearer the prior. If no
     item has an annotated voxel the loss is 0, still attached to ``logits`` (zero gradient), so
     ``backward()`` works.
     """
 
-    def __init__(self, num_classes: int = 2, eps: float = DICE_EPS, class_balanced: bool = False) -> None:
+    def __init__(self, num_classes: int = 2, eps: float = DICE_EPS, class_balanced: bool = False,
+                 balance_power: float = 1.0) -> None:
         super().__init__()
         if num_classes < 2:
             raise ValueError(f"num_classes must be >= 2, got {num_classes}")
         if not eps > 0:
             raise ValueError(f"eps must be positive, got {eps}")
+        if not 0.0 < balance_power <= 1.0:
+            raise ValueError(f"balance_power must be in (0, 1], got {balance_power}")
         self.num_classes = int(num_classes)
         self.eps = float(eps)
         self.class_balanced = bool(class_balanced)
+        self.balance_power = float(balance_power)
 
     def forward(self, logits: Tensor, labels: Tensor) -> Tensor:
         """Args:
@@ -193,8 +201,14 @@ class PartialDiceCELoss(nn.Module):
                 class_counts = in_class.flatten(2).sum(2)                              # (N, C)
                 class_sums = (ce_voxel.unsqueeze(1) * in_class).flatten(2).sum(2)
                 present = class_counts > 0
-                class_means = torch.where(present, class_sums / class_counts.clamp_min(1), torch.zeros_like(class_sums))
-                ce = class_means.sum(1) / present.sum(1).clamp_min(1)
+                if self.balance_power == 1.0:
+                    class_means = torch.where(present, class_sums / class_counts.clamp_min(1),
+                                              torch.zeros_like(class_sums))
+                    ce = class_means.sum(1) / present.sum(1).clamp_min(1)
+                else:  # voxel weights n_c ** -beta: sum_c w_c S_c / sum_c w_c n_c
+                    weights = torch.where(present, class_counts.clamp_min(1) ** -self.balance_power,
+                                          torch.zeros_like(class_counts))
+                    ce = (weights * class_sums).sum(1) / (weights * class_counts).sum(1).clamp_min(1e-12)
             else:
                 ce = ce_voxel.flatten(1).sum(1) / counts.clamp_min(1).float()
             per_item = 1.0 - dice.mean(1) + ce                         # (N,)
