@@ -39,6 +39,7 @@ from pathlib import Path
 from typing import Sequence
 
 import numpy as np
+import pandas as pd
 import SimpleITK as sitk
 
 from utilities.grid import Grid, check_same_grid, find_subject_file, listed, missing_paths
@@ -113,30 +114,10 @@ def export_nnunet(dataset_split: str | os.PathLike, path_images: str | os.PathLi
         ValueError, FileNotFoundError, FileExistsError: one line naming the flag or the file;
             every input is checked before anything is written.
     """
-    if labels not in ("seeds", "full"):
-        raise ValueError(f"--labels must be 'seeds' or 'full', got {labels!r}")
-    if isinstance(dataset_id, bool) or not 1 <= int(dataset_id) <= 999:
-        raise ValueError(f"--dataset_id must be an integer in 1..999 (nnU-Net's Dataset<ID>), got {dataset_id}")
-    if not _NAME.match(dataset_name or ""):
-        raise ValueError(f"--dataset_name must be letters, digits, '_' or '-' (no spaces), got {dataset_name!r}")
-    if labels == "seeds":
-        if path_geodesic_labels is None:
-            raise ValueError("--labels seeds needs --path_geodesic_labels (the geodesic_label folder of stage 0)")
-        label_dir, label_post, flag = Path(path_geodesic_labels), geodesic_label_postfix, \
-            "--path_geodesic_labels/--geodesic_label_postfix"
-    else:
-        if path_labels is None:
-            raise ValueError("--labels full needs --path_labels (the folder of full labels)")
-        label_dir, label_post, flag = Path(path_labels), label_postfix, "--path_labels/--label_postfix"
+    label_dir, label_post, flag = _label_source(labels, dataset_id, dataset_name, (path_geodesic_labels,
+                                                geodesic_label_postfix), (path_labels, label_postfix))
     split = read_split(dataset_split)
-    training = subjects_of(split, "training") + subjects_of(split, "validation")
-    testing = subjects_of(split, "inference")
-    if not training:
-        raise ValueError(f"split file {dataset_split} has no training or validation subject; nnU-Net needs some")
-    bad_names = [s for s in training + testing if not s or "/" in s or s != s.strip()]
-    if bad_names:
-        raise ValueError(f"split file {dataset_split}: subject names {bad_names[:3]} cannot be nnU-Net case names")
-
+    training, testing = _cases(split, dataset_split)
     images = {s: find_subject_file(path_images, s, image_postfix, "image") for s in training + testing}
     label_files = {s: find_subject_file(label_dir, s, label_post, "label") for s in training}
     missing = missing_paths(images.values(), "image") + missing_paths(label_files.values(), "label")
@@ -146,64 +127,125 @@ def export_nnunet(dataset_split: str | os.PathLike, path_images: str | os.PathLi
 
     root = dataset_folder(output_dir, dataset_id, dataset_name)
     parts = [root / "imagesTr", root / "labelsTr", root / "imagesTs", root / "dataset.json", root / "splits_final.json"]
-    if any(p.exists() for p in parts):
-        if not overwrite:
-            raise FileExistsError(f"nnU-Net dataset {root} exists; pass --overwrite to replace it "
-                                  "(or another --dataset_id)")
+    same_id = _taken(root, parts, output_dir, dataset_id, overwrite)
+    if not subjects_of(split, "validation"):
+        logger.warning("split %s has no validation case: splits_final.json gets \"val\": [] and nnU-Net validates "
+                       "on nothing; add validation cases to the split (splits/make_split.py --ratios)", dataset_split)
+
+    cases = _Cases(training, testing, images, label_files, labels)
+    cases.check()  # every input before anything is written
+    if overwrite:
+        _remove([*same_id, *parts])
+    cases.write(root)
+    _write_jsons(root, split, dataset_name, labels, channel_name or image_postfix, len(training))
+    logger.info("nnU-Net dataset %s: %d training case(s) (%s), %d test case(s)", root, len(training), labels,
+                len(testing))
+    return root
+
+
+class _Cases:
+    """The cases of one export: their files, checked before and written after the folder is cleared."""
+
+    def __init__(self, training: list[str], testing: list[str], images: dict[str, Path],
+                 label_files: dict[str, Path], labels: str) -> None:
+        self.training, self.testing, self.images, self.label_files, self.labels = \
+            training, testing, images, label_files, labels
+
+    def label_of(self, s: str) -> tuple[np.ndarray, sitk.Image]:
+        reference = read_image(self.label_files[s], "label" if self.labels == "full" else "expanded-seed label")
+        _check_grid(reference, self.label_files[s], self.images[s])
+        return _label_array(reference, self.label_files[s], self.labels), reference
+
+    def check(self) -> None:
+        """Every image readable, complete and finite, every label on its image's grid (read again
+        when written: a dataset need not fit in memory)."""
+        for s in self.training + self.testing:
+            read_image(self.images[s], "image")
+        for s in self.training:
+            self.label_of(s)
+
+    def write(self, root: Path) -> None:
+        for sub in ("imagesTr", "labelsTr", "imagesTs"):
+            ensure_writable_dir(root / sub)
+        for s in self.training:
+            _copy(self.images[s], root / "imagesTr" / f"{s}_0000{FILE_ENDING}")
+            array, reference = self.label_of(s)
+            label = sitk.GetImageFromArray(array)
+            label.CopyInformation(reference)
+            write_image(label, root / "labelsTr" / f"{s}{FILE_ENDING}")
+        for s in self.testing:
+            _copy(self.images[s], root / "imagesTs" / f"{s}_0000{FILE_ENDING}")
+
+
+def _cases(split: pd.DataFrame, dataset_split: str | os.PathLike) -> tuple[list[str], list[str]]:
+    """nnU-Net's training cases (our training + validation) and test cases (our inference)."""
+    training = subjects_of(split, "training") + subjects_of(split, "validation")
+    testing = subjects_of(split, "inference")
+    if not training:
+        raise ValueError(f"split file {dataset_split} has no training or validation subject; nnU-Net needs some")
+    bad_names = [s for s in training + testing if not s or "/" in s or s != s.strip()]
+    if bad_names:
+        raise ValueError(f"split file {dataset_split}: subject names {bad_names[:3]} cannot be nnU-Net case names")
+    return training, testing
+
+
+def _label_source(labels: str, dataset_id: int, dataset_name: str,
+                  seeds: tuple[str | os.PathLike | None, str], full: tuple[str | os.PathLike | None, str]
+                  ) -> tuple[Path, str, str]:
+    """Checks the flags; returns the label folder, its postfix and the flags that name them."""
+    if labels not in ("seeds", "full"):
+        raise ValueError(f"--labels must be 'seeds' or 'full', got {labels!r}")
+    if isinstance(dataset_id, bool) or not 1 <= int(dataset_id) <= 999:
+        raise ValueError(f"--dataset_id must be an integer in 1..999 (nnU-Net's Dataset<ID>), got {dataset_id}")
+    if not _NAME.match(dataset_name or ""):
+        raise ValueError(f"--dataset_name must be letters, digits, '_' or '-' (no spaces), got {dataset_name!r}")
+    if labels == "seeds":
+        if seeds[0] is None:
+            raise ValueError("--labels seeds needs --path_geodesic_labels (the geodesic_label folder of stage 0)")
+        return Path(seeds[0]), seeds[1], "--path_geodesic_labels/--geodesic_label_postfix"
+    if full[0] is None:
+        raise ValueError("--labels full needs --path_labels (the folder of full labels)")
+    return Path(full[0]), full[1], "--path_labels/--label_postfix"
+
+
+def _taken(root: Path, parts: list[Path], output_dir: str | os.PathLike, dataset_id: int,
+           overwrite: bool) -> list[Path]:
+    """The other datasets with this id (replaced with ``overwrite``, else refused), once an
+    existing export of this one is refused too unless ``overwrite``."""
+    if any(p.exists() for p in parts) and not overwrite:
+        raise FileExistsError(f"nnU-Net dataset {root} exists; pass --overwrite to replace it "
+                              "(or another --dataset_id)")
     same_id = sorted(p for p in Path(output_dir).glob(f"Dataset{int(dataset_id):03d}_*") if p != root) \
         if Path(output_dir).is_dir() else []
     if same_id and not overwrite:
         raise FileExistsError(f"nnU-Net dataset id {int(dataset_id)} is taken by {same_id[0]} (nnU-Net could not tell "
                               f"it from {root.name}); pass --overwrite to replace it, or another --dataset_id")
-    if not subjects_of(split, "validation"):
-        logger.warning("split %s has no validation case: splits_final.json gets \"val\": [] and nnU-Net validates "
-                       "on nothing; add validation cases to the split (splits/make_split.py --ratios)", dataset_split)
+    return same_id
 
-    def label_of(s: str) -> tuple[np.ndarray, sitk.Image]:
-        reference = read_image(label_files[s], "label" if labels == "full" else "expanded-seed label")
-        _check_grid(reference, label_files[s], images[s])
-        return _label_array(reference, label_files[s], labels), reference
 
-    # Check every input before writing anything (then read again: a dataset need not fit in memory).
-    for s in training + testing:
-        read_image(images[s], "image")  # readable, complete, finite
-    for s in training:
-        label_of(s)
-
-    if overwrite:
-        for p in same_id:
+def _remove(paths: list[Path]) -> None:
+    for p in paths:
+        if p.is_dir():
             shutil.rmtree(p)
-        for p in parts:
-            if p.is_dir():
-                shutil.rmtree(p)
-            elif p.exists():
-                p.unlink()
-    for sub in ("imagesTr", "labelsTr", "imagesTs"):
-        ensure_writable_dir(root / sub)
-    for s in training:
-        _copy(images[s], root / "imagesTr" / f"{s}_0000{FILE_ENDING}")
-        array, reference = label_of(s)
-        label = sitk.GetImageFromArray(array)
-        label.CopyInformation(reference)
-        write_image(label, root / "labelsTr" / f"{s}{FILE_ENDING}")
-    for s in testing:
-        _copy(images[s], root / "imagesTs" / f"{s}_0000{FILE_ENDING}")
+        elif p.exists():
+            p.unlink()
 
+
+def _write_jsons(root: Path, split: pd.DataFrame, dataset_name: str, labels: str, channel: str,
+                 n_training: int) -> None:
+    """``dataset.json`` and ``splits_final.json`` (fold 0: our training and validation cases)."""
     dataset = {
         "name": dataset_name,
         "description": ("PA-Seg expanded seeds (0 background, 1 lesion, 2 unknown = ignore)" if labels == "seeds"
                         else "PA-Seg full labels (fully supervised reference)"),
-        "channel_names": {"0": channel_name or image_postfix},
+        "channel_names": {"0": channel},
         "labels": dict(SEED_LABELS if labels == "seeds" else FULL_LABELS),
-        "numTraining": len(training),
+        "numTraining": n_training,
         "file_ending": FILE_ENDING,
     }
     save_text(json.dumps(dataset, indent=4) + "\n", root / "dataset.json")
     folds = [{"train": subjects_of(split, "training"), "val": subjects_of(split, "validation")}]
     save_text(json.dumps(folds, indent=4) + "\n", root / "splits_final.json")
-    logger.info("nnU-Net dataset %s: %d training case(s) (%s), %d test case(s)", root, len(training), labels,
-                len(testing))
-    return root
 
 
 def add_data_arguments(p: argparse.ArgumentParser) -> None:
