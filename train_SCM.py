@@ -239,7 +239,8 @@ def train(args: argparse.Namespace, callbacks: Sequence[Callback] = ()) -> Path:
         teachers[k] = prepare_network(freeze(copy.deepcopy(students[k])), device, args.compile, args.compile_backend)
         logger.info("model%d: %s from %s", k, names[k], pretrained[k])
     state = TrainingState({f"model{k}": students[k] for k in (1, 2)},
-                          {f"optimizer{k}": make_optimizer(students[k], args.learning_rate, args.momentum)
+                          {f"optimizer{k}": make_optimizer(students[k], args.learning_rate, args.momentum,
+                                                           args.optimizer)
                            for k in (1, 2)},
                           amp, {f"network{k}": names[k] for k in (1, 2)}, vars(args),
                           extras={f"teacher{k}": teachers[k] for k in (1, 2)})

@@ -245,7 +245,8 @@ def train(args: argparse.Namespace, callbacks: Sequence[Callback] = ()) -> Path:
         model.load_state_dict(init)
     model = model.to(device)
     amp = Amp(args.amp, device)
-    state = TrainingState({"model": model}, {"optimizer": make_optimizer(model, args.learning_rate, args.momentum)},
+    optimizer = make_optimizer(model, args.learning_rate, args.momentum, args.optimizer)
+    state = TrainingState({"model": model}, {"optimizer": optimizer},
                           amp, {"network": args.network}, vars(args))
     if latest_path is not None:
         state.load(latest_path, device, generator, ctx.rank)

@@ -8,6 +8,7 @@ from helpers import a_model, inference_args, one_line, pretrained, scm_args, sta
 import inference
 import train_gatedcrfloss3d22d_multiview_varianceloss as stage1
 import train_SCM as scm
+from utilities.layout import RunLayout
 
 
 # ------------------------------------------------------------------------ arguments
@@ -58,3 +59,19 @@ def test_cuda_requested_without_gpu(data, tmp_path, monkeypatch, script):
     assert one_line(err) == ("--device cuda was requested but no CUDA GPU is available; use --device cpu or "
                              "--device auto")
     assert not list(tmp_path.rglob("log*.txt")) and not list(tmp_path.rglob("*_seg.nii.gz"))
+
+
+def test_optimizer_adam_is_used_saved_and_kept_on_resume(data, tmp_path, capsys):
+    """``--optimizer adam``: the checkpoint holds Adam's state; a resume with SGD is refused."""
+    run = stage1.main(stage1_args(data, tmp_path / "run", "--max_epochs", "1", "--optimizer", "adam",
+                                  "--learning_rate", "0.001"))
+    latest = torch.load(RunLayout(tmp_path / "run", "U_Net2D5").latest(), map_location="cpu", weights_only=False)
+    states = latest["optimizer"]["state"]
+    assert states and all({"exp_avg", "exp_avg_sq"} <= set(s) for s in states.values())
+    assert latest["optimizer"]["param_groups"][0]["lr"] <= 0.001
+    with pytest.raises(ValueError, match="was trained with --optimizer adam, not sgd .* pass --optimizer adam, or"):
+        stage1.main(stage1_args(data, tmp_path / "run", "--max_epochs", "2", "--resume", "--learning_rate", "0.001"))
+    assert run.is_dir()
+    with pytest.raises(SystemExit):
+        stage1.main(stage1_args(data, tmp_path / "other", "--optimizer", "rmsprop"))
+    assert "argument --optimizer: invalid choice: 'rmsprop'" in capsys.readouterr().err

@@ -37,6 +37,7 @@ from utilities.optim import Amp
 __all__ = [
     "CHECKPOINT_FORMAT",
     "RESUME_FREE_ARGS",
+    "RESUME_FIXED_ARGS",
     "save_model",
     "load_model_weights",
     "load_state_dict",
@@ -52,6 +53,9 @@ logger = logging.getLogger("paseg")
 
 CHECKPOINT_FORMAT = "paseg-model-v1"
 #: Arguments that may change between a run and its ``--resume`` without changing the result.
+#: Arguments a resume cannot change (the saved optimizer state is of that optimizer), with the
+#: value of checkpoints written before the flag existed.
+RESUME_FIXED_ARGS = {"optimizer": "sgd"}
 RESUME_FREE_ARGS = frozenset({"resume", "overwrite", "num_workers", "cache_gb", "device", "sw_batch_size",
                               "debug", "stop_on_collapse", "collapse_patience", "model_dir"})
 
@@ -201,6 +205,11 @@ def load_resume_state(path: Path, args: Mapping[str, Any], networks: Mapping[str
             raise ValueError(f"--resume: {path} holds a run of {key} {state[key]}, not {name}; "
                              f"pass --{key} {state[key]} or choose another --model_dir")
     saved = state["args"]
+    for key, default in RESUME_FIXED_ARGS.items():
+        before, now = saved.get(key, default), args.get(key, default)
+        if before != now:
+            raise ValueError(f"--resume: {path} was trained with --{key} {before}, not {now} (its state cannot be "
+                             f"carried over); pass --{key} {before}, or start afresh with --overwrite")
     done = int(state["epoch"])
     if isinstance(args.get("max_epochs"), int) and done > args["max_epochs"]:
         raise ValueError(f"--resume: {path} has already trained {done} epochs, more than --max_epochs "

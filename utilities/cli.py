@@ -20,7 +20,7 @@ import torch
 from utilities.compile import COMPILE_BACKENDS
 from utilities.errors import USER_ERRORS
 from utilities.logs import LOGGER_NAME, setup_logger
-from utilities.optim import MOMENTUM
+from utilities.optim import MOMENTUM, OPTIMIZERS
 from utilities.runtime import Terminated, raise_terminated
 
 if TYPE_CHECKING:
@@ -232,6 +232,9 @@ def add_training_args(parser: argparse.ArgumentParser) -> None:
                         help="memory budget (GiB) for volumes kept decoded between epochs")
     parser.add_argument("--momentum", type=nonnegative_float, default=MOMENTUM,
                         help="SGD Nesterov momentum (the paper's 0.99)")
+    parser.add_argument("--optimizer", default="sgd", choices=OPTIMIZERS,
+                        help="sgd (the paper's, with --momentum) or adam (then pass a smaller --learning_rate, "
+                             "e.g. 0.001; --momentum is unused)")
     parser.add_argument("--grad_clip", type=positive_float, default=None,
                         help="clip the gradient norm of each network to this value (default: no clipping; "
                              "nnU-Net uses 12)")

@@ -9,7 +9,7 @@ from typing import Iterable, Sequence
 import torch
 from torch import nn
 
-__all__ = ["MOMENTUM", "WEIGHT_DECAY", "make_optimizer", "set_lr", "Amp"]
+__all__ = ["MOMENTUM", "WEIGHT_DECAY", "OPTIMIZERS", "make_optimizer", "set_lr", "Amp"]
 
 logger = logging.getLogger("paseg")
 
@@ -17,10 +17,19 @@ MOMENTUM = 0.99
 WEIGHT_DECAY = 3e-5
 
 
-def make_optimizer(model: nn.Module, lr: float, momentum: float = MOMENTUM) -> torch.optim.SGD:
-    """SGD with Nesterov momentum (the paper's 0.99) and weight decay 3e-5."""
-    return torch.optim.SGD(model.parameters(), lr=lr, momentum=momentum, nesterov=momentum > 0,
-                           weight_decay=WEIGHT_DECAY)
+#: ``--optimizer`` choices: the paper's SGD, or Adam.
+OPTIMIZERS = ("sgd", "adam")
+
+
+def make_optimizer(model: nn.Module, lr: float, momentum: float = MOMENTUM, kind: str = "sgd") -> torch.optim.Optimizer:
+    """SGD with Nesterov momentum (the paper's 0.99) and weight decay 3e-5; or, with ``kind="adam"``,
+    Adam (β = 0.9, 0.999; ``momentum`` unused) with the same weight decay."""
+    if kind == "sgd":
+        return torch.optim.SGD(model.parameters(), lr=lr, momentum=momentum, nesterov=momentum > 0,
+                               weight_decay=WEIGHT_DECAY)
+    if kind == "adam":
+        return torch.optim.Adam(model.parameters(), lr=lr, weight_decay=WEIGHT_DECAY)
+    raise ValueError(f"--optimizer must be one of {OPTIMIZERS}, got {kind!r}")
 
 
 def set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:
