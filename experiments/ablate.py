@@ -28,7 +28,7 @@ import sys
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 import pandas as pd
@@ -158,7 +158,29 @@ def load_config(path: str | os.PathLike) -> Config:
     for key in ("dataset", "variants", "seeds", "baseline"):
         if key not in raw:
             raise ValueError(f"config {path}: missing key {key!r}")
-    ds = _keys(raw["dataset"], "dataset", _DATASET_KEYS, path)
+    dataset = _dataset(raw["dataset"], path)
+    base_raw = _keys(raw.get("base", {}), "base", _BASE_KEYS, path)
+    base = {k: _flags(base_raw.get(k), f"base.{k}", path) for k in _BASE_KEYS}
+    variants_raw = raw["variants"]
+    if not isinstance(variants_raw, dict) or not variants_raw:
+        raise ValueError(f"config {path}: variants must be a non-empty object of named variants")
+    variants = {name: _variant(name, spec, path) for name, spec in variants_raw.items() if not name.startswith("_")}
+    _check_sources(variants, path)
+    seeds = raw["seeds"]
+    if not isinstance(seeds, list) or not seeds or not all(isinstance(s, int) and not isinstance(s, bool)
+                                                           for s in seeds):
+        raise ValueError(f"config {path}: seeds must be a non-empty list of integers, got {seeds!r}")
+    if len(set(seeds)) != len(seeds):
+        raise ValueError(f"config {path}: seeds must be distinct, got {seeds}")
+    baseline = raw["baseline"]
+    if baseline not in variants:
+        raise ValueError(f"config {path}: baseline {baseline!r} is not a variant (variants: {sorted(variants)})")
+    return Config(path, str(raw.get("title", path.stem)), dataset, base, variants, tuple(seeds), baseline)
+
+
+def _dataset(raw: Any, path: Path) -> dict[str, Any]:
+    """The config's ``dataset`` block, checked, with its defaults and its paths resolved."""
+    ds = _keys(raw, "dataset", _DATASET_KEYS, path)
     for key in _DATASET_REQUIRED:
         if key not in ds:
             raise ValueError(f"config {path}: dataset.{key} is missing")
@@ -177,45 +199,44 @@ def load_config(path: str | os.PathLike) -> Config:
         raise ValueError(f"config {path}: dataset.prepare must be a list of strings (a command run from the "
                          "repository root when the split file is missing), e.g. [\"data/demo/make_demo_data.py\"]")
     dataset["prepare"] = prepare
-    base_raw = _keys(raw.get("base", {}), "base", _BASE_KEYS, path)
-    base = {k: _flags(base_raw.get(k), f"base.{k}", path) for k in _BASE_KEYS}
+    return dataset
 
-    variants_raw = raw["variants"]
-    if not isinstance(variants_raw, dict) or not variants_raw:
-        raise ValueError(f"config {path}: variants must be a non-empty object of named variants")
-    variants: dict[str, Variant] = {}
-    for name, spec in variants_raw.items():
-        if name.startswith("_"):
-            continue
-        where = f"variants.{name}"
-        if not name.replace("_", "").replace("-", "").isalnum():
-            raise ValueError(f"config {path}: {where}: variant names may hold letters, digits, '_' and '-' only")
-        spec = _keys(spec, where, _VARIANT_KEYS, path)
-        kind = spec.get("kind")
-        if kind not in KINDS:
-            raise ValueError(f"config {path}: {where}.kind must be one of {list(KINDS)}, got {kind!r}")
-        flags = _flags(spec.get("flags"), f"{where}.flags", path)
-        if kind == "seeds" and flags:
-            raise ValueError(f"config {path}: {where}: a 'seeds' variant trains nothing and takes no flags")
-        sources: tuple[str, str] = ("", "")
-        offset = 0
-        if kind == "scm":
-            src = spec.get("from")
-            src = [src] if isinstance(src, str) else src
-            if not isinstance(src, list) or len(src) not in (1, 2) or not all(isinstance(s, str) for s in src):
-                raise ValueError(f"config {path}: {where}.from must name one or two stage-1 variants "
-                                 "(model 1, model 2), e.g. [\"stage1_recipe\", \"stage1_recipe\"]")
-            sources = (src[0], src[-1])
-            offset = int(spec.get("aux_seed_offset", 1 if sources[0] == sources[1] else 0))
-            if sources[0] == sources[1] and offset == 0:
-                raise ValueError(f"config {path}: {where}.aux_seed_offset must not be 0 when both models come "
-                                 f"from variant {sources[0]!r} (they would be the same run)")
-        else:
-            for key in ("from", "aux_seed_offset"):
-                if key in spec:
-                    raise ValueError(f"config {path}: {where}.{key} is only for kind 'scm'")
-        epoch_inf = str(spec.get("epoch_inf", "best_model1" if kind == "scm" else "best"))
-        variants[name] = Variant(name, kind, str(spec.get("label", name)), flags, sources, offset, epoch_inf)
+
+def _variant(name: str, spec: Any, path: Path) -> Variant:
+    """One entry of the config's ``variants``, checked (its ``from`` is checked by :func:`_check_sources`)."""
+    where = f"variants.{name}"
+    if not name.replace("_", "").replace("-", "").isalnum():
+        raise ValueError(f"config {path}: {where}: variant names may hold letters, digits, '_' and '-' only")
+    spec = _keys(spec, where, _VARIANT_KEYS, path)
+    kind = spec.get("kind")
+    if kind not in KINDS:
+        raise ValueError(f"config {path}: {where}.kind must be one of {list(KINDS)}, got {kind!r}")
+    flags = _flags(spec.get("flags"), f"{where}.flags", path)
+    if kind == "seeds" and flags:
+        raise ValueError(f"config {path}: {where}: a 'seeds' variant trains nothing and takes no flags")
+    sources: tuple[str, str] = ("", "")
+    offset = 0
+    if kind == "scm":
+        src = spec.get("from")
+        src = [src] if isinstance(src, str) else src
+        if not isinstance(src, list) or len(src) not in (1, 2) or not all(isinstance(s, str) for s in src):
+            raise ValueError(f"config {path}: {where}.from must name one or two stage-1 variants "
+                             "(model 1, model 2), e.g. [\"stage1_recipe\", \"stage1_recipe\"]")
+        sources = (src[0], src[-1])
+        offset = int(spec.get("aux_seed_offset", 1 if sources[0] == sources[1] else 0))
+        if sources[0] == sources[1] and offset == 0:
+            raise ValueError(f"config {path}: {where}.aux_seed_offset must not be 0 when both models come "
+                             f"from variant {sources[0]!r} (they would be the same run)")
+    else:
+        for key in ("from", "aux_seed_offset"):
+            if key in spec:
+                raise ValueError(f"config {path}: {where}.{key} is only for kind 'scm'")
+    epoch_inf = str(spec.get("epoch_inf", "best_model1" if kind == "scm" else "best"))
+    return Variant(name, kind, str(spec.get("label", name)), flags, sources, offset, epoch_inf)
+
+
+def _check_sources(variants: dict[str, Variant], path: Path) -> None:
+    """Every SCM variant starts from known stage-1 (or full) variants."""
     for v in variants.values():
         for src in (v.sources if v.kind == "scm" else ()):
             if src not in variants:
@@ -223,16 +244,6 @@ def load_config(path: str | os.PathLike) -> Config:
             if variants[src].kind not in ("stage1", "full"):
                 raise ValueError(f"config {path}: variants.{v.name}.from: {src!r} is of kind "
                                  f"{variants[src].kind!r}; SCM starts from 'stage1' (or 'full') variants")
-    seeds = raw["seeds"]
-    if not isinstance(seeds, list) or not seeds or not all(isinstance(s, int) and not isinstance(s, bool)
-                                                           for s in seeds):
-        raise ValueError(f"config {path}: seeds must be a non-empty list of integers, got {seeds!r}")
-    if len(set(seeds)) != len(seeds):
-        raise ValueError(f"config {path}: seeds must be distinct, got {seeds}")
-    baseline = raw["baseline"]
-    if baseline not in variants:
-        raise ValueError(f"config {path}: baseline {baseline!r} is not a variant (variants: {sorted(variants)})")
-    return Config(path, str(raw.get("title", path.stem)), dataset, base, variants, tuple(seeds), baseline)
 
 
 # --------------------------------------------------------------------------------------------
@@ -645,22 +656,42 @@ def run_ablation(cfg: Config, output_dir: Path, seeds: Sequence[int] | None = No
     check_flags(_all_commands(cfg, runs, device, python), cfg.path)
 
     if dry_run:
-        if not cfg.dataset["split_file"].is_file() and cfg.dataset["prepare"]:
-            print(f"[prepare] {shlex.join([python, *cfg.dataset['prepare']])}")
-        print(f"[stage 0] {shlex.join(stage0)}")
-        for i, run in enumerate(runs, 1):
-            print(f"[run {i}/{len(runs)}] {run.key}")
-            if run.variant.kind != "seeds":
-                mode = train_mode(run.folder)
-                print("  " + shlex.join(run.train + ([mode] if mode else [])))
-            else:
-                print(f"  (expanded seeds of {seeds_dir} written as predictions)")
-            for command in _inference_commands(cfg, run, device, python):
-                print("  " + shlex.join(command))
+        _print_plan(cfg, runs, stage0, seeds_dir, device, python)
         return None
 
     _check_dataset(cfg, python, env)
     output_dir.mkdir(parents=True, exist_ok=True)
+    _run_stage0(cfg, stage0, output_dir, env)
+
+    def one(run: Run) -> str:
+        return _do_run(cfg, run, device, python, env, seeds_dir, in_process=threads if jobs == 1 else 0)
+
+    failures = _run_waves(runs, one, jobs)
+    if failures:
+        raise RuntimeError(f"{len(failures)} run(s) failed, no table written: " + " | ".join(failures))
+    table, per_case = summarize(cfg, [r for r in runs if r.in_table], names)
+    write_outputs(cfg, table, per_case, output_dir)
+    return table
+
+
+def _print_plan(cfg: Config, runs: list[Run], stage0: list[str], seeds_dir: Path, device: str, python: str) -> None:
+    """``--dry_run``: every command, in order, without running any."""
+    if not cfg.dataset["split_file"].is_file() and cfg.dataset["prepare"]:
+        print(f"[prepare] {shlex.join([python, *cfg.dataset['prepare']])}")
+    print(f"[stage 0] {shlex.join(stage0)}")
+    for i, run in enumerate(runs, 1):
+        print(f"[run {i}/{len(runs)}] {run.key}")
+        if run.variant.kind != "seeds":
+            mode = train_mode(run.folder)
+            print("  " + shlex.join(run.train + ([mode] if mode else [])))
+        else:
+            print(f"  (expanded seeds of {seeds_dir} written as predictions)")
+        for command in _inference_commands(cfg, run, device, python):
+            print("  " + shlex.join(command))
+
+
+def _run_stage0(cfg: Config, stage0: list[str], output_dir: Path, env: dict[str, str]) -> None:
+    """The geodesic expansion, unless the same command already finished in this folder."""
     marker = output_dir / "geodesic" / DONE_NAME
     stage0_done = _read_json(marker)
     if stage0_done is None or stage0_done.get("command") != stage0[1:]:
@@ -670,6 +701,11 @@ def run_ablation(cfg: Config, output_dir: Path, seeds: Sequence[int] | None = No
     else:
         print("[stage 0] done, skipped", flush=True)
 
+
+def _run_waves(runs: list[Run], do: Callable[[Run], str], jobs: int) -> list[str]:
+    """Every unfinished run through ``do`` (which says what it did), ``jobs`` at a time, the SCM runs
+    after the others; a run whose stage-1 source failed is not started. Returns the failures
+    (one line each); on Ctrl-C/SIGTERM no run starts and the running ones stop."""
     total = len(runs)
     index = {id(r): i for i, r in enumerate(runs, 1)}
     failures: list[str] = []
@@ -681,8 +717,7 @@ def run_ablation(cfg: Config, output_dir: Path, seeds: Sequence[int] | None = No
             print(f"[run {i}/{total}] {run.key}: done, skipped", flush=True)
             return
         print(f"[run {i}/{total}] {run.key}: running (log {run.folder / LOG_NAME})", flush=True)
-        what = _do_run(cfg, run, device, python, env, seeds_dir, in_process=threads if jobs == 1 else 0)
-        print(f"[run {i}/{total}] {run.key}: {what}", flush=True)
+        print(f"[run {i}/{total}] {run.key}: {do(run)}", flush=True)
 
     for wave in ([r for r in runs if r.variant.kind != "scm"], [r for r in runs if r.variant.kind == "scm"]):
         with cf.ThreadPoolExecutor(max_workers=jobs) as pool:
@@ -705,11 +740,7 @@ def run_ablation(cfg: Config, output_dir: Path, seeds: Sequence[int] | None = No
                 pool.shutdown(wait=False, cancel_futures=True)
                 stop_all()
                 raise
-    if failures:
-        raise RuntimeError(f"{len(failures)} run(s) failed, no table written: " + " | ".join(failures))
-    table, per_case = summarize(cfg, [r for r in runs if r.in_table], names)
-    write_outputs(cfg, table, per_case, output_dir)
-    return table
+    return failures
 
 
 def _check_dataset(cfg: Config, python: str, env: dict[str, str]) -> None:
