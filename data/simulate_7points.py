@@ -122,28 +122,13 @@ def simulate_points(mask: np.ndarray, spacing: Sequence[float], max_instances: i
         uint8 array of ``mask``'s shape: 0 elsewhere; for lesion k (1-based) 2k at its
         foreground point and 2k - 1 at its six background points.
     """
-    mask = np.asarray(mask)
-    if mask.ndim != 3:
-        raise ValueError(f"{name}: the label must be 3D, got shape {mask.shape}")
-    spacing = np.asarray(spacing, dtype=np.float64)
-    if spacing.shape != (3,) or not np.all(np.isfinite(spacing)) or np.any(spacing <= 0):
-        raise ValueError(f"spacing needs three positive sizes in mm, got {list(np.atleast_1d(spacing))}")
-    if not 1 <= int(max_instances) <= MAX_INSTANCES_LIMIT:
-        raise ValueError(f"--max_instances must be in 1..{MAX_INSTANCES_LIMIT}, got {max_instances}")
-    if not (np.isfinite(jitter_mm) and jitter_mm >= 0):
-        raise ValueError(f"--jitter_mm must be zero or a positive number, got {jitter_mm}")
+    mask, spacing = _checked(mask, spacing, max_instances, jitter_mm, name)
     rng = np.random.default_rng(0) if rng is None else rng
     foreground = mask != 0
     if not foreground.any():
         raise ValueError(f"{name}: the label is empty, no lesion to annotate")
 
-    components, count = ndimage.label(foreground, structure=np.ones((3, 3, 3), dtype=bool))
-    sizes = np.bincount(components.ravel(), minlength=count + 1)[1:]
-    order = sorted(range(count), key=lambda i: (-sizes[i], i))
-    kept, ignored = order[:max_instances], order[max_instances:]
-    if ignored:
-        logger.info("%s: %d connected component(s) of %s voxel(s) ignored; only the %d largest are annotated",
-                    name, len(ignored), [int(sizes[i]) for i in ignored], len(kept))
+    components, kept = _largest_components(foreground, max_instances, name)
 
     shape = np.array(mask.shape)
     points = np.zeros(mask.shape, dtype=np.uint8)
@@ -167,20 +152,8 @@ def simulate_points(mask: np.ndarray, spacing: Sequence[float], max_instances: i
 
         voxels = np.argwhere(component) + offset
         for axis in range(3):
-            plane = [a for a in range(3) if a != axis]
             for side in ("minimum", "maximum"):
-                extreme = voxels[:, axis].min() if side == "minimum" else voxels[:, axis].max()
-                face = voxels[voxels[:, axis] == extreme]
-                face_centre = face[:, plane].mean(axis=0)
-                d2 = (((face[:, plane] - face_centre) * spacing[plane]) ** 2).sum(axis=1)
-                base = face[int(np.argmin(d2))].copy()
-                lo, hi = np.zeros(3, dtype=np.int64), shape - 1
-                if side == "minimum":
-                    base[axis] = max(extreme - 1, 0)
-                    hi[axis] = base[axis]
-                else:
-                    base[axis] = min(extreme + 1, shape[axis] - 1)
-                    lo[axis] = base[axis]
+                base, lo, hi = _beyond_face(voxels, axis, side, shape, spacing)
                 bg = _pick(base, lo, hi, outside, spacing, jitter_mm, rng)
                 if bg is None:
                     raise ValueError(f"{name}: no voxel outside the label {'below' if side == 'minimum' else 'above'} "
@@ -188,6 +161,56 @@ def simulate_points(mask: np.ndarray, spacing: Sequence[float], max_instances: i
                                      "foreground); cannot place its background point")
                 points[tuple(bg)] = 2 * k - 1
     return points
+
+
+def _largest_components(foreground: np.ndarray, max_instances: int, name: str) -> tuple[np.ndarray, list[int]]:
+    """The 26-connected components and the 0-based indices of the ``max_instances`` largest
+    (ties: the first); a note is logged for the ones left out."""
+    components, count = ndimage.label(foreground, structure=np.ones((3, 3, 3), dtype=bool))
+    sizes = np.bincount(components.ravel(), minlength=count + 1)[1:]
+    order = sorted(range(count), key=lambda i: (-sizes[i], i))
+    kept, ignored = order[:max_instances], order[max_instances:]
+    if ignored:
+        logger.info("%s: %d connected component(s) of %s voxel(s) ignored; only the %d largest are annotated",
+                    name, len(ignored), [int(sizes[i]) for i in ignored], len(kept))
+    return components, kept
+
+
+def _checked(mask: np.ndarray, spacing: Sequence[float], max_instances: int, jitter_mm: float,
+             name: str) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`simulate_points`' arguments checked; the mask and spacing as arrays."""
+    mask = np.asarray(mask)
+    if mask.ndim != 3:
+        raise ValueError(f"{name}: the label must be 3D, got shape {mask.shape}")
+    spacing_mm = np.asarray(spacing, dtype=np.float64)
+    if spacing_mm.shape != (3,) or not np.all(np.isfinite(spacing_mm)) or np.any(spacing_mm <= 0):
+        raise ValueError(f"spacing needs three positive sizes in mm, got {list(np.atleast_1d(spacing_mm))}")
+    if not 1 <= int(max_instances) <= MAX_INSTANCES_LIMIT:
+        raise ValueError(f"--max_instances must be in 1..{MAX_INSTANCES_LIMIT}, got {max_instances}")
+    if not (np.isfinite(jitter_mm) and jitter_mm >= 0):
+        raise ValueError(f"--jitter_mm must be zero or a positive number, got {jitter_mm}")
+    return mask, spacing_mm
+
+
+def _beyond_face(voxels: np.ndarray, axis: int, side: str, shape: np.ndarray,
+                 spacing: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The voxel one step beyond a lesion's extreme face along ``axis`` (below its minimum or
+    above its maximum), facing the face's centre (in mm), and the box ``(lo, hi)`` a jittered
+    background point may take: the slab at and beyond that step."""
+    plane = [a for a in range(3) if a != axis]
+    extreme = voxels[:, axis].min() if side == "minimum" else voxels[:, axis].max()
+    face = voxels[voxels[:, axis] == extreme]
+    face_centre = face[:, plane].mean(axis=0)
+    d2 = (((face[:, plane] - face_centre) * spacing[plane]) ** 2).sum(axis=1)
+    base = face[int(np.argmin(d2))].copy()
+    lo, hi = np.zeros(3, dtype=np.int64), shape - 1
+    if side == "minimum":
+        base[axis] = max(extreme - 1, 0)
+        hi[axis] = base[axis]
+    else:
+        base[axis] = min(extreme + 1, shape[axis] - 1)
+        lo[axis] = base[axis]
+    return base, lo, hi
 
 
 def subject_rng(seed: int, subject: str) -> np.random.Generator:
