@@ -355,6 +355,33 @@ def annotation_from_points(points: Sequence[ControlPoint], space: str, reference
         ValueError: one line naming the subject and the point, for every check of the module.
     """
     size = np.array(reference.GetSize())
+    continuous, index = _voxels(points, space, reference, size, subject)
+    roles = _roles(points, continuous, subject)
+    lesions = sorted({lesion for lesion, _ in roles})
+    if lesions != list(range(1, len(lesions) + 1)):
+        raise ValueError(f"{subject}: the points name lesions {lesions}; number them 1, 2, ... without gaps "
+                         "(bg, fg; bg2, fg2; ...)")
+    boxes = [_lesion_box(lesion, points, roles, index, subject) for lesion in lesions]
+    for a in range(len(boxes)):
+        for b in range(a + 1, len(boxes)):
+            (la, loa, hia), (lb, lob, hib) = boxes[a], boxes[b]
+            if np.all(loa <= hib) and np.all(lob <= hia):
+                logger.warning("%s: the boxes of lesions %d and %d overlap; the geodesic expansion merges them there",
+                               subject, la, lb)
+    if len(lesions) > 2:
+        logger.warning("%s: %d lesions annotated; generate_geodesic_labels.py reads at most 2", subject, len(lesions))
+
+    annotation = np.zeros(tuple(size[::-1]), dtype=np.uint8)
+    for k, (lesion, is_fg) in enumerate(roles):
+        i, j, kk = index[k]
+        annotation[kk, j, i] = 2 * lesion if is_fg else 2 * lesion - 1
+    return annotation
+
+
+def _voxels(points: Sequence[ControlPoint], space: str, reference: sitk.Image, size: np.ndarray,
+            subject: str) -> tuple[np.ndarray, np.ndarray]:
+    """The points' continuous indices and nearest voxels (x, y, z), each inside the image and
+    on a voxel of its own."""
     if space == "voxel":
         continuous = np.array([p.position for p in points], dtype=np.float64)
     elif space == "LPS":
@@ -375,42 +402,27 @@ def annotation_from_points(points: Sequence[ControlPoint], space: str, reference
             raise ValueError(f"{subject}: {_name(j, points[j])} and {_name(k, points[k])} fall on the same voxel "
                              f"{list(voxel)}; move one of them")
         seen[voxel] = k
+    return continuous, index
 
-    roles = _roles(points, continuous, subject)
-    lesions = sorted({lesion for lesion, _ in roles})
-    if lesions != list(range(1, len(lesions) + 1)):
-        raise ValueError(f"{subject}: the points name lesions {lesions}; number them 1, 2, ... without gaps "
-                         "(bg, fg; bg2, fg2; ...)")
-    boxes = []
-    for lesion in lesions:
-        members = [k for k, role in enumerate(roles) if role[0] == lesion]
-        bg = [k for k in members if not roles[k][1]]
-        fg = [k for k in members if roles[k][1]]
-        if len(bg) != 6 or len(fg) != 1:
-            names = ", ".join(_name(k, points[k]) for k in members)
-            raise ValueError(f"{subject}: lesion {lesion} has {len(bg)} background and {len(fg)} foreground "
-                             f"point(s) ({names}); expected exactly 6 and 1{_numbered_hint(points, roles)}")
-        lo, hi = index[bg].min(0), index[bg].max(0)
-        f = fg[0]
-        if np.any(index[f] < lo) or np.any(index[f] > hi):
-            raise ValueError(f"{subject}: the foreground {_name(f, points[f])} of lesion {lesion} at voxel "
-                             f"{index[f].tolist()} lies outside the box {lo.tolist()}..{hi.tolist()} of its "
-                             "background points; check its label or its position")
-        boxes.append((lesion, np.minimum(lo, index[f]), np.maximum(hi, index[f])))
-    for a in range(len(boxes)):
-        for b in range(a + 1, len(boxes)):
-            (la, loa, hia), (lb, lob, hib) = boxes[a], boxes[b]
-            if np.all(loa <= hib) and np.all(lob <= hia):
-                logger.warning("%s: the boxes of lesions %d and %d overlap; the geodesic expansion merges them there",
-                               subject, la, lb)
-    if len(lesions) > 2:
-        logger.warning("%s: %d lesions annotated; generate_geodesic_labels.py reads at most 2", subject, len(lesions))
 
-    annotation = np.zeros(tuple(size[::-1]), dtype=np.uint8)
-    for k, (lesion, is_fg) in enumerate(roles):
-        i, j, kk = index[k]
-        annotation[kk, j, i] = 2 * lesion if is_fg else 2 * lesion - 1
-    return annotation
+def _lesion_box(lesion: int, points: Sequence[ControlPoint], roles: list[tuple[int, bool]], index: np.ndarray,
+                subject: str) -> tuple[int, np.ndarray, np.ndarray]:
+    """``(lesion, lo, hi)``: the voxel box of a lesion's points, once it has 6 background points
+    and 1 foreground point inside their box."""
+    members = [k for k, role in enumerate(roles) if role[0] == lesion]
+    bg = [k for k in members if not roles[k][1]]
+    fg = [k for k in members if roles[k][1]]
+    if len(bg) != 6 or len(fg) != 1:
+        names = ", ".join(_name(k, points[k]) for k in members)
+        raise ValueError(f"{subject}: lesion {lesion} has {len(bg)} background and {len(fg)} foreground "
+                         f"point(s) ({names}); expected exactly 6 and 1{_numbered_hint(points, roles)}")
+    lo, hi = index[bg].min(0), index[bg].max(0)
+    f = fg[0]
+    if np.any(index[f] < lo) or np.any(index[f] > hi):
+        raise ValueError(f"{subject}: the foreground {_name(f, points[f])} of lesion {lesion} at voxel "
+                         f"{index[f].tolist()} lies outside the box {lo.tolist()}..{hi.tolist()} of its "
+                         "background points; check its label or its position")
+    return lesion, np.minimum(lo, index[f]), np.maximum(hi, index[f])
 
 
 # --------------------------------------------------------------------------------------------
@@ -432,7 +444,7 @@ def markups_from_annotation(annotation: sitk.Image, subject: str = "annotation")
         bad = np.unique(nonzero[(nonzero != np.round(nonzero)) | (nonzero < 0) | (nonzero > 2 * MAX_LESIONS)])
         raise ValueError(f"{subject}: the annotation holds values {bad[:5].tolist()}; expected integers "
                          f"0..{2 * MAX_LESIONS}")
-    control_points = []
+    control_points: list[ControlPoint] = []
     for value in np.unique(nonzero).astype(int).tolist():
         lesion, is_fg = (value + 1) // 2, value % 2 == 0
         stem = ("fg" if is_fg else "bg") + ("" if lesion == 1 else str(lesion))
@@ -513,6 +525,43 @@ def _find_point_files(folder: Path, subjects: Sequence[str] | None, points_postf
     return {s: files[s][0] for s in subjects}
 
 
+def _point_files(points: Path, dataset_split: str | os.PathLike | None, phase: str | None, subject: str | None,
+                 points_postfix: str) -> dict[str, Path]:
+    """Subject -> point file: every file of a folder (or the split's subjects), or one file."""
+    if points.is_dir():
+        if subject is not None:
+            raise ValueError("--subject goes with a single point file, but --points is a folder; use --dataset_split")
+        subjects = None if dataset_split is None else subjects_of(dataset_split, phase)
+        if subjects is not None and not subjects:
+            raise ValueError(f"split file {dataset_split} lists no subjects" + (f" of phase {phase}" if phase else ""))
+        return _find_point_files(points, subjects, points_postfix)
+    if points.is_file():
+        if dataset_split is not None:
+            raise ValueError(f"--dataset_split goes with a folder of point files, but --points {points} is one file")
+        name = subject or _subject_of_file(points, points_postfix)
+        if not name:
+            raise ValueError(f"cannot tell the subject of {points} from its name; pass --subject")
+        return {name: points}
+    raise FileNotFoundError(f"--points {points} does not exist (a point file or a folder of them)")
+
+
+def _annotation_of_file(name: str, path: Path, csv_space: str | None, path_images: str | os.PathLike,
+                        image_postfix: str) -> tuple[np.ndarray, sitk.Image]:
+    """One subject's annotation array and the image whose grid it is on (nothing written)."""
+    control_points, space = read_points(path, csv_space)
+    image_path = find_subject_file(path_images, name, image_postfix, "image")
+    stem, _, postfix = name.rpartition("_")
+    if not image_path.is_file() and stem and find_subject_file(path_images, stem, image_postfix).is_file():
+        raise FileNotFoundError(f"image file not found: {image_path}; the point file {path.name} was read as "
+                                f"subject {name!r}: if {postfix!r} is a postfix of the point files, pass "
+                                f"--points_postfix {postfix}")
+    reference = _reference(image_path)
+    try:
+        return annotation_from_points(control_points, space, reference, name), reference
+    except ValueError as e:
+        raise ValueError(f"{e} [point file {path}]") from None
+
+
 def points_to_annotations(points: str | os.PathLike, path_images: str | os.PathLike, image_postfix: str,
                           path_anno_7points: str | os.PathLike, anno_7points_postfix: str = "7points",
                           dataset_split: str | os.PathLike | None = None, phase: str | None = None,
@@ -533,47 +582,17 @@ def points_to_annotations(points: str | os.PathLike, path_images: str | os.PathL
     Returns:
         The written files, in subject order. Nothing is written if any subject fails a check.
     """
-    points = Path(points)
     if csv_space is not None and csv_space not in ("LPS", "RAS", "voxel"):
         raise ValueError(f"--csv_space must be LPS, RAS or voxel, got {csv_space!r}")
-    if points.is_dir():
-        if subject is not None:
-            raise ValueError("--subject goes with a single point file, but --points is a folder; use --dataset_split")
-        subjects = None if dataset_split is None else subjects_of(dataset_split, phase)
-        if subjects is not None and not subjects:
-            raise ValueError(f"split file {dataset_split} lists no subjects" + (f" of phase {phase}" if phase else ""))
-        files = _find_point_files(points, subjects, points_postfix)
-    elif points.is_file():
-        if dataset_split is not None:
-            raise ValueError(f"--dataset_split goes with a folder of point files, but --points {points} is one file")
-        name = subject or _subject_of_file(points, points_postfix)
-        if not name:
-            raise ValueError(f"cannot tell the subject of {points} from its name; pass --subject")
-        files = {name: points}
-    else:
-        raise FileNotFoundError(f"--points {points} does not exist (a point file or a folder of them)")
-
+    files = _point_files(Path(points), dataset_split, phase, subject, points_postfix)
     out_dir = Path(path_anno_7points)
     existing = [str(subject_path(out_dir, name, anno_7points_postfix)) for name in files
                 if subject_path(out_dir, name, anno_7points_postfix).exists()]
     if existing and not overwrite:
         raise FileExistsError(f"{len(existing)} annotation(s) exist already, e.g. {existing[0]}; pass --overwrite to "
                               "replace them, or another --path_anno_7points")
-    prepared = []
-    for name, path in files.items():
-        control_points, space = read_points(path, csv_space)
-        image_path = find_subject_file(path_images, name, image_postfix, "image")
-        stem, _, postfix = name.rpartition("_")
-        if not image_path.is_file() and stem and find_subject_file(path_images, stem, image_postfix).is_file():
-            raise FileNotFoundError(f"image file not found: {image_path}; the point file {path.name} was read as "
-                                    f"subject {name!r}: if {postfix!r} is a postfix of the point files, pass "
-                                    f"--points_postfix {postfix}")
-        reference = _reference(image_path)
-        try:
-            annotation = annotation_from_points(control_points, space, reference, name)
-        except ValueError as e:
-            raise ValueError(f"{e} [point file {path}]") from None
-        prepared.append((name, annotation, reference))
+    prepared = [(name, *_annotation_of_file(name, path, csv_space, path_images, image_postfix))
+                for name, path in files.items()]
     out_dir = ensure_writable_dir(path_anno_7points)
     written = []
     for name, annotation, reference in prepared:
