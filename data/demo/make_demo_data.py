@@ -250,6 +250,51 @@ def make_case(rng: np.random.Generator, size_xyz: Sequence[int], spacing: Sequen
     _check_intensity_max(intensity_max)
     shape = tuple(reversed(size))
     sp = spacing_xyz[::-1].copy()                 # (z, y, x) mm
+    label, centre, voxels = _vs_lesion(rng, shape, sp, size, spacing_xyz)
+    lesion = label.astype(bool)
+    points_mm = voxels * sp                           # lesion voxels relative to the centre (mm)
+    grid = np.stack(np.meshgrid(*[np.arange(n) for n in shape], indexing="ij"), axis=-1)
+    pos = (grid - centre) * sp                        # every voxel relative to the centre (mm)
+    image = _vs_tissue_and_bone(rng, shape, sp, pos, points_mm)
+    # Lesion brightness; CSF a little brighter (as on T2) and homogeneous, their ranges overlapping.
+    lesion_level = rng.uniform(520.0, 600.0)
+    csf_level = lesion_level * rng.uniform(1.1, 1.3)
+    csf_texture = csf_level * (1 + 0.03 * _smooth_noise(rng, shape, 2.0, sp))
+    csf = _vs_csf(rng, pos, points_mm)
+    image = image * (1 - csf) + csf_texture * csf
+    image = np.where(lesion, _vs_interior(rng, shape, sp, pos, lesion, centre, lesion_level), image)
+
+    # Partial volume, bias field, gain, Rician noise.
+    image = ndimage.gaussian_filter(image, sigma=np.array([0.5, 0.35, 0.35]) / sp, mode="nearest")
+    extent = np.array(shape) * sp
+    unit_pos = (grid * sp) / extent - 0.5             # in [-0.5, 0.5]
+    coeffs = rng.uniform(-0.35, 0.35, size=3)
+    quad = rng.uniform(-0.4, 0.4, size=3)
+    bias = np.exp(unit_pos @ coeffs + (unit_pos ** 2) @ quad + 0.05 * _smooth_noise(rng, shape, 8.0, sp))
+    image = _rician(rng, image * bias * rng.uniform(0.9, 1.1), (22.0, 32.0))
+    image = np.clip(np.round(image), 0.0, _MAX_INTENSITY)
+    return (image * (intensity_max / _MAX_INTENSITY)).astype(np.float32), label
+
+
+def _lesion_offsets(rng: np.random.Generator, diameter: float, sp: np.ndarray) -> np.ndarray:
+    """The voxel offsets (z, y, x) of a random lesion shape of ``diameter`` mm from its centre voxel."""
+    bound = diameter / 2.0 * (1.0 + _DEFORM_MAX)
+    half = np.ceil(bound / sp).astype(np.int64) + 1
+    local_idx = np.stack(np.meshgrid(*[np.arange(-h, h + 1) for h in half], indexing="ij"), axis=-1)
+    local = _largest_component(_lesion_shape(rng, local_idx * sp, diameter))
+    return np.argwhere(local) - half
+
+
+def _rician(rng: np.random.Generator, image: np.ndarray, sigma_range: tuple[float, float]) -> np.ndarray:
+    """Rician noise of a random level in ``sigma_range``."""
+    sigma = rng.uniform(*sigma_range)
+    return np.hypot(image + sigma * rng.standard_normal(image.shape), sigma * rng.standard_normal(image.shape))
+
+
+def _vs_lesion(rng: np.random.Generator, shape: tuple[int, ...], sp: np.ndarray, size: tuple[int, ...],
+               spacing_xyz: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The VS case's label, its centre voxel and its voxels' offsets from it: one lesion at a
+    random place at least ``_MARGIN_MM`` (and 2 voxels) from every border."""
     margin = np.maximum(2, np.ceil(_MARGIN_MM / sp - 1e-9)).astype(np.int64)
     room = (np.array(shape) - 2 * margin - 1) * sp  # extent (mm) the lesion's box may span
     if np.any(room <= 0):
@@ -259,43 +304,32 @@ def make_case(rng: np.random.Generator, size_xyz: Sequence[int], spacing: Sequen
     cap = float(room.min()) / (1.0 + _DEFORM_MAX)
     d_hi = min(_DIAMETER_MM[1], cap)
     d_lo = min(_DIAMETER_MM[0], 0.6 * d_hi)
-    diameter = rng.uniform(d_lo, d_hi)
-
-    # Lesion on a local grid of voxel offsets, then placed at a random centre voxel.
-    bound = diameter / 2.0 * (1.0 + _DEFORM_MAX)
-    half = np.ceil(bound / sp).astype(np.int64) + 1
-    local_idx = np.stack(np.meshgrid(*[np.arange(-h, h + 1) for h in half], indexing="ij"), axis=-1)
-    local = _largest_component(_lesion_shape(rng, local_idx * sp, diameter))
-    voxels = np.argwhere(local) - half                # offsets from the centre voxel
+    voxels = _lesion_offsets(rng, rng.uniform(d_lo, d_hi), sp)
     lo_off, hi_off = voxels.min(axis=0), voxels.max(axis=0)
     centre = np.array([rng.integers(margin[a] - lo_off[a], shape[a] - margin[a] - hi_off[a]) for a in range(3)])
     label = np.zeros(shape, dtype=np.uint8)
     idx = voxels + centre
     label[idx[:, 0], idx[:, 1], idx[:, 2]] = 1
-    lesion = label.astype(bool)
-    points_mm = voxels * sp                           # lesion voxels relative to the centre (mm)
+    return label, centre, voxels
 
-    grid = np.stack(np.meshgrid(*[np.arange(n) for n in shape], indexing="ij"), axis=-1)
-    pos = (grid - centre) * sp                        # every voxel relative to the centre (mm)
 
-    # Tissue: smooth texture and grey/white-like patches.
+def _vs_tissue_and_bone(rng: np.random.Generator, shape: tuple[int, ...], sp: np.ndarray, pos: np.ndarray,
+                        points_mm: np.ndarray) -> np.ndarray:
+    """Tissue (smooth texture, grey/white-like patches) and dark bone beyond a wavy plane on one
+    side of the lesion (it may fall outside the field of view)."""
     image = (_TISSUE * rng.uniform(0.9, 1.1)
              + 45.0 * np.tanh(2.5 * _smooth_noise(rng, shape, 3.0, sp))
              + 15.0 * _smooth_noise(rng, shape, 1.0, sp))
-
-    # Bone: a dark region beyond a wavy plane on one side of the lesion (may fall outside the FOV).
     bone_dir = _unit(rng)
     wave = 1.5 * _smooth_noise(rng, shape, 4.0, sp)
     bone_at = float((points_mm @ bone_dir).max()) + rng.uniform(1.0, 6.0) + 3.0
     bone = _soft(bone_at + wave - pos @ bone_dir, 0.4)
-    image = image * (1 - bone) + (_BONE + 10.0 * _smooth_noise(rng, shape, 1.0, sp)) * bone
+    return image * (1 - bone) + (_BONE + 10.0 * _smooth_noise(rng, shape, 1.0, sp)) * bone
 
-    # Lesion brightness; CSF a little brighter (as on T2) and homogeneous, their ranges overlapping.
-    lesion_level = rng.uniform(520.0, 600.0)
-    csf_level = lesion_level * rng.uniform(1.1, 1.3)
-    csf_texture = csf_level * (1 + 0.03 * _smooth_noise(rng, shape, 2.0, sp))
 
-    # A CSF tube touching or next to the lesion.
+def _vs_csf(rng: np.random.Generator, pos: np.ndarray, points_mm: np.ndarray) -> np.ndarray:
+    """The CSF share of each voxel: a tube touching or next to the lesion, and a deformed pocket
+    away from it."""
     direction = _unit(rng)
     normal = np.cross(direction, _unit(rng))
     normal /= np.linalg.norm(normal)
@@ -304,8 +338,6 @@ def make_case(rng: np.random.Generator, size_xyz: Sequence[int], spacing: Sequen
     closest = tube_radius + rng.uniform(-0.5, 1.0) * tube_radius
     offset = _tube_offset(points_mm, normal, binormal, closest)
     tube = _soft(_tube(pos, offset * normal, direction, normal, rng.uniform(0.0, 0.03)) - tube_radius, 0.25)
-
-    # A second CSF pocket: a deformed blob away from the lesion.
     away = _unit(rng)
     pocket_r = rng.uniform(2.0, 4.0)
     pocket_at = away * (float((points_mm @ away).max()) + 1.3 * pocket_r + rng.uniform(1.0, 8.0))
@@ -313,10 +345,12 @@ def make_case(rng: np.random.Generator, size_xyz: Sequence[int], spacing: Sequen
     dist = np.linalg.norm(rel, axis=-1)
     dirs = np.divide(rel, dist[..., None], out=np.zeros_like(rel), where=dist[..., None] > 0)
     pocket = _soft(dist - pocket_r * _radial_deformation(rng, dirs, 0.3), 0.3)
-    csf = np.maximum(tube, pocket)
-    image = image * (1 - csf) + csf_texture * csf
+    return np.maximum(tube, pocket)
 
-    # Lesion interior: texture and an optional darker cystic part.
+
+def _vs_interior(rng: np.random.Generator, shape: tuple[int, ...], sp: np.ndarray, pos: np.ndarray,
+                 lesion: np.ndarray, centre: np.ndarray, lesion_level: float) -> np.ndarray:
+    """The lesion's intensities: texture and, in 60 % of the cases, a darker cystic part."""
     interior = lesion_level * (1 + 0.10 * _smooth_noise(rng, shape, 1.0, sp)
                                + 0.05 * _smooth_noise(rng, shape, 2.5, sp))
     if rng.random() < 0.6:
@@ -325,20 +359,7 @@ def make_case(rng: np.random.Generator, size_xyz: Sequence[int], spacing: Sequen
         cyst_at = (inner[rng.integers(len(inner))] - centre) * sp
         cyst_r = rng.uniform(0.3, 0.55) * float(depth.max())
         interior *= 1.0 - rng.uniform(0.25, 0.4) * _soft(np.linalg.norm(pos - cyst_at, axis=-1) - cyst_r, 0.4)
-    image = np.where(lesion, interior, image)
-
-    # Partial volume, bias field, gain, Rician noise.
-    image = ndimage.gaussian_filter(image, sigma=np.array([0.5, 0.35, 0.35]) / sp, mode="nearest")
-    extent = np.array(shape) * sp
-    unit_pos = (grid * sp) / extent - 0.5             # in [-0.5, 0.5]
-    coeffs = rng.uniform(-0.35, 0.35, size=3)
-    quad = rng.uniform(-0.4, 0.4, size=3)
-    bias = np.exp(unit_pos @ coeffs + (unit_pos ** 2) @ quad + 0.05 * _smooth_noise(rng, shape, 8.0, sp))
-    image = image * bias * rng.uniform(0.9, 1.1)
-    sigma = rng.uniform(22.0, 32.0)
-    image = np.hypot(image + sigma * rng.standard_normal(shape), sigma * rng.standard_normal(shape))
-    image = np.clip(np.round(image), 0.0, _MAX_INTENSITY)
-    return (image * (intensity_max / _MAX_INTENSITY)).astype(np.float32), label
+    return interior
 
 
 # --------------------------------------------------------------------------------------------
@@ -390,6 +411,22 @@ def make_brats_case(rng: np.random.Generator, size_xyz: Sequence[int], spacing: 
     grid = np.stack(np.meshgrid(*[np.arange(n) for n in shape], indexing="ij"), axis=-1)
     pos = (grid - (np.array(shape) - 1) / 2.0) * sp    # mm from the volume centre
 
+    image, brain, depth, ventricle_dist = _brats_anatomy(rng, shape, sp, pos, extent)
+    image, label = _brats_lesions(rng, image, shape, sp, (brain, depth, ventricle_dist), size, spacing_xyz)
+
+    # Partial volume, bias field, gain, Rician noise; background exactly 0 (skull-stripped).
+    image = ndimage.gaussian_filter(image * brain, sigma=0.45, mode="nearest")
+    unit_pos = pos / extent
+    bias = np.exp(unit_pos @ rng.uniform(-0.3, 0.3, size=3) + (unit_pos ** 2) @ rng.uniform(-0.3, 0.3, size=3))
+    image = _rician(rng, image * bias * rng.uniform(0.9, 1.1), (15.0, 25.0))
+    image = np.clip(np.round(image), 1.0, _MAX_INTENSITY) * brain
+    return (image * (intensity_max / _MAX_INTENSITY)).astype(np.float32), label
+
+
+def _brats_anatomy(rng: np.random.Generator, shape: tuple[int, ...], sp: np.ndarray, pos: np.ndarray,
+                   extent: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """The brain without lesions: ``(image, brain mask, depth below the surface in mm, distance
+    to the ventricles in mm)``."""
     semi_brain = 0.5 * extent * rng.uniform(0.8, 0.88, size=3)
     brain = _deformed_ellipsoid(rng, pos, semi_brain, 0.06) <= 1.0
     depth = ndimage.distance_transform_edt(brain, sampling=sp)
@@ -412,8 +449,15 @@ def make_brats_case(rng: np.random.Generator, size_xyz: Sequence[int], spacing: 
     image = image * (1 - rim) + 1.35 * _BRATS_WM * rim
     csf = np.maximum(vent, sulci)
     image = image * (1 - csf) + _BRATS_CSF * (1 + 0.1 * _smooth_noise(rng, shape, 2.0, sp)) * csf
+    return image, brain, depth, ventricle_dist
 
-    # Lesions in the white matter, away from the ventricles and from each other.
+
+def _brats_lesions(rng: np.random.Generator, image: np.ndarray, shape: tuple[int, ...], sp: np.ndarray,
+                   anatomy: tuple[np.ndarray, np.ndarray, np.ndarray], size: tuple[int, ...],
+                   spacing_xyz: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """One or two lesions in the white matter, away from the ventricles and from each other:
+    the image with them, and the label."""
+    brain, depth, ventricle_dist = anatomy
     label = np.zeros(shape, dtype=np.uint8)
     n_lesions = 2 if rng.random() < 0.5 else 1
     taken = np.zeros(shape, dtype=bool)
@@ -430,10 +474,7 @@ def make_brats_case(rng: np.random.Generator, size_xyz: Sequence[int], spacing: 
                                  "lesion inside the brain; use a larger volume")
             break
         centre = candidates[rng.integers(len(candidates))]
-        half = np.ceil(bound / sp).astype(np.int64) + 1
-        local_idx = np.stack(np.meshgrid(*[np.arange(-h, h + 1) for h in half], indexing="ij"), axis=-1)
-        local = _largest_component(_lesion_shape(rng, local_idx * sp, diameter))
-        idx = np.argwhere(local) - half + centre
+        idx = _lesion_offsets(rng, diameter, sp) + centre
         inside = np.all((idx >= 0) & (idx < np.array(shape)), axis=1)
         idx = idx[inside]
         lesion = np.zeros(shape, dtype=bool)
@@ -446,16 +487,7 @@ def make_brats_case(rng: np.random.Generator, size_xyz: Sequence[int], spacing: 
         level = _BRATS_WM * rng.uniform(1.25, 1.45) * (1 + 0.25 * core)
         interior = level * (1 + 0.1 * _smooth_noise(rng, shape, 1.5, sp))
         image = np.where(lesion, interior, image)
-
-    # Partial volume, bias field, gain, Rician noise; background exactly 0 (skull-stripped).
-    image = ndimage.gaussian_filter(image * brain, sigma=0.45, mode="nearest")
-    unit_pos = pos / extent
-    bias = np.exp(unit_pos @ rng.uniform(-0.3, 0.3, size=3) + (unit_pos ** 2) @ rng.uniform(-0.3, 0.3, size=3))
-    image = image * bias * rng.uniform(0.9, 1.1)
-    sigma = rng.uniform(15.0, 25.0)
-    image = np.hypot(image + sigma * rng.standard_normal(shape), sigma * rng.standard_normal(shape))
-    image = np.clip(np.round(image), 1.0, _MAX_INTENSITY) * brain
-    return (image * (intensity_max / _MAX_INTENSITY)).astype(np.float32), label
+    return image, label
 
 
 @dataclass(frozen=True)
