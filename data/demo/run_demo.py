@@ -21,7 +21,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
-from typing import Callable
+from typing import Any, Callable
 
 import matplotlib  # noqa: E402
 
@@ -154,6 +154,39 @@ def run_demo(output_dir: Path, data_dir: Path, split_file: Path, scale: Scale, d
     seeds_dir = output_folder(geodesic_root, GEODESIC_WEIGHT, GEODESIC_THRESHOLD) / "geodesic_label"
 
     models = output_dir / "models"
+    pa_seg = models / "gatedcrfloss3d22d_multiview_varianceloss"
+    jobs = _training_jobs(output_dir, split_file, images, labels, seeds_dir, scale, device, train_seed)
+    timer.run(f"training: {len(jobs)} runs, {jobs_at_once} side by side ({threads} CPU thread(s) each)",
+              lambda: run_jobs(jobs, jobs_at_once, thread_env(threads), report=lambda line: print(line, flush=True)))
+    timer.times += [(f"  {j.name}", j.seconds) for j in jobs]  # nested under the training step
+
+    methods = [
+        Method("Expanded seeds (geodesic)", models / "expanded_seeds", "seeds", None),
+        Method("Seeds only (partial DiceCE)", models / "seeds_only", PRIMARY, "best"),
+        Method("PA-Seg stage 1 (+ mCRF + VM)", pa_seg, PRIMARY, "best"),
+        Method("PA-Seg stage 2 (SCM)", models / "SCM", PRIMARY, "best_model1"),
+        Method("Full supervision", models / "full_supervision", PRIMARY, "best"),
+    ]
+    cases = subjects_of(read_split(split_file), "inference")
+    write_seed_predictions(cases, seeds_dir, methods[0])
+    results = pd.DataFrame([_score(method, split_file, images, labels, scale, device, timer, len(cases))
+                            for method in methods])
+    save_csv(results, output_dir / "results.csv")
+    selection = compare_selection(pa_seg, models / "selection_seed_dice", results.iloc[2], split_file, images,
+                                  labels, scale, device, timer)
+    save_csv(selection, output_dir / "selection.csv")
+    markdown = results_markdown(results, timer.times, time.time() - t_start, selection)
+    save_text(markdown, output_dir / "results.md")
+    for case in cases[:n_overlays]:
+        draw_overlay(case, images, labels, methods, output_dir / f"overlay_{case}.png")
+    print("\n" + markdown)
+    return results
+
+
+def _training_jobs(output_dir: Path, split_file: Path, images: Path, labels: Path, seeds_dir: Path, scale: Scale,
+                   device: str, train_seed: int) -> list[Job]:
+    """The demo's five trainings, in start order: the two SCM teachers, SCM (the longest), the rest."""
+    models = output_dir / "models"
     common = ["--dataset_split", str(split_file), "--path_images", str(images), "--image_postfix", "T2",
               "--path_labels", str(labels), "--label_postfix", "Label", "--spatial_shape",
               *map(str, scale.spatial_shape), "--device", device, "--seed", str(train_seed), "--overwrite", *RECIPE]
@@ -188,46 +221,24 @@ def run_demo(output_dir: Path, data_dir: Path, split_file: Path, scale: Scale, d
             ["--network", PRIMARY, *stage1_common, "--path_geodesic_labels", str(labels), "--geodesic_label_postfix",
              "Label", "--weight_gatedcrf", "0", "--weight_variance", "0"]),
     ]
-    timer.run(f"training: {len(jobs)} runs, {jobs_at_once} side by side ({threads} CPU thread(s) each)",
-              lambda: run_jobs(jobs, jobs_at_once, thread_env(threads), report=lambda line: print(line, flush=True)))
-    timer.times += [(f"  {j.name}", j.seconds) for j in jobs]  # nested under the training step
+    return jobs
 
-    methods = [
-        Method("Expanded seeds (geodesic)", models / "expanded_seeds", "seeds", None),
-        Method("Seeds only (partial DiceCE)", models / "seeds_only", PRIMARY, "best"),
-        Method("PA-Seg stage 1 (+ mCRF + VM)", pa_seg, PRIMARY, "best"),
-        Method("PA-Seg stage 2 (SCM)", models / "SCM", PRIMARY, "best_model1"),
-        Method("Full supervision", models / "full_supervision", PRIMARY, "best"),
-    ]
-    split = read_split(split_file)
-    cases = subjects_of(split, "inference")
-    write_seed_predictions(cases, seeds_dir, methods[0])
-    rows = []
-    for method in methods:
-        if method.epoch_inf is not None:
-            timer.run(f"inference: {method.row}", lambda m=method: inference.main(
-                ["--model_dir", str(m.model_dir), "--network", m.network, "--epoch_inf", m.epoch_inf,
-                 "--dataset_split", str(split_file), "--path_images", str(images), "--image_postfix", "T2",
-                 "--phase", "inference", "--spatial_shape", *map(str, scale.spatial_shape), "--device", device]))
-        csv = scores.main(["--model_dir", str(method.model_dir), "--network", method.network, "--dataset_split",
-                           str(split_file), "--image_postfix", "T2", "--phase", "inference", "--path_labels",
-                           str(labels), "--label_postfix", "Label"])
-        table = pd.read_csv(csv).set_index("subject")
-        rows.append({"method": method.row, "dice_mean": table.loc["mean", "dice"],
-                     "dice_std": table.loc["std", "dice"], "assd_mean": table.loc["mean", "assd"],
-                     "assd_std": table.loc["std", "assd"], "cases": len(cases),
-                     "assd_cases": int(table.drop(index=["mean", "std"])["assd"].notna().sum())})
-    results = pd.DataFrame(rows)
-    save_csv(results, output_dir / "results.csv")
-    selection = compare_selection(pa_seg, models / "selection_seed_dice", results.iloc[2], split_file, images,
-                                  labels, scale, device, timer)
-    save_csv(selection, output_dir / "selection.csv")
-    markdown = results_markdown(results, timer.times, time.time() - t_start, selection)
-    save_text(markdown, output_dir / "results.md")
-    for case in cases[:n_overlays]:
-        draw_overlay(case, images, labels, methods, output_dir / f"overlay_{case}.png")
-    print("\n" + markdown)
-    return results
+
+def _score(method: Method, split_file: Path, images: Path, labels: Path, scale: Scale, device: str, timer: Timer,
+           n_cases: int) -> dict[str, Any]:
+    """Inference (unless the method's predictions are written already) and scores: one results row."""
+    if method.epoch_inf is not None:
+        timer.run(f"inference: {method.row}", lambda m=method: inference.main(
+            ["--model_dir", str(m.model_dir), "--network", m.network, "--epoch_inf", m.epoch_inf,
+             "--dataset_split", str(split_file), "--path_images", str(images), "--image_postfix", "T2",
+             "--phase", "inference", "--spatial_shape", *map(str, scale.spatial_shape), "--device", device]))
+    csv = scores.main(["--model_dir", str(method.model_dir), "--network", method.network, "--dataset_split",
+                       str(split_file), "--image_postfix", "T2", "--phase", "inference", "--path_labels",
+                       str(labels), "--label_postfix", "Label"])
+    table = pd.read_csv(csv).set_index("subject")
+    return {"method": method.row, "dice_mean": table.loc["mean", "dice"], "dice_std": table.loc["std", "dice"],
+            "assd_mean": table.loc["mean", "assd"], "assd_std": table.loc["std", "assd"], "cases": n_cases,
+            "assd_cases": int(table.drop(index=["mean", "std"])["assd"].notna().sum())}
 
 
 def compare_selection(stage1_dir: Path, copy_dir: Path, dice_row: pd.Series, split_file: Path, images: Path,
