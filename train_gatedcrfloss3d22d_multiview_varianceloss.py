@@ -205,17 +205,26 @@ class Stage1Recovery(Callback):
     epoch): the mCRF/VM ramp-up restarts from the next epoch over twice its length (at least one
     epoch), so that the regularisers do not hold the restored network empty again; when the
     seed loss dominated the dive, the partial CE also becomes class-balanced (the plain mean is
-    pulled to all-background by the background seeds)."""
+    pulled to all-background by the background seeds). After a flood (the full-weight mCRF
+    holding a whole tissue class as foreground, docs/collapse.md §8) the mCRF and VM weights
+    are also divided by ``FLOOD_WEIGHT_DIVISOR`` (3)."""
+
+    FLOOD_WEIGHT_DIVISOR = 3.0
 
     def __init__(self, step: Stage1Step) -> None:
         self.step = step
 
-    def on_recover(self, epoch: int, dominant: str, state: TrainingState) -> str | None:
+    def on_recover(self, epoch: int, dominant: str, state: TrainingState, kind: str = "empty") -> str | None:
         step = self.step
         step.ramp_origin = float(epoch + 1)
         step.rampup_epochs = max(2 * step.rampup_epochs, 1)
         changes = [f"mCRF/VM ramp-up restarted at epoch {epoch + 2} over {step.rampup_epochs} epoch(s)"]
-        if dominant == "seg" and not step.seg_loss.class_balanced:
+        if kind == "flooded":
+            step.weight_crf /= self.FLOOD_WEIGHT_DIVISOR
+            step.weight_vm /= self.FLOOD_WEIGHT_DIVISOR
+            changes.append(f"mCRF and VM weights divided by {self.FLOOD_WEIGHT_DIVISOR:g} (now {step.weight_crf:.3g} "
+                           f"and {step.weight_vm:.3g}) against the flood")
+        elif dominant == "seg" and not step.seg_loss.class_balanced:
             step.seg_loss.class_balanced = True
             changes.append("partial CE now class-balanced (as --seg_class_balance)")
         return ", ".join(changes)

@@ -55,6 +55,37 @@ def test_provoked_collapse_is_recovered_from_the_last_healthy_epoch(tiny, capsys
     assert same_weights(healthy["model"], latest["model"])
 
 
+class FloodAt(Callback):
+    """Provokes a flood: at full ramp-up weight the training patches hold 500 times the seeds' foreground."""
+
+    def __init__(self, epochs: set[int]) -> None:
+        self.epochs = epochs
+
+    def on_validated(self, epoch, row, state):
+        return {"fg_train": 0.5, "seed_fg": 0.001, "ramp": 1.0} if epoch in self.epochs else {}
+
+
+def test_a_flood_is_recovered_with_lighter_regularisers(tiny, capsys):
+    """A flood (the full-weight mCRF holding a tissue class as foreground) warns in one line and,
+    recovered, divides the mCRF and VM weights by 3 (the next epoch's loss is built with them)."""
+    root, common = tiny
+    run = stage1.main(["--model_dir", str(root / "flood"), *common, "--max_epochs", "3", "--on_collapse", "recover"],
+                      callbacks=[FloodAt({1})])
+    log = pd.read_csv(run / "log.csv")
+    assert log["collapsed"].tolist() == [0, 1, 0] and log["recovered"].tolist() == [0, 1, 0]
+    out = capsys.readouterr().out
+    assert "collapse: model has predicted more than 20 times its reference's foreground with the mCRF/VM at full " \
+           "weight (50.00% of the training patches; over-segmentation) for 1 epoch(s) (epochs 2-2)" in out
+    line = next(x for x in out.splitlines() if " WARNING recover 1/2 after epoch 2: " in x)
+    assert "mCRF and VM weights divided by 3 (now 0.333 and 0.0333) against the flood" in line
+    assert "class-balanced" not in line
+    latest = torch.load(run / "models" / "CP_latest.pth", weights_only=True)
+    assert latest["recoveries"][0]["kind"] == "flooded"
+    last = log.iloc[2]
+    assert last["loss"] == pytest.approx(last["loss_seg"] + last["ramp"] * (last["loss_crf"] / 3
+                                                                             + 0.1 * last["loss_vm"] / 3), rel=1e-5)
+
+
 def test_recovery_restores_the_healthy_weights_and_is_replayed_on_resume(tiny):
     root, common = tiny
     flags = [*common, "--max_epochs", "3", "--on_collapse", "recover"]

@@ -30,7 +30,7 @@ from tqdm import tqdm
 from utilities.checkpoints import BestTracker, TrainingState, rng_state, save_model
 from utilities.distributed import DistContext, mean_over_ranks, unwrap
 from utilities.errors import TrainingStopped
-from utilities.health import CollapseWatch
+from utilities.health import FLOOD_RATIO, CollapseWatch
 from utilities.optim import set_lr
 from utilities.progress import draw_progress
 from utilities.runs import CsvLog, TensorBoard, check_finite, check_finite_weights, slice_grid
@@ -135,10 +135,11 @@ class Callback:
     def on_epoch_end(self, epoch: int, row: Mapping[str, Any], state: TrainingState) -> None:
         """After the row is logged and the latest checkpoint written (main process only)."""
 
-    def on_recover(self, epoch: int, dominant: str, state: TrainingState) -> str | None:
+    def on_recover(self, epoch: int, dominant: str, state: TrainingState, kind: str = "empty") -> str | None:
         """``--on_collapse recover``: the weights of the last healthy epoch are back; change
-        what the dominant term (``seg``, ``crf``, ``vm``, ...) calls for. Called on every rank,
-        also when a resumed run replays its recoveries; returns a description for the log."""
+        what the collapse (``kind``: ``empty``, ``full`` or ``flooded``) and its dominant term
+        (``seg``, ``crf``, ``vm``, ...) call for. Called on every rank, also when a resumed run
+        replays its recoveries; returns a description for the log."""
         return None
 
 
@@ -153,6 +154,7 @@ class _CollapseDetector:
         self.streak = {w.model: 0 for w in self.watches}
         self.rows: list[Mapping[str, Any]] = []
         self.dominant: str | None = None   # the dominant term of the last warning
+        self.kind: str | None = None       # the collapse of the last warning: empty, full or flooded
 
     def reset(self) -> None:
         """Forget the streaks (after a recovery)."""
@@ -174,8 +176,13 @@ class _CollapseDetector:
             self.streak[w.model] = self.streak[w.model] + 1 if kind else 0
             if self.streak[w.model] != self.patience:
                 continue
-            what = ("no foreground (every validation volume empty or under a tenth of the seeds' foreground "
-                    "in the training patches)" if kind == "empty" else "foreground almost everywhere")
+            what = {"empty": "no foreground (every validation volume empty or under a tenth of the seeds' "
+                             "foreground in the training patches)",
+                    "full": "foreground almost everywhere",
+                    "flooded": f"more than {FLOOD_RATIO:g} times its reference's foreground with the mCRF/VM at "
+                               f"full weight ({float(row[w.train_column]):.2%} of the training patches; "
+                               "over-segmentation)"}[str(kind)]
+            self.kind = kind
             grads = {c.removeprefix("grad_"): sum(float(r.get(c, 0.0)) for r in self.rows)
                      for c in w.grad_columns if c in row}
             dominant = max(grads, key=grads.__getitem__) if grads else "?"
@@ -260,7 +267,8 @@ class Trainer:
         if config.on_collapse == "recover":
             for record in state.recoveries:   # a resumed run: the changes of its earlier recoveries again
                 for cb in self.callbacks:
-                    cb.on_recover(int(record["epoch"]) - 1, str(record["dominant"]), state)
+                    cb.on_recover(int(record["epoch"]) - 1, str(record["dominant"]), state,
+                                  kind=str(record.get("kind", "empty")))
             if state.epoch == 0 and ctx.is_main:
                 state.save(config.healthy, [])   # the start: healthy until an epoch says otherwise
         try:
@@ -438,11 +446,12 @@ def _recover(state: TrainingState, config: FitConfig, callbacks: Sequence[Callba
     what the dominant term calls for, forget the streak; returns the log line."""
     path = config.healthy
     dominant = detector.dominant or "?"
+    kind = detector.kind or "empty"
     restored = path.is_file()
     if restored:
         _restore_weights(state, path, device)
-    state.recoveries.append({"epoch": epoch + 1, "dominant": dominant})
-    changes = [c for c in (cb.on_recover(epoch, dominant, state) for cb in callbacks) if c]
+    state.recoveries.append({"epoch": epoch + 1, "dominant": dominant, "kind": kind})
+    changes = [c for c in (cb.on_recover(epoch, dominant, state, kind=kind) for cb in callbacks) if c]
     detector.reset()
     return (f"recover {len(state.recoveries)}/{config.max_recoveries} after epoch {epoch + 1}: "
             + (f"weights and optimiser of the last healthy epoch restored from {path}" if restored

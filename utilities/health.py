@@ -11,7 +11,12 @@ in the training patches) has foreground, the model predicts
 - nothing: no foreground on any validation volume (``val_empty<k>`` = 1), or on the training
   patches less than a tenth of the reference's foreground (``fg_train<k>``);
 - or foreground almost everywhere: more than 90 % of the training patches' voxels while the
-  reference covers less than half.
+  reference covers less than half;
+- or (stage 1, once the mCRF/VM ramp-up has reached full weight) a flood: more than
+  ``FLOOD_RATIO`` (20) times the seeds' foreground and over 1 % of the training patches. On
+  small lesions the full-weight mCRF can pull the network into segmenting a whole tissue class
+  and hold it there (docs/collapse.md §8); working runs end at 1.5-6 times the seeds'
+  foreground (the seeds are the lesions' cores).
 
 The engine logs its verdict per epoch as ``collapsed<k>`` (1 collapsed, 0 not); a log without
 that column (written before it existed) is judged by the rule from its other columns.
@@ -26,14 +31,20 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 import pandas as pd
 
-__all__ = ["CollapseWatch", "model_suffixes", "watch_for", "collapsed_rows"]
+__all__ = ["CollapseWatch", "FLOOD_RATIO", "FLOOD_MIN_SHARE", "model_suffixes", "watch_for", "collapsed_rows"]
+
+#: A flood: the training predictions hold more than this many times the reference's foreground...
+FLOOD_RATIO = 20.0
+#: ... and more than this share of the training patches' voxels.
+FLOOD_MIN_SHARE = 0.01
 
 
 @dataclass(frozen=True)
 class CollapseWatch:
     """The collapse rule (module docstring) for one model's columns of a log row.
 
-    ``grad_columns``: the gradient-norm columns of its loss terms (the engine names the dominant one).
+    ``grad_columns``: the gradient-norm columns of its loss terms (the engine names the dominant one);
+    ``ramp_column``: the regularisers' ramp-up weight (stage 1), when floods are watched for.
     """
 
     model: str
@@ -41,6 +52,7 @@ class CollapseWatch:
     train_column: str
     reference_column: str
     grad_columns: tuple[str, ...] = ()
+    ramp_column: str | None = None
 
     @property
     def log_column(self) -> str:
@@ -49,7 +61,7 @@ class CollapseWatch:
         return "collapsed" + self.model.removeprefix("model")
 
     def state(self, row: Mapping[str, Any]) -> str | None:
-        """``"empty"``, ``"full"`` or ``None`` for this epoch's row."""
+        """``"empty"``, ``"full"``, ``"flooded"`` or ``None`` for this epoch's row."""
         reference = _number(row.get(self.reference_column))
         train = _number(row.get(self.train_column))
         if not reference > 0:
@@ -58,6 +70,9 @@ class CollapseWatch:
             return "empty"
         if train > 0.9 and reference < 0.5:
             return "full"
+        if self.ramp_column is not None and _number(row.get(self.ramp_column)) >= 0.99 \
+                and train > FLOOD_RATIO * reference and train > FLOOD_MIN_SHARE:
+            return "flooded"
         return None
 
 
@@ -75,10 +90,11 @@ def model_suffixes(columns: Sequence[str]) -> list[str]:
 
 
 def watch_for(suffix: str, grad_columns: tuple[str, ...] = ()) -> CollapseWatch:
-    """The watch of stage 1's model (``suffix`` ``""``: against ``seed_fg``) or of SCM's model
-    ``<suffix>`` (against ``teacher_fg<suffix>``)."""
+    """The watch of stage 1's model (``suffix`` ``""``: against ``seed_fg``, floods watched for
+    once ``ramp`` is full) or of SCM's model ``<suffix>`` (against ``teacher_fg<suffix>``)."""
     reference = "seed_fg" if suffix == "" else f"teacher_fg{suffix}"
-    return CollapseWatch(f"model{suffix}", f"val_empty{suffix}", f"fg_train{suffix}", reference, grad_columns)
+    return CollapseWatch(f"model{suffix}", f"val_empty{suffix}", f"fg_train{suffix}", reference, grad_columns,
+                         "ramp" if suffix == "" else None)
 
 
 def collapsed_rows(log: pd.DataFrame) -> np.ndarray:
