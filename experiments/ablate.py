@@ -789,8 +789,10 @@ def run_health(log_csv: Path, patience: int = 3) -> dict[str, Any]:
     ``longest_streak``, ``warned`` (a streak reached ``patience``: the collapse warning fired),
     ``best_epoch`` (1-based; NaN when not logged), ``ramp_end`` (the first epoch whose mean
     ramp weight reached 0.999; NaN if it never did, or when the run has no mCRF/VM term:
-    ``grad_crf`` and ``grad_vm`` all zero) and ``best_before_ramp`` (the best checkpoint comes
-    from before the ramp-up ended: it never met the full loss)."""
+    ``grad_crf`` and ``grad_vm`` all zero), ``best_before_ramp`` (the best checkpoint comes
+    from before the ramp-up ended: it never met the full loss), ``recoveries`` (``--on_collapse
+    recover``) and ``recovered`` (the warning fired, and the run came back: its best checkpoint
+    comes after the last recovery and its last epoch is not collapsed)."""
     from utilities.health import collapsed_rows
 
     log = pd.read_csv(log_csv)
@@ -806,13 +808,18 @@ def run_health(log_csv: Path, patience: int = 3) -> dict[str, Any]:
         reached = log.index[log["ramp"] >= 0.999]
         ramp_end = float(log.loc[reached[0], "epoch"]) if len(reached) else math.inf
     before = bool(regularised and not math.isnan(best_epoch) and best_epoch < ramp_end)
-    return {"collapsed_epochs": int(flags.sum()), "longest_streak": longest, "warned": longest >= patience,
-            "best_epoch": best_epoch, "ramp_end": ramp_end, "best_before_ramp": before}
+    recovered_at = log.loc[log["recovered"].fillna(0) > 0, "epoch"] if "recovered" in log.columns else pd.Series([])
+    warned = longest >= patience
+    came_back = bool(warned and len(recovered_at) and best_epoch > float(recovered_at.max()) and not flags[-1:].any())
+    return {"collapsed_epochs": int(flags.sum()), "longest_streak": longest, "warned": warned,
+            "best_epoch": best_epoch, "ramp_end": ramp_end, "best_before_ramp": before,
+            "recoveries": int(len(recovered_at)), "recovered": came_back}
 
 
 def health_table(runs: Sequence[Run], per_case: pd.DataFrame) -> pd.DataFrame:
     """Per (variant, seed): :func:`run_health` of its training log plus ``empty`` (every
-    inference prediction empty) and ``failed`` = empty, warned or best before the ramp-up ended."""
+    inference prediction empty) and ``failed`` = empty, warned (and not recovered) or best before
+    the ramp-up ended."""
     rows = []
     for run in runs:
         seed = "-" if run.seed is None else run.seed
@@ -820,11 +827,13 @@ def health_table(runs: Sequence[Run], per_case: pd.DataFrame) -> pd.DataFrame:
         empty = bool(len(preds) and preds.max() == 0)
         log_csv = RunLayout(run.folder, run.network).log_csv(scm=run.variant.kind == "scm")
         health: dict[str, Any] = {"collapsed_epochs": 0, "longest_streak": 0, "warned": False,
-                                  "best_epoch": math.nan, "ramp_end": math.nan, "best_before_ramp": False}
+                                  "best_epoch": math.nan, "ramp_end": math.nan, "best_before_ramp": False,
+                                  "recoveries": 0, "recovered": False}
         if run.variant.kind != "seeds" and log_csv.is_file():
             health = run_health(log_csv, int(_flag_value(run.train, "--collapse_patience", 3)))
         rows.append({"variant": run.variant.name, "seed": seed, **health, "empty": empty,
-                     "failed": bool(empty or health["warned"] or health["best_before_ramp"])})
+                     "failed": bool(empty or (health["warned"] and not health["recovered"])
+                                    or health["best_before_ramp"])})
     return pd.DataFrame(rows)
 
 
@@ -863,6 +872,7 @@ def summarize(cfg: Config, runs: Sequence[Run], names: Sequence[str]) -> tuple[p
         assd = by_seed["assd"].mean()          # NaN cases skipped
         mine_health = health[health["variant"] == name]
         collapsed = int(mine_health["failed"].sum())
+        recovered = int((mine_health["recovered"] & ~mine_health["failed"]).sum())
         streaks = "/".join(str(int(n)) for n in mine_health["collapsed_epochs"])
         mine = case_mean.loc[name].reindex(base.index)
         p = float("nan") if name == cfg.baseline else wilcoxon_p(mine.to_numpy(), base.to_numpy())
@@ -871,7 +881,7 @@ def summarize(cfg: Config, runs: Sequence[Run], names: Sequence[str]) -> tuple[p
                       "dice_std": float(dice.std(ddof=1)) if len(dice) > 1 else float("nan"),
                       "assd_mean": float(assd.mean()),
                       "assd_std": float(assd.std(ddof=1)) if assd.notna().sum() > 1 else float("nan"),
-                      "collapsed": collapsed, "collapsed_epochs": streaks, "wilcoxon_p": p,
+                      "collapsed": collapsed, "recovered": recovered, "collapsed_epochs": streaks, "wilcoxon_p": p,
                       "budget": budgets.get(name, "—")})
     out = pd.DataFrame(table)
     out.attrs["health"] = health
@@ -888,7 +898,9 @@ def table_markdown(cfg: Config, table: pd.DataFrame) -> str:
     lines = [f"# {cfg.title}", "",
              f"Inference cases of `{cfg.dataset['split_file'].name}`; mean ± std (ddof 1) over training seeds of the "
              "per-seed mean over the cases; *failed*: seeds whose every inference prediction is empty, whose "
-             "collapse warning fired, or whose best checkpoint comes from before the ramp-up ended (health.csv); "
+             "collapse warning fired (unless `--on_collapse recover` brought the run back: best checkpoint after "
+             "the last recovery, last epoch healthy; counted as *recovered*), or whose best checkpoint comes from "
+             "before the ramp-up ended (health.csv); "
              "*collapsed epochs*: per seed, the epochs in which the predictions were collapsed; "
              f"*p*: two-sided paired Wilcoxon signed-rank test against `{cfg.baseline}` on the per-case Dice "
              "averaged over each variant's seeds (pairs = cases; scipy.stats.wilcoxon); *steps*: optimisation "
@@ -898,7 +910,8 @@ def table_markdown(cfg: Config, table: pd.DataFrame) -> str:
     for r in table.itertuples():
         p = "baseline" if r.variant == cfg.baseline else ("—" if np.isnan(r.wilcoxon_p) else f"{r.wilcoxon_p:.3g}")
         lines.append(f"| {r.label} (`{r.variant}`) | {r.seeds} | {_pm(r.dice_mean, r.dice_std, 3)} | "
-                     f"{_pm(r.assd_mean, r.assd_std, 2)} | {r.collapsed}/{r.seeds} | "
+                     f"{_pm(r.assd_mean, r.assd_std, 2)} | {r.collapsed}/{r.seeds}"
+                     f"{f' ({r.recovered} recovered)' if getattr(r, 'recovered', 0) else ''} | "
                      f"{r.collapsed_epochs or '—'} | {p} | {r.budget} |")
     return "\n".join(lines) + "\n"
 

@@ -66,3 +66,23 @@ def test_progress_and_the_ablation_runner_read_the_same_epochs(tmp_path):
     health = ablate.run_health(path, patience=2)
     assert health["collapsed_epochs"] == 3 and health["longest_streak"] == 2 and health["warned"]
     assert not ablate.run_health(path, patience=3)["warned"]
+
+
+def test_a_recovered_run_is_told_from_a_failed_one(tmp_path):
+    """``--on_collapse recover``: a warning followed by a recovery, a best checkpoint after it and
+    a healthy last epoch is *recovered*; the same log whose best epoch is the one before the
+    collapse, or whose last epoch is collapsed again, is not."""
+    log = pd.DataFrame({"epoch": [1, 2, 3, 4, 5], "ramp": [1.0] * 5, "val_empty": [0, 1, 1, 0, 0],
+                        "fg_train": [0.02] * 5, "seed_fg": [0.01] * 5, "recovered": [0, 0, 1, 0, 0],
+                        "best_epoch": [1, 1, 1, 1, 5]})
+    path = tmp_path / "log.csv"
+    log.to_csv(path, index=False)
+    health = ablate.run_health(path, patience=2)
+    assert health["warned"] and health["recoveries"] == 1 and health["recovered"]
+    log.assign(best_epoch=[1] * 5).to_csv(path, index=False)
+    assert not ablate.run_health(path, patience=2)["recovered"]
+    log.assign(val_empty=[0, 1, 1, 0, 1]).to_csv(path, index=False)
+    assert not ablate.run_health(path, patience=2)["recovered"]
+    log.drop(columns="recovered").to_csv(path, index=False)
+    health = ablate.run_health(path, patience=2)
+    assert health["warned"] and health["recoveries"] == 0 and not health["recovered"]

@@ -92,6 +92,7 @@ def test_plan_rules(dataset):
     # in-plane span of the 25th-percentile box: min(16, 11) = 11 voxels: the paper's window fits
     assert s1["--kernel_radius"] == [5, 5, -1] and s1["--crf_sigma_xy"] == 6.0
     assert s1["--max_epochs"] == 50 and s1["--rampup_epochs"] == 12 and s1["--warmup_epochs"] == 5
+    assert s1["--on_collapse"] == "recover" and "--on_collapse" in plan["why"]
     assert s1["--seg_class_balance"] is True and s1["--rampup_unit"] == "step"
     assert (s1["--momentum"], s1["--grad_clip"]) == (0.9, 12.0)
     assert plan["scm"]["--max_epochs"] == 25 and plan["scm"]["--iterative_epochs"] == 5

@@ -30,7 +30,10 @@ The rules (each one a reason written next to the flag in ``plan.json``):
 * the schedule in optimisation steps: ``--max_epochs`` so that the run makes about
   ``target_steps`` steps (at least ``min_epochs`` epochs), the ramp-up over a quarter of them,
   advanced per step (``--rampup_unit step``), after a warm-up of a tenth (at least one epoch) of
-  partial DiceCE alone; SCM half as many epochs, teachers refreshed five times.
+  partial DiceCE alone; SCM half as many epochs, teachers refreshed five times;
+* ``--on_collapse recover``: a collapse the health rule sees (``utilities/health.py``: empty
+  predictions, or a flood) restores the last healthy epoch and continues with the change its
+  kind calls for (``train_gatedcrfloss3d22d_multiview_varianceloss.Stage1Recovery``).
 """
 from __future__ import annotations
 
@@ -200,7 +203,7 @@ def make_plan(fp: Fingerprint, rules: PlanRules = PlanRules()) -> dict[str, Any]
     stage1 = {"--network": "U_Net2D5", "--spatial_shape": patch, "--down_size": down,
               "--kernel_radius": [radius, radius, -1], "--crf_sigma_xy": sigma, "--seg_class_balance": True,
               "--momentum": 0.9, "--grad_clip": 12.0, "--max_epochs": epochs, "--rampup_epochs": rampup,
-              "--rampup_unit": "step", "--warmup_epochs": warmup}
+              "--rampup_unit": "step", "--warmup_epochs": warmup, "--on_collapse": "recover"}
     why = {
         "--spatial_shape": f"the volume {list(fp.volume_size)} within {rules.max_patch_voxels} voxels, at least "
                            f"twice the 90th-percentile lesion box {list(fp.box_p90)} where it allows",
@@ -217,6 +220,8 @@ def make_plan(fp: Fingerprint, rules: PlanRules = PlanRules()) -> dict[str, Any]
         "--max_epochs": f"about {rules.target_steps} steps over {n} training cases (at least {rules.min_epochs})",
         "--rampup_epochs": f"a quarter of the run, advanced per step ({rampup * n} steps)",
         "--warmup_epochs": f"a tenth of the run (at least one epoch) of partial DiceCE alone ({warmup * n} steps)",
+        "--on_collapse": "the safety net: a collapse (empty predictions, or a flood of the full-weight mCRF on "
+                         "small lesions) restores the last healthy epoch and continues with what it calls for",
     }
     scm = {"--network1": "U_Net2D5", "--network2": "AttU_Net", "--spatial_shape": patch, "--momentum": 0.9,
            "--grad_clip": 12.0, "--max_epochs": scm_epochs, "--iterative_epochs": max(1, scm_epochs // 5)}
