@@ -60,8 +60,8 @@ def test_table_matches_the_per_run_score_files(tiny):
     written = pd.read_csv(out / "table.csv")
     assert written["variant"].tolist() == ["seeds", "seeds_only"]
     assert list(written.columns) == ["variant", "label", "kind", "seeds", "cases", "dice_mean", "dice_std",
-                                     "assd_mean", "assd_std", "collapsed", "collapsed_epochs", "wilcoxon_p",
-                                     "budget"]
+                                     "assd_mean", "assd_std", "collapsed", "recovered", "collapsed_epochs",
+                                     "wilcoxon_p", "budget"]
     # one step per training case (batch 1): the --quick data has 4 training cases, 1 epoch
     assert written["budget"].tolist() == ["—", "4 (1 × 4), batch 1"]
     assert written["seeds"].tolist() == [1, 2] and written["cases"].tolist() == [2, 2]
