@@ -418,23 +418,32 @@ def report(results: dict[str, pd.DataFrame], seconds: float) -> str:
            "down-sampled grid, σ_rgb = 0.1 on z-normalised intensities, VM weight 0.1 (the paper's).", "",
            "Data: (a) synthetic balls on the down-sampled grid itself (image 0 + Gaussian noise, ball at "
            "contrast Δ; contrast and noise in units of σ_rgb); (b) the first 4 cases of each synthetic "
-           "dataset of `data/demo/make_demo_data.py` (data seed 0): the VS-like demo (64×64×32 voxels "
-           "of 0.5×0.5×1.5 mm, mCRF at 32×32×32 as in `make demo`) and `--preset brats_small` "
+           "dataset of `data/demo/make_demo_data.py` (data seed 0): the VS-like demo at its generator default "
+           "(64×64×32 voxels of 0.5×0.5×1.5 mm, mCRF at 32×32×32, the earlier `make demo` data; `make demo` "
+           "now uses 32×32×32 voxels of 1×1×1.5 mm, the same mCRF grid in mm) and `--preset brats_small` "
            "(64×64×48 of 2.5×2.5×3 mm, mCRF at 32×32×48: the paper's 2× in-plane down-sampling), "
            "7 points simulated, stage-0 seeds with λ = 0.5, threshold 0.2, image z-normalised over the "
            "volume as the loaders do. A *correct soft prediction* is m = +3 inside the label and −3 "
            "outside (p = 0.95); a *hard* mask uses m = ±20. The *pull on the lesion* of a term is "
            "Σ over the label's voxels of −∂L/∂m: > 0 grows the lesion's foreground, < 0 shrinks it.", ""]
 
-    # 1 ------------------------------------------------------------------------------------
+    out += _section_crf_size(size, bal)
+    out += _section_gradients(rg, bal, st)
+    out += _section_rampup(ramp)
+    out += _section_saturation(sat)
+    out += _section_conclusions(bal, st, rg, ramp, sat)
+    return "\n".join(out) + "\n"
+
+
+def _section_crf_size(size: pd.DataFrame, bal: pd.DataFrame) -> list[str]:
+    """§1: the mCRF energy against lesion size (balls, then the real cases)."""
+    out: list[str] = []
     noise_ref = 1.0
     sub = size[size["noise"] == noise_ref].copy()
     piv = sub.pivot_table(index="lesion_voxels", columns="contrast", values="dE_per_eroded_voxel")
     push = sub.pivot_table(index="lesion_voxels", columns="contrast", values="inward_push")
     max_empty = float(size["E_empty"].abs().max())
     max_true = float(size["E_true"].max())
-    real = bal.groupby("dataset")[["lesion_voxels_full", "lesion_voxels_down", "contrast_down", "noise_down"]].agg(
-        ["min", "max"])
     out += ["## 1. mCRF energy against lesion size on the down-sampled grid", "",
             "**An empty prediction never has a higher mCRF energy than the true mask**: a constant "
             "prediction has no pair of voxels with different labels, so its energy is 0 (measured: "
@@ -481,6 +490,14 @@ def report(results: dict[str, pd.DataFrame], seconds: float) -> str:
             "`collapse_crf_vs_size.png`, CSV). The realistic cases, on the mCRF's grid:", "",
             "| dataset | lesion voxels (full) | lesion voxels (down-sampled) | contrast / σ_rgb | noise / σ_rgb |",
             "|---|---|---|---|---|"]
+    out += _section_crf_real(bal)
+    return out
+
+
+def _section_crf_real(bal: pd.DataFrame) -> list[str]:
+    """§1, the realistic cases: their lesions on the mCRF grid and whether the mCRF keeps them."""
+    out: list[str] = []
+    real = _real_cases(bal)
     for ds, r in real.iterrows():
         out.append(f"| {ds} | {int(r[('lesion_voxels_full', 'min')])}–{int(r[('lesion_voxels_full', 'max')])} | "
                    f"{int(r[('lesion_voxels_down', 'min')])}–{int(r[('lesion_voxels_down', 'max')])} | "
@@ -489,7 +506,6 @@ def report(results: dict[str, pd.DataFrame], seconds: float) -> str:
     hard = bal.assign(ratio=bal["E_hard_eroded"] / bal["E_hard_true"]).groupby("dataset")["ratio"]
     small = real.loc["brats_small"]
     small_down = f"{int(small[('lesion_voxels_down', 'min')])}–{int(small[('lesion_voxels_down', 'max')])}"
-    small_full = f"{int(small[('lesion_voxels_full', 'min')])}–{int(small[('lesion_voxels_full', 'max')])}"
     out += ["", "Both datasets have a high lesion contrast in σ_rgb units, so by the ball table their "
             "true masks should be stable. Measured on the real cases (hard masks, mCRF down-sampling "
             f"as in training), E(eroded)/E(true) is {hard.min()['vs']:.2f}–{hard.max()['vs']:.2f} on "
@@ -500,7 +516,12 @@ def report(results: dict[str, pd.DataFrame], seconds: float) -> str:
             "we did not separate these two effects.", "",
             "![mCRF energy against lesion size](collapse_crf_vs_size.png)", ""]
 
-    # 2 ------------------------------------------------------------------------------------
+    return out
+
+
+def _section_gradients(rg: pd.DataFrame, bal: pd.DataFrame, st: pd.DataFrame) -> list[str]:
+    """§2: the terms' gradients at a correct soft prediction."""
+    out: list[str] = []
     g = rg.groupby(["dataset", "ramp"])[["seg", "crf", "vm", "lesion_pull_total"]].mean()
     seeds = bal.groupby("dataset")[["fg_seeds", "bg_seeds"]].mean()
     fg, bg = seeds["fg_seeds"], seeds["bg_seeds"]
@@ -540,11 +561,14 @@ def report(results: dict[str, pd.DataFrame], seconds: float) -> str:
                    f"{row['eroded_over_true']:.2f} |")
     out += ["", "![gradient norms](collapse_gradients.png)", ""]
 
-    # 3 ------------------------------------------------------------------------------------
+    return out
+
+
+def _section_rampup(ramp: pd.DataFrame) -> list[str]:
+    """§3: the ramp-up in epochs and in SGD steps."""
+    out: list[str] = []
     demo_rows = ramp[ramp["steps_per_epoch"] < 100]
     small_ramp = f"{demo_rows['ramp_steps'].min()}–{demo_rows['ramp_steps'].max()}"
-    half_steps = f"{demo_rows['steps_to_0.5'].min()}–{demo_rows['steps_to_0.5'].max()}"
-    paper_half = int(ramp[ramp["steps_per_epoch"] >= 100]["steps_to_0.5"].iloc[0])
     out += ["## 3. The ramp-up counted in epochs, in SGD steps (batch 1)", "",
             "The trainers evaluate `sigmoid_rampup(epoch, rampup_epochs)` once per epoch, so the "
             "regulariser weight is a staircase whose step count is set by the number of training cases.", "",
@@ -556,7 +580,12 @@ def report(results: dict[str, pd.DataFrame], seconds: float) -> str:
             "optimiser's point of view the regulariser is switched on at once rather than ramped.", "",
             "![ramp-up in steps](collapse_rampup.png)", ""]
 
-    # 4 ------------------------------------------------------------------------------------
+    return out
+
+
+def _section_saturation(sat: pd.DataFrame) -> list[str]:
+    """§4: logit saturation."""
+    out: list[str] = []
     out += ["## 4. Logit saturation", "",
             "Gradient norms w.r.t. m on one case of each dataset, for the correct prediction (±m "
             "from the label) and the collapsed one (−m everywhere); dice and ce are the two parts of "
@@ -588,7 +617,21 @@ def report(results: dict[str, pd.DataFrame], seconds: float) -> str:
             "data it escapes only slowly.", "",
             "![saturation](collapse_saturation.png)", ""]
 
-    # conclusions ----------------------------------------------------------------------------
+    return out
+
+
+def _section_conclusions(bal: pd.DataFrame, st: pd.DataFrame, rg: pd.DataFrame, ramp: pd.DataFrame,
+                         sat: pd.DataFrame) -> list[str]:
+    """What the numbers support."""
+    out: list[str] = []
+    small_down, small_full = _small_lesion_ranges(bal)
+    sg = _settings_groups(st)
+    g = rg.groupby(["dataset", "ramp"])[["seg", "crf", "vm", "lesion_pull_total"]].mean()
+    ratio_norm = (g["crf"] / g["seg"]).xs(1.0, level="ramp")
+    demo_rows = ramp[ramp["steps_per_epoch"] < 100]
+    half_steps = f"{demo_rows['steps_to_0.5'].min()}–{demo_rows['steps_to_0.5'].max()}"
+    paper_half = int(ramp[ramp["steps_per_epoch"] >= 100]["steps_to_0.5"].iloc[0])
+    col = sat[(sat["state"] == "collapsed") & (sat["margin"] == 16.0)].set_index("dataset")
     bs = sg.xs("brats_small", level="dataset")
     out += ["## What the numbers support", "",
             f"1. **mCRF grid and kernel from the lesion size.** With lesions of {small_down} voxels on the "
@@ -625,7 +668,25 @@ def report(results: dict[str, pd.DataFrame], seconds: float) -> str:
             "positive at full resolution. These static numbers do not explain that collapse; it has to "
             "come from the training dynamics (the size of the mCRF gradient early on, momentum), which "
             "only training runs can show.", ""]
-    return "\n".join(out) + "\n"
+    return out
+
+
+def _small_lesion_ranges(bal: pd.DataFrame) -> tuple[str, str]:
+    """brats_small's lesion sizes on the mCRF grid and at full resolution, ``"min–max"`` voxels."""
+    small = _real_cases(bal).loc["brats_small"]
+    return (f"{int(small[('lesion_voxels_down', 'min')])}–{int(small[('lesion_voxels_down', 'max')])}",
+            f"{int(small[('lesion_voxels_full', 'min')])}–{int(small[('lesion_voxels_full', 'max')])}")
+
+
+def _real_cases(bal: pd.DataFrame) -> pd.DataFrame:
+    return bal.groupby("dataset")[["lesion_voxels_full", "lesion_voxels_down", "contrast_down", "noise_down"]].agg(
+        ["min", "max"])
+
+
+def _settings_groups(st: pd.DataFrame) -> pd.DataFrame:
+    return st.groupby(["dataset", "down_size", "sigma_xy", "radius"], sort=False)[["pull_crf", "net_pull_w1",
+                                                                                    "eroded_over_true"]].mean()
+
 
 
 def _crossover(g: pd.DataFrame, dataset: str) -> float:
@@ -646,6 +707,21 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+#: In ``collapse.md``, the line after which the sections on training runs (written from their
+#: logs, not measured here) begin; a new measurement rewrites the page above it and keeps them.
+KEPT_MARKER = "<!-- Sections below: training runs, from their logs; collapse_analysis.py keeps them. -->"
+
+
+def with_kept_sections(text: str, page: Path) -> str:
+    """``text`` followed by ``page``'s part from :data:`KEPT_MARKER` on (when it has one)."""
+    if page.is_file():
+        old = page.read_text(encoding="utf-8")
+        at = old.find(KEPT_MARKER)
+        if at >= 0:
+            return text + old[at:]
+    return text
+
+
 def run(output_dir: Path, per_dataset: int, seed: int) -> dict[str, pd.DataFrame]:
     """All measurements; writes the CSVs under ``<output_dir>/collapse_data/`` and the plots."""
     torch.set_num_threads(1)
@@ -663,7 +739,8 @@ def run(output_dir: Path, per_dataset: int, seed: int) -> dict[str, pd.DataFrame
     for name, df in results.items():
         save_csv(df, output_dir / "collapse_data" / f"{name}.csv")
     plot_all(size, balance, ramp_grads, sat, 1.0, output_dir)
-    save_text(report(results, time.time() - t0), output_dir / "collapse.md")
+    page = output_dir / "collapse.md"
+    save_text(with_kept_sections(report(results, time.time() - t0), page), page)
     print(f"measured in {time.time() - t0:.0f} s; wrote {output_dir / 'collapse.md'}")
     return results
 

@@ -46,3 +46,14 @@ def test_margin_logits_and_value_and_grad():
     value, grad = ca.value_and_grad(lambda lg: (lg[:, 1] - lg[:, 0]).pow(2).sum(), margin)
     assert value == pytest.approx(4.0) and grad.item() == pytest.approx(4.0)
     assert np.array_equal(ca.mask_margin(np.array([[[True, False]]]), 3.0).numpy(), [[[3.0, -3.0]]])
+
+
+def test_a_new_measurement_keeps_the_sections_on_training_runs(tmp_path):
+    """The page is rewritten above the marker; the hand-written run sections below it stay, and a
+    page without the marker (or none) is just the new text."""
+    page = tmp_path / "collapse.md"
+    assert ca.with_kept_sections("new\n", page) == "new\n"
+    page.write_text("old measured\n\n" + ca.KEPT_MARKER + "\n## 5. runs\nkept\n", encoding="utf-8")
+    assert ca.with_kept_sections("new\n\n", page) == "new\n\n" + ca.KEPT_MARKER + "\n## 5. runs\nkept\n"
+    page.write_text("old measured only\n", encoding="utf-8")
+    assert ca.with_kept_sections("new\n", page) == "new\n"
