@@ -624,6 +624,22 @@ def _threshold_curves(images: Sequence[np.ndarray], labels: Sequence[np.ndarray]
     return thresholds, np.stack(curves)
 
 
+def _contrast_to_noise(image: np.ndarray, label: np.ndarray, sp: np.ndarray, brain_only: bool) -> tuple[float, float]:
+    """The lesion against its 1-3 mm shell: ``(mean - mean_shell) / std_shell`` and ``(mean -
+    median_shell) / sigma``, sigma the noise from in-plane neighbour differences (inside the
+    brain when ``brain_only``)."""
+    away = ndimage.distance_transform_edt(~label, sampling=sp)
+    lesion_v = image[label].astype(np.float64)
+    shell_v = image[(away > 1.0) & (away <= 3.0)].astype(np.float64)
+    diff = np.diff(image.astype(np.float64), axis=2)
+    if brain_only:  # only pairs inside the (skull-stripped) brain
+        diff = diff[(image[:, :, 1:] > image.min()) & (image[:, :, :-1] > image.min())]
+    diff = diff.ravel()
+    sigma = 1.4826 * np.median(np.abs(diff - np.median(diff))) / np.sqrt(2.0)
+    return (float((lesion_v.mean() - shell_v.mean()) / shell_v.std()),
+            float((lesion_v.mean() - np.median(shell_v)) / sigma))
+
+
 def seed_dice_report(output_dir: str | os.PathLike, split: pd.DataFrame | str | os.PathLike,
                      weight: float = 0.5, threshold: float = 0.2, phase: str | None = None,
                      preset: str = "vs") -> dict[str, Any]:
@@ -665,16 +681,9 @@ def seed_dice_report(output_dir: str | os.PathLike, split: pd.DataFrame | str | 
         scores = overlap_metrics(expanded == 1, label)
         for key in ("dice", "precision", "recall"):
             per_case[f"seed_{key}"].append(scores[key])
-        away = ndimage.distance_transform_edt(~label, sampling=sp)
-        lesion_v = image[label].astype(np.float64)
-        shell_v = image[(away > 1.0) & (away <= 3.0)].astype(np.float64)
-        diff = np.diff(image.astype(np.float64), axis=2)
-        if PRESETS[preset].zero_at_min:  # only pairs inside the (skull-stripped) brain
-            diff = diff[(image[:, :, 1:] > image.min()) & (image[:, :, :-1] > image.min())]
-        diff = diff.ravel()
-        sigma = 1.4826 * np.median(np.abs(diff - np.median(diff))) / np.sqrt(2.0)
-        per_case["cnr"].append(float((lesion_v.mean() - shell_v.mean()) / shell_v.std()))
-        per_case["cnr_noise"].append(float((lesion_v.mean() - np.median(shell_v)) / sigma))
+        cnr, cnr_noise = _contrast_to_noise(image, label, sp, PRESETS[preset].zero_at_min)
+        per_case["cnr"].append(cnr)
+        per_case["cnr_noise"].append(cnr_noise)
         images.append(image)
         labels.append(label)
     thresholds, curves = _threshold_curves(images, labels)
