@@ -354,7 +354,7 @@ def format_phase_table(results: dict[str, list[dict]], data_s: float | None = No
     return "\n".join(lines)
 
 
-def main(argv: list[str] | None = None) -> str:
+def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--size", type=positive_int, nargs=3, default=[128, 128, 48], help="patch X Y Z")
@@ -370,7 +370,11 @@ def main(argv: list[str] | None = None) -> str:
     p.add_argument("--data", action="store_true", help="also benchmark patch loading (needs torchio, SimpleITK)")
     p.add_argument("--data_subjects", type=positive_int, default=4, help="synthetic subjects for --data")
     p.add_argument("--data_repeats", type=positive_int, default=5, help="cached loads per subject for --data")
-    args = p.parse_args(argv)
+    return p
+
+
+def _checked(args: argparse.Namespace) -> argparse.Namespace:
+    """The arguments checked; variants this machine cannot run are left out with one line each."""
     if args.warmup < 0:
         raise ValueError(f"--warmup must be >= 0, got {args.warmup}")
     if any(d > s for d, s in zip(args.down_size, args.size)):
@@ -385,6 +389,11 @@ def main(argv: list[str] | None = None) -> str:
     if "fast+compile" in args.variants and reason:
         print(f"fast+compile skipped: {reason}", flush=True)
         args.variants = [v for v in args.variants if v != "fast+compile"]
+    return args
+
+
+def main(argv: list[str] | None = None) -> str:
+    args = _checked(build_parser().parse_args(argv))
     torch.set_num_threads(args.threads)
     out: list[str] = []
 
@@ -413,32 +422,43 @@ def main(argv: list[str] | None = None) -> str:
     emit("\n[phases] median seconds of each phase" + (" (data = cached patch load, measured below)" if data else ""))
     emit(format_phase_table(results, data["cached_median"] if data else None))
     if losses is not None:
-        summary = losses.summary()
-        emit("\n[losses] each loss alone on the initial model's logits (detached leaf), timed after each "
-             "round of steps, median seconds")
-        head = f"{'loss':<16} {'forward':>9} {'fwd+bwd':>9} {'backward':>9} {'peak MiB':>9}"
-        emit(head + "\n" + "-" * len(head))
-        for name, d in summary.items():
-            emit(f"{name:<16} {d['forward']:>9.3f} {d['fwd+bwd']:>9.3f} {d['fwd+bwd'] - d['forward']:>9.3f} "
-                 f"{d['peak_mib']:>9.0f}")
-        if "fast" in results:
-            bwd = _median(results["fast"], "backward")
-            loss_bwd = sum(summary[k]["fwd+bwd"] - summary[k]["forward"] for k in ("partial DiceCE", "mCRF fast", "VM"))
-            emit(f"backward of the 'fast' step {bwd:.3f} s ≈ losses' backward {loss_bwd:.3f} s "
-                 f"+ network backward {bwd - loss_bwd:.3f} s")
+        emit(_losses_table(losses, results))
     if data is not None:
-        step = _median(results["fast"], "total") if "fast" in results else _median(results[args.variants[0]], "total")
-        emit(f"\n[data] PatchDataset + collate, {args.data_subjects} synthetic subjects "
-             f"{'x'.join(map(str, args.size))} (image float32 + seeds uint8, .nii.gz), "
-             f"cache {data['cached_mib']:.0f} MiB")
-        head = f"{'load':<28} {'median s':>9} {'min s':>8} {'of a step':>10}"
-        emit(head + "\n" + "-" * len(head))
-        emit(f"{'first (decode+preprocess)':<28} {data['first_median']:>9.4f} {min(data['first']):>8.4f} "
-             f"{100 * data['first_median'] / step:>9.1f}%")
-        emit(f"{'cached (later epochs)':<28} {data['cached_median']:>9.4f} {data['cached_min']:>8.4f} "
-             f"{100 * data['cached_median'] / step:>9.1f}%")
-        emit(f"step ('fast' median) {step:.2f} s")
+        emit(_data_table(data, results, args))
     return "\n".join(out)
+
+
+def _losses_table(losses: LossBench, results: dict[str, Any]) -> str:
+    """Each loss alone, and how the 'fast' step's backward splits into losses and network."""
+    summary = losses.summary()
+    head = f"{'loss':<16} {'forward':>9} {'fwd+bwd':>9} {'backward':>9} {'peak MiB':>9}"
+    lines = ["\n[losses] each loss alone on the initial model's logits (detached leaf), timed after each "
+             "round of steps, median seconds", head + "\n" + "-" * len(head)]
+    for name, d in summary.items():
+        lines.append(f"{name:<16} {d['forward']:>9.3f} {d['fwd+bwd']:>9.3f} {d['fwd+bwd'] - d['forward']:>9.3f} "
+                     f"{d['peak_mib']:>9.0f}")
+    if "fast" in results:
+        bwd = _median(results["fast"], "backward")
+        loss_bwd = sum(summary[k]["fwd+bwd"] - summary[k]["forward"] for k in ("partial DiceCE", "mCRF fast", "VM"))
+        lines.append(f"backward of the 'fast' step {bwd:.3f} s ≈ losses' backward {loss_bwd:.3f} s "
+                     f"+ network backward {bwd - loss_bwd:.3f} s")
+    return "\n".join(lines)
+
+
+def _data_table(data: dict[str, Any], results: dict[str, Any], args: argparse.Namespace) -> str:
+    """Patch loading against the step time."""
+    step = _median(results["fast"], "total") if "fast" in results else _median(results[args.variants[0]], "total")
+    head = f"{'load':<28} {'median s':>9} {'min s':>8} {'of a step':>10}"
+    return "\n".join([
+        f"\n[data] PatchDataset + collate, {args.data_subjects} synthetic subjects "
+        f"{'x'.join(map(str, args.size))} (image float32 + seeds uint8, .nii.gz), "
+        f"cache {data['cached_mib']:.0f} MiB",
+        head + "\n" + "-" * len(head),
+        f"{'first (decode+preprocess)':<28} {data['first_median']:>9.4f} {min(data['first']):>8.4f} "
+        f"{100 * data['first_median'] / step:>9.1f}%",
+        f"{'cached (later epochs)':<28} {data['cached_median']:>9.4f} {data['cached_min']:>8.4f} "
+        f"{100 * data['cached_median'] / step:>9.1f}%",
+        f"step ('fast' median) {step:.2f} s"])
 
 
 if __name__ == "__main__":
