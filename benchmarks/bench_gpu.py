@@ -242,6 +242,23 @@ def main(argv: list[str] | None = None) -> str:
            f"{'x'.join(map(str, args.down_size))} r {args.radius}; median of {args.repeats} steps after "
            f"{args.warmup}; compile backend {args.compile_backend}")
 
+    results, table = _run_rows(args, device, report)
+    columns = [("label", "row", ""), ("median_ms", "median ms", ".2f"), ("min_ms", "min ms", ".2f"),
+               ("first_ms", "1st step ms", ".0f"), ("peak_mib", "peak MiB", ".0f"), ("speedup", "vs current", ""),
+               ("loss_diff", "loss rel diff", ".1e"), ("note", "", "")]
+    report("\n[steps] ms per training step; 'vs current' = current median / row median (same step and batch); "
+           f"'loss rel diff' = max relative difference of the logged loss over the first {args.loss_steps} "
+           "steps from the same weights")
+    report(format_table(table, columns))
+    if args.project and 1 in args.batches and "stage-1" in args.steps:
+        _projection(args, device, results, report)
+    return report.text()
+
+
+def _run_rows(args: argparse.Namespace, device: torch.device, report: Report
+              ) -> tuple[dict[Row, dict[str, Any]], list[dict[str, Any]]]:
+    """Every selected row (a failure is reported and the others go on); its speed-up and loss
+    difference against the current path of the same step and batch."""
     rows = [r for r in default_rows(args.batches) if r.kind in args.steps
             and (args.only is None or r.name in args.only or r.name == CURRENT)]
     results: dict[Row, dict[str, Any]] = {}
@@ -267,50 +284,46 @@ def main(argv: list[str] | None = None) -> str:
         results[row] = r
         table.append(r)
         report(f"  {row.label}: {r['median_ms']:.2f} ms")
-    columns = [("label", "row", ""), ("median_ms", "median ms", ".2f"), ("min_ms", "min ms", ".2f"),
-               ("first_ms", "1st step ms", ".0f"), ("peak_mib", "peak MiB", ".0f"), ("speedup", "vs current", ""),
-               ("loss_diff", "loss rel diff", ".1e"), ("note", "", "")]
-    report("\n[steps] ms per training step; 'vs current' = current median / row median (same step and batch); "
-           f"'loss rel diff' = max relative difference of the logged loss over the first {args.loss_steps} "
-           "steps from the same weights")
-    report(format_table(table, columns))
+    return results, table
 
-    if args.project and 1 in args.batches and "stage-1" in args.steps:
-        stage1 = {row: r for row, r in results.items() if row.kind == "stage-1" and row.batch == 1}
-        candidates = {"current path": next((row for row in stage1 if row.name == CURRENT), None),
-                      "trainers' default": next((row for row in stage1 if row.cudnn_benchmark and not row.amp
-                                                 and not row.compile and row.tf32 and not row.channels_last), None)}
-        fp32 = [row for row in stage1 if not row.amp and stage1[row].get("loss_diff", 0.0) <= 1e-4]
-        if fp32:
-            candidates["fastest fp32 (loss within 1e-4)"] = min(fp32, key=lambda row: stage1[row]["median_ms"])
-        if stage1:
-            candidates["fastest of all"] = min(stage1, key=lambda row: stage1[row]["median_ms"])
-        report(f"\n[projection] full VS stage 1: {args.train_cases} patches x {args.epochs} epochs at batch 1 + "
-               f"validation of {args.val_cases} volumes {'x'.join(map(str, args.val_size))} every epoch "
-               "(patch loading not included); goal <= 15 min")
-        lines = []
-        val_cache: dict[tuple[bool, bool, bool], float] = {}
-        for what, row in candidates.items():
-            if row is None:
+
+def _projection(args: argparse.Namespace, device: torch.device, results: dict[Row, dict[str, Any]],
+                report: Report) -> None:
+    """The full VS stage 1 projected from the measured steps and a validation pass."""
+    stage1 = {row: r for row, r in results.items() if row.kind == "stage-1" and row.batch == 1}
+    candidates = {"current path": next((row for row in stage1 if row.name == CURRENT), None),
+                  "trainers' default": next((row for row in stage1 if row.cudnn_benchmark and not row.amp
+                                             and not row.compile and row.tf32 and not row.channels_last), None)}
+    fp32 = [row for row in stage1 if not row.amp and stage1[row].get("loss_diff", 0.0) <= 1e-4]
+    if fp32:
+        candidates["fastest fp32 (loss within 1e-4)"] = min(fp32, key=lambda row: stage1[row]["median_ms"])
+    if stage1:
+        candidates["fastest of all"] = min(stage1, key=lambda row: stage1[row]["median_ms"])
+    report(f"\n[projection] full VS stage 1: {args.train_cases} patches x {args.epochs} epochs at batch 1 + "
+           f"validation of {args.val_cases} volumes {'x'.join(map(str, args.val_size))} every epoch "
+           "(patch loading not included); goal <= 15 min")
+    lines = []
+    val_cache: dict[tuple[bool, bool, bool], float] = {}
+    for what, row in candidates.items():
+        if row is None:
+            continue
+        key = (row.compile, row.amp, row.cudnn_benchmark)
+        if key not in val_cache:
+            try:
+                val_cache[key] = validation_seconds(args, device, *key)
+            except Exception as e:  # noqa: BLE001
+                traceback.print_exc(file=sys.stdout)
+                lines.append({"what": what, "row": row.name, "note": f"validation FAILED: {type(e).__name__}"})
                 continue
-            key = (row.compile, row.amp, row.cudnn_benchmark)
-            if key not in val_cache:
-                try:
-                    val_cache[key] = validation_seconds(args, device, *key)
-                except Exception as e:  # noqa: BLE001
-                    traceback.print_exc(file=sys.stdout)
-                    lines.append({"what": what, "row": row.name, "note": f"validation FAILED: {type(e).__name__}"})
-                    continue
-            step_s = stage1[row]["median_ms"] / 1e3
-            proj = projection(step_s, val_cache[key], args)
-            lines.append({"what": what, "row": row.name, "step_ms": 1e3 * step_s, "val_ms": 1e3 * val_cache[key],
-                          "epoch_s": proj["epoch_s"], "total_min": proj["total_min"],
-                          "goal": "met" if proj["total_min"] <= 15 else "not met", "note": ""})
-        report(format_table(lines, [("what", "projection", ""), ("row", "row", ""), ("step_ms", "step ms", ".2f"),
-                                    ("val_ms", "val ms/volume", ".1f"), ("epoch_s", "s/epoch", ".2f"),
-                                    ("total_min", "total min", ".1f"), ("goal", "<= 15 min", ""),
-                                    ("note", "", "")]))
-    return report.text()
+        step_s = stage1[row]["median_ms"] / 1e3
+        proj = projection(step_s, val_cache[key], args)
+        lines.append({"what": what, "row": row.name, "step_ms": 1e3 * step_s, "val_ms": 1e3 * val_cache[key],
+                      "epoch_s": proj["epoch_s"], "total_min": proj["total_min"],
+                      "goal": "met" if proj["total_min"] <= 15 else "not met", "note": ""})
+    report(format_table(lines, [("what", "projection", ""), ("row", "row", ""), ("step_ms", "step ms", ".2f"),
+                                ("val_ms", "val ms/volume", ".1f"), ("epoch_s", "s/epoch", ".2f"),
+                                ("total_min", "total min", ".1f"), ("goal", "<= 15 min", ""),
+                                ("note", "", "")]))
 
 
 if __name__ == "__main__":
