@@ -37,8 +37,9 @@ import math
 import sys
 import time
 import traceback
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, replace
-from typing import Any, Iterator, Sequence
+from typing import Any
 
 import torch
 
@@ -273,7 +274,7 @@ def _run_rows(args: argparse.Namespace, device: torch.device, report: Report
             continue
         try:
             r = run_row(row, args, device)
-        except Exception as e:  # noqa: BLE001 - one device run, one chance: report and go on
+        except Exception as e:  # one device run, one chance: report and go on
             traceback.print_exc(file=sys.stdout)
             table.append({"label": row.label, "note": f"FAILED: {type(e).__name__}: {str(e).splitlines()[0][:80]}"})
             continue
@@ -311,7 +312,7 @@ def _projection(args: argparse.Namespace, device: torch.device, results: dict[Ro
         if key not in val_cache:
             try:
                 val_cache[key] = validation_seconds(args, device, *key)
-            except Exception as e:  # noqa: BLE001
+            except Exception as e:  # a failed validation timing: reported, the other rows go on
                 traceback.print_exc(file=sys.stdout)
                 lines.append({"what": what, "row": row.name, "note": f"validation FAILED: {type(e).__name__}"})
                 continue

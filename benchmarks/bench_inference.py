@@ -18,7 +18,7 @@ from __future__ import annotations
 import argparse
 import math
 import statistics
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 

@@ -13,7 +13,7 @@ the kernel of zero features and multiply zero probabilities: a constant, no grad
 """
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F

@@ -26,9 +26,10 @@ import shlex
 import subprocess
 import sys
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -258,7 +259,7 @@ class Run:
     folder: Path
     network: str
     train: list[str] = field(default_factory=list)   # training command without --resume/--overwrite
-    needs: list["Run"] = field(default_factory=list)
+    needs: list[Run] = field(default_factory=list)
     in_table: bool = True
 
     @property

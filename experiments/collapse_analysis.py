@@ -30,25 +30,25 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "data" / "demo"))
 import argparse
 import math
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 import matplotlib
 
 matplotlib.use("Agg")
-import make_demo_data  # noqa: E402
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
-import torch  # noqa: E402
-import torch.nn.functional as F  # noqa: E402
-from scipy import ndimage  # noqa: E402
+import make_demo_data
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+import torch
+import torch.nn.functional as F
+from scipy import ndimage
 
-from data.simulate_7points import simulate_points, subject_rng  # noqa: E402
-from utilities.geodesic import expand_seeds  # noqa: E402
-from utilities.io import atomic_path, save_csv, save_text  # noqa: E402
-from utilities.losses import MultiViewGatedCRFLoss, PartialDiceCELoss, VarianceLoss  # noqa: E402
-from utilities.schedules import sigmoid_rampup  # noqa: E402
+from data.simulate_7points import simulate_points, subject_rng
+from utilities.geodesic import expand_seeds
+from utilities.io import atomic_path, save_csv, save_text
+from utilities.losses import MultiViewGatedCRFLoss, PartialDiceCELoss, VarianceLoss
+from utilities.schedules import sigmoid_rampup
 
 __all__ = ["crf_vs_size", "realistic_cases", "gradient_balance", "crf_settings", "rampup_table", "saturation", "main"]
 

@@ -1,7 +1,7 @@
 """Segmentation networks and the name → class registry used by the scripts' ``--net`` choices."""
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 from torch import nn

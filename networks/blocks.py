@@ -7,7 +7,7 @@ blocks run under ``torch.autocast``, with ``torch.channels_last_3d`` inputs and 
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F

@@ -23,8 +23,9 @@ command line by ``networks/convert_checkpoint.py``.
 from __future__ import annotations
 
 from collections import OrderedDict
-from functools import lru_cache
-from typing import Mapping, cast
+from collections.abc import Mapping
+from functools import cache
+from typing import cast
 
 import torch
 from torch import nn
@@ -117,7 +118,7 @@ def _published_order(network: str, net: nn.Module) -> list[str]:
     return [f"{prefix}.{name}" for prefix, module in modules for name, _ in module.named_parameters()]
 
 
-@lru_cache(maxsize=None)
+@cache
 def _layout(network: str, in_channels: int, num_classes: int) -> tuple[tuple[str, ...], dict[str, tuple[int, ...]]]:
     """(our parameter names in published order, our state-dict key → shape), built on the meta
     device (no memory, no initialisation cost)."""
@@ -201,7 +202,7 @@ def _published_channels(network: str, state: StateDict) -> tuple[int, int]:
     return int(first.shape[1]), int(head.shape[0])
 
 
-def published_to_ours(state: StateDict, network: str) -> "OrderedDict[str, torch.Tensor]":
+def published_to_ours(state: StateDict, network: str) -> OrderedDict[str, torch.Tensor]:
     """Rename a published state dict of ``network`` to our keys (same tensors, same devices).
 
     Args:
@@ -251,7 +252,7 @@ def published_to_ours(state: StateDict, network: str) -> "OrderedDict[str, torch
     return OrderedDict((k, converted[k]) for k in shapes)
 
 
-def ours_to_published(state: StateDict, network: str) -> "OrderedDict[str, torch.Tensor]":
+def ours_to_published(state: StateDict, network: str) -> OrderedDict[str, torch.Tensor]:
     """Rename our state dict of ``network`` to the published keys, in the published order.
 
     U_Net2D5's alias keys get the very same tensor object, so ``torch.save`` stores it once, as

@@ -1,8 +1,8 @@
 """Tiny synthetic cases in the VS layout, for tests: a bright irregular blob in a textured volume."""
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 import SimpleITK as sitk

@@ -25,7 +25,7 @@ from utilities.checkpoints import convert_checkpoint, load_state_dict
 KEYS = json.loads((ROOT / "tests" / "data" / "published_state_dict_keys.json").read_text())
 
 
-def published_state(name: str, golden, dtype=torch.float32) -> "OrderedDict[str, torch.Tensor]":
+def published_state(name: str, golden, dtype=torch.float32) -> OrderedDict[str, torch.Tensor]:
     """A published-format state dict built from the key list alone: parameter k (published order)
     ← sin(0.01·arange(numel) + k)·0.05 in float64, stored as ``dtype``; alias keys share the tensor."""
     by_index: dict[int, torch.Tensor] = {}

@@ -12,7 +12,8 @@ import signal
 import sys
 import threading
 import traceback
-from typing import TYPE_CHECKING, Any, Callable, Sequence
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -251,7 +252,7 @@ def add_training_args(parser: argparse.ArgumentParser) -> None:
                         help="--on_collapse recover: at most this many recoveries, then warn only")
 
 
-def data_config(args: argparse.Namespace) -> "DataConfig":
+def data_config(args: argparse.Namespace) -> DataConfig:
     """The :class:`utilities.data.DataConfig` named by the data flags."""
     from utilities.data import DataConfig  # lazily: TorchIO is slow to import, most scripts never need it
 
@@ -260,7 +261,7 @@ def data_config(args: argparse.Namespace) -> "DataConfig":
                       args.val_metric, args.cache_gb)
 
 
-def run_options(args: argparse.Namespace) -> "RunOptions":
+def run_options(args: argparse.Namespace) -> RunOptions:
     """The :class:`utilities.runs.RunOptions` named by ``--device --seed --resume --overwrite``."""
     from utilities.runs import RunOptions
 

@@ -39,7 +39,7 @@ def _cpp_compiler() -> str | None:
         from torch._inductor import cpp_builder
 
         return cpp_builder.get_cpp_compiler()
-    except Exception:  # noqa: BLE001 - private API or no compiler: fall back to a PATH search
+    except Exception:  # private API or no compiler: fall back to a PATH search
         return shutil.which("g++") or shutil.which("c++") or shutil.which("clang++")
 
 

@@ -27,9 +27,10 @@ import argparse
 import concurrent.futures as cf
 import logging
 import os
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 import GeodisTK
 import numpy as np

@@ -11,9 +11,9 @@ rules would give two different geometries (its qform and sform disagree) is refu
 from __future__ import annotations
 
 import os
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Sequence
 
 import numpy as np
 import SimpleITK as sitk

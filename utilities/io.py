@@ -12,8 +12,9 @@ import re
 import tempfile
 import warnings
 import zlib
+from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Any
 
 import nibabel as nib
 import numpy as np

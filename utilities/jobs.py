@@ -13,9 +13,9 @@ import shlex
 import subprocess
 import threading
 import time
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Mapping, Sequence
 
 __all__ = ["Job", "run_logged", "run_jobs", "thread_env", "stop", "stop_all"]
 

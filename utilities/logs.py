@@ -7,8 +7,9 @@ import logging
 import os
 import sys
 import time
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 __all__ = ["LOGGER_NAME", "setup_logger", "log_args", "log_config", "show_progress"]
 

@@ -7,7 +7,7 @@ float32 even under autocast (inputs are cast with ``.float()``).
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F

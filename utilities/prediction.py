@@ -3,7 +3,7 @@ and what inference makes of them: the mask, the foreground probability, ensemble
 from __future__ import annotations
 
 import contextlib
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 import torch

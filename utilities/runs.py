@@ -7,9 +7,10 @@ import math
 import os
 import shutil
 import time
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Mapping, Sequence, TypeVar
+from typing import Any, TypeVar
 
 import pandas as pd
 import torch
@@ -70,14 +71,14 @@ class RunLock:
     create with the pid inside; a lock whose pid is no longer running is taken over.
     """
 
-    _held: dict[Path, "RunLock"] = {}
+    _held: dict[Path, RunLock] = {}
 
     def __init__(self, run_dir: Path) -> None:
         self.run_dir = Path(run_dir)
         self.path = self.run_dir / LOCK_NAME
         self.fd: int | None = None
 
-    def acquire(self) -> "RunLock":
+    def acquire(self) -> RunLock:
         """Take the lock (re-taking one this process already holds); raises :class:`RunInUseError`."""
         key = self.path.resolve()
         previous = RunLock._held.pop(key, None)

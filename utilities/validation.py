@@ -3,7 +3,8 @@ the predicted foreground fraction (training health), every rank's shard gathered
 from __future__ import annotations
 
 import math
-from typing import Any, Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any
 
 import torch
 from torch import nn

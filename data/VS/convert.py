@@ -24,9 +24,9 @@ import logging
 import os
 import re
 import sys
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator
 
 import SimpleITK as sitk
 from tqdm import tqdm

@@ -7,7 +7,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from utilities.geodesic import run_cli  # noqa: E402
+from utilities.geodesic import run_cli
 
 DEFAULTS = {
     "dataset_split": "./splits/split_VS.csv",

@@ -59,8 +59,9 @@ import argparse
 import logging
 import os
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Callable, Sequence
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -710,9 +711,9 @@ def save_preview(output_dir: str | os.PathLike, subject: str, path: str | os.Pat
 
     image, label, anno, sp = _load_case(Path(output_dir), subject, preset)
     cz, cy, cx = np.argwhere(anno == 2)[0] if (anno == 2).any() else np.round(ndimage.center_of_mass(label)).astype(int)
-    views = [("axial (z=%d)" % cz, image[cz], label[cz], anno[cz], sp[1] / sp[2]),
-             ("coronal (y=%d)" % cy, image[:, cy], label[:, cy], anno[:, cy], sp[0] / sp[2]),
-             ("sagittal (x=%d)" % cx, image[:, :, cx], label[:, :, cx], anno[:, :, cx], sp[0] / sp[1])]
+    views = [(f"axial (z={cz:d})", image[cz], label[cz], anno[cz], sp[1] / sp[2]),
+             (f"coronal (y={cy:d})", image[:, cy], label[:, cy], anno[:, cy], sp[0] / sp[2]),
+             (f"sagittal (x={cx:d})", image[:, :, cx], label[:, :, cx], anno[:, :, cx], sp[0] / sp[1])]
     fig, axes = plt.subplots(2, 3, figsize=(12, 8.5))
     vmax = float(np.percentile(image, 99.95))
     for col, (title, img, lab, pts, aspect) in enumerate(views):

@@ -18,29 +18,30 @@ import importlib.util
 import shutil
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
-from typing import Any, Callable
+from typing import Any
 
-import matplotlib  # noqa: E402
+import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
-import SimpleITK as sitk  # noqa: E402
-import torch  # noqa: E402
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+import SimpleITK as sitk
+import torch
 
-import inference  # noqa: E402
-from utilities import scores  # noqa: E402
-from utilities.cli import positive_int  # noqa: E402
-from utilities.geodesic import generate_geodesic_labels, output_folder  # noqa: E402
-from utilities.grid import subject_path  # noqa: E402
-from utilities.io import atomic_path, save_csv, save_text, write_like  # noqa: E402
-from utilities.jobs import Job, run_jobs, thread_env  # noqa: E402
-from utilities.layout import RunLayout  # noqa: E402
-from utilities.splits import read_split, subjects_of  # noqa: E402
+import inference
+from utilities import scores
+from utilities.cli import positive_int
+from utilities.geodesic import generate_geodesic_labels, output_folder
+from utilities.grid import subject_path
+from utilities.io import atomic_path, save_csv, save_text, write_like
+from utilities.jobs import Job, run_jobs, thread_env
+from utilities.layout import RunLayout
+from utilities.splits import read_split, subjects_of
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parents[1]

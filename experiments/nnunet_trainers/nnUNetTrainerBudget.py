@@ -48,7 +48,7 @@ def _budget_value(name: str, default: int, smallest: int) -> int:
     return value
 
 
-class nnUNetTrainerBudget(nnUNetTrainer):  # noqa: N801 - nnU-Net's naming of trainer classes
+class nnUNetTrainerBudget(nnUNetTrainer):  # (nnU-Net names its trainer classes this way)
     """``nnUNetTrainer`` whose epochs and iterations come from ``PASEG_NNUNET_*`` (see the module)."""
 
     def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
