@@ -94,3 +94,22 @@ def test_interrupt_stops_the_running_jobs(tmp_path):
     pid = int(pid_file.read_text())
     with pytest.raises(ProcessLookupError):
         os.kill(pid, 0)
+
+
+def test_a_job_registered_while_the_runner_is_interrupted_is_stopped():
+    """The race behind a flaky CI run: the runner is interrupted after a job's process started
+    but before it was registered; that process stops itself on registering instead of living on."""
+    import subprocess
+    import sys
+
+    from utilities.jobs import _JobPool
+
+    pool = _JobPool(1, thread_env(1), None, lambda line: None)
+    pool.stopping = True
+    proc = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        pool._keep("late")(proc)
+        assert proc.poll() is not None and pool.processes["late"] is proc
+    finally:
+        proc.kill()
+        proc.wait()

@@ -86,6 +86,10 @@ def _check_jobs(jobs: Sequence[Job], slots: int) -> None:
         raise ValueError(f"jobs need unknown job(s) {unknown}")
 
 
+#: Seconds a stopped process gets to end cleanly (SIGTERM) before it is killed.
+STOP_GRACE_S = 10.0
+
+
 class _JobPool:
     """The state of one :func:`run_jobs` call, shared by its worker threads under ``lock``."""
 
@@ -97,11 +101,15 @@ class _JobPool:
         self.failed: dict[str, str] = {}
         self.processes: dict[str, subprocess.Popen] = {}
         self.lock = threading.Condition()
+        self.stopping = False   # interrupted: a process registered from now on is stopped at once
 
     def _keep(self, name: str) -> Callable[[subprocess.Popen], None]:
         def keep(proc: subprocess.Popen) -> None:
             with self.lock:
                 self.processes[name] = proc
+                stopping = self.stopping
+            if stopping:  # started while the runner was being interrupted
+                stop([proc])
         return keep
 
     def work(self, job: Job) -> None:
@@ -148,7 +156,12 @@ class _JobPool:
                     self._start_ready(pending)
                     self.lock.wait()
         except BaseException:
-            stop(list(self.processes.values()))
+            with self.lock:
+                self.stopping = True
+                processes, threads = list(self.processes.values()), list(self.running.values())
+            stop(processes)
+            for thread in threads:  # a job started just now stops itself on registering
+                thread.join(timeout=STOP_GRACE_S + 5.0)
             raise
 
 
@@ -170,7 +183,7 @@ def run_jobs(jobs: Sequence[Job], slots: int, env: Mapping[str, str], cwd: Path 
     return list(jobs)
 
 
-def stop_all(grace_s: float = 10.0) -> None:
+def stop_all(grace_s: float = STOP_GRACE_S) -> None:
     """:func:`stop` every child :func:`run_logged` has running (from any thread): what a runner
     does on Ctrl-C or SIGTERM, which reach only its own thread."""
     with _LIVE_LOCK:
@@ -178,7 +191,7 @@ def stop_all(grace_s: float = 10.0) -> None:
     stop(live, grace_s)
 
 
-def stop(processes: Sequence[subprocess.Popen], grace_s: float = 10.0) -> None:
+def stop(processes: Sequence[subprocess.Popen], grace_s: float = STOP_GRACE_S) -> None:
     """Terminate ``processes`` (SIGTERM: the scripts end cleanly, their checkpoints intact), then
     kill what is still running after ``grace_s`` seconds."""
     for proc in processes:
