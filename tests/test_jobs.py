@@ -87,9 +87,15 @@ def test_interrupt_stops_the_running_jobs(tmp_path):
             time.sleep(0.05)
         os.kill(os.getpid(), signal.SIGINT)
 
-    threading.Thread(target=interrupt_when_running, daemon=True).start()
-    with pytest.raises(KeyboardInterrupt):
-        run_jobs([long], 1, thread_env(1), report=lambda line: None)
+    # a test run started in the background by a non-interactive shell inherits SIGINT ignored
+    # (Python then never raises KeyboardInterrupt): Ctrl-C as in a terminal for this test
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        threading.Thread(target=interrupt_when_running, daemon=True).start()
+        with pytest.raises(KeyboardInterrupt):
+            run_jobs([long], 1, thread_env(1), report=lambda line: None)
+    finally:
+        signal.signal(signal.SIGINT, previous)
     assert not finished.exists()  # stopped, not waited for
     pid = int(pid_file.read_text())
     with pytest.raises(ProcessLookupError):
