@@ -53,10 +53,10 @@ __all__ = [
 logger = logging.getLogger("paseg")
 
 CHECKPOINT_FORMAT = "paseg-model-v1"
-#: Arguments that may change between a run and its ``--resume`` without changing the result.
 #: Arguments a resume cannot change (the saved optimizer state is of that optimizer), with the
 #: value of checkpoints written before the flag existed.
 RESUME_FIXED_ARGS = {"optimizer": "sgd"}
+#: Arguments that may change between a run and its ``--resume`` without changing the result.
 RESUME_FREE_ARGS = frozenset({"resume", "overwrite", "num_workers", "cache_gb", "device", "sw_batch_size",
                               "debug", "stop_on_collapse", "collapse_patience", "model_dir"})
 
