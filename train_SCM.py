@@ -35,6 +35,7 @@ from utilities.cli import (
     data_config,
     positive_float,
     positive_int,
+    resume_record,
     run_options,
 )
 from utilities.compile import prepare_network
@@ -243,7 +244,7 @@ def train(args: argparse.Namespace, callbacks: Sequence[Callback] = ()) -> Path:
                           {f"optimizer{k}": make_optimizer(students[k], args.learning_rate, args.momentum,
                                                            args.optimizer)
                            for k in (1, 2)},
-                          amp, {f"network{k}": names[k] for k in (1, 2)}, vars(args),
+                          amp, {f"network{k}": names[k] for k in (1, 2)}, resume_record(args),
                           extras={f"teacher{k}": teachers[k] for k in (1, 2)})
     if latest_path is not None:
         state.load(latest_path, device, generator, ctx.rank)

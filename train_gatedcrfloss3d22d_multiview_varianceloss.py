@@ -34,6 +34,7 @@ from utilities.cli import (
     nonnegative_int,
     positive_float,
     positive_int,
+    resume_record,
     run_options,
     unit_float,
 )
@@ -257,7 +258,7 @@ def train(args: argparse.Namespace, callbacks: Sequence[Callback] = ()) -> Path:
     amp = Amp(args.amp, device)
     optimizer = make_optimizer(model, args.learning_rate, args.momentum, args.optimizer)
     state = TrainingState({"model": model}, {"optimizer": optimizer},
-                          amp, {"network": args.network}, vars(args))
+                          amp, {"network": args.network}, resume_record(args))
     if latest_path is not None:
         state.load(latest_path, device, generator, ctx.rank)
     state.models["model"] = wrap_ddp(prepare_network(model, device, args.compile, args.compile_backend), ctx, device)

@@ -27,7 +27,7 @@ from torch import nn
 import train_gatedcrfloss3d22d_multiview_varianceloss as stage1_script
 import train_SCM as scm_script
 from networks import get_network
-from utilities.checkpoints import TrainingState
+from utilities.checkpoints import ResumeRecord, TrainingState
 from utilities.compile import maybe_compile
 from utilities.engine import StepInfo, train_step
 from utilities.optim import Amp, make_optimizer
@@ -238,7 +238,7 @@ def stage1_bench(batch: Mapping[str, torch.Tensor], device: torch.device, down_s
     model = _network(network, device, seed, channels_last)
     amp_ = Amp(amp, device)
     state = TrainingState({"model": model}, {"optimizer": make_optimizer(model, LEARNING_RATE)}, amp_,
-                          {"network": network}, {})
+                          {"network": network}, ResumeRecord({}))
     maybe_compile(model, compile, device, backend, mode)
     step = stage1_script.Stage1Step(model, amp_, device,
                                     stage1_script.Stage1Losses.from_args(stage1_args(down_size, radius)))
@@ -256,7 +256,7 @@ def scm_bench(batch: Mapping[str, torch.Tensor], device: torch.device, amp: bool
     amp_ = Amp(amp, device)
     state = TrainingState({f"model{k}": students[k] for k in (1, 2)},
                           {f"optimizer{k}": make_optimizer(students[k], LEARNING_RATE) for k in (1, 2)}, amp_,
-                          {f"network{k}": networks[k - 1] for k in (1, 2)}, {},
+                          {f"network{k}": networks[k - 1] for k in (1, 2)}, ResumeRecord({}),
                           extras={f"teacher{k}": teachers[k] for k in (1, 2)})
     for model in (*students.values(), *teachers.values()):
         maybe_compile(model, compile, device, backend, mode)

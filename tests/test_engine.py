@@ -13,7 +13,7 @@ import torch
 from helpers import tiny_seeded
 
 import train_gatedcrfloss3d22d_multiview_varianceloss as stage1
-from utilities.checkpoints import TrainingState
+from utilities.checkpoints import ResumeRecord, TrainingState
 from utilities.engine import CollapseError, CollapseWatch, LossPart, StepInfo, _backward, _CollapseDetector
 from utilities.optim import Amp, make_optimizer
 from utilities.schedules import sigmoid_rampup
@@ -42,7 +42,7 @@ def test_backward_equals_loss_backward_and_reports_term_norms():
 
     net.zero_grad(set_to_none=True)
     state = TrainingState({"model": net}, {"optimizer": make_optimizer(net, 0.1)}, Amp(False, torch.device("cpu")),
-                          {"network": "conv"}, {})
+                          {"network": "conv"}, ResumeRecord({}))
     logits = net(x)
     ce, smooth = terms(logits)
     zero = logits.new_zeros(())  # a term switched off (weight 0): no gradient, norm 0

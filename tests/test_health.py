@@ -21,7 +21,7 @@ STAGE1 = pd.DataFrame({"epoch": [1, 2, 3, 4, 5, 6],
 
 def test_the_rule_by_hand():
     watch = watch_for("")
-    assert watch == CollapseWatch("model", "val_empty", "fg_train", "seed_fg", (), "ramp")
+    assert watch == CollapseWatch("model", "val_empty", "fg_train", "seed_fg", (), "ramp", ("grad_crf", "grad_vm"))
     states = [watch.state(r) for r in STAGE1.to_dict("records")]
     assert states == [None, "empty", "empty", None, "full", None]
     assert collapsed_rows(STAGE1).tolist() == [False, True, True, False, True, False]
@@ -31,19 +31,22 @@ def test_the_rule_by_hand():
 
 def test_a_flood_by_hand():
     """Stage 1 with the mCRF/VM at full weight: more than 20 times the seeds' foreground and over
-    1 % of the patches is a flood; before the ramp-up ends, at 20 times or under 1 %, it is not;
-    SCM's watches do not look for floods."""
-    rows = pd.DataFrame({"epoch": [1, 2, 3, 4, 5, 6],
-                         "ramp": [0.5, 1.0, 1.0, 1.0, 0.99, 1.0],
-                         "val_empty": [0] * 6,
-                         "fg_train": [0.3, 0.2, 0.0201, 0.02, 0.0099, 0.19],
-                         "seed_fg": [0.001, 0.001, 0.001, 0.001, 0.0001, 0.01]})
+    1 % of the patches is a flood; before the ramp-up ends, at 20 times or under 1 %, or with both
+    regularisers off (no gradient: seeds only), it is not; SCM's watches do not look for floods."""
+    rows = pd.DataFrame({"epoch": [1, 2, 3, 4, 5, 6, 7, 8],
+                         "ramp": [0.5, 1.0, 1.0, 1.0, 0.99, 1.0, 1.0, 1.0],
+                         "val_empty": [0] * 8,
+                         "fg_train": [0.3, 0.2, 0.0201, 0.02, 0.0099, 0.19, 0.2, 0.2],
+                         "seed_fg": [0.001, 0.001, 0.001, 0.001, 0.0001, 0.01, 0.001, 0.001],
+                         "grad_crf": [0.1, 0.1, 0.1, 0.1, 0.1, 0.1, 0.0, 0.0],
+                         "grad_vm": [0.1, 0.1, 0.1, 0.1, 0.1, 0.1, 0.0, 0.01]})
     watch = watch_for("")
-    assert [watch.state(r) for r in rows.to_dict("records")] == [None, "flooded", "flooded", None, None, None]
-    assert collapsed_rows(rows).tolist() == [False, True, True, False, False, False]
+    assert [watch.state(r) for r in rows.to_dict("records")] == [None, "flooded", "flooded", None, None, None,
+                                                                 None, "flooded"]
+    assert collapsed_rows(rows).tolist() == [False, True, True, False, False, False, False, True]
     scm = watch_for("1")
     assert scm.ramp_column is None
-    assert scm.state({"val_empty1": 0, "fg_train1": 0.3, "teacher_fg1": 0.001, "ramp": 1.0}) is None
+    assert scm.state({"val_empty1": 0, "fg_train1": 0.3, "teacher_fg1": 0.001, "ramp": 1.0, "grad_crf": 1}) is None
 
 
 def test_the_engine_verdict_wins_where_logged():

@@ -86,6 +86,18 @@ def test_a_flood_is_recovered_with_lighter_regularisers(tiny, capsys):
                                                                              + 0.1 * last["loss_vm"] / 3), rel=1e-5)
 
 
+def test_seeds_only_is_not_judged_by_the_flood_rule(tiny, capsys):
+    """Without the mCRF and VM (both weights 0: no regulariser gradient) the same flood is not a
+    collapse: nothing is flagged or recovered."""
+    root, common = tiny
+    run = stage1.main(["--model_dir", str(root / "seeds_only"), *common, "--max_epochs", "2", "--on_collapse",
+                       "recover", "--weight_gatedcrf", "0", "--weight_variance", "0"], callbacks=[FloodAt({1})])
+    log = pd.read_csv(run / "log.csv")
+    assert log["fg_train"].iloc[1] == 0.5 and (log[["grad_crf", "grad_vm"]] == 0).all().all()
+    assert log["collapsed"].tolist() == [0, 0] and log["recovered"].tolist() == [0, 0]
+    assert "collapse:" not in capsys.readouterr().out
+
+
 def test_recovery_restores_the_healthy_weights_and_is_replayed_on_resume(tiny):
     root, common = tiny
     flags = [*common, "--max_epochs", "3", "--on_collapse", "recover"]

@@ -15,6 +15,7 @@ import train_gatedcrfloss3d22d_multiview_varianceloss as stage1
 import train_SCM as scm
 from networks import get_network
 from utilities.checkpoints import load_model_weights, load_resume_state
+from utilities.cli import resume_record
 from utilities.engine import Callback
 from utilities.errors import NonFiniteLossError
 
@@ -70,7 +71,7 @@ def test_nonfinite_loss_stops_and_keeps_checkpoints(data, tmp_path, monkeypatch)
                              f"checkpoints in {models} are intact (lower --learning_rate or check the data)")
     assert sorted(p.name for p in models.iterdir()) == ["CP_best.pth", "CP_best_seed_dice.pth", "CP_latest.pth"]
     args = stage1.build_parser().parse_args(stage1_args(data, tmp_path / "run", "--max_epochs", "3"))
-    latest = load_resume_state(models / "CP_latest.pth", vars(args), {"network": "U_Net2D5"})
+    latest = load_resume_state(models / "CP_latest.pth", resume_record(args), {"network": "U_Net2D5"})
     assert latest["epoch"] == 1
     model = get_network("U_Net2D5", 1, 2)
     assert load_model_weights(model, models / "CP_best.pth", "U_Net2D5")["epoch"] == 1

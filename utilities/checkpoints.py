@@ -37,8 +37,7 @@ from utilities.optim import Amp
 
 __all__ = [
     "CHECKPOINT_FORMAT",
-    "RESUME_FREE_ARGS",
-    "RESUME_FIXED_ARGS",
+    "ResumeRecord",
     "save_model",
     "load_model_weights",
     "load_state_dict",
@@ -53,12 +52,58 @@ __all__ = [
 logger = logging.getLogger("paseg")
 
 CHECKPOINT_FORMAT = "paseg-model-v1"
-#: Arguments a resume cannot change (the saved optimizer state is of that optimizer), with the
-#: value of checkpoints written before the flag existed.
-RESUME_FIXED_ARGS = {"optimizer": "sgd"}
-#: Arguments that may change between a run and its ``--resume`` without changing the result.
-RESUME_FREE_ARGS = frozenset({"resume", "overwrite", "num_workers", "cache_gb", "device", "sw_batch_size",
-                              "debug", "stop_on_collapse", "collapse_patience", "model_dir"})
+
+
+@dataclass(frozen=True)
+class ResumeRecord:
+    """What ``--resume`` checks a checkpoint against: a run's arguments, sorted by what a change does.
+
+    Each script builds it from its arguments (:func:`utilities.cli.resume_record`); a checkpoint
+    keeps it as one flat mapping (``"args"``, the format of every ``CP_latest*.pth`` so far), read
+    back split the same way (:meth:`saved_like`).
+
+    ``settings`` decide the result: a resume that changes one is logged as a warning (the run no
+    longer matches an uninterrupted one). ``fixed`` cannot change on resume (the saved optimizer
+    state is of that optimizer): a change is refused; ``legacy`` gives their value in
+    checkpoints written before they existed. ``free`` may change without changing the result
+    (device, workers). ``epochs`` is the planned number of epochs (``epochs_flag``): a
+    checkpoint that trained more is refused.
+    """
+
+    settings: Mapping[str, Any]
+    fixed: Mapping[str, Any] = field(default_factory=dict)
+    free: Mapping[str, Any] = field(default_factory=dict)
+    epochs: int | None = None
+    legacy: Mapping[str, Any] = field(default_factory=dict)
+    epochs_flag: str = "max_epochs"
+
+    def to_saved(self) -> dict[str, Any]:
+        """The flat mapping a checkpoint keeps (every argument)."""
+        return {**self.free, **self.settings, **self.fixed}
+
+    def saved_like(self, saved: Mapping[str, Any]) -> ResumeRecord:
+        """The record of a checkpoint's flat mapping ``saved``, split as this one; a setting the
+        checkpoint lacks (a flag added since) is left out, a fixed one takes its ``legacy`` value."""
+        epochs = saved.get(self.epochs_flag)
+        return ResumeRecord({k: saved[k] for k in self.settings if k in saved},
+                            {k: saved.get(k, self.legacy.get(k)) for k in self.fixed},
+                            {k: saved[k] for k in self.free if k in saved},
+                            epochs if isinstance(epochs, int) else None, self.legacy, self.epochs_flag)
+
+    def check_resume(self, saved: ResumeRecord, done: int, path: Path) -> list[str]:
+        """Refuse (``ValueError``, one line naming ``path``) a resume that changes a fixed value
+        or plans fewer epochs than the checkpoint ``saved`` has ``done``; return the changed
+        settings as ``--flag old -> new``."""
+        for key, now in self.fixed.items():
+            if saved.fixed[key] != now:
+                before = saved.fixed[key]
+                raise ValueError(f"--resume: {path} was trained with --{key} {before}, not {now} (its state cannot "
+                                 f"be carried over); pass --{key} {before}, or start afresh with --overwrite")
+        if self.epochs is not None and done > self.epochs:
+            raise ValueError(f"--resume: {path} has already trained {done} epochs, more than --{self.epochs_flag} "
+                             f"{self.epochs}; pass --{self.epochs_flag} {saved.epochs or done} (the run's) or more")
+        return [f"--{k} {saved.settings[k]!r} -> {v!r}" for k, v in sorted(self.settings.items())
+                if k in saved.settings and saved.settings[k] != v]
 
 
 def save_model(path: Path, model: nn.Module, network: str, **meta: Any) -> None:
@@ -183,14 +228,13 @@ def _check_fits(path: Path, state: Mapping[str, torch.Tensor], own: Mapping[str,
                          f"with another {flag}?")
 
 
-def load_resume_state(path: Path, args: Mapping[str, Any], networks: Mapping[str, str],
+def load_resume_state(path: Path, record: ResumeRecord, networks: Mapping[str, str],
                       map_location: Any = "cpu") -> dict[str, Any]:
     """Load a ``CP_latest*.pth`` written by a training script, for ``--resume``.
 
-    ``args``: this run's arguments (``vars(namespace)``); ``networks`` maps the checkpoint's
-    network keys to the names this run expects (e.g. ``{"network": "U_Net2D5"}``). Arguments
-    that differ from the checkpoint's (other than :data:`RESUME_FREE_ARGS`) are logged as a
-    warning: the run then no longer matches an uninterrupted one.
+    ``record``: this run's :class:`ResumeRecord`; ``networks`` maps the checkpoint's network
+    keys to the names this run expects (e.g. ``{"network": "U_Net2D5"}``). Changed settings are
+    logged as a warning: the run then no longer matches an uninterrupted one.
 
     Raises:
         ValueError: one line naming the file, if it is not a resumable checkpoint of this run.
@@ -205,18 +249,7 @@ def load_resume_state(path: Path, args: Mapping[str, Any], networks: Mapping[str
         if state[key] != name:
             raise ValueError(f"--resume: {path} holds a run of {key} {state[key]}, not {name}; "
                              f"pass --{key} {state[key]} or choose another --model_dir")
-    saved = state["args"]
-    for key, default in RESUME_FIXED_ARGS.items():
-        before, now = saved.get(key, default), args.get(key, default)
-        if before != now:
-            raise ValueError(f"--resume: {path} was trained with --{key} {before}, not {now} (its state cannot be "
-                             f"carried over); pass --{key} {before}, or start afresh with --overwrite")
-    done = int(state["epoch"])
-    if isinstance(args.get("max_epochs"), int) and done > args["max_epochs"]:
-        raise ValueError(f"--resume: {path} has already trained {done} epochs, more than --max_epochs "
-                         f"{args['max_epochs']}; pass --max_epochs {saved.get('max_epochs', done)} (the run's) or more")
-    changed = [f"--{k} {saved.get(k)!r} -> {v!r}" for k, v in sorted(args.items())
-               if k not in RESUME_FREE_ARGS and k in saved and saved[k] != v]
+    changed = record.check_resume(record.saved_like(state["args"]), int(state["epoch"]), path)
     if changed:
         logger.warning("--resume with changed argument(s): %s; the result will differ from an "
                        "uninterrupted run", ", ".join(changed))
@@ -278,7 +311,7 @@ class TrainingState:
     optimizers: dict[str, torch.optim.Optimizer]
     amp: Amp
     networks: dict[str, str]
-    args: dict[str, Any]
+    record: ResumeRecord
     extras: dict[str, nn.Module] = field(default_factory=dict)
     trackers: dict[str, BestTracker] = field(default_factory=dict)
     epoch: int = 0
@@ -288,7 +321,7 @@ class TrainingState:
     def save(self, path: Path, rng: Sequence[Mapping[str, Any]]) -> None:
         """Write ``CP_latest*.pth`` atomically; ``rng`` holds every rank's :func:`rng_state`."""
         payload: dict[str, Any] = {"epoch": self.epoch, "scaler": self.amp.scaler.state_dict(), "rng": list(rng),
-                                   "args": dict(self.args), **self.networks,
+                                   "args": self.record.to_saved(), **self.networks,
                                    "trackers": {k: (t.value, t.epoch) for k, t in self.trackers.items()},
                                    "recoveries": [dict(r) for r in self.recoveries]}
         payload |= {k: unwrap(m).state_dict() for k, m in self.models.items()}
@@ -297,9 +330,9 @@ class TrainingState:
         save_torch(payload, path)
 
     def load(self, path: Path, map_location: Any, generator: torch.Generator | None = None, rank: int = 0) -> None:
-        """Restore from ``path`` (checked by :func:`load_resume_state` against ``args`` and
+        """Restore from ``path`` (checked by :func:`load_resume_state` against ``record`` and
         ``networks``), including the RNG state of this ``rank``."""
-        state = load_resume_state(path, self.args, self.networks, map_location=map_location)
+        state = load_resume_state(path, self.record, self.networks, map_location=map_location)
         for name, module in {**self.models, **self.extras}.items():
             unwrap(module).load_state_dict(state[name])
         for name, optimizer in self.optimizers.items():

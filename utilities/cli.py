@@ -25,6 +25,7 @@ from utilities.optim import MOMENTUM, OPTIMIZERS
 from utilities.runtime import Terminated, raise_terminated
 
 if TYPE_CHECKING:
+    from utilities.checkpoints import ResumeRecord
     from utilities.data import DataConfig
     from utilities.runs import RunOptions
 
@@ -43,6 +44,9 @@ __all__ = [
     "add_compile_args",
     "data_config",
     "run_options",
+    "resume_record",
+    "RESUME_FREE_FLAGS",
+    "RESUME_FIXED_FLAGS",
     "positive_int",
     "nonnegative_int",
     "positive_float",
@@ -50,6 +54,13 @@ __all__ = [
     "check_spatial_shape",
     "check_sw_overlap",
 ]
+
+#: Flags that may change between a run and its ``--resume`` without changing the result.
+RESUME_FREE_FLAGS = frozenset({"resume", "overwrite", "num_workers", "cache_gb", "device", "sw_batch_size",
+                               "debug", "stop_on_collapse", "collapse_patience", "model_dir"})
+#: Flags a resume cannot change (the saved optimizer state is of that optimizer), with their
+#: value in checkpoints written before the flag existed.
+RESUME_FIXED_FLAGS = {"optimizer": "sgd"}
 
 #: Environment variable that makes :func:`run_main` show full tracebacks (as ``--debug`` does).
 DEBUG_ENV = "PASEG_DEBUG"
@@ -266,3 +277,17 @@ def run_options(args: argparse.Namespace) -> RunOptions:
     from utilities.runs import RunOptions
 
     return RunOptions(args.device, args.seed, args.resume, args.overwrite)
+
+
+def resume_record(args: argparse.Namespace) -> ResumeRecord:
+    """The :class:`utilities.checkpoints.ResumeRecord` of a training script's arguments: the
+    flags of :data:`RESUME_FREE_FLAGS` are free, those of :data:`RESUME_FIXED_FLAGS` fixed, every
+    other flag a setting; ``--max_epochs`` the planned epochs."""
+    from utilities.checkpoints import ResumeRecord  # lazily: the checkpoints pull in every network
+
+    values = vars(args)
+    return ResumeRecord(
+        settings={k: v for k, v in values.items() if k not in RESUME_FREE_FLAGS and k not in RESUME_FIXED_FLAGS},
+        fixed={k: values.get(k, legacy) for k, legacy in RESUME_FIXED_FLAGS.items()},
+        free={k: v for k, v in values.items() if k in RESUME_FREE_FLAGS},
+        epochs=values.get("max_epochs"), legacy=RESUME_FIXED_FLAGS)

@@ -12,11 +12,13 @@ in the training patches) has foreground, the model predicts
   patches less than a tenth of the reference's foreground (``fg_train<k>``);
 - or foreground almost everywhere: more than 90 % of the training patches' voxels while the
   reference covers less than half;
-- or (stage 1, once the mCRF/VM ramp-up has reached full weight) a flood: more than
+- or (stage 1, when the mCRF or the VM is on and its ramp-up has reached full weight) a flood: more than
   ``FLOOD_RATIO`` (20) times the seeds' foreground and over 1 % of the training patches. On
   small lesions the full-weight mCRF can pull the network into segmenting a whole tissue class
   and hold it there (docs/collapse.md §8); working runs end at 1.5-6 times the seeds'
-  foreground (the seeds are the lesions' cores).
+  foreground (the seeds are the lesions' cores). A run without them (seeds only) is not judged by
+  this rule: its seed loss alone decides how far past the seeds it predicts, which is its Dice's
+  business, not a collapse.
 
 The engine logs its verdict per epoch as ``collapsed<k>`` (1 collapsed, 0 not); a log without
 that column (written before it existed) is judged by the rule from its other columns.
@@ -45,7 +47,8 @@ class CollapseWatch:
     """The collapse rule (module docstring) for one model's columns of a log row.
 
     ``grad_columns``: the gradient-norm columns of its loss terms (the engine names the dominant one);
-    ``ramp_column``: the regularisers' ramp-up weight (stage 1), when floods are watched for.
+    ``ramp_column``: the regularisers' ramp-up weight (stage 1), when floods are watched for;
+    ``regulariser_columns``: their gradient norms (a flood counts only when one is above 0).
     """
 
     model: str
@@ -54,6 +57,7 @@ class CollapseWatch:
     reference_column: str
     grad_columns: tuple[str, ...] = ()
     ramp_column: str | None = None
+    regulariser_columns: tuple[str, ...] = ()
 
     @property
     def log_column(self) -> str:
@@ -72,6 +76,7 @@ class CollapseWatch:
         if train > 0.9 and reference < 0.5:
             return "full"
         if self.ramp_column is not None and _number(row.get(self.ramp_column)) >= 0.99 \
+                and any(_number(row.get(c)) > 0 for c in self.regulariser_columns) \
                 and train > FLOOD_RATIO * reference and train > FLOOD_MIN_SHARE:
             return "flooded"
         return None
@@ -92,10 +97,12 @@ def model_suffixes(columns: Sequence[str]) -> list[str]:
 
 def watch_for(suffix: str, grad_columns: tuple[str, ...] = ()) -> CollapseWatch:
     """The watch of stage 1's model (``suffix`` ``""``: against ``seed_fg``, floods watched for
-    once ``ramp`` is full) or of SCM's model ``<suffix>`` (against ``teacher_fg<suffix>``)."""
-    reference = "seed_fg" if suffix == "" else f"teacher_fg{suffix}"
-    return CollapseWatch(f"model{suffix}", f"val_empty{suffix}", f"fg_train{suffix}", reference, grad_columns,
-                         "ramp" if suffix == "" else None)
+    once ``ramp`` is full and the mCRF or VM has a gradient) or of SCM's model ``<suffix>``
+    (against ``teacher_fg<suffix>``)."""
+    if suffix == "":
+        return CollapseWatch("model", "val_empty", "fg_train", "seed_fg", grad_columns, "ramp", ("grad_crf", "grad_vm"))
+    return CollapseWatch(f"model{suffix}", f"val_empty{suffix}", f"fg_train{suffix}", f"teacher_fg{suffix}",
+                         grad_columns)
 
 
 def collapsed_rows(log: pd.DataFrame) -> np.ndarray:
