@@ -34,6 +34,7 @@ from utilities.cli import (
     nonnegative_int,
     positive_float,
     positive_int,
+    positive_unit_float,
     resume_record,
     run_options,
     unit_float,
@@ -81,7 +82,7 @@ def build_parser() -> argparse.ArgumentParser:
     remedies.add_argument("--seg_class_balance", action="store_true",
                           help="partial CE as the mean of each class's mean over its seed voxels (paper: the mean "
                                "over all seed voxels, where the foreground seeds weigh their tiny share)")
-    remedies.add_argument("--seg_balance_power", type=positive_float, default=1.0,
+    remedies.add_argument("--seg_balance_power", type=positive_unit_float, default=1.0,
                           help="with --seg_class_balance: each seed voxel of class c weighs n_c ** -power, in "
                                "(0, 1]; 1 is the class-balanced mean, smaller values lean towards the plain mean "
                                "(less over-segmentation when the foreground seeds are a tiny share)")
@@ -120,8 +121,6 @@ def check_args(args: argparse.Namespace) -> None:
     if args.seg_balance_power != 1.0 and not args.seg_class_balance:
         raise ValueError(f"--seg_balance_power {args.seg_balance_power} tempers --seg_class_balance, which is off; "
                          "add --seg_class_balance (or leave --seg_balance_power at 1)")
-    if args.seg_balance_power > 1.0:
-        raise ValueError(f"--seg_balance_power must be in (0, 1], got {args.seg_balance_power}")
     warning = rampup_warning(args.rampup_epochs, args.max_epochs, args.warmup_epochs)
     if warning and (args.weight_gatedcrf > 0 or args.weight_variance > 0):
         setup_logger(None).warning(warning)

@@ -119,3 +119,29 @@ def test_a_job_registered_while_the_runner_is_interrupted_is_stopped():
     finally:
         proc.kill()
         proc.wait()
+
+
+def test_a_child_started_as_stop_all_runs_is_stopped(tmp_path, monkeypatch):
+    """``stop_all`` (the ablation runner's Ctrl-C/SIGTERM) between a child's start and its
+    registration: ``run_logged`` stops that child itself instead of waiting on it; a child
+    started after ``stop_all`` has returned runs normally."""
+    import subprocess
+    import time
+
+    import utilities.jobs as jobs
+
+    real_popen = subprocess.Popen
+
+    def popen_then_stop_all(*args, **kwargs):
+        proc = real_popen(*args, **kwargs)
+        jobs.stop_all(grace_s=5)  # nothing registered yet: the child is not in the live set
+        return proc
+
+    monkeypatch.setattr(jobs.subprocess, "Popen", popen_then_stop_all)
+    start = time.monotonic()
+    with pytest.raises(RuntimeError, match="exited with -15"):
+        run_logged([sys.executable, "-c", "import time; time.sleep(60)"], tmp_path / "late.log", thread_env(1))
+    assert time.monotonic() - start < 30
+    monkeypatch.setattr(jobs.subprocess, "Popen", real_popen)
+    run_logged([sys.executable, "-c", "print('after')"], tmp_path / "after.log", thread_env(1))
+    assert "after" in (tmp_path / "after.log").read_text()

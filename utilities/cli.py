@@ -50,6 +50,7 @@ __all__ = [
     "positive_int",
     "nonnegative_int",
     "positive_float",
+    "positive_unit_float",
     "nonnegative_float",
     "check_spatial_shape",
     "check_sw_overlap",
@@ -171,6 +172,13 @@ def unit_float(text: str) -> float:
     value = float(text)
     if not 0.0 <= value <= 1.0:
         raise argparse.ArgumentTypeError(f"must be a number in [0, 1], got {text}")
+    return value
+
+
+def positive_unit_float(text: str) -> float:
+    value = float(text)
+    if not 0.0 < value <= 1.0:
+        raise argparse.ArgumentTypeError(f"must be a number in (0, 1], got {text}")
     return value
 
 

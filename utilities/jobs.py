@@ -22,6 +22,9 @@ __all__ = ["Job", "run_logged", "run_jobs", "thread_env", "stop", "stop_all"]
 #: Every child :func:`run_logged` has running, in any thread (what :func:`stop_all` stops).
 _LIVE: set[subprocess.Popen] = set()
 _LIVE_LOCK = threading.Lock()
+#: How many times :func:`stop_all` has run: a child that registers after a stop_all that came
+#: between its start and its registration is stopped at once (it would otherwise outlive it).
+_STOPS = 0
 
 
 def thread_env(threads: int) -> dict[str, str]:
@@ -43,9 +46,14 @@ def run_logged(command: Sequence[str], log: Path, env: Mapping[str, str], cwd: P
     with open(log, "a", encoding="utf-8") as fh:
         fh.write(f"\n$ {shlex.join(command)}\n")
         fh.flush()
+        with _LIVE_LOCK:
+            stops = _STOPS
         with subprocess.Popen(list(command), cwd=cwd, env=dict(env), stdout=fh, stderr=subprocess.STDOUT) as proc:
             with _LIVE_LOCK:
                 _LIVE.add(proc)
+                late = _STOPS != stops
+            if late:
+                stop([proc])
             try:
                 if started is not None:
                     started(proc)
@@ -186,7 +194,9 @@ def run_jobs(jobs: Sequence[Job], slots: int, env: Mapping[str, str], cwd: Path 
 def stop_all(grace_s: float = STOP_GRACE_S) -> None:
     """:func:`stop` every child :func:`run_logged` has running (from any thread): what a runner
     does on Ctrl-C or SIGTERM, which reach only its own thread."""
+    global _STOPS
     with _LIVE_LOCK:
+        _STOPS += 1
         live = list(_LIVE)
     stop(live, grace_s)
 
