@@ -33,6 +33,18 @@ STAGE1 = "train_gatedcrfloss3d22d_multiview_varianceloss.py"
 SCM = "train_SCM.py"
 
 
+def project_sources() -> list[Path]:
+    """The project's Python files: those git tracks or would track (not what ``.gitignore``
+    leaves out: the virtual environment, a user's ``ablation/`` scratch scripts); every ``.py``
+    outside ``.venv`` where the clone has no git."""
+    try:
+        out = subprocess.run(["git", "ls-files", "--cached", "--others", "--exclude-standard", "-z", "--", "*.py"],
+                             cwd=ROOT, capture_output=True, text=True, check=True).stdout
+    except (OSError, subprocess.CalledProcessError):
+        return [p for p in sorted(ROOT.rglob("*.py")) if not p.relative_to(ROOT).as_posix().startswith(".venv/")]
+    return sorted(ROOT / name for name in out.split("\0") if name and (ROOT / name).is_file())
+
+
 def load_script(relpath: str) -> ModuleType:
     """Import a script of the repository (e.g. ``data/VS/convert.py``) as a module."""
     path = ROOT / relpath

@@ -20,6 +20,7 @@ from helpers import (
     inference_args,
     load_script,
     pretrained,
+    project_sources,
     run_script,
     scm_args,
     script_env,
@@ -127,8 +128,8 @@ def test_worker_error_message_unwrapped():
 
 def test_every_script_entry_point_uses_run_main():
     # the project's own files only: the virtual environment's packages are not ours (nor always utf-8)
-    ours = [p for p in sorted(ROOT.rglob("*.py"))
-            if not p.relative_to(ROOT).as_posix().startswith((".venv/", "tests/", "benchmarks/", "experiments/"))]
+    ours = [p for p in project_sources()
+            if not p.relative_to(ROOT).as_posix().startswith(("tests/", "benchmarks/", "experiments/"))]
     scripts = [p for p in ours if re.search(r'^if __name__ == "__main__":', p.read_text(encoding="utf-8"), re.M)]
     assert len(scripts) >= 14
     offenders = [p.relative_to(ROOT).as_posix() for p in scripts
