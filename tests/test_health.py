@@ -30,14 +30,14 @@ def test_the_rule_by_hand():
 
 
 def test_a_flood_by_hand():
-    """Stage 1 with the mCRF/VM at full weight: more than 20 times the seeds' foreground and over
-    1 % of the patches is a flood; before the ramp-up ends, at 20 times or under 1 %, or with both
+    """Stage 1 with the mCRF/VM at full weight: more than 10 times the seeds' foreground and over
+    1 % of the patches is a flood; before the ramp-up ends, at 10 times or under 1 %, or with both
     regularisers off (no gradient: seeds only), it is not; SCM's watches do not look for floods."""
     rows = pd.DataFrame({"epoch": [1, 2, 3, 4, 5, 6, 7, 8],
                          "ramp": [0.5, 1.0, 1.0, 1.0, 0.99, 1.0, 1.0, 1.0],
                          "val_empty": [0] * 8,
                          "fg_train": [0.3, 0.2, 0.0201, 0.02, 0.0099, 0.19, 0.2, 0.2],
-                         "seed_fg": [0.001, 0.001, 0.001, 0.001, 0.0001, 0.01, 0.001, 0.001],
+                         "seed_fg": [0.001, 0.001, 0.002, 0.002, 0.0001, 0.02, 0.001, 0.001],
                          "grad_crf": [0.1, 0.1, 0.1, 0.1, 0.1, 0.1, 0.0, 0.0],
                          "grad_vm": [0.1, 0.1, 0.1, 0.1, 0.1, 0.1, 0.0, 0.01]})
     watch = watch_for("")

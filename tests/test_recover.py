@@ -74,7 +74,7 @@ def test_a_flood_is_recovered_with_lighter_regularisers(tiny, capsys):
     log = pd.read_csv(run / "log.csv")
     assert log["collapsed"].tolist() == [0, 1, 0] and log["recovered"].tolist() == [0, 1, 0]
     out = capsys.readouterr().out
-    assert "collapse: model has predicted more than 20 times its reference's foreground with the mCRF/VM at full " \
+    assert "collapse: model has predicted more than 10 times its reference's foreground with the mCRF/VM at full " \
            "weight (50.00% of the training patches; over-segmentation) for 1 epoch(s) (epochs 2-2)" in out
     line = next(x for x in out.splitlines() if " WARNING recover 1/2 after epoch 2: " in x)
     assert "mCRF and VM weights divided by 3 (now 0.333 and 0.0333) against the flood" in line
