@@ -73,3 +73,20 @@ def test_the_warning_names_each_change(tmp_path, caplog):
         load_resume_state(path, record("--seed", "2", "--momentum", "0.9", "--overwrite"), {"network": "U_Net2D5"})
     assert [r.getMessage() for r in caplog.records] == [
         "--resume with changed argument(s): --seed 1 -> 2; the result will differ from an uninterrupted run"]
+
+
+@pytest.mark.parametrize("broken, missing", [({"args": None}, "['args']"), ({"args": [1, 2]}, "['args']"),
+                                             ({"args": {}, "drop": "scaler"}, "['scaler']")])
+def test_a_checkpoint_without_usable_arguments_is_refused_in_one_line(tmp_path, broken, missing):
+    import torch
+
+    from utilities.checkpoints import load_resume_state
+
+    state = {"epoch": 1, "rng": [], "scaler": {}, "network": "U_Net2D5", "args": record().to_saved()} | broken
+    state.pop(state.pop("drop", "none"), None)
+    path = tmp_path / "CP_latest.pth"
+    torch.save(state, path)
+    with pytest.raises(ValueError) as err:
+        load_resume_state(path, record(), {"network": "U_Net2D5"})
+    assert one_line(err) == (f"--resume: {path} is not a resumable checkpoint of this script (no {missing}); "
+                             "start afresh with --overwrite")

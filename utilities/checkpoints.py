@@ -241,9 +241,12 @@ def load_resume_state(path: Path, record: ResumeRecord, networks: Mapping[str, s
     """
     state = load_torch(path, map_location, advice="start afresh with --overwrite")
     needed = {"epoch", "rng", "args", "scaler", *networks}
-    if not isinstance(state, dict) or not needed <= set(state):
-        raise ValueError(f"--resume: {path} is not a resumable checkpoint of this script (no "
-                         f"{sorted(needed - set(state)) if isinstance(state, dict) else 'state'}); "
+    if not isinstance(state, dict):
+        missing = "state"
+    else:  # "args" must be the arguments' mapping
+        missing = str(sorted(needed - set(state) | ({"args"} if not isinstance(state.get("args"), Mapping) else set())))
+    if missing != "[]":
+        raise ValueError(f"--resume: {path} is not a resumable checkpoint of this script (no {missing}); "
                          "start afresh with --overwrite")
     for key, name in networks.items():
         if state[key] != name:
