@@ -504,8 +504,7 @@ def _section_crf_real(bal: pd.DataFrame) -> list[str]:
                    f"{r[('contrast_down', 'min')]:.1f}–{r[('contrast_down', 'max')]:.1f} | "
                    f"{r[('noise_down', 'min')]:.1f}–{r[('noise_down', 'max')]:.1f} |")
     hard = bal.assign(ratio=bal["E_hard_eroded"] / bal["E_hard_true"]).groupby("dataset")["ratio"]
-    small = real.loc["brats_small"]
-    small_down = f"{int(small[('lesion_voxels_down', 'min')])}–{int(small[('lesion_voxels_down', 'max')])}"
+    small_down, _ = _small_lesion_ranges(bal)
     out += ["", "Both datasets have a high lesion contrast in σ_rgb units, so by the ball table their "
             "true masks should be stable. Measured on the real cases (hard masks, mCRF down-sampling "
             f"as in training), E(eroded)/E(true) is {hard.min()['vs']:.2f}–{hard.max()['vs']:.2f} on "
@@ -522,7 +521,7 @@ def _section_crf_real(bal: pd.DataFrame) -> list[str]:
 def _section_gradients(rg: pd.DataFrame, bal: pd.DataFrame, st: pd.DataFrame) -> list[str]:
     """§2: the terms' gradients at a correct soft prediction."""
     out: list[str] = []
-    g = rg.groupby(["dataset", "ramp"])[["seg", "crf", "vm", "lesion_pull_total"]].mean()
+    g = _term_norms(rg)
     seeds = bal.groupby("dataset")[["fg_seeds", "bg_seeds"]].mean()
     fg, bg = seeds["fg_seeds"], seeds["bg_seeds"]
     out += ["## 2. The terms' gradients at a correct soft prediction, realistic seeds", "",
@@ -537,7 +536,7 @@ def _section_gradients(rg: pd.DataFrame, bal: pd.DataFrame, st: pd.DataFrame) ->
         out.append(f"| {ds} | {w:g} | {_f(r['seg'])} | {_f(r['crf'])} | {_f(r['vm'])} | {_f(r['lesion_pull_total'])} |")
     pull = bal.groupby("dataset")[["lesion_pull_seg", "lesion_pull_crf", "lesion_pull_vm"]].mean()
     soft_gap = float(((bal["crf_true"] - bal["crf_empty"]).abs() / bal["crf_true"]).max())
-    ratio_norm = (g["crf"] / g["seg"]).xs(1.0, level="ramp")
+    ratio_norm = _crf_over_seg(g)
     out += ["", "Per-term pull on the lesion at ramp weight 1 (mean over cases): " + "; ".join(
         f"{ds}: seed loss {_f(pull.loc[ds, 'lesion_pull_seg'])}, mCRF {_f(pull.loc[ds, 'lesion_pull_crf'])}, "
         f"VM {_f(pull.loc[ds, 'lesion_pull_vm'])}" for ds in pull.index) + ".", "",
@@ -567,7 +566,7 @@ def _section_gradients(rg: pd.DataFrame, bal: pd.DataFrame, st: pd.DataFrame) ->
 def _section_rampup(ramp: pd.DataFrame) -> list[str]:
     """§3: the ramp-up in epochs and in SGD steps."""
     out: list[str] = []
-    demo_rows = ramp[ramp["steps_per_epoch"] < 100]
+    demo_rows = _demo_ramps(ramp)
     small_ramp = f"{demo_rows['ramp_steps'].min()}–{demo_rows['ramp_steps'].max()}"
     out += ["## 3. The ramp-up counted in epochs, in SGD steps (batch 1)", "",
             "The trainers evaluate `sigmoid_rampup(epoch, rampup_epochs)` once per epoch, so the "
@@ -595,7 +594,7 @@ def _section_saturation(sat: pd.DataFrame) -> list[str]:
     for r in sat[sat["margin"].isin([1.0, 3.0, 6.0, 12.0, 16.0])].itertuples():
         out.append(f"| {r.dataset} | {r.state} | {r.margin:g} | {_f(r.dice)} | {_f(r.ce)} | {_f(r.crf)} | {_f(r.vm)} | "
                    f"{_f(r.lesion_pull_seg)} | {_f(r.lesion_pull_crf)} | {_f(r.lesion_pull_vm)} |")
-    col = sat[(sat["state"] == "collapsed") & (sat["margin"] == 16.0)].set_index("dataset")
+    col = _collapsed_at(sat, 16.0)
     drop = {}
     for (state, term) in (("correct", "dice"), ("collapsed", "dice"), ("correct", "crf"), ("collapsed", "crf")):
         g4 = sat[(sat["state"] == state) & (sat["margin"] == 4.0)][term].to_numpy()
@@ -626,12 +625,11 @@ def _section_conclusions(bal: pd.DataFrame, st: pd.DataFrame, rg: pd.DataFrame, 
     out: list[str] = []
     small_down, small_full = _small_lesion_ranges(bal)
     sg = _settings_groups(st)
-    g = rg.groupby(["dataset", "ramp"])[["seg", "crf", "vm", "lesion_pull_total"]].mean()
-    ratio_norm = (g["crf"] / g["seg"]).xs(1.0, level="ramp")
-    demo_rows = ramp[ramp["steps_per_epoch"] < 100]
+    ratio_norm = _crf_over_seg(_term_norms(rg))
+    demo_rows = _demo_ramps(ramp)
     half_steps = f"{demo_rows['steps_to_0.5'].min()}–{demo_rows['steps_to_0.5'].max()}"
     paper_half = int(ramp[ramp["steps_per_epoch"] >= 100]["steps_to_0.5"].iloc[0])
-    col = sat[(sat["state"] == "collapsed") & (sat["margin"] == 16.0)].set_index("dataset")
+    col = _collapsed_at(sat, 16.0)
     bs = sg.xs("brats_small", level="dataset")
     out += ["## What the numbers support", "",
             f"1. **mCRF grid and kernel from the lesion size.** With lesions of {small_down} voxels on the "
@@ -678,6 +676,26 @@ def _small_lesion_ranges(bal: pd.DataFrame) -> tuple[str, str]:
             f"{int(small[('lesion_voxels_full', 'min')])}–{int(small[('lesion_voxels_full', 'max')])}")
 
 
+def _term_norms(rg: pd.DataFrame) -> pd.DataFrame:
+    """Mean gradient norm of each term and the net lesion pull, per dataset and ramp weight."""
+    return rg.groupby(["dataset", "ramp"])[["seg", "crf", "vm", "lesion_pull_total"]].mean()
+
+
+def _crf_over_seg(norms: pd.DataFrame) -> pd.Series:
+    """Per dataset, the mCRF's gradient norm over the seed loss's at full ramp-up weight."""
+    return (norms["crf"] / norms["seg"]).xs(1.0, level="ramp")
+
+
+def _demo_ramps(ramp: pd.DataFrame) -> pd.DataFrame:
+    """The ramp-up rows of demo-scale datasets (under 100 steps per epoch)."""
+    return ramp[ramp["steps_per_epoch"] < 100]
+
+
+def _collapsed_at(sat: pd.DataFrame, margin: float) -> pd.DataFrame:
+    """The saturation rows of the collapsed prediction at logit margin ``margin``, by dataset."""
+    return sat[(sat["state"] == "collapsed") & (sat["margin"] == margin)].set_index("dataset")
+
+
 def _real_cases(bal: pd.DataFrame) -> pd.DataFrame:
     return bal.groupby("dataset")[["lesion_voxels_full", "lesion_voxels_down", "contrast_down", "noise_down"]].agg(
         ["min", "max"])
@@ -686,7 +704,6 @@ def _real_cases(bal: pd.DataFrame) -> pd.DataFrame:
 def _settings_groups(st: pd.DataFrame) -> pd.DataFrame:
     return st.groupby(["dataset", "down_size", "sigma_xy", "radius"], sort=False)[["pull_crf", "net_pull_w1",
                                                                                     "eroded_over_true"]].mean()
-
 
 
 def _crossover(g: pd.DataFrame, dataset: str) -> float:
