@@ -12,7 +12,11 @@ handed to ``experiments/ablate.py``) and the ablation's outputs (``table.md``, `
 * ``stage1_recipe``: the earlier recommended recipe as a user applied it (the plan's patch, the
   mCRF grid halved in plane, ramp-up 10 % of the run per epoch, no class balance, no warm-up);
 * ``full_plan``: full supervision with the plan's flags (mCRF and VM off);
-* ``scm_plan``: SCM from two ``stage1_plan`` runs (seeds k and k + 1).
+* ``scm_plan``: SCM from two ``stage1_plan`` runs (seeds k and k + 1);
+* ``nnunet_seeds``, ``nnunet_full``: nnU-Net v2 (``experiments/nnunet_baseline.py``) on the
+  expanded seeds with its ignore label, or on the full labels, at stage 1's budget: the plan's
+  epochs × one iteration per training case (stage 1: one case per step at batch 1), at nnU-Net's
+  planned batch size.
 
 Summary (``summary.md``/``summary.csv``): per member and variant the mean Dice over training
 seeds and the failed seeds (ablate's rule: all inference predictions empty, collapse warning,
@@ -51,10 +55,12 @@ from data.family.make_family_data import (  # noqa: E402
 )
 from utilities.io import save_csv, save_text  # noqa: E402
 from utilities.plan import PlanRules, fingerprint, make_plan, write_plan  # noqa: E402
+from utilities.splits import read_split, subjects_of  # noqa: E402
 
 __all__ = ["VARIANTS", "member_config", "summarize_family", "main"]
 
-VARIANTS = ("seeds", "seeds_only_plan", "stage1_plan", "stage1_recipe", "full_plan", "scm_plan")
+VARIANTS = ("seeds", "seeds_only_plan", "stage1_plan", "stage1_recipe", "full_plan", "scm_plan",
+            "nnunet_seeds", "nnunet_full")
 
 
 def _plan_member(data: Path, rules: PlanRules, path: Path) -> dict[str, Any]:
@@ -75,6 +81,9 @@ def member_config(seed: int, data: Path, plan: dict[str, Any], seeds: Sequence[i
                "--kernel_radius": [5, 5, -1], "--momentum": 0.9, "--grad_clip": 12.0,
                "--rampup_epochs": max(1, round(0.1 * epochs))}
     regulariser_off = {"--weight_gatedcrf": 0, "--weight_variance": 0}
+    # nnU-Net at stage 1's steps: stage 1 takes one training case per step (batch 1)
+    training_cases = len(subjects_of(read_split(data / "split.csv"), "training"))
+    nnunet = {"--epochs": epochs, "--iterations_per_epoch": training_cases, "--val_iterations": 2}
     return {
         "title": f"Family member {seed} (plan.json: patch {patch}, mCRF grid {s1['--down_size']}, {epochs} epochs)",
         "dataset": {"split_file": str(data / "split.csv"), "images": str(data / FOLDERS[0]),
@@ -95,6 +104,9 @@ def member_config(seed: int, data: Path, plan: dict[str, Any], seeds: Sequence[i
             "full_plan": {"kind": "full", "label": "Full supervision, plan's flags"},
             "scm_plan": {"kind": "scm", "label": "SCM on two plan stage-1 runs", "from": ["stage1_plan", "stage1_plan"],
                          "aux_seed_offset": 1},
+            "nnunet_seeds": {"kind": "nnunet", "label": "nnU-Net v2, ignore label (expanded seeds)", "flags": nnunet},
+            "nnunet_full": {"kind": "nnunet", "label": "nnU-Net v2, full labels",
+                            "flags": {"--labels": "full"} | nnunet},
         },
         "seeds": list(seeds), "baseline": "seeds_only_plan"}
 
@@ -125,6 +137,12 @@ def summarize_family(tables: dict[int, pd.DataFrame]) -> tuple[pd.DataFrame, str
         both = wide[["stage1_plan", "scm_plan"]].dropna()
         lines.append(f"- SCM {float(both['scm_plan'].mean()):.3f} vs stage 1 {float(both['stage1_plan'].mean()):.3f} "
                      f"(mean over {len(both)} members)")
+    for nnunet in ("nnunet_seeds", "nnunet_full"):
+        if {"stage1_plan", nnunet} <= set(wide.columns):
+            both = wide[["stage1_plan", nnunet]].dropna()
+            wins = int((both["stage1_plan"] >= both[nnunet]).sum())
+            lines.append(f"- stage 1 (plan) >= `{nnunet}` in mean Dice on {wins} of {len(both)} members "
+                         f"(mean difference {float((both['stage1_plan'] - both[nnunet]).mean()):+.3f})")
     return df, "\n".join(lines)
 
 
@@ -173,6 +191,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--stage1_flags", type=_flags_json, default={},
                    help='JSON object of stage-1 flags over the plan\'s, for development rounds, e.g. '
                         '\'{"--fg_patch_fraction": 0.33}\' (null removes a flag)')
+    p.add_argument("--baseline", choices=VARIANTS, default=None,
+                   help="the variant the p-values are against (default: seeds_only_plan when it runs, else seeds)")
     p.add_argument("--jobs", type=int, default=2, help="runs side by side (one thread each)")
     p.add_argument("--device", default="cpu", choices=["auto", "cpu", "cuda"])
     p.add_argument("--title", default="Dataset family", help="heading of summary.md")
@@ -195,9 +215,9 @@ def main(argv: list[str] | None = None) -> pd.DataFrame:
         cfg_path = folder / "ablation.json"
         save_text(json.dumps(member_config(seed, data, plan, args.seeds), indent=1) + "\n", cfg_path)
         print(f"[family {seed}] {json.dumps(plan['stage1'])}", flush=True)
-        baseline = [] if "seeds_only_plan" in args.variants else ["--baseline", "seeds"]
+        baseline = args.baseline or ("seeds_only_plan" if "seeds_only_plan" in args.variants else "seeds")
         table = ablate.main(["--config", str(cfg_path), "--output_dir", str(folder), "--jobs", str(args.jobs),
-                             "--device", args.device, "--variants", *args.variants, *baseline])
+                             "--device", args.device, "--variants", *args.variants, "--baseline", baseline])
         if table is not None:
             tables[seed] = table
             df, criteria = summarize_family(tables)

@@ -1,0 +1,93 @@
+"""experiments/family.py: a member's ablation config (every variant, nnU-Net at stage 1's
+budget) is one the runner accepts and turns into commands its scripts accept, ``--baseline``
+reaches the runner, and the summary's criteria are computed from the member tables."""
+from __future__ import annotations
+
+import json
+
+import pandas as pd
+import pytest
+from helpers import load_script
+
+family = load_script("experiments/family.py")
+ablate = load_script("experiments/ablate.py")
+
+
+def _member(tmp_path, n_train=5, n_val=2, n_inf=3):
+    data = tmp_path / "data"
+    for sub in ("image", "label", "annotation_7points"):
+        (data / sub).mkdir(parents=True)
+    rows = ([f"c{i},training" for i in range(n_train)] + [f"v{i},validation" for i in range(n_val)]
+            + [f"i{i},inference" for i in range(n_inf)])
+    (data / "split.csv").write_text("\n".join(rows) + "\n", encoding="utf-8")
+    plan = {"stage1": {"--network": "U_Net2D5", "--spatial_shape": [32, 32, 16], "--down_size": [32, 32, 16],
+                       "--kernel_radius": [2, 2, -1], "--seg_class_balance": True, "--momentum": 0.9,
+                       "--grad_clip": 12.0, "--max_epochs": 7, "--rampup_epochs": 2, "--rampup_unit": "step"},
+            "scm": {"--network1": "U_Net2D5", "--network2": "AttU_Net", "--spatial_shape": [32, 32, 16],
+                    "--max_epochs": 3, "--iterative_epochs": 1}}
+    return data, plan
+
+
+def test_member_config_gives_nnunet_stage1s_steps_and_the_runner_accepts_it(tmp_path):
+    data, plan = _member(tmp_path, n_train=5)
+    cfg = family.member_config(113, data, plan, [0, 1])
+    assert set(cfg["variants"]) == set(family.VARIANTS)
+    for name in ("nnunet_seeds", "nnunet_full"):
+        flags = cfg["variants"][name]["flags"]
+        # stage 1: 7 epochs x 5 training cases at batch 1 = 35 steps; nnU-Net: 7 x 5 iterations
+        assert flags["--epochs"] == 7 and flags["--iterations_per_epoch"] == 5
+    assert cfg["variants"]["nnunet_full"]["flags"]["--labels"] == "full"
+    assert "--labels" not in cfg["variants"]["nnunet_seeds"]["flags"]
+
+    path = tmp_path / "ablation.json"
+    path.write_text(json.dumps(cfg), encoding="utf-8")
+    loaded = ablate.load_config(path)
+    runs = ablate.plan_runs(loaded, tmp_path / "out", (0, 1), list(family.VARIANTS), "cpu", "python")
+    nn = [r for r in runs if r.variant.kind == "nnunet"]
+    assert len(nn) == 4
+    ablate.check_flags([r.train for r in runs if r.train], path)   # every script accepts its flags
+    args = ablate._script_parser("nnunet_baseline.py").parse_args(nn[0].train[2:])
+    assert (args.epochs, args.iterations_per_epoch, args.labels) == (7, 5, "seeds")
+    stage1 = next(r for r in runs if r.variant.name == "stage1_plan")
+    assert ablate.run_budget(stage1, 5).startswith("35 (7 × 5), batch 1")
+
+
+def test_baseline_flag_reaches_the_runner(tmp_path, monkeypatch):
+    seen = {}
+
+    def fake_main(argv):
+        seen["argv"] = argv
+        return _table({"stage1_plan": 0.7})
+
+    monkeypatch.setattr(family.ablate, "main", fake_main)
+    monkeypatch.setattr(family, "generate_member", lambda member, out: None)
+    plan = _member(tmp_path / "plan")[1]
+    monkeypatch.setattr(family, "_plan_member", lambda data, rules, path: plan)
+    (tmp_path / "f113" / "data").mkdir(parents=True)
+    (tmp_path / "f113" / "data" / "member.json").write_text("{}", encoding="utf-8")
+    (tmp_path / "f113" / "data" / "split.csv").write_text("a,training\nb,inference\n", encoding="utf-8")
+    family.main(["--family_seeds", "113", "--output_dir", str(tmp_path), "--variants", "stage1_plan",
+                 "nnunet_seeds", "--baseline", "stage1_plan"])
+    argv = seen["argv"]
+    assert argv[argv.index("--baseline") + 1] == "stage1_plan"
+    family.main(["--family_seeds", "113", "--output_dir", str(tmp_path), "--variants", "seeds_only_plan",
+                 "stage1_plan"])
+    assert seen["argv"][seen["argv"].index("--baseline") + 1] == "seeds_only_plan"
+    with pytest.raises(SystemExit):
+        family.main(["--family_seeds", "113", "--output_dir", str(tmp_path), "--baseline", "nope"])
+
+
+def _table(values: dict[str, float]) -> pd.DataFrame:
+    return pd.DataFrame([{"variant": v, "seeds": 3, "dice_mean": d, "dice_std": 0.01, "collapsed": 0,
+                          "collapsed_epochs": "0/0/0"} for v, d in values.items()])
+
+
+def test_summary_compares_stage1_with_nnunet_per_member():
+    tables = {113: _table({"stage1_plan": 0.70, "nnunet_seeds": 0.60, "nnunet_full": 0.80}),
+              114: _table({"stage1_plan": 0.50, "nnunet_seeds": 0.55, "nnunet_full": 0.90})}
+    df, criteria = family.summarize_family(tables)
+    assert len(df) == 6
+    # 113: 0.70 >= 0.60, 114: 0.50 < 0.55; differences +0.10 and -0.05 -> mean +0.025
+    assert "`nnunet_seeds` in mean Dice on 1 of 2 members (mean difference +0.025)" in criteria
+    # differences -0.10 and -0.40 -> mean -0.250, no win
+    assert "`nnunet_full` in mean Dice on 0 of 2 members (mean difference -0.250)" in criteria
