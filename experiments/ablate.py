@@ -461,7 +461,9 @@ def _changes(old: Sequence[str], new: Sequence[str]) -> str:
 
 def check_flags(commands: Sequence[Sequence[str]], cfg_path: Path) -> None:
     """Parse every command's flags with its script's own parser before anything runs (a typo in
-    a config would otherwise surface after hours of training).
+    a config would otherwise surface after hours of training). Flags must be spelled out: an
+    abbreviation that argparse would expand (``--max_epoch``) escapes the runner's own checks
+    (the base/variant merge and the flags it sets itself), so it is refused.
 
     Raises:
         ValueError: one line naming the script and argparse's complaint.
@@ -477,6 +479,7 @@ def check_flags(commands: Sequence[Sequence[str]], cfg_path: Path) -> None:
             continue
         seen.add(key)
         parser = _script_parser(name)
+        parser.allow_abbrev = False
         err = io.StringIO()
         try:
             with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
@@ -486,7 +489,7 @@ def check_flags(commands: Sequence[Sequence[str]], cfg_path: Path) -> None:
                 lines = [line for line in err.getvalue().splitlines() if line.strip()]
                 reason = lines[-1].split("error:", 1)[-1].strip() if lines else f"exit status {e.code}"
                 raise ValueError(f"config {cfg_path}: {name} refuses the flags it would be given ({reason}); "
-                                 "fix the flags in base or the variant") from None
+                                 "fix the flags in base or the variant (spelled out in full)") from None
 
 
 @functools.cache

@@ -91,3 +91,15 @@ def test_summary_compares_stage1_with_nnunet_per_member():
     assert "`nnunet_seeds` in mean Dice on 1 of 2 members (mean difference +0.025)" in criteria
     # differences -0.10 and -0.40 -> mean -0.250, no win
     assert "`nnunet_full` in mean Dice on 0 of 2 members (mean difference -0.250)" in criteria
+
+
+@pytest.mark.parametrize("config", sorted((ablate.ROOT / "experiments" / "configs").glob("*.json")),
+                         ids=lambda p: p.name)
+def test_shipped_configs_give_commands_their_scripts_accept(config, tmp_path):
+    """Every config under experiments/configs/ loads, and every command it gives (all variants,
+    its seeds) passes the scripts' own parsers: a flag renamed in a script breaks this test,
+    not a user's hour-long ablation."""
+    cfg = ablate.load_config(config)
+    runs = ablate.plan_runs(cfg, tmp_path, cfg.seeds, list(cfg.variants), "cpu", "python")
+    assert {r.variant.name for r in runs} == set(cfg.variants)
+    ablate.check_flags(ablate._all_commands(cfg, runs, "cpu", "python"), config)
