@@ -635,8 +635,13 @@ def _finished(run: Run) -> bool:
 
 def run_ablation(cfg: Config, output_dir: Path, seeds: Sequence[int] | None = None,
                  variants: Sequence[str] | None = None, device: str = "auto", threads: int = 1, jobs: int = 1,
-                 dry_run: bool = False, python: str = sys.executable) -> pd.DataFrame | None:
+                 dry_run: bool = False, python: str = sys.executable,
+                 finished_only: bool = False) -> pd.DataFrame | None:
     """Run (or, with ``dry_run``, print) the whole ablation; returns the table (None on a dry run).
+
+    With ``finished_only`` nothing runs: the interim table of the runs finished so far is written
+    as ``table_finished.md`` (and ``.csv``, ``per_case_finished.csv``, ...), naming the runs
+    still missing; the table of the whole ablation is never written from part of it.
 
     Training runs as subprocesses (``python <script> <flags>``, ``OMP_NUM_THREADS=threads``);
     with ``jobs == 1`` inference and scoring call the scripts' ``main`` with the same arguments
@@ -662,6 +667,8 @@ def run_ablation(cfg: Config, output_dir: Path, seeds: Sequence[int] | None = No
     if dry_run:
         _print_plan(cfg, runs, stage0, seeds_dir, device, python)
         return None
+    if finished_only:
+        return _finished_table(cfg, runs, names, output_dir)
 
     _check_dataset(cfg, python, env)
     output_dir.mkdir(parents=True, exist_ok=True)
@@ -675,6 +682,24 @@ def run_ablation(cfg: Config, output_dir: Path, seeds: Sequence[int] | None = No
         raise RuntimeError(f"{len(failures)} run(s) failed, no table written: " + " | ".join(failures))
     table, per_case = summarize(cfg, [r for r in runs if r.in_table], names)
     write_outputs(cfg, table, per_case, output_dir)
+    return table
+
+
+def _finished_table(cfg: Config, runs: Sequence[Run], names: Sequence[str], output_dir: Path) -> pd.DataFrame:
+    """``--finished_only``: the table of the finished runs, with the missing ones named."""
+    wanted = [r for r in runs if r.in_table]
+    done = [r for r in wanted if _finished(r)]
+    missing = [r.key for r in wanted if r not in done]
+    shown = [n for n in names if any(r.variant.name == n for r in done)]
+    if cfg.baseline not in shown:
+        raise ValueError(f"--finished_only: no run of the baseline {cfg.baseline!r} has finished in {output_dir}; "
+                         "run the ablation first (or choose another --baseline)")
+    table, per_case = summarize(cfg, done, shown)
+    note = (f"Interim table: {len(done)} of {len(wanted)} runs finished; not finished: "
+            + ("; ".join(missing) if missing else "none") + ".")
+    write_outputs(cfg, table, per_case, output_dir, suffix="_finished", note=note)
+    if missing:
+        print(f"{len(missing)} run(s) not finished and not in the table: " + "; ".join(missing), file=sys.stderr)
     return table
 
 
@@ -898,8 +923,8 @@ def _pm(mean: float, std: float, digits: int) -> str:
     return f"{mean:.{digits}f}" + ("" if np.isnan(std) else f" ± {std:.{digits}f}")
 
 
-def table_markdown(cfg: Config, table: pd.DataFrame) -> str:
-    lines = [f"# {cfg.title}", "",
+def table_markdown(cfg: Config, table: pd.DataFrame, note: str = "") -> str:
+    lines = [f"# {cfg.title}", "", *([note, ""] if note else []),
              f"Inference cases of `{cfg.dataset['split_file'].name}`; mean ± std (ddof 1) over training seeds of the "
              "per-seed mean over the cases; *failed*: seeds whose every inference prediction is empty, whose "
              "collapse warning fired (unless `--on_collapse recover` brought the run back: best checkpoint after "
@@ -920,18 +945,21 @@ def table_markdown(cfg: Config, table: pd.DataFrame) -> str:
     return "\n".join(lines) + "\n"
 
 
-def write_outputs(cfg: Config, table: pd.DataFrame, per_case: pd.DataFrame, output_dir: Path) -> None:
+def write_outputs(cfg: Config, table: pd.DataFrame, per_case: pd.DataFrame, output_dir: Path, suffix: str = "",
+                  note: str = "") -> None:
+    """``table{suffix}.md`` (with ``note`` under its title), ``table{suffix}.csv``,
+    ``per_case{suffix}.csv``, ``health{suffix}.csv`` and ``boxplot{suffix}.png``."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    save_csv(table, output_dir / "table.csv")
-    save_csv(per_case, output_dir / "per_case.csv")
+    save_csv(table, output_dir / f"table{suffix}.csv")
+    save_csv(per_case, output_dir / f"per_case{suffix}.csv")
     if "health" in table.attrs:
-        save_csv(table.attrs["health"], output_dir / "health.csv")
-    markdown = table_markdown(cfg, table)
-    save_text(markdown, output_dir / "table.md")
+        save_csv(table.attrs["health"], output_dir / f"health{suffix}.csv")
+    markdown = table_markdown(cfg, table, note)
+    save_text(markdown, output_dir / f"table{suffix}.md")
     names = table["variant"].tolist()
     fig, ax = plt.subplots(figsize=(1.6 + 1.3 * len(names), 4.2))
     case_mean = per_case.groupby(["variant", "subject"])["dice"].mean()
@@ -945,10 +973,11 @@ def write_outputs(cfg: Config, table: pd.DataFrame, per_case: pd.DataFrame, outp
     ax.set(ylabel="Dice (per case, averaged over seeds)", title=cfg.title, ylim=(0, 1))
     ax.legend(fontsize=8, loc="lower right")
     fig.tight_layout()
-    with atomic_path(output_dir / "boxplot.png") as tmp:
+    with atomic_path(output_dir / f"boxplot{suffix}.png") as tmp:
         fig.savefig(tmp, format="png", dpi=90)
     plt.close(fig)
-    print("\n" + markdown + f"\nwritten {output_dir / 'table.md'}, table.csv, per_case.csv, boxplot.png")
+    print("\n" + markdown + f"\nwritten {output_dir / f'table{suffix}.md'}, table{suffix}.csv, "
+          f"per_case{suffix}.csv, boxplot{suffix}.png")
 
 
 # --------------------------------------------------------------------------------------------
@@ -970,6 +999,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--baseline", default=None,
                    help="the variant the p-values are against, overriding the config's (e.g. seeds)")
     p.add_argument("--dry_run", action="store_true", help="print the commands, run nothing")
+    p.add_argument("--finished_only", action="store_true",
+                   help="run nothing: write the interim table of the runs finished so far (table_finished.md, "
+                        "...), naming the missing ones")
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"], help="passed to every script")
     p.add_argument("--threads", type=int, default=1, help="CPU threads per run (OMP_NUM_THREADS)")
     p.add_argument("--jobs", type=int, default=1, help="runs side by side (each with --threads threads)")
@@ -988,7 +1020,7 @@ def main(argv: list[str] | None = None) -> pd.DataFrame | None:
     if args.seeds is not None and (not args.seeds or len(set(args.seeds)) != len(args.seeds)):
         raise ValueError(f"--seeds must be distinct integers, got {args.seeds}")
     return run_ablation(cfg, output_dir, args.seeds, args.variants, args.device, args.threads, args.jobs,
-                        args.dry_run)
+                        args.dry_run, finished_only=args.finished_only)
 
 
 def run(argv: list[str] | None = None) -> int:

@@ -148,6 +148,30 @@ def test_second_run_skips_and_a_partial_run_resumes(tiny, capsys):
     pd.testing.assert_frame_equal(pd.read_csv(out / "table.csv"), before)
 
 
+def test_finished_only_tables_the_finished_runs_and_runs_nothing(tiny, capsys):
+    """--finished_only with a seed that never ran: the interim table holds the finished runs,
+    names the missing one, runs nothing and leaves the complete table alone."""
+    _, cfg_path, out, _ = tiny
+    before = pd.read_csv(out / "table.csv")
+    logs = {p: p.stat().st_size for p in out.glob("runs/*/*/ablate_log.txt")}
+    capsys.readouterr()
+    table = ablate.main(["--config", str(cfg_path), "--output_dir", str(out), "--device", "cpu", "--seeds", "0,1,2",
+                         "--finished_only"])
+    err = capsys.readouterr().err
+    assert "1 run(s) not finished and not in the table: variant=seeds_only seed=2" in err
+    assert not (out / "runs" / "seeds_only" / "seed2").exists()                      # nothing ran
+    assert {p: p.stat().st_size for p in out.glob("runs/*/*/ablate_log.txt")} == logs
+    pd.testing.assert_frame_equal(pd.read_csv(out / "table.csv"), before)          # untouched
+    written = pd.read_csv(out / "table_finished.csv")
+    pd.testing.assert_frame_equal(written, before)   # the same two seeds finished: the same numbers
+    assert table["seeds"].tolist() == [1, 2]
+    md = (out / "table_finished.md").read_text()
+    assert "Interim table: 3 of 4 runs finished; not finished: variant=seeds_only seed=2." in md
+    assert (out / "boxplot_finished.png").is_file() and (out / "per_case_finished.csv").is_file()
+    with pytest.raises(ValueError, match="--finished_only: no run of the baseline 'seeds_only' has finished"):
+        ablate.main(["--config", str(cfg_path), "--output_dir", str(out), "--seeds", "7", "--finished_only"])
+
+
 def test_train_mode(tmp_path):
     assert ablate.train_mode(tmp_path / "none") is None
     (tmp_path / "U_Net2D5" / "models").mkdir(parents=True)
