@@ -110,21 +110,17 @@ def test_a_flag_typo_is_refused_before_any_training(setup, capsys):
                                  "(spelled out in full)"]
     assert not log.exists()  # nothing ran, not even stage 0
     cfg["base"]["inference"] = {}
-    cfg["base"]["stage1"]["--lerning_rate"] = 0.1
-    path.write_text(json.dumps(cfg))
-    with pytest.raises(ValueError, match=r"train_gatedcrfloss3d22d_multiview_varianceloss.py refuses the flags "
-                                         r"it would be given \(unrecognized arguments: --lerning_rate 0.1\)"):
-        ablate.run_ablation(ablate.load_config(path), root / "out", device="cpu", python=str(fake))
-    assert not log.exists()
-    # an abbreviation argparse would expand: the base's --max_epochs and the variant's --max_epoch
-    # would both reach the script, and the later one would win unseen
-    del cfg["base"]["stage1"]["--lerning_rate"]
-    cfg["base"]["stage1"]["--max_epoch"] = 3
-    path.write_text(json.dumps(cfg))
-    with pytest.raises(ValueError, match=r"refuses the flags it would be given \(unrecognized arguments: "
-                                         r"--max_epoch 3\); fix the flags in base or the variant \(spelled out"):
-        ablate.run_ablation(ablate.load_config(path), root / "out", device="cpu", python=str(fake))
-    assert not log.exists()
+    stage1 = dict(cfg["base"]["stage1"])
+    # a misspelt flag, and an abbreviation argparse would expand: the base's --max_epochs and a
+    # variant's --max_epoch would both reach the script, and the later one would win unseen
+    for typo, value in (("--lerning_rate", 0.1), ("--max_epoch", 3)):
+        cfg["base"]["stage1"] = stage1 | {typo: value}
+        path.write_text(json.dumps(cfg))
+        with pytest.raises(ValueError, match=r"train_gatedcrfloss3d22d_multiview_varianceloss.py refuses the flags "
+                                             rf"it would be given \(unrecognized arguments: {typo} {value}\); fix "
+                                             r"the flags in base or the variant \(spelled out in full\)"):
+            ablate.run_ablation(ablate.load_config(path), root / "out", device="cpu", python=str(fake))
+        assert not log.exists()
 
 
 def test_an_argparse_exit_in_process_becomes_an_error(tmp_path):
