@@ -998,8 +998,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--variants", nargs="+", default=None, help="run only these variants (and what SCM needs)")
     p.add_argument("--baseline", default=None,
                    help="the variant the p-values are against, overriding the config's (e.g. seeds)")
-    p.add_argument("--dry_run", action="store_true", help="print the commands, run nothing")
-    p.add_argument("--finished_only", action="store_true",
+    nothing = p.add_mutually_exclusive_group()
+    nothing.add_argument("--dry_run", action="store_true", help="print the commands, run nothing")
+    nothing.add_argument("--finished_only", action="store_true",
                    help="run nothing: write the interim table of the runs finished so far (table_finished.md, "
                         "...), naming the missing ones")
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"], help="passed to every script")

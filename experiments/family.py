@@ -55,7 +55,6 @@ from data.family.make_family_data import (  # noqa: E402
 )
 from utilities.io import save_csv, save_text  # noqa: E402
 from utilities.plan import PlanRules, fingerprint, make_plan, write_plan  # noqa: E402
-from utilities.splits import read_split, subjects_of  # noqa: E402
 
 __all__ = ["VARIANTS", "member_config", "summarize_family", "main"]
 
@@ -81,9 +80,10 @@ def member_config(seed: int, data: Path, plan: dict[str, Any], seeds: Sequence[i
                "--kernel_radius": [5, 5, -1], "--momentum": 0.9, "--grad_clip": 12.0,
                "--rampup_epochs": max(1, round(0.1 * epochs))}
     regulariser_off = {"--weight_gatedcrf": 0, "--weight_variance": 0}
-    # nnU-Net at stage 1's steps: stage 1 takes one training case per step (batch 1)
-    training_cases = len(subjects_of(read_split(data / "split.csv"), "training"))
-    nnunet = {"--epochs": epochs, "--iterations_per_epoch": training_cases, "--val_iterations": 2}
+    # nnU-Net at stage 1's steps: stage 1 takes one training case per step (batch 1), over the
+    # training cases the plan counted when it chose the epochs
+    nnunet = {"--epochs": epochs, "--iterations_per_epoch": int(plan["fingerprint"]["training_cases"]),
+              "--val_iterations": 2}
     return {
         "title": f"Family member {seed} (plan.json: patch {patch}, mCRF grid {s1['--down_size']}, {epochs} epochs)",
         "dataset": {"split_file": str(data / "split.csv"), "images": str(data / FOLDERS[0]),
@@ -111,6 +111,17 @@ def member_config(seed: int, data: Path, plan: dict[str, Any], seeds: Sequence[i
         "seeds": list(seeds), "baseline": "seeds_only_plan"}
 
 
+def _stage1_against(wide: pd.DataFrame, other: str, shown: str) -> list[str]:
+    """The criterion line "stage 1 (plan) >= <shown>" over the members where both ran (none
+    when either variant is absent)."""
+    if not {"stage1_plan", other} <= set(wide.columns):
+        return []
+    both = wide[["stage1_plan", other]].dropna()
+    wins = int((both["stage1_plan"] >= both[other]).sum())
+    return [f"- stage 1 (plan) >= {shown} in mean Dice on {wins} of {len(both)} members "
+            f"(mean difference {float((both['stage1_plan'] - both[other]).mean()):+.3f})"]
+
+
 def summarize_family(tables: dict[int, pd.DataFrame]) -> tuple[pd.DataFrame, str]:
     """One row per (member, variant) and the criteria of issue 20 as text lines."""
     rows = []
@@ -125,11 +136,7 @@ def summarize_family(tables: dict[int, pd.DataFrame]) -> tuple[pd.DataFrame, str
     for variant, n in failed.items():
         runs = int(df[df["variant"] == variant]["seeds"].sum())
         lines.append(f"- `{variant}`: {int(n)} failed run(s) of {runs}")
-    if {"stage1_plan", "seeds_only_plan"} <= set(wide.columns):
-        both = wide[["stage1_plan", "seeds_only_plan"]].dropna()
-        wins = int((both["stage1_plan"] >= both["seeds_only_plan"]).sum())
-        lines.append(f"- stage 1 (plan) >= seeds-only (same optimiser) in mean Dice on {wins} of {len(both)} members "
-                     f"(mean difference {float((both['stage1_plan'] - both['seeds_only_plan']).mean()):+.3f})")
+    lines += _stage1_against(wide, "seeds_only_plan", "seeds-only (same optimiser)")
     if {"stage1_plan", "full_plan"} <= set(wide.columns):
         ratio = (wide["stage1_plan"] / wide["full_plan"]).dropna()
         lines.append(f"- stage 1 / full supervision: median {float(ratio.median()):.3f} over {len(ratio)} members")
@@ -138,11 +145,7 @@ def summarize_family(tables: dict[int, pd.DataFrame]) -> tuple[pd.DataFrame, str
         lines.append(f"- SCM {float(both['scm_plan'].mean()):.3f} vs stage 1 {float(both['stage1_plan'].mean()):.3f} "
                      f"(mean over {len(both)} members)")
     for nnunet in ("nnunet_seeds", "nnunet_full"):
-        if {"stage1_plan", nnunet} <= set(wide.columns):
-            both = wide[["stage1_plan", nnunet]].dropna()
-            wins = int((both["stage1_plan"] >= both[nnunet]).sum())
-            lines.append(f"- stage 1 (plan) >= `{nnunet}` in mean Dice on {wins} of {len(both)} members "
-                         f"(mean difference {float((both['stage1_plan'] - both[nnunet]).mean()):+.3f})")
+        lines += _stage1_against(wide, nnunet, f"`{nnunet}`")
     return df, "\n".join(lines)
 
 

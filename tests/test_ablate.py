@@ -170,6 +170,8 @@ def test_finished_only_tables_the_finished_runs_and_runs_nothing(tiny, capsys):
     assert (out / "boxplot_finished.png").is_file() and (out / "per_case_finished.csv").is_file()
     with pytest.raises(ValueError, match="--finished_only: no run of the baseline 'seeds_only' has finished"):
         ablate.main(["--config", str(cfg_path), "--output_dir", str(out), "--seeds", "7", "--finished_only"])
+    with pytest.raises(SystemExit):   # argparse: not allowed with --dry_run
+        ablate.main(["--config", str(cfg_path), "--output_dir", str(out), "--dry_run", "--finished_only"])
 
 
 def test_train_mode(tmp_path):

@@ -24,7 +24,8 @@ def _member(tmp_path, n_train=5, n_val=2, n_inf=3):
                        "--kernel_radius": [2, 2, -1], "--seg_class_balance": True, "--momentum": 0.9,
                        "--grad_clip": 12.0, "--max_epochs": 7, "--rampup_epochs": 2, "--rampup_unit": "step"},
             "scm": {"--network1": "U_Net2D5", "--network2": "AttU_Net", "--spatial_shape": [32, 32, 16],
-                    "--max_epochs": 3, "--iterative_epochs": 1}}
+                    "--max_epochs": 3, "--iterative_epochs": 1},
+            "fingerprint": {"training_cases": n_train}}
     return data, plan
 
 
