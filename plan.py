@@ -1,14 +1,19 @@
-"""Plan a PA-Seg run from the data: read the training cases' fingerprint, write plan.json and
-print the stage-1, SCM and inference command lines.
+"""Plan a PA-Seg run from the data: read the fingerprint of the cases that train, write plan.json
+and print every command that follows, in the order they run, for the data it read: stage 0 (when
+the expanded seeds are not there yet), both stage-1 networks, SCM, folder prediction and (with
+labels) scoring.
 
 The rules are in :mod:`utilities.plan`; the trainers read the plan with ``--plan plan.json``
-(flags given on their command line override it). Only the training cases of the split are read.
+(flags given on their command line override it; a switch it turns on is turned off with
+``--no_<switch>``). The printed commands carry every data flag given here and run as printed;
+they write under ``--work_dir``. Without ``--path_labels`` (points only) checkpoints are selected
+by ``seed_dice``; with fewer than 5 training + validation cases every case trains.
 
 Example::
 
-    python plan.py --dataset_split ./splits/split_BraTS.csv --path_images ./data/BraTS/image/ \\
-        --image_postfix Flair --path_anno_7points ./data/BraTS/annotation_7points/ \\
-        --path_geodesic_labels ./data/BraTS/geodesic/weight0.5_threshold0.2/geodesic_label/ --output plan.json
+    python plan.py --dataset_split ./splits/my_split.csv --path_images ./data/MY/image/ \\
+        --image_postfix T2 --path_anno_7points ./data/MY/annotation_7points/ --work_dir ./my_run/ \\
+        --output ./my_run/plan.json
 """
 from __future__ import annotations
 
@@ -20,23 +25,43 @@ from pathlib import Path
 from typing import Any
 
 from utilities.cli import nonnegative_int, positive_int
-from utilities.plan import STAGE1_SCRIPT, PlanRules, fingerprint, flag_args, make_plan, write_plan
+from utilities.grid import missing_files
+from utilities.plan import (
+    STAGE0_POSTFIX,
+    DataPaths,
+    PlanRules,
+    Workspace,
+    fingerprint,
+    flag_args,
+    make_plan,
+    pipeline_commands,
+    stage0_phases,
+    write_plan,
+)
+from utilities.splits import Split
 
-__all__ = ["build_parser", "commands", "main"]
+__all__ = ["build_parser", "main"]
 
 
 def build_parser() -> argparse.ArgumentParser:
     rules = PlanRules()
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("--dataset_split", required=True, help="CSV of 'subject,phase' rows (training cases are read)")
-    p.add_argument("--path_images", required=True, help="image folder")
+    p.add_argument("--dataset_split", required=True, help="CSV of 'subject,phase' rows (the cases that train are read)")
+    p.add_argument("--path_images", required=True, help="image folder (.nii.gz .nii .nrrd .nhdr .mha .mhd)")
     p.add_argument("--image_postfix", default="T2", help="image file postfix")
     p.add_argument("--path_anno_7points", required=True, help="folder of the 7-point annotations")
     p.add_argument("--anno_7points_postfix", default="7points", help="annotation file postfix")
+    p.add_argument("--path_labels", default=None,
+                   help="folder of full labels, if any: checkpoints are then selected by Dice on the validation "
+                        "cases and the predictions scored (default: points only)")
+    p.add_argument("--label_postfix", default="Label", help="full label file postfix")
     p.add_argument("--path_geodesic_labels", default=None,
-                   help="folder of the expanded seeds (stage 0), for the seeds' foreground share (optional)")
-    p.add_argument("--geodesic_label_postfix", default="GeodesicLabel", help="expanded-seed label postfix")
+                   help="folder of the expanded seeds (stage 0), if already made (default: the printed stage-0 "
+                        "command writes them under --work_dir)")
+    p.add_argument("--geodesic_label_postfix", default=STAGE0_POSTFIX, help="expanded-seed label postfix")
+    p.add_argument("--work_dir", default=".",
+                   help="folder the printed commands write into: geodesic/, models/, predictions/")
     p.add_argument("--output", default="plan.json", help="where to write the plan")
     p.add_argument("--overwrite", action="store_true", help="replace an existing --output")
     p.add_argument("--target_steps", type=positive_int, default=rules.target_steps,
@@ -46,27 +71,39 @@ def build_parser() -> argparse.ArgumentParser:
                    help="largest patch (voxels); lower it for a small GPU or a CPU")
     p.add_argument("--min_crf_voxels", type=nonnegative_int, default=int(rules.min_crf_voxels),
                    help="a typical lesion keeps at least this many voxels on the mCRF grid")
+    p.add_argument("--min_cases_for_validation", type=nonnegative_int, default=rules.min_cases_for_validation,
+                   help="with fewer training + validation cases, every case trains (--train_on_all_cases)")
     return p
 
 
-def commands(args: argparse.Namespace, plan_path: Path, plan: dict[str, Any]) -> dict[str, str]:
-    """The command lines the plan is used with (data flags as given to plan.py)."""
-    data = ["--dataset_split", args.dataset_split, "--path_images", args.path_images,
-            "--image_postfix", args.image_postfix]
-    seeds = (["--path_geodesic_labels", args.path_geodesic_labels, "--geodesic_label_postfix",
-              args.geodesic_label_postfix] if args.path_geodesic_labels else [])
-    inference = plan["inference"]
-    plan = ["--plan", str(plan_path)]
-    return {
-        "stage1": shlex.join(["python", STAGE1_SCRIPT, *plan, *data, *seeds, "--model_dir", "./models/stage1_m1/"]),
-        "stage1_aux": shlex.join(["python", STAGE1_SCRIPT, *plan, "--network", "AttU_Net", *data, *seeds,
-                                  "--model_dir", "./models/stage1_m2/"]),
-        "scm": shlex.join(["python", "train_SCM.py", *plan, *data, *seeds,
-                           "--pretrained_model1_dir", "./models/stage1_m1/", "--pretrained_model2_dir",
-                           "./models/stage1_m2/", "--model_dir", "./models/scm/"]),
-        "inference": shlex.join(["python", "inference.py", *flag_args(inference), *data, "--model_dir", "./models/scm/",
-                                 "--epoch_inf", "best_model1"]),
-    }
+def _seeds(split: Split, paths: DataPaths, work: Workspace) -> tuple[tuple[str, str] | None, list[str | None]]:
+    """The expanded seeds the plan reads (``None``: not made yet) and the phases of the stage-0
+    commands to print (none when the seeds are there)."""
+    if paths.path_geodesic_labels is not None:
+        return (paths.path_geodesic_labels, paths.geodesic_label_postfix), []
+    phases = ("training", "validation")
+    needed = split.subjects(phases[0]) + split.subjects(phases[1])
+    if needed and not missing_files(needed, work.seeds(), STAGE0_POSTFIX, "expanded seeds"):
+        return (str(work.seeds()), STAGE0_POSTFIX), []
+    return None, stage0_phases(split, paths)
+
+
+def _print(plan: dict[str, Any], output: Path) -> None:
+    print("fingerprint (the cases that train):")
+    for key, value in plan["fingerprint"].items():
+        print(f"  {key}: {json.dumps(value)}")
+    print("stage 1 flags:")
+    for key, value in plan["stage1"].items():
+        reason = plan["why"].get(key)
+        print(f"  {shlex.join(flag_args({key: value}))}" + (f"    # {reason}" if reason else ""))
+    for warning in plan["warnings"]:
+        print(f"warning: {warning}", file=sys.stderr)
+    print("commands, in the order they run:")
+    for name, line in plan["commands"].items():
+        print(f"  [{name}] {line}")
+    if "score" not in plan["commands"]:
+        print("  (no scoring command: no --path_labels given)")
+    print(f"written {output}")
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
@@ -75,23 +112,20 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     if output.exists() and not args.overwrite:
         raise FileExistsError(f"--output {output} exists; pass --overwrite to replace it or choose another --output")
     rules = PlanRules(target_steps=args.target_steps, min_epochs=args.min_epochs,
-                      max_patch_voxels=args.max_patch_voxels, min_crf_voxels=float(args.min_crf_voxels))
-    fp = fingerprint(args.dataset_split, args.path_images, args.image_postfix, args.path_anno_7points,
-                     args.anno_7points_postfix, args.path_geodesic_labels, args.geodesic_label_postfix)
+                      max_patch_voxels=args.max_patch_voxels, min_crf_voxels=float(args.min_crf_voxels),
+                      min_cases_for_validation=args.min_cases_for_validation)
+    paths = DataPaths(args.dataset_split, args.path_images, args.image_postfix, args.path_anno_7points,
+                      args.anno_7points_postfix, args.path_labels, args.label_postfix, args.path_geodesic_labels,
+                      args.geodesic_label_postfix)
+    split = Split.read(args.dataset_split)
+    work = Workspace(Path(args.work_dir))
+    seeds, stage0 = _seeds(split, paths, work)
+    fp = fingerprint(split, args.path_images, args.image_postfix, args.path_anno_7points, args.anno_7points_postfix,
+                     *(seeds or (None,)), rules=rules)
     plan = make_plan(fp, rules)
-    plan["commands"] = commands(args, output, plan)
+    plan["commands"] = pipeline_commands(paths, work, output, plan, stage0)
     write_plan(plan, output)
-    print("fingerprint (training cases):")
-    for key, value in plan["fingerprint"].items():
-        print(f"  {key}: {json.dumps(value)}")
-    print("stage 1 flags:")
-    for key, value in plan["stage1"].items():
-        reason = plan["why"].get(key)
-        print(f"  {shlex.join(flag_args({key: value}))}" + (f"    # {reason}" if reason else ""))
-    print("commands:")
-    for name, line in plan["commands"].items():
-        print(f"  [{name}] {line}")
-    print(f"written {output}")
+    _print(plan, output)
     return plan
 
 

@@ -69,7 +69,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max_epochs", type=positive_int, default=100, help="epochs")
     p.add_argument("--iterative_epochs", type=positive_int, default=20,
                    help="reload both teachers from the best checkpoints every this many epochs")
-    add_data_args(p, labels_help="folder of full labels (validation)",
+    add_data_args(p, labels_help="folder of full labels (validation); '' when there are none (points only: then "
+                                 "--val_metric seed_dice)",
                   seeds_help="expanded-seed labels (used only for --val_metric seed_dice)")
     p.add_argument("--weight_kd", type=float, default=0.5, help="λ: weight of the cross distillation, in [0, 1]")
     p.add_argument("--T", type=positive_float, default=4.0, help="distillation temperature")
@@ -253,13 +254,14 @@ def train(args: argparse.Namespace, callbacks: Sequence[Callback] = ()) -> Path:
             prepare_network(students[k], device, args.compile, args.compile_backend), ctx, device)
 
     best_files = {k: layouts[k].checkpoint(f"best_model{k}") for k in (1, 2)}
+    metric = training_data.val_metric   # seed_dice when every case trains (no validation cases)
     config = FitConfig(
         max_epochs=args.max_epochs, learning_rate=args.learning_rate, roi_size=tuple(args.spatial_shape),
         models_dir=layouts[1].models, latest=latest, csv=layouts[1].log_csv(scm=True),
         tensorboard=layouts[1].tensorboard(scm=True), healthy=layouts[1].healthy,
         final={f"model{k}": layouts[k].checkpoint(f"final_model{k}") for k in (1, 2)},
-        best=[BestCheckpoint(f"best{k}", f"model{k}", f"val_{args.val_metric}{k}", args.val_metric, best_files[k],
-                             (f"best_{args.val_metric}{k}", f"best_epoch{k}")) for k in (1, 2)],
+        best=[BestCheckpoint(f"best{k}", f"model{k}", f"val_{metric}{k}", metric, best_files[k],
+                             (f"best_{metric}{k}", f"best_epoch{k}")) for k in (1, 2)],
         validate={"1": "model1", "2": "model2"},
         collapse=[watch_for(str(k), (f"grad_self{k}", f"grad_kd{k}")) for k in (1, 2)],
         sw_batch_size=args.sw_batch_size, sw_overlap=args.sw_overlap, grad_clip=args.grad_clip,

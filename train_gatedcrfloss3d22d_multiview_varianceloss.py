@@ -63,7 +63,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="epochs (one pass over the training subjects each)")
     p.add_argument("--rampup_epochs", type=nonnegative_int, default=30,
                    help="sigmoid ramp-up length of the CRF and VM weights, in epochs (0: no ramp-up)")
-    add_data_args(p, labels_help="folder of full labels (validation Dice and TensorBoard only)",
+    add_data_args(p, labels_help="folder of full labels (validation Dice and TensorBoard only); '' when there are "
+                                 "none (points only: then --val_metric seed_dice)",
                   seeds_help="folder of expanded-seed labels (0 background, 1 foreground, 2 unknown)")
     p.add_argument("--weight_gatedcrf", type=nonnegative_float, default=1.0, help="weight of the mCRF loss")
     p.add_argument("--down_size", type=int, nargs=3, default=[64, 64, 48],
@@ -71,7 +72,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--kernel_radius", type=int, nargs=3, default=[5, 5, -1],
                    help="mCRF window radius; the first value is used (the others are kept for compatibility)")
     p.add_argument("--weight_variance", type=nonnegative_float, default=0.1, help="weight of the VM loss")
-    remedies = p.add_argument_group("collapse remedies (defaults: the paper's; see README)")
+    remedies = p.add_argument_group("collapse remedies (defaults: the paper's; see docs/guide/collapse.md)")
     remedies.add_argument("--crf_sigma_xy", type=positive_float, default=6.0,
                           help="mCRF spatial kernel width, in voxels of the --down_size grid")
     remedies.add_argument("--crf_sigma_rgb", type=positive_float, default=0.1,
@@ -207,7 +208,7 @@ class Stage1Recovery(Callback):
     epoch), so that the regularisers do not hold the restored network empty again; when the
     seed loss dominated the dive, the partial CE also becomes class-balanced (the plain mean is
     pulled to all-background by the background seeds). After a flood (the full-weight mCRF
-    holding a whole tissue class as foreground, docs/collapse.md §8) the mCRF and VM weights
+    holding a whole tissue class as foreground, docs/results/collapse.md §8) the mCRF and VM weights
     are also divided by ``FLOOD_WEIGHT_DIVISOR`` (3)."""
 
     FLOOD_WEIGHT_DIVISOR = 3.0
@@ -262,13 +263,14 @@ def train(args: argparse.Namespace, callbacks: Sequence[Callback] = ()) -> Path:
         state.load(latest_path, device, generator, ctx.rank)
     state.models["model"] = wrap_ddp(prepare_network(model, device, args.compile, args.compile_backend), ctx, device)
 
-    other = "seed_dice" if args.val_metric == "dice" else "dice"
+    metric = training_data.val_metric   # seed_dice when every case trains (no validation cases)
+    other = "seed_dice" if metric == "dice" else "dice"
     config = FitConfig(
         max_epochs=args.max_epochs, learning_rate=args.learning_rate, roi_size=tuple(args.spatial_shape),
         models_dir=layout.models, latest=layout.latest(), csv=layout.log_csv(), tensorboard=layout.tensorboard(),
         healthy=layout.healthy, final={"model": layout.checkpoint("final")},
-        best=[BestCheckpoint("best", "model", f"val_{args.val_metric}", args.val_metric, layout.checkpoint("best"),
-                             (f"best_{args.val_metric}", "best_epoch")),
+        best=[BestCheckpoint("best", "model", f"val_{metric}", metric, layout.checkpoint("best"),
+                             (f"best_{metric}", "best_epoch")),
               # the other validation metric, when its reference exists, also keeps its best checkpoint
               BestCheckpoint("best_other", "model", f"val_{other}", other, layout.checkpoint(f"best_{other}"))],
         collapse=[watch_for("", ("grad_seg", "grad_crf", "grad_vm"))],

@@ -1,25 +1,42 @@
-"""plan.py and --plan: the fingerprint of hand-made cases, the flags its rules give, and the
-trainers reading a plan (command-line flags win)."""
+"""plan.py and --plan: the fingerprint of hand-made cases (any image format, measured in the
+trainers' RAS frame), the flags its rules give, the commands it prints, and the trainers reading
+a plan (command-line flags win, a switch it sets is turned off by its --no_ form)."""
 from __future__ import annotations
 
 import json
 import math
+import shlex
 
 import numpy as np
 import pytest
 import SimpleITK as sitk
+import torchio as tio
 from helpers import load_script
 
 import train_gatedcrfloss3d22d_multiview_varianceloss as stage1
 import train_SCM as scm
+from utilities.data import canonical_axes, in_trainer_frame, preprocess_transform
+from utilities.grid import Grid
 from utilities.plan import PlanRules, apply_plan, fingerprint, lesion_boxes, make_plan, read_plan
 
 plan_script = load_script("plan.py")
+#: The fixture's split holds 2 training and 1 validation case: with the default rule (fewer than 5
+#: training + validation cases: every case trains) the validation case would be read too.
+KEEP_VALIDATION = PlanRules(min_cases_for_validation=0)
+KEEP = ["--min_cases_for_validation", "0"]
 
 
-def _write(array: np.ndarray, path, spacing=(2.0, 2.0, 4.0)) -> None:
+def _write(array: np.ndarray, path, spacing=(2.0, 2.0, 4.0), zyx_on_disk: bool = False) -> None:
+    """Write a (z, y, x) array with an identity direction; ``zyx_on_disk``: the same voxels at the
+    same places in the world, stored with the file's x and z axes swapped (as a sagittal scan
+    stored slice by slice is), i.e. a transposed array, swapped spacing and direction columns."""
+    if zyx_on_disk:
+        array = np.ascontiguousarray(np.transpose(array, (2, 1, 0)))
+        spacing = spacing[::-1]
     image = sitk.GetImageFromArray(array)
     image.SetSpacing(spacing)
+    if zyx_on_disk:
+        image.SetDirection((0.0, 0.0, 1.0, 0.0, 1.0, 0.0, 1.0, 0.0, 0.0))
     sitk.WriteImage(image, str(path))
 
 
@@ -34,14 +51,13 @@ def _box_points(anno: np.ndarray, lo, hi, bg: int, fg: int) -> None:
     anno[tuple(centre)] = fg
 
 
-@pytest.fixture
-def dataset(tmp_path):
+def _make_dataset(root, ext: str = ".nii.gz", zyx_on_disk: bool = False):
     """Two training cases of 80x64x16 voxels (x, y, z); lesions spanning (x, y, z) 20x10x4,
-    30x20x6 (case 1) and 12x12x2 (case 2, second lesion); one validation case never read."""
+    30x20x6 (case 1) and 12x12x2 (case 2, second lesion); one validation case (no files)."""
     shape = (16, 64, 80)  # z, y, x
     boxes = {"c1": [((2, 10, 10), (5, 19, 29))], "c2": [((4, 20, 30), (9, 39, 59)), ((10, 45, 5), (11, 56, 16))]}
     for name in ("images", "anno", "seeds"):
-        (tmp_path / name).mkdir()
+        (root / name).mkdir(parents=True)
     for subject, lesions in boxes.items():
         image = np.zeros(shape, np.float32)
         image[1:15, 4:60, 4:76] = 1.0 + np.arange(14)[:, None, None] / 10
@@ -51,11 +67,21 @@ def dataset(tmp_path):
             _box_points(anno, lo, hi, 2 * k + 1, 2 * k + 2)
             seeds[lo[0]:hi[0] + 1, lo[1]:hi[1] + 1, lo[2]:hi[2] + 1] = 2
             seeds[tuple((a + b) // 2 for a, b in zip(lo, hi))] = 1
-        _write(image, tmp_path / "images" / f"{subject}_T2.nii.gz")
-        _write(anno, tmp_path / "anno" / f"{subject}_7points.nii.gz")
-        _write(seeds, tmp_path / "seeds" / f"{subject}_GeodesicLabel.nii.gz")
-    (tmp_path / "split.csv").write_text("c1,training\nc2,training\nv1,validation\n")
-    return tmp_path
+        _write(image, root / "images" / f"{subject}_T2{ext}", zyx_on_disk=zyx_on_disk)
+        _write(anno, root / "anno" / f"{subject}_7points{ext}", zyx_on_disk=zyx_on_disk)
+        _write(seeds, root / "seeds" / f"{subject}_GeodesicLabel{ext}", zyx_on_disk=zyx_on_disk)
+    (root / "split.csv").write_text("c1,training\nc2,training\nv1,validation\n")
+    return root
+
+
+@pytest.fixture
+def dataset(tmp_path):
+    return _make_dataset(tmp_path)
+
+
+def _fingerprint(root, rules=KEEP_VALIDATION, seeds=True):
+    return fingerprint(root / "split.csv", root / "images", "T2", root / "anno", "7points",
+                       root / "seeds" if seeds else None, "GeodesicLabel", rules=rules)
 
 
 def test_lesion_boxes_are_the_voxels_between_the_extreme_points():
@@ -66,9 +92,9 @@ def test_lesion_boxes_are_the_voxels_between_the_extreme_points():
 
 
 def test_fingerprint_of_hand_made_cases(dataset):
-    fp = fingerprint(dataset / "split.csv", dataset / "images", "T2", dataset / "anno", "7points",
-                     dataset / "seeds", "GeodesicLabel")
+    fp = _fingerprint(dataset)
     assert fp.training_cases == 2 and fp.lesions == 3 and fp.lesions_per_case == 1.5
+    assert fp.validation_cases == 1 and fp.image_format == ".nii.gz"
     assert fp.spacing_mm == (2.0, 2.0, 4.0) and fp.volume_size == (80, 64, 16)
     boxes = np.array([[20, 10, 4], [30, 20, 6], [12, 12, 2]], float)   # (x, y, z)
     assert fp.box_p50 == tuple(np.percentile(boxes, 50, axis=0))
@@ -83,7 +109,7 @@ def test_fingerprint_of_hand_made_cases(dataset):
 
 
 def test_plan_rules(dataset):
-    fp = fingerprint(dataset / "split.csv", dataset / "images", "T2", dataset / "anno", "7points")
+    fp = _fingerprint(dataset, seeds=False)
     plan = make_plan(fp, PlanRules(target_steps=100, min_epochs=10))
     s1 = plan["stage1"]
     assert s1["--spatial_shape"] == [80, 64, 16]          # the whole volume fits the default budget
@@ -93,12 +119,17 @@ def test_plan_rules(dataset):
     assert s1["--kernel_radius"] == [5, 5, -1] and s1["--crf_sigma_xy"] == 6.0
     assert s1["--max_epochs"] == 50 and s1["--rampup_epochs"] == 12 and s1["--warmup_epochs"] == 5
     assert s1["--on_collapse"] == "recover" and "--on_collapse" in plan["why"]
+    assert plan["why"]["--spatial_shape"] == ("the whole volume [80, 64, 16], as [80, 64, 16] (81920 voxels), fits "
+                                              "--max_patch_voxels 786432") and plan["warnings"] == []
+    assert "--train_on_all_cases" not in s1   # one validation case is kept (rule off in this test)
     assert s1["--seg_class_balance"] is True and s1["--rampup_unit"] == "step"
     assert (s1["--momentum"], s1["--grad_clip"]) == (0.9, 12.0)
     assert plan["scm"]["--max_epochs"] == 25 and plan["scm"]["--iterative_epochs"] == 5
     # a budget under the volume: the axis with the most room over twice the lesion box gives way
-    small = make_plan(fp, PlanRules(max_patch_voxels=64 * 48 * 16))["stage1"]
-    assert small["--spatial_shape"] == [64, 48, 16]
+    small = make_plan(fp, PlanRules(max_patch_voxels=64 * 48 * 16))
+    assert small["stage1"]["--spatial_shape"] == [64, 48, 16] and small["warnings"] == []
+    assert small["why"]["--spatial_shape"].startswith("49152 voxels within --max_patch_voxels 49152 (the volume "
+                                                      "[80, 64, 16] would be 81920)")
     # a looser mCRF rule (50 voxels) halves the grid in plane; the lesion then spans 5.5 grid voxels
     halved = make_plan(fp, PlanRules(min_crf_voxels=50))["stage1"]
     assert halved["--down_size"] == [40, 32, 16]
@@ -108,7 +139,8 @@ def test_plan_rules(dataset):
 def test_plan_script_writes_the_plan_and_refuses_to_replace_it(dataset, capsys):
     out = dataset / "plan.json"
     args = ["--dataset_split", str(dataset / "split.csv"), "--path_images", str(dataset / "images"),
-            "--path_anno_7points", str(dataset / "anno"), "--output", str(out), "--target_steps", "100"]
+            "--path_anno_7points", str(dataset / "anno"), "--output", str(out), "--target_steps", "100", *KEEP,
+            "--path_geodesic_labels", str(dataset / "seeds")]
     plan = plan_script.main(args)
     assert json.loads(out.read_text())["stage1"] == plan["stage1"] == read_plan(out)["stage1"]
     printed = capsys.readouterr().out
@@ -121,7 +153,7 @@ def test_plan_script_writes_the_plan_and_refuses_to_replace_it(dataset, capsys):
 
 def test_trainers_read_the_plan_and_the_command_line_wins(dataset):
     path = dataset / "plan.json"
-    plan = make_plan(fingerprint(dataset / "split.csv", dataset / "images", "T2", dataset / "anno", "7points"))
+    plan = make_plan(_fingerprint(dataset, seeds=False))
     path.write_text(json.dumps(plan))
     args = apply_plan(stage1.build_parser(), ["--plan", str(path)], "stage1")
     assert args.spatial_shape == [80, 64, 16] and args.down_size == [80, 64, 16] and args.seg_class_balance
@@ -144,7 +176,7 @@ def test_trainers_read_the_plan_and_the_command_line_wins(dataset):
     (lambda p: p.pop("scm"), "has no 'scm' section"),
 ])
 def test_a_bad_plan_is_one_line_naming_it(dataset, change, message):
-    plan = make_plan(fingerprint(dataset / "split.csv", dataset / "images", "T2", dataset / "anno", "7points"))
+    plan = make_plan(_fingerprint(dataset, seeds=False))
     change(plan)
     path = dataset / "bad.json"
     path.write_text(json.dumps(plan))
@@ -153,3 +185,168 @@ def test_a_bad_plan_is_one_line_naming_it(dataset, change, message):
     assert str(path) in str(err.value) and "\n" not in str(err.value)
     with pytest.raises(FileNotFoundError, match="--plan file not found"):
         apply_plan(stage1.build_parser(), ["--plan", str(dataset / "none.json")], "stage1")
+
+
+# ------------------------------------------------------------------ one frame, every format
+
+
+def test_canonical_axes_are_the_trainers_reorientation(tmp_path):
+    """The trainers' preprocessing turns a volume stored (z, y, x) into the shape the plan
+    measures for it: the file's size in the order of :func:`canonical_axes`."""
+    array = np.arange(16 * 64 * 80, dtype=np.float32).reshape(16, 64, 80)
+    _write(array, tmp_path / "ras.nii.gz")
+    _write(array, tmp_path / "zyx.nrrd", zyx_on_disk=True)
+    shapes = []
+    for name in ("ras.nii.gz", "zyx.nrrd"):
+        grid = Grid.read(tmp_path / name)
+        subject = preprocess_transform()(tio.Subject(image=tio.ScalarImage(tmp_path / name)))
+        assert tuple(subject["image"].shape[1:]) == in_trainer_frame(grid.size, grid.affine())
+        shapes.append(tuple(subject["image"].shape[1:]))
+    assert shapes == [(80, 64, 16), (80, 64, 16)]
+    assert canonical_axes(Grid.read(tmp_path / "zyx.nrrd").affine()) == (2, 1, 0)
+
+
+@pytest.mark.parametrize("ext, zyx_on_disk", [(".nrrd", False), (".mha", False), (".nii", False),
+                                              (".nii.gz", True), (".nrrd", True)])
+def test_every_format_and_axis_order_plans_as_the_ras_nifti(tmp_path, ext, zyx_on_disk):
+    """The same scans in another format, or stored (z, y, x) like a sagittal acquisition, give the
+    same fingerprint (sizes, spacing, lesion boxes in the trainers' frame) and the same patch and
+    mCRF window as the RAS .nii.gz files."""
+    reference = _fingerprint(_make_dataset(tmp_path / "ras"))
+    other = _fingerprint(_make_dataset(tmp_path / "other", ext, zyx_on_disk))
+    assert other.image_format == ext
+    assert {**vars(other), "image_format": ".nii.gz"} == vars(reference)
+    assert other.volume_size == (80, 64, 16) and other.box_p50 == (20.0, 12.0, 4.0)
+    rules = PlanRules(min_crf_voxels=50)   # the mCRF grid halves in plane, the window shrinks to fit the lesions
+    mine, theirs = make_plan(other, rules)["stage1"], make_plan(reference, rules)["stage1"]
+    assert [mine[k] for k in ("--spatial_shape", "--down_size", "--kernel_radius", "--crf_sigma_xy")] == \
+        [theirs[k] for k in ("--spatial_shape", "--down_size", "--kernel_radius", "--crf_sigma_xy")] == \
+        [[80, 64, 16], [40, 32, 16], [2, 2, -1], 3.0]
+
+
+def test_missing_files_and_an_annotation_on_another_grid_are_one_line(dataset):
+    (dataset / "anno" / "c2_7points.nii.gz").unlink()
+    nifti = dataset / "images" / "c1_T2.nii.gz"
+    sitk.WriteImage(sitk.ReadImage(str(nifti)), str(dataset / "images" / "c1_T2.nrrd"))   # found as .nrrd
+    nifti.unlink()
+    with pytest.raises(FileNotFoundError) as err:
+        _fingerprint(dataset)
+    assert str(err.value) == (f"1 file(s) of the cases the plan reads are missing: 7-point annotation "
+                              f"{dataset / 'anno' / 'c2_7points.nii.gz'}; check --path_anno_7points/"
+                              "--anno_7points_postfix or the split")
+    anno = sitk.ReadImage(str(dataset / "anno" / "c1_7points.nii.gz"))
+    anno.SetSpacing((2.0, 2.0, 5.0))
+    sitk.WriteImage(anno, str(dataset / "anno" / "c2_7points.nii.gz"))
+    sitk.WriteImage(anno, str(dataset / "anno" / "c1_7points.nii.gz"))
+    with pytest.raises(ValueError) as err:
+        _fingerprint(dataset)
+    assert str(err.value) == (f"7-point annotation {dataset / 'anno' / 'c1_7points.nii.gz'} has spacing [2.0, 2.0, "
+                              f"5.0] but image {dataset / 'images' / 'c1_T2.nrrd'} has [2.0, 2.0, 4.0]; write the "
+                              "points on the image's grid (data/points_to_annotation.py)")
+
+
+# ------------------------------------------------------------------ switches, budget, every case
+
+
+def test_a_switch_the_plan_sets_is_turned_off_on_the_command_line(dataset):
+    path = dataset / "plan.json"
+    (dataset / "split.csv").write_text("c1,training\nc2,training\n")     # no validation case: every case trains
+    plan = make_plan(_fingerprint(dataset, seeds=False))
+    assert plan["stage1"]["--seg_class_balance"] is True and plan["stage1"]["--train_on_all_cases"] is True
+    path.write_text(json.dumps(plan))
+    on = apply_plan(stage1.build_parser(), ["--plan", str(path)], "stage1")
+    assert on.seg_class_balance is True and on.train_on_all_cases is True
+    off = apply_plan(stage1.build_parser(), ["--plan", str(path), "--no_seg_class_balance",
+                                             "--no_train_on_all_cases"], "stage1")
+    assert off.seg_class_balance is False and off.train_on_all_cases is False
+    assert apply_plan(scm.build_parser(), ["--plan", str(path), "--no_train_on_all_cases"],
+                      "scm").train_on_all_cases is False
+    # the paper's flags as they were, with or without a plan; the last of a pair wins
+    assert apply_plan(stage1.build_parser(), ["--seg_class_balance"], "stage1").seg_class_balance is True
+    assert apply_plan(stage1.build_parser(), [], "stage1").seg_class_balance is False
+    assert apply_plan(stage1.build_parser(), ["--no_seg_class_balance", "--seg_class_balance"],
+                      "stage1").seg_class_balance is True
+    assert "--no_seg_class_balance" in _help(stage1)
+
+
+def _help(module) -> str:
+    parser = module.build_parser()
+    with pytest.raises(SystemExit):
+        apply_plan(parser, ["--help"], "stage1")
+    return parser.format_help()
+
+
+def test_a_patch_over_the_budget_says_so(dataset, capsys):
+    """Twice the largest lesion box needs 80x48x16 (61440 voxels): under a 40000-voxel budget the
+    plan gives the patch's true voxel count and the limit, never 'within'."""
+    plan = make_plan(_fingerprint(dataset), PlanRules(max_patch_voxels=40000))
+    assert plan["stage1"]["--spatial_shape"] == [64, 48, 16]
+    expected = ("the patch [64, 48, 16] has 49152 voxels, more than --max_patch_voxels 40000: twice the "
+                "90th-percentile lesion box [28.0, 18.4, 5.6] needs it; raise --max_patch_voxels if the device holds "
+                "it, or pass the trainers a smaller --spatial_shape (patches then cut the largest lesions)")
+    assert plan["warnings"] == [expected] and plan["why"]["--spatial_shape"] == expected
+    plan_script.main(["--dataset_split", str(dataset / "split.csv"), "--path_images", str(dataset / "images"),
+                      "--path_anno_7points", str(dataset / "anno"), "--path_geodesic_labels", str(dataset / "seeds"),
+                      "--output", str(dataset / "plan.json"), "--max_patch_voxels", "40000", *KEEP])
+    captured = capsys.readouterr()
+    assert captured.err == f"warning: {expected}\n" and "within" not in captured.out
+
+
+def test_with_few_cases_every_case_trains(dataset):
+    """2 training + 1 validation case (< 5): the validation case is read and trains too; 5 or more
+    keep it for checkpoint selection; a split without validation cases always trains on all."""
+    with pytest.raises(FileNotFoundError, match="v1_T2.nii.gz"):
+        _fingerprint(dataset, rules=PlanRules())
+    for name, folder in (("T2", "images"), ("7points", "anno"), ("GeodesicLabel", "seeds")):
+        sitk.WriteImage(sitk.ReadImage(str(dataset / folder / f"c1_{name}.nii.gz")),
+                        str(dataset / folder / f"v1_{name}.nii.gz"))
+    fp = _fingerprint(dataset, rules=PlanRules())
+    assert (fp.training_cases, fp.validation_cases, fp.lesions) == (3, 0, 4)
+    plan = make_plan(fp, PlanRules(target_steps=30, min_epochs=1))
+    assert plan["stage1"]["--max_epochs"] == 10 and plan["stage1"]["--train_on_all_cases"] is True
+    assert plan["scm"]["--train_on_all_cases"] is True
+    assert plan["why"]["--train_on_all_cases"].startswith("3 case(s) and no validation case held out")
+    assert _fingerprint(dataset, rules=PlanRules(min_cases_for_validation=3)).validation_cases == 1
+    (dataset / "split.csv").write_text("c1,training\nc2,training\n")
+    assert _fingerprint(dataset, rules=KEEP_VALIDATION).validation_cases == 0
+
+
+def _commands(dataset, capsys, *extra):
+    plan_script.main(["--dataset_split", str(dataset / "split.csv"), "--path_images", str(dataset / "images"),
+                      "--path_anno_7points", str(dataset / "anno"), "--output", str(dataset / "plan.json"),
+                      "--overwrite", "--work_dir", str(dataset / "work"), *KEEP, *extra])
+    lines = [line.strip() for line in capsys.readouterr().out.splitlines() if line.startswith("  [")]
+    return {line[1:line.index("]")]: shlex.split(line[line.index("]") + 2:]) for line in lines}
+
+
+def _flag(command, flag):
+    return command[command.index(flag) + 1]
+
+
+def test_the_printed_commands_carry_every_path_given(dataset, capsys):
+    """Points only: stage 0 into the work folder, the seeds it writes, no labels ('' and seed_dice),
+    no scoring; with labels and seeds: no stage 0, the labels, Dice, and the scoring command. No
+    command names a path the user did not give (the VS defaults)."""
+    seeds = dataset / "work" / "geodesic" / "weight0.5_threshold0.2" / "geodesic_label"
+    points = _commands(dataset, capsys)
+    assert list(points) == ["stage0_training", "stage0_validation", "stage1", "stage1_aux", "scm", "predict"]
+    assert points["stage0_training"][:2] == ["python", "data/VS/generate_geodesic_labels.py"]
+    assert _flag(points["stage0_training"], "--path_geodesic") == str(dataset / "work" / "geodesic")
+    assert _flag(points["stage0_validation"], "--phase") == "validation"
+    for name in ("stage1", "stage1_aux", "scm"):
+        assert _flag(points[name], "--path_geodesic_labels") == str(seeds)
+        assert (_flag(points[name], "--path_labels"), _flag(points[name], "--val_metric")) == ("", "seed_dice")
+        assert _flag(points[name], "--dataset_split") == str(dataset / "split.csv")
+    assert _flag(points["predict"], "--input_folder") == str(dataset / "images")
+    assert (_flag(points["predict"], "--output_format"), _flag(points["predict"], "--epoch_inf")) == ("nii.gz",
+                                                                                                      "best_model1")
+    labelled = _commands(dataset, capsys, "--path_labels", str(dataset / "labels"), "--label_postfix", "Seg",
+                         "--path_geodesic_labels", str(dataset / "seeds"))
+    assert list(labelled) == ["stage1", "stage1_aux", "scm", "predict", "score"]
+    assert (_flag(labelled["scm"], "--path_labels"), _flag(labelled["scm"], "--label_postfix"),
+            _flag(labelled["scm"], "--val_metric")) == (str(dataset / "labels"), "Seg", "dice")
+    assert labelled["score"] == ["python", "utilities/scores.py", "--path_predictions",
+                                 str(dataset / "work" / "predictions"), "--path_labels", str(dataset / "labels"),
+                                 "--label_postfix", "Seg"]
+    for command in [*points.values(), *labelled.values()]:
+        assert not any("VS" in word.split("/") for word in command if word != "data/VS/generate_geodesic_labels.py")

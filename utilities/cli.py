@@ -228,8 +228,9 @@ def add_data_args(parser: argparse.ArgumentParser, labels_help: str, seeds_help:
 def add_compile_args(parser: argparse.ArgumentParser) -> None:
     """``--compile`` and ``--compile_backend`` (see :mod:`utilities.compile`)."""
     parser.add_argument("--compile", action="store_true",
-                        help="torch.compile the network(s) (first steps slower while compiling; see README); "
-                             "falls back to eager with a warning where the toolchain is missing")
+                        help="torch.compile the network(s) (first steps slower while compiling; see "
+                             "docs/guide/sequence.md); falls back to eager with a warning where the toolchain "
+                             "is missing")
     parser.add_argument("--compile_backend", default="inductor", choices=COMPILE_BACKENDS,
                         help="torch.compile backend for --compile (aot_eager: no code generation, for checks)")
 
@@ -248,6 +249,10 @@ def add_training_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--val_metric", default="dice", choices=["dice", "seed_dice"],
                         help="checkpoint selection: Dice against full labels (paper) or, label-free, "
                              "agreement with the expanded seeds on their annotated voxels")
+    parser.add_argument("--train_on_all_cases", action="store_true",
+                        help="the split's validation cases train too (nnU-Net's fold 'all'; a split without "
+                             "validation cases trains this way by itself): CP_best is then chosen by seed_dice on "
+                             "the training cases' expanded seeds, CP_final is the last epoch")
     parser.add_argument("--cache_gb", type=nonnegative_float, default=8.0,
                         help="memory budget (GiB) for volumes kept decoded between epochs")
     parser.add_argument("--momentum", type=nonnegative_float, default=MOMENTUM,
@@ -266,7 +271,7 @@ def add_training_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--on_collapse", default="warn", choices=["warn", "stop", "recover"],
                         help="when the collapse warning fires: warn only; stop the run; or recover: restore the "
                              "last healthy epoch's weights and continue with what the dominant term calls for "
-                             "(see README, 'When stage 1 predicts nothing')")
+                             "(see docs/guide/collapse.md)")
     parser.add_argument("--max_recoveries", type=positive_int, default=2,
                         help="--on_collapse recover: at most this many recoveries, then warn only")
 
@@ -277,7 +282,7 @@ def data_config(args: argparse.Namespace) -> DataConfig:
 
     return DataConfig(args.dataset_split, args.path_images, args.image_postfix, args.path_labels,
                       args.label_postfix, args.path_geodesic_labels, args.geodesic_label_postfix,
-                      args.val_metric, args.cache_gb)
+                      args.val_metric, args.cache_gb, getattr(args, "train_on_all_cases", False))
 
 
 def run_options(args: argparse.Namespace) -> RunOptions:

@@ -51,6 +51,8 @@ __all__ = [
     "check_training_seeds",
     "check_full_labels",
     "preprocess_transform",
+    "canonical_axes",
+    "in_trainer_frame",
     "training_transform",
     "SubjectCache",
     "item_seed",
@@ -255,8 +257,31 @@ def check_intensities(raw: torch.Tensor, normalised: torch.Tensor | None, path: 
 
 
 def preprocess_transform() -> tio.Transform:
-    """Deterministic preprocessing: RAS orientation and whole-volume z-normalisation."""
+    """Deterministic preprocessing: RAS orientation and whole-volume z-normalisation. The RAS
+    volume is the trainers' frame: every size measured for them (the plan's patch and mCRF
+    window) is measured in it (:func:`canonical_axes`)."""
     return tio.Compose([tio.ToCanonical(), tio.ZNormalization(include=["image"])])
+
+
+def canonical_axes(affine: np.ndarray) -> tuple[int, int, int]:
+    """For each axis of the trainers' frame (R, A, S after :func:`preprocess_transform`'s
+    ``ToCanonical``), the voxel axis of the file it comes from (0, 1, 2: SimpleITK's x, y, z
+    index order). ``affine``: the file's voxel-to-RAS affine (:meth:`utilities.grid.Grid.affine`).
+
+    ``ToCanonical`` reorders the voxels by ``nibabel.orientations.io_orientation`` of the
+    affine; this reads the same orientation, so a scan stored (z, y, x), e.g. a sagittal
+    acquisition, measures as the same scan stored RAS.
+    """
+    source = [0, 0, 0]
+    for axis, (target, _flip) in enumerate(nib.orientations.io_orientation(np.asarray(affine, dtype=float))):
+        source[int(target)] = axis
+    return cast("tuple[int, int, int]", tuple(source))
+
+
+def in_trainer_frame(values: Sequence[Any], affine: np.ndarray) -> tuple[Any, Any, Any]:
+    """Per-axis ``values`` of a file (x, y, z index order: a size, a spacing, a box's extent)
+    in the trainers' frame (:func:`canonical_axes`); flips do not change them."""
+    return cast("tuple[Any, Any, Any]", tuple(values[a] for a in canonical_axes(affine)))
 
 
 def training_transform(spatial_shape: Sequence[int]) -> tio.Transform:
@@ -486,6 +511,9 @@ class DataConfig:
 
     ``val_metric``: what checkpoints are selected by (``dice``: full labels, ``seed_dice``:
     the expanded seeds); validation needs that reference and uses the other one if present.
+    ``path_labels`` ``""``: there are no full labels (points only; then ``seed_dice``).
+    ``train_on_all``: the split's validation cases train too (nnU-Net's fold ``all``); a split
+    without validation cases trains this way by itself (:func:`load_training_data`).
     """
 
     dataset_split: str | os.PathLike
@@ -497,10 +525,16 @@ class DataConfig:
     seeds_postfix: str
     val_metric: str = "dice"
     cache_gb: float = 8.0
+    train_on_all: bool = False
+
+    @property
+    def has_labels(self) -> bool:
+        """Whether full labels were given (``--path_labels ''``: none)."""
+        return str(self.path_labels) != ""
 
     def sources(self) -> dict[str, ImageSource]:
-        """The image, full label and expanded-seed sources."""
-        return {
+        """The image, full label (when given) and expanded-seed sources."""
+        src = {
             "image": ImageSource("image", self.path_images, self.image_postfix, False, "image",
                                  "--path_images/--image_postfix"),
             "label": ImageSource("label", self.path_labels, self.label_postfix, True, "label",
@@ -508,28 +542,47 @@ class DataConfig:
             "seeds": ImageSource("seeds", self.path_seeds, self.seeds_postfix, True, "expanded-seed label",
                                  "--path_geodesic_labels/--geodesic_label_postfix"),
         }
+        if not self.has_labels:
+            del src["label"]
+        return src
 
-    def validation_sources(self) -> tuple[list[ImageSource], list[ImageSource]]:
-        """``(required, optional)`` sources of the validation phase."""
+    def validation_sources(self, metric: str | None = None) -> tuple[list[ImageSource], list[ImageSource]]:
+        """``(required, optional)`` sources of the validation phase when checkpoints are
+        selected by ``metric`` (default ``val_metric``)."""
         src = self.sources()
-        needed, extra = ("label", "seeds") if self.val_metric == "dice" else ("seeds", "label")
-        return [src["image"], src[needed]], [src[extra]]
+        metric = metric or self.val_metric
+        if metric == "dice" and not self.has_labels:
+            raise ValueError("--val_metric dice selects checkpoints by Dice against full labels, but --path_labels is "
+                             "'' (no labels); pass --val_metric seed_dice or the labels' folder")
+        needed, extra = ("label", "seeds") if metric == "dice" else ("seeds", "label")
+        return [src["image"], src[needed]], [src[extra]] if extra in src else []
 
 
 @dataclass
 class TrainingData:
-    """The checked, preprocessed training and validation subjects of a run."""
+    """The checked, preprocessed training and validation subjects of a run.
+
+    ``val_metric``: what the best checkpoints are selected by; ``selection``: empty, or (a run
+    that trains on every case and validates on its training cases, :func:`load_training_data`)
+    the line saying why and what selects the best checkpoint, logged by :meth:`loaders`."""
 
     train: SubjectCache
     val: SubjectCache
+    val_metric: str = "dice"
+    selection: str = ""
 
     def loaders(self, spatial_shape: Sequence[int], batch_size: int, num_workers: int, seed: int,
                 ctx: DistContext, generator: torch.Generator, foreground_fraction: float = 0.0
                 ) -> tuple[DataLoader, DataLoader, DistributedSampler | None]:
         """Training patch loader (sharded under torchrun), validation volume loader (sharded)
         and the training sampler (``None`` when not distributed; call ``set_epoch`` on it)."""
-        logger.info("%d training and %d validation subjects (validation uses: %s)", len(self.train),
-                    len(self.val), ", ".join(self.val.whats.values()))
+        if self.selection:
+            logger.info("%d training subjects, validated on themselves (validation uses: %s)", len(self.train),
+                        ", ".join(self.val.whats.values()))
+            logger.info("%s", self.selection)
+        else:
+            logger.info("%d training and %d validation subjects (validation uses: %s)", len(self.train),
+                        len(self.val), ", ".join(self.val.whats.values()))
         sampler: DistributedSampler | None = None
         if ctx.distributed:  # the sampler takes only len() of its dataset: the indices stand for the subjects
             sampler = DistributedSampler(cast("Dataset[int]", range(len(self.train))), ctx.world_size, ctx.rank,
@@ -541,22 +594,53 @@ class TrainingData:
         return train_loader, val_loader, sampler
 
 
+def _every_case_trains(split: Split) -> Split:
+    """``split`` with its validation cases as training cases (inference cases unchanged)."""
+    table = split.table.copy()
+    table.loc[table["phase"] == "validation", "phase"] = "training"
+    return Split(split.path, table)
+
+
+def _selection_note(config: DataConfig, split: Split) -> str:
+    """The log line of a run without validation cases: why, and what selects CP_best."""
+    n_val = len(split.subjects("validation"))
+    why = (f"--train_on_all_cases: the {n_val} validation case(s) of {split} train too" if n_val
+           else f"split {split} lists no validation case")
+    dice = (" (--val_metric dice needs validation cases; seed_dice is used)" if config.val_metric == "dice" else "")
+    return (f"no validation cases ({why}): every case trains; CP_best is chosen by seed_dice against the training "
+            f"cases' expanded seeds{dice}, which measures the fit to the seeds, not generalisation; CP_final holds "
+            "the last epoch")
+
+
 def load_training_data(config: DataConfig, train_keys: Sequence[str]) -> TrainingData:
     """Training subjects with the sources ``train_keys`` (e.g. ``image``, ``seeds``) and the
     validation subjects; every file of both phases checked first (all missing files listed in
-    one error), then loaded and checked."""
+    one error), then loaded and checked.
+
+    With ``config.train_on_all``, or a split without validation cases, every training and
+    validation case trains and the training cases are validated instead: checkpoints are then
+    selected by ``seed_dice`` against their expanded seeds (the log says so)."""
     src = config.sources()
     train_sources = [src[k] for k in train_keys]
-    val_required, val_optional = config.validation_sources()
     split = Split.read(config.dataset_split)   # read once for the whole run
-    check_files(split, [("training", train_sources), ("validation", val_required)])
+    all_cases = config.train_on_all or not split.subjects("validation")
+    metric = "seed_dice" if all_cases else config.val_metric
+    val_required, val_optional = config.validation_sources(metric)
+    selection = _selection_note(config, split) if all_cases else ""
+    if all_cases:
+        split = _every_case_trains(split)
+    val_phase = "training" if all_cases else "validation"
+    check_files(split, [("training", train_sources), (val_phase, val_required)])
     train = load_phase(split, "training", train_sources, cache_gb=config.cache_gb, check=False)
     if "seeds" in train_keys:
-        if _same_files(src["seeds"], src["label"]):
+        if "label" in src and _same_files(src["seeds"], src["label"]):
             check_full_labels(train)
         check_training_seeds(train)
-    val = load_phase(split, "validation", val_required, val_optional, cache_gb=config.cache_gb, check=False)
-    return TrainingData(train, val)
+    if all_cases and {s.key for s in val_required + val_optional} <= set(train_keys):
+        val = train   # the same subjects with the same images: one cache
+    else:
+        val = load_phase(split, val_phase, val_required, val_optional, cache_gb=config.cache_gb, check=False)
+    return TrainingData(train, val, metric, selection)
 
 
 def _same_files(a: ImageSource, b: ImageSource) -> bool:

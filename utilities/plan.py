@@ -1,7 +1,11 @@
 """The plan step: read a dataset's fingerprint and choose the stage-1 and SCM flags from it.
 
 nnU-Net configures itself from a dataset fingerprint; this does the same for point supervision.
-What is read (training cases only; validation and inference cases are never looked at):
+What is read: the cases that train (the training cases; with :func:`every_case_trains`, the
+validation cases too; inference cases are never looked at), in any image format the other
+scripts read, and every size in the trainers' frame (the R, A, S axes the trainers reorient
+each volume to, :func:`utilities.data.canonical_axes`), so that a scan stored (z, y, x) plans
+as the same scan stored RAS:
 
 * the images' headers (voxel size, volume size) and intensities (mean, std, percentiles over
   the non-zero voxels of each image, nnU-Net style);
@@ -13,24 +17,28 @@ The rules (each one a reason written next to the flag in ``plan.json``):
 
 * ``--spatial_shape``: the whole volume (rounded up to 16) when it has at most
   ``max_patch_voxels`` voxels; otherwise the axis with the most room over twice the
-  90th-percentile lesion box gives way, 16 voxels at a time, until it fits (patches are drawn
+  90th-percentile lesion box gives way, 16 voxels at a time, until it fits or that box stops it
+  (then the plan's ``warnings`` give the patch's voxels and the limit; patches are drawn
   uniformly from the volume, one per case and epoch: a patch much larger than the lesion is one
   that usually holds it, and with it the foreground seeds);
 * ``--down_size`` (the mCRF grid): the in-plane axes halved, as in the paper, only when the
   25th-percentile lesion keeps at least ``min_crf_voxels`` (100) voxels on the halved grid;
-  otherwise full resolution (docs/collapse.md §1: small lesions on a coarse grid are mostly
+  otherwise full resolution (docs/results/collapse.md §1: small lesions on a coarse grid are mostly
   boundary and the mCRF shrinks them); the through-plane axis is never down-sampled;
 * ``--kernel_radius`` and ``--crf_sigma_xy`` in voxels of that grid: the paper's 5 and 6 when the
   25th-percentile lesion spans at least 11 grid voxels in plane, else a window that fits it
   (radius ``max(2, d // 2)``, sigma radius + 1);
 * ``--seg_class_balance`` always: the foreground seeds are a small share of the annotated voxels
   in every dataset we measured (0.02-0.5 %), and the plain mean lets the background seeds pull
-  every prediction to empty in the first epoch (README, "When stage 1 predicts nothing");
+  every prediction to empty in the first epoch (docs/guide/collapse.md);
 * the recipe's optimiser (``--momentum 0.9 --grad_clip 12``);
 * the schedule in optimisation steps: ``--max_epochs`` so that the run makes about
   ``target_steps`` steps (at least ``min_epochs`` epochs), the ramp-up over a quarter of them,
   advanced per step (``--rampup_unit step``), after a warm-up of a tenth (at least one epoch) of
   partial DiceCE alone; SCM half as many epochs, teachers refreshed five times;
+* ``--train_on_all_cases`` when the split has no validation case or fewer than
+  ``min_cases_for_validation`` (5) training + validation cases: every case trains and the best
+  checkpoint is chosen on the training cases' expanded seeds (``seed_dice``);
 * ``--on_collapse recover``: a collapse the health rule sees (``utilities/health.py``: empty
   predictions, or a flood) restores the last healthy epoch and continues with the change its
   kind calls for (``train_gatedcrfloss3d22d_multiview_varianceloss.Stage1Recovery``).
@@ -41,6 +49,7 @@ import argparse
 import json
 import math
 import os
+import shlex
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -49,12 +58,15 @@ from typing import Any, cast
 import numpy as np
 import SimpleITK as sitk
 
-from utilities.grid import subject_path
-from utilities.io import read_image, save_text
-from utilities.splits import read_split, subjects_of
+from utilities.data import in_trainer_frame
+from utilities.geodesic import output_folder
+from utilities.grid import Grid, check_same_grid, find_subject_file, listed, missing_files
+from utilities.io import image_extension, read_image, save_text
+from utilities.splits import Split, as_split
 
-__all__ = ["PLAN_VERSION", "PlanRules", "Fingerprint", "fingerprint", "make_plan", "read_plan", "write_plan",
-           "apply_plan", "flag_args", "SECTIONS"]
+__all__ = ["PLAN_VERSION", "PlanRules", "Fingerprint", "fingerprint", "every_case_trains", "lesion_boxes",
+           "make_plan", "read_plan", "write_plan", "apply_plan", "add_off_switches", "flag_args", "SECTIONS",
+           "STAGE1_SCRIPT", "STAGE0_SCRIPT", "DataPaths", "Workspace", "stage0_phases", "pipeline_commands"]
 
 PLAN_VERSION = 1
 #: The sections of ``plan.json`` a script reads with ``--plan``.
@@ -64,7 +76,11 @@ STAGE1_SCRIPT = "train_gatedcrfloss3d22d_multiview_varianceloss.py"
 
 @dataclass(frozen=True)
 class PlanRules:
-    """The knobs of the rules (module docstring); the defaults are what ``plan.py`` uses."""
+    """The knobs of the rules (module docstring); the defaults are what ``plan.py`` uses.
+
+    ``min_cases_for_validation``: with fewer training + validation cases than this, every case
+    trains (``--train_on_all_cases``): one held-out case would cost a large share of the data and
+    select checkpoints on a single volume."""
 
     target_steps: int = 12000
     min_epochs: int = 20
@@ -72,11 +88,16 @@ class PlanRules:
     min_crf_voxels: float = 100.0
     rampup_fraction: float = 0.25
     warmup_fraction: float = 0.1
+    min_cases_for_validation: int = 5
 
 
 @dataclass(frozen=True)
 class Fingerprint:
-    """What the plan reads from the training cases (axes x, y, z; sizes in voxels unless mm)."""
+    """What the plan reads from the cases that train, in the trainers' frame (R, A, S axes after
+    their reorientation, :func:`utilities.data.canonical_axes`; sizes in voxels unless mm).
+
+    ``training_cases``: the cases read (those that train); ``validation_cases``: the split's
+    validation cases kept for checkpoint selection (0 when every case trains)."""
 
     training_cases: int
     spacing_mm: tuple[float, float, float]
@@ -92,15 +113,13 @@ class Fingerprint:
     lesion_mm_p50: tuple[float, float, float]
     seed_fg_share: float | None          # expanded seeds: foreground voxels / all voxels
     seed_fg_of_annotated: float | None   # foreground voxels / (foreground + background) voxels
+    validation_cases: int = 0
+    image_format: str = ".nii.gz"        # the images' file format (the most frequent one)
 
 
 def _rounded(values: Iterable[Any], digits: int) -> tuple[float, float, float]:
     """``values`` (x, y, z of 3D images) as a tuple of floats rounded to ``digits``."""
     return cast("tuple[float, float, float]", tuple(round(float(v), digits) for v in values))
-
-
-def _xyz(zyx: Sequence[float]) -> tuple[float, float, float]:
-    return (float(zyx[2]), float(zyx[1]), float(zyx[0]))
 
 
 def lesion_boxes(annotation: np.ndarray) -> list[np.ndarray]:
@@ -116,56 +135,122 @@ def lesion_boxes(annotation: np.ndarray) -> list[np.ndarray]:
     return boxes
 
 
-def fingerprint(dataset_split: str | os.PathLike, path_images: str | os.PathLike, image_postfix: str,
+def every_case_trains(split: Split | str | os.PathLike, rules: PlanRules = PlanRules()) -> bool:
+    """Whether every training and validation case trains (no validation): the split lists no
+    validation case, or fewer than ``rules.min_cases_for_validation`` training + validation cases."""
+    split = as_split(split)
+    n_val = len(split.subjects("validation"))
+    return n_val == 0 or len(split.subjects("training")) + n_val < rules.min_cases_for_validation
+
+
+@dataclass
+class _Cases:
+    """The per-case measurements (trainers' frame) gathered by :func:`fingerprint`."""
+
+    spacings: list[tuple[float, ...]]
+    sizes: list[tuple[int, ...]]
+    stats: list[list[float]]
+    boxes: list[tuple[float, ...]]
+    per_case: list[int]
+    formats: list[str]
+    fg: int = 0
+    bg: int = 0
+    total: int = 0
+
+
+def _check_inputs(subjects: Sequence[str], folders: Sequence[tuple[str | os.PathLike, str, str, str]]) -> None:
+    """Every file of every subject exists (all missing ones named in one error)."""
+    missing, flags = [], []
+    for folder, postfix, what, flag in folders:
+        found = missing_files(subjects, folder, postfix, what)
+        missing += found
+        flags += [flag] if found else []
+    if missing:
+        raise FileNotFoundError(f"{len(missing)} file(s) of the cases the plan reads are missing: {listed(missing)}; "
+                                f"check {' and '.join(flags)} or the split")
+
+
+def _read_case(cases: _Cases, subject: str, images: tuple[str | os.PathLike, str],
+               annotations: tuple[str | os.PathLike, str], seeds: tuple[str | os.PathLike, str] | None) -> None:
+    """Measure one case into ``cases``: its image, annotation (and seeds) on one grid."""
+    image_path = find_subject_file(images[0], subject, images[1], "image")
+    image = read_image(image_path, "image")
+    grid = Grid.of(image)
+    affine = grid.affine()
+    cases.spacings.append(in_trainer_frame(image.GetSpacing(), affine))
+    cases.sizes.append(in_trainer_frame(image.GetSize(), affine))
+    cases.formats.append(image_extension(image_path) or ".nii.gz")
+    array = sitk.GetArrayViewFromImage(image)
+    values = array[array != 0] if np.any(array != 0) else array.ravel()
+    cases.stats.append([values.mean(), values.std(), *np.percentile(values, [0.5, 99.5])])
+    anno_path = find_subject_file(annotations[0], subject, annotations[1], "7-point annotation")
+    anno_image = read_image(anno_path, "7-point annotation")
+    check_same_grid(grid, image_path, "image", Grid.of(anno_image), anno_path, "7-point annotation",
+                    "write the points on the image's grid (data/points_to_annotation.py)")
+    mine = lesion_boxes(sitk.GetArrayFromImage(anno_image))
+    if not mine:
+        raise ValueError(f"{subject}: the 7-point annotation {anno_path} has no lesion (no background points 1, "
+                         "3, ...); the plan needs every training case annotated")
+    cases.boxes += [in_trainer_frame(box[::-1], affine) for box in mine]   # (z, y, x) -> x, y, z -> R, A, S
+    cases.per_case.append(len(mine))
+    if seeds is not None:
+        seeds_path = find_subject_file(seeds[0], subject, seeds[1], "expanded seeds")
+        seeds_image = read_image(seeds_path, "expanded seeds")
+        check_same_grid(grid, image_path, "image", Grid.of(seeds_image), seeds_path, "expanded seeds",
+                        "run stage 0 on these images again")
+        labels = sitk.GetArrayViewFromImage(seeds_image)
+        cases.fg += int(np.count_nonzero(labels == 1))
+        cases.bg += int(np.count_nonzero(labels == 0))
+        cases.total += labels.size
+
+
+def fingerprint(dataset_split: Split | str | os.PathLike, path_images: str | os.PathLike, image_postfix: str,
                 path_anno_7points: str | os.PathLike, anno_7points_postfix: str,
                 path_geodesic_labels: str | os.PathLike | None = None,
-                geodesic_label_postfix: str = "GeodesicLabel") -> Fingerprint:
-    """Read the training cases of the split (see the module docstring)."""
-    subjects = subjects_of(read_split(dataset_split), "training")
+                geodesic_label_postfix: str = "GeodesicLabel", rules: PlanRules = PlanRules()) -> Fingerprint:
+    """Read the cases that train (see the module docstring): the split's training cases, and its
+    validation cases too when :func:`every_case_trains`. Images are read in any format of
+    :data:`utilities.io.IMAGE_EXTENSIONS`; every size is measured in the trainers' frame."""
+    split = as_split(dataset_split)
+    every = every_case_trains(split, rules)
+    subjects = split.subjects("training") + (split.subjects("validation") if every else [])
     if not subjects:
-        raise ValueError(f"split file {dataset_split} has no training case; the plan reads the training cases")
-    spacings, sizes, stats, boxes, per_case = [], [], [], [], []
-    fg = bg = total = 0
+        raise ValueError(f"split file {split} has no training case; the plan reads the training cases")
+    folders = [(path_images, image_postfix, "image", "--path_images/--image_postfix"),
+               (path_anno_7points, anno_7points_postfix, "7-point annotation",
+                "--path_anno_7points/--anno_7points_postfix")]
+    if path_geodesic_labels is not None:
+        folders.append((path_geodesic_labels, geodesic_label_postfix, "expanded seeds",
+                        "--path_geodesic_labels/--geodesic_label_postfix"))
+    _check_inputs(subjects, folders)
+    cases = _Cases([], [], [], [], [], [])
+    seeds = None if path_geodesic_labels is None else (path_geodesic_labels, geodesic_label_postfix)
     for subject in subjects:
-        image = read_image(subject_path(path_images, subject, image_postfix), "image")
-        spacings.append(image.GetSpacing())
-        sizes.append(image.GetSize())
-        array = sitk.GetArrayViewFromImage(image)
-        values = array[array != 0] if np.any(array != 0) else array.ravel()
-        stats.append([values.mean(), values.std(), *np.percentile(values, [0.5, 99.5])])
-        anno = sitk.GetArrayFromImage(read_image(subject_path(path_anno_7points, subject, anno_7points_postfix),
-                                                 "7-point annotation"))
-        mine = lesion_boxes(anno)
-        if not mine:
-            where = subject_path(path_anno_7points, subject, anno_7points_postfix)
-            raise ValueError(f"{subject}: the 7-point annotation {where} has no lesion (no background points 1, "
-                             "3, ...); the plan needs every training case annotated")
-        boxes += mine
-        per_case.append(len(mine))
-        if path_geodesic_labels is not None:
-            seeds = sitk.GetArrayViewFromImage(read_image(
-                subject_path(path_geodesic_labels, subject, geodesic_label_postfix), "expanded seeds"))
-            fg += int(np.count_nonzero(seeds == 1))
-            bg += int(np.count_nonzero(seeds == 0))
-            total += seeds.size
-    box = np.array(boxes)[:, ::-1]                     # (x, y, z) voxels
-    spacing = np.median(np.array(spacings), axis=0)
-    voxels = math.pi / 6 * np.prod(box, axis=1)        # an ellipsoid in the box
-    s = np.median(np.array(stats), axis=0)
+        _read_case(cases, subject, (path_images, image_postfix), (path_anno_7points, anno_7points_postfix), seeds)
+    return _summary(cases, 0 if every else len(split.subjects("validation")), seeds is not None)
+
+
+def _summary(cases: _Cases, validation_cases: int, with_seeds: bool) -> Fingerprint:
+    """The :class:`Fingerprint` of the measured cases (medians and percentiles over them)."""
+    box = np.array(cases.boxes, dtype=float)              # R, A, S voxels
+    spacing = np.median(np.array(cases.spacings, dtype=float), axis=0)
+    voxels = math.pi / 6 * np.prod(box, axis=1)           # an ellipsoid in the box
+    s = np.median(np.array(cases.stats), axis=0)
     return Fingerprint(
-        training_cases=len(subjects), spacing_mm=_rounded(spacing, 4),
-        volume_size=cast("tuple[int, int, int]", tuple(int(v) for v in np.median(np.array(sizes), axis=0))),
+        training_cases=len(cases.sizes), spacing_mm=_rounded(spacing, 4),
+        volume_size=cast("tuple[int, int, int]", tuple(int(v) for v in np.median(np.array(cases.sizes), axis=0))),
         intensity={"mean": round(float(s[0]), 6), "std": round(float(s[1]), 6), "p00_5": round(float(s[2]), 6),
                    "p99_5": round(float(s[3]), 6)},
-        lesions=len(boxes), lesions_per_case=round(float(np.mean(per_case)), 3),
+        lesions=len(box), lesions_per_case=round(float(np.mean(cases.per_case)), 3),
         box_p25=_rounded(np.percentile(box, 25, axis=0), 2),
         box_p50=_rounded(np.percentile(box, 50, axis=0), 2),
         box_p90=_rounded(np.percentile(box, 90, axis=0), 2),
         lesion_voxels_p25=round(float(np.percentile(voxels, 25)), 1),
         lesion_voxels_p50=round(float(np.percentile(voxels, 50)), 1),
         lesion_mm_p50=_rounded(np.percentile(box * spacing, 50, axis=0), 2),
-        seed_fg_share=None if path_geodesic_labels is None else round(fg / max(total, 1), 6),
-        seed_fg_of_annotated=None if path_geodesic_labels is None else round(fg / max(fg + bg, 1), 6))
+        seed_fg_share=round(cases.fg / max(cases.total, 1), 6) if with_seeds else None,
+        seed_fg_of_annotated=round(cases.fg / max(cases.fg + cases.bg, 1), 6) if with_seeds else None,
+        validation_cases=validation_cases, image_format=max(sorted(set(cases.formats)), key=cases.formats.count))
 
 
 def _ceil16(n: float) -> int:
@@ -184,36 +269,69 @@ def _patch(fp: Fingerprint, rules: PlanRules) -> list[int]:
     return patch
 
 
-def make_plan(fp: Fingerprint, rules: PlanRules = PlanRules()) -> dict[str, Any]:
-    """The plan: per section the flags, and per flag the reason."""
-    patch = _patch(fp, rules)
+def _patch_reason(fp: Fingerprint, rules: PlanRules, patch: list[int]) -> tuple[str, str | None]:
+    """Why ``patch`` (the ``why`` entry of ``--spatial_shape``) and, when it exceeds the budget,
+    the warning that says so."""
+    voxels, limit = math.prod(patch), rules.max_patch_voxels
+    whole = [_ceil16(v) for v in fp.volume_size]
+    if patch == whole and voxels <= limit:
+        return (f"the whole volume {list(fp.volume_size)}, as {patch} ({voxels} voxels), fits --max_patch_voxels "
+                f"{limit}"), None
+    if voxels <= limit:
+        return (f"{voxels} voxels within --max_patch_voxels {limit} (the volume {list(fp.volume_size)} would be "
+                f"{math.prod(whole)}), at least twice the 90th-percentile lesion box {list(fp.box_p90)} where it "
+                "allows"), None
+    warning = (f"the patch {patch} has {voxels} voxels, more than --max_patch_voxels {limit}: twice the "
+               f"90th-percentile lesion box {list(fp.box_p90)} needs it; raise --max_patch_voxels if the device "
+               "holds it, or pass the trainers a smaller --spatial_shape (patches then cut the largest lesions)")
+    return warning, warning
+
+
+def _every_case_reason(fp: Fingerprint, rules: PlanRules) -> str:
+    return (f"{fp.training_cases} case(s) and no validation case held out (the split lists none, or fewer than "
+            f"{rules.min_cases_for_validation} training + validation cases): every case trains, CP_best is chosen "
+            "by seed_dice on the training cases' expanded seeds (their fit to the seeds), CP_final is the last epoch")
+
+
+def _crf_window(fp: Fingerprint, rules: PlanRules, patch: list[int]) -> dict[str, Any]:
+    """The mCRF grid and window (module docstring), with their reasons."""
     halved = fp.lesion_voxels_p25 / 4.0 >= rules.min_crf_voxels and min(patch[:2]) >= 64
     factor = 2 if halved else 1
-    down = [patch[0] // factor, patch[1] // factor, patch[2]]
     diameter = min(fp.box_p25[0], fp.box_p25[1]) / factor      # in-plane lesion span on the mCRF grid
     if diameter >= 11:
         radius, sigma = 5, 6.0
     else:
         radius = max(2, int(diameter // 2))
         sigma = float(radius + 1)
+    down = (f"in plane halved: the 25th-percentile lesion keeps {fp.lesion_voxels_p25 / 4:.0f} voxels "
+            f">= {rules.min_crf_voxels:.0f} on the halved grid" if halved else
+            f"full resolution: the 25th-percentile lesion ({fp.lesion_voxels_p25:.0f} voxels) would "
+            f"keep {fp.lesion_voxels_p25 / 4:.0f} < {rules.min_crf_voxels:.0f} voxels on a halved grid"
+            if min(patch[:2]) >= 64 else "full resolution: the patch is under 64 voxels in plane")
+    return {"flags": {"--down_size": [patch[0] // factor, patch[1] // factor, patch[2]],
+                      "--kernel_radius": [radius, radius, -1], "--crf_sigma_xy": sigma},
+            "why": {"--down_size": down,
+                    "--kernel_radius": f"the 25th-percentile lesion spans {diameter:.1f} voxels in plane on the "
+                                       "mCRF grid"}}
+
+
+def make_plan(fp: Fingerprint, rules: PlanRules = PlanRules()) -> dict[str, Any]:
+    """The plan: per section the flags, and per flag the reason; ``warnings``: what the user
+    must know (a patch over the budget)."""
+    patch = _patch(fp, rules)
+    patch_why, patch_warning = _patch_reason(fp, rules, patch)
+    crf = _crf_window(fp, rules, patch)
     n = fp.training_cases
     epochs = max(rules.min_epochs, int(math.ceil(rules.target_steps / n)))
     rampup = max(1, int(round(rules.rampup_fraction * epochs)))
     warmup = max(1, int(round(rules.warmup_fraction * epochs)))
     scm_epochs = max(4, epochs // 2)
-    stage1 = {"--network": "U_Net2D5", "--spatial_shape": patch, "--down_size": down,
-              "--kernel_radius": [radius, radius, -1], "--crf_sigma_xy": sigma, "--seg_class_balance": True,
+    every = {"--train_on_all_cases": True} if fp.validation_cases == 0 else {}
+    stage1 = {"--network": "U_Net2D5", "--spatial_shape": patch, **crf["flags"], "--seg_class_balance": True,
               "--momentum": 0.9, "--grad_clip": 12.0, "--max_epochs": epochs, "--rampup_epochs": rampup,
-              "--rampup_unit": "step", "--warmup_epochs": warmup, "--on_collapse": "recover"}
+              "--rampup_unit": "step", "--warmup_epochs": warmup, "--on_collapse": "recover", **every}
     why = {
-        "--spatial_shape": f"the volume {list(fp.volume_size)} within {rules.max_patch_voxels} voxels, at least "
-                           f"twice the 90th-percentile lesion box {list(fp.box_p90)} where it allows",
-        "--down_size": (f"in plane halved: the 25th-percentile lesion keeps {fp.lesion_voxels_p25 / 4:.0f} voxels "
-                        f">= {rules.min_crf_voxels:.0f} on the halved grid" if halved else
-                        f"full resolution: the 25th-percentile lesion ({fp.lesion_voxels_p25:.0f} voxels) would "
-                        f"keep {fp.lesion_voxels_p25 / 4:.0f} < {rules.min_crf_voxels:.0f} voxels on a halved grid"
-                        if min(patch[:2]) >= 64 else "full resolution: the patch is under 64 voxels in plane"),
-        "--kernel_radius": f"the 25th-percentile lesion spans {diameter:.1f} voxels in plane on the mCRF grid",
+        "--spatial_shape": patch_why, **crf["why"],
         "--seg_class_balance": "always (foreground seeds are a tiny share of the annotated voxels)"
                                + ("" if fp.seed_fg_of_annotated is None else
                                   f"; here {fp.seed_fg_of_annotated:.3%} of them"),
@@ -224,11 +342,119 @@ def make_plan(fp: Fingerprint, rules: PlanRules = PlanRules()) -> dict[str, Any]
         "--on_collapse": "the safety net: a collapse (empty predictions, or a flood of the full-weight mCRF on "
                          "small lesions) restores the last healthy epoch and continues with what it calls for",
     }
+    if every:
+        why["--train_on_all_cases"] = _every_case_reason(fp, rules)
     scm = {"--network1": "U_Net2D5", "--network2": "AttU_Net", "--spatial_shape": patch, "--momentum": 0.9,
-           "--grad_clip": 12.0, "--max_epochs": scm_epochs, "--iterative_epochs": max(1, scm_epochs // 5)}
+           "--grad_clip": 12.0, "--max_epochs": scm_epochs, "--iterative_epochs": max(1, scm_epochs // 5), **every}
     inference = {"--network": "U_Net2D5", "--spatial_shape": patch}
     return {"version": PLAN_VERSION, "fingerprint": asdict(fp), "rules": asdict(rules), "stage1": stage1,
-            "scm": scm, "inference": inference, "why": why}
+            "scm": scm, "inference": inference, "why": why, "warnings": [patch_warning] if patch_warning else []}
+
+
+# ------------------------------------------------------------------------------ the commands
+#: Stage 0 as the plan prints it: the VS script (no voxel is zeroed at the image's minimum, which
+#: suits any scan; the BraTS script zeroes a skull-stripped background) at the paper's settings.
+STAGE0_SCRIPT = "data/VS/generate_geodesic_labels.py"
+STAGE0_WEIGHT, STAGE0_THRESHOLD = 0.5, 0.2
+#: The postfix stage 0 writes the expanded seeds with.
+STAGE0_POSTFIX = "GeodesicLabel"
+
+
+@dataclass(frozen=True)
+class DataPaths:
+    """The data flags given to ``plan.py``; every printed command carries them as given.
+    ``path_labels`` ``None``: points only; ``path_geodesic_labels`` ``None``: stage 0 writes the
+    expanded seeds into the :class:`Workspace`."""
+
+    dataset_split: str
+    path_images: str
+    image_postfix: str
+    path_anno_7points: str
+    anno_7points_postfix: str
+    path_labels: str | None = None
+    label_postfix: str = "Label"
+    path_geodesic_labels: str | None = None
+    geodesic_label_postfix: str = STAGE0_POSTFIX
+
+
+@dataclass(frozen=True)
+class Workspace:
+    """Where the printed commands write, under one folder (``plan.py --work_dir``)."""
+
+    root: Path
+
+    def geodesic(self) -> Path:
+        """Stage 0's ``--path_geodesic``."""
+        return self.root / "geodesic"
+
+    def seeds(self) -> Path:
+        """The expanded seeds stage 0 writes there."""
+        return output_folder(self.geodesic(), STAGE0_WEIGHT, STAGE0_THRESHOLD) / "geodesic_label"
+
+    def model(self, name: str) -> Path:
+        """A run's ``--model_dir``: ``stage1_m1``, ``stage1_m2`` or ``scm``."""
+        return self.root / "models" / name
+
+    def predictions(self) -> Path:
+        """Folder prediction's ``--output_folder``."""
+        return self.root / "predictions"
+
+
+def stage0_phases(split: Split, paths: DataPaths) -> list[str | None]:
+    """The ``--phase`` of each stage-0 command: one command for the whole split (``None``) when
+    every case of it has an annotation, else one per phase that trains or validates."""
+    if not missing_files(split.subjects(None), paths.path_anno_7points, paths.anno_7points_postfix, "annotation"):
+        return [None]
+    return [phase for phase in ("training", "validation") if split.subjects(phase)]
+
+
+def _stage0(paths: DataPaths, work: Workspace, phase: str | None) -> list[str]:
+    labels = ["--path_labels", paths.path_labels, "--label_postfix", paths.label_postfix] if paths.path_labels \
+        else ["--path_labels", ""]
+    return ["python", STAGE0_SCRIPT, "--dataset_split", paths.dataset_split, "--path_images", paths.path_images,
+            "--image_postfix", paths.image_postfix, *labels, "--path_anno_7points", paths.path_anno_7points,
+            "--anno_7points_postfix", paths.anno_7points_postfix, "--path_geodesic", str(work.geodesic()),
+            "--geodesic_weight", str(STAGE0_WEIGHT), "--geodesic_threshold", str(STAGE0_THRESHOLD),
+            *(["--phase", phase] if phase else [])]
+
+
+def _format_flag(image_format: str) -> str:
+    """``--output_format`` for images of ``image_format`` (a header/data pair: its one-file form)."""
+    return {".nhdr": "nrrd", ".mhd": "mha"}.get(image_format, image_format.lstrip("."))
+
+
+def pipeline_commands(paths: DataPaths, work: Workspace, plan_path: str | os.PathLike, plan: dict[str, Any],
+                      stage0: Sequence[str | None] = ()) -> dict[str, str]:
+    """The command lines, in the order they run, for the data the plan read: stage 0 (one per
+    ``stage0`` phase; none when the seeds exist), both stage-1 networks, SCM, folder prediction
+    and (with labels) scoring. Every data flag is spelled out, so that no command falls back to
+    a default naming another dataset; without labels, or when every case trains, checkpoints are
+    selected by ``seed_dice``."""
+    seeds = (paths.path_geodesic_labels, paths.geodesic_label_postfix) if paths.path_geodesic_labels \
+        else (str(work.seeds()), STAGE0_POSTFIX)
+    labels = ["--path_labels", paths.path_labels, "--label_postfix", paths.label_postfix] if paths.path_labels \
+        else ["--path_labels", ""]
+    metric = "dice" if paths.path_labels and plan["fingerprint"]["validation_cases"] else "seed_dice"
+    data = ["--dataset_split", paths.dataset_split, "--path_images", paths.path_images, "--image_postfix",
+            paths.image_postfix, *labels, "--path_geodesic_labels", seeds[0], "--geodesic_label_postfix", seeds[1],
+            "--val_metric", metric]
+    use = ["--plan", str(plan_path)]
+    m1, m2, scm = (str(work.model(name)) for name in ("stage1_m1", "stage1_m2", "scm"))
+    lines: dict[str, list[str]] = {f"stage0_{phase}" if phase else "stage0": _stage0(paths, work, phase)
+                                   for phase in stage0}
+    lines["stage1"] = ["python", STAGE1_SCRIPT, *use, *data, "--model_dir", m1]
+    lines["stage1_aux"] = ["python", STAGE1_SCRIPT, *use, "--network", plan["scm"]["--network2"], *data,
+                           "--model_dir", m2]
+    lines["scm"] = ["python", "train_SCM.py", *use, *data, "--pretrained_model1_dir", m1, "--pretrained_model2_dir",
+                    m2, "--model_dir", scm]
+    lines["predict"] = ["python", "inference.py", *flag_args(plan["inference"]), "--model_dir", scm, "--epoch_inf",
+                        "best_model1", "--input_folder", paths.path_images, "--image_postfix", paths.image_postfix,
+                        "--output_folder", str(work.predictions()), "--output_format",
+                        _format_flag(plan["fingerprint"]["image_format"])]
+    if paths.path_labels:
+        lines["score"] = ["python", "utilities/scores.py", "--path_predictions", str(work.predictions()),
+                          "--path_labels", paths.path_labels, "--label_postfix", paths.label_postfix]
+    return {name: shlex.join(line) for name, line in lines.items()}
 
 
 def flag_args(flags: dict[str, Any]) -> list[str]:
@@ -291,9 +517,27 @@ def _convert(action: argparse.Action, value: Any, flag: str, path: Path) -> Any:
     return out
 
 
+def add_off_switches(parser: argparse.ArgumentParser) -> None:
+    """Give every switch ``--<name>`` of ``parser`` (a ``store_true`` flag) its off form
+    ``--no_<name>`` (unless it has one), so that a switch a plan turns on can be turned off on the
+    command line; the last of the two given wins."""
+    options = {option for action in parser._actions for option in action.option_strings}
+    for action in list(parser._actions):
+        if not isinstance(action, argparse._StoreTrueAction):
+            continue
+        for option in action.option_strings:
+            off = f"--no_{option[2:]}"
+            if option.startswith("--") and off not in options:
+                parser.add_argument(off, dest=action.dest, action="store_false", default=argparse.SUPPRESS,
+                                    help=f"turn {option} off (e.g. where a --plan turns it on)")
+                options.add(off)
+
+
 def apply_plan(parser: argparse.ArgumentParser, argv: Sequence[str] | None, section: str) -> argparse.Namespace:
     """Parse ``argv`` with the flags of ``--plan``'s ``section`` as defaults: a flag given on
-    the command line overrides the plan. The parser must have a ``--plan`` argument."""
+    the command line overrides the plan, a switch the plan turns on is turned off by its
+    ``--no_<name>`` form (:func:`add_off_switches`). The parser must have a ``--plan`` argument."""
+    add_off_switches(parser)
     pre = argparse.ArgumentParser(add_help=False)
     pre.add_argument("--plan", default=None)
     known, _ = pre.parse_known_args(argv)
