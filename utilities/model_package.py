@@ -16,16 +16,16 @@ Package layout (zip, deflated)::
 """
 from __future__ import annotations
 
-import io
 import json
 import logging
 import math
 import os
 import shlex
+import shutil
 import tempfile
 import zipfile
-import zlib
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
@@ -36,6 +36,7 @@ import SimpleITK as sitk
 import torch
 
 from networks import IN_CHANNELS, NETWORKS, NUM_CLASSES, get_network
+from utilities.archives import UntrustedZip, name_problem
 from utilities.checkpoints import CHECKPOINT_FORMAT, load_model_weights, save_model
 from utilities.grid import find_subject_file, missing_paths
 from utilities.io import atomic_path, load_torch, read_image
@@ -258,14 +259,19 @@ def spec_from_checkpoint(path: str | os.PathLike, network: str | None = None,
 
 def load_weights(model: torch.nn.Module, spec: ModelSpec, map_location: Any = "cpu") -> dict[str, Any]:
     """:func:`load_model_weights` for ``spec``; a bare state dict of another network (whose
-    tensors torch refuses with a ``RuntimeError`` of many lines) is a one-line ``ValueError``."""
+    tensors torch refuses with a ``RuntimeError`` of many lines) is a one-line ``ValueError``.
+    Messages name ``spec.source`` (a package's weights live in a temporary folder)."""
     try:
         return load_model_weights(model, spec.weights, spec.network, map_location=map_location)
     except RuntimeError as e:
         if "size mismatch" not in str(e) and "state_dict" not in str(e):
             raise
-        raise ValueError(f"checkpoint {spec.weights} does not fit network {spec.network} (parameter shapes differ); "
+        raise ValueError(f"checkpoint {spec.source} does not fit network {spec.network} (parameter shapes differ); "
                          "was it trained with another --network?") from None
+    except (ValueError, FileNotFoundError) as e:
+        if spec.source == str(spec.weights):
+            raise
+        raise type(e)(str(e).replace(str(spec.weights), spec.source)) from None
 
 
 # ---------------------------------------------------------------------------------- model card
@@ -409,65 +415,170 @@ def _major(version: str) -> str:
     return version.split(".")[0]
 
 
-def open_package(path: str | os.PathLike, workdir: str | os.PathLike) -> list[ModelSpec]:
-    """The models of a package, their weights extracted into ``workdir``.
+#: Bytes the manifest may hold (a fingerprint naming thousands of missing images stays below it).
+MAX_MANIFEST_BYTES = 4 * 2**20
+#: Models a package may hold.
+MAX_MODELS = 16
+_PACKAGE_EXPECTED = "a model package written by export_model.py"
+_AGAIN = "export it again"
 
-    Raises a one-line ``ValueError`` for a file that is no zip or a damaged one, a zip that is
-    not a PA-Seg package, a package of a newer format or another major version of this
-    project, or a network this version does not know.
+
+def _is_text(value: object) -> bool:
+    return isinstance(value, str) and 0 < len(value) <= 200 and value.isprintable()
+
+
+def _is_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_count(value: object) -> bool:
+    return _is_int(value) and 0 < value <= 2**16  # type: ignore[operator]
+
+
+def _is_shape(value: object) -> bool:
+    return isinstance(value, list) and len(value) == 3 and all(_is_count(v) for v in value)
+
+
+def _is_number(value: object) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+_TEXT = (_is_text, "a one-line string of 1 to 200 characters")
+_COUNT = (_is_count, "a positive integer")
+#: What each manifest key must be: (test, description, required). Keys not listed are kept unread.
+_MANIFEST_KEYS: dict[str, tuple[Callable[[object], bool], str, bool]] = {
+    "package_version": (_is_int, "an integer", True),
+    "project_version": (*_TEXT, False),
+    "torch_version": (*_TEXT, False),
+    "normalisation": (*_TEXT, False),
+    "num_classes": (*_COUNT, False),
+    "models": (lambda v: isinstance(v, list) and 0 < len(v) <= MAX_MODELS,
+               f"a list of 1 to {MAX_MODELS} models", True),
+    "card": (lambda v: isinstance(v, dict), "an object", False),
+}
+_MODEL_KEYS: dict[str, tuple[Callable[[object], bool], str, bool]] = {
+    "name": (*_TEXT, True),
+    "network": (*_TEXT, True),
+    "file": (*_TEXT, True),
+    "spatial_shape": (_is_shape, "a list of 3 positive integers", True),
+    "in_channels": (*_COUNT, False),
+    "num_classes": (*_COUNT, False),
+    "checkpoint": (*_TEXT, False),
+    "epoch": (_is_int, "an integer", False),
+    "metric": (*_TEXT, False),
+    "value": (_is_number, "a number", False),
+}
+
+
+def _shown(value: object) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _check_keys(path: Path, record: Mapping[str, Any], rules: Mapping[str, tuple[Callable[[object], bool], str, bool]],
+                where: str = "") -> None:
+    for key, (test, what, required) in rules.items():
+        if key not in record:
+            if required:
+                raise ValueError(f"--model {path}: {MANIFEST} has no key {where}{key} ({what}); {_AGAIN}")
+        elif not test(record[key]):
+            raise ValueError(f"--model {path}: {MANIFEST} key {where}{key} must be {what}, got "
+                             f"{_shown(record[key])}; {_AGAIN}")
+
+
+def _checked_manifest(archive: UntrustedZip, path: Path) -> dict[str, Any]:
+    """The manifest of an opened package, every key it uses of the type it must have."""
+    info = archive.file(MANIFEST)
+    if info is None:
+        raise ValueError(f"--model {path} is a zip but not a PA-Seg model package (no {MANIFEST}); pass a package "
+                         "written by export_model.py")
+    manifest = archive.read_json(info, MAX_MANIFEST_BYTES)
+    if not isinstance(manifest, dict) or manifest.get("format") != PACKAGE_FORMAT:
+        raise ValueError(f"--model {path}: {MANIFEST} is not a PA-Seg package manifest; pass a package written by "
+                         "export_model.py")
+    _check_keys(path, manifest, _MANIFEST_KEYS)
+    for k, entry in enumerate(manifest["models"]):
+        if not isinstance(entry, dict):
+            raise ValueError(f"--model {path}: {MANIFEST} key models[{k}] must be an object, got {_shown(entry)}; "
+                             f"{_AGAIN}")
+        _check_keys(path, entry, _MODEL_KEYS, f"models[{k}].")
+        problem = name_problem(entry["file"])
+        if problem is not None:
+            raise archive.refuse(f"{MANIFEST} key models[{k}].file {entry['file']!r} {problem}")
+    _check_versions(path, manifest)
+    return manifest
+
+
+@contextmanager
+def _package_zip(path: Path) -> Iterator[UntrustedZip]:
+    """``path`` opened as an untrusted zip (:class:`UntrustedZip`): its member list checked."""
+    try:
+        archive = UntrustedZip(path, f"--model {path}", _PACKAGE_EXPECTED, _AGAIN)
+    except zipfile.BadZipFile:
+        raise ValueError(f"--model {path} is not a zip file (or a truncated one); pass {_PACKAGE_EXPECTED}") from None
+    with archive:
+        yield archive
+
+
+def _extract_models(archive: UntrustedZip, path: Path, manifest: Mapping[str, Any], folder: Path) -> list[ModelSpec]:
+    """The specs of a checked manifest's models, each file the manifest names extracted once into
+    ``folder`` under a name of ours (``weights<k>.pth``), never under the member's own."""
+    specs: list[ModelSpec] = []
+    extracted: dict[str, Path] = {}
+    for k, entry in enumerate(manifest["models"]):
+        network = entry["network"]
+        if network not in NETWORKS:
+            raise ValueError(f"--model {path} holds a {network} network, which this version does not know "
+                             f"(known: {', '.join(sorted(NETWORKS))}); update PA-Seg")
+        info = archive.file(entry["file"])
+        if info is None:
+            raise ValueError(f"--model {path}: {MANIFEST} key models[{k}].file names {entry['file']!r}, which the "
+                             f"package does not hold; {_AGAIN}")
+        if info.filename not in extracted:
+            extracted[info.filename] = archive.extract(info, folder / f"weights{len(extracted) + 1}.pth")
+        meta = {key: entry[key] for key in ("epoch", "metric", "value") if key in entry}
+        specs.append(ModelSpec(f"{entry['name']} ({network}, {path.name})", network, extracted[info.filename],
+                               tuple(entry["spatial_shape"]), f"{path}:{entry['name']}",
+                               manifest.get("normalisation", NORMALISATION), entry.get("in_channels", IN_CHANNELS),
+                               entry.get("num_classes", NUM_CLASSES), meta))
+    return specs
+
+
+def open_package(path: str | os.PathLike, workdir: str | os.PathLike) -> list[ModelSpec]:
+    """The models of a package, their weights extracted into a fresh private folder (``mkdtemp``,
+    mode 0700) inside ``workdir``, a folder the caller removes when done with the specs
+    (``inference.py``: a temporary folder around the whole prediction).
+
+    The package is untrusted: its members pass :class:`UntrustedZip`'s checks (names, links,
+    counts, sizes) before anything is read, the manifest's keys are type-checked, and only the
+    files it names are written, under names of ours. A refused package leaves nothing behind.
+
+    Raises a one-line ``ValueError`` naming ``path`` (never a temporary path) for a file that is
+    no zip or a damaged one, an unsafe or oversized zip, a zip that is not a PA-Seg package, a
+    manifest key of the wrong type, a package of a newer format or another major version of
+    this project, or a network, normalisation, channel or class count this version does not know.
     """
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"--model {path} not found; pass a model package written by export_model.py")
+    folder = Path(tempfile.mkdtemp(prefix="package-", dir=workdir))
     try:
-        with zipfile.ZipFile(path) as z:
-            bad = z.testzip()
-            if bad is not None:
-                raise ValueError(f"--model {path} is damaged (member {bad} fails its checksum); export it again")
-            if MANIFEST not in z.namelist():
-                raise ValueError(f"--model {path} is a zip but not a PA-Seg model package (no {MANIFEST}); "
-                                 "pass a package written by export_model.py")
-            manifest = json.loads(z.read(MANIFEST).decode("utf-8"))
-            if not isinstance(manifest, dict) or manifest.get("format") != PACKAGE_FORMAT:
-                raise ValueError(f"--model {path}: {MANIFEST} is not a PA-Seg package manifest; pass a package "
-                                 "written by export_model.py")
-            _check_versions(path, manifest)
-            specs = []
-            for entry in manifest.get("models", []):
-                network = entry.get("network")
-                if network not in NETWORKS:
-                    raise ValueError(f"--model {path} holds a {network} network, which this version does not know "
-                                     f"(known: {', '.join(sorted(NETWORKS))}); update PA-Seg")
-                target = Path(workdir) / path.stem / entry["file"]
-                target.parent.mkdir(parents=True, exist_ok=True)
-                with atomic_path(target) as tmp:
-                    tmp.write_bytes(z.read(entry["file"]))
-                meta = {k: entry[k] for k in ("epoch", "metric", "value") if k in entry}
-                specs.append(ModelSpec(f"{entry['name']} ({network}, {path.name})", network, target,
-                                       tuple(int(s) for s in entry["spatial_shape"]), f"{path}:{entry['name']}",
-                                       manifest.get("normalisation", NORMALISATION),
-                                       int(entry.get("in_channels", IN_CHANNELS)),
-                                       int(entry.get("num_classes", NUM_CLASSES)), meta))
-    except zipfile.BadZipFile:
-        raise ValueError(f"--model {path} is not a zip file (or a truncated one); pass a model package written by "
-                         "export_model.py") from None
-    except (zlib.error, EOFError):
-        raise ValueError(f"--model {path} is damaged (a member does not decompress); export it again") from None
-    except (KeyError, TypeError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise ValueError(f"--model {path} has a damaged manifest ({type(e).__name__}: {e}); export it again") from None
-    if not specs:
-        raise ValueError(f"--model {path} holds no model; export it again")
-    for spec in specs:
-        if spec.normalisation != NORMALISATION or spec.in_channels != IN_CHANNELS or spec.num_classes != NUM_CLASSES:
-            raise ValueError(f"--model {path}: {spec.name} needs normalisation {spec.normalisation!r}, "
-                             f"{spec.in_channels} channel(s), {spec.num_classes} classes; this version supports "
-                             f"{NORMALISATION!r}, {IN_CHANNELS}, {NUM_CLASSES}")
+        with _package_zip(path) as archive:
+            specs = _extract_models(archive, path, _checked_manifest(archive, path), folder)
+        for spec in specs:
+            if (spec.normalisation, spec.in_channels, spec.num_classes) != (NORMALISATION, IN_CHANNELS, NUM_CLASSES):
+                raise ValueError(f"--model {path}: {spec.name} needs normalisation {spec.normalisation!r}, "
+                                 f"{spec.in_channels} channel(s), {spec.num_classes} classes; this version supports "
+                                 f"{NORMALISATION!r}, {IN_CHANNELS}, {NUM_CLASSES}")
+    except BaseException:
+        shutil.rmtree(folder, ignore_errors=True)
+        raise
     return specs
 
 
 def _check_versions(path: Path, manifest: Mapping[str, Any]) -> None:
-    version = int(manifest.get("package_version", 0))
-    made_by = str(manifest.get("project_version", "unknown"))
+    version = manifest["package_version"]
+    made_by = manifest.get("project_version", "unknown")
     ours = project_version()
     if version > PACKAGE_VERSION or version < 1:
         raise ValueError(f"--model {path} is a package of format version {version} (PA-Seg {made_by}); this PA-Seg "
@@ -475,23 +586,24 @@ def _check_versions(path: Path, manifest: Mapping[str, Any]) -> None:
     if "unknown" not in (made_by, ours) and _major(made_by) != _major(ours):
         raise ValueError(f"--model {path} was made by PA-Seg {made_by}, incompatible with this PA-Seg {ours} "
                          "(another major version): use a matching PA-Seg version")
-    torch_made = str(manifest.get("torch_version", "unknown"))
+    torch_made = manifest.get("torch_version", "unknown")
     if _major(torch_made) != _major(torch.__version__):
         logger.warning("--model %s was packed with torch %s, this is torch %s", path, torch_made, torch.__version__)
 
 
 def read_manifest(path: str | os.PathLike) -> dict[str, Any]:
-    """The manifest of a package (for tools and tests; :func:`open_package` checks it)."""
-    with zipfile.ZipFile(path) as z:
-        return json.load(io.BytesIO(z.read(MANIFEST)))
+    """The manifest of a package, read and checked as :func:`open_package` does (nothing extracted)."""
+    with _package_zip(Path(path)) as archive:
+        return _checked_manifest(archive, Path(path))
 
 
 # ---------------------------------------------------------------------------------- resolving
 def resolve_models(entry: str | os.PathLike, workdir: str | os.PathLike, network: str | None, epoch_inf: str,
                    spatial_shape: Sequence[int] | None, all_of_scm: bool = False) -> list[ModelSpec]:
-    """The model(s) one command-line entry names: a package (``.zip``: every model in it), a
-    checkpoint file (``.pth``) or a run folder (``CP_<epoch_inf>.pth`` of its network; with
-    ``all_of_scm``, both models of an SCM run)."""
+    """The model(s) one command-line entry names: a package (``.zip``: every model in it,
+    extracted by :func:`open_package` into a private folder inside ``workdir``, which the caller
+    removes when done with the specs), a checkpoint file (``.pth``) or a run folder
+    (``CP_<epoch_inf>.pth`` of its network; with ``all_of_scm``, both models of an SCM run)."""
     path = Path(entry)
     if path.suffix == ".zip" or (path.is_file() and zipfile.is_zipfile(path) and path.suffix != ".pth"):
         specs = open_package(path, workdir)
