@@ -1,7 +1,7 @@
 """Why stage 1 of PA-Seg can collapse to empty predictions: measurements with the project's own losses.
 
-Writes ``docs/collapse.md`` (the numbers and what they support) and four plots
-``docs/collapse_*.png``. Everything is computed with :mod:`utilities.losses` and
+Writes ``docs/results/collapse.md`` (the numbers and what they support), its CSVs and four plots
+``collapse_*.png`` in ``docs/results/data/collapse/``. Everything is computed with :mod:`utilities.losses` and
 :mod:`utilities.schedules` on synthetic data, single-threaded, in about a minute:
 
 1. mCRF energy of the true mask, a dilated, an eroded and an empty mask on the down-sampled grid
@@ -17,7 +17,7 @@ Writes ``docs/collapse.md`` (the numbers and what they support) and four plots
 
 Example::
 
-    OMP_NUM_THREADS=1 python experiments/collapse_analysis.py --output_dir docs
+    OMP_NUM_THREADS=1 python experiments/collapse_analysis.py --output_dir docs/results
 """
 from __future__ import annotations
 
@@ -410,8 +410,8 @@ def report(results: dict[str, pd.DataFrame], seconds: float) -> str:
     size, bal, rg, st, ramp, sat = (results[k] for k in ("crf_vs_size", "balance", "ramp_gradients",
                                                           "crf_settings", "rampup", "saturation"))
     out = ["# Why stage 1 collapses to empty predictions: the cause, measured", "",
-           "Produced by `OMP_NUM_THREADS=1 python experiments/collapse_analysis.py --output_dir docs` "
-           f"({seconds:.0f} s on one CPU thread); the raw numbers are in `docs/collapse_data/*.csv`. "
+           "Produced by `OMP_NUM_THREADS=1 python experiments/collapse_analysis.py --output_dir docs/results` "
+           f"({seconds:.0f} s on one CPU thread); the raw numbers are in `docs/results/data/collapse/*.csv`. "
            "Everything is computed with the project's own loss modules (`PartialDiceCELoss`, "
            "`MultiViewGatedCRFLoss`, `VarianceLoss`) and `sigmoid_rampup`, on gradients w.r.t. the logit "
            "margin m = z_fg − z_bg (logits (−m/2, m/2)). mCRF: σ_xy = 6 and r = 5 in voxels of the "
@@ -513,7 +513,7 @@ def _section_crf_real(bal: pd.DataFrame) -> list[str]:
             "balls, the real lesions have blurred boundaries (partial volume, and the trilinear "
             f"down-sampling of image and logits), and a lesion of {small_down} voxels is mostly boundary; "
             "we did not separate these two effects.", "",
-            "![mCRF energy against lesion size](collapse_crf_vs_size.png)", ""]
+            "![mCRF energy against lesion size](data/collapse/collapse_crf_vs_size.png)", ""]
 
     return out
 
@@ -558,7 +558,7 @@ def _section_gradients(rg: pd.DataFrame, bal: pd.DataFrame, st: pd.DataFrame) ->
     for (ds, down, sig, r), row in sg.iterrows():
         out.append(f"| {ds} | {down} | {sig:g} | {r} | {_f(row['pull_crf'])} | {_f(row['net_pull_w1'])} | "
                    f"{row['eroded_over_true']:.2f} |")
-    out += ["", "![gradient norms](collapse_gradients.png)", ""]
+    out += ["", "![gradient norms](data/collapse/collapse_gradients.png)", ""]
 
     return out
 
@@ -577,7 +577,7 @@ def _section_rampup(ramp: pd.DataFrame) -> list[str]:
             "the effective step size by 100. At the paper's scale the ramp lasts 53 such time "
             f"constants; at demo scale the whole ramp-up ({small_ramp} steps) is shorter than one, so from the "
             "optimiser's point of view the regulariser is switched on at once rather than ramped.", "",
-            "![ramp-up in steps](collapse_rampup.png)", ""]
+            "![ramp-up in steps](data/collapse/collapse_rampup.png)", ""]
 
     return out
 
@@ -614,7 +614,7 @@ def _section_saturation(sat: pd.DataFrame) -> list[str]:
                 f"{_f(col.loc[ds, 'lesion_pull_vm'])} ({ds})" for ds in col.index) +
             ": on brats_small an empty, saturated network at full ramp weight stays empty; on the VS-like "
             "data it escapes only slowly.", "",
-            "![saturation](collapse_saturation.png)", ""]
+            "![saturation](data/collapse/collapse_saturation.png)", ""]
 
     return out
 
@@ -661,8 +661,8 @@ def _section_conclusions(bal: pd.DataFrame, st: pd.DataFrame, rg: pd.DataFrame, 
             "pull and the non-saturating VM act. These numbers show why saturation is a trap; how "
             "much clipping or momentum 0.9 help has to be measured with training runs "
             "(`experiments/ablate.py`).", "",
-            "Not explained by these static measurements: the issue's VS-like benchmark collapsed with "
-            "the mCRF at full resolution, where on the demo data the mCRF's pull is stronger and "
+            "Not explained by these static measurements: the VS-like benchmark that first showed the collapse "
+            "did so with the mCRF at full resolution, where on the demo data the mCRF's pull is stronger and "
             "positive at full resolution. These static numbers do not explain that collapse; it has to "
             "come from the training dynamics (the size of the mCRF gradient early on, momentum), which "
             "only training runs can show.", ""]
@@ -718,11 +718,15 @@ def _crossover(g: pd.DataFrame, dataset: str) -> float:
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--output_dir", default="./docs/", help="where collapse.md, the PNGs and the CSVs go")
+    p.add_argument("--output_dir", default="./docs/results/",
+                   help="where collapse.md goes; its CSVs and PNGs go to <output_dir>/data/collapse/")
     p.add_argument("--cases", type=int, default=4, help="realistic cases per dataset")
     p.add_argument("--seed", type=int, default=0, help="data seed of the synthetic cases")
     return p
 
+
+#: Where the CSVs and plots go, relative to ``--output_dir`` (the page links the plots there).
+DATA_DIR = Path("data") / "collapse"
 
 #: In ``collapse.md``, the line after which the sections on training runs (written from their
 #: logs, not measured here) begin; a new measurement rewrites the page above it and keeps them.
@@ -740,7 +744,7 @@ def with_kept_sections(text: str, page: Path) -> str:
 
 
 def run(output_dir: Path, per_dataset: int, seed: int) -> dict[str, pd.DataFrame]:
-    """All measurements; writes the CSVs under ``<output_dir>/collapse_data/`` and the plots."""
+    """All measurements; writes the CSVs and the plots under ``<output_dir>/data/collapse/``."""
     torch.set_num_threads(1)
     t0 = time.time()
     size = crf_vs_size(radii=(1.0, 2.0, 3.0, 4.0, 6.0, 8.0), contrasts=(0.5, 1.0, 2.0, 5.0, 10.0, 20.0),
@@ -754,8 +758,8 @@ def run(output_dir: Path, per_dataset: int, seed: int) -> dict[str, pd.DataFrame
     results = {"crf_vs_size": size, "balance": balance, "ramp_gradients": ramp_grads, "crf_settings": settings,
                "rampup": ramp, "saturation": sat}
     for name, df in results.items():
-        save_csv(df, output_dir / "collapse_data" / f"{name}.csv")
-    plot_all(size, balance, ramp_grads, sat, 1.0, output_dir)
+        save_csv(df, output_dir / DATA_DIR / f"{name}.csv")
+    plot_all(size, balance, ramp_grads, sat, 1.0, output_dir / DATA_DIR)
     page = output_dir / "collapse.md"
     save_text(with_kept_sections(report(results, time.time() - t0), page), page)
     print(f"measured in {time.time() - t0:.0f} s; wrote {output_dir / 'collapse.md'}")

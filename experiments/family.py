@@ -22,7 +22,7 @@ Summary (``summary.md``/``summary.csv``): per member and variant the mean Dice o
 seeds and the failed seeds (ablate's rule: all inference predictions empty, collapse warning,
 or best checkpoint from before the ramp-up ended), and the issue's criteria over the members.
 
-Example (the held-back report, CPU budget; see README "Stage 1 on data it was never tuned on")::
+Example (the held-back report, CPU budget; see docs/results/family.md)::
 
     python experiments/family.py --family_seeds 100 101 102 103 104 105 106 107 \\
         --variants seeds seeds_only_plan stage1_plan --output_dir ./ablation/family_heldback --jobs 2
@@ -55,6 +55,7 @@ from data.family.make_family_data import (  # noqa: E402
 )
 from utilities.io import save_csv, save_text  # noqa: E402
 from utilities.plan import PlanRules, fingerprint, make_plan, write_plan  # noqa: E402
+from utilities.textdata import loads_json, md_cell  # noqa: E402
 
 __all__ = ["VARIANTS", "member_config", "summarize_family", "main"]
 
@@ -128,7 +129,8 @@ def summarize_family(tables: dict[int, pd.DataFrame]) -> tuple[pd.DataFrame, str
     for seed, table in tables.items():
         for r in table.itertuples():
             rows.append({"member": seed, "variant": r.variant, "seeds": r.seeds, "dice_mean": r.dice_mean,
-                         "dice_std": r.dice_std, "failed": r.collapsed, "collapsed_epochs": r.collapsed_epochs})
+                         "dice_std": r.dice_std, "failed": r.collapsed, "collapsed_epochs": r.collapsed_epochs,
+                         "budget": getattr(r, "budget", "?")})
     df = pd.DataFrame(rows)
     wide = df.pivot(index="member", columns="variant", values="dice_mean")
     lines = []
@@ -149,11 +151,20 @@ def summarize_family(tables: dict[int, pd.DataFrame]) -> tuple[pd.DataFrame, str
     return df, "\n".join(lines)
 
 
+def _steps(rows: pd.DataFrame) -> str:
+    """The distinct recorded budgets of one variant's rows, each with its members."""
+    members: dict[str, list[str]] = {}
+    for member, budget in rows[["member", "budget"]].itertuples(index=False):
+        members.setdefault(str(budget), []).append(str(member))
+    return "; ".join(f"{budget} (member{'s' if len(ms) > 1 else ''} {', '.join(ms)})" for budget, ms in members.items())
+
+
 def _markdown(df: pd.DataFrame, criteria: str, title: str) -> str:
     variants = list(dict.fromkeys(df["variant"]))
-    lines = [f"# {title}", "", "Mean Dice over training seeds on each member's inference cases (failed seeds in "
-             "brackets: all predictions empty, collapse warning, or best checkpoint before the ramp-up ended).", "",
-             "| member | " + " | ".join(f"`{v}`" for v in variants) + " |", "|---" * (len(variants) + 1) + "|"]
+    lines = [f"# {md_cell(title)}", "",
+             "Mean Dice over training seeds on each member's inference cases (failed seeds in brackets: "
+             "all predictions empty, collapse warning, or best checkpoint before the ramp-up ended).", "",
+             "| member | " + " | ".join(f"`{md_cell(v)}`" for v in variants) + " |", "|---" * (len(variants) + 1) + "|"]
     for member, sub in df.groupby("member", sort=True):
         cells = []
         for v in variants:
@@ -167,14 +178,18 @@ def _markdown(df: pd.DataFrame, criteria: str, title: str) -> str:
         lines.append(f"| {member} | " + " | ".join(cells) + " |")
     means = df.groupby("variant")["dice_mean"].mean()
     lines.append("| mean | " + " | ".join(f"{means.get(v, np.nan):.3f}" for v in variants) + " |")
+    lines += ["", "Training steps per run, as the runs recorded them (the ablation tables' *Steps*):", ""]
+    lines += [f"- `{v}`: " + _steps(df[df["variant"] == v]) for v in variants if v != "seeds"]
     return "\n".join(lines) + "\n\n" + criteria + "\n"
 
 
 def _flags_json(text: str) -> dict[str, Any]:
     try:
-        flags = json.loads(text)
+        flags = loads_json(text, "--stage1_flags")
     except json.JSONDecodeError as err:
         raise argparse.ArgumentTypeError(f"not JSON ({err.msg}): {text}") from None
+    except ValueError as err:   # a repeated flag: only the second would count
+        raise argparse.ArgumentTypeError(str(err).removeprefix("--stage1_flags: ")) from None
     if not isinstance(flags, dict) or not all(isinstance(k, str) and k.startswith("--") for k in flags):
         raise argparse.ArgumentTypeError(f'must be a JSON object of flags such as {{"--max_epochs": 10}}, got {text}')
     return flags

@@ -84,7 +84,7 @@ def test_detector_fires_once_after_patience_and_names_the_dominant_term():
     assert "for 2 epoch(s) (epochs 3-4)" in message and "1.00% foreground" in message
     # summed over epochs 2-4: crf 4.0 + 0 + 0 > seg 0.5 + 0.2 + 0.2
     assert "dominant loss gradient w.r.t. the logits is crf (mean norms over epochs 2-4: seg 0.3, crf 1.33)" in message
-    assert 'README, section "When stage 1 predicts nothing"' in message
+    assert "see the guide page docs/guide/collapse.md for remedies" in message
     assert detector(4, empty) is None  # warned once per streak
     assert detector(5, healthy) is None and detector(6, empty) is None  # the streak restarts
 

@@ -43,7 +43,7 @@ __all__ = ["StepInfo", "LossPart", "StepOutput", "BestCheckpoint", "FitConfig", 
 
 logger = logging.getLogger("paseg")
 
-README_COLLAPSE_SECTION = 'README, section "When stage 1 predicts nothing"'
+README_COLLAPSE_SECTION = 'guide page docs/guide/collapse.md'
 
 
 @dataclass(frozen=True)

@@ -15,7 +15,7 @@ in the training patches) has foreground, the model predicts
 - or (stage 1, when the mCRF or the VM is on and its ramp-up has reached full weight) a flood: more than
   ``FLOOD_RATIO`` (10) times the seeds' foreground and over 1 % of the training patches. On
   small lesions the full-weight mCRF can pull the network into segmenting a whole tissue class
-  and hold it there (docs/collapse.md §8); working runs end at 1.5-6 times the seeds'
+  and hold it there (docs/results/collapse.md §8); working runs end at 1.5-6 times the seeds'
   foreground (the seeds are the lesions' cores). A run without them (seeds only) is not judged by
   this rule: its seed loss alone decides how far past the seeds it predicts, which is its Dice's
   business, not a collapse.
@@ -38,7 +38,7 @@ __all__ = ["CollapseWatch", "FLOOD_RATIO", "FLOOD_MIN_SHARE", "model_suffixes", 
 
 #: A flood: the training predictions hold more than this many times the reference's foreground...
 #: (10: on the development logs, over ``collapse_patience`` epochs, the lowest ratio that flags no
-#: run that 20 did not; docs/collapse.md §8)
+#: run that 20 did not; docs/results/collapse.md §8)
 FLOOD_RATIO = 10.0
 #: ... and more than this share of the training patches' voxels.
 FLOOD_MIN_SHARE = 0.01

@@ -15,14 +15,18 @@ One *family seed* fixes a whole dataset configuration (:class:`Member`, :func:`d
 * size: 8-48 training cases, 4 validation and 8 inference cases, volumes larger than the
   patch a plan would choose (the voxel size keeps a volume at <= ~200k voxels for CPU runs).
 
-The family seeds are split once, before any result was looked at (README, "Stage 1 on data it
-was never tuned on"): :data:`DEVELOPMENT_SEEDS` to choose methods and settings on,
+The family seeds are split once, before any result was looked at (docs/results/family.md):
+:data:`DEVELOPMENT_SEEDS` to choose methods and settings on,
 :data:`HELD_BACK_SEEDS` for the report, run once at the end.
 
 Layout (BraTS-like): ``<out>/image/<s>_img.nii.gz`` (float32, 0..1), ``<out>/label/<s>_seg.nii.gz``
 (uint8, 1 = lesion), ``<out>/annotation_7points/<s>_7points.nii.gz`` (simulated points),
 ``<out>/split.csv`` (``subject,phase``, no header) and ``<out>/member.json`` (the drawn
 configuration). A member depends only on its family seed; the same seed gives the same bytes.
+
+``--raw_intensities`` writes the images as a scanner would: int16, the same image times a
+per-case gain (0..1 becomes 0..1500-3000) plus a per-case offset (0-100, the background's
+value), listed in ``<out>/intensities.csv``; labels and points are the same as without it.
 
 Example::
 
@@ -65,7 +69,8 @@ from utilities.io import ensure_writable_dir, save_csv, save_text, write_image
 from utilities.splits import PHASES
 
 __all__ = ["DEVELOPMENT_SEEDS", "HELD_BACK_SEEDS", "Member", "draw_member", "make_member_case", "template_maps",
-           "generate_member", "IMAGE_POSTFIX", "LABEL_POSTFIX", "ANNOTATION_POSTFIX", "FOLDERS", "main"]
+           "generate_member", "raw_intensities", "IMAGE_POSTFIX", "LABEL_POSTFIX", "ANNOTATION_POSTFIX", "FOLDERS",
+           "main"]
 
 logger = logging.getLogger(LOGGER_NAME)
 
@@ -86,6 +91,9 @@ _MAX_VOXELS = 200_000
 _TEMPLATE_FILES = {"gm": "mni_icbm152_gm_tal_nlin_sym_09a_converted.nii.gz",
                    "wm": "mni_icbm152_wm_tal_nlin_sym_09a_converted.nii.gz"}
 _FAMILY_TAG = 20260  # mixes the family seed into its own random stream
+_RAW_TAG = 20261     # the stream of the raw intensities' gain and offset (apart from the cases')
+#: Raw intensities: the 0..1 image times a gain in this range plus an offset in ``_RAW_OFFSET``.
+_RAW_GAIN, _RAW_OFFSET = (1500.0, 3000.0), (0, 100)
 
 
 @dataclass(frozen=True)
@@ -299,8 +307,20 @@ def make_member_case(member: Member, rng: np.random.Generator) -> tuple[np.ndarr
     return (image / 1000.0).astype(np.float32), label
 
 
-def generate_member(member: Member, output_dir: str | os.PathLike) -> pd.DataFrame:
-    """Write every case of ``member`` (image, label, 7 points), ``split.csv`` and ``member.json``."""
+def raw_intensities(image: np.ndarray, family_seed: int, index: int) -> tuple[np.ndarray, float, int]:
+    """``(raw, gain, offset)``: a case's 0..1 image as a scanner would store it, int16
+    ``round(image * gain) + offset`` with the gain and offset drawn for case ``index`` of the
+    member from their own stream (the case itself is unchanged)."""
+    rng = np.random.default_rng([_RAW_TAG, int(family_seed), int(index)])
+    gain = round(float(rng.uniform(*_RAW_GAIN)), 1)
+    offset = int(rng.integers(_RAW_OFFSET[0], _RAW_OFFSET[1] + 1))
+    return (np.round(image.astype(np.float64) * gain) + offset).astype(np.int16), gain, offset
+
+
+def generate_member(member: Member, output_dir: str | os.PathLike, raw: bool = False) -> pd.DataFrame:
+    """Write every case of ``member`` (image, label, 7 points), ``split.csv`` and ``member.json``;
+    with ``raw``, int16 images at scanner-like intensities (:func:`raw_intensities`) and
+    ``intensities.csv``."""
     out = Path(output_dir)
     folders = [ensure_writable_dir(out / f) for f in FOLDERS]
     counts = member.counts
@@ -308,10 +328,14 @@ def generate_member(member: Member, output_dir: str | os.PathLike) -> pd.DataFra
     phases = [p for p, n in zip(PHASES, counts) for _ in range(n)]
     reference = sitk.Image([int(s) for s in member.size], sitk.sitkUInt8)
     reference.SetSpacing([float(s) for s in member.spacing])
-    for subject in subjects:
+    scales = []
+    for index, subject in enumerate(subjects):
         rng = subject_rng(member.family_seed, subject)
         image, label = make_member_case(member, rng)
         points = simulate_points(label, member.spacing[::-1], max_instances=2, jitter_mm=0.0, rng=rng, name=subject)
+        if raw:
+            image, gain, offset = raw_intensities(image, member.family_seed, index)
+            scales.append({"subject": subject, "gain": gain, "offset": offset})
         for array, folder, postfix in zip((image, label, points), folders, (IMAGE_POSTFIX, LABEL_POSTFIX,
                                                                             ANNOTATION_POSTFIX)):
             img = sitk.GetImageFromArray(array)
@@ -319,6 +343,8 @@ def generate_member(member: Member, output_dir: str | os.PathLike) -> pd.DataFra
             write_image(img, subject_path(folder, subject, postfix))
     split = pd.DataFrame({"subject": subjects, "phase": phases})
     save_csv(split, out / "split.csv", header=False)
+    if raw:
+        save_csv(pd.DataFrame(scales), out / "intensities.csv", index=False)
     save_text(json.dumps(asdict(member), indent=2) + "\n", out / "member.json")
     logger.info("family seed %d: wrote %d case(s) of %s voxels at %s mm (%s, %s anatomy) to %s", member.family_seed,
                 len(subjects), list(member.size), list(member.spacing), member.contrast, member.anatomy, out)
@@ -332,6 +358,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--output_dir", default=None, help="where to write it (default ./family/f<seed>)")
     p.add_argument("--describe", type=nonnegative_int, nargs="+", default=None,
                    help="print the configurations of these family seeds as JSON lines and exit")
+    p.add_argument("--raw_intensities", action="store_true",
+                   help="write int16 images at scanner-like intensities (a per-case gain and offset, "
+                        "in intensities.csv) instead of float32 0..1")
     return p
 
 
@@ -345,7 +374,7 @@ def main(argv: Sequence[str] | None = None) -> pd.DataFrame | None:
     if args.family_seed is None:
         raise ValueError("--family_seed is required (or --describe SEED ...)")
     output_dir = args.output_dir or f"./family/f{args.family_seed:03d}"
-    return generate_member(draw_member(args.family_seed), output_dir)
+    return generate_member(draw_member(args.family_seed), output_dir, raw=args.raw_intensities)
 
 
 if __name__ == "__main__":
