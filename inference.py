@@ -6,7 +6,9 @@ Split mode loads ``<model_dir>/<network>/models/CP_<epoch_inf>.pth`` and writes,
 (uint8, argmax) in exactly the input image's geometry (shape, affine and orientation of the file
 on disk). Folder mode (``--input_folder IN --output_folder OUT``) segments every image of IN
 (``.nii.gz``, ``.nii``, ``.nrrd``, ``.nhdr``, ``.mha``, ``.mhd``; ``--image_postfix`` filters)
-into ``OUT/<input name>.nii.gz``. The network and patch size come from the model when not given:
+into ``OUT/<input name>.nii.gz``: any other file of IN is named in an error (hidden files, whose
+names start with a dot, are ignored); a mask that exists in OUT is replaced only with
+``--overwrite``. The network and patch size come from the model when not given:
 the run's recorded arguments, or a model package (``--model model.zip``, see ``export_model.py``).
 ``--save_probabilities`` adds the foreground probability (float32) next to each mask as
 ``<mask name without _seg>_prob.nii.gz``; ``--ensemble`` averages the probabilities of several
@@ -34,9 +36,11 @@ from networks import NETWORKS, check_network_shape, get_network
 from utilities.cli import add_common_args, add_compile_args, check_spatial_shape, check_sw_overlap, positive_int
 from utilities.compile import prepare_network
 from utilities.data import ImageSource, SubjectCache, load_phase, make_volume_loader
-from utilities.grid import Grid
+from utilities.grid import Grid, check_readable, data_files, listed
 from utilities.io import (
     IMAGE_EXTENSIONS,
+    check_overwrite,
+    check_storable,
     ensure_writable_dir,
     image_extension,
     ras_affine,
@@ -130,31 +134,46 @@ def probability_path(mask: Path) -> Path:
     return mask.with_name(f"{stem}_prob.{ext}")
 
 
+def _folder_files(folder: Path) -> tuple[list[Path], list[Path], int, int]:
+    """The files of ``folder`` (not recursive), sorted: ``(images, files in no image format,
+    hidden files, sub-folders)``; the data file a detached header (``.nhdr``, ``.mhd``) names
+    belongs to its image."""
+    files, hidden, folders = [], 0, 0
+    for path in sorted(folder.iterdir()):
+        if path.name.startswith("."):
+            hidden += 1
+        elif path.is_file():
+            files.append(path)
+        else:
+            folders += 1
+    images = [p for p in files if image_extension(p) is not None]
+    data = {d.resolve() for image in images for d in data_files(check_readable(image))}
+    return images, [p for p in files if image_extension(p) is None and p.resolve() not in data], hidden, folders
+
+
 def list_images(folder: str | Path, postfix: str | None = None) -> list[tuple[str, Path]]:
     """``(name without extension, path)`` of every image file in ``folder`` (not recursive),
-    sorted by name; with ``postfix``, only names ending in ``_<postfix>``. Files left out
-    (other extensions, other postfixes) are counted in a log line.
+    sorted by name; with ``postfix``, only names ending in ``_<postfix>`` (the others are counted
+    in a log line). Hidden files (``.name``) are ignored and sub-folders not searched (both
+    counted in a log line); every image is checked readable.
 
     Raises:
         FileNotFoundError: ``folder`` is not a folder.
-        ValueError: two files of one name in different formats, or no image at all.
+        ValueError: a file in no image format (nothing is skipped without a word), two files of
+            one name in different formats, or no image at all.
     """
     folder = Path(folder)
     if not folder.is_dir():
         raise FileNotFoundError(f"--input_folder {folder} is not a folder; pass the folder of images to segment")
+    found, not_images, hidden, folders = _folder_files(folder)
+    if not_images:
+        raise ValueError(f"--input_folder {folder} holds {len(not_images)} file(s) in no image format: "
+                         f"{listed([p.name for p in not_images])}; move them out of the folder or convert them to one "
+                         f"of {' '.join(IMAGE_EXTENSIONS)} (hidden files, named .*, are ignored)")
     images: dict[str, Path] = {}
-    not_images: list[str] = []
     other_postfix: list[str] = []
-    folders = 0
-    for path in sorted(folder.iterdir()):
-        if not path.is_file():
-            folders += 1
-            continue
-        ext = image_extension(path)
-        if ext is None:
-            not_images.append(path.name)
-            continue
-        stem = path.name[: -len(ext)]
+    for path in found:
+        stem = path.name[: -len(image_extension(path) or "")]
         if postfix and not stem.endswith(f"_{postfix}"):
             other_postfix.append(path.name)
             continue
@@ -162,9 +181,8 @@ def list_images(folder: str | Path, postfix: str | None = None) -> list[tuple[st
             raise ValueError(f"--input_folder {folder} holds {stem} twice ({images[stem].name} and {path.name}); "
                              "keep one format of each image")
         images[stem] = path
-    if not_images:
-        logger.info("--input_folder: %d file(s) not in an image format (%s) left out, e.g. %s", len(not_images),
-                    " ".join(IMAGE_EXTENSIONS), not_images[0])
+    if hidden:
+        logger.info("--input_folder: %d hidden file(s) (named .*) ignored", hidden)
     if folders:
         logger.info("--input_folder: %d sub-folder(s) not searched (only the folder's own files are read)", folders)
     if other_postfix:
@@ -204,6 +222,8 @@ def predict_cases(specs: Sequence[ModelSpec], cache: SubjectCache, targets: Sequ
     k's mask to ``targets[k]`` (and its probability beside it); returns the masks written."""
     if len(targets) != len(cache):
         raise RuntimeError(f"{len(targets)} output paths for {len(cache)} cases")
+    for subject, target in zip(cache.subjects, targets, strict=True):  # before any case is computed
+        check_storable(Grid.read(subject["image"].path), target)
     models = _load_models(specs, device, compile, compile_backend)
     if len(models) > 1:
         logger.info("ensemble of %d models: the mean of their class probabilities", len(models))
@@ -307,7 +327,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--image_postfix", default=None,
                    help=f"image file postfix (split mode default {DEFAULT_POSTFIX}; folder mode: only images named "
                         "*_<postfix>, default all)")
-    p.add_argument("--phase", default="inference", choices=list(PHASES), help="which subjects to segment")
+    p.add_argument("--phase", default=None, choices=list(PHASES),
+                   help="which subjects of the split to segment (split mode; default inference)")
     p.add_argument("--spatial_shape", type=int, nargs=3, default=None,
                    help="sliding-window size (X Y Z), divisible by 16 (default: the model's patch size, else "
                         f"{' '.join(map(str, DEFAULT_SPATIAL_SHAPE))})")
@@ -317,6 +338,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="segment every image in this folder (" + " ".join(IMAGE_EXTENSIONS) + ") instead of a split")
     p.add_argument("--output_folder", default=None,
                    help="write <input name>.nii.gz here (folder mode; in split mode instead of the run's output_pred)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace masks (and probabilities) that exist in --output_folder (the run's output_pred is "
+                        "the run's own: always replaced, with a log line)")
     p.add_argument("--model", default=None,
                    help="a model package (.zip, export_model.py) or a checkpoint (.pth) instead of --model_dir")
     p.add_argument("--output_format", default="nii.gz", choices=OUTPUT_FORMATS,
@@ -340,6 +364,18 @@ def _flat_target(folder: Path, name: str) -> Path:
     return folder / f"{name}.nii.gz"
 
 
+def _check_targets(targets: Sequence[Path], probabilities: bool, overwrite: bool, user_folder: bool) -> None:
+    """Refuse to replace masks (and probabilities) in the user's ``--output_folder`` without
+    ``--overwrite``; in the run's own ``output_pred`` say how many are replaced."""
+    paths = [p for t in targets for p in ((t, probability_path(t)) if probabilities else (t,))]
+    if user_folder:
+        check_overwrite(paths, "--output_folder", overwrite, "segmentation file")
+    else:
+        existing = [p for p in paths if p.exists()]
+        if existing:
+            logger.info("replacing %d existing file(s) of the run's output_pred, e.g. %s", len(existing), existing[0])
+
+
 def main(argv: list[str] | None = None) -> list[Path]:
     args = build_parser().parse_args(argv)
     spatial_shape = check_spatial_shape(args.spatial_shape) if args.spatial_shape is not None else None
@@ -353,7 +389,7 @@ def main(argv: list[str] | None = None) -> list[Path]:
     if folder_mode:
         if args.output_folder is None:
             raise ValueError("--input_folder needs --output_folder, the folder to write the segmentations to")
-        given = [f for f in ("dataset_split", "path_images") if getattr(args, f) is not None]
+        given = [f for f in ("dataset_split", "path_images", "phase") if getattr(args, f) is not None]
         if given:
             raise ValueError(f"--input_folder excludes --{given[0]} (split mode); pass one of them")
         if Path(args.output_folder).resolve() == Path(args.input_folder).resolve():
@@ -383,8 +419,8 @@ def main(argv: list[str] | None = None) -> list[Path]:
                                  "probability; rename one of the images")
         else:
             postfix = args.image_postfix or DEFAULT_POSTFIX
-            cache = _split_cache(args.dataset_split or DEFAULT_SPLIT, args.phase, args.path_images or DEFAULT_IMAGES,
-                                 postfix)
+            cache = _split_cache(args.dataset_split or DEFAULT_SPLIT, args.phase or "inference",
+                                 args.path_images or DEFAULT_IMAGES, postfix)
             subjects = [s["subject"] for s in cache.subjects]
             if args.output_folder is not None:
                 out = ensure_writable_dir(args.output_folder)
@@ -392,6 +428,7 @@ def main(argv: list[str] | None = None) -> list[Path]:
             else:
                 layout = RunLayout(model_dir, specs[0].network)
                 targets = [layout.prediction(s, postfix) for s in subjects]
+        _check_targets(targets, args.save_probabilities, args.overwrite, args.output_folder is not None)
         return predict_cases(specs, cache, targets, device, args.sw_batch_size, args.sw_overlap, args.amp,
                              args.num_workers, args.compile, args.compile_backend, args.save_probabilities)
 

@@ -1,36 +1,212 @@
-"""One home for file names and voxel grids: the ``<subject>_<postfix><ext>`` paths (one file per
-subject and postfix, in any of :data:`utilities.io.IMAGE_EXTENSIONS`), the check that a subject
-name can be a file-name part, the list of missing files, and the check that two images share a
-voxel grid (one tolerance, one message), used by training, inference, scoring and data
-preparation alike.
+"""One home for file names and voxel grids: the image formats and the ``<subject>_<postfix><ext>``
+paths (one file per subject and postfix, in any of :data:`IMAGE_EXTENSIONS`), the check that a
+subject name can be a file-name part, the list of missing files, the check that a file can be
+read at all, the rules a file's geometry must follow, and the check that two images share a
+voxel grid (one tolerance, :data:`GRID_TOLERANCE`, one message), used by training, inference,
+scoring, the report and data preparation alike.
 
 One geometry: a grid is what SimpleITK reads from the file (TorchIO, every reader and every
-writer of the project go through SimpleITK); a NIfTI file on which SimpleITK's and nibabel's
-rules would give two different geometries (its qform and sform disagree) is refused when read
-(:func:`utilities.io.check_geometry`)."""
+writer of the project go through SimpleITK). A file whose axes are not at right angles (a
+sheared or scaled direction, in any format), and a NIfTI file on which SimpleITK's and
+nibabel's rules would give two different geometries (its qform and sform disagree), are refused
+when read (:func:`check_geometry`)."""
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
+import nibabel as nib
 import numpy as np
 import SimpleITK as sitk
 
-from utilities.io import IMAGE_EXTENSIONS, check_geometry, check_name_length, ras_affine
-
-__all__ = ["GRID_TOLERANCE", "check_subject_name", "subject_path", "find_subject_file", "missing_files",
+__all__ = ["IMAGE_EXTENSIONS", "MAX_NAME_BYTES", "image_extension", "check_name_length", "GRID_TOLERANCE",
+           "unreadable", "check_readable", "data_files", "ras_affine", "check_direction", "check_geometry",
+           "check_subject_name", "subject_path", "find_subject_file", "missing_files",
            "missing_paths", "listed", "MAX_LISTED", "Grid",
            "grid_difference", "check_same_grid", "OUTPUT_FORMATS", "output_extension"]
+
+#: The image file formats every reader of the project accepts for ``<subject>_<postfix><ext>``
+#: (matched as whole name endings);
+#: outputs are ``.nii.gz`` unless a script's ``--output_format`` says otherwise.
+IMAGE_EXTENSIONS = (".nii.gz", ".nii", ".nrrd", ".nhdr", ".mha", ".mhd")
+
+#: The longest file name (in bytes, UTF-8) the usual file systems (ext4, XFS, APFS, NTFS) allow.
+MAX_NAME_BYTES = 255
 
 #: What ``--output_format`` may ask for (default ``nii.gz``); the extension of every written volume.
 OUTPUT_FORMATS = tuple(ext.lstrip(".") for ext in IMAGE_EXTENSIONS if ext not in (".nhdr", ".mhd"))
 
-#: Two grids are the same when their sizes are equal, their spacings agree to this relative
-#: tolerance, their direction cosines to this absolute tolerance, and their origins to this
-#: fraction of the largest voxel size (NIfTI headers store float32: their rounding is far below).
+#: The project's one geometry tolerance. Two grids are the same when their sizes are equal, their
+#: spacings agree to this relative tolerance, their direction cosines to this absolute tolerance
+#: and their origins to this fraction of the largest voxel size (:func:`grid_difference`). The
+#: same number bounds the rest: a direction is orthonormal when ``DᵀD`` is the identity within it
+#: (:func:`check_direction`), the qform and sform of one NIfTI file agree when every entry is
+#: within this fraction of its largest voxel size, and a volume is written exactly when the file
+#: read back is its grid (:func:`utilities.io.write_image`).
 GRID_TOLERANCE = 1e-3
+
+
+def image_extension(path: str | os.PathLike) -> str | None:
+    """The :data:`IMAGE_EXTENSIONS` entry ``path``'s name ends with (``None``: no image name)."""
+    name = Path(path).name
+    return next((ext for ext in IMAGE_EXTENSIONS if name.endswith(ext)), None)
+
+
+def check_name_length(path: str | os.PathLike) -> Path:
+    """Refuse a file name longer than :data:`MAX_NAME_BYTES` with a one-line ``ValueError``
+    (the file system's "File name too long" would otherwise come mid-run)."""
+    path = Path(path)
+    size = len(path.name.encode("utf-8", "surrogateescape"))
+    if size > MAX_NAME_BYTES:
+        raise ValueError(f"file name {path.name[:40]}...{path.name[-20:]} is {size} bytes long, more than the "
+                         f"{MAX_NAME_BYTES} a file system allows (in {path.parent}); shorten the subject name "
+                         "or the postfix")
+    return path
+
+
+def unreadable(path: str | os.PathLike, what: str, reason: str) -> ValueError:
+    """The one-line error of a file that exists and may be read but cannot be decoded."""
+    return ValueError(f"cannot read {what} file {path} (unreadable or truncated: {reason}); "
+                      "re-create or re-download it")
+
+
+#: The header line naming a detached data file: NRRD's ``data file:`` (or ``datafile:``),
+#: MetaImage's ``ElementDataFile =``.
+_DATA_FILE = re.compile(r"^\s*(?:data\s?file\s*:|ElementDataFile\s*=)\s*(.*?)\s*$", re.I)
+
+
+def data_files(path: str | os.PathLike) -> list[Path]:
+    """The data file named by the header ``path`` (``.nhdr``, ``.mhd``; a ``.nrrd`` or ``.mha``
+    may be a detached header too), as a path beside the header; ``[]`` for a NIfTI file, data
+    in the file itself (``LOCAL``) or a list or pattern of files (``LIST``, ``%d``: left to the
+    reader)."""
+    path = Path(path)
+    ext = image_extension(path)
+    if ext not in (".nhdr", ".nrrd", ".mhd", ".mha"):
+        return []
+    with open(path, "rb") as f:
+        head = f.read(65536).decode("latin-1")
+    for line in head.splitlines():
+        if not line.strip() and ext in (".nhdr", ".nrrd"):
+            break  # a NRRD header ends at the first blank line; the data follow
+        found = _DATA_FILE.match(line)
+        if found:
+            name = found.group(1)
+            if not name or name.upper() == "LOCAL" or name.upper().startswith("LIST") or "%" in name:
+                return []
+            return [path.parent / name]
+    return []
+
+
+def _denied(what: str, file: Path) -> PermissionError:
+    return PermissionError(f"{what} file {file} cannot be read: permission denied; give this user read permission "
+                           f"(chmod a+r {file}) or copy the file somewhere readable")
+
+
+def check_readable(path: str | os.PathLike, what: str = "image") -> Path:
+    """Refuse, in one line naming the file, a file that is missing or that this user may not
+    read, and a detached header whose data file is missing or unreadable (the readers would
+    call each of them truncated). Returns ``path``."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{what} file not found: {path}")
+    try:
+        files = [path, *data_files(path)]
+    except PermissionError:
+        raise _denied(what, path) from None
+    for file in files:
+        if not file.is_file():
+            raise FileNotFoundError(f"{what} file {path} is a header whose data file {file} does not exist; put the "
+                                    "data file beside the header (or correct the header's data file line)")
+        try:
+            with open(file, "rb"):
+                pass
+        except PermissionError:
+            raise _denied(what, file) from None
+    return path
+
+
+def ras_affine(spacing: Sequence[float], direction: Sequence[float], origin: Sequence[float]) -> np.ndarray:
+    """The 4×4 voxel (x, y, z index) → RAS mm affine of a SimpleITK geometry (LPS, direction
+    row-major 3×3), as TorchIO and nibabel use it."""
+    lps_to_ras = np.diag([-1.0, -1.0, 1.0])
+    cosines = np.asarray(direction, dtype=float).reshape(len(spacing), len(spacing))[:3, :3]
+    out = np.eye(4)
+    out[:3, :3] = lps_to_ras @ cosines @ np.diag(np.asarray(spacing, dtype=float)[:3])
+    out[:3, 3] = lps_to_ras @ np.asarray(origin, dtype=float)[:3]
+    return out
+
+
+def _is_nifti(path: Path) -> bool:
+    return path.name.endswith((".nii", ".nii.gz"))
+
+
+def _where(affine: np.ndarray) -> str:
+    return f"{''.join(nib.aff2axcodes(affine))}, origin {[round(float(v), 2) + 0.0 for v in affine[:3, 3]]}"
+
+
+def check_direction(direction: Sequence[float], path: str | os.PathLike, what: str = "image") -> None:
+    """Refuse, in one line naming the file, a direction whose axes are not at right angles or
+    not of unit length (a sheared or scaled grid). ITK reads such a matrix from ``.mha`` or
+    ``.nrrd`` as it is, but NIfTI cannot hold it (ITK's NIfTI writer replaces it by another
+    matrix) and tools resample it differently, so a mask written for it would not overlay its
+    image: every format gets the rule the NIfTI reader applies to a sheared qform/sform."""
+    n = int(round(len(direction) ** 0.5))
+    matrix = np.asarray(direction, dtype=float).reshape(n, n)
+    if not np.allclose(matrix.T @ matrix, np.eye(n), rtol=0.0, atol=GRID_TOLERANCE):
+        shown = [round(float(v), 4) + 0.0 for v in matrix.ravel()]
+        raise ValueError(f"{what} file {path} has a sheared direction {shown} (its axes are not at right angles or "
+                         "not of unit length), which NIfTI cannot store and tools resample differently; resample it "
+                         "onto a grid with an orthonormal direction and save it again")
+
+
+def _check_nifti_geometry(path: Path, what: str, mine: np.ndarray) -> None:
+    """The NIfTI rules of :func:`check_geometry`; ``mine``: SimpleITK's affine of the file."""
+    try:
+        image: Any = nib.load(str(path))  # a NIfTI image (nibabel declares the base FileBasedImage)
+        header = image.header
+        zoom = max(float(z) for z in header.get_zooms()[:3]) or 1.0
+    except Exception:  # an unreadable file is reported by the reader itself
+        return
+    tol = GRID_TOLERANCE * zoom
+    hint = ("re-save it with one geometry, e.g. in Python: img = nibabel.load(f); img.set_qform(img.get_sform()); "
+            "nibabel.save(img, f) (or set_sform(get_qform()) if the qform is the right one)")
+    if int(header["qform_code"]) > 0 and int(header["sform_code"]) > 0:
+        qform, sform = header.get_qform(), header.get_sform()
+        if not np.allclose(qform, sform, rtol=0.0, atol=tol):
+            raise ValueError(f"{what} file {path} holds two world geometries: its qform ({_where(qform)}) and its "
+                             f"sform ({_where(sform)}) disagree, and tools differ on which to use; {hint}")
+    if not np.allclose(mine, image.affine, rtol=0.0, atol=tol):
+        raise ValueError(f"{what} file {path} has a geometry that SimpleITK ({_where(mine)}) and nibabel "
+                         f"({_where(image.affine)}) read differently (a sheared or inconsistent qform/sform); {hint}")
+
+
+def check_geometry(path: str | os.PathLike, what: str = "image") -> None:
+    """Refuse, with a one-line ``ValueError``, a file whose world geometry the project cannot
+    keep: a sheared or scaled direction in any format (:func:`check_direction`), and a NIfTI
+    file that holds two world geometries.
+
+    The project's one geometry is SimpleITK's reading (TorchIO, every reader and every writer
+    use it). A NIfTI header has two places for it, the qform and the sform; when both are set
+    and disagree, tools differ on which they use (nibabel and SimpleITK prefer the sform, older
+    ITK and some viewers the qform; SimpleITK falls back to the qform for a sheared sform), so a
+    mask written by one would be mirrored or shifted in another. Such a file (and one on which
+    nibabel's and SimpleITK's readings differ for any other reason) is refused.
+    """
+    path = Path(path)
+    reader = sitk.ImageFileReader()
+    reader.SetFileName(str(path))
+    try:
+        reader.ReadImageInformation()
+    except RuntimeError:  # an unreadable file is reported by the reader itself
+        return
+    check_direction(reader.GetDirection(), path, what)
+    if _is_nifti(path) and reader.GetDimension() >= 3:
+        _check_nifti_geometry(path, what, ras_affine(reader.GetSpacing(), reader.GetDirection(), reader.GetOrigin()))
 
 
 def check_subject_name(subject: str) -> str:
@@ -70,18 +246,20 @@ def subject_path(folder: str | os.PathLike, subject: str, postfix: str, ext: str
 
 def find_subject_file(folder: str | os.PathLike, subject: str, postfix: str, what: str = "image") -> Path:
     """The one existing ``<folder>/<subject>_<postfix><ext>`` for ``ext`` in
-    :data:`utilities.io.IMAGE_EXTENSIONS`; the ``.nii.gz`` path when none exists (the caller
-    reports it missing).
+    :data:`IMAGE_EXTENSIONS`, checked to be readable (:func:`check_readable`); the ``.nii.gz``
+    path when none exists (the caller reports it missing).
 
     Raises:
         ValueError: one line naming both files when the subject has files in two formats.
+        PermissionError, FileNotFoundError: the file may not be read, or is a header whose data
+            file is missing.
     """
     check_subject_name(subject)
     found = [p for p in (Path(folder) / f"{subject}_{postfix}{ext}" for ext in IMAGE_EXTENSIONS) if p.is_file()]
     if len(found) > 1:
         raise ValueError(f"{what} of subject {subject!r} exists in {len(found)} formats: "
                          f"{' and '.join(str(p) for p in found)}; keep one of them")
-    return found[0] if found else subject_path(folder, subject, postfix)
+    return check_readable(found[0], what) if found else subject_path(folder, subject, postfix)
 
 
 def missing_files(subjects: Iterable[str], folder: str | os.PathLike, postfix: str, what: str) -> list[str]:
@@ -122,15 +300,15 @@ class Grid:
 
     @classmethod
     def read(cls, path: str | os.PathLike, what: str = "image") -> Grid:
-        """The grid of a file, from its header only."""
+        """The grid of a file, from its header only (checked: :func:`check_readable`,
+        :func:`check_geometry`)."""
+        check_readable(path, what)
         reader = sitk.ImageFileReader()
         reader.SetFileName(str(path))
         try:
             reader.ReadImageInformation()
         except RuntimeError as e:
-            reason = (str(e).strip().splitlines() or ["unknown reason"])[-1]
-            raise ValueError(f"cannot read {what} file {path} (unreadable or truncated: {reason}); "
-                             "re-create or re-download it") from None
+            raise unreadable(path, what, (str(e).strip().splitlines() or ["unknown reason"])[-1]) from None
         check_geometry(path, what)
         return cls.of(reader)
 

@@ -2,11 +2,16 @@
 
 Everything the project writes goes through :func:`atomic_path`: the content is written to a
 temporary file in the destination folder and renamed into place, so a crash mid-write never
-leaves a half-written file where a good one was.
+leaves a half-written file where a good one was; an existing output is replaced only when the
+user asked (:func:`check_overwrite`). Images are read by one reader (:func:`read_image`: readable,
+one geometry, real and finite voxels, in every format) and written by one writer
+(:func:`write_image`: a grid the format cannot store exactly is refused). The file names and
+grid rules live in :mod:`utilities.grid` (re-exported here).
 """
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import os
 import re
 import tempfile
@@ -23,6 +28,19 @@ import SimpleITK as sitk
 import torch
 
 from utilities.errors import OutputError
+from utilities.grid import (
+    GRID_TOLERANCE,
+    IMAGE_EXTENSIONS,
+    MAX_NAME_BYTES,
+    Grid,
+    check_geometry,
+    check_name_length,
+    check_readable,
+    grid_difference,
+    image_extension,
+    ras_affine,
+    unreadable,
+)
 
 __all__ = [
     "OutputError",
@@ -42,41 +60,18 @@ __all__ = [
     "count_nonfinite",
     "check_voxels",
     "check_label_values",
+    "check_overwrite",
+    "check_storable",
     "ensure_writable_dir",
     "IMAGE_EXTENSIONS",
     "image_extension",
     "check_geometry",
+    "check_readable",
     "check_name_length",
+    "GRID_TOLERANCE",
     "ras_affine",
     "MAX_NAME_BYTES",
 ]
-
-#: The image file formats every reader of the project accepts for ``<subject>_<postfix><ext>``
-#: (matched as whole name endings);
-#: outputs are ``.nii.gz`` unless a script's ``--output_format`` says otherwise.
-IMAGE_EXTENSIONS = (".nii.gz", ".nii", ".nrrd", ".nhdr", ".mha", ".mhd")
-
-#: The longest file name (in bytes, UTF-8) the usual file systems (ext4, XFS, APFS, NTFS) allow.
-MAX_NAME_BYTES = 255
-
-
-def image_extension(path: str | os.PathLike) -> str | None:
-    """The :data:`IMAGE_EXTENSIONS` entry ``path``'s name ends with (``None``: no image name)."""
-    name = Path(path).name
-    return next((ext for ext in IMAGE_EXTENSIONS if name.endswith(ext)), None)
-
-
-def check_name_length(path: str | os.PathLike) -> Path:
-    """Refuse a file name longer than :data:`MAX_NAME_BYTES` with a one-line ``ValueError``
-    (the file system's "File name too long" would otherwise come mid-run)."""
-    path = Path(path)
-    size = len(path.name.encode("utf-8", "surrogateescape"))
-    if size > MAX_NAME_BYTES:
-        raise ValueError(f"file name {path.name[:40]}...{path.name[-20:]} is {size} bytes long, more than the "
-                         f"{MAX_NAME_BYTES} a file system allows (in {path.parent}); shorten the subject name "
-                         "or the postfix")
-    return path
-
 
 def _umask() -> int:
     mask = os.umask(0o022)
@@ -262,42 +257,69 @@ def save_text(text: str, path: str | os.PathLike) -> None:
         tmp.write_text(text, encoding="utf-8")
 
 
-def _unreadable(path: Path, what: str, reason: str) -> ValueError:
-    return ValueError(f"cannot read {what} file {path} (unreadable or truncated: {reason}); "
-                      "re-create or re-download it")
-
-
 def _is_nifti(path: Path) -> bool:
     return path.name.endswith((".nii", ".nii.gz"))
 
 
-def count_nonfinite(path: str | os.PathLike, what: str = "image") -> int:
-    """Decode every voxel of a NIfTI file; return how many are NaN or Inf.
+#: SimpleITK's complex pixel types (a complex scan: k-space, or phase and magnitude in one file).
+_COMPLEX = (sitk.sitkComplexFloat32, sitk.sitkComplexFloat64)
 
-    SimpleITK (and TorchIO, which reads through it) silently fills a truncated NIfTI file with
-    zeros and turns NaN/Inf into 0, so the stored data are decoded once more with nibabel,
-    which notices both. Files of other formats are not checked (0).
 
-    Raises:
-        ValueError: naming the file, if it is unreadable or holds fewer voxels than its header says.
-    """
-    path = Path(path)
-    if not _is_nifti(path):
-        return 0
+def _refuse_complex(path: Path, what: str, type_name: str) -> None:
+    raise ValueError(f"{what} file {path} holds complex values ({type_name}); the project reads real intensities: "
+                     "save the magnitude (e.g. numpy.abs of the data) as a real-valued image")
+
+
+def _nifti_data(path: Path, what: str) -> np.ndarray:
+    """Every stored voxel of a NIfTI file, decoded by nibabel (unscaled)."""
     try:
         loaded: Any = nib.load(str(path))  # a NIfTI image (nibabel declares the base FileBasedImage)
         proxy = loaded.dataobj
-        data = np.asanyarray(proxy.get_unscaled() if hasattr(proxy, "get_unscaled") else proxy)
+        return np.asanyarray(proxy.get_unscaled() if hasattr(proxy, "get_unscaled") else proxy)
     except (EOFError, OSError, zlib.error, ValueError, nib.filebasedimages.ImageFileError) as e:
-        raise _unreadable(path, what, str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__) from None
+        raise unreadable(path, what, str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__) from None
+
+
+def _sitk_read(path: Path, what: str) -> sitk.Image:
+    try:
+        return sitk.ReadImage(str(path))
+    except RuntimeError as e:
+        raise unreadable(path, what, str(e).strip().splitlines()[-1] if str(e).strip() else "unknown reason") from None
+
+
+def count_nonfinite(path: str | os.PathLike, what: str = "image", image: sitk.Image | None = None) -> int:
+    """Decode every voxel of an image file (any format); return how many are NaN or Inf.
+
+    SimpleITK (and TorchIO, which reads through it) silently fills a truncated NIfTI file with
+    zeros and turns its NaN/Inf into 0, so a NIfTI file's stored data are decoded once more
+    with nibabel, which notices both; the other formats keep NaN/Inf through SimpleITK
+    (``image``: the file as already read, to decode it once only).
+
+    Raises:
+        FileNotFoundError, PermissionError: the file (or a header's data file) is missing or
+            may not be read (:func:`utilities.grid.check_readable`).
+        ValueError: naming the file, if it is unreadable, holds fewer voxels than its header
+            says, or holds complex values.
+    """
+    path = check_readable(path, what)
+    if _is_nifti(path):
+        data = _nifti_data(path, what)
+        if np.iscomplexobj(data):
+            _refuse_complex(path, what, str(data.dtype))
+    else:
+        image = _sitk_read(path, what) if image is None else image
+        if image.GetPixelID() in _COMPLEX:
+            _refuse_complex(path, what, image.GetPixelIDTypeAsString())
+        data = sitk.GetArrayViewFromImage(image)
     if not np.issubdtype(data.dtype, np.inexact):
         return 0
     return int(np.count_nonzero(~np.isfinite(data)))
 
 
-def check_voxels(path: str | os.PathLike, what: str = "image") -> None:
-    """Raise a one-line ``ValueError`` naming the file if it is truncated or holds NaN/Inf."""
-    bad = count_nonfinite(path, what)
+def check_voxels(path: str | os.PathLike, what: str = "image", image: sitk.Image | None = None) -> None:
+    """Raise a one-line error naming the file if it cannot be read, is truncated, holds complex
+    values or holds NaN/Inf (:func:`count_nonfinite`), whatever its format."""
+    bad = count_nonfinite(path, what, image)
     if bad:
         raise ValueError(f"{what} file {path} has {bad} NaN or Inf voxel(s) (NaN/Inf values are not allowed); "
                          "fix or re-export it")
@@ -316,92 +338,87 @@ def check_label_values(array: np.ndarray, path: str | os.PathLike, what: str = "
                              "as an integer label")
 
 
-def ras_affine(spacing: Sequence[float], direction: Sequence[float], origin: Sequence[float]) -> np.ndarray:
-    """The 4×4 voxel (x, y, z index) → RAS mm affine of a SimpleITK geometry (LPS, direction
-    row-major 3×3), as TorchIO and nibabel use it."""
-    lps_to_ras = np.diag([-1.0, -1.0, 1.0])
-    cosines = np.asarray(direction, dtype=float).reshape(len(spacing), len(spacing))[:3, :3]
-    out = np.eye(4)
-    out[:3, :3] = lps_to_ras @ cosines @ np.diag(np.asarray(spacing, dtype=float)[:3])
-    out[:3, 3] = lps_to_ras @ np.asarray(origin, dtype=float)[:3]
-    return out
-
-
-#: Two affines of one file agree when every entry is within this fraction of its largest voxel size.
-GEOMETRY_TOLERANCE = 1e-3
-
-
-def _where(affine: np.ndarray) -> str:
-    return f"{''.join(nib.aff2axcodes(affine))}, origin {[round(float(v), 2) + 0.0 for v in affine[:3, 3]]}"
-
-
-def check_geometry(path: str | os.PathLike, what: str = "image") -> None:
-    """Refuse a NIfTI file that holds two world geometries, with a one-line ``ValueError``.
-
-    The project's one geometry is SimpleITK's reading (TorchIO, every reader and every writer
-    use it). A NIfTI header has two places for it, the qform and the sform; when both are set
-    and disagree, tools differ on which they use (nibabel and SimpleITK prefer the sform, older
-    ITK and some viewers the qform; SimpleITK falls back to the qform for a sheared sform), so a
-    mask written by one would be mirrored or shifted in another. Such a file (and one on which
-    nibabel's and SimpleITK's readings differ for any other reason) is refused. Files of other
-    formats hold one geometry.
-    """
-    path = Path(path)
-    if not _is_nifti(path):
-        return
-    try:
-        image: Any = nib.load(str(path))  # a NIfTI image (nibabel declares the base FileBasedImage)
-        header = image.header
-        zoom = max(float(z) for z in header.get_zooms()[:3]) or 1.0
-    except Exception:  # an unreadable file is reported by the reader itself
-        return
-    tol = GEOMETRY_TOLERANCE * zoom
-    hint = ("re-save it with one geometry, e.g. in Python: img = nibabel.load(f); img.set_qform(img.get_sform()); "
-            "nibabel.save(img, f) (or set_sform(get_qform()) if the qform is the right one)")
-    if int(header["qform_code"]) > 0 and int(header["sform_code"]) > 0:
-        qform, sform = header.get_qform(), header.get_sform()
-        if not np.allclose(qform, sform, rtol=0.0, atol=tol):
-            raise ValueError(f"{what} file {path} holds two world geometries: its qform ({_where(qform)}) and its "
-                             f"sform ({_where(sform)}) disagree, and tools differ on which to use; {hint}")
-    reader = sitk.ImageFileReader()
-    reader.SetFileName(str(path))
-    try:
-        reader.ReadImageInformation()
-    except RuntimeError:
-        return
-    if reader.GetDimension() < 3:
-        return
-    mine = ras_affine(reader.GetSpacing(), reader.GetDirection(), reader.GetOrigin())
-    if not np.allclose(mine, image.affine, rtol=0.0, atol=tol):
-        raise ValueError(f"{what} file {path} has a geometry that SimpleITK ({_where(mine)}) and nibabel "
-                         f"({_where(image.affine)}) read differently (a sheared or inconsistent qform/sform); {hint}")
-
-
 def read_image(path: str | os.PathLike, what: str = "image") -> sitk.Image:
     """The one reader: any file of :data:`IMAGE_EXTENSIONS` (or SimpleITK-readable), with a
     one-line error naming it.
 
-    A NIfTI file is also checked to hold one world geometry (:func:`check_geometry`), all its
-    voxels and no NaN/Inf (:func:`check_voxels`), which SimpleITK would silently replace by zeros.
+    The file must be readable (:func:`utilities.grid.check_readable`: a missing file, a missing
+    permission or a detached header's missing data file are named as such), hold one world
+    geometry with axes at right angles (:func:`utilities.grid.check_geometry`), and all its
+    voxels, real and finite (:func:`check_voxels`: a NIfTI file's NaN/Inf and missing voxels
+    SimpleITK would silently replace by zeros).
     """
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"{what} file not found: {path}")
-    try:
-        image = sitk.ReadImage(str(path))
-    except RuntimeError as e:
-        first = str(e).strip().splitlines()[-1] if str(e).strip() else "unknown reason"
-        raise _unreadable(path, what, first) from None
+    path = check_readable(path, what)
+    image = _sitk_read(path, what)
     check_geometry(path, what)
-    check_voxels(path, what)
+    check_voxels(path, what, None if _is_nifti(path) else image)
     return image
+
+
+def check_overwrite(targets: Sequence[str | os.PathLike], flag: str, overwrite: bool,
+                    what: str | None = None) -> list[Path]:
+    """The targets that exist already; unless ``overwrite``, refused with a one-line
+    ``FileExistsError``: ``"<flag> <file> exists; pass --overwrite ..."`` for a flag that names
+    the file (``what=None``), ``"<n> <what>(s) exist already, e.g. <file>; pass --overwrite ..."``
+    for the files a script writes into the folder ``flag`` names. Every writer of a user's
+    files asks this before writing anything (nothing is replaced without ``--overwrite``)."""
+    existing = [Path(t) for t in targets if os.path.lexists(t)]
+    if existing and not overwrite:
+        if what is None:
+            raise FileExistsError(f"{flag} {existing[0]} exists; pass --overwrite to replace it, or choose another "
+                                  f"{flag}")
+        raise FileExistsError(f"{len(existing)} {what}(s) exist already, e.g. {existing[0]}; pass --overwrite to "
+                              f"replace them, or choose another {flag}")
+    return existing
+
+
+def _read_back_difference(image: sitk.Image, written: Path) -> tuple[str, list, list] | None:
+    """How the grid of the file ``written`` differs from ``image``'s (sizes aside), or ``None``."""
+    reader = sitk.ImageFileReader()
+    reader.SetFileName(str(written))
+    reader.ReadImageInformation()
+    return grid_difference(Grid.of(image), dataclasses.replace(Grid.of(reader), size=tuple(image.GetSize())))
+
+
+def _inexact(path: Path, difference: tuple[str, list, list]) -> ValueError:
+    name, stored, wanted = difference
+    why = " (NIfTI stores float32 numbers)" if _is_nifti(path) else ""
+    return ValueError(f"cannot write {path} exactly: its {name} would read back as {stored} instead of {wanted}{why}, "
+                      "beyond the grid tolerance; write it as .mha or .nrrd, which store the grid exactly "
+                      "(inference.py: --output_format mha)")
+
+
+def check_storable(grid: Grid, path: str | os.PathLike) -> None:
+    """Refuse, before anything is computed, a volume on ``grid`` that the format of ``path``
+    cannot hold exactly (:func:`write_image` would refuse it): a one-voxel file of that format
+    on that grid is written to a temporary file and read back."""
+    path = Path(path)
+    probe = sitk.Image([1] * len(grid.size), sitk.sitkUInt8)
+    probe.SetSpacing(grid.spacing)
+    probe.SetDirection(grid.direction)
+    probe.SetOrigin(grid.origin)
+    fd, tmp = tempfile.mkstemp(prefix="paseg-probe-", suffix=image_extension(path) or path.suffix)
+    os.close(fd)
+    try:
+        sitk.WriteImage(probe, tmp)
+        difference = _read_back_difference(probe, Path(tmp))
+    finally:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+    if difference is not None:
+        raise _inexact(path, difference)
 
 
 def write_image(image: sitk.Image, path: str | os.PathLike, compress: bool = True) -> None:
     """The one writer: a SimpleITK image, atomically, in the format of ``path``'s extension
-    (compressed for ``.nii.gz``, ``.nrrd`` and ``.mha``)."""
+    (compressed for ``.nii.gz``, ``.nrrd`` and ``.mha``). A grid the format cannot hold
+    exactly (a NIfTI origin far from 0) is refused and nothing is written."""
+    path = Path(path)
     with atomic_path(path) as tmp:
         sitk.WriteImage(image, str(tmp), compress)
+        difference = _read_back_difference(image, tmp)
+        if difference is not None:  # raised inside: the temporary file is removed, any old file kept
+            raise _inexact(path, difference)
 
 
 def save_nifti(image: nib.Nifti1Image, path: str | os.PathLike) -> None:
@@ -424,4 +441,3 @@ def write_like(array: np.ndarray, reference: Any, path: str | os.PathLike) -> No
         image.SetDirection(reference.direction)
         image.SetOrigin(reference.origin)
     write_image(image, path)
-

@@ -20,6 +20,7 @@ import numpy as np
 import pandas as pd
 import SimpleITK as sitk
 
+from utilities.grid import Grid, check_same_grid
 from utilities.io import atomic_path, read_image, save_text
 
 __all__ = ["ReportCase", "picture_name", "worst_first", "case_picture", "write_report"]
@@ -51,10 +52,25 @@ def worst_first(per_case: pd.DataFrame, metric: str = "dice") -> pd.DataFrame:
     return per_case.sort_values(metric, ascending=True, na_position="first", kind="stable")
 
 
-def _oriented(path: Path, what: str) -> tuple[np.ndarray, sitk.Image]:
-    """The voxels of a file reoriented to LPS (array (z, y, x)) and the reoriented image."""
-    oriented = sitk.DICOMOrient(read_image(path, what), _ORIENTATION)
+def _oriented(image: sitk.Image) -> tuple[np.ndarray, sitk.Image]:
+    """The voxels of an image reoriented to LPS (array (z, y, x)) and the reoriented image."""
+    oriented = sitk.DICOMOrient(image, _ORIENTATION)
     return sitk.GetArrayFromImage(oriented), oriented
+
+
+def _case_images(case: ReportCase) -> tuple[sitk.Image, sitk.Image, sitk.Image]:
+    """The image, label and prediction of a case, the last two checked to lie on the image's
+    voxel grid (:func:`utilities.grid.check_same_grid`: outlines drawn on another grid would
+    sit beside the lesion)."""
+    image = read_image(case.image, "image")
+    ref = Grid.of(image)
+    others = []
+    for what, path in (("label", case.label), ("prediction", case.prediction)):
+        other = read_image(path, what)
+        check_same_grid(ref, case.image, "image", Grid.of(other), path, what,
+                        "the report draws it over the image voxel by voxel: pass the --path_images it belongs to")
+        others.append(other)
+    return image, others[0], others[1]
 
 
 def _centre(masks: Sequence[np.ndarray], shape: Sequence[int]) -> tuple[int, ...]:
@@ -73,13 +89,10 @@ def case_picture(case: ReportCase, out: str | os.PathLike, title: str = "") -> t
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
-    image, oriented = _oriented(case.image, "image")
-    label = _oriented(case.label, "label")[0] > 0
-    pred = _oriented(case.prediction, "prediction")[0] > 0
-    for what, mask in (("label", label), ("prediction", pred)):
-        if mask.shape != image.shape:
-            raise ValueError(f"{what} of {case.subject} has shape {mask.shape[::-1]}, its image {image.shape[::-1]}; "
-                             "predict on the images that match the labels")
+    image_img, label_img, pred_img = _case_images(case)
+    image, oriented = _oriented(image_img)
+    label = _oriented(label_img)[0] > 0
+    pred = _oriented(pred_img)[0] > 0
     sx, sy, sz = oriented.GetSpacing()
     z, y, x = _centre([label, pred], image.shape)
     low, high = np.percentile(image, [0.5, 99.5])

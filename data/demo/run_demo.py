@@ -9,7 +9,7 @@ of every row. Writes ``<output_dir>/results.md``, ``results.csv``, ``selection.c
 ``overlay_<case>.png`` and the trainings' logs in ``<output_dir>/logs/``.
 
 The training schedule was chosen on the validation cases, the dataset's size so that full
-supervision converges (see README, "What the demo shows").
+supervision converges (see docs/results/demo.md).
 """
 from __future__ import annotations
 
@@ -37,11 +37,13 @@ import inference
 from utilities import scores
 from utilities.cli import positive_int
 from utilities.geodesic import generate_geodesic_labels, output_folder
-from utilities.grid import subject_path
-from utilities.io import atomic_path, save_csv, save_text, write_like
+from utilities.grid import Grid, check_same_grid, subject_path
+from utilities.io import atomic_path, read_image, save_csv, save_text, write_like
 from utilities.jobs import Job, run_jobs, thread_env
 from utilities.layout import RunLayout
+from utilities.scoring import read_scores
 from utilities.splits import read_split, subjects_of
+from utilities.textdata import md_cell
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parents[1]
@@ -61,8 +63,8 @@ def _sibling(name: str) -> ModuleType:
 make_demo_data = _sibling("make_demo_data")
 
 PRIMARY, AUXILIARY = "U_Net2D5", "U_Net2D5"
-#: The README's recommended recipe against the early collapse (momentum 0.9, gradient clipping), for
-#: every training run of the demo; chosen on the validation cases (README, "When stage 1 predicts nothing").
+#: The recommended recipe against the early collapse (momentum 0.9, gradient clipping), for
+#: every training run of the demo; chosen on the validation cases (docs/guide/collapse.md).
 RECIPE = ("--momentum", "0.9", "--grad_clip", "12")
 GEODESIC_WEIGHT, GEODESIC_THRESHOLD = 0.5, 0.2
 
@@ -79,7 +81,7 @@ class Method:
 
 @dataclass(frozen=True)
 class Scale:
-    """Demo size: full (the README's numbers) or quick (the test)."""
+    """Demo size: full (the numbers of docs/results/demo.md) or quick (the test)."""
 
     epochs_stage1: int
     rampup_epochs: int
@@ -93,7 +95,7 @@ class Scale:
 #: The demo's dataset: 48 training, 8 validation and 12 inference cases of 32 x 32 x 32 voxels at
 #: 1 x 1 x 1.5 mm (the generator's default field of view and lesions, at the in-plane resolution the
 #: paper's mCRF sees after halving); with the generator's 16 training cases of 64 x 64 x 32 voxels
-#: full supervision did not generalise (README, "What the demo shows").
+#: full supervision did not generalise (docs/results/demo.md).
 DEMO_DATA = ("--size", "32", "32", "32", "--spacing", "1", "1", "1.5", "--num_training", "48",
              "--num_validation", "8", "--num_inference", "12")
 FULL = Scale(epochs_stage1=12, rampup_epochs=4, epochs_scm=6, iterative_epochs=3, spatial_shape=(32, 32, 32),
@@ -196,7 +198,7 @@ def _training_jobs(output_dir: Path, split_file: Path, images: Path, labels: Pat
     seeds_flags = ["--path_geodesic_labels", str(seeds_dir), "--geodesic_label_postfix", "GeodesicLabel"]
     pa_seg = models / "gatedcrfloss3d22d_multiview_varianceloss"
     # the auxiliary network: a second U_Net2D5 from another seed (AttU_Net collapsed to all-background
-    # on the earlier demo data's validation cases, see README)
+    # on the earlier demo data's validation cases, see docs/results/demo.md)
     pa_seg_aux = models / "gatedcrfloss3d22d_multiview_varianceloss_aux"
     logs = output_dir / "logs"
 
@@ -236,10 +238,10 @@ def _score(method: Method, split_file: Path, images: Path, labels: Path, scale: 
     csv = scores.main(["--model_dir", str(method.model_dir), "--network", method.network, "--dataset_split",
                        str(split_file), "--image_postfix", "T2", "--phase", "inference", "--path_labels",
                        str(labels), "--label_postfix", "Label"])
-    table = pd.read_csv(csv).set_index("subject")
-    return {"method": method.row, "dice_mean": table.loc["mean", "dice"], "dice_std": table.loc["std", "dice"],
-            "assd_mean": table.loc["mean", "assd"], "assd_std": table.loc["std", "assd"], "cases": n_cases,
-            "assd_cases": int(table.drop(index=["mean", "std"])["assd"].notna().sum())}
+    cases, summary = read_scores(csv)
+    return {"method": method.row, "dice_mean": summary.loc["mean", "dice"], "dice_std": summary.loc["std", "dice"],
+            "assd_mean": summary.loc["mean", "assd"], "assd_std": summary.loc["std", "assd"], "cases": n_cases,
+            "assd_cases": int(cases["assd"].notna().sum())}
 
 
 def compare_selection(stage1_dir: Path, copy_dir: Path, dice_row: pd.Series, split_file: Path, images: Path,
@@ -259,21 +261,21 @@ def compare_selection(stage1_dir: Path, copy_dir: Path, dice_row: pd.Series, spl
     csv = scores.main(["--model_dir", str(copy_dir), "--network", PRIMARY, "--dataset_split", str(split_file),
                        "--image_postfix", "T2", "--phase", "inference", "--path_labels", str(labels),
                        "--label_postfix", "Label"])
-    table = pd.read_csv(csv).set_index("subject")
+    summary = read_scores(csv)[1]
     epochs = {m: int(torch.load(p, weights_only=True)["epoch"]) for m, p in
               (("dice", RunLayout(stage1_dir, PRIMARY).checkpoint("best")), ("seed_dice", source))}
     return pd.DataFrame([
         {"selected_by": "dice (full labels)", "epoch": epochs["dice"], "dice_mean": dice_row["dice_mean"],
          "dice_std": dice_row["dice_std"]},
         {"selected_by": "seed_dice (points only)", "epoch": epochs["seed_dice"],
-         "dice_mean": table.loc["mean", "dice"], "dice_std": table.loc["std", "dice"]},
+         "dice_mean": summary.loc["mean", "dice"], "dice_std": summary.loc["std", "dice"]},
     ])
 
 
 def write_seed_predictions(cases: list[str], seeds_dir: Path, method: Method) -> None:
     """The expanded foreground (label 1) as a prediction file, so it is scored like the networks."""
     for case in cases:
-        ref = sitk.ReadImage(str(subject_path(seeds_dir, case, "GeodesicLabel")))
+        ref = read_image(subject_path(seeds_dir, case, "GeodesicLabel"), "expanded-seed label")
         fg = (sitk.GetArrayFromImage(ref) == 1).astype(np.uint8)
         write_like(fg, ref, RunLayout(method.model_dir, method.network).prediction(case, "T2"))
 
@@ -285,23 +287,33 @@ def results_markdown(results: pd.DataFrame, times: list[tuple[str, float]], tota
         assd = f"{r.assd_mean:.2f} ± {r.assd_std:.2f}"
         if r.assd_cases < r.cases:
             assd += f" (over {r.assd_cases} of {r.cases} cases)"
-        lines.append(f"| {r.method} | {r.dice_mean:.3f} ± {r.dice_std:.3f} | {assd} |")
+        lines.append(f"| {md_cell(r.method)} | {r.dice_mean:.3f} ± {r.dice_std:.3f} | {assd} |")
     lines += ["", f"{results['cases'].iloc[0]} inference cases.", "",
               "Stage-1 checkpoint selection (PA-Seg stage 1, primary network):", "",
               "| Selected by | Epoch | Inference Dice (mean ± std) |", "|---|---|---|"]
-    lines += [f"| {r.selected_by} | {r.epoch} | {r.dice_mean:.3f} ± {r.dice_std:.3f} |" for r in selection.itertuples()]
+    lines += [f"| {md_cell(r.selected_by)} | {r.epoch} | {r.dice_mean:.3f} ± {r.dice_std:.3f} |"
+              for r in selection.itertuples()]
     lines += ["", "Step times:", ""]
     lines += [f"{'  ' if name.startswith('  ') else ''}- {name.strip()}: {seconds:.0f} s" for name, seconds in times]
     lines.append(f"- total: {total:.0f} s")
     return "\n".join(lines) + "\n"
 
 
+def _on_grid(image: sitk.Image, image_path: Path, path: Path, what: str) -> np.ndarray:
+    """The voxels (z, y, x) of ``path``, checked to lie on the grid of ``image`` (the one grid check)."""
+    other = read_image(path, what)
+    check_same_grid(Grid.of(image), image_path, "image", Grid.of(other), path, what,
+                    "the overlay draws it over the image voxel by voxel")
+    return sitk.GetArrayFromImage(other)
+
+
 def draw_overlay(case: str, images: Path, labels: Path, methods: list[Method], out: Path) -> None:
     """Rows = methods, columns = axial, coronal, sagittal slices through the lesion centre;
     label contour in green, prediction contour in red."""
-    image_sitk = sitk.ReadImage(str(subject_path(images, case, "T2")))
+    image_path = subject_path(images, case, "T2")
+    image_sitk = read_image(image_path)
     image = sitk.GetArrayFromImage(image_sitk)  # (z, y, x)
-    label = sitk.GetArrayFromImage(sitk.ReadImage(str(subject_path(labels, case, "Label")))) > 0
+    label = _on_grid(image_sitk, image_path, subject_path(labels, case, "Label"), "label") > 0
     sx, sy, sz = image_sitk.GetSpacing()
     centre = np.round(np.argwhere(label).mean(0)).astype(int) if label.any() else np.array(image.shape) // 2
     views = [("axial", lambda a: a[centre[0]], sy / sx), ("coronal", lambda a: a[:, centre[1]], sz / sx),
@@ -309,7 +321,7 @@ def draw_overlay(case: str, images: Path, labels: Path, methods: list[Method], o
     fig, axes = plt.subplots(len(methods), 3, figsize=(9, 3 * len(methods)), squeeze=False)
     for row, method in enumerate(methods):
         pred_path = RunLayout(method.model_dir, method.network).prediction(case, "T2")
-        pred = sitk.GetArrayFromImage(sitk.ReadImage(str(pred_path))) > 0
+        pred = _on_grid(image_sitk, image_path, pred_path, "prediction") > 0
         for col, (name, cut, aspect) in enumerate(views):
             ax = axes[row, col]
             ax.imshow(cut(image), cmap="gray", origin="lower", aspect=aspect)
