@@ -71,6 +71,7 @@ from utilities.grid import Grid, find_subject_file, listed, missing_paths, subje
 from utilities.io import ensure_writable_dir, read_image, save_text, write_image
 from utilities.logs import LOGGER_NAME, setup_logger
 from utilities.splits import PHASES, subjects_of
+from utilities.textdata import check_header, loads_json
 
 __all__ = [
     "EXTENSIONS",
@@ -145,7 +146,7 @@ def _number(text: str, path: Path, where: str) -> float:
 
 def _read_mrk_json(path: Path) -> tuple[list[ControlPoint], str]:
     try:
-        data = json.loads(path.read_text(encoding="utf-8-sig"))
+        data = loads_json(path.read_text(encoding="utf-8-sig"), f"point file {path}")
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise ValueError(f"point file {path} is not valid JSON ({e}); re-save it from Slicer") from None
     markups = data.get("markups") if isinstance(data, dict) else None
@@ -194,7 +195,8 @@ def _read_fcsv(path: Path) -> tuple[list[ControlPoint], str]:
             if key == "coordinatesystem":
                 space = _space(value, path, "CoordinateSystem")
             elif key == "columns":
-                columns = [c.strip().lower() for c in value.split(",")]
+                columns = check_header([c.strip().lower() for c in value.split(",")],
+                                       f"point file {path} ('# columns' line)")
             elif key.startswith("markups fiducial file version"):
                 versioned = True
         elif line.strip():
@@ -232,7 +234,7 @@ def _read_csv(path: Path, csv_space: str | None) -> tuple[list[ControlPoint], st
     if csv_space not in ("LPS", "RAS", "voxel"):
         raise ValueError(f"--csv_space must be LPS, RAS or voxel, got {csv_space!r}")
     reader = csv.DictReader(io.StringIO(path.read_text(encoding="utf-8-sig")), skipinitialspace=True)
-    header = [(h or "").strip().lower() for h in (reader.fieldnames or [])]
+    header = check_header([(h or "").strip().lower() for h in (reader.fieldnames or [])], f"point file {path}")
     if not {"x", "y", "z"} <= set(header):
         raise ValueError(f"point file {path} needs a header row with columns x, y, z (and optionally label, "
                          f"description); got {header}")

@@ -22,6 +22,7 @@ import functools
 import json
 import math
 import os
+import re
 import shlex
 import subprocess
 import sys
@@ -37,7 +38,8 @@ import pandas as pd
 from utilities.io import atomic_path, save_csv, save_text
 from utilities.jobs import run_logged, stop_all, thread_env
 from utilities.layout import RunLayout
-from utilities.plan import flag_args
+from utilities.plan import flag_args, read_plan
+from utilities.textdata import loads_json, md_cell, read_csv_table
 
 # `utilities` comes from `pip install -e .` (make install); ROOT locates the scripts this runs.
 ROOT = Path(__file__).resolve().parents[1]
@@ -152,7 +154,7 @@ def load_config(path: str | os.PathLike) -> Config:
     if not path.is_file():
         raise FileNotFoundError(f"--config {path} not found")
     try:
-        raw = json.loads(path.read_text(encoding="utf-8"))
+        raw = loads_json(path.read_text(encoding="utf-8"), f"config {path}")
     except json.JSONDecodeError as e:
         raise ValueError(f"config {path} is not valid JSON: {e}") from None
     raw = _keys(raw, "top level", _TOP_KEYS, path)
@@ -176,7 +178,24 @@ def load_config(path: str | os.PathLike) -> Config:
     baseline = raw["baseline"]
     if baseline not in variants:
         raise ValueError(f"config {path}: baseline {baseline!r} is not a variant (variants: {sorted(variants)})")
-    return Config(path, str(raw.get("title", path.stem)), dataset, base, variants, tuple(seeds), baseline)
+    title = raw.get("title", path.stem)
+    if not isinstance(title, str):
+        raise ValueError(f"config {path}: title must be a string, got {title!r}")
+    return Config(path, title, dataset, base, variants, tuple(seeds), baseline)
+
+
+def _number(spec: dict[str, Any], key: str, default: float, where: str, path: Path, whole: bool = False,
+            minimum: float | None = None) -> Any:
+    """``spec[key]`` (``default`` when absent) checked: a JSON number (an integer when ``whole``),
+    finite, at least ``minimum``; else a one-line error naming the config, ``where`` and ``key``."""
+    value = spec.get(key, default)
+    kind = "an integer" if whole else "a number"
+    ok = isinstance(value, int if whole else (int, float)) and not isinstance(value, bool) \
+        and math.isfinite(value) and (minimum is None or value >= minimum)
+    if not ok:
+        bound = "" if minimum is None else f" of at least {minimum:g}"
+        raise ValueError(f"config {path}: {where}.{key} must be {kind}{bound}, got {value!r}")
+    return value
 
 
 def _dataset(raw: Any, path: Path) -> dict[str, Any]:
@@ -192,9 +211,12 @@ def _dataset(raw: Any, path: Path) -> dict[str, Any]:
     if dataset["geodesic_style"] not in GEODESIC_SCRIPTS:
         raise ValueError(f"config {path}: dataset.geodesic_style must be one of {sorted(GEODESIC_SCRIPTS)}, "
                          f"got {dataset['geodesic_style']!r}")
-    dataset["geodesic_weight"] = float(ds.get("geodesic_weight", 0.5))
-    dataset["geodesic_threshold"] = float(ds.get("geodesic_threshold", 0.2))
-    dataset["geodesic_workers"] = int(ds.get("geodesic_workers", 1))
+    for key in ("image_postfix", "label_postfix", "annotation_postfix"):
+        if not isinstance(ds[key], str):
+            raise ValueError(f"config {path}: dataset.{key} must be a string, got {ds[key]!r}")
+    dataset["geodesic_weight"] = float(_number(ds, "geodesic_weight", 0.5, "dataset", path))
+    dataset["geodesic_threshold"] = float(_number(ds, "geodesic_threshold", 0.2, "dataset", path))
+    dataset["geodesic_workers"] = _number(ds, "geodesic_workers", 1, "dataset", path, whole=True, minimum=1)
     prepare = ds.get("prepare")
     if prepare is not None and (not isinstance(prepare, list) or not all(isinstance(a, str) for a in prepare)):
         raise ValueError(f"config {path}: dataset.prepare must be a list of strings (a command run from the "
@@ -224,7 +246,7 @@ def _variant(name: str, spec: Any, path: Path) -> Variant:
             raise ValueError(f"config {path}: {where}.from must name one or two stage-1 variants "
                              "(model 1, model 2), e.g. [\"stage1_recipe\", \"stage1_recipe\"]")
         sources = (src[0], src[-1])
-        offset = int(spec.get("aux_seed_offset", 1 if sources[0] == sources[1] else 0))
+        offset = _number(spec, "aux_seed_offset", 1 if sources[0] == sources[1] else 0, where, path, whole=True)
         if sources[0] == sources[1] and offset == 0:
             raise ValueError(f"config {path}: {where}.aux_seed_offset must not be 0 when both models come "
                              f"from variant {sources[0]!r} (they would be the same run)")
@@ -232,8 +254,17 @@ def _variant(name: str, spec: Any, path: Path) -> Variant:
         for key in ("from", "aux_seed_offset"):
             if key in spec:
                 raise ValueError(f"config {path}: {where}.{key} is only for kind 'scm'")
-    epoch_inf = str(spec.get("epoch_inf", "best_model1" if kind == "scm" else "best"))
-    return Variant(name, kind, str(spec.get("label", name)), flags, sources, offset, epoch_inf)
+    if kind in ("seeds", "nnunet") and "epoch_inf" in spec:
+        raise ValueError(f"config {path}: {where}.epoch_inf: a {kind!r} variant reads no checkpoint (its "
+                         "predictions are scored as they are); remove the key")
+    epoch_inf = spec.get("epoch_inf", "best_model1" if kind == "scm" else "best")
+    if not isinstance(epoch_inf, str) or not epoch_inf.replace("_", "").isalnum():
+        raise ValueError(f"config {path}: {where}.epoch_inf must name a checkpoint CP_<epoch_inf>.pth in letters, "
+                         f"digits and '_' (e.g. \"best\", \"final\"), got {epoch_inf!r}")
+    label = spec.get("label", name)
+    if not isinstance(label, str):
+        raise ValueError(f"config {path}: {where}.label must be a string, got {label!r}")
+    return Variant(name, kind, label, flags, sources, offset, epoch_inf)
 
 
 def _check_sources(variants: dict[str, Variant], path: Path) -> None:
@@ -287,7 +318,19 @@ def _merged(*dicts: dict[str, Any]) -> dict[str, Any]:
 
 
 def _network(flags: dict[str, Any]) -> str:
-    return str(flags.get("--network") or "U_Net2D5")
+    """The network a stage-1 command with ``flags`` trains (its run's sub-folder): ``--network``,
+    else its ``--plan``'s, else the script's default."""
+    if flags.get("--network"):
+        return str(flags["--network"])
+    plan = flags.get("--plan")
+    if isinstance(plan, str):
+        try:
+            planned = read_plan(plan if Path(plan).is_absolute() else ROOT / plan)["stage1"].get("--network")
+        except (OSError, ValueError):   # the plan's own error comes when the flags are checked
+            planned = None
+        if planned:
+            return str(planned)
+    return str(_script_parser(STAGE1_SCRIPT).get_default("network"))
 
 
 def _spatial(flags: dict[str, Any]) -> list[str]:
@@ -459,37 +502,81 @@ def _changes(old: Sequence[str], new: Sequence[str]) -> str:
     return ", ".join(shown[:5]) + (" ..." if len(shown) > 5 else "")
 
 
+def _refusal(command: Sequence[str]) -> str | None:
+    """What the parser of the script ``command[1]`` says against the command's flags (``None``:
+    it accepts them). Flags must be spelled out: an abbreviation that argparse would expand
+    (``--max_epoch``) escapes the runner's own checks (the base/variant merge and the flags it
+    sets itself), so it is refused."""
+    import contextlib
+    import io
+
+    parser = _script_parser(Path(command[1]).name)
+    parser.allow_abbrev = False
+    err = io.StringIO()
+    try:
+        with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
+            parser.parse_args(list(command[2:]))
+    except SystemExit as e:
+        if e.code:
+            lines = [line for line in err.getvalue().splitlines() if line.strip()]
+            return lines[-1].split("error:", 1)[-1].strip() if lines else f"exit status {e.code}"
+    return None
+
+
 def check_flags(commands: Sequence[Sequence[str]], cfg_path: Path) -> None:
     """Parse every command's flags with its script's own parser before anything runs (a typo in
-    a config would otherwise surface after hours of training). Flags must be spelled out: an
-    abbreviation that argparse would expand (``--max_epoch``) escapes the runner's own checks
-    (the base/variant merge and the flags it sets itself), so it is refused.
+    a config would otherwise surface after hours of training); see :func:`_refusal`.
 
     Raises:
         ValueError: one line naming the script and argparse's complaint.
     """
-    import contextlib
-    import io
-
     seen: set[tuple[str, ...]] = set()
     for command in commands:
         key = tuple(command[1:])
-        name = Path(command[1]).name
-        if key in seen or name not in _PARSERS:
+        if key in seen or Path(command[1]).name not in _PARSERS:
             continue
         seen.add(key)
-        parser = _script_parser(name)
-        parser.allow_abbrev = False
-        err = io.StringIO()
-        try:
-            with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
-                parser.parse_args(list(command[2:]))
-        except SystemExit as e:
-            if e.code:
-                lines = [line for line in err.getvalue().splitlines() if line.strip()]
-                reason = lines[-1].split("error:", 1)[-1].strip() if lines else f"exit status {e.code}"
-                raise ValueError(f"config {cfg_path}: {name} refuses the flags it would be given ({reason}); "
-                                 "fix the flags in base or the variant (spelled out in full)") from None
+        reason = _refusal(command)
+        if reason is not None:
+            raise ValueError(f"config {cfg_path}: {Path(command[1]).name} refuses the flags it would be given "
+                             f"({reason}); fix the flags in base or the variant (spelled out in full)")
+
+
+def _flag_origins(cfg: Config, run: Run, script: str) -> list[tuple[str, dict[str, Any]]]:
+    """Where the config sets the flags of ``run``'s command of ``script``, the winning place first."""
+    v = run.variant
+    s1 = cfg.variants[v.sources[0]] if v.kind == "scm" else v
+    stage1 = [(f"variants.{s1.name}.flags", s1.flags), ("base.stage1", cfg.base["stage1"])]
+    if script == SCM_SCRIPT:
+        return [(f"variants.{v.name}.flags", v.flags), ("base.scm", cfg.base["scm"]), *stage1]
+    if script == "inference.py":
+        return [("base.inference", cfg.base["inference"]), *stage1]
+    return stage1 if script == STAGE1_SCRIPT else [(f"variants.{v.name}.flags", v.flags)]
+
+
+def check_runs(cfg: Config, runs: Sequence[Run], device: str, python: str) -> None:
+    """:func:`check_flags` of every command of every run, before anything runs; a refusal is one
+    line naming the config, the variant, the flag and where the config sets it."""
+    seen: set[tuple[str, ...]] = set()
+    for run in runs:
+        for command in ([run.train] if run.variant.kind != "seeds" else []) + _inference_commands(cfg, run, device,
+                                                                                                  python):
+            script = Path(command[1]).name
+            if tuple(command[1:]) in seen or script not in _PARSERS:
+                continue
+            seen.add(tuple(command[1:]))
+            reason = _refusal(command)
+            if reason is None:
+                continue
+            named = re.search(r"(?:argument |arguments: )(--[A-Za-z0-9_-]+)", reason)
+            flag = named.group(1) if named else ""
+            origin = next(((where, flags[flag]) for where, flags in _flag_origins(cfg, run, script) if flag in flags),
+                          None)
+            what = (f"{flag} {json.dumps(origin[1])} from {origin[0]}" if origin
+                    else "the flags it would be given")
+            raise ValueError(f"config {cfg.path}: variant {run.variant.name!r}: {script} refuses {what} ({reason}); "
+                             f"fix {'it there' if origin else 'the flags in base or the variant'} (flags spelled "
+                             "out in full)")
 
 
 @functools.cache
@@ -514,10 +601,68 @@ def _script_parser(name: str) -> argparse.ArgumentParser:
     return _script_module(name).build_parser()
 
 
+def planned_args(command: Sequence[str]) -> argparse.Namespace:
+    """The arguments a training command will run with, as its script reads them: its parser,
+    with the flags of its ``--plan`` as defaults (a relative plan path is taken from the
+    repository root, where the runner starts the script)."""
+    from utilities.plan import apply_plan
+
+    name = Path(command[1]).name
+    argv = list(command[2:])
+    if "--plan" in argv[:-1] and not Path(argv[argv.index("--plan") + 1]).is_absolute():
+        argv[argv.index("--plan") + 1] = str(ROOT / argv[argv.index("--plan") + 1])
+    section = {STAGE1_SCRIPT: "stage1", SCM_SCRIPT: "scm"}.get(name)
+    parser = _script_parser(name)
+    return apply_plan(parser, argv, section) if section else parser.parse_args(argv)
+
+
+def written_checkpoints(run: Run) -> set[str]:
+    """The ``<kind>`` of every ``CP_<kind>.pth`` model checkpoint that ``run``'s training writes
+    into the folder inference reads (``<run>/<network>/models``): stage 1 ``best``, ``final`` and
+    the best of the other validation metric; SCM model 1's ``best_model1`` and ``final_model1``,
+    and model 2's when both networks share the folder."""
+    args = planned_args(run.train)
+    if run.variant.kind == "scm":
+        models = (1, 2) if args.network2 == args.network1 else (1,)
+        return {f"{kind}_model{k}" for kind in ("best", "final") for k in models}
+    return {"best", "final", "best_" + ("seed_dice" if args.val_metric == "dice" else "dice")}
+
+
+def check_epoch_inf(cfg: Config, runs: Sequence[Run]) -> None:
+    """Refuse, before anything runs, a variant whose ``epoch_inf`` names a checkpoint its
+    training never writes (inference would fail only after the training)."""
+    for run in runs:
+        v = run.variant
+        if v.kind in ("seeds", "nnunet"):
+            continue
+        written = written_checkpoints(run)
+        if v.epoch_inf not in written:
+            raise ValueError(f"config {cfg.path}: variants.{v.name}.epoch_inf {v.epoch_inf!r}: the variant's training "
+                             f"never writes CP_{v.epoch_inf}.pth where inference reads it (it writes "
+                             f"{', '.join(sorted(written))}); choose one of those")
+
+
+def recorded_args(run: Run) -> dict[str, Any] | None:
+    """The arguments ``run``'s training recorded in its resumable state (``CP_latest.pth``,
+    SCM ``CP_latest_SCM.pth``): what it ran with, its plan's flags included; ``None`` when it
+    kept none."""
+    from utilities.model_package import run_args
+
+    return run_args(run.folder, run.network, "final_model1" if run.variant.kind == "scm" else "final")
+
+
+def budget_text(epochs: int, batch_size: int, training_cases: int) -> str:
+    """``"<steps> (<epochs> × <per epoch>), batch <b>"``: one step per ``batch_size`` training
+    cases (the last batch of an epoch may be smaller)."""
+    per_epoch = math.ceil(training_cases / batch_size)
+    return f"{epochs * per_epoch} ({epochs} × {per_epoch}), batch {batch_size}"
+
+
 def run_budget(run: Run, training_cases: int) -> str:
-    """The optimisation steps of a run's training: ``"<steps> (<epochs> × <per epoch>), batch <b>"``
-    (stage 1 and SCM: one step per ``--batch_size`` training cases; nnU-Net: its ``budget.json``);
-    ``"—"`` for the expanded seeds, ``"?"`` when an nnU-Net run wrote no budget."""
+    """The optimisation steps of a run's training as the run recorded them (:func:`budget_text`
+    of its recorded ``max_epochs`` and ``batch_size``; nnU-Net: its ``budget.json``), never
+    from the config: a ``--plan`` or a changed default is what the run did. ``"—"`` for the
+    expanded seeds, ``"?"`` when the run recorded nothing."""
     if run.variant.kind == "seeds":
         return "—"
     if run.variant.kind == "nnunet":
@@ -525,9 +670,10 @@ def run_budget(run: Run, training_cases: int) -> str:
         if b is None:
             return "?"
         return f"{b['steps']} ({b['epochs']} × {b['iterations_per_epoch']}), batch {b['batch_size']}"
-    args = _script_parser(Path(run.train[1]).name).parse_args(run.train[2:])
-    per_epoch = math.ceil(training_cases / args.batch_size)
-    return f"{args.max_epochs * per_epoch} ({args.max_epochs} × {per_epoch}), batch {args.batch_size}"
+    args = recorded_args(run)
+    if args is None or not all(isinstance(args.get(k), int) for k in ("max_epochs", "batch_size")):
+        return "?"
+    return budget_text(args["max_epochs"], args["batch_size"], training_cases)
 
 
 def _all_commands(cfg: Config, runs: Sequence[Run], device: str, python: str) -> list[list[str]]:
@@ -662,7 +808,8 @@ def run_ablation(cfg: Config, output_dir: Path, seeds: Sequence[int] | None = No
     env = thread_env(threads)
     seeds_dir = geodesic_dir(cfg, output_dir)
     stage0 = stage0_command(cfg, output_dir, python)
-    check_flags(_all_commands(cfg, runs, device, python), cfg.path)
+    check_runs(cfg, runs, device, python)
+    check_epoch_inf(cfg, runs)
 
     if dry_run:
         _print_plan(cfg, runs, stage0, seeds_dir, device, python)
@@ -804,9 +951,12 @@ def wilcoxon_p(x: Sequence[float], y: Sequence[float]) -> float:
     return float(wilcoxon(x, y).pvalue)
 
 
-def _flag_value(command: Sequence[str], flag: str, default: float) -> float:
-    """The value of ``flag`` in a training command (``default`` when absent)."""
-    return float(command[command.index(flag) + 1]) if flag in command else default
+def _patience(run: Run) -> int:
+    """The ``--collapse_patience`` ``run`` trained with: recorded with it (else what its command
+    gives, its plan included)."""
+    recorded = recorded_args(run) or {}
+    patience = recorded.get("collapse_patience")
+    return patience if isinstance(patience, int) else int(planned_args(run.train).collapse_patience)
 
 
 def run_health(log_csv: Path, patience: int = 3) -> dict[str, Any]:
@@ -824,7 +974,7 @@ def run_health(log_csv: Path, patience: int = 3) -> dict[str, Any]:
     comes after the last recovery and its last epoch is not collapsed)."""
     from utilities.health import collapsed_rows
 
-    log = pd.read_csv(log_csv)
+    log = read_csv_table(log_csv, "training log")
     flags = collapsed_rows(log)
     streak = longest = 0
     for f in flags:
@@ -859,7 +1009,7 @@ def health_table(runs: Sequence[Run], per_case: pd.DataFrame) -> pd.DataFrame:
                                   "best_epoch": math.nan, "ramp_end": math.nan, "best_before_ramp": False,
                                   "recoveries": 0, "recovered": False}
         if run.variant.kind != "seeds" and log_csv.is_file():
-            health = run_health(log_csv, int(_flag_value(run.train, "--collapse_patience", 3)))
+            health = run_health(log_csv, _patience(run))
         rows.append({"variant": run.variant.name, "seed": seed, **health, "empty": empty,
                      "failed": bool(empty or (health["warned"] and not health["recovered"])
                                     or health["best_before_ramp"])})
@@ -876,11 +1026,11 @@ def summarize(cfg: Config, runs: Sequence[Run], names: Sequence[str]) -> tuple[p
     ``table.attrs["health"]``), the epochs each seed spent collapsed, and the paired Wilcoxon
     signed-rank p-value against the baseline, computed per case on the Dice averaged over the
     seeds of each variant (pairs = the inference cases)."""
+    from utilities.scoring import read_scores
+
     rows = []
     for run in runs:
-        df = pd.read_csv(run.results)
-        df = df[~df["subject"].isin(["mean", "std"])]
-        for r in df.itertuples():
+        for r in read_scores(run.results)[0].itertuples():   # every case, whatever its name
             rows.append({"variant": run.variant.name, "seed": "-" if run.seed is None else run.seed,
                          "subject": r.subject, "dice": float(r.dice), "assd": float(r.assd),
                          "pred_voxels": int(r.pred_voxels)})
@@ -889,7 +1039,12 @@ def summarize(cfg: Config, runs: Sequence[Run], names: Sequence[str]) -> tuple[p
     from utilities.splits import read_split, subjects_of
 
     training_cases = len(subjects_of(read_split(cfg.dataset["split_file"]), "training"))
-    budgets = {r.variant.name: run_budget(r, training_cases) for r in runs}
+    budgets: dict[str, list[str]] = {}
+    for r in runs:   # each seed's own record; seeds that differ are all shown
+        budgets.setdefault(r.variant.name, [])
+        budget = run_budget(r, training_cases)
+        if budget not in budgets[r.variant.name]:
+            budgets[r.variant.name].append(budget)
     case_mean = per_case.groupby(["variant", "subject"])["dice"].mean()
     base = case_mean.loc[cfg.baseline]
     table = []
@@ -911,7 +1066,7 @@ def summarize(cfg: Config, runs: Sequence[Run], names: Sequence[str]) -> tuple[p
                       "assd_mean": float(assd.mean()),
                       "assd_std": float(assd.std(ddof=1)) if assd.notna().sum() > 1 else float("nan"),
                       "collapsed": collapsed, "recovered": recovered, "collapsed_epochs": streaks, "wilcoxon_p": p,
-                      "budget": budgets.get(name, "—")})
+                      "budget": " / ".join(budgets.get(name, ["—"]))})
     out = pd.DataFrame(table)
     out.attrs["health"] = health
     return out, per_case
@@ -924,7 +1079,7 @@ def _pm(mean: float, std: float, digits: int) -> str:
 
 
 def table_markdown(cfg: Config, table: pd.DataFrame, note: str = "") -> str:
-    lines = [f"# {cfg.title}", "", *([note, ""] if note else []),
+    lines = [f"# {md_cell(cfg.title)}", "", *([note, ""] if note else []),
              f"Inference cases of `{cfg.dataset['split_file'].name}`; mean ± std (ddof 1) over training seeds of the "
              "per-seed mean over the cases; *failed*: seeds whose every inference prediction is empty, whose "
              "collapse warning fired (unless `--on_collapse recover` brought the run back: best checkpoint after "
@@ -933,12 +1088,13 @@ def table_markdown(cfg: Config, table: pd.DataFrame, note: str = "") -> str:
              "*collapsed epochs*: per seed, the epochs in which the predictions were collapsed; "
              f"*p*: two-sided paired Wilcoxon signed-rank test against `{cfg.baseline}` on the per-case Dice "
              "averaged over each variant's seeds (pairs = cases; scipy.stats.wilcoxon); *steps*: optimisation "
-             "steps of the training (epochs × steps per epoch) and its batch size.", "",
+             "steps of the training (epochs × steps per epoch) and its batch size, as the run recorded them "
+             "(`?`: not recorded).", "",
              "| Variant | Seeds | Dice | ASSD (mm) | Failed | Collapsed epochs | p vs baseline | Steps |",
              "|---|---|---|---|---|---|---|---|"]
     for r in table.itertuples():
         p = "baseline" if r.variant == cfg.baseline else ("—" if np.isnan(r.wilcoxon_p) else f"{r.wilcoxon_p:.3g}")
-        lines.append(f"| {r.label} (`{r.variant}`) | {r.seeds} | {_pm(r.dice_mean, r.dice_std, 3)} | "
+        lines.append(f"| {md_cell(r.label)} (`{md_cell(r.variant)}`) | {r.seeds} | {_pm(r.dice_mean, r.dice_std, 3)} | "
                      f"{_pm(r.assd_mean, r.assd_std, 2)} | {r.collapsed}/{r.seeds}"
                      f"{f' ({r.recovered} recovered)' if getattr(r, 'recovered', 0) else ''} | "
                      f"{r.collapsed_epochs or '—'} | {p} | {r.budget} |")

@@ -35,11 +35,13 @@ import inference  # noqa: E402
 from utilities import scores  # noqa: E402
 from utilities.io import save_csv, save_text  # noqa: E402
 from utilities.layout import RunLayout  # noqa: E402
+from utilities.scoring import read_scores  # noqa: E402
+from utilities.textdata import md_cell  # noqa: E402
 
 
 def _cases(path: Path) -> pd.DataFrame:
-    df = pd.read_csv(path)
-    return df[~df["subject"].isin(["mean", "std"])].set_index("subject")[["dice", "assd"]]
+    """The case rows of a scores CSV (every subject, whatever its name), indexed by subject."""
+    return read_scores(path)[0].set_index("subject")[["dice", "assd"]]
 
 
 def main(argv: list[str] | None = None) -> pd.DataFrame:
@@ -82,7 +84,7 @@ def main(argv: list[str] | None = None) -> pd.DataFrame:
                            "assd_std": by_seed.loc[m, "assd"].std(ddof=1),
                            "per_seed": " / ".join(f"{v:.3f}" for v in by_seed.loc[m, "dice"])}
                           for m in ("model1", "ensemble")])
-    lines = [f"# SCM ensemble vs model 1 ({args.variant}, {cfg.title})", "",
+    lines = [f"# SCM ensemble vs model 1 ({args.variant}, {md_cell(cfg.title)})", "",
              f"Inference cases of `{Path(d['split_file']).name}`, training seeds {args.seeds}; mean ± std over seeds "
              "of the per-seed mean; p: two-sided paired Wilcoxon on the per-case Dice averaged over seeds.", "",
              "| Prediction | Seeds | Dice | per seed | ASSD (mm) |", "|---|---|---|---|---|"]

@@ -50,7 +50,9 @@ def test_member_config_gives_nnunet_stage1s_steps_and_the_runner_accepts_it(tmp_
     args = ablate._script_parser("nnunet_baseline.py").parse_args(nn[0].train[2:])
     assert (args.epochs, args.iterations_per_epoch, args.labels) == (7, 5, "seeds")
     stage1 = next(r for r in runs if r.variant.name == "stage1_plan")
-    assert ablate.run_budget(stage1, 5).startswith("35 (7 × 5), batch 1")
+    planned = ablate.planned_args(stage1.train)   # what the command will train with
+    assert ablate.budget_text(planned.max_epochs, planned.batch_size, 5) == "35 (7 × 5), batch 1"
+    assert ablate.run_budget(stage1, 5) == "?"      # the table's Steps: what a run recorded, none yet
 
 
 def test_baseline_flag_reaches_the_runner(tmp_path, monkeypatch):

@@ -2,6 +2,8 @@
 from the logged columns, a drawing failure never stops training."""
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -77,10 +79,13 @@ def test_a_drawing_failure_is_a_warning(data, tmp_path, monkeypatch, capsys):
     assert warnings == [f"could not draw {run / 'progress.png'} (RuntimeError: no fonts); training continues"]
 
 
-@pytest.mark.parametrize("content, error", [("", pd.errors.EmptyDataError), ("a,b\n1,2\n", ValueError)])
-def test_unreadable_log_is_refused_by_the_plot(tmp_path, content, error):
+@pytest.mark.parametrize("content, message", [("", "training log {} is empty \\(no header row\\)"),
+                                              ("a,b\n1,2\n", "{} has no epoch column"),
+                                              ("epoch,loss,loss\n1,2,3\n", "training log {}: its header names "
+                                                                          "column 'loss' twice")])
+def test_unreadable_log_is_refused_by_the_plot(tmp_path, content, message):
     csv = tmp_path / "log.csv"
     csv.write_text(content)
-    with pytest.raises(error):
+    with pytest.raises(ValueError, match=message.format(re.escape(str(csv)))):
         plot_progress(csv)
     assert progress.draw_progress(csv) is None and not (tmp_path / "progress.png").exists()

@@ -105,9 +105,9 @@ def test_a_flag_typo_is_refused_before_any_training(setup, capsys):
     path.write_text(json.dumps(cfg))
     code = ablate.run(["--config", str(path), "--output_dir", str(root / "out"), "--device", "cpu"])
     err = capsys.readouterr().err.strip().splitlines()
-    assert code == 2 and err == [f"error: config {path}: inference.py refuses the flags it would be given "
-                                 "(unrecognized arguments: --sw_overlapp 0.5); fix the flags in base or the variant "
-                                 "(spelled out in full)"]
+    assert code == 2 and err == [f"error: config {path}: variant 'a': inference.py refuses --sw_overlapp 0.5 from "
+                                 "base.inference (unrecognized arguments: --sw_overlapp 0.5); fix it there (flags "
+                                 "spelled out in full)"]
     assert not log.exists()  # nothing ran, not even stage 0
     cfg["base"]["inference"] = {}
     stage1 = dict(cfg["base"]["stage1"])
@@ -116,9 +116,9 @@ def test_a_flag_typo_is_refused_before_any_training(setup, capsys):
     for typo, value in (("--lerning_rate", 0.1), ("--max_epoch", 3)):
         cfg["base"]["stage1"] = stage1 | {typo: value}
         path.write_text(json.dumps(cfg))
-        with pytest.raises(ValueError, match=r"train_gatedcrfloss3d22d_multiview_varianceloss.py refuses the flags "
-                                             rf"it would be given \(unrecognized arguments: {typo} {value}\); fix "
-                                             r"the flags in base or the variant \(spelled out in full\)"):
+        with pytest.raises(ValueError, match=r"variant 'a': train_gatedcrfloss3d22d_multiview_varianceloss.py "
+                                             rf"refuses {typo} {value} from base.stage1 \(unrecognized arguments: "
+                                             rf"{typo} {value}\); fix it there \(flags spelled out in full\)"):
             ablate.run_ablation(ablate.load_config(path), root / "out", device="cpu", python=str(fake))
         assert not log.exists()
 
@@ -163,3 +163,149 @@ def test_sigterm_stops_the_runner_and_its_children(setup, mode):
     assert err.strip().splitlines()[-1] == "terminated; run the same command again to resume"
     time.sleep(0.2)
     assert not _alive(child)
+
+
+# --------------------------------------------------------------------------------------------
+# A table says what the run did (issue 30, item 5), a bad config value is one line naming the
+# config, the variant and the key, and an impossible epoch_inf is refused before any training.
+# --------------------------------------------------------------------------------------------
+#: A fake interpreter whose trainings record their arguments as the real scripts do (their parser
+#: with the plan applied, in CP_latest.pth) and whose scores are a fixed table.
+RECORDING = '''#!{python}
+import os, sys, pathlib
+sys.path.insert(0, {root!r})
+args = sys.argv[1:]
+script = pathlib.Path(args[0]).name
+with open(os.environ["FAKE_LOG"], "a") as fh:
+    fh.write(" ".join(args) + "\\n")
+def value(flag):
+    return args[args.index(flag) + 1]
+if script.startswith("train_"):
+    import torch
+    import train_gatedcrfloss3d22d_multiview_varianceloss as stage1
+    from utilities.plan import apply_plan
+    recorded = vars(apply_plan(stage1.build_parser(), args[1:], "stage1"))
+    folder = pathlib.Path(value("--model_dir")) / recorded["network"] / "models"
+    folder.mkdir(parents=True, exist_ok=True)
+    torch.save({{"epoch": recorded["max_epochs"], "args": recorded}}, folder / "CP_latest.pth")
+if script == "scores.py":
+    import pandas as pd
+    from utilities.io import save_csv
+    from utilities.scoring import with_summary
+    from utilities.splits import read_split, subjects_of
+    cases = subjects_of(read_split(value("--dataset_split")), "inference")
+    table = pd.DataFrame({{"subject": cases, "dice": 0.5, "assd": 1.0, "pred_voxels": 9}})
+    save_csv(with_summary(table, ["dice", "assd"]), pathlib.Path(value("--model_dir")) / value("--network")
+             / "results_inference.csv")
+'''
+
+
+def _plan(path: Path, epochs: int) -> Path:
+    from utilities.plan import PLAN_VERSION
+
+    path.write_text(json.dumps({"version": PLAN_VERSION, "stage1": {"--max_epochs": epochs}, "scm": {},
+                                "inference": {}}), encoding="utf-8")
+    return path
+
+
+def test_the_steps_column_reads_what_the_runs_recorded_not_the_defaults(setup):
+    """Three runs of a config whose epochs come from its --plan (20 epochs x 24 training cases):
+    the table says 480 steps each, the runs' record; the trainer's default (300 epochs) would
+    have given 7200. A plan edited after the runs does not change what they did."""
+    root, p, _, log = setup
+    fake = root / "recording_python"
+    fake.write_text(RECORDING.format(python=sys.executable, root=str(ROOT)))
+    fake.chmod(0o755)
+    split = root / "split24.csv"
+    split.write_text("".join(f"t{i},training\n" for i in range(24)) + "v1,validation\ni1,inference\ni2,inference\n")
+    path = write_config(root, p)
+    cfg = json.loads(path.read_text())
+    cfg["dataset"]["split_file"] = str(split)
+    cfg["base"]["stage1"] = {"--plan": str(_plan(root / "plan.json", 20)), "--spatial_shape": [32, 32, 16]}
+    cfg["seeds"] = [0, 1, 2]
+    path.write_text(json.dumps(cfg))
+    out = root / "out"
+    table = ablate.run_ablation(ablate.load_config(path), out, device="cpu", jobs=2, python=str(fake))
+    assert table.set_index("variant").loc["a", "budget"] == "480 (20 × 24), batch 1"
+    assert "| A (`a`) | 3 | 0.500 ± 0.000 | 1.00 ± 0.00 | 0/3 | 0/0/0 | baseline | 480 (20 × 24), batch 1 |" in \
+        (out / "table.md").read_text(encoding="utf-8").splitlines()
+    assert len([line for line in log.read_text().splitlines() if "train_" in line]) == 3
+    _plan(root / "plan.json", 30)   # edited after the runs: the table still says what they did
+    again = ablate.run_ablation(ablate.load_config(path), out, device="cpu", python=str(fake), finished_only=True)
+    assert again.set_index("variant").loc["a", "budget"] == "480 (20 × 24), batch 1"
+
+
+def test_a_run_that_recorded_nothing_has_unknown_steps(setup):
+    root, p, _, _ = setup
+    cfg = ablate.load_config(write_config(root, p))
+    run = ablate.plan_runs(cfg, root / "out", (0,), ["a"], "cpu", "python")[0]
+    assert ablate.run_budget(run, 24) == "?"   # not the 30 epochs of its config
+    planned = ablate.planned_args(run.train)
+    assert ablate.budget_text(planned.max_epochs, planned.batch_size, 24) == "720 (30 × 24), batch 1"
+
+
+def _edited(root: Path, p, edit) -> Path:
+    path = write_config(root, p)
+    cfg = json.loads(path.read_text())
+    edit(cfg)
+    path.write_text(json.dumps(cfg))
+    return path
+
+
+@pytest.mark.parametrize("edit, message", [
+    (lambda c: c["dataset"].update(geodesic_workers="two"),
+     "dataset.geodesic_workers must be an integer of at least 1, got 'two'"),
+    (lambda c: c["dataset"].update(geodesic_weight=[0.5]), "dataset.geodesic_weight must be a number, got [0.5]"),
+    (lambda c: c["variants"]["a"].update(flags={"--spatial_shape": "abc"}),
+     "variant 'a': train_gatedcrfloss3d22d_multiview_varianceloss.py refuses --spatial_shape \"abc\" from "
+     "variants.a.flags (argument --spatial_shape: expected 3 arguments); fix it there (flags spelled out in full)"),
+    (lambda c: c["base"]["stage1"].update({"--spatial_shape": ["a", "b", "c"]}),
+     "variant 'a': train_gatedcrfloss3d22d_multiview_varianceloss.py refuses --spatial_shape [\"a\", \"b\", \"c\"] "
+     "from base.stage1 (argument --spatial_shape: invalid int value: 'a'); fix it there (flags spelled out "
+     "in full)"),
+    (lambda c: c["variants"].update(s={"kind": "scm", "from": "a", "aux_seed_offset": "one"}),
+     "variants.s.aux_seed_offset must be an integer, got 'one'"),
+    (lambda c: c["variants"]["a"].update(label=["A"]), "variants.a.label must be a string, got ['A']"),
+])
+def test_a_bad_config_value_names_the_config_the_variant_and_the_key(setup, capsys, edit, message):
+    root, p, fake, log = setup
+    path = _edited(root, p, edit)
+    code = ablate.run(["--config", str(path), "--output_dir", str(root / "out"), "--device", "cpu"])
+    assert code == 2 and capsys.readouterr().err.strip().splitlines() == [f"error: config {path}: {message}"]
+    assert not log.exists() and not (root / "out").exists()
+
+
+@pytest.mark.parametrize("variant, message", [
+    ({"kind": "stage1", "epoch_inf": "best_model1"},
+     "variants.a.epoch_inf 'best_model1': the variant's training never writes CP_best_model1.pth where inference "
+     "reads it (it writes best, best_seed_dice, final); choose one of those"),
+    ({"kind": "stage1", "epoch_inf": "best_dice"},   # --val_metric dice: CP_best.pth is that one
+     "variants.a.epoch_inf 'best_dice': the variant's training never writes CP_best_dice.pth where inference reads "
+     "it (it writes best, best_seed_dice, final); choose one of those"),
+    ({"kind": "full", "epoch_inf": "latest"},   # the resumable state, not a model
+     "variants.a.epoch_inf 'latest': the variant's training never writes CP_latest.pth where inference reads it "
+     "(it writes best, best_seed_dice, final); choose one of those"),
+    ({"kind": "seeds", "epoch_inf": "best"},
+     "variants.a.epoch_inf: a 'seeds' variant reads no checkpoint (its predictions are scored as they are); "
+     "remove the key"),
+])
+def test_an_impossible_epoch_inf_is_refused_before_any_training(setup, capsys, variant, message):
+    root, p, fake, log = setup
+    path = _edited(root, p, lambda c: c["variants"].update(a={"label": "A", **variant}))
+    code = ablate.run(["--config", str(path), "--output_dir", str(root / "out"), "--device", "cpu"])
+    assert code == 2 and capsys.readouterr().err.strip().splitlines() == [f"error: config {path}: {message}"]
+    assert not log.exists() and not (root / "out").exists()
+
+
+def test_the_checkpoints_a_variant_writes_follow_its_flags(setup):
+    root, p, _, _ = setup
+    path = _edited(root, p, lambda c: c["variants"].update(
+        b={"kind": "stage1", "flags": {"--val_metric": "seed_dice"}, "epoch_inf": "best_dice"},
+        s={"kind": "scm", "from": ["a", "a"], "epoch_inf": "final_model2"},
+        s2={"kind": "scm", "from": ["a", "b"], "flags": {}, "epoch_inf": "best_model1"}))
+    cfg = ablate.load_config(path)
+    runs = {r.key: r for r in ablate.plan_runs(cfg, root / "out", (0,), ["a", "b", "s", "s2"], "cpu", "python")}
+    assert ablate.written_checkpoints(runs["variant=b seed=0"]) == {"best", "best_dice", "final"}
+    assert ablate.written_checkpoints(runs["variant=s seed=0"]) == {"best_model1", "final_model1", "best_model2",
+                                                                    "final_model2"}   # both U_Net2D5: one folder
+    ablate.check_epoch_inf(cfg, list(runs.values()))   # all possible: no error

@@ -28,6 +28,7 @@ from matplotlib.ticker import MaxNLocator, NullLocator
 
 from utilities.health import collapsed_rows
 from utilities.io import atomic_path
+from utilities.textdata import read_csv_table
 
 __all__ = ["progress_path", "collapsed_epochs", "collapse_streaks", "plot_progress", "draw_progress"]
 
@@ -89,7 +90,7 @@ def plot_progress(csv_path: str | os.PathLike, out: str | os.PathLike | None = N
 
     csv_path = Path(csv_path)
     out = Path(out) if out is not None else progress_path(csv_path)
-    log = pd.read_csv(csv_path)
+    log = read_csv_table(csv_path, "training log")
     if "epoch" not in log.columns:
         raise ValueError(f"{csv_path} has no epoch column; is it a training log.csv?")
     x = log["epoch"].to_numpy(float)

@@ -22,6 +22,7 @@ from utilities.io import ensure_writable_dir, is_temporary, remove_temporaries, 
 from utilities.layout import RunLayout
 from utilities.logs import log_config, setup_logger
 from utilities.runtime import resolve_device, seed_everything
+from utilities.textdata import read_csv_table
 
 __all__ = [
     "RunOptions",
@@ -323,10 +324,12 @@ class CsvLog:
         self.rows: list[dict[str, Any]] = []
         if start_epoch > 0 and path.is_file():
             try:
-                old = pd.read_csv(path)
-            except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as e:
-                raise ValueError(f"--resume: cannot read {path} ({str(e).splitlines()[0]}); move it away to "
-                                 "start a new log") from None
+                old = read_csv_table(path, "training log")
+            except ValueError as e:
+                raise ValueError(f"--resume: {e}; move it away to start a new log") from None
+            if "epoch" not in old.columns:
+                raise ValueError(f"--resume: training log {path} has no 'epoch' column; move it away to start a "
+                                 "new log")
             self.rows = old[old["epoch"] <= start_epoch].to_dict("records")
 
     def append(self, row: Mapping[str, Any]) -> None:

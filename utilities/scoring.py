@@ -4,11 +4,20 @@ Per case: Dice, Jaccard, precision, recall (overlap) and HD95, ASSD (mm, the lab
 spacing), with ``mean`` and ``std`` rows. A case with an empty prediction or label is kept: its
 overlap metrics are computed, its surface metrics are NaN, and the summary names it and says
 over how many cases each mean was taken.
+
+A scores table's last column ``row`` says what each row is: ``case`` (``subject`` is the
+subject) or ``summary`` (``subject`` is the statistic, ``mean`` or ``std``), so a subject named
+``mean`` is a case like any other. :func:`read_scores` reads one back (names as strings) and
+splits it; a table written before the ``row`` column existed ends with its ``mean`` and ``std``
+rows, and is read by that position.
 """
 from __future__ import annotations
 
+import os
+from collections.abc import Sequence
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import SimpleITK as sitk
 
@@ -18,10 +27,15 @@ from utilities.layout import RunLayout
 from utilities.metrics import OVERLAP_METRICS, SURFACE_METRICS, all_metrics
 from utilities.report import ReportCase, write_report
 from utilities.splits import read_split, subjects_of
+from utilities.textdata import read_csv_table
 
-__all__ = ["METRICS", "score_cases", "summarize", "run_scores"]
+__all__ = ["METRICS", "ROW", "CASE", "SUMMARY", "score_cases", "with_summary", "summarize", "read_scores",
+           "run_scores"]
 
 METRICS = OVERLAP_METRICS + SURFACE_METRICS
+#: The column that tells a case row (:data:`CASE`) from a summary row (:data:`SUMMARY`).
+ROW, CASE, SUMMARY = "row", "case", "summary"
+_STATISTICS = ("mean", "std")
 
 
 def score_cases(pairs: list[tuple[str, Path, Path]]) -> pd.DataFrame:
@@ -52,12 +66,49 @@ def score_cases(pairs: list[tuple[str, Path, Path]]) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=["subject", *METRICS, "pred_voxels", "label_voxels"])
 
 
+def with_summary(per_case: pd.DataFrame, metrics: Sequence[str]) -> pd.DataFrame:
+    """``per_case`` (a ``subject`` column and ``metrics``) followed by the ``mean`` and ``std``
+    rows (ddof 0, NaN ignored) of ``metrics``, with the :data:`ROW` column last: what
+    :func:`read_scores` reads back."""
+    stats = per_case[list(metrics)]
+    summary = pd.DataFrame([{"subject": "mean", **stats.mean(skipna=True).to_dict()},
+                            {"subject": "std", **stats.std(skipna=True, ddof=0).to_dict()}])
+    table = pd.concat([per_case.assign(**{ROW: CASE}), summary.assign(**{ROW: SUMMARY})], ignore_index=True)
+    return table[[c for c in table.columns if c != ROW] + [ROW]]
+
+
+def read_scores(path: str | os.PathLike) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """A scores CSV (``results_<phase>.csv``) read back: ``(cases, summary)``, the case rows in
+    file order with ``subject`` as written (strings, whatever the name), and the summary rows
+    indexed by statistic (``summary.loc["mean", "dice"]``); neither has the :data:`ROW` column.
+
+    Raises a one-line ``ValueError`` naming the file for a repeated column, no ``subject``
+    column, or a ``row`` value other than ``case`` and ``summary``.
+    """
+    path = Path(path)
+    table = read_csv_table(path, "scores table", ("subject", ROW))
+    if "subject" not in table.columns:
+        raise ValueError(f"scores table {path} has no 'subject' column; is it a results_<phase>.csv of "
+                         "utilities/scores.py?")
+    if ROW in table.columns:
+        unknown = sorted(set(table[ROW]) - {CASE, SUMMARY})
+        if unknown:
+            raise ValueError(f"scores table {path}: column {ROW!r} holds {unknown}; each row is {CASE!r} or "
+                             f"{SUMMARY!r}")
+        is_case = (table[ROW] == CASE).to_numpy()
+    else:  # written before the row column: the mean and std rows are the last two
+        legacy = len(table) >= 2 and table["subject"].iloc[-2:].tolist() == list(_STATISTICS)
+        is_case = np.arange(len(table)) < len(table) - (2 if legacy else 0)
+    table = table.drop(columns=ROW, errors="ignore")
+    return table[is_case].reset_index(drop=True), table[~is_case].set_index("subject")
+
+
 def summarize(per_case: pd.DataFrame) -> tuple[pd.DataFrame, list[str]]:
-    """Per-case rows plus ``mean`` and ``std`` rows (NaN ignored), and summary lines."""
+    """Per-case rows plus ``mean`` and ``std`` rows (NaN ignored; :func:`with_summary`), and
+    summary lines."""
+    table = with_summary(per_case, METRICS)
     stats = per_case[list(METRICS)]
-    mean = {"subject": "mean", **stats.mean(skipna=True).to_dict()}
-    std = {"subject": "std", **stats.std(skipna=True, ddof=0).to_dict()}
-    table = pd.concat([per_case, pd.DataFrame([mean, std])], ignore_index=True)
+    mean, std = table.iloc[-2], table.iloc[-1]
     n = len(per_case)
     lines = [f"{n} case(s) scored"]
     empty_pred = per_case.loc[per_case["pred_voxels"] == 0, "subject"].tolist()
@@ -112,6 +163,8 @@ def run_scores(model_dir: str | Path, network: str, dataset_split: str | Path, i
     print(f"{name} on {phase}: " + "\n".join(lines) + f"\nwritten {out}")
     if report:
         cases = [ReportCase(s, image, lab, pred) for (s, pred, lab), image in zip(pairs, images)]
-        page = write_report(pd.read_csv(out), cases, out.parent / f"report_{phase}", f"{name} on {phase}", lines)
+        scored, summary = read_scores(out)   # the CSV as written
+        page = write_report(pd.concat([scored, summary.reset_index()], ignore_index=True), cases,
+                            out.parent / f"report_{phase}", f"{name} on {phase}", lines)
         print(f"written {page}")
     return out

@@ -7,6 +7,8 @@ from pathlib import Path
 
 import pandas as pd
 
+from utilities.textdata import check_header
+
 __all__ = ["PHASES", "Split", "as_split", "read_split", "subjects_of"]
 
 PHASES = ("training", "validation", "inference")
@@ -15,7 +17,9 @@ PHASES = ("training", "validation", "inference")
 def read_split(path: str | os.PathLike) -> pd.DataFrame:
     """Read a split CSV into a DataFrame with columns ``subject`` and ``phase``.
 
-    The published files have no header; a header line ``subject,phase`` is accepted too.
+    The published files have no header; a header line ``subject,phase`` is accepted too (one
+    that repeats a column, or swaps them, is refused). Every subject is read as the string
+    written (``NA``, ``nan``, ``007`` and ``1e3`` are names, not a missing value or a number).
     Raises a one-line error naming the file for a missing or unreadable file, a malformed row,
     an unknown phase or a duplicated subject.
     """
@@ -33,7 +37,12 @@ def read_split(path: str | os.PathLike) -> pd.DataFrame:
         raise ValueError(f"split file {path} has {df.shape[1]} columns, expected 2 ('subject,phase'); fix its rows")
     df.columns = ["subject", "phase"]
     df = df.apply(lambda col: col.str.strip())
-    if len(df) and (df.iloc[0].str.lower() == ["subject", "phase"]).all():
+    first = df.iloc[0].str.lower().tolist() if len(df) else []
+    if first and set(first) <= {"subject", "phase"}:   # a header line (a repeated column is named)
+        check_header(first, f"split file {path}")
+        if first != ["subject", "phase"]:
+            raise ValueError(f"split file {path}: its header is {','.join(df.iloc[0])}; write 'subject,phase' "
+                             "(or no header)")
         df = df.iloc[1:].reset_index(drop=True)
     empty = df.index[(df["subject"] == "") | (df["phase"] == "")].tolist()
     if empty:
