@@ -10,7 +10,10 @@ GEODISTK_FLAGS := -DNPY_IN_ARRAY=NPY_ARRAY_IN_ARRAY
 
 .PHONY: install lint test demo clean-venv
 
+# nnU-Net finds PA-Seg's trainers by name (nnUNetv2_train/nnUNetv2_predict -tr nnUNetTrainerPASeg): one small
+# module written into nnunetv2/training/nnUNetTrainer/ (experiments/nnunet_trainers/install_paseg_trainers.py)
 install: $(STAMP)
+	$(PY) experiments/nnunet_trainers/install_paseg_trainers.py
 
 $(STAMP): pyproject.toml requirements.txt requirements-nnunet.txt requirements-data.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)

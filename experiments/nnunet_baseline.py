@@ -9,8 +9,10 @@ skipped when it is already done:
    inference cases to ``imagesTs``;
 2. nnU-Net's fingerprint, plans and preprocessing of ``--configuration``, and our split as its
    ``splits_final.json``;
-3. training of ``--fold`` with ``nnUNetTrainerBudget`` (``experiments/nnunet_trainers``):
-   nnU-Net's own trainer with ``--epochs`` × ``--iterations_per_epoch`` steps;
+3. training of ``--fold`` with ``--trainer`` (``experiments/nnunet_trainers``): ``Budget``
+   (``nnUNetTrainerBudget``, nnU-Net's own trainer) or ``PASeg`` (``nnUNetTrainerPASeg``, the same
+   with PA-Seg's mCRF and VM added, set by stage 1's flags ``--weight_gatedcrf`` ...), with
+   ``--epochs`` × ``--iterations_per_epoch`` steps;
 4. prediction of the inference cases with ``checkpoint_final.pth`` (nnU-Net's sliding window
    and mirroring), written as ``<case>.nii.gz`` on the image's grid.
 
@@ -47,6 +49,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import importlib
 import json
 import logging
 import os
@@ -69,15 +72,15 @@ from utilities.layout import OUTPUT_PRED  # noqa: E402
 from utilities.logs import LOGGER_NAME, setup_logger  # noqa: E402
 from utilities.splits import read_split, subjects_of  # noqa: E402
 
-__all__ = ["NETWORK", "TRAINER", "TRAINERS_DIR", "STATE_NAME", "BUDGET_NAME", "run_folder", "build_parser",
+__all__ = ["NETWORK", "TRAINERS", "TRAINERS_DIR", "STATE_NAME", "BUDGET_NAME", "run_folder", "build_parser",
            "main"]
 
 logger = logging.getLogger(LOGGER_NAME)
 
 #: The sub-folder of ``--model_dir`` that holds the nnU-Net run (the "network" of the ablation's tables).
 NETWORK = "nnUNet"
-#: The trainer class (``experiments/nnunet_trainers/nnUNetTrainerBudget.py``).
-TRAINER = "nnUNetTrainerBudget"
+#: ``--trainer`` -> the trainer class, in ``experiments/nnunet_trainers/<class>.py``.
+TRAINERS = {"Budget": "nnUNetTrainerBudget", "PASeg": "nnUNetTrainerPASeg"}
 TRAINERS_DIR = Path(__file__).resolve().parent / "nnunet_trainers"
 PLANS = "nnUNetPlans"
 STATE_NAME = "nnunet_run.json"
@@ -141,8 +144,9 @@ def _save_state(folder: Path, state: dict[str, Any]) -> None:
     save_text(json.dumps(state, indent=1) + "\n", folder / STATE_NAME)
 
 
-def _prepare_folder(args: argparse.Namespace, record: dict[str, Any]) -> dict[str, Any]:
-    """The run's state: fresh, resumed (same arguments) or started again; refuses the rest."""
+def _prepare_folder(args: argparse.Namespace, record: dict[str, Any], defaults: dict[str, Any]) -> dict[str, Any]:
+    """The run's state: fresh, resumed (same arguments; one a run's record lacks had its
+    ``defaults`` value) or started again; refuses the rest."""
     folder = run_folder(args.model_dir)
     if args.resume and args.overwrite:
         raise ValueError("--resume and --overwrite exclude each other: pass one")
@@ -157,7 +161,7 @@ def _prepare_folder(args: argparse.Namespace, record: dict[str, Any]) -> dict[st
     if args.resume and not held:
         raise FileNotFoundError(f"--resume: {folder} holds no nnU-Net run to continue; drop --resume")
     if state is not None:
-        old = state.get("arguments", {})
+        old = {**defaults, **state.get("arguments", {})}
         changed = [f"--{k} {old.get(k)!r} -> {v!r}" for k, v in record.items() if old.get(k) != v]
         if changed:
             raise ValueError(f"--resume: {folder} was started with other arguments ({', '.join(changed)}); "
@@ -185,25 +189,44 @@ def _preprocess(dataset_id: int, configuration: str, threads: int, raw: Path, pr
     shutil.copyfile(raw / name / "splits_final.json", preprocessed / name / "splits_final.json")
 
 
-def _trainer_class() -> Any:
-    """``nnUNetTrainerBudget``, imported from its file. nnU-Net's own lookup by name imports every
-    trainer module nnU-Net ships, some of which need timm and torchvision; this does not."""
+def _trainers_module(name: str) -> Any:
+    """A module of ``experiments/nnunet_trainers`` by its name, as nnU-Net imports it (that folder
+    on ``sys.path``). nnU-Net's own lookup by name imports every trainer module nnU-Net ships, some
+    of which need timm and torchvision; this does not."""
     if str(TRAINERS_DIR) not in sys.path:
         sys.path.insert(0, str(TRAINERS_DIR))
-    import nnUNetTrainerBudget
-
-    return nnUNetTrainerBudget.nnUNetTrainerBudget
+    return importlib.import_module(name)
 
 
-def _trainer(folder: Path, name: str, configuration: str, fold: int | str, device: Any) -> Any:
+def _trainer_class(trainer: str) -> Any:
+    """The class of ``--trainer``."""
+    return getattr(_trainers_module(TRAINERS[trainer]), TRAINERS[trainer])
+
+
+def _trainer(folder: Path, name: str, args: argparse.Namespace, device: Any) -> Any:
     """nnU-Net's trainer as its ``nnUNetv2_train`` builds it (``--c`` when a latest checkpoint exists)."""
     base = folder / "nnUNet_preprocessed" / name
-    output = folder / "nnUNet_results" / name / f"{TRAINER}__{PLANS}__{configuration}" / f"fold_{fold}"
+    output = (folder / "nnUNet_results" / name / f"{TRAINERS[args.trainer]}__{PLANS}__{args.configuration}"
+              / f"fold_{args.fold}")
     plans = json.loads((base / f"{PLANS}.json").read_text(encoding="utf-8"))
     plans["continue_training"] = (output / "checkpoint_latest.pth").is_file()
-    return _trainer_class()(plans=plans, configuration=configuration, fold=fold,
-                            dataset_json=json.loads((base / "dataset.json").read_text(encoding="utf-8")),
-                            device=device)
+    return _trainer_class(args.trainer)(plans=plans, configuration=args.configuration, fold=args.fold,
+                                        dataset_json=json.loads((base / "dataset.json").read_text(encoding="utf-8")),
+                                        device=device)
+
+
+def _regularisers(args: argparse.Namespace) -> Any:
+    """``--trainer PASeg``: the regulariser settings of its flags (stage 1's defaults for those not
+    given); ``None`` for ``Budget``, which refuses them."""
+    variables = _trainers_module("paseg_nnunet_settings").REGULARISER_VARIABLES
+    given = {v: getattr(args, v.flag[2:]) for v in variables}
+    if args.trainer != "PASeg":
+        for v, value in given.items():
+            if value is not None:
+                raise ValueError(f"{v.flag} {value}: PA-Seg's regularisers need --trainer PASeg")
+        return None
+    values = {v.field: v.default if value is None else v.parse(str(value), v.flag) for v, value in given.items()}
+    return _trainers_module("paseg_nnunet_settings").RegulariserSettings(**values)
 
 
 def _train(args: argparse.Namespace, device: Any, folder: Path) -> dict[str, Any]:
@@ -216,9 +239,12 @@ def _train(args: argparse.Namespace, device: Any, folder: Path) -> dict[str, Any
     os.environ["PASEG_NNUNET_EPOCHS"] = str(args.epochs)
     os.environ["PASEG_NNUNET_ITERATIONS"] = str(args.iterations_per_epoch)
     os.environ["PASEG_NNUNET_VAL_ITERATIONS"] = str(args.val_iterations)
+    regularisers = _regularisers(args)
+    if regularisers is not None:
+        os.environ.update(regularisers.environment())
     seed_everything(args.seed)
     name = dataset_folder(".", args.dataset_id, args.dataset_name).name
-    trainer = _trainer(folder, name, args.configuration, args.fold, device)
+    trainer = _trainer(folder, name, args, device)
     final = Path(trainer.output_folder) / "checkpoint_final.pth"
     latest = Path(trainer.output_folder) / "checkpoint_latest.pth"
     t0 = time.time()
@@ -235,9 +261,11 @@ def _train(args: argparse.Namespace, device: Any, folder: Path) -> dict[str, Any
               "steps": int(trainer.num_epochs * trainer.num_iterations_per_epoch),
               "batch_size": int(cm.batch_size), "patch_size": [int(s) for s in cm.patch_size],
               "spacing": [float(s) for s in np.asarray(cm.spacing)], "configuration": args.configuration,
-              "fold": str(args.fold), "labels": args.labels, "trainer": TRAINER,
+              "fold": str(args.fold), "labels": args.labels, "trainer": TRAINERS[args.trainer],
               "training_seconds": round(time.time() - t0, 1), "threads": torch.get_num_threads(),
               "model_folder": str(Path(trainer.output_folder_base).relative_to(folder))}
+    if regularisers is not None:
+        budget["regularisers"] = regularisers.as_dict()
     return budget
 
 
@@ -255,7 +283,7 @@ def _predictor(args: argparse.Namespace, device: Any, model_folder: Path) -> Any
     plans = PlansManager(load_json(str(model_folder / "plans.json")))
     dataset_json = load_json(str(model_folder / "dataset.json"))
     configuration = plans.get_configuration(checkpoint["init_args"]["configuration"])
-    network = _trainer_class().build_network_architecture(
+    network = _trainer_class(args.trainer).build_network_architecture(
         plans, configuration, determine_num_input_channels(plans, configuration, dataset_json),
         plans.get_label_manager(dataset_json).num_segmentation_heads, enable_deep_supervision=False)
     network.load_state_dict(checkpoint["network_weights"])
@@ -298,20 +326,33 @@ def build_parser() -> argparse.ArgumentParser:
                    help="nnU-Net configuration to plan, train and predict")
     p.add_argument("--fold", default="0", choices=["0", "all"],
                    help="0: train on the split's training cases, validate on its validation cases; all: train on both")
+    p.add_argument("--trainer", default="Budget", choices=sorted(TRAINERS),
+                   help="Budget: nnU-Net's trainer (nnUNetTrainerBudget); PASeg: the same with PA-Seg's mCRF and VM "
+                        "on its full-resolution output (nnUNetTrainerPASeg, set by the flags below)")
     p.add_argument("--epochs", type=int, default=1000, help="training epochs (nnU-Net: 1000)")
     p.add_argument("--iterations_per_epoch", type=int, default=250, help="training iterations per epoch (nnU-Net: 250)")
     p.add_argument("--val_iterations", type=int, default=50, help="validation iterations per epoch (nnU-Net: 50)")
     p.add_argument("--disable_tta", action="store_true", help="predict without nnU-Net's mirroring")
     p.add_argument("--seed", type=int, default=0, help="seeds Python, NumPy and torch before training")
     p.add_argument("--device", default="auto", help="auto, cpu or cuda[:k]")
+    _add_regulariser_arguments(p)
     p.add_argument("--resume", action="store_true", help="continue the run in --model_dir (same arguments)")
     p.add_argument("--overwrite", action="store_true", help="delete the run in --model_dir and start again")
     return p
 
 
+def _add_regulariser_arguments(p: argparse.ArgumentParser) -> None:
+    """Stage 1's flags of the regularisers, for ``--trainer PASeg`` (``paseg_nnunet_settings.py``)."""
+    group = p.add_argument_group("PA-Seg's regularisers (--trainer PASeg; not given: stage 1's default)")
+    for v in _trainers_module("paseg_nnunet_settings").REGULARISER_VARIABLES:
+        group.add_argument(v.flag, type=v.kind, default=None, choices=v.choices or None,
+                           help=f"{v.help} (not given: {v.default})%(default).0s")   # (.0s: no "default: None")
+
+
 def main(argv: Sequence[str] | None = None) -> Path:
     """Run every step not yet done; returns the predictions' folder."""
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
     for flag in ("epochs", "iterations_per_epoch", "val_iterations"):
         if getattr(args, flag) < 1:
             raise ValueError(f"--{flag} must be at least 1, got {getattr(args, flag)}")
@@ -323,7 +364,8 @@ def main(argv: Sequence[str] | None = None) -> Path:
     device = resolve_device(args.device)
     threads = max(1, int(os.environ.get("OMP_NUM_THREADS", "0") or 0) or os.cpu_count() or 1)
     record = {k: v for k, v in vars(args).items() if k not in _FREE}
-    state = _prepare_folder(args, record)
+    _regularisers(args)   # refuse a bad setting before anything runs
+    state = _prepare_folder(args, record, {k: parser.get_default(k) for k in record})
     folder = run_folder(args.model_dir)
     folder.mkdir(parents=True, exist_ok=True)
     _save_state(folder, state)

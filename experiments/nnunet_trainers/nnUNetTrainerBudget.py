@@ -10,13 +10,13 @@ the environment when the trainer is built:
 
 so that nnU-Net gets the same number of optimisation steps as the PA-Seg run it is compared with.
 A checkpoint is written every epoch (nnU-Net: every 50), so a killed short run resumes where it
-stopped. ``experiments/nnunet_baseline.py`` sets these variables and ``nnUNet_extTrainer`` (the
-folder of this file) per run; by hand::
+stopped. ``experiments/nnunet_baseline.py`` sets these variables per run; by hand (after
+``make install``, which lets nnU-Net find the class by name: ``install_paseg_trainers.py``)::
 
-    nnUNet_extTrainer=experiments/nnunet_trainers PASEG_NNUNET_EPOCHS=12 PASEG_NNUNET_ITERATIONS=48 \\
-        nnUNetv2_train 501 3d_fullres 0 -tr nnUNetTrainerBudget
+    PASEG_NNUNET_EPOCHS=12 PASEG_NNUNET_ITERATIONS=48 nnUNetv2_train 501 3d_fullres 0 -tr nnUNetTrainerBudget
 
-This module imports nothing from PA-Seg: nnU-Net loads it by file from ``nnUNet_extTrainer``.
+This module imports nothing from PA-Seg: nnU-Net can also load it from this folder through
+``nnUNet_extTrainer`` (which nnU-Net searches only after its own sub-packages, some of which need timm).
 """
 from __future__ import annotations
 
