@@ -1,0 +1,103 @@
+"""The commands plan.py prints run as printed: a points-only dataset (two .nrrd scans stored
+(z, y, x), 7-point annotations, no labels, no validation case) goes through stage 0, both stage-1
+networks, SCM and folder prediction by running the printed lines unchanged; every case trains
+and the best checkpoints are chosen by seed_dice on the training seeds. Also a split with a
+validation case trained with --train_on_all_cases."""
+from __future__ import annotations
+
+import os
+import shlex
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import SimpleITK as sitk
+import torch
+from helpers import ROOT, load_script, script_env, stage1_args
+from synth import blob_case, make_vs_dataset, seven_points, write
+
+from utilities.grid import Grid
+
+plan_script = load_script("plan.py")
+#: Stored (z, y, x): the file's x and z axes swapped, as a sagittal scan is stored.
+SAGITTAL = (0.0, 0.0, 1.0, 0.0, 1.0, 0.0, 1.0, 0.0, 0.0)
+
+
+def _points_only(root: Path) -> Path:
+    """Two annotated scans (training) and one scan to segment (inference, no points), .nrrd,
+    32x32x16 voxels in the trainers' frame; no labels."""
+    for i, name in enumerate(("brain1", "brain2", "brain3")):
+        image, label = blob_case((16, 32, 32), seed=i)
+        zyx = (2, 1, 0)
+        write(np.ascontiguousarray(np.transpose(image, zyx)), root / "images" / f"{name}_T2.nrrd",
+              spacing=(1.5, 0.5, 0.5), direction=SAGITTAL)
+        if name != "brain3":
+            anno = np.ascontiguousarray(np.transpose(seven_points(label), zyx))
+            write(anno, root / "points" / f"{name}_7points.nrrd", spacing=(1.5, 0.5, 0.5), direction=SAGITTAL)
+    (root / "split.csv").write_text("brain1,training\nbrain2,training\nbrain3,inference\n")
+    return root
+
+
+def _printed(out: str) -> dict[str, list[str]]:
+    """The ``  [name] command`` lines of plan.py's output, split as a shell would."""
+    lines = [line.strip() for line in out.splitlines() if line.startswith("  [")]
+    return {line[1:line.index("]")]: shlex.split(line[line.index("]") + 2:]) for line in lines}
+
+
+def _run(command: list[str]) -> subprocess.CompletedProcess:
+    """One printed command, unchanged, from the repository root, with the project's Python first
+    on the PATH (what ``python`` means in a shell with the environment active)."""
+    env = script_env(PATH=os.path.dirname(sys.executable) + os.pathsep + os.environ.get("PATH", ""))
+    return subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600,
+                          stdin=subprocess.DEVNULL)
+
+
+def test_the_printed_points_only_sequence_runs_as_printed(tmp_path, capsys):
+    data = _points_only(tmp_path / "data")
+    work = tmp_path / "work"
+    plan = plan_script.main(["--dataset_split", str(data / "split.csv"), "--path_images", str(data / "images"),
+                             "--path_anno_7points", str(data / "points"), "--work_dir", str(work),
+                             "--output", str(work / "plan.json"), "--target_steps", "2", "--min_epochs", "1"])
+    out = capsys.readouterr().out
+    assert "  (no scoring command: no --path_labels given)" in out
+    commands = _printed(out)
+    assert list(commands) == ["stage0_training", "stage1", "stage1_aux", "scm", "predict"]
+    assert plan["stage1"]["--spatial_shape"] == [32, 32, 16] and plan["stage1"]["--train_on_all_cases"] is True
+    assert plan["fingerprint"]["image_format"] == ".nrrd" and plan["fingerprint"]["training_cases"] == 2
+    for name, command in commands.items():
+        done = _run(command)
+        assert done.returncode == 0, f"[{name}] {shlex.join(command)}\n{done.stderr[-3000:]}"
+    for run in ("stage1_m1/U_Net2D5", "stage1_m2/AttU_Net"):
+        log = next((work / "models" / run).glob("log_*.txt")).read_text()
+        assert "2 training subjects, validated on themselves (validation uses: image, expanded-seed label)" in log
+        assert (f"no validation cases (split {data / 'split.csv'} lists no validation case): every case trains; "
+                "CP_best is chosen by seed_dice against the training cases' expanded seeds") in log
+        best = torch.load(work / "models" / run / "models" / "CP_best.pth", map_location="cpu", weights_only=True)
+        assert best["metric"] == "seed_dice"
+    scm_best = torch.load(work / "models" / "scm" / "U_Net2D5" / "models" / "CP_best_model1.pth", map_location="cpu",
+                          weights_only=True)
+    assert scm_best["metric"] == "seed_dice"
+    for name in ("brain1", "brain2", "brain3"):   # every scan of the folder, on its own grid and format
+        mask = work / "predictions" / f"{name}_T2.nrrd"
+        assert Grid.read(mask) == Grid.read(data / "images" / f"{name}_T2.nrrd")
+        assert set(np.unique(sitk.GetArrayFromImage(sitk.ReadImage(str(mask))))) <= {0, 1}
+
+
+def test_train_on_all_cases_trains_the_validation_case_too(tmp_path):
+    """Two cases, one of them listed for validation: --train_on_all_cases trains on both and
+    selects on their expanded seeds (without labels); --no_train_on_all_cases keeps the split."""
+    train = load_script("train_gatedcrfloss3d22d_multiview_varianceloss.py")
+    p = make_vs_dataset(tmp_path / "data", n_train=1, n_val=1, n_inf=0)
+    args = stage1_args(p, tmp_path / "m", "--max_epochs", "1", "--path_labels", "", "--val_metric", "seed_dice")
+    run = train.main([*args, "--train_on_all_cases"])
+    log = next(run.glob("log_*.txt")).read_text()
+    assert "2 training subjects, validated on themselves (validation uses: image, expanded-seed label)" in log
+    assert (f"no validation cases (--train_on_all_cases: the 1 validation case(s) of {p['split']} train too): every "
+            "case trains") in log
+    assert torch.load(run / "models" / "CP_best.pth", map_location="cpu", weights_only=True)["metric"] == "seed_dice"
+    for old in run.glob("log_*.txt"):
+        old.unlink()
+    train.main([*args, "--train_on_all_cases", "--no_train_on_all_cases", "--overwrite"])
+    log = next(run.glob("log_*.txt")).read_text()
+    assert "1 training and 1 validation subjects" in log and "no validation cases" not in log
