@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import concurrent.futures as cf
+import json
 import logging
 import os
 from collections.abc import Mapping, Sequence
@@ -48,9 +49,18 @@ from utilities.grid import (
     missing_files,
     subject_path,
 )
-from utilities.io import ensure_writable_dir, read_image, save_csv, write_like
+from utilities.intensity import (
+    NORMALISATIONS,
+    SCAN_DEFAULT,
+    IntensityNormalisation,
+    euclidean_limit,
+    euclidean_step_counts,
+    normalisation,
+)
+from utilities.io import ensure_writable_dir, read_image, save_csv, save_text, write_like
 from utilities.logs import log_args, setup_logger, show_progress
 from utilities.metrics import overlap_metrics
+from utilities.scoring import with_summary
 from utilities.splits import PHASES, read_split, subjects_of
 
 __all__ = [
@@ -63,6 +73,11 @@ __all__ = [
     "generate_geodesic_labels",
     "build_parser",
     "run_cli",
+    "run_parsed",
+    "STYLES",
+    "SETTINGS_NAME",
+    "NEGLIGIBLE_FRACTION",
+    "euclidean_step_fraction",
 ]
 
 #: (background value, foreground value) of each supported lesion in a 7-point annotation.
@@ -73,6 +88,15 @@ RASTER_SCAN_ITERATIONS = 4
 BACKGROUND_POINTS = 6
 
 _METRIC_COLUMNS = ("precision", "recall", "dice", "jaccard")
+#: Stage 0's styles: whether the voxels at the image's minimum are set to background (BraTS: a
+#: skull-stripped scan's background; VS: nothing is, which suits any scan).
+STYLES: dict[str, bool] = {"vs": False, "brats": True}
+#: The settings record stage 0 writes next to its outputs (read by ``plan.py``).
+SETTINGS_NAME = "stage0_settings.json"
+#: A subject whose lesion boxes have at least this fraction of neighbour steps in GeodisTK's
+#: Euclidean regime (:func:`utilities.intensity.euclidean_step_counts`) gets the warning that
+#: its geodesic term is negligible: for most steps the intensity changes the cost by < 11 %.
+NEGLIGIBLE_FRACTION = 0.5
 
 
 # --------------------------------------------------------------------------------------------
@@ -192,11 +216,13 @@ def _present_lesions(annotation: np.ndarray, allow_partial_points: bool) -> list
 
 def expand_seeds(image: np.ndarray, annotation: np.ndarray, spacing: Sequence[float],
                  weight: float, threshold: float,
-                 zero_at_min: bool = False, allow_partial_points: bool = False) -> tuple[np.ndarray, np.ndarray]:
+                 zero_at_min: bool = False, allow_partial_points: bool = False,
+                 intensity: str | IntensityNormalisation = "none") -> tuple[np.ndarray, np.ndarray]:
     """Expand a 7-point annotation into a seed label by geodesic distance.
 
-    For each lesion present (points 1, 2 and points 3, 4), the raw image intensities are cropped
-    to the inclusive bounding box of that lesion's points and
+    For each lesion present (points 1, 2 and points 3, 4), the image intensities are cropped
+    to the inclusive bounding box of that lesion's points, normalised by ``intensity`` (raw by
+    default: :mod:`utilities.intensity`), and
     ``GeodisTK.geodesic3d_raster_scan(crop, foreground_point_mask, spacing, weight, 4)`` gives
     the distance ``d`` from the foreground point(s). Inside the box the label is 1 where
     ``d < threshold * d.max()`` (and at the foreground points themselves, which matters only for
@@ -215,6 +241,9 @@ def expand_seeds(image: np.ndarray, annotation: np.ndarray, spacing: Sequence[fl
             skull-stripped background).
         allow_partial_points: accept a lesion with fewer than six background points or with its
             foreground point outside their box (by default a ValueError).
+        intensity: the name of a normalisation of :data:`utilities.intensity.NORMALISATIONS`
+            (or one), applied to each lesion's crop; ``"none"``: the raw intensities.
+            ``zero_at_min`` reads the raw image.
 
     Returns:
         ``(label, distance)``: (A, B, C) uint8 in {0, 1, 2} and (A, B, C) float32, the geodesic
@@ -222,12 +251,13 @@ def expand_seeds(image: np.ndarray, annotation: np.ndarray, spacing: Sequence[fl
         outside them.
     """
     image, annotation, spacing = _checked_inputs(image, annotation, spacing, weight, threshold)
+    normalise = normalisation(intensity)
     present = _present_lesions(annotation, allow_partial_points)
     label = np.zeros(image.shape, dtype=np.uint8)
     distance = np.full(image.shape, np.inf, dtype=np.float32)
     for index, (bg, fg) in enumerate(present):
         box = _lesion_box((annotation == bg) | (annotation == fg))
-        crop = np.ascontiguousarray(image[box], dtype=np.float32)
+        crop = normalise.crop(image, box)
         seeds = np.ascontiguousarray(annotation[box] == fg, dtype=np.uint8)
         d = GeodisTK.geodesic3d_raster_scan(crop, seeds, list(spacing), float(weight),
                                             RASTER_SCAN_ITERATIONS)
@@ -241,6 +271,32 @@ def expand_seeds(image: np.ndarray, annotation: np.ndarray, spacing: Sequence[fl
     if zero_at_min:
         label[image == image.min()] = 0
     return label, distance
+
+
+def euclidean_step_fraction(image: np.ndarray, annotation: np.ndarray, weight: float,
+                            intensity: str | IntensityNormalisation = "none") -> float:
+    """The fraction of steps between neighbouring voxels, inside the lesion boxes of
+    ``annotation`` and after ``intensity``'s normalisation, that GeodisTK charges at least 90 %
+    of their Euclidean cost at weight ``weight`` (:func:`utilities.intensity.euclidean_step_counts`).
+
+    No step can cost more than its Euclidean limit ``l / (1 - weight)``, so where most steps of
+    uniform tissue already cost >= 90 % of it, an edge raises a step by at most 11 % and the
+    expansion is nearly a Euclidean ball: the geodesic term is negligible. The spacing scales
+    every step alike and does not enter. 0 for ``weight`` 0 or 1 (Euclidean or intensity-only
+    by choice). Expects an annotation :func:`expand_seeds` accepted.
+    """
+    if not 0.0 < weight < 1.0:
+        return 0.0
+    image = np.asarray(image)
+    annotation = np.asarray(annotation).astype(np.int64)
+    normalise = normalisation(intensity)
+    euclidean = total = 0
+    for bg, fg in LESIONS:
+        points = (annotation == bg) | (annotation == fg)
+        if points.any():
+            counts = euclidean_step_counts(normalise.crop(image, _lesion_box(points)), weight)
+            euclidean, total = euclidean + counts[0], total + counts[1]
+    return euclidean / total if total else 0.0
 
 
 # --------------------------------------------------------------------------------------------
@@ -349,6 +405,7 @@ class _Task:
     zero_at_min: bool
     mapping: GridMapping = IDENTITY
     allow_partial_points: bool = False
+    intensity: str = "none"
 
 
 @dataclass
@@ -356,6 +413,7 @@ class _Result:
     subject: str
     metrics: dict[str, float] | None
     notes: list[str] = field(default_factory=list)
+    euclidean_fraction: float = 0.0
 
 
 def _process(task: _Task) -> _Result:
@@ -371,7 +429,8 @@ def _process(task: _Task) -> _Result:
     try:
         label, distance = expand_seeds(image, annotation, spacing, task.weight, task.threshold,
                                        zero_at_min=task.zero_at_min,
-                                       allow_partial_points=task.allow_partial_points)
+                                       allow_partial_points=task.allow_partial_points, intensity=task.intensity)
+        fraction = euclidean_step_fraction(image, annotation, task.weight, task.intensity)
     except ValueError as e:
         raise ValueError(f"{task.subject}: annotation {task.annotation}: {e}") from None
     write_like(label, image_img, task.out_label)
@@ -385,7 +444,7 @@ def _process(task: _Task) -> _Result:
     if task.label is not None:
         full = sitk.GetArrayFromImage(read_image(task.label, "label"))
         metrics = overlap_metrics(label == 1, full > 0)
-    return _Result(task.subject, metrics, notes)
+    return _Result(task.subject, metrics, notes, fraction)
 
 
 def _missing_inputs(subjects: Sequence[str], folders: Sequence[tuple[str | os.PathLike, str, str]]) -> str | None:
@@ -425,15 +484,18 @@ def generate_geodesic_labels(dataset_split: str | os.PathLike, path_images: str 
                              geodesic_weight: float, geodesic_threshold: float,
                              zero_at_min: bool = False, num_workers: int = 1,
                              phase: str | None = None, allow_partial_points: bool = False,
-                             reorder_annotation: bool = False) -> Path:
+                             reorder_annotation: bool = False, intensity: str = "none") -> Path:
     """Expand the 7-point annotations of every subject of a split (or of one phase).
 
     Writes, under ``<path_geodesic>/weight{w}_threshold{t}/``: ``geodesic_label/<subject>_
     GeodesicLabel.nii.gz`` (uint8, 0/1/2), ``geodesic_distance/<subject>_GeodesicDistance.nii.gz``
     (float32, distance inside the lesion boxes and 0 outside), both in the image's geometry;
-    a log file; and, for each phase with at least one full label, ``results_<phase>.csv``: the
+    a log file; for each phase with at least one full label, ``results_<phase>.csv``: the
     precision, recall, Dice and Jaccard of the expanded foreground (label 1) against the full
-    label (> 0) per subject, then ``mean`` and ``std`` (population, ddof=0) rows.
+    label (> 0) per subject, then ``mean`` and ``std`` (population, ddof=0) rows; and
+    :data:`SETTINGS_NAME` (:func:`_write_settings`). ``intensity`` names the normalisation of
+    :mod:`utilities.intensity` (``"none"``: raw intensities, the paper's); a one-line warning
+    names the subjects whose geodesic term is negligible (:func:`euclidean_step_fraction`).
 
     All image and annotation files are checked to exist (all missing ones listed at once) and
     each annotation to be on its image's grid before any work: the same grid or, with
@@ -449,6 +511,7 @@ def generate_geodesic_labels(dataset_split: str | os.PathLike, path_images: str 
     geodesic_weight = float(geodesic_weight)
     geodesic_threshold = float(geodesic_threshold)
     _check_weight_threshold(geodesic_weight, geodesic_threshold)
+    intensity = normalisation(intensity).name
     if int(num_workers) < 1:
         raise ValueError(f"--num_workers must be at least 1, got {num_workers}")
     num_workers = int(num_workers)
@@ -465,7 +528,7 @@ def generate_geodesic_labels(dataset_split: str | os.PathLike, path_images: str 
     log_args(logger, argparse.Namespace(**{k: given[k] for k in _LOGGED}))
 
     template = _Task("", Path(), Path(), None, Path(), Path(), geodesic_weight, geodesic_threshold,
-                     bool(zero_at_min), IDENTITY, bool(allow_partial_points))
+                     bool(zero_at_min), IDENTITY, bool(allow_partial_points), intensity)
     tasks = [_subject_task(subject, template, (path_images, image_postfix), (path_anno_7points, anno_7points_postfix),
                            None if path_labels is None else (path_labels, label_postfix), (label_dir, distance_dir),
                            reorder_annotation, logger)
@@ -476,6 +539,7 @@ def generate_geodesic_labels(dataset_split: str | os.PathLike, path_images: str 
         for note in result.notes:
             logger.info("%s", note)
     _write_metrics(results, dict(zip(split["subject"], split["phase"])), out_dir, logger)
+    _write_settings(results, template, out_dir, logger)
     logger.info("done: %s", out_dir)
     return out_dir
 
@@ -483,7 +547,31 @@ def generate_geodesic_labels(dataset_split: str | os.PathLike, path_images: str 
 #: The arguments of :func:`generate_geodesic_labels` written to its log.
 _LOGGED = ("dataset_split", "path_images", "image_postfix", "path_labels", "label_postfix", "path_anno_7points",
            "anno_7points_postfix", "path_geodesic", "geodesic_weight", "geodesic_threshold", "zero_at_min",
-           "num_workers", "phase", "allow_partial_points", "reorder_annotation")
+           "num_workers", "phase", "allow_partial_points", "reorder_annotation", "intensity")
+
+
+def _write_settings(results: Sequence[_Result], settings: _Task, out_dir: Path, logger: logging.Logger) -> None:
+    """Warn (one line) about the subjects whose geodesic term is negligible and write
+    :data:`SETTINGS_NAME`: ``style`` (``vs``/``brats``, see :data:`STYLES`), ``intensity``,
+    ``geodesic_weight``, ``geodesic_threshold``, ``euclidean_step_fraction`` per subject and
+    ``geodesic_term_negligible`` (the subjects at or above :data:`NEGLIGIBLE_FRACTION`)."""
+    negligible = [r for r in results if r.euclidean_fraction >= NEGLIGIBLE_FRACTION]
+    if negligible:
+        worst = max(negligible, key=lambda r: r.euclidean_fraction)
+        logger.warning("the geodesic term is negligible for %d of %d subject(s) (%s): with --intensity %s, "
+                       "%.0f%% of the steps between neighbouring voxels in %s's lesion boxes change the intensity "
+                       "by >= %.3g (9 lambda/(1-lambda) at --geodesic_weight %s), where GeodisTK charges >= 90%% "
+                       "of the Euclidean cost, so the seeds are nearly Euclidean balls; normalise the "
+                       "intensities (--intensity %s, data/generate_geodesic_labels.py's default)",
+                       len(negligible), len(results), listed([r.subject for r in negligible], 3), settings.intensity,
+                       100.0 * worst.euclidean_fraction, worst.subject, euclidean_limit(settings.weight),
+                       settings.weight, SCAN_DEFAULT)
+    record = {"style": next(k for k, v in STYLES.items() if v == settings.zero_at_min),
+              "intensity": settings.intensity, "geodesic_weight": settings.weight,
+              "geodesic_threshold": settings.threshold,
+              "euclidean_step_fraction": {r.subject: round(r.euclidean_fraction, 4) for r in results},
+              "geodesic_term_negligible": [r.subject for r in negligible]}
+    save_text(json.dumps(record, indent=2) + "\n", out_dir / SETTINGS_NAME)
 
 
 def _annotation_mapping(subject: str, image_path: Path, annotation_path: Path, reorder: bool,
@@ -540,18 +628,16 @@ def _subject_task(subject: str, template: _Task, images: tuple[str | os.PathLike
 def _write_metrics(results: Sequence[_Result], phase_of: Mapping[str, str], out_dir: Path,
                    logger: logging.Logger) -> None:
     """``results_<phase>.csv`` for each phase with at least one scored subject (per subject, then
-    ``mean`` and ``std`` rows, ddof 0), and its means in the log."""
+    ``mean`` and ``std`` rows, ddof 0, told apart by the ``row`` column:
+    :func:`utilities.scoring.with_summary`), and its means in the log."""
     for phase_name in PHASES:
         rows = [{"subject": r.subject, **{k: r.metrics[k] for k in _METRIC_COLUMNS}}
                 for r in results if phase_of[r.subject] == phase_name and r.metrics is not None]
         if not rows:
             continue
-        table = pd.DataFrame(rows, columns=["subject", *_METRIC_COLUMNS])
-        values = table[list(_METRIC_COLUMNS)]
-        summary = pd.DataFrame([{"subject": "mean", **values.mean().to_dict()},
-                                {"subject": "std", **values.std(ddof=0).to_dict()}])
-        save_csv(pd.concat([table, summary], ignore_index=True), out_dir / f"results_{phase_name}.csv")
-        mean = summary.iloc[0]
+        table = with_summary(pd.DataFrame(rows, columns=["subject", *_METRIC_COLUMNS]), _METRIC_COLUMNS)
+        save_csv(table, out_dir / f"results_{phase_name}.csv")
+        mean = table.iloc[-2]
         logger.info("%s (%d subjects with labels): precision %.4f recall %.4f Dice %.4f Jaccard %.4f",
                     phase_name, len(rows), mean["precision"], mean["recall"], mean["dice"], mean["jaccard"])
 
@@ -585,25 +671,33 @@ def _run_tasks(tasks: list[_Task], num_workers: int) -> list[_Result]:
 # --------------------------------------------------------------------------------------------
 # Command line
 # --------------------------------------------------------------------------------------------
+#: The flags a user must give when the entry point has no default for them.
+_REQUIRED_WITHOUT_DEFAULT = ("dataset_split", "path_images", "image_postfix", "path_anno_7points",
+                             "anno_7points_postfix", "path_geodesic")
+
+
 def build_parser(defaults: dict[str, Any], description: str | None = None) -> argparse.ArgumentParser:
     """The stage-0 argument parser; ``defaults`` maps each path/postfix flag (without ``--``)
-    to its dataset-specific default."""
+    to its dataset-specific default, and ``intensity`` to the default normalisation (``none``
+    when absent). A data flag of :data:`_REQUIRED_WITHOUT_DEFAULT` without a default is required."""
     p = argparse.ArgumentParser(description=description or __doc__.splitlines()[0])
-    p.add_argument("--dataset_split", default=defaults.get("dataset_split"),
-                   help="split CSV with rows 'subject,phase'")
-    p.add_argument("--path_images", default=defaults.get("path_images"),
-                   help="folder of <subject>_<image_postfix>.nii.gz")
-    p.add_argument("--image_postfix", default=defaults.get("image_postfix"), help="image file postfix")
-    p.add_argument("--path_labels", default=defaults.get("path_labels"),
-                   help="folder of full labels <subject>_<label_postfix>.nii.gz, used only to score "
-                        "the expanded labels (subjects without one are expanded but not scored)")
-    p.add_argument("--label_postfix", default=defaults.get("label_postfix"), help="full label file postfix")
-    p.add_argument("--path_anno_7points", default=defaults.get("path_anno_7points"),
-                   help="folder of 7-point annotations <subject>_<anno_7points_postfix>.nii.gz")
-    p.add_argument("--anno_7points_postfix", default=defaults.get("anno_7points_postfix"),
-                   help="annotation file postfix")
-    p.add_argument("--path_geodesic", default=defaults.get("path_geodesic"),
-                   help="output root; results go to <path_geodesic>/weight{w}_threshold{t}/")
+
+    def data_flag(name: str, help: str) -> None:
+        required = name in _REQUIRED_WITHOUT_DEFAULT and defaults.get(name) is None
+        p.add_argument(f"--{name}", default=defaults.get(name), required=required, help=help)
+
+    data_flag("dataset_split", "split CSV with rows 'subject,phase'")
+    data_flag("path_images", "folder of <subject>_<image_postfix>.nii.gz")
+    data_flag("image_postfix", "image file postfix")
+    data_flag("path_labels", "folder of full labels <subject>_<label_postfix>.nii.gz, used only to score "
+                             "the expanded labels (subjects without one are expanded but not scored)")
+    data_flag("label_postfix", "full label file postfix")
+    data_flag("path_anno_7points", "folder of 7-point annotations <subject>_<anno_7points_postfix>.nii.gz")
+    data_flag("anno_7points_postfix", "annotation file postfix")
+    data_flag("path_geodesic", "output root; results go to <path_geodesic>/weight{w}_threshold{t}/")
+    p.add_argument("--intensity", default=defaults.get("intensity", "none"), choices=sorted(NORMALISATIONS),
+                   help="intensity normalisation of each lesion's box before the geodesic distance "
+                        "(utilities/intensity.py); none: the raw intensities, as in the paper")
     p.add_argument("--geodesic_weight", type=float, default=defaults.get("geodesic_weight", 0.5),
                    help="GeodisTK lambda in [0, 1]: 0 Euclidean distance, 1 intensity changes only")
     p.add_argument("--geodesic_threshold", type=float, default=defaults.get("geodesic_threshold", 0.2),
@@ -624,7 +718,11 @@ def build_parser(defaults: dict[str, Any], description: str | None = None) -> ar
 def run_cli(argv: list[str] | None, defaults: dict[str, Any], zero_at_min: bool,
             description: str | None = None) -> Path:
     """Parse ``argv`` with :func:`build_parser` and run :func:`generate_geodesic_labels`."""
-    args = build_parser(defaults, description).parse_args(argv)
+    return run_parsed(build_parser(defaults, description).parse_args(argv), zero_at_min)
+
+
+def run_parsed(args: argparse.Namespace, zero_at_min: bool) -> Path:
+    """Run :func:`generate_geodesic_labels` with the arguments of :func:`build_parser`."""
     return generate_geodesic_labels(
         dataset_split=args.dataset_split, path_images=args.path_images,
         image_postfix=args.image_postfix, path_labels=args.path_labels,
@@ -632,4 +730,5 @@ def run_cli(argv: list[str] | None, defaults: dict[str, Any], zero_at_min: bool,
         anno_7points_postfix=args.anno_7points_postfix, path_geodesic=args.path_geodesic,
         geodesic_weight=args.geodesic_weight, geodesic_threshold=args.geodesic_threshold,
         zero_at_min=zero_at_min, num_workers=args.num_workers, phase=args.phase,
-        allow_partial_points=args.allow_partial_points, reorder_annotation=args.reorder_annotation)
+        allow_partial_points=args.allow_partial_points, reorder_annotation=args.reorder_annotation,
+        intensity=args.intensity)
