@@ -271,7 +271,7 @@ def crf_settings(cases: Sequence[Case]) -> pd.DataFrame:
 RAMP_SETTINGS = (
     ("paper VS (176 cases, 300 epochs, ramp 30)", 176, 300, 30),
     ("make demo (16 cases, 20 epochs, ramp 6)", 16, 20, 6),
-    ("issue 12 BraTS-like (24 cases, 40 epochs, ramp 4)", 24, 40, 4),
+    ("BraTS-like benchmark (24 cases, 40 epochs, ramp 4)", 24, 40, 4),
     ("brats_small (16 cases, 40 epochs, ramp 4)", 16, 40, 4),
 )
 
