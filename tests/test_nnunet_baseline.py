@@ -203,3 +203,34 @@ def test_nnunet_runs_with_the_default_sigterm():
         assert signal.getsignal(signal.SIGTERM) is raise_terminated
     finally:
         signal.signal(signal.SIGTERM, previous)
+
+
+def test_driver_refuses_regulariser_flags_without_the_pa_seg_trainer(tmp_path, own_environment):
+    """Stage 1's regulariser flags set nnUNetTrainerPASeg's settings: refused with --trainer Budget,
+    checked with --trainer PASeg, before anything is written."""
+    args = ["--model_dir", str(tmp_path / "run"), "--device", "cpu"]
+    with pytest.raises(ValueError, match=r"^--weight_gatedcrf 0.5: PA-Seg's regularisers need --trainer PASeg$"):
+        baseline.main(args + ["--weight_gatedcrf", "0.5"])
+    for flag, value, shown, message in (("--kernel_radius", "0", "0", ">= 1"), ("--crf_sigma_rgb", "0", "0.0", "> 0"),
+                                        ("--weight_variance", "-0.1", "-0.1", ">= 0")):
+        with pytest.raises(ValueError, match=f"^{flag} {shown}: expected a value {message}$"):
+            baseline.main(args + ["--trainer", "PASeg", flag, value])
+    assert not (tmp_path / "run").exists()
+
+
+def test_driver_resumes_a_run_recorded_before_the_trainer_flag(tmp_path):
+    """A run whose record has no --trainer (nor the regulariser flags) was a Budget run with none of
+    them: it continues as one; a PASeg run does not continue as a Budget run."""
+    parser = baseline.build_parser()
+    args = parser.parse_args(["--model_dir", str(tmp_path), "--resume"])
+    record = {k: v for k, v in vars(args).items() if k not in ("resume", "overwrite", "device")}
+    defaults = {k: parser.get_default(k) for k in record}
+    folder = baseline.run_folder(tmp_path)
+    folder.mkdir()
+    older = {k: v for k, v in record.items() if k != "trainer" and v is not None}
+    assert "weight_gatedcrf" in record and "weight_gatedcrf" not in older
+    (folder / "nnunet_run.json").write_text(json.dumps({"arguments": older, "done": ["exported"]}))
+    assert baseline._prepare_folder(args, record, defaults)["done"] == ["exported"]
+    (folder / "nnunet_run.json").write_text(json.dumps({"arguments": {**record, "trainer": "PASeg"}, "done": []}))
+    with pytest.raises(ValueError, match=r"--trainer 'PASeg' -> 'Budget'"):
+        baseline._prepare_folder(args, record, defaults)
