@@ -245,15 +245,15 @@ def test_repeated_json_key_refused(made, tmp_path):
     twice = manifest.replace('"models":', '"models": [], "models":')
     crafted = _write(tmp_path / "twice.zip", [(n, b) for n, b in _members(package).items() if n != mp.MANIFEST], twice)
     assert _refused(crafted, tmp_path / "work") == (
-        f"--model {crafted}: paseg_model.json repeats the key 'models' (one value would silently replace the other); "
-        "export it again")
+        f"--model {crafted}: paseg_model.json: key 'models' appears twice in one JSON object (the second would "
+        "silently replace the first); keep one")
     nested = json.loads(manifest)
     nested["models"][0]["network"] = "U_Net2D5"
     text = json.dumps(nested).replace('"network": "U_Net2D5"', '"network": "U_Net2D5", "network": "V_Net"')
     crafted = _write(tmp_path / "inner.zip", [(WEIGHTS, b"")], text)
     assert _refused(crafted, tmp_path / "work") == (
-        f"--model {crafted}: paseg_model.json repeats the key 'network' (one value would silently replace the "
-        "other); export it again")
+        f"--model {crafted}: paseg_model.json: key 'network' appears twice in one JSON object (the second would "
+        "silently replace the first); keep one")
     deep = _write(tmp_path / "deep.zip", [], '{"format": "paseg-model-package", "card": ' + "[" * 200000 + "]" * 200000
                   + "}")
     assert _refused(deep, tmp_path / "work") == (

@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from utilities.io import atomic_path
+from utilities.textdata import loads_json
 
 __all__ = ["MAX_MEMBERS", "MAX_MEMBER_BYTES", "MAX_TOTAL_BYTES", "MAX_RATIO", "RATIO_FLOOR", "name_problem",
            "UntrustedZip"]
@@ -101,20 +102,6 @@ def _size_problem(info: zipfile.ZipInfo) -> str | None:
 def _member_problem(info: zipfile.ZipInfo) -> str | None:
     name = info.filename[:-1] if info.is_dir() else info.filename
     return name_problem(name) or _kind_problem(info) or _size_problem(info)
-
-
-class _RepeatedKey(ValueError):
-    pass
-
-
-def _no_repeated_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    """``json`` ``object_pairs_hook``: an object, unless it names a key twice."""
-    seen: dict[str, Any] = {}
-    for key, value in pairs:
-        if key in seen:
-            raise _RepeatedKey(key)
-        seen[key] = value
-    return seen
 
 
 class UntrustedZip:
@@ -193,10 +180,7 @@ class UntrustedZip:
         buffer = io.BytesIO()
         self._stream(info, buffer.write, limit)
         try:
-            return json.loads(buffer.getvalue().decode("utf-8"), object_pairs_hook=_no_repeated_keys)
-        except _RepeatedKey as e:
-            raise ValueError(f"{self.label}: {info.filename} repeats the key {str(e)!r} (one value would silently "
-                             f"replace the other); {self.again}") from None
+            return loads_json(buffer.getvalue().decode("utf-8"), f"{self.label}: {info.filename}")
         except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as e:
             detail = str(e)[:160] if not isinstance(e, RecursionError) else "nested too deep"
             raise ValueError(f"{self.label} has a damaged {info.filename} ({type(e).__name__}: {detail}); "
