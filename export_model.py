@@ -17,6 +17,7 @@ from typing import Any
 
 from networks import NETWORKS, check_network_shape
 from utilities.cli import check_spatial_shape
+from utilities.io import check_overwrite
 from utilities.logs import setup_logger
 from utilities.model_package import (
     ModelSpec,
@@ -39,8 +40,7 @@ def export_model(output: str | Path, model_dir: str | Path | None = None, networ
     output = Path(output)
     if output.suffix != ".zip":
         raise ValueError(f"--output {output} must end in .zip")
-    if output.exists() and not overwrite:
-        raise FileExistsError(f"--output {output} exists; pass --overwrite to replace it or choose another name")
+    check_overwrite([output], "--output", overwrite)
     if (model_dir is None) == (checkpoint is None):
         raise ValueError("pass either --model_dir (a training run) or --checkpoint (one .pth file)")
     specs: list[ModelSpec]

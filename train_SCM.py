@@ -30,6 +30,7 @@ from utilities.cli import (
     add_common_args,
     add_data_args,
     add_training_args,
+    check_flag_conflicts,
     check_spatial_shape,
     check_sw_overlap,
     data_config,
@@ -84,6 +85,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def check_args(args: argparse.Namespace) -> None:
     args.spatial_shape = list(check_spatial_shape(args.spatial_shape))
+    check_flag_conflicts(args)
     if not 0.0 <= args.weight_kd <= 1.0:
         raise ValueError(f"--weight_kd must be in [0, 1], got {args.weight_kd}")
     check_sw_overlap(args.sw_overlap)

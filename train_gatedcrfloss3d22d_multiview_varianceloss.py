@@ -27,6 +27,7 @@ from utilities.cli import (
     add_common_args,
     add_data_args,
     add_training_args,
+    check_flag_conflicts,
     check_spatial_shape,
     check_sw_overlap,
     data_config,
@@ -107,6 +108,7 @@ def build_parser() -> argparse.ArgumentParser:
 def check_args(args: argparse.Namespace) -> None:
     """Validate values argparse cannot (raises ValueError naming the flag)."""
     args.spatial_shape = list(check_spatial_shape(args.spatial_shape))
+    check_flag_conflicts(args)
     if any(d <= 0 for d in args.down_size):
         raise ValueError(f"--down_size needs three positive sizes, got {args.down_size}")
     if args.weight_gatedcrf > 0 and any(d > s for d, s in zip(args.down_size, args.spatial_shape)):

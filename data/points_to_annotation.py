@@ -68,7 +68,7 @@ import numpy as np
 import SimpleITK as sitk
 
 from utilities.grid import Grid, find_subject_file, listed, missing_paths, subject_path
-from utilities.io import ensure_writable_dir, read_image, save_text, write_image
+from utilities.io import check_overwrite, ensure_writable_dir, read_image, save_text, write_image
 from utilities.logs import LOGGER_NAME, setup_logger
 from utilities.splits import PHASES, subjects_of
 from utilities.textdata import check_header, loads_json
@@ -498,16 +498,25 @@ def _reference(path: Path) -> sitk.Image:
 
 
 def _find_point_files(folder: Path, subjects: Sequence[str] | None, points_postfix: str) -> dict[str, Path]:
-    """Subject → point file in ``folder``; every subject must have exactly one."""
+    """Subject → point file in ``folder``; every subject must have exactly one. A file in no
+    point format is named in an error (hidden files, ``.name``, are ignored); point files of
+    other subjects or postfixes are named in a warning."""
     files: dict[str, list[Path]] = {}
-    unmatched = []
+    unmatched, not_points = [], []
     for path in sorted(folder.iterdir()):
-        subject = _subject_of_file(path, points_postfix) if path.is_file() else None
-        if subject is None or (subjects is not None and subject not in subjects):
-            if path.is_file():
-                unmatched.append(path.name)
+        if path.name.startswith(".") or not path.is_file():
             continue
-        files.setdefault(subject, []).append(path)
+        subject = _subject_of_file(path, points_postfix)
+        if not path.name.lower().endswith(EXTENSIONS):
+            not_points.append(path.name)
+        elif subject is None or (subjects is not None and subject not in subjects):
+            unmatched.append(path.name)
+        else:
+            files.setdefault(subject, []).append(path)
+    if not_points:
+        raise ValueError(f"--points {folder} holds {len(not_points)} file(s) in no point format: {listed(not_points)}; "
+                         f"move them out of the folder or convert them to one of {', '.join(EXTENSIONS)} (hidden "
+                         "files, named .*, are ignored)")
     if subjects is None:
         subjects = sorted(files)
         if not subjects:
@@ -588,11 +597,8 @@ def points_to_annotations(points: str | os.PathLike, path_images: str | os.PathL
         raise ValueError(f"--csv_space must be LPS, RAS or voxel, got {csv_space!r}")
     files = _point_files(Path(points), dataset_split, phase, subject, points_postfix)
     out_dir = Path(path_anno_7points)
-    existing = [str(subject_path(out_dir, name, anno_7points_postfix)) for name in files
-                if subject_path(out_dir, name, anno_7points_postfix).exists()]
-    if existing and not overwrite:
-        raise FileExistsError(f"{len(existing)} annotation(s) exist already, e.g. {existing[0]}; pass --overwrite to "
-                              "replace them, or another --path_anno_7points")
+    check_overwrite([subject_path(out_dir, name, anno_7points_postfix) for name in files], "--path_anno_7points",
+                    overwrite, "annotation")
     prepared = [(name, *_annotation_of_file(name, path, csv_space, path_images, image_postfix))
                 for name, path in files.items()]
     out_dir = ensure_writable_dir(path_anno_7points)
@@ -611,9 +617,9 @@ def points_to_annotations(points: str | os.PathLike, path_images: str | os.PathL
 def annotations_to_markups(points: str | os.PathLike, path_anno_7points: str | os.PathLike,
                            anno_7points_postfix: str = "7points", dataset_split: str | os.PathLike | None = None,
                            phase: str | None = None, subject: str | None = None,
-                           points_postfix: str = "") -> list[Path]:
+                           points_postfix: str = "", overwrite: bool = False) -> list[Path]:
     """Write each annotation volume as a Slicer ``.mrk.json`` (the reverse of
-    :func:`points_to_annotations`).
+    :func:`points_to_annotations`); an existing one is replaced only with ``overwrite``.
 
     Args:
         points: output ``.mrk.json`` file (with ``subject``) or folder, which gets
@@ -644,6 +650,7 @@ def annotations_to_markups(points: str | os.PathLike, path_anno_7points: str | o
     if missing:
         raise FileNotFoundError(f"{len(missing)} annotation file(s) missing: {listed(missing)}; "
                                 "check --path_anno_7points/--anno_7points_postfix")
+    check_overwrite(list(targets.values()), "--points", overwrite, "markups file")
     documents = {s: markups_from_annotation(read_image(sources[s], "annotation"), s) for s in targets}
     written = []
     for s, target in targets.items():
@@ -678,12 +685,17 @@ def main(argv: list[str] | None = None) -> list[Path]:
                         help="coordinates of CSV point files: world mm in LPS or RAS, or 0-based voxel indices i,j,k")
     parser.add_argument("--to_markups", action="store_true",
                         help="the reverse: write the annotation volumes as .mrk.json to --points")
-    parser.add_argument("--overwrite", action="store_true", help="replace existing annotation files")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="replace existing annotation files (with --to_markups: existing .mrk.json files)")
     args = parser.parse_args(argv)
     setup_logger(None)
     if args.to_markups:
+        if args.csv_space is not None:
+            raise ValueError(f"--csv_space {args.csv_space} reads CSV point files, but --to_markups writes .mrk.json "
+                             "files (LPS); drop one of them")
         return annotations_to_markups(args.points, args.path_anno_7points, args.anno_7points_postfix,
-                                      args.dataset_split, args.phase, args.subject, args.points_postfix)
+                                      args.dataset_split, args.phase, args.subject, args.points_postfix,
+                                      args.overwrite)
     return points_to_annotations(args.points, args.path_images, args.image_postfix, args.path_anno_7points,
                                  args.anno_7points_postfix, args.dataset_split, args.phase, args.subject,
                                  args.points_postfix, args.csv_space, args.overwrite)

@@ -42,7 +42,7 @@ from tqdm import tqdm
 
 from utilities.cli import nonnegative_float, positive_int
 from utilities.grid import find_subject_file, listed, missing_paths, subject_path
-from utilities.io import check_label_values, ensure_writable_dir, read_image, write_like
+from utilities.io import check_label_values, check_overwrite, ensure_writable_dir, read_image, write_like
 from utilities.logs import LOGGER_NAME, setup_logger, show_progress
 from utilities.splits import PHASES, subjects_of
 
@@ -221,8 +221,9 @@ def subject_rng(seed: int, subject: str) -> np.random.Generator:
 def simulate_dataset(dataset_split: str | os.PathLike, path_labels: str | os.PathLike, label_postfix: str,
                      path_anno_7points: str | os.PathLike, anno_7points_postfix: str = "7points",
                      max_instances: int = 2, jitter_mm: float = 0.0, seed: int = 0,
-                     phase: str | None = None) -> list[Path]:
-    """Write the simulated annotation of every subject of the split (or of ``phase``)."""
+                     phase: str | None = None, overwrite: bool = False) -> list[Path]:
+    """Write the simulated annotation of every subject of the split (or of ``phase``); an
+    existing annotation is replaced only with ``overwrite`` (else nothing is written)."""
     if phase is not None and phase not in PHASES:
         raise ValueError(f"--phase must be one of {list(PHASES)}, got {phase!r}")
     subjects = subjects_of(dataset_split, phase)
@@ -233,6 +234,8 @@ def simulate_dataset(dataset_split: str | os.PathLike, path_labels: str | os.Pat
     if missing:
         raise FileNotFoundError(f"{len(missing)} label file(s) listed by {dataset_split} are missing: "
                                 f"{listed(missing)}")
+    check_overwrite([subject_path(path_anno_7points, s, anno_7points_postfix) for s in subjects],
+                    "--path_anno_7points", overwrite, "annotation")
     out_dir = ensure_writable_dir(path_anno_7points)
     written = []
     for subject in tqdm(subjects, desc="7-point annotations", unit="subject", disable=not show_progress()):
@@ -264,10 +267,12 @@ def main(argv: list[str] | None = None) -> list[Path]:
     parser.add_argument("--seed", type=int, default=0, help="seed of the jitter (same seed, same files)")
     parser.add_argument("--phase", default=None, choices=list(PHASES),
                         help="annotate only the subjects of this phase (default: all)")
+    parser.add_argument("--overwrite", action="store_true", help="replace existing annotation files")
     args = parser.parse_args(argv)
     setup_logger(None)
     return simulate_dataset(args.dataset_split, args.path_labels, args.label_postfix, args.path_anno_7points,
-                            args.anno_7points_postfix, args.max_instances, args.jitter_mm, args.seed, args.phase)
+                            args.anno_7points_postfix, args.max_instances, args.jitter_mm, args.seed, args.phase,
+                            args.overwrite)
 
 
 if __name__ == "__main__":

@@ -14,6 +14,7 @@ from pathlib import Path
 
 from networks import NETWORKS
 from utilities.checkpoints import convert_checkpoint
+from utilities.io import check_overwrite
 
 __all__ = ["main"]
 
@@ -24,7 +25,9 @@ def main(argv: list[str] | None = None) -> Path:
     p.add_argument("--output", required=True, help="converted state dict to write (.pth)")
     p.add_argument("--network", required=True, choices=sorted(NETWORKS), help="the network it holds")
     p.add_argument("--to", required=True, choices=["ours", "published"], help="layout to write")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing --output")
     args = p.parse_args(argv)
+    check_overwrite([args.output], "--output", args.overwrite)
     out = convert_checkpoint(args.input, args.output, args.network, args.to)
     print(f"written {out} ({args.network}, {args.to} layout)")
     return out

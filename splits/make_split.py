@@ -28,7 +28,7 @@ import numpy as np
 import pandas as pd
 
 from utilities.grid import find_subject_file
-from utilities.io import image_extension, save_csv
+from utilities.io import check_overwrite, image_extension, save_csv
 from utilities.logs import LOGGER_NAME, setup_logger
 from utilities.splits import PHASES, read_split
 
@@ -147,9 +147,7 @@ def main(argv: list[str] | None = None) -> pd.DataFrame:
     args = parser.parse_args(argv)
     setup_logger(None)
     subjects = find_subjects(args.images_dir, args.image_postfix)
-    if Path(args.output).exists() and not args.overwrite:
-        raise FileExistsError(f"--output {args.output} exists; pass --overwrite to replace it, or choose another "
-                              "--output")
+    check_overwrite([args.output], "--output", args.overwrite)
     if args.complete is not None:
         split = complete_split(read_split(args.complete), subjects, args.phase)
     else:

@@ -39,7 +39,7 @@ def test_points_to_annotation_needs_overwrite(tmp_path):
     with pytest.raises(FileExistsError) as err:
         P2A.main(args)
     assert one_line(err) == (f"1 annotation(s) exist already, e.g. {target}; pass --overwrite to replace them, "
-                             "or another --path_anno_7points")
+                             "or choose another --path_anno_7points")
     assert target.read_bytes() == before
     assert P2A.main([*args, "--overwrite"]) == [target] and target.read_bytes() != before
 

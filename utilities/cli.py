@@ -54,6 +54,8 @@ __all__ = [
     "nonnegative_float",
     "check_spatial_shape",
     "check_sw_overlap",
+    "check_flag_conflicts",
+    "out_of_memory_message",
 ]
 
 #: Flags that may change between a run and its ``--resume`` without changing the result.
@@ -126,18 +128,64 @@ def run_main(main: Callable[[list[str] | None], Any], argv: Sequence[str] | None
             traceback.print_exc()
         print(f"error: {user_message(e)}", file=sys.stderr, flush=True)
         return EXIT_USER_ERROR
-    except (torch.OutOfMemoryError, MemoryError) as e:
+    except (MemoryError, RuntimeError) as e:
+        message = out_of_memory_message(e)
+        if message is None:  # any other RuntimeError is a bug: its traceback
+            raise
         if debug:
             traceback.print_exc()
-        where = "GPU" if isinstance(e, torch.OutOfMemoryError) else "main"
-        print(f"error: out of {where} memory ({(str(e).strip().splitlines() or ['no details'])[0][:160]}); lower "
-              "--batch_size, --spatial_shape or --sw_batch_size, pass --amp on a GPU, or lower --cache_gb",
-              file=sys.stderr, flush=True)
+        print(f"error: {message}", file=sys.stderr, flush=True)
         return EXIT_USER_ERROR
     finally:
         if previous is not None:
             signal.signal(signal.SIGTERM, previous)
     return 0
+
+
+#: What the CPU allocators say when an allocation fails (torch's ``DefaultCPUAllocator``, and
+#: the older or Windows wording), inside a ``RuntimeError`` (also when a DataLoader worker's).
+_CPU_ALLOCATOR = re.compile(r"DefaultCPUAllocator: can't allocate memory|not enough memory: you tried to allocate")
+_TRIED = re.compile(r"tried to allocate (\d+) bytes")
+_OOM_ADVICE = ("lower --batch_size, --spatial_shape or --sw_batch_size, pass --amp on a GPU, or lower --cache_gb")
+
+
+def out_of_memory_message(error: BaseException) -> str | None:
+    """The one-line message of running out of memory, or ``None`` when ``error`` is not that:
+    ``torch.OutOfMemoryError`` (GPU), ``MemoryError`` (NumPy, Python) and the ``RuntimeError``
+    of torch's CPU allocator (``DefaultCPUAllocator: can't allocate memory``)."""
+    text = str(error).strip()
+    if isinstance(error, torch.OutOfMemoryError):
+        where = "GPU"
+    elif isinstance(error, MemoryError):
+        where = "main"
+    elif isinstance(error, RuntimeError) and _CPU_ALLOCATOR.search(text):
+        where = "main"
+        tried = _TRIED.search(text)
+        text = f"tried to allocate {int(tried.group(1)) / 2**30:.1f} GiB" if tried else "the CPU allocator failed"
+    else:
+        return None
+    return f"out of {where} memory ({(text.splitlines() or ['no details'])[0][:160]}); {_OOM_ADVICE}"
+
+
+def check_flag_conflicts(args: argparse.Namespace) -> None:
+    """Refuse, in one line naming both flags, flags that ask for two contradictory things (a
+    flag set by ``--plan`` counts as given): ``--stop_on_collapse`` with ``--on_collapse
+    recover``. Flags that exclude each other elsewhere: ``--resume``/``--overwrite``
+    (:mod:`utilities.runs`), inference's modes (``inference.py``)."""
+    if getattr(args, "stop_on_collapse", False) and getattr(args, "on_collapse", None) == "recover":
+        plan = getattr(args, "plan", None)
+        source = f" (set by --plan {plan} unless given)" if plan else ""
+        raise ValueError(f"--stop_on_collapse contradicts --on_collapse recover{source}: the first ends the run at a "
+                         "collapse, the second recovers from it; pass one of them (--on_collapse stop is "
+                         "--stop_on_collapse)")
+
+
+def _memory_bytes() -> int | None:
+    """This machine's physical memory in bytes (``None`` where the system does not say)."""
+    try:
+        return int(os.sysconf("SC_PAGE_SIZE")) * int(os.sysconf("SC_PHYS_PAGES"))
+    except (AttributeError, ValueError, OSError):
+        return None
 
 
 def positive_int(text: str) -> int:
@@ -193,12 +241,20 @@ def add_common_args(parser: argparse.ArgumentParser, workers: bool = True) -> No
 
 
 def check_spatial_shape(shape: Sequence[int], flag: str = "--spatial_shape", multiple: int = 16) -> tuple[int, ...]:
-    """Three positive sizes, each divisible by ``multiple`` (the networks pool 4 times)."""
+    """Three positive sizes, each divisible by ``multiple`` (the networks pool 4 times), of a
+    patch that can fit in memory: one float32 copy of it (the input alone; the network needs
+    many times more) must not exceed this machine's physical memory. A patch that passes may
+    still run out of memory later: :func:`run_main` says so in one line."""
     shape = tuple(int(s) for s in shape)
     if len(shape) != 3 or any(s <= 0 for s in shape):
         raise ValueError(f"{flag} needs three positive sizes, got {list(shape)}")
     if any(s % multiple for s in shape):
         raise ValueError(f"{flag} must be divisible by {multiple} in every axis, got {list(shape)}")
+    memory, need = _memory_bytes(), 4 * int(np.prod(shape, dtype=np.int64))
+    if memory is not None and need > memory:
+        raise ValueError(f"{flag} {list(shape)} cannot fit in memory: one patch in float32 alone needs "
+                         f"{need / 2**30:.1f} GiB, more than the {memory / 2**30:.1f} GiB of this machine; lower "
+                         f"{flag}")
     return shape
 
 

@@ -27,7 +27,7 @@ import SimpleITK as sitk
 from tqdm import tqdm
 
 from utilities.grid import Grid, check_same_grid, missing_paths, subject_path
-from utilities.io import atomic_path, ensure_writable_dir, read_image, write_like
+from utilities.io import atomic_path, check_overwrite, ensure_writable_dir, read_image, write_like
 from utilities.logs import LOGGER_NAME, setup_logger, show_progress
 
 __all__ = ["GRADES", "BRATS_SHAPE", "find_cases", "check_case", "merge_and_move", "main"]
@@ -92,12 +92,16 @@ def check_case(case: str, folder: Path, expected_shape: Sequence[int] = BRATS_SH
 
 
 def merge_and_move(original_dir: str | os.PathLike, destination_dir: str | os.PathLike,
-                   expected_shape: Sequence[int] = BRATS_SHAPE) -> list[str]:
-    """Copy the FLAIR volumes and write the whole-tumour labels; returns the case names."""
+                   expected_shape: Sequence[int] = BRATS_SHAPE, overwrite: bool = False) -> list[str]:
+    """Copy the FLAIR volumes and write the whole-tumour labels (existing ones are replaced
+    only with ``overwrite``); returns the case names."""
     if len(expected_shape) != 3 or any(int(s) <= 0 for s in expected_shape):
         raise ValueError(f"--expected_shape needs three positive sizes (x y z), got {list(expected_shape)}")
     cases = find_cases(original_dir)
     checked = [(case, *check_case(case, folder, expected_shape)) for case, folder in cases]
+    check_overwrite([subject_path(Path(destination_dir) / folder, case, postfix) for case, _ in cases
+                     for folder, postfix in (("image", "Flair"), ("label", "Label"))], "--destination_dir", overwrite,
+                    "file")
     image_dir = ensure_writable_dir(Path(destination_dir) / "image")
     label_dir = ensure_writable_dir(Path(destination_dir) / "label")
     for case, flair, seg in tqdm(checked, desc="BraTS cases", unit="case", disable=not show_progress()):
@@ -117,9 +121,10 @@ def main(argv: list[str] | None = None) -> list[str]:
                         help="folder holding HGG/ and LGG/")
     parser.add_argument("--destination_dir", default="./data/BraTS/", help="image/ and label/ are created here")
     parser.add_argument("--expected_shape", type=int, nargs=3, default=list(BRATS_SHAPE), help=argparse.SUPPRESS)
+    parser.add_argument("--overwrite", action="store_true", help="replace existing files of image/ and label/")
     args = parser.parse_args(argv)
     setup_logger(None)
-    return merge_and_move(args.original_dir, args.destination_dir, args.expected_shape)
+    return merge_and_move(args.original_dir, args.destination_dir, args.expected_shape, args.overwrite)
 
 
 if __name__ == "__main__":

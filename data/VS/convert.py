@@ -31,7 +31,7 @@ from pathlib import Path
 import SimpleITK as sitk
 from tqdm import tqdm
 
-from utilities.io import ensure_writable_dir, write_image
+from utilities.io import check_overwrite, ensure_writable_dir, write_image
 from utilities.logs import LOGGER_NAME, setup_logger, show_progress
 
 __all__ = ["PATIENT_PATTERN", "ConversionResult", "InvalidPatientError", "find_patients", "find_t2_series",
@@ -139,29 +139,42 @@ def _keep_locale() -> Iterator[None]:
 
 
 def convert_vs(input_dir: str | os.PathLike, output_dir: str | os.PathLike,
-               skip_invalid: bool = False) -> ConversionResult:
-    """Convert every patient's T2 series to ``<output_dir>/vs_gk_<n>_T2.nii.gz`` (atomic writes).
+               skip_invalid: bool = False, overwrite: bool = False) -> ConversionResult:
+    """Convert every patient's T2 series to ``<output_dir>/vs_gk_<n>_T2.nii.gz`` (atomic writes;
+    every patient is checked before the first is written, and an existing file is replaced only
+    with ``overwrite``).
 
     With ``skip_invalid`` an invalid patient is logged as a warning, skipped and listed at the
     end (and in the result); otherwise its error is raised.
     """
     with _keep_locale():
-        return _convert_vs(input_dir, output_dir, skip_invalid)
+        return _convert_vs(input_dir, output_dir, skip_invalid, overwrite)
 
 
-def _convert_vs(input_dir: str | os.PathLike, output_dir: str | os.PathLike, skip_invalid: bool) -> ConversionResult:
-    patients = find_patients(input_dir)
-    output_dir = ensure_writable_dir(output_dir)
-    result = ConversionResult()
-    for number, folder in tqdm(patients, desc="DICOM to NIfTI", unit="patient", disable=not show_progress()):
+def _t2_series(patients: list[tuple[int, Path]], skip_invalid: bool,
+               result: ConversionResult) -> list[tuple[int, Path, list[str]]]:
+    """``(number, folder, T2 files)`` of each valid patient; the invalid ones raise or, with
+    ``skip_invalid``, are added to ``result.invalid``."""
+    valid = []
+    for number, folder in patients:
         try:
-            files = find_t2_series(folder)
+            valid.append((number, folder, find_t2_series(folder)))
         except InvalidPatientError as e:
             if not skip_invalid:
                 raise ValueError(f"{e} (pass --skip_invalid to skip such patients)") from None
             logger.warning("skipping %s: %s", folder.name, e)
             result.invalid.append((folder, str(e)))
-            continue
+    return valid
+
+
+def _convert_vs(input_dir: str | os.PathLike, output_dir: str | os.PathLike, skip_invalid: bool,
+                overwrite: bool) -> ConversionResult:
+    result = ConversionResult()
+    valid = _t2_series(find_patients(input_dir), skip_invalid, result)
+    check_overwrite([Path(output_dir) / f"vs_gk_{number}_T2.nii.gz" for number, _, _ in valid], "--output", overwrite,
+                    "image")
+    output_dir = ensure_writable_dir(output_dir)
+    for number, folder, files in tqdm(valid, desc="DICOM to NIfTI", unit="patient", disable=not show_progress()):
         reader = sitk.ImageSeriesReader()
         reader.SetFileNames(files)
         try:
@@ -190,9 +203,10 @@ def main(argv: list[str] | None = None) -> ConversionResult:
                         help="folder for vs_gk_<n>_T2.nii.gz")
     parser.add_argument("--skip_invalid", action="store_true",
                         help="warn about and skip patients without exactly one T2 MR series, list them at the end")
+    parser.add_argument("--overwrite", action="store_true", help="replace existing files in --output")
     args = parser.parse_args(argv)
     setup_logger(None)
-    return convert_vs(args.input, args.output, skip_invalid=args.skip_invalid)
+    return convert_vs(args.input, args.output, skip_invalid=args.skip_invalid, overwrite=args.overwrite)
 
 
 if __name__ == "__main__":

@@ -39,7 +39,7 @@ from utilities.grid import (
     missing_paths,
     subject_path,
 )
-from utilities.io import ensure_writable_dir, read_image, write_image
+from utilities.io import check_overwrite, ensure_writable_dir, read_image, write_image
 from utilities.logs import LOGGER_NAME, setup_logger, show_progress
 from utilities.splits import subjects_of
 
@@ -135,8 +135,10 @@ def crop_subject(image: sitk.Image, label: sitk.Image, crop_size: Sequence[int] 
 
 
 def crop_dataset(data_dir: str | os.PathLike, dataset_split: str | os.PathLike, image_postfix: str = "T2",
-                 label_postfix: str = "Label", crop_size: Sequence[int] = DEFAULT_CROP_SIZE) -> CropStats:
-    """Crop every subject of the split into ``image_crop/`` and ``label_crop/`` of ``data_dir``."""
+                 label_postfix: str = "Label", crop_size: Sequence[int] = DEFAULT_CROP_SIZE,
+                 overwrite: bool = False) -> CropStats:
+    """Crop every subject of the split into ``image_crop/`` and ``label_crop/`` of ``data_dir``
+    (existing crops are replaced only with ``overwrite``)."""
     crop_size = _check_crop_size(crop_size)
     data_dir = Path(data_dir)
     subjects = subjects_of(dataset_split, None)
@@ -147,6 +149,9 @@ def crop_dataset(data_dir: str | os.PathLike, dataset_split: str | os.PathLike, 
     missing = missing_paths(p for _, img, lab in pairs for p in (img, lab))
     if missing:
         raise FileNotFoundError(f"{len(missing)} file(s) listed by {dataset_split} are missing: {listed(missing)}")
+    check_overwrite([subject_path(data_dir / folder, s, postfix) for s in subjects
+                     for folder, postfix in (("image_crop", image_postfix), ("label_crop", label_postfix))],
+                    "--data_dir", overwrite, "cropped file")
     image_out = ensure_writable_dir(data_dir / "image_crop")
     label_out = ensure_writable_dir(data_dir / "label_crop")
     min_shape = np.full(3, np.iinfo(np.int64).max)
@@ -182,9 +187,12 @@ def main(argv: list[str] | None = None) -> CropStats:
     parser.add_argument("--label_postfix", default="Label", help="label files are <subject>_<postfix>.nii.gz")
     parser.add_argument("--crop_size", type=int, nargs=3, default=list(DEFAULT_CROP_SIZE), metavar=("Z", "Y", "X"),
                         help="box size in voxels, slice axis first")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="replace existing files of image_crop/ and label_crop/")
     args = parser.parse_args(argv)
     setup_logger(None)
-    return crop_dataset(args.data_dir, args.dataset_split, args.image_postfix, args.label_postfix, args.crop_size)
+    return crop_dataset(args.data_dir, args.dataset_split, args.image_postfix, args.label_postfix, args.crop_size,
+                        args.overwrite)
 
 
 if __name__ == "__main__":

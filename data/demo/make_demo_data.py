@@ -72,7 +72,7 @@ from data.simulate_7points import simulate_points, subject_rng
 from utilities.cli import check_spatial_shape, nonnegative_int, positive_float, positive_int
 from utilities.geodesic import expand_seeds
 from utilities.grid import subject_path
-from utilities.io import atomic_path, ensure_writable_dir, read_image, save_csv, write_image
+from utilities.io import atomic_path, check_overwrite, ensure_writable_dir, read_image, save_csv, write_image
 from utilities.logs import LOGGER_NAME, setup_logger
 from utilities.metrics import overlap_metrics
 from utilities.splits import PHASES, read_split, subjects_of
@@ -764,9 +764,24 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quick", action="store_true",
                    help="tiny dataset for tests; explicit --num_* and --size flags still win")
     p.add_argument("--preview", default=None, help="also write a PNG of the first case's mid-lesion slices here")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace the split file, the cases and the preview if they exist")
     p.add_argument("--no_report", action="store_true",
                    help="skip the closing report (seed and best-threshold Dice, contrast-to-noise)")
     return p
+
+
+def _check_outputs(args: argparse.Namespace, counts: Sequence[int]) -> None:
+    """Refuse to replace the split file, a case's file or the preview without ``--overwrite``."""
+    kind = PRESETS[args.preset]
+    out = Path(args.output_dir)
+    check_overwrite([args.split_file], "--split_file", args.overwrite)
+    check_overwrite([subject_path(out / folder, subject, postfix)
+                     for subject in subject_names(sum(counts), prefix=kind.prefix)
+                     for folder, postfix in zip(kind.folders, kind.postfixes, strict=True)],
+                    "--output_dir", args.overwrite, "file")
+    if args.preview:
+        check_overwrite([args.preview], "--preview", args.overwrite)
 
 
 def main(argv: list[str] | None = None) -> pd.DataFrame:
@@ -783,6 +798,7 @@ def main(argv: list[str] | None = None) -> pd.DataFrame:
     spacing = args.spacing if args.spacing is not None else kind.spacing
     args.output_dir = args.output_dir if args.output_dir is not None else kind.output_dir
     args.split_file = args.split_file if args.split_file is not None else kind.split_file
+    _check_outputs(args, counts)
     start = time.perf_counter()
     split = generate(args.output_dir, args.split_file, *counts, size=size, spacing=spacing, seed=args.seed,
                      intensity_max=args.intensity_max, preset=args.preset)

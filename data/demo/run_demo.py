@@ -148,7 +148,7 @@ def run_demo(output_dir: Path, data_dir: Path, split_file: Path, scale: Scale, d
     t_start = time.time()
     timer.run("generate the synthetic dataset (7 points simulated)", lambda: make_demo_data.main(
         ["--output_dir", str(data_dir), "--split_file", str(split_file), "--seed", str(seed), "--no_report",
-         *scale.data_flags]))
+         "--overwrite", *scale.data_flags]))
     images, labels = data_dir / "image_crop", data_dir / "label_crop"
     geodesic_root = data_dir / "geodesic"
     timer.run("geodesic expansion of the seeds", lambda: generate_geodesic_labels(

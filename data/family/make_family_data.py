@@ -65,7 +65,7 @@ from data.demo.make_demo_data import (
 from data.simulate_7points import simulate_points, subject_rng
 from utilities.cli import LOGGER_NAME, nonnegative_int, setup_logger
 from utilities.grid import subject_path
-from utilities.io import ensure_writable_dir, save_csv, save_text, write_image
+from utilities.io import check_overwrite, ensure_writable_dir, save_csv, save_text, write_image
 from utilities.splits import PHASES
 
 __all__ = ["DEVELOPMENT_SEEDS", "HELD_BACK_SEEDS", "Member", "draw_member", "make_member_case", "template_maps",
@@ -317,6 +317,16 @@ def raw_intensities(image: np.ndarray, family_seed: int, index: int) -> tuple[np
     return (np.round(image.astype(np.float64) * gain) + offset).astype(np.int16), gain, offset
 
 
+def member_files(member: Member, output_dir: str | os.PathLike) -> list[Path]:
+    """Every file :func:`generate_member` writes for ``member`` into ``output_dir`` (but
+    ``intensities.csv``)."""
+    out = Path(output_dir)
+    subjects = [f"{member.prefix}_{i:03d}" for i in range(sum(member.counts))]
+    return [out / "split.csv", out / "member.json", *(
+        subject_path(out / folder, subject, postfix) for subject in subjects
+        for folder, postfix in zip(FOLDERS, (IMAGE_POSTFIX, LABEL_POSTFIX, ANNOTATION_POSTFIX), strict=True))]
+
+
 def generate_member(member: Member, output_dir: str | os.PathLike, raw: bool = False) -> pd.DataFrame:
     """Write every case of ``member`` (image, label, 7 points), ``split.csv`` and ``member.json``;
     with ``raw``, int16 images at scanner-like intensities (:func:`raw_intensities`) and
@@ -361,6 +371,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--raw_intensities", action="store_true",
                    help="write int16 images at scanner-like intensities (a per-case gain and offset, "
                         "in intensities.csv) instead of float32 0..1")
+    p.add_argument("--overwrite", action="store_true", help="replace the files of a member in --output_dir")
     return p
 
 
@@ -374,7 +385,9 @@ def main(argv: Sequence[str] | None = None) -> pd.DataFrame | None:
     if args.family_seed is None:
         raise ValueError("--family_seed is required (or --describe SEED ...)")
     output_dir = args.output_dir or f"./family/f{args.family_seed:03d}"
-    return generate_member(draw_member(args.family_seed), output_dir, raw=args.raw_intensities)
+    member = draw_member(args.family_seed)
+    check_overwrite(member_files(member, output_dir), "--output_dir", args.overwrite, "file")
+    return generate_member(member, output_dir, raw=args.raw_intensities)
 
 
 if __name__ == "__main__":
