@@ -1,7 +1,9 @@
-"""One reader, one writer, one geometry (issue 22 item 1, issue 21 §2): every format of
+"""One reader, one writer, one geometry (issue 22 item 1, issue 21 §2, issue 30 §3): every format of
 IMAGE_EXTENSIONS is read and written with the grid SimpleITK reads (TorchIO's reader too), a NIfTI
-whose qform and sform disagree is refused by every reader, a subject with files in two formats is
-an error, and two volumes that must share a grid are refused when they do not."""
+whose qform and sform disagree and a sheared direction in any format are refused by every reader, a
+grid the output format cannot store exactly is refused, one tolerance governs every rule, a subject
+with files in two formats is an error, and two volumes that must share a grid (the report's
+pictures too) are refused when they do not."""
 from __future__ import annotations
 
 import nibabel as nib
@@ -17,7 +19,8 @@ from utilities import scores
 from utilities.cli import run_main
 from utilities.data import ImageSource, check_subject, make_subjects, preprocess_transform
 from utilities.grid import Grid, find_subject_file, grid_difference, missing_files
-from utilities.io import IMAGE_EXTENSIONS, read_image
+from utilities.io import IMAGE_EXTENSIONS, read_image, write_image
+from utilities.report import ReportCase, case_picture
 
 #: x flipped (LPS direction), and an oblique direction (15° about z, then 10° about x)
 FLIPPED = (-1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0)
@@ -146,3 +149,129 @@ def test_two_formats_of_one_subject_refused(tmp_path):
     assert find_subject_file(tmp_path, "s2", "T2") == tmp_path / "s2_T2.mha"
     assert find_subject_file(tmp_path, "s3", "T2") == tmp_path / "s3_T2.nii.gz"
     assert missing_files(["s2", "s3"], tmp_path, "T2", "image") == [f"image {tmp_path}/s3_T2.nii.gz"]
+
+
+# --- issue 30 §3: one geometry rule for every format, grids a format cannot store, one tolerance ---
+
+#: x leaning into y by 0.3: the axes are not at right angles (row-major, as SimpleITK sets it)
+SHEARED = (1.0, 0.3, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0)
+#: an origin far from 0: float32 (NIfTI's header fields) holds 100000.125, 2 µm away, more than
+#: the grid tolerance of 1e-3 x 1.5 mm (the largest voxel size)
+FAR = (100000.123, -2.0, 7.0)
+
+
+def _folder_argv(model_dir, images, out, *extra):
+    return ["--model_dir", str(model_dir), "--input_folder", str(images), "--output_folder", str(out),
+            "--spatial_shape", "32", "32", "16", "--device", "cpu", *extra]
+
+
+@pytest.mark.parametrize("ext", [".mha", ".nrrd", ".nhdr"])
+def test_sheared_direction_refused_in_every_format(tmp_path, capsys, ext):
+    """The probe of issue 30: a sheared .mha was read and its mask written with another
+    direction (ITK's NIfTI writer coerces it); now every reader refuses it, as the NIfTI reader
+    refuses a sheared qform/sform, and nothing is written."""
+    image, _ = blob_case((16, 32, 32), seed=2)
+    path = tmp_path / "in" / f"s1_T2{ext}"
+    _write(image, path, SHEARED)
+    # NRRD stores spacing x direction; read back, its columns are normalised (still sheared)
+    stored = [round(v, 4) + 0.0 for v in sitk.ReadImage(str(path)).GetDirection()]
+    assert stored == (list(SHEARED) if ext == ".mha" else [1.0, 0.2873, 0.0, 0.0, 0.9578, 0.0, 0.0, 0.0, 1.0])
+    message = (f"image file {path} has a sheared direction {stored} (its axes are not at right angles or not "
+               "of unit length), which NIfTI cannot store and tools resample differently; resample it onto a grid "
+               "with an orthonormal direction and save it again")
+    with pytest.raises(ValueError) as err:
+        read_image(path)
+    assert one_line(err) == message
+    with pytest.raises(ValueError) as err:
+        Grid.read(path)
+    assert one_line(err) == message
+    code = run_main(inference.main, _folder_argv(a_model(tmp_path / "m").parents[2], tmp_path / "in",
+                                                 tmp_path / "out"))
+    assert (code, capsys.readouterr().err) == (2, f"error: {message}\n")
+    assert not list((tmp_path / "out").glob("*"))
+
+
+def test_an_orthonormal_direction_passes(tmp_path):
+    image, _ = blob_case((16, 16, 16), seed=2)
+    for name, direction in (("flipped", FLIPPED), ("oblique", OBLIQUE)):
+        _write(image, tmp_path / f"{name}.mha", direction)
+        assert Grid.read(tmp_path / f"{name}.mha").direction == pytest.approx(direction, abs=1e-12)
+
+
+def test_far_origin_refused_for_nifti_and_written_exactly_as_mha(tmp_path, capsys):
+    """The probe of issue 30: a .mha origin far from 0 came back rounded in a .nii.gz mask.
+    The NIfTI output is refused before any case is computed, naming the format to use; the
+    .mha output keeps the grid to the last bit."""
+    image, _ = blob_case((16, 32, 32), seed=2)
+    source = tmp_path / "in" / "s1_T2.mha"
+    _write(image, source, FLIPPED, spacing=(0.5, 0.75, 1.5), origin=FAR)
+    model_dir = a_model(tmp_path / "m").parents[2]
+    out = tmp_path / "out"
+    code = run_main(inference.main, _folder_argv(model_dir, tmp_path / "in", out))
+    assert (code, capsys.readouterr().err) == (
+        2, f"error: cannot write {out / 's1_T2.nii.gz'} exactly: its origin would read back as [100000.125, -2.0, "
+           "7.0] instead of [100000.123, -2.0, 7.0] (NIfTI stores float32 numbers), beyond the grid tolerance; write "
+           "it as .mha or .nrrd, which store the grid exactly (inference.py: --output_format mha)\n")
+    assert not list(out.glob("*"))
+    written = inference.main(_folder_argv(model_dir, tmp_path / "in", out, "--output_format", "mha"))
+    assert written == [out / "s1_T2.mha"]
+    assert Grid.read(written[0]) == Grid.read(source)  # exactly: no tolerance needed
+
+
+def test_the_one_writer_refuses_an_inexact_grid_and_keeps_the_old_file(tmp_path):
+    image = sitk.GetImageFromArray(np.ones((4, 5, 6), np.uint8))
+    image.SetSpacing((0.5, 0.75, 1.5))
+    image.SetOrigin(FAR)
+    target = tmp_path / "mask.nii.gz"
+    target.write_bytes(b"before")
+    with pytest.raises(ValueError) as err:
+        write_image(image, target)
+    assert one_line(err).startswith(f"cannot write {target} exactly: its origin would read back as [100000.125, ")
+    assert target.read_bytes() == b"before" and sorted(p.name for p in tmp_path.iterdir()) == ["mask.nii.gz"]
+    write_image(image, tmp_path / "mask.nrrd")
+    assert Grid.read(tmp_path / "mask.nrrd").origin == FAR
+    image.SetOrigin((100.123, -2.0, 7.0))  # near 0: float32 rounding far below the tolerance
+    write_image(image, target)
+    assert Grid.read(target).origin == pytest.approx((100.123, -2.0, 7.0), abs=1e-5)
+
+
+def test_one_tolerance_for_every_geometry_rule(tmp_path, monkeypatch):
+    """The qform/sform agreement and the comparison of two grids use the one GRID_TOLERANCE:
+    a 0.01 mm difference (1 mm voxels) is refused by both at 1e-3 and accepted by both at 0.1."""
+    from utilities import grid, io
+
+    assert io.GRID_TOLERANCE is grid.GRID_TOLERANCE and not hasattr(io, "GEOMETRY_TOLERANCE")
+    img = nib.Nifti1Image(np.random.default_rng(0).random((8, 8, 8)).astype(np.float32), None)
+    qform = np.eye(4)
+    sform = qform.copy()
+    sform[0, 3] = 0.01
+    img.set_qform(qform, code=1)
+    img.set_sform(sform, code=2)
+    path = tmp_path / "two.nii.gz"
+    nib.save(img, str(path))
+    a = Grid((8, 8, 8), (1.0, 1.0, 1.0), FLIPPED, (0.0, 0.0, 0.0))
+    b = Grid((8, 8, 8), (1.0, 1.0, 1.0), FLIPPED, (0.01, 0.0, 0.0))
+    with pytest.raises(ValueError, match="holds two world geometries"):
+        read_image(path)
+    assert grid_difference(a, b) == ("origin", [0.01, 0.0, 0.0], [0.0, 0.0, 0.0])
+    monkeypatch.setattr(grid, "GRID_TOLERANCE", 0.1)
+    assert read_image(path).GetSize() == (8, 8, 8)
+    assert grid_difference(a, b) is None
+
+
+def test_report_pictures_run_the_one_grid_check(tmp_path):
+    """A label on another grid was drawn over the image by index (only the shapes were
+    compared); now the report refuses it, naming both files, and draws nothing."""
+    image, label = blob_case((16, 16, 16), seed=1, radius=4)
+    _write(image, tmp_path / "s1_T2.nii.gz", FLIPPED)
+    _write(label, tmp_path / "s1_Label.nii.gz", FLIPPED, origin=(3.0, -2.0, 12.0))  # 5 mm along z
+    _write(label, tmp_path / "s1_seg.nii.gz", FLIPPED)
+    case = ReportCase("s1", tmp_path / "s1_T2.nii.gz", tmp_path / "s1_Label.nii.gz", tmp_path / "s1_seg.nii.gz")
+    with pytest.raises(ValueError) as err:
+        case_picture(case, tmp_path / "c.png")
+    assert one_line(err) == (f"label {tmp_path / 's1_Label.nii.gz'} has origin [3.0, -2.0, 12.0] but image "
+                             f"{tmp_path / 's1_T2.nii.gz'} has [3.0, -2.0, 7.0]; the report draws it over the image "
+                             "voxel by voxel: pass the --path_images it belongs to")
+    assert not (tmp_path / "c.png").exists()
+    _write(label, tmp_path / "s1_Label.nii.gz", FLIPPED)
+    assert len(case_picture(case, tmp_path / "c.png")) == 3 and (tmp_path / "c.png").is_file()
