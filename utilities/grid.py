@@ -112,17 +112,17 @@ def check_readable(path: str | os.PathLike, what: str = "image") -> Path:
     read, and a detached header whose data file is missing or unreadable (the readers would
     call each of them truncated). Returns ``path``."""
     path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"{what} file not found: {path}")
-    try:
+    try:  # a folder on the way that this user may not search: permission denied, not "not found"
+        if not path.is_file():
+            raise FileNotFoundError(f"{what} file not found: {path}")
         files = [path, *data_files(path)]
     except PermissionError:
         raise _denied(what, path) from None
     for file in files:
-        if not file.is_file():
-            raise FileNotFoundError(f"{what} file {path} is a header whose data file {file} does not exist; put the "
-                                    "data file beside the header (or correct the header's data file line)")
         try:
+            if not file.is_file():
+                raise FileNotFoundError(f"{what} file {path} is a header whose data file {file} does not exist; put "
+                                        "the data file beside the header (or correct the header's data file line)")
             with open(file, "rb"):
                 pass
         except PermissionError:
