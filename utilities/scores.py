@@ -1,7 +1,8 @@
 """Score the segmentations written by ``inference.py`` against the full labels.
 
 Per case: Dice, Jaccard, precision, recall (overlap) and HD95, ASSD (mm, the label's voxel
-spacing), with ``mean`` and ``std`` rows, to ``<model_dir>/<network>/results_<phase>.csv``.
+spacing), with ``mean`` and ``std`` rows, to ``<model_dir>/<network>/results_<phase>.csv``; its
+last column ``row`` is ``case`` or ``summary`` (a subject may be named ``mean``).
 A case with an empty prediction or label is kept: its overlap metrics are computed, its surface
 metrics are NaN, and the summary names it and says over how many cases each mean was taken.
 
