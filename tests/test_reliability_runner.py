@@ -309,3 +309,18 @@ def test_the_checkpoints_a_variant_writes_follow_its_flags(setup):
     assert ablate.written_checkpoints(runs["variant=s seed=0"]) == {"best_model1", "final_model1", "best_model2",
                                                                     "final_model2"}   # both U_Net2D5: one folder
     ablate.check_epoch_inf(cfg, list(runs.values()))   # all possible: no error
+
+
+def test_a_plans_network_names_the_run_folder(setup):
+    """The run's sub-folder (where inference and scores look, and SCM's --network1) is the network
+    the training will use: its --plan's when the config names none."""
+    from utilities.plan import PLAN_VERSION
+
+    root, p, _, _ = setup
+    plan = root / "plan.json"
+    plan.write_text(json.dumps({"version": PLAN_VERSION, "stage1": {"--network": "AttU_Net"}, "scm": {},
+                                "inference": {}}), encoding="utf-8")
+    path = _edited(root, p, lambda c: c["base"].update(stage1={"--plan": str(plan), "--spatial_shape": [32, 32, 16]}))
+    run = ablate.plan_runs(ablate.load_config(path), root / "out", (0,), ["a"], "cpu", "python")[0]
+    assert run.network == "AttU_Net" and ablate.planned_args(run.train).network == "AttU_Net"
+    assert run.results == root / "out" / "runs" / "a" / "seed0" / "AttU_Net" / "results_inference.csv"
