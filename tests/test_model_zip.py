@@ -182,8 +182,8 @@ def test_bad_packages_one_line(runs, tmp_path, capsys):
     assert not (tmp_path / "out").exists()
     # export: an existing output is kept unless --overwrite; a checkpoint of another network is named
     assert run_main(export_model.main, ["--model_dir", str(root / "run1"), "--output", str(package)]) == 2
-    assert capsys.readouterr().err == (f"error: --output {package} exists; pass --overwrite to replace it or choose "
-                                       "another name\n")
+    assert capsys.readouterr().err == (f"error: --output {package} exists; pass --overwrite to replace it, or choose "
+                                       "another --output\n")
     other = tmp_path / "unet.pth"
     torch.save(get_network("U_Net", 1, 2).state_dict(), other)
     assert run_main(export_model.main, ["--checkpoint", str(other), "--network", "U_Net2D5", "--spatial_shape", "32",
