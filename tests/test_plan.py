@@ -330,7 +330,9 @@ def test_the_printed_commands_carry_every_path_given(dataset, capsys):
     seeds = dataset / "work" / "geodesic" / "weight0.5_threshold0.2" / "geodesic_label"
     points = _commands(dataset, capsys)
     assert list(points) == ["stage0_training", "stage0_validation", "stage1", "stage1_aux", "scm", "predict"]
-    assert points["stage0_training"][:2] == ["python", "data/VS/generate_geodesic_labels.py"]
+    assert points["stage0_training"][:6] == ["python", "data/generate_geodesic_labels.py", "--style", "vs",
+                                              "--intensity", "box_percentile"]
+    assert "--path_labels" not in points["stage0_training"]
     assert _flag(points["stage0_training"], "--path_geodesic") == str(dataset / "work" / "geodesic")
     assert _flag(points["stage0_validation"], "--phase") == "validation"
     for name in ("stage1", "stage1_aux", "scm"):
@@ -349,4 +351,4 @@ def test_the_printed_commands_carry_every_path_given(dataset, capsys):
                                  str(dataset / "work" / "predictions"), "--path_labels", str(dataset / "labels"),
                                  "--label_postfix", "Seg"]
     for command in [*points.values(), *labelled.values()]:
-        assert not any("VS" in word.split("/") for word in command if word != "data/VS/generate_geodesic_labels.py")
+        assert not any("VS" in word.split("/") for word in command)

@@ -61,6 +61,7 @@ import SimpleITK as sitk
 from utilities.data import in_trainer_frame
 from utilities.geodesic import output_folder
 from utilities.grid import Grid, check_same_grid, find_subject_file, listed, missing_files
+from utilities.intensity import SCAN_DEFAULT
 from utilities.io import image_extension, read_image, save_text
 from utilities.splits import Split, as_split
 
@@ -352,9 +353,10 @@ def make_plan(fp: Fingerprint, rules: PlanRules = PlanRules()) -> dict[str, Any]
 
 
 # ------------------------------------------------------------------------------ the commands
-#: Stage 0 as the plan prints it: the VS script (no voxel is zeroed at the image's minimum, which
-#: suits any scan; the BraTS script zeroes a skull-stripped background) at the paper's settings.
-STAGE0_SCRIPT = "data/VS/generate_geodesic_labels.py"
+#: Stage 0 as the plan prints it: the entry point for a user's scans, in the VS style (no voxel
+#: is zeroed at the image's minimum, which suits any scan) with the intensity normalisation
+#: chosen for raw scanner intensities, at the paper's weight and threshold.
+STAGE0_SCRIPT = "data/generate_geodesic_labels.py"
 STAGE0_WEIGHT, STAGE0_THRESHOLD = 0.5, 0.2
 #: The postfix stage 0 writes the expanded seeds with.
 STAGE0_POSTFIX = "GeodesicLabel"
@@ -410,12 +412,12 @@ def stage0_phases(split: Split, paths: DataPaths) -> list[str | None]:
 
 def _stage0(paths: DataPaths, work: Workspace, phase: str | None) -> list[str]:
     labels = ["--path_labels", paths.path_labels, "--label_postfix", paths.label_postfix] if paths.path_labels \
-        else ["--path_labels", ""]
-    return ["python", STAGE0_SCRIPT, "--dataset_split", paths.dataset_split, "--path_images", paths.path_images,
-            "--image_postfix", paths.image_postfix, *labels, "--path_anno_7points", paths.path_anno_7points,
-            "--anno_7points_postfix", paths.anno_7points_postfix, "--path_geodesic", str(work.geodesic()),
-            "--geodesic_weight", str(STAGE0_WEIGHT), "--geodesic_threshold", str(STAGE0_THRESHOLD),
-            *(["--phase", phase] if phase else [])]
+        else []
+    return ["python", STAGE0_SCRIPT, "--style", "vs", "--intensity", SCAN_DEFAULT, "--dataset_split",
+            paths.dataset_split, "--path_images", paths.path_images, "--image_postfix", paths.image_postfix, *labels,
+            "--path_anno_7points", paths.path_anno_7points, "--anno_7points_postfix", paths.anno_7points_postfix,
+            "--path_geodesic", str(work.geodesic()), "--geodesic_weight", str(STAGE0_WEIGHT),
+            "--geodesic_threshold", str(STAGE0_THRESHOLD), *(["--phase", phase] if phase else [])]
 
 
 def _format_flag(image_format: str) -> str:
