@@ -1,14 +1,29 @@
-"""Nothing is replaced without being asked (issue 22 class): every writer of a user's files
-refuses an existing output without --overwrite, and replaces it with it."""
+"""Nothing is replaced without being asked, nothing skipped without a word (issues 22 and 30):
+every writer of a user's files refuses an existing output without --overwrite (one check, one
+message) and replaces it with it; every file of an input folder is processed or named in an error;
+contradictory flags are refused in one line."""
 from __future__ import annotations
 
+import json
+
 import pytest
-from helpers import load_script, one_line
+import SimpleITK as sitk
+from helpers import a_model, load_script, one_line, scm_args, stage1_args
 from synth import make_vs_dataset
+
+import inference
+import train_gatedcrfloss3d22d_multiview_varianceloss as stage1
+import train_SCM as scm
+from utilities.cli import run_main
+from utilities.io import read_image
 
 make_split = load_script("splits/make_split.py")
 P2A = load_script("data/points_to_annotation.py")
 EXPORT = load_script("data/export_nnunet.py")
+SIMULATE = load_script("data/simulate_7points.py")
+CONVERT = load_script("networks/convert_checkpoint.py")
+DEMO = load_script("data/demo/make_demo_data.py")
+FAMILY = load_script("data/family/make_family_data.py")
 
 
 def test_make_split_needs_overwrite(tmp_path):
@@ -58,3 +73,168 @@ def test_nnunet_export_refuses_a_second_dataset_of_the_same_id(tmp_path):
     assert sorted(x.name for x in (tmp_path / "raw").iterdir()) == ["Dataset007_Other"]
     EXPORT.main([*args, "--overwrite"])
     assert sorted(x.name for x in (tmp_path / "raw").iterdir()) == ["Dataset007_VSTiny"]
+
+
+# --- issue 30 §4: nothing skipped, nothing replaced, no contradictory flags ---
+
+def _folder_argv(model_dir, images, out, *extra):
+    return ["--model_dir", str(model_dir), "--input_folder", str(images), "--output_folder", str(out),
+            "--spatial_shape", "32", "32", "16", "--device", "cpu", *extra]
+
+
+def test_inference_output_folder_needs_overwrite(tmp_path, capsys):
+    """The probe of issue 30: --output_folder replaced a same-named file silently. Now nothing
+    is computed or written until --overwrite is given; the run's own output_pred is replaced
+    with a log line."""
+    p = make_vs_dataset(tmp_path, 0, 0, 2)
+    model_dir = a_model(tmp_path / "m").parents[2]
+    out = tmp_path / "out"
+    out.mkdir()
+    mine = out / "vs_gk_2_T2_prob.nii.gz"
+    mine.write_bytes(b"my own file")
+    argv = _folder_argv(model_dir, p["image_crop"], out)
+    assert inference.main(argv) == [out / "vs_gk_1_T2.nii.gz", out / "vs_gk_2_T2.nii.gz"]  # no clash without probs
+    masks = {f: f.read_bytes() for f in out.glob("*_T2.nii.gz")}
+    for extra, count, first in (([], 2, "vs_gk_1_T2.nii.gz"), (["--save_probabilities"], 3, "vs_gk_1_T2.nii.gz")):
+        assert run_main(inference.main, [*argv, *extra]) == 2
+        assert capsys.readouterr().err == (f"error: {count} segmentation file(s) exist already, e.g. {out / first}; "
+                                           "pass --overwrite to replace them, or choose another --output_folder\n")
+    assert mine.read_bytes() == b"my own file" and {f: f.read_bytes() for f in out.glob("*_T2.nii.gz")} == masks
+    inference.main([*argv, "--save_probabilities", "--overwrite"])
+    assert mine.read_bytes() != b"my own file" and read_image(mine).GetPixelID() == sitk.sitkFloat32
+    split_argv = ["--model_dir", str(model_dir), "--dataset_split", str(p["split"]), "--path_images",
+                  str(p["image_crop"]), "--spatial_shape", "32", "32", "16", "--device", "cpu"]
+    assert run_main(inference.main, [*split_argv, "--output_folder", str(out)]) == 2  # split mode, same folder
+    assert "2 segmentation file(s) exist already" in capsys.readouterr().err
+    first = inference.main(split_argv)  # the run's own output_pred: replaced, and said so
+    assert inference.main(split_argv) == first
+    assert f"replacing 2 existing file(s) of the run's output_pred, e.g. {first[0]}" in capsys.readouterr().out
+
+
+def test_every_file_of_the_input_folder_is_processed_or_named(tmp_path, capsys):
+    """A file in no image format (an upper-case extension too) is named in an error, before
+    anything is written; hidden files are ignored and counted; a header's data file belongs to
+    its image."""
+    p = make_vs_dataset(tmp_path, 0, 0, 2)
+    images = p["image_crop"]
+    (images / "notes.txt").write_text("my notes")
+    (images / "scan.NII.GZ").write_bytes((images / "vs_gk_1_T2.nii.gz").read_bytes())
+    (images / ".DS_Store").write_bytes(b"\0")
+    model_dir = a_model(tmp_path / "m").parents[2]
+    assert run_main(inference.main, _folder_argv(model_dir, images, tmp_path / "out")) == 2
+    assert capsys.readouterr().err == (
+        f"error: --input_folder {images} holds 2 file(s) in no image format: notes.txt; scan.NII.GZ; move them out of "
+        "the folder or convert them to one of .nii.gz .nii .nrrd .nhdr .mha .mhd (hidden files, named .*, are "
+        "ignored)\n")
+    assert not (tmp_path / "out").exists()
+    (images / "notes.txt").unlink()
+    (images / "scan.NII.GZ").rename(images / "scan.nii.gz")
+    sitk.WriteImage(sitk.ReadImage(str(images / "vs_gk_2_T2.nii.gz")), str(images / "head.nhdr"), False)
+    written = inference.main(_folder_argv(model_dir, images, tmp_path / "out"))
+    assert [w.name for w in written] == ["head.nii.gz", "scan.nii.gz", "vs_gk_1_T2.nii.gz", "vs_gk_2_T2.nii.gz"]
+    assert "--input_folder: 1 hidden file(s) (named .*) ignored" in capsys.readouterr().out
+
+
+def test_a_point_folder_names_files_in_no_point_format(tmp_path):
+    p = make_vs_dataset(tmp_path, 1, 0, 0)
+    points = tmp_path / "points"
+    points.mkdir()
+    (points / "vs_gk_1.csv").write_text(POINTS)
+    (points / "vs_gk_1.txt").write_text(POINTS)
+    (points / ".hidden.csv").write_text("ignored")
+    args = ["--points", str(points), "--path_images", str(p["image_crop"]), "--path_anno_7points",
+            str(tmp_path / "ann"), "--csv_space", "voxel"]
+    with pytest.raises(ValueError) as err:
+        P2A.main(args)
+    assert one_line(err) == (f"--points {points} holds 1 file(s) in no point format: vs_gk_1.txt; move them out of "
+                             "the folder or convert them to one of .mrk.json, .fcsv, .csv (hidden files, named .*, "
+                             "are ignored)")
+    assert not (tmp_path / "ann").exists()
+    (points / "vs_gk_1.txt").unlink()
+    assert P2A.main(args) == [tmp_path / "ann" / "vs_gk_1_7points.nii.gz"]
+
+
+POINTS = ("label,x,y,z\nfg,16,16,8\nbg-1,10,16,8\nbg-2,22,16,8\nbg-3,16,10,8\nbg-4,16,22,8\nbg-5,16,16,4\n"
+          "bg-6,16,16,12\n")
+
+
+def test_more_writers_need_overwrite(tmp_path):
+    """simulate_7points, points_to_annotation --to_markups, convert_checkpoint, make_demo_data
+    and make_family_data: an existing output is refused (untouched), and replaced with --overwrite."""
+    p = make_vs_dataset(tmp_path, 1, 0, 0)
+    annotation = p["annotation_7points"] / "vs_gk_1_7points.nii.gz"
+    annotation.write_bytes(b"mine")
+    markups = tmp_path / "vs_gk_1.mrk.json"
+    markups.write_text("mine")
+    checkpoint = a_model(tmp_path / "m")
+    converted = tmp_path / "pub.pth"
+    converted.write_text("mine")
+    split = tmp_path / "demo.csv"
+    split.write_text("mine")
+    family_dir = tmp_path / "family"
+    family_dir.mkdir()
+    (family_dir / "member.json").write_text("mine")
+    cases = [
+        (SIMULATE.main, ["--dataset_split", str(p["split"]), "--path_labels", str(p["label_crop"]),
+                         "--path_anno_7points", str(p["annotation_7points"])], annotation,
+         f"1 annotation(s) exist already, e.g. {annotation}; pass --overwrite to replace them, or choose another "
+         "--path_anno_7points"),
+        (P2A.main, ["--points", str(markups), "--subject", "vs_gk_1", "--path_anno_7points",
+                    str(p["annotation_7points"]), "--to_markups"], markups,
+         f"1 markups file(s) exist already, e.g. {markups}; pass --overwrite to replace them, or choose another "
+         "--points"),
+        (CONVERT.main, ["--input", str(checkpoint), "--output", str(converted), "--network", "U_Net2D5", "--to",
+                        "published"], converted,
+         f"--output {converted} exists; pass --overwrite to replace it, or choose another --output"),
+        (DEMO.main, ["--quick", "--output_dir", str(tmp_path / "demo"), "--split_file", str(split), "--no_report"],
+         split, f"--split_file {split} exists; pass --overwrite to replace it, or choose another --split_file"),
+        (FAMILY.main, ["--family_seed", "0", "--output_dir", str(family_dir)], family_dir / "member.json",
+         f"1 file(s) exist already, e.g. {family_dir / 'member.json'}; pass --overwrite to replace them, or choose "
+         "another --output_dir"),
+    ]
+    for main, argv, target, message in cases:
+        before = target.read_bytes()
+        with pytest.raises(FileExistsError) as err:
+            main(argv)
+        assert one_line(err) == message
+        assert target.read_bytes() == before
+    for main, argv, target, _ in cases[:3]:  # the quick ones, replaced with --overwrite
+        before = target.read_bytes()
+        main([*argv, "--overwrite"])
+        assert target.read_bytes() != before
+
+
+def _plan(path, stage1_flags):
+    from utilities.plan import PLAN_VERSION, SECTIONS
+
+    path.write_text(json.dumps({"version": PLAN_VERSION, **{s: {} for s in SECTIONS}, "stage1": stage1_flags}))
+    return path
+
+
+def test_contradictory_flags_refused_in_one_line(tmp_path):
+    """The probe of issue 30: --on_collapse recover with --stop_on_collapse ran, one of them
+    ignored. Both trainers refuse it (also when the plan sets recover), before any folder is made;
+    inference --phase with --input_folder and points_to_annotation --csv_space with --to_markups
+    are refused too."""
+    p = make_vs_dataset(tmp_path, 2, 1, 0)
+    both = ("--on_collapse", "recover", "--stop_on_collapse")
+    message = ("--stop_on_collapse contradicts --on_collapse recover{}: the first ends the run at a collapse, the "
+               "second recovers from it; pass one of them (--on_collapse stop is --stop_on_collapse)")
+    plan = _plan(tmp_path / "plan.json", {"--on_collapse": "recover"})
+    for main, argv, source in (
+            (stage1.main, stage1_args(p, tmp_path / "run", *both), ""),
+            (stage1.main, stage1_args(p, tmp_path / "run", "--plan", str(plan), "--stop_on_collapse"),
+             f" (set by --plan {plan} unless given)"),
+            (scm.main, scm_args(p, [tmp_path / "pre1", tmp_path / "pre2"], tmp_path / "run", *both), "")):
+        with pytest.raises(ValueError) as err:
+            main(argv)
+        assert one_line(err) == message.format(source)
+    assert not (tmp_path / "run").exists()
+    with pytest.raises(ValueError) as err:
+        inference.main(_folder_argv(tmp_path / "m", p["image_crop"], tmp_path / "out", "--phase", "training"))
+    assert one_line(err) == "--input_folder excludes --phase (split mode); pass one of them"
+    with pytest.raises(ValueError) as err:
+        P2A.main(["--points", str(tmp_path / "mk"), "--path_anno_7points", str(p["annotation_7points"]),
+                  "--to_markups", "--csv_space", "RAS"])
+    assert one_line(err) == ("--csv_space RAS reads CSV point files, but --to_markups writes .mrk.json files (LPS); "
+                             "drop one of them")
