@@ -8,12 +8,21 @@ Two modes:
 * ``--complete <existing csv>``: keep the existing split as it is and append every case found
   on disk but not listed, as ``--phase`` (default inference).
 
+Train on every case (nnU-Net's fold ``all``; for a handful of scans, where one held-out case
+would cost much of the data): ``--ratios 1 0 0`` lists every case for training. The trainers
+accept a split without validation cases: they validate on the training cases and choose
+``CP_best`` by ``seed_dice`` against their expanded seeds (their fit to the seeds, not an
+estimate of generalisation), and ``CP_final`` holds the last epoch; the log says so. The same
+is ``--train_on_all_cases`` on a split that has validation cases.
+
 Examples::
 
     python splits/make_split.py --images_dir ./data/BraTS/image --image_postfix Flair \\
         --ratios 0.7 0.1 0.2 --seed 0 --output ./splits/split_BraTS_random.csv
     python splits/make_split.py --complete ./splits/split_BraTS.csv --images_dir ./data/BraTS/image \\
         --image_postfix Flair --phase inference --output ./splits/split_BraTS_all.csv
+    python splits/make_split.py --images_dir ./data/MY/image --image_postfix T2 --ratios 1 0 0 \\
+        --output ./splits/split_MY_all.csv
 """
 from __future__ import annotations
 
@@ -117,16 +126,21 @@ def complete_split(existing: pd.DataFrame, subjects: Sequence[str], phase: str =
     return pd.concat([existing[["subject", "phase"]], extra], ignore_index=True)
 
 
-def write_split(split: pd.DataFrame, path: str | os.PathLike) -> None:
-    """Write ``subject,phase`` rows without a header (the published format), atomically."""
+def write_split(split: pd.DataFrame, path: str | os.PathLike, validation_expected: bool = True) -> None:
+    """Write ``subject,phase`` rows without a header (the published format), atomically; say what
+    the trainers do with a split without training or validation cases (a warning unless
+    ``validation_expected`` is false: ``--ratios`` asked for none)."""
     save_csv(split[["subject", "phase"]], path, header=False)
     counts = split["phase"].value_counts()
     logger.info("wrote %s: %s", path, ", ".join(f"{p} {int(counts.get(p, 0))}" for p in PHASES))
-    empty = [p for p in ("training", "validation") if not counts.get(p, 0)]
-    if empty:
-        logger.warning("%s has no %s case (of %d): both training scripts refuse such a split; use more images "
-                       "or other --ratios (at least one training and one validation case)", path,
-                       " and no ".join(empty), len(split))
+    if not counts.get("training", 0):
+        logger.warning("%s has no training case (of %d): the training scripts need at least one; use more images "
+                       "or other --ratios", path, len(split))
+    elif not counts.get("validation", 0):
+        log = logger.warning if validation_expected else logger.info
+        log("%s has no validation case (of %d): the trainers train on every training case and choose CP_best by "
+            "seed_dice on their expanded seeds (CP_final: the last epoch)%s", path, len(split),
+            "; for a held-out validation case use more images or other --ratios" if validation_expected else "")
 
 
 def main(argv: list[str] | None = None) -> pd.DataFrame:
@@ -137,7 +151,8 @@ def main(argv: list[str] | None = None) -> pd.DataFrame:
     parser.add_argument("--image_postfix", default="Flair", help="image files are <subject>_<postfix>.nii.gz")
     parser.add_argument("--output", required=True, help="split CSV to write (subject,phase, no header)")
     parser.add_argument("--ratios", type=float, nargs=3, default=[0.7, 0.1, 0.2],
-                        metavar=("TRAIN", "VAL", "INF"), help="fractions of training, validation, inference cases")
+                        metavar=("TRAIN", "VAL", "INF"),
+                        help="fractions of training, validation, inference cases (1 0 0: every case trains)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the random split")
     parser.add_argument("--complete", default=None, metavar="CSV",
                         help="existing split to keep and complete with the unlisted cases (ignores --ratios/--seed)")
@@ -152,7 +167,7 @@ def main(argv: list[str] | None = None) -> pd.DataFrame:
         split = complete_split(read_split(args.complete), subjects, args.phase)
     else:
         split = random_split(subjects, args.ratios, args.seed)
-    write_split(split, args.output)
+    write_split(split, args.output, args.complete is not None or args.ratios[1] > 0)
     return split
 
 

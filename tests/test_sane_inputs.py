@@ -174,5 +174,10 @@ def test_split_without_validation_case_warned(tmp_path, capsys):
     split = MAKE_SPLIT.main(["--images_dir", str(tmp_path / "images"), "--output", str(tmp_path / "s.csv")])
     assert split["phase"].value_counts().to_dict() == {"training": 2, "inference": 1}
     assert [line.split(" WARNING ", 1)[1] for line in capsys.readouterr().out.splitlines() if " WARNING " in line] == [
-        f"{tmp_path / 's.csv'} has no validation case (of 3): both training scripts refuse such a split; use more "
-        "images or other --ratios (at least one training and one validation case)"]
+        f"{tmp_path / 's.csv'} has no validation case (of 3): the trainers train on every training case and choose "
+        "CP_best by seed_dice on their expanded seeds (CP_final: the last epoch); for a held-out validation case use "
+        "more images or other --ratios"]
+    MAKE_SPLIT.main(["--images_dir", str(tmp_path / "images"), "--output", str(tmp_path / "all.csv"), "--ratios",
+                     "1", "0", "0"])   # asked for: said, not warned
+    out = capsys.readouterr().out
+    assert " WARNING " not in out and f"{tmp_path / 'all.csv'} has no validation case (of 3): the trainers" in out
