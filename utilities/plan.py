@@ -192,7 +192,7 @@ def _read_case(cases: _Cases, subject: str, images: tuple[str | os.PathLike, str
     if not mine:
         raise ValueError(f"{subject}: the 7-point annotation {anno_path} has no lesion (no background points 1, "
                          "3, ...); the plan needs every training case annotated")
-    cases.boxes += [in_trainer_frame(box[::-1], affine) for box in mine]   # (z, y, x) -> x, y, z -> R, A, S
+    cases.boxes += [in_trainer_frame(box[::-1].tolist(), affine) for box in mine]   # (z, y, x) -> x, y, z -> R, A, S
     cases.per_case.append(len(mine))
     if seeds is not None:
         seeds_path = find_subject_file(seeds[0], subject, seeds[1], "expanded seeds")
