@@ -352,3 +352,18 @@ def test_the_printed_commands_carry_every_path_given(dataset, capsys):
                                  "--label_postfix", "Seg"]
     for command in [*points.values(), *labelled.values()]:
         assert not any("VS" in word.split("/") for word in command)
+
+
+def test_no_labels_with_dice_selection_is_one_line(dataset):
+    """The printed commands pass --path_labels '' without labels: that needs --val_metric seed_dice."""
+    from utilities.data import DataConfig
+
+    config = DataConfig(dataset / "split.csv", dataset / "images", "T2", "", "Label", dataset / "seeds",
+                        "GeodesicLabel")
+    assert "label" not in config.sources()
+    with pytest.raises(ValueError) as err:
+        config.validation_sources()
+    assert str(err.value) == ("--val_metric dice selects checkpoints by Dice against full labels, but --path_labels "
+                              "is '' (no labels); pass --val_metric seed_dice or the labels' folder")
+    required, optional = config.validation_sources("seed_dice")
+    assert [s.key for s in required] == ["image", "seeds"] and optional == []
