@@ -17,6 +17,7 @@ models (an SCM run's model 1 and model 2, or the models listed after it).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import os
 import sys
@@ -147,7 +148,10 @@ def _folder_files(folder: Path) -> tuple[list[Path], list[Path], int, int]:
         else:
             folders += 1
     images = [p for p in files if image_extension(p) is not None]
-    data = {d.resolve() for image in images for d in data_files(check_readable(image))}
+    data = set()
+    for image in images:
+        with contextlib.suppress(OSError):  # an unreadable header is named when its image is read
+            data.update(d.resolve() for d in data_files(image))
     return images, [p for p in files if image_extension(p) is None and p.resolve() not in data], hidden, folders
 
 
@@ -155,7 +159,7 @@ def list_images(folder: str | Path, postfix: str | None = None) -> list[tuple[st
     """``(name without extension, path)`` of every image file in ``folder`` (not recursive),
     sorted by name; with ``postfix``, only names ending in ``_<postfix>`` (the others are counted
     in a log line). Hidden files (``.name``) are ignored and sub-folders not searched (both
-    counted in a log line); every image is checked readable.
+    counted in a log line); every image listed is checked readable (:func:`check_readable`).
 
     Raises:
         FileNotFoundError: ``folder`` is not a folder.
@@ -180,7 +184,7 @@ def list_images(folder: str | Path, postfix: str | None = None) -> list[tuple[st
         if stem in images:
             raise ValueError(f"--input_folder {folder} holds {stem} twice ({images[stem].name} and {path.name}); "
                              "keep one format of each image")
-        images[stem] = path
+        images[stem] = check_readable(path)
     if hidden:
         logger.info("--input_folder: %d hidden file(s) (named .*) ignored", hidden)
     if folders:
