@@ -1,5 +1,6 @@
-"""progress.png: drawn beside log.csv after every epoch of both trainers, collapse streaks found
-from the logged columns, a drawing failure never stops training."""
+"""progress.png: drawn beside log.csv after every epoch of both trainers; shaded exactly where the
+training log warned of a collapse (and where a flood after a recovery went unjudged); numbers on
+the log-scale axes; a drawing failure never stops training."""
 from __future__ import annotations
 
 import re
@@ -7,13 +8,24 @@ import re
 import numpy as np
 import pandas as pd
 import pytest
-from helpers import pretrained, scm_args, stage1_args
+from helpers import pretrained, scm_args, stage1_args, tiny_seeded
 from PIL import Image
 
 import train_gatedcrfloss3d22d_multiview_varianceloss as stage1
 import train_SCM as scm
 from utilities import progress
-from utilities.progress import collapse_streaks, collapsed_epochs, plot_progress, progress_path
+from utilities.engine import Callback
+from utilities.progress import (
+    Streak,
+    collapse_streaks,
+    collapsed_epochs,
+    plot_progress,
+    progress_figure,
+    progress_path,
+    recorded_patience,
+    unjudged_floods,
+    warned_streaks,
+)
 
 
 def _stage1_log(val_empty, fg_train, seed_fg=0.004):
@@ -43,7 +55,7 @@ def test_collapse_streaks_from_the_columns():
 def test_plot_names_the_collapse(tmp_path):
     csv = tmp_path / "log.csv"
     _stage1_log([0, 1, 1, 0], [0.01, 0.0, 0.0, 0.01]).to_csv(csv, index=False)
-    out = plot_progress(csv)
+    out = plot_progress(csv, patience=2)
     assert out == tmp_path / "progress.png"
     with Image.open(out) as image:
         assert image.format == "PNG" and image.size[0] > 500 and image.size[1] > 800
@@ -57,7 +69,8 @@ def test_plot_names_the_collapse(tmp_path):
 def test_both_trainers_draw_each_epoch(data, tmp_path, monkeypatch):
     drawn = []
     real = progress.plot_progress
-    monkeypatch.setattr(progress, "plot_progress", lambda csv: drawn.append(len(pd.read_csv(csv))) or real(csv))
+    monkeypatch.setattr(progress, "plot_progress",
+                        lambda csv, **kw: drawn.append(len(pd.read_csv(csv))) or real(csv, **kw))
     run = stage1.main(stage1_args(data, tmp_path / "run", "--rampup_epochs", "0"))
     assert drawn == [1, 2]  # redrawn after each epoch's row, from the CSV
     with Image.open(run / "progress.png") as image:
@@ -68,7 +81,7 @@ def test_both_trainers_draw_each_epoch(data, tmp_path, monkeypatch):
 
 
 def test_a_drawing_failure_is_a_warning(data, tmp_path, monkeypatch, capsys):
-    def broken(csv):
+    def broken(csv, **kw):
         raise RuntimeError("no fonts\nsecond line")
 
     monkeypatch.setattr(progress, "plot_progress", broken)
@@ -89,3 +102,144 @@ def test_unreadable_log_is_refused_by_the_plot(tmp_path, content, message):
     with pytest.raises(ValueError, match=message.format(re.escape(str(csv)))):
         plot_progress(csv)
     assert progress.draw_progress(csv) is None and not (tmp_path / "progress.png").exists()
+
+
+def _visible_y_labels(ax):
+    low, high = sorted(ax.get_ylim())
+    return [(float(v), t.get_text()) for v, t in zip(ax.get_yticks(), ax.get_yticklabels()) if low <= v <= high]
+
+
+def _label_value(text):
+    """The number a log axis label shows: '$\\mathdefault{3\\times10^{-1}}$' -> 0.3."""
+    found = re.fullmatch(r"\$\\mathdefault\{(?:([\d.]+)\\times)?10\^\{(-?\d+)\}\}\$", text)
+    assert found, text
+    return float(found.group(1) or 1) * 10.0 ** int(found.group(2))
+
+
+@pytest.mark.parametrize("grads, shown", [
+    (np.linspace(2e-3, 5e-3, 6), [2e-3, 3e-3, 5e-3]),                  # within a decade: 1-2-3-5
+    (np.linspace(9e-4, 9e-3, 6), [1e-3, 2e-3, 3e-3, 5e-3, 1e-2]),      # across one
+    (np.logspace(-6, 0, 6), [1e-6, 1e-5, 1e-4, 1e-3, 1e-2, 1e-1, 1.0]),  # six decades: decades only
+    (np.linspace(4.1e-3, 4.3e-3, 6), None),                            # within 5 %: linear steps
+], ids=["in a decade", "across one", "6 decades", "within 5 percent"])
+def test_log_panels_carry_numbers(tmp_path, grads, shown):
+    """SCM's log panels (losses 0.3-0.6, foreground 1-3 %, gradients as given): at least two
+    numbered ticks on each, every label the value of its tick."""
+    n = 6
+    log = pd.DataFrame({"epoch": np.arange(1, n + 1), "loss1": np.linspace(0.3, 0.6, n),
+                        "self1": np.linspace(0.31, 0.5, n), "fg_train1": np.linspace(0.011, 0.03, n),
+                        "teacher_fg1": [0.02] * n, "val_empty1": [0] * n, "grad_self1": grads,
+                        "val_dice1": np.linspace(0.1, 0.5, n)})
+    fig = progress_figure(log, tmp_path / "log_SCM.csv", patience=3)
+    fig.canvas.draw()
+    panels = {ax.get_title(loc="left"): ax for ax in fig.axes if ax.get_title(loc="left")}
+    for title in ("losses (epoch means)", "health: foreground fraction", "gradient norm w.r.t. the logits"):
+        ax = panels[title]
+        assert ax.get_yscale() == "log"
+        labels = _visible_y_labels(ax)
+        assert len(labels) >= 2 and all(text for _, text in labels), (title, labels)
+        assert all(_label_value(text) == pytest.approx(value, rel=1e-2) for value, text in labels)
+    values = [_label_value(t) for _, t in _visible_y_labels(panels["gradient norm w.r.t. the logits"])]
+    if shown is not None:
+        assert values == pytest.approx(shown)
+    else:
+        assert len(values) >= 3 and 4.08e-3 < values[0] < 4.11e-3 < 4.29e-3 < values[-1] < 4.32e-3
+        assert np.diff(values) == pytest.approx(np.full(len(values) - 1, values[1] - values[0]))
+
+
+def test_warned_streaks_replay_the_engine_count():
+    """Patience 3: a streak of two epochs draws no warning; a streak of four warns at its third
+    epoch and is shaded whole; a recovery ends a streak and the count starts afresh; SCM's
+    models are counted apart."""
+    log = _stage1_log([0, 1, 1, 0, 1, 1, 1, 1, 0], [0.01] * 9)
+    assert collapsed_epochs(log) == [2, 3, 5, 6, 7, 8]          # every collapsed epoch...
+    assert warned_streaks(log, 3) == [Streak("model", 5, 8, 7)]  # ...but one warning: epochs 5-7, then 8
+    assert warned_streaks(log, 2) == [Streak("model", 2, 3, 3), Streak("model", 5, 8, 6)]
+    assert warned_streaks(log, 5) == []
+    # recovered at the warning (epoch 7): epochs 8-9 collapsed again, a fresh count of 2 < 3
+    recovered = _stage1_log([0, 1, 1, 0, 1, 1, 1, 1, 1], [0.01] * 9).assign(recovered=[0] * 6 + [1, 0, 0])
+    assert warned_streaks(recovered, 3) == [Streak("model", 5, 7, 7)]
+    # the engine's column wins where logged (a log read back as the engine wrote it)
+    assert warned_streaks(log.assign(collapsed=[0] * 9), 1) == []
+    scm = pd.DataFrame({"epoch": [1, 2, 3, 4], "val_empty1": [1, 1, 0, 0], "val_empty2": [0, 1, 1, 1],
+                        "fg_train1": [0.1] * 4, "fg_train2": [0.1] * 4, "teacher_fg1": [0.1] * 4,
+                        "teacher_fg2": [0.1] * 4})
+    assert collapse_streaks(collapsed_epochs(scm)) == [(1, 4)]    # the union would be one streak of 4
+    assert warned_streaks(scm, 3) == [Streak("model2", 2, 4, 4)]
+
+
+class Provoke(Callback):
+    """Sets the health columns: the training patches at twice the seeds' foreground (healthy:
+    the tiny network's own would flood), except in ``empty`` epochs (0-based: validation reports
+    every volume empty) and ``flood`` epochs (500 times the seeds' foreground; ``ramp`` as
+    trained, or full in ``full_ramp`` epochs)."""
+
+    def __init__(self, empty=(), flood=(), full_ramp=()):
+        self.empty, self.flood, self.full_ramp = set(empty), set(flood), set(full_ramp)
+
+    def on_validated(self, epoch, row, state):
+        extra = {"fg_train": 0.004, "seed_fg": 0.002} | ({"val_empty": 1.0} if epoch in self.empty else {})
+        if epoch in self.flood:
+            extra |= {"fg_train": 0.5, "seed_fg": 0.001} | ({"ramp": 1.0} if epoch in self.full_ramp else {})
+        return extra
+
+
+def _logged_warnings(out):
+    """``(first, last)`` of each collapse warning the training printed."""
+    found = re.finditer(r"WARNING collapse: .*? \(epochs (\d+)-(\d+)\)", out)
+    return [tuple(int(e) for e in m.groups()) for m in found]
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    root = tmp_path_factory.mktemp("progress")
+    _, common = tiny_seeded(root)
+    return root, [*common, "--num_workers", "1", "--rampup_epochs", "2"]
+
+
+def test_shading_equals_the_logged_warnings(tiny, capsys):
+    """A real run, patience 2: empty validation in epochs 2, 4, 5 and 6. The log warns once
+    (epochs 4-5) and the model stays collapsed in epoch 6: the figure shades epochs 4-6 only,
+    with or without the patience passed (read back from the run's text log)."""
+    root, common = tiny
+    run = stage1.main(["--model_dir", str(root / "warn"), *common, "--max_epochs", "6", "--collapse_patience", "2"],
+                      callbacks=[Provoke(empty={1, 3, 4, 5})])
+    logged = _logged_warnings(capsys.readouterr().out)
+    assert logged == [(4, 5)]
+    log = pd.read_csv(run / "log.csv")
+    assert collapsed_epochs(log) == [2, 4, 5, 6]
+    streaks = warned_streaks(log, 2)
+    assert [(s.first, s.warned_at) for s in streaks] == logged   # one shaded streak per warning, from its start
+    assert streaks == [Streak("model", 4, 6, 5)]
+    assert recorded_patience(run / "log.csv") == 2
+    for patience in (2, None):   # as the engine drew it, and redrawn from the folder alone
+        fig = progress_figure(log, run / "log.csv", patience or recorded_patience(run / "log.csv"))
+        assert [(p.get_x(), p.get_width()) for p in fig.axes[0].patches] == [(3.5, 3.0)]   # epochs 4-6
+        assert "collapse warnings (shaded red): epochs 4-6 (warned at 5)" in fig._suptitle.get_text()
+    plot_progress(run / "log.csv")
+    with Image.open(run / "progress.png") as image:
+        assert image.format == "PNG"
+
+
+def test_a_flood_after_a_recovery_is_shaded(tiny, capsys):
+    """Recover on a flood at full ramp (epoch 2, warned, red); the flood goes on in epochs 3-4 while
+    the restarted ramp-up is below full weight, so the rule is off and nothing is warned: shaded
+    orange, and named as such."""
+    root, common = tiny
+    run = stage1.main(["--model_dir", str(root / "flood"), *common, "--max_epochs", "4", "--collapse_patience", "1",
+                       "--on_collapse", "recover"], callbacks=[Provoke(flood={1, 2, 3}, full_ramp={1})])
+    assert _logged_warnings(capsys.readouterr().out) == [(2, 2)]
+    log = pd.read_csv(run / "log.csv")
+    assert log["collapsed"].tolist() == [0, 1, 0, 0] and log["recovered"].tolist() == [0, 1, 0, 0]
+    assert (log["ramp"].iloc[2:] < 0.99).all() and (log["fg_train"].iloc[1:] == 0.5).all()
+    assert warned_streaks(log, 1) == [Streak("model", 2, 2, 2)]
+    assert unjudged_floods(log) == [Streak("model", 3, 4)]
+    fig = progress_figure(log, run / "log.csv", 1)
+    bands = sorted((p.get_x(), p.get_width(), p.get_facecolor()[:3]) for p in fig.axes[3].patches)
+    assert [(x, w) for x, w, _ in bands] == [(1.5, 1.0), (2.5, 2.0)]
+    assert bands[0][2] == pytest.approx((1.0, 0.0, 0.0)) and bands[1][2] == pytest.approx((1.0, 0.549, 0.0), abs=1e-3)
+    title = fig._suptitle.get_text().replace("\n", " ")
+    assert "collapse warnings (shaded red): epochs 2 (warned at 2)" in title
+    assert "flood after a recovery, not judged while the ramp-up restarts (shaded orange): epochs 3-4" in title
+    # without a recovery the same flood at low ramp is no collapse at all, and nothing is shaded
+    assert unjudged_floods(log.drop(columns="recovered")) == []

@@ -296,7 +296,7 @@ class Trainer:
             # CP_latest after the row: a run killed in between resumes from the previous epoch and redoes this one
             assert self.csv_log is not None
             self.csv_log.append(row)
-            draw_progress(self.config.csv)  # progress.png beside log.csv; a failure is a warning, never a stop
+            draw_progress(self.config.csv, self.config.collapse_patience)  # beside log.csv; a failure only warns
             self.state.save(self.config.latest, rng)
             self.log_epoch(row, grid, epoch, time.time() - t0, warning, recovered)
         self.ctx.barrier()

@@ -3,12 +3,22 @@
 Five panels over the epochs: the loss terms, the validation Dice (and seed Dice), the learning
 rate and the ramp-up weight, the health columns (predicted foreground fractions of the training
 patches and validation volumes against the seeds' or teachers'), and the gradient norms of each
-loss term. Epochs of a collapse streak are shaded red in every panel: consecutive epochs in which
-a model predicted no validation foreground (``val_empty`` = 1) or, on the training patches, less
-than a tenth of its reference's foreground (``fg_train`` < ``seed_fg`` / 10; SCM: ``fg_train<k>``
-against ``teacher_fg<k>``), while the reference has foreground — the engine's collapse rule;
-and any epoch the engine logged as collapsed (``collapsed<k>`` = 1, which also counts a
-prediction of foreground almost everywhere).
+loss term. The loss, health and gradient panels are on a log scale with numbers on their y axes
+(decades; 2 and 5, or 2, 3 and 5 between them when the curves span less; evenly spaced values
+on a curve within a few per cent).
+
+Shaded red in every panel: exactly the collapses the training's log warned about. The engine's
+watch (:mod:`utilities.engine`) marks each epoch in which a model counts as collapsed
+(``collapsed<k>`` = 1; a log without that column is judged by :mod:`utilities.health`'s rule
+from its other columns), counts a model's consecutive collapsed epochs, starts counting afresh
+after a recovery (``recovered`` = 1), and warns when the count reaches ``--collapse_patience``;
+:func:`warned_streaks` replays that count. A shorter streak is not shaded (the log printed no
+warning for it); a warned one is shaded from its first epoch to its last.
+
+Shaded orange: a flood after a recovery that the rule does not judge (stage 1, ``--on_collapse
+recover``): the recovery restarts the mCRF/VM ramp-up, and until it is back at full weight the
+flood rule is off, so an epoch of more than ``FLOOD_RATIO`` times the seeds' foreground then
+draws no warning; :func:`unjudged_floods` finds them with the rule's own thresholds.
 
 Stage 1's ``log.csv`` gives ``progress.png``, SCM's ``log_SCM.csv`` ``progress_SCM.png``, in the
 same folder. Drawn with matplotlib's Agg backend (no display), written atomically.
@@ -16,28 +26,50 @@ same folder. Drawn with matplotlib's Agg backend (no display), written atomicall
 from __future__ import annotations
 
 import logging
+import math
 import os
 import re
+import textwrap
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
-from matplotlib.ticker import MaxNLocator, NullLocator
+from matplotlib.ticker import LogFormatterSciNotation, LogLocator, MaxNLocator, NullLocator
 
-from utilities.health import collapsed_rows
+from utilities.health import collapsed_rows, model_suffixes, watch_for
 from utilities.io import atomic_path
 from utilities.textdata import read_csv_table
 
-__all__ = ["progress_path", "collapsed_epochs", "collapse_streaks", "plot_progress", "draw_progress"]
+__all__ = ["DEFAULT_PATIENCE", "Streak", "progress_path", "collapsed_epochs", "collapse_streaks", "warned_streaks",
+           "unjudged_floods", "recorded_patience", "progress_figure", "plot_progress", "draw_progress"]
 
 logger = logging.getLogger("paseg")
+
+#: ``--collapse_patience``'s default in both trainers: the patience of a log whose run recorded none.
+DEFAULT_PATIENCE = 3
 
 _LOSS = re.compile(r"^(loss(_\w+)?|self\d|kd\d|loss\d)$")
 _VAL = re.compile(r"^val_(seed_)?dice\d?$")
 _HEALTH = re.compile(r"^(fg_train\d?|val_fg_fraction\d?|seed_fg|teacher_fg\d)$")
 _GRAD = re.compile(r"^grad_\w+$")
+_WARNED_COLOUR, _FLOOD_COLOUR = "red", "darkorange"
+
+
+@dataclass(frozen=True)
+class Streak:
+    """Epochs ``first``-``last`` (1-based, inclusive) of ``model``; ``warned_at``: the epoch the
+    collapse warning fired (``None`` for an unjudged flood)."""
+
+    model: str
+    first: int
+    last: int
+    warned_at: int | None = None
+
+    def epochs(self) -> str:
+        return f"{self.first}" if self.first == self.last else f"{self.first}-{self.last}"
 
 
 def progress_path(csv_path: str | os.PathLike) -> Path:
@@ -48,7 +80,7 @@ def progress_path(csv_path: str | os.PathLike) -> Path:
 
 def collapsed_epochs(log: pd.DataFrame) -> list[int]:
     """The epochs (the ``epoch`` column) in which some model counts as collapsed
-    (:func:`utilities.health.collapsed_rows`)."""
+    (:func:`utilities.health.collapsed_rows`), warned about or not."""
     return [int(e) for e in log["epoch"].to_numpy()[collapsed_rows(log)]]
 
 
@@ -63,6 +95,93 @@ def collapse_streaks(epochs: Sequence[int]) -> list[tuple[int, int]]:
     return streaks
 
 
+def _column(log: pd.DataFrame, name: str) -> np.ndarray:
+    if name not in log.columns:
+        return np.zeros(len(log))
+    return pd.to_numeric(log[name], errors="coerce").fillna(0).to_numpy(float)
+
+
+def _model_flags(log: pd.DataFrame, suffix: str, records: list[dict[str, Any]]) -> np.ndarray:
+    """Per row: whether the model of ``suffix`` counts as collapsed (the engine's verdict
+    column where logged, else the rule)."""
+    watch = watch_for(suffix)
+    if watch.log_column in log.columns:
+        return _column(log, watch.log_column) > 0
+    return np.array([watch.state(r) is not None for r in records], dtype=bool)
+
+
+def warned_streaks(log: pd.DataFrame, patience: int) -> list[Streak]:
+    """The collapse streaks the training warned about, replaying the engine's count: per
+    model, consecutive collapsed epochs, counted afresh after a recovery (``recovered`` = 1);
+    the warning fires when the count reaches ``patience``. Each warned streak runs from its
+    first epoch to its last (or its recovery); sorted by first epoch."""
+    epochs = log["epoch"].to_numpy(int)
+    recovered = _column(log, "recovered") > 0
+    records = log.to_dict("records")
+    streaks = []
+    for suffix in model_suffixes(log.columns):
+        model = watch_for(suffix).model
+        start, count, warned_at = 0, 0, None
+        for row, collapsed in enumerate(_model_flags(log, suffix, records)):
+            if collapsed:
+                start = row if count == 0 else start
+                count += 1
+                warned_at = int(epochs[row]) if count == patience else warned_at
+            if warned_at is not None and (not collapsed or recovered[row] or row == len(epochs) - 1):
+                last = row if collapsed else row - 1
+                streaks.append(Streak(model, int(epochs[start]), int(epochs[last]), warned_at))
+                warned_at = None
+            if not collapsed or recovered[row]:
+                count = 0
+    return sorted(streaks, key=lambda s: (s.first, s.model))
+
+
+def unjudged_floods(log: pd.DataFrame) -> list[Streak]:
+    """Stage 1: the epochs after a recovery that the flood rule would call a flood but for the
+    restarted ramp-up (below full weight the rule is off), as consecutive streaks."""
+    if "ramp" not in log.columns or "recovered" not in log.columns:
+        return []
+    watch = watch_for("")
+    recovered = np.flatnonzero(_column(log, "recovered") > 0)
+    flagged = _model_flags(log, "", log.to_dict("records"))
+    epochs = log["epoch"].to_numpy(int)
+    flooded = [int(epochs[r]) for r, record in enumerate(log.to_dict("records"))
+               if len(recovered) and r > recovered[0] and not flagged[r]
+               and watch.state({**record, watch.ramp_column: 1.0}) == "flooded"]
+    return [Streak(watch.model, a, b) for a, b in collapse_streaks(flooded)]
+
+
+def recorded_patience(csv_path: str | os.PathLike) -> int | None:
+    """The ``--collapse_patience`` the run of ``csv_path`` logged: the last ``--collapse_patience``
+    line of its newest text log (``<csv stem>_<time>.txt`` beside it); ``None`` when none says."""
+    csv_path = Path(csv_path)
+    name = re.compile(re.escape(csv_path.stem) + r"_\d{8}-\d{6}\.txt")
+    logs = sorted(p for p in csv_path.parent.glob(f"{csv_path.stem}_*.txt") if name.fullmatch(p.name))
+    for path in reversed(logs):
+        try:
+            lines = path.read_text(encoding="utf-8", errors="replace").splitlines()
+        except OSError:
+            continue
+        found = [m.group(1) for line in lines if (m := re.search(r"\s--collapse_patience (\d+)\s*$", line))]
+        if found:
+            return int(found[-1])
+    return None
+
+
+def _log_ticks(ax: Any, values: np.ndarray) -> None:
+    """Numbers on a log axis whatever its span: decades only over more than 3 decades, 1-2-5
+    over more than one, 1-2-3-5 below (where fewer than two of those fall in view, matplotlib's
+    log locator places linear ticks). Matplotlib's default formatter labels decades only, so a
+    curve within one decade got an axis without a number."""
+    positive = values[np.isfinite(values) & (values > 0)]
+    span = math.log10(positive.max() / positive.min()) if positive.size else 0.0
+    subs = (1.0,) if span > 3 else (1.0, 2.0, 5.0) if span > 1 else (1.0, 2.0, 3.0, 5.0)
+    ax.yaxis.set_major_locator(LogLocator(base=10, subs=subs, numticks=12))
+    ax.yaxis.set_major_formatter(LogFormatterSciNotation(labelOnlyBase=False, minor_thresholds=(math.inf, math.inf)))
+    ax.yaxis.set_minor_locator(NullLocator())  # minor log ticks cost half the drawing time
+    ax.tick_params(axis="y", labelsize=7)
+
+
 def _plot_columns(ax: Any, log: pd.DataFrame, columns: Sequence[str], x: np.ndarray, log_scale: bool = False) -> None:
     drawn = 0
     for c in columns:
@@ -75,24 +194,44 @@ def _plot_columns(ax: Any, log: pd.DataFrame, columns: Sequence[str], x: np.ndar
         values = pd.concat([pd.to_numeric(log[c], errors="coerce") for c in columns], ignore_index=True)
         if (values > 0).any():
             ax.set_yscale("log", nonpositive="mask")  # a zero (e.g. an empty prediction) leaves a gap
-            ax.yaxis.set_minor_locator(NullLocator())  # minor log ticks cost half the drawing time
+            _log_ticks(ax, values.to_numpy(float))
     if drawn:
         ax.legend(fontsize=7, loc="best", ncol=2 if drawn > 4 else 1)
     else:
         ax.text(0.5, 0.5, "not logged", ha="center", va="center", transform=ax.transAxes, color="grey")
 
 
-def plot_progress(csv_path: str | os.PathLike, out: str | os.PathLike | None = None) -> Path:
-    """Draw the progress figure of ``csv_path`` (a training ``log.csv``) to ``out`` (default
-    :func:`progress_path`); returns the written path."""
+def _shading_text(warned: Sequence[Streak], floods: Sequence[Streak], patience: int, patience_known: bool,
+                  models: int) -> str:
+    """The title lines naming the shaded epochs."""
+    def who(s: Streak) -> str:
+        return f"{s.model} " if models > 1 else ""
+
+    lines = []
+    if warned:
+        shown = ", ".join(f"{who(s)}epochs {s.epochs()} (warned at {s.warned_at})" for s in warned)
+        assumed = "" if patience_known else f", patience {patience} assumed: the run's log names none"
+        lines.append(f"collapse warnings (shaded red{assumed}): {shown}")
+    if floods:
+        shown = ", ".join(f"epochs {s.epochs()}" for s in floods)
+        lines.append(f"flood after a recovery, not judged while the ramp-up restarts (shaded orange): {shown}")
+    return "\n".join(textwrap.fill(line, 120) for line in lines)
+
+
+def _title(csv_path: Path, log: pd.DataFrame) -> str:
+    title = f"{csv_path.parent.name}/{csv_path.name}: {len(log)} epoch(s)"
+    for c in [c for c in log.columns if re.fullmatch(r"val_dice\d?", c)]:
+        values = pd.to_numeric(log[c], errors="coerce")
+        if values.notna().any():
+            title += f", best {c} {values.max():.4f} at epoch {int(log['epoch'][values.idxmax()])}"
+    return title
+
+
+def progress_figure(log: pd.DataFrame, csv_path: Path, patience: int, patience_known: bool = True) -> Any:
+    """The progress figure of a training log (a matplotlib ``Figure`` on the Agg canvas)."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
-    csv_path = Path(csv_path)
-    out = Path(out) if out is not None else progress_path(csv_path)
-    log = read_csv_table(csv_path, "training log")
-    if "epoch" not in log.columns:
-        raise ValueError(f"{csv_path} has no epoch column; is it a training log.csv?")
     x = log["epoch"].to_numpy(float)
     cols = list(log.columns)
     panels = [
@@ -105,45 +244,53 @@ def plot_progress(csv_path: str | os.PathLike, out: str | os.PathLike | None = N
     fig = Figure(figsize=(9, 13), dpi=80)  # a fixed layout: constrained layout doubles the drawing time
     FigureCanvasAgg(fig)
     axes = fig.subplots(len(panels), 1, sharex=True)
-    streaks = collapse_streaks(collapsed_epochs(log))
+    warned, floods = warned_streaks(log, patience), unjudged_floods(log)
     for ax, (title, columns, log_scale) in zip(axes, panels):
         _plot_columns(ax, log, columns, x, log_scale)
         ax.set_title(title, fontsize=9, loc="left")
         ax.grid(True, alpha=0.3)
-        for first, last in streaks:
-            ax.axvspan(first - 0.5, last + 0.5, color="red", alpha=0.15, linewidth=0)
+        for streaks, colour in ((warned, _WARNED_COLOUR), (floods, _FLOOD_COLOUR)):
+            for s in streaks:
+                ax.axvspan(s.first - 0.5, s.last + 0.5, color=colour, alpha=0.15, linewidth=0)
     if "ramp" in cols:
         twin = axes[2].twinx()
         twin.plot(x, pd.to_numeric(log["ramp"], errors="coerce"), color="tab:orange", linestyle="--", label="ramp")
         twin.set_ylim(-0.05, 1.05)
         twin.set_ylabel("ramp", fontsize=8)
         twin.legend(fontsize=7, loc="lower right")
-    for ax in (axes[1],):
-        if ax.get_lines():
-            ax.set_ylim(-0.02, 1.02)
+    if axes[1].get_lines():
+        axes[1].set_ylim(-0.02, 1.02)
     axes[-1].set_xlabel("epoch")
     axes[-1].xaxis.set_major_locator(MaxNLocator(integer=True))
-    title = f"{csv_path.parent.name}/{csv_path.name}: {len(log)} epoch(s)"
-    best = [c for c in cols if re.fullmatch(r"val_dice\d?", c)]
-    for c in best:
-        values = pd.to_numeric(log[c], errors="coerce")
-        if values.notna().any():
-            title += f", best {c} {values.max():.4f} at epoch {int(log['epoch'][values.idxmax()])}"
-    if streaks:
-        shown = ", ".join(f"{a}" if a == b else f"{a}-{b}" for a, b in streaks)
-        title += f"\ncollapsed (shaded): epochs {shown}"
-    fig.suptitle(title, fontsize=10, color="darkred" if streaks else "black")
-    fig.subplots_adjust(left=0.09, right=0.92, bottom=0.04, top=0.93, hspace=0.25)
+    shading = _shading_text(warned, floods, patience, patience_known, len(model_suffixes(log.columns)))
+    fig.suptitle(_title(csv_path, log) + ("\n" + shading if shading else ""), fontsize=9,
+                 color="darkred" if shading else "black")
+    fig.subplots_adjust(left=0.09, right=0.92, bottom=0.04, top=0.93 - 0.01 * shading.count("\n"), hspace=0.25)
+    return fig
+
+
+def plot_progress(csv_path: str | os.PathLike, out: str | os.PathLike | None = None,
+                  patience: int | None = None) -> Path:
+    """Draw the progress figure of ``csv_path`` (a training ``log.csv``) to ``out`` (default
+    :func:`progress_path`); returns the written path. ``patience``: the run's
+    ``--collapse_patience`` (default: :func:`recorded_patience`, else :data:`DEFAULT_PATIENCE`)."""
+    csv_path = Path(csv_path)
+    out = Path(out) if out is not None else progress_path(csv_path)
+    log = read_csv_table(csv_path, "training log")
+    if "epoch" not in log.columns:
+        raise ValueError(f"{csv_path} has no epoch column; is it a training log.csv?")
+    known = patience if patience is not None else recorded_patience(csv_path)
+    fig = progress_figure(log, csv_path, known or DEFAULT_PATIENCE, known is not None)
     with atomic_path(out) as tmp:
         fig.savefig(tmp, format="png")
     return out
 
 
-def draw_progress(csv_path: str | os.PathLike) -> Path | None:
+def draw_progress(csv_path: str | os.PathLike, patience: int | None = None) -> Path | None:
     """:func:`plot_progress`, for the training loop: a failure is a warning, never an exception
     (the drawing must not stop a run). Returns the written path, or ``None``."""
     try:
-        return plot_progress(csv_path)
+        return plot_progress(csv_path, patience=patience)
     except Exception as e:  # anything from pandas or matplotlib: the run goes on without the picture
         reason = (str(e).strip().splitlines() or [type(e).__name__])[0]
         logger.warning("could not draw %s (%s: %s); training continues", progress_path(csv_path),
