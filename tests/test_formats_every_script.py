@@ -230,8 +230,6 @@ NOT_READERS = {
 KNOWN = {
     ("data/points_to_annotation.py --to_markups", ".nrrd"):
         "--to_markups lists the annotations as *_<postfix>.nii.gz only (data/points_to_annotation.py)",
-    ("utilities/scores.py --prediction_dir", ".nrrd"):
-        "a folder of predictions is read as <subject><postfix>.nii.gz only (utilities/scoring.py)",
 }
 
 
