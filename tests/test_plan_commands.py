@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import SimpleITK as sitk
 import torch
 from helpers import ROOT, load_script, script_env, stage1_args
@@ -24,18 +25,22 @@ plan_script = load_script("plan.py")
 SAGITTAL = (0.0, 0.0, 1.0, 0.0, 1.0, 0.0, 1.0, 0.0, 0.0)
 
 
-def _points_only(root: Path) -> Path:
+def _points_only(root: Path, labels: bool = False) -> Path:
     """Two annotated scans (training) and one scan to segment (inference, no points), .nrrd,
-    32x32x16 voxels in the trainers' frame; no labels."""
-    for i, name in enumerate(("brain1", "brain2", "brain3")):
+    32x32x16 voxels in the trainers' frame; ``labels``: a third annotated scan for validation, and
+    every scan's label."""
+    names = ("brain1", "brain2", "brain3") + (("brain4",) if labels else ())
+    for i, name in enumerate(names):
         image, label = blob_case((16, 32, 32), seed=i)
         zyx = (2, 1, 0)
-        write(np.ascontiguousarray(np.transpose(image, zyx)), root / "images" / f"{name}_T2.nrrd",
-              spacing=(1.5, 0.5, 0.5), direction=SAGITTAL)
-        if name != "brain3":
-            anno = np.ascontiguousarray(np.transpose(seven_points(label), zyx))
-            write(anno, root / "points" / f"{name}_7points.nrrd", spacing=(1.5, 0.5, 0.5), direction=SAGITTAL)
-    (root / "split.csv").write_text("brain1,training\nbrain2,training\nbrain3,inference\n")
+        arrays = {"images": (image, "T2"), "points": (seven_points(label), "7points"), "labels": (label, "Label")}
+        for folder, (array, postfix) in arrays.items():
+            if (folder == "points" and name == names[-1]) or (folder == "labels" and not labels):
+                continue
+            write(np.ascontiguousarray(np.transpose(array, zyx)), root / folder / f"{name}_{postfix}.nrrd",
+                  spacing=(1.5, 0.5, 0.5), direction=SAGITTAL)
+    phases = ["training", "training"] + (["validation"] if labels else []) + ["inference"]
+    (root / "split.csv").write_text("".join(f"{n},{phase}\n" for n, phase in zip(names, phases)))
     return root
 
 
@@ -101,3 +106,25 @@ def test_train_on_all_cases_trains_the_validation_case_too(tmp_path):
     train.main([*args, "--train_on_all_cases", "--no_train_on_all_cases", "--overwrite"])
     log = next(run.glob("log_*.txt")).read_text()
     assert "1 training and 1 validation subjects" in log and "no validation cases" not in log
+
+
+def test_the_printed_sequence_with_labels_runs_as_printed(tmp_path, capsys):
+    """With labels and a validation case kept (--min_cases_for_validation 0): stage 0 per phase
+    (the inference case has no points), Dice selection, and the scoring command, all as printed."""
+    data = _points_only(tmp_path / "data", labels=True)
+    work = tmp_path / "work"
+    plan_script.main(["--dataset_split", str(data / "split.csv"), "--path_images", str(data / "images"),
+                      "--path_anno_7points", str(data / "points"), "--path_labels", str(data / "labels"),
+                      "--work_dir", str(work), "--output", str(work / "plan.json"), "--target_steps", "2",
+                      "--min_epochs", "1", "--min_cases_for_validation", "0"])
+    commands = _printed(capsys.readouterr().out)
+    assert list(commands) == ["stage0_training", "stage0_validation", "stage1", "stage1_aux", "scm", "predict",
+                              "score"]
+    for name, command in commands.items():
+        done = _run(command)
+        assert done.returncode == 0, f"[{name}] {shlex.join(command)}\n{done.stderr[-3000:]}"
+    best = torch.load(work / "models" / "stage1_m1" / "U_Net2D5" / "models" / "CP_best.pth", map_location="cpu",
+                      weights_only=True)
+    assert best["metric"] == "dice"
+    table = pd.read_csv(work / "predictions" / "results_all.csv", keep_default_na=False)
+    assert sorted(table.loc[table["row"] == "case", "subject"]) == ["brain1", "brain2", "brain3", "brain4"]
