@@ -13,8 +13,9 @@ or ``data/BraTS/generate_geodesic_labels.py`` give. The settings are recorded in
 
 Example::
 
-    python data/generate_geodesic_labels.py --dataset_split ./my/split.csv --path_images ./my/images \\
-        --image_postfix T1 --path_anno_7points ./my/points --path_geodesic ./my/geodesic
+    python data/generate_geodesic_labels.py --dataset_split ./splits/my_split.csv \\
+        --path_images ./data/MY/image/ --image_postfix T2 \\
+        --path_anno_7points ./data/MY/annotation_7points/ --path_geodesic ./data/MY/geodesic/
 """
 from __future__ import annotations
 

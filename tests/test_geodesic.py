@@ -1,6 +1,8 @@
 """Stage 0: geodesic expansion of the 7-point annotations (utilities/geodesic.py and scripts)."""
 from __future__ import annotations
 
+import hashlib
+import json
 from pathlib import Path
 
 import GeodisTK
@@ -465,3 +467,84 @@ def test_grid_errors_name_the_files(one_subject):
     write(read(path)[1][:, :, :20], path)
     with pytest.raises(ValueError, match=r"^image .*s2_T2.nii.gz has size \[20, 24, 12\] but annotation"):
         run_vs(one_subject)
+
+
+# ------------------------------------------------------------------------------ the paper's scripts, unchanged
+NEW = load_script("data/generate_geodesic_labels.py")
+
+#: SHA-256 of the files the paper's scripts write on :func:`paper_fixture`, taken before stage 0
+#: had an intensity option; they pin the bytes (SimpleITK's NIfTI writer included: a SimpleITK
+#: upgrade that changes its gzip output would change them, with the arrays unchanged).
+PAPER_OUTPUT_SHA256 = {
+    "vs/s1_GeodesicDistance": "7242d2acb6fa0dd63c85fe03e4889c8d7a832b221d84374f8640f0068728ce19",
+    "vs/s2_GeodesicDistance": "79a333dee2b297a4a4ca8c54dcfa7df4f5f1b2fa502e05cab5f7f150fd893d55",
+    "vs/s3_GeodesicDistance": "cb256880f6c606758879348b4fbd774e0d8168d039a1f2001974753f69e1785b",
+    "vs/s1_GeodesicLabel": "08f4ee8f7cd4d186e84063f6b933407e3c99745fd2b2a61cb806d997d2e778d3",
+    "vs/s2_GeodesicLabel": "f403f980f7aabd8b2cb2e5f4c45507f14f7d822d74977e66fe2ae2549f28270f",
+    "vs/s3_GeodesicLabel": "b9a5d0f34610808b87df2b0b691014f0320d1f563e1c4af40dfbbd0d122dbab9",
+    "b/s1_GeodesicDistance": "51f68e76a47446bd847262f2e0bd1d4d0e487fc45efe2d55d158d99827eb41a3",
+    "b/s2_GeodesicDistance": "2dc5065f628bc4ea60ab71972f7eec24aacd2b4388e5a3b1b4402a39778d9eb0",
+    "b/s3_GeodesicDistance": "927db7219d875b16ce4b971194f094397a8b3957575cf0745a2aaeefc0455d98",
+    "b/s1_GeodesicLabel": "47471e4ed13f8daa9c2d1214b4bd634011c2a5a3aee28d09bed481ffe1c57466",
+    "b/s2_GeodesicLabel": "a2e9a95aa6a54d13d56762151adebca0d5ad214885b4f7226f36a02a5c09c1a7",
+    "b/s3_GeodesicLabel": "b91200a05cc6d91f25d6a56146a675343f14d480b5db4d988d2e4e207c1508f4",
+}
+
+
+def paper_fixture(root: Path) -> Path:
+    """:func:`make_dataset`'s three subjects, plus a ``Flair`` copy of each image whose first
+    nine columns are 0 (the image's minimum, inside the lesion boxes) for the BraTS script."""
+    make_dataset(root)
+    for subject in ("s1", "s2", "s3"):
+        _, image = read(root / "img" / f"{subject}_T2.nii.gz")
+        image[:, :, :9] = 0.0
+        write(image, root / "img" / f"{subject}_Flair.nii.gz")
+    return root
+
+
+def test_paper_scripts_write_the_same_bytes_as_before_the_intensity_option(tmp_path):
+    root = paper_fixture(tmp_path)
+    outputs = {"vs": VS.main(vs_args(root, "geo_vs", "--num_workers", "1")),
+               "b": BRATS.main(vs_args(root, "geo_b", "--image_postfix", "Flair", "--num_workers", "1"))}
+    written = {f"{name}/{f.name.removesuffix('.nii.gz')}": hashlib.sha256(f.read_bytes()).hexdigest()
+               for name, out in outputs.items() for f in sorted(out.rglob("*.nii.gz"))}
+    assert written == PAPER_OUTPUT_SHA256
+    for out, style in ((outputs["vs"], "vs"), (outputs["b"], "brats")):
+        settings = json.loads((out / "stage0_settings.json").read_text())
+        assert (settings["style"], settings["intensity"], settings["geodesic_term_negligible"]) == (style, "none", [])
+        assert "--intensity none" in next(out.glob("generate_geodesic_labels_*.txt")).read_text()
+
+
+@pytest.mark.parametrize("style, script, postfix", [("brats", BRATS, "Flair"), ("vs", VS, "T2")])
+def test_entry_point_without_normalisation_equals_the_paper_script(tmp_path, style, script, postfix):
+    root = paper_fixture(tmp_path)
+    paper = script.main(vs_args(root, "paper", "--image_postfix", postfix, "--num_workers", "1"))
+    new = NEW.main(vs_args(root, "new", "--image_postfix", postfix, "--num_workers", "1", "--style", style,
+                           "--intensity", "none", "--dataset_split", str(root / "split.csv")))
+    files = sorted(str(f.relative_to(paper)) for f in paper.rglob("*") if f.is_file() and f.suffix != ".txt")
+    assert len(files) == 8   # 3 labels, 3 distances, results_training.csv, stage0_settings.json
+    for name in files:
+        assert (new / name).read_bytes() == (paper / name).read_bytes(), name
+
+
+def test_entry_point_defaults_to_the_chosen_normalisation_and_requires_the_data_flags(tmp_path, capsys):
+    root = paper_fixture(tmp_path)
+    out = NEW.main(vs_args(root, "new", "--image_postfix", "T2", "--num_workers", "1"))
+    settings = json.loads((out / "stage0_settings.json").read_text())
+    assert (settings["style"], settings["intensity"]) == ("vs", "box_percentile")
+    _, image = read(root / "img" / "s1_T2.nii.gz")
+    _, ann = read(root / "ann" / "s1_7points.nii.gz")
+    expected, _ = expand_seeds(image, ann, SPACING_XYZ[::-1], 0.5, 0.2, intensity="box_percentile")
+    np.testing.assert_array_equal(read(out / "geodesic_label" / "s1_GeodesicLabel.nii.gz")[1], expected)
+    with pytest.raises(SystemExit):
+        NEW.main(["--dataset_split", str(root / "split.csv")])
+    assert ("the following arguments are required: --path_images, --image_postfix, --path_anno_7points, "
+            "--path_geodesic") in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        NEW.main(vs_args(root, "new", "--image_postfix", "T2", "--intensity", "percentile"))
+    assert "argument --intensity: invalid choice: 'percentile'" in capsys.readouterr().err
+    with pytest.raises(ValueError, match=r"^--intensity must be one of \['box_percentile', 'box_zscore', 'minmax', "
+                                         r"'none', 'zscore_fg'\], got 'percentile'$"):
+        generate_geodesic_labels(root / "split.csv", root / "img", "T2", None, "Label", root / "ann", "7points",
+                                 root / "geo", 0.5, 0.2, intensity="percentile")
+    assert not (root / "geo").exists()   # refused before any work
