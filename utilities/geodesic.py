@@ -18,8 +18,15 @@ reversed axes is reordered exactly). ``--allow_partial_points`` lifts the first 
 the grid one: stage 1 refuses seeds on another grid than the image. The seeds are written on the
 image's grid.
 
-This module is the one implementation behind ``data/VS/generate_geodesic_labels.py`` and
-``data/BraTS/generate_geodesic_labels.py``; those scripts only choose defaults.
+The image is used as it is (the paper's behaviour) unless an intensity normalisation
+(:mod:`utilities.intensity`) is asked for; a one-line warning names the subjects on which the
+intensities make the geodesic term negligible (:func:`euclidean_step_fraction`), and
+``stage0_settings.json`` records the style, the normalisation and that test per subject.
+
+This module is the one implementation behind ``data/VS/generate_geodesic_labels.py``,
+``data/BraTS/generate_geodesic_labels.py`` (the paper's, raw intensities) and
+``data/generate_geodesic_labels.py`` (a user's scans, ``--style`` and a normalisation by
+default); those scripts only choose defaults.
 """
 from __future__ import annotations
 
@@ -493,9 +500,8 @@ def generate_geodesic_labels(dataset_split: str | os.PathLike, path_images: str 
     a log file; for each phase with at least one full label, ``results_<phase>.csv``: the
     precision, recall, Dice and Jaccard of the expanded foreground (label 1) against the full
     label (> 0) per subject, then ``mean`` and ``std`` (population, ddof=0) rows; and
-    :data:`SETTINGS_NAME` (:func:`_write_settings`). ``intensity`` names the normalisation of
-    :mod:`utilities.intensity` (``"none"``: raw intensities, the paper's); a one-line warning
-    names the subjects whose geodesic term is negligible (:func:`euclidean_step_fraction`).
+    :data:`SETTINGS_NAME`. ``intensity``: a normalisation of :mod:`utilities.intensity`
+    (``"none"``: raw intensities, the paper's); see :func:`_write_settings` for the warning.
 
     All image and annotation files are checked to exist (all missing ones listed at once) and
     each annotation to be on its image's grid before any work: the same grid or, with
@@ -535,12 +541,7 @@ def generate_geodesic_labels(dataset_split: str | os.PathLike, path_images: str 
              for subject in subjects]
     logger.info("expanding %d subject(s) with %d worker(s) into %s", len(tasks), num_workers, out_dir)
     results = _run_tasks(tasks, num_workers)
-    for result in results:
-        for note in result.notes:
-            logger.info("%s", note)
-    _write_metrics(results, dict(zip(split["subject"], split["phase"])), out_dir, logger)
-    _write_settings(results, template, out_dir, logger)
-    logger.info("done: %s", out_dir)
+    _report(results, dict(zip(split["subject"], split["phase"])), template, out_dir, logger)
     return out_dir
 
 
@@ -548,6 +549,17 @@ def generate_geodesic_labels(dataset_split: str | os.PathLike, path_images: str 
 _LOGGED = ("dataset_split", "path_images", "image_postfix", "path_labels", "label_postfix", "path_anno_7points",
            "anno_7points_postfix", "path_geodesic", "geodesic_weight", "geodesic_threshold", "zero_at_min",
            "num_workers", "phase", "allow_partial_points", "reorder_annotation", "intensity")
+
+
+def _report(results: Sequence[_Result], phase_of: Mapping[str, str], settings: _Task, out_dir: Path,
+            logger: logging.Logger) -> None:
+    """The subjects' notes in the log, the metrics tables, the warning and the settings record."""
+    for result in results:
+        for note in result.notes:
+            logger.info("%s", note)
+    _write_metrics(results, phase_of, out_dir, logger)
+    _write_settings(results, settings, out_dir, logger)
+    logger.info("done: %s", out_dir)
 
 
 def _write_settings(results: Sequence[_Result], settings: _Task, out_dir: Path, logger: logging.Logger) -> None:
