@@ -1,9 +1,9 @@
 """scores.py --report: report.html with the CSV's numbers (worst Dice first) and three slices
-through each lesion as a PNG per case, opened from disk."""
+through each lesion as a PNG per case, opened from disk; slices named in the file's own voxel
+index; a folder of scans named with or without a postfix."""
 from __future__ import annotations
 
 import math
-import re
 from html.parser import HTMLParser
 
 import numpy as np
@@ -16,7 +16,7 @@ from scipy import ndimage
 from synth import make_vs_dataset
 
 from utilities import scores
-from utilities.report import ReportCase, case_picture
+from utilities.report import ReportCase, ViewSlice, case_picture
 
 
 class _Page(HTMLParser):
@@ -114,7 +114,7 @@ def test_slices_go_through_the_lesion(scored, tmp_path):
     p, preds, _ = scored
     case = ReportCase("vs_gk_2", p["image_crop"] / "vs_gk_2_T2.nii.gz", p["label_crop"] / "vs_gk_2_Label.nii.gz",
                       preds / "vs_gk_2_pred.nii.gz")
-    z, y, x = case_picture(case, tmp_path / "c.png")
+    z, y, x = (s.display_index for s in case_picture(case, tmp_path / "c.png"))
     label = sitk.GetArrayFromImage(sitk.DICOMOrient(sitk.ReadImage(str(case.label)), "LPS"))
     assert label[z].sum() == label.sum(axis=(1, 2)).max()
     assert label[:, y].sum() == label.sum(axis=(0, 2)).max()
@@ -129,7 +129,89 @@ def test_report_needs_the_images(scored):
     assert one_line(err) == "--report needs --path_images, the folder of the images the predictions were made from"
     with pytest.raises(FileNotFoundError) as err:
         scores.main([*argv, "--report", "--path_images", str(preds)])
-    # every missing image listed, as every missing-files message does (utilities.grid.listed)
-    assert re.fullmatch(r"--report: 4 image\(s\) missing: [^;]*vs_gk_1_T2\.nii\.gz(; [^;]+){3}; check "
-                        r"--path_images/--image_postfix", one_line(err))
+    # every missing image listed, as every missing-files message does (utilities.grid.listed); never the
+    # prediction itself, though it is the only file of the subject in that folder
+    assert one_line(err) == (f"--report: 4 image(s) missing in --path_images {preds}: vs_gk_1_T2 or vs_gk_1; "
+                             "vs_gk_2_T2 or vs_gk_2; vs_gk_3_T2 or vs_gk_3; vs_gk_4_T2 or vs_gk_4 (any of .nii.gz, "
+                             ".nii, .nrrd, .nhdr, .mha, .mhd); check --path_images/--image_postfix")
     assert not (preds / "report_inference").exists() and not (preds / "results_inference.csv").exists()
+
+
+def _write(array, path, like=None, direction=None):
+    image = sitk.GetImageFromArray(array)
+    if like is not None:
+        image.CopyInformation(like)
+    elif direction is not None:
+        image.SetDirection(direction)
+        image.SetSpacing((1.0, 0.8, 1.5))
+        image.SetOrigin((10.0, -20.0, 30.0))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    sitk.WriteImage(image, str(path))
+    return image
+
+
+#: A file stored with permuted, flipped axes: i runs inferior->superior, j left->right, k
+#: posterior->anterior (direction columns (0,0,1), (-1,0,0), (0,-1,0)).
+PERMUTED = (0.0, -1.0, 0.0, 0.0, 0.0, -1.0, 1.0, 0.0, 0.0)
+
+
+def _ball(size_ijk, centre_ijk, radius=3):
+    """A ball in file voxel indices, as a (k, j, i) array; its centre slice is the unique fullest."""
+    k, j, i = np.ogrid[:size_ijk[2], :size_ijk[1], :size_ijk[0]]
+    ci, cj, ck = centre_ijk
+    return ((i - ci) ** 2 + (j - cj) ** 2 + (k - ck) ** 2 <= radius ** 2).astype(np.uint8)
+
+
+def test_slices_are_named_in_the_file_index(tmp_path):
+    """An image stored with permuted, flipped axes (size i, j, k = 20, 24, 28): the lesion's centre
+    is file voxel (7, 16, 10). The report names the slices by the file's own index (axial cuts
+    file axis i at 7, coronal k at 10, sagittal j at 16), where the reoriented display frame has
+    (z, y, x) = (7, 17, 7)."""
+    size, centre = (20, 24, 28), (7, 16, 10)
+    rng = np.random.default_rng(0)
+    image = _write(rng.normal(100, 10, size[::-1]).astype(np.float32), tmp_path / "images" / "brain1.nrrd",
+                   direction=PERMUTED)
+    lesion = _ball(size, centre)
+    _write(lesion, tmp_path / "labels" / "brain1_Label.nii.gz", like=image)
+    _write(lesion, tmp_path / "preds" / "brain1.nrrd", like=image)
+    case = ReportCase("brain1", tmp_path / "images" / "brain1.nrrd", tmp_path / "labels" / "brain1_Label.nii.gz",
+                      tmp_path / "preds" / "brain1.nrrd")
+    slices = case_picture(case, tmp_path / "c.png")
+    assert slices == (ViewSlice("axial", 7, "i", 7), ViewSlice("coronal", 17, "k", 10),
+                      ViewSlice("sagittal", 7, "j", 16))
+    assert [str(s) for s in slices] == ["axial: slice i=7", "coronal: slice k=10", "sagittal: slice j=16"]
+    # the page says the same, with what the numbers are
+    scores.main(["--path_predictions", str(tmp_path / "preds"), "--path_labels", str(tmp_path / "labels"),
+                 "--report", "--path_images", str(tmp_path / "images")])
+    page = (tmp_path / "preds" / "report_all" / "report.html").read_text(encoding="utf-8")
+    assert '<p class="slices">axial: slice i=7, coronal: slice k=10, sagittal: slice j=16</p>' in page
+    assert "the file&#x27;s own voxel indices, counted from 0 along its stored axes i, j, k" in page
+
+
+@pytest.mark.parametrize("image_names, prediction_names, flags", [
+    # scans named without a postfix, as inference.py --input_folder accepts them; masks named after them
+    (["brain1.nrrd", "brain2.nrrd"], ["brain1.nii.gz", "brain2.nii.gz"], []),
+    # scans with a postfix: found by the prediction's own name (inference.py names a mask after its image) ...
+    (["brain1_T2.nrrd", "brain2_T2.mha"], ["brain1_T2.nii.gz", "brain2_T2.nrrd"], []),
+    # ... or by --image_postfix, the predictions named <subject>
+    (["brain1_T2.nrrd", "brain2_T2.nrrd"], ["brain1.nii.gz", "brain2.nii.gz"], ["--image_postfix", "T2"]),
+], ids=["no postfix", "prediction name", "image_postfix"])
+def test_report_from_a_folder(tmp_path, image_names, prediction_names, flags):
+    size = (16, 18, 20)
+    for k, (image_name, prediction_name) in enumerate(zip(image_names, prediction_names)):
+        image = _write(np.full(size[::-1], 50.0 + k, np.float32), tmp_path / "images" / image_name,
+                       direction=PERMUTED)
+        lesion = _ball(size, (8, 9, 10))
+        _write(lesion, tmp_path / "labels" / f"brain{k + 1}_Label.nii.gz", like=image)
+        _write(lesion if k == 0 else np.zeros_like(lesion), tmp_path / "preds" / prediction_name, like=image)
+    csv = scores.main(["--path_predictions", str(tmp_path / "preds"), "--path_labels", str(tmp_path / "labels"),
+                       "--report", "--path_images", str(tmp_path / "images"), *flags])
+    page = tmp_path / "preds" / "report_all" / "report.html"
+    parser = _Page()
+    parser.feed(page.read_text(encoding="utf-8"))
+    assert [row[0][0] for row in parser.rows] == ["brain2", "brain1", "mean", "std"]   # worst Dice first
+    assert pd.read_csv(csv)["dice"].tolist()[:2] == [1.0, 0.0]
+    assert sorted(parser.images) == ["case000_brain1.png", "case001_brain2.png"]
+    for name in parser.images:
+        with Image.open(page.parent / name) as picture:
+            assert picture.format == "PNG"

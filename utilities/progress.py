@@ -142,12 +142,14 @@ def unjudged_floods(log: pd.DataFrame) -> list[Streak]:
     if "ramp" not in log.columns or "recovered" not in log.columns:
         return []
     watch = watch_for("")
+    ramp = watch.ramp_column or "ramp"
     recovered = np.flatnonzero(_column(log, "recovered") > 0)
-    flagged = _model_flags(log, "", log.to_dict("records"))
+    records = log.to_dict("records")
+    flagged = _model_flags(log, "", records)
     epochs = log["epoch"].to_numpy(int)
-    flooded = [int(epochs[r]) for r, record in enumerate(log.to_dict("records"))
+    flooded = [int(epochs[r]) for r, record in enumerate(records)
                if len(recovered) and r > recovered[0] and not flagged[r]
-               and watch.state({**record, watch.ramp_column: 1.0}) == "flooded"]
+               and watch.state({**record, ramp: 1.0}) == "flooded"]
     return [Streak(watch.model, a, b) for a, b in collapse_streaks(flooded)]
 
 

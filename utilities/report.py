@@ -23,12 +23,36 @@ import SimpleITK as sitk
 from utilities.grid import Grid, check_same_grid
 from utilities.io import atomic_path, read_image, save_text
 
-__all__ = ["ReportCase", "picture_name", "worst_first", "case_picture", "write_report"]
+__all__ = ["ReportCase", "ViewSlice", "FILE_AXES", "picture_name", "worst_first", "file_slices", "case_picture",
+           "write_report"]
 
 LABEL_COLOUR = "#00d000"
 PREDICTION_COLOUR = "#ff2020"
 #: Display orientation: array axes (z, y, x) = (inferior→superior, anterior→posterior, right→left).
 _ORIENTATION = "LPS"
+#: The names of a file's voxel index axes, in its stored order (3D Slicer's IJK).
+FILE_AXES = ("i", "j", "k")
+#: The views drawn, each with the display (LPS) axis it cuts: axial across S, coronal across P,
+#: sagittal across L (SimpleITK index order x, y, z).
+_VIEWS = (("axial", 2), ("coronal", 1), ("sagittal", 0))
+_SLICE_NOTE = ("Slice numbers are the file's own voxel indices, counted from 0 along its stored axes i, j, k (the "
+               "order of the file's dimensions, as 3D Slicer's IJK shows them); the picture itself is drawn "
+               "reoriented to the usual radiological views.")
+
+
+@dataclass(frozen=True)
+class ViewSlice:
+    """One drawn slice: the view, its index in the display frame (the image reoriented to LPS,
+    array ``(z, y, x)``), and the file axis it cuts with the slice's index along it, the number
+    a viewer shows for the file."""
+
+    view: str
+    display_index: int
+    file_axis: str
+    file_index: int
+
+    def __str__(self) -> str:
+        return f"{self.view}: slice {self.file_axis}={self.file_index}"
 
 
 @dataclass(frozen=True)
@@ -82,10 +106,26 @@ def _centre(masks: Sequence[np.ndarray], shape: Sequence[int]) -> tuple[int, ...
     return tuple(s // 2 for s in shape)
 
 
-def case_picture(case: ReportCase, out: str | os.PathLike, title: str = "") -> tuple[int, ...]:
+def file_slices(image: sitk.Image, oriented: sitk.Image, centre: tuple[int, int, int]) -> tuple[ViewSlice, ...]:
+    """The axial, coronal and sagittal slices through ``centre`` (an index ``(z, y, x)`` of
+    ``oriented``, ``image`` reoriented to LPS), each named in ``image``'s own voxel indices: the
+    file axis whose direction is nearest the view's normal, and the centre's index along it."""
+    z, y, x = centre
+    point = oriented.TransformIndexToPhysicalPoint((int(x), int(y), int(z)))
+    index = image.TransformPhysicalPointToIndex(point)
+    mine = np.asarray(image.GetDirection(), dtype=float).reshape(3, 3)
+    shown = np.asarray(oriented.GetDirection(), dtype=float).reshape(3, 3)
+    slices = []
+    for view, axis in _VIEWS:
+        file_axis = int(np.argmax(np.abs(mine.T @ shown[:, axis])))
+        slices.append(ViewSlice(view, int(centre[2 - axis]), FILE_AXES[file_axis], int(index[file_axis])))
+    return tuple(slices)
+
+
+def case_picture(case: ReportCase, out: str | os.PathLike, title: str = "") -> tuple[ViewSlice, ...]:
     """Draw the axial, coronal and sagittal slices through the lesion of one case (image in grey,
-    label outlined green, prediction red) to ``out``; returns the slice indices (z, y, x) of the
-    image reoriented to LPS."""
+    label outlined green, prediction red) to ``out``; returns the three slices
+    (:func:`file_slices`), each titled in the file's own voxel index."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
@@ -95,29 +135,30 @@ def case_picture(case: ReportCase, out: str | os.PathLike, title: str = "") -> t
     pred = _oriented(pred_img)[0] > 0
     sx, sy, sz = oriented.GetSpacing()
     z, y, x = _centre([label, pred], image.shape)
+    slices = file_slices(image_img, oriented, (z, y, x))
     low, high = np.percentile(image, [0.5, 99.5])
-    views = [  # (title, image slice, label slice, prediction slice, row spacing / column spacing)
-        (f"axial z={z}", image[z], label[z], pred[z], sy / sx),
-        (f"coronal y={y}", image[::-1, y, :], label[::-1, y, :], pred[::-1, y, :], sz / sx),
-        (f"sagittal x={x}", image[::-1, :, x], label[::-1, :, x], pred[::-1, :, x], sz / sy),
+    views = [  # (image slice, label slice, prediction slice, row spacing / column spacing)
+        (image[z], label[z], pred[z], sy / sx),
+        (image[::-1, y, :], label[::-1, y, :], pred[::-1, y, :], sz / sx),
+        (image[::-1, :, x], label[::-1, :, x], pred[::-1, :, x], sz / sy),
     ]
     fig = Figure(figsize=(10, 3.8), dpi=80)
     FigureCanvasAgg(fig)
-    for k, (name, img, lab, prd, aspect) in enumerate(views):
+    for k, ((img, lab, prd, aspect), where) in enumerate(zip(views, slices)):
         ax = fig.add_subplot(1, 3, k + 1)
         ax.imshow(img, cmap="gray", vmin=low, vmax=high if high > low else low + 1, aspect=aspect,
                   interpolation="nearest")
         for mask, colour in ((lab, LABEL_COLOUR), (prd, PREDICTION_COLOUR)):
             if mask.any() and not mask.all():
                 ax.contour(mask.astype(float), levels=[0.5], colors=[colour], linewidths=1.2)
-        ax.set_title(name, fontsize=9)
+        ax.set_title(f"{where} (file voxel index)", fontsize=9)
         ax.set_xticks([])
         ax.set_yticks([])
     fig.suptitle(f"{title}   label: green, prediction: red", fontsize=10)
     fig.subplots_adjust(left=0.01, right=0.99, bottom=0.02, top=0.86, wspace=0.05)
     with atomic_path(out) as tmp:
         fig.savefig(tmp, format="png")
-    return z, y, x
+    return slices
 
 
 #: Columns of voxel counts (read back as floats: the mean and std rows leave them empty).
@@ -158,9 +199,8 @@ def write_report(table: pd.DataFrame, cases: Sequence[ReportCase], folder: str |
     if [str(s) for s in per_case["subject"]] != [c.subject for c in cases]:
         raise RuntimeError("the report's cases do not match the scores table")
     names = [picture_name(i, c.subject) for i, c in enumerate(cases)]
-    for i, case in enumerate(cases):
-        row = per_case.iloc[i]
-        case_picture(case, folder / names[i], f"{case.subject}: Dice {float(row['dice']):.4f}")
+    where = [case_picture(case, folder / names[i], f"{case.subject}: Dice {float(per_case.iloc[i]['dice']):.4f}")
+             for i, case in enumerate(cases)]
     columns = list(table.columns)
     head = "".join(f"<th>{html.escape(c)}</th>" for c in columns)
     rows = []
@@ -174,15 +214,17 @@ def write_report(table: pd.DataFrame, cases: Sequence[ReportCase], folder: str |
     sections = []
     for i in worst_first(per_case).index:
         subject = html.escape(cases[i].subject)
+        slices = ", ".join(str(w) for w in where[i])
         sections.append(f'<div class="case" id="case{i}"><h3>{subject}</h3>'
-                        f'<img src="{html.escape(names[i])}" alt="{subject}: axial, coronal and sagittal slices">'
-                        f"</div>")
+                        f'<img src="{html.escape(names[i])}" alt="{subject}: {slices}">'
+                        f'<p class="slices">{slices}</p></div>')
     notes = "".join(f"<li>{html.escape(line)}</li>" for line in summary)
     page = (f'<!DOCTYPE html>\n<html><head><meta charset="utf-8"><title>{html.escape(title)}</title>'
             f"<style>{_STYLE}</style></head><body>\n<h1>{html.escape(title)}</h1>\n<ul>{notes}</ul>\n"
             f'<h2>Metrics (worst Dice first)</h2>\n<table id="metrics"><thead><tr>{head}</tr></thead><tbody>\n'
             + "\n".join(rows) + "\n</tbody></table>\n<h2>Cases</h2>\n<p>Three orthogonal slices through the lesion "
-            f'(the slices with the most label voxels); label <span style="color:{LABEL_COLOUR}">green</span>, '
+            f'(the slices with the most label voxels). {html.escape(_SLICE_NOTE)} Label '
+            f'<span style="color:{LABEL_COLOUR}">green</span>, '
             f'prediction <span style="color:{PREDICTION_COLOUR}">red</span>.</p>\n'
             + "\n".join(sections) + "\n</body></html>\n")
     out = folder / "report.html"

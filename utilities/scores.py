@@ -1,17 +1,33 @@
-"""Score the segmentations written by ``inference.py`` against the full labels.
+"""Score segmentations against full labels: a folder against a folder, or a split's subjects.
 
 Per case: Dice, Jaccard, precision, recall (overlap) and HD95, ASSD (mm, the label's voxel
-spacing), with ``mean`` and ``std`` rows, to ``<model_dir>/<network>/results_<phase>.csv``; its
-last column ``row`` is ``case`` or ``summary`` (a subject may be named ``mean``).
-A case with an empty prediction or label is kept: its overlap metrics are computed, its surface
-metrics are NaN, and the summary names it and says over how many cases each mean was taken.
+spacing), with ``mean`` and ``std`` rows; the CSV's last column ``row`` is ``case`` or
+``summary`` (a subject may be named ``mean``). A case with an empty prediction or label is kept:
+its overlap metrics are computed, its surface metrics are NaN, and the summary names it and says
+over how many cases each mean was taken. Every image format the project reads is read; each
+prediction must lie on its label's grid.
 
-``--prediction_dir DIR`` scores a flat folder of predictions instead, ``DIR/<subject><prediction_postfix>
-.nii.gz`` (an nnU-Net v2 output folder: ``<case>.nii.gz``, postfix ``''``), and writes
-``DIR/results_<phase>.csv`` with the same columns, so both methods go in one table.
+What to score (one of three):
 
-``--report --path_images DIR`` also writes ``report_<phase>/report.html`` beside the CSV: the
-table worst case first and three orthogonal slices per case (:mod:`utilities.report`).
+``--path_predictions DIR --path_labels DIR``: every prediction of a folder against the label of
+the same subject, no split (as nnU-Net v2's ``nnUNetv2_evaluate_folder``): labels named
+``<subject>_<label_postfix>`` or ``<subject>``, predictions ``<subject>`` or ``<subject>`` plus a
+postfix (``brain1_T2``, as ``inference.py --input_folder`` names them; ``--prediction_postfix``
+fixes it). A label without a prediction, or a prediction without a label, is an error naming
+them; ``--allow_missing`` scores the pairs found and lists the others. Writes
+``DIR/results_all.csv``.
+
+``--model_dir DIR --dataset_split CSV``: ``inference.py``'s predictions of the split's ``--phase``
+subjects, to ``<model_dir>/<network>/results_<phase>.csv``.
+
+``--prediction_dir DIR --dataset_split CSV``: a flat folder of ``<subject><prediction_postfix>``
+predictions (an nnU-Net v2 output folder: ``<case>.nii.gz``, postfix ``''``) of the split's
+subjects, to ``DIR/results_<phase>.csv`` with the same columns, so both methods go in one table.
+
+``--report --path_images DIR`` also writes ``report_<phase>/report.html`` (``report_all/``) beside
+the CSV: the table worst case first and three orthogonal slices per case
+(:mod:`utilities.report`); the image of a subject is ``<subject>_<image_postfix>``, the
+prediction's own name or ``<subject>``.
 """
 from __future__ import annotations
 
@@ -19,40 +35,92 @@ import argparse
 import sys
 from pathlib import Path
 
-from utilities.scoring import run_scores
+from utilities.scoring import run_folder_scores, run_scores
 from utilities.splits import PHASES
 
 __all__ = ["build_parser", "main"]
+
+#: Split modes: the network and the image postfix ``inference.py`` names its run-folder
+#: predictions with when neither is given (its own split-mode defaults).
+RUN_NETWORK, RUN_IMAGE_POSTFIX = "U_Net2D5", "T2"
+_SOURCES = ("path_predictions", "prediction_dir", "model_dir")
 
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("--model_dir", default="./models/debug/", help="run folder given to inference.py")
-    p.add_argument("--network", default="U_Net2D5", help="network name (sub-folder of --model_dir)")
-    p.add_argument("--dataset_split", default="./splits/split_VS.csv", help="CSV of 'subject,phase' rows")
-    p.add_argument("--image_postfix", default="T2", help="image postfix used by inference.py")
-    p.add_argument("--phase", default="inference", choices=list(PHASES), help="which subjects to score")
-    p.add_argument("--path_labels", default="./data/VS/label_crop/", help="folder of full labels")
-    p.add_argument("--label_postfix", default="Label", help="label file postfix")
-    p.add_argument("--prediction_dir", default=None,
-                   help="score <prediction_dir>/<subject><prediction_postfix>.nii.gz instead of inference.py's "
-                        "output (e.g. an nnU-Net v2 prediction folder); --model_dir/--network are then unused")
-    p.add_argument("--prediction_postfix", default="",
-                   help="with --prediction_dir: file name after the subject, before .nii.gz ('' for nnU-Net)")
+    what = p.add_argument_group("what to score (one of)")
+    what.add_argument("--path_predictions", default=None,
+                      help="folder of predictions scored against --path_labels by subject name, no split")
+    what.add_argument("--prediction_dir", default=None,
+                      help="folder of <subject><prediction_postfix> predictions of the --dataset_split subjects "
+                           "(e.g. an nnU-Net v2 prediction folder)")
+    what.add_argument("--model_dir", default=None, help="run folder given to inference.py (with --dataset_split)")
+    p.add_argument("--path_labels", default=None, help="folder of full labels (required)")
+    p.add_argument("--label_postfix", default="Label",
+                   help="label file postfix: <subject>_<label_postfix> (--path_predictions: or <subject>)")
+    p.add_argument("--prediction_postfix", default=None,
+                   help="file name after the subject ('' for nnU-Net; --prediction_dir default ''; "
+                        "--path_predictions default: read from the names)")
+    p.add_argument("--allow_missing", action="store_true",
+                   help="--path_predictions: score the pairs found and list the labels without a prediction and "
+                        "the predictions without a label (else an error, as nnUNetv2_evaluate_folder without --chill)")
+    p.add_argument("--dataset_split", default=None,
+                   help="CSV of 'subject,phase' rows (required with --model_dir or --prediction_dir)")
+    p.add_argument("--phase", default=None, choices=list(PHASES),
+                   help="with --dataset_split: which subjects to score (default inference)")
+    p.add_argument("--network", default=None, help=f"--model_dir: network sub-folder (default {RUN_NETWORK})")
+    p.add_argument("--image_postfix", default=None,
+                   help=f"the images' postfix: --model_dir's prediction names (default {RUN_IMAGE_POSTFIX}, as "
+                        "inference.py) and --report's images <subject>_<image_postfix> (or <subject>)")
     p.add_argument("--report", action="store_true",
                    help="also write report_<phase>/report.html beside the CSV: the table worst case first and three "
                         "slices through each lesion with the label and the prediction outlined (needs --path_images)")
-    p.add_argument("--path_images", default=None,
-                   help="with --report: folder of <subject>_<image_postfix> images, the images predicted")
+    p.add_argument("--path_images", default=None, help="with --report: folder of the images predicted")
     return p
+
+
+def check_args(args: argparse.Namespace) -> str:
+    """Refuse a missing or contradictory choice of what to score, in one line naming the flags;
+    returns the source flag's name (``path_predictions``, ``prediction_dir`` or ``model_dir``)."""
+    given = [s for s in _SOURCES if getattr(args, s) is not None]
+    if not given:
+        raise ValueError("pass what to score: --path_predictions DIR (a folder against --path_labels, no split), "
+                         "or --model_dir DIR / --prediction_dir DIR with --dataset_split CSV")
+    if len(given) > 1:
+        raise ValueError(f"--{given[0]} excludes --{given[1]}; pass one of them")
+    source = given[0]
+    if args.path_labels is None:
+        raise ValueError("--path_labels is required: the folder of the full labels to score against")
+    if source == "path_predictions":
+        split_only = [f for f in ("dataset_split", "phase", "network") if getattr(args, f) is not None]
+        if split_only:
+            raise ValueError(f"--path_predictions excludes --{split_only[0]}: it scores every prediction of the "
+                             "folder, no split (--prediction_dir scores a split's subjects)")
+        return source
+    if args.dataset_split is None:
+        raise ValueError(f"--{source} needs --dataset_split, the CSV naming the subjects to score (or score a folder "
+                         "against a folder: --path_predictions DIR --path_labels DIR)")
+    if args.allow_missing:
+        raise ValueError("--allow_missing applies to --path_predictions only: a split's subjects are all scored")
+    if source == "model_dir" and args.prediction_postfix is not None:
+        raise ValueError("--prediction_postfix applies to --prediction_dir and --path_predictions; --model_dir's "
+                         "predictions are named by --image_postfix")
+    if source == "prediction_dir" and args.network is not None:
+        raise ValueError("--network applies to --model_dir only; --prediction_dir is read as it is")
+    return source
 
 
 def main(argv: list[str] | None = None) -> Path:
     args = build_parser().parse_args(argv)
-    return run_scores(args.model_dir, args.network, args.dataset_split, args.image_postfix, args.phase,
-                      args.path_labels, args.label_postfix, args.prediction_dir, args.prediction_postfix,
-                      args.report, args.path_images)
+    source = check_args(args)
+    if source == "path_predictions":
+        return run_folder_scores(args.path_predictions, args.path_labels, args.label_postfix, args.prediction_postfix,
+                                 args.allow_missing, args.report, args.path_images, args.image_postfix)
+    return run_scores(args.model_dir, args.network or RUN_NETWORK, args.dataset_split,
+                      args.image_postfix or RUN_IMAGE_POSTFIX, args.phase or "inference", args.path_labels,
+                      args.label_postfix, args.prediction_dir, args.prediction_postfix or "", args.report,
+                      args.path_images)
 
 
 if __name__ == "__main__":
