@@ -8,8 +8,9 @@ import numpy as np
 import pandas as pd
 import pytest
 import SimpleITK as sitk
-from helpers import one_line
+from helpers import SHAPE, a_model, one_line
 
+import inference
 from utilities import scores, scoring, splits
 from utilities.cli import run_main
 from utilities.layout import RunLayout
@@ -285,3 +286,25 @@ def test_prediction_dir_reads_every_format(tmp_path):
     out = scores.main(["--prediction_dir", str(tmp_path / "preds"), "--prediction_postfix", "_T2",
                        "--dataset_split", str(split), "--path_labels", str(tmp_path / "labels")])
     assert scoring.read_scores(out)[0].set_index("subject")["recall"].to_dict() == {"a": 0.5, "b": 1.0}
+
+
+def test_the_masks_of_folder_prediction_are_scored_as_written(data, tmp_path, capsys):
+    """inference.py --input_folder on scans <subject>_T2 writes <subject>_T2.nrrd masks (and _prob
+    maps); scores.py pairs them with <subject>_Label by subject, no split, and the report finds
+    each scan by its mask's name."""
+    a_model(tmp_path / "m")
+    inference.main(["--model_dir", str(tmp_path / "m"), "--network", "U_Net2D5", *SHAPE, "--device", "cpu",
+                    "--input_folder", str(data["image_crop"]), "--output_folder", str(tmp_path / "seg"),
+                    "--output_format", "nrrd", "--save_probabilities"])
+    masks = sorted(p.name for p in (tmp_path / "seg").iterdir() if "_prob" not in p.name)
+    assert masks == [f"vs_gk_{k}_T2.nrrd" for k in range(1, 5)]
+    out = scores.main(["--path_predictions", str(tmp_path / "seg"), "--path_labels", str(data["label_crop"]),
+                       "--report", "--path_images", str(data["image_crop"])])
+    cases = scoring.read_scores(out)[0]
+    assert cases["subject"].tolist() == [f"vs_gk_{k}" for k in range(1, 5)]
+    written = [int((sitk.GetArrayFromImage(sitk.ReadImage(str(tmp_path / "seg" / m))) > 0).sum()) for m in masks]
+    assert cases["pred_voxels"].astype(int).tolist() == written
+    printed = capsys.readouterr().out
+    assert "prediction postfix '_T2' read from the names" in printed
+    assert "--path_predictions: 4 probability map(s) (<mask>_prob) not scored" in printed
+    assert (tmp_path / "seg" / "report_all" / "report.html").is_file()
