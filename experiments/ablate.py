@@ -458,8 +458,10 @@ def train_mode(folder: Path) -> str | None:
 
 
 def _read_json(path: Path) -> dict[str, Any] | None:
+    """A marker the runner wrote (or nnU-Net's ``budget.json``); ``None`` when it is missing or
+    unreadable (the step runs again). A key repeated in it is a one-line error naming the file."""
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
+        return loads_json(path.read_text(encoding="utf-8"), f"run marker {path}")
     except (OSError, json.JSONDecodeError):
         return None
 
@@ -722,14 +724,18 @@ def logging_reset() -> None:
 
 
 def _write_seed_predictions(cfg: Config, run: Run, seeds_dir: Path) -> None:
-    """The expanded foreground (label 1) of each inference case as that case's prediction."""
+    """The expanded foreground (label 1) of each inference case as that case's prediction; every
+    label is read by the one reader (:func:`utilities.io.read_image`) before the first is written."""
     import SimpleITK as sitk
 
-    from utilities.io import write_like
+    from utilities.grid import subject_path
+    from utilities.io import read_image, write_like
     from utilities.splits import read_split, subjects_of
 
-    for case in subjects_of(read_split(cfg.dataset["split_file"]), "inference"):
-        ref = sitk.ReadImage(str(seeds_dir / f"{case}_GeodesicLabel.nii.gz"))
+    cases = subjects_of(read_split(cfg.dataset["split_file"]), "inference")
+    labels = {case: read_image(subject_path(seeds_dir, case, "GeodesicLabel"), "expanded-seed label")
+              for case in cases}
+    for case, ref in labels.items():
         fg = (sitk.GetArrayFromImage(ref) == 1).astype(np.uint8)
         write_like(fg, ref, RunLayout(run.folder, run.network).prediction(case, cfg.dataset["image_postfix"]))
 

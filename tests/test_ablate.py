@@ -317,3 +317,57 @@ def test_run_health_reads_logs_without_collapse_columns(tmp_path):
                seed_fg=[0.004] * 5, ramp=[1.0] * 5, grad_crf=[0.0] * 5, grad_vm=[0.0] * 5, best_epoch=[1] * 5)
     h = ablate.run_health(log)
     assert (h["collapsed_epochs"], h["longest_streak"], h["warned"]) == (3, 3, True)
+
+
+def test_seed_predictions_read_by_the_one_reader_before_any_is_written(tmp_path):
+    """The expanded seeds written as predictions: each label read by utilities.io.read_image (a
+    missing file and NaN voxels are one line naming the file), all before the first is written;
+    label 1 becomes the mask on the label's grid."""
+    from types import SimpleNamespace
+
+    import SimpleITK as sitk
+
+    (tmp_path / "split.csv").write_text("c0,training\nc1,inference\nc2,inference\n", encoding="utf-8")
+    seeds = tmp_path / "seeds"
+    seeds.mkdir()
+    labels = np.zeros((4, 5, 6), np.uint8)
+    labels[1, 2, 3], labels[2, 2, 3] = 1, 2          # one foreground voxel, one unknown (2) voxel
+    image = sitk.GetImageFromArray(labels)
+    image.SetSpacing((1.0, 2.0, 3.0))
+    sitk.WriteImage(image, str(seeds / "c1_GeodesicLabel.nii.gz"))
+    cfg = SimpleNamespace(dataset={"split_file": tmp_path / "split.csv", "image_postfix": "T2"})
+    run = SimpleNamespace(folder=tmp_path / "run", network="seeds")
+    missing = seeds / "c2_GeodesicLabel.nii.gz"
+    with pytest.raises(FileNotFoundError) as err:
+        ablate._write_seed_predictions(cfg, run, seeds)
+    assert str(err.value) == f"expanded-seed label file not found: {missing}"
+    nan = labels.astype(np.float32)
+    nan[0, 0, 0] = np.nan
+    sitk.WriteImage(sitk.GetImageFromArray(nan), str(missing))
+    with pytest.raises(ValueError) as err:
+        ablate._write_seed_predictions(cfg, run, seeds)
+    assert str(err.value) == (f"expanded-seed label file {missing} has 1 NaN or Inf voxel(s) (NaN/Inf values are "
+                              "not allowed); fix or re-export it")
+    assert not (tmp_path / "run").exists()             # c1 was read, not written
+    sitk.WriteImage(image, str(missing))
+    ablate._write_seed_predictions(cfg, run, seeds)
+    for case in ("c1", "c2"):
+        pred = sitk.ReadImage(str(tmp_path / "run" / "seeds" / "output_pred" / f"{case}_T2" / f"{case}_T2_seg.nii.gz"))
+        assert pred.GetSpacing() == (1.0, 2.0, 3.0)
+        assert np.argwhere(sitk.GetArrayFromImage(pred)).tolist() == [[1, 2, 3]]
+
+
+def test_run_markers_with_a_repeated_key_are_named(tmp_path):
+    """The runner's markers go through utilities.textdata.loads_json: a key written twice is one
+    line naming the file; a missing or broken marker is no marker (the step runs again)."""
+    marker = tmp_path / ablate.DONE_NAME
+    assert ablate._read_json(marker) is None
+    marker.write_text('{"command": ["a"', encoding="utf-8")
+    assert ablate._read_json(marker) is None
+    marker.write_text('{"command": ["a"], "command": ["b"]}', encoding="utf-8")
+    with pytest.raises(ValueError) as err:
+        ablate._read_json(marker)
+    assert str(err.value) == (f"run marker {marker}: key 'command' appears twice in one JSON object (the second "
+                              "would silently replace the first); keep one")
+    marker.write_text('{"command": ["a"], "seconds": 1.5}', encoding="utf-8")
+    assert ablate._read_json(marker) == {"command": ["a"], "seconds": 1.5}
