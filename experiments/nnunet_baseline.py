@@ -16,6 +16,10 @@ skipped when it is already done:
 4. prediction of the inference cases with ``checkpoint_final.pth`` (nnU-Net's sliding window
    and mirroring), written as ``<case>.nii.gz`` on the image's grid.
 
+Checkpoints are read only from the run folder and only weights-only (:func:`load_checkpoint`:
+tensors, numbers and numpy scalars; a file holding other pickled objects is refused and nothing in
+it runs), the latest one too before nnU-Net resumes from it.
+
 Fold ``0`` (the default) is the split's own division: nnU-Net trains on the training cases and
 validates on the validation cases, the cases PA-Seg's stage 1 learns from and selects on. Fold
 ``all`` trains on training and validation cases together (nnU-Net's usual final model).
@@ -65,15 +69,16 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from data.export_nnunet import add_data_arguments, dataset_folder, export_nnunet  # noqa: E402
+from data.export_nnunet import add_data_arguments, dataset_folder, export_nnunet, parse_data_arguments  # noqa: E402
 from utilities.grid import listed, missing_paths  # noqa: E402
-from utilities.io import save_text  # noqa: E402
+from utilities.io import load_torch, save_text  # noqa: E402
 from utilities.layout import OUTPUT_PRED  # noqa: E402
 from utilities.logs import LOGGER_NAME, setup_logger  # noqa: E402
 from utilities.splits import read_split, subjects_of  # noqa: E402
+from utilities.textdata import loads_json  # noqa: E402
 
-__all__ = ["NETWORK", "TRAINERS", "TRAINERS_DIR", "STATE_NAME", "BUDGET_NAME", "run_folder", "build_parser",
-           "main"]
+__all__ = ["NETWORK", "TRAINERS", "TRAINERS_DIR", "STATE_NAME", "BUDGET_NAME", "run_folder", "load_checkpoint",
+           "trained_model_folder", "build_parser", "main"]
 
 logger = logging.getLogger(LOGGER_NAME)
 
@@ -134,10 +139,69 @@ def _default_sigterm() -> Iterator[None]:
 
 
 def _read_state(folder: Path) -> dict[str, Any] | None:
+    """The run's record; ``None`` when missing or unreadable (a key repeated in it is a one-line
+    error naming it)."""
     try:
-        return json.loads((folder / STATE_NAME).read_text(encoding="utf-8"))
+        return loads_json((folder / STATE_NAME).read_text(encoding="utf-8"), f"run record {folder / STATE_NAME}")
     except (OSError, json.JSONDecodeError):
         return None
+
+
+def _read_json(path: Path) -> Any:
+    """A JSON file of the run folder (nnU-Net's plans and dataset description, which users edit,
+    and ``budget.json``), through :func:`utilities.textdata.loads_json` (a repeated key refused);
+    one-line errors naming it."""
+    try:
+        return loads_json(path.read_text(encoding="utf-8"), str(path))
+    except FileNotFoundError:
+        raise FileNotFoundError(f"{path} not found: the run folder is incomplete; continue it with --resume or "
+                                "start again with --overwrite") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise ValueError(f"{path} is not valid JSON ({e}); restore it, or start again with --overwrite") from None
+
+
+def _checkpoint_globals() -> list[Any]:
+    """What nnU-Net's ``checkpoint_*.pth`` holds besides tensors, containers, numbers and
+    ``torch.device`` (which torch allows): numpy scalars (its logged losses and Dice) and their
+    dtypes. Loaded with ``weights_only=True`` and only these allowed, a file cannot run code."""
+    import numpy as np
+    from numpy._core.multiarray import scalar
+
+    kinds = [type(np.dtype(t)) for t in (np.bool_, np.int8, np.int16, np.int32, np.int64, np.uint8, np.uint16,
+                                         np.uint32, np.uint64, np.float16, np.float32, np.float64)]
+    # a checkpoint written under numpy 1 names the scalar by its old module
+    return [np.dtype, scalar, (scalar, "numpy.core.multiarray.scalar"), *kinds]
+
+
+def load_checkpoint(path: Path) -> dict[str, Any]:
+    """An nnU-Net checkpoint read with ``weights_only=True`` (:func:`utilities.io.load_torch`, with
+    the numpy types nnU-Net's logs need allowed): one that holds any other pickled object is a
+    one-line error naming the file and the object, and nothing in it runs."""
+    import torch
+
+    with torch.serialization.safe_globals(_checkpoint_globals()):
+        checkpoint = load_torch(path, advice="an nnU-Net checkpoint holds tensors, numbers and numpy scalars only: "
+                                             "train the run again (--overwrite)")
+    if not isinstance(checkpoint, dict) or "network_weights" not in checkpoint:
+        raise ValueError(f"{path} is not an nnU-Net checkpoint (no network_weights); train the run again "
+                         "(--overwrite)")
+    return checkpoint
+
+
+def trained_model_folder(folder: Path, budget: dict[str, Any]) -> Path:
+    """The trained model's folder ``budget.json`` names, refused unless it lies inside the run
+    folder: the run predicts with the model it trained, never with a file elsewhere on the disk."""
+    value = budget.get("model_folder") if isinstance(budget, dict) else None
+    where = folder / BUDGET_NAME
+    if not isinstance(value, str) or not value:
+        raise ValueError(f"{where}: model_folder must be a folder name, got {value!r}; train the run again "
+                         "(--overwrite)")
+    path = (folder / value).resolve()
+    if not path.is_relative_to(folder.resolve()):
+        raise ValueError(f"{where}: model_folder {value!r} lies outside the run folder {folder}; the run predicts "
+                         "only with the model it trained there (restore budget.json, or train again with "
+                         "--overwrite)")
+    return path
 
 
 def _save_state(folder: Path, state: dict[str, Any]) -> None:
@@ -208,11 +272,10 @@ def _trainer(folder: Path, name: str, args: argparse.Namespace, device: Any) -> 
     base = folder / "nnUNet_preprocessed" / name
     output = (folder / "nnUNet_results" / name / f"{TRAINERS[args.trainer]}__{PLANS}__{args.configuration}"
               / f"fold_{args.fold}")
-    plans = json.loads((base / f"{PLANS}.json").read_text(encoding="utf-8"))
+    plans = _read_json(base / f"{PLANS}.json")
     plans["continue_training"] = (output / "checkpoint_latest.pth").is_file()
     return _trainer_class(args.trainer)(plans=plans, configuration=args.configuration, fold=args.fold,
-                                        dataset_json=json.loads((base / "dataset.json").read_text(encoding="utf-8")),
-                                        device=device)
+                                        dataset_json=_read_json(base / "dataset.json"), device=device)
 
 
 def _regularisers(args: argparse.Namespace) -> Any:
@@ -251,6 +314,7 @@ def _train(args: argparse.Namespace, device: Any, folder: Path) -> dict[str, Any
     if not final.is_file():
         if latest.is_file():
             logger.info("nnU-Net: continuing from %s", latest)
+            load_checkpoint(latest)   # refused here unless weights-only (nnU-Net reads it with pickle)
             trainer.load_checkpoint(str(latest))
         trainer.run_training()
     if not trainer.was_initialized:
@@ -272,16 +336,13 @@ def _train(args: argparse.Namespace, device: Any, folder: Path) -> dict[str, Any
 def _predictor(args: argparse.Namespace, device: Any, model_folder: Path) -> Any:
     """nnU-Net's predictor for ``checkpoint_final.pth`` of the fold (what its
     ``initialize_from_trained_model_folder`` does, with our trainer class given, not looked up)."""
-    import torch
-    from batchgenerators.utilities.file_and_folder_operations import load_json
     from nnunetv2.inference.predict_from_raw_data import nnUNetPredictor
     from nnunetv2.utilities.label_handling.label_handling import determine_num_input_channels
     from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
 
-    checkpoint = torch.load(model_folder / f"fold_{args.fold}" / "checkpoint_final.pth", map_location="cpu",
-                            weights_only=False)
-    plans = PlansManager(load_json(str(model_folder / "plans.json")))
-    dataset_json = load_json(str(model_folder / "dataset.json"))
+    checkpoint = load_checkpoint(model_folder / f"fold_{args.fold}" / "checkpoint_final.pth")
+    plans = PlansManager(_read_json(model_folder / "plans.json"))
+    dataset_json = _read_json(model_folder / "dataset.json")
     configuration = plans.get_configuration(checkpoint["init_args"]["configuration"])
     network = _trainer_class(args.trainer).build_network_architecture(
         plans, configuration, determine_num_input_channels(plans, configuration, dataset_json),
@@ -352,7 +413,7 @@ def _add_regulariser_arguments(p: argparse.ArgumentParser) -> None:
 def main(argv: Sequence[str] | None = None) -> Path:
     """Run every step not yet done; returns the predictions' folder."""
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args = parse_data_arguments(parser, argv)
     for flag in ("epochs", "iterations_per_epoch", "val_iterations"):
         if getattr(args, flag) < 1:
             raise ValueError(f"--{flag} must be at least 1, got {getattr(args, flag)}")
@@ -397,9 +458,9 @@ def _run_steps(args: argparse.Namespace, state: dict[str, Any], folder: Path, di
         budget = _train(args, device, folder)
         save_text(json.dumps(budget, indent=1) + "\n", folder / BUDGET_NAME)
         _mark(folder, state, "trained")
-    budget = json.loads((folder / BUDGET_NAME).read_text(encoding="utf-8"))
+    budget = _read_json(folder / BUDGET_NAME)
     if "predicted" not in state["done"]:
-        n = _predict(args, device, folder, folder / budget["model_folder"])
+        n = _predict(args, device, folder, trained_model_folder(folder, budget))
         _mark(folder, state, "predicted")
         logger.info("nnU-Net: %d prediction(s) in %s", n, folder / OUTPUT_PRED)
 

@@ -234,3 +234,96 @@ def test_driver_resumes_a_run_recorded_before_the_trainer_flag(tmp_path):
     (folder / "nnunet_run.json").write_text(json.dumps({"arguments": {**record, "trainer": "PASeg"}, "done": []}))
     with pytest.raises(ValueError, match=r"--trainer 'PASeg' -> 'Budget'"):
         baseline._prepare_folder(args, record, defaults)
+
+
+def test_the_trained_checkpoints_load_weights_only(done):
+    """The run's own nnU-Net checkpoints (numpy scalars in its logs, torch.device in its init
+    arguments) load through the weights-only reader the driver predicts and resumes with."""
+    _, _, out, _ = done
+    run = _run(out, "nnunet_seeds")
+    budget = json.loads((run / "budget.json").read_text())
+    folder = baseline.trained_model_folder(run, budget)
+    assert folder == (run / budget["model_folder"]).resolve()
+    checkpoint = baseline.load_checkpoint(folder / "fold_0" / "checkpoint_final.pth")
+    assert checkpoint["trainer_name"] == "nnUNetTrainerBudget" and checkpoint["current_epoch"] == 1
+    assert checkpoint["init_args"]["configuration"] == "3d_fullres"
+
+
+class _Runs:
+    """A pickled object whose loading would create ``path`` (what a hostile checkpoint could do)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def __reduce__(self):
+        return open, (str(self.path), "w")
+
+
+def test_checkpoints_are_read_weights_only_and_a_hostile_one_runs_nothing(tmp_path):
+    """load_checkpoint: nnU-Net's layout (numpy scalars and dtypes, torch.device) loads with
+    weights_only=True; a file holding another pickled object is one line naming it, and the
+    object is never built."""
+    import torch
+
+    net = torch.nn.Conv3d(1, 2, 3)
+    logging = {"mean_fg_dice": [np.float32(0.5)], "ema_fg_dice": [np.float64(0.25)], "epochs": [np.int64(3)],
+               "lrs": [0.01]}
+    good = {"network_weights": net.state_dict(), "logging": logging, "_best_ema": np.float64(0.25),
+            "init_args": {"configuration": "3d_fullres", "device": torch.device("cpu")}, "trainer_name": "T",
+            "inference_allowed_mirroring_axes": (0, 1, 2)}
+    torch.save(good, tmp_path / "good.pth")
+    loaded = baseline.load_checkpoint(tmp_path / "good.pth")
+    assert loaded["logging"] == logging and loaded["_best_ema"] == 0.25
+    assert torch.equal(loaded["network_weights"]["weight"], net.state_dict()["weight"])
+    sentinel = tmp_path / "ran"
+    hostile = tmp_path / "hostile.pth"
+    torch.save({**good, "trainer_name": _Runs(sentinel)}, hostile)
+    with pytest.raises(ValueError) as err:
+        baseline.load_checkpoint(hostile)
+    assert str(err.value) == (f"{hostile} holds pickled Python objects (io.open) that torch.load refuses "
+                              "(weights_only=True: loading it would run code from the file); an nnU-Net checkpoint "
+                              "holds tensors, numbers and numpy scalars only: train the run again (--overwrite)")
+    assert not sentinel.exists()
+    torch.load(hostile, weights_only=False)    # what nnU-Net's own loader would do: the object runs
+    assert sentinel.exists()
+    torch.save({"state_dict": net.state_dict()}, tmp_path / "other.pth")
+    with pytest.raises(ValueError, match=r"other.pth is not an nnU-Net checkpoint \(no network_weights\)"):
+        baseline.load_checkpoint(tmp_path / "other.pth")
+
+
+def test_the_model_folder_must_lie_in_the_run_folder(tmp_path):
+    run = tmp_path / "run" / "nnUNet"
+    (run / "nnUNet_results" / "m").mkdir(parents=True)
+    (tmp_path / "downloaded").mkdir()
+    (run / "link").symlink_to(tmp_path / "downloaded")
+    assert baseline.trained_model_folder(run, {"model_folder": "nnUNet_results/m"}) == (run / "nnUNet_results"
+                                                                                       / "m").resolve()
+    budget = run / "budget.json"
+    for value in ("../../downloaded", str(tmp_path / "downloaded"), "link"):
+        with pytest.raises(ValueError) as err:
+            baseline.trained_model_folder(run, {"model_folder": value})
+        assert str(err.value) == (f"{budget}: model_folder {value!r} lies outside the run folder {run}; the run "
+                                  "predicts only with the model it trained there (restore budget.json, or train "
+                                  "again with --overwrite)")
+    for budget_json in ({"model_folder": 3}, ["nnUNet_results/m"]):
+        with pytest.raises(ValueError, match="model_folder must be a folder name"):
+            baseline.trained_model_folder(run, budget_json)
+
+
+def test_run_folder_json_with_a_repeated_key_is_named(tmp_path):
+    """nnU-Net's plans (which users edit), budget.json and the run record are read through
+    utilities.textdata.loads_json: a key written twice is one line naming the file."""
+    plans = tmp_path / "nnUNetPlans.json"
+    plans.write_text('{"configurations": {"3d_fullres": {"batch_size": 2, "batch_size": 8}}}', encoding="utf-8")
+    with pytest.raises(ValueError) as err:
+        baseline._read_json(plans)
+    assert str(err.value) == (f"{plans}: key 'batch_size' appears twice in one JSON object (the second would "
+                              "silently replace the first); keep one")
+    plans.write_text('{"configurations": ', encoding="utf-8")
+    with pytest.raises(ValueError, match=r"nnUNetPlans.json is not valid JSON \(.*\); restore it, or start again"):
+        baseline._read_json(plans)
+    with pytest.raises(FileNotFoundError, match=r"dataset.json not found: the run folder is incomplete"):
+        baseline._read_json(tmp_path / "dataset.json")
+    (tmp_path / baseline.STATE_NAME).write_text('{"done": [], "done": ["exported"]}', encoding="utf-8")
+    with pytest.raises(ValueError, match=r"^run record .*nnunet_run.json: key 'done' appears twice"):
+        baseline._read_state(tmp_path)
