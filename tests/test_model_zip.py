@@ -190,3 +190,46 @@ def test_bad_packages_one_line(runs, tmp_path, capsys):
                                         "32", "16", "--output", str(tmp_path / "x.zip")]) == 2
     assert "does not fit network U_Net2D5" in capsys.readouterr().err
     assert not (tmp_path / "x.zip").exists()
+
+
+def _card_manifest(checkpoint: str, commands: list[str]) -> dict:
+    return {"project_version": "0.1.0", "torch_version": "2.13.0", "normalisation": "zscore", "num_classes": 2,
+            "models": [{"name": "model1", "network": "U_Net2D5", "checkpoint": checkpoint,
+                        "spatial_shape": [32, 32, 16], "epoch": 3, "metric": "dice", "value": 0.5}],
+            "card": {"training_data": {"available": False, "reason": "not given"}, "training_commands": commands}}
+
+
+def test_card_shows_names_and_commands_verbatim():
+    """The checkpoint name and the training command are data: a backtick or a line break in them
+    cannot end the code span, the list item or the code block they stand in."""
+    from utilities.model_package import _card_markdown
+
+    command = "python train_gatedcrfloss3d22d_multiview_varianceloss.py --model_dir 'runs/a\n```\n# b'"
+    card = _card_markdown(_card_manifest("CP_`best`\n# x.pth", [command, "python train_SCM.py --seed 1"]))
+    models = card.split("## Models\n")[1].split("\n\n")[0]
+    # a code span of two backticks around a text holding single ones; the line break shown as a space
+    assert models == "- `model1`: U_Net2D5, from ``CP_`best` # x.pth`` (epoch 3), validation dice 0.5000"
+    block = card.split("## Training command\n\n")[1]
+    # fenced by four backticks (one more than the command's run of three): every line verbatim
+    assert block == f"````sh\n{command}\npython train_SCM.py --seed 1\n````\n"
+    plain = _card_markdown(_card_manifest("CP_best.pth", ["python train_SCM.py"]))
+    assert "from `CP_best.pth` (epoch 3)" in plain and plain.endswith("```sh\npython train_SCM.py\n```\n")
+    edge = _card_markdown(_card_manifest("`x`", []))
+    assert "from `` `x` `` (epoch 3)" in edge and edge.endswith("not recorded (no CP_latest*.pth with the run's "
+                                                                 "arguments)\n")
+
+
+def test_card_parses_as_written():
+    """What a Markdown reader makes of the card above: one code span per name, one code block
+    holding the commands exactly."""
+    markdown_it = pytest.importorskip("markdown_it")
+    from utilities.model_package import _card_markdown
+
+    command = "python train_SCM.py --model_dir 'a\n```\n# b'"
+    tokens = markdown_it.MarkdownIt().parse(_card_markdown(_card_manifest("CP_`best`\n# x.pth", [command])))
+    fences = [t for t in tokens if t.type == "fence"]
+    assert [f.content for f in fences] == [command + "\n"]
+    spans = [c.content for t in tokens if t.type == "inline" for c in t.children or [] if c.type == "code_inline"]
+    assert spans == ["model1", "CP_`best` # x.pth"]
+    headings = [tokens[i + 1].content for i, t in enumerate(tokens) if t.type == "heading_open"]
+    assert headings == ["PA-Seg model: U_Net2D5", "Models", "Training data", "Training command"]

@@ -20,6 +20,7 @@ import json
 import logging
 import math
 import os
+import re
 import shlex
 import shutil
 import tempfile
@@ -333,6 +334,27 @@ def training_command(args: Mapping[str, Any] | None) -> str | None:
     return shlex.join(words)
 
 
+def _longest_backtick_run(text: str) -> int:
+    return max((len(run) for run in re.findall(r"`+", text)), default=0)
+
+
+def _md_code(value: object) -> str:
+    """``value`` as one Markdown code span, shown verbatim: delimited by one backtick more than
+    its longest run of backticks (padded with a space where it starts or ends with one), line
+    breaks as spaces (a code span shows them so; a raw one could end the paragraph or list item)."""
+    text = " ".join(str(value).splitlines())
+    fence = "`" * (_longest_backtick_run(text) + 1)
+    pad = " " if text.startswith("`") or text.endswith("`") else ""
+    return f"{fence}{pad}{text}{pad}{fence}"
+
+
+def _md_code_block(lines: Sequence[str]) -> list[str]:
+    """``lines`` as one fenced Markdown code block, shown verbatim (a line break inside an
+    argument included): fenced by more backticks than any run inside, so no line can end it."""
+    fence = "`" * max(3, max((_longest_backtick_run(line) for line in lines), default=0) + 1)
+    return [fence + "sh", *lines, fence]
+
+
 def _card_markdown(manifest: Mapping[str, Any]) -> str:
     card = manifest["card"]
     lines = [f"# PA-Seg model: {', '.join(m['network'] for m in manifest['models'])}", "",
@@ -345,8 +367,8 @@ def _card_markdown(manifest: Mapping[str, Any]) -> str:
         value = m.get("value")
         shown = (f"validation {score} {value:.4f}" if isinstance(value, (int, float)) and math.isfinite(value)
                  else "validation score not recorded")
-        lines.append(f"- `{m['name']}`: {m['network']}, from `{m['checkpoint']}` (epoch {m.get('epoch', '?')}), "
-                     f"{shown}")
+        lines.append(f"- {_md_code(m['name'])}: {m['network']}, from {_md_code(m['checkpoint'])} "
+                     f"(epoch {m.get('epoch', '?')}), {shown}")
     fp = card.get("training_data") or {}
     lines += ["", "## Training data"]
     if fp.get("available"):
@@ -360,8 +382,7 @@ def _card_markdown(manifest: Mapping[str, Any]) -> str:
         lines.append(f"- not recorded: {fp.get('reason', 'unknown')}")
     lines += ["", "## Training command", ""]
     commands = card.get("training_commands") or []
-    lines += ([f"    {c}" for c in commands] if commands
-              else ["not recorded (no CP_latest*.pth with the run's arguments)"])
+    lines += (_md_code_block(commands) if commands else ["not recorded (no CP_latest*.pth with the run's arguments)"])
     return "\n".join(lines) + "\n"
 
 
