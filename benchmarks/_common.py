@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import gc
+import os
 import resource
 import statistics
 import time
@@ -33,7 +34,7 @@ from utilities.engine import StepInfo, train_step
 from utilities.optim import Amp, make_optimizer
 
 __all__ = ["synthetic_batch", "sync", "peak_tracker", "time_fn", "round_robin", "cpu_native_bf16", "Report",
-           "format_table", "stage1_args", "TrainingBench", "stage1_bench", "scm_bench", "LEARNING_RATE"]
+           "format_table", "stage1_args", "TrainingBench", "stage1_bench", "scm_bench", "LEARNING_RATE", "machine"]
 
 LEARNING_RATE = 1e-2  # the paper's initial learning rate (both trainers' default)
 
@@ -147,15 +148,35 @@ def round_robin(fns: Mapping[str, Callable[[], Any]], repeats: int, warmup: int,
                 "peak_mib": statistics.median(v["peaks"])} for k, v in rows.items()}
 
 
+def _cpuinfo(key: str) -> str:
+    """The first ``key`` line of /proc/cpuinfo ("" where there is none, or no /proc)."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            return next((line.split(":", 1)[1].strip() for line in f if line.split(":", 1)[0].strip() == key), "")
+    except OSError:
+        return ""
+
+
 def cpu_native_bf16() -> bool:
     """Whether this CPU computes bf16 natively (AVX512-BF16 or AMX); elsewhere PyTorch emulates
     it, ~40x slower than float32 (110 s for one stage-1 step on a 2-core AVX2 machine)."""
-    try:
-        with open("/proc/cpuinfo") as f:
-            flags = next((line.split(":", 1)[1].split() for line in f if line.startswith("flags")), [])
-    except OSError:
-        return False
+    flags = _cpuinfo("flags").split()
     return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
+#: The CPU flags that decide the speed of the CPU benchmarks, as BENCHMARKS.md names them.
+SIMD_FLAGS = (("avx2", "AVX2"), ("avx512f", "AVX-512"), ("avx512_bf16", "AVX512-BF16"), ("amx_bf16", "AMX-BF16"))
+
+
+def machine() -> str:
+    """This machine in one line, for the head of a benchmark's output: the CPU model (and its
+    family and model numbers: a virtual machine may name only the vendor's line), the logical
+    CPUs, which of AVX2, AVX-512, AVX512-BF16 and AMX-BF16 it has, the torch build."""
+    flags = set(_cpuinfo("flags").split())
+    simd = [label for flag, label in SIMD_FLAGS if flag in flags]
+    family = f" (family {_cpuinfo('cpu family')}, model {_cpuinfo('model')})" if _cpuinfo("cpu family") else ""
+    return (f"machine: {_cpuinfo('model name') or 'CPU model unknown'}{family}, {os.cpu_count()} logical CPUs, "
+            f"{', '.join(simd) if simd else 'no AVX2'}; torch {torch.__version__}")
 
 
 @dataclass

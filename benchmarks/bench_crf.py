@@ -8,6 +8,8 @@ on CPU the growth of the peak resident set size over the resident size just befo
 benchmarked size (no resizing), so only the CRF itself is compared. The unfold baseline is not
 run at the full-resolution sizes (``--full_sizes``): it would need several GB and tens of seconds.
 
+Example::
+
     python benchmarks/bench_crf.py --repeats 5 --warmup 1 --threads 2
 """
 from __future__ import annotations
@@ -26,7 +28,7 @@ import torch
 import torch.nn.functional as F
 
 from benchmarks._common import format_table as common_table
-from benchmarks._common import peak_tracker, sync
+from benchmarks._common import machine, peak_tracker, sync
 from benchmarks.crf_reference import unfold_multiview_crf
 from utilities.cli import positive_int
 from utilities.losses import CRF_IMPLEMENTATIONS, MultiViewGatedCRFLoss
@@ -108,6 +110,12 @@ def grad_check(variant: str, size: tuple[int, int, int], batch: int, classes: in
 
 
 def _spawn(args: argparse.Namespace, mode: str, variant: str, size: tuple[int, int, int]) -> dict:
+    """One (mode, variant, size) in its own process (``--in_process``: in this one)."""
+    if args.in_process:
+        device = torch.device(args.device)
+        if mode == "time":
+            return run_worker(variant, size, args.batch, args.classes, args.radius, args.repeats, args.warmup, device)
+        return grad_check(variant, size, args.batch, args.classes, args.radius, device)
     cmd = [sys.executable, str(Path(__file__).resolve()), "--_worker", mode, "--_variant", variant,
            "--sizes", "x".join(map(str, size)), "--repeats", str(args.repeats), "--warmup", str(args.warmup),
            "--threads", str(args.threads), "--batch", str(args.batch), "--classes", str(args.classes),
@@ -172,6 +180,9 @@ def main(argv: list[str] | None = None) -> str:
                         help="fast-loss implementations to run (auto: shifts on CPU, rows on CUDA)")
     parser.add_argument("--no_check", dest="check", action="store_false",
                         help="skip the fast-vs-unfold gradient comparison")
+    parser.add_argument("--in_process", action="store_true",
+                        help="run every variant in this process (quick, for smoke tests: the peak memory of a "
+                             "variant then includes what earlier ones left)")
     parser.add_argument("--_worker", choices=["time", "check"], help=argparse.SUPPRESS)
     parser.add_argument("--_variant", choices=VARIANTS, default="fast-auto", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -194,11 +205,13 @@ def main(argv: list[str] | None = None) -> str:
         return out
     rows = benchmark(args)
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU, {args.threads} threads"
-    table = (f"device: {name}; batch {args.batch}, {args.classes} classes, radius {args.radius}, 3 views, "
+    table = (f"{machine()}\ndevice: {name}; batch {args.batch}, {args.classes} classes, radius {args.radius}, 3 views, "
              f"median of {args.repeats} after {args.warmup} warm-up\n" + format_table(rows))
     print(table)
     return table
 
 
 if __name__ == "__main__":
-    main()
+    from utilities.cli import run_main
+
+    sys.exit(run_main(main))

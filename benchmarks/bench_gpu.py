@@ -25,6 +25,8 @@ within the loss goal and the fastest row of all; patch loading is not included (
 patch on CPU, BENCHMARKS.md). Rows that do not apply to the device (bf16, TF32, cuDNN and CUDA
 graphs on a CPU) are listed as skipped; a row that fails is reported and the others still run.
 
+Example::
+
     python benchmarks/bench_gpu.py                                    # CUDA, the full set
     python benchmarks/bench_gpu.py --device cpu --quick --compile_backend aot_eager   # CPU smoke test
 """
@@ -43,7 +45,7 @@ from typing import Any
 
 import torch
 
-from benchmarks._common import Report, format_table, scm_bench, stage1_bench, synthetic_batch, time_fn
+from benchmarks._common import Report, format_table, machine, scm_bench, stage1_bench, synthetic_batch, time_fn
 from networks import get_network
 from utilities.cli import positive_int
 from utilities.compile import COMPILE_BACKENDS, compile_unavailable
@@ -239,6 +241,7 @@ def main(argv: list[str] | None = None) -> str:
     device = resolve_device(args.device)
     report = Report()
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU, {torch.get_num_threads()} threads"
+    report(machine())
     report(f"device: {name}; torch {torch.__version__}; patch {'x'.join(map(str, args.size))}, mCRF at "
            f"{'x'.join(map(str, args.down_size))} r {args.radius}; median of {args.repeats} steps after "
            f"{args.warmup}; compile backend {args.compile_backend}")
@@ -328,4 +331,6 @@ def _projection(args: argparse.Namespace, device: torch.device, results: dict[Ro
 
 
 if __name__ == "__main__":
-    main()
+    from utilities.cli import run_main
+
+    sys.exit(run_main(main))

@@ -11,6 +11,8 @@ bf16, where it is not emulated). All variants of a case run round-robin; medians
 the timed rounds; peak memory = growth of the peak resident set (VmHWM reset) over the resident
 set before the call.
 
+Example::
+
     python benchmarks/bench_inference.py --repeats 5 --warmup 1 --threads 2
 """
 from __future__ import annotations
@@ -18,11 +20,12 @@ from __future__ import annotations
 import argparse
 import math
 import statistics
+import sys
 from collections.abc import Callable, Sequence
 
 import torch
 
-from benchmarks._common import cpu_native_bf16, round_robin, synthetic_batch
+from benchmarks._common import cpu_native_bf16, machine, round_robin, synthetic_batch
 from benchmarks._common import format_table as common_table
 from networks import get_network
 from utilities.cli import positive_int
@@ -160,6 +163,7 @@ def main(argv: list[str] | None = None) -> str:
         print(text, flush=True)
         out.append(text)
 
+    emit(machine())
     emit(f"CPU, {args.threads} threads, torch {torch.__version__}; U_Net2D5 (eval, random weights), roi "
          f"{'x'.join(map(str, args.roi))}, overlap {args.overlap}, gaussian blending; round-robin")
     rows, info = bench_case(args.size, args.roi, args.overlap, [1], args.repeats, args.warmup, True, args.variants,
@@ -181,4 +185,6 @@ def main(argv: list[str] | None = None) -> str:
 
 
 if __name__ == "__main__":
-    main()
+    from utilities.cli import run_main
+
+    sys.exit(run_main(main))

@@ -2,9 +2,10 @@
 
 The step is the stage-1 script's own (``Stage1Step`` with ``--rampup_epochs 0``: U_Net2D5
 forward, ``PartialDiceCELoss`` + 1.0 · ``MultiViewGatedCRFLoss`` (resized to ``--down_size``,
-radius ``--radius``) + 0.1 · ``VarianceLoss``), run as the engine runs it: the ``float()`` of
-every logged value, the engine's backward (each term's gradient w.r.t. the logits, then one
-backward through the network) and ``Amp.step`` of the paper's SGD (``benchmarks/_common.py``).
+radius ``--radius``) + 0.1 · ``VarianceLoss``), run by the trainers' own
+``utilities.engine.train_step`` (``benchmarks/_common.py``): ``zero_grad``, the step, the
+``float()`` of every logged value, the engine's backward (each term's gradient w.r.t. the logits,
+then one backward through the network) and ``Amp.step`` of the paper's SGD.
 Each variant has its own model (same initial weights) and all variants are run round-robin, one
 step each per round, so that the load of a shared machine falls on all of them alike; medians
 and minima are over the rounds after the warm-up rounds. Variants:
@@ -26,14 +27,19 @@ and minima are over the rounds after the warm-up rounds. Variants:
 - ``fast+compile``: the network compiled in place as ``--compile`` does (``--compile_backend``);
   the compilation falls in the warm-up rounds.
 
-Time of each phase: forward, each loss's forward, the rest of the step function (sums, logged
-fractions, ``float()`` of the logged values), backward (the engine's: per-term gradients, then
-the network), optimizer. The losses' own forward+backward is also timed alone on a detached copy
-of the logits (after each round of steps), which splits the backward into its loss part and its
-network part. Peak memory is the growth of the kernel's peak resident set (VmHWM, reset before
-each step) over the resident set before the step. ``--data`` adds the patch-loading benchmark:
-synthetic NIfTI volumes written to a temporary folder, loaded through ``SubjectCache``/``PatchDataset``
-(first load: decode, check and preprocess; later loads: from the cache), and its ratio to the step.
+Time of each phase: forward, each loss's forward, the rest (``zero_grad`` and the step
+function's own sums and logged fractions), backward (from the step function's return to
+``Amp.step``: the engine's ``float()`` and finiteness check of the logged values, microseconds,
+then its per-term gradients and the network's backward), optimizer. Only the step object's
+network and losses and ``Amp.step`` are wrapped by timers; ``train_step`` itself is not touched.
+The losses' own forward+backward is also timed alone on a detached copy of the logits (after
+each round of steps), which splits the backward into its loss part and its network part. Peak
+memory is the growth of the kernel's peak resident set (VmHWM, reset before each step) over the
+resident set before the step. ``--data`` adds the patch-loading benchmark: synthetic NIfTI
+volumes written to a temporary folder, loaded through ``SubjectCache``/``PatchDataset`` (first
+load: decode, check and preprocess; later loads: from the cache), and its ratio to the step.
+
+Example::
 
     python benchmarks/bench_step.py --repeats 5 --warmup 1 --threads 2 --data
 """
@@ -43,6 +49,7 @@ import argparse
 import contextlib
 import math
 import statistics
+import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -52,7 +59,7 @@ from typing import Any
 
 import torch
 
-from benchmarks._common import cpu_native_bf16, peak_tracker, stage1_bench, synthetic_batch
+from benchmarks._common import cpu_native_bf16, machine, peak_tracker, stage1_bench, synthetic_batch
 from benchmarks.crf_reference import unfold_multiview_crf
 from utilities.cli import positive_int
 from utilities.compile import COMPILE_BACKENDS, compile_unavailable
@@ -96,17 +103,23 @@ DEFAULT_VARIANTS = ("unfold", "fast", "fast+channels_last", "fast+conv_bf16", "f
 
 
 class _Timed:
-    """Calls ``fn`` and adds its seconds to ``times[name]`` (inside ``context()`` if given)."""
+    """Calls ``fn`` and adds its seconds to ``times[name]`` (inside ``context()`` if given); the
+    clock at the call's start and end goes to ``marks[name] = (start, end)`` when ``marks`` is given."""
 
     def __init__(self, fn: Callable[..., Any], times: dict[str, float], name: str,
-                 context: Callable[[], contextlib.AbstractContextManager] | None = None) -> None:
+                 context: Callable[[], contextlib.AbstractContextManager] | None = None,
+                 marks: dict[str, tuple[float, float]] | None = None) -> None:
         self.fn, self.times, self.name, self.context = fn, times, name, context or contextlib.nullcontext
+        self.marks = marks
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         t0 = time.perf_counter()
         with self.context():
             out = self.fn(*args, **kwargs)
-        self.times[self.name] = self.times.get(self.name, 0.0) + time.perf_counter() - t0
+        t1 = time.perf_counter()
+        self.times[self.name] = self.times.get(self.name, 0.0) + t1 - t0
+        if self.marks is not None:
+            self.marks[self.name] = (t0, t1)
         return out
 
 
@@ -122,6 +135,7 @@ class StepRunner:
         step = self.bench.step_fn
         self.model = step.model
         self.times: dict[str, float] = {}
+        self.marks: dict[str, tuple[float, float]] = {}
         if variant.crf == "unfold":
             def unfold(x: torch.Tensor, img: torch.Tensor) -> torch.Tensor:
                 return unfold_multiview_crf(x.float(), img.float(), down_size=tuple(down_size),
@@ -139,7 +153,9 @@ class StepRunner:
                                (lambda: _threads(variant.crf_threads)) if variant.crf_threads else None)
         step.var_loss = _Timed(step.var_loss, self.times, "loss_vm")
         amp = self.bench.state.amp
-        amp.step = _Timed(amp.step, self.times, "optimizer")  # type: ignore[method-assign]
+        amp.step = _Timed(amp.step, self.times, "optimizer", marks=self.marks)  # type: ignore[method-assign]
+        # the step object itself, as engine.train_step calls it: its return starts the backward phase
+        self.bench.step_fn = _Timed(step, {}, "step_fn", marks=self.marks)
 
     @contextlib.contextmanager
     def settings(self) -> Iterator[None]:
@@ -162,18 +178,28 @@ class StepRunner:
         """One training step; returns the seconds of each phase, ``total``, ``cpu`` (process CPU
         seconds), ``peak_mib`` and the loss ``terms``."""
         self.times.clear()
+        self.marks.clear()
         with self.settings(), peak_tracker() as peak:
             cpu0 = time.process_time()
             t0 = time.perf_counter()
-            with _timing_backward(self.times):
-                values = self.bench.step()
+            values = self.bench.step()
             total = time.perf_counter() - t0
             cpu = time.process_time() - cpu0
-        times = {p: self.times.get(p, 0.0) for p in PHASES if p not in ("rest",)}
+        times = {p: self.times.get(p, 0.0) for p in PHASES if p not in ("rest", "backward")}
+        times["backward"] = self._backward_seconds()
         inner = times["forward"] + times["loss_seg"] + times["loss_crf"] + times["loss_vm"]
         times["rest"] = total - inner - times["backward"] - times["optimizer"]
         terms = {k: values[k] for k in ("loss", "loss_seg", "loss_crf", "loss_vm")}
         return {**times, "total": total, "cpu": cpu, "peak_mib": peak["peak_mib"], "terms": terms}
+
+    def _backward_seconds(self) -> float:
+        """Seconds from the step function's return to ``Amp.step``'s start: what
+        ``engine.train_step`` does in between (the ``float()`` and finiteness check of the logged
+        values, microseconds; each term's gradient w.r.t. its logits; one network backward)."""
+        if "step_fn" not in self.marks or "optimizer" not in self.marks:
+            raise RuntimeError("engine.train_step did not call the step function and then Amp.step once each; "
+                               "bench_step.py's phase timing no longer matches the engine")
+        return self.marks["optimizer"][0] - self.marks["step_fn"][1]
 
     def logits(self) -> torch.Tensor:
         """Logits of the current model (no gradient), float32, contiguous."""
@@ -192,19 +218,6 @@ def _threads(n: int) -> Iterator[None]:
         yield
     finally:
         torch.set_num_threads(old)
-
-
-@contextlib.contextmanager
-def _timing_backward(times: dict[str, float]) -> Iterator[None]:
-    """Time the engine's backward as ``TrainingBench.step`` calls it."""
-    import benchmarks._common as common
-
-    original = common._backward
-    common._backward = _Timed(original, times, "backward")
-    try:
-        yield
-    finally:
-        common._backward = original
 
 
 def run_steps(runners: Sequence[StepRunner], repeats: int, warmup: int,
@@ -402,6 +415,7 @@ def main(argv: list[str] | None = None) -> str:
         print(text, flush=True)
         out.append(text)
 
+    emit(machine())
     emit(f"CPU, {args.threads} threads, torch {torch.__version__}; U_Net2D5 batch 1, patch "
          f"{'x'.join(map(str, args.size))}, mCRF at {'x'.join(map(str, args.down_size))} radius {args.radius}; "
          f"{args.repeats} timed rounds after {args.warmup} warm-up, round-robin over the variants")
@@ -463,4 +477,6 @@ def _data_table(data: dict[str, Any], results: dict[str, Any], args: argparse.Na
 
 
 if __name__ == "__main__":
-    main()
+    from utilities.cli import run_main
+
+    sys.exit(run_main(main))

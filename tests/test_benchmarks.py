@@ -2,12 +2,16 @@
 asserted is that every row ran the library's step and the tables and projection add up)."""
 from __future__ import annotations
 
+import os
 import re
+import subprocess
+import sys
 
 import pytest
 import torch
+from helpers import ROOT
 
-from benchmarks import _common, bench_gpu
+from benchmarks import _common, bench_gpu, bench_step
 
 
 def _row(text: str, label: str) -> list[str]:
@@ -57,3 +61,68 @@ def test_format_table_aligns_and_marks_missing():
     assert lines[0] == "name    value" and set(lines[1]) == {"-"}
     assert lines[2] == "x        1.50" and lines[3] == "longer      -"
     assert re.fullmatch(r"-+", lines[1]) and len(lines[1]) == len(lines[0])
+
+
+def _table(text: str, title: str) -> dict[str, list[str]]:
+    """The rows of the plain-text table after the line starting with ``title``, by first cell."""
+    lines = text.split(title, 1)[1].splitlines()[1:]
+    start = next(i for i, line in enumerate(lines) if set(line) == {"-"}) + 1
+    rows = {}
+    for line in lines[start:]:
+        if not line.strip():
+            break
+        cells = line.split()
+        rows[cells[0]] = cells[1:]
+    return rows
+
+
+def test_bench_step_every_variant_through_the_trainers_train_step(monkeypatch, capsys):
+    """Every variant of bench_step.py (and --data) runs, each step being one call of the engine's
+    ``train_step``; the backward phase is timed and the phases add up to the step. On a CPU,
+    fast+compile is skipped with TorchInductor's reason (its compiled path is bench_gpu's, tested
+    above) and bf16 autocast where the CPU has no native bf16."""
+    calls = []
+    real = _common.train_step
+
+    def counted(*args, **kwargs):
+        calls.append(args[1])
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(_common, "train_step", counted)
+    variants = list(bench_step.VARIANTS)
+    text = bench_step.main(["--size", "32", "32", "16", "--down_size", "16", "16", "16", "--repeats", "1", "--warmup",
+                            "0", "--threads", "1", "--data", "--data_subjects", "1", "--data_repeats", "1",
+                            "--variants", *variants])
+    printed = capsys.readouterr().out
+    skipped = {"fast+compile"} | (set() if _common.cpu_native_bf16() else {"fast+cpu_bf16_autocast"})
+    assert all(f"{name} skipped: " in printed for name in skipped)
+    ran = [v for v in variants if v not in skipped]
+    steps, phases = _table(text, "[step]"), _table(text, "[phases]")
+    assert list(steps) == ran and list(phases) == ran
+    assert len(calls) == len(ran) and all(isinstance(c, bench_step._Timed) for c in calls)
+    for name in ran:
+        parts = dict(zip(("data",) + bench_step.PHASES, map(float, phases[name][:-1])))
+        assert parts["backward"] > 0 and parts["rest"] > -2e-3      # backward measured apart from the rest
+        assert sum(parts[p] for p in bench_step.PHASES) == pytest.approx(float(steps[name][0]), abs=0.02)
+        assert steps[name][-1] == "0"                                # no non-finite loss
+    loss = {name: float(steps[name][-2]) for name in ran}
+    assert loss["unfold"] == pytest.approx(loss["fast"], rel=1e-5)  # the same step, the other mCRF
+    assert loss["fast+1thread"] == pytest.approx(loss["fast"], rel=1e-5)
+    assert "first (decode+preprocess)" in text and "cached (later epochs)" in text
+
+
+def test_gpu_check_smoke_runs_end_to_end_on_cpu(tmp_path):
+    """GPU_CHECK_SMOKE=1: every step of the device script runs on CPU (nothing installed): the
+    benchmark's rows, the mCRF benchmark, the CUDA tests collected; its log in $OUT."""
+    env = {**os.environ, "GPU_CHECK_SMOKE": "1", "PYTHON": sys.executable, "OUT": str(tmp_path),
+           "OMP_NUM_THREADS": "1"}
+    done = subprocess.run(["bash", str(ROOT / "benchmarks" / "gpu_check.sh"), "--batches", "1"], env=env,
+                          capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    log = (tmp_path / "gpu_check.txt").read_text(encoding="utf-8")
+    assert log == done.stdout
+    assert "== environment (GPU_CHECK_SMOKE: CPU smoke run)" in log and "== install" not in log
+    for needle in ("stage-1 b1 current", "SCM b1 current", "[projection]", "16x16x16  fast-shifts",
+                   "16x16x16    fast-rows", "tests/test_crf.py::test_crf_cuda_matches_cpu"):
+        assert needle in log, needle
+    assert not re.search(r"Traceback|exited with|FAILED|Error", log), log[-3000:]
