@@ -22,6 +22,10 @@ Summary (``summary.md``/``summary.csv``): per member and variant the mean Dice o
 seeds and the failed seeds (ablate's rule: all inference predictions empty, collapse warning,
 or best checkpoint from before the ramp-up ended), and the issue's criteria over the members.
 
+Run again with the same arguments, a family run resumes (``family_run.json`` records them; the
+ablation runner skips the finished runs). An ``--output_dir`` that holds a summary, plan or config
+of a family run with other arguments (or of none) is refused unless ``--overwrite``.
+
 Example (the held-back report, CPU budget; see docs/results/family.md)::
 
     python experiments/family.py --family_seeds 100 101 102 103 104 105 106 107 \\
@@ -53,14 +57,18 @@ from data.family.make_family_data import (  # noqa: E402
     draw_member,
     generate_member,
 )
-from utilities.io import save_csv, save_text  # noqa: E402
+from utilities.io import check_overwrite, save_csv, save_text  # noqa: E402
 from utilities.plan import PlanRules, fingerprint, make_plan, write_plan  # noqa: E402
 from utilities.textdata import loads_json, md_cell  # noqa: E402
 
-__all__ = ["VARIANTS", "member_config", "summarize_family", "main"]
+__all__ = ["VARIANTS", "RECORD_NAME", "member_config", "summarize_family", "main"]
 
 VARIANTS = ("seeds", "seeds_only_plan", "stage1_plan", "stage1_recipe", "full_plan", "scm_plan",
             "nnunet_seeds", "nnunet_full")
+#: In ``--output_dir``: the arguments of the family run whose summary, plans and configs it holds.
+RECORD_NAME = "family_run.json"
+#: Arguments that do not change what the run writes (not compared when it is run again).
+_FREE = ("jobs", "device", "overwrite")
 
 
 def _plan_member(data: Path, rules: PlanRules, path: Path) -> dict[str, Any]:
@@ -183,6 +191,31 @@ def _markdown(df: pd.DataFrame, criteria: str, title: str) -> str:
     return "\n".join(lines) + "\n\n" + criteria + "\n"
 
 
+def _outputs(out: Path, seeds: Sequence[int]) -> list[Path]:
+    """What this script writes itself into ``--output_dir`` (the runs are the ablation runner's)."""
+    members = [out / f"f{seed:03d}" / name for seed in seeds for name in ("plan.json", "ablation.json")]
+    return [out / "summary.csv", out / "summary.md", *members]
+
+
+def _check_output_dir(out: Path, args: argparse.Namespace) -> None:
+    """The rule of :func:`utilities.io.check_overwrite`: a summary, plan or config already in
+    ``out`` is replaced only with ``--overwrite``, unless ``out`` holds the same family run
+    (its record, :data:`RECORD_NAME`, has these arguments): running it again resumes it, the
+    finished runs skipped by the ablation runner. Then records these arguments."""
+    record = {k: v for k, v in vars(args).items() if k not in _FREE}
+    path = out / RECORD_NAME
+    try:
+        old = loads_json(path.read_text(encoding="utf-8"), f"family record {path}")
+    except (OSError, json.JSONDecodeError):
+        old = None
+    if old != record:
+        if isinstance(old, dict) and not args.overwrite:
+            changed = [f"--{k} {old.get(k)!r} -> {v!r}" for k, v in record.items() if old.get(k) != v]
+            print(f"{out} holds a family run with other arguments: {', '.join(changed)}", flush=True)
+        check_overwrite(_outputs(out, args.family_seeds) + [path], "--output_dir", args.overwrite, "family file")
+    save_text(json.dumps(record, indent=1) + "\n", path)
+
+
 def _flags_json(text: str) -> dict[str, Any]:
     try:
         flags = loads_json(text, "--stage1_flags")
@@ -214,12 +247,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--jobs", type=int, default=2, help="runs side by side (one thread each)")
     p.add_argument("--device", default="cpu", choices=["auto", "cpu", "cuda"])
     p.add_argument("--title", default="Dataset family", help="heading of summary.md")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace the summary, plans and configs of a family run with other arguments in "
+                        "--output_dir (its finished runs are still skipped where their flags are unchanged)")
     return p
 
 
 def main(argv: list[str] | None = None) -> pd.DataFrame:
     args = build_parser().parse_args(argv)
     out = Path(args.output_dir)
+    _check_output_dir(out, args)
     rules = PlanRules(target_steps=args.target_steps, min_epochs=args.min_epochs,
                       max_patch_voxels=args.max_patch_voxels, min_crf_voxels=args.min_crf_voxels)
     tables: dict[int, pd.DataFrame] = {}

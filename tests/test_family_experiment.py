@@ -4,6 +4,7 @@ reaches the runner, and the summary's criteria are computed from the member tabl
 from __future__ import annotations
 
 import json
+import os
 
 import pandas as pd
 import pytest
@@ -74,7 +75,7 @@ def test_baseline_flag_reaches_the_runner(tmp_path, monkeypatch):
     argv = seen["argv"]
     assert argv[argv.index("--baseline") + 1] == "stage1_plan"
     family.main(["--family_seeds", "113", "--output_dir", str(tmp_path), "--variants", "seeds_only_plan",
-                 "stage1_plan"])
+                 "stage1_plan", "--overwrite"])   # other arguments: the summary is replaced
     assert seen["argv"][seen["argv"].index("--baseline") + 1] == "seeds_only_plan"
     with pytest.raises(SystemExit):
         family.main(["--family_seeds", "113", "--output_dir", str(tmp_path), "--baseline", "nope"])
@@ -106,3 +107,53 @@ def test_shipped_configs_give_commands_their_scripts_accept(config, tmp_path):
     runs = ablate.plan_runs(cfg, tmp_path, cfg.seeds, list(cfg.variants), "cpu", "python")
     assert {r.variant.name for r in runs} == set(cfg.variants)
     ablate.check_flags(ablate._all_commands(cfg, runs, "cpu", "python"), config)
+
+
+def _fake_family(tmp_path, monkeypatch, dice):
+    """family.main with the ablation runner replaced by a table of ``dice`` (per call) and a member
+    that exists; returns the list of the runner's argv."""
+    calls = []
+
+    def fake_main(argv):
+        calls.append(argv)
+        return _table({"stage1_plan": dice[len(calls) - 1]})
+
+    monkeypatch.setattr(family.ablate, "main", fake_main)
+    plan = _member(tmp_path / "plan")[1]
+    monkeypatch.setattr(family, "_plan_member", lambda data, rules, path: plan)
+    data = tmp_path / "out" / "f113" / "data"
+    data.mkdir(parents=True)
+    (data / "member.json").write_text("{}", encoding="utf-8")
+    return calls
+
+
+def test_output_dir_needs_overwrite_unless_it_holds_the_same_family_run(tmp_path, monkeypatch, capsys):
+    """utilities.io.check_overwrite's rule for --output_dir: the same arguments again resume the
+    family run (its record matches); other arguments, or a summary of no family run, are refused
+    in one line before anything is written, and replaced with --overwrite."""
+    from helpers import one_line
+
+    calls = _fake_family(tmp_path, monkeypatch, [0.5, 0.6, 0.7])
+    out = tmp_path / "out"
+    args = ["--family_seeds", "113", "--output_dir", str(out), "--variants", "stage1_plan", "--seeds", "0"]
+    family.main(args)
+    family.main(args + ["--jobs", "1"])               # the same run again (--jobs changes nothing it writes)
+    assert len(calls) == 2 and "| 113 | 0.600 |" in (out / "summary.md").read_text()
+    before = {p: p.read_bytes() for p in out.rglob("*") if p.is_file()}
+    capsys.readouterr()
+    with pytest.raises(FileExistsError) as err:
+        family.main(args[:-1] + ["1"])                 # other training seeds
+    assert one_line(err) == (f"4 family file(s) exist already, e.g. {out / 'summary.csv'}; pass --overwrite to "
+                             "replace them, or choose another --output_dir")
+    assert f"{out} holds a family run with other arguments: --seeds [0] -> [1]" in capsys.readouterr().out
+    assert {p: p.read_bytes() for p in out.rglob("*") if p.is_file()} == before and len(calls) == 2
+    family.main(args[:-1] + ["1", "--overwrite"])
+    assert len(calls) == 3 and "| 113 | 0.700 |" in (out / "summary.md").read_text()
+    assert json.loads((out / family.RECORD_NAME).read_text())["seeds"] == [1]
+    # a folder holding a summary of no family run (no record): refused as well
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "summary.md").write_text("my notes\n", encoding="utf-8")
+    with pytest.raises(FileExistsError, match=r"^1 family file\(s\) exist already, e.g. .*summary.md; pass "):
+        family.main(["--family_seeds", "113", "--output_dir", str(mine)])
+    assert (mine / "summary.md").read_text() == "my notes\n" and sorted(os.listdir(mine)) == ["summary.md"]
