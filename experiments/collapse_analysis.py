@@ -15,6 +15,9 @@ Writes ``docs/results/collapse.md`` (the numbers and what they support), its CSV
 4. logit saturation: each term's gradient against the logit margin, for the correct and for
    the collapsed (all-background) prediction.
 
+An existing page, CSV or plot is replaced only with ``--overwrite`` (the page's sections on
+training runs below its marker are kept then).
+
 Example::
 
     OMP_NUM_THREADS=1 python experiments/collapse_analysis.py --output_dir docs/results
@@ -46,7 +49,7 @@ from scipy import ndimage
 
 from data.simulate_7points import simulate_points, subject_rng
 from utilities.geodesic import expand_seeds
-from utilities.io import atomic_path, save_csv, save_text
+from utilities.io import atomic_path, check_overwrite, save_csv, save_text
 from utilities.losses import MultiViewGatedCRFLoss, PartialDiceCELoss, VarianceLoss
 from utilities.schedules import sigmoid_rampup
 
@@ -353,7 +356,7 @@ def plot_all(size: pd.DataFrame, balance: pd.DataFrame, ramp_grads: pd.DataFrame
     axes[1].set(xscale="log", xlabel="lesion size (voxels of the down-sampled grid)",
                 ylabel="[E(eroded) − E(true)] per removed voxel", title="< 0: shrinking lowers the CRF energy")
     axes[0].legend(fontsize=8)
-    _save(fig, out / "collapse_crf_vs_size.png")
+    _save(fig, out / PLOTS[0])  # collapse_crf_vs_size.png
 
     fig, axes = plt.subplots(1, 2, figsize=(11, 4))
     for ds, g in ramp_grads.groupby("dataset"):
@@ -369,7 +372,7 @@ def plot_all(size: pd.DataFrame, balance: pd.DataFrame, ramp_grads: pd.DataFrame
     axes[1].set(xlabel="ramp weight", ylabel="Σ_lesion −∂L/∂m", title="net pull on the lesion (< 0: shrink)")
     axes[0].legend(fontsize=7, ncol=2)
     axes[1].legend(fontsize=8)
-    _save(fig, out / "collapse_gradients.png")
+    _save(fig, out / PLOTS[1])  # collapse_gradients.png
 
     fig, ax = plt.subplots(figsize=(6.5, 4))
     for name, steps, epochs, ramp in RAMP_SETTINGS:
@@ -377,7 +380,7 @@ def plot_all(size: pd.DataFrame, balance: pd.DataFrame, ramp_grads: pd.DataFrame
         ax.step(s + 1, [sigmoid_rampup(int(x // steps), ramp) for x in s], where="post", label=name)
     ax.set(xscale="log", xlabel="SGD step", ylabel="ramp weight of mCRF and VM", title="ramp-up counted in epochs")
     ax.legend(fontsize=7)
-    _save(fig, out / "collapse_rampup.png")
+    _save(fig, out / PLOTS[2])  # collapse_rampup.png
 
     fig, axes = plt.subplots(1, 2, figsize=(11, 4))
     for ax, state in zip(axes, ("correct", "collapsed")):
@@ -389,7 +392,7 @@ def plot_all(size: pd.DataFrame, balance: pd.DataFrame, ramp_grads: pd.DataFrame
         ax.set(yscale="log", xlabel="logit margin |z_fg − z_bg|", ylabel="‖∂L/∂m‖",
                title=f"{state} prediction")
         ax.legend(fontsize=7, ncol=2)
-    _save(fig, out / "collapse_saturation.png")
+    _save(fig, out / PLOTS[3])  # collapse_saturation.png
 
 
 def _md_table(df: pd.DataFrame, floatfmt: str = ".3g") -> str:
@@ -722,6 +725,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="where collapse.md goes; its CSVs and PNGs go to <output_dir>/data/collapse/")
     p.add_argument("--cases", type=int, default=4, help="realistic cases per dataset")
     p.add_argument("--seed", type=int, default=0, help="data seed of the synthetic cases")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace collapse.md (its sections on training runs are kept), its CSVs and plots")
     return p
 
 
@@ -743,6 +748,17 @@ def with_kept_sections(text: str, page: Path) -> str:
     return text
 
 
+#: The CSVs (one per measurement) and the plots written under :data:`DATA_DIR`.
+TABLES = ("crf_vs_size", "balance", "ramp_gradients", "crf_settings", "rampup", "saturation")
+PLOTS = ("collapse_crf_vs_size.png", "collapse_gradients.png", "collapse_rampup.png", "collapse_saturation.png")
+
+
+def outputs(output_dir: Path) -> list[Path]:
+    """Every file :func:`run` writes under ``output_dir``."""
+    data = output_dir / DATA_DIR
+    return [output_dir / "collapse.md", *(data / f"{name}.csv" for name in TABLES), *(data / name for name in PLOTS)]
+
+
 def run(output_dir: Path, per_dataset: int, seed: int) -> dict[str, pd.DataFrame]:
     """All measurements; writes the CSVs and the plots under ``<output_dir>/data/collapse/``."""
     torch.set_num_threads(1)
@@ -755,8 +771,7 @@ def run(output_dir: Path, per_dataset: int, seed: int) -> dict[str, pd.DataFrame
     ramp = rampup_table()
     sat = pd.concat([saturation(c).assign(dataset=c.dataset, case=c.name)
                      for c in (cases[0], cases[per_dataset])], ignore_index=True)
-    results = {"crf_vs_size": size, "balance": balance, "ramp_gradients": ramp_grads, "crf_settings": settings,
-               "rampup": ramp, "saturation": sat}
+    results = dict(zip(TABLES, (size, balance, ramp_grads, settings, ramp, sat), strict=True))
     for name, df in results.items():
         save_csv(df, output_dir / DATA_DIR / f"{name}.csv")
     plot_all(size, balance, ramp_grads, sat, 1.0, output_dir / DATA_DIR)
@@ -770,8 +785,11 @@ def main(argv: list[str] | None = None) -> dict[str, pd.DataFrame]:
     args = build_parser().parse_args(argv)
     if args.cases < 1:
         raise ValueError(f"--cases must be at least 1, got {args.cases}")
+    check_overwrite(outputs(Path(args.output_dir)), "--output_dir", args.overwrite, "file")
     return run(Path(args.output_dir), args.cases, args.seed)
 
 
 if __name__ == "__main__":
-    main()
+    from utilities.cli import run_main
+
+    sys.exit(run_main(main))

@@ -57,3 +57,40 @@ def test_a_new_measurement_keeps_the_sections_on_training_runs(tmp_path):
     assert ca.with_kept_sections("new\n\n", page) == "new\n\n" + ca.KEPT_MARKER + "\n## 5. runs\nkept\n"
     page.write_text("old measured only\n", encoding="utf-8")
     assert ca.with_kept_sections("new\n", page) == "new\n"
+
+
+def test_outputs_are_the_files_the_page_links():
+    """outputs() names every file a measurement writes: the page, the six CSVs and four plots the
+    committed page was made with (nothing else of that folder is its)."""
+    from helpers import ROOT
+
+    results = ROOT / "docs" / "results"
+    written = ca.outputs(results)
+    assert written[0] == results / "collapse.md" and all(p.is_file() for p in written)
+    committed = {p.name for p in (results / ca.DATA_DIR).iterdir() if p.suffix in (".csv", ".png")}
+    assert {p.name for p in written[1:]} == committed and len(written) == 11
+
+
+def test_existing_outputs_need_overwrite(tmp_path, monkeypatch, capsys):
+    """utilities.io.check_overwrite's rule: a page, CSV or plot already in --output_dir is refused
+    in one line before anything is measured, and replaced with --overwrite."""
+    from helpers import one_line
+
+    from utilities.cli import run_main
+
+    measured = []
+    monkeypatch.setattr(ca, "run", lambda out, cases, seed: measured.append((out, cases, seed)) or {})
+    plot = tmp_path / "data" / "collapse" / "collapse_rampup.png"
+    plot.parent.mkdir(parents=True)
+    plot.write_bytes(b"mine")
+    with pytest.raises(FileExistsError) as err:
+        ca.main(["--output_dir", str(tmp_path)])
+    assert one_line(err) == (f"1 file(s) exist already, e.g. {plot}; pass --overwrite to replace them, or choose "
+                             "another --output_dir")
+    assert run_main(ca.main, ["--output_dir", str(tmp_path)]) == 2
+    assert capsys.readouterr().err == f"error: {err.value}\n"
+    assert measured == [] and plot.read_bytes() == b"mine"
+    ca.main(["--output_dir", str(tmp_path), "--overwrite", "--cases", "2"])
+    assert measured == [(tmp_path, 2, 0)]
+    ca.main(["--output_dir", str(tmp_path / "fresh")])          # nothing there: no flag needed
+    assert measured[-1] == (tmp_path / "fresh", 4, 0)
