@@ -501,7 +501,8 @@ SMOKE: dict[str, Smoke] = {
     "benchmarks/bench_crf.py": Smoke(set={"--sizes": ("16x16x16",), "--full_sizes": ("16x16x16",), **_BENCH,
                                           "--in_process": ()}),
     "benchmarks/bench_inference.py": Smoke(set={"--size": PATCH, "--roi": PATCH, "--large": ("64", "32", "16"),
-                                                "--large_repeats": ("1",), **_BENCH}),
+                                                "--large_repeats": ("1",), "--compile_backend": ("aot_eager",),
+                                                **_BENCH}),
     "benchmarks/bench_gpu.py": Smoke(set=_GPU),
     "benchmarks/gpu_check.sh": Smoke(set=_GPU, run="part", module="benchmarks/bench_gpu.py",
                                      why="its arguments ran through bench_gpu.py here; the whole script runs end to "
@@ -530,10 +531,19 @@ FLAG_SETS: dict[str, set[str]] = {
         "--compile_backend --device --quick",
     },
     "benchmarks/bench_inference.py": {
+        "--compile --no_large --repeats --threads --warmup",
+        "--large_repeats --repeats --threads --warmup",
         "--repeats --threads --warmup",
     },
     "benchmarks/bench_step.py": {
+        "--data --repeats --threads --variants --warmup",
         "--data --repeats --threads --warmup",
+        "--no_losses --repeats --threads --variants --warmup",
+        "--repeats --threads --variants --warmup",
+    },
+    "benchmarks/gpu_check.sh": {
+        "",
+        "--only",
     },
     "data/BraTS/merge_and_move.py": {
         "--destination_dir --original_dir",
