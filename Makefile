@@ -35,8 +35,9 @@ lint: install
 	$(PY) -m ruff check .
 	$(PY) -m mypy
 
+# -rs: every skipped test with its reason (tests/test_documented_commands.py: the documented commands not run)
 test: install lint
-	$(PY) -m pytest -q tests
+	$(PY) -m pytest -q -rs tests
 
 clean-venv:
 	rm -rf $(VENV)
