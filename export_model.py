@@ -17,6 +17,7 @@ from typing import Any
 
 from networks import NETWORKS, check_network_shape
 from utilities.cli import check_spatial_shape
+from utilities.dataset_file import read_dataset
 from utilities.io import check_overwrite
 from utilities.logs import setup_logger
 from utilities.model_package import (
@@ -34,8 +35,10 @@ __all__ = ["export_model", "main"]
 def export_model(output: str | Path, model_dir: str | Path | None = None, network: str | None = None,
                  epoch_inf: str = "best", checkpoint: str | Path | None = None,
                  spatial_shape: Sequence[int] | None = None, fingerprint: bool = True,
-                 overwrite: bool = False) -> dict[str, Any]:
-    """Write the package of a run folder (or of one checkpoint) to ``output``; returns its manifest."""
+                 overwrite: bool = False, training_data: Sequence[str] | None = None) -> dict[str, Any]:
+    """Write the package of a run folder (or of one checkpoint) to ``output``; returns its manifest.
+    ``training_data``: the split, image folder and image postfix the model card's fingerprint
+    reads (default: those recorded with the run's checkpoint)."""
     logger = setup_logger(None)
     output = Path(output)
     if output.suffix != ".zip":
@@ -54,6 +57,8 @@ def export_model(output: str | Path, model_dir: str | Path | None = None, networ
         if spec.spatial_shape is not None:
             check_network_shape(spec.network, check_spatial_shape(spec.spatial_shape))
     args = next((s.meta["run_args"] for s in specs if s.meta.get("run_args")), None)
+    if training_data is not None:
+        args = dict(zip(("dataset_split", "path_images", "image_postfix"), training_data))
     if not fingerprint:
         data = {"available": False, "reason": "left out by --no_fingerprint"}
     elif args is None:
@@ -92,14 +97,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no_fingerprint", action="store_true",
                    help="do not read the training images for the model card's data fingerprint")
     p.add_argument("--overwrite", action="store_true", help="replace an existing --output")
+    p.add_argument("--dataset", default=None, metavar="FILE",
+                   help="dataset file (docs/guide/own_data.md) whose split, images and image_postfix the model "
+                        "card's fingerprint reads, instead of the paths recorded with the run")
     return p
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     args = build_parser().parse_args(argv)
     shape = check_spatial_shape(args.spatial_shape) if args.spatial_shape is not None else None
+    if args.dataset is not None and args.no_fingerprint:
+        raise ValueError("--dataset names the data the model card's fingerprint reads, which --no_fingerprint leaves "
+                         "out; drop one of them")
+    data = None if args.dataset is None else read_dataset(args.dataset).need("split", "images", "image_postfix")
     return export_model(args.output, args.model_dir, args.network, args.epoch_inf, args.checkpoint, shape,
-                        not args.no_fingerprint, args.overwrite)
+                        not args.no_fingerprint, args.overwrite, data)
 
 
 if __name__ == "__main__":

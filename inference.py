@@ -37,6 +37,7 @@ from networks import NETWORKS, check_network_shape, get_network
 from utilities.cli import add_common_args, add_compile_args, check_spatial_shape, check_sw_overlap, positive_int
 from utilities.compile import prepare_network
 from utilities.data import ImageSource, SubjectCache, load_phase, make_volume_loader
+from utilities.dataset_file import add_dataset_flag, parse_with_dataset, require
 from utilities.grid import Grid, check_readable, data_files, listed
 from utilities.io import (
     IMAGE_EXTENSIONS,
@@ -361,6 +362,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--amp", action="store_true", help="mixed precision on CUDA")
     add_compile_args(p)
     add_common_args(p)
+    add_dataset_flag(p)
     return p
 
 
@@ -381,7 +383,7 @@ def _check_targets(targets: Sequence[Path], probabilities: bool, overwrite: bool
 
 
 def main(argv: list[str] | None = None) -> list[Path]:
-    args = build_parser().parse_args(argv)
+    args = parse_with_dataset(build_parser(), argv, unless={"input_folder": ("split", "images")})
     spatial_shape = check_spatial_shape(args.spatial_shape) if args.spatial_shape is not None else None
     if args.network is not None and spatial_shape is not None:
         check_network_shape(args.network, spatial_shape)
@@ -405,6 +407,8 @@ def main(argv: list[str] | None = None) -> list[Path]:
     if args.output_format != "nii.gz" and args.output_folder is None:
         raise ValueError(f"--output_format {args.output_format} needs --output_folder: the run's output_pred/ holds "
                          ".nii.gz masks, the files scores.py reads")
+    if not folder_mode:
+        require(args, "split", "images", "image_postfix")   # with --dataset no VS default applies
     device = resolve_device(args.device)
     setup_logger(None)
     model_dir = args.model_dir or (None if args.model is not None else DEFAULT_MODEL_DIR)

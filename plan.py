@@ -5,8 +5,11 @@ labels) scoring.
 
 The rules are in :mod:`utilities.plan`; the trainers read the plan with ``--plan plan.json``
 (flags given on their command line override it; a switch it turns on is turned off with
-``--no_<switch>``). The printed commands carry every data flag given here and run as printed;
-they write under ``--work_dir``. Without ``--path_labels`` (points only) checkpoints are selected
+``--no_<switch>``). The data flags may come from a dataset file (``--dataset``,
+:mod:`utilities.dataset_file`; a flag given wins over it). The printed commands read the data from
+a dataset file: the ``--dataset`` given when it names the data planned for, else ``dataset.json``
+written beside ``--output`` (with the expanded seeds stage 0 writes); they run as printed and
+write under ``--work_dir``. Without ``--path_labels`` (points only) checkpoints are selected
 by ``seed_dice``; with fewer than 5 training + validation cases every case trains.
 
 Example::
@@ -25,12 +28,22 @@ from pathlib import Path
 from typing import Any
 
 from utilities.cli import nonnegative_int, positive_int
+from utilities.dataset_file import (
+    add_dataset_flag,
+    dataset_text,
+    names_same,
+    parse_with_dataset,
+    read_dataset,
+    same_values,
+)
 from utilities.grid import missing_files
+from utilities.io import save_text
 from utilities.plan import (
     STAGE0_POSTFIX,
     DataPaths,
     PlanRules,
     Workspace,
+    dataset_values,
     fingerprint,
     flag_args,
     make_plan,
@@ -40,7 +53,10 @@ from utilities.plan import (
 )
 from utilities.splits import Split
 
-__all__ = ["build_parser", "main"]
+__all__ = ["build_parser", "main", "DATASET_NAME"]
+
+#: The dataset file plan.py writes beside ``--output`` for the printed commands.
+DATASET_NAME = "dataset.json"
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -73,7 +89,22 @@ def build_parser() -> argparse.ArgumentParser:
                    help="a typical lesion keeps at least this many voxels on the mCRF grid")
     p.add_argument("--min_cases_for_validation", type=nonnegative_int, default=rules.min_cases_for_validation,
                    help="with fewer training + validation cases, every case trains (--train_on_all_cases)")
+    add_dataset_flag(p)
     return p
+
+
+def _dataset_file(args: argparse.Namespace, paths: DataPaths, work: Workspace, output: Path) -> tuple[Path, str | None]:
+    """The dataset file the printed commands read: ``--dataset`` when it names the data planned
+    for, else ``dataset.json`` beside ``--output`` (refused without ``--overwrite`` when another
+    file is there); and the text to write there (``None``: nothing to write)."""
+    values = dataset_values(paths, work)
+    if args.dataset is not None:
+        given = read_dataset(args.dataset)
+        values["modality"] = given.get("modality")
+        if names_same(given, values):
+            return Path(args.dataset), None
+    path = output.parent / DATASET_NAME
+    return path, dataset_text(path, values, args.overwrite, "dataset file")
 
 
 def _seeds(split: Split, paths: DataPaths, work: Workspace) -> tuple[tuple[str, str] | None, list[str | None]]:
@@ -88,7 +119,7 @@ def _seeds(split: Split, paths: DataPaths, work: Workspace) -> tuple[tuple[str, 
     return None, stage0_phases(split, paths)
 
 
-def _print(plan: dict[str, Any], output: Path) -> None:
+def _print(plan: dict[str, Any], output: Path, dataset: Path, written: bool) -> None:
     print("fingerprint (the cases that train):")
     for key, value in plan["fingerprint"].items():
         print(f"  {key}: {json.dumps(value)}")
@@ -103,29 +134,36 @@ def _print(plan: dict[str, Any], output: Path) -> None:
         print(f"  [{name}] {line}")
     if "score" not in plan["commands"]:
         print("  (no scoring command: no --path_labels given)")
+    print(f"written {dataset} (the dataset file the commands read)" if written else
+          f"the commands read the dataset file {dataset}")
     print(f"written {output}")
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
-    args = build_parser().parse_args(argv)
+    args = parse_with_dataset(build_parser(), argv)
     output = Path(args.output)
     if output.exists() and not args.overwrite:
         raise FileExistsError(f"--output {output} exists; pass --overwrite to replace it or choose another --output")
     rules = PlanRules(target_steps=args.target_steps, min_epochs=args.min_epochs,
                       max_patch_voxels=args.max_patch_voxels, min_crf_voxels=float(args.min_crf_voxels),
                       min_cases_for_validation=args.min_cases_for_validation)
-    paths = DataPaths(args.dataset_split, args.path_images, args.image_postfix, args.path_anno_7points,
-                      args.anno_7points_postfix, args.path_labels, args.label_postfix, args.path_geodesic_labels,
-                      args.geodesic_label_postfix)
-    split = Split.read(args.dataset_split)
     work = Workspace(Path(args.work_dir))
+    own = args.path_geodesic_labels is not None and same_values({"seeds": args.path_geodesic_labels},
+                                                                {"seeds": str(work.seeds())})
+    paths = DataPaths(args.dataset_split, args.path_images, args.image_postfix, args.path_anno_7points,
+                      args.anno_7points_postfix, args.path_labels, args.label_postfix,
+                      None if own else args.path_geodesic_labels, args.geodesic_label_postfix)
+    dataset, text = _dataset_file(args, paths, work, output)
+    split = Split.read(args.dataset_split)
     seeds, stage0 = _seeds(split, paths, work)
     fp = fingerprint(split, args.path_images, args.image_postfix, args.path_anno_7points, args.anno_7points_postfix,
                      *(seeds or (None,)), rules=rules)
     plan = make_plan(fp, rules)
-    plan["commands"] = pipeline_commands(paths, work, output, plan, stage0)
+    plan["commands"] = pipeline_commands(paths, work, output, dataset, plan, stage0)
+    if text is not None:
+        save_text(text, dataset)
     write_plan(plan, output)
-    _print(plan, output)
+    _print(plan, output, dataset, text is not None)
     return plan
 
 

@@ -42,6 +42,7 @@ import numpy as np
 import pandas as pd
 import SimpleITK as sitk
 
+from utilities.dataset_file import add_dataset_flag, parse_with_dataset, require
 from utilities.grid import Grid, check_same_grid, find_subject_file, listed, missing_paths
 from utilities.io import atomic_path, ensure_writable_dir, read_image, save_text, write_image
 from utilities.logs import LOGGER_NAME, setup_logger
@@ -260,6 +261,15 @@ def add_data_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--geodesic_label_postfix", default="GeodesicLabel", help="expanded-seed file postfix")
     p.add_argument("--path_labels", default="./data/VS/label_crop/", help="folder of the full labels (--labels full)")
     p.add_argument("--label_postfix", default="Label", help="full label file postfix")
+    add_dataset_flag(p)
+
+
+def parse_data_arguments(parser: argparse.ArgumentParser, argv: Sequence[str] | None) -> argparse.Namespace:
+    """Parse ``argv`` (with ``--dataset``: the file's folders; the labels ``--labels`` exports must
+    be named, by a flag or the file)."""
+    args = parse_with_dataset(parser, argv, optional=("labels", "seeds"))
+    require(args, "seeds" if args.labels == "seeds" else "labels")
+    return args
 
 
 def main(argv: Sequence[str] | None = None) -> Path:
@@ -269,9 +279,10 @@ def main(argv: Sequence[str] | None = None) -> Path:
     p.add_argument("--output_dir", default="./nnUNet_raw", help="nnU-Net raw folder ($nnUNet_raw)")
     p.add_argument("--dataset_id", type=int, default=501, help="nnU-Net dataset ID, 1..999")
     p.add_argument("--dataset_name", default="PASegSeeds", help="nnU-Net dataset name (Dataset<ID>_<name>)")
-    p.add_argument("--channel_name", default=None, help="nnU-Net channel name (default: --image_postfix)")
+    p.add_argument("--channel_name", default=None,
+                   help="nnU-Net channel name (default: the --dataset file's modality, else --image_postfix)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing export")
-    args = p.parse_args(argv)
+    args = parse_data_arguments(p, argv)
     setup_logger(None)
     return export_nnunet(args.dataset_split, args.path_images, args.image_postfix, args.output_dir, args.dataset_id,
                          args.dataset_name, args.labels, args.path_geodesic_labels, args.geodesic_label_postfix,

@@ -23,6 +23,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from utilities.dataset_file import add_dataset_flag, parse_with_dataset
 from utilities.geodesic import STYLES, build_parser, run_parsed
 from utilities.intensity import SCAN_DEFAULT
 
@@ -36,8 +37,9 @@ DEFAULTS = {
 
 
 def parser() -> argparse.ArgumentParser:
-    """The shared stage-0 flags (data flags required) plus ``--style``."""
+    """The shared stage-0 flags (data flags required, or named by ``--dataset``) plus ``--style``."""
     p = build_parser(DEFAULTS, __doc__.splitlines()[0])
+    add_dataset_flag(p)
     p.add_argument("--style", choices=sorted(STYLES), default="vs",
                    help="vs: the paper's VS stage 0 (nothing zeroed; any scan); brats: also the voxels at the "
                         "image's minimum (a skull-stripped background) are background")
@@ -46,7 +48,7 @@ def parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> Path:
     """Parse the arguments and expand every subject; returns the output folder."""
-    args = parser().parse_args(argv)
+    args = parse_with_dataset(parser(), argv, optional=("labels",))
     return run_parsed(args, zero_at_min=STYLES[args.style])
 
 

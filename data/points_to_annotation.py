@@ -67,6 +67,7 @@ from pathlib import Path
 import numpy as np
 import SimpleITK as sitk
 
+from utilities.dataset_file import add_dataset_flag, parse_with_dataset, require
 from utilities.grid import Grid, find_subject_file, listed, missing_paths, subject_path
 from utilities.io import check_overwrite, ensure_writable_dir, read_image, save_text, write_image
 from utilities.logs import LOGGER_NAME, setup_logger
@@ -687,7 +688,10 @@ def main(argv: list[str] | None = None) -> list[Path]:
                         help="the reverse: write the annotation volumes as .mrk.json to --points")
     parser.add_argument("--overwrite", action="store_true",
                         help="replace existing annotation files (with --to_markups: existing .mrk.json files)")
-    args = parser.parse_args(argv)
+    add_dataset_flag(parser)
+    args = parse_with_dataset(parser, argv, optional=("images", "image_postfix"), skip=("split",))
+    if not args.to_markups:
+        require(args, "images", "image_postfix")
     setup_logger(None)
     if args.to_markups:
         if args.csv_space is not None:

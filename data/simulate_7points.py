@@ -41,6 +41,7 @@ from scipy import ndimage
 from tqdm import tqdm
 
 from utilities.cli import nonnegative_float, positive_int
+from utilities.dataset_file import add_dataset_flag, parse_with_dataset
 from utilities.grid import find_subject_file, listed, missing_paths, subject_path
 from utilities.io import check_label_values, check_overwrite, ensure_writable_dir, read_image, write_like
 from utilities.logs import LOGGER_NAME, setup_logger, show_progress
@@ -268,7 +269,8 @@ def main(argv: list[str] | None = None) -> list[Path]:
     parser.add_argument("--phase", default=None, choices=list(PHASES),
                         help="annotate only the subjects of this phase (default: all)")
     parser.add_argument("--overwrite", action="store_true", help="replace existing annotation files")
-    args = parser.parse_args(argv)
+    add_dataset_flag(parser)
+    args = parse_with_dataset(parser, argv)
     setup_logger(None)
     return simulate_dataset(args.dataset_split, args.path_labels, args.label_postfix, args.path_anno_7points,
                             args.anno_7points_postfix, args.max_instances, args.jitter_mm, args.seed, args.phase,

@@ -8,6 +8,11 @@ Two modes:
 * ``--complete <existing csv>``: keep the existing split as it is and append every case found
   on disk but not listed, as ``--phase`` (default inference).
 
+``--write_dataset FILE`` also writes the dataset file (:mod:`utilities.dataset_file`) that every
+later script reads with ``--dataset FILE``: the split written, the images, and the folders given
+by ``--path_anno_7points``, ``--path_labels`` and ``--modality`` (recorded there only), or named
+by ``--dataset``, whose images this script then reads too.
+
 Train on every case (nnU-Net's fold ``all``; for a handful of scans, where one held-out case
 would cost much of the data): ``--ratios 1 0 0`` lists every case for training. The trainers
 accept a split without validation cases: they validate on the training cases and choose
@@ -36,8 +41,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from utilities.dataset_file import add_dataset_flag, dataset_text, parse_with_dataset, read_dataset, typed_flags
 from utilities.grid import find_subject_file
-from utilities.io import check_overwrite, image_extension, save_csv
+from utilities.io import check_overwrite, image_extension, save_csv, save_text
 from utilities.logs import LOGGER_NAME, setup_logger
 from utilities.splits import PHASES, read_split
 
@@ -143,7 +149,11 @@ def write_split(split: pd.DataFrame, path: str | os.PathLike, validation_expecte
             "; for a held-out validation case use more images or other --ratios" if validation_expected else "")
 
 
-def main(argv: list[str] | None = None) -> pd.DataFrame:
+#: Flags recorded in the ``--write_dataset`` file only (the split itself reads the images alone).
+RECORDED = ("path_anno_7points", "anno_7points_postfix", "path_labels", "label_postfix", "modality")
+
+
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description="Write a random split of a folder of cases, or complete an "
                                                  "existing split with the cases it does not list")
     parser.add_argument("--images_dir", required=True,
@@ -158,16 +168,51 @@ def main(argv: list[str] | None = None) -> pd.DataFrame:
                         help="existing split to keep and complete with the unlisted cases (ignores --ratios/--seed)")
     parser.add_argument("--phase", default="inference", choices=list(PHASES),
                         help="phase of the cases added by --complete")
-    parser.add_argument("--overwrite", action="store_true", help="replace an existing --output file")
-    args = parser.parse_args(argv)
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing --output (and --write_dataset)")
+    add_dataset_flag(parser)
+    parser.add_argument("--write_dataset", default=None, metavar="FILE",
+                        help="also write this dataset file (docs/guide/own_data.md) naming the split, the images and "
+                             "the folders below (and those of --dataset), for every later script's --dataset")
+    record = parser.add_argument_group("recorded in --write_dataset only")
+    record.add_argument("--path_anno_7points", default=None, help="folder of the 7-point annotations")
+    record.add_argument("--anno_7points_postfix", default=None, help="annotation postfix (default 7points)")
+    record.add_argument("--path_labels", default=None, help="folder of the full labels, if any")
+    record.add_argument("--label_postfix", default=None, help="full label postfix (default Label)")
+    record.add_argument("--modality", default=None, help="the image modality, e.g. MR or CT (nnU-Net's channel name)")
+    return parser
+
+
+def _dataset_values(args: argparse.Namespace) -> dict[str, str | None]:
+    """What ``--write_dataset`` records: the split written, the images, the recorded flags (or
+    ``--dataset``'s values) and ``--dataset``'s expanded seeds."""
+    given = read_dataset(args.dataset).values if args.dataset else {}
+    return {"split": args.output, "images": args.images_dir, "image_postfix": args.image_postfix,
+            "annotations": args.path_anno_7points, "annotation_postfix": args.anno_7points_postfix,
+            "labels": args.path_labels, "label_postfix": args.label_postfix, "modality": args.modality,
+            "seeds": given.get("seeds"), "seed_postfix": given.get("seed_postfix")}
+
+
+def main(argv: list[str] | None = None) -> pd.DataFrame:
+    parser = build_parser()
+    args = parse_with_dataset(parser, argv)
+    if args.write_dataset is None:
+        recorded = sorted(typed_flags(parser, argv) & set(RECORDED))
+        if recorded:
+            raise ValueError(f"--{recorded[0]} is recorded in a dataset file only: add --write_dataset FILE, or "
+                             "drop it")
     setup_logger(None)
     subjects = find_subjects(args.images_dir, args.image_postfix)
     check_overwrite([args.output], "--output", args.overwrite)
+    text = None if args.write_dataset is None else dataset_text(args.write_dataset, _dataset_values(args),
+                                                                  args.overwrite)
     if args.complete is not None:
         split = complete_split(read_split(args.complete), subjects, args.phase)
     else:
         split = random_split(subjects, args.ratios, args.seed)
     write_split(split, args.output, args.complete is not None or args.ratios[1] > 0)
+    if text is not None:
+        save_text(text, args.write_dataset)
+        logger.info("wrote %s: the dataset file for every later script's --dataset", args.write_dataset)
     return split
 
 

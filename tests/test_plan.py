@@ -324,33 +324,39 @@ def _flag(command, flag):
 
 
 def test_the_printed_commands_carry_every_path_given(dataset, capsys):
-    """Points only: stage 0 into the work folder, the seeds it writes, no labels ('' and seed_dice),
-    no scoring; with labels and seeds: no stage 0, the labels, Dice, and the scoring command. No
-    command names a path the user did not give (the VS defaults)."""
-    seeds = dataset / "work" / "geodesic" / "weight0.5_threshold0.2" / "geodesic_label"
+    """Points only: stage 0 into the work folder, the seeds it writes, no labels (seed_dice), no
+    scoring; with labels and seeds: no stage 0, the labels, Dice, and the scoring command. Every
+    command reads the data by --dataset from dataset.json beside the plan, which holds exactly the
+    paths given and the seeds; nothing names a path the user did not give (the VS defaults)."""
+    file = dataset / "dataset.json"
     points = _commands(dataset, capsys)
     assert list(points) == ["stage0_training", "stage0_validation", "stage1", "stage1_aux", "scm", "predict"]
     assert points["stage0_training"][:6] == ["python", "data/generate_geodesic_labels.py", "--style", "vs",
                                               "--intensity", "box_percentile"]
-    assert "--path_labels" not in points["stage0_training"]
     assert _flag(points["stage0_training"], "--path_geodesic") == str(dataset / "work" / "geodesic")
     assert _flag(points["stage0_validation"], "--phase") == "validation"
+    assert all(_flag(command, "--dataset") == str(file) for command in points.values())
+    assert json.loads(file.read_text()) == {     # absolute as given
+        "split": str(dataset / "split.csv"), "images": str(dataset / "images"), "image_postfix": "T2",
+        "annotations": str(dataset / "anno"), "annotation_postfix": "7points",
+        "seeds": str(dataset / "work" / "geodesic" / "weight0.5_threshold0.2" / "geodesic_label"),
+        "seed_postfix": "GeodesicLabel"}
     for name in ("stage1", "stage1_aux", "scm"):
-        assert _flag(points[name], "--path_geodesic_labels") == str(seeds)
-        assert (_flag(points[name], "--path_labels"), _flag(points[name], "--val_metric")) == ("", "seed_dice")
-        assert _flag(points[name], "--dataset_split") == str(dataset / "split.csv")
+        assert _flag(points[name], "--val_metric") == "seed_dice" and "--path_labels" not in points[name]
     assert _flag(points["predict"], "--input_folder") == str(dataset / "images")
     assert (_flag(points["predict"], "--output_format"), _flag(points["predict"], "--epoch_inf")) == ("nii.gz",
                                                                                                       "best_model1")
     labelled = _commands(dataset, capsys, "--path_labels", str(dataset / "labels"), "--label_postfix", "Seg",
                          "--path_geodesic_labels", str(dataset / "seeds"))
     assert list(labelled) == ["stage1", "stage1_aux", "scm", "predict", "score"]
-    assert (_flag(labelled["scm"], "--path_labels"), _flag(labelled["scm"], "--label_postfix"),
-            _flag(labelled["scm"], "--val_metric")) == (str(dataset / "labels"), "Seg", "dice")
-    assert labelled["score"] == ["python", "utilities/scores.py", "--path_predictions",
-                                 str(dataset / "work" / "predictions"), "--path_labels", str(dataset / "labels"),
-                                 "--label_postfix", "Seg"]
-    for command in [*points.values(), *labelled.values()]:
+    assert _flag(labelled["scm"], "--val_metric") == "dice"
+    assert labelled["score"] == ["python", "utilities/scores.py", "--dataset", str(file), "--path_predictions",
+                                 str(dataset / "work" / "predictions")]
+    written = json.loads(file.read_text())
+    assert {k: written[k] for k in ("labels", "label_postfix", "seeds", "seed_postfix")} == {
+        "labels": str(dataset / "labels"), "label_postfix": "Seg", "seeds": str(dataset / "seeds"),
+        "seed_postfix": "GeodesicLabel"}
+    for command in [*points.values(), *labelled.values(), list(written.values())]:
         assert not any("VS" in word.split("/") for word in command)
 
 

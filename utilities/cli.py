@@ -19,6 +19,7 @@ import numpy as np
 import torch
 
 from utilities.compile import COMPILE_BACKENDS
+from utilities.dataset_file import add_dataset_flag
 from utilities.errors import USER_ERRORS
 from utilities.logs import LOGGER_NAME, setup_logger
 from utilities.optim import MOMENTUM, OPTIMIZERS
@@ -60,7 +61,7 @@ __all__ = [
 
 #: Flags that may change between a run and its ``--resume`` without changing the result.
 RESUME_FREE_FLAGS = frozenset({"resume", "overwrite", "num_workers", "cache_gb", "device", "sw_batch_size",
-                               "debug", "stop_on_collapse", "collapse_patience", "model_dir"})
+                               "debug", "stop_on_collapse", "collapse_patience", "model_dir", "dataset"})
 #: Flags a resume cannot change (the saved optimizer state is of that optimizer), with their
 #: value in checkpoints written before the flag existed.
 RESUME_FIXED_FLAGS = {"optimizer": "sgd"}
@@ -266,7 +267,9 @@ def check_sw_overlap(overlap: float, flag: str = "--sw_overlap") -> float:
 
 
 def add_data_args(parser: argparse.ArgumentParser, labels_help: str, seeds_help: str) -> None:
-    """The paper's data and optimiser flags shared by both training scripts (VS defaults)."""
+    """The paper's data and optimiser flags shared by both training scripts (VS defaults, none of
+    which applies with ``--dataset``: :func:`utilities.dataset_file.parse_with_dataset`)."""
+    add_dataset_flag(parser)
     parser.add_argument("--dataset_split", default="./splits/split_VS.csv", help="CSV of 'subject,phase' rows")
     parser.add_argument("--path_images", default="./data/VS/image_crop/",
                         help="folder of <subject>_<image_postfix>.nii.gz")
@@ -336,9 +339,10 @@ def data_config(args: argparse.Namespace) -> DataConfig:
     """The :class:`utilities.data.DataConfig` named by the data flags."""
     from utilities.data import DataConfig  # lazily: TorchIO is slow to import, most scripts never need it
 
-    return DataConfig(args.dataset_split, args.path_images, args.image_postfix, args.path_labels,
-                      args.label_postfix, args.path_geodesic_labels, args.geodesic_label_postfix,
-                      args.val_metric, args.cache_gb, getattr(args, "train_on_all_cases", False))
+    labels = "" if args.path_labels is None else args.path_labels   # none in a --dataset file: points only
+    return DataConfig(args.dataset_split, args.path_images, args.image_postfix, labels, args.label_postfix,
+                      args.path_geodesic_labels, args.geodesic_label_postfix, args.val_metric, args.cache_gb,
+                      getattr(args, "train_on_all_cases", False))
 
 
 def run_options(args: argparse.Namespace) -> RunOptions:

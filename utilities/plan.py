@@ -64,10 +64,12 @@ from utilities.grid import Grid, check_same_grid, find_subject_file, listed, mis
 from utilities.intensity import SCAN_DEFAULT
 from utilities.io import image_extension, read_image, save_text
 from utilities.splits import Split, as_split
+from utilities.textdata import loads_json
 
 __all__ = ["PLAN_VERSION", "PlanRules", "Fingerprint", "fingerprint", "every_case_trains", "lesion_boxes",
            "make_plan", "read_plan", "write_plan", "apply_plan", "add_off_switches", "flag_args", "SECTIONS",
-           "STAGE1_SCRIPT", "STAGE0_SCRIPT", "DataPaths", "Workspace", "stage0_phases", "pipeline_commands"]
+           "STAGE1_SCRIPT", "STAGE0_SCRIPT", "DataPaths", "Workspace", "stage0_phases", "dataset_values",
+           "pipeline_commands"]
 
 PLAN_VERSION = 1
 #: The sections of ``plan.json`` a script reads with ``--plan``.
@@ -364,7 +366,8 @@ STAGE0_POSTFIX = "GeodesicLabel"
 
 @dataclass(frozen=True)
 class DataPaths:
-    """The data flags given to ``plan.py``; every printed command carries them as given.
+    """The data flags given to ``plan.py`` (or named by its ``--dataset``); every printed command
+    reads them from the dataset file of :func:`dataset_values`.
     ``path_labels`` ``None``: points only; ``path_geodesic_labels`` ``None``: stage 0 writes the
     expanded seeds into the :class:`Workspace`."""
 
@@ -410,12 +413,18 @@ def stage0_phases(split: Split, paths: DataPaths) -> list[str | None]:
     return [phase for phase in ("training", "validation") if split.subjects(phase)]
 
 
-def _stage0(paths: DataPaths, work: Workspace, phase: str | None) -> list[str]:
-    labels = ["--path_labels", paths.path_labels, "--label_postfix", paths.label_postfix] if paths.path_labels \
-        else []
-    return ["python", STAGE0_SCRIPT, "--style", "vs", "--intensity", SCAN_DEFAULT, "--dataset_split",
-            paths.dataset_split, "--path_images", paths.path_images, "--image_postfix", paths.image_postfix, *labels,
-            "--path_anno_7points", paths.path_anno_7points, "--anno_7points_postfix", paths.anno_7points_postfix,
+def dataset_values(paths: DataPaths, work: Workspace) -> dict[str, str | None]:
+    """The values of the dataset file (:mod:`utilities.dataset_file`) the printed commands read:
+    the data flags given to ``plan.py``, and the expanded seeds (given, or stage 0's in ``work``)."""
+    seeds = paths.path_geodesic_labels or str(work.seeds())
+    return {"split": paths.dataset_split, "images": paths.path_images, "image_postfix": paths.image_postfix,
+            "annotations": paths.path_anno_7points, "annotation_postfix": paths.anno_7points_postfix,
+            "labels": paths.path_labels, "label_postfix": paths.label_postfix, "seeds": seeds,
+            "seed_postfix": paths.geodesic_label_postfix if paths.path_geodesic_labels else STAGE0_POSTFIX}
+
+
+def _stage0(dataset: str, work: Workspace, phase: str | None) -> list[str]:
+    return ["python", STAGE0_SCRIPT, "--style", "vs", "--intensity", SCAN_DEFAULT, "--dataset", dataset,
             "--path_geodesic", str(work.geodesic()), "--geodesic_weight", str(STAGE0_WEIGHT),
             "--geodesic_threshold", str(STAGE0_THRESHOLD), *(["--phase", phase] if phase else [])]
 
@@ -425,24 +434,21 @@ def _format_flag(image_format: str) -> str:
     return {".nhdr": "nrrd", ".mhd": "mha"}.get(image_format, image_format.lstrip("."))
 
 
-def pipeline_commands(paths: DataPaths, work: Workspace, plan_path: str | os.PathLike, plan: dict[str, Any],
+def pipeline_commands(paths: DataPaths, work: Workspace, plan_path: str | os.PathLike,
+                      dataset_path: str | os.PathLike, plan: dict[str, Any],
                       stage0: Sequence[str | None] = ()) -> dict[str, str]:
     """The command lines, in the order they run, for the data the plan read: stage 0 (one per
     ``stage0`` phase; none when the seeds exist), both stage-1 networks, SCM, folder prediction
-    and (with labels) scoring. Every data flag is spelled out, so that no command falls back to
-    a default naming another dataset; without labels, or when every case trains, checkpoints are
+    and (with labels) scoring. Every command reads the data from the dataset file
+    ``dataset_path`` (of :func:`dataset_values`) by ``--dataset``, so that none falls back to a
+    default naming another dataset; without labels, or when every case trains, checkpoints are
     selected by ``seed_dice``."""
-    seeds = (paths.path_geodesic_labels, paths.geodesic_label_postfix) if paths.path_geodesic_labels \
-        else (str(work.seeds()), STAGE0_POSTFIX)
-    labels = ["--path_labels", paths.path_labels, "--label_postfix", paths.label_postfix] if paths.path_labels \
-        else ["--path_labels", ""]
     metric = "dice" if paths.path_labels and plan["fingerprint"]["validation_cases"] else "seed_dice"
-    data = ["--dataset_split", paths.dataset_split, "--path_images", paths.path_images, "--image_postfix",
-            paths.image_postfix, *labels, "--path_geodesic_labels", seeds[0], "--geodesic_label_postfix", seeds[1],
-            "--val_metric", metric]
+    dataset = str(dataset_path)
+    data = ["--dataset", dataset, "--val_metric", metric]
     use = ["--plan", str(plan_path)]
     m1, m2, scm = (str(work.model(name)) for name in ("stage1_m1", "stage1_m2", "scm"))
-    lines: dict[str, list[str]] = {f"stage0_{phase}" if phase else "stage0": _stage0(paths, work, phase)
+    lines: dict[str, list[str]] = {f"stage0_{phase}" if phase else "stage0": _stage0(dataset, work, phase)
                                    for phase in stage0}
     lines["stage1"] = ["python", STAGE1_SCRIPT, *use, *data, "--model_dir", m1]
     lines["stage1_aux"] = ["python", STAGE1_SCRIPT, *use, "--network", plan["scm"]["--network2"], *data,
@@ -450,12 +456,12 @@ def pipeline_commands(paths: DataPaths, work: Workspace, plan_path: str | os.Pat
     lines["scm"] = ["python", "train_SCM.py", *use, *data, "--pretrained_model1_dir", m1, "--pretrained_model2_dir",
                     m2, "--model_dir", scm]
     lines["predict"] = ["python", "inference.py", *flag_args(plan["inference"]), "--model_dir", scm, "--epoch_inf",
-                        "best_model1", "--input_folder", paths.path_images, "--image_postfix", paths.image_postfix,
+                        "best_model1", "--dataset", dataset, "--input_folder", paths.path_images,
                         "--output_folder", str(work.predictions()), "--output_format",
                         _format_flag(plan["fingerprint"]["image_format"])]
     if paths.path_labels:
-        lines["score"] = ["python", "utilities/scores.py", "--path_predictions", str(work.predictions()),
-                          "--path_labels", paths.path_labels, "--label_postfix", paths.label_postfix]
+        lines["score"] = ["python", "utilities/scores.py", "--dataset", dataset, "--path_predictions",
+                          str(work.predictions())]
     return {name: shlex.join(line) for name, line in lines.items()}
 
 
@@ -485,7 +491,7 @@ def read_plan(path: str | os.PathLike) -> dict[str, Any]:
     if not path.is_file():
         raise FileNotFoundError(f"--plan file not found: {path} (write one with plan.py)")
     try:
-        plan = json.loads(path.read_text(encoding="utf-8"))
+        plan = loads_json(path.read_text(encoding="utf-8"), f"--plan {path}")
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise ValueError(f"--plan {path} is not valid JSON ({e}); write it again with plan.py") from None
     if not isinstance(plan, dict) or plan.get("version") != PLAN_VERSION:

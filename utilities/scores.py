@@ -35,6 +35,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from utilities.dataset_file import add_dataset_flag, parse_with_dataset
 from utilities.scoring import run_folder_scores, run_scores
 from utilities.splits import PHASES
 
@@ -77,6 +78,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="also write report_<phase>/report.html beside the CSV: the table worst case first and three "
                         "slices through each lesion with the label and the prediction outlined (needs --path_images)")
     p.add_argument("--path_images", default=None, help="with --report: folder of the images predicted")
+    add_dataset_flag(p)
     return p
 
 
@@ -112,7 +114,7 @@ def check_args(args: argparse.Namespace) -> str:
 
 
 def main(argv: list[str] | None = None) -> Path:
-    args = build_parser().parse_args(argv)
+    args = parse_with_dataset(build_parser(), argv, unless={"path_predictions": ("split",)})
     source = check_args(args)
     if source == "path_predictions":
         return run_folder_scores(args.path_predictions, args.path_labels, args.label_postfix, args.prediction_postfix,

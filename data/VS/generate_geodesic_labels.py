@@ -7,7 +7,8 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from utilities.geodesic import run_cli
+from utilities.dataset_file import add_dataset_flag, parse_with_dataset
+from utilities.geodesic import build_parser, run_parsed
 
 DEFAULTS = {
     "dataset_split": "./splits/split_VS.csv",
@@ -25,7 +26,10 @@ DEFAULTS = {
 
 def main(argv: list[str] | None = None) -> Path:
     """Parse the arguments and expand every subject; returns the output folder."""
-    return run_cli(argv, DEFAULTS, zero_at_min=False, description=__doc__.splitlines()[0])
+    parser = build_parser(DEFAULTS, __doc__.splitlines()[0])
+    add_dataset_flag(parser)
+    args = parse_with_dataset(parser, argv, optional=("labels",), flags=("path_geodesic",))
+    return run_parsed(args, zero_at_min=False)
 
 
 if __name__ == "__main__":
