@@ -3,7 +3,8 @@ an ablation (``experiments/ablate.py``), per training seed, on the split's infer
 
 For each seed k of ``--variant`` (an SCM variant of the config): ``inference.py --model_dir
 <run> --ensemble`` (the mean of model 1's and model 2's class probabilities) into
-``<ablation_dir>/ensemble/<variant>/seed<k>/``, scored with ``scores.py --prediction_dir``; model
+``<ablation_dir>/ensemble/<variant>/seed<k>/`` (this script's own folder: a rerun replaces its
+masks), scored with ``scores.py --prediction_dir``; model
 1 alone is the run's own ``results_inference.csv`` (``CP_best_model1``, what the ablation table
 reports). Writes ``ensemble.md``/``ensemble.csv`` (mean ± std over seeds of the per-seed mean Dice
 and ASSD, and the two-sided paired Wilcoxon signed-rank p-value on the per-case Dice averaged over
@@ -64,9 +65,10 @@ def main(argv: list[str] | None = None) -> pd.DataFrame:
         if not model1.is_file():
             raise FileNotFoundError(f"{model1} not found: run the ablation's {args.variant} seed {seed} first")
         out = root / "ensemble" / args.variant / f"seed{seed}"
+        # this folder is the runner's own (under --ablation_dir): a rerun replaces its masks
         inference.main(["--model_dir", str(run), "--ensemble", "--dataset_split", str(d["split_file"]),
                         "--path_images", str(d["images"]), "--image_postfix", d["image_postfix"],
-                        "--phase", "inference", "--output_folder", str(out), "--device", args.device])
+                        "--phase", "inference", "--output_folder", str(out), "--overwrite", "--device", args.device])
         scored = scores.main(["--prediction_dir", str(out), "--prediction_postfix", f"_{d['image_postfix']}",
                               "--dataset_split", str(d["split_file"]), "--path_labels", str(d["labels"]),
                               "--label_postfix", d["label_postfix"], "--phase", "inference"])
@@ -85,8 +87,9 @@ def main(argv: list[str] | None = None) -> pd.DataFrame:
                            "per_seed": " / ".join(f"{v:.3f}" for v in by_seed.loc[m, "dice"])}
                           for m in ("model1", "ensemble")])
     lines = [f"# SCM ensemble vs model 1 ({args.variant}, {md_cell(cfg.title)})", "",
-             f"Inference cases of `{Path(d['split_file']).name}`, training seeds {args.seeds}; mean ± std over seeds "
-             "of the per-seed mean; p: two-sided paired Wilcoxon on the per-case Dice averaged over seeds.", "",
+             f"Inference cases of `{md_cell(Path(d['split_file']).name)}`, training seeds {args.seeds}; mean ± std "
+             "over seeds of the per-seed mean; p: two-sided paired Wilcoxon on the per-case Dice averaged over "
+             "seeds.", "",
              "| Prediction | Seeds | Dice | per seed | ASSD (mm) |", "|---|---|---|---|---|"]
     for r in table.itertuples():
         name = "model 1 (`CP_best_model1`)" if r.method == "model1" else "ensemble of model 1 and 2 (`--ensemble`)"

@@ -238,3 +238,73 @@ def test_contradictory_flags_refused_in_one_line(tmp_path):
                   "--to_markups", "--csv_space", "RAS"])
     assert one_line(err) == ("--csv_space RAS reads CSV point files, but --to_markups writes .mrk.json files (LPS); "
                              "drop one of them")
+
+
+RUN_DEMO = load_script("data/demo/run_demo.py")
+
+
+def test_demo_refuses_an_earlier_demo_without_overwrite(tmp_path):
+    """run_demo.py: the split, a data folder holding files, a result, the runs or an overlay of an
+    earlier demo are refused in one line before the first step (nothing written), each under the
+    flag that names its folder; with --overwrite the check passes."""
+    out, data, split = tmp_path / "out", tmp_path / "data", tmp_path / "split.csv"
+    argv = ["--quick", "--output_dir", str(out), "--data_dir", str(data), "--split_file", str(split)]
+    (out / "models").mkdir(parents=True)
+    (out / "overlay_c1.png").write_bytes(b"mine")
+    with pytest.raises(FileExistsError) as err:
+        RUN_DEMO.main(argv)
+    assert one_line(err) == (f"2 demo output(s) exist already, e.g. {out / 'models'}; pass --overwrite to replace "
+                             "them, or choose another --output_dir")
+    (data / "label_crop").mkdir(parents=True)
+    (data / "image_crop").mkdir()           # empty data folders hold nothing to replace
+    with pytest.raises(FileExistsError, match=r"^2 demo output\(s\) exist already"):
+        RUN_DEMO.main(argv)
+    (data / "label_crop" / "c1_Label.nii.gz").write_bytes(b"mine")
+    with pytest.raises(FileExistsError) as err:
+        RUN_DEMO.main(argv)
+    assert one_line(err) == (f"1 demo data folder(s) exist already, e.g. {data / 'label_crop'}; pass --overwrite "
+                             "to replace them, or choose another --data_dir")
+    split.write_text("mine")
+    with pytest.raises(FileExistsError) as err:
+        RUN_DEMO.main(argv)
+    assert one_line(err) == (f"--split_file {split} exists; pass --overwrite to replace it, or choose another "
+                             "--split_file")
+    assert sorted(p.relative_to(tmp_path).as_posix() for p in tmp_path.rglob("*")) == [
+        "data", "data/image_crop", "data/label_crop", "data/label_crop/c1_Label.nii.gz", "out", "out/models",
+        "out/overlay_c1.png", "split.csv"]
+    RUN_DEMO.check_outputs(out, data, split, overwrite=True)
+
+
+ABLATE = load_script("experiments/ablate.py")
+ENSEMBLE = load_script("experiments/ensemble.py")
+
+
+def test_ensemble_runs_again_into_its_own_folder(tmp_path):
+    """experiments/ensemble.py writes the ensemble's masks into its own folder of the ablation
+    (<ablation_dir>/ensemble/<variant>/seed<k>): run again, it replaces them (inference's
+    --overwrite) and gives the same table; the runner's second pass skips every run."""
+    import pandas as pd
+
+    DEMO.main(["--quick", "--output_dir", str(tmp_path / "data"), "--split_file", str(tmp_path / "split.csv"),
+               "--no_report"])
+    cfg = {"title": "tiny", "dataset": {
+        "split_file": str(tmp_path / "split.csv"), "images": str(tmp_path / "data" / "image_crop"),
+        "image_postfix": "T2", "labels": str(tmp_path / "data" / "label_crop"), "label_postfix": "Label",
+        "annotations": str(tmp_path / "data" / "annotation_7points"), "annotation_postfix": "7points"},
+        "base": {"stage1": {"--max_epochs": 1, "--rampup_epochs": 1, "--spatial_shape": [32, 32, 16],
+                            "--down_size": [16, 16, 16]}, "scm": {"--max_epochs": 1, "--iterative_epochs": 1}},
+        "variants": {"s1": {"kind": "stage1"}, "scm": {"kind": "scm", "from": ["s1", "s1"]}},
+        "seeds": [0], "baseline": "s1"}
+    config = tmp_path / "tiny.json"
+    config.write_text(json.dumps(cfg))
+    out = tmp_path / "out"
+    ABLATE.main(["--config", str(config), "--output_dir", str(out), "--device", "cpu"])
+    argv = ["--config", str(config), "--ablation_dir", str(out), "--variant", "scm", "--seeds", "0"]
+    first = ENSEMBLE.main(argv)
+    masks = sorted((out / "ensemble" / "scm" / "seed0").glob("*_T2.nii.gz"))
+    assert len(masks) == 2                                  # the two inference cases
+    stamps = [m.stat().st_mtime_ns for m in masks]
+    second = ENSEMBLE.main(argv)
+    assert [m.stat().st_mtime_ns for m in masks] != stamps  # written again, not skipped
+    pd.testing.assert_frame_equal(first, second)
+    assert pd.read_csv(out / "ensemble.csv")["method"].tolist() == ["model1", "ensemble"]

@@ -6,7 +6,8 @@ primary U_Net2D5 and of an auxiliary U_Net2D5 from another seed, SCM from those 
 seeds-only baseline: stage 1 without mCRF and VM, and full supervision: stage 1 on the full
 labels), run as subprocesses of the real scripts, ``--jobs`` side by side → inference and scores
 of every row. Writes ``<output_dir>/results.md``, ``results.csv``, ``selection.csv``,
-``overlay_<case>.png`` and the trainings' logs in ``<output_dir>/logs/``.
+``overlay_<case>.png`` and the trainings' logs in ``<output_dir>/logs/``. The results, runs, data
+and split of an earlier demo are replaced only with ``--overwrite``.
 
 The training schedule was chosen on the validation cases, the dataset's size so that full
 supervision converges (see docs/results/demo.md).
@@ -38,7 +39,7 @@ from utilities import scores
 from utilities.cli import positive_int
 from utilities.geodesic import generate_geodesic_labels, output_folder
 from utilities.grid import Grid, check_same_grid, subject_path
-from utilities.io import atomic_path, read_image, save_csv, save_text, write_like
+from utilities.io import atomic_path, check_overwrite, read_image, save_csv, save_text, write_like
 from utilities.jobs import Job, run_jobs, thread_env
 from utilities.layout import RunLayout
 from utilities.scoring import read_scores
@@ -121,7 +122,25 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--jobs", type=positive_int, default=2,
                    help="training runs side by side (two single-threaded runs use 2 cores best)")
     p.add_argument("--overlays", type=positive_int, default=3, help="inference cases drawn as overlay PNGs")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace the split, the dataset, the runs and the results of an earlier demo in these folders")
     return p
+
+
+#: What the demo writes into ``--output_dir`` (besides ``overlay_<case>.png``) and ``--data_dir``.
+OUTPUTS = ("results.md", "results.csv", "selection.csv", "models", "logs")
+DATA_FOLDERS = (*make_demo_data.PRESETS["vs"].folders, "geodesic")
+
+
+def check_outputs(output_dir: Path, data_dir: Path, split_file: Path, overwrite: bool) -> None:
+    """:func:`utilities.io.check_overwrite`'s rule, before the first step: the split, a data folder
+    that holds files, a result, the runs or an overlay of an earlier demo are replaced only with
+    ``overwrite`` (every training runs with ``--overwrite`` then)."""
+    check_overwrite([split_file], "--split_file", overwrite)
+    check_overwrite([data_dir / name for name in DATA_FOLDERS if any((data_dir / name).glob("*"))], "--data_dir",
+                    overwrite, "demo data folder")
+    check_overwrite([*(output_dir / name for name in OUTPUTS), *sorted(output_dir.glob("overlay_*.png"))],
+                    "--output_dir", overwrite, "demo output")
 
 
 class Timer:
@@ -347,6 +366,7 @@ def main(argv: list[str] | None = None) -> pd.DataFrame:
     if args.epochs_stage1 is not None or args.epochs_scm is not None:
         scale = Scale(**{**scale.__dict__, "epochs_stage1": args.epochs_stage1 or scale.epochs_stage1,
                          "epochs_scm": args.epochs_scm or scale.epochs_scm})
+    check_outputs(Path(args.output_dir), Path(args.data_dir), Path(args.split_file), args.overwrite)
     torch.set_num_threads(args.threads * args.jobs)  # inference and scoring here, after the trainings
     return run_demo(Path(args.output_dir), Path(args.data_dir), Path(args.split_file), scale, args.device,
                     args.seed, args.train_seed, args.overlays, args.jobs, args.threads)
