@@ -976,9 +976,11 @@ def run_health(log_csv: Path, patience: int = 3) -> dict[str, Any]:
     ramp weight reached 0.999; NaN if it never did, or when the run has no mCRF/VM term:
     ``grad_crf`` and ``grad_vm`` all zero), ``best_before_ramp`` (the best checkpoint comes
     from before the ramp-up ended: it never met the full loss), ``recoveries`` (``--on_collapse
-    recover``) and ``recovered`` (the warning fired, and the run came back: its best checkpoint
-    comes after the last recovery and its last epoch is not collapsed)."""
-    from utilities.health import collapsed_rows
+    recover``), ``recovered`` (the warning fired, and the run came back: its best checkpoint
+    comes after the last recovery and its last epoch is not collapsed) and ``below_seeds`` (its
+    last epoch, or its best checkpoint's, is below its own seeds:
+    :func:`utilities.health.ends_below_seeds`)."""
+    from utilities.health import collapsed_rows, ends_below_seeds
 
     log = read_csv_table(log_csv, "training log")
     flags = collapsed_rows(log)
@@ -998,13 +1000,13 @@ def run_health(log_csv: Path, patience: int = 3) -> dict[str, Any]:
     came_back = bool(warned and len(recovered_at) and best_epoch > float(recovered_at.max()) and not flags[-1:].any())
     return {"collapsed_epochs": int(flags.sum()), "longest_streak": longest, "warned": warned,
             "best_epoch": best_epoch, "ramp_end": ramp_end, "best_before_ramp": before,
-            "recoveries": int(len(recovered_at)), "recovered": came_back}
+            "recoveries": int(len(recovered_at)), "recovered": came_back, "below_seeds": bool(ends_below_seeds(log))}
 
 
 def health_table(runs: Sequence[Run], per_case: pd.DataFrame) -> pd.DataFrame:
     """Per (variant, seed): :func:`run_health` of its training log plus ``empty`` (every
-    inference prediction empty) and ``failed`` = empty, warned (and not recovered) or best before
-    the ramp-up ended."""
+    inference prediction empty) and ``failed`` = empty, warned (and not recovered), best before
+    the ramp-up ended or below its seeds."""
     rows = []
     for run in runs:
         seed = "-" if run.seed is None else run.seed
@@ -1013,12 +1015,12 @@ def health_table(runs: Sequence[Run], per_case: pd.DataFrame) -> pd.DataFrame:
         log_csv = RunLayout(run.folder, run.network).log_csv(scm=run.variant.kind == "scm")
         health: dict[str, Any] = {"collapsed_epochs": 0, "longest_streak": 0, "warned": False,
                                   "best_epoch": math.nan, "ramp_end": math.nan, "best_before_ramp": False,
-                                  "recoveries": 0, "recovered": False}
+                                  "recoveries": 0, "recovered": False, "below_seeds": False}
         if run.variant.kind != "seeds" and log_csv.is_file():
             health = run_health(log_csv, _patience(run))
         rows.append({"variant": run.variant.name, "seed": seed, **health, "empty": empty,
                      "failed": bool(empty or (health["warned"] and not health["recovered"])
-                                    or health["best_before_ramp"])})
+                                    or health["best_before_ramp"] or health["below_seeds"])})
     return pd.DataFrame(rows)
 
 
@@ -1089,8 +1091,9 @@ def table_markdown(cfg: Config, table: pd.DataFrame, note: str = "") -> str:
              f"Inference cases of `{cfg.dataset['split_file'].name}`; mean ± std (ddof 1) over training seeds of the "
              "per-seed mean over the cases; *failed*: seeds whose every inference prediction is empty, whose "
              "collapse warning fired (unless `--on_collapse recover` brought the run back: best checkpoint after "
-             "the last recovery, last epoch healthy; counted as *recovered*), or whose best checkpoint comes from "
-             "before the ramp-up ended (health.csv); "
+             "the last recovery, last epoch healthy; counted as *recovered*), whose best checkpoint comes from "
+             "before the ramp-up ended, or whose last epoch or best checkpoint is below its own seeds (worse than "
+             "the expanded seeds as the prediction whatever the lesion in the points' boxes) (health.csv); "
              "*collapsed epochs*: per seed, the epochs in which the predictions were collapsed; "
              f"*p*: two-sided paired Wilcoxon signed-rank test against `{cfg.baseline}` on the per-case Dice "
              "averaged over each variant's seeds (pairs = cases; scipy.stats.wilcoxon); *steps*: optimisation "

@@ -1,6 +1,8 @@
 """The training engine: one backward from per-term logit gradients (equal to ``loss.backward()``),
 the training-health columns, the collapse detector (unit cases and a collapse provoked on tiny
-data), and the stage-1 ramp schedule with its remedies (warm-up, step-counted ramp)."""
+data), the seed rule (the scores against the points by hand, checkpoint selection by seed_dice
+never preferring an epoch below its seeds, the closing warning), and the stage-1 ramp schedule
+with its remedies (warm-up, step-counted ramp)."""
 from __future__ import annotations
 
 import math
@@ -13,10 +15,24 @@ import torch
 from helpers import tiny_seeded
 
 import train_gatedcrfloss3d22d_multiview_varianceloss as stage1
-from utilities.checkpoints import ResumeRecord, TrainingState
-from utilities.engine import CollapseError, CollapseWatch, LossPart, StepInfo, _backward, _CollapseDetector
+from utilities.checkpoints import BestTracker, ResumeRecord, TrainingState
+from utilities.distributed import DistContext
+from utilities.engine import (
+    BestCheckpoint,
+    CollapseError,
+    CollapseWatch,
+    FitConfig,
+    LossPart,
+    StepInfo,
+    Trainer,
+    _backward,
+    _below_seeds_line,
+    _CollapseDetector,
+)
+from utilities.health import watch_for
 from utilities.optim import Amp, make_optimizer
 from utilities.schedules import sigmoid_rampup
+from utilities.validation import seed_shares, volume_scores
 
 
 # ------------------------------------------------------------------ one backward from logit gradients
@@ -87,6 +103,92 @@ def test_detector_fires_once_after_patience_and_names_the_dominant_term():
     assert "see the guide page docs/guide/collapse.md for remedies" in message
     assert detector(4, empty) is None  # warned once per streak
     assert detector(5, healthy) is None and detector(6, empty) is None  # the streak restarts
+
+
+def test_a_flood_warning_names_the_foreground_outside_the_points_boxes():
+    detector = _CollapseDetector([watch_for("", ("grad_seg", "grad_crf", "grad_vm"))], patience=1)
+    row = {"val_empty": 0.0, "fg_train": 0.2, "seed_fg": 0.01, "fg_outside": 0.15, "ramp": 1.0, "grad_seg": 0.1,
+           "grad_crf": 0.3, "grad_vm": 0.05}
+    message = detector(4, row)
+    assert message.startswith("collapse: model has predicted more than 50% of its foreground outside the points' "
+                              "boxes (certain background) with the mCRF/VM at full weight (20.00% of the training "
+                              "patches, 75.0% of it outside the boxes; over-segmentation) for 1 epoch(s) (epochs 5-5)")
+    assert row["collapsed"] == 1 and detector.kind == "flooded" and detector.dominant == "crf"
+    # 20 times the seeds' foreground, all of it inside the boxes: a big lesion, not a flood
+    assert detector(5, {**row, "fg_outside": 0.01}) is None
+
+
+# ------------------------------------------------------------------ the seed rule
+def test_scores_against_the_points_by_hand():
+    """16 voxels: 4 seed core, 4 unknown, 8 certain background; the prediction takes 2 of the core,
+    3 of the unknown and 1 of the background."""
+    seeds = torch.tensor([1, 1, 1, 1, 2, 2, 2, 2, 0, 0, 0, 0, 0, 0, 0, 0]).reshape(1, 1, 4, 2, 2)
+    fg = torch.tensor([1, 1, 0, 0, 1, 1, 1, 0, 1, 0, 0, 0, 0, 0, 0, 0], dtype=torch.bool).reshape(1, 4, 2, 2)
+    shares = {k: float(v) for k, v in seed_shares(fg, seeds[:, 0]).items()}
+    assert shares == {"fg_train": 6 / 16, "seed_fg": 4 / 16, "fg_core": 2 / 16, "seed_unknown": 4 / 16,
+                      "fg_unknown": 3 / 16, "seed_bg": 8 / 16, "fg_outside": 1 / 16}
+    logits = torch.stack([(~fg).float(), fg.float()], 1)
+    scores = volume_scores(logits, None, seeds)
+    # ratio at the three lesions: L = C 0.4 / 1; C + P's 3 unknown (10/13) / (8/11); the whole boxes (10/14) / (8/12)
+    assert scores == {"fg_fraction": 6 / 16, "empty": 0.0, "seed_dice": pytest.approx(4 / 7),
+                      "seed_recall": 0.5, "seed_fpr": 1 / 8, "seed_ratio": pytest.approx(15 / 14), "seed_below": 0.0}
+    missed = volume_scores(torch.stack([fg.float(), (~fg).float()], 1), None, seeds)   # the complement
+    assert missed["seed_recall"] == 0.5 and missed["seed_fpr"] == 7 / 8 and missed["seed_below"] == 1.0
+    no_core = volume_scores(logits, None, torch.where(seeds == 1, 2, seeds))
+    assert "seed_ratio" not in no_core and "seed_below" not in no_core and "seed_dice" in no_core
+    with pytest.raises(ValueError, match=r"seed_shares: foreground \(1, 4, 2, 2\) and seeds \(1, 1, 4, 2, 2\) differ"):
+        seed_shares(fg, seeds)
+
+
+@pytest.mark.parametrize("epochs, guarded, chosen, updates", [
+    ([(0.5, False), (0.9, True), (0.4, False)], True, (1, 0.5), [True, False, False]),
+    ([(0.5, False), (0.9, True), (0.4, False)], False, (2, 0.9), [True, True, False]),
+    # every epoch so far below its seeds: the best of them, until one is not, whatever its value
+    ([(0.9, True), (0.95, True), (0.3, False), (0.99, True), (0.2, False)], True, (3, 0.3),
+     [True, True, True, False, False]),
+    ([(0.3, False), (math.nan, False)], True, (1, 0.3), [True, False]),
+])
+def test_best_tracker_never_prefers_an_epoch_below_its_seeds(epochs, guarded, chosen, updates):
+    tracker = BestTracker()
+    got = [tracker.update(value, epoch, below=below, guarded=guarded)
+           for epoch, (value, below) in enumerate(epochs, start=1)]
+    assert got == updates and (tracker.epoch, tracker.value) == chosen
+    assert tracker.below == epochs[chosen[0] - 1][1]
+
+
+def test_seed_dice_selection_skips_an_epoch_below_its_seeds(tmp_path):
+    """The engine on hand-made rows: epoch 2 has the highest seed_dice but is below its seeds
+    (most validation volumes): CP_best (seed_dice) stays at epoch 1, while the Dice checkpoint,
+    chosen by the masks, takes epoch 2; the closing warning names the last epoch."""
+    net = torch.nn.Conv3d(1, 2, 1)
+    state = TrainingState({"model": net}, {"optimizer": make_optimizer(net, 0.1)}, Amp(False, torch.device("cpu")),
+                          {"network": "conv"}, ResumeRecord({}))
+    best = [BestCheckpoint("best", "model", "val_seed_dice", "seed_dice", tmp_path / "CP_best.pth",
+                           ("best_seed_dice", "best_epoch")),
+            BestCheckpoint("best_other", "model", "val_dice", "dice", tmp_path / "CP_best_dice.pth")]
+    config = FitConfig(3, 0.01, (4, 4, 4), tmp_path, tmp_path / "latest.pth", tmp_path / "log.csv", tmp_path / "tb",
+                       tmp_path / "healthy.pth", {}, best)
+    trainer = Trainer(state, lambda batch, info: None, [], [], config, DistContext(), torch.device("cpu"))
+    rows = [{"epoch": e + 1, "val_seed_dice": d, "val_dice": d, "val_seed_below": b, "val_seed_recall": 0.3,
+             "val_seed_fpr": 0.2, "val_seed_ratio": 0.5}
+            for e, (d, b) in enumerate([(0.6, 0.0), (0.8, 1.0), (0.5, 1.0)])]
+    for epoch, row in enumerate(rows):
+        trainer.judge_seeds(row, epoch)
+        trainer.save_best(row, epoch)
+    assert [r["below_seeds"] for r in rows] == [0, 1, 1]
+    assert [r["best_epoch"] for r in rows] == [1, 1, 1]
+    assert torch.load(tmp_path / "CP_best.pth", weights_only=True)["epoch"] == 1
+    assert torch.load(tmp_path / "CP_best_dice.pth", weights_only=True)["epoch"] == 2
+    line = _below_seeds_line("model", rows[-1], "", state.trackers["best"], trainer.below)
+    assert line == ("below its seeds: model ends worse than its own expanded seeds used as the prediction, whatever "
+                    "the lesion inside the points' boxes (Dice ratio to the seeds under 0.9) in its last epoch (3); "
+                    "epoch 3: validation: 100% of the volumes below their seeds (seed core predicted 30.0%, 20.00% of "
+                    "the certain background predicted, Dice ratio to the seeds at best 0.500 on average); the run "
+                    "counts as failed; see the guide page docs/guide/collapse.md")
+    assert _below_seeds_line("model", rows[0], "", state.trackers["best"], trainer.below) == ""
+    every = BestTracker(0.8, 2, below=True)   # no epoch above its seeds: CP_best is one below them
+    assert "in its last epoch (1) and its best checkpoint's epoch (2); epoch 1: no numbers" in _below_seeds_line(
+        "model", {"epoch": 1, "below_seeds": 1}, "", every, {})
 
 
 # ------------------------------------------------------------------ ramp schedule and its remedies

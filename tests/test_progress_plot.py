@@ -169,18 +169,20 @@ def test_warned_streaks_replay_the_engine_count():
 
 
 class Provoke(Callback):
-    """Sets the health columns: the training patches at twice the seeds' foreground (healthy:
-    the tiny network's own would flood), except in ``empty`` epochs (0-based: validation reports
-    every volume empty) and ``flood`` epochs (500 times the seeds' foreground; ``ramp`` as
-    trained, or full in ``full_ramp`` epochs)."""
+    """Sets the health columns: the training patches at twice the seeds' foreground, inside the
+    points' boxes (healthy: the tiny network's own would flood), except in ``empty`` epochs
+    (0-based: validation reports every volume empty) and ``flood`` epochs (500 times the seeds'
+    foreground, 90 % of it outside the boxes; ``ramp`` as trained, or full in ``full_ramp`` epochs)."""
 
     def __init__(self, empty=(), flood=(), full_ramp=()):
         self.empty, self.flood, self.full_ramp = set(empty), set(flood), set(full_ramp)
 
     def on_validated(self, epoch, row, state):
-        extra = {"fg_train": 0.004, "seed_fg": 0.002} | ({"val_empty": 1.0} if epoch in self.empty else {})
+        extra = {"fg_train": 0.004, "seed_fg": 0.002, "fg_outside": 0.0} | (
+            {"val_empty": 1.0} if epoch in self.empty else {})
         if epoch in self.flood:
-            extra |= {"fg_train": 0.5, "seed_fg": 0.001} | ({"ramp": 1.0} if epoch in self.full_ramp else {})
+            extra |= {"fg_train": 0.5, "seed_fg": 0.001, "fg_outside": 0.45} | (
+                {"ramp": 1.0} if epoch in self.full_ramp else {})
         return extra
 
 

@@ -1,5 +1,7 @@
 """--on_collapse recover: a provoked collapse is recovered from the last healthy weights, the
-trainer's change is applied (and replayed on resume), and --on_collapse stop stops."""
+trainer's change is applied (and replayed on resume), and --on_collapse stop stops; the seed
+rule on provoked predictions: a big lesion inside the points' boxes is healthy, a tissue class
+outside them is a flood, below the seeds, warned at the end and counted as failed."""
 from __future__ import annotations
 
 import math
@@ -7,10 +9,12 @@ import math
 import pandas as pd
 import pytest
 import torch
-from helpers import KillAt, Killed, same_weights, tiny_seeded, weights
+from helpers import KillAt, Killed, load_script, same_weights, tiny_seeded, weights
 
 import train_gatedcrfloss3d22d_multiview_varianceloss as stage1
+from utilities.distributed import unwrap
 from utilities.engine import Callback, CollapseError
+from utilities.health import CollapseWatch
 
 WORKERS = ("--num_workers", "1")
 
@@ -56,13 +60,14 @@ def test_provoked_collapse_is_recovered_from_the_last_healthy_epoch(tiny, capsys
 
 
 class FloodAt(Callback):
-    """Provokes a flood: at full ramp-up weight the training patches hold 500 times the seeds' foreground."""
+    """Provokes a flood: at full ramp-up weight the training patches are half foreground, 90 % of
+    it outside the points' boxes."""
 
     def __init__(self, epochs: set[int]) -> None:
         self.epochs = epochs
 
     def on_validated(self, epoch, row, state):
-        return {"fg_train": 0.5, "seed_fg": 0.001, "ramp": 1.0} if epoch in self.epochs else {}
+        return {"fg_train": 0.5, "seed_fg": 0.001, "fg_outside": 0.45, "ramp": 1.0} if epoch in self.epochs else {}
 
 
 def test_a_flood_is_recovered_with_lighter_regularisers(tiny, capsys):
@@ -74,8 +79,9 @@ def test_a_flood_is_recovered_with_lighter_regularisers(tiny, capsys):
     log = pd.read_csv(run / "log.csv")
     assert log["collapsed"].tolist() == [0, 1, 0] and log["recovered"].tolist() == [0, 1, 0]
     out = capsys.readouterr().out
-    assert "collapse: model has predicted more than 10 times its reference's foreground with the mCRF/VM at full " \
-           "weight (50.00% of the training patches; over-segmentation) for 1 epoch(s) (epochs 2-2)" in out
+    assert "collapse: model has predicted more than 50% of its foreground outside the points' boxes (certain " \
+           "background) with the mCRF/VM at full weight (50.00% of the training patches, 90.0% of it outside the " \
+           "boxes; over-segmentation) for 1 epoch(s) (epochs 2-2)" in out
     line = next(x for x in out.splitlines() if " WARNING recover 1/2 after epoch 2: " in x)
     assert "mCRF and VM weights divided by 3 (now 0.333 and 0.0333) against the flood" in line
     assert "class-balanced" not in line
@@ -123,3 +129,67 @@ def test_on_collapse_stop_stops(tiny):
         stage1.main(["--model_dir", str(root / "e"), *common, "--max_epochs", "3", "--on_collapse", "stop"],
                     callbacks=[EmptyAt({0})])
     assert pd.read_csv(root / "e" / "U_Net2D5" / "log.csv")["epoch"].tolist() == [1]
+
+
+class Predict(Callback):
+    """Makes the network predict, for real, from its input: in ``lesion`` epochs (0-based) the bright
+    lesion (over the midpoint of the image's median and maximum: the tiny cases' whole lesion,
+    13 times their seed core, inside the points' boxes); in ``dark`` epochs the voxels under the
+    median more than 5 voxels from the lesion (a tissue class outside the lesion and its box, which
+    reaches at most 4 voxels beyond the lesion). A forward hook replaces the logits (kept in the
+    graph) for training and validation alike."""
+
+    def __init__(self, lesion: set[int], dark: set[int]) -> None:
+        self.lesion, self.dark, self.handle = lesion, dark, None
+
+    def on_epoch_start(self, epoch, state):
+        if self.handle is not None:
+            self.handle.remove()
+            self.handle = None
+        if epoch in self.lesion | self.dark:
+            self.handle = unwrap(state.models["model"]).register_forward_hook(
+                lambda module, inputs, output: output * 0 + self.logits(inputs[0], epoch in self.dark))
+
+    @staticmethod
+    def logits(image, dark):
+        flat = image.flatten(1)
+        median = flat.median(1).values.view(-1, 1, 1, 1, 1)
+        fg = image > (median + flat.max(1).values.view(-1, 1, 1, 1, 1)) / 2
+        if dark:
+            fg = (image < median) & (torch.nn.functional.max_pool3d(fg.float(), 11, stride=1, padding=5) == 0)
+        return torch.cat([(~fg).float(), fg.float()], 1) * 6 - 3
+
+
+def test_a_network_below_its_seeds_is_flagged_warned_and_counted_as_failed(tiny, capsys):
+    """The tiny cases' seeds are a small core of each lesion (18-37 voxels of ~450). Epochs 1-3
+    predict the lesion: at full ramp-up weight (epoch 3) 13 times the seeds' foreground, which the
+    10x ratio called a flood, but all inside the points' boxes: healthy, and above the seeds.
+    Epoch 4 predicts a tissue class outside the boxes: a flood, below the seeds on the training
+    patches and the validation volume; the run ends with one warning naming the epoch and the
+    numbers, and counts as failed; selection by seed_dice keeps an epoch above the seeds."""
+    root, common = tiny
+    run = stage1.main(["--model_dir", str(root / "below"), *common, "--max_epochs", "4", "--val_metric",
+                       "seed_dice"], callbacks=[Predict(lesion={0, 1, 2}, dark={3})])
+    log = pd.read_csv(run / "log.csv")
+    assert log["ramp"].iloc[2] == 1.0 and (log["grad_crf"] > 0).all()
+    assert (log["fg_train"] / log["seed_fg"]).iloc[2] > 10 and (log["fg_outside"].iloc[:3] == 0).all()
+    old_rule = CollapseWatch("model", "val_empty", "fg_train", "seed_fg", (), "ramp", ("grad_crf", "grad_vm"))
+    assert old_rule.state(log.iloc[2].to_dict()) == "flooded"   # what the ratio said of a healthy big lesion
+    assert log["collapsed"].tolist() == [0, 0, 0, 1]              # the flood outside the boxes only
+    assert log["below_seeds"].tolist() == [0, 0, 0, 1] and log["val_seed_below"].tolist() == [0, 0, 0, 1]
+    assert (log["seed_ratio"].iloc[:3] > 1).all()
+    assert log["val_seed_recall"].tolist() == [1, 1, 1, 0] and log["val_seed_ratio"].iloc[3] == 0
+    assert log["seed_ratio"].iloc[3] == 0 and log["fg_outside"].iloc[3] == log["fg_train"].iloc[3] > 0.1
+    assert log["best_epoch"].iloc[-1] == 1 and log["val_seed_dice"].iloc[0] == 1.0
+    out = capsys.readouterr().out
+    lines = [line.split(" WARNING ", 1)[1] for line in out.splitlines() if " WARNING below its seeds" in line]
+    assert len(lines) == 1 and "collapse: model has predicted more than 50% of its foreground outside" in out
+    assert lines[0].startswith(
+        "below its seeds: model ends worse than its own expanded seeds used as the prediction, whatever the lesion "
+        "inside the points' boxes (Dice ratio to the seeds under 0.9) in its last epoch (4); epoch 4: training "
+        "patches: seed core predicted 0.0%, 100.0% of the predicted foreground outside the points' boxes, Dice ratio "
+        "to the seeds at best 0.000; validation: 100% of the volumes below their seeds (seed core predicted 0.0%, ")
+    assert lines[0].endswith("the run counts as failed; see the guide page docs/guide/collapse.md")
+    assert torch.load(run / "models" / "CP_best.pth", weights_only=True)["epoch"] == 1
+    health = load_script("experiments/ablate.py").run_health(run / "log.csv", patience=1)
+    assert health["below_seeds"] and health["warned"]

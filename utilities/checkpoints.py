@@ -12,6 +12,7 @@
 from __future__ import annotations
 
 import logging
+import math
 import os
 import random
 from collections.abc import Mapping, Sequence
@@ -287,15 +288,23 @@ def set_rng_state(state: Mapping[str, Any], generator: torch.Generator | None = 
 
 @dataclass
 class BestTracker:
-    """The best value of one validation column so far, and its epoch (1-based; -1: none yet)."""
+    """The best value of one validation column so far, and its epoch (1-based; -1: none yet);
+    ``below``: that epoch is below its own seeds (:mod:`utilities.health`)."""
 
     value: float = -1.0
     epoch: int = -1
+    below: bool = False
 
-    def update(self, value: float, epoch: int) -> bool:
-        """Record ``value`` if it beats the best (NaN never does); returns whether it did."""
-        if value > self.value:
-            self.value, self.epoch = float(value), int(epoch)
+    def update(self, value: float, epoch: int, below: bool = False, guarded: bool = False) -> bool:
+        """Record ``value`` if it beats the best (NaN never does); returns whether it did.
+        ``below``: the epoch is below its seeds (recorded with it). ``guarded`` (selection by
+        ``seed_dice``): an epoch below its seeds never replaces one that is not, and one that is
+        not replaces one that is whatever their values; the first is taken only while every
+        epoch so far is below its seeds, so that a run always has a best checkpoint."""
+        if guarded and below and not self.below and self.epoch > 0:
+            return False
+        if value > self.value or (guarded and self.below and not below and not math.isnan(value)):
+            self.value, self.epoch, self.below = float(value), int(epoch), bool(below)
             return True
         return False
 
@@ -325,7 +334,7 @@ class TrainingState:
         """Write ``CP_latest*.pth`` atomically; ``rng`` holds every rank's :func:`rng_state`."""
         payload: dict[str, Any] = {"epoch": self.epoch, "scaler": self.amp.scaler.state_dict(), "rng": list(rng),
                                    "args": self.record.to_saved(), **self.networks,
-                                   "trackers": {k: (t.value, t.epoch) for k, t in self.trackers.items()},
+                                   "trackers": {k: (t.value, t.epoch, t.below) for k, t in self.trackers.items()},
                                    "recoveries": [dict(r) for r in self.recoveries]}
         payload |= {k: unwrap(m).state_dict() for k, m in self.models.items()}
         payload |= {k: m.state_dict() for k, m in self.extras.items()}
@@ -342,8 +351,8 @@ class TrainingState:
             optimizer.load_state_dict(state[name])
         self.amp.scaler.load_state_dict(state["scaler"])
         self.epoch = int(state["epoch"])
-        for name, (value, epoch) in state.get("trackers", {}).items():
-            self.trackers[name] = BestTracker(value, epoch)
+        for name, saved in state.get("trackers", {}).items():   # (value, epoch[, below])
+            self.trackers[name] = BestTracker(*saved)
         self.recoveries = [dict(r) for r in state.get("recoveries", [])]
         set_rng_state(state["rng"][min(rank, len(state["rng"]) - 1)], generator)
         logger.info("resumed from %s at epoch %d", path, self.epoch)

@@ -4,9 +4,11 @@ A trainer provides a :class:`~utilities.checkpoints.TrainingState` (its models, 
 teachers, ...), a step function and a :class:`FitConfig`; :func:`fit` owns everything else:
 epochs, the poly learning rate, the progress bar, loss sums and their mean over ranks, the
 NaN guards, the gradient norms of each loss term with respect to the logits, validation of
-every model, best/final/latest checkpoints, ``log.csv``, TensorBoard, the log lines and the
-collapse detector. :class:`Callback` hooks let a trainer (or a test) act at the start of an
-epoch, after validation (SCM reloads its teachers there) and at the end of an epoch.
+every model, best/final/latest checkpoints, ``log.csv``, TensorBoard, the log lines, the
+collapse detector and the seed rule (:mod:`utilities.health`: an epoch below its own seeds is
+never preferred by a ``seed_dice`` selection, and a run that ends below them is warned about).
+:class:`Callback` hooks let a trainer (or a test) act at the start of an epoch, after
+validation (SCM reloads its teachers there) and at the end of an epoch.
 
 The step function receives a batch and a :class:`StepInfo` and returns a :class:`StepOutput`:
 the values to log (averaged per epoch) and, per optimiser, the weighted terms of its loss,
@@ -18,6 +20,7 @@ second network backward.
 from __future__ import annotations
 
 import logging
+import math
 import sys
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence, Sized
@@ -31,7 +34,15 @@ from tqdm import tqdm
 from utilities.checkpoints import BestTracker, TrainingState, rng_state, save_model
 from utilities.distributed import DistContext, mean_over_ranks, unwrap
 from utilities.errors import TrainingStopped
-from utilities.health import FLOOD_RATIO, CollapseWatch
+from utilities.health import (
+    FLOOD_OUTSIDE_SHARE,
+    FLOOD_RATIO,
+    SEED_MARGIN,
+    CollapseWatch,
+    judge_seeds,
+    seed_columns,
+    seeds_summary,
+)
 from utilities.optim import set_lr
 from utilities.progress import draw_progress
 from utilities.runs import CsvLog, TensorBoard, check_finite, check_finite_weights, slice_grid
@@ -180,9 +191,7 @@ class _CollapseDetector:
             what = {"empty": "no foreground (every validation volume empty or under a tenth of the seeds' "
                              "foreground in the training patches)",
                     "full": "foreground almost everywhere",
-                    "flooded": f"more than {FLOOD_RATIO:g} times its reference's foreground with the mCRF/VM at "
-                               f"full weight ({float(row[w.train_column]):.2%} of the training patches; "
-                               "over-segmentation)"}[str(kind)]
+                    "flooded": _flood_text(w, row)}[str(kind)]
             self.kind = kind
             grads = {c.removeprefix("grad_"): sum(float(r.get(c, 0.0)) for r in self.rows)
                      for c in w.grad_columns if c in row}
@@ -196,6 +205,18 @@ class _CollapseDetector:
                             f"{epoch + 2 - len(self.rows)}-{epoch + 1}: {shown}); see the "
                             f"{README_COLLAPSE_SECTION} for remedies")
         return " | ".join(messages) or None
+
+
+def _flood_text(watch: CollapseWatch, row: Mapping[str, Any]) -> str:
+    """The warning's words for a flood: judged by the foreground outside the points' boxes, or
+    (a row without it) by the ratio to the reference's foreground."""
+    share = f"{float(row[watch.train_column]):.2%} of the training patches"
+    outside = watch.outside_share(row)
+    if math.isnan(outside):
+        return (f"more than {FLOOD_RATIO:g} times its reference's foreground with the mCRF/VM at full weight "
+                f"({share}; over-segmentation)")
+    return (f"more than {FLOOD_OUTSIDE_SHARE:.0%} of its foreground outside the points' boxes (certain background) "
+            f"with the mCRF/VM at full weight ({share}, {outside:.1%} of it outside the boxes; over-segmentation)")
 
 
 def _backward(state: TrainingState, parts: Mapping[str, Sequence[LossPart]]) -> dict[str, float]:
@@ -259,6 +280,8 @@ class Trainer:
         self.steps_per_epoch = len(cast(Sized, train_loader)) if hasattr(train_loader, "__len__") else 0
         self.csv_log: CsvLog | None = None
         self.tb: TensorBoard | None = None
+        self.last_row: dict[str, Any] | None = None
+        self.below: dict[tuple[str, int], str] = {}   # (model suffix, epoch) below its seeds: what the rule saw
 
     def fit(self) -> None:
         """Train from ``state.epoch`` to ``config.max_epochs`` (see :func:`fit`)."""
@@ -286,6 +309,7 @@ class Trainer:
         lr, means = self.train_epoch(epoch)
         row: dict[str, Any] = {"epoch": epoch + 1, "lr": lr, **means}
         grid = self.validate(row)
+        self.judge_seeds(row, epoch)
         self.save_best(row, epoch)
         self.state.epoch = epoch + 1
         warning = self.detector(epoch, row)
@@ -299,6 +323,7 @@ class Trainer:
             draw_progress(self.config.csv, self.config.collapse_patience)  # beside log.csv; a failure only warns
             self.state.save(self.config.latest, rng)
             self.log_epoch(row, grid, epoch, time.time() - t0, warning, recovered)
+        self.last_row = row
         self.ctx.barrier()
         if warning and (self.config.stop_on_collapse or self.config.on_collapse == "stop"):
             flag = "--stop_on_collapse" if self.config.stop_on_collapse else "--on_collapse stop"
@@ -350,12 +375,24 @@ class Trainer:
             row |= {f"val_{metric}{suffix}": scores[metric] for metric in VALIDATION_METRICS}
         return grid
 
+    def judge_seeds(self, row: dict[str, Any], epoch: int) -> None:
+        """Each validated model's seed rule (:func:`utilities.health.judge_seeds`) into ``row``:
+        ``seed_ratio<k>`` and ``below_seeds<k>``; an epoch below its seeds is remembered for
+        the run's closing warning."""
+        for suffix in self.config.validate:
+            row |= judge_seeds(row, suffix)
+            if row[seed_columns(suffix)[1]]:
+                self.below[(suffix, epoch + 1)] = seeds_summary(row, suffix)
+
     def save_best(self, row: dict[str, Any], epoch: int) -> None:
-        """Update the best trackers, write the improved best checkpoints, let the callbacks add
+        """Update the best trackers (an epoch below its seeds is never preferred by a
+        ``seed_dice`` selection), write the improved best checkpoints, let the callbacks add
         their columns (after a barrier) and log the best values."""
         state, config = self.state, self.config
         improved = [b for b in config.best
-                    if state.trackers.setdefault(b.tracker, BestTracker()).update(row[b.column], epoch + 1)]
+                    if state.trackers.setdefault(b.tracker, BestTracker()).update(
+                        row[b.column], epoch + 1, below=bool(row.get(seed_columns(_suffix(b.model))[1])),
+                        guarded=b.metric == "seed_dice")]
         check_finite_weights(state.models, epoch + 1, config.models_dir)
         if self.ctx.is_main:
             for b in improved:
@@ -415,6 +452,11 @@ class Trainer:
         best = ", ".join(f"{b.log_as[0].removeprefix('best_')} {state.trackers[b.tracker].value:.4f} at epoch "
                          f"{state.trackers[b.tracker].epoch}" for b in config.best if b.log_as)
         logger.info("done: best %s; checkpoints in %s", best, config.models_dir)
+        for suffix, key in config.validate.items():
+            primary = next((state.trackers[b.tracker] for b in config.best if b.model == key and b.log_as), None)
+            line = _below_seeds_line(key, self.last_row, suffix, primary, self.below)
+            if line:
+                logger.warning(line)
 
 
 def fit(state: TrainingState, step_fn: StepFn, train_loader: Iterable[Mapping[str, Any]],
@@ -458,6 +500,30 @@ def _recover(state: TrainingState, config: FitConfig, callbacks: Sequence[Callba
             + (f"weights and optimiser of the last healthy epoch restored from {path}" if restored
                else "no healthy epoch yet, the weights kept")
             + f"; dominant term {dominant}" + ("; " + "; ".join(changes) if changes else ""))
+
+
+def _below_seeds_line(model: str, last_row: Mapping[str, Any] | None, suffix: str, best: BestTracker | None,
+                      below: Mapping[tuple[str, int], str]) -> str:
+    """The closing warning of a model whose last epoch, or whose best checkpoint's epoch, is below
+    its seeds ('' when neither): the epochs and what the seed rule saw in them."""
+    if last_row is None:
+        return ""
+    last = int(last_row["epoch"])
+    epochs = [(f"its last epoch ({last})", last)] if last_row.get(seed_columns(suffix)[1]) else []
+    if best is not None and best.below and best.epoch != last:
+        epochs.append((f"its best checkpoint's epoch ({best.epoch})", best.epoch))
+    if not epochs:
+        return ""
+    seen = "; ".join(f"epoch {e}: {below.get((suffix, e), 'no numbers (before a resume)')}" for _, e in epochs)
+    return (f"below its seeds: {model} ends worse than its own expanded seeds used as the prediction, whatever the "
+            f"lesion inside the points' boxes (Dice ratio to the seeds under {SEED_MARGIN:g}) in "
+            f"{' and '.join(w for w, _ in epochs)}; {seen}; the run counts as failed; see the "
+            f"{README_COLLAPSE_SECTION}")
+
+
+def _suffix(model_key: str) -> str:
+    """``""`` for ``model``, ``1`` for ``model1``."""
+    return model_key.removeprefix("model")
 
 
 def _network_key(state: TrainingState, model_key: str) -> str:

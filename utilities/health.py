@@ -1,27 +1,51 @@
-"""The collapse rule, once: when a training epoch counts as collapsed.
+"""The training-health rules, once: when an epoch counts as collapsed, and when a network is
+below its own seeds.
 
-Pure (no torch, no files): the engine applies it to each epoch's row as it trains
-(:class:`CollapseWatch`), ``progress.png`` shades the epochs it flags in a ``log.csv``, and the
-ablation runner counts them per run, all through this module.
+Pure (no torch, no files): the engine applies them to each epoch's row as it trains
+(:class:`CollapseWatch`, :func:`judge_seeds`), ``progress.png`` shades the epochs they flag in a
+``log.csv``, and the ablation runner counts them per run, all through this module.
 
-An epoch counts as collapsed for a model when, while its reference (the fraction of foreground
-voxels of the expanded seeds, ``seed_fg``, or of SCM's teacher pseudo-labels, ``teacher_fg<k>``,
-in the training patches) has foreground, the model predicts
+**Collapse.** An epoch counts as collapsed for a model when, while its reference (the fraction of
+foreground voxels of the expanded seeds, ``seed_fg``, or of SCM's teacher pseudo-labels,
+``teacher_fg<k>``, in the training patches) has foreground, the model predicts
 
 - nothing: no foreground on any validation volume (``val_empty<k>`` = 1), or on the training
   patches less than a tenth of the reference's foreground (``fg_train<k>``);
 - or foreground almost everywhere: more than 90 % of the training patches' voxels while the
   reference covers less than half;
-- or (stage 1, when the mCRF or the VM is on and its ramp-up has reached full weight) a flood: more than
-  ``FLOOD_RATIO`` (10) times the seeds' foreground and over 1 % of the training patches. On
-  small lesions the full-weight mCRF can pull the network into segmenting a whole tissue class
-  and hold it there (docs/results/collapse.md §8); working runs end at 1.5-6 times the seeds'
-  foreground (the seeds are the lesions' cores). A run without them (seeds only) is not judged by
-  this rule: its seed loss alone decides how far past the seeds it predicts, which is its Dice's
-  business, not a collapse.
+- or (stage 1, when the mCRF or the VM is on and its ramp-up has reached full weight) a flood:
+  more than half (``FLOOD_OUTSIDE_SHARE``) of its foreground in the training patches lies
+  outside the points' boxes (``fg_outside``: label 0 of the expanded seeds, background for
+  certain), and it covers over 1 % of the patches. On small lesions the full-weight mCRF can
+  pull the network into segmenting a whole tissue class and hold it there
+  (docs/results/collapse.md §8): in the logs of that study every flooded epoch had at least
+  73 % of its foreground outside the boxes. A healthy network's foreground lies inside them,
+  however large the lesion is against the seeds' core: where the expanded seeds are a small
+  core of large lesions, healthy runs sit at 7-17 times the seeds' foreground, which the
+  earlier ratio rule (more than ``FLOOD_RATIO``, 10, times the seeds' foreground) called a
+  flood. That ratio still judges a log without ``fg_outside`` (written before it existed). A
+  run without the mCRF and VM (seeds only) is not judged by the flood rule: its seed loss
+  alone decides how far past the seeds it predicts, which is its Dice's business.
 
 The engine logs its verdict per epoch as ``collapsed<k>`` (1 collapsed, 0 not); a log without
 that column (written before it existed) is judged by the rule from its other columns.
+
+**Below its seeds.** What the points say for certain: the lesion lies inside its box (label 0
+is background) and holds its seed core (label 1, C); the rest of the box (label 2, U) is
+unknown. Every lesion L with C ⊆ L ⊆ C ∪ U is possible, and the seeds themselves, used as the
+prediction, score Dice(C, L) against it. :func:`seed_ratio` is the largest Dice(P, L) /
+Dice(C, L) of a prediction P over all those lesions (the reading most favourable to the
+network); under 1, the network is worse than its own seeds whatever the lesion. For a lesion
+size the best L takes P's voxels of U first, and the condition Dice(P, L) >= k Dice(C, L) is
+then convex (while L takes P's voxels) or linear (after) in the size, so the maximum is at one
+of three lesions: the core alone, the core plus P's voxels of U, or the whole boxes. An epoch is
+*below its seeds* (``below_seeds<k>`` = 1) when that ratio is under ``SEED_MARGIN`` (0.9: a
+network that reproduces its seeds up to a few voxels is not flagged) on the training patches
+(counts pooled over the epoch, ``seed_ratio``) or on more than half of the validation volumes
+(``val_seed_below<k>``, the share of them under the margin). Checkpoint selection by
+``seed_dice`` never prefers such an epoch to one that is not, and a run whose last epoch, or
+whose best checkpoint's epoch, is below its seeds counts as failed (:func:`ends_below_seeds`).
+Lesions the points do not mark are background to this rule.
 """
 from __future__ import annotations
 
@@ -34,14 +58,24 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-__all__ = ["CollapseWatch", "FLOOD_RATIO", "FLOOD_MIN_SHARE", "model_suffixes", "watch_for", "collapsed_rows"]
+__all__ = ["CollapseWatch", "FLOOD_RATIO", "FLOOD_MIN_SHARE", "FLOOD_OUTSIDE_SHARE", "SEED_MARGIN", "SEED_SHARES",
+           "model_suffixes", "watch_for", "collapsed_rows", "seed_ratio", "seed_columns", "judge_seeds", "seeds_summary",
+           "ends_below_seeds"]
 
-#: A flood: the training predictions hold more than this many times the reference's foreground...
-#: (10: on the development logs, over ``collapse_patience`` epochs, the lowest ratio that flags no
-#: run that 20 did not; docs/results/collapse.md §8)
+#: A flood in a log without ``fg_outside``: the training predictions hold more than this many
+#: times the reference's foreground... (10: on the development logs, over ``collapse_patience``
+#: epochs, the lowest ratio that flags no run that 20 did not; docs/results/collapse.md §8)
 FLOOD_RATIO = 10.0
 #: ... and more than this share of the training patches' voxels.
 FLOOD_MIN_SHARE = 0.01
+#: A flood: more than this share of the training predictions' foreground lies outside the points' boxes.
+FLOOD_OUTSIDE_SHARE = 0.5
+#: Below its seeds: the network's Dice at most this share of the seeds' own, whatever the lesion.
+SEED_MARGIN = 0.9
+#: Stage 1's training-patch columns the seed rule reads (shares of the patches' voxels): the seeds'
+#: core (label 1) and unknown (label 2), and the predicted foreground on the core, the unknown and
+#: the certain background (label 0, outside the points' boxes).
+SEED_SHARES = ("seed_fg", "seed_unknown", "fg_core", "fg_unknown", "fg_outside")
 
 
 @dataclass(frozen=True)
@@ -50,7 +84,9 @@ class CollapseWatch:
 
     ``grad_columns``: the gradient-norm columns of its loss terms (the engine names the dominant one);
     ``ramp_column``: the regularisers' ramp-up weight (stage 1), when floods are watched for;
-    ``regulariser_columns``: their gradient norms (a flood counts only when one is above 0).
+    ``regulariser_columns``: their gradient norms (a flood counts only when one is above 0);
+    ``outside_column``: the training predictions' foreground outside the points' boxes (a flood
+    is judged by it where logged, else by ``FLOOD_RATIO``).
     """
 
     model: str
@@ -60,6 +96,7 @@ class CollapseWatch:
     grad_columns: tuple[str, ...] = ()
     ramp_column: str | None = None
     regulariser_columns: tuple[str, ...] = ()
+    outside_column: str | None = None
 
     @property
     def log_column(self) -> str:
@@ -78,10 +115,19 @@ class CollapseWatch:
         if train > 0.9 and reference < 0.5:
             return "full"
         if self.ramp_column is not None and _number(row.get(self.ramp_column)) >= 0.99 \
-                and any(_number(row.get(c)) > 0 for c in self.regulariser_columns) \
-                and train > FLOOD_RATIO * reference and train > FLOOD_MIN_SHARE:
-            return "flooded"
+                and any(_number(row.get(c)) > 0 for c in self.regulariser_columns) and train > FLOOD_MIN_SHARE:
+            outside = self.outside_share(row)
+            if outside > FLOOD_OUTSIDE_SHARE or (math.isnan(outside) and train > FLOOD_RATIO * reference):
+                return "flooded"
         return None
+
+    def outside_share(self, row: Mapping[str, Any]) -> float:
+        """The share of the training predictions' foreground outside the points' boxes (NaN when
+        not logged, or nothing is predicted)."""
+        if self.outside_column is None:
+            return math.nan
+        train = _number(row.get(self.train_column))
+        return _number(row.get(self.outside_column)) / train if train > 0 else math.nan
 
 
 def _number(value: Any) -> float:
@@ -99,10 +145,11 @@ def model_suffixes(columns: Sequence[str]) -> list[str]:
 
 def watch_for(suffix: str, grad_columns: tuple[str, ...] = ()) -> CollapseWatch:
     """The watch of stage 1's model (``suffix`` ``""``: against ``seed_fg``, floods watched for
-    once ``ramp`` is full and the mCRF or VM has a gradient) or of SCM's model ``<suffix>``
-    (against ``teacher_fg<suffix>``)."""
+    once ``ramp`` is full and the mCRF or VM has a gradient, judged by ``fg_outside``) or of
+    SCM's model ``<suffix>`` (against ``teacher_fg<suffix>``)."""
     if suffix == "":
-        return CollapseWatch("model", "val_empty", "fg_train", "seed_fg", grad_columns, "ramp", ("grad_crf", "grad_vm"))
+        return CollapseWatch("model", "val_empty", "fg_train", "seed_fg", grad_columns, "ramp", ("grad_crf", "grad_vm"),
+                             "fg_outside")
     return CollapseWatch(f"model{suffix}", f"val_empty{suffix}", f"fg_train{suffix}", f"teacher_fg{suffix}",
                          grad_columns)
 
@@ -120,3 +167,76 @@ def collapsed_rows(log: pd.DataFrame) -> np.ndarray:
         records = log.to_dict("records") if records is None else records
         flags |= np.array([watch.state(r) is not None for r in records], dtype=bool)
     return flags
+
+
+def seed_ratio(core: float, unknown: float, fg_core: float, fg_unknown: float, fg_outside: float) -> float:
+    """The largest Dice(P, L) / Dice(C, L) over the lesions L the points allow (module docstring).
+
+    Args: voxel counts, or shares of the same voxels: ``core`` |C| (label 1), ``unknown`` |U|
+    (label 2), and the prediction P's foreground on C, on U and outside the boxes (label 0).
+    Returns NaN without a core (nothing to compare with), 0 for an empty prediction.
+    """
+    if not core > 0 or any(math.isnan(v) for v in (unknown, fg_core, fg_unknown, fg_outside)):
+        return math.nan
+    predicted = fg_core + fg_unknown + fg_outside
+    best = 0.0
+    for size in (0.0, fg_unknown, unknown):   # |L| - |C|: the core alone, plus P's voxels of U, the whole boxes
+        taken = min(fg_unknown, size)
+        network = 2 * (fg_core + taken) / (predicted + core + size)
+        seeds = 2 * core / (2 * core + size)
+        best = max(best, network / seeds)
+    return best
+
+
+def seed_columns(suffix: str) -> tuple[str, str]:
+    """The engine's ``log.csv`` columns of model ``<suffix>``'s seed rule: the training patches'
+    :func:`seed_ratio` and the verdict (1 below its seeds, 0 not)."""
+    return f"seed_ratio{suffix}", f"below_seeds{suffix}"
+
+
+def judge_seeds(row: Mapping[str, Any], suffix: str = "") -> dict[str, float]:
+    """Model ``<suffix>``'s seed rule on an epoch's row: its training patches' :func:`seed_ratio`
+    (from :data:`SEED_SHARES`; NaN where not logged) and whether the epoch is below its seeds
+    (there, or on more than half of the validation volumes: ``val_seed_below<suffix>``)."""
+    ratio = seed_ratio(*(_number(row.get(c + suffix)) for c in SEED_SHARES))
+    below = ratio < SEED_MARGIN or _number(row.get(f"val_seed_below{suffix}")) > 0.5
+    ratio_column, below_column = seed_columns(suffix)
+    return {ratio_column: ratio, below_column: int(below)}
+
+
+def seeds_summary(row: Mapping[str, Any], suffix: str = "") -> str:
+    """What the seed rule saw in an epoch's row, for the warning: on the training patches and on
+    the validation volumes, the share of the seed core predicted, where the foreground lies, and
+    the ratio to the seeds."""
+    def value(column: str) -> float:
+        return _number(row.get(column + suffix))
+
+    parts = []
+    core, outside, train = value("seed_fg"), value("fg_outside"), value("fg_train")
+    if core > 0 and not math.isnan(outside):
+        parts.append(f"training patches: seed core predicted {value('fg_core') / core:.1%}, "
+                     f"{outside / train if train > 0 else 0.0:.1%} of the predicted foreground outside the points' "
+                     f"boxes, Dice ratio to the seeds at best {value('seed_ratio'):.3f}")
+    if not math.isnan(value("val_seed_below")):
+        parts.append(f"validation: {value('val_seed_below'):.0%} of the volumes below their seeds (seed core "
+                     f"predicted {value('val_seed_recall'):.1%}, {value('val_seed_fpr'):.2%} of the certain "
+                     f"background predicted, Dice ratio to the seeds at best {value('val_seed_ratio'):.3f} on average)")
+    return "; ".join(parts) or "no seed columns"
+
+
+def ends_below_seeds(log: pd.DataFrame) -> list[str]:
+    """The models of a ``log.csv`` whose last epoch, or whose best checkpoint's epoch
+    (``best_epoch<k>``), is below its seeds (``below_seeds<k>`` = 1), each as ``model<k> at
+    epoch <n>``; empty for a log without the column (written before it existed)."""
+    found = []
+    for suffix in model_suffixes(log.columns):
+        column = seed_columns(suffix)[1]
+        if column not in log.columns or not len(log):
+            continue
+        below = pd.to_numeric(log[column], errors="coerce").fillna(0).to_numpy(float) > 0
+        epochs = pd.to_numeric(log["epoch"], errors="coerce").to_numpy(float)
+        best = _number(log[f"best_epoch{suffix}"].iloc[-1]) if f"best_epoch{suffix}" in log.columns else math.nan
+        flagged = sorted(({int(epochs[-1])} if below[-1] else set())
+                         | {int(e) for e, b in zip(epochs, below) if b and e == best})
+        found += [f"model{suffix} at epoch {e}" for e in flagged]
+    return found

@@ -1,5 +1,6 @@
-"""Validation: whole-volume Dice against the full labels and against the expanded seeds, and
-the predicted foreground fraction (training health), every rank's shard gathered."""
+"""Validation: whole-volume Dice against the full labels and against the expanded seeds, the
+predicted foreground fraction (training health) and the network against its own seeds
+(:mod:`utilities.health`), every rank's shard gathered."""
 from __future__ import annotations
 
 import math
@@ -10,14 +11,37 @@ import torch
 from torch import nn
 
 from utilities.distributed import DistContext, unwrap
+from utilities.health import SEED_MARGIN, seed_ratio
 from utilities.losses import one_hot, soft_dice
 from utilities.optim import Amp
 from utilities.prediction import sliding_window_predict
 
-__all__ = ["VALIDATION_METRICS", "volume_scores", "evaluate", "mean_scores"]
+__all__ = ["VALIDATION_METRICS", "seed_shares", "volume_scores", "evaluate", "mean_scores"]
 
-#: What :func:`evaluate` reports per volume (``dice`` and ``seed_dice`` when their reference is loaded).
-VALIDATION_METRICS = ("dice", "seed_dice", "fg_fraction", "empty")
+#: What :func:`evaluate` reports per volume (``dice`` and the ``seed_*`` scores when their reference is loaded).
+VALIDATION_METRICS = ("dice", "seed_dice", "fg_fraction", "empty", "seed_recall", "seed_fpr", "seed_ratio",
+                      "seed_below")
+
+
+def seed_shares(foreground: torch.Tensor, seeds: torch.Tensor) -> dict[str, torch.Tensor]:
+    """Shares of all voxels: predicted foreground (``fg_train``), the expanded seeds' core
+    (``seed_fg``, label 1), unknown (``seed_unknown``, 2) and background (``seed_bg``, 0, outside
+    the points' boxes), and the predicted foreground on each of them (``fg_core``,
+    ``fg_unknown``, ``fg_outside``). Stage 1 logs them per training step; :func:`volume_scores`
+    scores a volume with them.
+
+    Args:
+        foreground: boolean, any shape; seeds: integer, the same shape.
+    """
+    if foreground.shape != seeds.shape:
+        raise ValueError(f"seed_shares: foreground {tuple(foreground.shape)} and seeds {tuple(seeds.shape)} differ")
+    out = {"fg_train": foreground.float().mean()}
+    for label, seed_name, fg_name in ((1, "seed_fg", "fg_core"), (2, "seed_unknown", "fg_unknown"),
+                                      (0, "seed_bg", "fg_outside")):
+        where = seeds == label
+        out[seed_name] = where.float().mean()
+        out[fg_name] = (where & foreground).float().mean()
+    return out
 
 
 def volume_scores(logits: torch.Tensor, label: torch.Tensor | None,
@@ -28,7 +52,11 @@ def volume_scores(logits: torch.Tensor, label: torch.Tensor | None,
     on their annotated voxels only (label 1 = foreground near the seed, 0 = background outside
     the box, 2 = unknown, ignored); ``fg_fraction``: the fraction of voxels predicted as
     foreground; ``empty``: 1.0 if no voxel is predicted as foreground, else 0.0. Uses the
-    losses' Dice.
+    losses' Dice. Against the points (with seeds that hold a core): ``seed_recall``, the share
+    of the seed core predicted; ``seed_fpr``, the share of the certain background (outside the
+    points' boxes) predicted; ``seed_ratio`` (:func:`utilities.health.seed_ratio`) and
+    ``seed_below``: 1.0 when that ratio is under ``SEED_MARGIN`` (below its own seeds whatever
+    the lesion), else 0.0.
 
     Args:
         logits: ``(1, C, X, Y, Z)``; label, seeds: ``(1, 1, X, Y, Z)`` integer or ``None``.
@@ -43,7 +71,20 @@ def volume_scores(logits: torch.Tensor, label: torch.Tensor | None,
     if seeds is not None:
         known = seeds[:, 0] < 2
         scores["seed_dice"] = _foreground_dice(pred, one_hot((seeds[:, 0] == 1).long(), num_classes), known)
+        scores |= _seed_scores(seed_shares(argmax > 0, seeds[:, 0]))
     return scores
+
+
+def _seed_scores(shares: Mapping[str, torch.Tensor]) -> dict[str, float]:
+    """``seed_recall``, ``seed_fpr``, ``seed_ratio`` and ``seed_below`` of one volume's
+    :func:`seed_shares` (none without a seed core: nothing to compare with)."""
+    v = {k: float(t) for k, t in shares.items()}
+    if not v["seed_fg"] > 0:
+        return {}
+    ratio = seed_ratio(v["seed_fg"], v["seed_unknown"], v["fg_core"], v["fg_unknown"], v["fg_outside"])
+    return {"seed_recall": v["fg_core"] / v["seed_fg"],
+            "seed_fpr": v["fg_outside"] / v["seed_bg"] if v["seed_bg"] > 0 else 0.0,
+            "seed_ratio": ratio, "seed_below": float(ratio < SEED_MARGIN)}
 
 
 def _foreground_dice(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor | None = None) -> float:
