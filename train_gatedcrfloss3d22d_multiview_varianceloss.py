@@ -52,6 +52,7 @@ from utilities.optim import Amp, make_optimizer
 from utilities.plan import apply_plan
 from utilities.runs import start_run
 from utilities.schedules import rampup_warning, sigmoid_rampup
+from utilities.validation import seed_shares
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -194,12 +195,11 @@ class Stage1Step:
         loss_crf = self.crf_loss(logits, image) if w_crf > 0 else zero
         loss_vm = self.var_loss(logits, image) if w_vm > 0 else zero
         loss = loss_seg + w_crf * loss_crf + w_vm * loss_vm
-        with torch.no_grad():
-            fg_train = (logits.argmax(1) > 0).float().mean()
-            seed_fg = (seeds == 1).float().mean()
+        with torch.no_grad():   # training health: the predictions against the seeds (utilities.health)
+            shares = seed_shares(logits.argmax(1) > 0, seeds[:, 0])
         return StepOutput(
             log={"loss": loss.detach(), "loss_seg": loss_seg.detach(), "loss_crf": loss_crf.detach(),
-                 "loss_vm": loss_vm.detach(), "ramp": ramp, "fg_train": fg_train, "seed_fg": seed_fg},
+                 "loss_vm": loss_vm.detach(), "ramp": ramp, **shares},
             parts={"optimizer": [LossPart("seg", loss_seg, logits), LossPart("crf", w_crf * loss_crf, logits),
                                  LossPart("vm", w_vm * loss_vm, logits)]})
 
