@@ -17,8 +17,9 @@ warning for it); a warned one is shaded from its first epoch to its last.
 
 Shaded orange: a flood after a recovery that the rule does not judge (stage 1, ``--on_collapse
 recover``): the recovery restarts the mCRF/VM ramp-up, and until it is back at full weight the
-flood rule is off, so an epoch of more than ``FLOOD_RATIO`` times the seeds' foreground then
-draws no warning; :func:`unjudged_floods` finds them with the rule's own thresholds.
+flood rule is off, so a flooded epoch (:mod:`utilities.health`: most of the predicted foreground
+outside the points' boxes) then draws no warning; :func:`unjudged_floods` finds them with the
+rule's own thresholds.
 
 Stage 1's ``log.csv`` gives ``progress.png``, SCM's ``log_SCM.csv`` ``progress_SCM.png``, in the
 same folder. Drawn with matplotlib's Agg backend (no display), written atomically.
