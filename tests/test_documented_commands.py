@@ -1,42 +1,48 @@
-"""Every command the documentation shows runs: at a smoke size, on CPU, mostly in this process.
+"""Every command the documentation shows runs: at a smoke size, on CPU, in this process.
 
 Where the commands come from (:func:`documented_commands`): the fenced ``bash``/``sh`` blocks of
 every Markdown file of the repository (README.md, docs/**, BENCHMARKS.md, experiments/configs/...),
 the indented command blocks (``Example::``) of the scripts' module docstrings and of the shell
-scripts' header comments, the commands in each script's ``--help`` text, and, at the end, the
-commands ``plan.py`` prints (its own ``commands()``, read from the plan it writes). A block is read
-as a shell reads it: backslash continuations, comments, ``for ... do ... done`` (unrolled), ``VAR=value``
-and ``export``, ``$VAR``, ``cd``, environment prefixes.
+scripts' header comments, the command lines of every script's ``--help``, and, at the end, the
+commands ``plan.py`` prints (the ``commands`` of the plan its ``main`` returns, formatted by its own
+``commands()``). A block is read as a shell reads it: backslash continuations, comments, ``for ...
+do ... done`` (unrolled), ``VAR=value`` and ``export``, ``$VAR``, ``cd``, environment prefixes.
 
 How one runs: a command is known by its script and the set of its flags. :data:`SMOKE` gives per
-script the smoke flags (one epoch, a 32x32x16 patch, one repeat, ``--quick``, ``--dry_run``) and
-the paths it writes, removed before it runs so it sees what a first-time user sees; :data:`FLAG_SETS`
-lists every documented flag set, so a new documented command fails (with the line to add) until
-someone has looked at what it costs. The data are tiny synthetic volumes written once, in a session
+script the smoke flags (one epoch, a 32x32x16 patch, one repeat, ``--quick``, ``--dry_run``), the
+paths it writes (removed before it runs, so it sees what a first-time user sees, and checked
+after) and what it reads from outside the repository (nnU-Net's predictions, a finished
+ablation); :data:`FLAG_SETS` lists every documented flag set, so a new documented command fails,
+with the line to add, until someone has looked at what it costs, and a flag set no document
+shows any more fails too. The data are tiny synthetic volumes written once, in a session
 fixture, in the documented layout (``./data/VS/image_crop/`` ..., the layouts of the VS DICOM and
-BraTS downloads, random-weight models, packages, plans and predictions where commands read them);
-each command gets its own copy of that folder (big files hard-linked) as its working directory and
-runs through its script's ``main(argv)``. Commands that differ only in data paths and file postfixes
-run once (the others are listed by :func:`test_deduplicated_commands_are_listed`).
+BraTS downloads, the user's own data, one real stage-1 and one real SCM run of one epoch,
+random-weight models, packages and plans where commands read them); each command runs in its own
+copy of that folder (big files hard-linked) through its script's ``main(argv)``. Commands that
+differ only in data paths and file postfixes run once (:func:`test_deduplicated_commands_are_listed`
+names the others). The progress plot each training draws (1.6 s a run) is replaced by a no-op
+(``tests/test_progress_plot.py`` tests it).
 
-What is not run in full, each a skip with its reason in ``pytest -rs`` (budget:  60-90 s on 2 cores,
-where one subprocess start costs  5 s and the runners start one per training):
+What is not run in full, each a skip with its reason in ``pytest -rs``. The budget is ~60-90 s
+on 2 cores (measured: ~65 s of CPU), and one interpreter start costs ~5 s, so the commands that
+start a subprocess per training run in their no-work mode here, where tests on tiny data already
+run them for real:
 
-* ``experiments/ablate.py`` runs with ``--dry_run``: the config, the variants, the baseline and every
-  run's command line are checked by the scripts' own parsers; nothing is trained.
-  ``experiments/family.py`` makes a tiny member and hands its ablation to ``ablate.py --dry_run``.
-  Real ablations on tiny data: ``tests/test_ablate.py``, ``tests/test_nnunet_baseline.py``;
-* ``bash benchmarks/gpu_check.sh ARGS`` runs ``bench_gpu.py ARGS`` here; the wrapper runs end to
-  end (``GPU_CHECK_SMOKE=1``) in ``tests/test_benchmarks.py``;
-* not run, their arguments checked: ``make demo`` (``data/demo/run_demo.py --quick`` is
-  ``tests/test_demo.py``), ``make test`` (this suite), ``make install`` and the ``pip``/``venv``
-  steps (network; the pins are compared with requirements.txt), ``experiments/nnunet_baseline.py``
-  (nnU-Net's planning and worker processes take minutes; ``tests/test_nnunet_baseline.py``),
-  ``experiments/collapse_analysis.py`` (a fixed grid of measurements, minutes;
+* ``experiments/ablate.py`` runs with ``--dry_run``: the config, the variants, the baseline and
+  every run's command line are checked by the scripts' own parsers; nothing is trained
+  (``tests/test_ablate.py``, ``tests/test_nnunet_baseline.py`` run real ablations).
+  ``experiments/family.py`` makes its first member at 32x32x16 and hands its ablation to
+  ``ablate.py --dry_run``;
+* ``bash benchmarks/gpu_check.sh ARGS`` runs ``bench_gpu.py ARGS`` here; the whole script runs end
+  to end (``GPU_CHECK_SMOKE=1``) in ``tests/test_benchmarks.py``, which also runs bench_gpu's SCM
+  and compiled rows; here ``bench_gpu.py`` runs its stage-1 rows at batch 1;
+* not run, their arguments checked: ``make demo`` (``run_demo.py --quick`` is ``tests/test_demo.py``),
+  ``make test`` (this suite), ``make install`` and the ``pip``/``venv`` lines (network; the pins
+  are compared with requirements.txt), ``experiments/nnunet_baseline.py`` and nnU-Net's own
+  ``nnUNetv2_*`` lines (nnU-Net's planning, worker processes and training take minutes;
+  ``tests/test_nnunet_baseline.py``, ``tests/test_nnunet_trainer_paseg.py``; the ``-tr`` trainer
+  must exist), ``experiments/collapse_analysis.py`` (a fixed grid of measurements, minutes;
   ``tests/test_collapse_analysis.py``) and ``torchrun`` lines written as templates (``...``).
-
-The progress plot each training draws (1.6 s a run) is replaced by a no-op here
-(``tests/test_progress_plot.py``).
 """
 from __future__ import annotations
 
@@ -66,7 +72,7 @@ from synth import blob_case, seeds_from_label, seven_points, write
 
 #: Words a command line may start with (after ``VAR=value`` prefixes).
 LAUNCHERS = ("python", "python3", ".venv/bin/python", "bash", "make", "torchrun", "pip", ".venv/bin/pip")
-_FENCE = re.compile(r"^(\s*)(`{3,}| {3,})\s*([\w+-]*)")
+_FENCE = re.compile(r"^(\s*)(`{3,}|~{3,})\s*([\w+-]*)")
 _ASSIGN = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*=")
 _VAR = re.compile(r"\$(?:\{([A-Za-z_]\w*)\}|([A-Za-z_]\w*))")
 _FLAG = re.compile(r"^--?[A-Za-z]")
@@ -545,11 +551,19 @@ FLAG_SETS: dict[str, set[str]] = {
         "",
         "--only",
     },
+    "data/BraTS/generate_geodesic_labels.py": {
+        "--anno_7points_postfix --dataset_split --geodesic_threshold --geodesic_weight --image_postfix "
+        "--label_postfix --path_anno_7points --path_geodesic --path_images --path_labels",
+    },
     "data/BraTS/merge_and_move.py": {
         "--destination_dir --original_dir",
     },
     "data/VS/convert.py": {
         "--input --output",
+    },
+    "data/VS/generate_geodesic_labels.py": {
+        "--anno_7points_postfix --dataset_split --geodesic_threshold --geodesic_weight --image_postfix "
+        "--label_postfix --path_anno_7points --path_geodesic --path_images --path_labels",
     },
     "data/VS/image_crop.py": {
         "--data_dir --dataset_split --image_postfix --label_postfix",
@@ -569,6 +583,9 @@ FLAG_SETS: dict[str, set[str]] = {
         "--family_seed --output_dir",
     },
     "data/generate_geodesic_labels.py": {
+        "--anno_7points_postfix --dataset_split --geodesic_threshold --geodesic_weight --image_postfix "
+        "--path_anno_7points --path_geodesic --path_images",
+        "--dataset --path_geodesic",
         "--dataset_split --image_postfix --path_anno_7points --path_geodesic --path_images",
     },
     "data/points_to_annotation.py": {
@@ -619,13 +636,14 @@ FLAG_SETS: dict[str, set[str]] = {
         "--model_dir --output",
     },
     "inference.py": {
+        "--dataset --epoch_inf --input_folder --model_dir --network --output_folder --output_format --spatial_shape",
         "--dataset_split --ensemble --image_postfix --model_dir --output_folder --path_images --phase",
+        "--dataset_split --epoch_inf --image_postfix --model_dir --network --path_images --phase --spatial_shape",
         "--ensemble --input_folder --model --output_folder",
         "--ensemble --input_folder --output_folder",
-        "--epoch_inf --image_postfix --input_folder --model_dir --network --output_folder --output_format "
-        "--spatial_shape",
         "--input_folder --model --output_folder",
         "--input_folder --model_dir --network --output_folder --save_probabilities",
+        "--input_folder --model_dir --output_folder",
     },
     "make demo": {
         "",
@@ -652,6 +670,7 @@ FLAG_SETS: dict[str, set[str]] = {
         "-r",
     },
     "plan.py": {
+        "--dataset --output --work_dir",
         "--dataset_split --image_postfix --output --path_anno_7points --path_geodesic_labels --path_images",
         "--dataset_split --image_postfix --output --path_anno_7points --path_images --work_dir",
     },
@@ -667,19 +686,25 @@ FLAG_SETS: dict[str, set[str]] = {
         "--network --nproc_per_node --standalone",
     },
     "train_SCM.py": {
-        "--dataset_split --geodesic_label_postfix --image_postfix --model_dir --path_geodesic_labels "
-        "--path_images --path_labels --plan --pretrained_model1_dir --pretrained_model2_dir --val_metric",
+        "--T --batch_size --dataset_split --image_postfix --iterative_epochs --label_postfix --learning_rate "
+        "--max_epochs --model_dir --network1 --network2 --path_images --path_labels --pretrained_model1_dir "
+        "--pretrained_model2_dir --spatial_shape --weight_kd",
+        "--dataset --model_dir --plan --pretrained_model1_dir --pretrained_model2_dir --val_metric",
     },
     STAGE1: {
-        "--dataset_split --geodesic_label_postfix --image_postfix --model_dir --network "
-        "--path_geodesic_labels --path_images --path_labels --plan --val_metric",
-        "--dataset_split --geodesic_label_postfix --image_postfix --model_dir --path_geodesic_labels "
-        "--path_images --path_labels --plan --val_metric",
+        "--batch_size --dataset_split --down_size --geodesic_label_postfix --image_postfix --kernel_radius "
+        "--label_postfix --learning_rate --max_epochs --model_dir --network --path_geodesic_labels "
+        "--path_images --path_labels --rampup_epochs --spatial_shape --weight_gatedcrf --weight_variance",
+        "--dataset --model_dir --network --plan --val_metric",
+        "--dataset --model_dir --plan --val_metric",
         "--dataset_split --image_postfix --model_dir --path_geodesic_labels --path_images --plan",
+        "--dataset_split --image_postfix --model_dir --path_geodesic_labels --path_images --plan --val_metric",
     },
     "utilities/scores.py": {
+        "--allow_missing --label_postfix --path_labels --path_predictions",
         "--dataset_split --image_postfix --label_postfix --model_dir --network --path_images --path_labels "
         "--phase --report",
+        "--dataset_split --image_postfix --label_postfix --model_dir --network --path_labels --phase",
         "--dataset_split --label_postfix --path_labels --phase --prediction_dir --prediction_postfix",
         "--dataset_split --path_labels --phase --prediction_dir",
         "--dataset_split --path_labels --phase --prediction_dir --prediction_postfix",
@@ -906,13 +931,19 @@ def _folders(root: str, image: str, label: str, postfix: str) -> dict[str, tuple
 
 
 def write_data(ws: Path) -> None:
-    """The datasets in their documented places: VS (cropped and not), BraTS, the user's own (MY),
-    the ablation config's demo data, the VS DICOM and BraTS downloads, a scans folder."""
+    """The datasets in their documented places: VS (cropped and not), BraTS, the user's own (MY,
+    with its dataset file), the ablation configs' demo data, the VS DICOM and BraTS downloads, a
+    scans folder. Runs in ``ws``."""
+    from utilities.dataset_file import write_dataset as write_dataset_file
+
     write_dataset(ws, VS_NAMES, "splits/split_VS.csv", _folders("data/VS", "image_crop", "label_crop", "T2"))
     write_dataset(ws, VS_NAMES, "splits/split_VS.csv", {"image": ("data/VS/image", "T2"),
                                                         "label": ("data/VS/label", "Label")})
     write_dataset(ws, BRATS_NAMES, "splits/split_BraTS.csv", _folders("data/BraTS", "image", "label", "Flair"), 10)
     write_dataset(ws, MY_NAMES, "splits/my_split.csv", _folders("data/MY", "image", "label", "T2"), 20)
+    write_dataset_file(ws / "data/MY/dataset.json", {
+        "split": "splits/my_split.csv", "images": "data/MY/image", "image_postfix": "T2",
+        "annotations": "data/MY/annotation_7points", "labels": "data/MY/label", "modality": "MR"})
     for config in ("demo.json", "brats_small.json"):
         d = json.loads((ROOT / "experiments" / "configs" / config).read_text(encoding="utf-8"))["dataset"]
         write_dataset(ws, [f"case_{i}" for i in range(5)], d["split_file"], {
@@ -1077,3 +1108,37 @@ def test_commands_in_help_texts_run(workspace, tmp_path, monkeypatch):
     for i, cmd in enumerate(shown):
         run_command(cmd, workspace, tmp_path / f"ws{i}", monkeypatch)
     assert all(not unmapped(c) for c in shown)
+
+
+@pytest.mark.parametrize("block, expected", [
+    ("python a.py --x 1 \\\n    --y 2   # comment\n# a comment line\n",
+     [(".", (), ["python", "a.py", "--x", "1", "--y", "2"])]),
+    ("for N in U_Net AttU_Net; do\n  python t.py --network $N --dir ./m/${N}_x\ndone",
+     [(".", (), ["python", "t.py", "--network", "U_Net", "--dir", "./m/U_Net_x"]),
+      (".", (), ["python", "t.py", "--network", "AttU_Net", "--dir", "./m/AttU_Net_x"])]),
+    ("OUT=./o\nexport T=1\ncd sub && OMP_NUM_THREADS=1 python b.py --out $OUT; make demo",
+     [("sub", (("T", "1"), ("OMP_NUM_THREADS", "1")), ["python", "b.py", "--out", "./o"]),
+      ("sub", (("T", "1"),), ["make", "demo"])]),
+])
+def test_blocks_are_read_as_a_shell_reads_them(block, expected):
+    got = shell_commands(block, "x.md:1")
+    assert [(c.cwd, c.env, list(c.argv)) for c in got] == expected
+    assert not any(c.template for c in got)
+
+
+def test_templates_and_unsupported_syntax():
+    (cmd,) = shell_commands("torchrun --nproc_per_node 4 train_SCM.py --rdzv_endpoint <host of node 0>:29500 ...", "s")
+    assert cmd.template and cmd.script == "torchrun train_SCM.py"
+    with pytest.raises(ValueError, match="pipes and background jobs"):
+        shell_commands("python a.py | tee log", "s")
+    with pytest.raises(ValueError, match=r"\$NET is not set"):
+        shell_commands("python a.py --network $NET", "s")
+
+
+def test_smoke_flags_and_outputs():
+    smoke = Smoke(set={"--seeds": FIRST, "--quick": (), "--epochs": ("1",), "--absent": FIRST},
+                  replace={"--shape": PATCH, "--other": ("x",)}, outputs=("{--out}/sub", "{--missing}"))
+    args = smoke_args(["pos", "--seeds", "3", "4", "--epochs", "300", "--shape", "1", "2", "3", "--out=o"], smoke)
+    assert args == ["pos", "--seeds", "3", "--epochs", "1", "--shape", "32", "32", "16", "--out", "o", "--quick"]
+    assert output_paths(args, smoke) == ["o/sub"]
+    assert flags_of(["--kernel_radius", "5", "5", "-1", "-r", "x"]) == ("--kernel_radius", "-r")
