@@ -274,3 +274,19 @@ def test_a_name_in_a_markdown_table_cannot_split_its_row(named):
         pd.DataFrame([{"selected_by": "dice", "epoch": 3, "dice_mean": 0.5, "dice_std": 0.1}]))
     assert "| x\\|y | 0.500 ± 0.100 | 1.00 ± 0.50 |" in demo.splitlines()
     assert "| dice | 3 | 0.500 ± 0.100 |" in demo.splitlines()   # ordinary names as before
+
+
+def test_a_plan_with_a_repeated_key_is_named(tmp_path):
+    """plan.json is a file users edit by hand: read through utilities.textdata.loads_json, a flag
+    written twice in a section is one line naming the plan and the flag, not the second value."""
+    from utilities.plan import PLAN_VERSION, read_plan
+
+    plan = tmp_path / "plan.json"
+    head = f'{{"version": {PLAN_VERSION}, "scm": {{}}, "inference": {{}}, '
+    plan.write_text(head + '"stage1": {"--max_epochs": 10, "--max_epochs": 300}}', encoding="utf-8")
+    with pytest.raises(ValueError) as err:
+        read_plan(plan)
+    assert one_line(err) == (f"--plan {plan}: key '--max_epochs' appears twice in one JSON object (the second would "
+                             "silently replace the first); keep one")
+    plan.write_text(head + '"stage1": {"--max_epochs": 300}}', encoding="utf-8")
+    assert read_plan(plan)["stage1"] == {"--max_epochs": 300}
