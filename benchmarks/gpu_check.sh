@@ -6,8 +6,9 @@
 # bench_gpu.py (commands: BENCHMARKS.md, section "GPU").
 #
 # GPU_CHECK_SMOKE=1 runs every step end to end on the CPU at a smoke size, with the interpreter of
-# $PYTHON and nothing installed: bench_gpu.py --device cpu --quick, the mCRF benchmark on 16x16x16 in
-# one process, and the CUDA tests collected but not run (tests/test_benchmarks.py does this).
+# $PYTHON and nothing installed: bench_gpu.py --device cpu --quick at batch 1 with one timed step, the
+# mCRF benchmark on 16x16x16 in one process, and the CUDA tests collected but not run
+# (tests/test_benchmarks.py does this).
 set -u -o pipefail
 cd "$(dirname "$0")/.."
 export PYTHONUNBUFFERED=1
@@ -16,7 +17,7 @@ LOG=${OUT:-/tmp}/gpu_check.txt
 SMOKE=${GPU_CHECK_SMOKE:-}
 if [ -n "$SMOKE" ]; then
   SKIP_INSTALL=1
-  GPU_ARGS=(--device cpu --quick)
+  GPU_ARGS=(--device cpu --quick --batches 1 --repeats 1)
   CRF_ARGS=(--device cpu --repeats 1 --warmup 0 --sizes 16x16x16 --full_sizes 16x16x16 --in_process)
   TEST_ARGS=(--collect-only)
 else
