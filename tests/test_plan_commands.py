@@ -74,13 +74,13 @@ def test_the_printed_points_only_sequence_runs_as_printed(tmp_path, capsys):
         done = _run(command)
         assert done.returncode == 0, f"[{name}] {shlex.join(command)}\n{done.stderr[-3000:]}"
     for run in ("stage1_m1/U_Net2D5", "stage1_m2/AttU_Net"):
-        log = next((work / "models" / run).glob("log_*.txt")).read_text()
+        log = next((work / "runs" / run).glob("log_*.txt")).read_text()
         assert "2 training subjects, validated on themselves (validation uses: image, expanded-seed label)" in log
         assert (f"no validation cases (split {data / 'split.csv'} lists no validation case): every case trains; "
                 "CP_best is chosen by seed_dice against the training cases' expanded seeds") in log
-        best = torch.load(work / "models" / run / "models" / "CP_best.pth", map_location="cpu", weights_only=True)
+        best = torch.load(work / "runs" / run / "models" / "CP_best.pth", map_location="cpu", weights_only=True)
         assert best["metric"] == "seed_dice"
-    scm_best = torch.load(work / "models" / "scm" / "U_Net2D5" / "models" / "CP_best_model1.pth", map_location="cpu",
+    scm_best = torch.load(work / "runs" / "scm" / "U_Net2D5" / "models" / "CP_best_model1.pth", map_location="cpu",
                           weights_only=True)
     assert scm_best["metric"] == "seed_dice"
     for name in ("brain1", "brain2", "brain3"):   # every scan of the folder, on its own grid and format
@@ -123,7 +123,7 @@ def test_the_printed_sequence_with_labels_runs_as_printed(tmp_path, capsys):
     for name, command in commands.items():
         done = _run(command)
         assert done.returncode == 0, f"[{name}] {shlex.join(command)}\n{done.stderr[-3000:]}"
-    best = torch.load(work / "models" / "stage1_m1" / "U_Net2D5" / "models" / "CP_best.pth", map_location="cpu",
+    best = torch.load(work / "runs" / "stage1_m1" / "U_Net2D5" / "models" / "CP_best.pth", map_location="cpu",
                       weights_only=True)
     assert best["metric"] == "dice"
     table = pd.read_csv(work / "predictions" / "results_all.csv", keep_default_na=False)

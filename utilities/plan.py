@@ -398,7 +398,7 @@ class Workspace:
 
     def model(self, name: str) -> Path:
         """A run's ``--model_dir``: ``stage1_m1``, ``stage1_m2`` or ``scm``."""
-        return self.root / "models" / name
+        return self.root / "runs" / name
 
     def predictions(self) -> Path:
         """Folder prediction's ``--output_folder``."""
