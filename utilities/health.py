@@ -59,8 +59,8 @@ import numpy as np
 import pandas as pd
 
 __all__ = ["CollapseWatch", "FLOOD_RATIO", "FLOOD_MIN_SHARE", "FLOOD_OUTSIDE_SHARE", "SEED_MARGIN", "SEED_SHARES",
-           "model_suffixes", "watch_for", "collapsed_rows", "seed_ratio", "seed_columns", "judge_seeds", "seeds_summary",
-           "ends_below_seeds"]
+           "model_suffixes", "watch_for", "collapsed_rows", "seed_ratio", "seed_columns", "judge_seeds",
+           "seeds_summary", "ends_below_seeds"]
 
 #: A flood in a log without ``fg_outside``: the training predictions hold more than this many
 #: times the reference's foreground... (10: on the development logs, over ``collapse_patience``
