@@ -42,6 +42,7 @@ from utilities.cli import (
 )
 from utilities.compile import prepare_network
 from utilities.data import TrainingData, load_training_data
+from utilities.dataset_file import parse_with_dataset
 from utilities.distributed import wrap_ddp
 from utilities.engine import BestCheckpoint, Callback, FitConfig, LossPart, StepInfo, StepOutput, fit
 from utilities.health import watch_for
@@ -290,7 +291,8 @@ def train(args: argparse.Namespace, callbacks: Sequence[Callback] = ()) -> Path:
 
 
 def main(argv: list[str] | None = None, callbacks: Sequence[Callback] = ()) -> Path:
-    args = apply_plan(build_parser(), argv, "stage1")
+    args = parse_with_dataset(build_parser(), argv, optional=("labels",),
+                              parse=lambda parser, given: apply_plan(parser, given, "stage1"))
     check_args(args)
     return train(args, callbacks)
 
