@@ -32,6 +32,7 @@ from utilities.dataset_file import (
     write_dataset,
 )
 from utilities.model_package import run_args
+from utilities.plan import Workspace
 
 SUBJECTS = {"brain1": "training", "brain2": "training", "brain3": "validation", "brain4": "inference"}
 #: Folder and postfix of each kind of file: none of them a VS default.
@@ -251,7 +252,7 @@ def test_plan_reads_the_file_and_prints_commands_that_read_it(data, elsewhere, c
     assert list(commands) == ["stage0", "stage1", "stage1_aux", "scm", "predict"]    # every case annotated
     assert commands["stage1"] == ["python", "train_gatedcrfloss3d22d_multiview_varianceloss.py", "--plan",
                                   str(work / "plan.json"), "--dataset", str(work / "dataset.json"), "--val_metric",
-                                  "seed_dice", "--model_dir", str(work / "models" / "stage1_m1")]
+                                  "seed_dice", "--model_dir", str(Workspace(work).model("stage1_m1"))]
     assert f"written {work / 'dataset.json'} (the dataset file the commands read)" in capsys.readouterr().out
     written = read_dataset(work / "dataset.json")
     assert os.path.samefile(written.get("images"), data["root"] / "scans") and written.get("labels") is None
@@ -261,7 +262,7 @@ def test_plan_reads_the_file_and_prints_commands_that_read_it(data, elsewhere, c
         done = subprocess.run(commands[name], cwd=ROOT, env=env, capture_output=True, text=True, timeout=600,
                               stdin=subprocess.DEVNULL)
         assert done.returncode == 0, f"[{name}] {plan['commands'][name]}\n{done.stderr[-3000:]}"
-    assert (work / "models" / "stage1_m1" / "U_Net2D5" / "models" / "CP_best.pth").is_file()
+    assert (Workspace(work).model("stage1_m1") / "U_Net2D5" / "models" / "CP_best.pth").is_file()
     again = load_script("plan.py").main(["--dataset", str(data["file"]), "--output", "p.json",
                                          "--min_cases_for_validation", "0"])
     assert f"--dataset {data['file']}" in again["commands"]["stage1"] and "stage0" not in again["commands"]
