@@ -35,9 +35,11 @@ lint: install
 	$(PY) -m ruff check .
 	$(PY) -m mypy
 
-# -rs: every skipped test with its reason (tests/test_documented_commands.py: the documented commands not run)
+# -rs: every skipped test with its reason (tests/test_documented_commands.py: the documented commands not run);
+# -n auto --dist loadfile: one worker per core (pytest-xdist), each test module on one worker so its
+# module-scoped fixtures (tiny trained runs) are built once
 test: install lint
-	$(PY) -m pytest -q -rs tests
+	$(PY) -m pytest -q -rs -n auto --dist loadfile tests
 
 clean-venv:
 	rm -rf $(VENV)
