@@ -79,7 +79,6 @@ __all__ = [
     "output_folder",
     "generate_geodesic_labels",
     "build_parser",
-    "run_cli",
     "run_parsed",
     "STYLES",
     "SETTINGS_NAME",
@@ -725,12 +724,6 @@ def build_parser(defaults: dict[str, Any], description: str | None = None) -> ar
                    help="accept an annotation that holds the image's voxels with permuted or reversed axes "
                         "(e.g. saved in another orientation) and reorder it exactly onto the image's grid")
     return p
-
-
-def run_cli(argv: list[str] | None, defaults: dict[str, Any], zero_at_min: bool,
-            description: str | None = None) -> Path:
-    """Parse ``argv`` with :func:`build_parser` and run :func:`generate_geodesic_labels`."""
-    return run_parsed(build_parser(defaults, description).parse_args(argv), zero_at_min)
 
 
 def run_parsed(args: argparse.Namespace, zero_at_min: bool) -> Path:
