@@ -16,11 +16,10 @@ from pathlib import Path
 from typing import Any
 
 from networks import NETWORKS, check_network_shape
-from utilities.cli import check_spatial_shape
-from utilities.dataset_file import read_dataset
-from utilities.io import check_overwrite
-from utilities.logs import setup_logger
-from utilities.model_package import (
+from utilities.core.logs import setup_logger
+from utilities.data.dataset_file import read_dataset
+from utilities.data.io import check_overwrite
+from utilities.models.model_package import (
     ModelSpec,
     data_fingerprint,
     export_package,
@@ -28,6 +27,7 @@ from utilities.model_package import (
     spec_from_checkpoint,
     spec_from_run,
 )
+from utilities.workflow.cli import check_spatial_shape
 
 __all__ = ["export_model", "main"]
 
@@ -115,6 +115,6 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
 
 if __name__ == "__main__":
-    from utilities.cli import run_main
+    from utilities.workflow.cli import run_main
 
     sys.exit(run_main(main))

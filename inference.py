@@ -34,12 +34,12 @@ import torchio as tio
 from tqdm import tqdm
 
 from networks import NETWORKS, check_network_shape, get_network
-from utilities.cli import add_common_args, add_compile_args, check_spatial_shape, check_sw_overlap, positive_int
-from utilities.compile import prepare_network
-from utilities.data import ImageSource, SubjectCache, load_phase, make_volume_loader
-from utilities.dataset_file import add_dataset_flag, parse_with_dataset, require
-from utilities.grid import Grid, check_readable, data_files, listed
-from utilities.io import (
+from utilities.core.compile import prepare_network
+from utilities.core.logs import setup_logger, show_progress
+from utilities.core.runtime import resolve_device
+from utilities.data.dataset_file import add_dataset_flag, parse_with_dataset, require
+from utilities.data.grid import Grid, check_readable, data_files, listed
+from utilities.data.io import (
     IMAGE_EXTENSIONS,
     check_overwrite,
     check_storable,
@@ -49,9 +49,11 @@ from utilities.io import (
     save_nifti,
     write_image,
 )
-from utilities.layout import RunLayout
-from utilities.logs import setup_logger, show_progress
-from utilities.model_package import (
+from utilities.data.layout import RunLayout
+from utilities.data.loading import ImageSource, SubjectCache, load_phase, make_volume_loader
+from utilities.data.splits import PHASES
+from utilities.method.optim import Amp
+from utilities.models.model_package import (
     DEFAULT_SPATIAL_SHAPE,
     ModelSpec,
     checkpoint_path,
@@ -60,10 +62,14 @@ from utilities.model_package import (
     scm_specs,
     spec_from_run,
 )
-from utilities.optim import Amp
-from utilities.prediction import segment
-from utilities.runtime import resolve_device
-from utilities.splits import PHASES
+from utilities.models.prediction import segment
+from utilities.workflow.cli import (
+    add_common_args,
+    add_compile_args,
+    check_spatial_shape,
+    check_sw_overlap,
+    positive_int,
+)
 
 __all__ = ["OUTPUT_FORMATS", "with_format", "checkpoint_path", "from_canonical", "write_prediction",
            "probability_path", "list_images",
@@ -260,7 +266,7 @@ def run_inference(model_dir: str | Path, network: str, dataset_split: str | Path
     """Segment every subject of ``phase`` with ``CP_<epoch_inf>.pth`` of ``<model_dir>/<network>``
     (the paper's mode); returns the written files in split order.
 
-    ``compile``: ``torch.compile`` the network (:mod:`utilities.compile`); pays only for many
+    ``compile``: ``torch.compile`` the network (:mod:`utilities.core.compile`); pays only for many
     windows, since the first ones wait for the compilation."""
     setup_logger(None)
     spec = spec_from_run(model_dir, network, epoch_inf, spatial_shape)
@@ -442,6 +448,6 @@ def main(argv: list[str] | None = None) -> list[Path]:
 
 
 if __name__ == "__main__":
-    from utilities.cli import run_main
+    from utilities.workflow.cli import run_main
 
     sys.exit(run_main(main))

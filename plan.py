@@ -3,10 +3,10 @@ and print every command that follows, in the order they run, for the data it rea
 the expanded seeds are not there yet), both stage-1 networks, SCM, folder prediction and (with
 labels) scoring.
 
-The rules are in :mod:`utilities.plan`; the trainers read the plan with ``--plan plan.json``
+The rules are in :mod:`utilities.workflow.plan`; the trainers read the plan with ``--plan plan.json``
 (flags given on their command line override it; a switch it turns on is turned off with
 ``--no_<switch>``). The data flags may come from a dataset file (``--dataset``,
-:mod:`utilities.dataset_file`; a flag given wins over it). The printed commands read the data from
+:mod:`utilities.data.dataset_file`; a flag given wins over it). The printed commands read the data from
 a dataset file: the ``--dataset`` given when it names the data planned for, else ``dataset.json``
 written beside ``--output`` (with the expanded seeds stage 0 writes); they run as printed and
 write under ``--work_dir``. Without ``--path_labels`` (points only) checkpoints are selected
@@ -27,8 +27,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from utilities.cli import nonnegative_int, positive_int
-from utilities.dataset_file import (
+from utilities.data.dataset_file import (
     add_dataset_flag,
     dataset_text,
     names_same,
@@ -36,9 +35,11 @@ from utilities.dataset_file import (
     read_dataset,
     same_values,
 )
-from utilities.grid import missing_files
-from utilities.io import save_text
-from utilities.plan import (
+from utilities.data.grid import missing_files
+from utilities.data.io import save_text
+from utilities.data.splits import Split
+from utilities.workflow.cli import nonnegative_int, positive_int
+from utilities.workflow.plan import (
     STAGE0_POSTFIX,
     DataPaths,
     PlanRules,
@@ -51,7 +52,6 @@ from utilities.plan import (
     stage0_phases,
     write_plan,
 )
-from utilities.splits import Split
 
 __all__ = ["build_parser", "main", "DATASET_NAME"]
 
@@ -168,6 +168,6 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
 
 if __name__ == "__main__":
-    from utilities.cli import run_main
+    from utilities.workflow.cli import run_main
 
     sys.exit(run_main(main))

@@ -25,8 +25,18 @@ import torch
 from torch import nn
 
 from networks import IN_CHANNELS, NETWORKS, NUM_CLASSES, check_network_shape, get_network
-from utilities.checkpoints import TrainingState, load_model_weights
-from utilities.cli import (
+from utilities.core.compile import prepare_network
+from utilities.core.distributed import wrap_ddp
+from utilities.data.dataset_file import parse_with_dataset
+from utilities.data.layout import RunLayout
+from utilities.data.loading import TrainingData, load_training_data
+from utilities.method.health import watch_for
+from utilities.method.losses import DiceCELoss, KDLoss
+from utilities.method.optim import Amp, make_optimizer
+from utilities.models.checkpoints import TrainingState, load_model_weights
+from utilities.training.engine import BestCheckpoint, Callback, FitConfig, LossPart, StepInfo, StepOutput, fit
+from utilities.training.runs import lock_holder, start_run
+from utilities.workflow.cli import (
     add_common_args,
     add_data_args,
     add_training_args,
@@ -39,17 +49,7 @@ from utilities.cli import (
     resume_record,
     run_options,
 )
-from utilities.compile import prepare_network
-from utilities.data import TrainingData, load_training_data
-from utilities.dataset_file import parse_with_dataset
-from utilities.distributed import wrap_ddp
-from utilities.engine import BestCheckpoint, Callback, FitConfig, LossPart, StepInfo, StepOutput, fit
-from utilities.health import watch_for
-from utilities.layout import RunLayout
-from utilities.losses import DiceCELoss, KDLoss
-from utilities.optim import Amp, make_optimizer
-from utilities.plan import apply_plan
-from utilities.runs import lock_holder, start_run
+from utilities.workflow.plan import apply_plan
 
 logger = logging.getLogger("paseg")
 
@@ -289,6 +289,6 @@ def main(argv: list[str] | None = None, callbacks: Sequence[Callback] = ()) -> P
 
 
 if __name__ == "__main__":
-    from utilities.cli import run_main
+    from utilities.workflow.cli import run_main
 
     sys.exit(run_main(main, interrupted="interrupted; resume with --resume"))

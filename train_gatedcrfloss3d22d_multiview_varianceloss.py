@@ -22,8 +22,21 @@ from typing import Any
 import torch
 
 from networks import IN_CHANNELS, NETWORKS, NUM_CLASSES, check_network_shape, get_network
-from utilities.checkpoints import TrainingState, load_model_weights
-from utilities.cli import (
+from utilities.core.compile import prepare_network
+from utilities.core.distributed import wrap_ddp
+from utilities.core.logs import setup_logger
+from utilities.data.dataset_file import parse_with_dataset
+from utilities.data.layout import RunLayout
+from utilities.data.loading import TrainingData, load_training_data
+from utilities.method.health import watch_for
+from utilities.method.losses import MultiViewGatedCRFLoss, PartialDiceCELoss, VarianceLoss
+from utilities.method.optim import Amp, make_optimizer
+from utilities.method.schedules import rampup_warning, sigmoid_rampup
+from utilities.models.checkpoints import TrainingState, load_model_weights
+from utilities.training.engine import BestCheckpoint, Callback, FitConfig, LossPart, StepInfo, StepOutput, fit
+from utilities.training.runs import start_run
+from utilities.training.validation import seed_shares
+from utilities.workflow.cli import (
     add_common_args,
     add_data_args,
     add_training_args,
@@ -40,20 +53,7 @@ from utilities.cli import (
     run_options,
     unit_float,
 )
-from utilities.compile import prepare_network
-from utilities.data import TrainingData, load_training_data
-from utilities.dataset_file import parse_with_dataset
-from utilities.distributed import wrap_ddp
-from utilities.engine import BestCheckpoint, Callback, FitConfig, LossPart, StepInfo, StepOutput, fit
-from utilities.health import watch_for
-from utilities.layout import RunLayout
-from utilities.logs import setup_logger
-from utilities.losses import MultiViewGatedCRFLoss, PartialDiceCELoss, VarianceLoss
-from utilities.optim import Amp, make_optimizer
-from utilities.plan import apply_plan
-from utilities.runs import start_run
-from utilities.schedules import rampup_warning, sigmoid_rampup
-from utilities.validation import seed_shares
+from utilities.workflow.plan import apply_plan
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -196,7 +196,7 @@ class Stage1Step:
         loss_crf = self.crf_loss(logits, image) if w_crf > 0 else zero
         loss_vm = self.var_loss(logits, image) if w_vm > 0 else zero
         loss = loss_seg + w_crf * loss_crf + w_vm * loss_vm
-        with torch.no_grad():   # training health: the predictions against the seeds (utilities.health)
+        with torch.no_grad():   # training health: the predictions against the seeds (utilities.method.health)
             shares = seed_shares(logits.argmax(1) > 0, seeds[:, 0])
         return StepOutput(
             log={"loss": loss.detach(), "loss_seg": loss_seg.detach(), "loss_crf": loss_crf.detach(),
@@ -298,6 +298,6 @@ def main(argv: list[str] | None = None, callbacks: Sequence[Callback] = ()) -> P
 
 
 if __name__ == "__main__":
-    from utilities.cli import run_main
+    from utilities.workflow.cli import run_main
 
     sys.exit(run_main(main, interrupted="interrupted; resume with --resume"))

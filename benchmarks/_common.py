@@ -1,11 +1,11 @@
 """What the benchmarks share: synthetic batches, the library's training steps run the way
-:func:`utilities.engine.fit` runs them, timing, peak memory and plain-text tables.
+:func:`utilities.training.engine.fit` runs them, timing, peak memory and plain-text tables.
 
-A training step here is the engine's, :func:`utilities.engine.train_step`: ``zero_grad``, the
+A training step here is the engine's, :func:`utilities.training.engine.train_step`: ``zero_grad``, the
 trainer's step object (:class:`Stage1Step` of the stage-1 script, :class:`SCMStep` of
 ``train_SCM.py``), the ``float()`` and finiteness check of every logged value, each weighted term
 differentiated with respect to its logits, one backward pass through the network and
-:meth:`utilities.optim.Amp.step`, with the optimiser of :func:`utilities.optim.make_optimizer`.
+:meth:`utilities.method.optim.Amp.step`, with the optimiser of :func:`utilities.method.optim.make_optimizer`.
 Nothing of the step is re-implemented, so a benchmark measures the code a training run executes.
 """
 from __future__ import annotations
@@ -28,10 +28,10 @@ from torch import nn
 import train_gatedcrfloss3d22d_multiview_varianceloss as stage1_script
 import train_SCM as scm_script
 from networks import get_network
-from utilities.checkpoints import ResumeRecord, TrainingState
-from utilities.compile import maybe_compile
-from utilities.engine import StepInfo, train_step
-from utilities.optim import Amp, make_optimizer
+from utilities.core.compile import maybe_compile
+from utilities.method.optim import Amp, make_optimizer
+from utilities.models.checkpoints import ResumeRecord, TrainingState
+from utilities.training.engine import StepInfo, train_step
 
 __all__ = ["synthetic_batch", "sync", "peak_tracker", "time_fn", "round_robin", "cpu_native_bf16", "Report",
            "format_table", "stage1_args", "TrainingBench", "stage1_bench", "scm_bench", "LEARNING_RATE", "machine"]

@@ -30,9 +30,9 @@ import torch.nn.functional as F
 from benchmarks._common import format_table as common_table
 from benchmarks._common import machine, peak_tracker, sync
 from benchmarks.crf_reference import unfold_multiview_crf
-from utilities.cli import positive_int
-from utilities.losses import CRF_IMPLEMENTATIONS, MultiViewGatedCRFLoss
-from utilities.runtime import resolve_device
+from utilities.core.runtime import resolve_device
+from utilities.method.losses import CRF_IMPLEMENTATIONS, MultiViewGatedCRFLoss
+from utilities.workflow.cli import positive_int
 
 __all__ = ["parse_size", "make_inputs", "run_worker", "benchmark", "format_table", "main"]
 
@@ -212,6 +212,6 @@ def main(argv: list[str] | None = None) -> str:
 
 
 if __name__ == "__main__":
-    from utilities.cli import run_main
+    from utilities.workflow.cli import run_main
 
     sys.exit(run_main(main))

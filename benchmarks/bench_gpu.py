@@ -20,7 +20,7 @@ same step and batch, and the largest relative difference of the logged loss(es) 
 ``--loss_steps`` steps against ``current`` (goal: 1e-4 in fp32; bf16 differs more, and says so).
 The projection: a full VS stage 1 (``--train_cases`` patches × ``--epochs`` epochs at batch 1 and
 validation of ``--val_cases`` whole volumes of ``--val_size`` every epoch with
-``utilities.validation.evaluate``) for ``current``, the trainers' default, the fastest fp32 row
+``utilities.training.validation.evaluate``) for ``current``, the trainers' default, the fastest fp32 row
 within the loss goal and the fastest row of all; patch loading is not included (2-4 ms a cached
 patch on CPU, BENCHMARKS.md). Rows that do not apply to the device (bf16, TF32, cuDNN and CUDA
 graphs on a CPU) are listed as skipped; a row that fails is reported and the others still run.
@@ -47,11 +47,11 @@ import torch
 
 from benchmarks._common import Report, format_table, machine, scm_bench, stage1_bench, synthetic_batch, time_fn
 from networks import get_network
-from utilities.cli import positive_int
-from utilities.compile import COMPILE_BACKENDS, compile_unavailable
-from utilities.optim import Amp
-from utilities.runtime import resolve_device
-from utilities.validation import evaluate
+from utilities.core.compile import COMPILE_BACKENDS, compile_unavailable
+from utilities.core.runtime import resolve_device
+from utilities.method.optim import Amp
+from utilities.training.validation import evaluate
+from utilities.workflow.cli import positive_int
 
 __all__ = ["Row", "default_rows", "run_row", "projection", "main"]
 
@@ -165,10 +165,10 @@ def run_row(row: Row, args: argparse.Namespace, device: torch.device) -> dict[st
 def validation_seconds(args: argparse.Namespace, device: torch.device, compile: bool, amp: bool,
                        cudnn_benchmark: bool) -> float:
     """Seconds to validate one volume of ``--val_size`` (median over ``--val_timed`` volumes after
-    two untimed ones) with ``utilities.validation.evaluate``: sliding window, argmax, Dice."""
+    two untimed ones) with ``utilities.training.validation.evaluate``: sliding window, argmax, Dice."""
     torch._dynamo.reset()
     torch.manual_seed(0)
-    from utilities.compile import maybe_compile
+    from utilities.core.compile import maybe_compile
 
     model = maybe_compile(get_network("U_Net2D5", 1, 2).to(device).eval(), compile, device, args.compile_backend)
     volume = synthetic_batch(args.val_size, 1, seed=1)
@@ -331,6 +331,6 @@ def _projection(args: argparse.Namespace, device: torch.device, results: dict[Ro
 
 
 if __name__ == "__main__":
-    from utilities.cli import run_main
+    from utilities.workflow.cli import run_main
 
     sys.exit(run_main(main))

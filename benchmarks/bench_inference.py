@@ -1,6 +1,6 @@
 """Benchmark whole-volume sliding-window inference against a bare forward pass of the network (CPU).
 
-Case 1 (``--size``, default the patch size 128×128×48): ``utilities.prediction.sliding_window_predict``
+Case 1 (``--size``, default the patch size 128×128×48): ``utilities.models.prediction.sliding_window_predict``
 (one window, gaussian blending, overlap ``--overlap``) against ``model(x)`` under
 ``torch.inference_mode``: the overhead of the sliding-window machinery. Case 2 (``--large``,
 default 256×256×64, several windows): ``--sw_batch_size`` 1 against 4 and against N bare
@@ -28,9 +28,9 @@ import torch
 from benchmarks._common import cpu_native_bf16, machine, round_robin, synthetic_batch
 from benchmarks._common import format_table as common_table
 from networks import get_network
-from utilities.cli import positive_int
-from utilities.compile import COMPILE_BACKENDS, maybe_compile
-from utilities.prediction import sliding_window_predict
+from utilities.core.compile import COMPILE_BACKENDS, maybe_compile
+from utilities.models.prediction import sliding_window_predict
+from utilities.workflow.cli import positive_int
 
 __all__ = ["window_count", "time_round_robin", "bench_case", "format_table", "main"]
 
@@ -185,6 +185,6 @@ def main(argv: list[str] | None = None) -> str:
 
 
 if __name__ == "__main__":
-    from utilities.cli import run_main
+    from utilities.workflow.cli import run_main
 
     sys.exit(run_main(main))

@@ -3,7 +3,7 @@
 The step is the stage-1 script's own (``Stage1Step`` with ``--rampup_epochs 0``: U_Net2D5
 forward, ``PartialDiceCELoss`` + 1.0 · ``MultiViewGatedCRFLoss`` (resized to ``--down_size``,
 radius ``--radius``) + 0.1 · ``VarianceLoss``), run by the trainers' own
-``utilities.engine.train_step`` (``benchmarks/_common.py``): ``zero_grad``, the step, the
+``utilities.training.engine.train_step`` (``benchmarks/_common.py``): ``zero_grad``, the step, the
 ``float()`` of every logged value, the engine's backward (each term's gradient w.r.t. the logits,
 then one backward through the network) and ``Amp.step`` of the paper's SGD.
 Each variant has its own model (same initial weights) and all variants are run round-robin, one
@@ -61,9 +61,9 @@ import torch
 
 from benchmarks._common import cpu_native_bf16, machine, peak_tracker, stage1_bench, synthetic_batch
 from benchmarks.crf_reference import unfold_multiview_crf
-from utilities.cli import positive_int
-from utilities.compile import COMPILE_BACKENDS, compile_unavailable
-from utilities.losses import MultiViewGatedCRFLoss, PartialDiceCELoss, VarianceLoss
+from utilities.core.compile import COMPILE_BACKENDS, compile_unavailable
+from utilities.method.losses import MultiViewGatedCRFLoss, PartialDiceCELoss, VarianceLoss
+from utilities.workflow.cli import positive_int
 
 __all__ = ["Variant", "VARIANTS", "StepRunner", "synthetic_batch", "peak_tracker", "run_steps",
            "LossBench", "bench_data", "format_step_table", "format_phase_table", "main"]
@@ -76,7 +76,7 @@ class Variant:
     """One way of running the step."""
 
     name: str
-    crf: str = "fast"                 # "fast" (utilities.losses) or "unfold" (benchmarks/crf_reference.py)
+    crf: str = "fast"                 # "fast" (utilities.method.losses) or "unfold" (benchmarks/crf_reference.py)
     channels_last: bool = False
     cpu_bf16_autocast: bool = False
     conv_bf16: bool = False
@@ -288,8 +288,8 @@ def bench_data(size: Sequence[int], subjects: int, repeats: int) -> dict[str, An
     import SimpleITK as sitk
     from torch.utils.data import default_collate
 
-    from utilities.data import ImageSource, PatchDataset, load_phase
-    from utilities.io import save_csv, write_image
+    from utilities.data.io import save_csv, write_image
+    from utilities.data.loading import ImageSource, PatchDataset, load_phase
 
     x, y, z = size
     with tempfile.TemporaryDirectory() as tmp:
@@ -477,6 +477,6 @@ def _data_table(data: dict[str, Any], results: dict[str, Any], args: argparse.Na
 
 
 if __name__ == "__main__":
-    from utilities.cli import run_main
+    from utilities.workflow.cli import run_main
 
     sys.exit(run_main(main))

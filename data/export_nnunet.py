@@ -42,11 +42,11 @@ import numpy as np
 import pandas as pd
 import SimpleITK as sitk
 
-from utilities.dataset_file import add_dataset_flag, parse_with_dataset, require
-from utilities.grid import Grid, check_same_grid, find_subject_file, listed, missing_paths
-from utilities.io import atomic_path, ensure_writable_dir, read_image, save_text, write_image
-from utilities.logs import LOGGER_NAME, setup_logger
-from utilities.splits import read_split, subjects_of
+from utilities.core.logs import LOGGER_NAME, setup_logger
+from utilities.data.dataset_file import add_dataset_flag, parse_with_dataset, require
+from utilities.data.grid import Grid, check_same_grid, find_subject_file, listed, missing_paths
+from utilities.data.io import atomic_path, ensure_writable_dir, read_image, save_text, write_image
+from utilities.data.splits import read_split, subjects_of
 
 __all__ = ["SEED_LABELS", "FULL_LABELS", "FILE_ENDING", "dataset_folder", "export_nnunet", "add_data_arguments",
            "main"]
@@ -290,6 +290,6 @@ def main(argv: Sequence[str] | None = None) -> Path:
 
 
 if __name__ == "__main__":
-    from utilities.cli import run_main
+    from utilities.workflow.cli import run_main
 
     sys.exit(run_main(main))

@@ -1,12 +1,12 @@
 """Stage 0 for your own scans: expand the 7-point annotations into geodesic seed labels.
 
-The one stage-0 entry point for data of any scanner, over :func:`utilities.geodesic.generate_geodesic_labels`:
+The one stage-0 entry point for data of any scanner, over :func:`utilities.workflow.stage0.generate_geodesic_labels`:
 no default names a dataset (the data flags are required), ``--style`` picks the paper's two
 variants (``vs``: no voxel is zeroed, which suits any scan; ``brats``: the voxels at the
 image's minimum, a skull-stripped background, are set to background), and ``--intensity``
 normalises each lesion's box before the geodesic distance. Its default is the normalisation
 chosen on the dataset family's development members at raw scanner intensities
-(:data:`utilities.intensity.SCAN_DEFAULT`, docs/results/stage0_intensity.md); ``--intensity
+(:data:`utilities.method.intensity.SCAN_DEFAULT`, docs/results/stage0_intensity.md); ``--intensity
 none`` with ``--style vs`` or ``brats`` gives exactly what ``data/VS/generate_geodesic_labels.py``
 or ``data/BraTS/generate_geodesic_labels.py`` give. The settings are recorded in
 ``<path_geodesic>/weight{w}_threshold{t}/stage0_settings.json``.
@@ -23,9 +23,9 @@ import argparse
 import sys
 from pathlib import Path
 
-from utilities.dataset_file import add_dataset_flag, parse_with_dataset
-from utilities.geodesic import STYLES, build_parser, run_parsed
-from utilities.intensity import SCAN_DEFAULT
+from utilities.data.dataset_file import add_dataset_flag, parse_with_dataset
+from utilities.method.intensity import SCAN_DEFAULT
+from utilities.workflow.stage0 import STYLES, build_parser, run_parsed
 
 DEFAULTS = {
     "anno_7points_postfix": "7points",
@@ -53,6 +53,6 @@ def main(argv: list[str] | None = None) -> Path:
 
 
 if __name__ == "__main__":
-    from utilities.cli import run_main
+    from utilities.workflow.cli import run_main
 
     sys.exit(run_main(main))

@@ -67,12 +67,12 @@ from pathlib import Path
 import numpy as np
 import SimpleITK as sitk
 
-from utilities.dataset_file import add_dataset_flag, parse_with_dataset, require
-from utilities.grid import Grid, find_subject_file, listed, missing_paths, subject_path
-from utilities.io import check_overwrite, ensure_writable_dir, read_image, save_text, write_image
-from utilities.logs import LOGGER_NAME, setup_logger
-from utilities.splits import PHASES, subjects_of
-from utilities.textdata import check_header, loads_json
+from utilities.core.logs import LOGGER_NAME, setup_logger
+from utilities.core.textdata import check_header, loads_json
+from utilities.data.dataset_file import add_dataset_flag, parse_with_dataset, require
+from utilities.data.grid import Grid, find_subject_file, listed, missing_paths, subject_path
+from utilities.data.io import check_overwrite, ensure_writable_dir, read_image, save_text, write_image
+from utilities.data.splits import PHASES, subjects_of
 
 __all__ = [
     "EXTENSIONS",
@@ -706,6 +706,6 @@ def main(argv: list[str] | None = None) -> list[Path]:
 
 
 if __name__ == "__main__":
-    from utilities.cli import run_main
+    from utilities.workflow.cli import run_main
 
     sys.exit(run_main(main))

@@ -40,12 +40,12 @@ import SimpleITK as sitk
 from scipy import ndimage
 from tqdm import tqdm
 
-from utilities.cli import nonnegative_float, positive_int
-from utilities.dataset_file import add_dataset_flag, parse_with_dataset
-from utilities.grid import find_subject_file, listed, missing_paths, subject_path
-from utilities.io import check_label_values, check_overwrite, ensure_writable_dir, read_image, write_like
-from utilities.logs import LOGGER_NAME, setup_logger, show_progress
-from utilities.splits import PHASES, subjects_of
+from utilities.core.logs import LOGGER_NAME, setup_logger, show_progress
+from utilities.data.dataset_file import add_dataset_flag, parse_with_dataset
+from utilities.data.grid import find_subject_file, listed, missing_paths, subject_path
+from utilities.data.io import check_label_values, check_overwrite, ensure_writable_dir, read_image, write_like
+from utilities.data.splits import PHASES, subjects_of
+from utilities.workflow.cli import nonnegative_float, positive_int
 
 __all__ = ["MAX_INSTANCES_LIMIT", "simulate_points", "subject_rng", "simulate_dataset", "main"]
 
@@ -278,6 +278,6 @@ def main(argv: list[str] | None = None) -> list[Path]:
 
 
 if __name__ == "__main__":
-    from utilities.cli import run_main
+    from utilities.workflow.cli import run_main
 
     sys.exit(run_main(main))

@@ -35,11 +35,11 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from utilities.io import atomic_path, save_csv, save_text
-from utilities.jobs import run_logged, stop_all, thread_env
-from utilities.layout import RunLayout
-from utilities.plan import flag_args, read_plan
-from utilities.textdata import loads_json, md_cell, read_csv_table
+from utilities.core.jobs import run_logged, stop_all, thread_env
+from utilities.core.textdata import loads_json, md_cell, read_csv_table
+from utilities.data.io import atomic_path, save_csv, save_text
+from utilities.data.layout import RunLayout
+from utilities.workflow.plan import flag_args, read_plan
 
 # `utilities` comes from `pip install -e .` (make install); ROOT locates the scripts this runs.
 ROOT = Path(__file__).resolve().parents[1]
@@ -607,7 +607,7 @@ def planned_args(command: Sequence[str]) -> argparse.Namespace:
     """The arguments a training command will run with, as its script reads them: its parser,
     with the flags of its ``--plan`` as defaults (a relative plan path is taken from the
     repository root, where the runner starts the script)."""
-    from utilities.plan import apply_plan
+    from utilities.workflow.plan import apply_plan
 
     name = Path(command[1]).name
     argv = list(command[2:])
@@ -648,7 +648,7 @@ def recorded_args(run: Run) -> dict[str, Any] | None:
     """The arguments ``run``'s training recorded in its resumable state (``CP_latest.pth``,
     SCM ``CP_latest_SCM.pth``): what it ran with, its plan's flags included; ``None`` when it
     kept none."""
-    from utilities.model_package import run_args
+    from utilities.models.model_package import run_args
 
     return run_args(run.folder, run.network, "final_model1" if run.variant.kind == "scm" else "final")
 
@@ -715,7 +715,7 @@ def logging_reset() -> None:
     """Drop the handlers a script's logger holds on the redirected stream."""
     import logging
 
-    from utilities.logs import LOGGER_NAME
+    from utilities.core.logs import LOGGER_NAME
 
     logger = logging.getLogger(LOGGER_NAME)
     for handler in list(logger.handlers):
@@ -725,12 +725,12 @@ def logging_reset() -> None:
 
 def _write_seed_predictions(cfg: Config, run: Run, seeds_dir: Path) -> None:
     """The expanded foreground (label 1) of each inference case as that case's prediction; every
-    label is read by the one reader (:func:`utilities.io.read_image`) before the first is written."""
+    label is read by the one reader (:func:`utilities.data.io.read_image`) before the first is written."""
     import SimpleITK as sitk
 
-    from utilities.grid import subject_path
-    from utilities.io import read_image, write_like
-    from utilities.splits import read_split, subjects_of
+    from utilities.data.grid import subject_path
+    from utilities.data.io import read_image, write_like
+    from utilities.data.splits import read_split, subjects_of
 
     cases = subjects_of(read_split(cfg.dataset["split_file"]), "inference")
     labels = {case: read_image(subject_path(seeds_dir, case, "GeodesicLabel"), "expanded-seed label")
@@ -969,7 +969,7 @@ def run_health(log_csv: Path, patience: int = 3) -> dict[str, Any]:
     """What a training run's ``log.csv`` says about its health.
 
     Returns ``collapsed_epochs`` (epochs in which any model was collapsed:
-    :func:`utilities.health.collapsed_rows`, the engine's ``collapsed*`` columns or, for logs
+    :func:`utilities.method.health.collapsed_rows`, the engine's ``collapsed*`` columns or, for logs
     without them, the rule on their other columns),
     ``longest_streak``, ``warned`` (a streak reached ``patience``: the collapse warning fired),
     ``best_epoch`` (1-based; NaN when not logged), ``ramp_end`` (the first epoch whose mean
@@ -979,8 +979,8 @@ def run_health(log_csv: Path, patience: int = 3) -> dict[str, Any]:
     recover``), ``recovered`` (the warning fired, and the run came back: its best checkpoint
     comes after the last recovery and its last epoch is not collapsed) and ``below_seeds`` (its
     last epoch, or its best checkpoint's, is below its own seeds:
-    :func:`utilities.health.ends_below_seeds`)."""
-    from utilities.health import collapsed_rows, ends_below_seeds
+    :func:`utilities.method.health.ends_below_seeds`)."""
+    from utilities.method.health import collapsed_rows, ends_below_seeds
 
     log = read_csv_table(log_csv, "training log")
     flags = collapsed_rows(log)
@@ -1034,7 +1034,7 @@ def summarize(cfg: Config, runs: Sequence[Run], names: Sequence[str]) -> tuple[p
     ``table.attrs["health"]``), the epochs each seed spent collapsed, and the paired Wilcoxon
     signed-rank p-value against the baseline, computed per case on the Dice averaged over the
     seeds of each variant (pairs = the inference cases)."""
-    from utilities.scoring import read_scores
+    from utilities.evaluation.scoring import read_scores
 
     rows = []
     for run in runs:
@@ -1044,7 +1044,7 @@ def summarize(cfg: Config, runs: Sequence[Run], names: Sequence[str]) -> tuple[p
                          "pred_voxels": int(r.pred_voxels)})
     per_case = pd.DataFrame(rows)
     health = health_table(runs, per_case)
-    from utilities.splits import read_split, subjects_of
+    from utilities.data.splits import read_split, subjects_of
 
     training_cases = len(subjects_of(read_split(cfg.dataset["split_file"]), "training"))
     budgets: dict[str, list[str]] = {}
@@ -1195,8 +1195,8 @@ def run(argv: list[str] | None = None) -> int:
     (SIGTERM: they save and exit as on their own SIGTERM) and say how to resume."""
     import signal
 
-    from utilities.cli import EXIT_INTERRUPTED, EXIT_TERMINATED
-    from utilities.runtime import Terminated, raise_terminated
+    from utilities.core.runtime import Terminated, raise_terminated
+    from utilities.workflow.cli import EXIT_INTERRUPTED, EXIT_TERMINATED
 
     previous = signal.signal(signal.SIGTERM, raise_terminated)
     try:

@@ -1,8 +1,8 @@
 """Why stage 1 of PA-Seg can collapse to empty predictions: measurements with the project's own losses.
 
 Writes ``docs/results/collapse.md`` (the numbers and what they support), its CSVs and four plots
-``collapse_*.png`` in ``docs/results/data/collapse/``. Everything is computed with :mod:`utilities.losses` and
-:mod:`utilities.schedules` on synthetic data, single-threaded, in about a minute:
+``collapse_*.png`` in ``docs/results/data/collapse/``. Everything is computed with :mod:`utilities.method.losses` and
+:mod:`utilities.method.schedules` on synthetic data, single-threaded, in about a minute:
 
 1. mCRF energy of the true mask, a dilated, an eroded and an empty mask on the down-sampled grid
    against the lesion size there (σ_xy = 6, r = 5 in voxels of that grid), for lesion contrasts
@@ -48,10 +48,10 @@ import torch.nn.functional as F
 from scipy import ndimage
 
 from data.simulate_7points import simulate_points, subject_rng
-from utilities.geodesic import expand_seeds
-from utilities.io import atomic_path, check_overwrite, save_csv, save_text
-from utilities.losses import MultiViewGatedCRFLoss, PartialDiceCELoss, VarianceLoss
-from utilities.schedules import sigmoid_rampup
+from utilities.data.io import atomic_path, check_overwrite, save_csv, save_text
+from utilities.method.geodesic import expand_seeds
+from utilities.method.losses import MultiViewGatedCRFLoss, PartialDiceCELoss, VarianceLoss
+from utilities.method.schedules import sigmoid_rampup
 
 __all__ = ["crf_vs_size", "realistic_cases", "gradient_balance", "crf_settings", "rampup_table", "saturation", "main"]
 
@@ -790,6 +790,6 @@ def main(argv: list[str] | None = None) -> dict[str, pd.DataFrame]:
 
 
 if __name__ == "__main__":
-    from utilities.cli import run_main
+    from utilities.workflow.cli import run_main
 
     sys.exit(run_main(main))

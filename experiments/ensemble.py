@@ -34,10 +34,10 @@ import ablate  # noqa: E402
 
 import inference  # noqa: E402
 from utilities import scores  # noqa: E402
-from utilities.io import save_csv, save_text  # noqa: E402
-from utilities.layout import RunLayout  # noqa: E402
-from utilities.scoring import read_scores  # noqa: E402
-from utilities.textdata import md_cell  # noqa: E402
+from utilities.core.textdata import md_cell  # noqa: E402
+from utilities.data.io import save_csv, save_text  # noqa: E402
+from utilities.data.layout import RunLayout  # noqa: E402
+from utilities.evaluation.scoring import read_scores  # noqa: E402
 
 
 def _cases(path: Path) -> pd.DataFrame:
@@ -104,6 +104,6 @@ def main(argv: list[str] | None = None) -> pd.DataFrame:
 
 
 if __name__ == "__main__":
-    from utilities.cli import run_main
+    from utilities.workflow.cli import run_main
 
     sys.exit(run_main(main))

@@ -57,9 +57,9 @@ from data.family.make_family_data import (  # noqa: E402
     draw_member,
     generate_member,
 )
-from utilities.io import check_overwrite, save_csv, save_text  # noqa: E402
-from utilities.plan import PlanRules, fingerprint, make_plan, write_plan  # noqa: E402
-from utilities.textdata import loads_json, md_cell  # noqa: E402
+from utilities.core.textdata import loads_json, md_cell  # noqa: E402
+from utilities.data.io import check_overwrite, save_csv, save_text  # noqa: E402
+from utilities.workflow.plan import PlanRules, fingerprint, make_plan, write_plan  # noqa: E402
 
 __all__ = ["VARIANTS", "RECORD_NAME", "member_config", "summarize_family", "main"]
 
@@ -198,7 +198,7 @@ def _outputs(out: Path, seeds: Sequence[int]) -> list[Path]:
 
 
 def _check_output_dir(out: Path, args: argparse.Namespace) -> None:
-    """The rule of :func:`utilities.io.check_overwrite`: a summary, plan or config already in
+    """The rule of :func:`utilities.data.io.check_overwrite`: a summary, plan or config already in
     ``out`` is replaced only with ``--overwrite``, unless ``out`` holds the same family run
     (its record, :data:`RECORD_NAME`, has these arguments): running it again resumes it, the
     finished runs skipped by the ablation runner. Then records these arguments."""
@@ -284,6 +284,6 @@ def main(argv: list[str] | None = None) -> pd.DataFrame:
 
 
 if __name__ == "__main__":
-    from utilities.cli import run_main
+    from utilities.workflow.cli import run_main
 
     sys.exit(run_main(main))

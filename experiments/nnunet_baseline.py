@@ -70,12 +70,12 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from data.export_nnunet import add_data_arguments, dataset_folder, export_nnunet, parse_data_arguments  # noqa: E402
-from utilities.grid import listed, missing_paths  # noqa: E402
-from utilities.io import load_torch, save_text  # noqa: E402
-from utilities.layout import OUTPUT_PRED  # noqa: E402
-from utilities.logs import LOGGER_NAME, setup_logger  # noqa: E402
-from utilities.splits import read_split, subjects_of  # noqa: E402
-from utilities.textdata import loads_json  # noqa: E402
+from utilities.core.logs import LOGGER_NAME, setup_logger  # noqa: E402
+from utilities.core.textdata import loads_json  # noqa: E402
+from utilities.data.grid import listed, missing_paths  # noqa: E402
+from utilities.data.io import load_torch, save_text  # noqa: E402
+from utilities.data.layout import OUTPUT_PRED  # noqa: E402
+from utilities.data.splits import read_split, subjects_of  # noqa: E402
 
 __all__ = ["NETWORK", "TRAINERS", "TRAINERS_DIR", "STATE_NAME", "BUDGET_NAME", "run_folder", "load_checkpoint",
            "trained_model_folder", "build_parser", "main"]
@@ -149,7 +149,7 @@ def _read_state(folder: Path) -> dict[str, Any] | None:
 
 def _read_json(path: Path) -> Any:
     """A JSON file of the run folder (nnU-Net's plans and dataset description, which users edit,
-    and ``budget.json``), through :func:`utilities.textdata.loads_json` (a repeated key refused);
+    and ``budget.json``), through :func:`utilities.core.textdata.loads_json` (a repeated key refused);
     one-line errors naming it."""
     try:
         return loads_json(path.read_text(encoding="utf-8"), str(path))
@@ -174,7 +174,7 @@ def _checkpoint_globals() -> list[Any]:
 
 
 def load_checkpoint(path: Path) -> dict[str, Any]:
-    """An nnU-Net checkpoint read with ``weights_only=True`` (:func:`utilities.io.load_torch`, with
+    """An nnU-Net checkpoint read with ``weights_only=True`` (:func:`utilities.data.io.load_torch`, with
     the numpy types nnU-Net's logs need allowed): one that holds any other pickled object is a
     one-line error naming the file and the object, and nothing in it runs."""
     import torch
@@ -296,7 +296,7 @@ def _train(args: argparse.Namespace, device: Any, folder: Path) -> dict[str, Any
     import numpy as np
     import torch
 
-    from utilities.runtime import seed_everything
+    from utilities.core.runtime import seed_everything
 
     os.environ["nnUNet_n_proc_DA"] = "0"   # augmentation in this process: no worker processes
     os.environ["PASEG_NNUNET_EPOCHS"] = str(args.epochs)
@@ -420,7 +420,7 @@ def main(argv: Sequence[str] | None = None) -> Path:
     args.fold = 0 if args.fold == "0" else "all"
     setup_logger(None)
     _check_installed()
-    from utilities.runtime import resolve_device
+    from utilities.core.runtime import resolve_device
 
     device = resolve_device(args.device)
     threads = max(1, int(os.environ.get("OMP_NUM_THREADS", "0") or 0) or os.cpu_count() or 1)
@@ -466,6 +466,6 @@ def _run_steps(args: argparse.Namespace, state: dict[str, Any], folder: Path, di
 
 
 if __name__ == "__main__":
-    from utilities.cli import run_main
+    from utilities.workflow.cli import run_main
 
     sys.exit(run_main(main))

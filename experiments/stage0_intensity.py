@@ -1,7 +1,7 @@
 """Stage 0's intensity normalisations on dataset-family members at raw scanner intensities.
 
 For each family seed, the member is written with ``--raw_intensities`` (int16, a per-case gain
-and offset; reused when already there), then stage 0 (``utilities.geodesic``, weight 0.5,
+and offset; reused when already there), then stage 0 (``utilities.workflow.stage0``, weight 0.5,
 threshold 0.2) runs once per style and candidate normalisation. Per case: precision, recall and
 Dice of the expanded foreground against the full label, and the fraction of neighbour steps in
 GeodisTK's Euclidean regime (the warning's test). Writes to ``--output_dir``: ``per_case.csv``,
@@ -34,12 +34,12 @@ from data.family.make_family_data import (  # noqa: E402
     draw_member,
     generate_member,
 )
-from utilities.cli import nonnegative_int, positive_int  # noqa: E402
-from utilities.geodesic import SETTINGS_NAME, STYLES, generate_geodesic_labels  # noqa: E402
-from utilities.intensity import NORMALISATIONS  # noqa: E402
-from utilities.io import ensure_writable_dir, save_csv, save_text  # noqa: E402
-from utilities.scoring import read_scores  # noqa: E402
-from utilities.splits import PHASES  # noqa: E402
+from utilities.data.io import ensure_writable_dir, save_csv, save_text  # noqa: E402
+from utilities.data.splits import PHASES  # noqa: E402
+from utilities.evaluation.scoring import read_scores  # noqa: E402
+from utilities.method.intensity import NORMALISATIONS  # noqa: E402
+from utilities.workflow.cli import nonnegative_int, positive_int  # noqa: E402
+from utilities.workflow.stage0 import SETTINGS_NAME, STYLES, generate_geodesic_labels  # noqa: E402
 
 __all__ = ["member_data", "measure_member", "summarize", "main"]
 
@@ -115,7 +115,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--family_seeds", type=nonnegative_int, nargs="+", required=True, help="the members to measure")
     p.add_argument("--candidates", nargs="+", choices=list(NORMALISATIONS), default=list(NORMALISATIONS),
-                   help="the normalisations to compare (utilities/intensity.py)")
+                   help="the normalisations to compare (utilities/method/intensity.py)")
     p.add_argument("--styles", nargs="+", choices=list(STYLES), default=["brats", "vs"], help="stage-0 styles")
     p.add_argument("--work_dir", required=True, help="where the members' data and stage-0 outputs go")
     p.add_argument("--output_dir", required=True, help="where per_case.csv, table.csv and table.md go")
@@ -137,6 +137,6 @@ def main(argv: Sequence[str] | None = None) -> pd.DataFrame:
 
 
 if __name__ == "__main__":
-    from utilities.cli import run_main
+    from utilities.workflow.cli import run_main
 
     sys.exit(run_main(main))

@@ -16,9 +16,9 @@ through that order:
   ``Conv_1x1``: the order of our own modules.
 
 The functions are pure (state dict in, state dict out, tensors shared, devices kept); files are
-read and written by :mod:`utilities.checkpoints` (``load_state_dict``, ``convert_checkpoint``;
+read and written by :mod:`utilities.models.checkpoints` (``load_state_dict``, ``convert_checkpoint``;
 the published tensors are CUDA tensors, loaded with ``map_location``) and converted on the
-command line by ``networks/convert_checkpoint.py``.
+command line by ``convert_checkpoint.py``.
 """
 from __future__ import annotations
 

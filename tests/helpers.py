@@ -15,9 +15,9 @@ from typing import Any
 import torch
 
 from networks import get_network
-from utilities.checkpoints import save_model
-from utilities.engine import Callback
-from utilities.layout import RunLayout
+from utilities.data.layout import RunLayout
+from utilities.models.checkpoints import save_model
+from utilities.training.engine import Callback
 
 # `networks`/`utilities` come from `pip install -e .` (make install); the root scripts are importable
 # through pyproject.toml's pytest `pythonpath`.

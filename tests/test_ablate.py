@@ -320,7 +320,7 @@ def test_run_health_reads_logs_without_collapse_columns(tmp_path):
 
 
 def test_seed_predictions_read_by_the_one_reader_before_any_is_written(tmp_path):
-    """The expanded seeds written as predictions: each label read by utilities.io.read_image (a
+    """The expanded seeds written as predictions: each label read by utilities.data.io.read_image (a
     missing file and NaN voxels are one line naming the file), all before the first is written;
     label 1 becomes the mask on the label's grid."""
     from types import SimpleNamespace
@@ -358,7 +358,7 @@ def test_seed_predictions_read_by_the_one_reader_before_any_is_written(tmp_path)
 
 
 def test_run_markers_with_a_repeated_key_are_named(tmp_path):
-    """The runner's markers go through utilities.textdata.loads_json: a key written twice is one
+    """The runner's markers go through utilities.core.textdata.loads_json: a key written twice is one
     line naming the file; a missing or broken marker is no marker (the step runs again)."""
     marker = tmp_path / ablate.DONE_NAME
     assert ablate._read_json(marker) is None

@@ -8,7 +8,7 @@ from helpers import a_model, inference_args, one_line, pretrained, scm_args, sta
 import inference
 import train_gatedcrfloss3d22d_multiview_varianceloss as stage1
 import train_SCM as scm
-from utilities.layout import RunLayout
+from utilities.data.layout import RunLayout
 
 
 # ------------------------------------------------------------------------ arguments

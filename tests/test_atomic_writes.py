@@ -15,7 +15,7 @@ import SimpleITK as sitk
 import torch
 from helpers import ROOT, one_line, project_sources
 
-from utilities import io
+from utilities.data import io
 
 
 # ------------------------------------------------------------------------ atomic writes
@@ -66,13 +66,13 @@ def test_no_write_bypasses_utilities_io():
     """Every file the project writes goes through utilities/io (temp file + rename)."""
     pattern = re.compile(r"torch\.save\(|sitk\.WriteImage\(|nib\.save\(|\.to_csv\(|\.write_text\(|\.write_bytes\("
                          r"|open\([^)]*['\"]wb?['\"]|np\.save|savefig\(")
-    # fine: writing to the temporary file of utilities.io.atomic_path (``tmp``), to an in-memory
+    # fine: writing to the temporary file of utilities.data.io.atomic_path (``tmp``), to an in-memory
     # buffer, or to /proc; and appending to a log (mode "a"), which, like logging.FileHandler,
     # only ever adds whole lines to a stream and replaces nothing
     allowed = re.compile(r"\btmp\b|\bbuffer\b|/proc/")
     offenders = []
     sources = project_sources()
-    assert ROOT / "utilities" / "io.py" in sources and ROOT / "inference.py" in sources
+    assert ROOT / "utilities" / "data" / "io.py" in sources and ROOT / "inference.py" in sources
     for path in sources:
         rel = path.relative_to(ROOT).as_posix()
         if rel.startswith("tests/"):

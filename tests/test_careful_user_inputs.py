@@ -10,8 +10,8 @@ from helpers import a_model, inference_args, one_line, pretrained, scm_args, sta
 import inference
 import train_gatedcrfloss3d22d_multiview_varianceloss as stage1
 import train_SCM as scm
-from utilities.cli import EXIT_USER_ERROR, run_main
-from utilities.splits import read_split
+from utilities.data.splits import read_split
+from utilities.workflow.cli import EXIT_USER_ERROR, run_main
 
 
 def test_split_with_byte_order_mark(tmp_path):

@@ -2,7 +2,7 @@
 code 2 for a bad input (never a traceback), the traceback kept for a real bug, shown on demand
 with ``--debug`` or ``PASEG_DEBUG=1``, and ``interrupted`` (exit 130) for Ctrl-C.
 
-Most cases call :func:`utilities.cli.run_main` in-process (the code of every script's
+Most cases call :func:`utilities.workflow.cli.run_main` in-process (the code of every script's
 ``__main__``); a DataLoader worker's error and the signals run the scripts as subprocesses.
 """
 from __future__ import annotations
@@ -32,9 +32,9 @@ import inference
 import train_gatedcrfloss3d22d_multiview_varianceloss as stage1
 import train_SCM as scm
 from utilities import scores
-from utilities.cli import DEBUG_ENV, EXIT_INTERRUPTED, EXIT_USER_ERROR, run_main, user_message
-from utilities.engine import CollapseError
-from utilities.errors import NonFiniteLossError
+from utilities.core.errors import NonFiniteLossError
+from utilities.training.engine import CollapseError
+from utilities.workflow.cli import DEBUG_ENV, EXIT_INTERRUPTED, EXIT_USER_ERROR, run_main, user_message
 
 MAKE_SPLIT = load_script("splits/make_split.py")
 SIMULATE = load_script("data/simulate_7points.py")
@@ -157,7 +157,7 @@ def test_shell_user_sees_one_line_from_a_worker(data, tmp_path):
 
 _FORK_AND_TERMINATE = """
 import os, signal, sys, time
-from utilities.runtime import Terminated, raise_terminated
+from utilities.core.runtime import Terminated, raise_terminated
 signal.signal(signal.SIGTERM, raise_terminated)
 pid = os.fork()
 if pid == 0:

@@ -72,11 +72,11 @@ def test_outputs_are_the_files_the_page_links():
 
 
 def test_existing_outputs_need_overwrite(tmp_path, monkeypatch, capsys):
-    """utilities.io.check_overwrite's rule: a page, CSV or plot already in --output_dir is refused
+    """utilities.data.io.check_overwrite's rule: a page, CSV or plot already in --output_dir is refused
     in one line before anything is measured, and replaced with --overwrite."""
     from helpers import one_line
 
-    from utilities.cli import run_main
+    from utilities.workflow.cli import run_main
 
     measured = []
     monkeypatch.setattr(ca, "run", lambda out, cases, seed: measured.append((out, cases, seed)) or {})

@@ -1,4 +1,4 @@
-"""``--compile`` (utilities/compile.py) on CPU: same losses as the eager path, checkpoints unchanged,
+"""``--compile`` (utilities/core/compile.py) on CPU: same losses as the eager path, checkpoints unchanged,
 one-line fallback where the toolchain is missing; and nothing ever picks bf16 autocast on a CPU."""
 from __future__ import annotations
 
@@ -14,9 +14,9 @@ from helpers import SCM, STAGE1, inference_args, load_script, pretrained, scm_ar
 from synth import make_vs_dataset
 
 from networks import get_network
-from utilities import compile as compile_mod
-from utilities.compile import compile_unavailable, maybe_compile, prepare_network
-from utilities.optim import Amp
+from utilities.core import compile as compile_mod
+from utilities.core.compile import compile_unavailable, maybe_compile, prepare_network
+from utilities.method.optim import Amp
 
 LOSSES = ["loss", "loss_seg", "loss_crf", "loss_vm"]
 NO_DYNAMO = not hasattr(torch, "compile") or not torch._dynamo.is_dynamo_supported()
@@ -57,7 +57,7 @@ def test_stage1_compiled_aot_eager_same_losses_and_checkpoint(data, tmp_path):
 @needs_dynamo
 def test_stage1_compile_inductor_cpu_falls_back_or_matches(data, tmp_path, capfd):
     """``--compile`` (TorchInductor) on CPU: where training is not compiled (torch 2.13, see
-    utilities/compile.py) one warning line and the eager run; elsewhere the same losses."""
+    utilities/core/compile.py) one warning line and the eager run; elsewhere the same losses."""
     reason = compile_unavailable(torch.device("cpu"), "inductor", training=True)
     if reason is not None:
         _stage1(data, tmp_path / "fallback", "--compile")
@@ -86,7 +86,7 @@ def test_scm_compiled_aot_eager_same_losses(data, tmp_path):
 @needs_dynamo
 def test_inference_compiled_same_segmentation(data, tmp_path):
     torch.manual_seed(0)
-    from utilities.checkpoints import save_model
+    from utilities.models.checkpoints import save_model
 
     save_model(tmp_path / "U_Net2D5" / "models" / "CP_best.pth", get_network("U_Net2D5", 1, 2), "U_Net2D5")
     inference = load_script("inference.py")

@@ -10,8 +10,8 @@ import pytest
 import torch
 from helpers import ROOT
 
+from convert_checkpoint import main
 from networks import NETWORKS, get_network
-from networks.convert_checkpoint import main
 from networks.published import (
     detect_our_network,
     detect_published_network,
@@ -20,7 +20,7 @@ from networks.published import (
     published_to_ours,
     to_our_state_dict,
 )
-from utilities.checkpoints import convert_checkpoint, load_state_dict
+from utilities.models.checkpoints import convert_checkpoint, load_state_dict
 
 KEYS = json.loads((ROOT / "tests" / "data" / "published_state_dict_keys.json").read_text())
 
@@ -201,7 +201,7 @@ def test_cli_converts_both_ways(golden, tmp_path, monkeypatch, capsys):
 
 
 def test_project_checkpoint_converts_to_published(tmp_path):
-    from utilities.checkpoints import save_model
+    from utilities.models.checkpoints import save_model
 
     torch.manual_seed(0)
     net = get_network("U_Net2D5")

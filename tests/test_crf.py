@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 
 from benchmarks.crf_reference import unfold_multiview_crf
-from utilities.losses import CRF_VIEWS, MultiViewGatedCRFLoss, gated_crf_views
+from utilities.method.losses import CRF_VIEWS, MultiViewGatedCRFLoss, gated_crf_views
 
 IMPLEMENTATIONS = ("shifts", "rows")
 

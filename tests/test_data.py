@@ -8,7 +8,7 @@ import pytest
 import torch
 from synth import blob_case, make_vs_dataset, write
 
-from utilities.data import (
+from utilities.data.loading import (
     ImageSource,
     PatchDataset,
     SubjectCache,
@@ -17,7 +17,7 @@ from utilities.data import (
     make_training_loader,
     make_volume_loader,
 )
-from utilities.splits import read_split, subjects_of
+from utilities.data.splits import read_split, subjects_of
 
 
 @pytest.mark.parametrize("text, match", [
@@ -143,8 +143,8 @@ def test_nan_and_truncated_images(tmp_path):
 def test_a_run_reads_its_split_once_and_checks_each_file_once(tmp_path, monkeypatch):
     """load_training_data (both phases of a stage-1 run): one read of the split file, one
     existence check per file (the split read into a Split and passed down)."""
-    import utilities.data as data
-    import utilities.splits as splits
+    import utilities.data.loading as data
+    import utilities.data.splits as splits
 
     p = make_vs_dataset(tmp_path, 2, 1, 1)
     reads, checks = [], []

@@ -10,7 +10,7 @@ import pytest
 import SimpleITK as sitk
 from helpers import ROOT, load_script
 
-from utilities.splits import read_split
+from utilities.data.splits import read_split
 
 convert = load_script("data/VS/convert.py")
 image_crop = load_script("data/VS/image_crop.py")

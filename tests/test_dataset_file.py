@@ -1,4 +1,4 @@
-"""The dataset file (utilities/dataset_file.py): its schema and one-line errors, the precedence
+"""The dataset file (utilities/data/dataset_file.py): its schema and one-line errors, the precedence
 (a typed flag beats the file, the file beats a default, no VS default applies with --dataset),
 the writers (splits/make_split.py --write_dataset, plan.py), and every script that takes data
 paths accepting --dataset and taking its paths from it. The scripts are found by their flags
@@ -22,8 +22,7 @@ import SimpleITK as sitk
 from helpers import ROOT, SHAPE, a_model, load_script, one_line, pretrained, project_sources, script_env
 from synth import blob_case, seeds_from_label, seven_points, write
 
-from utilities.cli import run_main
-from utilities.dataset_file import (
+from utilities.data.dataset_file import (
     KEYS,
     add_dataset_flag,
     parse_with_dataset,
@@ -31,8 +30,9 @@ from utilities.dataset_file import (
     typed_flags,
     write_dataset,
 )
-from utilities.model_package import run_args
-from utilities.plan import Workspace
+from utilities.models.model_package import run_args
+from utilities.workflow.cli import run_main
+from utilities.workflow.plan import Workspace
 
 SUBJECTS = {"brain1": "training", "brain2": "training", "brain3": "validation", "brain4": "inference"}
 #: Folder and postfix of each kind of file: none of them a VS default.

@@ -7,8 +7,8 @@ import SimpleITK as sitk
 from helpers import load_script
 from scipy import ndimage
 
-from utilities.metrics import overlap_metrics
-from utilities.splits import read_split
+from utilities.data.splits import read_split
+from utilities.method.metrics import overlap_metrics
 
 demo = load_script("data/demo/make_demo_data.py")
 

@@ -7,8 +7,8 @@ import SimpleITK as sitk
 from helpers import load_script
 from scipy import ndimage
 
-from utilities.geodesic import expand_seeds
-from utilities.splits import read_split
+from utilities.data.splits import read_split
+from utilities.method.geodesic import expand_seeds
 
 demo = load_script("data/demo/make_demo_data.py")
 

@@ -23,10 +23,10 @@ import torch.distributed as dist
 from synth import make_vs_dataset
 
 from networks import get_network
-from utilities.checkpoints import load_model_weights, save_model
-from utilities.data import DataConfig, ImageSource, load_phase, load_training_data, make_volume_loader
-from utilities.distributed import DistContext, init_distributed, shard_indices
-from utilities.validation import evaluate, mean_scores
+from utilities.core.distributed import DistContext, init_distributed, shard_indices
+from utilities.data.loading import DataConfig, ImageSource, load_phase, load_training_data, make_volume_loader
+from utilities.models.checkpoints import load_model_weights, save_model
+from utilities.training.validation import evaluate, mean_scores
 
 ROOT = Path(__file__).resolve().parents[1]
 STAGE1 = "train_gatedcrfloss3d22d_multiview_varianceloss.py"
@@ -80,13 +80,13 @@ def test_init_distributed_without_torchrun(monkeypatch):
 
 
 # One rank of a 2-process job, started with the environment torchrun sets; imports only torch
-# and utilities.distributed so that it starts fast.
+# and utilities.core.distributed so that it starts fast.
 COLLECTIVES_WORKER = """
 import sys
 import numpy as np
 import torch
 import torch.distributed as dist
-from utilities.distributed import init_distributed, shard_indices
+from utilities.core.distributed import init_distributed, shard_indices
 
 ctx, device = init_distributed(torch.device("cpu"))
 rank = ctx.rank

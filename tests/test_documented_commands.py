@@ -395,7 +395,7 @@ def _first(flags: Mapping[str, list[str]], flag: str, default: str | None = None
 def _prepare_scores(flags: Mapping[str, list[str]], argv: list[str]) -> None:
     """The predictions scores.py reads, where nothing here wrote them: copies of the labels (an
     nnU-Net folder, or what a documented inference command before it would write)."""
-    from utilities.layout import RunLayout
+    from utilities.data.layout import RunLayout
 
     split, labels = _first(flags, "--dataset_split"), _first(flags, "--path_labels")
     folder = _first(flags, "--path_predictions")
@@ -436,7 +436,7 @@ def _prepare_ensemble(flags: Mapping[str, list[str]], argv: list[str]) -> None:
 def _prepare_member_config(flags: Mapping[str, list[str]], argv: list[str]) -> None:
     """``<output>/f<seed>/ablation.json`` that experiments/family.py writes, where missing (on the
     workspace's plan)."""
-    from utilities.plan import read_plan
+    from utilities.workflow.plan import read_plan
 
     config = Path(flags["--config"][0])
     member = re.fullmatch(r"f(\d+)", config.parent.name)
@@ -488,7 +488,7 @@ SMOKE: dict[str, Smoke] = {
     "inference.py": Smoke(set={"--spatial_shape": PATCH, "--device": ("cpu",)}, outputs=("{--output_folder}",)),
     "utilities/scores.py": Smoke(prepare=_prepare_scores),
     "export_model.py": Smoke(replace={"--spatial_shape": PATCH}, outputs=("{--output}",)),
-    "networks/convert_checkpoint.py": Smoke(outputs=("{--output}",)),
+    "convert_checkpoint.py": Smoke(outputs=("{--output}",)),
     "experiments/ablate.py": Smoke(set={"--dry_run": ()}, run="dry", prepare=_prepare_member_config,
                                    why="ran with --dry_run: config, variants, baseline and every run's flags "
                                        "checked by the scripts' parsers, nothing trained (a real ablation starts a "
@@ -654,7 +654,7 @@ FLAG_SETS: dict[str, set[str]] = {
     "make test": {
         "",
     },
-    "networks/convert_checkpoint.py": {
+    "convert_checkpoint.py": {
         "--input --network --output --to",
     },
     "nnUNetv2_predict": {
@@ -851,9 +851,9 @@ def run_command(cmd: DocCommand, workspace: Path, where: Path, monkeypatch: pyte
 
 
 def _call(script: str, argv: list[str], smoke: Smoke, monkeypatch: pytest.MonkeyPatch) -> None:
-    import utilities.engine
+    import utilities.training.engine
 
-    monkeypatch.setattr(utilities.engine, "draw_progress", lambda *a, **k: None)
+    monkeypatch.setattr(utilities.training.engine, "draw_progress", lambda *a, **k: None)
     module = _module(script)
     if smoke.patch is not None:
         smoke.patch(monkeypatch, module)
@@ -934,7 +934,7 @@ def write_data(ws: Path) -> None:
     """The datasets in their documented places: VS (cropped and not), BraTS, the user's own (MY,
     with its dataset file), the ablation configs' demo data, the VS DICOM and BraTS downloads, a
     scans folder. Runs in ``ws``."""
-    from utilities.dataset_file import write_dataset as write_dataset_file
+    from utilities.data.dataset_file import write_dataset as write_dataset_file
 
     write_dataset(ws, VS_NAMES, "splits/split_VS.csv", _folders("data/VS", "image_crop", "label_crop", "T2"))
     write_dataset(ws, VS_NAMES, "splits/split_VS.csv", {"image": ("data/VS/image", "T2"),
@@ -963,7 +963,7 @@ def write_models(ws: Path) -> None:
     random-weight checkpoints for the other networks; packages, the authors' layout, plans."""
     from helpers import a_model
 
-    from utilities.plan import PlanRules, fingerprint, make_plan, write_plan
+    from utilities.workflow.plan import PlanRules, fingerprint, make_plan, write_plan
 
     data = ["--dataset_split", "splits/split_VS.csv", "--path_images", "data/VS/image_crop", "--path_labels",
             "data/VS/label_crop", "--spatial_shape", *PATCH, "--max_epochs", "1", "--device", "cpu"]
@@ -981,7 +981,7 @@ def write_models(ws: Path) -> None:
     export(["--model_dir", VS_STAGE1, "--network", "U_Net2D5", "--output", "vs_stage1.zip", "--no_fingerprint"])
     shutil.copy("vs_stage1.zip", "a.zip")
     export(["--model_dir", SCM_RUN, "--output", "vs_scm.zip", "--no_fingerprint"])
-    _module("networks/convert_checkpoint.py").main([
+    _module("convert_checkpoint.py").main([
         "--input", f"{VS_STAGE1}/U_Net2D5/models/CP_best.pth", "--output", "downloads/unet2d5_vs.pth",
         "--network", "U_Net2D5", "--to", "published"])
     shutil.copy("downloads/unet2d5_vs.pth", "CP_published.pth")
@@ -999,13 +999,13 @@ def write_models(ws: Path) -> None:
 def workspace(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The documented layout with tiny data, written once (read-only for the tests: each command
     runs in its own copy)."""
-    import utilities.engine
+    import utilities.training.engine
 
     ws = tmp_path_factory.mktemp("documented") / "ws"
     ws.mkdir()
     with pytest.MonkeyPatch.context() as mp:
         mp.chdir(ws)
-        mp.setattr(utilities.engine, "draw_progress", lambda *a, **k: None)
+        mp.setattr(utilities.training.engine, "draw_progress", lambda *a, **k: None)
         write_data(ws)
         write_models(ws)
     return ws

@@ -15,9 +15,12 @@ import torch
 from helpers import tiny_seeded
 
 import train_gatedcrfloss3d22d_multiview_varianceloss as stage1
-from utilities.checkpoints import BestTracker, ResumeRecord, TrainingState
-from utilities.distributed import DistContext
-from utilities.engine import (
+from utilities.core.distributed import DistContext
+from utilities.method.health import watch_for
+from utilities.method.optim import Amp, make_optimizer
+from utilities.method.schedules import sigmoid_rampup
+from utilities.models.checkpoints import BestTracker, ResumeRecord, TrainingState
+from utilities.training.engine import (
     BestCheckpoint,
     CollapseError,
     CollapseWatch,
@@ -29,10 +32,7 @@ from utilities.engine import (
     _below_seeds_line,
     _CollapseDetector,
 )
-from utilities.health import watch_for
-from utilities.optim import Amp, make_optimizer
-from utilities.schedules import sigmoid_rampup
-from utilities.validation import seed_shares, volume_scores
+from utilities.training.validation import seed_shares, volume_scores
 
 
 # ------------------------------------------------------------------ one backward from logit gradients

@@ -11,7 +11,8 @@ import SimpleITK as sitk
 from helpers import load_script
 from synth import make_vs_dataset, write
 
-from utilities import scores, scoring
+from utilities import scores
+from utilities.evaluation import scoring
 
 EXPORT = load_script("data/export_nnunet.py")
 

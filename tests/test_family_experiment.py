@@ -128,7 +128,7 @@ def _fake_family(tmp_path, monkeypatch, dice):
 
 
 def test_output_dir_needs_overwrite_unless_it_holds_the_same_family_run(tmp_path, monkeypatch, capsys):
-    """utilities.io.check_overwrite's rule for --output_dir: the same arguments again resume the
+    """utilities.data.io.check_overwrite's rule for --output_dir: the same arguments again resume the
     family run (its record matches); other arguments, or a summary of no family run, are refused
     in one line before anything is written, and replaced with --overwrite."""
     from helpers import one_line

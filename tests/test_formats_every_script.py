@@ -17,8 +17,8 @@ import SimpleITK as sitk
 from helpers import ROOT, a_model, inference_args, load_script, pretrained, project_sources, scm_args, stage1_args
 from synth import blob_case, seeds_from_label, seven_points, write
 
-from utilities.grid import Grid
-from utilities.layout import RunLayout
+from utilities.data.grid import Grid
+from utilities.data.layout import RunLayout
 
 FORMATS = (".nii.gz", ".nrrd")
 FOLDERS = {"image": "T2", "label": "Label", "annotation_7points": "7points", "geodesic_label": "GeodesicLabel"}
@@ -218,7 +218,7 @@ NOT_READERS = {
     "experiments/collapse_analysis.py": "reads training logs",
     "experiments/stage0_intensity.py": "writes synthetic family members and runs stage 0 on them",
     "experiments/nnunet_trainers/install_paseg_trainers.py": "installs trainer files into nnU-Net",
-    "networks/convert_checkpoint.py": "reads checkpoints",
+    "convert_checkpoint.py": "reads checkpoints",
     "benchmarks/bench_crf.py": "synthetic tensors",
     "benchmarks/bench_gpu.py": "synthetic tensors",
     "benchmarks/bench_inference.py": "synthetic tensors",

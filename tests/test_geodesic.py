@@ -1,4 +1,5 @@
-"""Stage 0: geodesic expansion of the 7-point annotations (utilities/geodesic.py and scripts)."""
+"""Stage 0: geodesic expansion of the 7-point annotations (utilities/method/geodesic.py,
+utilities/workflow/stage0.py and the scripts)."""
 from __future__ import annotations
 
 import hashlib
@@ -12,7 +13,8 @@ import pytest
 import SimpleITK as sitk
 from helpers import load_script
 
-from utilities.geodesic import expand_seeds, generate_geodesic_labels, merge_labels, output_folder
+from utilities.method.geodesic import expand_seeds, merge_labels
+from utilities.workflow.stage0 import generate_geodesic_labels, output_folder
 
 VS = load_script("data/VS/generate_geodesic_labels.py")
 BRATS = load_script("data/BraTS/generate_geodesic_labels.py")

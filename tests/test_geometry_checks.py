@@ -10,7 +10,7 @@ from synth import write
 
 import train_gatedcrfloss3d22d_multiview_varianceloss as stage1
 from utilities import scores
-from utilities.layout import RunLayout
+from utilities.data.layout import RunLayout
 
 GEODESIC = load_script("data/VS/generate_geodesic_labels.py")
 
@@ -19,7 +19,8 @@ PERMUTED = (0.0, 1.0, 0.0, 1.0, 0.0, 0.0, 0.0, 0.0, 1.0)
 
 
 @pytest.mark.parametrize("which, change, message", [
-    # one check (utilities.grid.check_same_grid), one message: "<file> has <property> <value> but image <file> has ..."
+    # one check (utilities.data.grid.check_same_grid), one message:
+    # "<file> has <property> <value> but image <file> has ..."
     ("seeds", "shape", r"expanded-seed label {path} has size \[32, 32, 12\] but image {image} has \[32, 32, 16\]; "
                        r"resample it onto the image's voxel grid"),
     ("seeds", "spacing", r"expanded-seed label {path} has spacing \[0\.5, 0\.5, 3\.0\] but image {image} has "

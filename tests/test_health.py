@@ -1,4 +1,4 @@
-"""utilities/health.py: the one collapse rule, and its three readers (the engine's watch, the
+"""utilities/method/health.py: the one collapse rule, and its three readers (the engine's watch, the
 progress plot's shading, the ablation runner's health columns) agreeing on hand-made logs; the
 flood judged by what the points say; the network against its own seeds (seed_ratio by hand and
 against every lesion the points allow, the epoch's verdict, the run's)."""
@@ -10,8 +10,7 @@ import pandas as pd
 import pytest
 from helpers import load_script
 
-from utilities import progress
-from utilities.health import (
+from utilities.method.health import (
     CollapseWatch,
     collapsed_rows,
     ends_below_seeds,
@@ -21,6 +20,7 @@ from utilities.health import (
     seeds_summary,
     watch_for,
 )
+from utilities.training import progress
 
 ablate = load_script("experiments/ablate.py")
 

@@ -11,8 +11,8 @@ from synth import make_vs_dataset
 
 import inference
 from networks import get_network
-from utilities.checkpoints import save_model
-from utilities.layout import RunLayout
+from utilities.data.layout import RunLayout
+from utilities.models.checkpoints import save_model
 
 LPS_PERMUTED = (0.0, 0.0, 1.0, -1.0, 0.0, 0.0, 0.0, -1.0, 0.0)  # axes permuted and flipped
 

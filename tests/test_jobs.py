@@ -1,11 +1,11 @@
-"""utilities.jobs: logged subprocesses, side by side, in dependency order, failures named."""
+"""utilities.core.jobs: logged subprocesses, side by side, in dependency order, failures named."""
 from __future__ import annotations
 
 import sys
 
 import pytest
 
-from utilities.jobs import Job, run_jobs, run_logged, thread_env
+from utilities.core.jobs import Job, run_jobs, run_logged, thread_env
 
 # waits (up to 20 s) for the file argv[2] to exist after writing argv[1]: succeeds only when the
 # job that writes argv[2] runs at the same time
@@ -108,7 +108,7 @@ def test_a_job_registered_while_the_runner_is_interrupted_is_stopped():
     import subprocess
     import sys
 
-    from utilities.jobs import _JobPool
+    from utilities.core.jobs import _JobPool
 
     pool = _JobPool(1, thread_env(1), None, lambda line: None)
     pool.stopping = True
@@ -128,7 +128,7 @@ def test_a_child_started_as_stop_all_runs_is_stopped(tmp_path, monkeypatch):
     import subprocess
     import time
 
-    import utilities.jobs as jobs
+    import utilities.core.jobs as jobs
 
     real_popen = subprocess.Popen
 

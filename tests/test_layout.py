@@ -1,4 +1,4 @@
-"""The run layout: every file of a run named by :class:`utilities.layout.RunLayout`, and no
+"""The run layout: every file of a run named by :class:`utilities.data.layout.RunLayout`, and no
 script or library module joining those names by hand."""
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 from helpers import ROOT
 
-from utilities.layout import RunLayout
-from utilities.progress import progress_path
+from utilities.data.layout import RunLayout
+from utilities.training.progress import progress_path
 
 
 def test_the_paths_of_a_run(tmp_path):
@@ -55,7 +55,7 @@ def test_checkpoint_kinds_and_the_parent_hint(tmp_path):
     assert wrong.parent_hint("--model_dir", "best_model1") is None
 
 
-#: The names of a run's files that only utilities/layout.py may put into a path.
+#: The names of a run's files that only utilities/data/layout.py may put into a path.
 RUN_NAMES = ("models", "output_pred", "tensorboard", "tensorboard_SCM", "log.csv", "log_SCM.csv", "progress.png",
              "progress_SCM.png")
 #: (file, name): joins of these names that are no run's files.
@@ -97,7 +97,7 @@ def _sources() -> list[Path]:
     """The scripts at the root and every module of the project's source folders (not the tests)."""
     folders = ("networks", "utilities", "data", "experiments", "benchmarks", "splits")
     found = [*ROOT.glob("*.py"), *(p for folder in folders for p in (ROOT / folder).rglob("*.py"))]
-    return sorted(p for p in found if p != ROOT / "utilities" / "layout.py")
+    return sorted(p for p in found if p != ROOT / "utilities" / "data" / "layout.py")
 
 
 def test_the_checker_sees_a_hand_joined_path(tmp_path):
@@ -111,13 +111,13 @@ def test_the_checker_sees_a_hand_joined_path(tmp_path):
 def test_no_run_path_joined_by_hand(path):
     rel = str(path.relative_to(ROOT))
     found = [(line, text) for line, text in _hand_joined(path) if (rel, text) not in ALLOWED]
-    assert found == [], f"{rel} joins a run's file names by hand; ask utilities.layout.RunLayout"
+    assert found == [], f"{rel} joins a run's file names by hand; ask utilities.data.layout.RunLayout"
 
 
 def test_one_missing_files_lister():
-    """Missing files are found by utilities.grid.missing_paths/missing_files and listed by
-    utilities.grid.listed: no module builds that list or message itself."""
-    from utilities.grid import MAX_LISTED, listed, missing_paths
+    """Missing files are found by utilities.data.grid.missing_paths/missing_files and listed by
+    utilities.data.grid.listed: no module builds that list or message itself."""
+    from utilities.data.grid import MAX_LISTED, listed, missing_paths
 
     assert listed([f"f{i}" for i in range(3)]) == "f0; f1; f2"
     many = [f"f{i}" for i in range(MAX_LISTED + 2)]

@@ -7,8 +7,8 @@ import math
 import pytest
 import torch
 
-from utilities.losses import DICE_EPS, DiceCELoss, KDLoss, PartialDiceCELoss, VarianceLoss, one_hot, soft_dice
-from utilities.schedules import poly_lr, sigmoid_rampup
+from utilities.method.losses import DICE_EPS, DiceCELoss, KDLoss, PartialDiceCELoss, VarianceLoss, one_hot, soft_dice
+from utilities.method.schedules import poly_lr, sigmoid_rampup
 
 LN3 = math.log(3.0)
 EPS = DICE_EPS

@@ -18,8 +18,8 @@ import inference
 import train_gatedcrfloss3d22d_multiview_varianceloss as stage1
 import train_SCM as scm
 from networks import get_network
-from utilities.cli import run_main
-from utilities.model_package import MANIFEST, read_manifest
+from utilities.models.model_package import MANIFEST, read_manifest
+from utilities.workflow.cli import run_main
 
 
 @pytest.fixture(scope="module")
@@ -202,7 +202,7 @@ def _card_manifest(checkpoint: str, commands: list[str]) -> dict:
 def test_card_shows_names_and_commands_verbatim():
     """The checkpoint name and the training command are data: a backtick or a line break in them
     cannot end the code span, the list item or the code block they stand in."""
-    from utilities.model_package import _card_markdown
+    from utilities.models.model_package import _card_markdown
 
     command = "python train_gatedcrfloss3d22d_multiview_varianceloss.py --model_dir 'runs/a\n```\n# b'"
     card = _card_markdown(_card_manifest("CP_`best`\n# x.pth", [command, "python train_SCM.py --seed 1"]))
@@ -223,7 +223,7 @@ def test_card_parses_as_written():
     """What a Markdown reader makes of the card above: one code span per name, one code block
     holding the commands exactly."""
     markdown_it = pytest.importorskip("markdown_it")
-    from utilities.model_package import _card_markdown
+    from utilities.models.model_package import _card_markdown
 
     command = "python train_SCM.py --model_dir 'a\n```\n# b'"
     tokens = markdown_it.MarkdownIt().parse(_card_markdown(_card_manifest("CP_`best`\n# x.pth", [command])))

@@ -12,7 +12,7 @@ import pytest
 import SimpleITK as sitk
 from helpers import load_script
 
-from utilities.splits import read_split, subjects_of
+from utilities.data.splits import read_split, subjects_of
 
 pytest.importorskip("nnunetv2.training.nnUNetTrainer.nnUNetTrainer",
                     reason="nnU-Net v2 and its training packages are installed by `make install` "
@@ -194,7 +194,7 @@ def test_nnunet_runs_with_the_default_sigterm():
     Python ran in it); the scripts' handler comes back after."""
     import signal
 
-    from utilities.runtime import raise_terminated
+    from utilities.core.runtime import raise_terminated
 
     previous = signal.signal(signal.SIGTERM, raise_terminated)
     try:
@@ -312,7 +312,7 @@ def test_the_model_folder_must_lie_in_the_run_folder(tmp_path):
 
 def test_run_folder_json_with_a_repeated_key_is_named(tmp_path):
     """nnU-Net's plans (which users edit), budget.json and the run record are read through
-    utilities.textdata.loads_json: a key written twice is one line naming the file."""
+    utilities.core.textdata.loads_json: a key written twice is one line naming the file."""
     plans = tmp_path / "nnUNetPlans.json"
     plans.write_text('{"configurations": {"3d_fullres": {"batch_size": 2, "batch_size": 8}}}', encoding="utf-8")
     with pytest.raises(ValueError) as err:

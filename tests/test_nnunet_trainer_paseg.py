@@ -16,9 +16,9 @@ import SimpleITK as sitk
 import torch
 from helpers import ROOT, load_script
 
-from utilities.losses import MultiViewGatedCRFLoss, VarianceLoss
-from utilities.schedules import sigmoid_rampup
-from utilities.splits import read_split, subjects_of
+from utilities.data.splits import read_split, subjects_of
+from utilities.method.losses import MultiViewGatedCRFLoss, VarianceLoss
+from utilities.method.schedules import sigmoid_rampup
 
 pytest.importorskip("nnunetv2.training.nnUNetTrainer.nnUNetTrainer",
                     reason="nnU-Net v2 and its training packages are installed by `make install` "
@@ -98,7 +98,7 @@ def test_paseg_terms_weigh_the_terms_by_the_ramp():
 @pytest.mark.parametrize("warmup", [0, 2])
 def test_ramp_is_stage_1s(unit, warmup):
     """(b): at the start, the middle and the end of the ramp-up (and every step between), the factor
-    is stage 1's ``ramp_weight`` and ``utilities.schedules.sigmoid_rampup``."""
+    is stage 1's ``ramp_weight`` and ``utilities.method.schedules.sigmoid_rampup``."""
     settings = RegulariserSettings(rampup_epochs=6, warmup_epochs=warmup, rampup_unit=unit)
     steps = 4
     for epoch in range(warmup + 8):

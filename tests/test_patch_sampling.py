@@ -6,7 +6,7 @@ import pytest
 import torch
 from synth import make_vs_dataset
 
-from utilities.data import (
+from utilities.data.loading import (
     ImageSource,
     PatchDataset,
     foreground_patch_start,

@@ -15,9 +15,9 @@ from helpers import load_script
 
 import train_gatedcrfloss3d22d_multiview_varianceloss as stage1
 import train_SCM as scm
-from utilities.data import canonical_axes, in_trainer_frame, preprocess_transform
-from utilities.grid import Grid
-from utilities.plan import PlanRules, apply_plan, fingerprint, lesion_boxes, make_plan, read_plan
+from utilities.data.grid import Grid
+from utilities.data.loading import canonical_axes, in_trainer_frame, preprocess_transform
+from utilities.workflow.plan import PlanRules, apply_plan, fingerprint, lesion_boxes, make_plan, read_plan
 
 plan_script = load_script("plan.py")
 #: The fixture's split holds 2 training and 1 validation case: with the default rule (fewer than 5
@@ -362,7 +362,7 @@ def test_the_printed_commands_carry_every_path_given(dataset, capsys):
 
 def test_no_labels_with_dice_selection_is_one_line(dataset):
     """The printed commands pass --path_labels '' without labels: that needs --val_metric seed_dice."""
-    from utilities.data import DataConfig
+    from utilities.data.loading import DataConfig
 
     config = DataConfig(dataset / "split.csv", dataset / "images", "T2", "", "Label", dataset / "seeds",
                         "GeodesicLabel")

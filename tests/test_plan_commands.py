@@ -18,7 +18,7 @@ import torch
 from helpers import ROOT, load_script, script_env, stage1_args
 from synth import blob_case, make_vs_dataset, seven_points, write
 
-from utilities.grid import Grid
+from utilities.data.grid import Grid
 
 plan_script = load_script("plan.py")
 #: Stored (z, y, x): the file's x and z axes swapped, as a sagittal scan is stored.

@@ -10,7 +10,7 @@ import pytest
 import SimpleITK as sitk
 from helpers import load_script
 
-from utilities.geodesic import expand_seeds
+from utilities.method.geodesic import expand_seeds
 
 P2A = load_script("data/points_to_annotation.py")
 

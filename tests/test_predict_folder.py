@@ -15,9 +15,9 @@ from synth import make_vs_dataset
 import inference
 import train_gatedcrfloss3d22d_multiview_varianceloss as stage1
 import train_SCM as scm
-from utilities.cli import run_main
-from utilities.grid import Grid
-from utilities.layout import RunLayout
+from utilities.data.grid import Grid
+from utilities.data.layout import RunLayout
+from utilities.workflow.cli import run_main
 
 ANGLE = math.radians(20)
 OBLIQUE = (math.cos(ANGLE), -math.sin(ANGLE), 0.0, math.sin(ANGLE), math.cos(ANGLE), 0.0, 0.0, 0.0, 1.0)

@@ -9,7 +9,7 @@ from helpers import a_model, geodesic_args, inference_args, load_script, stage1_
 
 import inference
 import train_gatedcrfloss3d22d_multiview_varianceloss as stage1
-from utilities.logs import show_progress
+from utilities.core.logs import show_progress
 
 GEODESIC = load_script("data/VS/generate_geodesic_labels.py")
 SIMULATE = load_script("data/simulate_7points.py")

@@ -13,9 +13,9 @@ from PIL import Image
 
 import train_gatedcrfloss3d22d_multiview_varianceloss as stage1
 import train_SCM as scm
-from utilities import progress
-from utilities.engine import Callback
-from utilities.progress import (
+from utilities.training import progress
+from utilities.training.engine import Callback
+from utilities.training.progress import (
     Streak,
     collapse_streaks,
     collapsed_epochs,

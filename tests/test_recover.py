@@ -12,9 +12,9 @@ import torch
 from helpers import KillAt, Killed, load_script, same_weights, tiny_seeded, weights
 
 import train_gatedcrfloss3d22d_multiview_varianceloss as stage1
-from utilities.distributed import unwrap
-from utilities.engine import Callback, CollapseError
-from utilities.health import CollapseWatch
+from utilities.core.distributed import unwrap
+from utilities.method.health import CollapseWatch
+from utilities.training.engine import Callback, CollapseError
 
 WORKERS = ("--num_workers", "1")
 

@@ -1,5 +1,5 @@
 """Untrusted archives: a model package is a file users download and share, so every member and
-manifest field of it is checked before anything is read or written (utilities/archives.py,
+manifest field of it is checked before anything is read or written (utilities/data/archives.py,
 ``open_package``); nothing is written outside a fresh private folder, which is removed; every
 refusal is one line naming the package the user gave and the member or key at fault."""
 from __future__ import annotations
@@ -20,9 +20,9 @@ from helpers import a_model, one_line
 from synth import make_vs_dataset
 
 import inference
-from utilities import archives
-from utilities import model_package as mp
-from utilities.cli import run_main
+from utilities.data import archives
+from utilities.models import model_package as mp
+from utilities.workflow.cli import run_main
 
 EXPECTED = "pass a model package written by export_model.py"
 WEIGHTS = "weights/model1.pth"

@@ -1,8 +1,8 @@
 """Checkpoint files as users bring them (issue 22, class: every loader of weights).
 
-The loaders: ``utilities/checkpoints.py: load_model_weights`` (stage 1's --init_checkpoint, SCM's
-stage-1 models, inference, export_model.py) and ``networks/convert_checkpoint.py``; the network
-of a bare ``.pth`` is read by ``utilities/model_package.py``. Every one loads a state dict saved
+The loaders: ``utilities/models/checkpoints.py: load_model_weights`` (stage 1's --init_checkpoint, SCM's
+stage-1 models, inference, export_model.py) and ``convert_checkpoint.py``; the network
+of a bare ``.pth`` is read by ``utilities/models/model_package.py``. Every one loads a state dict saved
 through a ``DataParallel``/``DistributedDataParallel`` (``module.``) or ``torch.compile``
 (``_orig_mod.``) wrapper, and says in one line what a file is when it cannot use it.
 """
@@ -19,11 +19,11 @@ import export_model
 import inference
 import train_gatedcrfloss3d22d_multiview_varianceloss as stage1
 import train_SCM as scm
+from convert_checkpoint import main as convert_main
 from networks import get_network
-from networks.convert_checkpoint import main as convert_main
 from networks.published import ours_to_published
-from utilities.checkpoints import load_model_weights, load_state_dict, save_model
-from utilities.cli import run_main
+from utilities.models.checkpoints import load_model_weights, load_state_dict, save_model
+from utilities.workflow.cli import run_main
 
 ACCEPTED = ("pass a state dict (save model.state_dict(), not the model), a CP_*.pth of this project or one of the "
             "authors' released checkpoints")

@@ -16,11 +16,11 @@ from synth import blob_case, make_vs_dataset
 
 import inference
 from utilities import scores
-from utilities.cli import run_main
-from utilities.data import ImageSource, check_subject, make_subjects, preprocess_transform
-from utilities.grid import Grid, find_subject_file, grid_difference, missing_files
-from utilities.io import IMAGE_EXTENSIONS, read_image, write_image
-from utilities.report import ReportCase, case_picture
+from utilities.data.grid import Grid, find_subject_file, grid_difference, missing_files
+from utilities.data.io import IMAGE_EXTENSIONS, read_image, write_image
+from utilities.data.loading import ImageSource, check_subject, make_subjects, preprocess_transform
+from utilities.evaluation.report import ReportCase, case_picture
+from utilities.workflow.cli import run_main
 
 #: x flipped (LPS direction), and an oblique direction (15° about z, then 10° about x)
 FLIPPED = (-1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0)
@@ -238,7 +238,7 @@ def test_the_one_writer_refuses_an_inexact_grid_and_keeps_the_old_file(tmp_path)
 def test_one_tolerance_for_every_geometry_rule(tmp_path, monkeypatch):
     """The qform/sform agreement and the comparison of two grids use the one GRID_TOLERANCE:
     a 0.01 mm difference (1 mm voxels) is refused by both at 1e-3 and accepted by both at 0.1."""
-    from utilities import grid, io
+    from utilities.data import grid, io
 
     assert io.GRID_TOLERANCE is grid.GRID_TOLERANCE and not hasattr(io, "GEOMETRY_TOLERANCE")
     img = nib.Nifti1Image(np.random.default_rng(0).random((8, 8, 8)).astype(np.float32), None)

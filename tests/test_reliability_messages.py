@@ -17,10 +17,10 @@ from synth import make_vs_dataset
 
 import inference
 import train_gatedcrfloss3d22d_multiview_varianceloss as stage1
-from utilities.cli import run_main
-from utilities.grid import Grid, find_subject_file
-from utilities.io import read_image
-from utilities.layout import RunLayout
+from utilities.data.grid import Grid, find_subject_file
+from utilities.data.io import read_image
+from utilities.data.layout import RunLayout
+from utilities.workflow.cli import run_main
 
 P2A = load_script("data/points_to_annotation.py")
 EXPORT = load_script("data/export_nnunet.py")
@@ -198,7 +198,7 @@ def test_a_file_without_read_permission_is_not_called_truncated():
         shutil.rmtree(folder)
 
 
-#: The advice of the one-line out-of-memory error (utilities.cli.run_main).
+#: The advice of the one-line out-of-memory error (utilities.workflow.cli.run_main).
 OOM_ADVICE = "lower --batch_size, --spatial_shape or --sw_batch_size, pass --amp on a GPU, or lower --cache_gb"
 MEMORY_GIB = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
 IMPOSSIBLE = (f"error: --spatial_shape [4096, 4096, 4096] cannot fit in memory: one patch in float32 alone needs "

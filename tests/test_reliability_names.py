@@ -23,13 +23,14 @@ from scipy.stats import wilcoxon
 from synth import make_vs_dataset
 
 import inference
-from utilities import geodesic, scores
-from utilities.grid import check_subject_name, find_subject_file, subject_path
-from utilities.io import save_csv, save_text
-from utilities.layout import RunLayout
-from utilities.runs import CsvLog
-from utilities.scoring import read_scores, with_summary
-from utilities.splits import read_split, subjects_of
+from utilities import scores
+from utilities.data.grid import check_subject_name, find_subject_file, subject_path
+from utilities.data.io import save_csv, save_text
+from utilities.data.layout import RunLayout
+from utilities.data.splits import read_split, subjects_of
+from utilities.evaluation.scoring import read_scores, with_summary
+from utilities.training.runs import CsvLog
+from utilities.workflow import stage0
 
 make_split = load_script("splits/make_split.py")
 EXPORT = load_script("data/export_nnunet.py")
@@ -189,9 +190,9 @@ def test_the_ablation_table_pairs_every_case_whatever_its_name(named):
 
 
 def test_the_geodesic_metrics_keep_a_subject_named_std(tmp_path):
-    results = [geodesic._Result("std", {"precision": 1.0, "recall": 0.5, "dice": 2 / 3, "jaccard": 0.5}),
-               geodesic._Result("007", {"precision": 1.0, "recall": 1.0, "dice": 1.0, "jaccard": 1.0})]
-    geodesic._write_metrics(results, {"std": "training", "007": "training"}, tmp_path, logging.getLogger("t"))
+    results = [stage0._Result("std", {"precision": 1.0, "recall": 0.5, "dice": 2 / 3, "jaccard": 0.5}),
+               stage0._Result("007", {"precision": 1.0, "recall": 1.0, "dice": 1.0, "jaccard": 1.0})]
+    stage0._write_metrics(results, {"std": "training", "007": "training"}, tmp_path, logging.getLogger("t"))
     cases, summary = read_scores(tmp_path / "results_training.csv")
     assert cases["subject"].tolist() == ["std", "007"] and cases["dice"].tolist() == pytest.approx([2 / 3, 1.0])
     assert summary.loc["mean", "recall"] == 0.75 and summary.loc["std", "recall"] == 0.25
@@ -277,9 +278,9 @@ def test_a_name_in_a_markdown_table_cannot_split_its_row(named):
 
 
 def test_a_plan_with_a_repeated_key_is_named(tmp_path):
-    """plan.json is a file users edit by hand: read through utilities.textdata.loads_json, a flag
+    """plan.json is a file users edit by hand: read through utilities.core.textdata.loads_json, a flag
     written twice in a section is one line naming the plan and the flag, not the second value."""
-    from utilities.plan import PLAN_VERSION, read_plan
+    from utilities.workflow.plan import PLAN_VERSION, read_plan
 
     plan = tmp_path / "plan.json"
     head = f'{{"version": {PLAN_VERSION}, "scm": {{}}, "inference": {{}}, '

@@ -14,14 +14,14 @@ from synth import make_vs_dataset
 import inference
 import train_gatedcrfloss3d22d_multiview_varianceloss as stage1
 import train_SCM as scm
-from utilities.cli import run_main
-from utilities.io import read_image
+from utilities.data.io import read_image
+from utilities.workflow.cli import run_main
 
 make_split = load_script("splits/make_split.py")
 P2A = load_script("data/points_to_annotation.py")
 EXPORT = load_script("data/export_nnunet.py")
 SIMULATE = load_script("data/simulate_7points.py")
-CONVERT = load_script("networks/convert_checkpoint.py")
+CONVERT = load_script("convert_checkpoint.py")
 DEMO = load_script("data/demo/make_demo_data.py")
 FAMILY = load_script("data/family/make_family_data.py")
 
@@ -205,7 +205,7 @@ def test_more_writers_need_overwrite(tmp_path):
 
 
 def _plan(path, stage1_flags):
-    from utilities.plan import PLAN_VERSION, SECTIONS
+    from utilities.workflow.plan import PLAN_VERSION, SECTIONS
 
     path.write_text(json.dumps({"version": PLAN_VERSION, **{s: {} for s in SECTIONS}, "stage1": stage1_flags}))
     return path

@@ -183,16 +183,16 @@ def value(flag):
 if script.startswith("train_"):
     import torch
     import train_gatedcrfloss3d22d_multiview_varianceloss as stage1
-    from utilities.plan import apply_plan
+    from utilities.workflow.plan import apply_plan
     recorded = vars(apply_plan(stage1.build_parser(), args[1:], "stage1"))
     folder = pathlib.Path(value("--model_dir")) / recorded["network"] / "models"
     folder.mkdir(parents=True, exist_ok=True)
     torch.save({{"epoch": recorded["max_epochs"], "args": recorded}}, folder / "CP_latest.pth")
 if script == "scores.py":
     import pandas as pd
-    from utilities.io import save_csv
-    from utilities.scoring import with_summary
-    from utilities.splits import read_split, subjects_of
+    from utilities.data.io import save_csv
+    from utilities.evaluation.scoring import with_summary
+    from utilities.data.splits import read_split, subjects_of
     cases = subjects_of(read_split(value("--dataset_split")), "inference")
     table = pd.DataFrame({{"subject": cases, "dice": 0.5, "assd": 1.0, "pred_voxels": 9}})
     save_csv(with_summary(table, ["dice", "assd"]), pathlib.Path(value("--model_dir")) / value("--network")
@@ -201,7 +201,7 @@ if script == "scores.py":
 
 
 def _plan(path: Path, epochs: int) -> Path:
-    from utilities.plan import PLAN_VERSION
+    from utilities.workflow.plan import PLAN_VERSION
 
     path.write_text(json.dumps({"version": PLAN_VERSION, "stage1": {"--max_epochs": epochs}, "scm": {},
                                 "inference": {}}), encoding="utf-8")
@@ -314,7 +314,7 @@ def test_the_checkpoints_a_variant_writes_follow_its_flags(setup):
 def test_a_plans_network_names_the_run_folder(setup):
     """The run's sub-folder (where inference and scores look, and SCM's --network1) is the network
     the training will use: its --plan's when the config names none."""
-    from utilities.plan import PLAN_VERSION
+    from utilities.workflow.plan import PLAN_VERSION
 
     root, p, _, _ = setup
     plan = root / "plan.json"

@@ -53,7 +53,7 @@ def test_scm_refuses_the_same_stage1_run_twice(data, tmp_path):
 def test_scm_warns_when_a_stage1_run_is_still_training(data, tmp_path, caplog):
     pre = pretrained(tmp_path)
     run = pre[1] / "U_Net2D5"
-    holder = subprocess.Popen([sys.executable, "-c", "import sys, time; from utilities.runs import RunLock; "
+    holder = subprocess.Popen([sys.executable, "-c", "import sys, time; from utilities.training.runs import RunLock; "
                                f"RunLock({str(run)!r}).acquire(); print('locked', flush=True); time.sleep(60)"],
                               cwd=ROOT, stdout=subprocess.PIPE, text=True)
     try:

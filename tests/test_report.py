@@ -16,7 +16,7 @@ from scipy import ndimage
 from synth import make_vs_dataset
 
 from utilities import scores
-from utilities.report import ReportCase, ViewSlice, case_picture
+from utilities.evaluation.report import ReportCase, ViewSlice, case_picture
 
 
 class _Page(HTMLParser):
@@ -129,7 +129,7 @@ def test_report_needs_the_images(scored):
     assert one_line(err) == "--report needs --path_images, the folder of the images the predictions were made from"
     with pytest.raises(FileNotFoundError) as err:
         scores.main([*argv, "--report", "--path_images", str(preds)])
-    # every missing image listed, as every missing-files message does (utilities.grid.listed); never the
+    # every missing image listed, as every missing-files message does (utilities.data.grid.listed); never the
     # prediction itself, though it is the only file of the subject in that folder
     assert one_line(err) == (f"--report: 4 image(s) missing in --path_images {preds}: vs_gk_1_T2 or vs_gk_1; "
                              "vs_gk_2_T2 or vs_gk_2; vs_gk_3_T2 or vs_gk_3; vs_gk_4_T2 or vs_gk_4 (any of .nii.gz, "

@@ -1,5 +1,5 @@
-"""The typed record a resume checks a checkpoint against (``utilities.checkpoints.ResumeRecord``),
-built from a training script's arguments (``utilities.cli.resume_record``)."""
+"""The typed record a resume checks a checkpoint against (``utilities.models.checkpoints.ResumeRecord``),
+built from a training script's arguments (``utilities.workflow.cli.resume_record``)."""
 from __future__ import annotations
 
 import logging
@@ -8,8 +8,8 @@ import pytest
 from helpers import one_line
 
 import train_gatedcrfloss3d22d_multiview_varianceloss as stage1
-from utilities.checkpoints import ResumeRecord
-from utilities.cli import RESUME_FIXED_FLAGS, RESUME_FREE_FLAGS, resume_record
+from utilities.models.checkpoints import ResumeRecord
+from utilities.workflow.cli import RESUME_FIXED_FLAGS, RESUME_FREE_FLAGS, resume_record
 
 ARGS = ["--dataset_split", "s.csv", "--path_images", "img", "--path_labels", "lab", "--path_geodesic_labels", "geo",
         "--model_dir", "run"]
@@ -64,7 +64,7 @@ def test_the_warning_names_each_change(tmp_path, caplog):
     """Through a checkpoint file: ``load_resume_state`` warns once with every change."""
     import torch
 
-    from utilities.checkpoints import load_resume_state
+    from utilities.models.checkpoints import load_resume_state
 
     path = tmp_path / "CP_latest.pth"
     old = record("--seed", "1", "--momentum", "0.9")
@@ -80,7 +80,7 @@ def test_the_warning_names_each_change(tmp_path, caplog):
 def test_a_checkpoint_without_usable_arguments_is_refused_in_one_line(tmp_path, broken, missing):
     import torch
 
-    from utilities.checkpoints import load_resume_state
+    from utilities.models.checkpoints import load_resume_state
 
     state = {"epoch": 1, "rng": [], "scaler": {}, "network": "U_Net2D5", "args": record().to_saved()} | broken
     state.pop(state.pop("drop", "none"), None)

@@ -14,10 +14,10 @@ import inference
 import train_gatedcrfloss3d22d_multiview_varianceloss as stage1
 import train_SCM as scm
 from networks import get_network
-from utilities.checkpoints import load_model_weights, load_resume_state
-from utilities.cli import resume_record
-from utilities.engine import Callback
-from utilities.errors import NonFiniteLossError
+from utilities.core.errors import NonFiniteLossError
+from utilities.models.checkpoints import load_model_weights, load_resume_state
+from utilities.training.engine import Callback
+from utilities.workflow.cli import resume_record
 
 
 # ------------------------------------------------------------------------ an existing run

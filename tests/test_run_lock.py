@@ -16,10 +16,10 @@ from helpers import ROOT, STAGE1, script_env, stage1_args, weights
 from synth import make_vs_dataset
 
 import train_gatedcrfloss3d22d_multiview_varianceloss as stage1
-from utilities import io
-from utilities.errors import RunInUseError
-from utilities.io import is_temporary
-from utilities.runs import LOCK_NAME, RunLock, lock_holder
+from utilities.core.errors import RunInUseError
+from utilities.data import io
+from utilities.data.io import is_temporary
+from utilities.training.runs import LOCK_NAME, RunLock, lock_holder
 
 
 def _default_sigint() -> None:
@@ -56,7 +56,7 @@ def test_lock_refuses_a_live_holder_and_takes_over_a_dead_one(tmp_path):
     assert (run / LOCK_NAME).read_text().strip() == str(os.getpid())
     # another process holding the folder: a child that takes the lock and waits
     child = subprocess.Popen([sys.executable, "-c", "import sys, time; sys.path.insert(0, sys.argv[1]); "
-                              "from utilities.runs import RunLock; from pathlib import Path; "
+                              "from utilities.training.runs import RunLock; from pathlib import Path; "
                               "RunLock(Path(sys.argv[2])).acquire(); print('locked', flush=True); time.sleep(60)",
                               str(ROOT), str(tmp_path / "other")], stdout=subprocess.PIPE, text=True)
     try:

@@ -12,7 +12,7 @@ import inference
 import train_gatedcrfloss3d22d_multiview_varianceloss as stage1
 import train_SCM as scm
 from utilities import scores
-from utilities.layout import RunLayout
+from utilities.data.layout import RunLayout
 
 MAKE_SPLIT = load_script("splits/make_split.py")
 SIMULATE = load_script("data/simulate_7points.py")

@@ -11,10 +11,12 @@ import SimpleITK as sitk
 from helpers import SHAPE, a_model, one_line
 
 import inference
-from utilities import scores, scoring, splits
-from utilities.cli import run_main
-from utilities.layout import RunLayout
-from utilities.metrics import overlap_metrics, surface_metrics
+from utilities import scores
+from utilities.data import splits
+from utilities.data.layout import RunLayout
+from utilities.evaluation import scoring
+from utilities.method.metrics import overlap_metrics, surface_metrics
+from utilities.workflow.cli import run_main
 
 
 def _cube(shape, lo, hi):

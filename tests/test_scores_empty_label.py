@@ -7,7 +7,7 @@ import pytest
 from synth import write
 
 from utilities import scores
-from utilities.layout import RunLayout
+from utilities.data.layout import RunLayout
 
 
 # ------------------------------------------------------------------------ empty cases in scoring

@@ -1,4 +1,4 @@
-"""Stage 0 at raw intensities: the normalisations of utilities/intensity.py by hand, the
+"""Stage 0 at raw intensities: the normalisations of utilities/method/intensity.py by hand, the
 negligible-geodesic-term test and its warning, the family's raw-intensity option and the
 summary of experiments/stage0_intensity.py."""
 from __future__ import annotations
@@ -13,8 +13,9 @@ import SimpleITK as sitk
 from helpers import load_script
 from test_geodesic import blob_case
 
-from utilities.geodesic import euclidean_step_fraction, expand_seeds, generate_geodesic_labels
-from utilities.intensity import NORMALISATIONS, euclidean_limit, euclidean_step_counts, normalisation
+from utilities.method.geodesic import euclidean_step_fraction, expand_seeds
+from utilities.method.intensity import NORMALISATIONS, euclidean_limit, euclidean_step_counts, normalisation
+from utilities.workflow.stage0 import generate_geodesic_labels
 
 NEW = load_script("data/generate_geodesic_labels.py")
 FAMILY = load_script("data/family/make_family_data.py")

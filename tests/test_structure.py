@@ -1,6 +1,8 @@
 """The library's structure: no import circle among the modules of ``networks/`` and
-``utilities/`` (imports inside functions count), no library module importing a script, and
-``networks`` below ``utilities``. Read from the source with ``ast``, nothing imported."""
+``utilities/`` (imports inside functions count), no library module importing a script,
+``networks`` below ``utilities``, and the layers of ``utilities`` (its ``__init__`` lists them):
+a module imports from its own layer and the layers below, never from one above. Read from the
+source with ``ast``, nothing imported."""
 from __future__ import annotations
 
 import ast
@@ -8,6 +10,10 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGES = ("networks", "utilities")
+#: The subpackages of ``utilities``, lowest first.
+LAYERS = ("core", "method", "data", "models", "training", "evaluation", "workflow")
+#: The one script inside ``utilities/``: the paper's ``python utilities/scores.py``.
+SCRIPTS_IN_LIBRARY = {"utilities.scores"}
 
 
 def _module_name(path: Path) -> str:
@@ -104,8 +110,8 @@ def _cycles(graph: dict[str, set[str]]) -> list[list[str]]:
 
 def test_the_graph_is_read():
     graph, scripts = _graph()
-    assert "utilities.engine" in graph and "networks" in graph
-    assert "utilities.checkpoints" in graph["utilities.engine"]
+    assert "utilities.training.engine" in graph and "networks" in graph
+    assert "utilities.models.checkpoints" in graph["utilities.training.engine"]
     assert "utilities.scores" in scripts
 
 
@@ -134,3 +140,56 @@ def test_networks_below_utilities():
     offending = {name: sorted(m for m in graph[name] if m.startswith("utilities"))
                  for name in graph if name.startswith("networks") and name not in scripts}
     assert {k: v for k, v in offending.items() if v} == {}
+
+
+def _layer(module: str) -> int | None:
+    """The layer index of a ``utilities.<layer>...`` module (``networks`` sits below them all)."""
+    parts = module.split(".")
+    if parts[0] == "networks":
+        return -1
+    if parts[0] == "utilities" and len(parts) > 1 and parts[1] in LAYERS:
+        return LAYERS.index(parts[1])
+    return None
+
+
+def _upward_imports(graph: dict[str, set[str]]) -> dict[str, list[str]]:
+    """Every import from a module to a module of a higher layer."""
+    found = {}
+    for name, imported in graph.items():
+        own = _layer(name)
+        if own is None:
+            continue
+        up = sorted(m for m in imported if (_layer(m) if _layer(m) is not None else -1) > own)
+        if up:
+            found[name] = up
+    return found
+
+
+def test_no_import_from_a_higher_layer():
+    graph, _ = _graph()
+    assert _upward_imports(graph) == {}
+
+
+def test_the_layer_rule_catches_an_upward_import():
+    graph = {"utilities.method.losses": {"utilities.training.engine", "utilities.core.errors"},
+             "utilities.training.engine": {"utilities.method.losses", "networks"},
+             "networks.unet": {"utilities.core.errors"}}
+    assert _upward_imports(graph) == {"utilities.method.losses": ["utilities.training.engine"],
+                                      "networks.unet": ["utilities.core.errors"]}
+
+
+def test_every_library_module_sits_in_a_layer():
+    """Nothing at the top of ``utilities/`` but its face (``__init__``) and the paper's script;
+    every subpackage is a layer and says what it holds."""
+    top = sorted(p.name for p in (ROOT / "utilities").glob("*.py"))
+    assert top == ["__init__.py", "scores.py"]
+    packages = sorted(p.parent.name for p in (ROOT / "utilities").glob("*/__init__.py"))
+    assert packages == sorted(LAYERS)
+    for layer in LAYERS:
+        assert ast.get_docstring(ast.parse((ROOT / "utilities" / layer / "__init__.py").read_text())), layer
+
+
+def test_command_line_code_only_in_scripts():
+    """No module of the library runs as a script, except the paper's ``utilities/scores.py``."""
+    _, scripts = _graph()
+    assert scripts == SCRIPTS_IN_LIBRARY

@@ -26,7 +26,7 @@ subjects, to ``DIR/results_<phase>.csv`` with the same columns, so both methods 
 
 ``--report --path_images DIR`` also writes ``report_<phase>/report.html`` (``report_all/``) beside
 the CSV: the table worst case first and three orthogonal slices per case
-(:mod:`utilities.report`); the image of a subject is ``<subject>_<image_postfix>``, the
+(:mod:`utilities.evaluation.report`); the image of a subject is ``<subject>_<image_postfix>``, the
 prediction's own name or ``<subject>``.
 """
 from __future__ import annotations
@@ -35,9 +35,9 @@ import argparse
 import sys
 from pathlib import Path
 
-from utilities.dataset_file import add_dataset_flag, parse_with_dataset
-from utilities.scoring import run_folder_scores, run_scores
-from utilities.splits import PHASES
+from utilities.data.dataset_file import add_dataset_flag, parse_with_dataset
+from utilities.data.splits import PHASES
+from utilities.evaluation.scoring import run_folder_scores, run_scores
 
 __all__ = ["build_parser", "main"]
 
@@ -126,6 +126,6 @@ def main(argv: list[str] | None = None) -> Path:
 
 
 if __name__ == "__main__":
-    from utilities.cli import run_main
+    from utilities.workflow.cli import run_main
 
     sys.exit(run_main(main))

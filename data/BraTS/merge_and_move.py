@@ -26,9 +26,9 @@ import numpy as np
 import SimpleITK as sitk
 from tqdm import tqdm
 
-from utilities.grid import Grid, check_same_grid, missing_paths, subject_path
-from utilities.io import atomic_path, check_overwrite, ensure_writable_dir, read_image, write_like
-from utilities.logs import LOGGER_NAME, setup_logger, show_progress
+from utilities.core.logs import LOGGER_NAME, setup_logger, show_progress
+from utilities.data.grid import Grid, check_same_grid, missing_paths, subject_path
+from utilities.data.io import atomic_path, check_overwrite, ensure_writable_dir, read_image, write_like
 
 __all__ = ["GRADES", "BRATS_SHAPE", "find_cases", "check_case", "merge_and_move", "main"]
 
@@ -128,6 +128,6 @@ def main(argv: list[str] | None = None) -> list[str]:
 
 
 if __name__ == "__main__":
-    from utilities.cli import run_main
+    from utilities.workflow.cli import run_main
 
     sys.exit(run_main(main))

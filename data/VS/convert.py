@@ -31,8 +31,8 @@ from pathlib import Path
 import SimpleITK as sitk
 from tqdm import tqdm
 
-from utilities.io import check_overwrite, ensure_writable_dir, write_image
-from utilities.logs import LOGGER_NAME, setup_logger, show_progress
+from utilities.core.logs import LOGGER_NAME, setup_logger, show_progress
+from utilities.data.io import check_overwrite, ensure_writable_dir, write_image
 
 __all__ = ["PATIENT_PATTERN", "ConversionResult", "InvalidPatientError", "find_patients", "find_t2_series",
            "convert_vs", "main"]
@@ -210,6 +210,6 @@ def main(argv: list[str] | None = None) -> ConversionResult:
 
 
 if __name__ == "__main__":
-    from utilities.cli import run_main
+    from utilities.workflow.cli import run_main
 
     sys.exit(run_main(main))

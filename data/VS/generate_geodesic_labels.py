@@ -1,14 +1,14 @@
 """Stage 0 for VS: expand the 7-point annotations into geodesic seed labels.
 
-Thin command line over :func:`utilities.geodesic.generate_geodesic_labels`, with the VS defaults.
+Thin command line over :func:`utilities.workflow.stage0.generate_geodesic_labels`, with the VS defaults.
 """
 from __future__ import annotations
 
 import sys
 from pathlib import Path
 
-from utilities.dataset_file import add_dataset_flag, parse_with_dataset
-from utilities.geodesic import build_parser, run_parsed
+from utilities.data.dataset_file import add_dataset_flag, parse_with_dataset
+from utilities.workflow.stage0 import build_parser, run_parsed
 
 DEFAULTS = {
     "dataset_split": "./splits/split_VS.csv",
@@ -33,6 +33,6 @@ def main(argv: list[str] | None = None) -> Path:
 
 
 if __name__ == "__main__":
-    from utilities.cli import run_main
+    from utilities.workflow.cli import run_main
 
     sys.exit(run_main(main))

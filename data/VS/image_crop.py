@@ -30,7 +30,8 @@ import numpy as np
 import SimpleITK as sitk
 from tqdm import tqdm
 
-from utilities.grid import (
+from utilities.core.logs import LOGGER_NAME, setup_logger, show_progress
+from utilities.data.grid import (
     Grid,
     check_same_grid,
     find_subject_file,
@@ -39,9 +40,8 @@ from utilities.grid import (
     missing_paths,
     subject_path,
 )
-from utilities.io import check_overwrite, ensure_writable_dir, read_image, write_image
-from utilities.logs import LOGGER_NAME, setup_logger, show_progress
-from utilities.splits import subjects_of
+from utilities.data.io import check_overwrite, ensure_writable_dir, read_image, write_image
+from utilities.data.splits import subjects_of
 
 __all__ = ["DEFAULT_CROP_SIZE", "CropStats", "bounding_box", "crop_box_start", "pad_to_size", "crop_subject",
            "crop_dataset", "main"]
@@ -196,6 +196,6 @@ def main(argv: list[str] | None = None) -> CropStats:
 
 
 if __name__ == "__main__":
-    from utilities.cli import run_main
+    from utilities.workflow.cli import run_main
 
     sys.exit(run_main(main))

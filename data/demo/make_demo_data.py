@@ -69,13 +69,13 @@ import SimpleITK as sitk
 from scipy import ndimage
 
 from data.simulate_7points import simulate_points, subject_rng
-from utilities.cli import check_spatial_shape, nonnegative_int, positive_float, positive_int
-from utilities.geodesic import expand_seeds
-from utilities.grid import subject_path
-from utilities.io import atomic_path, check_overwrite, ensure_writable_dir, read_image, save_csv, write_image
-from utilities.logs import LOGGER_NAME, setup_logger
-from utilities.metrics import overlap_metrics
-from utilities.splits import PHASES, read_split, subjects_of
+from utilities.core.logs import LOGGER_NAME, setup_logger
+from utilities.data.grid import subject_path
+from utilities.data.io import atomic_path, check_overwrite, ensure_writable_dir, read_image, save_csv, write_image
+from utilities.data.splits import PHASES, read_split, subjects_of
+from utilities.method.geodesic import expand_seeds
+from utilities.method.metrics import overlap_metrics
+from utilities.workflow.cli import check_spatial_shape, nonnegative_int, positive_float, positive_int
 
 __all__ = [
     "IMAGE_POSTFIX",
@@ -647,7 +647,7 @@ def seed_dice_report(output_dir: str | os.PathLike, split: pd.DataFrame | str | 
     """How hard the demo task is, measured on the written files.
 
     * ``seed_dice`` (``seed_precision``, ``seed_recall``): the stage-0 expanded foreground
-      (label 1 of :func:`utilities.geodesic.expand_seeds` with ``weight`` and ``threshold``)
+      (label 1 of :func:`utilities.method.geodesic.expand_seeds` with ``weight`` and ``threshold``)
       against the label;
     * ``threshold_dice``: Dice of ``image >= t`` with the one threshold ``t`` (``best_threshold``,
       searched on 1001 levels) that maximizes the mean Dice over the cases;
@@ -818,6 +818,6 @@ def main(argv: list[str] | None = None) -> pd.DataFrame:
 
 
 if __name__ == "__main__":
-    from utilities.cli import run_main
+    from utilities.workflow.cli import run_main
 
     sys.exit(run_main(main))

@@ -36,15 +36,15 @@ import torch
 
 import inference
 from utilities import scores
-from utilities.cli import positive_int
-from utilities.geodesic import generate_geodesic_labels, output_folder
-from utilities.grid import Grid, check_same_grid, subject_path
-from utilities.io import atomic_path, check_overwrite, read_image, save_csv, save_text, write_like
-from utilities.jobs import Job, run_jobs, thread_env
-from utilities.layout import RunLayout
-from utilities.scoring import read_scores
-from utilities.splits import read_split, subjects_of
-from utilities.textdata import md_cell
+from utilities.core.jobs import Job, run_jobs, thread_env
+from utilities.core.textdata import md_cell
+from utilities.data.grid import Grid, check_same_grid, subject_path
+from utilities.data.io import atomic_path, check_overwrite, read_image, save_csv, save_text, write_like
+from utilities.data.layout import RunLayout
+from utilities.data.splits import read_split, subjects_of
+from utilities.evaluation.scoring import read_scores
+from utilities.workflow.cli import positive_int
+from utilities.workflow.stage0 import generate_geodesic_labels, output_folder
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parents[1]
@@ -133,7 +133,7 @@ DATA_FOLDERS = (*make_demo_data.PRESETS["vs"].folders, "geodesic")
 
 
 def check_outputs(output_dir: Path, data_dir: Path, split_file: Path, overwrite: bool) -> None:
-    """:func:`utilities.io.check_overwrite`'s rule, before the first step: the split, a data folder
+    """:func:`utilities.data.io.check_overwrite`'s rule, before the first step: the split, a data folder
     that holds files, a result, the runs or an overlay of an earlier demo are replaced only with
     ``overwrite`` (every training runs with ``--overwrite`` then)."""
     check_overwrite([split_file], "--split_file", overwrite)
@@ -373,6 +373,6 @@ def main(argv: list[str] | None = None) -> pd.DataFrame:
 
 
 if __name__ == "__main__":
-    from utilities.cli import run_main
+    from utilities.workflow.cli import run_main
 
     sys.exit(run_main(main))

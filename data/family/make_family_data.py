@@ -63,10 +63,10 @@ from data.demo.make_demo_data import (
     _soft,
 )
 from data.simulate_7points import simulate_points, subject_rng
-from utilities.cli import LOGGER_NAME, nonnegative_int, setup_logger
-from utilities.grid import subject_path
-from utilities.io import check_overwrite, ensure_writable_dir, save_csv, save_text, write_image
-from utilities.splits import PHASES
+from utilities.data.grid import subject_path
+from utilities.data.io import check_overwrite, ensure_writable_dir, save_csv, save_text, write_image
+from utilities.data.splits import PHASES
+from utilities.workflow.cli import LOGGER_NAME, nonnegative_int, setup_logger
 
 __all__ = ["DEVELOPMENT_SEEDS", "HELD_BACK_SEEDS", "Member", "draw_member", "make_member_case", "template_maps",
            "generate_member", "raw_intensities", "IMAGE_POSTFIX", "LABEL_POSTFIX", "ANNOTATION_POSTFIX", "FOLDERS",
@@ -391,6 +391,6 @@ def main(argv: Sequence[str] | None = None) -> pd.DataFrame | None:
 
 
 if __name__ == "__main__":
-    from utilities.cli import run_main
+    from utilities.workflow.cli import run_main
 
     sys.exit(run_main(main))

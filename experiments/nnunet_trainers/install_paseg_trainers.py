@@ -61,7 +61,7 @@ def nnunet_trainer_folder() -> Path:
 
 def install(target: Path | None = None) -> Path:
     """Write ``paseg_trainers.py`` into ``target`` (default: nnU-Net's trainer folder); returns its path."""
-    from utilities.io import save_text
+    from utilities.data.io import save_text
 
     folder = nnunet_trainer_folder() if target is None else Path(target)
     if not folder.is_dir():
@@ -83,6 +83,6 @@ def main(argv: Sequence[str] | None = None) -> Path:
 
 if __name__ == "__main__":
     sys.path.insert(0, str(TRAINERS_DIR.parents[1]))   # the repository root: `utilities`
-    from utilities.cli import run_main
+    from utilities.workflow.cli import run_main
 
     sys.exit(run_main(main))

@@ -8,8 +8,8 @@ Per training step::
 with ``p`` the softmax of the full-resolution output (deep supervision's first), ``I`` one channel
 of the input patch as the network sees it (nnU-Net's normalisation and augmentation) and both
 regularisers on all voxels of the patch, as in PA-Seg stage 1. The losses are the project's own
-(``utilities.losses.MultiViewGatedCRFLoss`` at the patch's resolution and ``VarianceLoss``) and the
-ramp is stage 1's (``utilities.schedules.sigmoid_rampup``, after an optional warm-up, per epoch or
+(``utilities.method.losses.MultiViewGatedCRFLoss`` at the patch's resolution and ``VarianceLoss``) and the
+ramp is stage 1's (``utilities.method.schedules.sigmoid_rampup``, after an optional warm-up, per epoch or
 per step). The settings come from ``PASEG_NNUNET_*`` (``paseg_nnunet_settings.py``: stage 1's flags
 and defaults), the budget from ``nnUNetTrainerBudget``, everything else is ``nnUNetTrainer``'s:
 plans, sampling, augmentation, network, optimiser, validation and ``nnUNetv2_predict``.
@@ -33,7 +33,7 @@ from paseg_nnunet_settings import RegulariserSettings
 from torch import Tensor, autocast, nn
 from torch import distributed as dist
 
-from utilities.losses import CRF_VIEWS, MultiViewGatedCRFLoss, VarianceLoss
+from utilities.method.losses import CRF_VIEWS, MultiViewGatedCRFLoss, VarianceLoss
 
 __all__ = ["PASegRegularisers", "nnUNetTrainerPASeg"]
 

@@ -15,7 +15,7 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass, fields
 
-from utilities.schedules import rampup_warning, sigmoid_rampup
+from utilities.method.schedules import rampup_warning, sigmoid_rampup
 
 __all__ = ["Variable", "REGULARISER_VARIABLES", "RegulariserSettings"]
 
@@ -112,7 +112,7 @@ class RegulariserSettings:
 
     def ramp(self, epoch: int, step: int = 0, steps_per_epoch: int = 1) -> float:
         """The factor of the mCRF and VM weights at ``step`` (0-based) of ``epoch`` (0-based), as
-        stage 1's ``ramp_weight``: 0 during the warm-up, then :func:`utilities.schedules.sigmoid_rampup`
+        stage 1's ``ramp_weight``: 0 during the warm-up, then :func:`utilities.method.schedules.sigmoid_rampup`
         over ``rampup_epochs``, advanced per epoch or, with ``rampup_unit="step"``, per step."""
         t = float(epoch)
         if self.rampup_unit == "step" and steps_per_epoch:

@@ -10,7 +10,7 @@ import torch
 from monai.inferers import sliding_window_inference
 from torch import nn
 
-from utilities.optim import Amp
+from utilities.method.optim import Amp
 
 __all__ = ["sliding_window_predict", "class_probabilities", "segment"]
 

@@ -8,8 +8,8 @@ loss term. The loss, health and gradient panels are on a log scale with numbers 
 on a curve within a few per cent).
 
 Shaded red in every panel: exactly the collapses the training's log warned about. The engine's
-watch (:mod:`utilities.engine`) marks each epoch in which a model counts as collapsed
-(``collapsed<k>`` = 1; a log without that column is judged by :mod:`utilities.health`'s rule
+watch (:mod:`utilities.training.engine`) marks each epoch in which a model counts as collapsed
+(``collapsed<k>`` = 1; a log without that column is judged by :mod:`utilities.method.health`'s rule
 from its other columns), counts a model's consecutive collapsed epochs, starts counting afresh
 after a recovery (``recovered`` = 1), and warns when the count reaches ``--collapse_patience``;
 :func:`warned_streaks` replays that count. A shorter streak is not shaded (the log printed no
@@ -17,7 +17,7 @@ warning for it); a warned one is shaded from its first epoch to its last.
 
 Shaded orange: a flood after a recovery that the rule does not judge (stage 1, ``--on_collapse
 recover``): the recovery restarts the mCRF/VM ramp-up, and until it is back at full weight the
-flood rule is off, so a flooded epoch (:mod:`utilities.health`: most of the predicted foreground
+flood rule is off, so a flooded epoch (:mod:`utilities.method.health`: most of the predicted foreground
 outside the points' boxes) then draws no warning; :func:`unjudged_floods` finds them with the
 rule's own thresholds.
 
@@ -40,9 +40,9 @@ import numpy as np
 import pandas as pd
 from matplotlib.ticker import LogFormatterSciNotation, LogLocator, MaxNLocator, NullLocator
 
-from utilities.health import collapsed_rows, model_suffixes, watch_for
-from utilities.io import atomic_path
-from utilities.textdata import read_csv_table
+from utilities.core.textdata import read_csv_table
+from utilities.data.io import atomic_path
+from utilities.method.health import collapsed_rows, model_suffixes, watch_for
 
 __all__ = ["DEFAULT_PATIENCE", "Streak", "progress_path", "collapsed_epochs", "collapse_streaks", "warned_streaks",
            "unjudged_floods", "recorded_patience", "progress_figure", "plot_progress", "draw_progress"]
@@ -81,7 +81,7 @@ def progress_path(csv_path: str | os.PathLike) -> Path:
 
 def collapsed_epochs(log: pd.DataFrame) -> list[int]:
     """The epochs (the ``epoch`` column) in which some model counts as collapsed
-    (:func:`utilities.health.collapsed_rows`), warned about or not."""
+    (:func:`utilities.method.health.collapsed_rows`), warned about or not."""
     return [int(e) for e in log["epoch"].to_numpy()[collapsed_rows(log)]]
 
 

@@ -8,7 +8,7 @@ over how many cases each mean was taken.
 What is scored: the subjects of a split's phase (``inference.py``'s run folder, or a flat
 folder of ``<subject><postfix>`` predictions), or, with no split, a folder of predictions
 against a folder of labels paired by subject name (:func:`pair_folders`, like nnU-Net v2's
-``nnUNetv2_evaluate_folder``). Every image format of :data:`utilities.grid.IMAGE_EXTENSIONS`
+``nnUNetv2_evaluate_folder``). Every image format of :data:`utilities.data.grid.IMAGE_EXTENSIONS`
 is read; each prediction is checked to lie on its label's grid.
 
 A scores table's last column ``row`` says what each row is: ``case`` (``subject`` is the
@@ -28,7 +28,8 @@ import numpy as np
 import pandas as pd
 import SimpleITK as sitk
 
-from utilities.grid import (
+from utilities.core.textdata import read_csv_table
+from utilities.data.grid import (
     IMAGE_EXTENSIONS,
     Grid,
     check_readable,
@@ -39,12 +40,11 @@ from utilities.grid import (
     listed,
     missing_paths,
 )
-from utilities.io import check_label_values, read_image, save_csv
-from utilities.layout import RunLayout
-from utilities.metrics import OVERLAP_METRICS, SURFACE_METRICS, all_metrics
-from utilities.report import ReportCase, write_report
-from utilities.splits import read_split, subjects_of
-from utilities.textdata import read_csv_table
+from utilities.data.io import check_label_values, read_image, save_csv
+from utilities.data.layout import RunLayout
+from utilities.data.splits import read_split, subjects_of
+from utilities.evaluation.report import ReportCase, write_report
+from utilities.method.metrics import OVERLAP_METRICS, SURFACE_METRICS, all_metrics
 
 __all__ = ["METRICS", "ROW", "CASE", "SUMMARY", "FOLDER_PHASE", "score_cases", "with_summary", "summarize",
            "read_scores", "ImageFolder", "Pairing", "pair_folders", "report_images", "Scoring", "split_scoring",
@@ -296,7 +296,7 @@ def pair_folders(path_predictions: str | os.PathLike, path_labels: str | os.Path
     a prediction is the label subject its name is, or the longest label subject its name starts
     with followed by ``_`` (``brain1_T2`` for ``brain1``: ``inference.py --input_folder`` names a
     mask after its image); all such names must share one postfix. ``<ext>`` is any of
-    :data:`utilities.grid.IMAGE_EXTENSIONS`, and a probability map beside its mask
+    :data:`utilities.data.grid.IMAGE_EXTENSIONS`, and a probability map beside its mask
     (``<mask>_prob``) is not a prediction.
 
     As ``nnUNetv2_evaluate_folder``, a label without a prediction is an error unless

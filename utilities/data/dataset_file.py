@@ -31,8 +31,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from utilities.io import check_overwrite, save_text
-from utilities.textdata import loads_json
+from utilities.core.textdata import loads_json
+from utilities.data.io import check_overwrite, save_text
 
 __all__ = ["KEYS", "DatasetKey", "Dataset", "read_dataset", "dataset_text", "write_dataset", "same_values",
            "names_same", "add_dataset_flag", "given_dataset", "typed_flags", "parse_with_dataset", "require"]

@@ -1,6 +1,6 @@
 """Validation: whole-volume Dice against the full labels and against the expanded seeds, the
 predicted foreground fraction (training health) and the network against its own seeds
-(:mod:`utilities.health`), every rank's shard gathered."""
+(:mod:`utilities.method.health`), every rank's shard gathered."""
 from __future__ import annotations
 
 import math
@@ -10,11 +10,11 @@ from typing import Any
 import torch
 from torch import nn
 
-from utilities.distributed import DistContext, unwrap
-from utilities.health import SEED_MARGIN, seed_ratio
-from utilities.losses import one_hot, soft_dice
-from utilities.optim import Amp
-from utilities.prediction import sliding_window_predict
+from utilities.core.distributed import DistContext, unwrap
+from utilities.method.health import SEED_MARGIN, seed_ratio
+from utilities.method.losses import one_hot, soft_dice
+from utilities.method.optim import Amp
+from utilities.models.prediction import sliding_window_predict
 
 __all__ = ["VALIDATION_METRICS", "seed_shares", "volume_scores", "evaluate", "mean_scores"]
 
@@ -54,7 +54,7 @@ def volume_scores(logits: torch.Tensor, label: torch.Tensor | None,
     foreground; ``empty``: 1.0 if no voxel is predicted as foreground, else 0.0. Uses the
     losses' Dice. Against the points (with seeds that hold a core): ``seed_recall``, the share
     of the seed core predicted; ``seed_fpr``, the share of the certain background (outside the
-    points' boxes) predicted; ``seed_ratio`` (:func:`utilities.health.seed_ratio`) and
+    points' boxes) predicted; ``seed_ratio`` (:func:`utilities.method.health.seed_ratio`) and
     ``seed_below``: 1.0 when that ratio is under ``SEED_MARGIN`` (below its own seeds whatever
     the lesion), else 0.0.
 

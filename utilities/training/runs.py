@@ -16,13 +16,13 @@ import pandas as pd
 import torch
 from torch import nn
 
-from utilities.distributed import DistContext, init_distributed, unwrap
-from utilities.errors import NonFiniteLossError, RunInUseError
-from utilities.io import ensure_writable_dir, is_temporary, remove_temporaries, save_csv
-from utilities.layout import RunLayout
-from utilities.logs import log_config, setup_logger
-from utilities.runtime import resolve_device, seed_everything
-from utilities.textdata import read_csv_table
+from utilities.core.distributed import DistContext, init_distributed, unwrap
+from utilities.core.errors import NonFiniteLossError, RunInUseError
+from utilities.core.logs import log_config, setup_logger
+from utilities.core.runtime import resolve_device, seed_everything
+from utilities.core.textdata import read_csv_table
+from utilities.data.io import ensure_writable_dir, is_temporary, remove_temporaries, save_csv
+from utilities.data.layout import RunLayout
 
 __all__ = [
     "RunOptions",

@@ -1,9 +1,9 @@
 """Convert a checkpoint between the authors' published layout and ours, in both directions
-(the key mapping: :mod:`networks.published`; reading and writing: :mod:`utilities.checkpoints`).
+(the key mapping: :mod:`networks.published`; reading and writing: :mod:`utilities.models.checkpoints`).
 
 Command line::
 
-    python networks/convert_checkpoint.py --input CP_published.pth --output CP_best.pth \\
+    python convert_checkpoint.py --input CP_published.pth --output CP_best.pth \\
         --network U_Net2D5 --to ours
 """
 from __future__ import annotations
@@ -13,8 +13,8 @@ import sys
 from pathlib import Path
 
 from networks import NETWORKS
-from utilities.checkpoints import convert_checkpoint
-from utilities.io import check_overwrite
+from utilities.data.io import check_overwrite
+from utilities.models.checkpoints import convert_checkpoint
 
 __all__ = ["main"]
 
@@ -34,6 +34,6 @@ def main(argv: list[str] | None = None) -> Path:
 
 
 if __name__ == "__main__":
-    from utilities.cli import run_main
+    from utilities.workflow.cli import run_main
 
     sys.exit(run_main(main))

@@ -46,7 +46,7 @@ OUTPUT_FORMATS = tuple(ext.lstrip(".") for ext in IMAGE_EXTENSIONS if ext not in
 #: same number bounds the rest: a direction is orthonormal when ``DᵀD`` is the identity within it
 #: (:func:`check_direction`), the qform and sform of one NIfTI file agree when every entry is
 #: within this fraction of its largest voxel size, and a volume is written exactly when the file
-#: read back is its grid (:func:`utilities.io.write_image`).
+#: read back is its grid (:func:`utilities.data.io.write_image`).
 GRID_TOLERANCE = 1e-3
 
 

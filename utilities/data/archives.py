@@ -32,8 +32,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from utilities.io import atomic_path
-from utilities.textdata import loads_json
+from utilities.core.textdata import loads_json
+from utilities.data.io import atomic_path
 
 __all__ = ["MAX_MEMBERS", "MAX_MEMBER_BYTES", "MAX_TOTAL_BYTES", "MAX_RATIO", "RATIO_FLOOR", "name_problem",
            "UntrustedZip"]

@@ -37,12 +37,12 @@ import SimpleITK as sitk
 import torch
 
 from networks import IN_CHANNELS, NETWORKS, NUM_CLASSES, get_network
-from utilities.archives import UntrustedZip, name_problem
-from utilities.checkpoints import CHECKPOINT_FORMAT, load_model_weights, save_model
-from utilities.grid import find_subject_file, missing_paths
-from utilities.io import atomic_path, load_torch, read_image
-from utilities.layout import MODELS, RunLayout
-from utilities.splits import read_split, subjects_of
+from utilities.data.archives import UntrustedZip, name_problem
+from utilities.data.grid import find_subject_file, missing_paths
+from utilities.data.io import atomic_path, load_torch, read_image
+from utilities.data.layout import MODELS, RunLayout
+from utilities.data.splits import read_split, subjects_of
+from utilities.models.checkpoints import CHECKPOINT_FORMAT, load_model_weights, save_model
 
 __all__ = [
     "PACKAGE_FORMAT",
@@ -74,7 +74,7 @@ PACKAGE_VERSION = 1
 MANIFEST = "paseg_model.json"
 CARD = "model_card.md"
 #: The one normalisation of this project: RAS reorientation, then whole-volume z-normalisation
-#: of the image (:func:`utilities.data.preprocess_transform`).
+#: of the image (:func:`utilities.data.loading.preprocess_transform`).
 NORMALISATION = "zscore"
 #: ``inference.py``'s patch size when neither ``--spatial_shape`` nor the model says one (the paper's VS).
 DEFAULT_SPATIAL_SHAPE = (128, 128, 48)

@@ -20,8 +20,8 @@ import numpy as np
 import pandas as pd
 import SimpleITK as sitk
 
-from utilities.grid import Grid, check_same_grid
-from utilities.io import atomic_path, read_image, save_text
+from utilities.data.grid import Grid, check_same_grid
+from utilities.data.io import atomic_path, read_image, save_text
 
 __all__ = ["ReportCase", "ViewSlice", "FILE_AXES", "picture_name", "worst_first", "file_slices", "case_picture",
            "write_report"]
@@ -84,7 +84,7 @@ def _oriented(image: sitk.Image) -> tuple[np.ndarray, sitk.Image]:
 
 def _case_images(case: ReportCase) -> tuple[sitk.Image, sitk.Image, sitk.Image]:
     """The image, label and prediction of a case, the last two checked to lie on the image's
-    voxel grid (:func:`utilities.grid.check_same_grid`: outlines drawn on another grid would
+    voxel grid (:func:`utilities.data.grid.check_same_grid`: outlines drawn on another grid would
     sit beside the lesion)."""
     image = read_image(case.image, "image")
     ref = Grid.of(image)

@@ -1,11 +1,11 @@
 """The training loop shared by stage 1 and SCM.
 
-A trainer provides a :class:`~utilities.checkpoints.TrainingState` (its models, optimisers,
+A trainer provides a :class:`~utilities.models.checkpoints.TrainingState` (its models, optimisers,
 teachers, ...), a step function and a :class:`FitConfig`; :func:`fit` owns everything else:
 epochs, the poly learning rate, the progress bar, loss sums and their mean over ranks, the
 NaN guards, the gradient norms of each loss term with respect to the logits, validation of
 every model, best/final/latest checkpoints, ``log.csv``, TensorBoard, the log lines, the
-collapse detector and the seed rule (:mod:`utilities.health`: an epoch below its own seeds is
+collapse detector and the seed rule (:mod:`utilities.method.health`: an epoch below its own seeds is
 never preferred by a ``seed_dice`` selection, and a run that ends below them is warned about).
 :class:`Callback` hooks let a trainer (or a test) act at the start of an epoch, after
 validation (SCM reloads its teachers there) and at the end of an epoch.
@@ -31,10 +31,9 @@ from typing import Any, cast
 import torch
 from tqdm import tqdm
 
-from utilities.checkpoints import BestTracker, TrainingState, rng_state, save_model
-from utilities.distributed import DistContext, mean_over_ranks, unwrap
-from utilities.errors import TrainingStopped
-from utilities.health import (
+from utilities.core.distributed import DistContext, mean_over_ranks, unwrap
+from utilities.core.errors import TrainingStopped
+from utilities.method.health import (
     FLOOD_OUTSIDE_SHARE,
     FLOOD_RATIO,
     SEED_MARGIN,
@@ -43,11 +42,12 @@ from utilities.health import (
     seed_columns,
     seeds_summary,
 )
-from utilities.optim import set_lr
-from utilities.progress import draw_progress
-from utilities.runs import CsvLog, TensorBoard, check_finite, check_finite_weights, slice_grid
-from utilities.schedules import poly_lr
-from utilities.validation import VALIDATION_METRICS, evaluate, mean_scores
+from utilities.method.optim import set_lr
+from utilities.method.schedules import poly_lr
+from utilities.models.checkpoints import BestTracker, TrainingState, rng_state, save_model
+from utilities.training.progress import draw_progress
+from utilities.training.runs import CsvLog, TensorBoard, check_finite, check_finite_weights, slice_grid
+from utilities.training.validation import VALIDATION_METRICS, evaluate, mean_scores
 
 __all__ = ["StepInfo", "LossPart", "StepOutput", "BestCheckpoint", "FitConfig", "Callback", "CollapseWatch",
            "CollapseError", "Trainer", "fit", "train_step", "README_COLLAPSE_SECTION"]
@@ -376,7 +376,7 @@ class Trainer:
         return grid
 
     def judge_seeds(self, row: dict[str, Any], epoch: int) -> None:
-        """Each validated model's seed rule (:func:`utilities.health.judge_seeds`) into ``row``:
+        """Each validated model's seed rule (:func:`utilities.method.health.judge_seeds`) into ``row``:
         ``seed_ratio<k>`` and ``below_seeds<k>``; an epoch below its seeds is remembered for
         the run's closing warning."""
         for suffix in self.config.validate:

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from utilities.textdata import check_header
+from utilities.core.textdata import check_header
 
 __all__ = ["PHASES", "Split", "as_split", "read_split", "subjects_of"]
 

@@ -6,7 +6,7 @@ leaves a half-written file where a good one was; an existing output is replaced 
 user asked (:func:`check_overwrite`). Images are read by one reader (:func:`read_image`: readable,
 one geometry, real and finite voxels, in every format) and written by one writer
 (:func:`write_image`: a grid the format cannot store exactly is refused). The file names and
-grid rules live in :mod:`utilities.grid` (re-exported here).
+grid rules live in :mod:`utilities.data.grid` (re-exported here).
 """
 from __future__ import annotations
 
@@ -27,8 +27,8 @@ import pandas as pd
 import SimpleITK as sitk
 import torch
 
-from utilities.errors import OutputError
-from utilities.grid import (
+from utilities.core.errors import OutputError
+from utilities.data.grid import (
     GRID_TOLERANCE,
     IMAGE_EXTENSIONS,
     MAX_NAME_BYTES,
@@ -297,7 +297,7 @@ def count_nonfinite(path: str | os.PathLike, what: str = "image", image: sitk.Im
 
     Raises:
         FileNotFoundError, PermissionError: the file (or a header's data file) is missing or
-            may not be read (:func:`utilities.grid.check_readable`).
+            may not be read (:func:`utilities.data.grid.check_readable`).
         ValueError: naming the file, if it is unreadable, holds fewer voxels than its header
             says, or holds complex values.
     """
@@ -342,9 +342,9 @@ def read_image(path: str | os.PathLike, what: str = "image") -> sitk.Image:
     """The one reader: any file of :data:`IMAGE_EXTENSIONS` (or SimpleITK-readable), with a
     one-line error naming it.
 
-    The file must be readable (:func:`utilities.grid.check_readable`: a missing file, a missing
+    The file must be readable (:func:`utilities.data.grid.check_readable`: a missing file, a missing
     permission or a detached header's missing data file are named as such), hold one world
-    geometry with axes at right angles (:func:`utilities.grid.check_geometry`), and all its
+    geometry with axes at right angles (:func:`utilities.data.grid.check_geometry`), and all its
     voxels, real and finite (:func:`check_voxels`: a NIfTI file's NaN/Inf and missing voxels
     SimpleITK would silently replace by zeros).
     """
@@ -429,7 +429,7 @@ def save_nifti(image: nib.Nifti1Image, path: str | os.PathLike) -> None:
 
 def write_like(array: np.ndarray, reference: Any, path: str | os.PathLike) -> None:
     """Write ``array`` (SimpleITK index order z, y, x) with the geometry of ``reference``: a
-    SimpleITK image or a :class:`utilities.grid.Grid` (spacing, direction, origin)."""
+    SimpleITK image or a :class:`utilities.data.grid.Grid` (spacing, direction, origin)."""
     image = sitk.GetImageFromArray(array)
     if isinstance(reference, sitk.Image):
         image.CopyInformation(reference)

@@ -1,6 +1,6 @@
 """TorchIO subjects and loaders: the one loader builder used by every script.
 
-A subject is read from ``<dir>/<subject>_<postfix><ext>`` (any of ``utilities.io.IMAGE_EXTENSIONS``,
+A subject is read from ``<dir>/<subject>_<postfix><ext>`` (any of ``utilities.data.io.IMAGE_EXTENSIONS``,
 one file per subject) for each of its images (``image``,
 and optionally ``label``, ``seeds`` = the expanded-seed labels, ``anno`` = the 7 points).
 Preprocessing (deterministic, cached): ``ToCanonical`` (RAS) and whole-volume z-normalisation of
@@ -35,10 +35,10 @@ import torchio as tio
 from torch.utils.data import DataLoader, Dataset, Sampler
 from torch.utils.data.distributed import DistributedSampler
 
-from utilities.distributed import DistContext, shard_indices
-from utilities.grid import Grid, check_same_grid, find_subject_file, listed, missing_files
-from utilities.io import check_label_values, check_voxels, count_nonfinite
-from utilities.splits import Split, as_split
+from utilities.core.distributed import DistContext, shard_indices
+from utilities.data.grid import Grid, check_same_grid, find_subject_file, listed, missing_files
+from utilities.data.io import check_label_values, check_voxels, count_nonfinite
+from utilities.data.splits import Split, as_split
 
 __all__ = [
     "ImageSource",
@@ -193,11 +193,11 @@ def _check_dimensions(image: tio.Image, what: str) -> None:
 
 def check_subject(subject: tio.Subject, whats: Mapping[str, str] | None = None) -> None:
     """Load every image and check: readable and complete, finite, one 3D volume of one channel,
-    on the voxel grid of ``image`` (:func:`utilities.grid.check_same_grid`), labels holding
+    on the voxel grid of ``image`` (:func:`utilities.data.grid.check_same_grid`), labels holding
     integers, and expanded seeds (key ``seeds``) holding only :data:`SEED_VALUES`.
 
     SimpleITK, TorchIO's reader, fills a truncated NIfTI file with zeros and turns NaN/Inf into
-    0, so every file is also decoded with nibabel (:func:`utilities.io.check_voxels`).
+    0, so every file is also decoded with nibabel (:func:`utilities.data.io.check_voxels`).
 
     Raises a one-line ``ValueError`` naming the file.
     """
@@ -266,7 +266,7 @@ def preprocess_transform() -> tio.Transform:
 def canonical_axes(affine: np.ndarray) -> tuple[int, int, int]:
     """For each axis of the trainers' frame (R, A, S after :func:`preprocess_transform`'s
     ``ToCanonical``), the voxel axis of the file it comes from (0, 1, 2: SimpleITK's x, y, z
-    index order). ``affine``: the file's voxel-to-RAS affine (:meth:`utilities.grid.Grid.affine`).
+    index order). ``affine``: the file's voxel-to-RAS affine (:meth:`utilities.data.grid.Grid.affine`).
 
     ``ToCanonical`` reorders the voxels by ``nibabel.orientations.io_orientation`` of the
     affine; this reads the same orientation, so a scan stored (z, y, x), e.g. a sagittal

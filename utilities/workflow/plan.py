@@ -4,7 +4,7 @@ nnU-Net configures itself from a dataset fingerprint; this does the same for poi
 What is read: the cases that train (the training cases; with :func:`every_case_trains`, the
 validation cases too; inference cases are never looked at), in any image format the other
 scripts read, and every size in the trainers' frame (the R, A, S axes the trainers reorient
-each volume to, :func:`utilities.data.canonical_axes`), so that a scan stored (z, y, x) plans
+each volume to, :func:`utilities.data.loading.canonical_axes`), so that a scan stored (z, y, x) plans
 as the same scan stored RAS:
 
 * the images' headers (voxel size, volume size) and intensities (mean, std, percentiles over
@@ -39,7 +39,7 @@ The rules (each one a reason written next to the flag in ``plan.json``):
 * ``--train_on_all_cases`` when the split has no validation case or fewer than
   ``min_cases_for_validation`` (5) training + validation cases: every case trains and the best
   checkpoint is chosen on the training cases' expanded seeds (``seed_dice``);
-* ``--on_collapse recover``: a collapse the health rule sees (``utilities/health.py``: empty
+* ``--on_collapse recover``: a collapse the health rule sees (``utilities/method/health.py``: empty
   predictions, or a flood) restores the last healthy epoch and continues with the change its
   kind calls for (``train_gatedcrfloss3d22d_multiview_varianceloss.Stage1Recovery``).
 """
@@ -58,13 +58,13 @@ from typing import Any, cast
 import numpy as np
 import SimpleITK as sitk
 
-from utilities.data import in_trainer_frame
-from utilities.geodesic import output_folder
-from utilities.grid import Grid, check_same_grid, find_subject_file, listed, missing_files
-from utilities.intensity import SCAN_DEFAULT
-from utilities.io import image_extension, read_image, save_text
-from utilities.splits import Split, as_split
-from utilities.textdata import loads_json
+from utilities.core.textdata import loads_json
+from utilities.data.grid import Grid, check_same_grid, find_subject_file, listed, missing_files
+from utilities.data.io import image_extension, read_image, save_text
+from utilities.data.loading import in_trainer_frame
+from utilities.data.splits import Split, as_split
+from utilities.method.intensity import SCAN_DEFAULT
+from utilities.workflow.stage0 import output_folder
 
 __all__ = ["PLAN_VERSION", "PlanRules", "Fingerprint", "fingerprint", "every_case_trains", "lesion_boxes",
            "make_plan", "read_plan", "write_plan", "apply_plan", "add_off_switches", "flag_args", "SECTIONS",
@@ -97,7 +97,7 @@ class PlanRules:
 @dataclass(frozen=True)
 class Fingerprint:
     """What the plan reads from the cases that train, in the trainers' frame (R, A, S axes after
-    their reorientation, :func:`utilities.data.canonical_axes`; sizes in voxels unless mm).
+    their reorientation, :func:`utilities.data.loading.canonical_axes`; sizes in voxels unless mm).
 
     ``training_cases``: the cases read (those that train); ``validation_cases``: the split's
     validation cases kept for checkpoint selection (0 when every case trains)."""
@@ -213,7 +213,7 @@ def fingerprint(dataset_split: Split | str | os.PathLike, path_images: str | os.
                 geodesic_label_postfix: str = "GeodesicLabel", rules: PlanRules = PlanRules()) -> Fingerprint:
     """Read the cases that train (see the module docstring): the split's training cases, and its
     validation cases too when :func:`every_case_trains`. Images are read in any format of
-    :data:`utilities.io.IMAGE_EXTENSIONS`; every size is measured in the trainers' frame."""
+    :data:`utilities.data.io.IMAGE_EXTENSIONS`; every size is measured in the trainers' frame."""
     split = as_split(dataset_split)
     every = every_case_trains(split, rules)
     subjects = split.subjects("training") + (split.subjects("validation") if every else [])
@@ -414,7 +414,7 @@ def stage0_phases(split: Split, paths: DataPaths) -> list[str | None]:
 
 
 def dataset_values(paths: DataPaths, work: Workspace) -> dict[str, str | None]:
-    """The values of the dataset file (:mod:`utilities.dataset_file`) the printed commands read:
+    """The values of the dataset file (:mod:`utilities.data.dataset_file`) the printed commands read:
     the data flags given to ``plan.py``, and the expanded seeds (given, or stage 0's in ``work``)."""
     seeds = paths.path_geodesic_labels or str(work.seeds())
     return {"split": paths.dataset_split, "images": paths.path_images, "image_postfix": paths.image_postfix,

@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from utilities.errors import DeviceError
+from utilities.core.errors import DeviceError
 
 __all__ = ["Terminated", "raise_terminated", "resolve_device", "seed_everything"]
 

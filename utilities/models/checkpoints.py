@@ -32,9 +32,9 @@ from networks.published import (
     published_to_ours,
     strip_wrapper_prefix,
 )
-from utilities.distributed import unwrap
-from utilities.io import STATE_DICT_ACCEPTED, load_torch, save_torch
-from utilities.optim import Amp
+from utilities.core.distributed import unwrap
+from utilities.data.io import STATE_DICT_ACCEPTED, load_torch, save_torch
+from utilities.method.optim import Amp
 
 __all__ = [
     "CHECKPOINT_FORMAT",
@@ -59,7 +59,7 @@ CHECKPOINT_FORMAT = "paseg-model-v1"
 class ResumeRecord:
     """What ``--resume`` checks a checkpoint against: a run's arguments, sorted by what a change does.
 
-    Each script builds it from its arguments (:func:`utilities.cli.resume_record`); a checkpoint
+    Each script builds it from its arguments (:func:`utilities.workflow.cli.resume_record`); a checkpoint
     keeps it as one flat mapping (``"args"``, the format of every ``CP_latest*.pth`` so far), read
     back split the same way (:meth:`saved_like`).
 
@@ -127,7 +127,7 @@ def load_model_weights(model: nn.Module, path: Path | str, network: str,
     ``torch.compile``) are loaded without it.
 
     Returns the checkpoint's metadata. Raises a one-line error for a missing file, a file that
-    is not a checkpoint (:func:`utilities.io.load_torch` says what it is), a checkpoint of
+    is not a checkpoint (:func:`utilities.data.io.load_torch` says what it is), a checkpoint of
     another network (``flag``: the option that names the network, for the message) or of
     another class or input channel count.
     """
@@ -169,7 +169,7 @@ def load_state_dict(path: str | os.PathLike, map_location: str | torch.device = 
 
     Raises:
         FileNotFoundError, ValueError: one line naming the file and what it is
-            (:func:`utilities.io.load_torch`).
+            (:func:`utilities.data.io.load_torch`).
     """
     path = Path(path)
     if not path.is_file():
@@ -289,7 +289,7 @@ def set_rng_state(state: Mapping[str, Any], generator: torch.Generator | None = 
 @dataclass
 class BestTracker:
     """The best value of one validation column so far, and its epoch (1-based; -1: none yet);
-    ``below``: that epoch is below its own seeds (:mod:`utilities.health`)."""
+    ``below``: that epoch is below its own seeds (:mod:`utilities.method.health`)."""
 
     value: float = -1.0
     epoch: int = -1

@@ -1,7 +1,7 @@
 """The command line shared by every script: how ``main(argv)`` is run (one-line errors, exit
 codes), the argparse value types and flag groups, and the typed values the flags name.
 
-``LOGGER_NAME`` and ``setup_logger`` (:mod:`utilities.logs`) are also importable from here for
+``LOGGER_NAME`` and ``setup_logger`` (:mod:`utilities.core.logs`) are also importable from here for
 the scripts that still import them from this module."""
 from __future__ import annotations
 
@@ -18,17 +18,17 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 
-from utilities.compile import COMPILE_BACKENDS
-from utilities.dataset_file import add_dataset_flag
-from utilities.errors import USER_ERRORS
-from utilities.logs import LOGGER_NAME, setup_logger
-from utilities.optim import MOMENTUM, OPTIMIZERS
-from utilities.runtime import Terminated, raise_terminated
+from utilities.core.compile import COMPILE_BACKENDS
+from utilities.core.errors import USER_ERRORS
+from utilities.core.logs import LOGGER_NAME, setup_logger
+from utilities.core.runtime import Terminated, raise_terminated
+from utilities.data.dataset_file import add_dataset_flag
+from utilities.method.optim import MOMENTUM, OPTIMIZERS
 
 if TYPE_CHECKING:
-    from utilities.checkpoints import ResumeRecord
-    from utilities.data import DataConfig
-    from utilities.runs import RunOptions
+    from utilities.data.loading import DataConfig
+    from utilities.models.checkpoints import ResumeRecord
+    from utilities.training.runs import RunOptions
 
 __all__ = [
     "run_main",
@@ -172,7 +172,7 @@ def check_flag_conflicts(args: argparse.Namespace) -> None:
     """Refuse, in one line naming both flags, flags that ask for two contradictory things (a
     flag set by ``--plan`` counts as given): ``--stop_on_collapse`` with ``--on_collapse
     recover``. Flags that exclude each other elsewhere: ``--resume``/``--overwrite``
-    (:mod:`utilities.runs`), inference's modes (``inference.py``)."""
+    (:mod:`utilities.training.runs`), inference's modes (``inference.py``)."""
     if getattr(args, "stop_on_collapse", False) and getattr(args, "on_collapse", None) == "recover":
         plan = getattr(args, "plan", None)
         source = f" (set by --plan {plan} unless given)" if plan else ""
@@ -268,7 +268,7 @@ def check_sw_overlap(overlap: float, flag: str = "--sw_overlap") -> float:
 
 def add_data_args(parser: argparse.ArgumentParser, labels_help: str, seeds_help: str) -> None:
     """The paper's data and optimiser flags shared by both training scripts (VS defaults, none of
-    which applies with ``--dataset``: :func:`utilities.dataset_file.parse_with_dataset`)."""
+    which applies with ``--dataset``: :func:`utilities.data.dataset_file.parse_with_dataset`)."""
     add_dataset_flag(parser)
     parser.add_argument("--dataset_split", default="./splits/split_VS.csv", help="CSV of 'subject,phase' rows")
     parser.add_argument("--path_images", default="./data/VS/image_crop/",
@@ -285,7 +285,7 @@ def add_data_args(parser: argparse.ArgumentParser, labels_help: str, seeds_help:
 
 
 def add_compile_args(parser: argparse.ArgumentParser) -> None:
-    """``--compile`` and ``--compile_backend`` (see :mod:`utilities.compile`)."""
+    """``--compile`` and ``--compile_backend`` (see :mod:`utilities.core.compile`)."""
     parser.add_argument("--compile", action="store_true",
                         help="torch.compile the network(s) (first steps slower while compiling; see "
                              "docs/guide/sequence.md); falls back to eager with a warning where the toolchain "
@@ -336,8 +336,8 @@ def add_training_args(parser: argparse.ArgumentParser) -> None:
 
 
 def data_config(args: argparse.Namespace) -> DataConfig:
-    """The :class:`utilities.data.DataConfig` named by the data flags."""
-    from utilities.data import DataConfig  # lazily: TorchIO is slow to import, most scripts never need it
+    """The :class:`utilities.data.loading.DataConfig` named by the data flags."""
+    from utilities.data.loading import DataConfig  # lazily: TorchIO is slow to import, most scripts never need it
 
     labels = "" if args.path_labels is None else args.path_labels   # none in a --dataset file: points only
     return DataConfig(args.dataset_split, args.path_images, args.image_postfix, labels, args.label_postfix,
@@ -346,17 +346,17 @@ def data_config(args: argparse.Namespace) -> DataConfig:
 
 
 def run_options(args: argparse.Namespace) -> RunOptions:
-    """The :class:`utilities.runs.RunOptions` named by ``--device --seed --resume --overwrite``."""
-    from utilities.runs import RunOptions
+    """The :class:`utilities.training.runs.RunOptions` named by ``--device --seed --resume --overwrite``."""
+    from utilities.training.runs import RunOptions
 
     return RunOptions(args.device, args.seed, args.resume, args.overwrite)
 
 
 def resume_record(args: argparse.Namespace) -> ResumeRecord:
-    """The :class:`utilities.checkpoints.ResumeRecord` of a training script's arguments: the
+    """The :class:`utilities.models.checkpoints.ResumeRecord` of a training script's arguments: the
     flags of :data:`RESUME_FREE_FLAGS` are free, those of :data:`RESUME_FIXED_FLAGS` fixed, every
     other flag a setting; ``--max_epochs`` the planned epochs."""
-    from utilities.checkpoints import ResumeRecord  # lazily: the checkpoints pull in every network
+    from utilities.models.checkpoints import ResumeRecord  # lazily: the checkpoints pull in every network
 
     values = vars(args)
     return ResumeRecord(

@@ -1,5 +1,5 @@
 """The errors that carry a message for the user (a bad input, a busy run folder, a stop on
-purpose), as opposed to bugs: every script's entry point (:func:`utilities.cli.run_main`)
+purpose), as opposed to bugs: every script's entry point (:func:`utilities.workflow.cli.run_main`)
 prints them as one ``error:`` line. The base :class:`UserError` marks the project's own."""
 from __future__ import annotations
 

@@ -1,0 +1,3 @@
+"""Layer 3, data on disk: file names and voxel grids (``grid``), atomic writing and image reading
+(``io``), split files, the dataset file, untrusted archives, a run folder's file names
+(``layout``) and the TorchIO subjects and loaders (``loading``)."""
