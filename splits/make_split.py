@@ -8,7 +8,7 @@ Two modes:
 * ``--complete <existing csv>``: keep the existing split as it is and append every case found
   on disk but not listed, as ``--phase`` (default inference).
 
-``--write_dataset FILE`` also writes the dataset file (:mod:`utilities.dataset_file`) that every
+``--write_dataset FILE`` also writes the dataset file (:mod:`utilities.data.dataset_file`) that every
 later script reads with ``--dataset FILE``: the split written, the images, and the folders given
 by ``--path_anno_7points``, ``--path_labels`` and ``--modality`` (recorded there only), or named
 by ``--dataset``, whose images this script then reads too.
@@ -41,11 +41,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from utilities.dataset_file import add_dataset_flag, dataset_text, parse_with_dataset, read_dataset, typed_flags
-from utilities.grid import find_subject_file
-from utilities.io import check_overwrite, image_extension, save_csv, save_text
-from utilities.logs import LOGGER_NAME, setup_logger
-from utilities.splits import PHASES, read_split
+from utilities.core.logs import LOGGER_NAME, setup_logger
+from utilities.data.dataset_file import add_dataset_flag, dataset_text, parse_with_dataset, read_dataset, typed_flags
+from utilities.data.grid import find_subject_file
+from utilities.data.io import check_overwrite, image_extension, save_csv, save_text
+from utilities.data.splits import PHASES, read_split
 
 __all__ = ["find_subjects", "split_counts", "random_split", "complete_split", "write_split", "main"]
 
@@ -56,7 +56,7 @@ RATIO_TOLERANCE = 1e-6
 
 def find_subjects(images_dir: str | os.PathLike, image_postfix: str) -> list[str]:
     """Sorted subject names of the ``<subject>_<image_postfix><ext>`` files in ``images_dir`` (any
-    of :data:`utilities.io.IMAGE_EXTENSIONS`). A name every consumer could not read back (a
+    of :data:`utilities.data.io.IMAGE_EXTENSIONS`). A name every consumer could not read back (a
     leading or trailing space, which split files cannot keep) or a subject with images in two
     formats is a one-line error."""
     images_dir = Path(images_dir)
@@ -217,6 +217,6 @@ def main(argv: list[str] | None = None) -> pd.DataFrame:
 
 
 if __name__ == "__main__":
-    from utilities.cli import run_main
+    from utilities.workflow.cli import run_main
 
     sys.exit(run_main(main))
