@@ -1,4 +1,4 @@
-"""Every file is written through utilities/io: a failed write keeps the previous file and leaves
+"""Every file is written through utilities/data/io.py: a failed write keeps the previous file and leaves
 no temporary file."""
 from __future__ import annotations
 
@@ -63,7 +63,7 @@ def test_atomic_write_keeps_previous_file(tmp_path, monkeypatch, name, save, pat
 
 
 def test_no_write_bypasses_utilities_io():
-    """Every file the project writes goes through utilities/io (temp file + rename)."""
+    """Every file the project writes goes through utilities/data/io.py (temp file + rename)."""
     pattern = re.compile(r"torch\.save\(|sitk\.WriteImage\(|nib\.save\(|\.to_csv\(|\.write_text\(|\.write_bytes\("
                          r"|open\([^)]*['\"]wb?['\"]|np\.save|savefig\(")
     # fine: writing to the temporary file of utilities.data.io.atomic_path (``tmp``), to an in-memory
