@@ -35,12 +35,12 @@ lint: install
 	$(PY) -m ruff check .
 	$(PY) -m mypy
 
-# -rs: every skipped test with its reason (tests/test_documented_commands.py: the documented commands not run);
+# -rs: every skipped test with its reason (tests/integration/test_documented_commands.py: the documented commands not run);
 # -n auto --dist loadfile: one worker per core (pytest-xdist), each test module on one worker so its
 # module-scoped fixtures (tiny trained runs) are built once. The torchrun tests start two ranks per
 # run and run afterwards on their own, not beside another worker: on two cores, four busy processes
 # once left a finished rank waiting until the launch timeout.
-TORCHRUN_TESTS := tests/test_distributed.py
+TORCHRUN_TESTS := tests/utilities/core/test_distributed.py
 test: install lint
 	$(PY) -m pytest -q -rs -n auto --dist loadfile --ignore=$(TORCHRUN_TESTS) tests
 	$(PY) -m pytest -q -rs $(TORCHRUN_TESTS)

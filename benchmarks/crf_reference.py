@@ -1,4 +1,4 @@
-"""Plain unfold-based multi-view 2D gated CRF: the test oracle (``tests/test_crf.py``) and the
+"""Plain unfold-based multi-view 2D gated CRF: the test oracle (``tests/utilities/method/test_losses_mcrf.py``) and the
 baseline of the benchmarks (``benchmarks/``); not used in training.
 
 Written the way the published code does it (and deliberately without any of the fast version's

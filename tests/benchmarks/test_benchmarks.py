@@ -123,6 +123,6 @@ def test_gpu_check_smoke_runs_end_to_end_on_cpu(tmp_path):
     assert log == done.stdout
     assert "== environment (GPU_CHECK_SMOKE: CPU smoke run)" in log and "== install" not in log
     for needle in ("stage-1 b1 current", "SCM b1 current", "[projection]", "16x16x16  fast-shifts",
-                   "16x16x16    fast-rows", "tests/test_crf.py::test_crf_cuda_matches_cpu"):
+                   "16x16x16    fast-rows", "tests/utilities/method/test_losses_mcrf.py::test_crf_cuda_matches_cpu"):
         assert needle in log, needle
     assert not re.search(r"Traceback|exited with|FAILED|Error", log), log[-3000:]

@@ -8,7 +8,7 @@ from __future__ import annotations
 import ast
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 PACKAGES = ("networks", "utilities")
 #: The subpackages of ``utilities``, lowest first.
 LAYERS = ("core", "method", "data", "models", "training", "evaluation", "workflow")

@@ -383,7 +383,7 @@ def run_simulate_7points(data, out: Path) -> None:
 
 
 def run_nnunet_baseline(data, out: Path) -> None:
-    """The flags its export reads (running it needs nnU-Net: tests/test_nnunet_baseline.py)."""
+    """The flags its export reads (running it needs nnU-Net: tests/experiments/test_nnunet_baseline.py)."""
     module = load_script("experiments/nnunet_baseline.py")
     args = module.parse_data_arguments(module.build_parser(), ["--dataset", str(data["file"])])
     assert (args.dataset_split, args.path_images, args.image_postfix, args.path_geodesic_labels) == (

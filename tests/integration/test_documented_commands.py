@@ -21,7 +21,7 @@ random-weight models, packages and plans where commands read them); each command
 copy of that folder (big files hard-linked) through its script's ``main(argv)``. Commands that
 differ only in data paths and file postfixes run once (:func:`test_deduplicated_commands_are_listed`
 names the others). The progress plot each training draws (1.6 s a run) is replaced by a no-op
-(``tests/test_progress_plot.py`` tests it).
+(``tests/utilities/training/test_progress.py`` tests it).
 
 What is not run in full, each a skip with its reason in ``pytest -rs``. The budget is ~60-90 s
 on 2 cores (measured: ~65 s of CPU), and one interpreter start costs ~5 s, so the commands that
@@ -30,19 +30,19 @@ run them for real:
 
 * ``experiments/ablate.py`` runs with ``--dry_run``: the config, the variants, the baseline and
   every run's command line are checked by the scripts' own parsers; nothing is trained
-  (``tests/test_ablate.py``, ``tests/test_nnunet_baseline.py`` run real ablations).
+  (``tests/experiments/test_ablate.py``, ``tests/experiments/test_nnunet_baseline.py`` run real ablations).
   ``experiments/family.py`` makes its first member at 32x32x16 and hands its ablation to
   ``ablate.py --dry_run``;
 * ``bash benchmarks/gpu_check.sh ARGS`` runs ``bench_gpu.py ARGS`` here; the whole script runs end
-  to end (``GPU_CHECK_SMOKE=1``) in ``tests/test_benchmarks.py``, which also runs bench_gpu's SCM
+  to end (``GPU_CHECK_SMOKE=1``) in ``tests/benchmarks/test_benchmarks.py``, which also runs bench_gpu's SCM
   and compiled rows; here ``bench_gpu.py`` runs its stage-1 rows at batch 1;
-* not run, their arguments checked: ``make demo`` (``run_demo.py --quick`` is ``tests/test_demo.py``),
+* not run, their arguments checked: ``make demo`` (``run_demo.py --quick`` is ``tests/integration/test_demo.py``),
   ``make test`` (this suite), ``make install`` and the ``pip``/``venv`` lines (network; the pins
   are compared with requirements.txt), ``experiments/nnunet_baseline.py`` and nnU-Net's own
   ``nnUNetv2_*`` lines (nnU-Net's planning, worker processes and training take minutes;
-  ``tests/test_nnunet_baseline.py``, ``tests/test_nnunet_trainer_paseg.py``; the ``-tr`` trainer
+  ``tests/experiments/test_nnunet_baseline.py``, ``tests/experiments/test_nnunet_trainer_paseg.py``; the ``-tr`` trainer
   must exist), ``experiments/collapse_analysis.py`` (a fixed grid of measurements, minutes;
-  ``tests/test_collapse_analysis.py``) and ``torchrun`` lines written as templates (``...``).
+  ``tests/experiments/test_collapse_analysis.py``) and ``torchrun`` lines written as templates (``...``).
 """
 from __future__ import annotations
 
@@ -450,19 +450,19 @@ def _prepare_member_config(flags: Mapping[str, list[str]], argv: list[str]) -> N
 
 GEODESIC = Smoke(set={"--num_workers": ("1",)}, outputs=("{--path_geodesic}",))
 _BENCH = {"--repeats": ("1",), "--warmup": ("0",), "--threads": ("1",)}
-#: bench_gpu.py on CPU: its stage-1 rows at batch 1, one timed step (the SCM rows: tests/test_benchmarks.py).
+#: bench_gpu.py on CPU: its stage-1 rows at batch 1, one timed step (the SCM rows: tests/benchmarks/test_benchmarks.py).
 _GPU = {"--device": ("cpu",), "--quick": (), "--batches": ("1",), "--repeats": ("1",), "--steps": ("stage-1",)}
 _NOT_RUN = {
     "nnunet": "nnU-Net's planning, preprocessing (worker processes) and training take minutes even for one "
-              "iteration; tests/test_nnunet_baseline.py runs it at one iteration",
-    "collapse": "measures a fixed grid (minutes, no smoke size); tests/test_collapse_analysis.py tests its parts",
+              "iteration; tests/experiments/test_nnunet_baseline.py runs it at one iteration",
+    "collapse": "measures a fixed grid (minutes, no smoke size); tests/experiments/test_collapse_analysis.py tests its parts",
     "make demo": "runs data/demo/run_demo.py, five trainings as subprocesses (minutes); its --quick run is "
-                 "tests/test_demo.py",
+                 "tests/integration/test_demo.py",
     "make test": "the test suite itself",
     "install": "installs packages from the network (the pins are checked against requirements.txt)",
     "nnunet cli": "nnU-Net's own command line on its prepared dataset (minutes); the trainer is tested in "
-                  "tests/test_nnunet_trainer_paseg.py",
-    "torchrun": "a template (flags elided: '...', '<host>'); launching is tested by tests/test_distributed.py",
+                  "tests/experiments/test_nnunet_trainer_paseg.py",
+    "torchrun": "a template (flags elided: '...', '<host>'); launching is tested by tests/utilities/core/test_distributed.py",
 }
 SMOKE: dict[str, Smoke] = {
     "data/VS/convert.py": Smoke(outputs=("{--output}",)),
@@ -492,7 +492,7 @@ SMOKE: dict[str, Smoke] = {
     "experiments/ablate.py": Smoke(set={"--dry_run": ()}, run="dry", prepare=_prepare_member_config,
                                    why="ran with --dry_run: config, variants, baseline and every run's flags "
                                        "checked by the scripts' parsers, nothing trained (a real ablation starts a "
-                                       "subprocess per training; tests/test_ablate.py runs one on tiny data)"),
+                                       "subprocess per training; tests/experiments/test_ablate.py runs one on tiny data)"),
     "experiments/family.py": Smoke(set={"--family_seeds": FIRST, "--seeds": FIRST}, run="dry", patch=_patch_family,
                                    why="ran for its first member at 32x32x16, its ablation with ablate.py "
                                        "--dry_run (nothing trained)"),
@@ -512,7 +512,7 @@ SMOKE: dict[str, Smoke] = {
     "benchmarks/bench_gpu.py": Smoke(set=_GPU),
     "benchmarks/gpu_check.sh": Smoke(set=_GPU, run="part", module="benchmarks/bench_gpu.py",
                                      why="its arguments ran through bench_gpu.py here; the whole script runs end to "
-                                         "end with GPU_CHECK_SMOKE=1 in tests/test_benchmarks.py"),
+                                         "end with GPU_CHECK_SMOKE=1 in tests/benchmarks/test_benchmarks.py"),
     "make demo": Smoke(run="skip", why=_NOT_RUN["make demo"], check=_check_make),
     "make test": Smoke(run="skip", why=_NOT_RUN["make test"], check=_check_make),
     "make install": Smoke(run="skip", why=_NOT_RUN["install"], check=_check_make),
@@ -781,7 +781,7 @@ def dedupe_key(cmd: DocCommand) -> tuple:
 def unmapped(cmd: DocCommand) -> str | None:
     """Why ``cmd`` has no smoke mapping yet (None: it has one)."""
     if cmd.script not in SMOKE:
-        return (f"{cmd.source}: {cmd.text}\n  {cmd.script} has no entry in SMOKE (tests/test_documented_commands.py): "
+        return (f"{cmd.source}: {cmd.text}\n  {cmd.script} has no entry in SMOKE (tests/integration/test_documented_commands.py): "
                 "give its smoke flags and outputs there, and its flag set in FLAG_SETS")
     if flag_set(cmd) not in FLAG_SETS.get(cmd.script, set()):
         return (f"{cmd.source}: {cmd.text}\n  a new flag set of {cmd.script}; check that SMOKE's smoke flags "

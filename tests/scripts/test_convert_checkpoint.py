@@ -97,12 +97,12 @@ def test_saved_published_checkpoint_reproduces_golden_output(golden, tmp_path, m
     net.load_state_dict(published_to_ours(state, name), strict=True)
     expected = golden[f"{name}_output"]
     if name == "U_Net2D5":
-        # same tolerance as tests/test_networks.py (float32)
+        # same tolerance as tests/networks/test_networks.py (float32)
         with torch.no_grad():
             out = net.eval()(golden["net_input"])
         torch.testing.assert_close(out, expected, rtol=0, atol=1e-4 * expected.abs().max().item())
     else:
-        # ill-conditioned outputs (see tests/test_networks.py): float64, the same relative bounds
+        # ill-conditioned outputs (see tests/networks/test_networks.py): float64, the same relative bounds
         with torch.no_grad():
             out = net.double().eval()(golden["net_input"].double())
         expected = expected.double()

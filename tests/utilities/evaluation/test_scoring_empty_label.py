@@ -12,7 +12,7 @@ from utilities.data.layout import RunLayout
 
 # ------------------------------------------------------------------------ empty cases in scoring
 def test_empty_label_kept_and_counted(tmp_path, capsys):
-    """Complements tests/test_scores.py::test_scores_script_keeps_empty_cases (empty predictions and
+    """Complements tests/utilities/evaluation/test_scoring.py::test_scores_script_keeps_empty_cases (empty predictions and
     both empty): a non-empty prediction on an empty label is kept and counted too."""
     shape = (8, 12, 12)
     full = np.zeros(shape, np.uint8)

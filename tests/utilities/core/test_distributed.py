@@ -28,7 +28,7 @@ from utilities.data.loading import DataConfig, ImageSource, load_phase, load_tra
 from utilities.models.checkpoints import load_model_weights, save_model
 from utilities.training.validation import evaluate, mean_scores
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[3]
 STAGE1 = "train_gatedcrfloss3d22d_multiview_varianceloss.py"
 SHAPE = ["32", "32", "16"]
 N_TRAIN, N_VAL = 4, 3  # 3 validation volumes on 2 ranks: uneven shards (2 + 1)
