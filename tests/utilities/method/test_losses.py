@@ -1,5 +1,5 @@
-"""Dice/CE, partial Dice+CE, Variance Minimisation, KD losses and the schedules: hand-computed
-2-voxel cases, error paths, autocast, and the published code's golden values."""
+"""Dice/CE, partial Dice+CE, Variance Minimisation and KD losses: hand-computed 2-voxel cases,
+error paths, autocast, and the published code's golden values."""
 from __future__ import annotations
 
 import math
@@ -8,7 +8,6 @@ import pytest
 import torch
 
 from utilities.method.losses import DICE_EPS, DiceCELoss, KDLoss, PartialDiceCELoss, VarianceLoss, one_hot, soft_dice
-from utilities.method.schedules import poly_lr, sigmoid_rampup
 
 LN3 = math.log(3.0)
 EPS = DICE_EPS
@@ -273,44 +272,3 @@ def test_losses_compute_in_float32_under_autocast(golden, loss_fn, second):
     reference = loss_fn(logits.float(), other.float() if other.is_floating_point() else other)
     assert loss.dtype == torch.float32
     assert loss.item() == reference.item()
-
-
-# ------------------------------------------------------------------------------------- schedules
-@pytest.mark.parametrize("epoch, length, expected", [
-    (0, 30, math.exp(-5.0)),
-    (15, 30, math.exp(-5.0 * 0.25)),
-    (30, 30, 1.0),
-    (45, 30, 1.0),       # clipped above
-    (-3, 30, math.exp(-5.0)),  # clipped below
-    (7, 0, 1.0),         # no ramp
-])
-def test_sigmoid_rampup_table(epoch, length, expected):
-    assert sigmoid_rampup(epoch, length) == pytest.approx(expected, rel=1e-12)
-
-
-@pytest.mark.parametrize("epoch, max_epochs, lr0, expected", [
-    (0, 300, 1e-2, 1e-2),
-    (150, 300, 1e-2, 1e-2 * 0.5 ** 0.9),
-    (299, 300, 1e-2, 1e-2 * (1 / 300) ** 0.9),
-    (300, 300, 1e-2, 0.0),
-])
-def test_poly_lr_table(epoch, max_epochs, lr0, expected):
-    assert poly_lr(epoch, max_epochs, lr0) == pytest.approx(expected, rel=1e-12, abs=0)
-
-
-@pytest.mark.parametrize("call, match", [
-    (lambda: sigmoid_rampup(3, -1), "length"),
-    (lambda: poly_lr(301, 300, 1e-2), "epoch"),
-    (lambda: poly_lr(-1, 300, 1e-2), "epoch"),
-    (lambda: poly_lr(0, 0, 1e-2), "max_epochs"),
-])
-def test_schedule_errors(call, match):
-    with pytest.raises(ValueError, match=match):
-        call()
-
-
-def test_schedules_golden(golden):
-    ramp = torch.tensor([sigmoid_rampup(e, 30) for e in range(41)])
-    torch.testing.assert_close(ramp, golden["sigmoid_rampup_e_0_to_40_L30"], rtol=1e-6, atol=0)
-    lr = torch.tensor([poly_lr(e, 300, 1e-2) for e in range(301)])
-    torch.testing.assert_close(lr, golden["poly_lr_e_0_to_300_E300"], rtol=1e-6, atol=1e-12)
