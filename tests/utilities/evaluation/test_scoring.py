@@ -1,5 +1,5 @@
-"""Metrics and scoring on known masks, empty cases kept; a split's subjects, or a folder of
-predictions against a folder of labels with no split."""
+"""Scoring on known masks, empty cases kept; a split's subjects, or a folder of predictions
+against a folder of labels with no split."""
 from __future__ import annotations
 
 import math
@@ -15,7 +15,6 @@ from utilities import scores
 from utilities.data import splits
 from utilities.data.layout import RunLayout
 from utilities.evaluation import scoring
-from utilities.method.metrics import overlap_metrics, surface_metrics
 from utilities.workflow.cli import run_main
 
 
@@ -23,36 +22,6 @@ def _cube(shape, lo, hi):
     m = np.zeros(shape, bool)
     m[lo[0]:hi[0], lo[1]:hi[1], lo[2]:hi[2]] = True
     return m
-
-
-@pytest.mark.parametrize("pred_cells, gt_cells, dice, jaccard, precision, recall", [
-    # 1-D layouts on a 1×1×4 grid: hand-computed
-    ([1, 1, 0, 0], [1, 1, 0, 0], 1.0, 1.0, 1.0, 1.0),
-    ([1, 1, 0, 0], [0, 1, 1, 0], 0.5, 1 / 3, 0.5, 0.5),
-    ([1, 1, 1, 1], [1, 0, 0, 0], 0.4, 0.25, 0.25, 1.0),
-    ([0, 0, 0, 0], [1, 0, 0, 0], 0.0, 0.0, 0.0, 0.0),
-    ([1, 0, 0, 0], [0, 0, 0, 0], 0.0, 0.0, 0.0, 0.0),
-    ([0, 0, 0, 0], [0, 0, 0, 0], 1.0, 1.0, 1.0, 1.0),
-])
-def test_overlap_metrics_hand_computed(pred_cells, gt_cells, dice, jaccard, precision, recall):
-    pred = np.array(pred_cells, bool).reshape(1, 1, 4)
-    gt = np.array(gt_cells, bool).reshape(1, 1, 4)
-    got = overlap_metrics(pred, gt)
-    assert got == pytest.approx({"dice": dice, "jaccard": jaccard, "precision": precision, "recall": recall})
-
-
-def test_surface_metrics_shifted_cube_in_mm():
-    gt = _cube((10, 10, 10), (2, 2, 2), (6, 6, 6))
-    pred = np.roll(gt, 1, axis=0)  # shifted by one voxel along axis 0 (spacing 2 mm)
-    m = surface_metrics(pred, gt, (2.0, 1.0, 1.0))
-    assert m["hd95"] == pytest.approx(2.0)
-    assert 0 < m["assd"] <= 2.0
-    assert math.isnan(surface_metrics(np.zeros_like(gt), gt, (1, 1, 1))["hd95"])
-
-
-def test_shape_mismatch_raises():
-    with pytest.raises(ValueError, match="differs"):
-        overlap_metrics(np.zeros((2, 2, 2)), np.zeros((2, 2, 3)))
 
 
 def _write(mask, path, spacing=(1.0, 1.0, 2.0)):
