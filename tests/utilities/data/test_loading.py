@@ -1,4 +1,4 @@
-"""Split reading, subject checks and the TorchIO loaders on tiny NIfTI files."""
+"""Subject checks and the TorchIO loaders on tiny NIfTI files."""
 from __future__ import annotations
 
 import gzip
@@ -17,39 +17,6 @@ from utilities.data.loading import (
     make_training_loader,
     make_volume_loader,
 )
-from utilities.data.splits import read_split, subjects_of
-
-
-@pytest.mark.parametrize("text, match", [
-    ("a,training\nb,testing\n", "unknown phase"),
-    ("a,training\na,validation\n", "more than once"),
-    ("a,training,x\n", "3 columns"),
-    ("a,\n", "empty subject or phase"),
-])
-def test_read_split_errors(tmp_path, text, match):
-    path = tmp_path / "s.csv"
-    path.write_text(text)
-    with pytest.raises(ValueError, match=match) as err:
-        read_split(path)
-    assert str(path) in str(err.value)
-
-
-def test_read_split_header_and_phases(tmp_path):
-    path = tmp_path / "s.csv"
-    path.write_text("subject,phase\na,training\nb, validation\nc,inference\nd,training\n")
-    df = read_split(path)
-    assert df["subject"].tolist() == ["a", "b", "c", "d"]
-    assert subjects_of(df, "training") == ["a", "d"]
-    assert subjects_of(df, "validation") == ["b"]
-    with pytest.raises(FileNotFoundError, match="--dataset_split"):
-        read_split(tmp_path / "nope.csv")
-
-
-def test_published_splits():
-    vs = read_split("splits/split_VS.csv")
-    assert vs["phase"].value_counts().to_dict() == {"training": 176, "validation": 20, "inference": 46}
-    brats = read_split("splits/split_BraTS.csv")
-    assert brats["phase"].value_counts().to_dict() == {"training": 244, "validation": 27, "inference": 1}
 
 
 def _sources(p, seeds=True):
