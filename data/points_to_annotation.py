@@ -70,7 +70,7 @@ import SimpleITK as sitk
 from utilities.core.logs import LOGGER_NAME, setup_logger
 from utilities.core.textdata import check_header, loads_json
 from utilities.data.dataset_file import add_dataset_flag, parse_with_dataset, require
-from utilities.data.grid import Grid, find_subject_file, listed, missing_paths, subject_path
+from utilities.data.grid import Grid, find_subject_file, image_extension, listed, missing_paths, subject_path
 from utilities.data.io import check_overwrite, ensure_writable_dir, read_image, save_text, write_image
 from utilities.data.splits import PHASES, subjects_of
 
@@ -615,6 +615,19 @@ def points_to_annotations(points: str | os.PathLike, path_images: str | os.PathL
     return written
 
 
+def _annotated_subjects(folder: Path, postfix: str) -> list[str]:
+    """The subjects of the ``<subject>_<postfix><ext>`` annotation files in ``folder``, in any
+    format of :data:`utilities.data.grid.IMAGE_EXTENSIONS`."""
+    if not folder.is_dir():
+        raise FileNotFoundError(f"annotation folder {folder} does not exist (check --path_anno_7points)")
+    subjects = set()
+    for path in folder.iterdir():
+        ext = image_extension(path)
+        if ext is not None and path.name.endswith(f"_{postfix}{ext}") and path.is_file():
+            subjects.add(path.name[: -len(f"_{postfix}{ext}")])
+    return sorted(subjects)
+
+
 def annotations_to_markups(points: str | os.PathLike, path_anno_7points: str | os.PathLike,
                            anno_7points_postfix: str = "7points", dataset_split: str | os.PathLike | None = None,
                            phase: str | None = None, subject: str | None = None,
@@ -638,15 +651,12 @@ def annotations_to_markups(points: str | os.PathLike, path_anno_7points: str | o
         elif dataset_split is not None:
             subjects = subjects_of(dataset_split, phase)
         else:
-            suffix = f"_{anno_7points_postfix}.nii.gz"
-            folder = Path(path_anno_7points)
-            if not folder.is_dir():
-                raise FileNotFoundError(f"annotation folder {folder} does not exist (check --path_anno_7points)")
-            subjects = sorted(p.name[: -len(suffix)] for p in folder.glob(f"*{suffix}"))
+            subjects = _annotated_subjects(Path(path_anno_7points), anno_7points_postfix)
         if not subjects:
-            raise ValueError(f"no subjects to convert (no *_{anno_7points_postfix}.nii.gz in {path_anno_7points})")
+            raise ValueError(f"no subjects to convert (no *_{anno_7points_postfix}.<ext> image file in "
+                             f"{path_anno_7points}; check --path_anno_7points/--anno_7points_postfix)")
         targets = {s: points / f"{_points_stem(s, points_postfix)}.mrk.json" for s in subjects}
-    sources = {s: subject_path(path_anno_7points, s, anno_7points_postfix) for s in targets}
+    sources = {s: find_subject_file(path_anno_7points, s, anno_7points_postfix, "annotation") for s in targets}
     missing = missing_paths(sources.values())
     if missing:
         raise FileNotFoundError(f"{len(missing)} annotation file(s) missing: {listed(missing)}; "

@@ -227,10 +227,7 @@ NOT_READERS = {
 
 #: Known failures, in files of other owners: (step, format) -> what fails. A step listed here that
 #: works fails the test, so that it is taken off the list.
-KNOWN = {
-    ("data/points_to_annotation.py --to_markups", ".nrrd"):
-        "--to_markups lists the annotations as *_<postfix>.nii.gz only (data/points_to_annotation.py)",
-}
+KNOWN: dict[tuple[str, str], str] = {}
 
 
 def known_step(data, step: str, run: Callable[[], None]) -> None:
