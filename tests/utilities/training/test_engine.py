@@ -1,8 +1,8 @@
 """The training engine: one backward from per-term logit gradients (equal to ``loss.backward()``),
 the training-health columns, the collapse detector (unit cases and a collapse provoked on tiny
-data), the seed rule (the scores against the points by hand, checkpoint selection by seed_dice
-never preferring an epoch below its seeds, the closing warning), and the stage-1 ramp schedule
-with its remedies (warm-up, step-counted ramp)."""
+data), the seed rule (checkpoint selection by seed_dice never preferring an epoch below its
+seeds, the closing warning; the scores against the points are in test_validation.py), and the
+stage-1 ramp schedule with its remedies (warm-up, step-counted ramp)."""
 from __future__ import annotations
 
 import math
@@ -32,7 +32,6 @@ from utilities.training.engine import (
     _below_seeds_line,
     _CollapseDetector,
 )
-from utilities.training.validation import seed_shares, volume_scores
 
 
 # ------------------------------------------------------------------ one backward from logit gradients
@@ -119,27 +118,6 @@ def test_a_flood_warning_names_the_foreground_outside_the_points_boxes():
 
 
 # ------------------------------------------------------------------ the seed rule
-def test_scores_against_the_points_by_hand():
-    """16 voxels: 4 seed core, 4 unknown, 8 certain background; the prediction takes 2 of the core,
-    3 of the unknown and 1 of the background."""
-    seeds = torch.tensor([1, 1, 1, 1, 2, 2, 2, 2, 0, 0, 0, 0, 0, 0, 0, 0]).reshape(1, 1, 4, 2, 2)
-    fg = torch.tensor([1, 1, 0, 0, 1, 1, 1, 0, 1, 0, 0, 0, 0, 0, 0, 0], dtype=torch.bool).reshape(1, 4, 2, 2)
-    shares = {k: float(v) for k, v in seed_shares(fg, seeds[:, 0]).items()}
-    assert shares == {"fg_train": 6 / 16, "seed_fg": 4 / 16, "fg_core": 2 / 16, "seed_unknown": 4 / 16,
-                      "fg_unknown": 3 / 16, "seed_bg": 8 / 16, "fg_outside": 1 / 16}
-    logits = torch.stack([(~fg).float(), fg.float()], 1)
-    scores = volume_scores(logits, None, seeds)
-    # ratio at the three lesions: L = C 0.4 / 1; C + P's 3 unknown (10/13) / (8/11); the whole boxes (10/14) / (8/12)
-    assert scores == {"fg_fraction": 6 / 16, "empty": 0.0, "seed_dice": pytest.approx(4 / 7),
-                      "seed_recall": 0.5, "seed_fpr": 1 / 8, "seed_ratio": pytest.approx(15 / 14), "seed_below": 0.0}
-    missed = volume_scores(torch.stack([fg.float(), (~fg).float()], 1), None, seeds)   # the complement
-    assert missed["seed_recall"] == 0.5 and missed["seed_fpr"] == 7 / 8 and missed["seed_below"] == 1.0
-    no_core = volume_scores(logits, None, torch.where(seeds == 1, 2, seeds))
-    assert "seed_ratio" not in no_core and "seed_below" not in no_core and "seed_dice" in no_core
-    with pytest.raises(ValueError, match=r"seed_shares: foreground \(1, 4, 2, 2\) and seeds \(1, 1, 4, 2, 2\) differ"):
-        seed_shares(fg, seeds)
-
-
 @pytest.mark.parametrize("epochs, guarded, chosen, updates", [
     ([(0.5, False), (0.9, True), (0.4, False)], True, (1, 0.5), [True, False, False]),
     ([(0.5, False), (0.9, True), (0.4, False)], False, (2, 0.9), [True, True, False]),
