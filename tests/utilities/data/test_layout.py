@@ -3,7 +3,6 @@ script or library module joining those names by hand."""
 from __future__ import annotations
 
 import ast
-import re
 from pathlib import Path
 
 import pytest
@@ -112,20 +111,3 @@ def test_no_run_path_joined_by_hand(path):
     rel = str(path.relative_to(ROOT))
     found = [(line, text) for line, text in _hand_joined(path) if (rel, text) not in ALLOWED]
     assert found == [], f"{rel} joins a run's file names by hand; ask utilities.data.layout.RunLayout"
-
-
-def test_one_missing_files_lister():
-    """Missing files are found by utilities.data.grid.missing_paths/missing_files and listed by
-    utilities.data.grid.listed: no module builds that list or message itself."""
-    from utilities.data.grid import MAX_LISTED, listed, missing_paths
-
-    assert listed([f"f{i}" for i in range(3)]) == "f0; f1; f2"
-    many = [f"f{i}" for i in range(MAX_LISTED + 2)]
-    assert listed(many) == "; ".join(many[:MAX_LISTED]) + f"; ... ({MAX_LISTED + 2} in all)"
-    assert missing_paths([Path(__file__), Path(__file__).with_name("nope.nii.gz")], "image") == \
-        [f"image {Path(__file__).with_name('nope.nii.gz')}"]
-    by_hand = re.compile(r"if not \w+\.is_file\(\)\]|missing\[:\d+\]")
-    keys = ROOT / "networks" / "published.py"   # lists a state dict's missing keys, not files
-    offenders = [f"{p.relative_to(ROOT)}:{n}" for p in _sources() if p != keys
-                 for n, line in enumerate(p.read_text(encoding="utf-8").splitlines(), 1) if by_hand.search(line)]
-    assert offenders == []
