@@ -12,6 +12,10 @@ import pytest
 from helpers import ROOT, load_script
 from scipy.stats import wilcoxon
 
+from experiments.ablation import config as ablation_config
+from experiments.ablation import execution, markers
+from utilities.workflow.plan import flag_args
+
 ablate = load_script("experiments/ablate.py")
 make_demo = load_script("data/demo/make_demo_data.py")
 
@@ -245,11 +249,11 @@ def test_missing_dataset_files_and_cli_error_line(tmp_path):
                           capture_output=True, text=True, cwd=ROOT)
     assert proc.returncode == 2
     assert proc.stderr.strip().splitlines() == [
-        f"error: config {bad}: variants.a: unknown key(s) ['x'] (known: {sorted(ablate._VARIANT_KEYS)})"]
+        f"error: config {bad}: variants.a: unknown key(s) ['x'] (known: {sorted(ablation_config._VARIANT_KEYS)})"]
 
 
 def test_flag_args_and_wilcoxon():
-    assert ablate.flag_args({"--a": 1, "--b": [2, 3], "--c": True, "--d": None, "--e": False, "--f": 0.1}) == \
+    assert flag_args({"--a": 1, "--b": [2, 3], "--c": True, "--d": None, "--e": False, "--f": 0.1}) == \
         ["--a", "1", "--b", "2", "3", "--c", "--f", "0.1"]
     x, y = [0.8, 0.7, 0.9, 0.6, 0.75], [0.7, 0.72, 0.5, 0.55, 0.6]
     assert ablate.wilcoxon_p(x, y) == pytest.approx(wilcoxon(x, y).pvalue)
@@ -339,18 +343,18 @@ def test_seed_predictions_read_by_the_one_reader_before_any_is_written(tmp_path)
     run = SimpleNamespace(folder=tmp_path / "run", network="seeds")
     missing = seeds / "c2_GeodesicLabel.nii.gz"
     with pytest.raises(FileNotFoundError) as err:
-        ablate._write_seed_predictions(cfg, run, seeds)
+        execution.write_seed_predictions(cfg, run, seeds)
     assert str(err.value) == f"expanded-seed label file not found: {missing}"
     nan = labels.astype(np.float32)
     nan[0, 0, 0] = np.nan
     sitk.WriteImage(sitk.GetImageFromArray(nan), str(missing))
     with pytest.raises(ValueError) as err:
-        ablate._write_seed_predictions(cfg, run, seeds)
+        execution.write_seed_predictions(cfg, run, seeds)
     assert str(err.value) == (f"expanded-seed label file {missing} has 1 NaN or Inf voxel(s) (NaN/Inf values are "
                               "not allowed); fix or re-export it")
     assert not (tmp_path / "run").exists()             # c1 was read, not written
     sitk.WriteImage(image, str(missing))
-    ablate._write_seed_predictions(cfg, run, seeds)
+    execution.write_seed_predictions(cfg, run, seeds)
     for case in ("c1", "c2"):
         pred = sitk.ReadImage(str(tmp_path / "run" / "seeds" / "output_pred" / f"{case}_T2" / f"{case}_T2_seg.nii.gz"))
         assert pred.GetSpacing() == (1.0, 2.0, 3.0)
@@ -361,13 +365,25 @@ def test_run_markers_with_a_repeated_key_are_named(tmp_path):
     """The runner's markers go through utilities.core.textdata.loads_json: a key written twice is one
     line naming the file; a missing or broken marker is no marker (the step runs again)."""
     marker = tmp_path / ablate.DONE_NAME
-    assert ablate._read_json(marker) is None
+    assert markers.read_json(marker) is None
     marker.write_text('{"command": ["a"', encoding="utf-8")
-    assert ablate._read_json(marker) is None
+    assert markers.read_json(marker) is None
     marker.write_text('{"command": ["a"], "command": ["b"]}', encoding="utf-8")
     with pytest.raises(ValueError) as err:
-        ablate._read_json(marker)
+        markers.read_json(marker)
     assert str(err.value) == (f"run marker {marker}: key 'command' appears twice in one JSON object (the second "
                               "would silently replace the first); keep one")
     marker.write_text('{"command": ["a"], "seconds": 1.5}', encoding="utf-8")
-    assert ablate._read_json(marker) == {"command": ["a"], "seconds": 1.5}
+    assert markers.read_json(marker) == {"command": ["a"], "seconds": 1.5}
+
+
+def test_the_readme_schema_table_is_the_schema_in_code():
+    """experiments/configs/README.md documents the config by the table that SCHEMA (the records the
+    runner checks a config against) writes; a key added in one place only fails here."""
+    readme = (ROOT / "experiments" / "configs" / "README.md").read_text(encoding="utf-8")
+    table = ablation_config.schema_markdown()
+    assert table in readme, f"replace the schema table of experiments/configs/README.md with:\n{table}"
+    documented = [line.split("`")[1] for line in readme.splitlines() if line.startswith("| `")]
+    assert documented == [k.key for k in ablation_config.SCHEMA]
+    assert set(ablation_config.keys("")) == {"title", "dataset", "base", "variants", "seeds", "baseline"}
+    assert ablation_config.required("") == ("dataset", "variants", "seeds", "baseline")

@@ -18,6 +18,8 @@ import pytest
 from helpers import ROOT, load_script, script_env
 from synth import make_vs_dataset
 
+from experiments.ablation import execution
+
 ablate = load_script("experiments/ablate.py")
 
 FAKE = '''#!{python}
@@ -126,7 +128,7 @@ def test_a_flag_typo_is_refused_before_any_training(setup, capsys):
 def test_an_argparse_exit_in_process_becomes_an_error(tmp_path):
     log = tmp_path / "log.txt"
     with pytest.raises(RuntimeError, match=rf"inference.py exited with 2 \(a flag it does not accept\); log: {log}"):
-        ablate._call_in_process([sys.executable, "inference.py", "--sw_overlapp", "0.5"], log, 1)
+        execution.call_in_process([sys.executable, "inference.py", "--sw_overlapp", "0.5"], log, 1)
     assert "unrecognized arguments: --sw_overlapp 0.5" in log.read_text()
 
 

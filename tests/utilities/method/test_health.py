@@ -8,8 +8,8 @@ import math
 
 import pandas as pd
 import pytest
-from helpers import load_script
 
+from experiments.ablation import summary as ablate  # the runner's health: run_health, health_table, _patience
 from utilities.method.health import (
     CollapseWatch,
     collapsed_rows,
@@ -21,8 +21,6 @@ from utilities.method.health import (
     watch_for,
 )
 from utilities.training import progress
-
-ablate = load_script("experiments/ablate.py")
 
 # stage-1 rows without the engine's verdict column (a log written before it existed):
 # 1 healthy; 2 empty validation; 3 a tenth of the seeds' foreground on the training patches

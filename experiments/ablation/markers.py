@@ -1,0 +1,94 @@
+"""The files that make a run resumable and skippable, in its folder: ``ablate_started.json``
+(written before a training starts: a killed run is resumed only with the flags it was started
+with), ``ablate_trained.json`` (after it), ``ablate_done.json`` (atomically, after scoring: the
+run is skipped), and what :func:`train_mode` reads in the folder (``--resume`` or ``--overwrite``)."""
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from utilities.core.textdata import loads_json
+from utilities.data.io import save_text
+from utilities.data.layout import RunLayout
+
+from .commands import Run
+from .scripts import NNUNET_NETWORK
+
+__all__ = ["DONE_NAME", "TRAINED_NAME", "STARTED_NAME", "LOG_NAME", "train_mode", "read_json", "write_json",
+           "signature", "changes", "finished"]
+
+DONE_NAME = "ablate_done.json"
+TRAINED_NAME = "ablate_trained.json"
+#: Written before a training starts: a killed run is resumed only with the flags it was started with.
+STARTED_NAME = "ablate_started.json"
+LOG_NAME = "ablate_log.txt"
+
+
+def train_mode(folder: Path) -> str | None:
+    """``--resume`` if the run folder holds a latest checkpoint (or an nnU-Net run), ``--overwrite``
+    if it holds other checkpoints (a run killed before its first latest checkpoint), ``None`` for
+    a fresh folder."""
+    nnunet = RunLayout(folder, NNUNET_NETWORK).folder
+    if nnunet.is_dir() and any(nnunet.iterdir()):
+        return "--resume"
+    runs = [RunLayout.of_folder(d) for d in folder.glob("*")]
+    if any(run.latest().is_file() or run.latest(scm=True).is_file() for run in runs):
+        return "--resume"
+    return "--overwrite" if any(any(run.models.glob("*.pth")) for run in runs) else None
+
+
+def read_json(path: Path) -> dict[str, Any] | None:
+    """A marker the runner wrote (or nnU-Net's ``budget.json``); ``None`` when it is missing or
+    unreadable (the step runs again). A key repeated in it is a one-line error naming the file."""
+    try:
+        return loads_json(path.read_text(encoding="utf-8"), f"run marker {path}")
+    except (OSError, json.JSONDecodeError):
+        return None
+
+
+def write_json(obj: dict[str, Any], path: Path) -> None:
+    save_text(json.dumps(obj, indent=1) + "\n", path)
+
+
+def signature(run: Run) -> list[str]:
+    """What identifies a run's training: its command minus the interpreter."""
+    return run.train[1:]
+
+
+def _flag_values(command: Sequence[str]) -> dict[str, tuple[str, ...]]:
+    """``--flag`` -> its values in a command (the script as ``""``)."""
+    out: dict[str, tuple[str, ...]] = {"": (Path(command[0]).name,)} if command else {}
+    flag = None
+    for token in command[1:]:
+        if token.startswith("--"):
+            flag = token
+            out[flag] = ()
+        elif flag is not None:
+            out[flag] += (token,)
+    return out
+
+
+def changes(old: Sequence[str], new: Sequence[str]) -> str:
+    """What differs between two commands, e.g. ``--learning_rate 0.01 -> 0.04``."""
+    a, b = _flag_values(old), _flag_values(new)
+    shown = []
+    for flag in dict.fromkeys([*a, *b]):
+        if a.get(flag) != b.get(flag):
+            before = " ".join(a[flag]) if flag in a else "(absent)"
+            after = " ".join(b[flag]) if flag in b else "(absent)"
+            shown.append(f"{flag or 'script'} {before} -> {after}")
+    return ", ".join(shown[:5]) + (" ..." if len(shown) > 5 else "")
+
+
+def finished(run: Run) -> bool:
+    marker = read_json(run.folder / DONE_NAME)
+    if marker is None:
+        return False
+    if marker.get("command") != signature(run):
+        raise ValueError(f"run folder {run.folder} holds a finished run made with other flags than the config "
+                         "now gives; delete that folder or choose another --output_dir")
+    return run.results.is_file()
+
+
