@@ -2,8 +2,8 @@
 
 Modules, each importing only those above it:
 
-- :mod:`.config`: the JSON config, its schema (:data:`.config.SCHEMA`, one record per key) and its checks;
 - :mod:`.scripts`: the scripts the runner calls, and their argument parsers;
+- :mod:`.config`: the JSON config, its schema (:data:`.config.SCHEMA`, one record per key) and its checks;
 - :mod:`.commands`: the runs of a config and the command line of every step (stage 0, training,
   inference, scores);
 - :mod:`.checks`: every command's flags and checkpoints checked before anything runs;
