@@ -22,9 +22,9 @@ SCRIPTS = {"utilities/scores.py": "tests/utilities/evaluation/test_scoring.py"}
 #: Test modules of a mirrored folder that test the package as a whole, not one module.
 PACKAGE_TESTS = {"tests/utilities/test_structure.py": "the import layers of utilities"}
 
-#: The folders for test modules that are not about one module of the library: the scripts at the
-#: root and under data/, the experiments, the benchmarks, whole runs of the sequence, and the
-#: robustness tests (grouped by theme: one theme touches many modules and scripts).
+#: The folders (and their subfolders) for test modules that are not about one module of the
+#: library: the scripts at the root and under data/, the experiments, the benchmarks, whole runs of
+#: the sequence, and the robustness tests (grouped by theme: one theme touches many modules and scripts).
 OTHER_FOLDERS = ("tests/scripts", "tests/experiments", "tests/benchmarks", "tests/integration", "tests/robustness")
 
 #: Test modules at the top of tests/ (this one: it is about the tests, not about a source file).
@@ -72,7 +72,7 @@ def tree_problems(sources: Iterable[str], tests: Iterable[str]) -> list[str]:
             if str(t) not in PACKAGE_TESTS and not any(_tests_a_module(t.stem, m) for m in names):
                 problems.append(f"{t} is named after no module of {package}/ ({', '.join(sorted(modules[package]))}): "
                                 "rename it test_<module>.py or test_<module>_<aspect>.py, or move it")
-        elif str(t.parent) not in OTHER_FOLDERS and str(t) not in TOP_LEVEL:
+        elif not any(t.is_relative_to(folder) for folder in OTHER_FOLDERS) and str(t) not in TOP_LEVEL:
             problems.append(f"{t} is outside the mirrored tree: move it to the folder that mirrors its module "
                             f"(tests/<package>/...) or to one of {', '.join(OTHER_FOLDERS)}")
     names: dict[str, list[str]] = defaultdict(list)
@@ -113,7 +113,8 @@ TESTS_MADE_UP = ["tests/conftest.py", "tests/helpers.py", "tests/test_tree.py", 
                  "tests/utilities/core/test_jobs_interrupt.py", "tests/utilities/data/test_grid.py",
                  "tests/utilities/data/test_dataset_file.py", "tests/networks/test_networks.py",
                  "tests/networks/test_blocks.py", "tests/integration/test_pipeline.py",
-                 "tests/robustness/test_sane_inputs.py", "tests/scripts/test_inference.py"]
+                 "tests/robustness/test_sane_inputs.py", "tests/scripts/test_inference.py",
+                 "tests/experiments/ablation/test_config.py"]
 
 
 def test_a_complete_made_up_tree_passes():
