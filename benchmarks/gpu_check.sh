@@ -8,7 +8,7 @@
 # GPU_CHECK_SMOKE=1 runs every step end to end on the CPU at a smoke size, with the interpreter of
 # $PYTHON and nothing installed: bench_gpu.py --device cpu --quick at batch 1 with one timed step, the
 # mCRF benchmark on 16x16x16 in one process, and the CUDA tests collected but not run
-# (tests/test_benchmarks.py does this).
+# (tests/benchmarks/test_benchmarks.py does this).
 set -u -o pipefail
 cd "$(dirname "$0")/.."
 export PYTHONUNBUFFERED=1
@@ -43,6 +43,7 @@ fi
   timeout 60 "$PY" benchmarks/bench_crf.py ${CRF_ARGS[@]+"${CRF_ARGS[@]}"} --implementations shifts rows --no_check \
     || echo "bench_crf.py exited with $? (124: timed out)"
   echo "== CUDA tests (skipped without a GPU)"
-  timeout 120 "$PY" -m pytest -q -p no:cacheprovider tests/test_networks.py tests/test_crf.py tests/test_compile.py \
+  timeout 120 "$PY" -m pytest -q -p no:cacheprovider tests/networks/test_networks.py tests/utilities/method/test_losses_mcrf.py \
+    tests/utilities/core/test_compile.py \
     -k cuda ${TEST_ARGS[@]+"${TEST_ARGS[@]}"}
 } 2>&1 | tee "$LOG"
