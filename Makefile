@@ -8,7 +8,7 @@ GEODISTK_PIN := $(shell grep -E '^GeodisTK==' requirements.txt)
 # numpy 2 removed NPY_IN_ARRAY, which GeodisTK 0.1.7 still uses.
 GEODISTK_FLAGS := -DNPY_IN_ARRAY=NPY_ARRAY_IN_ARRAY
 
-.PHONY: install lint test demo clean-venv
+.PHONY: install lint test test-quick demo clean-venv
 
 # nnU-Net finds PA-Seg's trainers by name (nnUNetv2_train/nnUNetv2_predict -tr nnUNetTrainerPASeg): one small
 # module written into nnunetv2/training/nnUNetTrainer/ (experiments/nnunet_trainers/install_paseg_trainers.py)
@@ -36,14 +36,21 @@ lint: install
 	$(PY) -m mypy
 
 # -rs: every skipped test with its reason (tests/integration/test_documented_commands.py: the documented commands not run);
-# -n auto --dist loadfile: one worker per core (pytest-xdist), each test module on one worker so its
-# module-scoped fixtures (tiny trained runs) are built once. The torchrun tests start two ranks per
-# run and run afterwards on their own, not beside another worker: on two cores, four busy processes
-# once left a finished rank waiting until the launch timeout.
+# -n auto: one worker per core (pytest-xdist); --dist loadgroup --no-loadscope-reorder: the tests of a module
+# that builds a module-scoped fixture (a tiny trained run) stay on one worker, so it is built once; every
+# other test goes to whichever worker is free, the slow ones first (tests/conftest.py). The torchrun tests
+# start two ranks per run and run afterwards on their own, not beside another worker: on two cores, four
+# busy processes once left a finished rank waiting until the launch timeout.
 TORCHRUN_TESTS := tests/utilities/core/test_distributed.py
+XDIST := -n auto --dist loadgroup --no-loadscope-reorder
 test: install lint
-	$(PY) -m pytest -q -rs -n auto --dist loadfile --ignore=$(TORCHRUN_TESTS) tests
+	$(PY) -m pytest -q -rs $(XDIST) --ignore=$(TORCHRUN_TESTS) tests
 	$(PY) -m pytest -q -rs $(TORCHRUN_TESTS)
+
+# For development: no lint, no end-to-end tests (marked slow: trainings, script runs, benchmarks; see
+# docs/guide/testing.md), no torchrun launches. `make test` runs everything.
+test-quick: install
+	$(PY) -m pytest -q $(XDIST) -m "not slow" --ignore=$(TORCHRUN_TESTS) tests
 
 clean-venv:
 	rm -rf $(VENV)

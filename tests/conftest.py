@@ -1,8 +1,12 @@
 """Shared fixtures: the repository root on sys.path (via ``helpers``), one thread, the golden
-file, the locale. Helpers that tests import live in ``tests/helpers.py``."""
+file, the locale, the tiny datasets several modules read; the ``slow`` marker and how pytest-xdist
+shares the tests between its workers (``--dist loadgroup``). Helpers that tests import live in ``tests/helpers.py``."""
 from __future__ import annotations
 
+import functools
 import locale
+import re
+from pathlib import Path
 
 import pytest
 import torch
@@ -51,3 +55,76 @@ def data(tmp_path):
 
     return make_vs_dataset(tmp_path / "data", n_train=2, n_val=1, n_inf=1)
 
+
+
+@pytest.fixture(scope="session")
+def quick_demo(tmp_path_factory) -> Path:
+    """The ``--quick`` demo dataset (make_demo_data.py: 4 training, 2 validation, 2 inference cases
+    of 32x32x16), written once per worker: ``<root>/data/{image_crop,label_crop,annotation_7points}``
+    and ``<root>/split.csv``. Read only: a test writes its runs under its own ``tmp_path``."""
+    from helpers import make_quick_demo
+
+    return make_quick_demo(tmp_path_factory.mktemp("quick_demo"))
+
+
+@pytest.fixture(scope="session")
+def tiny_seeds(tmp_path_factory) -> tuple[Path, list[str]]:
+    """:func:`helpers.tiny_seeded` once per worker (2 training, 1 validation case and their stage-0
+    seeds): ``(seeds folder, stage-1 data flags)``. Read only."""
+    from helpers import tiny_seeded
+
+    return tiny_seeded(tmp_path_factory.mktemp("tiny_seeds"))
+
+
+# --- slow tests, and the tests' share between pytest-xdist workers ------------------------------------------------
+_SHARED = re.compile(r"""scope\s*=\s*["'](module|class|package)["']""")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "slow: end to end (trains models, runs scripts or benchmarks); "
+                                       "`make test-quick` leaves these out (-m 'not slow')")
+
+
+@functools.cache
+def shares_module_fixtures(module: str) -> bool:
+    """Whether the test module ``module`` (a path relative to the repository root) defines a
+    fixture built once per module or class (a tiny trained run, a prepared dataset): its tests
+    must then run on one worker, or each worker builds the fixture again."""
+    try:
+        return bool(_SHARED.search((ROOT / module).read_text(encoding="utf-8")))
+    except OSError:
+        return True
+
+
+def work_unit(nodeid: str) -> str:
+    """What pytest-xdist hands to one worker in one piece: the whole module when it shares a
+    module-scoped fixture (:func:`shares_module_fixtures`), else the test alone."""
+    module = nodeid.split("::", 1)[0]
+    return module if shares_module_fixtures(module) else nodeid
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """The ``slow`` tests first, and with them every test of a module handed out whole
+    (:func:`work_unit`) that holds one: the workers take the long tests while the short ones
+    are left to fill their ends, instead of one long test running alone at the end."""
+    slow_units = {work_unit(item.nodeid) for item in items if item.get_closest_marker("slow") is not None}
+    items.sort(key=lambda item: work_unit(item.nodeid) not in slow_units)  # stable: collection order within
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_make_scheduler(config: pytest.Config, log):
+    """``--dist loadgroup``: one work unit per module that shares a module-scoped fixture, one per
+    test otherwise (:func:`work_unit`), handed out in the collection's order with
+    ``--no-loadscope-reorder`` (the slow tests first). pytest-xdist's own ``xdist_group`` marks
+    do not reach its scheduler under pytest 9 (it renames ``item._nodeid``, which pytest 9 no
+    longer reads), so the units are decided here, from the node ids alone."""
+    if config.getvalue("dist") != "loadgroup":
+        return None
+    from xdist.scheduler import LoadScopeScheduling
+
+    class ModuleFixtureScheduling(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            return work_unit(nodeid)
+
+    return ModuleFixtureScheduling(config, log)

@@ -25,7 +25,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 __all__ = ["ROOT", "SHAPE", "STAGE1", "SCM", "load_script", "stage1_args", "scm_args", "inference_args",
            "geodesic_args", "pretrained", "a_model", "one_line", "weights", "same_weights", "run_script",
-           "script_env"]
+           "script_env", "make_quick_demo", "demo_dataset"]
 
 #: The patch size of every test run (the synthetic volumes are 32×32×16).
 SHAPE = ["--spatial_shape", "32", "32", "16"]
@@ -164,3 +164,22 @@ def tiny_seeded(root: Path) -> tuple[Path, list[str]]:
     return seeds, ["--dataset_split", str(p["split"]), "--path_images", str(p["image_crop"]),
                    "--path_labels", str(p["label_crop"]), "--path_geodesic_labels", str(seeds),
                    "--spatial_shape", "32", "32", "16", "--down_size", "16", "16", "16", "--device", "cpu"]
+
+
+def make_quick_demo(root: Path) -> Path:
+    """The ``--quick`` demo dataset of ``data/demo/make_demo_data.py`` (4 training, 2 validation,
+    2 inference cases of 32x32x16) in ``<root>/data``, its split in ``<root>/split.csv``; returns
+    ``root``. The session fixture ``quick_demo`` (conftest.py) writes it once per worker."""
+    make_demo = load_script("data/demo/make_demo_data.py")
+    make_demo.main(["--quick", "--output_dir", str(root / "data"), "--split_file", str(root / "split.csv"),
+                    "--no_report"])
+    return root
+
+
+def demo_dataset(root: Path) -> dict[str, str]:
+    """The ``dataset`` section of an ablation config (experiments/configs/README.md) for the demo
+    dataset written by :func:`make_quick_demo` under ``root``."""
+    data = root / "data"
+    return {"split_file": str(root / "split.csv"), "images": str(data / "image_crop"), "image_postfix": "T2",
+            "labels": str(data / "label_crop"), "label_postfix": "Label",
+            "annotations": str(data / "annotation_7points"), "annotation_postfix": "7points"}

@@ -19,6 +19,7 @@ def _row(text: str, label: str) -> list[str]:
     return line[len(label):].split()
 
 
+@pytest.mark.slow
 def test_bench_gpu_quick_on_cpu():
     if not hasattr(torch, "compile") or not torch._dynamo.is_dynamo_supported():
         pytest.skip("torch.compile is not supported by this Python/torch build")
@@ -76,6 +77,7 @@ def _table(text: str, title: str) -> dict[str, list[str]]:
     return rows
 
 
+@pytest.mark.slow
 def test_bench_step_every_variant_through_the_trainers_train_step(monkeypatch, capsys):
     """Every variant of bench_step.py (and --data) runs, each step being one call of the engine's
     ``train_step``; the backward phase is timed and the phases add up to the step. On a CPU,
@@ -111,6 +113,7 @@ def test_bench_step_every_variant_through_the_trainers_train_step(monkeypatch, c
     assert "first (decode+preprocess)" in text and "cached (later epochs)" in text
 
 
+@pytest.mark.slow
 def test_gpu_check_smoke_runs_end_to_end_on_cpu(tmp_path):
     """GPU_CHECK_SMOKE=1: every step of the device script runs on CPU (nothing installed): the
     benchmark's rows, the mCRF benchmark, the CUDA tests collected; its log in $OUT."""

@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import SimpleITK as sitk
-from helpers import load_script
+from helpers import demo_dataset, load_script
 
 from utilities.data.splits import read_split, subjects_of
 
@@ -20,7 +20,6 @@ pytest.importorskip("nnunetv2.training.nnUNetTrainer.nnUNetTrainer",
 
 ablate = load_script("experiments/ablate.py")
 baseline = load_script("experiments/nnunet_baseline.py")
-make_demo = load_script("data/demo/make_demo_data.py")
 
 BUDGET = {"--epochs": 1, "--iterations_per_epoch": 1, "--val_iterations": 1, "--disable_tta": True}
 VARIANTS = {"seeds_only": {"kind": "stage1", "label": "Seeds only",
@@ -30,22 +29,18 @@ VARIANTS = {"seeds_only": {"kind": "stage1", "label": "Seeds only",
 
 
 @pytest.fixture(scope="module")
-def done(tmp_path_factory):
+def done(quick_demo, tmp_path_factory):
     """The --quick demo data (4/2/2 cases of 32x32x16) and one finished ablation: seeds-only stage 1
     (1 epoch) and nnU-Net on the expanded seeds and on the full labels (1 iteration), seed 0."""
-    root = tmp_path_factory.mktemp("nnunet")
-    make_demo.main(["--quick", "--output_dir", str(root / "data"), "--split_file", str(root / "split.csv"),
-                    "--no_report"])
-    cfg = {"title": "tiny", "dataset": {
-        "split_file": str(root / "split.csv"), "images": str(root / "data" / "image_crop"), "image_postfix": "T2",
-        "labels": str(root / "data" / "label_crop"), "label_postfix": "Label",
-        "annotations": str(root / "data" / "annotation_7points"), "annotation_postfix": "7points"},
-        "base": {"stage1": {"--max_epochs": 1, "--rampup_epochs": 1, "--spatial_shape": [32, 32, 16],
-                            "--down_size": [16, 16, 16]}},
-        "variants": VARIANTS, "seeds": [0], "baseline": "seeds_only"}
-    cfg_path = root / "tiny.json"
+    root = quick_demo
+    cfg = {"title": "tiny", "dataset": demo_dataset(root),
+           "base": {"stage1": {"--max_epochs": 1, "--rampup_epochs": 1, "--spatial_shape": [32, 32, 16],
+                               "--down_size": [16, 16, 16]}},
+           "variants": VARIANTS, "seeds": [0], "baseline": "seeds_only"}
+    work = tmp_path_factory.mktemp("nnunet")
+    cfg_path = work / "tiny.json"
     cfg_path.write_text(json.dumps(cfg))
-    out = root / "out"
+    out = work / "out"
     table = ablate.main(["--config", str(cfg_path), "--output_dir", str(out), "--device", "cpu"])
     return root, cfg_path, out, table
 
@@ -54,6 +49,7 @@ def _run(out: Path, variant: str) -> Path:
     return out / "runs" / variant / "seed0" / "nnUNet"
 
 
+@pytest.mark.slow
 def test_nnunet_rows_stand_in_the_table_with_their_budget(done):
     root, _, out, table = done
     written = pd.read_csv(out / "table.csv").set_index("variant")
@@ -77,6 +73,7 @@ def test_nnunet_rows_stand_in_the_table_with_their_budget(done):
     assert "| Steps |" in (out / "table.md").read_text()
 
 
+@pytest.mark.slow
 def test_exports_are_the_seeds_with_an_ignore_label_and_the_full_labels(done):
     root, _, out, _ = done
     split = read_split(root / "split.csv")
@@ -97,6 +94,7 @@ def test_exports_are_the_seeds_with_an_ignore_label_and_the_full_labels(done):
             assert set(np.unique(exported)) == {0, 1, 2}
 
 
+@pytest.mark.slow
 def test_predictions_lie_on_the_image_grid(done):
     root, _, out, _ = done
     cases = subjects_of(read_split(root / "split.csv"), "inference")
@@ -113,6 +111,7 @@ def test_predictions_lie_on_the_image_grid(done):
             assert set(np.unique(sitk.GetArrayFromImage(pred))) <= {0, 1}
 
 
+@pytest.mark.slow
 def test_second_ablation_skips_every_run(done, capsys):
     _, cfg_path, out, _ = done
     before = (_run(out, "nnunet_seeds") / "budget.json").stat().st_mtime_ns
@@ -142,6 +141,7 @@ def _driver_args(root: Path, out: Path, variant: str, **changes: str) -> list[st
     return args + (["--labels", "full"] if variant == "nnunet_full" else [])
 
 
+@pytest.mark.slow
 def test_driver_refuses_a_held_folder_and_changed_arguments(done, own_environment):
     root, _, out, _ = done
     with pytest.raises(FileExistsError, match="pass --resume to continue it or --overwrite"):
@@ -154,6 +154,7 @@ def test_driver_refuses_a_held_folder_and_changed_arguments(done, own_environmen
         baseline.main(_driver_args(root, out, "nnunet_seeds", **{"--iterations_per_epoch": "0"}))
 
 
+@pytest.mark.slow
 def test_driver_resume_of_a_finished_run_changes_nothing(done, own_environment):
     root, _, out, _ = done
     folder = _run(out, "nnunet_full") / "output_pred"
@@ -236,6 +237,7 @@ def test_driver_resumes_a_run_recorded_before_the_trainer_flag(tmp_path):
         baseline._prepare_folder(args, record, defaults)
 
 
+@pytest.mark.slow
 def test_the_trained_checkpoints_load_weights_only(done):
     """The run's own nnU-Net checkpoints (numpy scalars in its logs, torch.device in its init
     arguments) load through the weights-only reader the driver predicts and resumes with."""

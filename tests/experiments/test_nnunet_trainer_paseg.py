@@ -14,7 +14,7 @@ import pandas as pd
 import pytest
 import SimpleITK as sitk
 import torch
-from helpers import ROOT, load_script
+from helpers import ROOT, demo_dataset, load_script
 
 from utilities.data.splits import read_split, subjects_of
 from utilities.method.losses import MultiViewGatedCRFLoss, VarianceLoss
@@ -31,7 +31,6 @@ trainer_module = importlib.import_module("nnUNetTrainerPASeg")
 installer = load_script("experiments/nnunet_trainers/install_paseg_trainers.py")
 stage1 = load_script("train_gatedcrfloss3d22d_multiview_varianceloss.py")
 ablate = load_script("experiments/ablate.py")
-make_demo = load_script("data/demo/make_demo_data.py")
 
 RegulariserSettings = settings_module.RegulariserSettings
 PASegRegularisers = trainer_module.PASegRegularisers
@@ -199,22 +198,18 @@ def test_installed_module_of_a_moved_repository_warns_and_defines_nothing(tmp_pa
 # --- end to end on tiny data ----------------------------------------------------------------------------------
 
 @pytest.fixture(scope="module")
-def ablation(tmp_path_factory):
+def ablation(quick_demo, tmp_path_factory):
     """The --quick demo data and an ablation with the expanded seeds and nnU-Net with the PA-Seg
     trainer (2 epochs x 2 iterations), seed 0: the runner's kind, nnU-Net's planning and preprocessing."""
-    root = tmp_path_factory.mktemp("nnunet_paseg")
-    make_demo.main(["--quick", "--output_dir", str(root / "data"), "--split_file", str(root / "split.csv"),
-                    "--no_report"])
-    cfg = {"title": "tiny", "dataset": {
-        "split_file": str(root / "split.csv"), "images": str(root / "data" / "image_crop"), "image_postfix": "T2",
-        "labels": str(root / "data" / "label_crop"), "label_postfix": "Label",
-        "annotations": str(root / "data" / "annotation_7points"), "annotation_postfix": "7points"},
-        "variants": {"seeds": {"kind": "seeds", "label": "Expanded seeds"},
-                     "nnunet_paseg": {"kind": "nnunet", "label": "nnU-Net + mCRF/VM", "flags": FLAGS}},
-        "seeds": [0], "baseline": "seeds"}
-    (root / "tiny.json").write_text(json.dumps(cfg))
-    out = root / "out"
-    ablate.main(["--config", str(root / "tiny.json"), "--output_dir", str(out), "--device", "cpu"])
+    root = quick_demo
+    cfg = {"title": "tiny", "dataset": demo_dataset(root),
+           "variants": {"seeds": {"kind": "seeds", "label": "Expanded seeds"},
+                        "nnunet_paseg": {"kind": "nnunet", "label": "nnU-Net + mCRF/VM", "flags": FLAGS}},
+           "seeds": [0], "baseline": "seeds"}
+    work = tmp_path_factory.mktemp("nnunet_paseg")
+    (work / "tiny.json").write_text(json.dumps(cfg))
+    out = work / "out"
+    ablate.main(["--config", str(work / "tiny.json"), "--output_dir", str(out), "--device", "cpu"])
     return root, out, out / "runs" / "nnunet_paseg" / "seed0" / "nnUNet"
 
 
@@ -232,6 +227,7 @@ def nnunet_env(ablation, tmp_path, monkeypatch):
     return tmp_path / "results"
 
 
+@pytest.mark.slow
 def test_runner_kind_trains_and_predicts_with_the_pa_seg_trainer(ablation):
     root, out, run = ablation
     table = pd.read_csv(out / "table.csv").set_index("variant")
@@ -250,6 +246,7 @@ def test_runner_kind_trains_and_predicts_with_the_pa_seg_trainer(ablation):
     assert "does not end within" not in log                       # 1 ramp-up epoch of 2: full weight in the 2nd
 
 
+@pytest.mark.slow
 def test_train_step_adds_the_project_losses_to_nnunets_loss(nnunet_env):
     """(a): on one of nnU-Net's own training batches (augmented, deep supervision, the ignore
     label in the target), the step's loss is nnU-Net's Dice+CE plus the ramped project losses of
@@ -283,6 +280,7 @@ def test_train_step_adds_the_project_losses_to_nnunets_loss(nnunet_env):
     assert float(values["loss"]) == pytest.approx(seg + ramp * (1.0 * crf + 0.5 * vm), rel=1e-5)
 
 
+@pytest.mark.slow
 def test_nnunet_trains_and_predicts_with_the_trainer_by_name(ablation, nnunet_env):
     """(d): what ``nnUNetv2_train 501 3d_fullres 0 -tr nnUNetTrainerPASeg -device cpu`` runs (training,
     then nnU-Net's validation), then nnU-Net's predictor from the model folder, which looks the

@@ -2,12 +2,14 @@
 from __future__ import annotations
 
 import pandas as pd
+import pytest
 from helpers import load_script
 
 ROWS = ["Expanded seeds (geodesic)", "Seeds only (partial DiceCE)", "PA-Seg stage 1 (+ mCRF + VM)",
         "PA-Seg stage 2 (SCM)", "Full supervision"]
 
 
+@pytest.mark.slow
 def test_quick_demo(tmp_path):
     demo = load_script("data/demo/run_demo.py")
     out = tmp_path / "out"

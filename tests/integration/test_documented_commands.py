@@ -455,14 +455,16 @@ _GPU = {"--device": ("cpu",), "--quick": (), "--batches": ("1",), "--repeats": (
 _NOT_RUN = {
     "nnunet": "nnU-Net's planning, preprocessing (worker processes) and training take minutes even for one "
               "iteration; tests/experiments/test_nnunet_baseline.py runs it at one iteration",
-    "collapse": "measures a fixed grid (minutes, no smoke size); tests/experiments/test_collapse_analysis.py tests its parts",
+    "collapse": "measures a fixed grid (minutes, no smoke size); tests/experiments/test_collapse_analysis.py tests "
+                "its parts",
     "make demo": "runs data/demo/run_demo.py, five trainings as subprocesses (minutes); its --quick run is "
                  "tests/integration/test_demo.py",
     "make test": "the test suite itself",
     "install": "installs packages from the network (the pins are checked against requirements.txt)",
     "nnunet cli": "nnU-Net's own command line on its prepared dataset (minutes); the trainer is tested in "
                   "tests/experiments/test_nnunet_trainer_paseg.py",
-    "torchrun": "a template (flags elided: '...', '<host>'); launching is tested by tests/utilities/core/test_distributed.py",
+    "torchrun": "a template (flags elided: '...', '<host>'); launching is tested by "
+                "tests/utilities/core/test_distributed.py",
 }
 SMOKE: dict[str, Smoke] = {
     "data/VS/convert.py": Smoke(outputs=("{--output}",)),
@@ -492,7 +494,8 @@ SMOKE: dict[str, Smoke] = {
     "experiments/ablate.py": Smoke(set={"--dry_run": ()}, run="dry", prepare=_prepare_member_config,
                                    why="ran with --dry_run: config, variants, baseline and every run's flags "
                                        "checked by the scripts' parsers, nothing trained (a real ablation starts a "
-                                       "subprocess per training; tests/experiments/test_ablate.py runs one on tiny data)"),
+                                       "subprocess per training; tests/experiments/test_ablate.py runs one on tiny "
+                                       "data)"),
     "experiments/family.py": Smoke(set={"--family_seeds": FIRST, "--seeds": FIRST}, run="dry", patch=_patch_family,
                                    why="ran for its first member at 32x32x16, its ablation with ablate.py "
                                        "--dry_run (nothing trained)"),
@@ -781,8 +784,9 @@ def dedupe_key(cmd: DocCommand) -> tuple:
 def unmapped(cmd: DocCommand) -> str | None:
     """Why ``cmd`` has no smoke mapping yet (None: it has one)."""
     if cmd.script not in SMOKE:
-        return (f"{cmd.source}: {cmd.text}\n  {cmd.script} has no entry in SMOKE (tests/integration/test_documented_commands.py): "
-                "give its smoke flags and outputs there, and its flag set in FLAG_SETS")
+        return (f"{cmd.source}: {cmd.text}\n  {cmd.script} has no entry in SMOKE "
+                "(tests/integration/test_documented_commands.py): give its smoke flags and outputs there, and its "
+                "flag set in FLAG_SETS")
     if flag_set(cmd) not in FLAG_SETS.get(cmd.script, set()):
         return (f"{cmd.source}: {cmd.text}\n  a new flag set of {cmd.script}; check that SMOKE's smoke flags "
                 f"keep it small and add to FLAG_SETS[{cmd.script!r}]: {flag_set(cmd)!r}")
@@ -1029,6 +1033,7 @@ CASES = _cases()
 
 
 @pytest.mark.parametrize("group", CASES, ids=[f"{g[0].script}@{g[0].source}" for g in CASES])
+@pytest.mark.slow
 def test_documented_command_runs(group, workspace, tmp_path, monkeypatch):
     report = run_command(group[0], workspace, tmp_path / "ws", monkeypatch)
     if report:
@@ -1061,6 +1066,7 @@ def _plan_printed(workspace: Path, where: Path, monkeypatch: pytest.MonkeyPatch)
             for name, line in plan["commands"].items()]
 
 
+@pytest.mark.slow
 def test_commands_plan_py_prints_run(workspace, tmp_path, monkeypatch):
     """Each command plan.py prints runs at smoke size, in order (stage 1, the auxiliary network,
     SCM from both, inference), in one folder: each reads what the one before wrote."""
@@ -1073,6 +1079,7 @@ def test_commands_plan_py_prints_run(workspace, tmp_path, monkeypatch):
         assert run_command(cmd, workspace, where, monkeypatch) == "", cmd.text
 
 
+@pytest.mark.slow
 def test_flag_sets_table_has_no_stale_entries(workspace, tmp_path, monkeypatch):
     """FLAG_SETS lists only flag sets the documentation (or plan.py) shows."""
     shown = {(c.script, flag_set(c)) for c in COMMANDS + _plan_printed(workspace, tmp_path / "ws", monkeypatch)}
@@ -1099,6 +1106,7 @@ def _help(script: str) -> str:
     return out.getvalue()
 
 
+@pytest.mark.slow
 def test_commands_in_help_texts_run(workspace, tmp_path, monkeypatch):
     """A command line a script's ``--help`` shows (description or epilog) runs like a documented one."""
     shown = []

@@ -14,6 +14,8 @@ import train_gatedcrfloss3d22d_multiview_varianceloss as stage1
 import train_SCM as scm
 from utilities import scores
 
+pytestmark = pytest.mark.slow  # every test trains or reads the trained runs
+
 SHAPE = ["32", "32", "16"]
 
 

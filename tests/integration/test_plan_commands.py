@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pytest
 import SimpleITK as sitk
 import torch
 from helpers import ROOT, load_script, script_env, stage1_args
@@ -58,6 +59,7 @@ def _run(command: list[str]) -> subprocess.CompletedProcess:
                           stdin=subprocess.DEVNULL)
 
 
+@pytest.mark.slow
 def test_the_printed_points_only_sequence_runs_as_printed(tmp_path, capsys):
     data = _points_only(tmp_path / "data")
     work = tmp_path / "work"
@@ -89,6 +91,7 @@ def test_the_printed_points_only_sequence_runs_as_printed(tmp_path, capsys):
         assert set(np.unique(sitk.GetArrayFromImage(sitk.ReadImage(str(mask))))) <= {0, 1}
 
 
+@pytest.mark.slow
 def test_train_on_all_cases_trains_the_validation_case_too(tmp_path):
     """Two cases, one of them listed for validation: --train_on_all_cases trains on both and
     selects on their expanded seeds (without labels); --no_train_on_all_cases keeps the split."""
@@ -108,6 +111,7 @@ def test_train_on_all_cases_trains_the_validation_case_too(tmp_path):
     assert "1 training and 1 validation subjects" in log and "no validation cases" not in log
 
 
+@pytest.mark.slow
 def test_the_printed_sequence_with_labels_runs_as_printed(tmp_path, capsys):
     """With labels and a validation case kept (--min_cases_for_validation 0): stage 0 per phase
     (the inference case has no points), Dice selection, and the scoring command, all as printed."""

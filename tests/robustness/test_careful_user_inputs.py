@@ -20,6 +20,7 @@ def test_split_with_byte_order_mark(tmp_path):
     assert read_split(split)["subject"].tolist() == ["vs_gk_1", "vs_gk_2"]
 
 
+@pytest.mark.slow
 def test_latest_state_at_inference_and_resume_with_fewer_epochs(data, tmp_path):
     run = stage1.main(stage1_args(data, tmp_path / "run"))  # 2 epochs
     latest = run / "models" / "CP_latest.pth"

@@ -8,7 +8,7 @@ import json
 
 import pytest
 import SimpleITK as sitk
-from helpers import a_model, load_script, one_line, scm_args, stage1_args
+from helpers import a_model, demo_dataset, load_script, one_line, scm_args, stage1_args
 from synth import make_vs_dataset
 
 import inference
@@ -279,22 +279,18 @@ ABLATE = load_script("experiments/ablate.py")
 ENSEMBLE = load_script("experiments/ensemble.py")
 
 
-def test_ensemble_runs_again_into_its_own_folder(tmp_path):
+@pytest.mark.slow
+def test_ensemble_runs_again_into_its_own_folder(quick_demo, tmp_path):
     """experiments/ensemble.py writes the ensemble's masks into its own folder of the ablation
     (<ablation_dir>/ensemble/<variant>/seed<k>): run again, it replaces them (inference's
     --overwrite) and gives the same table; the runner's second pass skips every run."""
     import pandas as pd
 
-    DEMO.main(["--quick", "--output_dir", str(tmp_path / "data"), "--split_file", str(tmp_path / "split.csv"),
-               "--no_report"])
-    cfg = {"title": "tiny", "dataset": {
-        "split_file": str(tmp_path / "split.csv"), "images": str(tmp_path / "data" / "image_crop"),
-        "image_postfix": "T2", "labels": str(tmp_path / "data" / "label_crop"), "label_postfix": "Label",
-        "annotations": str(tmp_path / "data" / "annotation_7points"), "annotation_postfix": "7points"},
-        "base": {"stage1": {"--max_epochs": 1, "--rampup_epochs": 1, "--spatial_shape": [32, 32, 16],
-                            "--down_size": [16, 16, 16]}, "scm": {"--max_epochs": 1, "--iterative_epochs": 1}},
-        "variants": {"s1": {"kind": "stage1"}, "scm": {"kind": "scm", "from": ["s1", "s1"]}},
-        "seeds": [0], "baseline": "s1"}
+    cfg = {"title": "tiny", "dataset": demo_dataset(quick_demo),
+           "base": {"stage1": {"--max_epochs": 1, "--rampup_epochs": 1, "--spatial_shape": [32, 32, 16],
+                               "--down_size": [16, 16, 16]}, "scm": {"--max_epochs": 1, "--iterative_epochs": 1}},
+           "variants": {"s1": {"kind": "stage1"}, "scm": {"kind": "scm", "from": ["s1", "s1"]}},
+           "seeds": [0], "baseline": "s1"}
     config = tmp_path / "tiny.json"
     config.write_text(json.dumps(cfg))
     out = tmp_path / "out"

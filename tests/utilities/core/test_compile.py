@@ -48,6 +48,7 @@ def _same_run(data, tmp_path, backend: str) -> None:
 
 
 @needs_dynamo
+@pytest.mark.slow
 def test_stage1_compiled_aot_eager_same_losses_and_checkpoint(data, tmp_path):
     """The whole --compile path (graph capture of the network, compiled autograd through the
     engine's per-term backward, recompilation for validation) without code generation."""
@@ -55,6 +56,7 @@ def test_stage1_compiled_aot_eager_same_losses_and_checkpoint(data, tmp_path):
 
 
 @needs_dynamo
+@pytest.mark.slow
 def test_stage1_compile_inductor_cpu_falls_back_or_matches(data, tmp_path, capfd):
     """``--compile`` (TorchInductor) on CPU: where training is not compiled (torch 2.13, see
     utilities/core/compile.py) one warning line and the eager run; elsewhere the same losses."""
@@ -71,6 +73,7 @@ def test_stage1_compile_inductor_cpu_falls_back_or_matches(data, tmp_path, capfd
 
 
 @needs_dynamo
+@pytest.mark.slow
 def test_scm_compiled_aot_eager_same_losses(data, tmp_path):
     """SCM with --compile: both students and both frozen teachers compiled, teachers reloaded."""
     pre = pretrained(tmp_path)
@@ -84,6 +87,7 @@ def test_scm_compiled_aot_eager_same_losses(data, tmp_path):
 
 
 @needs_dynamo
+@pytest.mark.slow
 def test_inference_compiled_same_segmentation(data, tmp_path):
     torch.manual_seed(0)
     from utilities.models.checkpoints import save_model

@@ -36,6 +36,7 @@ def _arrays(paths):
     return [np.asarray(nib.load(str(f)).dataobj) for f in paths]
 
 
+@pytest.mark.slow
 def test_package_predicts_like_the_run(runs, tmp_path):
     p, root = runs
     package = tmp_path / "model.zip"
@@ -71,6 +72,7 @@ def test_package_predicts_like_the_run(runs, tmp_path):
         np.testing.assert_array_equal(a, b)
 
 
+@pytest.mark.slow
 def test_scm_package_holds_both_networks(runs, tmp_path):
     p, root = runs
     package = tmp_path / "scm.zip"
@@ -93,6 +95,7 @@ def test_scm_package_holds_both_networks(runs, tmp_path):
         np.testing.assert_array_equal(a, b)
 
 
+@pytest.mark.slow
 def test_published_checkpoint_packed(runs, tmp_path):
     """The authors' released layout (a bare state dict with their key names) is packed converted and
     predicts as the same weights in our layout."""
@@ -134,6 +137,7 @@ def _rewrite(package, target, **changes):
     return target
 
 
+@pytest.mark.slow
 def test_bad_packages_one_line(runs, tmp_path, capsys):
     p, root = runs
     package = tmp_path / "model.zip"

@@ -9,20 +9,23 @@ import math
 import pandas as pd
 import pytest
 import torch
-from helpers import KillAt, Killed, load_script, same_weights, tiny_seeded, weights
+from helpers import KillAt, Killed, load_script, same_weights, weights
 
 import train_gatedcrfloss3d22d_multiview_varianceloss as stage1
 from utilities.core.distributed import unwrap
 from utilities.method.health import CollapseWatch
 from utilities.training.engine import Callback, CollapseError
 
+pytestmark = pytest.mark.slow  # every test trains (make test-quick leaves them out)
+
 WORKERS = ("--num_workers", "1")
 
 
 @pytest.fixture(scope="module")
-def tiny(tmp_path_factory):
+def tiny(tiny_seeds, tmp_path_factory):
+    """The shared tiny seeded dataset (conftest's ``tiny_seeds``); this module's runs in its own folder."""
     root = tmp_path_factory.mktemp("recover")
-    _, common = tiny_seeded(root)
+    _, common = tiny_seeds
     return root, [*common, *WORKERS, "--rampup_epochs", "2", "--collapse_patience", "1"]
 
 

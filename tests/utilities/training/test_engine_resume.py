@@ -9,6 +9,8 @@ from synth import make_vs_dataset
 import train_gatedcrfloss3d22d_multiview_varianceloss as stage1
 import train_SCM as scm
 
+pytestmark = pytest.mark.slow  # every test trains (make test-quick leaves them out)
+
 # ------------------------------------------------------------------------ exact resume
 # Stage 1 loads patches in a worker process: its random state must come back on resume too
 # (workers kept across epochs would carry states no checkpoint holds). SCM loads in-process.

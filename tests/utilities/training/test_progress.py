@@ -8,7 +8,7 @@ import re
 import numpy as np
 import pandas as pd
 import pytest
-from helpers import pretrained, scm_args, stage1_args, tiny_seeded
+from helpers import pretrained, scm_args, stage1_args
 from PIL import Image
 
 import train_gatedcrfloss3d22d_multiview_varianceloss as stage1
@@ -66,6 +66,7 @@ def test_plot_names_the_collapse(tmp_path):
     assert progress_path(tmp_path / "log_SCM.csv") == tmp_path / "progress_SCM.png"
 
 
+@pytest.mark.slow
 def test_both_trainers_draw_each_epoch(data, tmp_path, monkeypatch):
     drawn = []
     real = progress.plot_progress
@@ -80,6 +81,7 @@ def test_both_trainers_draw_each_epoch(data, tmp_path, monkeypatch):
     assert drawn == [1, 2, 1]
 
 
+@pytest.mark.slow
 def test_a_drawing_failure_is_a_warning(data, tmp_path, monkeypatch, capsys):
     def broken(csv, **kw):
         raise RuntimeError("no fonts\nsecond line")
@@ -193,12 +195,14 @@ def _logged_warnings(out):
 
 
 @pytest.fixture(scope="module")
-def tiny(tmp_path_factory):
+def tiny(tiny_seeds, tmp_path_factory):
+    """The shared tiny seeded dataset (conftest's ``tiny_seeds``); this module's runs in its own folder."""
     root = tmp_path_factory.mktemp("progress")
-    _, common = tiny_seeded(root)
+    _, common = tiny_seeds
     return root, [*common, "--num_workers", "1", "--rampup_epochs", "2"]
 
 
+@pytest.mark.slow
 def test_shading_equals_the_logged_warnings(tiny, capsys):
     """A real run, patience 2: empty validation in epochs 2, 4, 5 and 6. The log warns once
     (epochs 4-5) and the model stays collapsed in epoch 6: the figure shades epochs 4-6 only,
@@ -223,6 +227,7 @@ def test_shading_equals_the_logged_warnings(tiny, capsys):
         assert image.format == "PNG"
 
 
+@pytest.mark.slow
 def test_a_flood_after_a_recovery_is_shaded(tiny, capsys):
     """Recover on a flood at full ramp (epoch 2, warned, red); the flood goes on in epochs 3-4 while
     the restarted ramp-up is below full weight, so the rule is off and nothing is warned: shaded

@@ -141,6 +141,7 @@ class Killed(KeyboardInterrupt):
     """Stands for SIGKILL: nothing of the process's own clean-up may be relied upon."""
 
 
+@pytest.mark.slow
 def test_killed_inside_writes_then_resume_is_exact(reference, monkeypatch):
     """Killed inside the first write of the best checkpoint, then (resumed) of the latest one,
     then (resumed) of the final one, each time with the temporary file left behind as a SIGKILL
@@ -172,6 +173,7 @@ def test_killed_inside_writes_then_resume_is_exact(reference, monkeypatch):
     assert not any(is_temporary(f) for f in run_b.rglob("*"))
 
 
+@pytest.mark.slow
 def test_copied_finished_run_resumes_without_a_false_warning(reference, tmp_path, caplog):
     root, p, run_a, _ = reference
     copy = tmp_path / "elsewhere"
@@ -182,14 +184,19 @@ def test_copied_finished_run_resumes_without_a_false_warning(reference, tmp_path
     assert _epochs(run) == [1, 2]
 
 
+EPOCHS = 6
+
+
+@pytest.mark.slow
 def test_two_runs_one_folder_then_ctrl_c_and_resume(tmp_path):
     """As from a shell: two trainings started at once in one folder (one is refused, naming the
     other's pid, and writes nothing); Ctrl-C of the other (one line, exit 130, epoch lines and no
     progress-bar frames in its redirected output); --resume finishes every epoch."""
     p = make_vs_dataset(tmp_path / "data", n_train=2, n_val=1, n_inf=0)
     run = tmp_path / "run" / "U_Net2D5"
-    # 20 epochs of ~0.2 s: enough left to interrupt after the first, even on a fast machine
-    args = stage1_args(p, tmp_path / "run", "--max_epochs", "20")
+    # 6 epochs of ~0.2 s on a fast machine (each draws its progress picture): after the first epoch's
+    # line, a second and more are left to interrupt; --resume then trains the rest in-process
+    args = stage1_args(p, tmp_path / "run", "--max_epochs", str(EPOCHS))
     procs = [_start(args), _start(args)]
     _wait_for(lambda: sum(pr.poll() is not None for pr in procs) >= 1, [])
     refused = next(pr for pr in procs if pr.poll() is not None)
@@ -199,18 +206,18 @@ def test_two_runs_one_folder_then_ctrl_c_and_resume(tmp_path):
     assert err.strip().splitlines() == [f"error: {run} is in use by process {winner.pid} (a training running now); "
                                         "wait for it to end, stop it, or choose another --model_dir"]
     # the epoch's log line follows its latest checkpoint: wait for the line itself, then interrupt at once
-    _wait_for(lambda: any("epoch 1/20 lr" in f.read_text() for f in run.glob("log_*.txt")), [winner])
+    _wait_for(lambda: any(f"epoch 1/{EPOCHS} lr" in f.read_text() for f in run.glob("log_*.txt")), [winner])
     assert winner.poll() is None, winner.communicate()
     winner.send_signal(signal.SIGINT)
     out, err = winner.communicate(timeout=120)
     assert winner.returncode == 130, err
     assert "Traceback" not in err and err.strip().splitlines()[-1] == "interrupted; resume with --resume"
-    assert "\r" not in out + err and "epoch 1/20 lr" in out  # redirected: epoch lines, no progress-bar frames
+    assert "\r" not in out + err and f"epoch 1/{EPOCHS} lr" in out  # redirected: epoch lines, no progress-bar frames
     done = _epochs(run)
-    assert 1 <= len(done) < 20 and len(list(run.glob("log_*.txt"))) == 1  # the refused run wrote nothing
+    assert 1 <= len(done) < EPOCHS and len(list(run.glob("log_*.txt"))) == 1  # the refused run wrote nothing
 
     # (a SIGKILLed holder's lock is taken over: test_lock_refuses_a_live_holder_and_takes_over_a_dead_one;
     # kills inside writes: test_killed_inside_writes_then_resume_is_exact)
     stage1.main([*args, "--resume"])
-    assert _epochs(run) == list(range(1, 21)) and (run / "models" / "CP_final.pth").is_file()
+    assert _epochs(run) == list(range(1, EPOCHS + 1)) and (run / "models" / "CP_final.pth").is_file()
     assert not (run / LOCK_NAME).exists() and not any(is_temporary(f) for f in run.rglob("*"))
