@@ -12,8 +12,9 @@ from utilities.data.layout import RunLayout
 
 # ------------------------------------------------------------------------ empty cases in scoring
 def test_empty_label_kept_and_counted(tmp_path, capsys):
-    """Complements tests/utilities/evaluation/test_scoring.py::test_scores_script_keeps_empty_cases (empty predictions and
-    both empty): a non-empty prediction on an empty label is kept and counted too."""
+    """Complements tests/utilities/evaluation/test_scoring.py::test_scores_script_keeps_empty_cases
+    (empty predictions and both empty): a non-empty prediction on an empty label is kept and
+    counted too."""
     shape = (8, 12, 12)
     full = np.zeros(shape, np.uint8)
     full[2:6, 2:8, 2:8] = 1
