@@ -1,11 +1,15 @@
-"""A checkpoint of another network, or a file that is no checkpoint, is named in one line."""
+"""utilities/models/checkpoints.py: a checkpoint of another network, or a file that is no
+checkpoint, is named in one line; the best-epoch tracker never prefers an epoch below its seeds."""
 from __future__ import annotations
+
+import math
 
 import pytest
 from helpers import a_model, inference_args, one_line, pretrained, scm_args
 
 import inference
 import train_SCM as scm
+from utilities.models.checkpoints import BestTracker
 
 
 # ------------------------------------------------------------------------ checkpoints
@@ -34,3 +38,20 @@ def test_wrong_checkpoint_named(data, tmp_path, script, bad):
                 "authors' released checkpoints")
     assert one_line(err) == expected
     assert not (tmp_path / "scm").exists() and not list(tmp_path.rglob("*_seg.nii.gz"))
+
+
+# ------------------------------------------------------------------ the best epoch and the seed rule
+@pytest.mark.parametrize("epochs, guarded, chosen, updates", [
+    ([(0.5, False), (0.9, True), (0.4, False)], True, (1, 0.5), [True, False, False]),
+    ([(0.5, False), (0.9, True), (0.4, False)], False, (2, 0.9), [True, True, False]),
+    # every epoch so far below its seeds: the best of them, until one is not, whatever its value
+    ([(0.9, True), (0.95, True), (0.3, False), (0.99, True), (0.2, False)], True, (3, 0.3),
+     [True, True, True, False, False]),
+    ([(0.3, False), (math.nan, False)], True, (1, 0.3), [True, False]),
+])
+def test_best_tracker_never_prefers_an_epoch_below_its_seeds(epochs, guarded, chosen, updates):
+    tracker = BestTracker()
+    got = [tracker.update(value, epoch, below=below, guarded=guarded)
+           for epoch, (value, below) in enumerate(epochs, start=1)]
+    assert got == updates and (tracker.epoch, tracker.value) == chosen
+    assert tracker.below == epochs[chosen[0] - 1][1]

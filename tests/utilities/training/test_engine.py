@@ -118,22 +118,6 @@ def test_a_flood_warning_names_the_foreground_outside_the_points_boxes():
 
 
 # ------------------------------------------------------------------ the seed rule
-@pytest.mark.parametrize("epochs, guarded, chosen, updates", [
-    ([(0.5, False), (0.9, True), (0.4, False)], True, (1, 0.5), [True, False, False]),
-    ([(0.5, False), (0.9, True), (0.4, False)], False, (2, 0.9), [True, True, False]),
-    # every epoch so far below its seeds: the best of them, until one is not, whatever its value
-    ([(0.9, True), (0.95, True), (0.3, False), (0.99, True), (0.2, False)], True, (3, 0.3),
-     [True, True, True, False, False]),
-    ([(0.3, False), (math.nan, False)], True, (1, 0.3), [True, False]),
-])
-def test_best_tracker_never_prefers_an_epoch_below_its_seeds(epochs, guarded, chosen, updates):
-    tracker = BestTracker()
-    got = [tracker.update(value, epoch, below=below, guarded=guarded)
-           for epoch, (value, below) in enumerate(epochs, start=1)]
-    assert got == updates and (tracker.epoch, tracker.value) == chosen
-    assert tracker.below == epochs[chosen[0] - 1][1]
-
-
 def test_seed_dice_selection_skips_an_epoch_below_its_seeds(tmp_path):
     """The engine on hand-made rows: epoch 2 has the highest seed_dice but is below its seeds
     (most validation volumes): CP_best (seed_dice) stays at epoch 1, while the Dice checkpoint,
