@@ -38,6 +38,8 @@ from utilities.data.dataset_file import (
 from utilities.data.grid import missing_files
 from utilities.data.io import save_text
 from utilities.data.splits import Split
+from utilities.method.defaults import ANNOTATION_POSTFIX, IMAGE_POSTFIX, LABEL_POSTFIX
+from utilities.method.sequence import flag_args
 from utilities.workflow.cli import nonnegative_int, positive_int
 from utilities.workflow.plan import (
     STAGE0_POSTFIX,
@@ -46,7 +48,6 @@ from utilities.workflow.plan import (
     Workspace,
     dataset_values,
     fingerprint,
-    flag_args,
     make_plan,
     pipeline_commands,
     stage0_phases,
@@ -65,13 +66,13 @@ def build_parser() -> argparse.ArgumentParser:
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--dataset_split", required=True, help="CSV of 'subject,phase' rows (the cases that train are read)")
     p.add_argument("--path_images", required=True, help="image folder (.nii.gz .nii .nrrd .nhdr .mha .mhd)")
-    p.add_argument("--image_postfix", default="T2", help="image file postfix")
+    p.add_argument("--image_postfix", default=IMAGE_POSTFIX, help="image file postfix")
     p.add_argument("--path_anno_7points", required=True, help="folder of the 7-point annotations")
-    p.add_argument("--anno_7points_postfix", default="7points", help="annotation file postfix")
+    p.add_argument("--anno_7points_postfix", default=ANNOTATION_POSTFIX, help="annotation file postfix")
     p.add_argument("--path_labels", default=None,
                    help="folder of full labels, if any: checkpoints are then selected by Dice on the validation "
                         "cases and the predictions scored (default: points only)")
-    p.add_argument("--label_postfix", default="Label", help="full label file postfix")
+    p.add_argument("--label_postfix", default=LABEL_POSTFIX, help="full label file postfix")
     p.add_argument("--path_geodesic_labels", default=None,
                    help="folder of the expanded seeds (stage 0), if already made (default: the printed stage-0 "
                         "command writes them under --work_dir)")

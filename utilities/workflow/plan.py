@@ -31,7 +31,7 @@ The rules (each one a reason written next to the flag in ``plan.json``):
 * ``--seg_class_balance`` always: the foreground seeds are a small share of the annotated voxels
   in every dataset we measured (0.02-0.5 %), and the plain mean lets the background seeds pull
   every prediction to empty in the first epoch (docs/guide/collapse.md);
-* the recipe's optimiser (``--momentum 0.9 --grad_clip 12``);
+* the recipe's optimiser (:data:`utilities.method.defaults.RECIPE`: momentum 0.9, gradient clipping 12);
 * the schedule in optimisation steps: ``--max_epochs`` so that the run makes about
   ``target_steps`` steps (at least ``min_epochs`` epochs), the ramp-up over a quarter of them,
   advanced per step (``--rampup_unit step``), after a warm-up of a tenth (at least one epoch) of
@@ -63,10 +63,27 @@ from utilities.data.grid import Grid, check_same_grid, find_subject_file, listed
 from utilities.data.io import image_extension, read_image, save_text
 from utilities.data.loading import in_trainer_frame
 from utilities.data.splits import Split, as_split
+from utilities.method.defaults import (
+    AUXILIARY_NETWORK,
+    CRF_SIGMA_XY,
+    GEODESIC_THRESHOLD,
+    GEODESIC_WEIGHT,
+    KERNEL_RADIUS,
+    LABEL_POSTFIX,
+    PRIMARY_NETWORK,
+    RECIPE,
+    SEED_FOLDER,
+    SEED_POSTFIX,
+    SPATIAL_SHAPE,
+    STAGE0_SCRIPT,
+    STAGE1_SCRIPT,
+)
 from utilities.method.intensity import SCAN_DEFAULT
+from utilities.method.sequence import command, flag_args, teacher_args
 from utilities.workflow.stage0 import output_folder
 
 __all__ = ["PLAN_VERSION", "PlanRules", "Fingerprint", "fingerprint", "every_case_trains", "lesion_boxes",
+           "Choice", "flags_of", "reasons_of",
            "make_plan", "read_plan", "write_plan", "apply_plan", "add_off_switches", "flag_args", "SECTIONS",
            "STAGE1_SCRIPT", "STAGE0_SCRIPT", "DataPaths", "Workspace", "stage0_phases", "dataset_values",
            "pipeline_commands"]
@@ -74,7 +91,6 @@ __all__ = ["PLAN_VERSION", "PlanRules", "Fingerprint", "fingerprint", "every_cas
 PLAN_VERSION = 1
 #: The sections of ``plan.json`` a script reads with ``--plan``.
 SECTIONS = ("stage1", "scm", "inference")
-STAGE1_SCRIPT = "train_gatedcrfloss3d22d_multiview_varianceloss.py"
 
 
 @dataclass(frozen=True)
@@ -87,7 +103,7 @@ class PlanRules:
 
     target_steps: int = 12000
     min_epochs: int = 20
-    max_patch_voxels: int = 128 * 128 * 48
+    max_patch_voxels: int = math.prod(SPATIAL_SHAPE)
     min_crf_voxels: float = 100.0
     rampup_fraction: float = 0.25
     warmup_fraction: float = 0.1
@@ -210,7 +226,7 @@ def _read_case(cases: _Cases, subject: str, images: tuple[str | os.PathLike, str
 def fingerprint(dataset_split: Split | str | os.PathLike, path_images: str | os.PathLike, image_postfix: str,
                 path_anno_7points: str | os.PathLike, anno_7points_postfix: str,
                 path_geodesic_labels: str | os.PathLike | None = None,
-                geodesic_label_postfix: str = "GeodesicLabel", rules: PlanRules = PlanRules()) -> Fingerprint:
+                geodesic_label_postfix: str = SEED_POSTFIX, rules: PlanRules = PlanRules()) -> Fingerprint:
     """Read the cases that train (see the module docstring): the split's training cases, and its
     validation cases too when :func:`every_case_trains`. Images are read in any format of
     :data:`utilities.data.io.IMAGE_EXTENSIONS`; every size is measured in the trainers' frame."""
@@ -296,13 +312,33 @@ def _every_case_reason(fp: Fingerprint, rules: PlanRules) -> str:
             "by seed_dice on the training cases' expanded seeds (their fit to the seeds), CP_final is the last epoch")
 
 
-def _crf_window(fp: Fingerprint, rules: PlanRules, patch: list[int]) -> dict[str, Any]:
+@dataclass(frozen=True)
+class Choice:
+    """One flag the plan chooses: its value (as ``plan.json`` holds it) and, where the rule has
+    one, the reason written next to it (``plan.json``'s ``why``, the comment ``plan.py`` prints)."""
+
+    flag: str
+    value: Any
+    reason: str | None = None
+
+
+def flags_of(choices: Sequence[Choice]) -> dict[str, Any]:
+    """``{flag: value}`` of ``choices``, in their order (a section of ``plan.json``)."""
+    return {c.flag: c.value for c in choices}
+
+
+def reasons_of(choices: Sequence[Choice]) -> dict[str, str]:
+    """``{flag: reason}`` of the ``choices`` that give one, in their order (``plan.json``'s ``why``)."""
+    return {c.flag: c.reason for c in choices if c.reason is not None}
+
+
+def _crf_window(fp: Fingerprint, rules: PlanRules, patch: list[int]) -> list[Choice]:
     """The mCRF grid and window (module docstring), with their reasons."""
     halved = fp.lesion_voxels_p25 / 4.0 >= rules.min_crf_voxels and min(patch[:2]) >= 64
     factor = 2 if halved else 1
     diameter = min(fp.box_p25[0], fp.box_p25[1]) / factor      # in-plane lesion span on the mCRF grid
-    if diameter >= 11:
-        radius, sigma = 5, 6.0
+    if diameter >= 2 * KERNEL_RADIUS[0] + 1:
+        radius, sigma = KERNEL_RADIUS[0], CRF_SIGMA_XY
     else:
         radius = max(2, int(diameter // 2))
         sigma = float(radius + 1)
@@ -311,11 +347,61 @@ def _crf_window(fp: Fingerprint, rules: PlanRules, patch: list[int]) -> dict[str
             f"full resolution: the 25th-percentile lesion ({fp.lesion_voxels_p25:.0f} voxels) would "
             f"keep {fp.lesion_voxels_p25 / 4:.0f} < {rules.min_crf_voxels:.0f} voxels on a halved grid"
             if min(patch[:2]) >= 64 else "full resolution: the patch is under 64 voxels in plane")
-    return {"flags": {"--down_size": [patch[0] // factor, patch[1] // factor, patch[2]],
-                      "--kernel_radius": [radius, radius, -1], "--crf_sigma_xy": sigma},
-            "why": {"--down_size": down,
-                    "--kernel_radius": f"the 25th-percentile lesion spans {diameter:.1f} voxels in plane on the "
-                                       "mCRF grid"}}
+    return [Choice("--down_size", [patch[0] // factor, patch[1] // factor, patch[2]], down),
+            Choice("--kernel_radius", [radius, radius, KERNEL_RADIUS[2]],
+                   f"the 25th-percentile lesion spans {diameter:.1f} voxels in plane on the mCRF grid"),
+            Choice("--crf_sigma_xy", sigma)]
+
+
+def _recipe() -> list[Choice]:
+    """The recipe's optimiser (:data:`utilities.method.defaults.RECIPE`)."""
+    reasons = {"--momentum": "the recipe's optimiser (momentum 0.99 overshoots into saturated logits)"}
+    return [Choice(flag, value, reasons.get(flag)) for flag, value in RECIPE.flags().items()]
+
+
+def _stage1_choices(fp: Fingerprint, rules: PlanRules, patch: list[int], patch_why: str) -> list[Choice]:
+    """The stage-1 section of the plan (module docstring), each flag with its reason."""
+    n = fp.training_cases
+    epochs = _epochs(fp, rules)
+    rampup = max(1, int(round(rules.rampup_fraction * epochs)))
+    warmup = max(1, int(round(rules.warmup_fraction * epochs)))
+    balance = ("always (foreground seeds are a tiny share of the annotated voxels)"
+               + ("" if fp.seed_fg_of_annotated is None else f"; here {fp.seed_fg_of_annotated:.3%} of them"))
+    return [
+        Choice("--network", PRIMARY_NETWORK),
+        Choice("--spatial_shape", patch, patch_why),
+        *_crf_window(fp, rules, patch),
+        Choice("--seg_class_balance", True, balance),
+        *_recipe(),
+        Choice("--max_epochs", epochs,
+               f"about {rules.target_steps} steps over {n} training cases (at least {rules.min_epochs})"),
+        Choice("--rampup_epochs", rampup, f"a quarter of the run, advanced per step ({rampup * n} steps)"),
+        Choice("--rampup_unit", "step"),
+        Choice("--warmup_epochs", warmup,
+               f"a tenth of the run (at least one epoch) of partial DiceCE alone ({warmup * n} steps)"),
+        Choice("--on_collapse", "recover",
+               "the safety net: a collapse (empty predictions, or a flood of the full-weight mCRF on small lesions) "
+               "restores the last healthy epoch and continues with what it calls for"),
+        *_every_case(fp, rules),
+    ]
+
+
+def _epochs(fp: Fingerprint, rules: PlanRules) -> int:
+    """Stage 1's epochs: about ``rules.target_steps`` steps, at least ``rules.min_epochs``."""
+    return max(rules.min_epochs, int(math.ceil(rules.target_steps / fp.training_cases)))
+
+
+def _every_case(fp: Fingerprint, rules: PlanRules) -> list[Choice]:
+    """``--train_on_all_cases`` when no validation case is held out."""
+    return [Choice("--train_on_all_cases", True, _every_case_reason(fp, rules))] if fp.validation_cases == 0 else []
+
+
+def _scm_choices(fp: Fingerprint, rules: PlanRules, patch: list[int]) -> list[Choice]:
+    """SCM: stage 1's patch and recipe, half its epochs, the teachers refreshed five times."""
+    scm_epochs = max(4, _epochs(fp, rules) // 2)
+    return [Choice("--network1", PRIMARY_NETWORK), Choice("--network2", AUXILIARY_NETWORK),
+            Choice("--spatial_shape", patch), *_recipe(), Choice("--max_epochs", scm_epochs),
+            Choice("--iterative_epochs", max(1, scm_epochs // 5)), *_every_case(fp, rules)]
 
 
 def make_plan(fp: Fingerprint, rules: PlanRules = PlanRules()) -> dict[str, Any]:
@@ -323,45 +409,20 @@ def make_plan(fp: Fingerprint, rules: PlanRules = PlanRules()) -> dict[str, Any]
     must know (a patch over the budget)."""
     patch = _patch(fp, rules)
     patch_why, patch_warning = _patch_reason(fp, rules, patch)
-    crf = _crf_window(fp, rules, patch)
-    n = fp.training_cases
-    epochs = max(rules.min_epochs, int(math.ceil(rules.target_steps / n)))
-    rampup = max(1, int(round(rules.rampup_fraction * epochs)))
-    warmup = max(1, int(round(rules.warmup_fraction * epochs)))
-    scm_epochs = max(4, epochs // 2)
-    every = {"--train_on_all_cases": True} if fp.validation_cases == 0 else {}
-    stage1 = {"--network": "U_Net2D5", "--spatial_shape": patch, **crf["flags"], "--seg_class_balance": True,
-              "--momentum": 0.9, "--grad_clip": 12.0, "--max_epochs": epochs, "--rampup_epochs": rampup,
-              "--rampup_unit": "step", "--warmup_epochs": warmup, "--on_collapse": "recover", **every}
-    why = {
-        "--spatial_shape": patch_why, **crf["why"],
-        "--seg_class_balance": "always (foreground seeds are a tiny share of the annotated voxels)"
-                               + ("" if fp.seed_fg_of_annotated is None else
-                                  f"; here {fp.seed_fg_of_annotated:.3%} of them"),
-        "--momentum": "the recipe's optimiser (momentum 0.99 overshoots into saturated logits)",
-        "--max_epochs": f"about {rules.target_steps} steps over {n} training cases (at least {rules.min_epochs})",
-        "--rampup_epochs": f"a quarter of the run, advanced per step ({rampup * n} steps)",
-        "--warmup_epochs": f"a tenth of the run (at least one epoch) of partial DiceCE alone ({warmup * n} steps)",
-        "--on_collapse": "the safety net: a collapse (empty predictions, or a flood of the full-weight mCRF on "
-                         "small lesions) restores the last healthy epoch and continues with what it calls for",
-    }
-    if every:
-        why["--train_on_all_cases"] = _every_case_reason(fp, rules)
-    scm = {"--network1": "U_Net2D5", "--network2": "AttU_Net", "--spatial_shape": patch, "--momentum": 0.9,
-           "--grad_clip": 12.0, "--max_epochs": scm_epochs, "--iterative_epochs": max(1, scm_epochs // 5), **every}
-    inference = {"--network": "U_Net2D5", "--spatial_shape": patch}
-    return {"version": PLAN_VERSION, "fingerprint": asdict(fp), "rules": asdict(rules), "stage1": stage1,
-            "scm": scm, "inference": inference, "why": why, "warnings": [patch_warning] if patch_warning else []}
+    stage1 = _stage1_choices(fp, rules, patch, patch_why)
+    inference = [Choice("--network", PRIMARY_NETWORK), Choice("--spatial_shape", patch)]
+    return {"version": PLAN_VERSION, "fingerprint": asdict(fp), "rules": asdict(rules), "stage1": flags_of(stage1),
+            "scm": flags_of(_scm_choices(fp, rules, patch)), "inference": flags_of(inference),
+            "why": reasons_of(stage1), "warnings": [patch_warning] if patch_warning else []}
 
 
 # ------------------------------------------------------------------------------ the commands
-#: Stage 0 as the plan prints it: the entry point for a user's scans, in the VS style (no voxel
-#: is zeroed at the image's minimum, which suits any scan) with the intensity normalisation
-#: chosen for raw scanner intensities, at the paper's weight and threshold.
-STAGE0_SCRIPT = "data/generate_geodesic_labels.py"
-STAGE0_WEIGHT, STAGE0_THRESHOLD = 0.5, 0.2
+#: Stage 0 as the plan prints it: the entry point for a user's scans (``STAGE0_SCRIPT``), in the
+#: VS style (no voxel is zeroed at the image's minimum, which suits any scan) with the intensity
+#: normalisation chosen for raw scanner intensities, at the paper's weight and threshold.
+STAGE0_WEIGHT, STAGE0_THRESHOLD = GEODESIC_WEIGHT, GEODESIC_THRESHOLD
 #: The postfix stage 0 writes the expanded seeds with.
-STAGE0_POSTFIX = "GeodesicLabel"
+STAGE0_POSTFIX = SEED_POSTFIX
 
 
 @dataclass(frozen=True)
@@ -377,7 +438,7 @@ class DataPaths:
     path_anno_7points: str
     anno_7points_postfix: str
     path_labels: str | None = None
-    label_postfix: str = "Label"
+    label_postfix: str = LABEL_POSTFIX
     path_geodesic_labels: str | None = None
     geodesic_label_postfix: str = STAGE0_POSTFIX
 
@@ -394,7 +455,7 @@ class Workspace:
 
     def seeds(self) -> Path:
         """The expanded seeds stage 0 writes there."""
-        return output_folder(self.geodesic(), STAGE0_WEIGHT, STAGE0_THRESHOLD) / "geodesic_label"
+        return output_folder(self.geodesic(), STAGE0_WEIGHT, STAGE0_THRESHOLD) / SEED_FOLDER
 
     def model(self, name: str) -> Path:
         """A run's ``--model_dir``: ``stage1_m1``, ``stage1_m2`` or ``scm``."""
@@ -424,9 +485,9 @@ def dataset_values(paths: DataPaths, work: Workspace) -> dict[str, str | None]:
 
 
 def _stage0(dataset: str, work: Workspace, phase: str | None) -> list[str]:
-    return ["python", STAGE0_SCRIPT, "--style", "vs", "--intensity", SCAN_DEFAULT, "--dataset", dataset,
-            "--path_geodesic", str(work.geodesic()), "--geodesic_weight", str(STAGE0_WEIGHT),
-            "--geodesic_threshold", str(STAGE0_THRESHOLD), *(["--phase", phase] if phase else [])]
+    return command("stage0", ["--style", "vs", "--intensity", SCAN_DEFAULT, "--dataset", dataset,
+                              "--path_geodesic", str(work.geodesic()), "--geodesic_weight", str(STAGE0_WEIGHT),
+                              "--geodesic_threshold", str(STAGE0_THRESHOLD), *(["--phase", phase] if phase else [])])
 
 
 def _format_flag(image_format: str) -> str:
@@ -450,35 +511,16 @@ def pipeline_commands(paths: DataPaths, work: Workspace, plan_path: str | os.Pat
     m1, m2, scm = (str(work.model(name)) for name in ("stage1_m1", "stage1_m2", "scm"))
     lines: dict[str, list[str]] = {f"stage0_{phase}" if phase else "stage0": _stage0(dataset, work, phase)
                                    for phase in stage0}
-    lines["stage1"] = ["python", STAGE1_SCRIPT, *use, *data, "--model_dir", m1]
-    lines["stage1_aux"] = ["python", STAGE1_SCRIPT, *use, "--network", plan["scm"]["--network2"], *data,
-                           "--model_dir", m2]
-    lines["scm"] = ["python", "train_SCM.py", *use, *data, "--pretrained_model1_dir", m1, "--pretrained_model2_dir",
-                    m2, "--model_dir", scm]
-    lines["predict"] = ["python", "inference.py", *flag_args(plan["inference"]), "--model_dir", scm, "--epoch_inf",
-                        "best_model1", "--dataset", dataset, "--input_folder", paths.path_images,
-                        "--output_folder", str(work.predictions()), "--output_format",
-                        _format_flag(plan["fingerprint"]["image_format"])]
+    lines["stage1"] = command("stage1", use, data, ["--model_dir", m1])
+    lines["stage1_aux"] = command("stage1", use, ["--network", plan["scm"]["--network2"]], data, ["--model_dir", m2])
+    lines["scm"] = command("scm", use, data, teacher_args(m1, m2), ["--model_dir", scm])
+    lines["predict"] = command("inference", plan["inference"],
+                               ["--model_dir", scm, "--epoch_inf", "best_model1", "--dataset", dataset,
+                                "--input_folder", paths.path_images, "--output_folder", str(work.predictions()),
+                                "--output_format", _format_flag(plan["fingerprint"]["image_format"])])
     if paths.path_labels:
-        lines["score"] = ["python", "utilities/scores.py", "--dataset", dataset, "--path_predictions",
-                          str(work.predictions())]
+        lines["score"] = command("scores", ["--dataset", dataset, "--path_predictions", str(work.predictions())])
     return {name: shlex.join(line) for name, line in lines.items()}
-
-
-def flag_args(flags: dict[str, Any]) -> list[str]:
-    """Flags as JSON holds them to an argument list: ``{"--a": 1, "--b": [2, 3], "--c": true,
-    "--d": null}`` -> ``["--a", "1", "--b", "2", "3", "--c"]`` (``null``/``false``: left out;
-    floats as ``repr``)."""
-    args: list[str] = []
-    for key, value in flags.items():
-        if value is None or value is False:
-            continue
-        args.append(key)
-        if value is True:
-            continue
-        values = value if isinstance(value, list) else [value]
-        args += [repr(v) if isinstance(v, float) else str(v) for v in values]
-    return args
 
 
 def write_plan(plan: dict[str, Any], path: str | os.PathLike) -> None:
