@@ -52,6 +52,7 @@ from utilities.data.io import (
 from utilities.data.layout import RunLayout
 from utilities.data.loading import ImageSource, SubjectCache, load_phase, make_volume_loader
 from utilities.data.splits import PHASES
+from utilities.method.defaults import IMAGE_POSTFIX, PRIMARY_NETWORK, SW_OVERLAP
 from utilities.method.optim import Amp
 from utilities.models.model_package import (
     DEFAULT_SPATIAL_SHAPE,
@@ -78,7 +79,7 @@ __all__ = ["OUTPUT_FORMATS", "with_format", "checkpoint_path", "from_canonical",
 DEFAULT_MODEL_DIR = "./models/debug/"
 DEFAULT_SPLIT = "./splits/split_VS.csv"
 DEFAULT_IMAGES = "./data/VS/image_crop/"
-DEFAULT_POSTFIX = "T2"
+DEFAULT_POSTFIX = IMAGE_POSTFIX
 
 logger = logging.getLogger("paseg")
 
@@ -226,7 +227,7 @@ def _load_models(specs: Sequence[ModelSpec], device: torch.device, compile: bool
 
 
 def predict_cases(specs: Sequence[ModelSpec], cache: SubjectCache, targets: Sequence[Path], device: torch.device,
-                  sw_batch_size: int = 1, sw_overlap: float = 0.25, amp: bool = False, num_workers: int = 0,
+                  sw_batch_size: int = 1, sw_overlap: float = SW_OVERLAP, amp: bool = False, num_workers: int = 0,
                   compile: bool = False, compile_backend: str = "inductor",
                   save_probabilities: bool = False) -> list[Path]:
     """Segment every case of ``cache`` with ``specs`` (one model, or an ensemble) and write case
@@ -260,7 +261,7 @@ def predict_cases(specs: Sequence[ModelSpec], cache: SubjectCache, targets: Sequ
 
 def run_inference(model_dir: str | Path, network: str, dataset_split: str | Path, path_images: str | Path,
                   image_postfix: str, phase: str, spatial_shape: Sequence[int], epoch_inf: str,
-                  device: torch.device, sw_batch_size: int = 1, sw_overlap: float = 0.25,
+                  device: torch.device, sw_batch_size: int = 1, sw_overlap: float = SW_OVERLAP,
                   amp: bool = False, num_workers: int = 0, compile: bool = False,
                   compile_backend: str = "inductor", save_probabilities: bool = False) -> list[Path]:
     """Segment every subject of ``phase`` with ``CP_<epoch_inf>.pth`` of ``<model_dir>/<network>``
@@ -331,7 +332,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model_dir", default=None,
                    help=f"run folder given to the training script (default {DEFAULT_MODEL_DIR})")
     p.add_argument("--network", default=None, choices=sorted(NETWORKS),
-                   help="network architecture (default: the one run in --model_dir, else U_Net2D5)")
+                   help=f"network architecture (default: the one run in --model_dir, else {PRIMARY_NETWORK})")
     p.add_argument("--dataset_split", default=None, help=f"CSV of 'subject,phase' rows (default {DEFAULT_SPLIT})")
     p.add_argument("--path_images", default=None,
                    help=f"folder of <subject>_<image_postfix>.nii.gz (default {DEFAULT_IMAGES})")
@@ -364,7 +365,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "(--model_dir or --model); followed by packages, checkpoints or run folders, those (after "
                         "the models of --model or --model_dir when given)")
     p.add_argument("--sw_batch_size", type=positive_int, default=1, help="sliding windows per forward pass")
-    p.add_argument("--sw_overlap", type=float, default=0.25, help="sliding-window overlap in [0, 1)")
+    p.add_argument("--sw_overlap", type=float, default=SW_OVERLAP, help="sliding-window overlap in [0, 1)")
     p.add_argument("--amp", action="store_true", help="mixed precision on CUDA")
     add_compile_args(p)
     add_common_args(p)

@@ -30,6 +30,7 @@ from utilities.core.distributed import wrap_ddp
 from utilities.data.dataset_file import parse_with_dataset
 from utilities.data.layout import RunLayout
 from utilities.data.loading import TrainingData, load_training_data
+from utilities.method.defaults import AUXILIARY_NETWORK, KD_TEMPERATURE, PRIMARY_NETWORK, STAGE1_SCRIPT, WEIGHT_KD
 from utilities.method.health import watch_for
 from utilities.method.losses import DiceCELoss, KDLoss
 from utilities.method.optim import Amp, make_optimizer
@@ -53,7 +54,6 @@ from utilities.workflow.plan import apply_plan
 
 logger = logging.getLogger("paseg")
 
-STAGE1_SCRIPT = "train_gatedcrfloss3d22d_multiview_varianceloss.py"
 PRETRAINED_DEFAULT = "./models/VS/gatedcrfloss3d22d_multiview_varianceloss/"
 
 
@@ -62,10 +62,10 @@ def build_parser() -> argparse.ArgumentParser:
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--pretrained_model1_dir", default=PRETRAINED_DEFAULT,
                    help="stage-1 run folder of the primary model (its <network1>/models/CP_best.pth is loaded)")
-    p.add_argument("--network1", default="U_Net2D5", choices=sorted(NETWORKS), help="primary network")
+    p.add_argument("--network1", default=PRIMARY_NETWORK, choices=sorted(NETWORKS), help="primary network")
     p.add_argument("--pretrained_model2_dir", default=PRETRAINED_DEFAULT,
                    help="stage-1 run folder of the auxiliary model (its <network2>/models/CP_best.pth is loaded)")
-    p.add_argument("--network2", default="AttU_Net", choices=sorted(NETWORKS), help="auxiliary network")
+    p.add_argument("--network2", default=AUXILIARY_NETWORK, choices=sorted(NETWORKS), help="auxiliary network")
     p.add_argument("--model_dir", default="./models/VS/SCM/", help="output folder")
     p.add_argument("--batch_size", type=positive_int, default=1, help="patches per step")
     p.add_argument("--max_epochs", type=positive_int, default=100, help="epochs")
@@ -74,8 +74,8 @@ def build_parser() -> argparse.ArgumentParser:
     add_data_args(p, labels_help="folder of full labels (validation); '' when there are none (points only: then "
                                  "--val_metric seed_dice)",
                   seeds_help="expanded-seed labels (used only for --val_metric seed_dice)")
-    p.add_argument("--weight_kd", type=float, default=0.5, help="λ: weight of the cross distillation, in [0, 1]")
-    p.add_argument("--T", type=positive_float, default=4.0, help="distillation temperature")
+    p.add_argument("--weight_kd", type=float, default=WEIGHT_KD, help="λ: weight of the cross distillation, in [0, 1]")
+    p.add_argument("--T", type=positive_float, default=KD_TEMPERATURE, help="distillation temperature")
     p.add_argument("--plan", default=None,
                    help="plan.json written by plan.py: its SCM flags become the defaults (flags given here override "
                         "them)")

@@ -28,6 +28,14 @@ from utilities.core.logs import setup_logger
 from utilities.data.dataset_file import parse_with_dataset
 from utilities.data.layout import RunLayout
 from utilities.data.loading import TrainingData, load_training_data
+from utilities.method.defaults import (
+    CRF_SIGMA_XY,
+    DOWN_SIZE,
+    KERNEL_RADIUS,
+    PRIMARY_NETWORK,
+    WEIGHT_GATEDCRF,
+    WEIGHT_VARIANCE,
+)
 from utilities.method.health import watch_for
 from utilities.method.losses import MultiViewGatedCRFLoss, PartialDiceCELoss, VarianceLoss
 from utilities.method.optim import Amp, make_optimizer
@@ -60,7 +68,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--model_dir", default="./models/debug/", help="run folder; outputs go to <model_dir>/<network>/")
-    p.add_argument("--network", default="U_Net2D5", choices=sorted(NETWORKS), help="network architecture")
+    p.add_argument("--network", default=PRIMARY_NETWORK, choices=sorted(NETWORKS), help="network architecture")
     p.add_argument("--batch_size", type=positive_int, default=1, help="patches per step")
     p.add_argument("--max_epochs", type=positive_int, default=300,
                    help="epochs (one pass over the training subjects each)")
@@ -69,14 +77,14 @@ def build_parser() -> argparse.ArgumentParser:
     add_data_args(p, labels_help="folder of full labels (validation Dice and TensorBoard only); '' when there are "
                                  "none (points only: then --val_metric seed_dice)",
                   seeds_help="folder of expanded-seed labels (0 background, 1 foreground, 2 unknown)")
-    p.add_argument("--weight_gatedcrf", type=nonnegative_float, default=1.0, help="weight of the mCRF loss")
-    p.add_argument("--down_size", type=int, nargs=3, default=[64, 64, 48],
+    p.add_argument("--weight_gatedcrf", type=nonnegative_float, default=WEIGHT_GATEDCRF, help="weight of the mCRF loss")
+    p.add_argument("--down_size", type=int, nargs=3, default=list(DOWN_SIZE),
                    help="size (X Y Z) the prediction and image are resized to for the mCRF loss")
-    p.add_argument("--kernel_radius", type=int, nargs=3, default=[5, 5, -1],
+    p.add_argument("--kernel_radius", type=int, nargs=3, default=list(KERNEL_RADIUS),
                    help="mCRF window radius; the first value is used (the others are kept for compatibility)")
-    p.add_argument("--weight_variance", type=nonnegative_float, default=0.1, help="weight of the VM loss")
+    p.add_argument("--weight_variance", type=nonnegative_float, default=WEIGHT_VARIANCE, help="weight of the VM loss")
     remedies = p.add_argument_group("collapse remedies (defaults: the paper's; see docs/guide/collapse.md)")
-    remedies.add_argument("--crf_sigma_xy", type=positive_float, default=6.0,
+    remedies.add_argument("--crf_sigma_xy", type=positive_float, default=CRF_SIGMA_XY,
                           help="mCRF spatial kernel width, in voxels of the --down_size grid")
     remedies.add_argument("--crf_sigma_rgb", type=positive_float, default=0.1,
                           help="mCRF intensity kernel width, in units of the z-normalised image")

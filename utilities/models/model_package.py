@@ -42,6 +42,8 @@ from utilities.data.grid import find_subject_file, missing_paths
 from utilities.data.io import atomic_path, load_torch, read_image
 from utilities.data.layout import MODELS, RunLayout
 from utilities.data.splits import read_split, subjects_of
+from utilities.method.defaults import SPATIAL_SHAPE
+from utilities.method.sequence import command
 from utilities.models.checkpoints import CHECKPOINT_FORMAT, load_model_weights, save_model
 
 __all__ = [
@@ -77,7 +79,7 @@ CARD = "model_card.md"
 #: of the image (:func:`utilities.data.loading.preprocess_transform`).
 NORMALISATION = "zscore"
 #: ``inference.py``'s patch size when neither ``--spatial_shape`` nor the model says one (the paper's VS).
-DEFAULT_SPATIAL_SHAPE = (128, 128, 48)
+DEFAULT_SPATIAL_SHAPE = SPATIAL_SHAPE
 _SCM_SUFFIXES = ("_model1", "_model2")
 
 
@@ -317,21 +319,11 @@ def data_fingerprint(dataset_split: str | os.PathLike, path_images: str | os.Pat
 
 
 def training_command(args: Mapping[str, Any] | None) -> str | None:
-    """The command line that trained a run, rebuilt from its recorded arguments."""
+    """The command line that trained a run, rebuilt from its recorded arguments (SCM's when they
+    name a ``network1``, else stage 1's)."""
     if not args:
         return None
-    script = "train_SCM.py" if "network1" in args else "train_gatedcrfloss3d22d_multiview_varianceloss.py"
-    words = ["python", script]
-    for key, value in args.items():
-        if value is None or value is False:
-            continue
-        if value is True:
-            words.append(f"--{key}")
-        elif isinstance(value, (list, tuple)):
-            words += [f"--{key}", *map(str, value)]
-        else:
-            words += [f"--{key}", str(value)]
-    return shlex.join(words)
+    return shlex.join(command("scm" if "network1" in args else "stage1", {f"--{key}": v for key, v in args.items()}))
 
 
 def _longest_backtick_run(text: str) -> int:

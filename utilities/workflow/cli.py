@@ -23,6 +23,14 @@ from utilities.core.errors import USER_ERRORS
 from utilities.core.logs import LOGGER_NAME, setup_logger
 from utilities.core.runtime import Terminated, raise_terminated
 from utilities.data.dataset_file import add_dataset_flag
+from utilities.method.defaults import (
+    IMAGE_POSTFIX,
+    LABEL_POSTFIX,
+    LEARNING_RATE,
+    SEED_POSTFIX,
+    SPATIAL_SHAPE,
+    SW_OVERLAP,
+)
 from utilities.method.optim import MOMENTUM, OPTIMIZERS
 
 if TYPE_CHECKING:
@@ -273,14 +281,15 @@ def add_data_args(parser: argparse.ArgumentParser, labels_help: str, seeds_help:
     parser.add_argument("--dataset_split", default="./splits/split_VS.csv", help="CSV of 'subject,phase' rows")
     parser.add_argument("--path_images", default="./data/VS/image_crop/",
                         help="folder of <subject>_<image_postfix>.nii.gz")
-    parser.add_argument("--image_postfix", default="T2", help="image file postfix")
+    parser.add_argument("--image_postfix", default=IMAGE_POSTFIX, help="image file postfix")
     parser.add_argument("--path_labels", default="./data/VS/label_crop/", help=labels_help)
-    parser.add_argument("--label_postfix", default="Label", help="label file postfix")
+    parser.add_argument("--label_postfix", default=LABEL_POSTFIX, help="label file postfix")
     parser.add_argument("--path_geodesic_labels", default="./data/VS/geodesic/weight0.5_threshold0.2/geodesic_label/",
                         help=seeds_help)
-    parser.add_argument("--geodesic_label_postfix", default="GeodesicLabel", help="expanded-seed label postfix")
-    parser.add_argument("--learning_rate", type=positive_float, default=1e-2, help="initial learning rate (poly decay)")
-    parser.add_argument("--spatial_shape", type=int, nargs=3, default=[128, 128, 48],
+    parser.add_argument("--geodesic_label_postfix", default=SEED_POSTFIX, help="expanded-seed label postfix")
+    parser.add_argument("--learning_rate", type=positive_float, default=LEARNING_RATE,
+                        help="initial learning rate (poly decay)")
+    parser.add_argument("--spatial_shape", type=int, nargs=3, default=list(SPATIAL_SHAPE),
                         help="training patch and sliding-window size (X Y Z), divisible by 16")
 
 
@@ -304,7 +313,7 @@ def add_training_args(parser: argparse.ArgumentParser) -> None:
     add_compile_args(parser)
     parser.add_argument("--sw_batch_size", type=positive_int, default=1,
                         help="sliding windows per forward pass in validation")
-    parser.add_argument("--sw_overlap", type=float, default=0.25, help="sliding-window overlap in validation")
+    parser.add_argument("--sw_overlap", type=float, default=SW_OVERLAP, help="sliding-window overlap in validation")
     parser.add_argument("--val_metric", default="dice", choices=["dice", "seed_dice"],
                         help="checkpoint selection: Dice against full labels (paper) or, label-free, "
                              "agreement with the expanded seeds on their annotated voxels")
