@@ -59,6 +59,7 @@ from data.family.make_family_data import (  # noqa: E402
 )
 from utilities.core.textdata import loads_json, md_cell  # noqa: E402
 from utilities.data.io import check_overwrite, save_csv, save_text  # noqa: E402
+from utilities.method.defaults import GEODESIC_THRESHOLD, GEODESIC_WEIGHT, KERNEL_RADIUS, RECIPE  # noqa: E402
 from utilities.workflow.plan import PlanRules, fingerprint, make_plan, write_plan  # noqa: E402
 
 __all__ = ["VARIANTS", "RECORD_NAME", "member_config", "summarize_family", "main"]
@@ -86,7 +87,7 @@ def member_config(seed: int, data: Path, plan: dict[str, Any], seeds: Sequence[i
     patch = s1["--spatial_shape"]
     recipe = {k: v for k, v in s1.items() if k in ("--network", "--spatial_shape", "--max_epochs")}
     recipe |= {"--down_size": [max(16, patch[0] // 2), max(16, patch[1] // 2), patch[2]],
-               "--kernel_radius": [5, 5, -1], "--momentum": 0.9, "--grad_clip": 12.0,
+               "--kernel_radius": list(KERNEL_RADIUS), **RECIPE.flags(),
                "--rampup_epochs": max(1, round(0.1 * epochs))}
     regulariser_off = {"--weight_gatedcrf": 0, "--weight_variance": 0}
     # nnU-Net at stage 1's steps: stage 1 takes one training case per step (batch 1), over the
@@ -98,8 +99,8 @@ def member_config(seed: int, data: Path, plan: dict[str, Any], seeds: Sequence[i
         "dataset": {"split_file": str(data / "split.csv"), "images": str(data / FOLDERS[0]),
                     "image_postfix": IMAGE_POSTFIX, "labels": str(data / FOLDERS[1]), "label_postfix": LABEL_POSTFIX,
                     "annotations": str(data / FOLDERS[2]), "annotation_postfix": ANNOTATION_POSTFIX,
-                    "geodesic_style": "BraTS", "geodesic_weight": 0.5, "geodesic_threshold": 0.2,
-                    "geodesic_workers": 1},
+                    "geodesic_style": "BraTS", "geodesic_weight": GEODESIC_WEIGHT,
+                    "geodesic_threshold": GEODESIC_THRESHOLD, "geodesic_workers": 1},
         "base": {"stage1": s1, "scm": {k: v for k, v in plan["scm"].items() if k not in ("--network1", "--network2",
                                                                                           "--spatial_shape")},
                  "inference": {}},

@@ -43,13 +43,28 @@ from utilities.data.io import atomic_path, check_overwrite, read_image, save_csv
 from utilities.data.layout import RunLayout
 from utilities.data.splits import read_split, subjects_of
 from utilities.evaluation.scoring import read_scores
+from utilities.method.defaults import (
+    ANNOTATION_POSTFIX,
+    GEODESIC_THRESHOLD,
+    GEODESIC_WEIGHT,
+    IMAGE_POSTFIX,
+    KD_TEMPERATURE,
+    KERNEL_RADIUS,
+    LABEL_POSTFIX,
+    PRIMARY_NETWORK,
+    RECIPE,
+    SEED_FOLDER,
+    SEED_POSTFIX,
+    WEIGHT_KD,
+)
+from utilities.method.sequence import Launcher, command, seed_args, teacher_args
 from utilities.workflow.cli import positive_int
 from utilities.workflow.stage0 import generate_geodesic_labels, output_folder
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parents[1]
-STAGE1 = ROOT / "train_gatedcrfloss3d22d_multiview_varianceloss.py"
-SCM = ROOT / "train_SCM.py"
+#: The training scripts run as subprocesses: this Python, the scripts of this checkout.
+LAUNCHER = Launcher(sys.executable, ROOT)
 
 
 def _sibling(name: str) -> ModuleType:
@@ -63,11 +78,7 @@ def _sibling(name: str) -> ModuleType:
 
 make_demo_data = _sibling("make_demo_data")
 
-PRIMARY, AUXILIARY = "U_Net2D5", "U_Net2D5"
-#: The recommended recipe against the early collapse (momentum 0.9, gradient clipping), for
-#: every training run of the demo; chosen on the validation cases (docs/guide/collapse.md).
-RECIPE = ("--momentum", "0.9", "--grad_clip", "12")
-GEODESIC_WEIGHT, GEODESIC_THRESHOLD = 0.5, 0.2
+PRIMARY, AUXILIARY = PRIMARY_NETWORK, PRIMARY_NETWORK
 
 
 @dataclass(frozen=True)
@@ -171,9 +182,9 @@ def run_demo(output_dir: Path, data_dir: Path, split_file: Path, scale: Scale, d
     images, labels = data_dir / "image_crop", data_dir / "label_crop"
     geodesic_root = data_dir / "geodesic"
     timer.run("geodesic expansion of the seeds", lambda: generate_geodesic_labels(
-        split_file, images, "T2", labels, "Label", data_dir / "annotation_7points", "7points", geodesic_root,
-        GEODESIC_WEIGHT, GEODESIC_THRESHOLD, num_workers=2))
-    seeds_dir = output_folder(geodesic_root, GEODESIC_WEIGHT, GEODESIC_THRESHOLD) / "geodesic_label"
+        split_file, images, IMAGE_POSTFIX, labels, LABEL_POSTFIX, data_dir / "annotation_7points", ANNOTATION_POSTFIX,
+        geodesic_root, GEODESIC_WEIGHT, GEODESIC_THRESHOLD, num_workers=2))
+    seeds_dir = output_folder(geodesic_root, GEODESIC_WEIGHT, GEODESIC_THRESHOLD) / SEED_FOLDER
 
     models = output_dir / "models"
     pa_seg = models / "gatedcrfloss3d22d_multiview_varianceloss"
@@ -209,39 +220,40 @@ def _training_jobs(output_dir: Path, split_file: Path, images: Path, labels: Pat
                    device: str, train_seed: int) -> list[Job]:
     """The demo's five trainings, in start order: the two SCM teachers, SCM (the longest), the rest."""
     models = output_dir / "models"
-    common = ["--dataset_split", str(split_file), "--path_images", str(images), "--image_postfix", "T2",
-              "--path_labels", str(labels), "--label_postfix", "Label", "--spatial_shape",
-              *map(str, scale.spatial_shape), "--device", device, "--seed", str(train_seed), "--overwrite", *RECIPE]
+    common = ["--dataset_split", str(split_file), "--path_images", str(images), "--image_postfix", IMAGE_POSTFIX,
+              "--path_labels", str(labels), "--label_postfix", LABEL_POSTFIX, "--spatial_shape",
+              *map(str, scale.spatial_shape), "--device", device, "--seed", str(train_seed), "--overwrite",
+              *RECIPE.args()]  # the recommended recipe against the early collapse, for every training run
     stage1_common = [*common, "--max_epochs", str(scale.epochs_stage1), "--rampup_epochs", str(scale.rampup_epochs),
-                     "--down_size", *map(str, scale.down_size), "--kernel_radius", "5", "5", "-1"]
-    seeds_flags = ["--path_geodesic_labels", str(seeds_dir), "--geodesic_label_postfix", "GeodesicLabel"]
+                     "--down_size", *map(str, scale.down_size), "--kernel_radius", *map(str, KERNEL_RADIUS)]
+    seeds_flags = seed_args(seeds_dir)
     pa_seg = models / "gatedcrfloss3d22d_multiview_varianceloss"
     # the auxiliary network: a second U_Net2D5 from another seed (AttU_Net collapsed to all-background
     # on the earlier demo data's validation cases, see docs/results/demo.md)
     pa_seg_aux = models / "gatedcrfloss3d22d_multiview_varianceloss_aux"
     logs = output_dir / "logs"
 
-    def job(name: str, script: Path, folder: Path, flags: list[str], needs: tuple[str, ...] = ()) -> Job:
-        return Job(name, [sys.executable, str(script), "--model_dir", str(folder), *flags], logs / f"{folder.name}.log",
-                   needs)
+    def job(name: str, step: str, folder: Path, flags: list[str], needs: tuple[str, ...] = ()) -> Job:
+        return Job(name, command(step, ["--model_dir", str(folder)], flags, launcher=LAUNCHER),
+                   logs / f"{folder.name}.log", needs)
 
     primary = f"stage 1 (mCRF + VM): primary {PRIMARY}"
     auxiliary = f"stage 1 (mCRF + VM): auxiliary {AUXILIARY}"
     # list order = start order when a slot frees: the two SCM teachers, then SCM (the longest), then the rest
     jobs = [
-        job(primary, STAGE1, pa_seg, ["--network", PRIMARY, *stage1_common, *seeds_flags]),
-        job(auxiliary, STAGE1, pa_seg_aux,
+        job(primary, "stage1", pa_seg, ["--network", PRIMARY, *stage1_common, *seeds_flags]),
+        job(auxiliary, "stage1", pa_seg_aux,
             ["--network", AUXILIARY, *stage1_common, *seeds_flags, "--seed", str(train_seed + 1)]),
-        job("stage 2 (SCM)", SCM, models / "SCM",
-            ["--pretrained_model1_dir", str(pa_seg), "--network1", PRIMARY, "--pretrained_model2_dir",
-             str(pa_seg_aux), "--network2", AUXILIARY, *common, "--max_epochs", str(scale.epochs_scm),
-             "--iterative_epochs", str(scale.iterative_epochs), "--weight_kd", "0.5", "--T", "4.0"],
+        job("stage 2 (SCM)", "scm", models / "SCM",
+            [*teacher_args(pa_seg, pa_seg_aux, PRIMARY, AUXILIARY), *common, "--max_epochs", str(scale.epochs_scm),
+             "--iterative_epochs", str(scale.iterative_epochs), "--weight_kd", str(WEIGHT_KD), "--T",
+             str(KD_TEMPERATURE)],
             needs=(primary, auxiliary)),
-        job("baseline: seeds only (partial DiceCE)", STAGE1, models / "seeds_only",
+        job("baseline: seeds only (partial DiceCE)", "stage1", models / "seeds_only",
             ["--network", PRIMARY, *stage1_common, *seeds_flags, "--weight_gatedcrf", "0", "--weight_variance", "0"]),
-        job("reference: full supervision", STAGE1, models / "full_supervision",
-            ["--network", PRIMARY, *stage1_common, "--path_geodesic_labels", str(labels), "--geodesic_label_postfix",
-             "Label", "--weight_gatedcrf", "0", "--weight_variance", "0"]),
+        job("reference: full supervision", "stage1", models / "full_supervision",
+            ["--network", PRIMARY, *stage1_common, *seed_args(labels, LABEL_POSTFIX), "--weight_gatedcrf", "0",
+             "--weight_variance", "0"]),
     ]
     return jobs
 
@@ -252,11 +264,11 @@ def _score(method: Method, split_file: Path, images: Path, labels: Path, scale: 
     if method.epoch_inf is not None:
         timer.run(f"inference: {method.row}", lambda m=method: inference.main(
             ["--model_dir", str(m.model_dir), "--network", m.network, "--epoch_inf", m.epoch_inf,
-             "--dataset_split", str(split_file), "--path_images", str(images), "--image_postfix", "T2",
+             "--dataset_split", str(split_file), "--path_images", str(images), "--image_postfix", IMAGE_POSTFIX,
              "--phase", "inference", "--spatial_shape", *map(str, scale.spatial_shape), "--device", device]))
     csv = scores.main(["--model_dir", str(method.model_dir), "--network", method.network, "--dataset_split",
-                       str(split_file), "--image_postfix", "T2", "--phase", "inference", "--path_labels",
-                       str(labels), "--label_postfix", "Label"])
+                       str(split_file), "--image_postfix", IMAGE_POSTFIX, "--phase", "inference", "--path_labels",
+                       str(labels), "--label_postfix", LABEL_POSTFIX])
     cases, summary = read_scores(csv)
     return {"method": method.row, "dice_mean": summary.loc["mean", "dice"], "dice_std": summary.loc["std", "dice"],
             "assd_mean": summary.loc["mean", "assd"], "assd_std": summary.loc["std", "assd"], "cases": n_cases,
@@ -275,11 +287,11 @@ def compare_selection(stage1_dir: Path, copy_dir: Path, dice_row: pd.Series, spl
         shutil.copyfile(source, tmp)
     timer.run("inference: stage 1, checkpoint chosen by seed_dice", lambda: inference.main(
         ["--model_dir", str(copy_dir), "--network", PRIMARY, "--epoch_inf", "best", "--dataset_split",
-         str(split_file), "--path_images", str(images), "--image_postfix", "T2", "--phase", "inference",
+         str(split_file), "--path_images", str(images), "--image_postfix", IMAGE_POSTFIX, "--phase", "inference",
          "--spatial_shape", *map(str, scale.spatial_shape), "--device", device]))
     csv = scores.main(["--model_dir", str(copy_dir), "--network", PRIMARY, "--dataset_split", str(split_file),
-                       "--image_postfix", "T2", "--phase", "inference", "--path_labels", str(labels),
-                       "--label_postfix", "Label"])
+                       "--image_postfix", IMAGE_POSTFIX, "--phase", "inference", "--path_labels", str(labels),
+                       "--label_postfix", LABEL_POSTFIX])
     summary = read_scores(csv)[1]
     epochs = {m: int(torch.load(p, weights_only=True)["epoch"]) for m, p in
               (("dice", RunLayout(stage1_dir, PRIMARY).checkpoint("best")), ("seed_dice", source))}
@@ -294,9 +306,9 @@ def compare_selection(stage1_dir: Path, copy_dir: Path, dice_row: pd.Series, spl
 def write_seed_predictions(cases: list[str], seeds_dir: Path, method: Method) -> None:
     """The expanded foreground (label 1) as a prediction file, so it is scored like the networks."""
     for case in cases:
-        ref = read_image(subject_path(seeds_dir, case, "GeodesicLabel"), "expanded-seed label")
+        ref = read_image(subject_path(seeds_dir, case, SEED_POSTFIX), "expanded-seed label")
         fg = (sitk.GetArrayFromImage(ref) == 1).astype(np.uint8)
-        write_like(fg, ref, RunLayout(method.model_dir, method.network).prediction(case, "T2"))
+        write_like(fg, ref, RunLayout(method.model_dir, method.network).prediction(case, IMAGE_POSTFIX))
 
 
 def results_markdown(results: pd.DataFrame, times: list[tuple[str, float]], total: float,
@@ -329,17 +341,17 @@ def _on_grid(image: sitk.Image, image_path: Path, path: Path, what: str) -> np.n
 def draw_overlay(case: str, images: Path, labels: Path, methods: list[Method], out: Path) -> None:
     """Rows = methods, columns = axial, coronal, sagittal slices through the lesion centre;
     label contour in green, prediction contour in red."""
-    image_path = subject_path(images, case, "T2")
+    image_path = subject_path(images, case, IMAGE_POSTFIX)
     image_sitk = read_image(image_path)
     image = sitk.GetArrayFromImage(image_sitk)  # (z, y, x)
-    label = _on_grid(image_sitk, image_path, subject_path(labels, case, "Label"), "label") > 0
+    label = _on_grid(image_sitk, image_path, subject_path(labels, case, LABEL_POSTFIX), "label") > 0
     sx, sy, sz = image_sitk.GetSpacing()
     centre = np.round(np.argwhere(label).mean(0)).astype(int) if label.any() else np.array(image.shape) // 2
     views = [("axial", lambda a: a[centre[0]], sy / sx), ("coronal", lambda a: a[:, centre[1]], sz / sx),
              ("sagittal", lambda a: a[:, :, centre[2]], sz / sy)]
     fig, axes = plt.subplots(len(methods), 3, figsize=(9, 3 * len(methods)), squeeze=False)
     for row, method in enumerate(methods):
-        pred_path = RunLayout(method.model_dir, method.network).prediction(case, "T2")
+        pred_path = RunLayout(method.model_dir, method.network).prediction(case, IMAGE_POSTFIX)
         pred = _on_grid(image_sitk, image_path, pred_path, "prediction") > 0
         for col, (name, cut, aspect) in enumerate(views):
             ax = axes[row, col]
