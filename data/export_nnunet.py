@@ -47,6 +47,7 @@ from utilities.data.dataset_file import add_dataset_flag, parse_with_dataset, re
 from utilities.data.grid import Grid, check_same_grid, find_subject_file, listed, missing_paths
 from utilities.data.io import atomic_path, ensure_writable_dir, read_image, save_text, write_image
 from utilities.data.splits import read_split, subjects_of
+from utilities.method.defaults import SEED_POSTFIX
 
 __all__ = ["SEED_LABELS", "FULL_LABELS", "FILE_ENDING", "dataset_folder", "export_nnunet", "add_data_arguments",
            "main"]
@@ -93,7 +94,7 @@ def _copy(source: Path, target: Path) -> None:
 
 def export_nnunet(dataset_split: str | os.PathLike, path_images: str | os.PathLike, image_postfix: str,
                   output_dir: str | os.PathLike, dataset_id: int, dataset_name: str, labels: str = "seeds",
-                  path_geodesic_labels: str | os.PathLike | None = None, geodesic_label_postfix: str = "GeodesicLabel",
+                  path_geodesic_labels: str | os.PathLike | None = None, geodesic_label_postfix: str = SEED_POSTFIX,
                   path_labels: str | os.PathLike | None = None, label_postfix: str = "Label",
                   channel_name: str | None = None, overwrite: bool = False) -> Path:
     """Write the nnU-Net v2 raw dataset of a split; returns its folder.
@@ -258,7 +259,7 @@ def add_data_arguments(p: argparse.ArgumentParser) -> None:
                    help="seeds: expanded seeds with ignore label 2; full: full labels (fully supervised reference)")
     p.add_argument("--path_geodesic_labels", default="./data/VS/geodesic/weight0.5_threshold0.2/geodesic_label/",
                    help="folder of the expanded seeds (--labels seeds)")
-    p.add_argument("--geodesic_label_postfix", default="GeodesicLabel", help="expanded-seed file postfix")
+    p.add_argument("--geodesic_label_postfix", default=SEED_POSTFIX, help="expanded-seed file postfix")
     p.add_argument("--path_labels", default="./data/VS/label_crop/", help="folder of the full labels (--labels full)")
     p.add_argument("--label_postfix", default="Label", help="full label file postfix")
     add_dataset_flag(p)

@@ -24,14 +24,15 @@ import sys
 from pathlib import Path
 
 from utilities.data.dataset_file import add_dataset_flag, parse_with_dataset
+from utilities.method.defaults import GEODESIC_THRESHOLD, GEODESIC_WEIGHT
 from utilities.method.intensity import SCAN_DEFAULT
 from utilities.workflow.stage0 import STYLES, build_parser, run_parsed
 
 DEFAULTS = {
     "anno_7points_postfix": "7points",
     "label_postfix": "Label",
-    "geodesic_weight": 0.5,
-    "geodesic_threshold": 0.2,
+    "geodesic_weight": GEODESIC_WEIGHT,
+    "geodesic_threshold": GEODESIC_THRESHOLD,
     "intensity": SCAN_DEFAULT,
 }
 

@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 from utilities.data.dataset_file import add_dataset_flag, parse_with_dataset
+from utilities.method.defaults import GEODESIC_THRESHOLD, GEODESIC_WEIGHT
 from utilities.workflow.stage0 import build_parser, run_parsed
 
 DEFAULTS = {
@@ -20,8 +21,8 @@ DEFAULTS = {
     "path_anno_7points": "./data/BraTS/annotation_7points/",
     "anno_7points_postfix": "7points",
     "path_geodesic": "./data/BraTS/geodesic/",
-    "geodesic_weight": 0.5,
-    "geodesic_threshold": 0.2,
+    "geodesic_weight": GEODESIC_WEIGHT,
+    "geodesic_threshold": GEODESIC_THRESHOLD,
 }
 
 

@@ -33,6 +33,7 @@ from typing import Any
 
 from utilities.core.textdata import loads_json
 from utilities.data.io import check_overwrite, save_text
+from utilities.method.defaults import ANNOTATION_POSTFIX, LABEL_POSTFIX, SEED_POSTFIX
 
 __all__ = ["KEYS", "DatasetKey", "Dataset", "read_dataset", "dataset_text", "write_dataset", "same_values",
            "names_same", "add_dataset_flag", "given_dataset", "typed_flags", "parse_with_dataset", "require"]
@@ -56,12 +57,12 @@ KEYS: dict[str, DatasetKey] = {
     "images": DatasetKey(("path_images", "images_dir"), "the images' folder", "path"),
     "image_postfix": DatasetKey(("image_postfix",), "the images' postfix", "postfix"),
     "annotations": DatasetKey(("path_anno_7points",), "the 7-point annotations' folder", "path"),
-    "annotation_postfix": DatasetKey(("anno_7points_postfix",), "the annotations' postfix", "postfix", "7points"),
+    "annotation_postfix": DatasetKey(("anno_7points_postfix",), "the annotations' postfix", "postfix",
+                                     ANNOTATION_POSTFIX),
     "labels": DatasetKey(("path_labels",), "the full labels' folder", "path"),
-    "label_postfix": DatasetKey(("label_postfix",), "the full labels' postfix", "postfix", "Label"),
+    "label_postfix": DatasetKey(("label_postfix",), "the full labels' postfix", "postfix", LABEL_POSTFIX),
     "seeds": DatasetKey(("path_geodesic_labels",), "the expanded seeds' folder (stage 0's geodesic_label)", "path"),
-    "seed_postfix": DatasetKey(("geodesic_label_postfix",), "the expanded seeds' postfix", "postfix",
-                               "GeodesicLabel"),
+    "seed_postfix": DatasetKey(("geodesic_label_postfix",), "the expanded seeds' postfix", "postfix", SEED_POSTFIX),
     "modality": DatasetKey(("channel_name", "modality"), "the image modality (nnU-Net's channel name, e.g. MR or CT)",
                            "name"),
 }

@@ -59,6 +59,7 @@ from utilities.data.grid import (
 from utilities.data.io import ensure_writable_dir, read_image, save_csv, save_text, write_like
 from utilities.data.splits import PHASES, read_split, subjects_of
 from utilities.evaluation.scoring import with_summary
+from utilities.method.defaults import GEODESIC_THRESHOLD, GEODESIC_WEIGHT, SEED_FOLDER, SEED_POSTFIX
 from utilities.method.geodesic import check_weight_threshold, euclidean_step_fraction, expand_seeds
 from utilities.method.intensity import (
     NORMALISATIONS,
@@ -312,7 +313,7 @@ def generate_geodesic_labels(dataset_split: str | os.PathLike, path_images: str 
     subjects = _checked_subjects(split, dataset_split, phase, (path_images, image_postfix),
                                  (path_anno_7points, anno_7points_postfix))
     out_dir = output_folder(path_geodesic, geodesic_weight, geodesic_threshold)
-    label_dir = ensure_writable_dir(out_dir / "geodesic_label")
+    label_dir = ensure_writable_dir(out_dir / SEED_FOLDER)
     distance_dir = ensure_writable_dir(out_dir / "geodesic_distance")
     logger = setup_logger(out_dir, name="generate_geodesic_labels")
     given = dict(locals())   # the (normalised) arguments; a comprehension would see its own scope
@@ -418,7 +419,7 @@ def _subject_task(subject: str, template: _Task, images: tuple[str | os.PathLike
         else:
             logger.info("%s: no full label %s; no metrics for it", subject, candidate)
     return replace(template, subject=subject, image=image_path, annotation=annotation_path, label=label_path,
-                   out_label=subject_path(out_dirs[0], subject, "GeodesicLabel"),
+                   out_label=subject_path(out_dirs[0], subject, SEED_POSTFIX),
                    out_distance=subject_path(out_dirs[1], subject, "GeodesicDistance"), mapping=mapping)
 
 
@@ -495,9 +496,9 @@ def build_parser(defaults: dict[str, Any], description: str | None = None) -> ar
     p.add_argument("--intensity", default=defaults.get("intensity", "none"), choices=sorted(NORMALISATIONS),
                    help="intensity normalisation of each lesion's box before the geodesic distance "
                         "(utilities/method/intensity.py); none: the raw intensities, as in the paper")
-    p.add_argument("--geodesic_weight", type=float, default=defaults.get("geodesic_weight", 0.5),
+    p.add_argument("--geodesic_weight", type=float, default=defaults.get("geodesic_weight", GEODESIC_WEIGHT),
                    help="GeodisTK lambda in [0, 1]: 0 Euclidean distance, 1 intensity changes only")
-    p.add_argument("--geodesic_threshold", type=float, default=defaults.get("geodesic_threshold", 0.2),
+    p.add_argument("--geodesic_threshold", type=float, default=defaults.get("geodesic_threshold", GEODESIC_THRESHOLD),
                    help="fraction in (0, 1] of the box's largest distance below which a voxel is foreground")
     p.add_argument("--num_workers", type=positive_int, default=min(4, os.cpu_count() or 1),
                    help="parallel processes (1: run in this process)")
