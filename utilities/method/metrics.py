@@ -1,4 +1,6 @@
-"""Segmentation metrics on binary masks (medpy), with empty masks kept, never dropped."""
+"""Segmentation metrics on binary masks (medpy), with empty masks kept, never dropped.
+
+Scoring files with them is :mod:`utilities.evaluation.scoring` (the words: :mod:`utilities.evaluation`)."""
 from __future__ import annotations
 
 import math

@@ -1,6 +1,7 @@
 """Validation: whole-volume Dice against the full labels and against the expanded seeds, the
 predicted foreground fraction (training health) and the network against its own seeds
-(:mod:`utilities.method.health`), every rank's shard gathered."""
+(:mod:`utilities.method.health`), every rank's shard gathered. Scoring predictions after training
+is :mod:`utilities.evaluation.scoring` (the words: :mod:`utilities.evaluation`)."""
 from __future__ import annotations
 
 import math
