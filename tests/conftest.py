@@ -77,7 +77,7 @@ def tiny_seeds(tmp_path_factory) -> tuple[Path, list[str]]:
 
 
 # --- slow tests, and the tests' share between pytest-xdist workers ------------------------------------------------
-_SHARED = re.compile(r"""scope\s*=\s*["'](module|class|package)["']""")
+_SHARED = re.compile(r"""scope\s*=\s*["'](module|class|package|session)["']""")
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -88,8 +88,9 @@ def pytest_configure(config: pytest.Config) -> None:
 @functools.cache
 def shares_module_fixtures(module: str) -> bool:
     """Whether the test module ``module`` (a path relative to the repository root) defines a
-    fixture built once per module or class (a tiny trained run, a prepared dataset): its tests
-    must then run on one worker, or each worker builds the fixture again."""
+    fixture built once per module, class or session (a tiny trained run, a prepared dataset): its
+    tests must then run on one worker, or each worker builds the fixture again. (The session
+    fixtures of this file are cheap and built once per worker.)"""
     try:
         return bool(_SHARED.search((ROOT / module).read_text(encoding="utf-8")))
     except OSError:
