@@ -80,6 +80,14 @@ def tiny_seeds(tmp_path_factory) -> tuple[Path, list[str]]:
 _SHARED = re.compile(r"""scope\s*=\s*["'](module|class|package|session)["']""")
 
 
+#: Modules whose tests are mostly end to end (ablations, script runs in every format, trained runs
+#: read by folder prediction) but carry no ``slow`` marks of their own: all their tests count as slow.
+SLOW_MODULES = ("tests/experiments/test_ablate.py", "tests/experiments/test_collapse_analysis.py",
+                "tests/robustness/test_reliability_runner.py", "tests/robustness/test_formats_every_script.py",
+                "tests/scripts/test_inference_folders.py", "tests/scripts/test_export_nnunet.py",
+                "tests/utilities/data/test_dataset_file.py", "tests/utilities/workflow/test_cli_errors.py")
+
+
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "slow: end to end (trains models, runs scripts or benchmarks); "
                                        "`make test-quick` leaves these out (-m 'not slow')")
@@ -106,9 +114,13 @@ def work_unit(nodeid: str) -> str:
 
 @pytest.hookimpl(tryfirst=True)
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """The ``slow`` tests first, and with them every test of a module handed out whole
-    (:func:`work_unit`) that holds one: the workers take the long tests while the short ones
-    are left to fill their ends, instead of one long test running alone at the end."""
+    """Mark the tests of :data:`SLOW_MODULES` ``slow``. Then the ``slow`` tests first, and with
+    them every test of a module handed out whole (:func:`work_unit`) that holds one: the workers
+    take the long tests while the short ones are left to fill their ends, instead of one long
+    test running alone at the end."""
+    for item in items:
+        if item.nodeid.split("::", 1)[0] in SLOW_MODULES:
+            item.add_marker(pytest.mark.slow)
     slow_units = {work_unit(item.nodeid) for item in items if item.get_closest_marker("slow") is not None}
     items.sort(key=lambda item: work_unit(item.nodeid) not in slow_units)  # stable: collection order within
 
