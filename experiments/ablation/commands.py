@@ -10,10 +10,12 @@ from pathlib import Path
 from typing import Any
 
 from utilities.data.layout import RunLayout
-from utilities.workflow.plan import flag_args, read_plan
+from utilities.method.defaults import SEED_FOLDER
+from utilities.method.sequence import Launcher, command, script_command, seed_args, teacher_args
+from utilities.workflow.plan import read_plan
 
 from .config import Config, Variant
-from .scripts import GEODESIC_SCRIPTS, NNUNET_NETWORK, NNUNET_SCRIPT, ROOT, SCM_SCRIPT, STAGE1_SCRIPT, script_parser
+from .scripts import GEODESIC_SCRIPTS, NNUNET_NETWORK, NNUNET_SCRIPT, ROOT, STAGE1_SCRIPT, script_parser
 
 __all__ = ["Run", "geodesic_dir", "stage0_command", "stage1_flags", "stage1_command", "scm_command", "nnunet_command",
            "plan_runs", "inference_commands", "all_commands"]
@@ -21,6 +23,11 @@ __all__ = ["Run", "geodesic_dir", "stage0_command", "stage1_flags", "stage1_comm
 
 def _fmt(value: Any) -> str:
     return repr(value) if isinstance(value, float) else str(value)
+
+
+def _launcher(python: str) -> Launcher:
+    """The runner's commands: ``python``, the scripts of this checkout by their full path."""
+    return Launcher(python, ROOT)
 
 
 @dataclass
@@ -85,17 +92,18 @@ def geodesic_dir(cfg: Config, output_dir: Path) -> Path:
     """Where stage 0 writes the expanded seeds."""
     d = cfg.dataset
     weight_threshold = f"weight{d['geodesic_weight']}_threshold{d['geodesic_threshold']}"
-    return output_dir / "geodesic" / weight_threshold / "geodesic_label"
+    return output_dir / "geodesic" / weight_threshold / SEED_FOLDER
 
 
 def stage0_command(cfg: Config, output_dir: Path, python: str) -> list[str]:
     d = cfg.dataset
-    return [python, str(ROOT / GEODESIC_SCRIPTS[d["geodesic_style"]]), "--dataset_split", str(d["split_file"]),
-            "--path_images", str(d["images"]), "--image_postfix", d["image_postfix"],
-            "--path_labels", str(d["labels"]), "--label_postfix", d["label_postfix"],
-            "--path_anno_7points", str(d["annotations"]), "--anno_7points_postfix", d["annotation_postfix"],
-            "--path_geodesic", str(output_dir / "geodesic"), "--geodesic_weight", _fmt(d["geodesic_weight"]),
-            "--geodesic_threshold", _fmt(d["geodesic_threshold"]), "--num_workers", str(d["geodesic_workers"])]
+    return script_command(GEODESIC_SCRIPTS[d["geodesic_style"]], [
+        "--dataset_split", str(d["split_file"]), "--path_images", str(d["images"]),
+        "--image_postfix", d["image_postfix"], "--path_labels", str(d["labels"]), "--label_postfix", d["label_postfix"],
+        "--path_anno_7points", str(d["annotations"]), "--anno_7points_postfix", d["annotation_postfix"],
+        "--path_geodesic", str(output_dir / "geodesic"), "--geodesic_weight", _fmt(d["geodesic_weight"]),
+        "--geodesic_threshold", _fmt(d["geodesic_threshold"]), "--num_workers", str(d["geodesic_workers"])],
+        launcher=_launcher(python))
 
 
 def _data_args(cfg: Config) -> list[str]:
@@ -107,7 +115,7 @@ def _data_args(cfg: Config) -> list[str]:
 
 def _seed_labels(seeds_dir: Path) -> list[str]:
     """The flags that point a training at the expanded seeds of stage 0."""
-    return ["--path_geodesic_labels", str(seeds_dir), "--geodesic_label_postfix", "GeodesicLabel"]
+    return seed_args(seeds_dir)
 
 
 def _run_args(folder: Path, seed: int, device: str) -> list[str]:
@@ -128,10 +136,9 @@ def stage1_command(cfg: Config, variant: Variant, seed: int, folder: Path, seeds
     """Stage 1 of a ``stage1`` variant on the expanded seeds in ``seeds_dir`` (or of a ``full``
     variant on the full labels) with training seed ``seed``, into ``folder``."""
     d = cfg.dataset
-    labels = (["--path_geodesic_labels", str(d["labels"]), "--geodesic_label_postfix", d["label_postfix"]]
-              if variant.kind == "full" else _seed_labels(seeds_dir))
-    return [python, str(ROOT / STAGE1_SCRIPT), *flag_args(stage1_flags(cfg, variant)), *_data_args(cfg), *labels,
-            *_run_args(folder, seed, device)]
+    labels = seed_args(str(d["labels"]), d["label_postfix"]) if variant.kind == "full" else _seed_labels(seeds_dir)
+    return command("stage1", stage1_flags(cfg, variant), _data_args(cfg), labels, _run_args(folder, seed, device),
+                   launcher=_launcher(python))
 
 
 def scm_command(cfg: Config, variant: Variant, seed: int, folder: Path, seeds_dir: Path, models: tuple[Run, Run],
@@ -141,16 +148,16 @@ def scm_command(cfg: Config, variant: Variant, seed: int, folder: Path, seeds_di
     s1_flags = _merged(cfg.base["stage1"], cfg.variants[variant.sources[0]].flags)
     flags = _merged({k: s1_flags[k] for k in ("--spatial_shape",) if k in s1_flags}, cfg.base["scm"], variant.flags)
     m1, m2 = models
-    return [python, str(ROOT / SCM_SCRIPT), *flag_args(flags), *_data_args(cfg), *_seed_labels(seeds_dir),
-            "--pretrained_model1_dir", str(m1.folder), "--network1", m1.network,
-            "--pretrained_model2_dir", str(m2.folder), "--network2", m2.network, *_run_args(folder, seed, device)]
+    return command("scm", flags, _data_args(cfg), _seed_labels(seeds_dir),
+                   teacher_args(m1.folder, m2.folder, m1.network, m2.network), _run_args(folder, seed, device),
+                   launcher=_launcher(python))
 
 
 def nnunet_command(cfg: Config, variant: Variant, seed: int, folder: Path, seeds_dir: Path, device: str,
                    python: str) -> list[str]:
     """nnU-Net v2 (``experiments/nnunet_baseline.py``) of an ``nnunet`` variant with its flags, into ``folder``."""
-    return [python, str(ROOT / NNUNET_SCRIPT), *flag_args(variant.flags), *_data_args(cfg), *_seed_labels(seeds_dir),
-            *_run_args(folder, seed, device)]
+    return script_command(NNUNET_SCRIPT, variant.flags, _data_args(cfg), _seed_labels(seeds_dir),
+                          _run_args(folder, seed, device), launcher=_launcher(python))
 
 
 def plan_runs(cfg: Config, output_dir: Path, seeds: Sequence[int], names: Sequence[str], device: str,
@@ -196,24 +203,25 @@ def plan_runs(cfg: Config, output_dir: Path, seeds: Sequence[int], names: Sequen
 
 def inference_commands(cfg: Config, run: Run, device: str, python: str) -> list[list[str]]:
     d = cfg.dataset
+    launcher = _launcher(python)
     commands = []
     if run.variant.kind == "nnunet":   # nnunet_baseline.py has predicted: score its folder
-        return [[python, str(ROOT / "utilities" / "scores.py"), "--dataset_split", str(d["split_file"]),
-                 "--phase", "inference", "--path_labels", str(d["labels"]), "--label_postfix", d["label_postfix"],
-                 "--prediction_dir", str(run.predictions)]]
+        return [command("scores", ["--dataset_split", str(d["split_file"]), "--phase", "inference", "--path_labels",
+                                   str(d["labels"]), "--label_postfix", d["label_postfix"], "--prediction_dir",
+                                   str(run.predictions)], launcher=launcher)]
     if run.variant.kind != "seeds":
         s1 = _merged(cfg.base["stage1"], run.variant.flags)
         if run.variant.kind == "scm":
             s1 = _merged(cfg.base["stage1"], cfg.variants[run.variant.sources[0]].flags)
-        commands.append([python, str(ROOT / "inference.py"), "--model_dir", str(run.folder), "--network", run.network,
-                         "--epoch_inf", run.variant.epoch_inf, "--dataset_split", str(d["split_file"]),
-                         "--path_images", str(d["images"]), "--image_postfix", d["image_postfix"],
-                         "--phase", "inference", *_spatial(s1), *flag_args(cfg.base["inference"]),
-                         "--device", device])
-    commands.append([python, str(ROOT / "utilities" / "scores.py"), "--model_dir", str(run.folder), "--network",
-                     run.network, "--dataset_split", str(d["split_file"]), "--image_postfix", d["image_postfix"],
-                     "--phase", "inference", "--path_labels", str(d["labels"]), "--label_postfix",
-                     d["label_postfix"]])
+        commands.append(command("inference", [
+            "--model_dir", str(run.folder), "--network", run.network, "--epoch_inf", run.variant.epoch_inf,
+            "--dataset_split", str(d["split_file"]), "--path_images", str(d["images"]), "--image_postfix",
+            d["image_postfix"], "--phase", "inference", *_spatial(s1)], cfg.base["inference"], ["--device", device],
+            launcher=launcher))
+    commands.append(command("scores", [
+        "--model_dir", str(run.folder), "--network", run.network, "--dataset_split", str(d["split_file"]),
+        "--image_postfix", d["image_postfix"], "--phase", "inference", "--path_labels", str(d["labels"]),
+        "--label_postfix", d["label_postfix"]], launcher=launcher))
     return commands
 
 

@@ -17,6 +17,7 @@ import pandas as pd
 
 from utilities.core.jobs import run_logged, stop_all, thread_env
 from utilities.data.layout import RunLayout
+from utilities.method.defaults import SEED_POSTFIX
 
 from .checks import check_epoch_inf, check_runs
 from .commands import Run, geodesic_dir, inference_commands, plan_runs, stage0_command
@@ -93,7 +94,7 @@ def write_seed_predictions(cfg: Config, run: Run, seeds_dir: Path) -> None:
     from utilities.data.splits import read_split, subjects_of
 
     cases = subjects_of(read_split(cfg.dataset["split_file"]), "inference")
-    labels = {case: read_image(subject_path(seeds_dir, case, "GeodesicLabel"), "expanded-seed label")
+    labels = {case: read_image(subject_path(seeds_dir, case, SEED_POSTFIX), "expanded-seed label")
               for case in cases}
     for case, ref in labels.items():
         fg = (sitk.GetArrayFromImage(ref) == 1).astype(np.uint8)

@@ -8,11 +8,11 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from utilities.method.defaults import SCM_SCRIPT, STAGE1_SCRIPT
+
 #: The repository root: the scripts' paths are taken from it, and the runner starts them there.
 ROOT = Path(__file__).resolve().parents[2]
 
-STAGE1_SCRIPT = "train_gatedcrfloss3d22d_multiview_varianceloss.py"
-SCM_SCRIPT = "train_SCM.py"
 NNUNET_SCRIPT = "experiments/nnunet_baseline.py"
 #: The sub-folder of an ``nnunet`` run (``nnunet_baseline.NETWORK``).
 NNUNET_NETWORK = "nnUNet"

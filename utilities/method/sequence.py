@@ -18,7 +18,7 @@ from typing import Any
 
 from utilities.method.defaults import SCRIPTS, SEED_POSTFIX
 
-__all__ = ["Part", "Launcher", "USER", "flag_args", "command", "seed_args", "teacher_args"]
+__all__ = ["Part", "Launcher", "USER", "flag_args", "command", "script_command", "seed_args", "teacher_args"]
 
 #: One part of a command: flags as JSON holds them (``{"--a": 1}``) or words (paths allowed).
 Part = Mapping[str, Any] | Sequence[str | os.PathLike]
@@ -32,11 +32,8 @@ class Launcher:
     python: str = "python"
     root: str | os.PathLike | None = None
 
-    def start(self, step: str) -> list[str]:
-        """``[python, script]`` of ``step`` (a key of :data:`~utilities.method.defaults.SCRIPTS`)."""
-        if step not in SCRIPTS:
-            raise ValueError(f"unknown step {step!r}; one of {list(SCRIPTS)}")
-        script = SCRIPTS[step]
+    def start(self, script: str) -> list[str]:
+        """``[python, script]``, ``script`` a path from the repository root."""
         return [self.python, script if self.root is None else str(Path(self.root) / script)]
 
 
@@ -63,7 +60,15 @@ def flag_args(flags: Mapping[str, Any]) -> list[str]:
 def command(step: str, *parts: Part, launcher: Launcher = USER) -> list[str]:
     """The command line of ``step`` (``stage0``, ``stage1``, ``scm``, ``inference``, ``scores``):
     ``[python, script, *parts]`` with each mapping part as :func:`flag_args`, each path as text."""
-    words = launcher.start(step)
+    if step not in SCRIPTS:
+        raise ValueError(f"unknown step {step!r}; one of {list(SCRIPTS)}")
+    return script_command(SCRIPTS[step], *parts, launcher=launcher)
+
+
+def script_command(script: str, *parts: Part, launcher: Launcher = USER) -> list[str]:
+    """:func:`command` of a script that is no step of its own: a dataset's stage-0 entry point
+    (``data/VS/generate_geodesic_labels.py``) or a baseline (``experiments/nnunet_baseline.py``)."""
+    words = launcher.start(script)
     for part in parts:
         words += flag_args(part) if isinstance(part, Mapping) else [os.fspath(word) for word in part]
     return words
