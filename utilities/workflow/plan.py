@@ -13,7 +13,8 @@ as the same scan stored RAS:
   voxels strictly between them), its size in voxels and mm, lesions per case;
 * optionally the expanded seeds: the foreground share of the volume and of the annotated voxels.
 
-The rules (each one a reason written next to the flag in ``plan.json``):
+The rules, each giving :class:`Choice` records (a flag, its value and the reason written next to
+it in ``plan.json``; :func:`make_plan` makes the sections and ``why`` from them):
 
 * ``--spatial_shape``: the whole volume (rounded up to 16) when it has at most
   ``max_patch_voxels`` voxels; otherwise the axis with the most room over twice the
