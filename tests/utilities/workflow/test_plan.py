@@ -17,7 +17,19 @@ import train_gatedcrfloss3d22d_multiview_varianceloss as stage1
 import train_SCM as scm
 from utilities.data.grid import Grid
 from utilities.data.loading import canonical_axes, in_trainer_frame, preprocess_transform
-from utilities.workflow.plan import PlanRules, apply_plan, fingerprint, lesion_boxes, make_plan, read_plan
+from utilities.method.defaults import RECIPE
+from utilities.workflow.plan import (
+    Choice,
+    Fingerprint,
+    PlanRules,
+    apply_plan,
+    fingerprint,
+    flags_of,
+    lesion_boxes,
+    make_plan,
+    read_plan,
+    reasons_of,
+)
 
 plan_script = load_script("plan.py")
 #: The fixture's split holds 2 training and 1 validation case: with the default rule (fewer than 5
@@ -134,6 +146,22 @@ def test_plan_rules(dataset):
     halved = make_plan(fp, PlanRules(min_crf_voxels=50))["stage1"]
     assert halved["--down_size"] == [40, 32, 16]
     assert halved["--kernel_radius"] == [2, 2, -1] and halved["--crf_sigma_xy"] == 3.0
+
+
+def test_the_plan_is_made_of_choice_records():
+    """A section and its ``why`` come from one list of records: flags in order, a reason only
+    where the rule gives one; the recipe's flags are RECIPE's in stage 1 and SCM."""
+    choices = [Choice("--a", 1, "because"), Choice("--b", [2, 3]), Choice("--c", True, "always")]
+    assert flags_of(choices) == {"--a": 1, "--b": [2, 3], "--c": True}
+    assert reasons_of(choices) == {"--a": "because", "--c": "always"}
+    fp = Fingerprint(training_cases=3, spacing_mm=(0.5, 0.5, 1.5), volume_size=(32, 32, 16), intensity={},
+                     lesions=3, lesions_per_case=1.0, box_p25=(12.0, 12.0, 6.0), box_p50=(12.0, 12.0, 6.0),
+                     box_p90=(12.0, 12.0, 6.0), lesion_voxels_p25=452.4, lesion_voxels_p50=452.4,
+                     lesion_mm_p50=(6.0, 6.0, 9.0), seed_fg_share=None, seed_fg_of_annotated=None)
+    plan = make_plan(fp)
+    assert list(plan["why"]) == [flag for flag in plan["stage1"] if flag in plan["why"]]
+    for section in ("stage1", "scm"):
+        assert {f: plan[section][f] for f in RECIPE.flags()} == RECIPE.flags()
 
 
 def test_plan_script_writes_the_plan_and_refuses_to_replace_it(dataset, capsys):
