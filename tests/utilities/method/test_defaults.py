@@ -210,3 +210,8 @@ def test_the_scripts_defaults_are_the_names():
         assert args.learning_rate == LEARNING_RATE
     assert (stage1.network, scm.network1) == (PRIMARY_NETWORK, PRIMARY_NETWORK)
     assert (stage1.down_size, stage1.kernel_radius) == (list(DOWN_SIZE), list(KERNEL_RADIUS))
+
+
+def test_the_guide_shows_the_recipe_as_RECIPE_gives_it():
+    shown = f"`{' '.join(RECIPE.args())}`"
+    assert any(shown in page.read_text(encoding="utf-8") for page in (ROOT / "docs").rglob("*.md"))
