@@ -35,7 +35,7 @@ run them for real:
   ``ablate.py --dry_run``;
 * ``bash benchmarks/gpu_check.sh ARGS`` runs ``bench_gpu.py ARGS`` here; the whole script runs end
   to end (``GPU_CHECK_SMOKE=1``) in ``tests/benchmarks/test_benchmarks.py``, which also runs bench_gpu's SCM
-  and compiled rows; here ``bench_gpu.py`` runs its stage-1 rows at batch 1;
+  and compiled rows; here ``bench_gpu.py`` runs its stage-1 current row at batch 1 and the projection;
 * not run, their arguments checked: ``make demo`` (``run_demo.py --quick`` is ``tests/integration/test_demo.py``),
   ``make test`` (this suite), ``make install`` and the ``pip``/``venv`` lines (network; the pins
   are compared with requirements.txt), ``experiments/nnunet_baseline.py`` and nnU-Net's own
@@ -450,8 +450,10 @@ def _prepare_member_config(flags: Mapping[str, list[str]], argv: list[str]) -> N
 
 GEODESIC = Smoke(set={"--num_workers": ("1",)}, outputs=("{--path_geodesic}",))
 _BENCH = {"--repeats": ("1",), "--warmup": ("0",), "--threads": ("1",)}
-#: bench_gpu.py on CPU: its stage-1 rows at batch 1, one timed step (the SCM rows: tests/benchmarks/test_benchmarks.py).
-_GPU = {"--device": ("cpu",), "--quick": (), "--batches": ("1",), "--repeats": ("1",), "--steps": ("stage-1",)}
+#: bench_gpu.py on CPU: its stage-1 current row at batch 1, one timed step, and the projection (the SCM,
+#: compiled and channels-last rows run in tests/benchmarks/test_benchmarks.py: --only compile, gpu_check.sh's smoke).
+_GPU = {"--device": ("cpu",), "--quick": (), "--batches": ("1",), "--repeats": ("1",), "--steps": ("stage-1",),
+        "--only": ("current",)}
 _NOT_RUN = {
     "nnunet": "nnU-Net's planning, preprocessing (worker processes) and training take minutes even for one "
               "iteration; tests/experiments/test_nnunet_baseline.py runs it at one iteration",
