@@ -68,6 +68,22 @@ import pandas as pd
 import SimpleITK as sitk
 from scipy import ndimage
 
+from data.demo.brats_like import make_brats_case
+from data.demo.synthesis import (
+    DEFAULT_INTENSITY_MAX,
+    DEFORM_MAX,
+    MAX_INTENSITY,
+    check_geometry,
+    check_intensity_max,
+    lesion_offsets,
+    radial_deformation,
+    rician,
+    smooth_noise,
+    soft,
+    tube_distance,
+    tube_offset,
+    unit_vector,
+)
 from data.simulate_7points import simulate_points, subject_rng
 from utilities.core.logs import LOGGER_NAME, setup_logger
 from utilities.data.grid import subject_path
@@ -75,7 +91,7 @@ from utilities.data.io import atomic_path, check_overwrite, ensure_writable_dir,
 from utilities.data.splits import PHASES, read_split, subjects_of
 from utilities.method.geodesic import expand_seeds
 from utilities.method.metrics import overlap_metrics
-from utilities.workflow.cli import check_spatial_shape, nonnegative_int, positive_float, positive_int
+from utilities.workflow.cli import nonnegative_int, positive_float, positive_int
 
 __all__ = [
     "IMAGE_POSTFIX",
@@ -107,124 +123,14 @@ DEFAULT_SPACING = (0.5, 0.5, 1.5)
 
 # Lesion geometry (mm) and the intensity model (T2-like, before bias field and noise).
 _DIAMETER_MM = (6.0, 14.0)   # nominal lesion diameter range
-_DEFORM_MAX = 0.3            # largest relative radial deformation
 _MARGIN_MM = 1.5             # the lesion keeps at least this far (and >= 2 voxels) from the border
 _TISSUE = 300.0
 _BONE = 70.0
-_MAX_INTENSITY = 1000.0      # the model's intensities are integers in 0.._MAX_INTENSITY
-#: The stored image is the model's 0..1000 intensities times ``intensity_max / 1000``.
-DEFAULT_INTENSITY_MAX = 1.0
 
 
 # --------------------------------------------------------------------------------------------
 # Random fields and shapes (arrays in SimpleITK order (z, y, x); sizes in mm)
 # --------------------------------------------------------------------------------------------
-def _smooth_noise(rng: np.random.Generator, shape: tuple[int, ...], sigma_mm: float,
-                  spacing_zyx: np.ndarray) -> np.ndarray:
-    """Gaussian low-pass filtered white noise scaled to unit standard deviation."""
-    field = ndimage.gaussian_filter(rng.standard_normal(shape), sigma=sigma_mm / spacing_zyx, mode="reflect")
-    return (field - field.mean()) / max(float(field.std()), 1e-12)
-
-
-def _random_rotation(rng: np.random.Generator) -> np.ndarray:
-    """A uniformly drawn 3 x 3 rotation matrix."""
-    q, r = np.linalg.qr(rng.standard_normal((3, 3)))
-    q = q * np.sign(np.diag(r))
-    if np.linalg.det(q) < 0:
-        q[:, 0] = -q[:, 0]
-    return q
-
-
-def _unit(rng: np.random.Generator) -> np.ndarray:
-    v = rng.standard_normal(3)
-    return v / np.linalg.norm(v)
-
-
-def _radial_deformation(rng: np.random.Generator, directions: np.ndarray, amplitude: float) -> np.ndarray:
-    """``1 + amplitude * h(u)`` with ``h`` a random smooth function of the unit direction
-    ``u`` (a sum of 4 low-frequency sinusoids, scaled so that ``max |h| = 1`` over the given
-    ``directions``, (..., 3))."""
-    freqs = rng.normal(size=(4, 3))
-    freqs *= rng.uniform(1.5, 4.0, size=(4, 1)) / np.linalg.norm(freqs, axis=1, keepdims=True)
-    phases = rng.uniform(0, 2 * np.pi, size=4)
-    weights = rng.uniform(0.5, 1.0, size=4)
-    h = np.sin(directions @ freqs.T + phases) @ weights
-    return 1.0 + amplitude * h / max(float(np.abs(h).max()), 1e-12)
-
-
-def _lesion_shape(rng: np.random.Generator, offsets_mm: np.ndarray, diameter: float) -> np.ndarray:
-    """Boolean lesion mask at ``offsets_mm`` ((..., 3) positions relative to its centre).
-
-    An ellipsoid of semi-axes ``diameter / 2 * (1, a, b)`` (a, b in [0.7, 1]) in a random
-    orientation, its radius deformed by ``1 +- 0.15..0.3``, and in half the cases a tapered
-    extension from the centre. Everything lies within ``diameter / 2 * (1 + _DEFORM_MAX)`` mm
-    of the centre.
-    """
-    radius = diameter / 2.0
-    semi = radius * np.concatenate([[1.0], rng.uniform(0.7, 1.0, size=2)])
-    local = offsets_mm @ _random_rotation(rng)
-    norm = np.linalg.norm(local, axis=-1, keepdims=True)
-    directions = np.divide(local, norm, out=np.zeros_like(local), where=norm > 0)
-    rho = np.linalg.norm(local / semi, axis=-1)
-    mask = rho <= _radial_deformation(rng, directions, rng.uniform(0.15, _DEFORM_MAX))
-    if rng.random() < 0.5:
-        bound = radius * (1.0 + _DEFORM_MAX)
-        thickness = semi.min() * rng.uniform(0.3, 0.45)
-        length = bound - thickness
-        axis = _unit(rng)
-        t = offsets_mm @ axis
-        lateral = np.linalg.norm(offsets_mm - t[..., None] * axis, axis=-1)
-        mask |= (t >= 0) & (t <= length) & (lateral <= thickness * (1.0 - 0.5 * np.clip(t / length, 0, 1)))
-    return mask
-
-
-def _largest_component(mask: np.ndarray) -> np.ndarray:
-    """The largest 6-connected component of ``mask``, holes filled."""
-    components, count = ndimage.label(mask)
-    if count == 0:
-        raise ValueError("the generated lesion is empty (lesion too small for the voxel spacing)")
-    sizes = np.bincount(components.ravel())[1:]
-    return ndimage.binary_fill_holes(components == int(np.argmax(sizes)) + 1)
-
-
-def _tube_offset(points: np.ndarray, normal: np.ndarray, binormal: np.ndarray, distance: float) -> float:
-    """Offset ``h`` along ``normal`` of a line (direction ``normal x binormal``) so that its
-    closest approach to ``points`` ((K, 3), mm) is exactly ``distance`` on the ``+normal`` side."""
-    a = points @ normal
-    b = points @ binormal
-    near = np.abs(b) < distance
-    if not near.any():
-        return float(a.max())
-    return float(np.max(a[near] + np.sqrt(distance ** 2 - b[near] ** 2)))
-
-
-def _tube(positions: np.ndarray, through: np.ndarray, direction: np.ndarray, normal: np.ndarray,
-          curvature: float) -> np.ndarray:
-    """Distance (mm) of ``positions`` (..., 3) to a curve through ``through`` along
-    ``direction`` that bends by ``curvature * t**2`` towards ``normal`` (approximate for small
-    curvature)."""
-    rel = positions - through
-    t = rel @ direction
-    residual = rel - t[..., None] * direction - (curvature * t ** 2)[..., None] * normal
-    return np.linalg.norm(residual, axis=-1)
-
-
-def _soft(distance: np.ndarray, width: float) -> np.ndarray:
-    """Smooth step: 1 well inside (distance < 0), 0 well outside, over ``width`` mm."""
-    return 1.0 / (1.0 + np.exp(np.clip(distance / width, -50, 50)))
-
-
-def _check_geometry(size_xyz: Sequence[int], spacing: Sequence[float]) -> tuple[tuple[int, ...], np.ndarray]:
-    size = check_spatial_shape(size_xyz, "--size", 16)
-    spacing = np.asarray([float(s) for s in spacing], dtype=np.float64)
-    if spacing.shape != (3,) or not np.all(np.isfinite(spacing)) or np.any(spacing <= 0):
-        raise ValueError(f"--spacing needs three positive sizes in mm, got {list(np.atleast_1d(spacing))}")
-    return size, spacing
-
-
-def _check_intensity_max(intensity_max: float) -> None:
-    if not (np.isfinite(intensity_max) and intensity_max > 0):
-        raise ValueError(f"--intensity_max must be a positive number, got {intensity_max}")
 
 
 # --------------------------------------------------------------------------------------------
@@ -247,8 +153,8 @@ def make_case(rng: np.random.Generator, size_xyz: Sequence[int], spacing: Sequen
         0..``intensity_max`` and uint8 label with exactly one 6-connected lesion (1), at least
         ``max(2 voxels, 1.5 mm)`` away from every border.
     """
-    size, spacing_xyz = _check_geometry(size_xyz, spacing)
-    _check_intensity_max(intensity_max)
+    size, spacing_xyz = check_geometry(size_xyz, spacing)
+    check_intensity_max(intensity_max)
     shape = tuple(reversed(size))
     sp = spacing_xyz[::-1].copy()                 # (z, y, x) mm
     label, centre, voxels = _vs_lesion(rng, shape, sp, size, spacing_xyz)
@@ -260,7 +166,7 @@ def make_case(rng: np.random.Generator, size_xyz: Sequence[int], spacing: Sequen
     # Lesion brightness; CSF a little brighter (as on T2) and homogeneous, their ranges overlapping.
     lesion_level = rng.uniform(520.0, 600.0)
     csf_level = lesion_level * rng.uniform(1.1, 1.3)
-    csf_texture = csf_level * (1 + 0.03 * _smooth_noise(rng, shape, 2.0, sp))
+    csf_texture = csf_level * (1 + 0.03 * smooth_noise(rng, shape, 2.0, sp))
     csf = _vs_csf(rng, pos, points_mm)
     image = image * (1 - csf) + csf_texture * csf
     image = np.where(lesion, _vs_interior(rng, shape, sp, pos, lesion, centre, lesion_level), image)
@@ -271,25 +177,10 @@ def make_case(rng: np.random.Generator, size_xyz: Sequence[int], spacing: Sequen
     unit_pos = (grid * sp) / extent - 0.5             # in [-0.5, 0.5]
     coeffs = rng.uniform(-0.35, 0.35, size=3)
     quad = rng.uniform(-0.4, 0.4, size=3)
-    bias = np.exp(unit_pos @ coeffs + (unit_pos ** 2) @ quad + 0.05 * _smooth_noise(rng, shape, 8.0, sp))
-    image = _rician(rng, image * bias * rng.uniform(0.9, 1.1), (22.0, 32.0))
-    image = np.clip(np.round(image), 0.0, _MAX_INTENSITY)
-    return (image * (intensity_max / _MAX_INTENSITY)).astype(np.float32), label
-
-
-def _lesion_offsets(rng: np.random.Generator, diameter: float, sp: np.ndarray) -> np.ndarray:
-    """The voxel offsets (z, y, x) of a random lesion shape of ``diameter`` mm from its centre voxel."""
-    bound = diameter / 2.0 * (1.0 + _DEFORM_MAX)
-    half = np.ceil(bound / sp).astype(np.int64) + 1
-    local_idx = np.stack(np.meshgrid(*[np.arange(-h, h + 1) for h in half], indexing="ij"), axis=-1)
-    local = _largest_component(_lesion_shape(rng, local_idx * sp, diameter))
-    return np.argwhere(local) - half
-
-
-def _rician(rng: np.random.Generator, image: np.ndarray, sigma_range: tuple[float, float]) -> np.ndarray:
-    """Rician noise of a random level in ``sigma_range``."""
-    sigma = rng.uniform(*sigma_range)
-    return np.hypot(image + sigma * rng.standard_normal(image.shape), sigma * rng.standard_normal(image.shape))
+    bias = np.exp(unit_pos @ coeffs + (unit_pos ** 2) @ quad + 0.05 * smooth_noise(rng, shape, 8.0, sp))
+    image = rician(rng, image * bias * rng.uniform(0.9, 1.1), (22.0, 32.0))
+    image = np.clip(np.round(image), 0.0, MAX_INTENSITY)
+    return (image * (intensity_max / MAX_INTENSITY)).astype(np.float32), label
 
 
 def _vs_lesion(rng: np.random.Generator, shape: tuple[int, ...], sp: np.ndarray, size: tuple[int, ...],
@@ -301,11 +192,11 @@ def _vs_lesion(rng: np.random.Generator, shape: tuple[int, ...], sp: np.ndarray,
     if np.any(room <= 0):
         raise ValueError(f"--size {list(size)} is too small for a lesion with a {_MARGIN_MM} mm margin "
                          f"at spacing {list(spacing_xyz)} mm")
-    # The lesion lies in a ball of radius diameter / 2 * (1 + _DEFORM_MAX): keep it in the room.
-    cap = float(room.min()) / (1.0 + _DEFORM_MAX)
+    # The lesion lies in a ball of radius diameter / 2 * (1 + DEFORM_MAX): keep it in the room.
+    cap = float(room.min()) / (1.0 + DEFORM_MAX)
     d_hi = min(_DIAMETER_MM[1], cap)
     d_lo = min(_DIAMETER_MM[0], 0.6 * d_hi)
-    voxels = _lesion_offsets(rng, rng.uniform(d_lo, d_hi), sp)
+    voxels = lesion_offsets(rng, rng.uniform(d_lo, d_hi), sp)
     lo_off, hi_off = voxels.min(axis=0), voxels.max(axis=0)
     centre = np.array([rng.integers(margin[a] - lo_off[a], shape[a] - margin[a] - hi_off[a]) for a in range(3)])
     label = np.zeros(shape, dtype=np.uint8)
@@ -319,176 +210,53 @@ def _vs_tissue_and_bone(rng: np.random.Generator, shape: tuple[int, ...], sp: np
     """Tissue (smooth texture, grey/white-like patches) and dark bone beyond a wavy plane on one
     side of the lesion (it may fall outside the field of view)."""
     image = (_TISSUE * rng.uniform(0.9, 1.1)
-             + 45.0 * np.tanh(2.5 * _smooth_noise(rng, shape, 3.0, sp))
-             + 15.0 * _smooth_noise(rng, shape, 1.0, sp))
-    bone_dir = _unit(rng)
-    wave = 1.5 * _smooth_noise(rng, shape, 4.0, sp)
+             + 45.0 * np.tanh(2.5 * smooth_noise(rng, shape, 3.0, sp))
+             + 15.0 * smooth_noise(rng, shape, 1.0, sp))
+    bone_dir = unit_vector(rng)
+    wave = 1.5 * smooth_noise(rng, shape, 4.0, sp)
     bone_at = float((points_mm @ bone_dir).max()) + rng.uniform(1.0, 6.0) + 3.0
-    bone = _soft(bone_at + wave - pos @ bone_dir, 0.4)
-    return image * (1 - bone) + (_BONE + 10.0 * _smooth_noise(rng, shape, 1.0, sp)) * bone
+    bone = soft(bone_at + wave - pos @ bone_dir, 0.4)
+    return image * (1 - bone) + (_BONE + 10.0 * smooth_noise(rng, shape, 1.0, sp)) * bone
 
 
 def _vs_csf(rng: np.random.Generator, pos: np.ndarray, points_mm: np.ndarray) -> np.ndarray:
     """The CSF share of each voxel: a tube touching or next to the lesion, and a deformed pocket
     away from it."""
-    direction = _unit(rng)
-    normal = np.cross(direction, _unit(rng))
+    direction = unit_vector(rng)
+    normal = np.cross(direction, unit_vector(rng))
     normal /= np.linalg.norm(normal)
     binormal = np.cross(direction, normal)
     tube_radius = rng.uniform(1.2, 2.4)
     closest = tube_radius + rng.uniform(-0.5, 1.0) * tube_radius
-    offset = _tube_offset(points_mm, normal, binormal, closest)
-    tube = _soft(_tube(pos, offset * normal, direction, normal, rng.uniform(0.0, 0.03)) - tube_radius, 0.25)
-    away = _unit(rng)
+    offset = tube_offset(points_mm, normal, binormal, closest)
+    tube = soft(tube_distance(pos, offset * normal, direction, normal, rng.uniform(0.0, 0.03)) - tube_radius, 0.25)
+    away = unit_vector(rng)
     pocket_r = rng.uniform(2.0, 4.0)
     pocket_at = away * (float((points_mm @ away).max()) + 1.3 * pocket_r + rng.uniform(1.0, 8.0))
     rel = pos - pocket_at
     dist = np.linalg.norm(rel, axis=-1)
     dirs = np.divide(rel, dist[..., None], out=np.zeros_like(rel), where=dist[..., None] > 0)
-    pocket = _soft(dist - pocket_r * _radial_deformation(rng, dirs, 0.3), 0.3)
+    pocket = soft(dist - pocket_r * radial_deformation(rng, dirs, 0.3), 0.3)
     return np.maximum(tube, pocket)
 
 
 def _vs_interior(rng: np.random.Generator, shape: tuple[int, ...], sp: np.ndarray, pos: np.ndarray,
                  lesion: np.ndarray, centre: np.ndarray, lesion_level: float) -> np.ndarray:
     """The lesion's intensities: texture and, in 60 % of the cases, a darker cystic part."""
-    interior = lesion_level * (1 + 0.10 * _smooth_noise(rng, shape, 1.0, sp)
-                               + 0.05 * _smooth_noise(rng, shape, 2.5, sp))
+    interior = lesion_level * (1 + 0.10 * smooth_noise(rng, shape, 1.0, sp)
+                               + 0.05 * smooth_noise(rng, shape, 2.5, sp))
     if rng.random() < 0.6:
         depth = ndimage.distance_transform_edt(lesion, sampling=sp)
         inner = np.argwhere(depth >= 0.35 * depth.max())
         cyst_at = (inner[rng.integers(len(inner))] - centre) * sp
         cyst_r = rng.uniform(0.3, 0.55) * float(depth.max())
-        interior *= 1.0 - rng.uniform(0.25, 0.4) * _soft(np.linalg.norm(pos - cyst_at, axis=-1) - cyst_r, 0.4)
+        interior *= 1.0 - rng.uniform(0.25, 0.4) * soft(np.linalg.norm(pos - cyst_at, axis=-1) - cyst_r, 0.4)
     return interior
 
 
 # --------------------------------------------------------------------------------------------
 # One BraTS-like case (--preset brats_small)
 # --------------------------------------------------------------------------------------------
-_BRATS_LESION_MM = ((9.0, 18.0), (7.0, 12.0))  # nominal diameters of the first and the second lesion
-_BRATS_WM, _BRATS_GM, _BRATS_CSF = 330.0, 420.0, 110.0  # FLAIR-like levels (CSF suppressed)
-
-
-def _deformed_ellipsoid(rng: np.random.Generator, pos: np.ndarray, semi: Sequence[float],
-                        amplitude: float) -> np.ndarray:
-    """Normalised radius ``rho / (1 + amplitude h(u))`` of ``pos`` (..., 3 mm, relative to the centre)
-    for an axis-aligned ellipsoid of semi-axes ``semi`` (mm) with a smooth radial deformation;
-    inside where the result is <= 1."""
-    scaled = pos / np.asarray(semi, dtype=np.float64)
-    rho = np.linalg.norm(scaled, axis=-1)
-    dirs = np.divide(scaled, rho[..., None], out=np.zeros_like(scaled), where=rho[..., None] > 0)
-    return rho / _radial_deformation(rng, dirs, amplitude)
-
-
-def make_brats_case(rng: np.random.Generator, size_xyz: Sequence[int], spacing: Sequence[float],
-                    intensity_max: float = DEFAULT_INTENSITY_MAX) -> tuple[np.ndarray, np.ndarray]:
-    """One synthetic BraTS-like (FLAIR, skull-stripped, whole-volume) case with small lesions.
-
-    The brain is a deformed ellipsoid filling ~85 % of the field of view, background exactly 0;
-    inside: white matter with texture, a 2.5-4.5 mm cortical grey-matter ribbon (brighter, as on
-    FLAIR), dark suppressed CSF (two lateral ventricles and sulcal CSF at the surface) and a
-    bright periventricular rim (a hyperintense distractor). One lesion (two in half of the
-    cases) of 9-18 mm (second: 7-12 mm) across, hyperintense (1.25-1.45x white matter at the
-    boundary, up to 1.25x more in the core) with
-    internal texture, in the white matter away from the ventricles; partial-volume blur, a
-    bias field, Rician noise, gain.
-
-    Args:
-        rng: the case's random generator (the result depends only on its state).
-        size_xyz: volume size (X, Y, Z) in voxels, each divisible by 16.
-        spacing: voxel size (X, Y, Z) in mm.
-        intensity_max: intensities are integers in 0..1000 times ``intensity_max / 1000``.
-
-    Returns:
-        ``(image, label)`` in SimpleITK order (Z, Y, X): float32 and uint8 (1 = lesion); the
-        lesions are separate 26-connected components.
-    """
-    size, spacing_xyz = _check_geometry(size_xyz, spacing)
-    _check_intensity_max(intensity_max)
-    shape = tuple(reversed(size))
-    sp = spacing_xyz[::-1].copy()                      # (z, y, x) mm
-    extent = np.array(shape) * sp
-    grid = np.stack(np.meshgrid(*[np.arange(n) for n in shape], indexing="ij"), axis=-1)
-    pos = (grid - (np.array(shape) - 1) / 2.0) * sp    # mm from the volume centre
-
-    image, brain, depth, ventricle_dist = _brats_anatomy(rng, shape, sp, pos, extent)
-    image, label = _brats_lesions(rng, image, shape, sp, (brain, depth, ventricle_dist), size, spacing_xyz)
-
-    # Partial volume, bias field, gain, Rician noise; background exactly 0 (skull-stripped).
-    image = ndimage.gaussian_filter(image * brain, sigma=0.45, mode="nearest")
-    unit_pos = pos / extent
-    bias = np.exp(unit_pos @ rng.uniform(-0.3, 0.3, size=3) + (unit_pos ** 2) @ rng.uniform(-0.3, 0.3, size=3))
-    image = _rician(rng, image * bias * rng.uniform(0.9, 1.1), (15.0, 25.0))
-    image = np.clip(np.round(image), 1.0, _MAX_INTENSITY) * brain
-    return (image * (intensity_max / _MAX_INTENSITY)).astype(np.float32), label
-
-
-def _brats_anatomy(rng: np.random.Generator, shape: tuple[int, ...], sp: np.ndarray, pos: np.ndarray,
-                   extent: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """The brain without lesions: ``(image, brain mask, depth below the surface in mm, distance
-    to the ventricles in mm)``."""
-    semi_brain = 0.5 * extent * rng.uniform(0.8, 0.88, size=3)
-    brain = _deformed_ellipsoid(rng, pos, semi_brain, 0.06) <= 1.0
-    depth = ndimage.distance_transform_edt(brain, sampling=sp)
-    wm = _BRATS_WM * rng.uniform(0.95, 1.05) * (1 + 0.06 * _smooth_noise(rng, shape, 3.0, sp))
-    ribbon = rng.uniform(2.5, 4.5) + 1.5 * _smooth_noise(rng, shape, 4.0, sp)
-    gm = _soft(depth - ribbon, 0.8)
-    image = wm * (1 - gm) + _BRATS_GM * (1 + 0.05 * _smooth_noise(rng, shape, 1.5, sp)) * gm
-    sulci = _soft(depth - (0.8 + 1.2 * np.clip(_smooth_noise(rng, shape, 2.0, sp), 0, None)), 0.4)
-
-    # Lateral ventricles: two deformed ellipsoids either side of the midline (x is the last axis).
-    vent = np.zeros(shape)
-    gap = rng.uniform(4.0, 8.0)
-    vent_semi = np.array([rng.uniform(6.0, 10.0), rng.uniform(14.0, 20.0), rng.uniform(4.0, 7.0)])  # z, y, x mm
-    for side in (-1, 1):
-        at = np.array([rng.uniform(-4, 4), rng.uniform(-6, 6), side * (gap + vent_semi[2])])
-        r = _deformed_ellipsoid(rng, pos - at, vent_semi, 0.2)
-        vent = np.maximum(vent, _soft((r - 1.0) * vent_semi.min(), 0.5))
-    ventricle_dist = ndimage.distance_transform_edt(vent < 0.5, sampling=sp)
-    rim = _soft(ventricle_dist - rng.uniform(1.5, 3.0), 0.6) * (vent < 0.5)
-    image = image * (1 - rim) + 1.35 * _BRATS_WM * rim
-    csf = np.maximum(vent, sulci)
-    image = image * (1 - csf) + _BRATS_CSF * (1 + 0.1 * _smooth_noise(rng, shape, 2.0, sp)) * csf
-    return image, brain, depth, ventricle_dist
-
-
-def _brats_lesions(rng: np.random.Generator, image: np.ndarray, shape: tuple[int, ...], sp: np.ndarray,
-                   anatomy: tuple[np.ndarray, np.ndarray, np.ndarray], size: tuple[int, ...],
-                   spacing_xyz: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """One or two lesions in the white matter, away from the ventricles and from each other:
-    the image with them, and the label."""
-    brain, depth, ventricle_dist = anatomy
-    label = np.zeros(shape, dtype=np.uint8)
-    n_lesions = 2 if rng.random() < 0.5 else 1
-    taken = np.zeros(shape, dtype=bool)
-    for k in range(n_lesions):
-        diameter = rng.uniform(*_BRATS_LESION_MM[k])
-        bound = diameter / 2.0 * (1.0 + _DEFORM_MAX)
-        allowed = (depth > bound + 6.0) & (ventricle_dist > bound + 2.0)
-        if taken.any():
-            allowed &= ndimage.distance_transform_edt(~taken, sampling=sp) > bound + 4.0
-        candidates = np.argwhere(allowed)
-        if len(candidates) == 0:
-            if k == 0:
-                raise ValueError(f"--size {list(size)} at spacing {list(spacing_xyz)} mm leaves no room for a "
-                                 "lesion inside the brain; use a larger volume")
-            break
-        centre = candidates[rng.integers(len(candidates))]
-        idx = _lesion_offsets(rng, diameter, sp) + centre
-        inside = np.all((idx >= 0) & (idx < np.array(shape)), axis=1)
-        idx = idx[inside]
-        lesion = np.zeros(shape, dtype=bool)
-        lesion[idx[:, 0], idx[:, 1], idx[:, 2]] = True
-        lesion &= brain
-        label[lesion] = 1
-        taken |= lesion
-        # brighter core, fading towards the boundary (oedema-like): 1.3-1.6x white matter on average
-        core = np.clip(ndimage.distance_transform_edt(lesion, sampling=sp) / max(diameter / 4.0, 1e-6), 0, 1)
-        level = _BRATS_WM * rng.uniform(1.25, 1.45) * (1 + 0.25 * core)
-        interior = level * (1 + 0.1 * _smooth_noise(rng, shape, 1.5, sp))
-        image = np.where(lesion, interior, image)
-    return image, label
 
 
 @dataclass(frozen=True)
@@ -568,8 +336,8 @@ def generate(output_dir: str | os.PathLike = "./data/demo/", split_file: str | o
     if preset not in PRESETS:
         raise ValueError(f"--preset must be one of {sorted(PRESETS)}, got {preset!r}")
     kind = PRESETS[preset]
-    size, spacing_xyz = _check_geometry(size, spacing)
-    _check_intensity_max(intensity_max)
+    size, spacing_xyz = check_geometry(size, spacing)
+    check_intensity_max(intensity_max)
     counts = (num_training, num_validation, num_inference)
     if num_training < 1 or min(counts) < 0:
         raise ValueError(f"case counts need at least one training case and none negative, got "

@@ -55,13 +55,7 @@ import pandas as pd
 import SimpleITK as sitk
 from scipy import ndimage
 
-from data.demo.make_demo_data import (
-    _deformed_ellipsoid,
-    _largest_component,
-    _lesion_shape,
-    _smooth_noise,
-    _soft,
-)
+from data.demo.synthesis import deformed_ellipsoid, largest_component, lesion_shape, smooth_noise, soft
 from data.simulate_7points import simulate_points, subject_rng
 from utilities.data.grid import subject_path
 from utilities.data.io import check_overwrite, ensure_writable_dir, save_csv, save_text, write_image
@@ -201,18 +195,18 @@ def _synthetic_anatomy(rng: np.random.Generator, shape: tuple[int, ...], sp: np.
     pos = (np.stack(np.meshgrid(*[np.arange(n) for n in shape], indexing="ij"), axis=-1)
            - (np.array(shape) - 1) / 2.0) * sp
     semi_brain = np.array([64.0, 85.0, 68.0]) * rng.uniform(0.88, 1.05, size=3)   # (z, y, x) mm
-    brain = _deformed_ellipsoid(rng, pos, semi_brain, 0.06) <= 1.0
+    brain = deformed_ellipsoid(rng, pos, semi_brain, 0.06) <= 1.0
     depth = ndimage.distance_transform_edt(brain, sampling=sp)
-    ribbon = rng.uniform(2.5, 4.5) + 1.5 * _smooth_noise(rng, shape, 4.0, sp)
-    gm = _soft(depth - ribbon, 0.8) * brain
-    sulci = _soft(depth - (0.8 + 1.2 * np.clip(_smooth_noise(rng, shape, 2.0, sp), 0, None)), 0.4) * brain
+    ribbon = rng.uniform(2.5, 4.5) + 1.5 * smooth_noise(rng, shape, 4.0, sp)
+    gm = soft(depth - ribbon, 0.8) * brain
+    sulci = soft(depth - (0.8 + 1.2 * np.clip(smooth_noise(rng, shape, 2.0, sp), 0, None)), 0.4) * brain
     vent = np.zeros(shape)
     gap = rng.uniform(4.0, 8.0)
     vent_semi = np.array([rng.uniform(8.0, 14.0), rng.uniform(18.0, 26.0), rng.uniform(5.0, 8.0)])
     for side in (-1, 1):
         at = np.array([rng.uniform(-4, 4), rng.uniform(-6, 6), side * (gap + vent_semi[2])])
-        r = _deformed_ellipsoid(rng, pos - at, vent_semi, 0.2)
-        vent = np.maximum(vent, _soft((r - 1.0) * vent_semi.min(), 0.5))
+        r = deformed_ellipsoid(rng, pos - at, vent_semi, 0.2)
+        vent = np.maximum(vent, soft((r - 1.0) * vent_semi.min(), 0.5))
     csf = np.maximum(vent, sulci)
     gm = gm * (1 - csf)
     wm = np.clip(brain - gm - csf, 0, 1)
@@ -237,7 +231,7 @@ def _place_lesion(rng: np.random.Generator, brain: np.ndarray, taken: np.ndarray
     centre = candidates[rng.integers(len(candidates))]
     half = np.ceil(bound / sp).astype(np.int64) + 1
     local_idx = np.stack(np.meshgrid(*[np.arange(-h, h + 1) for h in half], indexing="ij"), axis=-1)
-    local = _largest_component(_lesion_shape(rng, local_idx * sp, diameter))
+    local = largest_component(lesion_shape(rng, local_idx * sp, diameter))
     idx = np.argwhere(local) - half + centre
     idx = idx[np.all((idx >= 0) & (idx < np.array(shape)), axis=1)]
     lesion = np.zeros(shape, dtype=bool)
@@ -262,7 +256,7 @@ def make_member_case(member: Member, rng: np.random.Generator) -> tuple[np.ndarr
     brain = (wm + gm + csf) > 0.5
     l_wm, l_gm, l_csf = _LEVELS[member.contrast]
     l_wm *= rng.uniform(0.95, 1.05)
-    texture = 1 + 0.05 * _smooth_noise(rng, shape, 3.0, sp)
+    texture = 1 + 0.05 * smooth_noise(rng, shape, 3.0, sp)
     image = (wm * l_wm + gm * l_gm + csf * l_csf) * texture
 
     voxel_mm3 = float(np.prod(sp))
@@ -286,11 +280,11 @@ def make_member_case(member: Member, rng: np.random.Generator) -> tuple[np.ndarr
         depth = ndimage.distance_transform_edt(lesion, sampling=sp)
         core = np.clip(depth / max(diameter / 4.0, 1e-6), 0, 1)
         core_shift = h * rng.uniform(-0.6, 0.6) * core            # a core of another level
-        inner = l_wm * (1 + sign * contrast + core_shift) * (1 + (0.03 + 0.25 * h) * _smooth_noise(rng, shape, 1.5, sp))
+        inner = l_wm * (1 + sign * contrast + core_shift) * (1 + (0.03 + 0.25 * h) * smooth_noise(rng, shape, 1.5, sp))
         if member.boundary_mm > 0:   # blurred boundary: the level fades over boundary_mm around the label's edge
             outside = ndimage.distance_transform_edt(~lesion, sampling=sp)
             signed = np.where(lesion, -depth, outside)
-            weight = _soft(signed, member.boundary_mm / 2.5)
+            weight = soft(signed, member.boundary_mm / 2.5)
         else:
             weight = lesion.astype(np.float64)
         image = image * (1 - weight * brain) + np.where(brain, weight * inner, 0.0)

@@ -193,3 +193,26 @@ def test_command_line_code_only_in_scripts():
     """No module of the library runs as a script, except the paper's ``utilities/scores.py``."""
     _, scripts = _graph()
     assert scripts == SCRIPTS_IN_LIBRARY
+
+
+#: The most lines a Python file outside ``tests/`` may have: past it, split the file by concern.
+MAX_LINES = 700
+
+
+def _sources(folder: Path):
+    """The ``.py`` files under ``folder``, outside hidden folders (``.venv``) and ``tests/``."""
+    for path in sorted(folder.iterdir()):
+        if path.name.startswith(".") or path == ROOT / "tests":
+            continue
+        if path.is_dir():
+            yield from _sources(path)
+        elif path.suffix == ".py":
+            yield path
+
+
+def test_no_file_outside_tests_over_700_lines():
+    """A module holds one concern its name says: no Python file outside ``tests/`` is over
+    :data:`MAX_LINES` lines."""
+    sizes = {p.relative_to(ROOT).as_posix(): len(p.read_text(encoding="utf-8").splitlines()) for p in _sources(ROOT)}
+    over = {name: n for name, n in sizes.items() if n > MAX_LINES}
+    assert not over, f"over {MAX_LINES} lines, split by concern: " + ", ".join(f"{k} ({n})" for k, n in over.items())
