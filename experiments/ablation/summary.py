@@ -86,7 +86,9 @@ def run_health(log_csv: Path, patience: int = 3) -> dict[str, Any]:
     Returns ``collapsed_epochs`` (epochs in which any model was collapsed:
     :func:`utilities.method.health.collapsed_rows`, the engine's ``collapsed*`` columns or, for logs
     without them, the rule on their other columns),
-    ``longest_streak``, ``warned`` (a streak reached ``patience``: the collapse warning fired),
+    ``longest_streak`` (consecutive epochs in which some model was collapsed), ``warned`` (the
+    collapse warning fired: :func:`utilities.method.health.warned_streaks` replays the engine's
+    count, per model, afresh after each recovery),
     ``best_epoch`` (1-based; NaN when not logged), ``ramp_end`` (the first epoch whose mean
     ramp weight reached 0.999; NaN if it never did, or when the run has no mCRF/VM term:
     ``grad_crf`` and ``grad_vm`` all zero), ``best_before_ramp`` (the best checkpoint comes
@@ -95,7 +97,7 @@ def run_health(log_csv: Path, patience: int = 3) -> dict[str, Any]:
     comes after the last recovery and its last epoch is not collapsed) and ``below_seeds`` (its
     last epoch, or its best checkpoint's, is below its own seeds:
     :func:`utilities.method.health.ends_below_seeds`)."""
-    from utilities.method.health import collapsed_rows, ends_below_seeds
+    from utilities.method.health import collapsed_rows, ends_below_seeds, warned_streaks
 
     log = read_csv_table(log_csv, "training log")
     flags = collapsed_rows(log)
@@ -111,7 +113,7 @@ def run_health(log_csv: Path, patience: int = 3) -> dict[str, Any]:
         ramp_end = float(log.loc[reached[0], "epoch"]) if len(reached) else math.inf
     before = bool(regularised and not math.isnan(best_epoch) and best_epoch < ramp_end)
     recovered_at = log.loc[log["recovered"].fillna(0) > 0, "epoch"] if "recovered" in log.columns else pd.Series([])
-    warned = longest >= patience
+    warned = bool(warned_streaks(log, patience))
     came_back = bool(warned and len(recovered_at) and best_epoch > float(recovered_at.max()) and not flags[-1:].any())
     return {"collapsed_epochs": int(flags.sum()), "longest_streak": longest, "warned": warned,
             "best_epoch": best_epoch, "ramp_end": ramp_end, "best_before_ramp": before,

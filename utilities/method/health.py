@@ -60,7 +60,7 @@ import pandas as pd
 
 __all__ = ["CollapseWatch", "FLOOD_RATIO", "FLOOD_MIN_SHARE", "FLOOD_OUTSIDE_SHARE", "SEED_MARGIN", "SEED_SHARES",
            "model_suffixes", "watch_for", "collapsed_rows", "seed_ratio", "seed_columns", "judge_seeds",
-           "seeds_summary", "ends_below_seeds"]
+           "seeds_summary", "ends_below_seeds", "Streak", "log_column", "model_flags", "warned_streaks"]
 
 #: A flood in a log without ``fg_outside``: the training predictions hold more than this many
 #: times the reference's foreground... (10: on the development logs, over ``collapse_patience``
@@ -240,3 +240,63 @@ def ends_below_seeds(log: pd.DataFrame) -> list[str]:
                          | {int(e) for e, b in zip(epochs, below) if b and e == best})
         found += [f"model{suffix} at epoch {e}" for e in flagged]
     return found
+
+
+# --------------------------------------------------------------------------------------------
+# A log read back: the warnings the engine gave
+# --------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Streak:
+    """Epochs ``first``-``last`` (1-based, inclusive) of ``model``; ``warned_at``: the epoch the
+    collapse warning fired (``None`` for an unjudged flood)."""
+
+    model: str
+    first: int
+    last: int
+    warned_at: int | None = None
+
+    def epochs(self) -> str:
+        return f"{self.first}" if self.first == self.last else f"{self.first}-{self.last}"
+
+
+def log_column(log: pd.DataFrame, name: str) -> np.ndarray:
+    if name not in log.columns:
+        return np.zeros(len(log))
+    return pd.to_numeric(log[name], errors="coerce").fillna(0).to_numpy(float)
+
+
+def model_flags(log: pd.DataFrame, suffix: str, records: list[dict[str, Any]]) -> np.ndarray:
+    """Per row: whether the model of ``suffix`` counts as collapsed (the engine's verdict
+    column where logged, else the rule)."""
+    watch = watch_for(suffix)
+    if watch.log_column in log.columns:
+        return log_column(log, watch.log_column) > 0
+    return np.array([watch.state(r) is not None for r in records], dtype=bool)
+
+
+def warned_streaks(log: pd.DataFrame, patience: int) -> list[Streak]:
+    """The collapse streaks the training warned about, replaying the engine's count (the one
+    reading of a log's warnings: ``progress.png`` shades them, the ablation runner counts a
+    run as warned by them): per
+    model, consecutive collapsed epochs, counted afresh after a recovery (``recovered`` = 1);
+    the warning fires when the count reaches ``patience``. Each warned streak runs from its
+    first epoch to its last (or its recovery); sorted by first epoch."""
+    epochs = log["epoch"].to_numpy(int)
+    recovered = log_column(log, "recovered") > 0
+    records = log.to_dict("records")
+    streaks = []
+    for suffix in model_suffixes(log.columns):
+        model = watch_for(suffix).model
+        start, count, warned_at = 0, 0, None
+        for row, collapsed in enumerate(model_flags(log, suffix, records)):
+            if collapsed:
+                start = row if count == 0 else start
+                count += 1
+                warned_at = int(epochs[row]) if count == patience else warned_at
+            if warned_at is not None and (not collapsed or recovered[row] or row == len(epochs) - 1):
+                last = row if collapsed else row - 1
+                streaks.append(Streak(model, int(epochs[start]), int(epochs[last]), warned_at))
+                warned_at = None
+            if not collapsed or recovered[row]:
+                count = 0
+    return sorted(streaks, key=lambda s: (s.first, s.model))

@@ -32,7 +32,6 @@ import os
 import re
 import textwrap
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -42,7 +41,15 @@ from matplotlib.ticker import LogFormatterSciNotation, LogLocator, MaxNLocator, 
 
 from utilities.core.textdata import read_csv_table
 from utilities.data.io import atomic_path
-from utilities.method.health import collapsed_rows, model_suffixes, watch_for
+from utilities.method.health import (
+    Streak,
+    collapsed_rows,
+    log_column,
+    model_flags,
+    model_suffixes,
+    warned_streaks,
+    watch_for,
+)
 
 __all__ = ["DEFAULT_PATIENCE", "Streak", "progress_path", "collapsed_epochs", "collapse_streaks", "warned_streaks",
            "unjudged_floods", "recorded_patience", "progress_figure", "plot_progress", "draw_progress"]
@@ -57,20 +64,6 @@ _VAL = re.compile(r"^val_(seed_)?dice\d?$")
 _HEALTH = re.compile(r"^(fg_train\d?|val_fg_fraction\d?|seed_fg|teacher_fg\d)$")
 _GRAD = re.compile(r"^grad_\w+$")
 _WARNED_COLOUR, _FLOOD_COLOUR = "red", "darkorange"
-
-
-@dataclass(frozen=True)
-class Streak:
-    """Epochs ``first``-``last`` (1-based, inclusive) of ``model``; ``warned_at``: the epoch the
-    collapse warning fired (``None`` for an unjudged flood)."""
-
-    model: str
-    first: int
-    last: int
-    warned_at: int | None = None
-
-    def epochs(self) -> str:
-        return f"{self.first}" if self.first == self.last else f"{self.first}-{self.last}"
 
 
 def progress_path(csv_path: str | os.PathLike) -> Path:
@@ -96,47 +89,6 @@ def collapse_streaks(epochs: Sequence[int]) -> list[tuple[int, int]]:
     return streaks
 
 
-def _column(log: pd.DataFrame, name: str) -> np.ndarray:
-    if name not in log.columns:
-        return np.zeros(len(log))
-    return pd.to_numeric(log[name], errors="coerce").fillna(0).to_numpy(float)
-
-
-def _model_flags(log: pd.DataFrame, suffix: str, records: list[dict[str, Any]]) -> np.ndarray:
-    """Per row: whether the model of ``suffix`` counts as collapsed (the engine's verdict
-    column where logged, else the rule)."""
-    watch = watch_for(suffix)
-    if watch.log_column in log.columns:
-        return _column(log, watch.log_column) > 0
-    return np.array([watch.state(r) is not None for r in records], dtype=bool)
-
-
-def warned_streaks(log: pd.DataFrame, patience: int) -> list[Streak]:
-    """The collapse streaks the training warned about, replaying the engine's count: per
-    model, consecutive collapsed epochs, counted afresh after a recovery (``recovered`` = 1);
-    the warning fires when the count reaches ``patience``. Each warned streak runs from its
-    first epoch to its last (or its recovery); sorted by first epoch."""
-    epochs = log["epoch"].to_numpy(int)
-    recovered = _column(log, "recovered") > 0
-    records = log.to_dict("records")
-    streaks = []
-    for suffix in model_suffixes(log.columns):
-        model = watch_for(suffix).model
-        start, count, warned_at = 0, 0, None
-        for row, collapsed in enumerate(_model_flags(log, suffix, records)):
-            if collapsed:
-                start = row if count == 0 else start
-                count += 1
-                warned_at = int(epochs[row]) if count == patience else warned_at
-            if warned_at is not None and (not collapsed or recovered[row] or row == len(epochs) - 1):
-                last = row if collapsed else row - 1
-                streaks.append(Streak(model, int(epochs[start]), int(epochs[last]), warned_at))
-                warned_at = None
-            if not collapsed or recovered[row]:
-                count = 0
-    return sorted(streaks, key=lambda s: (s.first, s.model))
-
-
 def unjudged_floods(log: pd.DataFrame) -> list[Streak]:
     """Stage 1: the epochs after a recovery that the flood rule would call a flood but for the
     restarted ramp-up (below full weight the rule is off), as consecutive streaks."""
@@ -144,9 +96,9 @@ def unjudged_floods(log: pd.DataFrame) -> list[Streak]:
         return []
     watch = watch_for("")
     ramp = watch.ramp_column or "ramp"
-    recovered = np.flatnonzero(_column(log, "recovered") > 0)
+    recovered = np.flatnonzero(log_column(log, "recovered") > 0)
     records = log.to_dict("records")
-    flagged = _model_flags(log, "", records)
+    flagged = model_flags(log, "", records)
     epochs = log["epoch"].to_numpy(int)
     flooded = [int(epochs[r]) for r, record in enumerate(records)
                if len(recovered) and r > recovered[0] and not flagged[r]

@@ -85,6 +85,26 @@ def test_progress_and_the_ablation_runner_read_the_same_epochs(tmp_path):
     assert not ablate.run_health(path, patience=3)["warned"]
 
 
+def test_the_runner_counts_a_warning_as_the_engine_gave_it(tmp_path):
+    """SCM's two models collapsed on alternate epochs (1, 3 and 2): some model is collapsed in
+    three consecutive epochs, but neither reached a count of 2, so the engine never warned and
+    the runner does not call the run warned; a recovery restarts the count the same way."""
+    log = pd.DataFrame({"epoch": [1, 2, 3, 4], "collapsed1": [1, 0, 1, 0], "collapsed2": [0, 1, 0, 0],
+                        "val_empty1": [0] * 4, "val_empty2": [0] * 4})
+    path = tmp_path / "log.csv"
+    log.to_csv(path, index=False)
+    health = ablate.run_health(path, patience=2)
+    assert health["longest_streak"] == 3 and not health["warned"]
+    assert ablate.run_health(path, patience=1)["warned"]
+    # stage 1: epochs 2-3 collapsed, recovered at 3 (the count starts afresh), then epoch 4
+    stage1 = pd.DataFrame({"epoch": [1, 2, 3, 4, 5], "collapsed": [0, 1, 1, 1, 0], "val_empty": [0] * 5,
+                           "recovered": [0, 0, 1, 0, 0]})
+    stage1.to_csv(path, index=False)
+    assert ablate.run_health(path, patience=3)["longest_streak"] == 3
+    assert not ablate.run_health(path, patience=3)["warned"]
+    assert ablate.run_health(path, patience=2)["warned"]
+
+
 def test_a_recovered_run_is_told_from_a_failed_one(tmp_path):
     """``--on_collapse recover``: a warning followed by a recovery, a best checkpoint after it and
     a healthy last epoch is *recovered*; the same log whose best epoch is the one before the
