@@ -13,6 +13,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from utilities.method.defaults import CRF_SIGMA_XY, DOWN_SIZE, KERNEL_RADIUS
+
 __all__ = [
     "DICE_EPS",
     "soft_dice",
@@ -433,7 +435,7 @@ class _GatedCRFQuadratic(torch.autograd.Function):
         return grad_u, None, None, None, None, None
 
 
-def gated_crf_views(probs: Tensor, image: Tensor, kernel_radius: int = 5, sigma_xy: float = 6.0,
+def gated_crf_views(probs: Tensor, image: Tensor, kernel_radius: int = KERNEL_RADIUS[0], sigma_xy: float = CRF_SIGMA_XY,
                     sigma_rgb: float = 0.1, weight: float = 1.0, implementation: str = "auto") -> Tensor:
     """The three per-view 2D gated CRF values of probabilities at their own resolution.
 
@@ -489,8 +491,8 @@ class MultiViewGatedCRFLoss(nn.Module):
     extra memory is a few copies of the volume (``implementation``: see :data:`CRF_IMPLEMENTATIONS`).
     """
 
-    def __init__(self, down_size: Sequence[int] | None = (64, 64, 48), kernel_radius: int = 5,
-                 sigma_xy: float = 6.0, sigma_rgb: float = 0.1, weight: float = 1.0,
+    def __init__(self, down_size: Sequence[int] | None = DOWN_SIZE, kernel_radius: int = KERNEL_RADIUS[0],
+                 sigma_xy: float = CRF_SIGMA_XY, sigma_rgb: float = 0.1, weight: float = 1.0,
                  implementation: str = "auto") -> None:
         super().__init__()
         if implementation not in CRF_IMPLEMENTATIONS:

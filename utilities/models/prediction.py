@@ -10,6 +10,7 @@ import torch
 from monai.inferers import sliding_window_inference
 from torch import nn
 
+from utilities.method.defaults import SW_OVERLAP
 from utilities.method.optim import Amp
 
 __all__ = ["sliding_window_predict", "class_probabilities", "segment"]
@@ -17,7 +18,7 @@ __all__ = ["sliding_window_predict", "class_probabilities", "segment"]
 
 @torch.inference_mode()
 def sliding_window_predict(model: nn.Module, image: torch.Tensor, roi_size: Sequence[int],
-                           sw_batch_size: int = 1, overlap: float = 0.25,
+                           sw_batch_size: int = 1, overlap: float = SW_OVERLAP,
                            amp: Amp | None = None) -> torch.Tensor:
     """Whole-volume logits by MONAI sliding-window inference with gaussian blending.
 
@@ -45,7 +46,7 @@ def class_probabilities(logits: torch.Tensor) -> torch.Tensor:
 
 
 def segment(models: Sequence[tuple[nn.Module, Sequence[int]]], image: torch.Tensor, sw_batch_size: int = 1,
-            overlap: float = 0.25, amp: Amp | None = None, probability: bool = False
+            overlap: float = SW_OVERLAP, amp: Amp | None = None, probability: bool = False
             ) -> tuple[np.ndarray, np.ndarray | None]:
     """The mask and (optionally) the foreground probability of one volume.
 

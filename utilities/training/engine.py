@@ -33,6 +33,7 @@ from tqdm import tqdm
 
 from utilities.core.distributed import DistContext, mean_over_ranks, unwrap
 from utilities.core.errors import TrainingStopped
+from utilities.method.defaults import SW_OVERLAP
 from utilities.method.health import (
     FLOOD_OUTSIDE_SHARE,
     FLOOD_RATIO,
@@ -123,7 +124,7 @@ class FitConfig:
     validate: Mapping[str, str] = field(default_factory=lambda: {"": "model"})
     collapse: Sequence[CollapseWatch] = ()
     sw_batch_size: int = 1
-    sw_overlap: float = 0.25
+    sw_overlap: float = SW_OVERLAP
     grad_clip: float | None = None
     collapse_patience: int = 3
     stop_on_collapse: bool = False

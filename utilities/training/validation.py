@@ -12,6 +12,7 @@ import torch
 from torch import nn
 
 from utilities.core.distributed import DistContext, unwrap
+from utilities.method.defaults import SW_OVERLAP
 from utilities.method.health import SEED_MARGIN, seed_ratio
 from utilities.method.losses import one_hot, soft_dice
 from utilities.method.optim import Amp
@@ -99,7 +100,7 @@ def _foreground_dice(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tenso
 
 
 def evaluate(model: nn.Module, loader: Iterable[Mapping[str, Any]], roi_size: tuple[int, ...] | list[int],
-             device: torch.device, sw_batch_size: int = 1, overlap: float = 0.25, amp: Amp | None = None,
+             device: torch.device, sw_batch_size: int = 1, overlap: float = SW_OVERLAP, amp: Amp | None = None,
              ctx: DistContext | None = None,
              on_volume: Callable[[Mapping[str, Any], torch.Tensor], None] | None = None
              ) -> dict[str, dict[str, float]]:
