@@ -38,12 +38,13 @@ from pathlib import Path
 from utilities.data.dataset_file import add_dataset_flag, parse_with_dataset
 from utilities.data.splits import PHASES
 from utilities.evaluation.scoring import run_folder_scores, run_scores
+from utilities.method.defaults import IMAGE_POSTFIX, LABEL_POSTFIX, PRIMARY_NETWORK
 
 __all__ = ["build_parser", "main"]
 
 #: Split modes: the network and the image postfix ``inference.py`` names its run-folder
 #: predictions with when neither is given (its own split-mode defaults).
-RUN_NETWORK, RUN_IMAGE_POSTFIX = "U_Net2D5", "T2"
+RUN_NETWORK, RUN_IMAGE_POSTFIX = PRIMARY_NETWORK, IMAGE_POSTFIX
 _SOURCES = ("path_predictions", "prediction_dir", "model_dir")
 
 
@@ -58,7 +59,7 @@ def build_parser() -> argparse.ArgumentParser:
                            "(e.g. an nnU-Net v2 prediction folder)")
     what.add_argument("--model_dir", default=None, help="run folder given to inference.py (with --dataset_split)")
     p.add_argument("--path_labels", default=None, help="folder of full labels (required)")
-    p.add_argument("--label_postfix", default="Label",
+    p.add_argument("--label_postfix", default=LABEL_POSTFIX,
                    help="label file postfix: <subject>_<label_postfix> (--path_predictions: or <subject>)")
     p.add_argument("--prediction_postfix", default=None,
                    help="file name after the subject ('' for nnU-Net; --prediction_dir default ''; "

@@ -42,7 +42,7 @@ from utilities.data.grid import find_subject_file, missing_paths
 from utilities.data.io import atomic_path, load_torch, read_image
 from utilities.data.layout import MODELS, RunLayout
 from utilities.data.splits import read_split, subjects_of
-from utilities.method.defaults import SPATIAL_SHAPE
+from utilities.method.defaults import PRIMARY_NETWORK, SPATIAL_SHAPE
 from utilities.method.sequence import command
 from utilities.models.checkpoints import CHECKPOINT_FORMAT, load_model_weights, save_model
 
@@ -124,7 +124,7 @@ def checkpoint_path(model_dir: str | os.PathLike, network: str, epoch_inf: str) 
     return path
 
 
-def find_network(model_dir: str | os.PathLike, epoch_inf: str, default: str = "U_Net2D5") -> str:
+def find_network(model_dir: str | os.PathLike, epoch_inf: str, default: str = PRIMARY_NETWORK) -> str:
     """The network whose run in ``model_dir`` holds ``CP_<epoch_inf>.pth``: the only one, else
     ``default`` (whose missing checkpoint :func:`checkpoint_path` then explains).
 
