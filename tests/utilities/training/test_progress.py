@@ -13,7 +13,7 @@ from PIL import Image
 
 import train_gatedcrfloss3d22d_multiview_varianceloss as stage1
 import train_SCM as scm
-from utilities.training import progress
+from utilities.training import engine, progress
 from utilities.training.engine import Callback
 from utilities.training.progress import (
     Streak,
@@ -79,6 +79,22 @@ def test_both_trainers_draw_each_epoch(data, tmp_path, monkeypatch):
     scm.main(scm_args(data, pretrained(tmp_path), tmp_path / "scm", "--max_epochs", "1"))
     assert (tmp_path / "scm" / "U_Net2D5" / "progress_SCM.png").is_file()
     assert drawn == [1, 2, 1]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("interval, expected", [(1e9, [1, 4]), (0.0, [1, 2, 3, 4])])
+def test_redrawn_at_most_every_interval_and_always_at_the_end(data, tmp_path, monkeypatch, interval, expected):
+    """With epochs shorter than the interval, the picture is drawn after the first epoch and the
+    last; with no interval, after every epoch."""
+    drawn = []
+    real = progress.plot_progress
+    monkeypatch.setattr(progress, "plot_progress",
+                        lambda csv, **kw: drawn.append(len(pd.read_csv(csv))) or real(csv, **kw))
+    monkeypatch.setattr(engine, "PROGRESS_INTERVAL_S", interval)
+    # patience 5: no collapse warning on these 4 epochs (an epoch with one is drawn whatever the interval)
+    stage1.main(stage1_args(data, tmp_path / "run", "--max_epochs", "4", "--rampup_epochs", "0",
+                            "--collapse_patience", "5"))
+    assert drawn == expected
 
 
 @pytest.mark.slow
