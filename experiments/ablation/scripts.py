@@ -18,7 +18,7 @@ NNUNET_SCRIPT = "experiments/nnunet_baseline.py"
 NNUNET_NETWORK = "nnUNet"
 GEODESIC_SCRIPTS = {"VS": "data/VS/generate_geodesic_labels.py", "BraTS": "data/BraTS/generate_geodesic_labels.py"}
 #: The module whose ``build_parser`` checks each script's flags before anything runs.
-PARSERS = {STAGE1_SCRIPT: "train_gatedcrfloss3d22d_multiview_varianceloss", SCM_SCRIPT: "train_SCM",
+PARSERS = {STAGE1_SCRIPT: Path(STAGE1_SCRIPT).stem, SCM_SCRIPT: Path(SCM_SCRIPT).stem,
            "inference.py": "inference", "scores.py": "utilities.scores", "nnunet_baseline.py": NNUNET_SCRIPT}
 
 
