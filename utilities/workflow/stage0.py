@@ -1,14 +1,8 @@
 """Stage 0 of PA-Seg over a split or a folder: read each subject's image and 7-point annotation,
 expand the seeds (:mod:`utilities.method.geodesic`) and write them with a settings record.
 
-The annotation marks, per lesion, six extreme points on the lesion's boundary ("background"
-points, value 1) and one point inside it ("foreground", value 2); BraTS cases may carry a second
-lesion as values 3 (its extreme points) and 4 (its foreground point). For each lesion the image
-is cropped (inclusive) to the bounding box of its points, the geodesic distance from the
-foreground point is computed in that box with GeodisTK's raster scan, and the box is split into
-"expanded foreground" (label 1: distance below ``threshold`` times the box's largest distance)
-and "unknown" (label 2). Everything outside the boxes is background (label 0). The seed labels
-train stage 1 with a partial cross-entropy that ignores label 2.
+The expanded seeds are 1 (expanded foreground) and 2 (unknown) inside each lesion's box of
+points and 0 (background) outside them, as :mod:`utilities.method.geodesic` computes them.
 
 Annotations that cannot be right are refused with a one-line error naming the subject: a lesion
 with fewer than six background points (its box would miss part of the lesion, which would then
