@@ -81,3 +81,23 @@ def make_vs_dataset(root: Path, n_train: int = 2, n_val: int = 1, n_inf: int = 1
     split.write_text("\n".join(rows) + "\n")
     paths["split"] = split
     return paths
+
+
+def ellipsoid_case(center=(6, 12, 11), radii=(3.5, 6, 5), shape=(12, 24, 24), noise=0.01, seed=0):
+    """A bright ellipsoid (100) in a dark volume (10) with slight noise, and its 7 points: the
+    six extreme points one voxel outside the blob along each axis (1) and the centre (2); arrays
+    (z, y, x). Stage 0's case (tests/utilities/method/test_geodesic.py, and the files and SHA-256
+    of the paper's outputs in tests/utilities/workflow/test_stage0.py)."""
+    rng = np.random.default_rng(seed)
+    grid = np.meshgrid(*[np.arange(n) for n in shape], indexing="ij")
+    inside = sum(((g - c) / r) ** 2 for g, c, r in zip(grid, center, radii)) <= 1
+    image = (np.where(inside, 100.0, 10.0) + rng.normal(0, noise, shape)).astype(np.float32)
+    annotation = np.zeros(shape, np.uint8)
+    for axis in range(3):
+        coords = np.nonzero(inside)[axis]
+        for v in (coords.min() - 1, coords.max() + 1):
+            p = list(center)
+            p[axis] = v
+            annotation[tuple(p)] = 1
+    annotation[center] = 2
+    return image, annotation, inside

@@ -5,28 +5,11 @@ from __future__ import annotations
 import GeodisTK
 import numpy as np
 import pytest
+from synth import ellipsoid_case as blob_case
 
 from utilities.method.geodesic import expand_seeds, merge_labels
 
 SHAPE = (12, 24, 24)  # (z, y, x), as SimpleITK arrays are
-
-
-def blob_case(center=(6, 12, 11), radii=(3.5, 6, 5), shape=SHAPE, noise=0.01, seed=0):
-    """A bright ellipsoid (100) in a dark volume (10) with slight noise, and its 7 points: the
-    six extreme points one voxel outside the blob along each axis (1) and the centre (2)."""
-    rng = np.random.default_rng(seed)
-    grid = np.meshgrid(*[np.arange(n) for n in shape], indexing="ij")
-    inside = sum(((g - c) / r) ** 2 for g, c, r in zip(grid, center, radii)) <= 1
-    image = (np.where(inside, 100.0, 10.0) + rng.normal(0, noise, shape)).astype(np.float32)
-    annotation = np.zeros(shape, np.uint8)
-    for axis in range(3):
-        coords = np.nonzero(inside)[axis]
-        for v in (coords.min() - 1, coords.max() + 1):
-            p = list(center)
-            p[axis] = v
-            annotation[tuple(p)] = 1
-    annotation[center] = 2
-    return image, annotation, inside
 
 
 def bbox(mask):

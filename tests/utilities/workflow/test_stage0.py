@@ -13,6 +13,7 @@ import pandas as pd
 import pytest
 import SimpleITK as sitk
 from helpers import load_script
+from synth import ellipsoid_case as blob_case
 
 from utilities.method.geodesic import euclidean_step_fraction, expand_seeds
 from utilities.workflow.stage0 import NEGLIGIBLE_FRACTION, SETTINGS_NAME, generate_geodesic_labels, output_folder
@@ -21,26 +22,6 @@ VS = load_script("data/VS/generate_geodesic_labels.py")
 BRATS = load_script("data/BraTS/generate_geodesic_labels.py")
 
 SHAPE = (12, 24, 24)  # (z, y, x), as SimpleITK arrays are
-
-
-def blob_case(center=(6, 12, 11), radii=(3.5, 6, 5), shape=SHAPE, noise=0.01, seed=0):
-    """A bright ellipsoid (100) in a dark volume (10) with slight noise, and its 7 points: the
-    six extreme points one voxel outside the blob along each axis (1) and the centre (2). The
-    case of tests/utilities/method/test_geodesic.py; the files below (and the SHA-256 of the
-    paper's outputs) are made from it."""
-    rng = np.random.default_rng(seed)
-    grid = np.meshgrid(*[np.arange(n) for n in shape], indexing="ij")
-    inside = sum(((g - c) / r) ** 2 for g, c, r in zip(grid, center, radii)) <= 1
-    image = (np.where(inside, 100.0, 10.0) + rng.normal(0, noise, shape)).astype(np.float32)
-    annotation = np.zeros(shape, np.uint8)
-    for axis in range(3):
-        coords = np.nonzero(inside)[axis]
-        for v in (coords.min() - 1, coords.max() + 1):
-            p = list(center)
-            p[axis] = v
-            annotation[tuple(p)] = 1
-    annotation[center] = 2
-    return image, annotation, inside
 
 
 # ------------------------------------------------------------------------------ files
