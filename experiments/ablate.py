@@ -53,11 +53,7 @@ from utilities.core.jobs import stop_all  # noqa: E402
 __all__ = ["KINDS", "Config", "Variant", "Run", "load_config", "plan_runs", "run_ablation", "summarize",
            "wilcoxon_p", "main", "run", "build_parser", "ROOT", "check_flags", "check_epoch_inf", "written_checkpoints",
            "planned_args", "budget_text", "run_budget", "run_health", "health_table", "table_markdown", "train_mode",
-           "DONE_NAME", "TRAINED_NAME", "LOG_NAME"]
-
-#: Names kept for the scripts and tests that read them here (the runner's API is ``experiments.ablation``).
-_script_parser = script_parser
-_all_commands = all_commands
+           "DONE_NAME", "TRAINED_NAME", "LOG_NAME", "script_parser", "all_commands"]
 
 
 def _int_list(text: str) -> list[int]:

@@ -48,7 +48,7 @@ def test_member_config_gives_nnunet_stage1s_steps_and_the_runner_accepts_it(tmp_
     nn = [r for r in runs if r.variant.kind == "nnunet"]
     assert len(nn) == 4
     ablate.check_flags([r.train for r in runs if r.train], path)   # every script accepts its flags
-    args = ablate._script_parser("nnunet_baseline.py").parse_args(nn[0].train[2:])
+    args = ablate.script_parser("nnunet_baseline.py").parse_args(nn[0].train[2:])
     assert (args.epochs, args.iterations_per_epoch, args.labels) == (7, 5, "seeds")
     stage1 = next(r for r in runs if r.variant.name == "stage1_plan")
     planned = ablate.planned_args(stage1.train)   # what the command will train with
@@ -106,7 +106,7 @@ def test_shipped_configs_give_commands_their_scripts_accept(config, tmp_path):
     cfg = ablate.load_config(config)
     runs = ablate.plan_runs(cfg, tmp_path, cfg.seeds, list(cfg.variants), "cpu", "python")
     assert {r.variant.name for r in runs} == set(cfg.variants)
-    ablate.check_flags(ablate._all_commands(cfg, runs, "cpu", "python"), config)
+    ablate.check_flags(ablate.all_commands(cfg, runs, "cpu", "python"), config)
 
 
 def _fake_family(tmp_path, monkeypatch, dice):
