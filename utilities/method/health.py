@@ -154,18 +154,30 @@ def watch_for(suffix: str, grad_columns: tuple[str, ...] = ()) -> CollapseWatch:
                          grad_columns)
 
 
+def log_column(log: pd.DataFrame, name: str) -> np.ndarray:
+    """A ``log.csv`` column as numbers, 0 where empty or not a number (all 0 when the log has
+    no such column)."""
+    if name not in log.columns:
+        return np.zeros(len(log))
+    return pd.to_numeric(log[name], errors="coerce").fillna(0).to_numpy(float)
+
+
+def model_flags(log: pd.DataFrame, suffix: str, records: list[dict[str, Any]] | None = None) -> np.ndarray:
+    """Per row of a ``log.csv``: whether the model of ``suffix`` counts as collapsed (the
+    engine's ``collapsed<k>`` column where logged, else the rule on the rows, ``records``
+    when they are at hand)."""
+    watch = watch_for(suffix)
+    if watch.log_column in log.columns:
+        return log_column(log, watch.log_column) > 0
+    records = log.to_dict("records") if records is None else records
+    return np.array([watch.state(r) is not None for r in records], dtype=bool)
+
+
 def collapsed_rows(log: pd.DataFrame) -> np.ndarray:
-    """Per row of a ``log.csv``: whether some model counts as collapsed in that epoch (its
-    ``collapsed<k>`` column where logged, else the rule on its columns)."""
+    """Per row of a ``log.csv``: whether some model counts as collapsed in that epoch."""
     flags = np.zeros(len(log), dtype=bool)
-    records = None
     for suffix in model_suffixes(log.columns):
-        watch = watch_for(suffix)
-        if watch.log_column in log.columns:
-            flags |= pd.to_numeric(log[watch.log_column], errors="coerce").fillna(0).to_numpy(float) > 0
-            continue
-        records = log.to_dict("records") if records is None else records
-        flags |= np.array([watch.state(r) is not None for r in records], dtype=bool)
+        flags |= model_flags(log, suffix)
     return flags
 
 
@@ -233,7 +245,7 @@ def ends_below_seeds(log: pd.DataFrame) -> list[str]:
         column = seed_columns(suffix)[1]
         if column not in log.columns or not len(log):
             continue
-        below = pd.to_numeric(log[column], errors="coerce").fillna(0).to_numpy(float) > 0
+        below = log_column(log, column) > 0
         epochs = pd.to_numeric(log["epoch"], errors="coerce").to_numpy(float)
         best = _number(log[f"best_epoch{suffix}"].iloc[-1]) if f"best_epoch{suffix}" in log.columns else math.nan
         flagged = sorted(({int(epochs[-1])} if below[-1] else set())
@@ -259,36 +271,19 @@ class Streak:
         return f"{self.first}" if self.first == self.last else f"{self.first}-{self.last}"
 
 
-def log_column(log: pd.DataFrame, name: str) -> np.ndarray:
-    if name not in log.columns:
-        return np.zeros(len(log))
-    return pd.to_numeric(log[name], errors="coerce").fillna(0).to_numpy(float)
-
-
-def model_flags(log: pd.DataFrame, suffix: str, records: list[dict[str, Any]]) -> np.ndarray:
-    """Per row: whether the model of ``suffix`` counts as collapsed (the engine's verdict
-    column where logged, else the rule)."""
-    watch = watch_for(suffix)
-    if watch.log_column in log.columns:
-        return log_column(log, watch.log_column) > 0
-    return np.array([watch.state(r) is not None for r in records], dtype=bool)
-
-
 def warned_streaks(log: pd.DataFrame, patience: int) -> list[Streak]:
     """The collapse streaks the training warned about, replaying the engine's count (the one
     reading of a log's warnings: ``progress.png`` shades them, the ablation runner counts a
-    run as warned by them): per
-    model, consecutive collapsed epochs, counted afresh after a recovery (``recovered`` = 1);
-    the warning fires when the count reaches ``patience``. Each warned streak runs from its
-    first epoch to its last (or its recovery); sorted by first epoch."""
+    run as warned by them): per model, consecutive collapsed epochs, counted afresh after a
+    recovery (``recovered`` = 1); the warning fires when the count reaches ``patience``. Each
+    warned streak runs from its first epoch to its last (or its recovery); sorted by first epoch."""
     epochs = log["epoch"].to_numpy(int)
     recovered = log_column(log, "recovered") > 0
-    records = log.to_dict("records")
     streaks = []
     for suffix in model_suffixes(log.columns):
         model = watch_for(suffix).model
         start, count, warned_at = 0, 0, None
-        for row, collapsed in enumerate(model_flags(log, suffix, records)):
+        for row, collapsed in enumerate(model_flags(log, suffix)):
             if collapsed:
                 start = row if count == 0 else start
                 count += 1
