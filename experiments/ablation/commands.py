@@ -13,16 +13,13 @@ from utilities.data.layout import RunLayout
 from utilities.method.defaults import SEED_FOLDER
 from utilities.method.sequence import Launcher, command, script_command, seed_args, teacher_args
 from utilities.workflow.plan import read_plan
+from utilities.workflow.stage0 import output_folder
 
 from .config import Config, Variant
 from .scripts import GEODESIC_SCRIPTS, NNUNET_NETWORK, NNUNET_SCRIPT, ROOT, STAGE1_SCRIPT, script_parser
 
 __all__ = ["Run", "geodesic_dir", "stage0_command", "stage1_flags", "stage1_command", "scm_command", "nnunet_command",
            "plan_runs", "inference_commands", "all_commands"]
-
-
-def _fmt(value: Any) -> str:
-    return repr(value) if isinstance(value, float) else str(value)
 
 
 def _launcher(python: str) -> Launcher:
@@ -91,8 +88,7 @@ def _spatial(flags: dict[str, Any]) -> list[str]:
 def geodesic_dir(cfg: Config, output_dir: Path) -> Path:
     """Where stage 0 writes the expanded seeds."""
     d = cfg.dataset
-    weight_threshold = f"weight{d['geodesic_weight']}_threshold{d['geodesic_threshold']}"
-    return output_dir / "geodesic" / weight_threshold / SEED_FOLDER
+    return output_folder(output_dir / "geodesic", d["geodesic_weight"], d["geodesic_threshold"]) / SEED_FOLDER
 
 
 def stage0_command(cfg: Config, output_dir: Path, python: str) -> list[str]:
@@ -101,8 +97,9 @@ def stage0_command(cfg: Config, output_dir: Path, python: str) -> list[str]:
         "--dataset_split", str(d["split_file"]), "--path_images", str(d["images"]),
         "--image_postfix", d["image_postfix"], "--path_labels", str(d["labels"]), "--label_postfix", d["label_postfix"],
         "--path_anno_7points", str(d["annotations"]), "--anno_7points_postfix", d["annotation_postfix"],
-        "--path_geodesic", str(output_dir / "geodesic"), "--geodesic_weight", _fmt(d["geodesic_weight"]),
-        "--geodesic_threshold", _fmt(d["geodesic_threshold"]), "--num_workers", str(d["geodesic_workers"])],
+        "--path_geodesic", str(output_dir / "geodesic")],
+        {"--geodesic_weight": d["geodesic_weight"], "--geodesic_threshold": d["geodesic_threshold"],
+         "--num_workers": d["geodesic_workers"]},
         launcher=_launcher(python))
 
 
