@@ -56,7 +56,6 @@ def data(tmp_path):
     return make_vs_dataset(tmp_path / "data", n_train=2, n_val=1, n_inf=1)
 
 
-
 @pytest.fixture(scope="session")
 def quick_demo(tmp_path_factory) -> Path:
     """The ``--quick`` demo dataset (make_demo_data.py: 4 training, 2 validation, 2 inference cases
