@@ -2,7 +2,12 @@
 (z, y, x), 7-point annotations, no labels, no validation case) goes through stage 0, both stage-1
 networks, SCM and folder prediction by running the printed lines unchanged; every case trains
 and the best checkpoints are chosen by seed_dice on the training seeds. Also a split with a
-validation case trained with --train_on_all_cases."""
+validation case trained with --train_on_all_cases.
+
+Each sequence runs its first command (stage 0) as a shell would, a process started from the
+repository root with the project's Python first on the PATH; the others run in this process,
+their printed arguments unchanged, through the scripts' own ``run_main`` (what their ``__main__``
+calls), which spares a Python, torch and library start-up per command."""
 from __future__ import annotations
 
 import os
@@ -20,6 +25,7 @@ from helpers import ROOT, load_script, script_env, stage1_args
 from synth import blob_case, make_vs_dataset, seven_points, write
 
 from utilities.data.grid import Grid
+from utilities.workflow.cli import run_main
 
 plan_script = load_script("plan.py")
 #: Stored (z, y, x): the file's x and z axes swapped, as a sagittal scan is stored.
@@ -59,8 +65,33 @@ def _run(command: list[str]) -> subprocess.CompletedProcess:
                           stdin=subprocess.DEVNULL)
 
 
+def _run_in_process(command: list[str], monkeypatch: pytest.MonkeyPatch,
+                    capsys: pytest.CaptureFixture) -> tuple[int, str]:
+    """One printed ``python <script> <args>`` command, its arguments unchanged, in this process from
+    the repository root, through the script's ``run_main`` as its ``__main__`` calls it: ``(exit
+    code, stderr)``."""
+    assert command[0] == "python", command
+    with monkeypatch.context() as m:
+        m.chdir(ROOT)
+        code = run_main(load_script(command[1]).main, command[2:])
+    return code, capsys.readouterr().err
+
+
+def _run_sequence(commands: dict[str, list[str]], monkeypatch: pytest.MonkeyPatch,
+                  capsys: pytest.CaptureFixture) -> None:
+    """The first command as a process (:func:`_run`), the others in this process
+    (:func:`_run_in_process`); each must succeed."""
+    for i, (name, command) in enumerate(commands.items()):
+        if i == 0:
+            done = _run(command)
+            code, err = done.returncode, done.stderr
+        else:
+            code, err = _run_in_process(command, monkeypatch, capsys)
+        assert code == 0, f"[{name}] {shlex.join(command)}\n{err[-3000:]}"
+
+
 @pytest.mark.slow
-def test_the_printed_points_only_sequence_runs_as_printed(tmp_path, capsys):
+def test_the_printed_points_only_sequence_runs_as_printed(tmp_path, capsys, monkeypatch):
     data = _points_only(tmp_path / "data")
     work = tmp_path / "work"
     plan = plan_script.main(["--dataset_split", str(data / "split.csv"), "--path_images", str(data / "images"),
@@ -72,9 +103,7 @@ def test_the_printed_points_only_sequence_runs_as_printed(tmp_path, capsys):
     assert list(commands) == ["stage0_training", "stage1", "stage1_aux", "scm", "predict"]
     assert plan["stage1"]["--spatial_shape"] == [32, 32, 16] and plan["stage1"]["--train_on_all_cases"] is True
     assert plan["fingerprint"]["image_format"] == ".nrrd" and plan["fingerprint"]["training_cases"] == 2
-    for name, command in commands.items():
-        done = _run(command)
-        assert done.returncode == 0, f"[{name}] {shlex.join(command)}\n{done.stderr[-3000:]}"
+    _run_sequence(commands, monkeypatch, capsys)
     for run in ("stage1_m1/U_Net2D5", "stage1_m2/AttU_Net"):
         log = next((work / "runs" / run).glob("log_*.txt")).read_text()
         assert "2 training subjects, validated on themselves (validation uses: image, expanded-seed label)" in log
@@ -112,7 +141,7 @@ def test_train_on_all_cases_trains_the_validation_case_too(tmp_path):
 
 
 @pytest.mark.slow
-def test_the_printed_sequence_with_labels_runs_as_printed(tmp_path, capsys):
+def test_the_printed_sequence_with_labels_runs_as_printed(tmp_path, capsys, monkeypatch):
     """With labels and a validation case kept (--min_cases_for_validation 0): stage 0 per phase
     (the inference case has no points), Dice selection, and the scoring command, all as printed."""
     data = _points_only(tmp_path / "data", labels=True)
@@ -124,9 +153,7 @@ def test_the_printed_sequence_with_labels_runs_as_printed(tmp_path, capsys):
     commands = _printed(capsys.readouterr().out)
     assert list(commands) == ["stage0_training", "stage0_validation", "stage1", "stage1_aux", "scm", "predict",
                               "score"]
-    for name, command in commands.items():
-        done = _run(command)
-        assert done.returncode == 0, f"[{name}] {shlex.join(command)}\n{done.stderr[-3000:]}"
+    _run_sequence(commands, monkeypatch, capsys)
     best = torch.load(work / "runs" / "stage1_m1" / "U_Net2D5" / "models" / "CP_best.pth", map_location="cpu",
                       weights_only=True)
     assert best["metric"] == "dice"

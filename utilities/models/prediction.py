@@ -7,7 +7,6 @@ from collections.abc import Sequence
 
 import numpy as np
 import torch
-from monai.inferers import sliding_window_inference
 from torch import nn
 
 from utilities.method.defaults import SW_OVERLAP
@@ -29,6 +28,10 @@ def sliding_window_predict(model: nn.Module, image: torch.Tensor, roi_size: Sequ
     Returns:
         float32 logits ``(N, num_classes, X, Y, Z)``.
     """
+    # imported on first use: MONAI takes longer to import than torch, and a script that stops at a
+    # user's mistake (or prints --help) should not pay for it
+    from monai.inferers import sliding_window_inference
+
     ctx = amp.autocast() if amp is not None else contextlib.nullcontext()
     with ctx:
         logits = sliding_window_inference(image, tuple(roi_size), sw_batch_size, model, overlap=overlap,
