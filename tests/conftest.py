@@ -75,6 +75,18 @@ def tiny_seeds(tmp_path_factory) -> tuple[Path, list[str]]:
     return tiny_seeded(tmp_path_factory.mktemp("tiny_seeds"))
 
 
+@pytest.fixture(scope="session")
+def tiny_runs(tmp_path_factory) -> tuple[dict[str, Path], Path]:
+    """Trained once per worker on a tiny VS dataset (2 training, 1 validation, 2 inference cases):
+    ``run1`` (stage 1, 2 epochs), ``run2`` (1 epoch, seed 8) and ``scm`` (1 epoch on both):
+    ``(dataset paths, root)``. Read only: a module takes its own copy (:func:`helpers.copy_runs`),
+    as inference writes its masks into the run. The modules that use it are one work unit
+    (:data:`SHARED_UNITS`), so one worker trains them."""
+    from helpers import train_tiny_runs
+
+    return train_tiny_runs(tmp_path_factory.mktemp("tiny_runs"))
+
+
 # --- slow tests, and the tests' share between pytest-xdist workers ------------------------------------------------
 _SHARED = re.compile(r"""scope\s*=\s*["'](module|class|package|session)["']""")
 
@@ -104,10 +116,19 @@ def shares_module_fixtures(module: str) -> bool:
         return True
 
 
+#: Modules that read one costly session fixture of this file: handed out together, so that one
+#: worker builds it once for all of them.
+SHARED_UNITS = {"tests/utilities/models/test_model_package.py": "tiny_runs",
+                "tests/scripts/test_inference_folders.py": "tiny_runs"}
+
+
 def work_unit(nodeid: str) -> str:
-    """What pytest-xdist hands to one worker in one piece: the whole module when it shares a
-    module-scoped fixture (:func:`shares_module_fixtures`), else the test alone."""
+    """What pytest-xdist hands to one worker in one piece: the modules of one :data:`SHARED_UNITS`
+    entry together, the whole module when it shares a module-scoped fixture
+    (:func:`shares_module_fixtures`), else the test alone."""
     module = nodeid.split("::", 1)[0]
+    if module in SHARED_UNITS:
+        return SHARED_UNITS[module]
     return module if shares_module_fixtures(module) else nodeid
 
 

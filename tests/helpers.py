@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import shutil
 import subprocess
 import sys
 from collections.abc import Mapping, Sequence
@@ -164,6 +165,30 @@ def tiny_seeded(root: Path) -> tuple[Path, list[str]]:
     return seeds, ["--dataset_split", str(p["split"]), "--path_images", str(p["image_crop"]),
                    "--path_labels", str(p["label_crop"]), "--path_geodesic_labels", str(seeds),
                    "--spatial_shape", "32", "32", "16", "--down_size", "16", "16", "16", "--device", "cpu"]
+
+
+def train_tiny_runs(root: Path) -> tuple[dict[str, Path], Path]:
+    """A tiny VS dataset (2 training, 1 validation, 2 inference cases) in ``<root>/data``, two
+    stage-1 runs on it (``run1``: 2 epochs; ``run2``: 1 epoch, seed 8; no ramp-up) and the SCM run
+    on both (``scm``, 1 epoch): ``(dataset paths, root)``. The session fixture ``tiny_runs``
+    (conftest.py) trains them once per worker."""
+    from synth import make_vs_dataset
+
+    stage1 = load_script("train_gatedcrfloss3d22d_multiview_varianceloss.py")
+    scm = load_script("train_SCM.py")
+    p = make_vs_dataset(root / "data", n_train=2, n_val=1, n_inf=2)
+    stage1.main(stage1_args(p, root / "run1", "--max_epochs", "2", "--rampup_epochs", "0"))
+    stage1.main(stage1_args(p, root / "run2", "--max_epochs", "1", "--rampup_epochs", "0", "--seed", "8"))
+    scm.main(scm_args(p, [root / "run1", root / "run2"], root / "scm", "--max_epochs", "1"))
+    return p, root
+
+
+def copy_runs(root: Path, dest: Path) -> Path:
+    """A copy of :func:`train_tiny_runs`'s run folders (``run1``, ``run2``, ``scm``) under ``dest``
+    (the dataset stays where it is, read only); returns ``dest``."""
+    for name in ("run1", "run2", "scm"):
+        shutil.copytree(root / name, dest / name)
+    return dest
 
 
 def make_quick_demo(root: Path) -> Path:

@@ -9,12 +9,10 @@ import nibabel as nib
 import numpy as np
 import pytest
 import SimpleITK as sitk
-from helpers import a_model, inference_args, one_line, scm_args, stage1_args
+from helpers import a_model, copy_runs, inference_args, one_line
 from synth import make_vs_dataset
 
 import inference
-import train_gatedcrfloss3d22d_multiview_varianceloss as stage1
-import train_SCM as scm
 from utilities.data.grid import Grid
 from utilities.data.layout import RunLayout
 from utilities.workflow.cli import run_main
@@ -24,14 +22,11 @@ OBLIQUE = (math.cos(ANGLE), -math.sin(ANGLE), 0.0, math.sin(ANGLE), math.cos(ANG
 
 
 @pytest.fixture(scope="module")
-def runs(tmp_path_factory):
-    """Two short stage-1 runs (seeds 7 and 8) and the SCM run on them: real recorded arguments."""
-    root = tmp_path_factory.mktemp("runs")
-    p = make_vs_dataset(root / "data", n_train=2, n_val=1, n_inf=2)
-    stage1.main(stage1_args(p, root / "run1", "--max_epochs", "1", "--rampup_epochs", "0"))
-    stage1.main(stage1_args(p, root / "run2", "--max_epochs", "1", "--rampup_epochs", "0", "--seed", "8"))
-    scm.main(scm_args(p, [root / "run1", root / "run2"], root / "scm", "--max_epochs", "1"))
-    return p, root
+def runs(tiny_runs, tmp_path_factory):
+    """This module's copy of the session's tiny trained runs (conftest.py: ``tiny_runs``): two
+    stage-1 runs (2 epochs, seed 0; 1 epoch, seed 8) and the SCM run on them."""
+    p, trained = tiny_runs
+    return p, copy_runs(trained, tmp_path_factory.mktemp("runs"))
 
 
 def _array(path):

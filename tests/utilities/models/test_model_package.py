@@ -10,26 +10,21 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from helpers import inference_args, one_line, scm_args, stage1_args
-from synth import make_vs_dataset
+from helpers import copy_runs, inference_args, one_line
 
 import export_model
 import inference
-import train_gatedcrfloss3d22d_multiview_varianceloss as stage1
-import train_SCM as scm
 from networks import get_network
 from utilities.models.model_package import MANIFEST, read_manifest
 from utilities.workflow.cli import run_main
 
 
 @pytest.fixture(scope="module")
-def runs(tmp_path_factory):
-    root = tmp_path_factory.mktemp("zip")
-    p = make_vs_dataset(root / "data", n_train=2, n_val=1, n_inf=2)
-    stage1.main(stage1_args(p, root / "run1", "--max_epochs", "2", "--rampup_epochs", "0"))
-    stage1.main(stage1_args(p, root / "run2", "--max_epochs", "1", "--rampup_epochs", "0", "--seed", "8"))
-    scm.main(scm_args(p, [root / "run1", root / "run2"], root / "scm", "--max_epochs", "1"))
-    return p, root
+def runs(tiny_runs, tmp_path_factory):
+    """This module's copy of the session's tiny trained runs (conftest.py: ``tiny_runs``): two
+    stage-1 runs (2 epochs, seed 0; 1 epoch, seed 8) and the SCM run on them."""
+    p, trained = tiny_runs
+    return p, copy_runs(trained, tmp_path_factory.mktemp("zip"))
 
 
 def _arrays(paths):
