@@ -27,7 +27,7 @@ from utilities.core.distributed import wrap_ddp
 from utilities.core.logs import setup_logger
 from utilities.data.dataset_file import parse_with_dataset
 from utilities.data.layout import RunLayout
-from utilities.data.loading import TrainingData, load_training_data
+from utilities.data.loading import AUGMENTATIONS, TrainingData, load_training_data
 from utilities.method.defaults import (
     CRF_SIGMA_XY,
     DOWN_SIZE,
@@ -102,6 +102,10 @@ def build_parser() -> argparse.ArgumentParser:
                           help="share of training patches placed around a random foreground seed voxel instead of "
                                "uniformly (paper: 0, uniform; nnU-Net oversamples 0.33): small lesions in large "
                                "volumes are otherwise rarely in a patch")
+    remedies.add_argument("--augmentation", default="flips", choices=AUGMENTATIONS,
+                          help="training augmentation: the paper's random flips, or before them nnU-Net v2's "
+                               "default rotation, scaling, noise and gamma (in TorchIO; "
+                               "utilities/data/loading.py: nnunet_augmentation)")
     remedies.add_argument("--warmup_epochs", type=nonnegative_int, default=0,
                           help="epochs of partial DiceCE alone (CRF and VM weights 0) before the ramp-up starts")
     p.add_argument("--init_checkpoint", default=None,
@@ -261,7 +265,8 @@ def train(args: argparse.Namespace, callbacks: Sequence[Callback] = ()) -> Path:
         run_options(args), vars(args), [run_dir], layout.latest(), preflight=preflight)
     generator = torch.Generator().manual_seed(args.seed + ctx.rank)
     train_loader, val_loader, sampler = training_data.loaders(args.spatial_shape, args.batch_size, args.num_workers,
-                                                              args.seed, ctx, generator, args.fg_patch_fraction)
+                                                              args.seed, ctx, generator, args.fg_patch_fraction,
+                                                              args.augmentation)
     model = get_network(args.network, IN_CHANNELS, NUM_CLASSES)  # after seeding: the same start for the same seed
     if init is not None:
         model.load_state_dict(init)

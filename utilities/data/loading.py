@@ -4,8 +4,9 @@ A subject is read from ``<dir>/<subject>_<postfix><ext>`` (any of ``utilities.da
 one file per subject) for each of its images (``image``,
 and optionally ``label``, ``seeds`` = the expanded-seed labels, ``anno`` = the 7 points).
 Preprocessing (deterministic, cached): ``ToCanonical`` (RAS) and whole-volume z-normalisation of
-the image. Training adds (random, every time): padding to the patch size, flips with p = 0.2 on
-each axis and one uniformly random patch of ``--spatial_shape``. Validation and inference use
+the image. Training adds (random, every time): padding to the patch size, with
+``--augmentation nnunet`` nnU-Net's rotation, scaling, noise and gamma (:func:`nnunet_augmentation`),
+flips with p = 0.2 on each axis and one uniformly random patch of ``--spatial_shape``. Validation and inference use
 whole volumes.
 
 The random draws of a training item depend only on the run's seed, the epoch and the subject's
@@ -53,6 +54,8 @@ __all__ = [
     "preprocess_transform",
     "canonical_axes",
     "in_trainer_frame",
+    "AUGMENTATIONS",
+    "nnunet_augmentation",
     "training_transform",
     "SubjectCache",
     "item_seed",
@@ -284,12 +287,37 @@ def in_trainer_frame(values: Sequence[Any], affine: np.ndarray) -> tuple[Any, An
     return cast("tuple[Any, Any, Any]", tuple(values[a] for a in canonical_axes(affine)))
 
 
-def training_transform(spatial_shape: Sequence[int]) -> tio.Transform:
-    """Random part of training: pad to the patch size (image minimum / label 0), random flips."""
+#: ``--augmentation``: the paper's random flips alone, or before them nnU-Net v2's default
+#: augmentation as TorchIO has it (:func:`nnunet_augmentation`).
+AUGMENTATIONS = ("flips", "nnunet")
+
+
+def nnunet_augmentation() -> tio.Transform:
+    """nnU-Net v2's default training augmentation, in TorchIO, in nnU-Net's order and with its
+    probabilities: rotation in plane (±30° about the trainers' Z axis, S after ``ToCanonical``,
+    the slice axis of U_Net2D5 and of the mCRF's views; nnU-Net's choice for anisotropic
+    patches) p 0.2; isotropic scaling 0.7–1.4 p 0.2; Gaussian noise (variance up to
+    0.1 of the z-normalised image) p 0.1; gamma 0.7–1.5 p 0.3. Labels are resampled nearest and
+    padded with 0 (the background outside the points' boxes). Left out: the blur (TorchIO's σ is
+    in mm, nnU-Net's in voxels), brightness, contrast and low-resolution simulation (no TorchIO
+    transform), and nnU-Net's gamma on the intensities rescaled to [0, 1] (TorchIO's takes
+    sign(I)·|I|^γ of the z-scores). The flips follow in :func:`training_transform`."""
     return tio.Compose([
-        tio.CropOrPad(tuple(spatial_shape), only_pad=True, padding_mode="minimum"),
-        tio.RandomFlip(axes=(0, 1, 2), flip_probability=FLIP_PROBABILITY),
+        tio.RandomAffine(scales=0, degrees=(0, 0, 0, 0, -30, 30), p=0.2),
+        tio.RandomAffine(scales=(0.7, 1.4), degrees=0, isotropic=True, p=0.2),
+        tio.RandomNoise(std=(0.0, 0.1 ** 0.5), p=0.1),
+        tio.RandomGamma(log_gamma=(float(np.log(0.7)), float(np.log(1.5))), p=0.3),
     ])
+
+
+def training_transform(spatial_shape: Sequence[int], augmentation: str = "flips") -> tio.Transform:
+    """Random part of training: pad to the patch size (image minimum / label 0), then with
+    ``augmentation="nnunet"`` :func:`nnunet_augmentation`, then random flips (the paper)."""
+    if augmentation not in AUGMENTATIONS:
+        raise ValueError(f"augmentation must be one of {AUGMENTATIONS}, got {augmentation!r}")
+    pad = tio.CropOrPad(tuple(spatial_shape), only_pad=True, padding_mode="minimum")
+    flips = tio.RandomFlip(axes=(0, 1, 2), flip_probability=FLIP_PROBABILITY)
+    return tio.Compose([pad, nnunet_augmentation(), flips] if augmentation == "nnunet" else [pad, flips])
 
 
 def _nbytes(subject: tio.Subject) -> int:
@@ -387,7 +415,8 @@ class PatchDataset(Dataset):
     from :func:`item_seed` ``(seed, epoch, index)``; call :meth:`set_epoch` before each epoch
     (the training engine does).
 
-    The position is uniform over the volume (the paper), or with probability
+    ``augmentation``: :func:`training_transform`'s, drawn from the same seed. The position is
+    uniform over the volume (the paper), or with probability
     ``foreground_fraction`` around a random foreground voxel of ``foreground_key``
     (:func:`foreground_patch_start`; nnU-Net oversamples a third of its patches this way): with
     small lesions in large volumes a uniform patch rarely holds one. A subject without a
@@ -395,12 +424,13 @@ class PatchDataset(Dataset):
     """
 
     def __init__(self, cache: SubjectCache, spatial_shape: Sequence[int], seed: int = 0,
-                 foreground_fraction: float = 0.0, foreground_key: str = "seeds") -> None:
+                 foreground_fraction: float = 0.0, foreground_key: str = "seeds",
+                 augmentation: str = "flips") -> None:
         if not 0.0 <= foreground_fraction <= 1.0:
             raise ValueError(f"foreground_fraction must be in [0, 1], got {foreground_fraction}")
         self.cache = cache
         self.spatial_shape = tuple(spatial_shape)
-        self.transform = training_transform(self.spatial_shape)
+        self.transform = training_transform(self.spatial_shape, augmentation)
         self.sampler = tio.UniformSampler(cast("tuple[int, int, int]", self.spatial_shape))
         self.seed = int(seed)
         self.epoch = 0
@@ -454,16 +484,18 @@ def _worker_init(worker_id: int) -> None:
 def make_training_loader(cache: SubjectCache, spatial_shape: Sequence[int], batch_size: int,
                          num_workers: int = 0, generator: torch.Generator | None = None,
                          sampler: Sampler | None = None, seed: int = 0,
-                         foreground_fraction: float = 0.0) -> DataLoader:
+                         foreground_fraction: float = 0.0, augmentation: str = "flips") -> DataLoader:
     """Shuffled loader of random patches, one pass over the subjects per epoch.
 
     ``drop_last`` is off: every subject is seen each epoch. Pass ``sampler`` for distributed
     training (then shuffling is the sampler's job). The order comes from ``generator`` (its
     state is saved in the checkpoints); the patches from ``seed``, the epoch (the dataset's
     ``set_epoch``) and the subject (:class:`PatchDataset`). Workers are started afresh each
-    epoch, so they see the epoch set before it. ``foreground_fraction``: :class:`PatchDataset`.
+    epoch, so they see the epoch set before it. ``foreground_fraction``, ``augmentation``:
+    :class:`PatchDataset`.
     """
-    return DataLoader(PatchDataset(cache, spatial_shape, seed, foreground_fraction), batch_size=batch_size,
+    dataset = PatchDataset(cache, spatial_shape, seed, foreground_fraction, augmentation=augmentation)
+    return DataLoader(dataset, batch_size=batch_size,
                       shuffle=sampler is None, sampler=sampler, num_workers=num_workers,
                       worker_init_fn=_worker_init, generator=generator,
                       persistent_workers=False, drop_last=False)
@@ -572,8 +604,8 @@ class TrainingData:
     selection: str = ""
 
     def loaders(self, spatial_shape: Sequence[int], batch_size: int, num_workers: int, seed: int,
-                ctx: DistContext, generator: torch.Generator, foreground_fraction: float = 0.0
-                ) -> tuple[DataLoader, DataLoader, DistributedSampler | None]:
+                ctx: DistContext, generator: torch.Generator, foreground_fraction: float = 0.0,
+                augmentation: str = "flips") -> tuple[DataLoader, DataLoader, DistributedSampler | None]:
         """Training patch loader (sharded under torchrun), validation volume loader (sharded)
         and the training sampler (``None`` when not distributed; call ``set_epoch`` on it)."""
         if self.selection:
@@ -589,7 +621,7 @@ class TrainingData:
                                          shuffle=True, seed=seed)
         train_loader = make_training_loader(self.train, spatial_shape, batch_size, num_workers,
                                             generator=generator, sampler=sampler, seed=seed,
-                                            foreground_fraction=foreground_fraction)
+                                            foreground_fraction=foreground_fraction, augmentation=augmentation)
         val_loader = make_volume_loader(self.val, sampler=shard_indices(len(self.val), ctx))
         return train_loader, val_loader, sampler
 
