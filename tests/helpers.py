@@ -136,6 +136,20 @@ def run_script(script: str, args: Sequence[str], timeout: float = 300, **env: st
                           capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL)
 
 
+def run_printed_in_process(command: Sequence[str], monkeypatch: Any, capsys: Any) -> tuple[int, str]:
+    """A printed ``python <script> <args>`` command, its arguments unchanged, in this process from
+    the repository root, through ``run_main`` as the script's ``__main__`` calls it: ``(exit code,
+    stderr)``. Spares the Python, torch and library start-up of a process; a test that runs
+    printed commands runs at least one as a process (what a shell does)."""
+    from utilities.workflow.cli import run_main
+
+    assert command[0] == "python", command
+    with monkeypatch.context() as m:
+        m.chdir(ROOT)
+        code = run_main(load_script(command[1]).main, list(command[2:]))
+    return code, capsys.readouterr().err
+
+
 class Killed(KeyboardInterrupt):
     """Stands for the process being killed."""
 

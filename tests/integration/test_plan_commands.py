@@ -21,11 +21,10 @@ import pandas as pd
 import pytest
 import SimpleITK as sitk
 import torch
-from helpers import ROOT, load_script, script_env, stage1_args
+from helpers import ROOT, load_script, run_printed_in_process, script_env, stage1_args
 from synth import blob_case, make_vs_dataset, seven_points, write
 
 from utilities.data.grid import Grid
-from utilities.workflow.cli import run_main
 
 plan_script = load_script("plan.py")
 #: Stored (z, y, x): the file's x and z axes swapped, as a sagittal scan is stored.
@@ -65,28 +64,16 @@ def _run(command: list[str]) -> subprocess.CompletedProcess:
                           stdin=subprocess.DEVNULL)
 
 
-def _run_in_process(command: list[str], monkeypatch: pytest.MonkeyPatch,
-                    capsys: pytest.CaptureFixture) -> tuple[int, str]:
-    """One printed ``python <script> <args>`` command, its arguments unchanged, in this process from
-    the repository root, through the script's ``run_main`` as its ``__main__`` calls it: ``(exit
-    code, stderr)``."""
-    assert command[0] == "python", command
-    with monkeypatch.context() as m:
-        m.chdir(ROOT)
-        code = run_main(load_script(command[1]).main, command[2:])
-    return code, capsys.readouterr().err
-
-
 def _run_sequence(commands: dict[str, list[str]], monkeypatch: pytest.MonkeyPatch,
                   capsys: pytest.CaptureFixture) -> None:
     """The first command as a process (:func:`_run`), the others in this process
-    (:func:`_run_in_process`); each must succeed."""
+    (:func:`helpers.run_printed_in_process`); each must succeed."""
     for i, (name, command) in enumerate(commands.items()):
         if i == 0:
             done = _run(command)
             code, err = done.returncode, done.stderr
         else:
-            code, err = _run_in_process(command, monkeypatch, capsys)
+            code, err = run_printed_in_process(command, monkeypatch, capsys)
         assert code == 0, f"[{name}] {shlex.join(command)}\n{err[-3000:]}"
 
 
