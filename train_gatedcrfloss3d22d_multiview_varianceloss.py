@@ -25,9 +25,10 @@ from networks import IN_CHANNELS, NETWORKS, NUM_CLASSES, check_network_shape, ge
 from utilities.core.compile import prepare_network
 from utilities.core.distributed import wrap_ddp
 from utilities.core.logs import setup_logger
+from utilities.data.augmentation import AUGMENTATIONS
 from utilities.data.dataset_file import parse_with_dataset
 from utilities.data.layout import RunLayout
-from utilities.data.loading import AUGMENTATIONS, TrainingData, load_training_data
+from utilities.data.loading import TrainingData, load_training_data
 from utilities.method.defaults import (
     CRF_SIGMA_XY,
     DOWN_SIZE,
@@ -105,7 +106,7 @@ def build_parser() -> argparse.ArgumentParser:
     remedies.add_argument("--augmentation", default="flips", choices=AUGMENTATIONS,
                           help="training augmentation: the paper's random flips, or before them nnU-Net v2's "
                                "default rotation, scaling, noise and gamma (in TorchIO; "
-                               "utilities/data/loading.py: nnunet_augmentation)")
+                               "utilities/data/augmentation.py)")
     remedies.add_argument("--warmup_epochs", type=nonnegative_int, default=0,
                           help="epochs of partial DiceCE alone (CRF and VM weights 0) before the ramp-up starts")
     p.add_argument("--init_checkpoint", default=None,

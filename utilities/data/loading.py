@@ -5,7 +5,8 @@ one file per subject) for each of its images (``image``,
 and optionally ``label``, ``seeds`` = the expanded-seed labels, ``anno`` = the 7 points).
 Preprocessing (deterministic, cached): ``ToCanonical`` (RAS) and whole-volume z-normalisation of
 the image. Training adds (random, every time): padding to the patch size, with
-``--augmentation nnunet`` nnU-Net's rotation, scaling, noise and gamma (:func:`nnunet_augmentation`),
+``--augmentation nnunet`` nnU-Net's rotation, scaling, noise and gamma
+(:func:`utilities.data.augmentation.nnunet_augmentation`),
 flips with p = 0.2 on each axis and one uniformly random patch of ``--spatial_shape``. Validation and inference use
 whole volumes.
 
@@ -37,6 +38,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 from torch.utils.data.distributed import DistributedSampler
 
 from utilities.core.distributed import DistContext, shard_indices
+from utilities.data.augmentation import training_transform
 from utilities.data.grid import Grid, check_same_grid, find_subject_file, listed, missing_files
 from utilities.data.io import check_label_values, check_voxels, count_nonfinite
 from utilities.data.splits import Split, as_split
@@ -54,9 +56,6 @@ __all__ = [
     "preprocess_transform",
     "canonical_axes",
     "in_trainer_frame",
-    "AUGMENTATIONS",
-    "nnunet_augmentation",
-    "training_transform",
     "SubjectCache",
     "item_seed",
     "PatchDataset",
@@ -73,7 +72,6 @@ __all__ = [
 
 logger = logging.getLogger("paseg")
 
-FLIP_PROBABILITY = 0.2
 #: Values of an expanded-seed label (key ``seeds``): background, foreground, unknown.
 SEED_VALUES = (0, 1, 2)
 
@@ -285,39 +283,6 @@ def in_trainer_frame(values: Sequence[Any], affine: np.ndarray) -> tuple[Any, An
     """Per-axis ``values`` of a file (x, y, z index order: a size, a spacing, a box's extent)
     in the trainers' frame (:func:`canonical_axes`); flips do not change them."""
     return cast("tuple[Any, Any, Any]", tuple(values[a] for a in canonical_axes(affine)))
-
-
-#: ``--augmentation``: the paper's random flips alone, or before them nnU-Net v2's default
-#: augmentation as TorchIO has it (:func:`nnunet_augmentation`).
-AUGMENTATIONS = ("flips", "nnunet")
-
-
-def nnunet_augmentation() -> tio.Transform:
-    """nnU-Net v2's default training augmentation, in TorchIO, in nnU-Net's order and with its
-    probabilities: rotation in plane (±30° about the trainers' Z axis, S after ``ToCanonical``,
-    the slice axis of U_Net2D5 and of the mCRF's views; nnU-Net's choice for anisotropic
-    patches) p 0.2; isotropic scaling 0.7–1.4 p 0.2; Gaussian noise (variance up to
-    0.1 of the z-normalised image) p 0.1; gamma 0.7–1.5 p 0.3. Labels are resampled nearest and
-    padded with 0 (the background outside the points' boxes). Left out: the blur (TorchIO's σ is
-    in mm, nnU-Net's in voxels), brightness, contrast and low-resolution simulation (no TorchIO
-    transform), and nnU-Net's gamma on the intensities rescaled to [0, 1] (TorchIO's takes
-    sign(I)·|I|^γ of the z-scores). The flips follow in :func:`training_transform`."""
-    return tio.Compose([
-        tio.RandomAffine(scales=0, degrees=(0, 0, 0, 0, -30, 30), p=0.2),
-        tio.RandomAffine(scales=(0.7, 1.4), degrees=0, isotropic=True, p=0.2),
-        tio.RandomNoise(std=(0.0, 0.1 ** 0.5), p=0.1),
-        tio.RandomGamma(log_gamma=(float(np.log(0.7)), float(np.log(1.5))), p=0.3),
-    ])
-
-
-def training_transform(spatial_shape: Sequence[int], augmentation: str = "flips") -> tio.Transform:
-    """Random part of training: pad to the patch size (image minimum / label 0), then with
-    ``augmentation="nnunet"`` :func:`nnunet_augmentation`, then random flips (the paper)."""
-    if augmentation not in AUGMENTATIONS:
-        raise ValueError(f"augmentation must be one of {AUGMENTATIONS}, got {augmentation!r}")
-    pad = tio.CropOrPad(tuple(spatial_shape), only_pad=True, padding_mode="minimum")
-    flips = tio.RandomFlip(axes=(0, 1, 2), flip_probability=FLIP_PROBABILITY)
-    return tio.Compose([pad, nnunet_augmentation(), flips] if augmentation == "nnunet" else [pad, flips])
 
 
 def _nbytes(subject: tio.Subject) -> int:
