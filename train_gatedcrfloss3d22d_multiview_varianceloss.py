@@ -38,7 +38,7 @@ from utilities.method.defaults import (
     WEIGHT_VARIANCE,
 )
 from utilities.method.health import watch_for
-from utilities.method.losses import MultiViewGatedCRFLoss, PartialDiceCELoss, VarianceLoss
+from utilities.method.losses import SEG_DICE, MultiViewGatedCRFLoss, PartialDiceCELoss, VarianceLoss
 from utilities.method.optim import Amp, make_optimizer
 from utilities.method.schedules import rampup_warning, sigmoid_rampup
 from utilities.models.checkpoints import TrainingState, load_model_weights
@@ -99,6 +99,9 @@ def build_parser() -> argparse.ArgumentParser:
                           help="with --seg_class_balance: each seed voxel of class c weighs n_c ** -power, in "
                                "(0, 1]; 1 is the class-balanced mean, smaller values lean towards the plain mean "
                                "(less over-segmentation when the foreground seeds are a tiny share)")
+    remedies.add_argument("--seg_dice", default="classes", choices=SEG_DICE,
+                          help="the partial Dice: per patch, the mean over background and foreground (paper), "
+                               "or nnU-Net's: one Dice over the batch's annotated voxels, foreground only")
     remedies.add_argument("--fg_patch_fraction", type=unit_float, default=0.0,
                           help="share of training patches placed around a random foreground seed voxel instead of "
                                "uniformly (paper: 0, uniform; nnU-Net oversamples 0.33): small lesions in large "
@@ -174,12 +177,13 @@ class Stage1Losses:
     warmup_epochs: float        # --warmup_epochs
     rampup_unit: str            # --rampup_unit: "epoch" or "step"
     balance_power: float = 1.0  # --seg_balance_power
+    seg_dice: str = "classes"   # --seg_dice
 
     @classmethod
     def from_args(cls, args: argparse.Namespace) -> Stage1Losses:
         return cls(args.seg_class_balance, tuple(args.down_size), args.kernel_radius[0], args.crf_sigma_xy,
                    args.crf_sigma_rgb, args.weight_gatedcrf, args.weight_variance, args.rampup_epochs,
-                   args.warmup_epochs, args.rampup_unit, args.seg_balance_power)
+                   args.warmup_epochs, args.rampup_unit, args.seg_balance_power, args.seg_dice)
 
 
 class Stage1Step:
@@ -188,7 +192,7 @@ class Stage1Step:
     def __init__(self, model: torch.nn.Module, amp: Amp, device: torch.device, losses: Stage1Losses) -> None:
         self.model, self.amp, self.device = model, amp, device
         self.seg_loss = PartialDiceCELoss(num_classes=NUM_CLASSES, class_balanced=losses.class_balanced,
-                                          balance_power=losses.balance_power)
+                                          balance_power=losses.balance_power, dice=losses.seg_dice)
         self.crf_loss = MultiViewGatedCRFLoss(down_size=losses.down_size, kernel_radius=losses.kernel_radius,
                                               sigma_xy=losses.sigma_xy, sigma_rgb=losses.sigma_rgb)
         self.var_loss = VarianceLoss()

@@ -17,6 +17,7 @@ from utilities.method.defaults import CRF_SIGMA_XY, DOWN_SIZE, KERNEL_RADIUS
 
 __all__ = [
     "DICE_EPS",
+    "SEG_DICE",
     "soft_dice",
     "one_hot",
     "DiceCELoss",
@@ -30,6 +31,9 @@ __all__ = [
 ]
 
 DICE_EPS = 1e-5
+#: ``PartialDiceCELoss(dice=...)``: the paper's per-item mean over the classes, or nnU-Net's batch Dice of the
+#: foreground classes.
+SEG_DICE = ("classes", "foreground")
 """Dice smoothing: ``2·Σpg / (Σp + Σg + eps)``; this form and value reproduce the published
 code's numbers bit for bit on the golden inputs (``tests/data/GOLDEN.md``)."""
 
@@ -156,10 +160,16 @@ class PartialDiceCELoss(nn.Module):
     cannot yet tell apart at 50 % and over-segments, a smaller β keeps it nearer the prior. If no
     item has an annotated voxel the loss is 0, still attached to ``logits`` (zero gradient), so
     ``backward()`` works.
+
+    ``dice="foreground"`` replaces the per-item mean Dice over all classes (the paper) by nnU-Net's:
+    one Dice per foreground class over the whole batch's annotated voxels, averaged over the
+    foreground classes; the loss is then ``1 − that Dice + mean over the items of their CE``. With
+    two classes and batch 1 this drops the background's Dice, which weighs as much as the
+    foreground's in the paper's mean and is near 1 from the start.
     """
 
     def __init__(self, num_classes: int = 2, eps: float = DICE_EPS, class_balanced: bool = False,
-                 balance_power: float = 1.0) -> None:
+                 balance_power: float = 1.0, dice: str = "classes") -> None:
         super().__init__()
         if num_classes < 2:
             raise ValueError(f"num_classes must be >= 2, got {num_classes}")
@@ -171,6 +181,9 @@ class PartialDiceCELoss(nn.Module):
         self.eps = float(eps)
         self.class_balanced = bool(class_balanced)
         self.balance_power = float(balance_power)
+        if dice not in SEG_DICE:
+            raise ValueError(f"dice must be one of {SEG_DICE}, got {dice!r}")
+        self.dice = dice
 
     def forward(self, logits: Tensor, labels: Tensor) -> Tensor:
         """Args:
@@ -196,7 +209,7 @@ class PartialDiceCELoss(nn.Module):
             target = torch.where(annotated, labels, torch.zeros_like(labels))
             mask = annotated.float()
             onehot = one_hot(target, self.num_classes)
-            dice = soft_dice(logits.softmax(1), onehot, mask=mask, eps=self.eps)
+            probs = logits.softmax(1)
             ce_voxel = F.cross_entropy(logits, target, reduction="none") * mask
             if self.class_balanced:  # mean CE of each annotated class, averaged over the classes present
                 in_class = onehot * mask.unsqueeze(1)                                  # (N, C, X, Y, Z)
@@ -213,6 +226,12 @@ class PartialDiceCELoss(nn.Module):
                     ce = (weights * class_sums).sum(1) / (weights * class_counts).sum(1).clamp_min(1e-12)
             else:
                 ce = ce_voxel.flatten(1).sum(1) / counts.clamp_min(1).float()
+            if self.dice == "foreground":   # nnU-Net: one Dice over the batch, foreground classes only
+                fg_probs, fg_onehot = (t[:, 1:] * mask.unsqueeze(1) for t in (probs, onehot))
+                dims = (0, *range(2, probs.dim()))
+                dice_fg = 2.0 * (fg_probs * fg_onehot).sum(dims) / (fg_probs.sum(dims) + fg_onehot.sum(dims) + self.eps)
+                return 1.0 - dice_fg.mean() + ce[has_any].mean()
+            dice = soft_dice(probs, onehot, mask=mask, eps=self.eps)
             per_item = 1.0 - dice.mean(1) + ce                         # (N,)
             return per_item[has_any].mean()
 

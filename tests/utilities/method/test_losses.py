@@ -116,6 +116,29 @@ def test_partial_item_averaging(labels, expected):
     assert PartialDiceCELoss()(logits, labels).item() == pytest.approx(expected, abs=3e-7)
 
 
+def test_partial_foreground_batch_dice_by_hand():
+    """``dice="foreground"`` (nnU-Net's): one Dice of the foreground class over both items' annotated
+    voxels (item 0: voxel 0 background, voxel 1 foreground; item 1: voxel 0 background), plus the
+    mean of the items' CE. Foreground probabilities 1/4, 3/4 and 1/4: Σp = 5/4, Σg = 1, Σpg = 3/4."""
+    logits = torch.cat([vol([[LN3, 0, 5.0], [0, LN3, 0]])] * 2)
+    labels = torch.tensor([[0, 1, 2], [0, 2, 2]])[:, None, :, None, None]
+    expected = 1 - 1.5 / (2.25 + EPS) + math.log(4 / 3)
+    assert PartialDiceCELoss(dice="foreground")(logits, labels).item() == pytest.approx(expected, abs=3e-7)
+    # the paper's per-item mean over both classes differs on the same batch
+    assert PartialDiceCELoss()(logits, labels).item() != pytest.approx(expected, abs=1e-3)
+    # the unknown voxels get no gradient; nothing annotated is 0 with a zero gradient, as the paper's
+    z = logits.clone().requires_grad_(True)
+    PartialDiceCELoss(dice="foreground")(z, labels).backward()
+    assert float(z.grad[0, :, 2].abs().max()) == 0.0 and float(z.grad[1, :, 1:].abs().max()) == 0.0
+    none = torch.full_like(labels, 2)
+    z = logits.clone().requires_grad_(True)
+    loss = PartialDiceCELoss(dice="foreground")(z, none)
+    loss.backward()
+    assert loss.item() == 0.0 and float(z.grad.abs().max()) == 0.0
+    with pytest.raises(ValueError, match="dice must be one of"):
+        PartialDiceCELoss(dice="batch")
+
+
 def test_partial_class_balanced_ce():
     """``class_balanced``: each annotated class's mean CE, averaged over the classes present;
     the Dice part and the unknown voxels (label 2) are untouched."""
