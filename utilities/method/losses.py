@@ -31,11 +31,11 @@ __all__ = [
 ]
 
 DICE_EPS = 1e-5
+"""Dice smoothing: ``2·Σpg / (Σp + Σg + eps)``; this form and value reproduce the published
+code's numbers bit for bit on the golden inputs (``tests/data/GOLDEN.md``)."""
 #: ``PartialDiceCELoss(dice=...)``: the paper's per-item mean over the classes, or nnU-Net's batch Dice of the
 #: foreground classes.
 SEG_DICE = ("classes", "foreground")
-"""Dice smoothing: ``2·Σpg / (Σp + Σg + eps)``; this form and value reproduce the published
-code's numbers bit for bit on the golden inputs (``tests/data/GOLDEN.md``)."""
 
 CRF_VIEWS = ("Z", "Y", "X")
 """Order of the per-view CRF values: slices along Z (XY planes), along Y (XZ), along X (YZ)."""
