@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import shlex
 import shutil
 import subprocess
 import sys
@@ -136,11 +137,20 @@ def run_script(script: str, args: Sequence[str], timeout: float = 300, **env: st
                           capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL)
 
 
+def run_printed(command: Sequence[str]) -> tuple[int, str]:
+    """A printed ``python <script> <args>`` command as a shell runs it: a process started from the
+    repository root with this project's Python first on the PATH (what ``python`` means with the
+    environment active): ``(exit code, stderr)``."""
+    env = script_env(PATH=os.path.dirname(sys.executable) + os.pathsep + os.environ.get("PATH", ""))
+    done = subprocess.run(list(command), cwd=ROOT, env=env, capture_output=True, text=True, timeout=600,
+                          stdin=subprocess.DEVNULL)
+    return done.returncode, done.stderr
+
+
 def run_printed_in_process(command: Sequence[str], monkeypatch: Any, capsys: Any) -> tuple[int, str]:
     """A printed ``python <script> <args>`` command, its arguments unchanged, in this process from
     the repository root, through ``run_main`` as the script's ``__main__`` calls it: ``(exit code,
-    stderr)``. Spares the Python, torch and library start-up of a process; a test that runs
-    printed commands runs at least one as a process (what a shell does)."""
+    stderr)``. Spares the Python, torch and library start-up of a process."""
     from utilities.workflow.cli import run_main
 
     assert command[0] == "python", command
@@ -148,6 +158,14 @@ def run_printed_in_process(command: Sequence[str], monkeypatch: Any, capsys: Any
         m.chdir(ROOT)
         code = run_main(load_script(command[1]).main, list(command[2:]))
     return code, capsys.readouterr().err
+
+
+def run_printed_sequence(commands: Mapping[str, Sequence[str]], monkeypatch: Any, capsys: Any) -> None:
+    """Printed commands in their order, each of which must succeed: the first as a shell runs it
+    (:func:`run_printed`), the others in this process (:func:`run_printed_in_process`)."""
+    for i, (name, command) in enumerate(commands.items()):
+        code, err = run_printed(command) if i == 0 else run_printed_in_process(command, monkeypatch, capsys)
+        assert code == 0, f"[{name}] {shlex.join(command)}\n{err[-3000:]}"
 
 
 class Killed(KeyboardInterrupt):

@@ -4,16 +4,12 @@ networks, SCM and folder prediction by running the printed lines unchanged; ever
 and the best checkpoints are chosen by seed_dice on the training seeds. Also a split with a
 validation case trained with --train_on_all_cases.
 
-Each sequence runs its first command (stage 0) as a shell would, a process started from the
-repository root with the project's Python first on the PATH; the others run in this process,
-their printed arguments unchanged, through the scripts' own ``run_main`` (what their ``__main__``
-calls), which spares a Python, torch and library start-up per command."""
+Each sequence runs its first command (stage 0) as a shell would, the others in this process with
+their printed arguments unchanged (``helpers.run_printed_sequence``), which spares a Python,
+torch and library start-up per command."""
 from __future__ import annotations
 
-import os
 import shlex
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -21,7 +17,7 @@ import pandas as pd
 import pytest
 import SimpleITK as sitk
 import torch
-from helpers import ROOT, load_script, run_printed_in_process, script_env, stage1_args
+from helpers import load_script, run_printed_sequence, stage1_args
 from synth import blob_case, make_vs_dataset, seven_points, write
 
 from utilities.data.grid import Grid
@@ -56,27 +52,6 @@ def _printed(out: str) -> dict[str, list[str]]:
     return {line[1:line.index("]")]: shlex.split(line[line.index("]") + 2:]) for line in lines}
 
 
-def _run(command: list[str]) -> subprocess.CompletedProcess:
-    """One printed command, unchanged, from the repository root, with the project's Python first
-    on the PATH (what ``python`` means in a shell with the environment active)."""
-    env = script_env(PATH=os.path.dirname(sys.executable) + os.pathsep + os.environ.get("PATH", ""))
-    return subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600,
-                          stdin=subprocess.DEVNULL)
-
-
-def _run_sequence(commands: dict[str, list[str]], monkeypatch: pytest.MonkeyPatch,
-                  capsys: pytest.CaptureFixture) -> None:
-    """The first command as a process (:func:`_run`), the others in this process
-    (:func:`helpers.run_printed_in_process`); each must succeed."""
-    for i, (name, command) in enumerate(commands.items()):
-        if i == 0:
-            done = _run(command)
-            code, err = done.returncode, done.stderr
-        else:
-            code, err = run_printed_in_process(command, monkeypatch, capsys)
-        assert code == 0, f"[{name}] {shlex.join(command)}\n{err[-3000:]}"
-
-
 @pytest.mark.slow
 def test_the_printed_points_only_sequence_runs_as_printed(tmp_path, capsys, monkeypatch):
     data = _points_only(tmp_path / "data")
@@ -90,7 +65,7 @@ def test_the_printed_points_only_sequence_runs_as_printed(tmp_path, capsys, monk
     assert list(commands) == ["stage0_training", "stage1", "stage1_aux", "scm", "predict"]
     assert plan["stage1"]["--spatial_shape"] == [32, 32, 16] and plan["stage1"]["--train_on_all_cases"] is True
     assert plan["fingerprint"]["image_format"] == ".nrrd" and plan["fingerprint"]["training_cases"] == 2
-    _run_sequence(commands, monkeypatch, capsys)
+    run_printed_sequence(commands, monkeypatch, capsys)
     for run in ("stage1_m1/U_Net2D5", "stage1_m2/AttU_Net"):
         log = next((work / "runs" / run).glob("log_*.txt")).read_text()
         assert "2 training subjects, validated on themselves (validation uses: image, expanded-seed label)" in log
@@ -140,7 +115,7 @@ def test_the_printed_sequence_with_labels_runs_as_printed(tmp_path, capsys, monk
     commands = _printed(capsys.readouterr().out)
     assert list(commands) == ["stage0_training", "stage0_validation", "stage1", "stage1_aux", "scm", "predict",
                               "score"]
-    _run_sequence(commands, monkeypatch, capsys)
+    run_printed_sequence(commands, monkeypatch, capsys)
     best = torch.load(work / "runs" / "stage1_m1" / "U_Net2D5" / "models" / "CP_best.pth", map_location="cpu",
                       weights_only=True)
     assert best["metric"] == "dice"

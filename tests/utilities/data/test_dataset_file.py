@@ -10,8 +10,6 @@ import json
 import os
 import re
 import shlex
-import subprocess
-import sys
 from collections.abc import Callable
 from pathlib import Path
 
@@ -27,8 +25,7 @@ from helpers import (
     one_line,
     pretrained,
     project_sources,
-    run_printed_in_process,
-    script_env,
+    run_printed_sequence,
 )
 from synth import blob_case, seeds_from_label, seven_points, write
 
@@ -267,13 +264,8 @@ def test_plan_reads_the_file_and_prints_commands_that_read_it(data, elsewhere, c
     written = read_dataset(work / "dataset.json")
     assert os.path.samefile(written.get("images"), data["root"] / "scans") and written.get("labels") is None
     assert written.get("seeds") == str(work / "geodesic" / "weight0.5_threshold0.2" / "geodesic_label")
-    env = script_env(PATH=os.path.dirname(sys.executable) + os.pathsep + os.environ.get("PATH", ""))
     # as printed, from the repository's root: stage 0 as a shell runs it, stage 1 in this process
-    done = subprocess.run(commands["stage0"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=600,
-                          stdin=subprocess.DEVNULL)
-    assert done.returncode == 0, f"[stage0] {plan['commands']['stage0']}\n{done.stderr[-3000:]}"
-    code, err = run_printed_in_process(commands["stage1"], monkeypatch, capsys)
-    assert code == 0, f"[stage1] {plan['commands']['stage1']}\n{err[-3000:]}"
+    run_printed_sequence({name: commands[name] for name in ("stage0", "stage1")}, monkeypatch, capsys)
     assert (Workspace(work).model("stage1_m1") / "U_Net2D5" / "models" / "CP_best.pth").is_file()
     again = load_script("plan.py").main(["--dataset", str(data["file"]), "--output", "p.json",
                                          "--min_cases_for_validation", "0"])
