@@ -81,7 +81,7 @@ def tiny_runs(tmp_path_factory) -> tuple[dict[str, Path], Path]:
     ``run1`` (stage 1, 2 epochs), ``run2`` (1 epoch, seed 8) and ``scm`` (1 epoch on both):
     ``(dataset paths, root)``. Read only: a module takes its own copy (:func:`helpers.copy_runs`),
     as inference writes its masks into the run. The modules that use it are one work unit
-    (:data:`SHARED_UNITS`), so one worker trains them."""
+    (:data:`SHARED_FIXTURES`), so one worker trains them."""
     from helpers import train_tiny_runs
 
     return train_tiny_runs(tmp_path_factory.mktemp("tiny_runs"))
@@ -116,19 +116,29 @@ def shares_module_fixtures(module: str) -> bool:
         return True
 
 
-#: Modules that read one costly session fixture of this file: handed out together, so that one
-#: worker builds it once for all of them.
-SHARED_UNITS = {"tests/utilities/models/test_model_package.py": "tiny_runs",
-                "tests/scripts/test_inference_folders.py": "tiny_runs"}
+#: Costly session fixtures of this file: the modules that read one are handed out together, so
+#: that one worker builds it once for all of them.
+SHARED_FIXTURES = ("tiny_runs",)
+
+
+@functools.cache
+def shared_fixture(module: str) -> str | None:
+    """The first of :data:`SHARED_FIXTURES` that the test module ``module`` names, if any."""
+    try:
+        text = (ROOT / module).read_text(encoding="utf-8")
+    except OSError:
+        return None
+    return next((name for name in SHARED_FIXTURES if re.search(rf"\b{name}\b", text)), None)
 
 
 def work_unit(nodeid: str) -> str:
-    """What pytest-xdist hands to one worker in one piece: the modules of one :data:`SHARED_UNITS`
-    entry together, the whole module when it shares a module-scoped fixture
+    """What pytest-xdist hands to one worker in one piece: the modules that read one of
+    :data:`SHARED_FIXTURES` together, the whole module when it shares a module-scoped fixture
     (:func:`shares_module_fixtures`), else the test alone."""
     module = nodeid.split("::", 1)[0]
-    if module in SHARED_UNITS:
-        return SHARED_UNITS[module]
+    shared = shared_fixture(module)
+    if shared is not None:
+        return f"fixture:{shared}"
     return module if shares_module_fixtures(module) else nodeid
 
 
