@@ -80,23 +80,29 @@ def test_optimizer_adam_is_used_saved_and_kept_on_resume(data, tmp_path, capsys)
     assert "argument --optimizer: invalid choice: 'rmsprop'" in capsys.readouterr().err
 
 
-def test_loss_and_augmentation_flags_reach_the_step_and_the_loader(data, tmp_path):
+def test_loss_and_augmentation_flags_reach_the_step_and_the_loader(data, tmp_path, monkeypatch):
     """``--seg_dice`` reaches the stage-1 step's partial Dice+CE and ``--augmentation`` the training
-    patches' transform; the paper's values are the defaults."""
-    from utilities.core.distributed import DistContext
-    from utilities.data.loading import load_training_data
-    from utilities.method.optim import Amp
-    from utilities.workflow.cli import data_config
+    patches' transform, through the script's own training (one epoch); the paper's values are the
+    defaults."""
+    from utilities.data.loading import TrainingData
 
-    argv = stage1_args(data, tmp_path / "run")
-    for extra, dice, transforms in (([], "classes", ["CropOrPad", "RandomFlip"]),
-                                    (["--seg_dice", "foreground", "--augmentation", "nnunet"], "foreground",
-                                     ["CropOrPad", "Compose", "RandomFlip"])):
-        args = stage1.build_parser().parse_args([*argv, *extra])
-        step = stage1.Stage1Step(torch.nn.Identity(), Amp(False, torch.device("cpu")), torch.device("cpu"),
-                                 stage1.Stage1Losses.from_args(args))
-        assert step.seg_loss.dice == dice
-        training = load_training_data(data_config(args), ["image", "seeds"])
-        loader, _, _ = training.loaders(args.spatial_shape, 1, 0, 0, DistContext(), torch.Generator(), 0.0,
-                                        args.augmentation)
-        assert [type(t).__name__ for t in loader.dataset.transform] == transforms
+    seen = []
+    real_loaders, real_step = TrainingData.loaders, stage1.Stage1Step.__init__
+
+    def loaders(self, *args, **kwargs):
+        train_loader, *rest = real_loaders(self, *args, **kwargs)
+        seen.append([type(t).__name__ for t in train_loader.dataset.transform])
+        return (train_loader, *rest)
+
+    def step_init(self, *args, **kwargs):
+        real_step(self, *args, **kwargs)
+        seen.append(self.seg_loss.dice)
+
+    monkeypatch.setattr(TrainingData, "loaders", loaders)
+    monkeypatch.setattr(stage1.Stage1Step, "__init__", step_init)
+    for k, (extra, expected) in enumerate((([], [["CropOrPad", "RandomFlip"], "classes"]),
+                                           (["--seg_dice", "foreground", "--augmentation", "nnunet"],
+                                            [["CropOrPad", "Compose", "RandomFlip"], "foreground"]))):
+        seen.clear()
+        stage1.main(stage1_args(data, tmp_path / f"run{k}", "--max_epochs", "1", *extra))
+        assert seen == expected
