@@ -37,7 +37,7 @@ from utilities.method.defaults import (
     WEIGHT_GATEDCRF,
     WEIGHT_VARIANCE,
 )
-from utilities.method.health import watch_for
+from utilities.method.health import empty_start_epochs, watch_for
 from utilities.method.losses import SEG_DICE, MultiViewGatedCRFLoss, PartialDiceCELoss, VarianceLoss
 from utilities.method.optim import Amp, make_optimizer
 from utilities.method.schedules import rampup_warning, sigmoid_rampup
@@ -102,6 +102,10 @@ def build_parser() -> argparse.ArgumentParser:
     remedies.add_argument("--seg_dice", default="classes", choices=SEG_DICE,
                           help="the partial Dice: per patch, the mean over background and foreground (paper), "
                                "or nnU-Net's: one Dice over the batch's annotated voxels, foreground only")
+    remedies.add_argument("--empty_start_epochs", type=nonnegative_int, default=None,
+                          help="epochs in which predicting nothing is the loss's expected start, not a collapse "
+                               "(default: half of --max_epochs with --seg_dice foreground, which starts empty and "
+                               "then grows, as nnU-Net's trainer does; else 0)")
     remedies.add_argument("--fg_patch_fraction", type=unit_float, default=0.0,
                           help="share of training patches placed around a random foreground seed voxel instead of "
                                "uniformly (paper: 0, uniform; nnU-Net oversamples 0.33): small lesions in large "
@@ -227,7 +231,9 @@ class Stage1Recovery(Callback):
     epoch): the mCRF/VM ramp-up restarts from the next epoch over twice its length (at least one
     epoch), so that the regularisers do not hold the restored network empty again; when the
     seed loss dominated the dive, the partial CE also becomes class-balanced (the plain mean is
-    pulled to all-background by the background seeds). After a flood (the full-weight mCRF
+    pulled to all-background by the background seeds), except with ``--seg_dice foreground``,
+    whose plain CE is part of the loss (with the class balance it flooded on the dataset family's
+    member 6, docs/results/ingredients.md). After a flood (the full-weight mCRF
     holding a whole tissue class as foreground, docs/results/collapse.md §8) the mCRF and VM weights
     are also divided by ``FLOOD_WEIGHT_DIVISOR`` (3)."""
 
@@ -246,7 +252,7 @@ class Stage1Recovery(Callback):
             step.weight_vm /= self.FLOOD_WEIGHT_DIVISOR
             changes.append(f"mCRF and VM weights divided by {self.FLOOD_WEIGHT_DIVISOR:g} (now {step.weight_crf:.3g} "
                            f"and {step.weight_vm:.3g}) against the flood")
-        elif dominant == "seg" and not step.seg_loss.class_balanced:
+        elif dominant == "seg" and not step.seg_loss.class_balanced and step.seg_loss.dice == "classes":
             step.seg_loss.class_balanced = True
             changes.append("partial CE now class-balanced (as --seg_class_balance)")
         return ", ".join(changes)
@@ -294,7 +300,8 @@ def train(args: argparse.Namespace, callbacks: Sequence[Callback] = ()) -> Path:
                              (f"best_{metric}", "best_epoch")),
               # the other validation metric, when its reference exists, also keeps its best checkpoint
               BestCheckpoint("best_other", "model", f"val_{other}", other, layout.checkpoint(f"best_{other}"))],
-        collapse=[watch_for("", ("grad_seg", "grad_crf", "grad_vm"))],
+        collapse=[watch_for("", ("grad_seg", "grad_crf", "grad_vm"),
+                            empty_start_epochs(args.seg_dice, args.max_epochs, args.empty_start_epochs))],
         sw_batch_size=args.sw_batch_size, sw_overlap=args.sw_overlap, grad_clip=args.grad_clip,
         collapse_patience=args.collapse_patience, stop_on_collapse=args.stop_on_collapse,
         on_collapse=args.on_collapse, max_recoveries=args.max_recoveries,

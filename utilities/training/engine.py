@@ -535,8 +535,10 @@ def _below_seeds_line(model: str, last_row: Mapping[str, Any] | None, suffix: st
     if not epochs:
         return ""
     seen = "; ".join(f"epoch {e}: {below.get((suffix, e), 'no numbers (before a resume)')}" for _, e in epochs)
-    return (f"below its seeds: {model} ends worse than its own expanded seeds used as the prediction, whatever the "
-            f"lesion inside the points' boxes (Dice ratio to the seeds under {SEED_MARGIN:g}) in "
+    return (f"below its seeds: {model} ends worse than its own expanded seeds used as the prediction (on the "
+            f"training patches a Dice ratio to the seeds under {SEED_MARGIN:g} if the seed core is lesion, or, there "
+            f"or on most validation volumes, nothing predicted inside the points' boxes or more than "
+            f"{FLOOD_OUTSIDE_SHARE:.0%} of the foreground outside them) in "
             f"{' and '.join(w for w, _ in epochs)}; {seen}; the run counts as failed; see the "
             f"{README_COLLAPSE_SECTION}")
 

@@ -13,7 +13,7 @@ from torch import nn
 
 from utilities.core.distributed import DistContext, unwrap
 from utilities.method.defaults import SW_OVERLAP
-from utilities.method.health import SEED_MARGIN, seed_ratio
+from utilities.method.health import certainly_below, seed_ratio
 from utilities.method.losses import one_hot, soft_dice
 from utilities.method.optim import Amp
 from utilities.models.prediction import sliding_window_predict
@@ -56,9 +56,10 @@ def volume_scores(logits: torch.Tensor, label: torch.Tensor | None,
     foreground; ``empty``: 1.0 if no voxel is predicted as foreground, else 0.0. Uses the
     losses' Dice. Against the points (with seeds that hold a core): ``seed_recall``, the share
     of the seed core predicted; ``seed_fpr``, the share of the certain background (outside the
-    points' boxes) predicted; ``seed_ratio`` (:func:`utilities.method.health.seed_ratio`) and
-    ``seed_below``: 1.0 when that ratio is under ``SEED_MARGIN`` (below its own seeds whatever
-    the lesion), else 0.0.
+    points' boxes) predicted; ``seed_ratio`` (:func:`utilities.method.health.seed_ratio`, the
+    Dice ratio to the seeds if the core is lesion) and ``seed_below``: 1.0 when the volume is below
+    its seeds by the certain reading (:func:`utilities.method.health.certainly_below`: nothing
+    predicted in the points' boxes, or most of the foreground outside them), else 0.0.
 
     Args:
         logits: ``(1, C, X, Y, Z)``; label, seeds: ``(1, 1, X, Y, Z)`` integer or ``None``.
@@ -86,7 +87,7 @@ def _seed_scores(shares: Mapping[str, torch.Tensor]) -> dict[str, float]:
     ratio = seed_ratio(v["seed_fg"], v["seed_unknown"], v["fg_core"], v["fg_unknown"], v["fg_outside"])
     return {"seed_recall": v["fg_core"] / v["seed_fg"],
             "seed_fpr": v["fg_outside"] / v["seed_bg"] if v["seed_bg"] > 0 else 0.0,
-            "seed_ratio": ratio, "seed_below": float(ratio < SEED_MARGIN)}
+            "seed_ratio": ratio, "seed_below": float(certainly_below(v["fg_core"], v["fg_unknown"], v["fg_outside"]))}
 
 
 def _foreground_dice(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor | None = None) -> float:

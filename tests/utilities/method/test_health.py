@@ -12,7 +12,9 @@ import pytest
 from experiments.ablation import summary as ablate  # the runner's health: run_health, health_table, _patience
 from utilities.method.health import (
     CollapseWatch,
+    certainly_below,
     collapsed_rows,
+    empty_start_epochs,
     ends_below_seeds,
     judge_seeds,
     model_suffixes,
@@ -202,9 +204,44 @@ def test_an_epoch_below_its_seeds():
     row = {**misses, **judge_seeds(misses), "val_seed_below": 1.0, "val_seed_recall": 0.25, "val_seed_fpr": 0.0125,
            "val_seed_ratio": 0.4}
     assert seeds_summary(row) == ("training patches: seed core predicted 40.0%, 0.0% of the predicted foreground "
-                                  "outside the points' boxes, Dice ratio to the seeds at best 0.571; validation: 100% "
-                                  "of the volumes below their seeds (seed core predicted 25.0%, 1.25% of the certain "
-                                  "background predicted, Dice ratio to the seeds at best 0.400 on average)")
+                                  "outside the points' boxes, Dice ratio to the seeds at best 0.571 if the core is "
+                                  "lesion; validation: 100% of the volumes below their seeds, with nothing predicted "
+                                  "in the boxes or most of the foreground outside them (seed core predicted 25.0%, "
+                                  "1.25% of the certain background predicted, Dice ratio to the seeds if the core is "
+                                  "lesion 0.400 on average)")
+
+
+def test_the_certain_reading():
+    """Nothing inside the boxes, or more than half of the foreground outside them, is below the
+    seeds whatever the core holds; a network inside a core it does not fill is not, by this reading."""
+    assert certainly_below(0, 0, 0) and certainly_below(0, 0, 5)          # empty; all outside
+    assert certainly_below(2, 2, 5) and not certainly_below(2, 3, 5)      # 5 of 9 outside; 5 of 10 is not most
+    assert not certainly_below(3, 0, 0) and not certainly_below(0, 4, 1)  # inside a part of the core; in the unknown
+    assert not certainly_below(1, math.nan, 0)                            # not logged
+    # on the training patches either reading: 40 % of the foreground outside, but the core missed: the best
+    # lesion is the core plus P's unknown voxel, (6/16) / (20/21) = 0.39
+    assert judge_seeds(_shares(10, 20, 2, 1, 2))["below_seeds"] == 1
+    # 60 % of the foreground outside the boxes, with a core-reading ratio of 1 (the whole boxes: (40/80) / (20/40))
+    flood = _shares(10, 20, 10, 10, 30)
+    assert judge_seeds(flood) == {"seed_ratio": pytest.approx(1.0), "below_seeds": 1}
+    # a network smaller than a core it lies in: below by the core reading only (the core alone: 30/55), which
+    # judges the training patches
+    small = _shares(40, 20, 15, 0, 0)
+    assert judge_seeds(small) == {"seed_ratio": pytest.approx(30 / 55), "below_seeds": 1}
+    assert judge_seeds({**small, "seed_fg": 0.0})["below_seeds"] == 0   # no core in the patches: nothing to judge
+
+
+def test_an_empty_start_with_the_foreground_dice():
+    """With --seg_dice foreground the first half of the run may predict nothing; afterwards, and
+    with the paper's Dice at any epoch, empty is a collapse; a flood or full prediction is always one."""
+    assert empty_start_epochs("foreground", 46) == 23 and empty_start_epochs("foreground", 3) == 1
+    assert empty_start_epochs("classes", 46) == 0 and empty_start_epochs("classes", 46, 5) == 5
+    assert empty_start_epochs("foreground", 46, 0) == 0
+    watch = watch_for("", (), empty_start_epochs("foreground", 10))
+    empty = {"seed_fg": 0.01, "fg_train": 0.0, "val_empty": 1.0}
+    assert [watch.state({**empty, "epoch": e}) for e in (1, 5, 6)] == [None, None, "empty"]
+    assert watch_for("").state({**empty, "epoch": 1}) == "empty"
+    assert watch.state({"epoch": 1, "seed_fg": 0.01, "fg_train": 0.95, "val_empty": 0.0}) == "full"
 
 
 def test_a_run_that_ends_below_its_seeds_counts_as_failed(tmp_path):

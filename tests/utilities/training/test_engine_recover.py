@@ -134,6 +134,21 @@ def test_on_collapse_stop_stops(tiny):
     assert pd.read_csv(root / "e" / "U_Net2D5" / "log.csv")["epoch"].tolist() == [1]
 
 
+def test_an_empty_start_is_no_collapse_with_the_foreground_dice(tiny, capsys):
+    """--seg_dice foreground starts empty and then grows: the first half of the run (2 of 4 epochs)
+    may predict nothing; an empty third epoch is a collapse, and its recovery keeps the loss's
+    plain CE although the seed loss dominates (seeds only: the class balance flooded with this loss)."""
+    root, common = tiny
+    run = stage1.main(["--model_dir", str(root / "fgdice"), *common, "--max_epochs", "4", "--seg_dice", "foreground",
+                       "--weight_gatedcrf", "0", "--weight_variance", "0", "--on_collapse", "recover"],
+                      callbacks=[EmptyAt({0, 1, 2})])
+    log = pd.read_csv(run / "log.csv")
+    assert log["val_empty"].tolist()[:3] == [1, 1, 1]
+    assert log["collapsed"].tolist() == [0, 0, 1, 0] and log["recovered"].tolist() == [0, 0, 1, 0]
+    lines = [line for line in capsys.readouterr().out.splitlines() if " WARNING recover 1/2 after epoch 3: " in line]
+    assert len(lines) == 1 and "dominant term seg" in lines[0] and "class-balanced" not in lines[0]
+
+
 class Predict(Callback):
     """Makes the network predict, for real, from its input: in ``lesion`` epochs (0-based) the bright
     lesion (over the midpoint of the image's median and maximum: the tiny cases' whole lesion,
@@ -188,10 +203,13 @@ def test_a_network_below_its_seeds_is_flagged_warned_and_counted_as_failed(tiny,
     lines = [line.split(" WARNING ", 1)[1] for line in out.splitlines() if " WARNING below its seeds" in line]
     assert len(lines) == 1 and "collapse: model has predicted more than 50% of its foreground outside" in out
     assert lines[0].startswith(
-        "below its seeds: model ends worse than its own expanded seeds used as the prediction, whatever the lesion "
-        "inside the points' boxes (Dice ratio to the seeds under 0.9) in its last epoch (4); epoch 4: training "
-        "patches: seed core predicted 0.0%, 100.0% of the predicted foreground outside the points' boxes, Dice ratio "
-        "to the seeds at best 0.000; validation: 100% of the volumes below their seeds (seed core predicted 0.0%, ")
+        "below its seeds: model ends worse than its own expanded seeds used as the prediction (on the training patches "
+        "a Dice ratio to the seeds under 0.9 if the seed core is lesion, or, there or on most validation volumes, "
+        "nothing predicted inside the points' boxes or more than 50% of the foreground outside them) in its last "
+        "epoch (4); epoch 4: training patches: seed core predicted 0.0%, 100.0% of the predicted foreground outside "
+        "the points' boxes, Dice ratio to the seeds at best 0.000 if the core is lesion; validation: 100% of the "
+        "volumes below their seeds, with nothing predicted in the boxes or most of the foreground outside them (seed "
+        "core predicted 0.0%, ")
     assert lines[0].endswith("the run counts as failed; see the guide page docs/guide/collapse.md")
     assert torch.load(run / "models" / "CP_best.pth", weights_only=True)["epoch"] == 1
     health = load_script("experiments/ablate.py").run_health(run / "log.csv", patience=1)

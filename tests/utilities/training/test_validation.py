@@ -27,6 +27,11 @@ def test_scores_against_the_points_by_hand():
                       "seed_recall": 0.5, "seed_fpr": 1 / 8, "seed_ratio": pytest.approx(15 / 14), "seed_below": 0.0}
     missed = volume_scores(torch.stack([fg.float(), (~fg).float()], 1), None, seeds)   # the complement
     assert missed["seed_recall"] == 0.5 and missed["seed_fpr"] == 7 / 8 and missed["seed_below"] == 1.0
+    # 1 of the core's 4 voxels: below by the core reading (the core alone, 2/5), not by the certain one
+    one = torch.zeros_like(fg)
+    one.view(-1)[0] = True
+    inside = volume_scores(torch.stack([(~one).float(), one.float()], 1), None, seeds)
+    assert inside["seed_ratio"] == pytest.approx(0.4) and inside["seed_below"] == 0.0
     no_core = volume_scores(logits, None, torch.where(seeds == 1, 2, seeds))
     assert "seed_ratio" not in no_core and "seed_below" not in no_core and "seed_dice" in no_core
     with pytest.raises(ValueError, match=r"seed_shares: foreground \(1, 4, 2, 2\) and seeds \(1, 1, 4, 2, 2\) differ"):
