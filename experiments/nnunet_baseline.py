@@ -38,7 +38,8 @@ pool workers must die on it); Ctrl-C as usual. A folder that holds a run is refu
 ``--resume`` (continue it: the arguments must be the same; training continues from nnU-Net's
 ``checkpoint_latest.pth``) or ``--overwrite`` (start again). Data augmentation runs in the
 training process (``nnUNet_n_proc_DA=0``), so a run uses the threads it is given
-(``OMP_NUM_THREADS``) and no worker processes.
+(``OMP_NUM_THREADS``) and no worker processes; with one thread (the ablation runner's default)
+nnU-Net's fingerprint, dataset check and preprocessing run in this process too.
 
 Example (after stage 0)::
 
@@ -239,16 +240,83 @@ def _mark(folder: Path, state: dict[str, Any], step: str) -> None:
     _save_state(folder, state)
 
 
+class _SerialPool:
+    """The part of ``multiprocessing.Pool`` that nnU-Net's fingerprint, dataset check and
+    preprocessing use, run in this process: with one thread a spawned worker only adds its start
+    (it imports torch and nnU-Net again, 3-4 CPU-seconds, three times per run)."""
+
+    class _Done:
+        def __init__(self, value: Any) -> None:
+            self.value = value
+
+        def ready(self) -> bool:
+            return True
+
+        def get(self, timeout: float | None = None) -> Any:
+            return self.value
+
+    class _Alive:
+        def is_alive(self) -> bool:
+            return True
+
+    def __init__(self, processes: int | None = None) -> None:
+        self._pool = [self._Alive()]
+
+    def __enter__(self) -> _SerialPool:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        return None
+
+    def starmap(self, func: Any, iterable: Any) -> list[Any]:
+        return [func(*args) for args in iterable]
+
+    def starmap_async(self, func: Any, iterable: Any) -> _SerialPool._Done:
+        return self._Done(self.starmap(func, iterable))
+
+
+@contextlib.contextmanager
+def _pools_in_process(enabled: bool) -> Iterator[None]:
+    """While ``enabled``: the ``spawn`` pools of nnU-Net's planning modules run in this process
+    (:class:`_SerialPool`); its other pools are untouched."""
+    if not enabled:
+        yield
+        return
+    import multiprocessing
+    import types
+
+    from nnunetv2.experiment_planning import verify_dataset_integrity
+    from nnunetv2.experiment_planning.dataset_fingerprint import fingerprint_extractor
+    from nnunetv2.preprocessing.preprocessors import default_preprocessor
+
+    def get_context(method: str | None = None) -> Any:
+        return types.SimpleNamespace(Pool=_SerialPool) if method == "spawn" else multiprocessing.get_context(method)
+
+    shim = types.SimpleNamespace(get_context=get_context)
+    modules = (verify_dataset_integrity, fingerprint_extractor, default_preprocessor)
+    saved = [m.multiprocessing for m in modules]   # type: ignore[attr-defined]
+    for m in modules:
+        m.multiprocessing = shim   # type: ignore[attr-defined]
+    try:
+        yield
+    finally:
+        for m, original in zip(modules, saved):
+            m.multiprocessing = original   # type: ignore[attr-defined]
+
+
 def _preprocess(dataset_id: int, configuration: str, threads: int, raw: Path, preprocessed: Path) -> None:
+    """nnU-Net's fingerprint, plans and preprocessing, with ``threads`` worker processes (none,
+    in this process, for one thread)."""
     from nnunetv2.experiment_planning.plan_and_preprocess_api import extract_fingerprints, plan_experiments, preprocess
     from nnunetv2.utilities.dataset_name_id_conversion import convert_id_to_dataset_name
 
     os.environ["nnUNet_n_proc_DA"] = str(threads)   # the planner sets torch's threads from it (0 is refused)
-    extract_fingerprints([dataset_id], num_processes=threads, check_dataset_integrity=True, clean=True,
-                         verbose=False, show_progress_bar=False)
-    plan_experiments([dataset_id])
-    preprocess([dataset_id], PLANS, configurations=(configuration,), num_processes=(threads,), verbose=False,
-               show_progress_bar=False)
+    with _pools_in_process(threads == 1):
+        extract_fingerprints([dataset_id], num_processes=threads, check_dataset_integrity=True, clean=True,
+                             verbose=False, show_progress_bar=False)
+        plan_experiments([dataset_id])
+        preprocess([dataset_id], PLANS, configurations=(configuration,), num_processes=(threads,), verbose=False,
+                   show_progress_bar=False)
     name = convert_id_to_dataset_name(dataset_id)
     shutil.copyfile(raw / name / "splits_final.json", preprocessed / name / "splits_final.json")
 

@@ -60,8 +60,11 @@ class U_Net2D5(nn.Module):
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
-        """He (Kaiming normal, a = 0.01) for conv weights, 0 for conv biases, (1, 0) for norms."""
+        """He (Kaiming normal, a = 0.01) for conv weights, 0 for conv biases, (1, 0) for norms.
+        Nothing on the meta device (a shape check: no values, and the normal draw there costs 0.3 s)."""
         for module in self.modules():
+            if any(p.is_meta for p in module.parameters(recurse=False)):
+                continue
             if isinstance(module, nn.Conv3d):
                 nn.init.kaiming_normal_(module.weight, a=NEGATIVE_SLOPE)
                 if module.bias is not None:

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
-from medpy.metric import binary as mb
 
 __all__ = ["OVERLAP_METRICS", "SURFACE_METRICS", "overlap_metrics", "surface_metrics", "all_metrics"]
 
@@ -29,6 +29,7 @@ def overlap_metrics(pred: np.ndarray, gt: np.ndarray) -> dict[str, float]:
         raise ValueError(f"prediction shape {pred.shape} differs from label shape {gt.shape}")
     if not pred.any() and not gt.any():
         return dict.fromkeys(OVERLAP_METRICS, 1.0)
+    mb = _medpy()
     return {
         "dice": float(mb.dc(pred, gt)),
         "jaccard": float(mb.jc(pred, gt)),
@@ -45,8 +46,17 @@ def surface_metrics(pred: np.ndarray, gt: np.ndarray, spacing: Sequence[float]) 
     if not pred.any() or not gt.any():
         return {"hd95": math.nan, "assd": math.nan}
     spacing = tuple(float(s) for s in spacing)
+    mb = _medpy()
     return {"hd95": float(mb.hd95(pred, gt, voxelspacing=spacing)),
             "assd": float(mb.assd(pred, gt, voxelspacing=spacing))}
+
+
+def _medpy() -> Any:
+    """medpy's binary metrics, imported on first use: its package imports scipy.stats (0.6 s),
+    which the scripts that only import this module (every training script) never need."""
+    from medpy.metric import binary
+
+    return binary
 
 
 def all_metrics(pred: np.ndarray, gt: np.ndarray, spacing: Sequence[float]) -> dict[str, float]:

@@ -45,9 +45,11 @@ def _members(package: Path) -> dict[str, bytes]:
 
 
 def _write(target: Path, members, manifest=None) -> Path:
-    """A zip of ``members`` (``(name or ZipInfo, bytes)`` pairs), the manifest first when given."""
+    """A zip of ``members`` (``(name or ZipInfo, bytes)`` pairs), the manifest first when given;
+    stored, not compressed (a member's own ZipInfo may say otherwise): deflating the 10 MB of
+    weights took most of each test's time."""
     target.parent.mkdir(parents=True, exist_ok=True)
-    with zipfile.ZipFile(target, "w", zipfile.ZIP_DEFLATED) as z:
+    with zipfile.ZipFile(target, "w", zipfile.ZIP_STORED) as z:
         if manifest is not None:
             z.writestr(mp.MANIFEST, manifest if isinstance(manifest, (str, bytes)) else json.dumps(manifest))
         for name, blob in members:

@@ -28,6 +28,12 @@ from utilities.training.progress import (
 )
 
 
+@pytest.fixture(autouse=True)
+def _drawn(monkeypatch):
+    """The real picture in this module (the other tests build the figure only: conftest)."""
+    monkeypatch.setattr(progress, "plot_progress", plot_progress)
+
+
 def _stage1_log(val_empty, fg_train, seed_fg=0.004):
     n = len(val_empty)
     return pd.DataFrame({"epoch": np.arange(1, n + 1), "lr": np.linspace(0.01, 0.001, n), "loss": np.ones(n),
