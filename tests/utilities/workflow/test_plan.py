@@ -134,7 +134,15 @@ def test_plan_rules(dataset):
     assert plan["why"]["--spatial_shape"] == ("the whole volume [80, 64, 16], as [80, 64, 16] (81920 voxels), fits "
                                               "--max_patch_voxels 786432") and plan["warnings"] == []
     assert "--train_on_all_cases" not in s1   # one validation case is kept (rule off in this test)
-    assert s1["--seg_class_balance"] is True and s1["--rampup_unit"] == "step"
+    # the median case's lesions: 1.5 x pi/6 * 800 = 628.3 voxels, 0.767 % of the 81920-voxel patch >= 0.05 %
+    assert s1["--seg_dice"] == "foreground" and "--seg_class_balance" not in s1 and s1["--rampup_unit"] == "step"
+    assert plan["why"]["--seg_dice"] == ("the median case's lesions cover 0.767% of a patch (>= 0.05%): nnU-Net's "
+                                         "Dice+CE, which starts empty and then grows")
+    tiny = make_plan(fp, PlanRules(target_steps=100, min_epochs=10, min_fg_dice_lesion_share=0.01))
+    assert tiny["stage1"]["--seg_class_balance"] is True and "--seg_dice" not in tiny["stage1"]
+    assert tiny["why"]["--seg_class_balance"] == ("the median case's lesions cover 0.767% of a patch (< 1.00%), "
+                                                  "where nnU-Net's Dice+CE did not start: the paper's Dice, the CE "
+                                                  "class-balanced")
     assert (s1["--momentum"], s1["--grad_clip"]) == (0.9, 12.0)
     assert plan["scm"]["--max_epochs"] == 25 and plan["scm"]["--iterative_epochs"] == 5
     # a budget under the volume: the axis with the most room over twice the lesion box gives way
@@ -184,7 +192,8 @@ def test_trainers_read_the_plan_and_the_command_line_wins(dataset):
     plan = make_plan(_fingerprint(dataset, seeds=False))
     path.write_text(json.dumps(plan))
     args = apply_plan(stage1.build_parser(), ["--plan", str(path)], "stage1")
-    assert args.spatial_shape == [80, 64, 16] and args.down_size == [80, 64, 16] and args.seg_class_balance
+    assert args.spatial_shape == [80, 64, 16] and args.down_size == [80, 64, 16]
+    assert args.seg_dice == "foreground" and not args.seg_class_balance
     assert (args.momentum, args.grad_clip, args.rampup_unit, args.plan) == (0.9, 12.0, "step", str(path))
     args = apply_plan(stage1.build_parser(), ["--plan", str(path), "--momentum", "0.99", "--spatial_shape", "32",
                                               "32", "16"], "stage1")
@@ -279,7 +288,8 @@ def test_missing_files_and_an_annotation_on_another_grid_are_one_line(dataset):
 def test_a_switch_the_plan_sets_is_turned_off_on_the_command_line(dataset):
     path = dataset / "plan.json"
     (dataset / "split.csv").write_text("c1,training\nc2,training\n")     # no validation case: every case trains
-    plan = make_plan(_fingerprint(dataset, seeds=False))
+    # lesions under 1 % of a patch here: the class-balanced CE, a switch
+    plan = make_plan(_fingerprint(dataset, seeds=False), PlanRules(min_fg_dice_lesion_share=0.01))
     assert plan["stage1"]["--seg_class_balance"] is True and plan["stage1"]["--train_on_all_cases"] is True
     path.write_text(json.dumps(plan))
     on = apply_plan(stage1.build_parser(), ["--plan", str(path)], "stage1")
