@@ -31,9 +31,9 @@ foreground voxels of the expanded seeds, ``seed_fg``, or of SCM's teacher pseudo
 balance) a healthy network predicts almost nothing for a while and then grows, as nnU-Net's
 trainer does: in the 12 runs of that loss with the guard set to warn (the dataset family's
 development members 6 and 15, 42-46 epochs each), the first empty streak lasted 2-18 epochs and
-every run learned afterwards (best validation Dice 0.47-0.94). Empty
-epochs up to ``--empty_start_epochs`` (:func:`empty_start_epochs`: by default half of the run with
-that loss, else none) are therefore not a collapse; the other states are.
+every run learned afterwards (best validation Dice 0.47-0.94). Empty epochs up to
+``--empty_start_epochs`` (:func:`empty_start_epochs`: by default half of the run with that loss,
+else none) are therefore not a collapse; the other states are.
 
 The engine logs its verdict per epoch as ``collapsed<k>`` (1 collapsed, 0 not); a log without
 that column (written before it existed) is judged by the rule from its other columns.
@@ -66,12 +66,14 @@ fails; or when the certain reading fails on more than half of the validation vol
 patches only, where a network fits the cores it is trained on. On member 6 the eight runs with
 nnU-Net's Dice+CE (inference Dice 0.56-0.73 against the seeds' 0.567) end at a ratio of
 0.96-1.19 there, while on the validation volumes they predict the lesion, not the spilt core
-(ratio 0.22-0.51 at validation Dice 0.36-0.64); ``val_seed_ratio`` is logged for reading.
-Checkpoint selection by ``seed_dice`` never prefers such an epoch to one that is not, and a run
-whose last epoch, or whose best checkpoint's epoch, is below its seeds counts as failed
-(:func:`ends_below_seeds`). A network that shrinks inside the cores of unseen volumes is not
-flagged, whether the cores are lesion or not: the points cannot tell. Lesions the points do not
-mark are background to this rule.
+(ratio 0.22-0.51 at validation Dice 0.36-0.64); ``val_seed_ratio`` is logged for reading. Even
+on the training patches the core reading can flag a good epoch where the cores spill (one of
+those runs dipped to 0.74-0.87 in epochs 31-38, docs/guide/collapse.md). Checkpoint selection by
+``seed_dice`` never prefers such an epoch to one that is not, and a run whose last epoch, or
+whose best checkpoint's epoch, is below its seeds counts as failed (:func:`ends_below_seeds`). A
+network that shrinks inside the cores of unseen volumes is not flagged, whether the cores are
+lesion or not: the points cannot tell. Lesions the points do not mark are background to this
+rule.
 """
 from __future__ import annotations
 
