@@ -65,10 +65,13 @@ def test_the_printed_points_only_sequence_runs_as_printed(tmp_path, capsys, monk
     assert list(commands) == ["stage0_training", "stage1", "stage1_aux", "scm", "predict"]
     assert plan["stage1"]["--spatial_shape"] == [32, 32, 16] and plan["stage1"]["--train_on_all_cases"] is True
     assert plan["fingerprint"]["image_format"] == ".nrrd" and plan["fingerprint"]["training_cases"] == 2
+    # blobs of ~450 voxels, 2.8 % of the 32x32x16 patch: nnU-Net's Dice+CE, which the trainings read from the plan
+    assert plan["stage1"]["--seg_dice"] == "foreground" and "--seg_class_balance" not in plan["stage1"]
     run_printed_sequence(commands, monkeypatch, capsys)
     for run in ("stage1_m1/U_Net2D5", "stage1_m2/AttU_Net"):
         log = next((work / "runs" / run).glob("log_*.txt")).read_text()
         assert "2 training subjects, validated on themselves (validation uses: image, expanded-seed label)" in log
+        assert " INFO   --seg_dice foreground\n" in log
         assert (f"no validation cases (split {data / 'split.csv'} lists no validation case): every case trains; "
                 "CP_best is chosen by seed_dice against the training cases' expanded seeds") in log
         best = torch.load(work / "runs" / run / "models" / "CP_best.pth", map_location="cpu", weights_only=True)
