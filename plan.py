@@ -40,7 +40,7 @@ from utilities.data.io import save_text
 from utilities.data.splits import Split
 from utilities.method.defaults import ANNOTATION_POSTFIX, IMAGE_POSTFIX, LABEL_POSTFIX
 from utilities.method.sequence import flag_args
-from utilities.workflow.cli import nonnegative_int, positive_int
+from utilities.workflow.cli import nonnegative_int, positive_int, unit_float
 from utilities.workflow.plan import (
     STAGE0_POSTFIX,
     DataPaths,
@@ -90,6 +90,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="a typical lesion keeps at least this many voxels on the mCRF grid")
     p.add_argument("--min_cases_for_validation", type=nonnegative_int, default=rules.min_cases_for_validation,
                    help="with fewer training + validation cases, every case trains (--train_on_all_cases)")
+    p.add_argument("--min_fg_dice_lesion_share", type=unit_float, default=rules.min_fg_dice_lesion_share,
+                   help="nnU-Net's Dice+CE (--seg_dice foreground) when the median case's lesions cover at least "
+                        "this share of a patch, else the paper's Dice with --seg_class_balance")
     add_dataset_flag(p)
     return p
 
@@ -147,7 +150,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         raise FileExistsError(f"--output {output} exists; pass --overwrite to replace it or choose another --output")
     rules = PlanRules(target_steps=args.target_steps, min_epochs=args.min_epochs,
                       max_patch_voxels=args.max_patch_voxels, min_crf_voxels=float(args.min_crf_voxels),
-                      min_cases_for_validation=args.min_cases_for_validation)
+                      min_cases_for_validation=args.min_cases_for_validation,
+                      min_fg_dice_lesion_share=args.min_fg_dice_lesion_share)
     work = Workspace(Path(args.work_dir))
     own = args.path_geodesic_labels is not None and same_values({"seeds": args.path_geodesic_labels},
                                                                 {"seeds": str(work.seeds())})

@@ -92,7 +92,7 @@ from utilities.method.sequence import command, flag_args, teacher_args
 from utilities.workflow.stage0 import output_folder
 
 __all__ = ["PLAN_VERSION", "PlanRules", "Fingerprint", "fingerprint", "every_case_trains", "lesion_boxes",
-           "Choice", "flags_of", "reasons_of",
+           "lesion_share", "Choice", "flags_of", "reasons_of",
            "make_plan", "read_plan", "write_plan", "apply_plan", "add_off_switches", "flag_args", "SECTIONS",
            "STAGE1_SCRIPT", "STAGE0_SCRIPT", "DataPaths", "Workspace", "stage0_phases", "dataset_values",
            "pipeline_commands"]

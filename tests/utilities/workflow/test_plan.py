@@ -185,6 +185,10 @@ def test_plan_script_writes_the_plan_and_refuses_to_replace_it(dataset, capsys):
         plan_script.main(args)
     plan_script.main([*args, "--overwrite", "--target_steps", "400"])
     assert read_plan(out)["stage1"]["--max_epochs"] == 200
+    assert read_plan(out)["stage1"]["--seg_dice"] == "foreground"
+    plan_script.main([*args, "--overwrite", "--min_fg_dice_lesion_share", "0.5"])   # the lesions cover < 50 %
+    assert read_plan(out)["stage1"]["--seg_class_balance"] is True and "--seg_dice" not in read_plan(out)["stage1"]
+    assert read_plan(out)["rules"]["min_fg_dice_lesion_share"] == 0.5
 
 
 def test_trainers_read_the_plan_and_the_command_line_wins(dataset):
