@@ -50,18 +50,13 @@ def _restore_locale():
 
 def _figure_only(csv_path, out=None, patience=None) -> Path:
     """``progress.plot_progress`` in the tests: the log is read and checked and the figure built,
-    every panel and its shading (what can fail on a log), but not rasterised to a PNG file, which
-    took 0.4 s of each drawing's 0.45 s; ``tests/utilities/training/test_progress.py`` draws the
-    real picture. A failure is still a warning of the run (``draw_progress``)."""
-    from utilities.core.textdata import read_csv_table
+    every panel and its shading (what can fail on a log, ``progress.log_figure``), but not
+    rasterised to a PNG file, which took 0.4 s of each drawing's 0.45 s;
+    ``tests/utilities/training/test_progress.py`` draws the real picture. A failure is still a
+    warning of the run (``draw_progress``)."""
     from utilities.training import progress
 
-    csv_path = Path(csv_path)
-    log = read_csv_table(csv_path, "training log")
-    if "epoch" not in log.columns:
-        raise ValueError(f"{csv_path} has no epoch column; is it a training log.csv?")
-    known = patience if patience is not None else progress.recorded_patience(csv_path)
-    progress.progress_figure(log, csv_path, known or progress.DEFAULT_PATIENCE, known is not None)
+    progress.log_figure(csv_path, patience)
     return Path(out) if out is not None else progress.progress_path(csv_path)
 
 

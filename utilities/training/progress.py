@@ -52,7 +52,8 @@ from utilities.method.health import (
 )
 
 __all__ = ["DEFAULT_PATIENCE", "Streak", "progress_path", "collapsed_epochs", "collapse_streaks", "warned_streaks",
-           "unjudged_floods", "recorded_patience", "progress_figure", "plot_progress", "draw_progress"]
+           "unjudged_floods", "recorded_patience", "progress_figure", "log_figure", "plot_progress",
+           "draw_progress"]
 
 logger = logging.getLogger("paseg")
 
@@ -225,6 +226,18 @@ def progress_figure(log: pd.DataFrame, csv_path: Path, patience: int, patience_k
     return fig
 
 
+def log_figure(csv_path: str | os.PathLike, patience: int | None = None) -> Any:
+    """:func:`progress_figure` of the training log ``csv_path``, read and checked (a log without
+    an ``epoch`` column is refused). ``patience``: the run's ``--collapse_patience`` (default:
+    :func:`recorded_patience`, else :data:`DEFAULT_PATIENCE`)."""
+    csv_path = Path(csv_path)
+    log = read_csv_table(csv_path, "training log")
+    if "epoch" not in log.columns:
+        raise ValueError(f"{csv_path} has no epoch column; is it a training log.csv?")
+    known = patience if patience is not None else recorded_patience(csv_path)
+    return progress_figure(log, csv_path, known or DEFAULT_PATIENCE, known is not None)
+
+
 def plot_progress(csv_path: str | os.PathLike, out: str | os.PathLike | None = None,
                   patience: int | None = None) -> Path:
     """Draw the progress figure of ``csv_path`` (a training ``log.csv``) to ``out`` (default
@@ -232,11 +245,7 @@ def plot_progress(csv_path: str | os.PathLike, out: str | os.PathLike | None = N
     ``--collapse_patience`` (default: :func:`recorded_patience`, else :data:`DEFAULT_PATIENCE`)."""
     csv_path = Path(csv_path)
     out = Path(out) if out is not None else progress_path(csv_path)
-    log = read_csv_table(csv_path, "training log")
-    if "epoch" not in log.columns:
-        raise ValueError(f"{csv_path} has no epoch column; is it a training log.csv?")
-    known = patience if patience is not None else recorded_patience(csv_path)
-    fig = progress_figure(log, csv_path, known or DEFAULT_PATIENCE, known is not None)
+    fig = log_figure(csv_path, patience)
     with atomic_path(out) as tmp:
         fig.savefig(tmp, format="png")
     return out
