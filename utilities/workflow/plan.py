@@ -408,8 +408,8 @@ def _seed_loss(fp: Fingerprint, rules: PlanRules, patch: Sequence[int]) -> list[
         return [Choice("--seg_dice", "foreground",
                        f"the median case's lesions cover {share:.3%} of a patch (>= "
                        f"{rules.min_fg_dice_lesion_share:.2%}): nnU-Net's Dice+CE, which starts empty and then grows")]
-    seeds = "" if fp.seed_fg_of_annotated is None else f"; the foreground seeds are {fp.seed_fg_of_annotated:.3%} of " \
-                                                       "the annotated voxels"
+    seeds = ("" if fp.seed_fg_of_annotated is None
+             else f"; the foreground seeds are {fp.seed_fg_of_annotated:.3%} of the annotated voxels")
     return [Choice("--seg_class_balance", True,
                    f"the median case's lesions cover {share:.3%} of a patch (< {rules.min_fg_dice_lesion_share:.2%}), "
                    f"where nnU-Net's Dice+CE did not start: the paper's Dice, the CE class-balanced{seeds}")]
