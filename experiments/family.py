@@ -16,7 +16,9 @@ handed to ``experiments/ablate.py``) and the ablation's outputs (``table.md``, `
 * ``nnunet_seeds``, ``nnunet_full``: nnU-Net v2 (``experiments/nnunet_baseline.py``) on the
   expanded seeds with its ignore label, or on the full labels, at stage 1's budget: the plan's
   epochs × one iteration per training case (stage 1: one case per step at batch 1), at nnU-Net's
-  planned batch size.
+  planned batch size;
+* ``nnunet_paseg``: ``nnunet_seeds`` with PA-Seg's mCRF and VM (``nnUNetTrainerPASeg``), at the
+  plan's regulariser settings: weights, ramp-up, warm-up, kernel radius (in plane) and width.
 
 Summary (``summary.md``/``summary.csv``): per member and variant the mean Dice over training
 seeds and the failed seeds (ablate's rule: all inference predictions empty, collapse warning,
@@ -59,17 +61,22 @@ from data.family.make_family_data import (  # noqa: E402
 )
 from utilities.core.textdata import loads_json, md_cell  # noqa: E402
 from utilities.data.io import check_overwrite, save_csv, save_text  # noqa: E402
-from utilities.method.defaults import GEODESIC_THRESHOLD, GEODESIC_WEIGHT, KERNEL_RADIUS, RECIPE  # noqa: E402
+from utilities.method.defaults import CRF_SIGMA_XY, GEODESIC_THRESHOLD, GEODESIC_WEIGHT, KERNEL_RADIUS, RECIPE  # noqa: E402
 from utilities.workflow.plan import PlanRules, fingerprint, make_plan, write_plan  # noqa: E402
 
 __all__ = ["VARIANTS", "RECORD_NAME", "member_config", "summarize_family", "main"]
 
 VARIANTS = ("seeds", "seeds_only_plan", "stage1_plan", "stage1_recipe", "full_plan", "scm_plan",
-            "nnunet_seeds", "nnunet_full")
+            "nnunet_seeds", "nnunet_paseg", "nnunet_full")
 #: In ``--output_dir``: the arguments of the family run whose summary, plans and configs it holds.
 RECORD_NAME = "family_run.json"
 #: Arguments that do not change what the run writes (not compared when it is run again).
 _FREE = ("jobs", "device", "overwrite")
+
+
+#: Stage 1's flags that ``nnUNetTrainerPASeg`` takes too (``experiments/nnunet_baseline.py --trainer PASeg``).
+_PASEG_FLAGS = ("--weight_gatedcrf", "--weight_variance", "--rampup_epochs", "--warmup_epochs", "--rampup_unit",
+                "--kernel_radius", "--crf_sigma_xy", "--crf_sigma_rgb")
 
 
 def _plan_member(data: Path, rules: PlanRules, path: Path) -> dict[str, Any]:
@@ -94,6 +101,13 @@ def member_config(seed: int, data: Path, plan: dict[str, Any], seeds: Sequence[i
     # training cases the plan counted when it chose the epochs
     nnunet = {"--epochs": epochs, "--iterations_per_epoch": int(plan["fingerprint"]["training_cases"]),
               "--val_iterations": 2}
+    # nnUNetTrainerPASeg: the plan's regulariser flags that the trainer takes, in its units: epochs
+    # of `iterations_per_epoch` steps (the plan's epochs here); one kernel radius and width in voxels
+    # of the full-resolution output, where stage 1 measures them on its (in plane coarser) mCRF grid
+    regularisers = {k: v for k, v in s1.items() if k in _PASEG_FLAGS}
+    scale = patch[0] / s1.get("--down_size", patch)[0]
+    regularisers["--kernel_radius"] = round(s1.get("--kernel_radius", KERNEL_RADIUS)[0] * scale)
+    regularisers["--crf_sigma_xy"] = float(s1.get("--crf_sigma_xy", CRF_SIGMA_XY)) * scale
     return {
         "title": f"Family member {seed} (plan.json: patch {patch}, mCRF grid {s1['--down_size']}, {epochs} epochs)",
         "dataset": {"split_file": str(data / "split.csv"), "images": str(data / FOLDERS[0]),
@@ -115,21 +129,28 @@ def member_config(seed: int, data: Path, plan: dict[str, Any], seeds: Sequence[i
             "scm_plan": {"kind": "scm", "label": "SCM on two plan stage-1 runs", "from": ["stage1_plan", "stage1_plan"],
                          "aux_seed_offset": 1},
             "nnunet_seeds": {"kind": "nnunet", "label": "nnU-Net v2, ignore label (expanded seeds)", "flags": nnunet},
+            "nnunet_paseg": {"kind": "nnunet", "label": "nnU-Net v2, ignore label, PA-Seg's mCRF and VM "
+                             "(nnUNetTrainerPASeg)", "flags": nnunet | {"--trainer": "PASeg"} | regularisers},
             "nnunet_full": {"kind": "nnunet", "label": "nnU-Net v2, full labels",
                             "flags": {"--labels": "full"} | nnunet},
         },
         "seeds": list(seeds), "baseline": "seeds_only_plan"}
 
 
-def _stage1_against(wide: pd.DataFrame, other: str, shown: str) -> list[str]:
-    """The criterion line "stage 1 (plan) >= <shown>" over the members where both ran (none
-    when either variant is absent)."""
-    if not {"stage1_plan", other} <= set(wide.columns):
+def _against(wide: pd.DataFrame, variant: str, other: str, shown: str, other_shown: str) -> list[str]:
+    """The criterion line "<shown> >= <other_shown>" over the members where both ran (none when
+    either variant is absent)."""
+    if not {variant, other} <= set(wide.columns):
         return []
-    both = wide[["stage1_plan", other]].dropna()
-    wins = int((both["stage1_plan"] >= both[other]).sum())
-    return [f"- stage 1 (plan) >= {shown} in mean Dice on {wins} of {len(both)} members "
-            f"(mean difference {float((both['stage1_plan'] - both[other]).mean()):+.3f})"]
+    both = wide[[variant, other]].dropna()
+    wins = int((both[variant] >= both[other]).sum())
+    return [f"- {shown} >= {other_shown} in mean Dice on {wins} of {len(both)} members "
+            f"(mean difference {float((both[variant] - both[other]).mean()):+.3f})"]
+
+
+def _stage1_against(wide: pd.DataFrame, other: str, shown: str) -> list[str]:
+    """The criterion line "stage 1 (plan) >= <shown>" (:func:`_against`)."""
+    return _against(wide, "stage1_plan", other, "stage 1 (plan)", shown)
 
 
 def summarize_family(tables: dict[int, pd.DataFrame]) -> tuple[pd.DataFrame, str]:
@@ -147,6 +168,7 @@ def summarize_family(tables: dict[int, pd.DataFrame]) -> tuple[pd.DataFrame, str
     for variant, n in failed.items():
         runs = int(df[df["variant"] == variant]["seeds"].sum())
         lines.append(f"- `{variant}`: {int(n)} failed run(s) of {runs}")
+    lines += _stage1_against(wide, "seeds", "the expanded seeds")
     lines += _stage1_against(wide, "seeds_only_plan", "seeds-only (same optimiser)")
     if {"stage1_plan", "full_plan"} <= set(wide.columns):
         ratio = (wide["stage1_plan"] / wide["full_plan"]).dropna()
@@ -157,6 +179,7 @@ def summarize_family(tables: dict[int, pd.DataFrame]) -> tuple[pd.DataFrame, str
                      f"(mean over {len(both)} members)")
     for nnunet in ("nnunet_seeds", "nnunet_full"):
         lines += _stage1_against(wide, nnunet, f"`{nnunet}`")
+    lines += _against(wide, "nnunet_paseg", "nnunet_seeds", "`nnunet_paseg`", "`nnunet_seeds`")
     return df, "\n".join(lines)
 
 

@@ -46,7 +46,7 @@ def test_member_config_gives_nnunet_stage1s_steps_and_the_runner_accepts_it(tmp_
     loaded = ablate.load_config(path)
     runs = ablate.plan_runs(loaded, tmp_path / "out", (0, 1), list(family.VARIANTS), "cpu", "python")
     nn = [r for r in runs if r.variant.kind == "nnunet"]
-    assert len(nn) == 4
+    assert len(nn) == 6
     ablate.check_flags([r.train for r in runs if r.train], path)   # every script accepts its flags
     args = ablate.script_parser("nnunet_baseline.py").parse_args(nn[0].train[2:])
     assert (args.epochs, args.iterations_per_epoch, args.labels) == (7, 5, "seeds")
@@ -81,16 +81,39 @@ def test_baseline_flag_reaches_the_runner(tmp_path, monkeypatch):
         family.main(["--family_seeds", "113", "--output_dir", str(tmp_path), "--baseline", "nope"])
 
 
+def test_nnunet_paseg_gets_the_plans_regularisers_at_full_resolution(tmp_path):
+    data, plan = _member(tmp_path)
+    flags = family.member_config(113, data, plan, [0])["variants"]["nnunet_paseg"]["flags"]
+    # the plan's mCRF grid is the patch: radius 2 and stage 1's default width 6 as they are
+    assert flags["--trainer"] == "PASeg" and flags["--kernel_radius"] == 2 and flags["--crf_sigma_xy"] == 6.0
+    assert (flags["--rampup_epochs"], flags["--rampup_unit"], flags["--epochs"]) == (2, "step", 7)
+    assert "--seg_class_balance" not in flags and "--down_size" not in flags   # nnU-Net's loss, its own grid
+    # a grid halved in plane (64x64 patch on a 32x32 grid): radius 3 and width 4 there are 6 and 8 voxels
+    plan["stage1"] |= {"--spatial_shape": [64, 64, 16], "--down_size": [32, 32, 16], "--kernel_radius": [3, 3, -1],
+                       "--crf_sigma_xy": 4.0}
+    flags = family.member_config(113, data, plan, [0])["variants"]["nnunet_paseg"]["flags"]
+    assert (flags["--kernel_radius"], flags["--crf_sigma_xy"]) == (6, 8.0)
+    args = ablate.script_parser("nnunet_baseline.py").parse_args(
+        [str(x) for k, v in flags.items() for x in (k, v)])
+    assert (args.trainer, args.kernel_radius, args.crf_sigma_xy) == ("PASeg", 6, 8.0)
+
+
 def _table(values: dict[str, float]) -> pd.DataFrame:
     return pd.DataFrame([{"variant": v, "seeds": 3, "dice_mean": d, "dice_std": 0.01, "collapsed": 0,
                           "collapsed_epochs": "0/0/0"} for v, d in values.items()])
 
 
 def test_summary_compares_stage1_with_nnunet_per_member():
-    tables = {113: _table({"stage1_plan": 0.70, "nnunet_seeds": 0.60, "nnunet_full": 0.80}),
-              114: _table({"stage1_plan": 0.50, "nnunet_seeds": 0.55, "nnunet_full": 0.90})}
+    tables = {113: _table({"seeds": 0.65, "stage1_plan": 0.70, "nnunet_seeds": 0.60, "nnunet_paseg": 0.62,
+                           "nnunet_full": 0.80}),
+              114: _table({"seeds": 0.40, "stage1_plan": 0.50, "nnunet_seeds": 0.55, "nnunet_paseg": 0.50,
+                           "nnunet_full": 0.90})}
     df, criteria = family.summarize_family(tables)
-    assert len(df) == 6
+    assert len(df) == 10
+    # 0.70 >= 0.65 and 0.50 >= 0.40: differences +0.05 and +0.10
+    assert "stage 1 (plan) >= the expanded seeds in mean Dice on 2 of 2 members (mean difference +0.075)" in criteria
+    # 0.62 >= 0.60, 0.50 < 0.55: +0.02 and -0.05
+    assert "`nnunet_paseg` >= `nnunet_seeds` in mean Dice on 1 of 2 members (mean difference -0.015)" in criteria
     # 113: 0.70 >= 0.60, 114: 0.50 < 0.55; differences +0.10 and -0.05 -> mean +0.025
     assert "`nnunet_seeds` in mean Dice on 1 of 2 members (mean difference +0.025)" in criteria
     # differences -0.10 and -0.40 -> mean -0.250, no win
