@@ -71,6 +71,19 @@ def _progress_figure_not_rasterised():
         yield
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _writes_not_flushed_to_disk():
+    """Every atomic write of a test's process (``utilities.data.io.atomic_path``) renames its
+    temporary file without the ``fsync`` before it: a flush to the disk guards against a power
+    cut, which no test makes, and cost 17 ms of waiting each, several thousand times a suite.
+    ``tests/utilities/data/test_io.py`` checks the real flush and its order."""
+    from utilities.data import io
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(io, "_fsync", lambda path: None)
+        yield
+
+
 @pytest.fixture
 def data(tmp_path):
     """Two training, one validation, one inference subject (32×32×16, VS layout)."""

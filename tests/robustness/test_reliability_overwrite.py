@@ -5,15 +5,18 @@ contradictory flags are refused in one line."""
 from __future__ import annotations
 
 import json
+import shutil
 
 import pytest
 import SimpleITK as sitk
-from helpers import a_model, demo_dataset, load_script, one_line, scm_args, stage1_args
+from helpers import a_model, load_script, one_line, scm_args, stage1_args
 from synth import make_vs_dataset
 
 import inference
 import train_gatedcrfloss3d22d_multiview_varianceloss as stage1
 import train_SCM as scm
+from experiments.ablation.commands import inference_commands
+from experiments.ablation.execution import call_in_process
 from utilities.data.io import read_image
 from utilities.workflow.cli import run_main
 
@@ -280,21 +283,29 @@ ENSEMBLE = load_script("experiments/ensemble.py")
 
 
 @pytest.mark.slow
-def test_ensemble_runs_again_into_its_own_folder(quick_demo, tmp_path):
+def test_ensemble_runs_again_into_its_own_folder(tiny_runs, tmp_path):
     """experiments/ensemble.py writes the ensemble's masks into its own folder of the ablation
     (<ablation_dir>/ensemble/<variant>/seed<k>): run again, it replaces them (inference's
-    --overwrite) and gives the same table; the runner's second pass skips every run."""
+    --overwrite) and gives the same table. The ablation: the shared tiny SCM run (``tiny_runs``)
+    as the runner lays out and scores a finished SCM run (its own inference and scores commands)."""
     import pandas as pd
 
-    cfg = {"title": "tiny", "dataset": demo_dataset(quick_demo),
-           "base": {"stage1": {"--max_epochs": 1, "--rampup_epochs": 1, "--spatial_shape": [32, 32, 16],
-                               "--down_size": [16, 16, 16]}, "scm": {"--max_epochs": 1, "--iterative_epochs": 1}},
+    p, root = tiny_runs
+    cfg = {"title": "tiny", "dataset": {"split_file": str(p["split"]), "images": str(p["image_crop"]),
+                                        "image_postfix": "T2", "labels": str(p["label_crop"]),
+                                        "label_postfix": "Label", "annotations": str(p["annotation_7points"]),
+                                        "annotation_postfix": "7points"},
+           "base": {"stage1": {"--max_epochs": 1, "--spatial_shape": [32, 32, 16]}, "scm": {"--max_epochs": 1}},
            "variants": {"s1": {"kind": "stage1"}, "scm": {"kind": "scm", "from": ["s1", "s1"]}},
            "seeds": [0], "baseline": "s1"}
     config = tmp_path / "tiny.json"
     config.write_text(json.dumps(cfg))
     out = tmp_path / "out"
-    ABLATE.main(["--config", str(config), "--output_dir", str(out), "--device", "cpu"])
+    loaded = ABLATE.load_config(config)
+    run = next(r for r in ABLATE.plan_runs(loaded, out, (0,), ["scm"], "cpu", "python") if r.variant.kind == "scm")
+    shutil.copytree(root / "scm", run.folder)
+    for command in inference_commands(loaded, run, "cpu", "python"):
+        call_in_process(command, run.folder / "ablate_log.txt", 1)
     argv = ["--config", str(config), "--ablation_dir", str(out), "--variant", "scm", "--seeds", "0"]
     first = ENSEMBLE.main(argv)
     masks = sorted((out / "ensemble" / "scm" / "seed0").glob("*_T2.nii.gz"))

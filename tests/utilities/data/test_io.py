@@ -17,6 +17,8 @@ from helpers import ROOT, one_line, project_sources
 
 from utilities.data import io
 
+#: Read when pytest collects this module, before the session's stand-in (tests/conftest.py).
+_REAL_FSYNC = io._fsync
 
 # ------------------------------------------------------------------------ atomic writes
 def _partial_then_fail(target_index: int):
@@ -60,6 +62,23 @@ def test_atomic_write_keeps_previous_file(tmp_path, monkeypatch, name, save, pat
     assert one_line(err).startswith(f"cannot write {path}: No space left on device;")
     assert path.read_bytes() == before
     assert os.listdir(path.parent) == [name]  # no temporary file left
+
+
+def test_an_atomic_write_is_flushed_to_disk_before_the_rename(tmp_path, monkeypatch):
+    """The flush that the other tests skip (conftest): the temporary file's data reach the disk
+    (``os.fsync`` on it) before it replaces the target."""
+    assert io._fsync is not _REAL_FSYNC   # this process's other writes skip the flush (tests/conftest.py)
+    monkeypatch.setattr(io, "_fsync", _REAL_FSYNC)
+    events = []
+    fsync, replace = os.fsync, os.replace
+    monkeypatch.setattr(os, "fsync", lambda fd: events.append(("fsync", os.readlink(f"/proc/self/fd/{fd}")))
+                        or fsync(fd))
+    monkeypatch.setattr(os, "replace", lambda src, dst: events.append(("replace", str(src))) or replace(src, dst))
+    path = tmp_path / "a.txt"
+    with io.atomic_path(path) as tmp:
+        tmp.write_text("x")
+    assert [kind for kind, _ in events] == ["fsync", "replace"]
+    assert events[0][1] == events[1][1] == str(tmp) and path.read_text() == "x"
 
 
 def test_no_write_bypasses_utilities_io():

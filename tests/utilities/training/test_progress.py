@@ -28,9 +28,10 @@ from utilities.training.progress import (
 )
 
 
-@pytest.fixture(autouse=True)
+@pytest.fixture
 def _drawn(monkeypatch):
-    """The real picture in this module (the other tests build the figure only: conftest)."""
+    """The real picture for the trainers' own drawings (elsewhere they build the figure only:
+    conftest); the tests below that call :func:`plot_progress` themselves draw the real one."""
     monkeypatch.setattr(progress, "plot_progress", plot_progress)
 
 
@@ -73,7 +74,7 @@ def test_plot_names_the_collapse(tmp_path):
 
 
 @pytest.mark.slow
-def test_both_trainers_draw_each_epoch(data, tmp_path, monkeypatch):
+def test_both_trainers_draw_each_epoch(data, tmp_path, monkeypatch, _drawn):
     drawn = []
     real = progress.plot_progress
     monkeypatch.setattr(progress, "plot_progress",
