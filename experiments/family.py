@@ -160,7 +160,8 @@ def summarize_family(tables: dict[int, pd.DataFrame]) -> tuple[pd.DataFrame, str
         for r in table.itertuples():
             rows.append({"member": seed, "variant": r.variant, "seeds": r.seeds, "dice_mean": r.dice_mean,
                          "dice_std": r.dice_std, "failed": r.collapsed, "collapsed_epochs": r.collapsed_epochs,
-                         "budget": getattr(r, "budget", "?")})
+                         "budget": getattr(r, "budget", "?"), "voxels": getattr(r, "voxels", np.nan),
+                         "train_s": getattr(r, "train_s", np.nan)})
     df = pd.DataFrame(rows)
     wide = df.pivot(index="member", columns="variant", values="dice_mean")
     lines = []
@@ -212,6 +213,11 @@ def _markdown(df: pd.DataFrame, criteria: str, title: str) -> str:
     lines.append("| mean | " + " | ".join(f"{means.get(v, np.nan):.3f}" for v in variants) + " |")
     lines += ["", "Training steps per run, as the runs recorded them (the ablation tables' *Steps*):", ""]
     lines += [f"- `{v}`: " + _steps(df[df["variant"] == v]) for v in variants if v != "seeds"]
+    cost = df[df["variant"] != "seeds"].groupby("variant", sort=False)[["voxels", "train_s"]].mean()
+    if cost.notna().any().any():
+        lines += ["", "Voxels seen (steps × batch × patch voxels) and training seconds per run, the mean over "
+                      "members and seeds:", ""]
+        lines += [f"- `{v}`: {r.voxels / 1e6:.3g} M voxels, {r.train_s:.0f} s" for v, r in cost.iterrows()]
     return "\n".join(lines) + "\n\n" + criteria + "\n"
 
 

@@ -4,7 +4,7 @@ and the outputs ``table.md``, ``table.csv``, ``per_case.csv``, ``health.csv`` an
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -57,6 +57,34 @@ def run_budget(run: Run, training_cases: int) -> str:
         return "?"
     return budget_text(args["max_epochs"], args["batch_size"], training_cases)
 
+
+
+def run_cost(run: Run, training_cases: int) -> tuple[float, float]:
+    """``(voxels seen, training seconds)`` of a run's training as the run recorded them: the
+    steps of :func:`run_budget` × batch × patch voxels (nnU-Net: its ``budget.json``, its own
+    planned batch and patch), and the seconds its epochs took (the ``time_s`` column of its
+    ``log.csv``/``log_SCM.csv``; nnU-Net: ``training_seconds``). ``(0, 0)`` for the expanded
+    seeds, NaN where nothing was recorded. Budgets of different engines compare by voxels seen,
+    not by steps (a batch of 2 larger patches sees more per step)."""
+    nan = float("nan")
+    if run.variant.kind == "seeds":
+        return 0.0, 0.0
+    if run.variant.kind == "nnunet":
+        b = read_json(RunLayout(run.folder, NNUNET_NETWORK).folder / "budget.json")
+        if b is None:
+            return nan, nan
+        return float(b["steps"] * b["batch_size"] * math.prod(b["patch_size"])), float(b["training_seconds"])
+    args = recorded_args(run)
+    voxels = nan
+    if args is not None and all(isinstance(args.get(k), int) for k in ("max_epochs", "batch_size")):
+        steps = args["max_epochs"] * math.ceil(training_cases / args["batch_size"])
+        voxels = float(steps * args["batch_size"] * math.prod(args["spatial_shape"]))
+    log = RunLayout(run.folder, run.network).log_csv(scm=run.variant.kind == "scm")
+    try:
+        seconds = float(pd.read_csv(log)["time_s"].sum())
+    except (OSError, KeyError, pd.errors.ParserError, pd.errors.EmptyDataError):
+        seconds = nan
+    return voxels, seconds
 
 
 def wilcoxon_p(x: Sequence[float], y: Sequence[float]) -> float:
@@ -165,11 +193,13 @@ def summarize(cfg: Config, runs: Sequence[Run], names: Sequence[str]) -> tuple[p
 
     training_cases = len(subjects_of(read_split(cfg.dataset["split_file"]), "training"))
     budgets: dict[str, list[str]] = {}
+    costs: dict[str, list[tuple[float, float]]] = {}
     for r in runs:   # each seed's own record; seeds that differ are all shown
         budgets.setdefault(r.variant.name, [])
         budget = run_budget(r, training_cases)
         if budget not in budgets[r.variant.name]:
             budgets[r.variant.name].append(budget)
+        costs.setdefault(r.variant.name, []).append(run_cost(r, training_cases))
     case_mean = per_case.groupby(["variant", "subject"])["dice"].mean()
     base = case_mean.loc[cfg.baseline]
     table = []
@@ -191,16 +221,33 @@ def summarize(cfg: Config, runs: Sequence[Run], names: Sequence[str]) -> tuple[p
                       "assd_mean": float(assd.mean()),
                       "assd_std": float(assd.std(ddof=1)) if assd.notna().sum() > 1 else float("nan"),
                       "collapsed": collapsed, "recovered": recovered, "collapsed_epochs": streaks, "wilcoxon_p": p,
-                      "budget": " / ".join(budgets.get(name, ["—"]))})
+                      "budget": " / ".join(budgets.get(name, ["—"])),
+                      "voxels": _mean(c[0] for c in costs.get(name, [])),
+                      "train_s": _mean(c[1] for c in costs.get(name, []))})
     out = pd.DataFrame(table)
     out.attrs["health"] = health
     return out, per_case
+
+
+def _mean(values: Iterable[float]) -> float:
+    """The mean of ``values``; NaN when there are none or one is NaN (a run that recorded nothing)."""
+    values = list(values)
+    return float(np.mean(values)) if values else float("nan")
 
 
 def _pm(mean: float, std: float, digits: int) -> str:
     if np.isnan(mean):
         return "—"
     return f"{mean:.{digits}f}" + ("" if np.isnan(std) else f" ± {std:.{digits}f}")
+
+
+def _voxels(value: float) -> str:
+    """``"24.9 M"``; ``"—"`` for none (the expanded seeds) or not recorded."""
+    return "—" if not value > 0 else f"{value / 1e6:.3g} M"
+
+
+def _seconds(value: float) -> str:
+    return "—" if not value > 0 else f"{value:.0f}"
 
 
 def table_markdown(cfg: Config, table: pd.DataFrame, note: str = "") -> str:
@@ -215,15 +262,18 @@ def table_markdown(cfg: Config, table: pd.DataFrame, note: str = "") -> str:
              f"*p*: two-sided paired Wilcoxon signed-rank test against `{cfg.baseline}` on the per-case Dice "
              "averaged over each variant's seeds (pairs = cases; scipy.stats.wilcoxon); *steps*: optimisation "
              "steps of the training (epochs × steps per epoch) and its batch size, as the run recorded them "
-             "(`?`: not recorded).", "",
-             "| Variant | Seeds | Dice | ASSD (mm) | Failed | Collapsed epochs | p vs baseline | Steps |",
-             "|---|---|---|---|---|---|---|---|"]
+             "(`?`: not recorded); *voxels seen*: steps × batch × patch voxels, and *training s*: the wall "
+             "seconds of its epochs, each the mean over seeds.", "",
+             "| Variant | Seeds | Dice | ASSD (mm) | Failed | Collapsed epochs | p vs baseline | Steps | Voxels seen | "
+             "Training s |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
     for r in table.itertuples():
         p = "baseline" if r.variant == cfg.baseline else ("—" if np.isnan(r.wilcoxon_p) else f"{r.wilcoxon_p:.3g}")
         lines.append(f"| {md_cell(r.label)} (`{md_cell(r.variant)}`) | {r.seeds} | {_pm(r.dice_mean, r.dice_std, 3)} | "
                      f"{_pm(r.assd_mean, r.assd_std, 2)} | {r.collapsed}/{r.seeds}"
                      f"{f' ({r.recovered} recovered)' if getattr(r, 'recovered', 0) else ''} | "
-                     f"{r.collapsed_epochs or '—'} | {p} | {r.budget} |")
+                     f"{r.collapsed_epochs or '—'} | {p} | {r.budget} | {_voxels(getattr(r, 'voxels', np.nan))} | "
+                     f"{_seconds(getattr(r, 'train_s', np.nan))} |")
     return "\n".join(lines) + "\n"
 
 

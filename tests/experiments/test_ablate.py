@@ -65,9 +65,15 @@ def test_table_matches_the_per_run_score_files(tiny):
     assert written["variant"].tolist() == ["seeds", "seeds_only"]
     assert list(written.columns) == ["variant", "label", "kind", "seeds", "cases", "dice_mean", "dice_std",
                                      "assd_mean", "assd_std", "collapsed", "recovered", "collapsed_epochs",
-                                     "wilcoxon_p", "budget"]
+                                     "wilcoxon_p", "budget", "voxels", "train_s"]
     # one step per training case (batch 1): the --quick data has 4 training cases, 1 epoch
     assert written["budget"].tolist() == ["—", "4 (1 × 4), batch 1"]
+    # 4 steps of one 32x32x16 patch; the seconds are those its epoch logged, the mean over the 2 seeds
+    assert written["voxels"].tolist() == [0, 4 * 32 * 32 * 16]
+    logged = [pd.read_csv(out / "runs" / "seeds_only" / f"seed{s}" / "U_Net2D5" / "log.csv")["time_s"].sum()
+              for s in (0, 1)]
+    assert written.loc[1, "train_s"] == pytest.approx(np.mean(logged)) and written.loc[0, "train_s"] == 0
+    assert "| 0.0655 M | " in (out / "table.md").read_text()
     assert written["seeds"].tolist() == [1, 2] and written["cases"].tolist() == [2, 2]
     runs = {s: run_scores(out, "seeds_only", f"seed{s}", "U_Net2D5") for s in (0, 1)}
     per_seed = [runs[s]["dice"].mean() for s in (0, 1)]

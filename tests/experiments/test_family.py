@@ -180,3 +180,13 @@ def test_output_dir_needs_overwrite_unless_it_holds_the_same_family_run(tmp_path
     with pytest.raises(FileExistsError, match=r"^1 family file\(s\) exist already, e.g. .*summary.md; pass "):
         family.main(["--family_seeds", "113", "--output_dir", str(mine)])
     assert (mine / "summary.md").read_text() == "my notes\n" and sorted(os.listdir(mine)) == ["summary.md"]
+
+
+def test_summary_shows_voxels_seen_and_seconds_per_row():
+    tables = {m: _table({"seeds": 0.5, "stage1_plan": 0.7, "nnunet_seeds": 0.6}).assign(
+        voxels=[0.0, 24e6 + m, 30e6], train_s=[0.0, 200.0 + 20 * (m - 130), 900.0]) for m in (130, 131)}
+    df, criteria = family.summarize_family(tables)
+    text = family._markdown(df, criteria, "t")
+    # stage 1: (24,000,130 + 24,000,131) / 2 voxels and (200 + 220) / 2 s; the expanded seeds train nothing
+    assert "- `stage1_plan`: 24 M voxels, 210 s" in text and "- `nnunet_seeds`: 30 M voxels, 900 s" in text
+    assert "`seeds`: " not in text.split("Voxels seen")[1]

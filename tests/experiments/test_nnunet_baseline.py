@@ -67,6 +67,10 @@ def test_nnunet_rows_stand_in_the_table_with_their_budget(done):
         assert (budget["epochs"], budget["iterations_per_epoch"], budget["steps"]) == (1, 1, 1)
         assert budget["batch_size"] == batch and budget["trainer"] == "nnUNetTrainerBudget"
         assert written.loc[variant, "budget"] == f"1 (1 × 1), batch {batch}"
+        # voxels seen at nnU-Net's own batch and patch, and its training's seconds
+        patch = plans["configurations"]["3d_fullres"]["patch_size"]
+        assert written.loc[variant, "voxels"] == batch * int(np.prod(patch))
+        assert written.loc[variant, "train_s"] == budget["training_seconds"] > 0
         assert (run / budget["model_folder"] / "fold_0" / "checkpoint_final.pth").is_file()
     # stage 1: one step per training case (batch 1), 4 training cases, 1 epoch
     assert written.loc["seeds_only", "budget"] == "4 (1 × 4), batch 1"
