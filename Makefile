@@ -43,7 +43,9 @@ lint: install
 # busy processes once left a finished rank waiting until the launch timeout.
 TORCHRUN_TESTS := tests/utilities/core/test_distributed.py
 XDIST := -n auto --dist loadgroup --no-loadscope-reorder
-test: install lint
+# mypy runs inside the suite (tests/utilities/test_types.py), beside the other tests on the second core.
+test: install
+	$(PY) -m ruff check .
 	$(PY) -m pytest -q -rs $(XDIST) --ignore=$(TORCHRUN_TESTS) tests
 	$(PY) -m pytest -q -rs $(TORCHRUN_TESTS)
 

@@ -20,7 +20,8 @@ SOURCES = ("utilities", "networks")
 SCRIPTS = {"utilities/scores.py": "tests/utilities/evaluation/test_scoring.py"}
 
 #: Test modules of a mirrored folder that test the package as a whole, not one module.
-PACKAGE_TESTS = {"tests/utilities/test_structure.py": "the import layers of utilities"}
+PACKAGE_TESTS = {"tests/utilities/test_structure.py": "the import layers of utilities",
+                 "tests/utilities/test_types.py": "mypy over utilities and networks"}
 
 #: The folders (and their subfolders) for test modules that are not about one module of the
 #: library: the scripts at the root and under data/, the experiments, the benchmarks, whole runs of
