@@ -213,7 +213,8 @@ def _markdown(df: pd.DataFrame, criteria: str, title: str) -> str:
     lines.append("| mean | " + " | ".join(f"{means.get(v, np.nan):.3f}" for v in variants) + " |")
     lines += ["", "Training steps per run, as the runs recorded them (the ablation tables' *Steps*):", ""]
     lines += [f"- `{v}`: " + _steps(df[df["variant"] == v]) for v in variants if v != "seeds"]
-    cost = df[df["variant"] != "seeds"].groupby("variant", sort=False)[["voxels", "train_s"]].mean()
+    cost = df[df["variant"] != "seeds"].reindex(columns=["variant", "voxels", "train_s"]).groupby(
+        "variant", sort=False).mean()
     if cost.notna().any().any():
         lines += ["", "Voxels seen (steps × batch × patch voxels) and training seconds per run, the mean over "
                       "members and seeds:", ""]

@@ -263,7 +263,7 @@ def test_a_name_in_a_markdown_table_cannot_split_its_row(named):
         _scores_csv(run.results, DICE)
     table, _ = ablate.summarize(cfg, runs, ["seeds", "a"])
     row = [line for line in ablate.table_markdown(cfg, table).splitlines() if line.startswith("| A")]
-    assert len(row) == 1 and len(_cells(row[0])) == 8
+    assert len(row) == 1 and len(_cells(row[0])) == 10
     assert _cells(row[0])[0] == "A\\|B second line (`a`)"
     summary = pd.DataFrame([{"member": 1, "variant": "stage1_plan", "seeds": 1, "dice_mean": 0.5, "failed": 0,
                              "budget": "4 (1 × 4), batch 1"}])
