@@ -278,6 +278,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--jobs", type=int, default=2, help="runs side by side (one thread each)")
     p.add_argument("--device", default="cpu", choices=["auto", "cpu", "cuda"])
     p.add_argument("--title", default="Dataset family", help="heading of summary.md")
+    p.add_argument("--finished_only", action="store_true",
+                   help="run and write nothing but the interim summary (summary_finished.md/.csv) of the runs "
+                        "finished so far, from each member's ablation.json (ablate.py --finished_only), the rows "
+                        "added to it with ablate.py included")
     p.add_argument("--overwrite", action="store_true",
                    help="replace the summary, plans and configs of a family run with other arguments in "
                         "--output_dir (its finished runs are still skipped where their flags are unchanged)")
@@ -287,6 +291,8 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> pd.DataFrame:
     args = build_parser().parse_args(argv)
     out = Path(args.output_dir)
+    if args.finished_only:
+        return _finished_summary(out, args)
     _check_output_dir(out, args)
     rules = PlanRules(target_steps=args.target_steps, min_epochs=args.min_epochs,
                       max_patch_voxels=args.max_patch_voxels, min_crf_voxels=args.min_crf_voxels)
@@ -311,6 +317,32 @@ def main(argv: list[str] | None = None) -> pd.DataFrame:
             save_text(_markdown(df, criteria, args.title), out / "summary.md")
     df, criteria = summarize_family(tables)
     print(_markdown(df, criteria, args.title))
+    return df
+
+
+def _finished_summary(out: Path, args: argparse.Namespace) -> pd.DataFrame:
+    """``--finished_only``: each member's interim table (its ``ablation.json`` as the family run
+    wrote it, every variant of ``--variants`` with a finished run), then
+    ``summary_finished.md``/``.csv``; members not generated yet are named and left out."""
+    tables: dict[int, pd.DataFrame] = {}
+    for seed in args.family_seeds:
+        folder = out / f"f{seed:03d}"
+        cfg_path = folder / "ablation.json"
+        if not cfg_path.is_file():
+            print(f"[family {seed}] no {cfg_path} yet: not in the summary", flush=True)
+            continue
+        baseline = args.baseline or "seeds"
+        table = ablate.main(["--config", str(cfg_path), "--output_dir", str(folder), "--variants", *args.variants,
+                             "--baseline", baseline, "--finished_only"])
+        if table is not None and len(table):
+            tables[seed] = table
+    if not tables:
+        raise FileNotFoundError(f"no finished run of {args.variants} in {out}")
+    df, criteria = summarize_family(tables)
+    save_csv(df, out / "summary_finished.csv")
+    text = _markdown(df, criteria, args.title)
+    save_text(text, out / "summary_finished.md")
+    print(text)
     return df
 
 

@@ -190,3 +190,26 @@ def test_summary_shows_voxels_seen_and_seconds_per_row():
     # stage 1: (24,000,130 + 24,000,131) / 2 voxels and (200 + 220) / 2 s; the expanded seeds train nothing
     assert "- `stage1_plan`: 24 M voxels, 210 s" in text and "- `nnunet_seeds`: 30 M voxels, 900 s" in text
     assert "`seeds`: " not in text.split("Voxels seen")[1]
+
+
+def test_finished_only_summarises_what_finished_and_writes_nothing_else(tmp_path, monkeypatch, capsys):
+    seen = []
+
+    def fake_main(argv):
+        seen.append(argv)
+        return _table({"seeds": 0.4, "stage1_plan": 0.7, "nnunet_seeds": 0.6})
+
+    monkeypatch.setattr(family.ablate, "main", fake_main)
+    monkeypatch.setattr(family, "generate_member", lambda member, out: pytest.fail("no member is generated"))
+    (tmp_path / "f130").mkdir()
+    (tmp_path / "f130" / "ablation.json").write_text("{}", encoding="utf-8")
+    df = family.main(["--family_seeds", "130", "131", "--output_dir", str(tmp_path), "--variants", "seeds",
+                      "stage1_plan", "nnunet_seeds", "--finished_only"])
+    assert len(seen) == 1 and seen[0][-1] == "--finished_only"   # member 131 has no config yet
+    assert seen[0][seen[0].index("--baseline") + 1] == "seeds"
+    assert "[family 131] no " in capsys.readouterr().out
+    assert df["member"].unique().tolist() == [130]
+    text = (tmp_path / "summary_finished.md").read_text(encoding="utf-8")
+    assert "stage 1 (plan) >= the expanded seeds in mean Dice on 1 of 1 members (mean difference +0.300)" in text
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["f130", "summary_finished.csv", "summary_finished.md"]
+    assert (tmp_path / "f130" / "ablation.json").read_text(encoding="utf-8") == "{}"   # not rewritten
