@@ -30,6 +30,7 @@ from .markers import (
     changes,
     finished,
     read_json,
+    same_run,
     signature,
     train_mode,
     write_json,
@@ -109,10 +110,10 @@ def _do_run(cfg: Config, run: Run, device: str, python: str, env: dict[str, str]
     done = []
     if run.variant.kind != "seeds":
         trained = read_json(run.folder / TRAINED_NAME)
-        if trained is None or trained.get("command") != signature(run):
+        if trained is None or not same_run(trained.get("command"), run):
             mode = train_mode(run.folder)
             started = trained or read_json(run.folder / STARTED_NAME)
-            if mode and started is not None and started.get("command") != signature(run):
+            if mode and started is not None and not same_run(started.get("command"), run):
                 changed = changes(started.get("command") or [], signature(run))
                 raise ValueError(f"run folder {run.folder} holds a {'trained' if trained else 'killed'} run made with "
                                  f"other flags than the config now gives ({changed}); "

@@ -14,10 +14,10 @@ from utilities.data.io import save_text
 from utilities.data.layout import RunLayout
 
 from .commands import Run
-from .scripts import NNUNET_NETWORK
+from .scripts import NNUNET_NETWORK, TRAINING_SCRIPTS
 
 __all__ = ["DONE_NAME", "TRAINED_NAME", "STARTED_NAME", "LOG_NAME", "train_mode", "read_json", "write_json",
-           "signature", "changes", "finished"]
+           "signature", "same_run", "changes", "finished"]
 
 DONE_NAME = "ablate_done.json"
 TRAINED_NAME = "ablate_trained.json"
@@ -57,6 +57,24 @@ def signature(run: Run) -> list[str]:
     return run.train[1:]
 
 
+def same_run(recorded: Sequence[str] | None, run: Run) -> bool:
+    """Whether a marker's recorded command is ``run``'s training: the same flags and values, and
+    the same training script wherever its checkout lies. The runner writes the script's absolute
+    path; another checkout (a worktree pinned at a commit, a newer clone) that reads the same
+    ablation folder has the script elsewhere, and the run is still the same."""
+    return recorded is not None and _portable(recorded) == _portable(signature(run))
+
+
+def _portable(command: Sequence[str]) -> list[str]:
+    """``command`` with its script (the first item) as its path in the repository when it is one
+    of the training scripts the runner calls."""
+    if not command:
+        return list(command)
+    script = str(command[0]).replace("\\", "/")
+    known = next((s for s in TRAINING_SCRIPTS if script == s or script.endswith("/" + s)), script)
+    return [known, *command[1:]]
+
+
 def _flag_values(command: Sequence[str]) -> dict[str, tuple[str, ...]]:
     """``--flag`` -> its values in a command (the script as ``""``)."""
     out: dict[str, tuple[str, ...]] = {"": (Path(command[0]).name,)} if command else {}
@@ -86,7 +104,7 @@ def finished(run: Run) -> bool:
     marker = read_json(run.folder / DONE_NAME)
     if marker is None:
         return False
-    if marker.get("command") != signature(run):
+    if not same_run(marker.get("command"), run):
         raise ValueError(f"run folder {run.folder} holds a finished run made with other flags than the config "
                          "now gives; delete that folder or choose another --output_dir")
     return run.results.is_file()

@@ -17,6 +17,8 @@ NNUNET_SCRIPT = "experiments/nnunet_baseline.py"
 #: The sub-folder of an ``nnunet`` run (``nnunet_baseline.NETWORK``).
 NNUNET_NETWORK = "nnUNet"
 GEODESIC_SCRIPTS = {"VS": "data/VS/generate_geodesic_labels.py", "BraTS": "data/BraTS/generate_geodesic_labels.py"}
+#: The scripts that train a run (paths in the repository): what identifies a run in another checkout.
+TRAINING_SCRIPTS = (STAGE1_SCRIPT, SCM_SCRIPT, NNUNET_SCRIPT)
 #: The module whose ``build_parser`` checks each script's flags before anything runs.
 PARSERS = {STAGE1_SCRIPT: Path(STAGE1_SCRIPT).stem, SCM_SCRIPT: Path(SCM_SCRIPT).stem,
            "inference.py": "inference", "scores.py": "utilities.scores", "nnunet_baseline.py": NNUNET_SCRIPT}

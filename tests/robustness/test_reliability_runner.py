@@ -88,6 +88,32 @@ def test_killed_run_with_changed_flags_is_refused(setup):
     assert len(trainings) == 2 and trainings[1].endswith("--resume") and "--learning_rate 0.01" in trainings[1]
 
 
+def test_a_run_started_from_another_checkout_is_the_same_run(setup):
+    """A pinned worktree or a newer clone reads the ablation another checkout started: its markers
+    name the training script at that checkout's path. The same flags resume the run; a changed flag
+    is still refused."""
+    root, p, fake, log = setup
+    out = root / "out"
+    cfg = ablate.load_config(write_config(root, p))
+    with pytest.raises(RuntimeError, match="1 run"):
+        ablate.run_ablation(cfg, out, device="cpu", python=str(fake))   # killed at its first epoch
+    started = out / "runs" / "a" / "seed0" / "ablate_started.json"
+    record = json.loads(started.read_text())
+    script = Path(record["command"][0])
+    assert script.is_absolute() and script.name.startswith("train_")
+    record["command"][0] = f"/elsewhere/run-pinned/{script.name}"
+    started.write_text(json.dumps(record))
+    with pytest.raises(RuntimeError, match="1 run"):
+        ablate.run_ablation(cfg, out, device="cpu", python=str(fake))
+    trainings = [line for line in log.read_text().splitlines() if "train_" in line]
+    assert len(trainings) == 2 and trainings[1].endswith("--resume")
+    record["command"][0] = "/elsewhere/run-pinned/other_script.py"   # not the same script: refused
+    started.write_text(json.dumps(record))
+    (out / "runs" / "a" / "seed0" / "ablate_trained.json").unlink(missing_ok=True)
+    with pytest.raises(RuntimeError, match="holds a killed run made with other flags"):
+        ablate.run_ablation(cfg, out, device="cpu", python=str(fake))
+
+
 def test_network_changed_in_a_killed_run_names_the_folder_to_delete(setup):
     root, p, fake, log = setup
     out = root / "out"
