@@ -195,8 +195,10 @@ def _steps(rows: pd.DataFrame) -> str:
 def _markdown(df: pd.DataFrame, criteria: str, title: str) -> str:
     variants = list(dict.fromkeys(df["variant"]))
     lines = [f"# {md_cell(title)}", "",
-             "Mean Dice over training seeds on each member's inference cases (failed seeds in brackets: "
-             "all predictions empty, collapse warning, or best checkpoint before the ramp-up ended).", "",
+             "Mean Dice over training seeds on each member's inference cases (failed seeds in brackets, by "
+             "the ablation runner's rule in each member's table.md: all predictions empty, a collapse warning "
+             "not recovered, the best checkpoint from before the ramp-up ended, or a run below its own seeds).",
+             "",
              "| member | " + " | ".join(f"`{md_cell(v)}`" for v in variants) + " |", "|---" * (len(variants) + 1) + "|"]
     for member, sub in df.groupby("member", sort=True):
         cells = []
@@ -333,7 +335,7 @@ def _finished_summary(out: Path, args: argparse.Namespace) -> pd.DataFrame:
             continue
         baseline = args.baseline or "seeds"
         table = ablate.main(["--config", str(cfg_path), "--output_dir", str(folder), "--variants", *args.variants,
-                             "--baseline", baseline, "--finished_only"])
+                             "--baseline", baseline, "--device", args.device, "--finished_only"])
         if table is not None and len(table):
             tables[seed] = table
     if not tables:
