@@ -76,9 +76,11 @@ def run_cost(run: Run, training_cases: int) -> tuple[float, float]:
         return float(b["steps"] * b["batch_size"] * math.prod(b["patch_size"])), float(b["training_seconds"])
     args = recorded_args(run)
     voxels = nan
-    if args is not None and all(isinstance(args.get(k), int) for k in ("max_epochs", "batch_size")):
+    shape = (args or {}).get("spatial_shape")
+    if (args is not None and all(isinstance(args.get(k), int) for k in ("max_epochs", "batch_size"))
+            and isinstance(shape, (list, tuple)) and all(isinstance(s, int) for s in shape)):
         steps = args["max_epochs"] * math.ceil(training_cases / args["batch_size"])
-        voxels = float(steps * args["batch_size"] * math.prod(args["spatial_shape"]))
+        voxels = float(steps * args["batch_size"] * math.prod(shape))
     log = RunLayout(run.folder, run.network).log_csv(scm=run.variant.kind == "scm")
     try:
         seconds = float(pd.read_csv(log)["time_s"].sum())
