@@ -313,6 +313,9 @@ class Trainer:
             if ctx.is_main and self.undrawn:
                 self.draw()   # a run that stops shows its last logged epoch
             self.tb.close()
+        # a run that finished: the ranks leave together, once rank 0 has written the final checkpoints
+        # and picture, so that no rank takes the process group down while another still works
+        ctx.barrier()
 
     def run_epoch(self, epoch: int) -> None:
         """Train, validate, keep the best checkpoints, watch for a collapse, log; ``epoch`` is 0-based."""

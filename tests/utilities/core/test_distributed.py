@@ -8,12 +8,14 @@ logged validation Dice equals a single-process evaluation of the same weights, a
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal
 import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pandas as pd
@@ -160,18 +162,58 @@ def _torchrun(script: str, args: list[str]) -> subprocess.CompletedProcess:
            if k not in ("WORLD_SIZE", "RANK", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")}
     env["OMP_NUM_THREADS"] = "1"
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", script, *args]
-    # its own process group: on a timeout the workers go too, not only torchrun (no orphan left running)
+    # its own process group; on a timeout torchrun and every process under it are killed: torchrun
+    # starts each rank in a session of its own, which killing torchrun's group does not reach, and a
+    # rank left alive holds the output pipes open, so that reading them would wait for ever
     with subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                           start_new_session=True) as child:
         try:
             stdout, stderr = child.communicate(timeout=LAUNCH_TIMEOUT_S)
         except subprocess.TimeoutExpired:
-            os.killpg(child.pid, signal.SIGKILL)
-            child.communicate()
+            for pid in [*_descendants(child.pid), child.pid]:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(child.pid, signal.SIGKILL)
+            child.communicate(timeout=30)
             raise
     proc = subprocess.CompletedProcess(cmd, child.returncode, stdout, stderr)
     assert proc.returncode == 0, f"torchrun {script} exited {proc.returncode}:\n{(proc.stdout + proc.stderr)[-6000:]}"
     return proc
+
+
+def _descendants(pid: int) -> list[int]:
+    """Every process under ``pid`` (children first found, grandchildren after), from /proc."""
+    children: dict[int, list[int]] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        with contextlib.suppress(OSError, ValueError, IndexError):
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+            children.setdefault(int(fields[1]), []).append(int(stat.parent.name))
+    found, todo = [], [pid]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            found.append(child)
+            todo.append(child)
+    return found
+
+
+def test_descendants_are_found_through_new_sessions(tmp_path):
+    """The helper the launches' timeout uses finds a grandchild in a session of its own."""
+    script = ("import subprocess, sys, time; "
+              "subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(60)'], start_new_session=True); "
+              "time.sleep(60)")
+    with subprocess.Popen([sys.executable, "-c", script]) as parent:
+        try:
+            for _ in range(200):   # until the grandchild runs in its own session
+                found = _descendants(parent.pid)
+                if found and os.getsid(found[0]) == found[0]:
+                    break
+                time.sleep(0.05)
+            assert len(found) == 1 and os.getsid(found[0]) == found[0] != os.getsid(parent.pid)
+        finally:
+            for pid in [*_descendants(parent.pid), parent.pid]:
+                os.kill(pid, signal.SIGKILL)
+            parent.wait()
 
 
 def _stage1_args(p: dict[str, Path], model_dir: Path, max_epochs: int, *extra: str) -> list[str]:
