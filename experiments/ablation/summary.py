@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -36,8 +37,40 @@ def recorded_args(run: Run) -> dict[str, Any] | None:
 def budget_text(epochs: int, batch_size: int, training_cases: int) -> str:
     """``"<steps> (<epochs> × <per epoch>), batch <b>"``: one step per ``batch_size`` training
     cases (the last batch of an epoch may be smaller)."""
-    per_epoch = math.ceil(training_cases / batch_size)
+    return _steps_text(epochs, math.ceil(training_cases / batch_size), batch_size)
+
+
+def _steps_text(epochs: int, per_epoch: int, batch_size: int) -> str:
     return f"{epochs * per_epoch} ({epochs} × {per_epoch}), batch {batch_size}"
+
+
+@dataclass(frozen=True)
+class _Recorded:
+    """A run's training as the run recorded it: epochs, steps per epoch, batch, patch (``None``:
+    not recorded) and, for nnU-Net, its training seconds (``budget.json``)."""
+
+    epochs: int
+    per_epoch: int
+    batch: int
+    patch: tuple[int, ...] | None
+    seconds: float | None = None
+
+
+def _recorded(run: Run, training_cases: int) -> _Recorded | None:
+    """:class:`_Recorded` of a trained run (nnU-Net: its ``budget.json``; PA-Seg: the arguments in
+    its resumable state, one step per ``batch_size`` training cases), ``None`` when it recorded nothing."""
+    if run.variant.kind == "nnunet":
+        b = read_json(RunLayout(run.folder, NNUNET_NETWORK).folder / "budget.json")
+        if b is None:
+            return None
+        return _Recorded(b["epochs"], b["iterations_per_epoch"], b["batch_size"], tuple(b["patch_size"]),
+                         float(b["training_seconds"]))
+    args = recorded_args(run)
+    if args is None or not all(isinstance(args.get(k), int) for k in ("max_epochs", "batch_size")):
+        return None
+    shape = args.get("spatial_shape")
+    patch = tuple(shape) if isinstance(shape, (list, tuple)) and all(isinstance(s, int) for s in shape) else None
+    return _Recorded(args["max_epochs"], math.ceil(training_cases / args["batch_size"]), args["batch_size"], patch)
 
 
 def run_budget(run: Run, training_cases: int) -> str:
@@ -45,21 +78,16 @@ def run_budget(run: Run, training_cases: int) -> str:
     of its recorded ``max_epochs`` and ``batch_size``; nnU-Net: its ``budget.json``), never
     from the config: a ``--plan`` or a changed default is what the run did. ``"—"`` for the
     expanded seeds, ``"?"`` when the run recorded nothing."""
+    return _budget(run, None if run.variant.kind == "seeds" else _recorded(run, training_cases))
+
+
+def _budget(run: Run, recorded: _Recorded | None) -> str:
     if run.variant.kind == "seeds":
         return "—"
-    if run.variant.kind == "nnunet":
-        b = read_json(RunLayout(run.folder, NNUNET_NETWORK).folder / "budget.json")
-        if b is None:
-            return "?"
-        return f"{b['steps']} ({b['epochs']} × {b['iterations_per_epoch']}), batch {b['batch_size']}"
-    args = recorded_args(run)
-    if args is None or not all(isinstance(args.get(k), int) for k in ("max_epochs", "batch_size")):
-        return "?"
-    return budget_text(args["max_epochs"], args["batch_size"], training_cases)
+    return "?" if recorded is None else _steps_text(recorded.epochs, recorded.per_epoch, recorded.batch)
 
 
-
-def run_cost(run: Run, training_cases: int) -> tuple[float, float]:
+def _cost(run: Run, recorded: _Recorded | None) -> tuple[float, float]:
     """``(voxels seen, training seconds)`` of a run's training as the run recorded them: the
     steps of :func:`run_budget` × batch × patch voxels (nnU-Net: its ``budget.json``, its own
     planned batch and patch), and the seconds its epochs took (the ``time_s`` column of its
@@ -69,18 +97,11 @@ def run_cost(run: Run, training_cases: int) -> tuple[float, float]:
     nan = float("nan")
     if run.variant.kind == "seeds":
         return 0.0, 0.0
-    if run.variant.kind == "nnunet":
-        b = read_json(RunLayout(run.folder, NNUNET_NETWORK).folder / "budget.json")
-        if b is None:
-            return nan, nan
-        return float(b["steps"] * b["batch_size"] * math.prod(b["patch_size"])), float(b["training_seconds"])
-    args = recorded_args(run)
     voxels = nan
-    shape = (args or {}).get("spatial_shape")
-    if (args is not None and all(isinstance(args.get(k), int) for k in ("max_epochs", "batch_size"))
-            and isinstance(shape, (list, tuple)) and all(isinstance(s, int) for s in shape)):
-        steps = args["max_epochs"] * math.ceil(training_cases / args["batch_size"])
-        voxels = float(steps * args["batch_size"] * math.prod(shape))
+    if recorded is not None and recorded.patch is not None:
+        voxels = float(recorded.epochs * recorded.per_epoch * recorded.batch * math.prod(recorded.patch))
+    if run.variant.kind == "nnunet":
+        return voxels, nan if recorded is None or recorded.seconds is None else recorded.seconds
     log = RunLayout(run.folder, run.network).log_csv(scm=run.variant.kind == "scm")
     try:
         seconds = float(pd.read_csv(log)["time_s"].sum())
@@ -196,12 +217,13 @@ def summarize(cfg: Config, runs: Sequence[Run], names: Sequence[str]) -> tuple[p
     training_cases = len(subjects_of(read_split(cfg.dataset["split_file"]), "training"))
     budgets: dict[str, list[str]] = {}
     costs: dict[str, list[tuple[float, float]]] = {}
-    for r in runs:   # each seed's own record; seeds that differ are all shown
+    for r in runs:   # each seed's own record (read once for both); seeds that differ are all shown
+        recorded = None if r.variant.kind == "seeds" else _recorded(r, training_cases)
         budgets.setdefault(r.variant.name, [])
-        budget = run_budget(r, training_cases)
+        budget = _budget(r, recorded)
         if budget not in budgets[r.variant.name]:
             budgets[r.variant.name].append(budget)
-        costs.setdefault(r.variant.name, []).append(run_cost(r, training_cases))
+        costs.setdefault(r.variant.name, []).append(_cost(r, recorded))
     case_mean = per_case.groupby(["variant", "subject"])["dice"].mean()
     base = case_mean.loc[cfg.baseline]
     table = []
