@@ -15,6 +15,7 @@ from torch import nn
 
 __all__ = [
     "DIVISOR",
+    "check_spatial_shape",
     "check_network_input",
     "check_channels",
     "ConvBlock",
@@ -48,23 +49,28 @@ def check_channels(name: str, value: int) -> int:
     return value
 
 
-def check_network_input(x: torch.Tensor, in_channels: int, multiple: int = DIVISOR) -> None:
-    """Raise ValueError unless ``x`` is (N, in_channels, X, Y, Z) with X, Y, Z divisible by ``multiple``.
-
-    The bottleneck (X, Y, Z) / ``multiple`` must also hold more than one voxel: InstanceNorm
-    cannot normalise a single value (PyTorch raises, and the output would carry no information).
-    """
-    if x.ndim != 5:
-        raise ValueError(f"expected a 5D input (N, C, X, Y, Z), got shape {tuple(x.shape)}")
-    if x.shape[1] != in_channels:
-        raise ValueError(f"expected {in_channels} input channel(s), got shape {tuple(x.shape)}")
-    spatial = tuple(int(s) for s in x.shape[2:])
-    if any(s == 0 or s % multiple for s in spatial):
+def check_spatial_shape(spatial: Sequence[int], multiple: int = DIVISOR) -> None:
+    """Raise ValueError unless every size of ``spatial`` (X, Y, Z) is a positive multiple of
+    ``multiple`` and the bottleneck (X, Y, Z) / ``multiple`` holds more than one voxel:
+    InstanceNorm cannot normalise a single value (PyTorch raises, and the output would carry no
+    information). What every network of this package needs of its input's spatial shape."""
+    spatial = tuple(int(s) for s in spatial)
+    if any(s <= 0 or s % multiple for s in spatial):
         raise ValueError(f"input spatial shape {spatial} must be divisible by {multiple} in every axis; "
                          "pad or choose --spatial_shape accordingly")
     if math.prod(s // multiple for s in spatial) < 2:
         raise ValueError(f"input spatial shape {spatial} leaves a single bottleneck voxel, which instance "
                          f"normalisation cannot normalise; use at least {2 * multiple} voxels in one axis")
+
+
+def check_network_input(x: torch.Tensor, in_channels: int, multiple: int = DIVISOR) -> None:
+    """Raise ValueError unless ``x`` is (N, in_channels, X, Y, Z) with a spatial shape
+    :func:`check_spatial_shape` accepts."""
+    if x.ndim != 5:
+        raise ValueError(f"expected a 5D input (N, C, X, Y, Z), got shape {tuple(x.shape)}")
+    if x.shape[1] != in_channels:
+        raise ValueError(f"expected {in_channels} input channel(s), got shape {tuple(x.shape)}")
+    check_spatial_shape(x.shape[2:], multiple)
 
 
 class ConvBlock(nn.Sequential):

@@ -29,6 +29,8 @@ class U_Net(nn.Module):
     """
 
     attention = False
+    #: Every spatial size of the input a multiple of this (four poolings by 2).
+    input_multiple = DIVISOR
 
     def __init__(self, in_channels: int = 1, num_classes: int = 2) -> None:
         super().__init__()
@@ -49,7 +51,7 @@ class U_Net(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """x: (N, in_channels, X, Y, Z) → logits (N, num_classes, X, Y, Z)."""
-        check_network_input(x, self.in_channels, DIVISOR)
+        check_network_input(x, self.in_channels, self.input_multiple)
         skips = []
         for level, encoder in enumerate(self.encoders):
             if level > 0:

@@ -39,6 +39,9 @@ class U_Net2D5(nn.Module):
     Shape: (N, in_channels, X, Y, Z) → (N, num_classes, X, Y, Z); X, Y, Z divisible by 16.
     """
 
+    #: Every spatial size of the input a multiple of this (four poolings by 2).
+    input_multiple = DIVISOR
+
     def __init__(self, in_channels: int = 1, num_classes: int = 2) -> None:
         super().__init__()
         self.in_channels = check_channels("in_channels", in_channels)
@@ -75,7 +78,7 @@ class U_Net2D5(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """x: (N, in_channels, X, Y, Z) → logits (N, num_classes, X, Y, Z)."""
-        check_network_input(x, self.in_channels, DIVISOR)
+        check_network_input(x, self.in_channels, self.input_multiple)
         skips = []
         for encoder in self.encoders:
             x = encoder(x)

@@ -7,7 +7,7 @@ import pytest
 import torch
 from torch import nn
 
-from networks import NETWORKS, AttU_Net, U_Net, U_Net2D5, get_network
+from networks import NETWORKS, AttU_Net, U_Net, U_Net2D5, check_network_shape, get_network
 from networks.blocks import AttentionGate, ConvBlock, UpBlock, check_network_input
 
 PARAM_COUNTS = {"U_Net2D5": 2_466_128, "U_Net": 6_471_810, "AttU_Net": 6_493_934}
@@ -158,6 +158,49 @@ def test_bad_inputs_raise(name):
 def test_bad_constructor_args_raise(cls, kwargs):
     with pytest.raises(ValueError, match=r"must be a positive integer, got"):
         cls(**kwargs)
+
+
+#: Spatial shapes on both sides of the rule: multiples of 16 with a bottleneck of 2+ voxels fit;
+#: 24 and 40 pool to odd sizes whose upsampling misses the skip, 8 pools to nothing, 16³ leaves
+#: one bottleneck voxel, 0 is empty.
+SHAPES = [(32, 32, 16), (16, 32, 16), (48, 16, 16), (16, 16, 16), (24, 32, 16), (32, 32, 8), (40, 32, 16),
+          (32, 32, 24), (0, 32, 16)]
+
+
+@pytest.mark.parametrize("name", sorted(NETWORKS))
+def test_shape_rule_agrees_with_the_forward_pass(name, monkeypatch):
+    """``check_network_shape`` (the scripts' check of --spatial_shape, without running the network)
+    accepts a shape exactly when the network, its own input check switched off, runs on it and
+    returns logits of that shape."""
+    import networks.unet
+    import networks.unet2d5
+
+    for module in (networks.unet, networks.unet2d5):
+        monkeypatch.setattr(module, "check_network_input", lambda *args: None)
+    net = get_network(name).eval()
+    for shape in SHAPES:
+        try:
+            with torch.no_grad():
+                runs = net(torch.zeros(1, 1, *shape)).shape == (1, 2, *shape)
+        except (RuntimeError, ValueError):
+            runs = False
+        try:
+            check_network_shape(name, shape)
+            accepted = True
+        except ValueError as e:
+            accepted = False
+            assert str(e).startswith(f"--spatial_shape {list(shape)} does not fit {name}: input spatial shape "), e
+        assert accepted == runs, (name, shape, runs)
+    assert {s for s in SHAPES if math.prod(s) and all(d % 16 == 0 for d in s) and math.prod(s) >= 2 * 16 ** 3} == \
+        {(32, 32, 16), (16, 32, 16), (48, 16, 16)}   # three shapes that fit, six that do not
+
+
+def test_shape_check_names_the_flag_and_the_network():
+    with pytest.raises(ValueError, match=r"^--patch \[24, 32, 16\] does not fit U_Net: input spatial shape "
+                                         r"\(24, 32, 16\) must be divisible by 16 in every axis"):
+        check_network_shape("U_Net", [24, 32, 16], flag="--patch")
+    with pytest.raises(ValueError, match=r"unknown network 'UNet'"):
+        check_network_shape("UNet", [32, 32, 16])
 
 
 def test_check_network_input_degenerate_sizes():
