@@ -3,12 +3,15 @@ scripts on the tiny synthetic data of ``tests/synth.py``, small checkpoints, a s
 and comparisons. Tests import this module (never ``conftest``)."""
 from __future__ import annotations
 
+import contextlib
 import importlib.util
+import logging
 import os
 import shlex
 import shutil
 import subprocess
 import sys
+import threading
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from types import ModuleType
@@ -166,6 +169,81 @@ def run_printed_sequence(commands: Mapping[str, Sequence[str]], monkeypatch: Any
     for i, (name, command) in enumerate(commands.items()):
         code, err = run_printed(command) if i == 0 else run_printed_in_process(command, monkeypatch, capsys)
         assert code == 0, f"[{name}] {shlex.join(command)}\n{err[-3000:]}"
+
+
+class ScriptsInProcess:
+    """Stands in for :func:`utilities.core.jobs.run_logged`, which the demo and the ablation runner
+    start every training with: after the first ``subprocesses`` commands (each a real subprocess,
+    so that path stays tested), a command ``<this Python> <a script of the repository> <args>``
+    runs in this process, through ``run_main`` as the script's ``__main__`` calls it, with its
+    output appended to the same log and the same error on failure. Spares the ~5 s of Python,
+    torch, MONAI and dynamo start-up of each process. One script at a time (the process's
+    working folder, environment, output streams and logging are shared); any other command runs
+    as a subprocess. Install it with :meth:`install`."""
+
+    def __init__(self, subprocesses: int = 1) -> None:
+        self.subprocesses = subprocesses
+        self.in_process: list[list[str]] = []
+        self._lock = threading.Lock()
+        from utilities.core import jobs
+
+        self._run_logged = jobs.run_logged
+
+    def install(self, monkeypatch: Any) -> ScriptsInProcess:
+        """Replace ``run_logged`` in every loaded module that imported it (the demo's and the
+        runner's job pools)."""
+        for module in list(sys.modules.values()):
+            if getattr(module, "run_logged", None) is self._run_logged:
+                monkeypatch.setattr(module, "run_logged", self)
+        return self
+
+    def _script(self, command: Sequence[str], cwd: Path | None) -> str | None:
+        if len(command) < 2 or command[0] != sys.executable or not command[1].endswith(".py"):
+            return None
+        path = (Path(cwd or os.getcwd()) / command[1]).resolve()
+        return path.relative_to(ROOT).as_posix() if path.is_relative_to(ROOT) and path.is_file() else None
+
+    def __call__(self, command: Sequence[str], log: Path, env: Mapping[str, str], cwd: Path | None = None,
+                 started: Any = None) -> None:
+        script = self._script(command, cwd)
+        with self._lock:
+            subprocess_first = script is None or self.subprocesses > 0
+            if script is not None and subprocess_first:
+                self.subprocesses -= 1
+        if subprocess_first:
+            return self._run_logged(command, log, env, cwd, started)
+        from utilities.core.jobs import exit_error
+        from utilities.core.logs import LOGGER_NAME
+        from utilities.workflow.cli import run_main
+
+        log = Path(log)
+        log.parent.mkdir(parents=True, exist_ok=True)
+        with self._lock, open(log, "a", encoding="utf-8") as fh, _environment(env), \
+                contextlib.chdir(cwd or os.getcwd()), contextlib.redirect_stdout(fh), contextlib.redirect_stderr(fh):
+            self.in_process.append(list(command))
+            fh.write(f"\n$ {shlex.join(command)}\n")
+            try:
+                rc = run_main(load_script(script).main, list(command[2:]))
+            finally:
+                logger = logging.getLogger(LOGGER_NAME)
+                for handler in list(logger.handlers):
+                    logger.removeHandler(handler)
+                    handler.close()
+        if rc != 0:
+            raise exit_error(command, rc, log)
+
+
+@contextlib.contextmanager
+def _environment(env: Mapping[str, str]) -> Any:
+    """``os.environ`` is ``env`` inside the block."""
+    saved = dict(os.environ)
+    os.environ.clear()
+    os.environ.update(env)
+    try:
+        yield
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
 
 
 class Killed(KeyboardInterrupt):

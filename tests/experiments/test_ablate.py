@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from helpers import ROOT, load_script
+from helpers import ROOT, ScriptsInProcess, load_script
 from scipy.stats import wilcoxon
 
 from experiments.ablation import config as ablation_config
@@ -44,13 +44,17 @@ def write_config(path: Path, cfg: dict) -> Path:
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory):
     """The --quick demo data (4/2/2 cases of 32x32x16) and one finished ablation: 2 variants
-    (expanded seeds, seeds-only stage 1 for 1 epoch) x 2 training seeds."""
+    (expanded seeds, seeds-only stage 1 for 1 epoch) x 2 training seeds. Stage 0 starts as a
+    subprocess, the two trainings run in this process (``helpers.ScriptsInProcess``)."""
     root = tmp_path_factory.mktemp("ablate")
     make_demo.main(["--quick", "--output_dir", str(root / "data"), "--split_file", str(root / "split.csv"),
                     "--no_report"])
     cfg_path = write_config(root / "tiny.json", config(root))
     out = root / "out"
-    table = ablate.main(["--config", str(cfg_path), "--output_dir", str(out), "--device", "cpu"])
+    with pytest.MonkeyPatch.context() as mp:
+        scripts = ScriptsInProcess(subprocesses=1).install(mp)
+        table = ablate.main(["--config", str(cfg_path), "--output_dir", str(out), "--device", "cpu"])
+    assert [Path(c[1]).name for c in scripts.in_process] == ["train_gatedcrfloss3d22d_multiview_varianceloss.py"] * 2
     return root, cfg_path, out, table
 
 

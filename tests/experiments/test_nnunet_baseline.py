@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import SimpleITK as sitk
-from helpers import demo_dataset, load_script
+from helpers import ScriptsInProcess, demo_dataset, load_script
 
 from utilities.data.splits import read_split, subjects_of
 
@@ -41,7 +41,11 @@ def done(quick_demo, tmp_path_factory):
     cfg_path = work / "tiny.json"
     cfg_path.write_text(json.dumps(cfg))
     out = work / "out"
-    table = ablate.main(["--config", str(cfg_path), "--output_dir", str(out), "--device", "cpu"])
+    with pytest.MonkeyPatch.context() as mp:   # stage 0 a subprocess; the trainings in this process
+        scripts = ScriptsInProcess(subprocesses=1).install(mp)
+        table = ablate.main(["--config", str(cfg_path), "--output_dir", str(out), "--device", "cpu"])
+    assert sorted(Path(c[1]).name for c in scripts.in_process) == [
+        "nnunet_baseline.py", "nnunet_baseline.py", "train_gatedcrfloss3d22d_multiview_varianceloss.py"]
     return root, cfg_path, out, table
 
 

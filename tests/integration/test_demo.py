@@ -1,17 +1,22 @@
 """The quick demo end to end: the five rows of the paper's table and the overlay pictures."""
 from __future__ import annotations
 
+from pathlib import Path
+
 import pandas as pd
 import pytest
-from helpers import load_script
+from helpers import ScriptsInProcess, load_script
 
 ROWS = ["Expanded seeds (geodesic)", "Seeds only (partial DiceCE)", "PA-Seg stage 1 (+ mCRF + VM)",
         "PA-Seg stage 2 (SCM)", "Full supervision"]
 
 
 @pytest.mark.slow
-def test_quick_demo(tmp_path):
+def test_quick_demo(tmp_path, monkeypatch):
+    """The quick demo end to end: its first training starts as a subprocess of the real script,
+    the other four run in this process with the same arguments (``helpers.ScriptsInProcess``)."""
     demo = load_script("data/demo/run_demo.py")
+    scripts = ScriptsInProcess(subprocesses=1).install(monkeypatch)
     out = tmp_path / "out"
     results = demo.main(["--quick", "--output_dir", str(out), "--data_dir", str(tmp_path / "data"),
                          "--split_file", str(tmp_path / "split.csv"), "--device", "cpu", "--overlays", "1"])
@@ -33,3 +38,5 @@ def test_quick_demo(tmp_path):
     split = pd.read_csv(tmp_path / "split.csv", header=None, names=["subject", "phase"])
     n_inf = int((split["phase"] == "inference").sum())
     assert len(list((out / "models").rglob("*_seg.nii.gz"))) == 6 * n_inf
+    in_process = sorted(Path(c[1]).name for c in scripts.in_process)   # the order depends on the two slots
+    assert in_process == ["train_SCM.py"] + ["train_gatedcrfloss3d22d_multiview_varianceloss.py"] * 3

@@ -17,7 +17,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-__all__ = ["Job", "run_logged", "run_jobs", "thread_env", "stop", "stop_all"]
+__all__ = ["Job", "run_logged", "exit_error", "run_jobs", "thread_env", "stop", "stop_all"]
 
 #: Every child :func:`run_logged` has running, in any thread (what :func:`stop_all` stops).
 _LIVE: set[subprocess.Popen] = set()
@@ -65,10 +65,16 @@ def run_logged(command: Sequence[str], log: Path, env: Mapping[str, str], cwd: P
                 with _LIVE_LOCK:
                     _LIVE.discard(proc)
     if rc != 0:
-        lines = [line for line in log.read_text(encoding="utf-8", errors="replace").splitlines() if line.strip()]
-        last = next((line for line in reversed(lines) if line.startswith("error:")), lines[-1] if lines else "")
-        raise RuntimeError(f"{Path(command[1]).name if len(command) > 1 else command[0]} exited with {rc} "
-                           f"({last.strip()[:300]}); log: {log}")
+        raise exit_error(command, rc, log)
+
+
+def exit_error(command: Sequence[str], rc: int, log: Path) -> RuntimeError:
+    """The error of a ``command`` that exited with ``rc``: its script, the status, its last
+    ``error:`` line (or last line) in ``log``, and the log."""
+    lines = [line for line in log.read_text(encoding="utf-8", errors="replace").splitlines() if line.strip()]
+    last = next((line for line in reversed(lines) if line.startswith("error:")), lines[-1] if lines else "")
+    return RuntimeError(f"{Path(command[1]).name if len(command) > 1 else command[0]} exited with {rc} "
+                        f"({last.strip()[:300]}); log: {log}")
 
 
 @dataclass
