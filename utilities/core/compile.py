@@ -29,8 +29,10 @@ logger = logging.getLogger("paseg")
 
 #: ``inductor``: generated C++/OpenMP (CPU) or Triton (CUDA) kernels, the one that pays;
 #: ``aot_eager``: the same graph capture and autograd tracing without code generation (seconds to
-#: compile; for checking that a model compiles, not for speed); ``cudagraphs``: CUDA graphs only.
-COMPILE_BACKENDS = ("inductor", "aot_eager", "cudagraphs")
+#: compile; for checking that a model compiles, not for speed); ``eager``: the graph capture alone,
+#: the captured graph run by PyTorch as it is (a check of the capture in a second; no speed either);
+#: ``cudagraphs``: CUDA graphs only.
+COMPILE_BACKENDS = ("inductor", "aot_eager", "eager", "cudagraphs")
 
 
 def _cpp_compiler() -> str | None:

@@ -300,7 +300,8 @@ def add_compile_args(parser: argparse.ArgumentParser) -> None:
                              "docs/guide/sequence.md); falls back to eager with a warning where the toolchain "
                              "is missing")
     parser.add_argument("--compile_backend", default="inductor", choices=COMPILE_BACKENDS,
-                        help="torch.compile backend for --compile (aot_eager: no code generation, for checks)")
+                        help="torch.compile backend for --compile (aot_eager: no code generation, eager: the graph "
+                             "capture alone; both for checks)")
 
 
 def add_training_args(parser: argparse.ArgumentParser) -> None:
