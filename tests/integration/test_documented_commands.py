@@ -512,7 +512,7 @@ SMOKE: dict[str, Smoke] = {
     "benchmarks/bench_crf.py": Smoke(set={"--sizes": ("16x16x16",), "--full_sizes": ("16x16x16",), **_BENCH,
                                           "--in_process": ()}),
     "benchmarks/bench_inference.py": Smoke(set={"--size": PATCH, "--roi": PATCH, "--large": ("64", "32", "16"),
-                                                "--large_repeats": ("1",), "--compile_backend": ("aot_eager",),
+                                                "--large_repeats": ("1",), "--compile_backend": ("eager",),
                                                 **_BENCH}),
     "benchmarks/bench_gpu.py": Smoke(set=_GPU),
     "benchmarks/gpu_check.sh": Smoke(set=_GPU, run="part", module="benchmarks/bench_gpu.py",

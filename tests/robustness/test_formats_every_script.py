@@ -14,7 +14,17 @@ import numpy as np
 import pandas as pd
 import pytest
 import SimpleITK as sitk
-from helpers import ROOT, a_model, inference_args, load_script, pretrained, project_sources, scm_args, stage1_args
+from helpers import (
+    ROOT,
+    SHAPE,
+    a_model,
+    inference_args,
+    load_script,
+    pretrained,
+    project_sources,
+    scm_args,
+    stage1_args,
+)
 from synth import blob_case, seeds_from_label, seven_points, write
 
 from utilities.data.grid import Grid
@@ -96,7 +106,8 @@ def run_inference(data) -> None:
     _same_grid(written[0], Path(data["image_crop"]) / f"vs_gk_4_T2{data['ext']}")
     fmt = data["ext"].lstrip(".")
     folder = inference.main(["--model_dir", str(_out(data, "model")), "--input_folder", str(data["image_crop"]),
-                             "--output_folder", str(_out(data, "folder")), "--output_format", fmt, "--device", "cpu"])
+                             "--output_folder", str(_out(data, "folder")), "--output_format", fmt, "--device", "cpu",
+                             *SHAPE])   # the window of the volumes (the default 128x128x48 pads each 24-fold)
     assert sorted(p.name for p in folder) == [f"vs_gk_{i}_T2{data['ext']}" for i in range(1, 5)]
 
 
