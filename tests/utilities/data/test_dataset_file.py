@@ -328,7 +328,8 @@ def run_inference(data, out: Path) -> None:
                               "--device", "cpu"])
     assert [p.name for p in written] == ["brain4_T1_seg.nii.gz"]
     folder = inference.main(["--dataset", str(data["file"]), "--model_dir", str(out / "model"), "--input_folder",
-                             str(data["root"] / "scans"), "--output_folder", str(out / "folder"), "--device", "cpu"])
+                             str(data["root"] / "scans"), "--output_folder", str(out / "folder"), *SHAPE, "--device",
+                             "cpu"])
     assert sorted(p.name for p in folder) == [f"brain{i}_T1.nii.gz" for i in range(1, 5)]   # not other_T2
 
 
