@@ -145,7 +145,8 @@ def test_inductor_on_cpu_compiles_inference_but_not_training(monkeypatch):
 
 
 def test_unknown_backend_is_a_value_error():
-    with pytest.raises(ValueError, match="--compile_backend must be one of inductor, aot_eager, eager, cudagraphs, got 'tvm'"):
+    with pytest.raises(ValueError,
+                       match="--compile_backend must be one of inductor, aot_eager, eager, cudagraphs, got 'tvm'"):
         compile_unavailable(torch.device("cpu"), "tvm")
 
 
