@@ -184,7 +184,8 @@ class ScriptsInProcess:
     def __init__(self, subprocesses: int = 1) -> None:
         self.subprocesses = subprocesses
         self.in_process: list[list[str]] = []
-        self._lock = threading.Lock()
+        self._count = threading.Lock()   # the choice of subprocess or not
+        self._running = threading.Lock()   # one script in this process at a time
         from utilities.core import jobs
 
         self._run_logged = jobs.run_logged
@@ -206,11 +207,11 @@ class ScriptsInProcess:
     def __call__(self, command: Sequence[str], log: Path, env: Mapping[str, str], cwd: Path | None = None,
                  started: Any = None) -> None:
         script = self._script(command, cwd)
-        with self._lock:
-            subprocess_first = script is None or self.subprocesses > 0
-            if script is not None and subprocess_first:
+        with self._count:
+            as_subprocess = script is None or self.subprocesses > 0
+            if script is not None and as_subprocess:
                 self.subprocesses -= 1
-        if subprocess_first:
+        if as_subprocess:
             return self._run_logged(command, log, env, cwd, started)
         from utilities.core.jobs import exit_error
         from utilities.core.logs import LOGGER_NAME
@@ -218,8 +219,8 @@ class ScriptsInProcess:
 
         log = Path(log)
         log.parent.mkdir(parents=True, exist_ok=True)
-        with self._lock, open(log, "a", encoding="utf-8") as fh, _environment(env), \
-                contextlib.chdir(cwd or os.getcwd()), contextlib.redirect_stdout(fh), contextlib.redirect_stderr(fh):
+        with self._running, open(log, "a", encoding="utf-8") as fh, _environment(env), \
+                _working_folder(cwd), contextlib.redirect_stdout(fh), contextlib.redirect_stderr(fh):
             self.in_process.append(list(command))
             fh.write(f"\n$ {shlex.join(command)}\n")
             try:
@@ -231,6 +232,18 @@ class ScriptsInProcess:
                     handler.close()
         if rc != 0:
             raise exit_error(command, rc, log)
+
+
+@contextlib.contextmanager
+def _working_folder(folder: Path | None) -> Any:
+    """The process works in ``folder`` (if given) inside the block (``contextlib.chdir`` from Python 3.11)."""
+    saved = os.getcwd()
+    if folder is not None:
+        os.chdir(folder)
+    try:
+        yield
+    finally:
+        os.chdir(saved)
 
 
 @contextlib.contextmanager

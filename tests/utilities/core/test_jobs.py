@@ -145,3 +145,27 @@ def test_a_child_started_as_stop_all_runs_is_stopped(tmp_path, monkeypatch):
     monkeypatch.setattr(jobs.subprocess, "Popen", real_popen)
     run_logged([sys.executable, "-c", "print('after')"], tmp_path / "after.log", thread_env(1))
     assert "after" in (tmp_path / "after.log").read_text()
+
+
+def test_a_script_run_in_the_tests_process_fails_as_its_subprocess_does(tmp_path, monkeypatch):
+    """``helpers.ScriptsInProcess`` (the demo and runner tests' stand-in for ``run_logged``): the
+    first script command runs as a process, the next in this process; a user error gives the same
+    error (script, exit status, its ``error:`` line) and the same log as the subprocess did."""
+    from helpers import ROOT, ScriptsInProcess
+
+    from utilities.core import jobs
+
+    scripts = ScriptsInProcess(subprocesses=1).install(monkeypatch)
+    assert jobs.run_logged is scripts
+    command = [sys.executable, "utilities/scores.py", "--model_dir", str(tmp_path / "run"), "--network", "U_Net2D5",
+               "--dataset_split", str(tmp_path / "none.csv"), "--path_labels", str(tmp_path)]
+    errors = []
+    for name in ("subprocess", "in_process"):
+        with pytest.raises(RuntimeError) as e:
+            jobs.run_logged(command, tmp_path / f"{name}.log", thread_env(1), cwd=ROOT)
+        errors.append(str(e.value).replace(str(tmp_path / f"{name}.log"), "LOG"))
+    assert scripts.in_process == [command]
+    line = f"error: split file not found: {tmp_path / 'none.csv'} (pass --dataset_split with an existing CSV)"
+    assert errors[0] == errors[1] == f"scores.py exited with 2 ({line}); log: LOG"
+    logs = [(tmp_path / f"{name}.log").read_text().strip().splitlines() for name in ("subprocess", "in_process")]
+    assert logs[0] == logs[1] == [f"$ {' '.join(command)}", line]
