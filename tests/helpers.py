@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import contextlib
 import importlib.util
-import logging
 import os
 import shlex
 import shutil
@@ -214,7 +213,7 @@ class ScriptsInProcess:
         if as_subprocess:
             return self._run_logged(command, log, env, cwd, started)
         from utilities.core.jobs import exit_error
-        from utilities.core.logs import LOGGER_NAME
+        from utilities.core.logs import close_handlers
         from utilities.workflow.cli import run_main
 
         log = Path(log)
@@ -226,10 +225,7 @@ class ScriptsInProcess:
             try:
                 rc = run_main(load_script(script).main, list(command[2:]))
             finally:
-                logger = logging.getLogger(LOGGER_NAME)
-                for handler in list(logger.handlers):
-                    logger.removeHandler(handler)
-                    handler.close()
+                close_handlers()
         if rc != 0:
             raise exit_error(command, rc, log)
 

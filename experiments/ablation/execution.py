@@ -16,6 +16,7 @@ import numpy as np
 import pandas as pd
 
 from utilities.core.jobs import run_logged, stop_all, thread_env
+from utilities.core.logs import close_handlers
 from utilities.data.layout import RunLayout
 from utilities.method.defaults import SEED_POSTFIX
 
@@ -70,19 +71,7 @@ def call_in_process(command: list[str], log: Path, threads: int) -> None:
                 raise RuntimeError(f"{Path(command[1]).name} exited with {e.code} (a flag it does not accept); "
                                    f"log: {log}") from None
         finally:
-            logging_reset()
-
-
-def logging_reset() -> None:
-    """Drop the handlers a script's logger holds on the redirected stream."""
-    import logging
-
-    from utilities.core.logs import LOGGER_NAME
-
-    logger = logging.getLogger(LOGGER_NAME)
-    for handler in list(logger.handlers):
-        logger.removeHandler(handler)
-        handler.close()
+            close_handlers()
 
 
 def write_seed_predictions(cfg: Config, run: Run, seeds_dir: Path) -> None:

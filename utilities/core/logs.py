@@ -11,7 +11,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-__all__ = ["LOGGER_NAME", "setup_logger", "log_args", "log_config", "show_progress"]
+__all__ = ["LOGGER_NAME", "setup_logger", "close_handlers", "log_args", "log_config", "show_progress"]
 
 LOGGER_NAME = "paseg"
 
@@ -25,6 +25,16 @@ def show_progress() -> bool:
         return False
 
 
+def close_handlers() -> None:
+    """Remove and close every handler of the project's logger (the streams and the file a run
+    opened): before a new run sets its own, and after a script run in another's process, whose
+    console handler holds a redirected stream."""
+    logger = logging.getLogger(LOGGER_NAME)
+    for handler in list(logger.handlers):
+        logger.removeHandler(handler)
+        handler.close()
+
+
 def setup_logger(log_dir: str | os.PathLike | None, name: str = "log", rank: int = 0) -> logging.Logger:
     """Console logger plus, if ``log_dir`` is given, a timestamped file ``<name>_<time>.txt`` in it.
 
@@ -32,9 +42,7 @@ def setup_logger(log_dir: str | os.PathLike | None, name: str = "log", rank: int
     """
     logger = logging.getLogger(LOGGER_NAME)
     logger.setLevel(logging.INFO if rank == 0 else logging.WARNING)
-    for handler in list(logger.handlers):
-        logger.removeHandler(handler)
-        handler.close()
+    close_handlers()
     logger.propagate = False
     fmt = logging.Formatter("%(asctime)s %(levelname)s %(message)s", "%Y-%m-%d %H:%M:%S")
     console = logging.StreamHandler(sys.stdout)
