@@ -433,6 +433,21 @@ def _prepare_ensemble(flags: Mapping[str, list[str]], argv: list[str]) -> None:
         _module("utilities/scores.py").main(score)
 
 
+def _prepare_replay(flags: Mapping[str, list[str]], argv: list[str]) -> None:
+    """The committed table folders and per-case CSVs replay_seed_rule.py reads, copied from the
+    repository into the command's workspace."""
+    for pair in flags["--runs"]:
+        for part in pair.split("="):
+            source, target = ROOT / part, Path(part)
+            if target.exists():
+                continue
+            target.parent.mkdir(parents=True, exist_ok=True)
+            if source.is_dir():
+                shutil.copytree(source, target)
+            else:
+                shutil.copy(source, target)
+
+
 def _prepare_member_config(flags: Mapping[str, list[str]], argv: list[str]) -> None:
     """``<output>/f<seed>/ablation.json`` that experiments/family.py writes, where missing (on the
     workspace's plan)."""
@@ -507,6 +522,7 @@ SMOKE: dict[str, Smoke] = {
                                      outputs=("{--ablation_dir}/ensemble",)),
     "experiments/nnunet_baseline.py": Smoke(run="skip", why=_NOT_RUN["nnunet"], check=_check_parser),
     "experiments/collapse_analysis.py": Smoke(run="skip", why=_NOT_RUN["collapse"], check=_check_parser),
+    "experiments/replay_seed_rule.py": Smoke(prepare=_prepare_replay, outputs=("{--output_dir}/replay.md",)),
     "benchmarks/bench_step.py": Smoke(set={"--size": PATCH, "--down_size": ("16", "16", "16"), **_BENCH,
                                            "--data_subjects": ("1",), "--data_repeats": ("1",)}),
     "benchmarks/bench_crf.py": Smoke(set={"--sizes": ("16x16x16",), "--full_sizes": ("16x16x16",), **_BENCH,
@@ -614,6 +630,9 @@ FLAG_SETS: dict[str, set[str]] = {
     },
     "experiments/collapse_analysis.py": {
         "--output_dir",
+    },
+    "experiments/replay_seed_rule.py": {
+        "--output_dir --runs",
     },
     "experiments/ensemble.py": {
         "--ablation_dir --config --seeds --variant",

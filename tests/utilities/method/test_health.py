@@ -158,7 +158,7 @@ def test_a_flood_is_foreground_outside_the_points_boxes(fg_train, seed_fg, fg_ou
     ((10, 20, 4, 0, 0), (8 / 14) / 1.0),                # misses 6 of the 10 core voxels: 0.571 at L = C
     ((10, 20, 10, 20, 300), (60 / 360) / (20 / 40)),    # a flood outside the boxes: 0.333 at L = boxes
     ((10, 20, 10, 0, 3), (20 / 43) / (20 / 40)),        # the core plus 3 voxels outside: 0.930 at L = boxes
-    ((10, 20, 10, 0, 5), (20 / 45) / (20 / 40)),        # ... plus 5: 0.889, under the 0.9 margin
+    ((10, 20, 10, 0, 5), (20 / 45) / (20 / 40)),        # ... plus 5: 0.889
     ((10, 20, 0, 0, 0), 0.0),                           # empty
     # a flood over a small core's boxes (18 core voxels in a box of 1568): not below the seeds for
     # certain, since the lesion might fill the boxes, where the seeds score 0.023: 4.94 there
@@ -190,12 +190,15 @@ def _shares(core, unknown, fg_core, fg_unknown, fg_outside, total=1000):
 
 
 def test_an_epoch_below_its_seeds():
-    """Below the seeds on the training patches (ratio under 0.9) or on more than half of the
-    validation volumes; a healthy big lesion at 12x the seeds' core inside the boxes is not."""
+    """Below the seeds on the training patches (ratio under 0.5) or on more than half of the
+    validation volumes; a healthy big lesion at 12x the seeds' core inside the boxes is not, nor is
+    a network that keeps 4 of a 10-voxel core (0.571: the lesion part of a spilt core)."""
     healthy = _shares(10, 190, 10, 110, 0)
     assert judge_seeds(healthy) == {"seed_ratio": pytest.approx(7.875), "below_seeds": 0}
-    misses = _shares(10, 20, 4, 0, 0)
-    assert judge_seeds(misses) == {"seed_ratio": pytest.approx(8 / 14), "below_seeds": 1}
+    assert judge_seeds(_shares(10, 20, 4, 0, 0)) == {"seed_ratio": pytest.approx(8 / 14), "below_seeds": 0}
+    misses = _shares(10, 20, 2, 0, 0)   # 2 of 10: 4/12 at L = C
+    assert judge_seeds(misses) == {"seed_ratio": pytest.approx(1 / 3), "below_seeds": 1}
+    assert judge_seeds(_shares(10, 20, 3, 0, 0)) == {"seed_ratio": pytest.approx(6 / 13), "below_seeds": 1}
     assert judge_seeds({**healthy, "val_seed_below": 0.75})["below_seeds"] == 1
     assert judge_seeds({**healthy, "val_seed_below": 0.5})["below_seeds"] == 0   # half is not most
     assert judge_seeds({"val_seed_below2": 1.0}, "2") == {"seed_ratio2": pytest.approx(math.nan, nan_ok=True),
@@ -203,8 +206,8 @@ def test_an_epoch_below_its_seeds():
     assert judge_seeds({}) == {"seed_ratio": pytest.approx(math.nan, nan_ok=True), "below_seeds": 0}
     row = {**misses, **judge_seeds(misses), "val_seed_below": 1.0, "val_seed_recall": 0.25, "val_seed_fpr": 0.0125,
            "val_seed_ratio": 0.4}
-    assert seeds_summary(row) == ("training patches: seed core predicted 40.0%, 0.0% of the predicted foreground "
-                                  "outside the points' boxes, Dice ratio to the seeds at best 0.571 if the core is "
+    assert seeds_summary(row) == ("training patches: seed core predicted 20.0%, 0.0% of the predicted foreground "
+                                  "outside the points' boxes, Dice ratio to the seeds at best 0.333 if the core is "
                                   "lesion; validation: 100% of the volumes below their seeds, with nothing predicted "
                                   "in the boxes or most of the foreground outside them (seed core predicted 25.0%, "
                                   "1.25% of the certain background predicted, Dice ratio to the seeds if the core is "
@@ -224,10 +227,12 @@ def test_the_certain_reading():
     # 60 % of the foreground outside the boxes, with a core-reading ratio of 1 (the whole boxes: (40/80) / (20/40))
     flood = _shares(10, 20, 10, 10, 30)
     assert judge_seeds(flood) == {"seed_ratio": pytest.approx(1.0), "below_seeds": 1}
-    # a network smaller than a core it lies in: below by the core reading only (the core alone: 30/55), which
-    # judges the training patches
-    small = _shares(40, 20, 15, 0, 0)
-    assert judge_seeds(small) == {"seed_ratio": pytest.approx(30 / 55), "below_seeds": 1}
+    # a network smaller than a core it lies in: below by the core reading only, which judges the training
+    # patches, when it keeps under about a third of the core (8 of 40: 16/48 at the core alone); 15 of 40
+    # (30/55) is what a network that predicts only the lesion part of a spilt core looks like
+    small = _shares(40, 20, 8, 0, 0)
+    assert judge_seeds(small) == {"seed_ratio": pytest.approx(1 / 3), "below_seeds": 1}
+    assert judge_seeds(_shares(40, 20, 15, 0, 0)) == {"seed_ratio": pytest.approx(30 / 55), "below_seeds": 0}
     assert judge_seeds({**small, "seed_fg": 0.0})["below_seeds"] == 0   # no core in the patches: nothing to judge
 
 

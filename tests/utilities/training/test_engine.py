@@ -143,7 +143,7 @@ def test_seed_dice_selection_skips_an_epoch_below_its_seeds(tmp_path):
     assert torch.load(tmp_path / "CP_best_dice.pth", weights_only=True)["epoch"] == 2
     line = _below_seeds_line("model", rows[-1], "", state.trackers["best"], trainer.below)
     assert line == ("below its seeds: model ends worse than its own expanded seeds used as the prediction (on the "
-                    "training patches a Dice ratio to the seeds under 0.9 if the seed core is lesion, or, there or on "
+                    "training patches a Dice ratio to the seeds under 0.5 if the seed core is lesion, or, there or on "
                     "most validation volumes, nothing predicted inside the points' boxes or more than 50% of the "
                     "foreground outside them) in its last epoch (3); epoch 3: validation: 100% of the volumes below "
                     "their seeds, with nothing predicted in the boxes or most of the foreground outside them (seed "

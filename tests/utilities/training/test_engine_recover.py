@@ -204,7 +204,7 @@ def test_a_network_below_its_seeds_is_flagged_warned_and_counted_as_failed(tiny,
     assert len(lines) == 1 and "collapse: model has predicted more than 50% of its foreground outside" in out
     assert lines[0].startswith(
         "below its seeds: model ends worse than its own expanded seeds used as the prediction (on the training patches "
-        "a Dice ratio to the seeds under 0.9 if the seed core is lesion, or, there or on most validation volumes, "
+        "a Dice ratio to the seeds under 0.5 if the seed core is lesion, or, there or on most validation volumes, "
         "nothing predicted inside the points' boxes or more than 50% of the foreground outside them) in its last "
         "epoch (4); epoch 4: training patches: seed core predicted 0.0%, 100.0% of the predicted foreground outside "
         "the points' boxes, Dice ratio to the seeds at best 0.000 if the core is lesion; validation: 100% of the "
