@@ -38,7 +38,7 @@ from utilities.method.defaults import (
     WEIGHT_GATEDCRF,
     WEIGHT_VARIANCE,
 )
-from utilities.method.health import EMPTY_SHARE, empty_start_epochs, watch_for
+from utilities.method.health import empty_start_epochs, watch_for
 from utilities.method.losses import SEG_DICE, MultiViewGatedCRFLoss, PartialDiceCELoss, VarianceLoss
 from utilities.method.optim import Amp, make_optimizer
 from utilities.method.schedules import rampup_warning, sigmoid_rampup
@@ -104,11 +104,6 @@ def build_parser() -> argparse.ArgumentParser:
                           help="with --seg_class_balance: balance the CE in the first N epochs only, then the plain "
                                "mean (0: the whole run); a start for nnU-Net's Dice+CE where the foreground seeds "
                                "are too small a share for the plain mean to pull the network off predicting nothing")
-    remedies.add_argument("--seg_balance_empty", action="store_true",
-                          help="the class-balanced CE (at --seg_balance_power) on a batch whose foreground seeds the "
-                               "network does not predict yet (under a tenth of their voxels as foreground), the CE "
-                               "--seg_class_balance sets otherwise: a start for nnU-Net's Dice+CE that lasts as long "
-                               "as the network predicts nothing")
     remedies.add_argument("--seg_dice", default="classes", choices=SEG_DICE,
                           help="the partial Dice: per patch, the mean over background and foreground (paper), "
                                "or nnU-Net's: one Dice over the batch's annotated voxels, foreground only")
@@ -196,14 +191,13 @@ class Stage1Losses:
     balance_power: float = 1.0  # --seg_balance_power
     seg_dice: str = "classes"   # --seg_dice
     balance_epochs: int = 0     # --seg_balance_epochs (0: the whole run)
-    balance_empty: bool = False  # --seg_balance_empty
 
     @classmethod
     def from_args(cls, args: argparse.Namespace) -> Stage1Losses:
         return cls(args.seg_class_balance, tuple(args.down_size), args.kernel_radius[0], args.crf_sigma_xy,
                    args.crf_sigma_rgb, args.weight_gatedcrf, args.weight_variance, args.rampup_epochs,
                    args.warmup_epochs, args.rampup_unit, args.seg_balance_power, args.seg_dice,
-                   args.seg_balance_epochs, args.seg_balance_empty)
+                   args.seg_balance_epochs)
 
 
 class Stage1Step:
@@ -224,7 +218,6 @@ class Stage1Step:
         # --seg_balance_epochs or the whole run; a recovery may balance the rest of the run
         self.balanced_until = (math.inf if losses.class_balanced and not losses.balance_epochs
                                else float(losses.balance_epochs) if losses.class_balanced else 0.0)
-        self.balance_empty = losses.balance_empty
 
     def __call__(self, batch: Mapping[str, Any], info: StepInfo) -> StepOutput:
         image = batch["image"].to(self.device, non_blocking=True)
@@ -234,14 +227,13 @@ class Stage1Step:
         ramp = ramp_weight(info, self.rampup_epochs, self.warmup_epochs, self.rampup_unit, self.ramp_origin)
         w_crf, w_vm = ramp * self.weight_crf, ramp * self.weight_vm
         zero = logits.new_zeros((), dtype=torch.float32)
-        with torch.no_grad():   # training health: the predictions against the seeds (utilities.method.health)
-            shares = seed_shares(logits.argmax(1) > 0, seeds[:, 0])
-        self.seg_loss.class_balanced = info.epoch < self.balanced_until or (
-            self.balance_empty and float(shares["fg_train"]) < EMPTY_SHARE * float(shares["seed_fg"]))
+        self.seg_loss.class_balanced = info.epoch < self.balanced_until
         loss_seg = self.seg_loss(logits, seeds)
         loss_crf = self.crf_loss(logits, image) if w_crf > 0 else zero
         loss_vm = self.var_loss(logits, image) if w_vm > 0 else zero
         loss = loss_seg + w_crf * loss_crf + w_vm * loss_vm
+        with torch.no_grad():   # training health: the predictions against the seeds (utilities.method.health)
+            shares = seed_shares(logits.argmax(1) > 0, seeds[:, 0])
         return StepOutput(
             log={"loss": loss.detach(), "loss_seg": loss_seg.detach(), "loss_crf": loss_crf.detach(),
                  "loss_vm": loss_vm.detach(), "ramp": ramp, **shares},

@@ -96,14 +96,11 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-__all__ = ["CollapseWatch", "EMPTY_SHARE", "FLOOD_RATIO", "FLOOD_MIN_SHARE", "FLOOD_OUTSIDE_SHARE", "SEED_MARGIN",
-           "SEED_SHARES",
+__all__ = ["CollapseWatch", "FLOOD_RATIO", "FLOOD_MIN_SHARE", "FLOOD_OUTSIDE_SHARE", "SEED_MARGIN", "SEED_SHARES",
            "model_suffixes", "watch_for", "empty_start_epochs", "collapsed_rows", "seed_ratio", "certainly_below",
            "seed_columns", "judge_seeds",
            "seeds_summary", "ends_below_seeds", "Streak", "log_column", "model_flags", "warned_streaks"]
 
-#: Empty: the training predictions hold less than this share of the reference's foreground.
-EMPTY_SHARE = 0.1
 #: A flood in a log without ``fg_outside``: the training predictions hold more than this many
 #: times the reference's foreground... (10: on the development logs, over ``collapse_patience``
 #: epochs, the lowest ratio that flags no run that 20 did not; docs/results/collapse.md §8)
@@ -157,7 +154,7 @@ class CollapseWatch:
         train = _number(row.get(self.train_column))
         if not reference > 0:
             return None  # no foreground to learn (or unknown): nothing to compare with
-        if _number(row.get(self.val_empty_column)) == 1 or train < EMPTY_SHARE * reference:
+        if _number(row.get(self.val_empty_column)) == 1 or train < 0.1 * reference:
             return None if _number(row.get("epoch")) <= self.empty_start else "empty"
         if train > 0.9 and reference < 0.5:
             return "full"

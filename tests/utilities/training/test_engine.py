@@ -203,30 +203,6 @@ def test_seg_balance_epochs_balances_the_start_only():
     assert losses(paper, [3])[0] != pytest.approx(losses(step(2, dice="classes"), [3])[0])
 
 
-
-def test_seg_balance_empty_balances_a_batch_the_network_predicts_nothing_of():
-    """--seg_balance_empty: the class-balanced CE on a batch whose foreground seed the network does
-    not predict (a net that predicts background everywhere), the plain CE once it predicts it."""
-    from utilities.method.losses import PartialDiceCELoss
-
-    batch = {"image": torch.zeros(1, 1, 4, 4, 4), "seeds": torch.full((1, 1, 4, 4, 4), 2, dtype=torch.long)}
-    batch["seeds"][0, 0, :2] = 0
-    batch["seeds"][0, 0, 3, 3, 3] = 1
-    losses = stage1.Stage1Losses(False, (4, 4, 4), 1, 4.0, 0.1, 0.0, 0.0, 0, 0, "epoch", 1.0, "foreground", 0, True)
-    for bias, balanced in (((2.0, -2.0), True), ((-0.5, 0.5), False)):   # all background; all foreground
-        net = torch.nn.Conv3d(1, 2, 1)
-        with torch.no_grad():
-            net.weight.zero_()
-            net.bias.copy_(torch.tensor(bias))
-            expected = float(PartialDiceCELoss(class_balanced=balanced, dice="foreground")(
-                net(batch["image"]), batch["seeds"]))
-            other = float(PartialDiceCELoss(class_balanced=not balanced, dice="foreground")(
-                net(batch["image"]), batch["seeds"]))
-        step = stage1.Stage1Step(net, Amp(False, torch.device("cpu")), torch.device("cpu"), losses)
-        out = step(batch, StepInfo(5, 0, 5, 1))
-        assert float(out.log["loss_seg"]) == pytest.approx(expected) and expected != pytest.approx(other)
-        assert step.seg_loss.class_balanced is balanced
-
 # ------------------------------------------------------------------ a collapse provoked on tiny data
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory):
