@@ -13,7 +13,6 @@ Runs alone or under ``torchrun --nproc_per_node N`` (DistributedDataParallel).
 from __future__ import annotations
 
 import argparse
-import math
 import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -100,10 +99,6 @@ def build_parser() -> argparse.ArgumentParser:
                           help="with --seg_class_balance: each seed voxel of class c weighs n_c ** -power, in "
                                "(0, 1]; 1 is the class-balanced mean, smaller values lean towards the plain mean "
                                "(less over-segmentation when the foreground seeds are a tiny share)")
-    remedies.add_argument("--seg_balance_epochs", type=nonnegative_int, default=0,
-                          help="with --seg_class_balance: balance the CE in the first N epochs only, then the plain "
-                               "mean (0: the whole run); a start for nnU-Net's Dice+CE where the foreground seeds "
-                               "are too small a share for the plain mean to pull the network off predicting nothing")
     remedies.add_argument("--seg_dice", default="classes", choices=SEG_DICE,
                           help="the partial Dice: per patch, the mean over background and foreground (paper), "
                                "or nnU-Net's: one Dice over the batch's annotated voxels, foreground only")
@@ -151,9 +146,6 @@ def check_args(args: argparse.Namespace) -> None:
     if args.seg_balance_power != 1.0 and not args.seg_class_balance:
         raise ValueError(f"--seg_balance_power {args.seg_balance_power} tempers --seg_class_balance, which is off; "
                          "add --seg_class_balance (or leave --seg_balance_power at 1)")
-    if args.seg_balance_epochs and not args.seg_class_balance:
-        raise ValueError(f"--seg_balance_epochs {args.seg_balance_epochs} limits --seg_class_balance, which is off; "
-                         "add --seg_class_balance (or leave --seg_balance_epochs at 0)")
     warning = rampup_warning(args.rampup_epochs, args.max_epochs, args.warmup_epochs)
     if warning and (args.weight_gatedcrf > 0 or args.weight_variance > 0):
         setup_logger(None).warning(warning)
@@ -190,14 +182,12 @@ class Stage1Losses:
     rampup_unit: str            # --rampup_unit: "epoch" or "step"
     balance_power: float = 1.0  # --seg_balance_power
     seg_dice: str = "classes"   # --seg_dice
-    balance_epochs: int = 0     # --seg_balance_epochs (0: the whole run)
 
     @classmethod
     def from_args(cls, args: argparse.Namespace) -> Stage1Losses:
         return cls(args.seg_class_balance, tuple(args.down_size), args.kernel_radius[0], args.crf_sigma_xy,
                    args.crf_sigma_rgb, args.weight_gatedcrf, args.weight_variance, args.rampup_epochs,
-                   args.warmup_epochs, args.rampup_unit, args.seg_balance_power, args.seg_dice,
-                   args.seg_balance_epochs)
+                   args.warmup_epochs, args.rampup_unit, args.seg_balance_power, args.seg_dice)
 
 
 class Stage1Step:
@@ -214,10 +204,6 @@ class Stage1Step:
         self.rampup_epochs: float = losses.rampup_epochs  # changed by a recovery (Stage1Recovery)
         self.warmup_epochs, self.rampup_unit = losses.warmup_epochs, losses.rampup_unit
         self.ramp_origin = 0.0   # > 0 after a recovery: the epoch the ramp-up restarted from
-        # the CE is class-balanced in epochs (0-based) before this one: --seg_class_balance, for
-        # --seg_balance_epochs or the whole run; a recovery may balance the rest of the run
-        self.balanced_until = (math.inf if losses.class_balanced and not losses.balance_epochs
-                               else float(losses.balance_epochs) if losses.class_balanced else 0.0)
 
     def __call__(self, batch: Mapping[str, Any], info: StepInfo) -> StepOutput:
         image = batch["image"].to(self.device, non_blocking=True)
@@ -227,7 +213,6 @@ class Stage1Step:
         ramp = ramp_weight(info, self.rampup_epochs, self.warmup_epochs, self.rampup_unit, self.ramp_origin)
         w_crf, w_vm = ramp * self.weight_crf, ramp * self.weight_vm
         zero = logits.new_zeros((), dtype=torch.float32)
-        self.seg_loss.class_balanced = info.epoch < self.balanced_until
         loss_seg = self.seg_loss(logits, seeds)
         loss_crf = self.crf_loss(logits, image) if w_crf > 0 else zero
         loss_vm = self.var_loss(logits, image) if w_vm > 0 else zero
@@ -267,8 +252,7 @@ class Stage1Recovery(Callback):
             step.weight_vm /= self.FLOOD_WEIGHT_DIVISOR
             changes.append(f"mCRF and VM weights divided by {self.FLOOD_WEIGHT_DIVISOR:g} (now {step.weight_crf:.3g} "
                            f"and {step.weight_vm:.3g}) against the flood")
-        elif dominant == "seg" and step.balanced_until != math.inf and step.seg_loss.dice == "classes":
-            step.balanced_until = math.inf
+        elif dominant == "seg" and not step.seg_loss.class_balanced and step.seg_loss.dice == "classes":
             step.seg_loss.class_balanced = True
             changes.append("partial CE now class-balanced (as --seg_class_balance)")
         return ", ".join(changes)

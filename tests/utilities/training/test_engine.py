@@ -169,40 +169,6 @@ def test_ramp_weight(info, args, expected):
     assert stage1.ramp_weight(info, *args) == pytest.approx(expected, abs=0)
 
 
-def test_seg_balance_epochs_balances_the_start_only():
-    """--seg_class_balance --seg_balance_epochs 2: the step's CE is class-balanced in epochs 0 and 1
-    (its loss equals the balanced loss on the same batch) and the plain mean from epoch 2; without
-    the limit the whole run is balanced; a recovery of the paper's Dice balances the rest of the run."""
-    from utilities.method.losses import PartialDiceCELoss
-
-    torch.manual_seed(0)
-    net = torch.nn.Conv3d(1, 2, 1)
-    batch = {"image": torch.randn(1, 1, 4, 4, 4), "seeds": torch.full((1, 1, 4, 4, 4), 2, dtype=torch.long)}
-    batch["seeds"][0, 0, :2] = 0
-    batch["seeds"][0, 0, 3, 3, 3] = 1   # one foreground seed voxel among 32 background ones
-    with torch.no_grad():
-        logits = net(batch["image"])
-    balanced, plain = (float(PartialDiceCELoss(class_balanced=b, dice="foreground")(logits, batch["seeds"]))
-                       for b in (True, False))
-    assert balanced != pytest.approx(plain)
-
-    def step(balance_epochs, class_balanced=True, dice="foreground"):
-        losses = stage1.Stage1Losses(class_balanced, (4, 4, 4), 1, 4.0, 0.1, 0.0, 0.0, 0, 0, "epoch", 1.0, dice,
-                                     balance_epochs)
-        return stage1.Stage1Step(net, Amp(False, torch.device("cpu")), torch.device("cpu"), losses)
-
-    def losses(s, epochs=range(4)):
-        return [float(s(batch, StepInfo(e, 0, e, 1)).log["loss_seg"]) for e in epochs]
-
-    assert losses(step(2)) == [pytest.approx(v) for v in (balanced, balanced, plain, plain)]
-    assert losses(step(0)) == [pytest.approx(balanced)] * 4
-    assert losses(step(0, class_balanced=False)) == [pytest.approx(plain)] * 4
-    paper = step(2, dice="classes")
-    stage1.Stage1Recovery(paper).on_recover(2, "seg", None)
-    assert paper.balanced_until == math.inf
-    assert losses(paper, [3])[0] != pytest.approx(losses(step(2, dice="classes"), [3])[0])
-
-
 # ------------------------------------------------------------------ a collapse provoked on tiny data
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory):

@@ -26,8 +26,6 @@ from utilities.data.layout import RunLayout
      "argument --seg_balance_power: must be a number in (0, 1], got 2"),
     ("stage1", ["--seg_class_balance", "--seg_balance_power", "0"],
      "argument --seg_balance_power: must be a number in (0, 1], got 0"),
-    ("stage1", ["--seg_balance_epochs", "3"], "--seg_balance_epochs 3 limits --seg_class_balance, which is off; "
-                                              "add --seg_class_balance (or leave --seg_balance_epochs at 0)"),
     ("stage1", ["--fg_patch_fraction", "1.5"], "argument --fg_patch_fraction: must be a number in [0, 1], got 1.5"),
     ("scm", ["--iterative_epochs", "0"], "argument --iterative_epochs: must be a positive integer, got 0"),
     ("inference", ["--sw_batch_size", "0"], "argument --sw_batch_size: must be a positive integer, got 0"),
