@@ -53,16 +53,15 @@ def _per_case(folder: Path) -> pd.DataFrame:
 
 
 def ends_below(log: pd.DataFrame, margin: float) -> bool:
-    """The training-patch readings of the seed rule at ``margin``, at the log's best and last epochs."""
+    """The training-patch readings of the seed rule (:func:`utilities.method.health.judge_seeds`
+    without the validation reading) at ``margin``, at the log's best and last epochs."""
     if not len(log) or not set(health.SEED_SHARES) <= set(log.columns):
         return False
-    best = health._number(log["best_epoch"].iloc[-1]) if "best_epoch" in log.columns else float("nan")
-    last = log["epoch"].iloc[-1]
-    for _, row in log[(log["epoch"] == last) | (log["epoch"] == best)].iterrows():
-        shares = [health._number(row[c]) for c in health.SEED_SHARES]
-        if health.seed_ratio(*shares) < margin or (shares[0] > 0 and health.certainly_below(*shares[2:])):
-            return True
-    return False
+    epochs = {log["epoch"].iloc[-1]}
+    if "best_epoch" in log.columns:
+        epochs.add(log["best_epoch"].iloc[-1])
+    return any(health.judge_seeds({c: row[c] for c in health.SEED_SHARES}, margin=margin)["below_seeds"]
+               for _, row in log[log["epoch"].isin(epochs)].iterrows())
 
 
 def replay(runs: list[tuple[Path, Path]], margins: list[float]) -> pd.DataFrame:

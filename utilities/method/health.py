@@ -272,14 +272,14 @@ def seed_columns(suffix: str) -> tuple[str, str]:
     return f"seed_ratio{suffix}", f"below_seeds{suffix}"
 
 
-def judge_seeds(row: Mapping[str, Any], suffix: str = "") -> dict[str, float]:
+def judge_seeds(row: Mapping[str, Any], suffix: str = "", margin: float = SEED_MARGIN) -> dict[str, float]:
     """Model ``<suffix>``'s seed rule on an epoch's row: its training patches' :func:`seed_ratio`
     (from :data:`SEED_SHARES`; NaN where not logged) and whether the epoch is below its seeds
-    (there by either reading, or by the certain one on more than half of the validation volumes:
-    ``val_seed_below<suffix>``)."""
+    (there by either reading, the core reading's ratio under ``margin``, or by the certain one on
+    more than half of the validation volumes: ``val_seed_below<suffix>``)."""
     shares = [_number(row.get(c + suffix)) for c in SEED_SHARES]
     ratio = seed_ratio(*shares)
-    below = (ratio < SEED_MARGIN or (shares[0] > 0 and certainly_below(*shares[2:]))
+    below = (ratio < margin or (shares[0] > 0 and certainly_below(*shares[2:]))
              or _number(row.get(f"val_seed_below{suffix}")) > 0.5)
     ratio_column, below_column = seed_columns(suffix)
     return {ratio_column: ratio, below_column: int(below)}
