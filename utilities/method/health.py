@@ -67,7 +67,7 @@ runs with nnU-Net's Dice+CE (inference Dice 0.56-0.73 against the seeds' 0.567) 
 of 0.96-1.19 there, while on the validation volumes they predict the lesion, not the spilt core
 (ratio 0.22-0.51 at validation Dice 0.36-0.64); ``val_seed_ratio`` is logged for reading.
 
-``SEED_MARGIN`` is 0.5: the network's Dice at most half of the seeds' own in the reading most
+``SEED_MARGIN`` is 0.5: the network's Dice under half of the seeds' own in the reading most
 favourable to it. A network that predicts exactly the lesion inside a core of lesion share s
 scores 2s / (1 + s) at L = C, so a margin near 1 flags good networks wherever the cores spill.
 Replayed on the 50 committed development runs with these columns (members 6, 15 and 20 and
