@@ -46,11 +46,16 @@ NUM_CLASSES = 2
 IN_CHANNELS = 1
 
 
-def get_network(name: str, in_channels: int = 1, num_classes: int = 2) -> nn.Module:
-    """Build the network registered as ``name`` (one of ``sorted(NETWORKS)``)."""
+def _network_class(name: str) -> type[U_Net] | type[U_Net2D5]:
+    """The class registered as ``name``; ValueError naming the choices for any other name."""
     if name not in NETWORKS:
         raise ValueError(f"unknown network {name!r}; choose one of {sorted(NETWORKS)}")
-    return NETWORKS[name](in_channels=in_channels, num_classes=num_classes)
+    return NETWORKS[name]
+
+
+def get_network(name: str, in_channels: int = 1, num_classes: int = 2) -> nn.Module:
+    """Build the network registered as ``name`` (one of ``sorted(NETWORKS)``)."""
+    return _network_class(name)(in_channels=in_channels, num_classes=num_classes)
 
 
 def check_network_shape(network: str, shape: Sequence[int], flag: str = "--spatial_shape") -> None:
@@ -59,10 +64,9 @@ def check_network_shape(network: str, shape: Sequence[int], flag: str = "--spati
     (:func:`networks.blocks.check_spatial_shape` with its ``input_multiple``), checked without
     building or running it. ``tests/networks/test_networks.py`` holds the rule against each
     network's forward pass."""
-    if network not in NETWORKS:
-        raise ValueError(f"unknown network {network!r}; choose one of {sorted(NETWORKS)}")
+    multiple = _network_class(network).input_multiple
     try:
-        check_spatial_shape(shape, NETWORKS[network].input_multiple)
+        check_spatial_shape(shape, multiple)
     except ValueError as e:
         raise ValueError(f"{flag} {list(shape)} does not fit {network}: {e}; use larger sizes "
                          "(e.g. at least 32 in two axes)") from None
