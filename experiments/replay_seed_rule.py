@@ -4,8 +4,8 @@ The rule (``utilities/method/health.py``) reads only what the points say; this s
 against what the masks say. For each training run of each ``--runs`` folder (a committed table
 folder: ``per_case*.csv`` with the runs' per-case Dice, and a per-epoch log per run named
 ``<variant>_seed<k>_log.csv``), the training-patch readings of the rule (the core reading's ratio
-under the margin, or the certain reading) are applied to the run's best and last epochs, as
-:func:`utilities.method.health.ends_below_seeds` does, for each ``--margins`` value. Each run is
+under the margin, or the certain reading) are applied to the run's best and last epochs, as in
+:func:`utilities.method.health.ends_below_seeds`, for each ``--margins`` value. Each run is
 then compared with its expanded seeds' mean Dice over the same cases (the ``seeds`` variant of
 the folder's ``SEEDS_CSV``): clearly below (under 0.9 of the seeds' Dice), within 10 % under it,
 or at or above it. The validation reading is left out: it needs per-volume counts that older logs
@@ -24,6 +24,7 @@ import re
 import sys
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -54,14 +55,13 @@ def _per_case(folder: Path) -> pd.DataFrame:
 
 def ends_below(log: pd.DataFrame, margin: float) -> bool:
     """The training-patch readings of the seed rule (:func:`utilities.method.health.judge_seeds`
-    without the validation reading) at ``margin``, at the log's best and last epochs."""
+    without the validation reading) at ``margin``, at the log's best and last epochs
+    (:func:`utilities.method.health.final_epochs_below`)."""
     if not len(log) or not set(health.SEED_SHARES) <= set(log.columns):
         return False
-    epochs = {log["epoch"].iloc[-1]}
-    if "best_epoch" in log.columns:
-        epochs.add(log["best_epoch"].iloc[-1])
-    return any(health.judge_seeds({c: row[c] for c in health.SEED_SHARES}, margin=margin)["below_seeds"]
-               for _, row in log[log["epoch"].isin(epochs)].iterrows())
+    below = np.array([bool(health.judge_seeds({c: row[c] for c in health.SEED_SHARES}, margin=margin)["below_seeds"])
+                      for _, row in log.iterrows()])
+    return bool(health.final_epochs_below(log, below))
 
 
 def replay(runs: list[tuple[Path, Path]], margins: list[float]) -> pd.DataFrame:

@@ -98,8 +98,8 @@ import pandas as pd
 
 __all__ = ["CollapseWatch", "FLOOD_RATIO", "FLOOD_MIN_SHARE", "FLOOD_OUTSIDE_SHARE", "SEED_MARGIN", "SEED_SHARES",
            "model_suffixes", "watch_for", "empty_start_epochs", "collapsed_rows", "seed_ratio", "certainly_below",
-           "seed_columns", "judge_seeds",
-           "seeds_summary", "ends_below_seeds", "Streak", "log_column", "model_flags", "warned_streaks"]
+           "seed_columns", "judge_seeds", "seeds_summary", "ends_below_seeds", "final_epochs_below",
+           "Streak", "log_column", "model_flags", "warned_streaks"]
 
 #: A flood in a log without ``fg_outside``: the training predictions hold more than this many
 #: times the reference's foreground... (10: on the development logs, over ``collapse_patience``
@@ -316,13 +316,17 @@ def ends_below_seeds(log: pd.DataFrame) -> list[str]:
         column = seed_columns(suffix)[1]
         if column not in log.columns or not len(log):
             continue
-        below = log_column(log, column) > 0
-        epochs = pd.to_numeric(log["epoch"], errors="coerce").to_numpy(float)
-        best = _number(log[f"best_epoch{suffix}"].iloc[-1]) if f"best_epoch{suffix}" in log.columns else math.nan
-        flagged = sorted(({int(epochs[-1])} if below[-1] else set())
-                         | {int(e) for e, b in zip(epochs, below) if b and e == best})
-        found += [f"model{suffix} at epoch {e}" for e in flagged]
+        found += [f"model{suffix} at epoch {e}" for e in final_epochs_below(log, log_column(log, column) > 0, suffix)]
     return found
+
+
+def final_epochs_below(log: pd.DataFrame, below: np.ndarray, suffix: str = "") -> list[int]:
+    """Of model ``<suffix>``'s last epoch and its best checkpoint's epoch (``best_epoch<suffix>``
+    in the last row), those that ``below`` (a verdict per row of ``log``) flags, sorted."""
+    epochs = pd.to_numeric(log["epoch"], errors="coerce").to_numpy(float)
+    best = _number(log[f"best_epoch{suffix}"].iloc[-1]) if f"best_epoch{suffix}" in log.columns else math.nan
+    return sorted(({int(epochs[-1])} if below[-1] else set())
+                  | {int(e) for e, b in zip(epochs, below) if b and e == best})
 
 
 # --------------------------------------------------------------------------------------------
