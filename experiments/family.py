@@ -244,7 +244,8 @@ def _check_output_dir(out: Path, args: argparse.Namespace) -> None:
     if old != record:
         if isinstance(old, dict) and not args.overwrite:
             changed = [f"--{k} {old.get(k)!r} -> {v!r}" for k, v in record.items() if old.get(k) != v]
-            print(f"{out} holds a family run with other arguments: {', '.join(changed)}", flush=True)
+            print(f"{out} holds a family run with other arguments: {', '.join(changed)} (--overwrite replaces its "
+                  "summary, plans and configs; the ablation runner keeps its finished runs)", flush=True)
         check_overwrite(_outputs(out, args.family_seeds) + [path], "--output_dir", args.overwrite, "family file")
     save_text(json.dumps(record, indent=1) + "\n", path)
 

@@ -168,7 +168,8 @@ def test_output_dir_needs_overwrite_unless_it_holds_the_same_family_run(tmp_path
         family.main(args[:-1] + ["1"])                 # other training seeds
     assert one_line(err) == (f"4 family file(s) exist already, e.g. {out / 'summary.csv'}; pass --overwrite to "
                              "replace them, or choose another --output_dir")
-    assert f"{out} holds a family run with other arguments: --seeds [0] -> [1]" in capsys.readouterr().out
+    assert (f"{out} holds a family run with other arguments: --seeds [0] -> [1] (--overwrite replaces its summary, "
+            "plans and configs; the ablation runner keeps its finished runs)") in capsys.readouterr().out
     assert {p: p.read_bytes() for p in out.rglob("*") if p.is_file()} == before and len(calls) == 2
     family.main(args[:-1] + ["1", "--overwrite"])
     assert len(calls) == 3 and "| 113 | 0.700 |" in (out / "summary.md").read_text()
