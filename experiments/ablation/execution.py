@@ -91,6 +91,17 @@ def write_seed_predictions(cfg: Config, run: Run, seeds_dir: Path) -> None:
         write_like(fg, ref, RunLayout(run.folder, run.network).prediction(case, cfg.dataset["image_postfix"]))
 
 
+def _check_sources(run: Run) -> None:
+    """An SCM run starts from its stage-1 runs' ``CP_best.pth``: a finished stage-1 run without it
+    (restored from a record, ``experiments/records.py``) is named before the SCM training starts."""
+    for source in run.needs:
+        best = RunLayout(source.folder, source.network).checkpoint("best")
+        if finished(source) and not best.is_file():
+            raise ValueError(f"the stage-1 run {source.folder} that {run.key} starts from is finished but has no "
+                             f"{best.name} (a run restored from a record keeps no checkpoint); delete that folder "
+                             "to train it again")
+
+
 def _do_run(cfg: Config, run: Run, device: str, python: str, env: dict[str, str], seeds_dir: Path,
             in_process: int = 0) -> str:
     """Train (or resume), infer, score, then write the done marker; returns what was done."""
@@ -108,6 +119,8 @@ def _do_run(cfg: Config, run: Run, device: str, python: str, env: dict[str, str]
                                  f"other flags than the config now gives ({changed}); "
                                  "it cannot be resumed with them: delete that folder to train it again, or restore "
                                  "the config")
+            if run.variant.kind == "scm":
+                _check_sources(run)
             write_json({"command": signature(run)}, run.folder / STARTED_NAME)
             _execute(run.train + ([mode] if mode else []), log, env)
             write_json({"command": signature(run)}, run.folder / TRAINED_NAME)

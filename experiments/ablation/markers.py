@@ -16,14 +16,17 @@ from utilities.data.layout import RunLayout
 from .commands import Run
 from .scripts import NNUNET_NETWORK, TRAINING_SCRIPTS
 
-__all__ = ["DONE_NAME", "TRAINED_NAME", "STARTED_NAME", "LOG_NAME", "train_mode", "read_json", "write_json",
-           "signature", "same_run", "changes", "finished"]
+__all__ = ["DONE_NAME", "TRAINED_NAME", "STARTED_NAME", "LOG_NAME", "ARGS_NAME", "train_mode", "read_json",
+           "write_json", "signature", "same_run", "changes", "finished"]
 
 DONE_NAME = "ablate_done.json"
 TRAINED_NAME = "ablate_trained.json"
 #: Written before a training starts: a killed run is resumed only with the flags it was started with.
 STARTED_NAME = "ablate_started.json"
 LOG_NAME = "ablate_log.txt"
+#: The arguments a training recorded in its resumable state, kept as text by a run record
+#: (``experiments/records.py``), which keeps no checkpoint; read when the checkpoint is absent.
+ARGS_NAME = "ablate_args.json"
 
 
 def train_mode(folder: Path) -> str | None:
@@ -105,8 +108,9 @@ def finished(run: Run) -> bool:
     if marker is None:
         return False
     if not same_run(marker.get("command"), run):
+        changed = changes(marker.get("command") or [], signature(run))
         raise ValueError(f"run folder {run.folder} holds a finished run made with other flags than the config "
-                         "now gives; delete that folder or choose another --output_dir")
+                         f"now gives ({changed}); delete that folder or choose another --output_dir")
     return run.results.is_file()
 
 

@@ -18,7 +18,7 @@ from utilities.data.layout import RunLayout
 
 from .commands import Run
 from .config import Config, Variant
-from .markers import read_json
+from .markers import ARGS_NAME, read_json
 from .scripts import NNUNET_NETWORK, planned_args
 
 __all__ = ["recorded_args", "budget_text", "run_budget", "wilcoxon_p", "run_health", "health_table", "summarize",
@@ -27,11 +27,13 @@ __all__ = ["recorded_args", "budget_text", "run_budget", "wilcoxon_p", "run_heal
 
 def recorded_args(run: Run) -> dict[str, Any] | None:
     """The arguments ``run``'s training recorded in its resumable state (``CP_latest.pth``,
-    SCM ``CP_latest_SCM.pth``): what it ran with, its plan's flags included; ``None`` when it
-    kept none."""
+    SCM ``CP_latest_SCM.pth``): what it ran with, its plan's flags included; for a run restored
+    from a record (no checkpoint), the copy the record kept (``ablate_args.json``); ``None`` when
+    it kept none."""
     from utilities.models.model_package import run_args
 
-    return run_args(run.folder, run.network, "final_model1" if run.variant.kind == "scm" else "final")
+    args = run_args(run.folder, run.network, "final_model1" if run.variant.kind == "scm" else "final")
+    return args if args is not None else read_json(run.folder / ARGS_NAME)
 
 
 def budget_text(epochs: int, batch_size: int, training_cases: int) -> str:

@@ -397,3 +397,71 @@ def test_the_readme_schema_table_is_the_schema_in_code():
     assert documented == [k.key for k in ablation_config.SCHEMA]
     assert set(ablation_config.keys("")) == {"title", "dataset", "base", "variants", "seeds", "baseline"}
     assert ablation_config.required("") == ("dataset", "variants", "seeds", "baseline")
+
+
+def test_records_keep_the_tables_without_checkpoints_and_restore_anywhere(tiny, tmp_path, capsys):
+    """experiments/records.py: the record of the finished runs holds their text files with the
+    folder's and the checkout's paths as tokens, no checkpoint or image; restored under another
+    folder, the runner skips every run and writes the same table."""
+    from experiments.ablation.commands import Run
+    from experiments.ablation.config import load_config
+
+    records_script = load_script("experiments/records.py")
+    root, cfg_path, out, _ = tiny
+    before = pd.read_csv(out / "table.csv")
+    rec = tmp_path / "record"
+    capsys.readouterr()
+    assert records_script.main(["save", "--ablation_dir", str(out), "--records", str(rec)]) == 3
+    printed = capsys.readouterr().out
+    assert "saved the record of 3 finished run(s)" in printed and "checkpoints" in printed
+    kept = sorted(p.relative_to(rec).as_posix() for p in rec.rglob("*") if p.is_file())
+    assert "runs/seeds_only/seed0/U_Net2D5/log.csv" in kept and "runs/seeds/expanded/ablate_done.json" in kept
+    assert "runs/seeds_only/seed1/U_Net2D5/results_inference.csv" in kept
+    assert "runs/seeds_only/seed0/ablate_args.json" in kept and "runs/seeds/expanded/ablate_args.json" not in kept
+    assert not [k for k in kept if k.endswith((".pth", ".nii.gz", ".txt")) or k.startswith("geodesic")]
+    texts = [p.read_text() for p in rec.rglob("*") if p.is_file()]
+    assert not [t for t in texts if str(out.resolve()) in t or str(ROOT) in t]
+    done = json.loads((rec / "runs/seeds_only/seed0" / ablate.DONE_NAME).read_text())
+    assert done["command"][0] == "<repository>/train_gatedcrfloss3d22d_multiview_varianceloss.py"
+    assert "<ablation_dir>/runs/seeds_only/seed0" in done["command"]
+    with pytest.raises(ValueError, match="lies inside --ablation_dir"):
+        records_script.main(["save", "--ablation_dir", str(out), "--records", str(out / "rec")])
+
+    # a new folder: the record back, then the runner skips every run and writes the same table
+    out2 = tmp_path / "elsewhere" / "out"
+    (out2 / "runs" / "seeds_only" / "seed1").mkdir(parents=True)
+    (out2 / "runs" / "seeds_only" / "seed1" / "ablate_started.json").write_text("{}")   # a run started there
+    assert records_script.main(["restore", "--records", str(rec), "--ablation_dir", str(out2)]) == 2
+    captured = capsys.readouterr()
+    assert "restored 2 of 3 run record(s)" in captured.out
+    assert "hold a run of their own" in captured.err and "runs/seeds_only/seed1" in captured.err
+    import shutil
+    shutil.rmtree(out2 / "runs" / "seeds_only" / "seed1")
+    assert records_script.main(["restore", "--records", str(rec), "--ablation_dir", str(out2)]) == 1
+    assert "2 already finished there" in capsys.readouterr().out
+    assert not list(out2.rglob("*.pth"))
+    restored = json.loads((out2 / "runs/seeds_only/seed0" / ablate.DONE_NAME).read_text())
+    assert str(out2.resolve() / "runs/seeds_only/seed0") in restored["command"]
+    ablate.main(["--config", str(cfg_path), "--output_dir", str(out2), "--device", "cpu"])
+    printed = capsys.readouterr().out
+    for i, key in enumerate(["variant=seeds seed=-", "variant=seeds_only seed=0", "variant=seeds_only seed=1"], 1):
+        assert f"[run {i}/3] {key}: done, skipped" in printed
+    pd.testing.assert_frame_equal(pd.read_csv(out2 / "table.csv"), before)
+    pd.testing.assert_frame_equal(pd.read_csv(out2 / "per_case.csv"), pd.read_csv(out / "per_case.csv"))
+
+    # an SCM run cannot start from a restored stage-1 run: named before its training starts
+    cfg = load_config(cfg_path)
+
+    def stage1_run(folder: Path) -> Run:
+        recorded = json.loads((folder / ablate.DONE_NAME).read_text())["command"]
+        return Run(cfg.variants["seeds_only"], 0, folder, "U_Net2D5", ["python", *recorded])
+
+    scm = Run(cfg.variants["seeds_only"], 0, out2 / "runs" / "scm" / "seed0", "U_Net2D5",
+              needs=[stage1_run(out2 / "runs" / "seeds_only" / "seed0")])
+    with pytest.raises(ValueError, match="is finished but has no CP_best.pth"):
+        execution._check_sources(scm)
+    execution._check_sources(Run(cfg.variants["seeds_only"], 0, out / "scm", "U_Net2D5",   # the original has it
+                                 needs=[stage1_run(out / "runs" / "seeds_only" / "seed0")]))
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ValueError, match="holds no run record"):
+        records_script.main(["restore", "--records", str(tmp_path / "empty"), "--ablation_dir", str(out2)])
