@@ -59,7 +59,7 @@ from data.family.make_family_data import (  # noqa: E402
     draw_member,
     generate_member,
 )
-from utilities.core.textdata import loads_json, md_cell  # noqa: E402
+from utilities.core.textdata import loads_json, md_cell, read_csv_table  # noqa: E402
 from utilities.data.io import check_overwrite, save_csv, save_text  # noqa: E402
 from utilities.method.defaults import CRF_SIGMA_XY, GEODESIC_THRESHOLD, GEODESIC_WEIGHT, KERNEL_RADIUS, RECIPE  # noqa: E402
 from utilities.workflow.plan import PlanRules, fingerprint, make_plan, write_plan  # noqa: E402
@@ -137,24 +137,71 @@ def member_config(seed: int, data: Path, plan: dict[str, Any], seeds: Sequence[i
         "seeds": list(seeds), "baseline": "seeds_only_plan"}
 
 
-def _against(wide: pd.DataFrame, variant: str, other: str, shown: str, other_shown: str) -> list[str]:
+#: The columns of ``summary.csv`` / ``summary_finished.csv``: one row per (member, variant).
+SUMMARY_COLUMNS = ("member", "variant", "seeds", "dice_mean", "dice_std", "failed", "collapsed_epochs", "budget",
+                   "voxels", "train_s")
+#: A member counts for the criteria where full supervision (``full_plan``) reaches this mean Dice:
+#: below it the budget does not let the network learn the member even from full labels.
+FULL_COUNTS = 0.5
+
+
+def _against(wide: pd.DataFrame, variant: str, other: str, shown: str, other_shown: str,
+             counted: Sequence[int] | None = None) -> list[str]:
     """The criterion line "<shown> >= <other_shown>" over the members where both ran (none when
-    either variant is absent)."""
+    either variant is absent), and over the ``counted`` members among them when given."""
     if not {variant, other} <= set(wide.columns):
         return []
     both = wide[[variant, other]].dropna()
     wins = int((both[variant] >= both[other]).sum())
-    return [f"- {shown} >= {other_shown} in mean Dice on {wins} of {len(both)} members "
-            f"(mean difference {float((both[variant] - both[other]).mean()):+.3f})"]
+    line = (f"- {shown} >= {other_shown} in mean Dice on {wins} of {len(both)} members "
+            f"(mean difference {float((both[variant] - both[other]).mean()):+.3f})")
+    if counted is not None:
+        sub = both[both.index.isin(counted)]
+        line += (f"; on the members that count, {int((sub[variant] >= sub[other]).sum())} of {len(sub)}"
+                 + (f" (not: {', '.join(str(m) for m in sub.index[sub[variant] < sub[other]])})"
+                    if (sub[variant] < sub[other]).any() else ""))
+    return [line]
 
 
-def _stage1_against(wide: pd.DataFrame, other: str, shown: str) -> list[str]:
+def _stage1_against(wide: pd.DataFrame, other: str, shown: str, counted: Sequence[int] | None = None) -> list[str]:
     """The criterion line "stage 1 (plan) >= <shown>" (:func:`_against`)."""
-    return _against(wide, "stage1_plan", other, "stage 1 (plan)", shown)
+    return _against(wide, "stage1_plan", other, "stage 1 (plan)", shown, counted)
 
 
-def summarize_family(tables: dict[int, pd.DataFrame]) -> tuple[pd.DataFrame, str]:
-    """One row per (member, variant) and the criteria of issue 20 as text lines."""
+def _counted(wide: pd.DataFrame) -> tuple[list[int] | None, list[str]]:
+    """The members that count for the criteria (full supervision reaches :data:`FULL_COUNTS`) and the
+    line that says which do not and why; ``None`` when full supervision has not run."""
+    if "full_plan" not in wide.columns:
+        return None, []
+    full = wide["full_plan"]
+    counted = [int(m) for m in full.index[full >= FULL_COUNTS]]
+    below = [str(m) for m in full.index[full < FULL_COUNTS]]
+    unknown = [str(m) for m in full.index[full.isna()]]
+    line = (f"- members that count (full supervision reaches {FULL_COUNTS}): {len(counted)} of {len(full)}"
+            + (f"; below it: {', '.join(below)}" if below else "")
+            + (f"; full supervision not run yet: {', '.join(unknown)}" if unknown else ""))
+    return counted, [line]
+
+
+def _with_earlier(df: pd.DataFrame, earlier: pd.DataFrame | None) -> pd.DataFrame:
+    """``df`` with the rows of an earlier summary of the same round (runs whose folders are gone);
+    a (member, variant) in both is refused: its runs would be counted from two places."""
+    if earlier is None:
+        return df
+    both = set(zip(df["member"], df["variant"])) & set(zip(earlier["member"], earlier["variant"]))
+    if both:
+        shown = ", ".join(f"{m} {v}" for m, v in sorted(both)[:4])
+        raise ValueError(f"--earlier: {len(both)} (member, variant) row(s) are both in the earlier summary and "
+                         f"among the finished runs (e.g. {shown}); keep each row in one place")
+    return pd.concat([df, earlier.reindex(columns=df.columns)], ignore_index=True).sort_values(
+        ["member"], kind="stable").reset_index(drop=True)
+
+
+def summarize_family(tables: dict[int, pd.DataFrame],
+                     earlier: pd.DataFrame | None = None) -> tuple[pd.DataFrame, str]:
+    """One row per (member, variant) (with the rows of an ``earlier`` summary of the same round) and
+    the criteria as text lines: each over the members where both variants ran and, once full
+    supervision has run, over the members where it reaches :data:`FULL_COUNTS`."""
     rows = []
     for seed, table in tables.items():
         for r in table.itertuples():
@@ -162,15 +209,19 @@ def summarize_family(tables: dict[int, pd.DataFrame]) -> tuple[pd.DataFrame, str
                          "dice_std": r.dice_std, "failed": r.collapsed, "collapsed_epochs": r.collapsed_epochs,
                          "budget": getattr(r, "budget", "?"), "voxels": getattr(r, "voxels", np.nan),
                          "train_s": getattr(r, "train_s", np.nan)})
-    df = pd.DataFrame(rows)
+    df = _with_earlier(pd.DataFrame(rows), earlier)
     wide = df.pivot(index="member", columns="variant", values="dice_mean")
-    lines = []
-    failed = df[df["variant"] != "seeds"].groupby("variant")["failed"].sum()
-    for variant, n in failed.items():
+    counted, lines = _counted(wide)
+    trained = df[df["variant"] != "seeds"]
+    for variant, n in trained.groupby("variant")["failed"].sum().items():
         runs = int(df[df["variant"] == variant]["seeds"].sum())
-        lines.append(f"- `{variant}`: {int(n)} failed run(s) of {runs}")
-    lines += _stage1_against(wide, "seeds", "the expanded seeds")
-    lines += _stage1_against(wide, "seeds_only_plan", "seeds-only (same optimiser)")
+        line = f"- `{variant}`: {int(n)} failed run(s) of {runs}"
+        if counted is not None:
+            mine = trained[(trained["variant"] == variant) & trained["member"].isin(counted)]
+            line += f" ({int(mine['failed'].sum())} of {int(mine['seeds'].sum())} on the members that count)"
+        lines.append(line)
+    lines += _stage1_against(wide, "seeds", "the expanded seeds", counted)
+    lines += _stage1_against(wide, "seeds_only_plan", "seeds-only (same optimiser)", counted)
     if {"stage1_plan", "full_plan"} <= set(wide.columns):
         ratio = (wide["stage1_plan"] / wide["full_plan"]).dropna()
         lines.append(f"- stage 1 / full supervision: median {float(ratio.median()):.3f} over {len(ratio)} members")
@@ -179,8 +230,8 @@ def summarize_family(tables: dict[int, pd.DataFrame]) -> tuple[pd.DataFrame, str
         lines.append(f"- SCM {float(both['scm_plan'].mean()):.3f} vs stage 1 {float(both['stage1_plan'].mean()):.3f} "
                      f"(mean over {len(both)} members)")
     for nnunet in ("nnunet_seeds", "nnunet_full"):
-        lines += _stage1_against(wide, nnunet, f"`{nnunet}`")
-    lines += _against(wide, "nnunet_paseg", "nnunet_seeds", "`nnunet_paseg`", "`nnunet_seeds`")
+        lines += _stage1_against(wide, nnunet, f"`{nnunet}`", counted)
+    lines += _against(wide, "nnunet_paseg", "nnunet_seeds", "`nnunet_paseg`", "`nnunet_seeds`", counted)
     return df, "\n".join(lines)
 
 
@@ -285,6 +336,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="run and write nothing but the interim summary (summary_finished.md/.csv) of the runs "
                         "finished so far, from each member's ablation.json (ablate.py --finished_only), the rows "
                         "added to it with ablate.py included")
+    p.add_argument("--earlier", default=None, metavar="SUMMARY_CSV",
+                   help="with --finished_only: add the rows of an earlier summary_finished.csv of the same round "
+                        "whose run folders are gone (a (member, variant) must not be in both)")
     p.add_argument("--overwrite", action="store_true",
                    help="replace the summary, plans and configs of a family run with other arguments in "
                         "--output_dir (its finished runs are still skipped where their flags are unchanged)")
@@ -294,6 +348,8 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> pd.DataFrame:
     args = build_parser().parse_args(argv)
     out = Path(args.output_dir)
+    if args.earlier is not None and not args.finished_only:
+        raise ValueError("--earlier adds rows to the interim summary: pass it with --finished_only")
     if args.finished_only:
         return _finished_summary(out, args)
     _check_output_dir(out, args)
@@ -323,6 +379,17 @@ def main(argv: list[str] | None = None) -> pd.DataFrame:
     return df
 
 
+def _read_earlier(path: str | None) -> pd.DataFrame | None:
+    """``--earlier``: the rows of an earlier ``summary_finished.csv`` (one-line errors)."""
+    if path is None:
+        return None
+    table = read_csv_table(Path(path), "--earlier summary", text_columns=("variant", "collapsed_epochs", "budget"))
+    missing = [c for c in SUMMARY_COLUMNS if c not in table.columns]
+    if missing:
+        raise ValueError(f"--earlier {path} lacks the column(s) {missing} of a family summary_finished.csv")
+    return table[list(SUMMARY_COLUMNS)]
+
+
 def _finished_summary(out: Path, args: argparse.Namespace) -> pd.DataFrame:
     """``--finished_only``: each member's interim table (its ``ablation.json`` as the family run
     wrote it, every variant of ``--variants`` with a finished run), then
@@ -341,7 +408,7 @@ def _finished_summary(out: Path, args: argparse.Namespace) -> pd.DataFrame:
             tables[seed] = table
     if not tables:
         raise FileNotFoundError(f"no finished run of {args.variants} in {out}")
-    df, criteria = summarize_family(tables)
+    df, criteria = summarize_family(tables, _read_earlier(args.earlier))
     save_csv(df, out / "summary_finished.csv")
     text = _markdown(df, criteria, args.title)
     save_text(text, out / "summary_finished.md")

@@ -214,3 +214,39 @@ def test_finished_only_summarises_what_finished_and_writes_nothing_else(tmp_path
     assert "stage 1 (plan) >= the expanded seeds in mean Dice on 1 of 1 members (mean difference +0.300)" in text
     assert sorted(p.name for p in tmp_path.iterdir()) == ["f130", "summary_finished.csv", "summary_finished.md"]
     assert (tmp_path / "f130" / "ablation.json").read_text(encoding="utf-8") == "{}"   # not rewritten
+
+
+def test_criteria_count_the_members_where_full_supervision_learns_and_add_an_earlier_summary(tmp_path):
+    """Members count where full supervision reaches 0.5; an earlier summary's rows (runs whose
+    folders are gone) join the finished ones, a (member, variant) in both is refused."""
+    tables = {130: _table({"seeds": 0.44, "stage1_plan": 0.75, "seeds_only_plan": 0.73, "full_plan": 0.77}),
+              133: _table({"seeds": 0.63, "stage1_plan": 0.00, "seeds_only_plan": 0.01, "full_plan": 0.00})}
+    tables[133].loc[tables[133]["variant"] == "stage1_plan", "collapsed"] = 3
+    earlier = pd.DataFrame([{"member": 132, "variant": v, "seeds": 3, "dice_mean": d, "dice_std": 0.01, "failed": f,
+                             "collapsed_epochs": "0/0/0", "budget": "504 (63 × 8), batch 1", "voxels": 1e6,
+                             "train_s": 100.0} for v, d, f in (("seeds", 0.42, 0), ("stage1_plan", 0.83, 3),
+                                                                ("seeds_only_plan", 0.84, 0))])
+    df, criteria = family.summarize_family(tables, earlier)
+    assert sorted(set(df["member"])) == [130, 132, 133] and len(df) == 11
+    # 130: 0.77 >= 0.5 counts; 133: 0.00 does not; 132: full supervision not run, not counted
+    assert "- members that count (full supervision reaches 0.5): 1 of 3; below it: 133; " \
+           "full supervision not run yet: 132" in criteria
+    # stage 1 >= seeds: 130 (+0.31), 132 (+0.41), 133 (-0.63) -> 2 of 3, mean +0.030; counted: 130 only
+    assert "stage 1 (plan) >= the expanded seeds in mean Dice on 2 of 3 members (mean difference +0.030); " \
+           "on the members that count, 1 of 1" in criteria
+    # stage 1 >= seeds-only: 130 +0.02, 132 -0.01, 133 -0.01 -> 1 of 3
+    assert "seeds-only (same optimiser) in mean Dice on 1 of 3 members (mean difference +0.000); " \
+           "on the members that count, 1 of 1" in criteria
+    # failed stage-1 runs: 3 on 132 (earlier) + 3 on 133, none on 130, the member that counts
+    assert "- `stage1_plan`: 6 failed run(s) of 9 (0 of 3 on the members that count)" in criteria
+    with pytest.raises(ValueError, match=r"--earlier: 1 \(member, variant\) row\(s\) are both .* \(e.g. 130 seeds\)"):
+        family.summarize_family(tables, earlier.assign(member=130).iloc[:1])
+    path = tmp_path / "summary_finished.csv"
+    earlier.to_csv(path, index=False)
+    read = family._read_earlier(str(path))
+    assert read["collapsed_epochs"].tolist() == ["0/0/0"] * 3 and read["dice_mean"].tolist() == [0.42, 0.83, 0.84]
+    earlier.drop(columns=["budget"]).to_csv(path, index=False)
+    with pytest.raises(ValueError, match=r"lacks the column\(s\) \['budget'\]"):
+        family._read_earlier(str(path))
+    with pytest.raises(ValueError, match="pass it with --finished_only"):
+        family.main(["--family_seeds", "130", "--output_dir", str(tmp_path / "o"), "--earlier", str(path)])
