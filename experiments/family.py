@@ -184,10 +184,16 @@ def _counted(wide: pd.DataFrame) -> tuple[list[int] | None, list[str]]:
 
 
 def _with_earlier(df: pd.DataFrame, earlier: pd.DataFrame | None) -> pd.DataFrame:
-    """``df`` with the rows of an earlier summary of the same round (runs whose folders are gone);
-    a (member, variant) in both is refused: its runs would be counted from two places."""
+    """``df`` with the rows of an earlier summary of the same round (runs whose folders are gone).
+    A (member, variant) in both is kept once where both give the same seeds and Dice (the expanded
+    seeds, regenerated), else refused: its runs would be counted from two places."""
     if earlier is None:
         return df
+    key = ["member", "variant"]
+    same = df.merge(earlier, on=key, suffixes=("", "_earlier"))
+    same = same[(same["seeds"] == same["seeds_earlier"])
+                & np.isclose(same["dice_mean"], same["dice_mean_earlier"], rtol=0, atol=1e-9)]
+    earlier = earlier[~earlier.set_index(key).index.isin(same.set_index(key).index)]
     both = set(zip(df["member"], df["variant"])) & set(zip(earlier["member"], earlier["variant"]))
     if both:
         shown = ", ".join(f"{m} {v}" for m, v in sorted(both)[:4])
@@ -338,7 +344,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "added to it with ablate.py included")
     p.add_argument("--earlier", default=None, metavar="SUMMARY_CSV",
                    help="with --finished_only: add the rows of an earlier summary_finished.csv of the same round "
-                        "whose run folders are gone (a (member, variant) must not be in both)")
+                        "whose run folders are gone (a (member, variant) in both must give the same seeds and Dice)")
     p.add_argument("--overwrite", action="store_true",
                    help="replace the summary, plans and configs of a family run with other arguments in "
                         "--output_dir (its finished runs are still skipped where their flags are unchanged)")

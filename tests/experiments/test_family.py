@@ -241,6 +241,10 @@ def test_criteria_count_the_members_where_full_supervision_learns_and_add_an_ear
     assert "- `stage1_plan`: 6 failed run(s) of 9 (0 of 3 on the members that count)" in criteria
     with pytest.raises(ValueError, match=r"--earlier: 1 \(member, variant\) row\(s\) are both .* \(e.g. 130 seeds\)"):
         family.summarize_family(tables, earlier.assign(member=130).iloc[:1])
+    # the same row in both (the expanded seeds, regenerated): kept once
+    again, _ = family.summarize_family(tables, pd.concat([earlier, earlier.assign(member=130, dice_mean=0.44,
+                                                                                   seeds=3).iloc[:1]]))
+    assert len(again) == 11 and (again["member"] == 130).sum() == 4
     path = tmp_path / "summary_finished.csv"
     earlier.to_csv(path, index=False)
     read = family._read_earlier(str(path))
