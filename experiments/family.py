@@ -250,7 +250,8 @@ def _steps(rows: pd.DataFrame) -> str:
 
 
 def _markdown(df: pd.DataFrame, criteria: str, title: str) -> str:
-    variants = list(dict.fromkeys(df["variant"]))
+    order = {v: i for i, v in enumerate(VARIANTS)}
+    variants = sorted(dict.fromkeys(df["variant"]), key=lambda v: order.get(v, len(order)))
     lines = [f"# {md_cell(title)}", "",
              "Mean Dice over training seeds on each member's inference cases (failed seeds in brackets, by "
              "the ablation runner's rule in each member's table.md: all predictions empty, a collapse warning "

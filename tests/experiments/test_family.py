@@ -228,6 +228,8 @@ def test_criteria_count_the_members_where_full_supervision_learns_and_add_an_ear
                                                                 ("seeds_only_plan", 0.84, 0))])
     df, criteria = family.summarize_family(tables, earlier)
     assert sorted(set(df["member"])) == [130, 132, 133] and len(df) == 11
+    # columns in the family's order of variants, whatever order the rows came in
+    assert "| member | `seeds` | `seeds_only_plan` | `stage1_plan` | `full_plan` |" in family._markdown(df, "", "t")
     # 130: 0.77 >= 0.5 counts; 133: 0.00 does not; 132: full supervision not run, not counted
     assert "- members that count (full supervision reaches 0.5): 1 of 3; below it: 133; " \
            "full supervision not run yet: 132" in criteria
