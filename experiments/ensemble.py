@@ -59,11 +59,18 @@ def main(argv: list[str] | None = None) -> pd.DataFrame:
     d = cfg.dataset
     root = Path(args.ablation_dir)
     rows = []
+    planned = {r.seed: r for r in ablate.plan_runs(cfg, root, args.seeds, [args.variant], args.device, sys.executable)
+               if r.variant.name == args.variant}
     for seed in args.seeds:
-        run = root / "runs" / args.variant / f"seed{seed}"
-        model1 = RunLayout(run, "U_Net2D5").results("inference")
+        run, layout = planned[seed].folder, RunLayout(planned[seed].folder, planned[seed].network)
+        model1 = layout.results("inference")
         if not model1.is_file():
             raise FileNotFoundError(f"{model1} not found: run the ablation's {args.variant} seed {seed} first")
+        best = layout.checkpoint("best_model1")
+        if not best.is_file() and (run / ablate.DONE_NAME).is_file():
+            raise FileNotFoundError(f"the SCM run {run} is finished but keeps no {best.name} (a run restored from a "
+                                    "record keeps no checkpoint); the ensemble infers again from both networks: "
+                                    f"delete that folder and run the ablation's {args.variant} seed {seed} again")
         out = root / "ensemble" / args.variant / f"seed{seed}"
         # this folder is the runner's own (under --ablation_dir): a rerun replaces its masks
         inference.main(["--model_dir", str(run), "--ensemble", "--dataset_split", str(d["split_file"]),

@@ -315,3 +315,9 @@ def test_ensemble_runs_again_into_its_own_folder(tiny_runs, tmp_path):
     assert [m.stat().st_mtime_ns for m in masks] != stamps  # written again, not skipped
     pd.testing.assert_frame_equal(first, second)
     assert pd.read_csv(out / "ensemble.csv")["method"].tolist() == ["model1", "ensemble"]
+    # a finished SCM run restored from a record (experiments/records.py) keeps no checkpoint: named
+    (run.folder / ABLATE.DONE_NAME).write_text("{}")
+    for checkpoint in run.folder.glob("*/models/CP_*.pth"):
+        checkpoint.unlink()
+    with pytest.raises(FileNotFoundError, match=r"is finished but keeps no CP_best_model1.pth .* seed 0 again"):
+        ENSEMBLE.main(argv)
