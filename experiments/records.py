@@ -24,7 +24,8 @@ start from it (the runner says so before it starts one; delete the run's folder 
 Example (a family round over two machines)::
 
     python experiments/records.py save --ablation_dir ./ablation/family_heldback3 --records runs_record/
-    # on the next machine, before the same family.py / ablate.py commands:
+    # on the next machine, before the same family.py / ablate.py commands (--repository: the
+    # checkout that runs them, when it is not this one):
     python experiments/records.py restore --records runs_record/ --ablation_dir ./ablation/family_heldback3
 """
 from __future__ import annotations
@@ -160,9 +161,11 @@ def save(ablation_dir: Path, records: Path) -> int:
     return len(runs)
 
 
-def restore(records: Path, ablation_dir: Path) -> int:
+def restore(records: Path, ablation_dir: Path, repository: Path = ROOT) -> int:
     """Every run record in ``records`` into ``ablation_dir``, unless that run is finished or started
-    there; returns how many were restored."""
+    there, with ``<repository>`` as ``repository`` (the checkout that will run the same commands:
+    a runner older than the record compares the training script's whole path); returns how many
+    were restored."""
     source = records.resolve()
     if not source.is_dir():
         raise FileNotFoundError(f"--records {records} is not a folder")
@@ -171,6 +174,10 @@ def restore(records: Path, ablation_dir: Path) -> int:
         raise ValueError(f"--records {records} holds no run record (no folder with {DONE_NAME}); "
                          "save one with `python experiments/records.py save`")
     target_root = ablation_dir.resolve()
+    checkout = str(repository.resolve())
+    if not (repository / TRAINING_SCRIPTS[0]).is_file():
+        raise FileNotFoundError(f"--repository {repository} holds no {TRAINING_SCRIPTS[0]}; name the checkout that "
+                                "will run the same commands")
     restored, here, started = 0, [], []
     for run in runs:
         rel = run.relative_to(source)
@@ -183,7 +190,7 @@ def restore(records: Path, ablation_dir: Path) -> int:
             continue
         files = sorted((p for p in run.rglob("*") if p.is_file()), key=lambda p: p.name == DONE_NAME)
         for path in files:
-            text = _read(path).replace(ABLATION_TOKEN, str(target_root)).replace(REPOSITORY_TOKEN, str(ROOT))
+            text = _read(path).replace(ABLATION_TOKEN, str(target_root)).replace(REPOSITORY_TOKEN, checkout)
             save_text(text, target / path.relative_to(run))
         restored += 1
     print(f"restored {restored} of {len(runs)} run record(s) into {ablation_dir}")
@@ -205,6 +212,9 @@ def build_parser() -> argparse.ArgumentParser:
     r = sub.add_parser("restore", help="the runs recorded in --records into --ablation_dir")
     r.add_argument("--records", required=True, help="a folder written by `save`")
     r.add_argument("--ablation_dir", required=True, help="the --output_dir the same commands will run with")
+    r.add_argument("--repository", default=str(ROOT),
+                   help="the checkout that will run them, e.g. a worktree pinned at the round's commit "
+                        "(default: this one)")
     return p
 
 
@@ -212,7 +222,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.action == "save":
         return save(Path(args.ablation_dir), Path(args.records))
-    return restore(Path(args.records), Path(args.ablation_dir))
+    return restore(Path(args.records), Path(args.ablation_dir), Path(args.repository))
 
 
 if __name__ == "__main__":

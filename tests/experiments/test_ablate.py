@@ -465,3 +465,14 @@ def test_records_keep_the_tables_without_checkpoints_and_restore_anywhere(tiny, 
     (tmp_path / "empty").mkdir()
     with pytest.raises(ValueError, match="holds no run record"):
         records_script.main(["restore", "--records", str(tmp_path / "empty"), "--ablation_dir", str(out2)])
+    # for another checkout (a worktree pinned at the round's commit): its script path in the markers
+    pinned = tmp_path / "pinned"
+    with pytest.raises(FileNotFoundError, match="--repository .* holds no train_gatedcrfloss3d22d"):
+        records_script.main(["restore", "--records", str(rec), "--ablation_dir", str(tmp_path / "o3"),
+                             "--repository", str(pinned)])
+    pinned.mkdir()
+    (pinned / "train_gatedcrfloss3d22d_multiview_varianceloss.py").write_text("")
+    assert records_script.main(["restore", "--records", str(rec), "--ablation_dir", str(tmp_path / "o3"),
+                                "--repository", str(pinned)]) == 3
+    marker = json.loads((tmp_path / "o3/runs/seeds_only/seed1" / ablate.DONE_NAME).read_text())
+    assert marker["command"][0] == str(pinned.resolve() / "train_gatedcrfloss3d22d_multiview_varianceloss.py")
