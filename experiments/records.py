@@ -5,11 +5,11 @@ cluster's scratch space is wiped, a job or a session ends. ``save`` copies, for 
 under a folder (a run folder holding the runner's ``ablate_done.json``), the files its tables are
 made from: every ``.json`` and ``.csv`` in the run folder (the runner's markers, the training log
 ``log.csv``, the scores, nnU-Net's ``budget.json``) and the arguments its training recorded in its
-checkpoint (``ablate_args.json``: the steps, batch and patch of the tables). The folder's own path is written as
-``<ablation_dir>`` and the checkout that trained the run as ``<repository>``, so the record holds no
-path of the machine and goes back anywhere. Checkpoints, predictions, TensorBoard events and text
-logs are left out (counted on stdout). Saving again adds the runs finished since and replaces
-the record of a run that finished again.
+checkpoint (``ablate_args.json``: the steps, batch and patch of the tables). The folder's own path
+is written as ``<ablation_dir>`` and the checkout that trained the run as ``<repository>``, so the
+record holds no path of the machine and goes back anywhere. Checkpoints, predictions, TensorBoard
+events and text logs are left out (counted on stdout). Saving again adds the runs finished since
+and replaces the record of a run that finished again.
 
 ``restore`` writes the record back under a folder (each run's ``ablate_done.json`` last): the
 runner (``experiments/ablate.py``, ``experiments/family.py``) then skips those runs, and its
