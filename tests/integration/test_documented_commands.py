@@ -433,6 +433,21 @@ def _prepare_ensemble(flags: Mapping[str, list[str]], argv: list[str]) -> None:
         _module("utilities/scores.py").main(score)
 
 
+def _prepare_records(flags: Mapping[str, list[str]], argv: list[str]) -> None:
+    """What records.py reads: a finished run under ``--ablation_dir`` (``save``), or its record
+    under ``--records`` (``restore``): the runner's done marker, a training log and the scores."""
+    saving = "save" in argv
+    root = Path(flags["--ablation_dir" if saving else "--records"][0])
+    prefix = str(root.resolve()) if saving else _module("experiments/records.py").ABLATION_TOKEN
+    run = root / "runs" / "stage1" / "seed0"
+    (run / "U_Net2D5").mkdir(parents=True, exist_ok=True)
+    (run / "U_Net2D5" / "log.csv").write_text("epoch,loss,time_s\n1,0.5,2.0\n", encoding="utf-8")
+    (run / "U_Net2D5" / "results_inference.csv").write_text("subject,dice,row\ncase1,0.8,case\n", encoding="utf-8")
+    (run / "ablate_done.json").write_text(json.dumps(
+        {"variant": "stage1", "seed": 0, "network": "U_Net2D5",
+         "command": [str(ROOT / STAGE1), "--model_dir", f"{prefix}/runs/stage1/seed0"]}), encoding="utf-8")
+
+
 def _prepare_replay(flags: Mapping[str, list[str]], argv: list[str]) -> None:
     """The committed table folders and per-case CSVs replay_seed_rule.py reads, copied from the
     repository into the command's workspace."""
@@ -523,6 +538,7 @@ SMOKE: dict[str, Smoke] = {
     "experiments/nnunet_baseline.py": Smoke(run="skip", why=_NOT_RUN["nnunet"], check=_check_parser),
     "experiments/collapse_analysis.py": Smoke(run="skip", why=_NOT_RUN["collapse"], check=_check_parser),
     "experiments/replay_seed_rule.py": Smoke(prepare=_prepare_replay, outputs=("{--output_dir}/replay.md",)),
+    "experiments/records.py": Smoke(prepare=_prepare_records, outputs=("{--records}", "{--ablation_dir}")),
     "benchmarks/bench_step.py": Smoke(set={"--size": PATCH, "--down_size": ("16", "16", "16"), **_BENCH,
                                            "--data_subjects": ("1",), "--data_repeats": ("1",)}),
     "benchmarks/bench_crf.py": Smoke(set={"--sizes": ("16x16x16",), "--full_sizes": ("16x16x16",), **_BENCH,
@@ -633,6 +649,9 @@ FLAG_SETS: dict[str, set[str]] = {
     },
     "experiments/replay_seed_rule.py": {
         "--output_dir --runs",
+    },
+    "experiments/records.py": {
+        "--ablation_dir --records",
     },
     "experiments/ensemble.py": {
         "--ablation_dir --config --seeds --variant",

@@ -229,6 +229,7 @@ NOT_READERS = {
     "experiments/nnunet_baseline.py": "runs data/export_nnunet.py, then nnU-Net on its .nii.gz export",
     "experiments/collapse_analysis.py": "reads training logs",
     "experiments/replay_seed_rule.py": "reads training logs and per-case scores",
+    "experiments/records.py": "copies the text files of finished runs (markers, logs, scores)",
     "experiments/stage0_intensity.py": "writes synthetic family members and runs stage 0 on them",
     "experiments/nnunet_trainers/install_paseg_trainers.py": "installs trainer files into nnU-Net",
     "convert_checkpoint.py": "reads checkpoints",
