@@ -4,12 +4,13 @@ A round of runs (an ablation, a dataset-family experiment) can outlive the machi
 cluster's scratch space is wiped, a job or a session ends. ``save`` copies, for every finished run
 under a folder (a run folder holding the runner's ``ablate_done.json``), the files its tables are
 made from: every ``.json`` and ``.csv`` in the run folder (the runner's markers, the training log
-``log.csv``, the scores, nnU-Net's ``budget.json``) and the arguments its training recorded in its
-checkpoint (``ablate_args.json``: the steps, batch and patch of the tables). The folder's own path
-is written as ``<ablation_dir>`` and the checkout that trained the run as ``<repository>``, so the
-record holds no path of the machine and goes back anywhere. Checkpoints, predictions, TensorBoard
-events and text logs are left out (counted on stdout). Saving again adds the runs finished since
-and replaces the record of a run that finished again.
+``log.csv``, the scores, nnU-Net's ``budget.json``; not nnU-Net's own raw, preprocessed and results
+folders) and the arguments its training recorded in its checkpoint (``ablate_args.json``: the
+steps, batch and patch of the tables). The folder's own path is written as ``<ablation_dir>`` and
+the checkout that trained the run as ``<repository>``, so the record holds no path of the machine
+and goes back anywhere. Checkpoints, predictions, TensorBoard events and text logs are left out
+(counted on stdout). Saving again adds the runs finished since and replaces the record of a run
+that finished again.
 
 ``restore`` writes the record back under a folder (each run's ``ablate_done.json`` last): the
 runner (``experiments/ablate.py``, ``experiments/family.py``) then skips those runs, and its
@@ -44,6 +45,7 @@ if str(ROOT) not in sys.path:
 from experiments.ablation.markers import ARGS_NAME, DONE_NAME, read_json  # noqa: E402
 from experiments.ablation.scripts import NNUNET_NETWORK, TRAINING_SCRIPTS  # noqa: E402
 from utilities.data.io import save_text  # noqa: E402
+from utilities.data.layout import OUTPUT_PRED  # noqa: E402
 from utilities.method.defaults import SCM_SCRIPT  # noqa: E402
 
 __all__ = ["ABLATION_TOKEN", "REPOSITORY_TOKEN", "KEPT_SUFFIXES", "finished_runs", "save", "restore", "main"]
@@ -54,6 +56,8 @@ ABLATION_TOKEN = "<ablation_dir>"
 REPOSITORY_TOKEN = "<repository>"
 #: The files of a run folder a record keeps: what the runner's tables are made from.
 KEPT_SUFFIXES = (".json", ".csv")
+#: nnU-Net's own folders in an nnU-Net run (``nnunet_baseline.py``): left out of a record.
+NNUNET_FOLDERS = ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results")
 
 
 def finished_runs(folder: Path) -> list[Path]:
@@ -104,11 +108,22 @@ def _what(path: Path) -> str:
     return "other files (text logs, figures)"
 
 
+def _nnunet_own(rel: Path) -> bool:
+    """Whether ``rel`` (in a run folder) is one of nnU-Net's own working files: its raw,
+    preprocessed and results folders, and the plans it writes beside its predictions. The tables
+    read the run's ``budget.json`` and scores, not these."""
+    parts = rel.parts
+    return len(parts) > 2 and parts[0] == NNUNET_NETWORK and (
+        parts[1] in NNUNET_FOLDERS or (parts[1] == OUTPUT_PRED and rel.suffix == ".json"))
+
+
 def _kept(run: Path) -> tuple[list[Path], Counter[str]]:
     kept: list[Path] = []
     left: Counter[str] = Counter()
     for path in sorted(p for p in run.rglob("*") if p.is_file()):
-        if path.suffix in KEPT_SUFFIXES and not path.name.startswith("."):
+        if _nnunet_own(path.relative_to(run)):
+            left["nnU-Net's own working files"] += 1
+        elif path.suffix in KEPT_SUFFIXES and not path.name.startswith("."):
             kept.append(path)
         else:
             left[_what(path)] += 1

@@ -478,3 +478,22 @@ def test_records_keep_the_tables_without_checkpoints_and_restore_anywhere(tiny, 
                                 "--repository", str(pinned)]) == 3
     marker = json.loads((tmp_path / "o3/runs/seeds_only/seed1" / ablate.DONE_NAME).read_text())
     assert marker["command"][0] == str(pinned.resolve() / "train_gatedcrfloss3d22d_multiview_varianceloss.py")
+
+
+def test_records_leave_out_nnunets_own_working_files(tmp_path):
+    """An nnU-Net run's record keeps what the tables read (budget.json, the scores, the runner's
+    files), not nnU-Net's raw, preprocessed and results folders or the plans beside its predictions."""
+    records_script = load_script("experiments/records.py")
+    run = tmp_path / "runs" / "nnunet_seeds" / "seed0"
+    files = ["ablate_done.json", "nnUNet/budget.json", "nnUNet/nnunet_run.json", "nnUNet/output_pred/plans.json",
+             "nnUNet/output_pred/results_inference.csv", "nnUNet/nnUNet_raw/Dataset501_PASeg/dataset.json",
+             "nnUNet/nnUNet_preprocessed/Dataset501_PASeg/nnUNetPlans.json",
+             "nnUNet/nnUNet_results/Dataset501_PASeg/T__P__3d_fullres/fold_0/debug.json",
+             "nnUNet/nnUNet_results/Dataset501_PASeg/T__P__3d_fullres/fold_0/checkpoint_final.pth"]
+    for name in files:
+        (run / name).parent.mkdir(parents=True, exist_ok=True)
+        (run / name).write_text("{}")
+    kept, left = records_script._kept(run)
+    assert sorted(p.relative_to(run).as_posix() for p in kept) == [
+        "ablate_done.json", "nnUNet/budget.json", "nnUNet/nnunet_run.json", "nnUNet/output_pred/results_inference.csv"]
+    assert left == {"nnU-Net's own working files": 5}
