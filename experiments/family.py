@@ -157,9 +157,9 @@ def _against(wide: pd.DataFrame, variant: str, other: str, shown: str, other_sho
             f"(mean difference {float((both[variant] - both[other]).mean()):+.3f})")
     if counted is not None:
         sub = both[both.index.isin(counted)]
-        line += (f"; on the members that count, {int((sub[variant] >= sub[other]).sum())} of {len(sub)}"
-                 + (f" (not: {', '.join(str(m) for m in sub.index[sub[variant] < sub[other]])})"
-                    if (sub[variant] < sub[other]).any() else ""))
+        behind = [str(m) for m in sub.index[sub[variant] < sub[other]]]
+        line += (f"; on the members that count, {len(sub) - len(behind)} of {len(sub)}"
+                 + (f" (not: {', '.join(behind)})" if behind else ""))
     return [line]
 
 

@@ -42,7 +42,7 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from experiments.ablation.markers import ARGS_NAME, DONE_NAME, read_json  # noqa: E402
+from experiments.ablation.markers import ARGS_NAME, DONE_NAME, read_json, training_script  # noqa: E402
 from experiments.ablation.scripts import NNUNET_NETWORK, TRAINING_SCRIPTS  # noqa: E402
 from utilities.data.io import save_text  # noqa: E402
 from utilities.data.layout import OUTPUT_PRED  # noqa: E402
@@ -72,14 +72,10 @@ def finished_runs(folder: Path) -> list[Path]:
 
 
 def _repository(run: Path) -> str | None:
-    """The checkout that trained ``run``: the prefix of the training script in its done marker."""
-    done = read_json(run / DONE_NAME) or {}
-    command = done.get("command") or []
-    script = str(command[0]).replace("\\", "/") if command else ""
-    for known in TRAINING_SCRIPTS:
-        if script.endswith("/" + known):
-            return script[: -len(known) - 1]
-    return None
+    """The checkout that trained ``run``: the folder of the training script in its done marker."""
+    command = (read_json(run / DONE_NAME) or {}).get("command") or []
+    found = training_script(command[0]) if command else None
+    return (found[0] or None) if found else None
 
 
 def _training_args(run: Path) -> dict | None:
@@ -92,7 +88,7 @@ def _training_args(run: Path) -> dict | None:
     command, network = done.get("command") or [], done.get("network")
     if not command or not isinstance(network, str) or network == NNUNET_NETWORK:
         return None
-    scm = str(command[0]).replace("\\", "/").endswith(SCM_SCRIPT)
+    scm = (training_script(command[0]) or ("", ""))[1] == SCM_SCRIPT
     return run_args(run, network, "final_model1" if scm else "final")
 
 

@@ -17,7 +17,7 @@ from .commands import Run
 from .scripts import NNUNET_NETWORK, TRAINING_SCRIPTS
 
 __all__ = ["DONE_NAME", "TRAINED_NAME", "STARTED_NAME", "LOG_NAME", "ARGS_NAME", "train_mode", "read_json",
-           "write_json", "signature", "same_run", "changes", "finished"]
+           "write_json", "signature", "same_run", "training_script", "changes", "finished"]
 
 DONE_NAME = "ablate_done.json"
 TRAINED_NAME = "ablate_trained.json"
@@ -73,9 +73,21 @@ def _portable(command: Sequence[str]) -> list[str]:
     of the training scripts the runner calls."""
     if not command:
         return list(command)
-    script = str(command[0]).replace("\\", "/")
-    known = next((s for s in TRAINING_SCRIPTS if script == s or script.endswith("/" + s)), script)
-    return [known, *command[1:]]
+    found = training_script(command[0])
+    return [found[1] if found else str(command[0]).replace("\\", "/"), *command[1:]]
+
+
+def training_script(path: str) -> tuple[str, str] | None:
+    """``(checkout, script)`` when ``path`` is one of the training scripts the runner calls: the
+    folder of the checkout it lies in (``""`` for a path given from the repository root) and its
+    path in the repository; ``None`` for any other path."""
+    script = str(path).replace("\\", "/")
+    for known in TRAINING_SCRIPTS:
+        if script == known:
+            return "", known
+        if script.endswith("/" + known):
+            return script[: -len(known) - 1], known
+    return None
 
 
 def _flag_values(command: Sequence[str]) -> dict[str, tuple[str, ...]]:
