@@ -11,7 +11,10 @@ as the same scan stored RAS:
   the non-zero voxels of each image, nnU-Net style);
 * the 7-point annotations: each lesion's box from its six extreme points (the lesion spans the
   voxels strictly between them), its size in voxels and mm, lesions per case;
-* optionally the expanded seeds: the foreground share of the volume and of the annotated voxels.
+* optionally the expanded seeds: the foreground share of the volume and of the annotated voxels,
+  and the share of the points' boxes (labels 1 and 2) that the seed cores (label 1) fill in the
+  median case (``seed_core_of_boxes``; no rule reads it: on the third held-back set of the
+  dataset family it did not tell where the full-weight mCRF costs, docs/results/family.md).
 
 The rules, each giving :class:`Choice` records (a flag, its value and the reason written next to
 it in ``plan.json``; :func:`make_plan` makes the sections and ``why`` from them):
@@ -60,7 +63,7 @@ import math
 import os
 import shlex
 from collections.abc import Iterable, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, cast
 
@@ -145,6 +148,7 @@ class Fingerprint:
     seed_fg_of_annotated: float | None   # foreground voxels / (foreground + background) voxels
     validation_cases: int = 0
     image_format: str = ".nii.gz"        # the images' file format (the most frequent one)
+    seed_core_of_boxes: float | None = None  # median case: the seed cores (1) / the boxes (1 and 2)
 
 
 def _rounded(values: Iterable[Any], digits: int) -> tuple[float, float, float]:
@@ -186,6 +190,7 @@ class _Cases:
     fg: int = 0
     bg: int = 0
     total: int = 0
+    core_shares: list[float] = field(default_factory=list)
 
 
 def _check_inputs(subjects: Sequence[str], folders: Sequence[tuple[str | os.PathLike, str, str, str]]) -> None:
@@ -229,9 +234,12 @@ def _read_case(cases: _Cases, subject: str, images: tuple[str | os.PathLike, str
         check_same_grid(grid, image_path, "image", Grid.of(seeds_image), seeds_path, "expanded seeds",
                         "run stage 0 on these images again")
         labels = sitk.GetArrayViewFromImage(seeds_image)
-        cases.fg += int(np.count_nonzero(labels == 1))
+        core, unknown = int(np.count_nonzero(labels == 1)), int(np.count_nonzero(labels == 2))
+        cases.fg += core
         cases.bg += int(np.count_nonzero(labels == 0))
         cases.total += labels.size
+        if core + unknown:
+            cases.core_shares.append(core / (core + unknown))
 
 
 def fingerprint(dataset_split: Split | str | os.PathLike, path_images: str | os.PathLike, image_postfix: str,
@@ -280,7 +288,9 @@ def _summary(cases: _Cases, validation_cases: int, with_seeds: bool) -> Fingerpr
         lesion_mm_p50=_rounded(np.percentile(box * spacing, 50, axis=0), 2),
         seed_fg_share=round(cases.fg / max(cases.total, 1), 6) if with_seeds else None,
         seed_fg_of_annotated=round(cases.fg / max(cases.fg + cases.bg, 1), 6) if with_seeds else None,
-        validation_cases=validation_cases, image_format=max(sorted(set(cases.formats)), key=cases.formats.count))
+        validation_cases=validation_cases, image_format=max(sorted(set(cases.formats)), key=cases.formats.count),
+        seed_core_of_boxes=(round(float(np.median(cases.core_shares)), 6) if with_seeds and cases.core_shares
+                            else None))
 
 
 def _ceil16(n: float) -> int:

@@ -118,6 +118,9 @@ def test_fingerprint_of_hand_made_cases(dataset):
     assert fp.seed_fg_share == pytest.approx(3 / (2 * 16 * 64 * 80), abs=1e-6)
     annotated = 2 * 16 * 64 * 80 - (20 * 10 * 4 + 30 * 20 * 6 + 12 * 12 * 2) + 3
     assert fp.seed_fg_of_annotated == pytest.approx(3 / annotated, abs=1e-6)
+    # one core voxel per box: c1 1 of 4x10x20 = 800, c2 2 of 6x20x30 + 2x12x12 = 3888; the median of two
+    assert fp.seed_core_of_boxes == pytest.approx((1 / 800 + 2 / 3888) / 2, abs=1e-6)
+    assert _fingerprint(dataset, seeds=False).seed_core_of_boxes is None
 
 
 def test_plan_rules(dataset):
