@@ -10,9 +10,11 @@ of the input patch as the network sees it (nnU-Net's normalisation and augmentat
 regularisers on all voxels of the patch, as in PA-Seg stage 1. The losses are the project's own
 (``utilities.method.losses.MultiViewGatedCRFLoss`` at the patch's resolution and ``VarianceLoss``) and the
 ramp is stage 1's (``utilities.method.schedules.sigmoid_rampup``, after an optional warm-up, per epoch or
-per step). The settings come from ``PASEG_NNUNET_*`` (``paseg_nnunet_settings.py``: stage 1's flags
-and defaults), the budget from ``nnUNetTrainerBudget``, everything else is ``nnUNetTrainer``'s:
-plans, sampling, augmentation, network, optimiser, validation and ``nnUNetv2_predict``.
+per step; with ``PASEG_NNUNET_RAMPUP_START=foreground`` it also waits for the first epoch whose
+validation pseudo Dice is above 0, read from nnU-Net's own log, so a resumed run keeps it). The
+settings come from ``PASEG_NNUNET_*`` (``paseg_nnunet_settings.py``: stage 1's flags and defaults),
+the budget from ``nnUNetTrainerBudget``, everything else is ``nnUNetTrainer``'s: plans, sampling,
+augmentation, network, optimiser, validation and ``nnUNetv2_predict``.
 
 Multi-GPU (``nnUNetv2_train ... -num_gpus N``): each rank computes the mCRF and VM on its part
 of the batch, in float32 with autocast off (the losses turn it off themselves), on the rank's
@@ -91,6 +93,7 @@ class nnUNetTrainerPASeg(nnUNetTrainerBudget):  # (nnU-Net names its trainer cla
         self.paseg = RegulariserSettings.from_environment()
         self.regularisers = PASegRegularisers(self.paseg)
         self.paseg_step = 0   # the step within the epoch (the ramp-up per step)
+        self.paseg_start: int | None = 0   # the epoch before which the ramp-up may not begin (None: not yet known)
 
     def initialize(self) -> None:
         super().initialize()
@@ -103,6 +106,13 @@ class nnUNetTrainerPASeg(nnUNetTrainerBudget):  # (nnU-Net names its trainer cla
     def on_train_epoch_start(self) -> None:
         super().on_train_epoch_start()
         self.paseg_step = 0
+        known = self.paseg_start
+        pseudo_dice = self.logger.get_value("mean_fg_dice", step=None)[:self.current_epoch]
+        self.paseg_start = self.paseg.ramp_start(pseudo_dice)
+        start = self.paseg_start
+        if self.paseg.rampup_start == "foreground" and start is not None and known != start:
+            self.print_to_log_file(f"PA-Seg ramp-up: epoch {start - 1} is the first whose pseudo Dice is above 0; "
+                                   f"the ramp-up begins at epoch {max(start, self.paseg.warmup_epochs)}")
 
     def paseg_terms(self, output: Tensor, data: Tensor, ramp: float) -> tuple[Tensor, Tensor, Tensor]:
         """``ramp·(weight_crf·mCRF + weight_vm·VM)`` of the full-resolution ``output`` and the input
@@ -119,7 +129,7 @@ class nnUNetTrainerPASeg(nnUNetTrainerBudget):  # (nnU-Net names its trainer cla
             target = [t.to(self.device, non_blocking=True) for t in target]
         else:
             target = target.to(self.device, non_blocking=True)
-        ramp = self.paseg.ramp(self.current_epoch, self.paseg_step, self.num_iterations_per_epoch)
+        ramp = self.paseg.ramp(self.current_epoch, self.paseg_step, self.num_iterations_per_epoch, self.paseg_start)
         self.paseg_step += 1
         self.optimizer.zero_grad(set_to_none=True)
         with autocast(self.device.type, enabled=True) if self.device.type == "cuda" else dummy_context():

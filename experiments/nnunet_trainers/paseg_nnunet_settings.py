@@ -12,12 +12,12 @@ This module imports neither nnU-Net nor torch (the driver builds its flags from
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, fields
 
 from utilities.method.schedules import rampup_warning, sigmoid_rampup
 
-__all__ = ["Variable", "REGULARISER_VARIABLES", "RegulariserSettings"]
+__all__ = ["Variable", "REGULARISER_VARIABLES", "RegulariserSettings", "first_foreground_epoch"]
 
 
 @dataclass(frozen=True)
@@ -64,6 +64,11 @@ REGULARISER_VARIABLES: tuple[Variable, ...] = (
              help="nnU-Net epochs of Dice+CE alone (mCRF and VM weights 0) before the ramp-up starts"),
     Variable("PASEG_NNUNET_RAMPUP_UNIT", "--rampup_unit", "rampup_unit", "epoch", str, choices=("epoch", "step"),
              help="advance the ramp-up once per epoch (the paper) or at every step (in fractional epochs)"),
+    Variable("PASEG_NNUNET_RAMPUP_START", "--rampup_start", "rampup_start", "warmup", str,
+             choices=("warmup", "foreground"),
+             help="start the ramp-up after the warm-up (stage 1), or after the warm-up and the first epoch whose "
+                  "validation pseudo Dice (nnU-Net's, on the annotated voxels) is above 0: nnU-Net's Dice+CE "
+                  "starts empty, and the mCRF and VM do not pay for an empty prediction"),
     Variable("PASEG_NNUNET_KERNEL_RADIUS", "--kernel_radius", "kernel_radius", 5, int, 1,
              help="mCRF window radius, in voxels of the patch (stage 1: the first value of its flag)"),
     Variable("PASEG_NNUNET_CRF_SIGMA_XY", "--crf_sigma_xy", "sigma_xy", 6.0, float, 0.0, open_low=True,
@@ -88,6 +93,7 @@ class RegulariserSettings:
     rampup_epochs: int = 30
     warmup_epochs: int = 0
     rampup_unit: str = "epoch"
+    rampup_start: str = "warmup"
     kernel_radius: int = 5
     sigma_xy: float = 6.0
     sigma_rgb: float = 0.1
@@ -110,16 +116,32 @@ class RegulariserSettings:
     def as_dict(self) -> dict[str, float | int | str]:
         return {f.name: getattr(self, f.name) for f in fields(self)}
 
-    def ramp(self, epoch: int, step: int = 0, steps_per_epoch: int = 1) -> float:
+    def ramp(self, epoch: int, step: int = 0, steps_per_epoch: int = 1, start: int | None = 0) -> float:
         """The factor of the mCRF and VM weights at ``step`` (0-based) of ``epoch`` (0-based), as
         stage 1's ``ramp_weight``: 0 during the warm-up, then :func:`utilities.method.schedules.sigmoid_rampup`
-        over ``rampup_epochs``, advanced per epoch or, with ``rampup_unit="step"``, per step."""
+        over ``rampup_epochs``, advanced per epoch or, with ``rampup_unit="step"``, per step.
+
+        ``start``: the epoch before which the ramp-up may not begin (``rampup_start="foreground"``:
+        the one after :func:`first_foreground_epoch`); ``None``: not yet known, the factor is 0.
+        The ramp-up begins at the later of ``start`` and the warm-up's end."""
+        if start is None:
+            return 0.0
         t = float(epoch)
         if self.rampup_unit == "step" and steps_per_epoch:
             t = (epoch * steps_per_epoch + step) / steps_per_epoch
-        if t < self.warmup_epochs:
+        begin = max(self.warmup_epochs, start)
+        if t < begin:
             return 0.0
-        return sigmoid_rampup(t - self.warmup_epochs, self.rampup_epochs)
+        return sigmoid_rampup(t - begin, self.rampup_epochs)
+
+    def ramp_start(self, pseudo_dice: Sequence[float]) -> int | None:
+        """The ``start`` of :meth:`ramp` given the validation pseudo Dice of the epochs so far:
+        0 with ``rampup_start="warmup"``; with ``"foreground"``, the epoch after the first whose
+        pseudo Dice is above 0, ``None`` while there is none."""
+        if self.rampup_start == "warmup":
+            return 0
+        first = first_foreground_epoch(pseudo_dice)
+        return None if first is None else first + 1
 
     def warning(self, num_epochs: int) -> str | None:
         """Stage 1's warning for a ramp-up that does not end within ``num_epochs``, or ``None``."""
@@ -127,3 +149,12 @@ class RegulariserSettings:
             return None
         text = rampup_warning(self.rampup_epochs, num_epochs, self.warmup_epochs)
         return None if text is None else f"{text} (here: PASEG_NNUNET_RAMPUP_EPOCHS and PASEG_NNUNET_EPOCHS)"
+
+
+def first_foreground_epoch(pseudo_dice: Sequence[float]) -> int | None:
+    """The first epoch (0-based index) whose validation pseudo Dice is above 0 (a NaN, as nnU-Net
+    logs for an epoch without foreground in its validation batches, is not), or ``None``."""
+    for epoch, value in enumerate(pseudo_dice):
+        if value > 0:   # NaN > 0 is False
+            return epoch
+    return None

@@ -3,6 +3,7 @@ its ramp-up against stage 1's, nnU-Net's lookup by name, the ablation kind, and 
 training and prediction with it, end to end on tiny data (a few iterations)."""
 from __future__ import annotations
 
+import dataclasses
 import importlib
 import inspect
 import json
@@ -42,7 +43,7 @@ FLAGS = {"--trainer": "PASeg", "--epochs": 2, "--iterations_per_epoch": 2, "--va
          "--crf_sigma_xy": 3.0}
 #: The settings of ENV (the runner's FLAGS, with a ramp-up of 2 epochs).
 SETTINGS = {"weight_crf": 1.0, "weight_vm": 0.5, "rampup_epochs": 2, "warmup_epochs": 0, "rampup_unit": "epoch",
-            "kernel_radius": 2, "sigma_xy": 3.0, "sigma_rgb": 0.1, "image_channel": 0}
+            "rampup_start": "warmup", "kernel_radius": 2, "sigma_xy": 3.0, "sigma_rgb": 0.1, "image_channel": 0}
 ENV = {"PASEG_NNUNET_WEIGHT_VM": "0.5", "PASEG_NNUNET_RAMPUP_EPOCHS": "2", "PASEG_NNUNET_KERNEL_RADIUS": "2",
        "PASEG_NNUNET_CRF_SIGMA_XY": "3.0"}
 
@@ -112,6 +113,29 @@ def test_ramp_is_stage_1s(unit, warmup):
     assert mid_step == (sigmoid_rampup(3.5, 6) if unit == "step" else sigmoid_rampup(3, 6))
     if warmup:
         assert settings.ramp(warmup - 1, steps - 1, steps) == 0.0
+
+
+@pytest.mark.parametrize("warmup", [0, 5])
+def test_ramp_can_wait_for_the_first_epoch_with_foreground(warmup):
+    """``rampup_start="foreground"``: no ramp-up while every validation pseudo Dice so far is 0 or
+    NaN; then stage 1's ramp-up from the epoch after the first above 0 (or the warm-up's end, if later)."""
+    first = settings_module.first_foreground_epoch
+    assert first([]) is None and first([float("nan"), 0.0]) is None and first([float("nan"), 0.0, 0.02, 0.0]) == 2
+    settings = RegulariserSettings(rampup_epochs=4, warmup_epochs=warmup, rampup_start="foreground")
+    assert settings.ramp_start([0.0, float("nan"), 0.0]) is None
+    assert all(settings.ramp(epoch, step, 3, None) == 0.0 for epoch in range(20) for step in range(3))
+    start = settings.ramp_start([0.0, 0.0, 0.0, 0.31, 0.0])
+    assert start == 4
+    begin = max(warmup, 4)
+    assert settings.ramp(begin - 1, 0, 3, start) == 0.0
+    assert [settings.ramp(begin + k, 0, 3, start) for k in range(5)] == [sigmoid_rampup(k, 4) for k in range(5)]
+    stage1_like = RegulariserSettings(rampup_epochs=4, warmup_epochs=warmup)
+    assert stage1_like.ramp_start([0.0, 0.0]) == 0
+    assert [stage1_like.ramp(e, 0, 3, 0) for e in range(12)] == [stage1_like.ramp(e, 0, 3) for e in range(12)]
+    waiting = RegulariserSettings.from_environment({"PASEG_NNUNET_RAMPUP_START": "foreground"})
+    assert waiting.rampup_start == "foreground"
+    with pytest.raises(ValueError, match="PASEG_NNUNET_RAMPUP_START='first': expected one of warmup, foreground"):
+        RegulariserSettings.from_environment({"PASEG_NNUNET_RAMPUP_START": "first"})
 
 
 def test_settings_defaults_are_stage_1s():
@@ -278,6 +302,18 @@ def test_train_step_adds_the_project_losses_to_nnunets_loss(nnunet_env):
     assert float(values["loss_crf"]) == pytest.approx(crf, rel=1e-5) and crf > 0
     assert float(values["loss_vm"]) == pytest.approx(vm, rel=1e-5) and vm > 0
     assert float(values["loss"]) == pytest.approx(seg + ramp * (1.0 * crf + 0.5 * vm), rel=1e-5)
+    # waiting for foreground: the start is read from nnU-Net's log of the validation pseudo Dice
+    trainer.paseg = dataclasses.replace(trainer.paseg, rampup_start="foreground")
+    logged = trainer.logger.local_logger.my_fantastic_logging["mean_fg_dice"]
+    for pseudo_dice, start, expected in (([0.0], None, 0.0), ([0.4], 1, sigmoid_rampup(0, 2))):
+        logged[:] = pseudo_dice
+        trainer.current_epoch = 1
+        trainer.on_train_epoch_start()
+        assert trainer.paseg_start == start
+        values = trainer.train_step(batch)
+        assert values["ramp"] == expected
+        if start is None:
+            assert float(values["loss"]) == pytest.approx(float(values["loss_seg"]), rel=1e-6)
 
 
 @pytest.mark.slow
