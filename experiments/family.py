@@ -38,7 +38,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -86,9 +86,11 @@ def _plan_member(data: Path, rules: PlanRules, path: Path) -> dict[str, Any]:
     return plan
 
 
-def member_config(seed: int, data: Path, plan: dict[str, Any], seeds: Sequence[int]) -> dict[str, Any]:
+def member_config(seed: int, data: Path, plan: dict[str, Any], seeds: Sequence[int],
+                  paseg_flags: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """The ablation config of one member (every flag written out, so that the runner's table
-    and its checks see them)."""
+    and its checks see them); ``paseg_flags``: ``experiments/nnunet_baseline.py`` flags over the
+    ``nnunet_paseg`` variant's (``None`` as a value removes one)."""
     s1 = dict(plan["stage1"])
     epochs = int(s1["--max_epochs"])
     patch = s1["--spatial_shape"]
@@ -108,6 +110,8 @@ def member_config(seed: int, data: Path, plan: dict[str, Any], seeds: Sequence[i
     scale = patch[0] / s1.get("--down_size", patch)[0]
     regularisers["--kernel_radius"] = round(s1.get("--kernel_radius", KERNEL_RADIUS)[0] * scale)
     regularisers["--crf_sigma_xy"] = float(s1.get("--crf_sigma_xy", CRF_SIGMA_XY)) * scale
+    paseg = {k: v for k, v in (nnunet | {"--trainer": "PASeg"} | regularisers | dict(paseg_flags or {})).items()
+             if v is not None}
     return {
         "title": f"Family member {seed} (plan.json: patch {patch}, mCRF grid {s1['--down_size']}, {epochs} epochs)",
         "dataset": {"split_file": str(data / "split.csv"), "images": str(data / FOLDERS[0]),
@@ -130,7 +134,7 @@ def member_config(seed: int, data: Path, plan: dict[str, Any], seeds: Sequence[i
                          "aux_seed_offset": 1},
             "nnunet_seeds": {"kind": "nnunet", "label": "nnU-Net v2, ignore label (expanded seeds)", "flags": nnunet},
             "nnunet_paseg": {"kind": "nnunet", "label": "nnU-Net v2, ignore label, PA-Seg's mCRF and VM "
-                             "(nnUNetTrainerPASeg)", "flags": nnunet | {"--trainer": "PASeg"} | regularisers},
+                             "(nnUNetTrainerPASeg)", "flags": paseg},
             "nnunet_full": {"kind": "nnunet", "label": "nnU-Net v2, full labels",
                             "flags": {"--labels": "full"} | nnunet},
         },
@@ -334,6 +338,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--stage1_flags", type=_flags_json, default={},
                    help='JSON object of stage-1 flags over the plan\'s, for development rounds, e.g. '
                         '\'{"--fg_patch_fraction": 0.33}\' (null removes a flag)')
+    p.add_argument("--nnunet_paseg_flags", type=_flags_json, default={},
+                   help='JSON object of experiments/nnunet_baseline.py flags over those of the nnunet_paseg variant, '
+                        'for development rounds, e.g. \'{"--rampup_start": "foreground"}\' (null removes a flag)')
     p.add_argument("--baseline", choices=VARIANTS, default=None,
                    help="the variant the p-values are against (default: seeds_only_plan when it runs, else seeds)")
     p.add_argument("--jobs", type=int, default=2, help="runs side by side (one thread each)")
@@ -371,7 +378,8 @@ def main(argv: list[str] | None = None) -> pd.DataFrame:
         plan = _plan_member(data, rules, folder / "plan.json")
         plan["stage1"] = {k: v for k, v in (plan["stage1"] | args.stage1_flags).items() if v is not None}
         cfg_path = folder / "ablation.json"
-        save_text(json.dumps(member_config(seed, data, plan, args.seeds), indent=1) + "\n", cfg_path)
+        config = member_config(seed, data, plan, args.seeds, args.nnunet_paseg_flags)
+        save_text(json.dumps(config, indent=1) + "\n", cfg_path)
         print(f"[family {seed}] {json.dumps(plan['stage1'])}", flush=True)
         baseline = args.baseline or ("seeds_only_plan" if "seeds_only_plan" in args.variants else "seeds")
         table = ablate.main(["--config", str(cfg_path), "--output_dir", str(folder), "--jobs", str(args.jobs),

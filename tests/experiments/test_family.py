@@ -98,6 +98,23 @@ def test_nnunet_paseg_gets_the_plans_regularisers_at_full_resolution(tmp_path):
     assert (args.trainer, args.kernel_radius, args.crf_sigma_xy) == ("PASeg", 6, 8.0)
 
 
+def test_nnunet_paseg_flags_go_over_the_variants_own(tmp_path):
+    data, plan = _member(tmp_path)
+    plain = family.member_config(113, data, plan, [0])["variants"]
+    config = family.member_config(113, data, plan, [0], {"--rampup_start": "foreground", "--kernel_radius": None,
+                                                         "--weight_gatedcrf": 0.33})["variants"]
+    flags = config["nnunet_paseg"]["flags"]
+    assert flags == {k: v for k, v in plain["nnunet_paseg"]["flags"].items() if k != "--kernel_radius"} | {
+        "--rampup_start": "foreground", "--weight_gatedcrf": 0.33}
+    assert {k: v for k, v in config.items() if k != "nnunet_paseg"} == {
+        k: v for k, v in plain.items() if k != "nnunet_paseg"}
+    args = ablate.script_parser("nnunet_baseline.py").parse_args([str(x) for k, v in flags.items() for x in (k, v)])
+    assert (args.rampup_start, args.kernel_radius) == ("foreground", None)
+    parsed = family.build_parser().parse_args(["--family_seeds", "1", "--output_dir", str(tmp_path),
+                                               "--nnunet_paseg_flags", '{"--rampup_start": "foreground"}'])
+    assert parsed.nnunet_paseg_flags == {"--rampup_start": "foreground"}
+
+
 def _table(values: dict[str, float]) -> pd.DataFrame:
     return pd.DataFrame([{"variant": v, "seeds": 3, "dice_mean": d, "dice_std": 0.01, "collapsed": 0,
                           "collapsed_epochs": "0/0/0"} for v, d in values.items()])
