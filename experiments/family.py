@@ -86,6 +86,12 @@ def _plan_member(data: Path, rules: PlanRules, path: Path) -> dict[str, Any]:
     return plan
 
 
+def _with_flags(flags: Mapping[str, Any], over: Mapping[str, Any]) -> dict[str, Any]:
+    """``flags`` with ``over``'s values over them (``--stage1_flags``, ``--nnunet_paseg_flags``);
+    a ``None`` value removes the flag."""
+    return {k: v for k, v in {**flags, **over}.items() if v is not None}
+
+
 def member_config(seed: int, data: Path, plan: dict[str, Any], seeds: Sequence[int],
                   paseg_flags: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """The ablation config of one member (every flag written out, so that the runner's table
@@ -110,8 +116,7 @@ def member_config(seed: int, data: Path, plan: dict[str, Any], seeds: Sequence[i
     scale = patch[0] / s1.get("--down_size", patch)[0]
     regularisers["--kernel_radius"] = round(s1.get("--kernel_radius", KERNEL_RADIUS)[0] * scale)
     regularisers["--crf_sigma_xy"] = float(s1.get("--crf_sigma_xy", CRF_SIGMA_XY)) * scale
-    paseg = {k: v for k, v in (nnunet | {"--trainer": "PASeg"} | regularisers | dict(paseg_flags or {})).items()
-             if v is not None}
+    paseg = _with_flags(nnunet | {"--trainer": "PASeg"} | regularisers, paseg_flags or {})
     return {
         "title": f"Family member {seed} (plan.json: patch {patch}, mCRF grid {s1['--down_size']}, {epochs} epochs)",
         "dataset": {"split_file": str(data / "split.csv"), "images": str(data / FOLDERS[0]),
@@ -376,7 +381,7 @@ def main(argv: list[str] | None = None) -> pd.DataFrame:
         if not (data / "member.json").is_file():
             generate_member(draw_member(seed), data)
         plan = _plan_member(data, rules, folder / "plan.json")
-        plan["stage1"] = {k: v for k, v in (plan["stage1"] | args.stage1_flags).items() if v is not None}
+        plan["stage1"] = _with_flags(plan["stage1"], args.stage1_flags)
         cfg_path = folder / "ablation.json"
         config = member_config(seed, data, plan, args.seeds, args.nnunet_paseg_flags)
         save_text(json.dumps(config, indent=1) + "\n", cfg_path)

@@ -106,13 +106,11 @@ class nnUNetTrainerPASeg(nnUNetTrainerBudget):  # (nnU-Net names its trainer cla
     def on_train_epoch_start(self) -> None:
         super().on_train_epoch_start()
         self.paseg_step = 0
-        known = self.paseg_start
-        pseudo_dice = self.logger.get_value("mean_fg_dice", step=None)[:self.current_epoch]
-        self.paseg_start = self.paseg.ramp_start(pseudo_dice)
-        start = self.paseg_start
-        if self.paseg.rampup_start == "foreground" and start is not None and known != start:
+        start = self.paseg.ramp_start(self.logger.get_value("mean_fg_dice", step=None)[:self.current_epoch])
+        if self.paseg.rampup_start == "foreground" and start is not None and start != self.paseg_start:
             self.print_to_log_file(f"PA-Seg ramp-up: epoch {start - 1} is the first whose pseudo Dice is above 0; "
                                    f"the ramp-up begins at epoch {max(start, self.paseg.warmup_epochs)}")
+        self.paseg_start = start
 
     def paseg_terms(self, output: Tensor, data: Tensor, ramp: float) -> tuple[Tensor, Tensor, Tensor]:
         """``ramp·(weight_crf·mCRF + weight_vm·VM)`` of the full-resolution ``output`` and the input
