@@ -1,0 +1,133 @@
+"""How much stronger the mCRF is at full resolution than on stage 1's grid, at the same weight.
+
+Stage 1 computes the mCRF on logits resized to ``--down_size`` with ``--kernel_radius`` and
+``--crf_sigma_xy`` in voxels of that grid; ``nnUNetTrainerPASeg`` computes it on the
+full-resolution output, and ``experiments/family.py`` scales the radius and width by the grid's
+in-plane factor. The gated CRF sums its kernel over each voxel's neighbours, so the wider kernel
+carries more weight. For each case with a lesion this crops a patch around the lesion (z-scored
+image), builds logits of ±4 from the lesion mask (and from the mask eroded by ``--erode``
+voxels), and prints the ratio full resolution / grid of the mCRF's value and of the norm of its
+gradient with respect to the full-resolution logits, then their medians.
+
+Example (docs/results/family.md, member 56)::
+
+    python experiments/crf_strength.py --images ./ablation/dev_paseg56/f056/data/image \\
+        --labels ./ablation/dev_paseg56/f056/data/label --patch 64 64 48 --down_size 32 32 48 \\
+        --kernel_radius 4 --crf_sigma_xy 5 --cases 7 --erode 0 2
+"""
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from utilities.method.losses import MultiViewGatedCRFLoss  # noqa: E402
+
+__all__ = ["crf_strength", "lesion_patch"]
+
+
+def crf_strength(image: torch.Tensor, mask: torch.Tensor, down_size: Sequence[int], kernel_radius: int,
+                 sigma_xy: float, sigma_rgb: float = 0.1) -> tuple[float, float]:
+    """(value ratio, gradient-norm ratio) of the full-resolution mCRF to stage 1's on ``down_size``.
+
+    ``image``, ``mask``: (X, Y, Z) tensors of one patch. The full-resolution kernel is stage 1's
+    radius and width times the in-plane factor ``X / down_size[0]`` (as ``experiments/family.py``
+    gives ``nnUNetTrainerPASeg``); the logits are ±4 from ``mask``."""
+    scale = image.shape[0] / down_size[0]
+    m = mask.float()[None, None]
+    logits = torch.cat([torch.zeros_like(m), (2 * m - 1) * 4], 1).requires_grad_(True)
+    img = image.float()[None, None]
+    out = []
+    for loss in (MultiViewGatedCRFLoss(down_size=tuple(down_size), kernel_radius=kernel_radius,
+                                       sigma_xy=sigma_xy, sigma_rgb=sigma_rgb),
+                 MultiViewGatedCRFLoss(down_size=None, kernel_radius=round(kernel_radius * scale),
+                                       sigma_xy=sigma_xy * scale, sigma_rgb=sigma_rgb)):
+        logits.grad = None
+        value = loss(logits, img)
+        value.backward()
+        out.append((float(value.detach()), float((logits.grad[0, 1] - logits.grad[0, 0]).norm())))
+    (v_grid, g_grid), (v_full, g_full) = out
+    return v_full / v_grid, g_full / g_grid
+
+
+def lesion_patch(image: np.ndarray, label: np.ndarray, patch: Sequence[int]) -> tuple[np.ndarray, np.ndarray] | None:
+    """The ``patch``-sized crop of ``image`` (z-scored) and ``label > 0`` centred on the lesion's
+    centroid and moved inside the volume; ``None`` when there is no lesion or the volume is smaller."""
+    fg = np.nonzero(label > 0)
+    if not fg[0].size or any(s < p for s, p in zip(image.shape, patch)):
+        return None
+    starts = [min(max(int(np.mean(a)) - p // 2, 0), s - p) for a, p, s in zip(fg, patch, image.shape)]
+    box = tuple(slice(a, a + p) for a, p in zip(starts, patch))
+    crop = image[box].astype(np.float32)
+    return (crop - crop.mean()) / max(float(crop.std()), 1e-8), label[box] > 0
+
+
+def _erode(mask: np.ndarray, voxels: int) -> np.ndarray:
+    m = torch.from_numpy(mask.astype(np.float32))[None, None]
+    for _ in range(voxels):
+        m = -F.max_pool3d(-m, 3, 1, 1)
+    return m[0, 0].numpy() > 0.5
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--images", type=Path, required=True, help="folder of NIfTI images")
+    p.add_argument("--labels", type=Path, required=True, help="folder of NIfTI label maps (the same order by name)")
+    p.add_argument("--patch", type=int, nargs=3, required=True, help="stage 1's --spatial_shape")
+    p.add_argument("--down_size", type=int, nargs=3, required=True, help="stage 1's --down_size")
+    p.add_argument("--kernel_radius", type=int, default=5, help="stage 1's --kernel_radius (first value)")
+    p.add_argument("--crf_sigma_xy", type=float, default=6.0, help="stage 1's --crf_sigma_xy")
+    p.add_argument("--crf_sigma_rgb", type=float, default=0.1, help="stage 1's --crf_sigma_rgb")
+    p.add_argument("--cases", type=int, default=8, help="at most this many cases with a lesion")
+    p.add_argument("--erode", type=int, nargs="+", default=[0], help="erode the mask by these voxels (one row each)")
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> list[tuple[str, int, float, float]]:
+    import nibabel as nib
+
+    args = build_parser().parse_args(argv)
+    for flag, folder in (("--images", args.images), ("--labels", args.labels)):
+        if not folder.is_dir():
+            raise FileNotFoundError(f"{flag} {folder}: not a folder")
+    images = sorted(args.images.glob("*.nii*"))
+    labels = sorted(args.labels.glob("*.nii*"))
+    if not images or len(images) != len(labels):
+        raise ValueError(f"--images and --labels must hold the same number of NIfTI files (found {len(images)} "
+                         f"and {len(labels)})")
+    torch.set_num_threads(1)
+    rows = []
+    for image_path, label_path in zip(images, labels):
+        if len({r[0] for r in rows}) >= args.cases:
+            break
+        crop = lesion_patch(np.asanyarray(nib.load(image_path).dataobj), np.asanyarray(nib.load(label_path).dataobj),
+                            args.patch)
+        if crop is None:
+            continue
+        image, mask = crop
+        for voxels in args.erode:
+            ratios = crf_strength(torch.from_numpy(image), torch.from_numpy(_erode(mask, voxels)), args.down_size,
+                                  args.kernel_radius, args.crf_sigma_xy, args.crf_sigma_rgb)
+            rows.append((image_path.name, voxels, *ratios))
+            print(f"{image_path.name} erode {voxels}: value x{ratios[0]:.2f}, gradient x{ratios[1]:.2f}")
+    if not rows:
+        raise ValueError(f"--images {args.images}: no case with a lesion at least {args.patch} in size")
+    print(f"median over {len(rows)}: value x{statistics.median(r[2] for r in rows):.2f} "
+          f"({min(r[2] for r in rows):.2f}-{max(r[2] for r in rows):.2f}), gradient "
+          f"x{statistics.median(r[3] for r in rows):.2f} ({min(r[3] for r in rows):.2f}-{max(r[3] for r in rows):.2f})")
+    return rows
+
+
+if __name__ == "__main__":
+    from utilities.workflow.cli import run_main
+
+    sys.exit(run_main(main))
