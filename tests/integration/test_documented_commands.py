@@ -463,6 +463,24 @@ def _prepare_replay(flags: Mapping[str, list[str]], argv: list[str]) -> None:
                 shutil.copy(source, target)
 
 
+def _prepare_crf_strength(flags: Mapping[str, list[str]], argv: list[str]) -> None:
+    """Two cases of a sphere lesion in ``--images`` and ``--labels``, where missing (the documented
+    folders are a family member's, written by a development run)."""
+    import nibabel as nib
+
+    images, labels = Path(flags["--images"][0]), Path(flags["--labels"][0])
+    if images.is_dir() and labels.is_dir():
+        return
+    images.mkdir(parents=True, exist_ok=True)
+    labels.mkdir(parents=True, exist_ok=True)
+    grid = np.stack(np.meshgrid(*[np.arange(n) for n in (32, 32, 16)], indexing="ij"))
+    for k in range(2):
+        lesion = np.sqrt((grid[0] - 15 - k) ** 2 + (grid[1] - 16) ** 2 + (grid[2] - 8) ** 2) < 5
+        image = lesion + np.random.default_rng(k).normal(0, 0.2, lesion.shape)
+        nib.save(nib.Nifti1Image(image.astype(np.float32), np.eye(4)), images / f"case{k}_img.nii.gz")
+        nib.save(nib.Nifti1Image(lesion.astype(np.uint8), np.eye(4)), labels / f"case{k}_seg.nii.gz")
+
+
 def _prepare_member_config(flags: Mapping[str, list[str]], argv: list[str]) -> None:
     """``<output>/f<seed>/ablation.json`` that experiments/family.py writes, where missing (on the
     workspace's plan)."""
@@ -538,6 +556,8 @@ SMOKE: dict[str, Smoke] = {
     "experiments/nnunet_baseline.py": Smoke(run="skip", why=_NOT_RUN["nnunet"], check=_check_parser),
     "experiments/collapse_analysis.py": Smoke(run="skip", why=_NOT_RUN["collapse"], check=_check_parser),
     "experiments/replay_seed_rule.py": Smoke(prepare=_prepare_replay, outputs=("{--output_dir}/replay.md",)),
+    "experiments/crf_strength.py": Smoke(set={"--patch": PATCH, "--down_size": ("16", "16", "16"), "--cases": ("1",)},
+                                         prepare=_prepare_crf_strength),
     "experiments/records.py": Smoke(prepare=_prepare_records, outputs=("{--records}", "{--ablation_dir}")),
     "benchmarks/bench_step.py": Smoke(set={"--size": PATCH, "--down_size": ("16", "16", "16"), **_BENCH,
                                            "--data_subjects": ("1",), "--data_repeats": ("1",)}),
@@ -668,6 +688,9 @@ FLAG_SETS: dict[str, set[str]] = {
         "--path_images",
         "--dataset_split --epochs --image_postfix --iterations_per_epoch --model_dir --path_geodesic_labels "
         "--path_images --rampup_epochs --trainer",
+    },
+    "experiments/crf_strength.py": {
+        "--cases --crf_sigma_xy --down_size --erode --images --kernel_radius --labels --patch",
     },
     "experiments/stage0_intensity.py": {
         "--candidates --family_seeds --output_dir --work_dir",
