@@ -4,16 +4,18 @@ Stage 1 computes the mCRF on logits resized to ``--down_size`` with ``--kernel_r
 ``--crf_sigma_xy`` in voxels of that grid; ``nnUNetTrainerPASeg`` computes it on the
 full-resolution output, and ``experiments/family.py`` scales the radius and width by the grid's
 in-plane factor. The gated CRF sums its kernel over each voxel's neighbours, so the wider kernel
-carries more weight. For each case with a lesion this crops a patch around the lesion (z-scored
-image), builds logits of ±4 from the lesion mask (and from the mask eroded by ``--erode``
-voxels), and prints the ratio full resolution / grid of the mCRF's value and of the norm of its
-gradient with respect to the full-resolution logits, then their medians.
+carries more weight. The cases are read as stage 1 reads them (RAS, z-normalised volume); for
+each case of ``--phase`` with a lesion this crops a patch around the lesion, builds logits of
+±4 from the lesion mask (and from the mask eroded by ``--erode`` voxels), and prints the ratio
+full resolution / grid of the mCRF's value and of the norm of its gradient with respect to the
+full-resolution logits, then their medians.
 
 Example (docs/results/family.md, member 56)::
 
-    python experiments/crf_strength.py --images ./ablation/dev_paseg56/f056/data/image \\
-        --labels ./ablation/dev_paseg56/f056/data/label --patch 64 64 48 --down_size 32 32 48 \\
-        --kernel_radius 4 --crf_sigma_xy 5 --cases 7 --erode 0 2
+    python experiments/crf_strength.py --dataset_split ./ablation/dev_paseg56/f056/data/split.csv \\
+        --path_images ./ablation/dev_paseg56/f056/data/image --image_postfix img \\
+        --path_labels ./ablation/dev_paseg56/f056/data/label --label_postfix seg \\
+        --patch 64 64 48 --down_size 32 32 48 --kernel_radius 4 --crf_sigma_xy 5 --cases 7 --erode 0 2
 """
 from __future__ import annotations
 
@@ -30,6 +32,8 @@ import torch.nn.functional as F
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from utilities.data.loading import ImageSource, make_subjects, preprocess_transform  # noqa: E402
+from utilities.method.defaults import IMAGE_POSTFIX, LABEL_POSTFIX  # noqa: E402
 from utilities.method.losses import MultiViewGatedCRFLoss  # noqa: E402
 
 __all__ = ["crf_strength", "lesion_patch"]
@@ -60,15 +64,14 @@ def crf_strength(image: torch.Tensor, mask: torch.Tensor, down_size: Sequence[in
 
 
 def lesion_patch(image: np.ndarray, label: np.ndarray, patch: Sequence[int]) -> tuple[np.ndarray, np.ndarray] | None:
-    """The ``patch``-sized crop of ``image`` (z-scored) and ``label > 0`` centred on the lesion's
-    centroid and moved inside the volume; ``None`` when there is no lesion or the volume is smaller."""
+    """The ``patch``-sized crop of ``image`` and ``label > 0`` centred on the lesion's centroid
+    and moved inside the volume; ``None`` when there is no lesion or the volume is smaller."""
     fg = np.nonzero(label > 0)
     if not fg[0].size or any(s < p for s, p in zip(image.shape, patch)):
         return None
     starts = [min(max(int(np.mean(a)) - p // 2, 0), s - p) for a, p, s in zip(fg, patch, image.shape)]
     box = tuple(slice(a, a + p) for a, p in zip(starts, patch))
-    crop = image[box].astype(np.float32)
-    return (crop - crop.mean()) / max(float(crop.std()), 1e-8), label[box] > 0
+    return image[box].astype(np.float32), label[box] > 0
 
 
 def _erode(mask: np.ndarray, voxels: int) -> np.ndarray:
@@ -80,8 +83,12 @@ def _erode(mask: np.ndarray, voxels: int) -> np.ndarray:
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--images", type=Path, required=True, help="folder of NIfTI images")
-    p.add_argument("--labels", type=Path, required=True, help="folder of NIfTI label maps (the same order by name)")
+    p.add_argument("--dataset_split", required=True, help="CSV of 'subject,phase' rows")
+    p.add_argument("--phase", default="training", help="the split's phase whose cases are read")
+    p.add_argument("--path_images", required=True, help="image folder (.nii.gz .nii .nrrd .nhdr .mha .mhd)")
+    p.add_argument("--image_postfix", default=IMAGE_POSTFIX, help="image file postfix")
+    p.add_argument("--path_labels", required=True, help="folder of the full labels (lesion > 0)")
+    p.add_argument("--label_postfix", default=LABEL_POSTFIX, help="label file postfix")
     p.add_argument("--patch", type=int, nargs=3, required=True, help="stage 1's --spatial_shape")
     p.add_argument("--down_size", type=int, nargs=3, required=True, help="stage 1's --down_size")
     p.add_argument("--kernel_radius", type=int, default=5, help="stage 1's --kernel_radius (first value)")
@@ -93,34 +100,35 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> list[tuple[str, int, float, float]]:
-    import nibabel as nib
-
     args = build_parser().parse_args(argv)
-    for flag, folder in (("--images", args.images), ("--labels", args.labels)):
-        if not folder.is_dir():
-            raise FileNotFoundError(f"{flag} {folder}: not a folder")
-    images = sorted(args.images.glob("*.nii*"))
-    labels = sorted(args.labels.glob("*.nii*"))
-    if not images or len(images) != len(labels):
-        raise ValueError(f"--images and --labels must hold the same number of NIfTI files (found {len(images)} "
-                         f"and {len(labels)})")
+    if args.cases < 1:
+        raise ValueError(f"--cases {args.cases}: give at least 1")
+    if min(args.erode) < 0:
+        raise ValueError(f"--erode {' '.join(map(str, args.erode))}: voxels must be >= 0")
+    sources = [ImageSource("image", args.path_images, args.image_postfix, False, "image",
+                           "--path_images/--image_postfix"),
+               ImageSource("label", args.path_labels, args.label_postfix, True, "label",
+                           "--path_labels/--label_postfix")]
+    subjects = make_subjects(args.dataset_split, args.phase, sources)
+    prepare = preprocess_transform()
     torch.set_num_threads(1)
-    rows = []
-    for image_path, label_path in zip(images, labels):
+    rows: list[tuple[str, int, float, float]] = []
+    for subject in subjects:
         if len({r[0] for r in rows}) >= args.cases:
             break
-        crop = lesion_patch(np.asanyarray(nib.load(image_path).dataobj), np.asanyarray(nib.load(label_path).dataobj),
-                            args.patch)
+        subject = prepare(subject)
+        crop = lesion_patch(subject["image"].data[0].numpy(), subject["label"].data[0].numpy(), args.patch)
         if crop is None:
             continue
         image, mask = crop
         for voxels in args.erode:
             ratios = crf_strength(torch.from_numpy(image), torch.from_numpy(_erode(mask, voxels)), args.down_size,
                                   args.kernel_radius, args.crf_sigma_xy, args.crf_sigma_rgb)
-            rows.append((image_path.name, voxels, *ratios))
-            print(f"{image_path.name} erode {voxels}: value x{ratios[0]:.2f}, gradient x{ratios[1]:.2f}")
+            rows.append((subject["subject"], voxels, *ratios))
+            print(f"{subject['subject']} erode {voxels}: value x{ratios[0]:.2f}, gradient x{ratios[1]:.2f}")
     if not rows:
-        raise ValueError(f"--images {args.images}: no case with a lesion at least {args.patch} in size")
+        raise ValueError(f"no {args.phase} case of {args.dataset_split} has a lesion and is at least --patch "
+                         f"{' '.join(map(str, args.patch))} in size")
     print(f"median over {len(rows)}: value x{statistics.median(r[2] for r in rows):.2f} "
           f"({min(r[2] for r in rows):.2f}-{max(r[2] for r in rows):.2f}), gradient "
           f"x{statistics.median(r[3] for r in rows):.2f} ({min(r[3] for r in rows):.2f}-{max(r[3] for r in rows):.2f})")

@@ -42,26 +42,40 @@ def test_lesion_patch_centres_and_clamps():
     crop, mask = lesion_patch(image, label, (16, 16, 8))
     assert crop.shape == mask.shape == (16, 16, 8)
     assert mask.sum() == label.sum()                  # the whole lesion is inside
-    assert abs(crop.mean()) < 1e-5 and crop.std() == pytest.approx(1.0, rel=1e-4)
+    np.testing.assert_allclose(crop, image[0:16, 23:39, 5:13])   # centred on (3, 31, 9), moved inside
     assert lesion_patch(image, np.zeros_like(label), (16, 16, 8)) is None
     assert lesion_patch(image, label, (48, 16, 8)) is None
 
 
-def test_main_on_files(tmp_path, capsys):
-    (tmp_path / "img").mkdir()
-    (tmp_path / "lab").mkdir()
-    for k in range(3):
+def _write_cases(root, n=3):
+    for k in range(n):
         image, mask = _case(k)
-        nib.save(nib.Nifti1Image(image.numpy(), np.eye(4)), tmp_path / "img" / f"c{k}_img.nii.gz")
-        nib.save(nib.Nifti1Image(mask.numpy().astype(np.uint8), np.eye(4)), tmp_path / "lab" / f"c{k}_seg.nii.gz")
-    rows = main(["--images", str(tmp_path / "img"), "--labels", str(tmp_path / "lab"), "--patch", "24", "24", "12",
-                 "--down_size", "12", "12", "12", "--kernel_radius", "2", "--crf_sigma_xy", "3", "--cases", "2",
-                 "--erode", "0", "1"])
-    assert [(r[0], r[1]) for r in rows] == [("c0_img.nii.gz", 0), ("c0_img.nii.gz", 1),
-                                            ("c1_img.nii.gz", 0), ("c1_img.nii.gz", 1)]
+        for folder, array, postfix in (("img", image.numpy(), "T2"), ("lab", mask.numpy().astype(np.uint8), "Label")):
+            (root / folder).mkdir(exist_ok=True)
+            nib.save(nib.Nifti1Image(array, np.eye(4)), root / folder / f"c{k}_{postfix}.nii.gz")
+    (root / "split.csv").write_text("".join(f"c{k},training\n" for k in range(n)) + "c9,inference\n")
+
+
+def _argv(root, *more, patch=("24", "24", "12"), down_size=("12", "12", "12")):
+    return ["--dataset_split", str(root / "split.csv"), "--path_images", str(root / "img"), "--path_labels",
+            str(root / "lab"), "--patch", *patch, "--down_size", *down_size, "--kernel_radius", "2",
+            "--crf_sigma_xy", "3", *more]
+
+
+def test_main_on_files(tmp_path, capsys):
+    _write_cases(tmp_path)
+    rows = main(_argv(tmp_path, "--cases", "2", "--erode", "0", "1"))
+    assert [(r[0], r[1]) for r in rows] == [("c0", 0), ("c0", 1), ("c1", 0), ("c1", 1)]
     assert all(2.0 < r[2] < 4.5 for r in rows)
     assert "median over 4" in capsys.readouterr().out
-    (tmp_path / "lab" / "c2_seg.nii.gz").unlink()
-    with pytest.raises(ValueError, match="same number"):
-        main(["--images", str(tmp_path / "img"), "--labels", str(tmp_path / "lab"), "--patch", "24", "24", "12",
-              "--down_size", "12", "12", "12"])
+
+
+def test_main_user_errors(tmp_path):
+    _write_cases(tmp_path)
+    with pytest.raises(ValueError, match="--erode"):
+        main(_argv(tmp_path, "--erode", "-1"))
+    with pytest.raises(ValueError, match="at least --patch 48 24 12"):
+        main(_argv(tmp_path, patch=("48", "24", "12"), down_size=("24", "12", "12")))
+    (tmp_path / "lab" / "c2_Label.nii.gz").unlink()
+    with pytest.raises(FileNotFoundError, match="c2_Label"):
+        main(_argv(tmp_path))

@@ -464,21 +464,25 @@ def _prepare_replay(flags: Mapping[str, list[str]], argv: list[str]) -> None:
 
 
 def _prepare_crf_strength(flags: Mapping[str, list[str]], argv: list[str]) -> None:
-    """Two cases of a sphere lesion in ``--images`` and ``--labels``, where missing (the documented
-    folders are a family member's, written by a development run)."""
+    """Two training cases of a sphere lesion in the split, ``--path_images`` and ``--path_labels``,
+    where missing (the documented folders are a family member's, written by a development run)."""
     import nibabel as nib
 
-    images, labels = Path(flags["--images"][0]), Path(flags["--labels"][0])
-    if images.is_dir() and labels.is_dir():
+    split, images, labels = (Path(flags[f][0]) for f in ("--dataset_split", "--path_images", "--path_labels"))
+    if split.is_file():
         return
     images.mkdir(parents=True, exist_ok=True)
     labels.mkdir(parents=True, exist_ok=True)
+    postfix = {f: flags[f][0] for f in ("--image_postfix", "--label_postfix")}
     grid = np.stack(np.meshgrid(*[np.arange(n) for n in (32, 32, 16)], indexing="ij"))
     for k in range(2):
         lesion = np.sqrt((grid[0] - 15 - k) ** 2 + (grid[1] - 16) ** 2 + (grid[2] - 8) ** 2) < 5
         image = lesion + np.random.default_rng(k).normal(0, 0.2, lesion.shape)
-        nib.save(nib.Nifti1Image(image.astype(np.float32), np.eye(4)), images / f"case{k}_img.nii.gz")
-        nib.save(nib.Nifti1Image(lesion.astype(np.uint8), np.eye(4)), labels / f"case{k}_seg.nii.gz")
+        nib.save(nib.Nifti1Image(image.astype(np.float32), np.eye(4)),
+                 images / f"case{k}_{postfix['--image_postfix']}.nii.gz")
+        nib.save(nib.Nifti1Image(lesion.astype(np.uint8), np.eye(4)),
+                 labels / f"case{k}_{postfix['--label_postfix']}.nii.gz")
+    split.write_text("case0,training\ncase1,training\n")
 
 
 def _prepare_member_config(flags: Mapping[str, list[str]], argv: list[str]) -> None:
@@ -690,7 +694,8 @@ FLAG_SETS: dict[str, set[str]] = {
         "--path_images --rampup_epochs --trainer",
     },
     "experiments/crf_strength.py": {
-        "--cases --crf_sigma_xy --down_size --erode --images --kernel_radius --labels --patch",
+        "--cases --crf_sigma_xy --dataset_split --down_size --erode --image_postfix --kernel_radius --label_postfix "
+        "--patch --path_images --path_labels",
     },
     "experiments/stage0_intensity.py": {
         "--candidates --family_seeds --output_dir --work_dir",

@@ -184,6 +184,14 @@ def run_make_split(data) -> None:
     assert sorted(split["subject"]) == list(SUBJECTS)
 
 
+def run_crf_strength(data) -> None:
+    rows = load_script("experiments/crf_strength.py").main([
+        "--dataset_split", str(data["split"]), "--path_images", str(data["image_crop"]), "--path_labels",
+        str(data["label_crop"]), "--patch", "32", "32", "16", "--down_size", "16", "16", "16", "--kernel_radius", "2",
+        "--crf_sigma_xy", "3", "--cases", "1"])
+    assert [r[:2] for r in rows] == [("vs_gk_1", 0)] and rows[0][2] > 1
+
+
 def run_simulate_7points(data) -> None:
     load_script("data/simulate_7points.py").main([
         "--dataset_split", str(data["split"]), "--path_labels", str(data["label_crop"]), "--path_anno_7points",
@@ -212,6 +220,7 @@ READERS: dict[str, Callable] = {
     "data/export_nnunet.py": run_export_nnunet,
     "export_model.py": run_export_model,
     "splits/make_split.py": run_make_split,
+    "experiments/crf_strength.py": run_crf_strength,
     "data/simulate_7points.py": run_simulate_7points,
     "data/VS/image_crop.py": run_image_crop,
 }
