@@ -105,6 +105,9 @@ def main(argv: Sequence[str] | None = None) -> list[tuple[str, int, float, float
         raise ValueError(f"--cases {args.cases}: give at least 1")
     if min(args.erode) < 0:
         raise ValueError(f"--erode {' '.join(map(str, args.erode))}: voxels must be >= 0")
+    if any(d < 1 or d > p for d, p in zip(args.down_size, args.patch)):
+        raise ValueError(f"--down_size {' '.join(map(str, args.down_size))}: each axis must be 1 to --patch's "
+                         f"({' '.join(map(str, args.patch))}), as stage 1's grid is")
     sources = [ImageSource("image", args.path_images, args.image_postfix, False, "image",
                            "--path_images/--image_postfix"),
                ImageSource("label", args.path_labels, args.label_postfix, True, "label",
@@ -122,7 +125,11 @@ def main(argv: Sequence[str] | None = None) -> list[tuple[str, int, float, float
             continue
         image, mask = crop
         for voxels in args.erode:
-            ratios = crf_strength(torch.from_numpy(image), torch.from_numpy(_erode(mask, voxels)), args.down_size,
+            eroded = _erode(mask, voxels)
+            if not eroded.any():
+                print(f"{subject['subject']} erode {voxels}: nothing of the lesion is left; not measured")
+                continue
+            ratios = crf_strength(torch.from_numpy(image), torch.from_numpy(eroded), args.down_size,
                                   args.kernel_radius, args.crf_sigma_xy, args.crf_sigma_rgb)
             rows.append((subject["subject"], voxels, *ratios))
             print(f"{subject['subject']} erode {voxels}: value x{ratios[0]:.2f}, gradient x{ratios[1]:.2f}")

@@ -68,12 +68,17 @@ def test_main_on_files(tmp_path, capsys):
     assert [(r[0], r[1]) for r in rows] == [("c0", 0), ("c0", 1), ("c1", 0), ("c1", 1)]
     assert all(2.0 < r[2] < 4.5 for r in rows)
     assert "median over 4" in capsys.readouterr().out
+    rows = main(_argv(tmp_path, "--cases", "1", "--erode", "0", "9"))     # a radius-5 lesion: gone at 9
+    assert [r[1] for r in rows] == [0]
+    assert "c0 erode 9: nothing of the lesion is left; not measured" in capsys.readouterr().out
 
 
 def test_main_user_errors(tmp_path):
     _write_cases(tmp_path)
     with pytest.raises(ValueError, match="--erode"):
         main(_argv(tmp_path, "--erode", "-1"))
+    with pytest.raises(ValueError, match="--down_size 48 12 12: each axis"):
+        main(_argv(tmp_path, down_size=("48", "12", "12")))
     with pytest.raises(ValueError, match="at least --patch 48 24 12"):
         main(_argv(tmp_path, patch=("48", "24", "12"), down_size=("24", "12", "12")))
     (tmp_path / "lab" / "c2_Label.nii.gz").unlink()
