@@ -32,6 +32,7 @@ import torch.nn.functional as F
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from utilities.data.dataset_file import add_dataset_flag, parse_with_dataset  # noqa: E402
 from utilities.data.loading import ImageSource, make_subjects, preprocess_transform  # noqa: E402
 from utilities.method.defaults import IMAGE_POSTFIX, LABEL_POSTFIX  # noqa: E402
 from utilities.method.losses import MultiViewGatedCRFLoss  # noqa: E402
@@ -96,11 +97,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--crf_sigma_rgb", type=float, default=0.1, help="stage 1's --crf_sigma_rgb")
     p.add_argument("--cases", type=int, default=8, help="at most this many cases with a lesion")
     p.add_argument("--erode", type=int, nargs="+", default=[0], help="erode the mask by these voxels (one row each)")
+    add_dataset_flag(p)
     return p
 
 
 def main(argv: Sequence[str] | None = None) -> list[tuple[str, int, float, float]]:
-    args = build_parser().parse_args(argv)
+    args = parse_with_dataset(build_parser(), argv)
     if args.cases < 1:
         raise ValueError(f"--cases {args.cases}: give at least 1")
     if min(args.erode) < 0:

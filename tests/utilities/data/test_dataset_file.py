@@ -396,6 +396,13 @@ def run_nnunet_baseline(data, out: Path) -> None:
         str(data["meta"] / "../seeds"))
 
 
+def run_crf_strength(data, out: Path) -> None:
+    rows = load_script("experiments/crf_strength.py").main([
+        "--dataset", str(data["file"]), "--patch", "32", "32", "16", "--down_size", "16", "16", "16",
+        "--kernel_radius", "2", "--crf_sigma_xy", "3", "--cases", "1"])
+    assert [r[:2] for r in rows] == [(next(iter(SUBJECTS)), 0)]
+
+
 #: Every script that takes data paths, run with --dataset on the data of :func:`data`.
 RUNS: dict[str, Callable] = {
     "plan.py": run_plan,
@@ -412,6 +419,7 @@ RUNS: dict[str, Callable] = {
     "splits/make_split.py": run_make_split,
     "data/simulate_7points.py": run_simulate_7points,
     "experiments/nnunet_baseline.py": run_nnunet_baseline,
+    "experiments/crf_strength.py": run_crf_strength,
 }
 #: Scripts with a data-path flag that take no dataset file, and why.
 EXEMPT = {"data/VS/image_crop.py": "crops the VS download's image/ and label/ folders: it makes the data a dataset "
