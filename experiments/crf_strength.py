@@ -124,6 +124,7 @@ def main(argv: Sequence[str] | None = None) -> list[tuple[str, int, float, float
         subject = prepare(subject)
         crop = lesion_patch(subject["image"].data[0].numpy(), subject["label"].data[0].numpy(), args.patch)
         if crop is None:
+            print(f"{subject['subject']}: no lesion, or the volume is smaller than --patch; not measured")
             continue
         image, mask = crop
         for voxels in args.erode:
@@ -136,8 +137,8 @@ def main(argv: Sequence[str] | None = None) -> list[tuple[str, int, float, float
             rows.append((subject["subject"], voxels, *ratios))
             print(f"{subject['subject']} erode {voxels}: value x{ratios[0]:.2f}, gradient x{ratios[1]:.2f}")
     if not rows:
-        raise ValueError(f"no {args.phase} case of {args.dataset_split} has a lesion and is at least --patch "
-                         f"{' '.join(map(str, args.patch))} in size")
+        raise ValueError(f"no {args.phase} case of {args.dataset_split} was measured: each needs a lesion, a volume "
+                         f"at least --patch {' '.join(map(str, args.patch))} and a lesion left after --erode")
     print(f"median over {len(rows)}: value x{statistics.median(r[2] for r in rows):.2f} "
           f"({min(r[2] for r in rows):.2f}-{max(r[2] for r in rows):.2f}), gradient "
           f"x{statistics.median(r[3] for r in rows):.2f} ({min(r[3] for r in rows):.2f}-{max(r[3] for r in rows):.2f})")

@@ -73,14 +73,15 @@ def test_main_on_files(tmp_path, capsys):
     assert "c0 erode 9: nothing of the lesion is left; not measured" in capsys.readouterr().out
 
 
-def test_main_user_errors(tmp_path):
+def test_main_user_errors(tmp_path, capsys):
     _write_cases(tmp_path)
     with pytest.raises(ValueError, match="--erode"):
         main(_argv(tmp_path, "--erode", "-1"))
     with pytest.raises(ValueError, match="--down_size 48 12 12: each axis"):
         main(_argv(tmp_path, down_size=("48", "12", "12")))
-    with pytest.raises(ValueError, match="at least --patch 48 24 12"):
+    with pytest.raises(ValueError, match="at least --patch 48 24 12 and a lesion left"):
         main(_argv(tmp_path, patch=("48", "24", "12"), down_size=("24", "12", "12")))
+    assert "c0: no lesion, or the volume is smaller than --patch; not measured" in capsys.readouterr().out
     (tmp_path / "lab" / "c2_Label.nii.gz").unlink()
     with pytest.raises(FileNotFoundError, match="c2_Label"):
         main(_argv(tmp_path))
