@@ -27,13 +27,14 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
+from scipy import ndimage
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from experiments.family import full_resolution_kernel  # noqa: E402
 from utilities.data.dataset_file import add_dataset_flag, parse_with_dataset  # noqa: E402
-from utilities.data.loading import ImageSource, make_subjects, preprocess_transform  # noqa: E402
+from utilities.data.loading import ImageSource, make_subjects, patch_start_around, preprocess_transform  # noqa: E402
 from utilities.method.defaults import IMAGE_POSTFIX, LABEL_POSTFIX  # noqa: E402
 from utilities.method.losses import MultiViewGatedCRFLoss  # noqa: E402
 
@@ -44,18 +45,18 @@ def crf_strength(image: torch.Tensor, mask: torch.Tensor, down_size: Sequence[in
                  sigma_xy: float, sigma_rgb: float = 0.1) -> tuple[float, float]:
     """(value ratio, gradient-norm ratio) of the full-resolution mCRF to stage 1's on ``down_size``.
 
-    ``image``, ``mask``: (X, Y, Z) tensors of one patch. The full-resolution kernel is stage 1's
-    radius and width times the in-plane factor ``X / down_size[0]`` (as ``experiments/family.py``
-    gives ``nnUNetTrainerPASeg``); the logits are ±4 from ``mask``."""
-    scale = image.shape[0] / down_size[0]
+    ``image``, ``mask``: (X, Y, Z) tensors of one patch. The full-resolution kernel is the one
+    ``experiments/family.py`` gives ``nnUNetTrainerPASeg`` (:func:`experiments.family.full_resolution_kernel`);
+    the logits are ±4 from ``mask``."""
+    full_radius, full_sigma = full_resolution_kernel(image.shape, down_size, kernel_radius, sigma_xy)
     m = mask.float()[None, None]
     logits = torch.cat([torch.zeros_like(m), (2 * m - 1) * 4], 1).requires_grad_(True)
     img = image.float()[None, None]
     out = []
     for loss in (MultiViewGatedCRFLoss(down_size=tuple(down_size), kernel_radius=kernel_radius,
                                        sigma_xy=sigma_xy, sigma_rgb=sigma_rgb),
-                 MultiViewGatedCRFLoss(down_size=None, kernel_radius=round(kernel_radius * scale),
-                                       sigma_xy=sigma_xy * scale, sigma_rgb=sigma_rgb)):
+                 MultiViewGatedCRFLoss(down_size=None, kernel_radius=full_radius, sigma_xy=full_sigma,
+                                       sigma_rgb=sigma_rgb)):
         logits.grad = None
         value = loss(logits, img)
         value.backward()
@@ -70,16 +71,16 @@ def lesion_patch(image: np.ndarray, label: np.ndarray, patch: Sequence[int]) -> 
     fg = np.nonzero(label > 0)
     if not fg[0].size or any(s < p for s, p in zip(image.shape, patch)):
         return None
-    starts = [min(max(int(np.mean(a)) - p // 2, 0), s - p) for a, p, s in zip(fg, patch, image.shape)]
+    starts = patch_start_around([int(np.mean(a)) for a in fg], patch, image.shape)
     box = tuple(slice(a, a + p) for a, p in zip(starts, patch))
     return image[box].astype(np.float32), label[box] > 0
 
 
 def _erode(mask: np.ndarray, voxels: int) -> np.ndarray:
-    m = torch.from_numpy(mask.astype(np.float32))[None, None]
-    for _ in range(voxels):
-        m = -F.max_pool3d(-m, 3, 1, 1)
-    return m[0, 0].numpy() > 0.5
+    """``mask`` eroded ``voxels`` times by the 3×3×3 cube; the patch's border does not erode it."""
+    if voxels == 0:   # (scipy's iterations=0 erodes until nothing changes)
+        return mask
+    return ndimage.binary_erosion(mask, np.ones((3, 3, 3), bool), iterations=voxels, border_value=1)
 
 
 def build_parser() -> argparse.ArgumentParser:

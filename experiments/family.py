@@ -86,6 +86,14 @@ def _plan_member(data: Path, rules: PlanRules, path: Path) -> dict[str, Any]:
     return plan
 
 
+def full_resolution_kernel(patch: Sequence[int], down_size: Sequence[int], kernel_radius: int,
+                           sigma_xy: float) -> tuple[int, float]:
+    """Stage 1's mCRF window radius and width, measured on its ``down_size`` grid of a ``patch``,
+    in voxels of the full-resolution patch (``nnUNetTrainerPASeg``'s): times the in-plane factor."""
+    scale = patch[0] / down_size[0]
+    return round(kernel_radius * scale), float(sigma_xy) * scale
+
+
 def _with_flags(flags: Mapping[str, Any], over: Mapping[str, Any]) -> dict[str, Any]:
     """``flags`` with ``over``'s values over them (``--stage1_flags``, ``--nnunet_paseg_flags``);
     a ``None`` value removes the flag."""
@@ -113,9 +121,9 @@ def member_config(seed: int, data: Path, plan: dict[str, Any], seeds: Sequence[i
     # of `iterations_per_epoch` steps (the plan's epochs here); one kernel radius and width in voxels
     # of the full-resolution output, where stage 1 measures them on its (in plane coarser) mCRF grid
     regularisers = {k: v for k, v in s1.items() if k in _PASEG_FLAGS}
-    scale = patch[0] / s1.get("--down_size", patch)[0]
-    regularisers["--kernel_radius"] = round(s1.get("--kernel_radius", KERNEL_RADIUS)[0] * scale)
-    regularisers["--crf_sigma_xy"] = float(s1.get("--crf_sigma_xy", CRF_SIGMA_XY)) * scale
+    regularisers["--kernel_radius"], regularisers["--crf_sigma_xy"] = full_resolution_kernel(
+        patch, s1.get("--down_size", patch), s1.get("--kernel_radius", KERNEL_RADIUS)[0],
+        s1.get("--crf_sigma_xy", CRF_SIGMA_XY))
     paseg = _with_flags(nnunet | {"--trainer": "PASeg"} | regularisers, paseg_flags or {})
     return {
         "title": f"Family member {seed} (plan.json: patch {patch}, mCRF grid {s1['--down_size']}, {epochs} epochs)",

@@ -60,6 +60,7 @@ __all__ = [
     "item_seed",
     "PatchDataset",
     "foreground_patch_start",
+    "patch_start_around",
     "VolumeDataset",
     "make_training_loader",
     "make_volume_loader",
@@ -358,6 +359,13 @@ def item_seed(seed: int, epoch: int, index: int) -> int:
     return int(np.random.SeedSequence([int(seed) % 2**63, int(epoch), int(index)]).generate_state(1, np.uint64)[0])
 
 
+def patch_start_around(voxel: Sequence[int], patch_size: Sequence[int], size: Sequence[int]) -> tuple[int, int, int]:
+    """The corner of a ``patch_size`` patch centred on ``voxel``, then moved inside a volume of
+    ``size`` (a voxel near the border sits off-centre but inside)."""
+    return cast("tuple[int, int, int]", tuple(int(min(max(v - p // 2, 0), s - p))
+                                              for v, p, s in zip(voxel, patch_size, size)))
+
+
 def foreground_patch_start(label: torch.Tensor, patch_size: Sequence[int]) -> tuple[int, int, int] | None:
     """The corner of a patch around a random foreground voxel (value 1) of ``label``
     ``(1, X, Y, Z)``, nnU-Net style: centred on the voxel, then moved inside the volume (so a
@@ -367,9 +375,7 @@ def foreground_patch_start(label: torch.Tensor, patch_size: Sequence[int]) -> tu
     if len(voxels) == 0:
         return None
     voxel = voxels[int(torch.randint(len(voxels), (1,)).item())].tolist()
-    size = label.shape[1:]
-    start = (min(max(v - p // 2, 0), s - p) for v, p, s in zip(voxel, patch_size, size))
-    return cast("tuple[int, int, int]", tuple(int(v) for v in start))
+    return patch_start_around(voxel, patch_size, label.shape[1:])
 
 
 class PatchDataset(Dataset):
