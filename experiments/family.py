@@ -87,10 +87,12 @@ def _plan_member(data: Path, rules: PlanRules, path: Path) -> dict[str, Any]:
 
 
 def full_resolution_kernel(patch: Sequence[int], down_size: Sequence[int], kernel_radius: int,
-                           sigma_xy: float) -> tuple[int, float]:
+                           sigma_xy: float, crf_downsample: int = 1) -> tuple[int, float]:
     """Stage 1's mCRF window radius and width, measured on its ``down_size`` grid of a ``patch``,
-    in voxels of the full-resolution patch (``nnUNetTrainerPASeg``'s): times the in-plane factor."""
-    scale = patch[0] / down_size[0]
+    in voxels of the full-resolution patch (``nnUNetTrainerPASeg``'s): times the in-plane factor;
+    with ``crf_downsample`` (the trainer's ``--crf_downsample``), in voxels of the patch downsampled
+    in plane by it (stage 1's in-plane halving and 2: stage 1's kernel as it is)."""
+    scale = patch[0] / down_size[0] / crf_downsample
     return round(kernel_radius * scale), float(sigma_xy) * scale
 
 
@@ -119,11 +121,12 @@ def member_config(seed: int, data: Path, plan: dict[str, Any], seeds: Sequence[i
               "--val_iterations": 2}
     # nnUNetTrainerPASeg: the plan's regulariser flags that the trainer takes, in its units: epochs
     # of `iterations_per_epoch` steps (the plan's epochs here); one kernel radius and width in voxels
-    # of the full-resolution output, where stage 1 measures them on its (in plane coarser) mCRF grid
+    # of the trainer's mCRF grid (the full-resolution output, or that downsampled in plane by the
+    # --crf_downsample of paseg_flags), where stage 1 measures them on its (in plane coarser) grid
     regularisers = {k: v for k, v in s1.items() if k in _PASEG_FLAGS}
     regularisers["--kernel_radius"], regularisers["--crf_sigma_xy"] = full_resolution_kernel(
         patch, s1.get("--down_size", patch), s1.get("--kernel_radius", KERNEL_RADIUS)[0],
-        s1.get("--crf_sigma_xy", CRF_SIGMA_XY))
+        s1.get("--crf_sigma_xy", CRF_SIGMA_XY), int((paseg_flags or {}).get("--crf_downsample") or 1))
     paseg = _with_flags(nnunet | {"--trainer": "PASeg"} | regularisers, paseg_flags or {})
     return {
         "title": f"Family member {seed} (plan.json: patch {patch}, mCRF grid {s1['--down_size']}, {epochs} epochs)",

@@ -8,7 +8,9 @@ Per training step::
 with ``p`` the softmax of the full-resolution output (deep supervision's first), ``I`` one channel
 of the input patch as the network sees it (nnU-Net's normalisation and augmentation) and both
 regularisers on all voxels of the patch, as in PA-Seg stage 1. The losses are the project's own
-(``utilities.method.losses.MultiViewGatedCRFLoss`` at the patch's resolution and ``VarianceLoss``) and the
+(``utilities.method.losses.MultiViewGatedCRFLoss`` at the patch's resolution, or with
+``PASEG_NNUNET_CRF_DOWNSAMPLE`` on the patch downsampled in plane as stage 1's ``--down_size``,
+and ``VarianceLoss``) and the
 ramp is stage 1's (``utilities.method.schedules.sigmoid_rampup``, after an optional warm-up, per epoch or
 per step; with ``PASEG_NNUNET_RAMPUP_START=foreground`` it also waits for the first epoch whose
 validation pseudo Dice is above 0, read from nnU-Net's own log, so a resumed run keeps it). The
@@ -26,6 +28,8 @@ small module into ``nnunetv2/training/nnUNetTrainer/``) or through ``nnUNet_extT
 folder. The module imports ``utilities`` from PA-Seg, which ``make install`` installs (editable).
 """
 from __future__ import annotations
+
+from collections.abc import Sequence
 
 import numpy as np
 import torch
@@ -46,17 +50,31 @@ LOGGED = ("loss", "loss_seg", "loss_crf", "loss_vm")
 class PASegRegularisers(nn.Module):
     """PA-Seg stage 1's mCRF and VM on one network output and its input (unweighted)."""
 
-    def __init__(self, settings: RegulariserSettings) -> None:
+    def __init__(self, settings: RegulariserSettings, spacing: Sequence[float] | None = None) -> None:
+        """``spacing``: the voxel spacing of the outputs, in their axis order (nnU-Net's
+        configuration's), which tells :meth:`RegulariserSettings.crf_grid` the axis it keeps."""
         super().__init__()
         self.settings = settings
-        self.crf = MultiViewGatedCRFLoss(down_size=None, kernel_radius=settings.kernel_radius,
-                                         sigma_xy=settings.sigma_xy, sigma_rgb=settings.sigma_rgb)
+        self.spacing = None if spacing is None else tuple(float(s) for s in spacing)
+        self.crfs: dict[tuple[int, ...] | None, MultiViewGatedCRFLoss] = {}   # one per mCRF grid (None: as is)
         self.vm = VarianceLoss()
+
+    def crf(self, shape: Sequence[int]) -> MultiViewGatedCRFLoss:
+        """The mCRF of an output of spatial ``shape``, (X, Y, Z) or a 2D configuration's (X, Y),
+        on its grid (:meth:`RegulariserSettings.crf_grid`; a 2D grid as (X', Y', 1))."""
+        grid = self.settings.crf_grid(shape, self.spacing)
+        key = None if grid == tuple(shape) else (*grid, 1)[:3]
+        if key not in self.crfs:
+            self.crfs[key] = MultiViewGatedCRFLoss(down_size=key, kernel_radius=self.settings.kernel_radius,
+                                                   sigma_xy=self.settings.sigma_xy, sigma_rgb=self.settings.sigma_rgb)
+        return self.crfs[key]
 
     def forward(self, logits: Tensor, data: Tensor, crf: bool = True, vm: bool = True) -> tuple[Tensor, Tensor]:
         """Args:
             logits: (N, C, X, Y, Z) output, or (N, C, X, Y) of a 2D configuration (then the mCRF is
-                the 2D gated CRF of the slice: the view of the XY planes).
+                the 2D gated CRF of the slice: the view of the XY planes). The mCRF runs on the
+                grid of ``settings.crf_grid`` (trilinear, as stage 1's ``--down_size``), the VM on
+                the output as it is.
             data: (N, channels, *spatial) the network's input; channel ``settings.image_channel`` is read.
             crf, vm: compute the term (a term not computed is 0).
 
@@ -69,13 +87,14 @@ class PASegRegularisers(nn.Module):
         if data.shape[1] <= channel:
             raise ValueError(f"PASEG_NNUNET_CRF_CHANNEL={channel}, but the input has {data.shape[1]} channel(s)")
         image = data[:, channel:channel + 1]
+        crf_loss = self.crf(tuple(logits.shape[2:]))
         planar = logits.dim() == 4
         if planar:
             logits, image = logits.unsqueeze(-1), image.unsqueeze(-1)
         zero = logits.new_zeros((), dtype=torch.float32)
         loss_crf = loss_vm = zero
         if crf:
-            loss_crf = self.crf.views(logits, image)[CRF_VIEWS.index("Z")] if planar else self.crf(logits, image)
+            loss_crf = crf_loss.views(logits, image)[CRF_VIEWS.index("Z")] if planar else crf_loss(logits, image)
         if vm:
             loss_vm = self.vm(logits, image)
         return loss_crf, loss_vm
@@ -91,7 +110,7 @@ class nnUNetTrainerPASeg(nnUNetTrainerBudget):  # (nnU-Net names its trainer cla
             raise ValueError("nnUNetTrainerPASeg: region-based training (sigmoid outputs) is not supported; the "
                              "mCRF and VM need softmax classes")
         self.paseg = RegulariserSettings.from_environment()
-        self.regularisers = PASegRegularisers(self.paseg)
+        self.regularisers = PASegRegularisers(self.paseg, self.configuration_manager.spacing)
         self.paseg_step = 0   # the step within the epoch (the ramp-up per step)
         self.paseg_start: int | None = 0   # the epoch before which the ramp-up may not begin (None: not yet known)
 
@@ -99,6 +118,11 @@ class nnUNetTrainerPASeg(nnUNetTrainerBudget):  # (nnU-Net names its trainer cla
         super().initialize()
         shown = ", ".join(f"{k} {v}" for k, v in self.paseg.as_dict().items())
         self.print_to_log_file(f"PA-Seg regularisers on the full-resolution output: {shown}")
+        patch = tuple(int(p) for p in self.configuration_manager.patch_size)
+        grid = self.paseg.crf_grid(patch, self.configuration_manager.spacing)
+        self.print_to_log_file(f"PA-Seg mCRF grid: {'x'.join(map(str, grid))} for the patch {'x'.join(map(str, patch))}"
+                               + (" (the patch's resolution)" if grid == patch else
+                                  f" (in plane /{self.paseg.crf_downsample}; kernel radius and width in its voxels)"))
         warning = self.paseg.warning(self.num_epochs)
         if warning:
             self.print_to_log_file(f"warning: {warning}")

@@ -69,10 +69,16 @@ REGULARISER_VARIABLES: tuple[Variable, ...] = (
              help="start the ramp-up after the warm-up (stage 1), or after the warm-up and the first epoch whose "
                   "validation pseudo Dice (nnU-Net's, on the annotated voxels) is above 0: nnU-Net's Dice+CE "
                   "starts empty, and the mCRF and VM do not pay for an empty prediction"),
+    Variable("PASEG_NNUNET_CRF_DOWNSAMPLE", "--crf_downsample", "crf_downsample", 1, int, 1,
+             help="compute the mCRF on the output and input downsampled by this factor in plane (trilinear, as "
+                  "stage 1's --down_size), every axis but the one of coarsest spacing; 1: the patch's "
+                  "resolution. 2 gives the grid of stage 1's in-plane halving (128x128x48 -> 64x64x48), "
+                  "where its --kernel_radius and --crf_sigma_xy mean what they mean in stage 1"),
     Variable("PASEG_NNUNET_KERNEL_RADIUS", "--kernel_radius", "kernel_radius", 5, int, 1,
-             help="mCRF window radius, in voxels of the patch (stage 1: the first value of its flag)"),
+             help="mCRF window radius, in voxels of the mCRF grid (the patch, downsampled by --crf_downsample; "
+                  "stage 1: the first value of its flag)"),
     Variable("PASEG_NNUNET_CRF_SIGMA_XY", "--crf_sigma_xy", "sigma_xy", 6.0, float, 0.0, open_low=True,
-             help="mCRF spatial kernel width, in voxels of the patch"),
+             help="mCRF spatial kernel width, in voxels of the mCRF grid"),
     Variable("PASEG_NNUNET_CRF_SIGMA_RGB", "--crf_sigma_rgb", "sigma_rgb", 0.1, float, 0.0, open_low=True,
              help="mCRF intensity kernel width, in units of nnU-Net's normalised image"),
     Variable("PASEG_NNUNET_CRF_CHANNEL", "--crf_channel", "image_channel", 0, int, 0,
@@ -86,7 +92,8 @@ class RegulariserSettings:
 
     The mCRF runs at the resolution of nnU-Net's patch (stage 1 resizes to ``--down_size``;
     nnU-Net's patch already has the plan's spacing, and the plan keeps full resolution for
-    small lesions)."""
+    small lesions), or, with ``crf_downsample`` > 1, on that patch downsampled in plane
+    (:meth:`crf_grid`)."""
 
     weight_crf: float = 1.0
     weight_vm: float = 0.1
@@ -94,6 +101,7 @@ class RegulariserSettings:
     warmup_epochs: int = 0
     rampup_unit: str = "epoch"
     rampup_start: str = "warmup"
+    crf_downsample: int = 1
     kernel_radius: int = 5
     sigma_xy: float = 6.0
     sigma_rgb: float = 0.1
@@ -115,6 +123,18 @@ class RegulariserSettings:
 
     def as_dict(self) -> dict[str, float | int | str]:
         return {f.name: getattr(self, f.name) for f in fields(self)}
+
+    def crf_grid(self, shape: Sequence[int], spacing: Sequence[float] | None = None) -> tuple[int, ...]:
+        """The grid the mCRF runs on for an output of spatial ``shape`` whose voxels have ``spacing``
+        (the configuration's, in the same axis order): each axis divided by ``crf_downsample``
+        (rounded down, at least 1), except, for a 3D shape, the axis of the coarsest spacing (the first
+        of them on a tie; without ``spacing``, the first axis), which nnU-Net's plans put first and
+        stage 1 does not downsample either (its slice axis). A 2D shape is one slice: both axes."""
+        shape = tuple(int(s) for s in shape)
+        keep = None
+        if len(shape) == 3:
+            keep = 0 if spacing is None else max(range(3), key=lambda a: (float(spacing[a]), -a))
+        return tuple(s if a == keep else max(1, s // self.crf_downsample) for a, s in enumerate(shape))
 
     def ramp(self, epoch: int, step: int = 0, steps_per_epoch: int = 1, start: int | None = 0) -> float:
         """The factor of the mCRF and VM weights at ``step`` (0-based) of ``epoch`` (0-based), as

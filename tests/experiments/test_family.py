@@ -96,6 +96,12 @@ def test_nnunet_paseg_gets_the_plans_regularisers_at_full_resolution(tmp_path):
     args = ablate.script_parser("nnunet_baseline.py").parse_args(
         [str(x) for k, v in flags.items() for x in (k, v)])
     assert (args.trainer, args.kernel_radius, args.crf_sigma_xy) == ("PASeg", 6, 8.0)
+    # the trainer's mCRF on stage 1's grid (--crf_downsample 2): stage 1's radius and width as they are
+    flags = family.member_config(113, data, plan, [0], {"--crf_downsample": 2})["variants"]["nnunet_paseg"]["flags"]
+    assert (flags["--crf_downsample"], flags["--kernel_radius"], flags["--crf_sigma_xy"]) == (2, 3, 4.0)
+    args = ablate.script_parser("nnunet_baseline.py").parse_args(
+        [str(x) for k, v in flags.items() for x in (k, v)])
+    assert (args.crf_downsample, args.kernel_radius) == (2, 3)
 
 
 def test_nnunet_paseg_flags_go_over_the_variants_own(tmp_path):

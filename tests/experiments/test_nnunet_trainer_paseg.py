@@ -43,7 +43,8 @@ FLAGS = {"--trainer": "PASeg", "--epochs": 2, "--iterations_per_epoch": 2, "--va
          "--crf_sigma_xy": 3.0}
 #: The settings of ENV (the runner's FLAGS, with a ramp-up of 2 epochs).
 SETTINGS = {"weight_crf": 1.0, "weight_vm": 0.5, "rampup_epochs": 2, "warmup_epochs": 0, "rampup_unit": "epoch",
-            "rampup_start": "warmup", "kernel_radius": 2, "sigma_xy": 3.0, "sigma_rgb": 0.1, "image_channel": 0}
+            "rampup_start": "warmup", "crf_downsample": 1, "kernel_radius": 2, "sigma_xy": 3.0,
+            "sigma_rgb": 0.1, "image_channel": 0}
 ENV = {"PASEG_NNUNET_WEIGHT_VM": "0.5", "PASEG_NNUNET_RAMPUP_EPOCHS": "2", "PASEG_NNUNET_KERNEL_RADIUS": "2",
        "PASEG_NNUNET_CRF_SIGMA_XY": "3.0"}
 
@@ -77,6 +78,38 @@ def test_a_2d_output_gets_the_gated_crf_of_its_slice():
     views = stack.views(logits.unsqueeze(-1).repeat(1, 1, 1, 1, 4), data.unsqueeze(-1).repeat(1, 1, 1, 1, 4))
     assert crf.item() == pytest.approx(views[0].item(), rel=1e-5)
     assert vm.item() == pytest.approx(VarianceLoss()(logits.unsqueeze(-1), data.unsqueeze(-1)).item(), rel=1e-6)
+
+
+def test_crf_grid_halves_every_axis_but_the_coarsest():
+    halve = RegulariserSettings(crf_downsample=2)
+    assert halve.crf_grid((40, 80, 64), (1.0, 1.0, 1.0)) == (40, 40, 32)     # a tie: the first axis kept
+    assert halve.crf_grid((40, 80, 64)) == (40, 40, 32)
+    assert halve.crf_grid((64, 24, 45), (0.4, 1.5, 0.4)) == (32, 24, 22)     # the slice axis, wherever it is
+    assert halve.crf_grid((81, 64)) == (40, 32)                              # a 2D slice: both axes
+    assert RegulariserSettings(crf_downsample=3).crf_grid((8, 2, 2), (2.0, 1.0, 1.0)) == (8, 1, 1)
+    assert RegulariserSettings().crf_grid((40, 80, 64), (3.0, 1.0, 1.0)) == (40, 80, 64)
+
+
+def test_downsampled_regularisers_are_stage_1s_mcrf_on_its_grid():
+    """``crf_downsample`` 2: the mCRF of stage 1 with ``--down_size`` the in-plane halving of the
+    output (trilinear, the image too), same value and gradient; the VM stays on the output."""
+    torch.manual_seed(2)
+    logits = torch.randn(2, 2, 6, 12, 10, requires_grad=True)
+    data = torch.randn(2, 1, 6, 12, 10)
+    settings = RegulariserSettings(crf_downsample=2, kernel_radius=2, sigma_xy=3.0)
+    regularisers = PASegRegularisers(settings, spacing=(3.0, 1.0, 1.0))
+    crf, vm = regularisers(logits, data)
+    expected_crf = MultiViewGatedCRFLoss(down_size=(6, 6, 5), kernel_radius=2, sigma_xy=3.0)(logits, data)
+    full_crf = MultiViewGatedCRFLoss(down_size=None, kernel_radius=2, sigma_xy=3.0)(logits, data)
+    assert crf.item() == pytest.approx(expected_crf.item(), rel=1e-6)
+    assert crf.item() != pytest.approx(full_crf.item(), rel=1e-2)
+    assert vm.item() == pytest.approx(VarianceLoss()(logits, data).item(), rel=1e-6)
+    np.testing.assert_allclose(torch.autograd.grad(crf, logits)[0], torch.autograd.grad(expected_crf, logits)[0],
+                               rtol=1e-5, atol=1e-8)
+    assert list(regularisers.crfs) == [(6, 6, 5)]
+    planar = PASegRegularisers(settings)(logits[..., 0], data[..., 0])[0]     # a 2D output: both axes halved
+    stack = MultiViewGatedCRFLoss(down_size=(3, 6, 1), kernel_radius=2, sigma_xy=3.0)
+    assert planar.item() == pytest.approx(stack.views(logits[..., :1], data[..., :1])[0].item(), rel=1e-5)
 
 
 def test_regularisers_refuse_a_channel_the_input_lacks():
@@ -155,6 +188,7 @@ def test_settings_from_the_environment_and_back():
     assert settings.as_dict() == {**SETTINGS, "rampup_unit": "step"}
     assert RegulariserSettings.from_environment(settings.environment()) == settings
     for env, text, message in (("PASEG_NNUNET_WEIGHT_CRF", "-1", ">= 0"), ("PASEG_NNUNET_KERNEL_RADIUS", "0", ">= 1"),
+                               ("PASEG_NNUNET_CRF_DOWNSAMPLE", "0", ">= 1"),
                                ("PASEG_NNUNET_KERNEL_RADIUS", "2.5", "an integer"),
                                ("PASEG_NNUNET_CRF_SIGMA_RGB", "0", "> 0"), ("PASEG_NNUNET_WEIGHT_VM", "x", "a number"),
                                ("PASEG_NNUNET_RAMPUP_UNIT", "steps", "one of epoch, step")):
@@ -266,6 +300,7 @@ def test_runner_kind_trains_and_predicts_with_the_pa_seg_trainer(ablation):
     assert budget["model_folder"] == "nnUNet_results/Dataset501_PASeg/nnUNetTrainerPASeg__nnUNetPlans__3d_fullres"
     log = "".join(p.read_text() for p in (run / budget["model_folder"] / "fold_0").glob("training_log_*.txt"))
     assert "PA-Seg regularisers on the full-resolution output: weight_crf 1.0, weight_vm 0.5" in log
+    assert "PA-Seg mCRF grid: " in log and "for the patch" in log and "(the patch's resolution)" in log
     assert log.count("PA-Seg terms (epoch means): loss_seg") == 2
     assert "does not end within" not in log                       # 1 ramp-up epoch of 2: full weight in the 2nd
 
@@ -314,6 +349,17 @@ def test_train_step_adds_the_project_losses_to_nnunets_loss(nnunet_env):
         assert values["ramp"] == expected
         if start is None:
             assert float(values["loss"]) == pytest.approx(float(values["loss_seg"]), rel=1e-6)
+    # the mCRF on the grid of stage 1's in-plane halving: the patch's axis of coarsest spacing kept
+    trainer.paseg = dataclasses.replace(trainer.paseg, rampup_start="warmup", crf_downsample=2)
+    trainer.regularisers = PASegRegularisers(trainer.paseg, trainer.configuration_manager.spacing)
+    patch = tuple(trainer.configuration_manager.patch_size)
+    grid = trainer.paseg.crf_grid(patch, trainer.configuration_manager.spacing)
+    assert sum(g == p // 2 for g, p in zip(grid, patch)) == 2 and sum(g == p for g, p in zip(grid, patch)) >= 1
+    with torch.no_grad():
+        output = trainer.network(data)[0]
+    crf = MultiViewGatedCRFLoss(down_size=grid, kernel_radius=2, sigma_xy=3.0)(output, data[:, :1]).item()
+    values = trainer.train_step(batch)
+    assert float(values["loss_crf"]) == pytest.approx(crf, rel=1e-5) and crf > 0
 
 
 @pytest.mark.slow
