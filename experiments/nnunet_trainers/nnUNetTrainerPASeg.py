@@ -117,7 +117,8 @@ class nnUNetTrainerPASeg(nnUNetTrainerBudget):  # (nnU-Net names its trainer cla
     def initialize(self) -> None:
         super().initialize()
         shown = ", ".join(f"{k} {v}" for k, v in self.paseg.as_dict().items())
-        self.print_to_log_file(f"PA-Seg regularisers on the full-resolution output: {shown}")
+        self.print_to_log_file(f"PA-Seg regularisers (mCRF on the grid below, VM on the full-resolution output): "
+                               f"{shown}")
         patch = tuple(int(p) for p in self.configuration_manager.patch_size)
         grid = self.paseg.crf_grid(patch, self.configuration_manager.spacing)
         self.print_to_log_file(f"PA-Seg mCRF grid: {'x'.join(map(str, grid))} for the patch {'x'.join(map(str, patch))}"

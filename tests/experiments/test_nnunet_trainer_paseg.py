@@ -299,7 +299,8 @@ def test_runner_kind_trains_and_predicts_with_the_pa_seg_trainer(ablation):
     assert (budget["epochs"], budget["iterations_per_epoch"], budget["steps"]) == (2, 2, 4)
     assert budget["model_folder"] == "nnUNet_results/Dataset501_PASeg/nnUNetTrainerPASeg__nnUNetPlans__3d_fullres"
     log = "".join(p.read_text() for p in (run / budget["model_folder"] / "fold_0").glob("training_log_*.txt"))
-    assert "PA-Seg regularisers on the full-resolution output: weight_crf 1.0, weight_vm 0.5" in log
+    assert ("PA-Seg regularisers (mCRF on the grid below, VM on the full-resolution output): weight_crf 1.0, "
+            "weight_vm 0.5") in log
     assert "PA-Seg mCRF grid: " in log and "for the patch" in log and "(the patch's resolution)" in log
     assert log.count("PA-Seg terms (epoch means): loss_seg") == 2
     assert "does not end within" not in log                       # 1 ramp-up epoch of 2: full weight in the 2nd
