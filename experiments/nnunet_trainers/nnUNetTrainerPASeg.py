@@ -119,14 +119,24 @@ class nnUNetTrainerPASeg(nnUNetTrainerBudget):  # (nnU-Net names its trainer cla
         shown = ", ".join(f"{k} {v}" for k, v in self.paseg.as_dict().items())
         self.print_to_log_file(f"PA-Seg regularisers (mCRF on the grid below, VM on the full-resolution output): "
                                f"{shown}")
-        patch = tuple(int(p) for p in self.configuration_manager.patch_size)
-        grid = self.paseg.crf_grid(patch, self.configuration_manager.spacing)
+        patch, grid = self.paseg_grid()
         self.print_to_log_file(f"PA-Seg mCRF grid: {'x'.join(map(str, grid))} for the patch {'x'.join(map(str, patch))}"
                                + (" (the patch's resolution)" if grid == patch else
                                   f" (in plane /{self.paseg.crf_downsample}; kernel radius and width in its voxels)"))
         warning = self.paseg.warning(self.num_epochs)
         if warning:
             self.print_to_log_file(f"warning: {warning}")
+
+    def paseg_grid(self) -> tuple[tuple[int, ...], tuple[int, ...]]:
+        """nnU-Net's patch and the mCRF's grid of it; a ``ValueError`` for a grid whose views
+        include one of a single pixel (its loss is 0)."""
+        patch = tuple(int(p) for p in self.configuration_manager.patch_size)
+        grid = self.paseg.crf_grid(patch, self.configuration_manager.spacing)
+        if self.paseg.weight_crf > 0 and len(grid) == 3 and sum(g == 1 for g in grid) >= 2:
+            raise ValueError(f"PASEG_NNUNET_CRF_DOWNSAMPLE={self.paseg.crf_downsample} makes the mCRF grid "
+                             f"{'x'.join(map(str, grid))} of the patch {'x'.join(map(str, patch))}: a view of a "
+                             "single pixel, whose loss is 0; use a smaller factor")
+        return patch, grid
 
     def on_train_epoch_start(self) -> None:
         super().on_train_epoch_start()

@@ -361,6 +361,10 @@ def test_train_step_adds_the_project_losses_to_nnunets_loss(nnunet_env):
     crf = MultiViewGatedCRFLoss(down_size=grid, kernel_radius=2, sigma_xy=3.0)(output, data[:, :1]).item()
     values = trainer.train_step(batch)
     assert float(values["loss_crf"]) == pytest.approx(crf, rel=1e-5) and crf > 0
+    assert trainer.paseg_grid() == (patch, grid)
+    trainer.paseg = dataclasses.replace(trainer.paseg, crf_downsample=max(patch))
+    with pytest.raises(ValueError, match=f"PASEG_NNUNET_CRF_DOWNSAMPLE={max(patch)} makes the mCRF grid .*single "):
+        trainer.paseg_grid()
 
 
 @pytest.mark.slow
