@@ -74,6 +74,9 @@ RECORD_NAME = "family_run.json"
 _FREE = ("jobs", "device", "overwrite")
 
 
+#: Where ``nnUNetTrainerPASeg`` computes the mCRF (``--nnunet_crf_grid``): nnU-Net's patch, or
+#: that downsampled in plane as stage 1's ``--down_size`` (:func:`stage1_downsample`).
+CRF_GRIDS = ("patch", "stage1")
 #: Stage 1's flags that ``nnUNetTrainerPASeg`` takes too (``experiments/nnunet_baseline.py --trainer PASeg``).
 _PASEG_FLAGS = ("--weight_gatedcrf", "--weight_variance", "--rampup_epochs", "--warmup_epochs", "--rampup_unit",
                 "--kernel_radius", "--crf_sigma_xy", "--crf_sigma_rgb")
@@ -96,6 +99,17 @@ def full_resolution_kernel(patch: Sequence[int], down_size: Sequence[int], kerne
     return round(kernel_radius * scale), float(sigma_xy) * scale
 
 
+def stage1_downsample(patch: Sequence[int], down_size: Sequence[int]) -> int:
+    """``nnUNetTrainerPASeg``'s ``--crf_downsample`` for stage 1's mCRF grid: the in-plane factor
+    of ``patch`` over ``down_size`` (the plan's 1 or 2); a ``ValueError`` for a grid the trainer
+    cannot give (in-plane factors that differ or are not whole, or a through-plane axis resized)."""
+    factor = patch[0] // down_size[0]
+    if factor < 1 or any(p != d * factor for p, d in zip(patch[:2], down_size[:2])) or patch[2] != down_size[2]:
+        raise ValueError(f"--nnunet_crf_grid stage1: the mCRF grid {list(down_size)} is not the patch "
+                         f"{list(patch)} divided by one whole factor in plane")
+    return factor
+
+
 def _with_flags(flags: Mapping[str, Any], over: Mapping[str, Any]) -> dict[str, Any]:
     """``flags`` with ``over``'s values over them (``--stage1_flags``, ``--nnunet_paseg_flags``);
     a ``None`` value removes the flag."""
@@ -103,10 +117,11 @@ def _with_flags(flags: Mapping[str, Any], over: Mapping[str, Any]) -> dict[str, 
 
 
 def member_config(seed: int, data: Path, plan: dict[str, Any], seeds: Sequence[int],
-                  paseg_flags: Mapping[str, Any] | None = None) -> dict[str, Any]:
+                  paseg_flags: Mapping[str, Any] | None = None, crf_grid: str = "patch") -> dict[str, Any]:
     """The ablation config of one member (every flag written out, so that the runner's table
     and its checks see them); ``paseg_flags``: ``experiments/nnunet_baseline.py`` flags over the
-    ``nnunet_paseg`` variant's (``None`` as a value removes one)."""
+    ``nnunet_paseg`` variant's (``None`` as a value removes one); ``crf_grid``: where
+    ``nnUNetTrainerPASeg`` computes the mCRF (:data:`CRF_GRIDS`)."""
     s1 = dict(plan["stage1"])
     epochs = int(s1["--max_epochs"])
     patch = s1["--spatial_shape"]
@@ -124,9 +139,13 @@ def member_config(seed: int, data: Path, plan: dict[str, Any], seeds: Sequence[i
     # of the trainer's mCRF grid (the full-resolution output, or that downsampled in plane by the
     # --crf_downsample of paseg_flags), where stage 1 measures them on its (in plane coarser) grid
     regularisers = {k: v for k, v in s1.items() if k in _PASEG_FLAGS}
+    down_size = s1.get("--down_size", patch)
+    if crf_grid == "stage1":
+        regularisers["--crf_downsample"] = stage1_downsample(patch, down_size)
+    downsample = (paseg_flags or {}).get("--crf_downsample", regularisers.get("--crf_downsample", 1)) or 1
     regularisers["--kernel_radius"], regularisers["--crf_sigma_xy"] = full_resolution_kernel(
-        patch, s1.get("--down_size", patch), s1.get("--kernel_radius", KERNEL_RADIUS)[0],
-        s1.get("--crf_sigma_xy", CRF_SIGMA_XY), int((paseg_flags or {}).get("--crf_downsample") or 1))
+        patch, down_size, s1.get("--kernel_radius", KERNEL_RADIUS)[0], s1.get("--crf_sigma_xy", CRF_SIGMA_XY),
+        int(downsample))
     paseg = _with_flags(nnunet | {"--trainer": "PASeg"} | regularisers, paseg_flags or {})
     return {
         "title": f"Family member {seed} (plan.json: patch {patch}, mCRF grid {s1['--down_size']}, {epochs} epochs)",
@@ -357,6 +376,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--nnunet_paseg_flags", type=_flags_json, default={},
                    help='JSON object of experiments/nnunet_baseline.py flags over those of the nnunet_paseg variant, '
                         'for development rounds, e.g. \'{"--rampup_start": "foreground"}\' (null removes a flag)')
+    p.add_argument("--nnunet_crf_grid", choices=CRF_GRIDS, default="patch",
+                   help="where nnunet_paseg computes the mCRF: on nnU-Net's patch (patch, with stage 1's kernel "
+                        "scaled to it) or on it downsampled in plane as stage 1's --down_size (stage1: "
+                        "--crf_downsample, with stage 1's kernel as it is)")
     p.add_argument("--baseline", choices=VARIANTS, default=None,
                    help="the variant the p-values are against (default: seeds_only_plan when it runs, else seeds)")
     p.add_argument("--jobs", type=int, default=2, help="runs side by side (one thread each)")
@@ -394,7 +417,7 @@ def main(argv: list[str] | None = None) -> pd.DataFrame:
         plan = _plan_member(data, rules, folder / "plan.json")
         plan["stage1"] = _with_flags(plan["stage1"], args.stage1_flags)
         cfg_path = folder / "ablation.json"
-        config = member_config(seed, data, plan, args.seeds, args.nnunet_paseg_flags)
+        config = member_config(seed, data, plan, args.seeds, args.nnunet_paseg_flags, args.nnunet_crf_grid)
         save_text(json.dumps(config, indent=1) + "\n", cfg_path)
         print(f"[family {seed}] {json.dumps(plan['stage1'])}", flush=True)
         baseline = args.baseline or ("seeds_only_plan" if "seeds_only_plan" in args.variants else "seeds")

@@ -102,6 +102,20 @@ def test_nnunet_paseg_gets_the_plans_regularisers_at_full_resolution(tmp_path):
     args = ablate.script_parser("nnunet_baseline.py").parse_args(
         [str(x) for k, v in flags.items() for x in (k, v)])
     assert (args.crf_downsample, args.kernel_radius) == (2, 3)
+    # --nnunet_crf_grid stage1: the factor from the plan's grid (here 2; 1 where the plan keeps the patch)
+    flags = family.member_config(113, data, plan, [0], crf_grid="stage1")["variants"]["nnunet_paseg"]["flags"]
+    assert (flags["--crf_downsample"], flags["--kernel_radius"], flags["--crf_sigma_xy"]) == (2, 3, 4.0)
+    removed = family.member_config(113, data, plan, [0], {"--crf_downsample": None}, crf_grid="stage1")
+    flags = removed["variants"]["nnunet_paseg"]["flags"]
+    assert "--crf_downsample" not in flags and (flags["--kernel_radius"], flags["--crf_sigma_xy"]) == (6, 8.0)
+    plan["stage1"]["--down_size"] = [64, 64, 16]
+    flags = family.member_config(113, data, plan, [0], crf_grid="stage1")["variants"]["nnunet_paseg"]["flags"]
+    assert (flags["--crf_downsample"], flags["--kernel_radius"], flags["--crf_sigma_xy"]) == (1, 3, 4.0)
+    for down_size in ([32, 64, 16], [32, 32, 8], [24, 24, 16]):
+        plan["stage1"]["--down_size"] = down_size
+        with pytest.raises(ValueError, match=r"--nnunet_crf_grid stage1: the mCRF grid .* is not the patch"):
+            family.member_config(113, data, plan, [0], crf_grid="stage1")
+    assert family.build_parser().parse_args(["--family_seeds", "1", "--output_dir", "x"]).nnunet_crf_grid == "patch"
 
 
 def test_nnunet_paseg_flags_go_over_the_variants_own(tmp_path):
