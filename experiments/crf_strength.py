@@ -1,9 +1,10 @@
 """How much stronger the mCRF is at full resolution than on stage 1's grid, at the same weight.
 
 Stage 1 computes the mCRF on logits resized to ``--down_size`` with ``--kernel_radius`` and
-``--crf_sigma_xy`` in voxels of that grid; ``nnUNetTrainerPASeg`` computes it on the
+``--crf_sigma_xy`` in voxels of that grid; ``nnUNetTrainerPASeg`` computes it, by default, on the
 full-resolution output, and ``experiments/family.py`` scales the radius and width by the grid's
-in-plane factor. The gated CRF sums its kernel over each voxel's neighbours, so the wider kernel
+in-plane factor (with the trainer's ``--crf_downsample 2`` on a halved grid, both run on the same
+grid and the ratio is 1). The gated CRF sums its kernel over each voxel's neighbours, so the wider kernel
 carries more weight. The cases are read as stage 1 reads them (RAS, z-normalised volume); for
 each case of ``--phase`` with a lesion this crops a patch around the lesion, builds logits of
 ±4 from the lesion mask (and from the mask eroded by ``--erode`` voxels), and prints the ratio

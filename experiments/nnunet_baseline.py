@@ -457,7 +457,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="0: train on the split's training cases, validate on its validation cases; all: train on both")
     p.add_argument("--trainer", default="Budget", choices=sorted(TRAINERS),
                    help="Budget: nnU-Net's trainer (nnUNetTrainerBudget); PASeg: the same with PA-Seg's mCRF and VM "
-                        "on its full-resolution output (nnUNetTrainerPASeg, set by the flags below)")
+                        "on its output (nnUNetTrainerPASeg, set by the flags below)")
     p.add_argument("--epochs", type=int, default=1000, help="training epochs (nnU-Net: 1000)")
     p.add_argument("--iterations_per_epoch", type=int, default=250, help="training iterations per epoch (nnU-Net: 250)")
     p.add_argument("--val_iterations", type=int, default=50, help="validation iterations per epoch (nnU-Net: 50)")
