@@ -142,7 +142,7 @@ def member_config(seed: int, data: Path, plan: dict[str, Any], seeds: Sequence[i
     down_size = s1.get("--down_size", patch)
     if crf_grid == "stage1":
         regularisers["--crf_downsample"] = stage1_downsample(patch, down_size)
-    downsample = (paseg_flags or {}).get("--crf_downsample", regularisers.get("--crf_downsample", 1)) or 1
+    downsample = _with_flags(regularisers, paseg_flags or {}).get("--crf_downsample", 1)   # the grid it runs on
     regularisers["--kernel_radius"], regularisers["--crf_sigma_xy"] = full_resolution_kernel(
         patch, down_size, s1.get("--kernel_radius", KERNEL_RADIUS)[0], s1.get("--crf_sigma_xy", CRF_SIGMA_XY),
         int(downsample))
