@@ -30,6 +30,7 @@ import concurrent.futures as cf
 import json
 import logging
 import os
+import shutil
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -41,6 +42,7 @@ import SimpleITK as sitk
 from tqdm import tqdm
 
 from utilities.core.logs import log_args, setup_logger, show_progress
+from utilities.core.textdata import loads_json
 from utilities.data.grid import (
     Grid,
     check_same_grid,
@@ -80,6 +82,13 @@ _METRIC_COLUMNS = ("precision", "recall", "dice", "jaccard")
 STYLES: dict[str, bool] = {"vs": False, "brats": True}
 #: The settings record stage 0 writes next to its outputs (read by ``plan.py``).
 SETTINGS_NAME = "stage0_settings.json"
+#: The folder of the distances, beside :data:`SEED_FOLDER`.
+DISTANCE_FOLDER = "geodesic_distance"
+#: Where a run writes its subjects until every one has succeeded (inside the output folder, so
+#: that moving them into place is a rename); removed when the run ends, whatever the outcome.
+_STAGING = ".stage0_partial"
+#: The settings that make two runs' seeds differ (the weight and threshold name the folder).
+_SEED_SETTINGS = ("style", "intensity", "geodesic_weight", "geodesic_threshold")
 #: A subject whose lesion boxes have at least this fraction of neighbour steps in GeodisTK's
 #: Euclidean regime (:func:`utilities.method.intensity.euclidean_step_counts`) gets the warning that
 #: its geodesic term is negligible: for most steps the intensity changes the cost by < 11 %.
@@ -271,7 +280,8 @@ def generate_geodesic_labels(dataset_split: str | os.PathLike, path_images: str 
                              geodesic_weight: float, geodesic_threshold: float,
                              zero_at_min: bool = False, num_workers: int = 1,
                              phase: str | None = None, allow_partial_points: bool = False,
-                             reorder_annotation: bool = False, intensity: str = "none") -> Path:
+                             reorder_annotation: bool = False, intensity: str = "none",
+                             overwrite: bool = False) -> Path:
     """Expand the 7-point annotations of every subject of a split (or of one phase).
 
     Writes, under ``<path_geodesic>/weight{w}_threshold{t}/``: ``geodesic_label/<subject>_
@@ -291,6 +301,14 @@ def generate_geodesic_labels(dataset_split: str | os.PathLike, path_images: str 
     ``allow_partial_points``. A subject whose full label is missing is still expanded; it is
     only left out of the metrics (the log says so).
 
+    Nothing in the output folder changes unless every subject succeeds: the subjects are written
+    into a staging folder inside it and moved into place at the end, so a run that stops on a bad
+    annotation leaves the seeds of an earlier run as they were. Seeds already there that were made
+    with other settings (``style``, ``intensity``; :data:`SETTINGS_NAME`), or with no settings
+    record, are refused unless ``overwrite``; then they are all removed (a stage-1 run that trained
+    on them would otherwise read a mix). Seeds made with the same settings are kept and the run's
+    subjects replace or join them (e.g. one ``phase`` after another).
+
     Returns:
         The output folder ``<path_geodesic>/weight{w}_threshold{t}``.
     """
@@ -307,46 +325,110 @@ def generate_geodesic_labels(dataset_split: str | os.PathLike, path_images: str 
     subjects = _checked_subjects(split, dataset_split, phase, (path_images, image_postfix),
                                  (path_anno_7points, anno_7points_postfix))
     out_dir = output_folder(path_geodesic, geodesic_weight, geodesic_threshold)
-    label_dir = ensure_writable_dir(out_dir / SEED_FOLDER)
-    distance_dir = ensure_writable_dir(out_dir / "geodesic_distance")
+    template = _Task("", Path(), Path(), None, Path(), Path(), geodesic_weight, geodesic_threshold,
+                     bool(zero_at_min), IDENTITY, bool(allow_partial_points), intensity)
+    earlier = _earlier_settings(out_dir, _settings_of(template), bool(overwrite))
+    ensure_writable_dir(out_dir)
     logger = setup_logger(out_dir, name="generate_geodesic_labels")
     given = dict(locals())   # the (normalised) arguments; a comprehension would see its own scope
     log_args(logger, argparse.Namespace(**{k: given[k] for k in _LOGGED}))
 
-    template = _Task("", Path(), Path(), None, Path(), Path(), geodesic_weight, geodesic_threshold,
-                     bool(zero_at_min), IDENTITY, bool(allow_partial_points), intensity)
-    tasks = [_subject_task(subject, template, (path_images, image_postfix), (path_anno_7points, anno_7points_postfix),
-                           None if path_labels is None else (path_labels, label_postfix), (label_dir, distance_dir),
-                           reorder_annotation, logger)
-             for subject in subjects]
-    logger.info("expanding %d subject(s) with %d worker(s) into %s", len(tasks), num_workers, out_dir)
-    results = _run_tasks(tasks, num_workers)
-    _report(results, dict(zip(split["subject"], split["phase"])), template, out_dir, logger)
+    staging = out_dir / _STAGING
+    shutil.rmtree(staging, ignore_errors=True)   # what a killed run left
+    try:
+        stage_dirs = (ensure_writable_dir(staging / SEED_FOLDER), ensure_writable_dir(staging / DISTANCE_FOLDER))
+        tasks = [_subject_task(subject, template, (path_images, image_postfix),
+                               (path_anno_7points, anno_7points_postfix),
+                               None if path_labels is None else (path_labels, label_postfix), stage_dirs,
+                               reorder_annotation, logger)
+                 for subject in subjects]
+        logger.info("expanding %d subject(s) with %d worker(s) into %s", len(tasks), num_workers, out_dir)
+        results = _run_tasks(tasks, num_workers)
+        _move_into_place(tasks, out_dir, replace_all=earlier is None, logger=logger)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    _report(results, dict(zip(split["subject"], split["phase"])), template, out_dir, logger, earlier)
     return out_dir
+
+
+def _settings_of(settings: _Task) -> dict[str, Any]:
+    """The :data:`_SEED_SETTINGS` of a run, as :data:`SETTINGS_NAME` records them."""
+    return {"style": next(k for k, v in STYLES.items() if v == settings.zero_at_min),
+            "intensity": settings.intensity, "geodesic_weight": settings.weight,
+            "geodesic_threshold": settings.threshold}
+
+
+def _existing_seeds(out_dir: Path) -> list[Path]:
+    """The seed and distance files already in ``out_dir``."""
+    return sorted(p for name in (SEED_FOLDER, DISTANCE_FOLDER) if (out_dir / name).is_dir()
+                  for p in (out_dir / name).iterdir() if p.is_file())
+
+
+def _earlier_settings(out_dir: Path, settings: Mapping[str, Any], overwrite: bool) -> dict[str, Any] | None:
+    """The settings record of seeds already in ``out_dir`` that this run may join (made with the
+    same settings), ``{}`` when there are none; ``None`` when they are to be replaced
+    (``overwrite``). Seeds of other settings, or without a record, are refused unless
+    ``overwrite`` (one-line ``FileExistsError``)."""
+    existing = _existing_seeds(out_dir)
+    if not existing:
+        return {}
+    record_path = out_dir / SETTINGS_NAME
+    try:
+        record = (loads_json(record_path.read_text(encoding="utf-8"), str(record_path)) if record_path.is_file()
+                  else None)
+    except (OSError, UnicodeDecodeError, ValueError):   # unreadable: as if there were none
+        record = None
+    differs = (["no " + SETTINGS_NAME] if not isinstance(record, dict) else
+               [f"{k} {record.get(k)!r}, now {settings[k]!r}" for k in _SEED_SETTINGS if record.get(k) != settings[k]])
+    if not differs:
+        return record
+    if overwrite:
+        return None
+    raise FileExistsError(f"{out_dir} holds {len(existing)} seed file(s) made with other settings "
+                          f"({'; '.join(differs)}); a run trained on them would read a mix: write the new seeds "
+                          "elsewhere (--path_geodesic), or pass --overwrite to replace them all")
+
+
+def _move_into_place(tasks: Sequence[_Task], out_dir: Path, replace_all: bool, logger: logging.Logger) -> None:
+    """Move every subject's staged seeds and distances into ``out_dir`` (renames in one
+    folder); with ``replace_all``, the files of earlier runs are removed first."""
+    if replace_all:
+        old = _existing_seeds(out_dir) + sorted(out_dir.glob("results_*.csv"))
+        for path in old:
+            path.unlink()
+        if old:
+            logger.info("--overwrite: removed %d file(s) of seeds made with other settings", len(old))
+    label_dir = ensure_writable_dir(out_dir / SEED_FOLDER)
+    distance_dir = ensure_writable_dir(out_dir / DISTANCE_FOLDER)
+    for task in tasks:
+        os.replace(task.out_label, label_dir / task.out_label.name)
+        os.replace(task.out_distance, distance_dir / task.out_distance.name)
 
 
 #: The arguments of :func:`generate_geodesic_labels` written to its log.
 _LOGGED = ("dataset_split", "path_images", "image_postfix", "path_labels", "label_postfix", "path_anno_7points",
            "anno_7points_postfix", "path_geodesic", "geodesic_weight", "geodesic_threshold", "zero_at_min",
-           "num_workers", "phase", "allow_partial_points", "reorder_annotation", "intensity")
+           "num_workers", "phase", "allow_partial_points", "reorder_annotation", "intensity", "overwrite")
 
 
 def _report(results: Sequence[_Result], phase_of: Mapping[str, str], settings: _Task, out_dir: Path,
-            logger: logging.Logger) -> None:
+            logger: logging.Logger, earlier: Mapping[str, Any] | None = None) -> None:
     """The subjects' notes in the log, the metrics tables, the warning and the settings record."""
     for result in results:
         for note in result.notes:
             logger.info("%s", note)
     _write_metrics(results, phase_of, out_dir, logger)
-    _write_settings(results, settings, out_dir, logger)
+    _write_settings(results, settings, out_dir, logger, earlier)
     logger.info("done: %s", out_dir)
 
 
-def _write_settings(results: Sequence[_Result], settings: _Task, out_dir: Path, logger: logging.Logger) -> None:
+def _write_settings(results: Sequence[_Result], settings: _Task, out_dir: Path, logger: logging.Logger,
+                    earlier: Mapping[str, Any] | None = None) -> None:
     """Warn (one line) about the subjects whose geodesic term is negligible and write
     :data:`SETTINGS_NAME`: ``style`` (``vs``/``brats``, see :data:`STYLES`), ``intensity``,
     ``geodesic_weight``, ``geodesic_threshold``, ``euclidean_step_fraction`` per subject and
-    ``geodesic_term_negligible`` (the subjects at or above :data:`NEGLIGIBLE_FRACTION`)."""
+    ``geodesic_term_negligible`` (the subjects at or above :data:`NEGLIGIBLE_FRACTION`), with the
+    subjects of an ``earlier`` record of the same settings that this run did not redo."""
     negligible = [r for r in results if r.euclidean_fraction >= NEGLIGIBLE_FRACTION]
     if negligible:
         worst = max(negligible, key=lambda r: r.euclidean_fraction)
@@ -358,11 +440,10 @@ def _write_settings(results: Sequence[_Result], settings: _Task, out_dir: Path, 
                        len(negligible), len(results), listed([r.subject for r in negligible], 3), settings.intensity,
                        100.0 * worst.euclidean_fraction, worst.subject, euclidean_limit(settings.weight),
                        settings.weight, SCAN_DEFAULT)
-    record = {"style": next(k for k, v in STYLES.items() if v == settings.zero_at_min),
-              "intensity": settings.intensity, "geodesic_weight": settings.weight,
-              "geodesic_threshold": settings.threshold,
-              "euclidean_step_fraction": {r.subject: round(r.euclidean_fraction, 4) for r in results},
-              "geodesic_term_negligible": [r.subject for r in negligible]}
+    fractions = dict((earlier or {}).get("euclidean_step_fraction") or {})
+    fractions.update({r.subject: round(r.euclidean_fraction, 4) for r in results})
+    record = {**_settings_of(settings), "euclidean_step_fraction": fractions,
+              "geodesic_term_negligible": [s for s, f in fractions.items() if f >= NEGLIGIBLE_FRACTION]}
     save_text(json.dumps(record, indent=2) + "\n", out_dir / SETTINGS_NAME)
 
 
@@ -501,6 +582,10 @@ def build_parser(defaults: dict[str, Any], description: str | None = None) -> ar
     p.add_argument("--allow_partial_points", action="store_true",
                    help="accept lesions with fewer than six background points or a foreground point outside "
                         "their box (refused by default: such seeds mislabel part of the lesion)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace seeds already in the output folder that were made with other settings (--style, "
+                        "--intensity) or have no stage0_settings.json; seeds of the same settings are kept and "
+                        "joined without it")
     p.add_argument("--reorder_annotation", action="store_true",
                    help="accept an annotation that holds the image's voxels with permuted or reversed axes "
                         "(e.g. saved in another orientation) and reorder it exactly onto the image's grid")
@@ -517,4 +602,4 @@ def run_parsed(args: argparse.Namespace, zero_at_min: bool) -> Path:
         geodesic_weight=args.geodesic_weight, geodesic_threshold=args.geodesic_threshold,
         zero_at_min=zero_at_min, num_workers=args.num_workers, phase=args.phase,
         allow_partial_points=args.allow_partial_points, reorder_annotation=args.reorder_annotation,
-        intensity=args.intensity)
+        intensity=args.intensity, overwrite=args.overwrite)

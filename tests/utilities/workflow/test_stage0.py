@@ -416,3 +416,67 @@ def test_entry_point_defaults_to_the_chosen_normalisation_and_requires_the_data_
         generate_geodesic_labels(root / "split.csv", root / "img", "T2", None, "Label", root / "ann", "7points",
                                  root / "geo", 0.5, 0.2, intensity="percentile")
     assert not (root / "geo").exists()   # refused before any work
+
+
+# ------------------------------------------------------------------------------ replacing earlier seeds
+def seed_files(out: Path) -> dict[str, bytes]:
+    """Every seed and distance file of a stage-0 folder, by its path in the folder."""
+    return {str(p.relative_to(out)): p.read_bytes() for sub in ("geodesic_label", "geodesic_distance")
+            for p in sorted((out / sub).glob("*")) if p.is_file()}
+
+
+def test_a_run_that_stops_on_a_bad_annotation_leaves_the_folder_as_it_was(one_subject):
+    """The last subject's annotation is bad: the subjects before it are computed but nothing
+    reaches the output folder, neither over an earlier run's seeds (other settings, --overwrite)
+    nor into an empty folder."""
+    out = run_vs(one_subject)
+    before, record = seed_files(out), (out / SETTINGS_NAME).read_text()
+    edit_annotation(one_subject, "s2", lambda a: a.__setitem__(tuple(np.argwhere(a == 1)[0]), 0))
+    with pytest.raises(ValueError, match=r"^s2: annotation .*lesion 1 has 5 background point\(s\)"):
+        NEW.main(vs_args(one_subject, "geo", "--num_workers", "1", "--image_postfix", "T2", "--overwrite"))
+    assert seed_files(out) == before and (out / SETTINGS_NAME).read_text() == record
+    with pytest.raises(ValueError, match="lesion 1 has 5 background point"):
+        VS.main(vs_args(one_subject, "fresh", "--num_workers", "2"))
+    fresh = one_subject / "fresh" / "weight0.5_threshold0.2"
+    assert seed_files(fresh) == {} and not (fresh / SETTINGS_NAME).exists()
+    assert [p.name for p in out.iterdir() if p.name.startswith(".")] == []   # no staging folder left
+
+
+def test_seeds_of_other_settings_are_replaced_only_with_overwrite(one_subject):
+    out = run_vs(one_subject)   # style vs, intensity none
+    before = seed_files(out)
+    args = vs_args(one_subject, "geo", "--num_workers", "1", "--image_postfix", "T2", "--style", "brats")
+    with pytest.raises(FileExistsError, match=r"^.*weight0.5_threshold0.2 holds 4 seed file\(s\) made with other "
+                                              r"settings \(style 'vs', now 'brats'; intensity 'none', now "
+                                              r"'box_percentile'\); .*pass --overwrite to replace them all$"):
+        NEW.main(args)
+    assert seed_files(out) == before
+    # with --overwrite and one phase only, the other subjects' seeds of the old settings go too
+    split = one_subject / "split.csv"
+    split.write_text("s1,training\ns2,validation\n")
+    assert NEW.main(args + ["--overwrite", "--phase", "training"]) == out
+    assert sorted(seed_files(out)) == ["geodesic_distance/s1_GeodesicDistance.nii.gz",
+                                       "geodesic_label/s1_GeodesicLabel.nii.gz"]
+    settings = json.loads((out / SETTINGS_NAME).read_text())
+    assert (settings["style"], settings["intensity"], list(settings["euclidean_step_fraction"])) == \
+        ("brats", "box_percentile", ["s1"])
+    # the earlier run's table (s1 and s2, both in training then) is replaced by this run's
+    assert pd.read_csv(out / "results_training.csv")["subject"].tolist() == ["s1", "mean", "std"]
+
+
+def test_runs_of_the_same_settings_join_and_seeds_without_a_record_need_overwrite(one_subject):
+    (one_subject / "split.csv").write_text("s1,training\ns2,validation\n")
+    out = run_vs(one_subject, "--phase", "training")
+    first = seed_files(out)
+    run_vs(one_subject, "--phase", "validation")   # same settings: s2 joins s1, no --overwrite needed
+    both = seed_files(out)
+    assert sorted(both) == sorted([*first, "geodesic_distance/s2_GeodesicDistance.nii.gz",
+                                   "geodesic_label/s2_GeodesicLabel.nii.gz"])
+    assert all(both[k] == v for k, v in first.items())
+    assert list(json.loads((out / SETTINGS_NAME).read_text())["euclidean_step_fraction"]) == ["s1", "s2"]
+    (out / SETTINGS_NAME).unlink()   # seeds of unknown settings (another program's)
+    with pytest.raises(FileExistsError, match=r"holds 4 seed file\(s\) made with other settings \(no "
+                                              r"stage0_settings.json\)"):
+        run_vs(one_subject)
+    run_vs(one_subject, "--overwrite")
+    assert sorted(seed_files(out)) == sorted(both) and (out / SETTINGS_NAME).is_file()
