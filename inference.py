@@ -46,6 +46,7 @@ from utilities.data.io import (
     ensure_writable_dir,
     image_extension,
     ras_affine,
+    read_image,
     save_nifti,
     write_image,
 )
@@ -234,8 +235,9 @@ def predict_cases(specs: Sequence[ModelSpec], cache: SubjectCache, targets: Sequ
     k's mask to ``targets[k]`` (and its probability beside it); returns the masks written."""
     if len(targets) != len(cache):
         raise RuntimeError(f"{len(targets)} output paths for {len(cache)} cases")
-    for subject, target in zip(cache.subjects, targets, strict=True):  # before any case is computed
-        check_storable(Grid.read(subject["image"].path), target)
+    for subject, target in zip(cache.subjects, targets, strict=True):  # before any case is computed:
+        read_image(subject["image"].path, "image")   # every file whole (not truncated) and its voxels finite
+        check_storable(Grid.read(subject["image"].path), target)   # and every mask storable exactly
     models = _load_models(specs, device, compile, compile_backend)
     if len(models) > 1:
         logger.info("ensemble of %d models: the mean of their class probabilities", len(models))

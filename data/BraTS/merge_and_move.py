@@ -28,7 +28,7 @@ from tqdm import tqdm
 
 from utilities.core.logs import LOGGER_NAME, setup_logger, show_progress
 from utilities.data.grid import Grid, check_same_grid, missing_paths, subject_path
-from utilities.data.io import atomic_path, check_overwrite, ensure_writable_dir, read_image, write_like
+from utilities.data.io import atomic_path, check_overwrite, read_image, staged_folders, write_like
 
 __all__ = ["GRADES", "BRATS_SHAPE", "find_cases", "check_case", "merge_and_move", "main"]
 
@@ -102,14 +102,14 @@ def merge_and_move(original_dir: str | os.PathLike, destination_dir: str | os.Pa
     check_overwrite([subject_path(Path(destination_dir) / folder, case, postfix) for case, _ in cases
                      for folder, postfix in (("image", "Flair"), ("label", "Label"))], "--destination_dir", overwrite,
                     "file")
-    image_dir = ensure_writable_dir(Path(destination_dir) / "image")
-    label_dir = ensure_writable_dir(Path(destination_dir) / "label")
-    for case, flair, seg in tqdm(checked, desc="BraTS cases", unit="case", disable=not show_progress()):
-        with atomic_path(subject_path(image_dir, case, "Flair")) as tmp:
-            shutil.copyfile(flair, tmp)
-        seg_image = read_image(seg, what="segmentation")
-        label = (sitk.GetArrayViewFromImage(seg_image) != 0).astype(np.uint8)
-        write_like(label, seg_image, subject_path(label_dir, case, "Label"))
+    image_dir, label_dir = Path(destination_dir) / "image", Path(destination_dir) / "label"
+    with staged_folders(image_dir, label_dir) as (image_stage, label_stage):   # all cases, or none
+        for case, flair, seg in tqdm(checked, desc="BraTS cases", unit="case", disable=not show_progress()):
+            with atomic_path(subject_path(image_stage, case, "Flair")) as tmp:
+                shutil.copyfile(flair, tmp)
+            seg_image = read_image(seg, what="segmentation")
+            label = (sitk.GetArrayViewFromImage(seg_image) != 0).astype(np.uint8)
+            write_like(label, seg_image, subject_path(label_stage, case, "Label"))
     logger.info("wrote %d FLAIR image(s) to %s and whole-tumour label(s) to %s", len(checked), image_dir, label_dir)
     return [case for case, _, _ in checked]
 

@@ -40,7 +40,7 @@ from utilities.data.grid import (
     missing_paths,
     subject_path,
 )
-from utilities.data.io import check_overwrite, ensure_writable_dir, read_image, write_image
+from utilities.data.io import check_overwrite, read_image, staged_folders, write_image
 from utilities.data.splits import subjects_of
 
 __all__ = ["DEFAULT_CROP_SIZE", "CropStats", "bounding_box", "crop_box_start", "pad_to_size", "crop_subject",
@@ -152,25 +152,27 @@ def crop_dataset(data_dir: str | os.PathLike, dataset_split: str | os.PathLike, 
     check_overwrite([subject_path(data_dir / folder, s, postfix) for s in subjects
                      for folder, postfix in (("image_crop", image_postfix), ("label_crop", label_postfix))],
                     "--data_dir", overwrite, "cropped file")
-    image_out = ensure_writable_dir(data_dir / "image_crop")
-    label_out = ensure_writable_dir(data_dir / "label_crop")
+    image_out, label_out = data_dir / "image_crop", data_dir / "label_crop"
     min_shape = np.full(3, np.iinfo(np.int64).max)
     max_extent = np.zeros(3, dtype=np.int64)
-    for subject, image_path, label_path in tqdm(pairs, desc="cropping", unit="subject", disable=not show_progress()):
-        image = read_image(image_path)
-        label = read_image(label_path, what="label")
-        shape_zyx = np.array(image.GetSize()[::-1])
-        min_shape = np.minimum(min_shape, shape_zyx)
-        image_crop, label_crop = crop_subject(image, label, crop_size, name=subject)
-        lo, hi = bounding_box(sitk.GetArrayViewFromImage(label))
-        extent = hi - lo + 1
-        max_extent = np.maximum(max_extent, extent)
-        if np.any(extent > np.array(crop_size)):
-            logger.warning("%s: tumour extent %s (z, y, x) exceeds the crop %s, the crop cuts it",
-                           subject, extent.tolist(), list(crop_size))
-        logger.debug("%s: image shape %s, tumour extent %s (z, y, x)", subject, shape_zyx.tolist(), extent.tolist())
-        write_image(image_crop, subject_path(image_out, subject, image_postfix))
-        write_image(label_crop, subject_path(label_out, subject, label_postfix))
+    with staged_folders(image_out, label_out) as (image_stage, label_stage):   # all subjects, or none
+        for subject, image_path, label_path in tqdm(pairs, desc="cropping", unit="subject",
+                                                    disable=not show_progress()):
+            image = read_image(image_path)
+            label = read_image(label_path, what="label")
+            shape_zyx = np.array(image.GetSize()[::-1])
+            min_shape = np.minimum(min_shape, shape_zyx)
+            image_crop, label_crop = crop_subject(image, label, crop_size, name=subject)
+            lo, hi = bounding_box(sitk.GetArrayViewFromImage(label))
+            extent = hi - lo + 1
+            max_extent = np.maximum(max_extent, extent)
+            if np.any(extent > np.array(crop_size)):
+                logger.warning("%s: tumour extent %s (z, y, x) exceeds the crop %s, the crop cuts it",
+                               subject, extent.tolist(), list(crop_size))
+            logger.debug("%s: image shape %s, tumour extent %s (z, y, x)", subject, shape_zyx.tolist(),
+                         extent.tolist())
+            write_image(image_crop, subject_path(image_stage, subject, image_postfix))
+            write_image(label_crop, subject_path(label_stage, subject, label_postfix))
     stats = CropStats(len(pairs), tuple(int(v) for v in min_shape), tuple(int(v) for v in max_extent))
     logger.info("cropped %d subject(s) to %s (z, y, x) into %s and %s", stats.subjects, list(crop_size),
                 image_out, label_out)

@@ -351,3 +351,22 @@ def test_random_split_ignores_input_order():
     a = make_split.random_split(["x", "y", "z", "w"], (0.5, 0.25, 0.25), seed=1)
     b = make_split.random_split(["w", "z", "y", "x"], (0.5, 0.25, 0.25), seed=1)
     pd.testing.assert_frame_equal(a, b)
+
+
+def test_image_crop_that_stops_on_a_subject_writes_no_crop(tmp_path):
+    """The second subject's label is on another grid: the first subject's crops, computed, are not
+    left behind, so the run goes again without --overwrite once the label is mended."""
+    data = tmp_path / "VS"
+    write_vs_case(data, "a", (9, 14, 20), np.s_[2:5, 3:7, 5:9])
+    _, label = write_vs_case(data, "b", (9, 14, 20), np.s_[2:5, 3:7, 5:9])
+    label.SetSpacing((0.4, 0.5, 3.0))
+    sitk.WriteImage(label, str(data / "label" / "b_Label.nii.gz"))
+    split = write_split(tmp_path / "split.csv", ["a", "b"])
+    argv = ["--data_dir", str(data), "--dataset_split", str(split), "--crop_size", "6", "10", "12"]
+    with pytest.raises(ValueError, match="of b"):
+        image_crop.main(argv)
+    assert sorted(p.name for p in data.rglob("*") if "crop" in str(p.relative_to(data))) == ["image_crop", "label_crop"]
+    label.SetSpacing((0.4, 0.5, 1.5))
+    sitk.WriteImage(label, str(data / "label" / "b_Label.nii.gz"))
+    assert image_crop.main(argv).subjects == 2
+    assert sorted(p.name for p in (data / "label_crop").iterdir()) == ["a_Label.nii.gz", "b_Label.nii.gz"]

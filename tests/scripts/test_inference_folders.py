@@ -188,6 +188,34 @@ def test_folder_mode_errors(runs, tmp_path, capsys):
     assert not (tmp_path / "o").exists() or not list((tmp_path / "o").iterdir())
 
 
+def test_a_damaged_image_last_in_the_folder_stops_the_run_before_any_mask(runs, tmp_path, capsys):
+    """Every image is read whole before the first case is segmented: a gzip cut short (its header
+    reads) or a NaN voxel in the folder's last image leaves no mask of the images before it."""
+    p, root = runs
+    folder = tmp_path / "in"
+    shutil.copytree(p["image_crop"], folder)
+    good = (folder / "vs_gk_1_T2.nii.gz").read_bytes()
+    (folder / "zz_T2.nii.gz").write_bytes(good[: len(good) // 2])
+    out = tmp_path / "out"
+    argv = ["--model_dir", str(root / "run1"), "--device", "cpu", "--input_folder", str(folder), "--output_folder",
+            str(out)]
+    assert run_main(inference.main, argv) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: cannot read image file {folder / 'zz_T2.nii.gz'} (unreadable or truncated") \
+        and err.count("\n") == 1
+    assert not out.exists() or not list(out.iterdir())
+    image = sitk.ReadImage(str(folder / "vs_gk_1_T2.nii.gz"))
+    array = sitk.GetArrayFromImage(image)
+    array[0, 0, 0] = np.nan
+    nan = sitk.GetImageFromArray(array)
+    nan.CopyInformation(image)
+    sitk.WriteImage(nan, str(folder / "zz_T2.nii.gz"))
+    assert run_main(inference.main, argv) == 2
+    assert capsys.readouterr().err == (f"error: image file {folder / 'zz_T2.nii.gz'} has 1 NaN or Inf voxel(s) "
+                                       "(NaN/Inf values are not allowed); fix or re-export it\n")
+    assert not out.exists() or not list(out.iterdir())
+
+
 @pytest.mark.parametrize("output_format", ["nrrd", "mha", "nii"])
 def test_output_format(runs, tmp_path, output_format):
     """``--output_format``: the same masks and probabilities in another format, on the input's grid;

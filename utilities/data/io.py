@@ -14,6 +14,7 @@ import contextlib
 import dataclasses
 import os
 import re
+import shutil
 import tempfile
 import warnings
 import zlib
@@ -48,6 +49,7 @@ __all__ = [
     "is_temporary",
     "remove_temporaries",
     "atomic_path",
+    "staged_folders",
     "save_torch",
     "STATE_DICT_ACCEPTED",
     "load_torch",
@@ -167,6 +169,32 @@ def ensure_writable_dir(folder: str | os.PathLike) -> Path:
     if not os.access(folder, os.W_OK | os.X_OK):
         raise PermissionError(f"output folder {folder} is not writable; fix its permissions or choose another")
     return folder
+
+
+@contextlib.contextmanager
+def staged_folders(*folders: str | os.PathLike) -> Iterator[list[Path]]:
+    """Yield one staging folder inside each of ``folders`` (created if missing), for a writer of
+    many files, e.g. one per subject. When the block succeeds, every file written into staging
+    folder k is moved into ``folders[k]`` under its own name (a rename within one folder); when it
+    fails, the staging folders are removed and ``folders`` hold what they held before. A run that
+    stops on its tenth subject leaves no file of the nine before it, so neither a mix of two runs
+    nor files that a rerun would have to ``--overwrite``. The staging folders are hidden
+    (``.staging.tmp-...``; :func:`is_temporary`), as the temporaries of :func:`atomic_path` are."""
+    finals = [ensure_writable_dir(f) for f in folders]
+    stagings: list[Path] = []
+    try:
+        for final in finals:
+            try:
+                stagings.append(Path(tempfile.mkdtemp(prefix=f".staging{TEMP_PREFIX}", dir=final)))
+            except OSError as e:
+                raise _write_error(final, e) from e
+        yield stagings
+        for staging, final in zip(stagings, finals, strict=True):
+            for path in sorted(staging.iterdir()):
+                os.replace(path, final / path.name)
+    finally:
+        for staging in stagings:
+            shutil.rmtree(staging, ignore_errors=True)
 
 
 def save_torch(obj: Any, path: str | os.PathLike) -> None:

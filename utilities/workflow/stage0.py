@@ -30,7 +30,6 @@ import concurrent.futures as cf
 import json
 import logging
 import os
-import shutil
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -52,7 +51,7 @@ from utilities.data.grid import (
     missing_files,
     subject_path,
 )
-from utilities.data.io import ensure_writable_dir, read_image, save_csv, save_text, write_like
+from utilities.data.io import ensure_writable_dir, read_image, save_csv, save_text, staged_folders, write_like
 from utilities.data.splits import PHASES, read_split, subjects_of
 from utilities.evaluation.scoring import with_summary
 from utilities.method.defaults import GEODESIC_THRESHOLD, GEODESIC_WEIGHT, SEED_FOLDER, SEED_POSTFIX
@@ -84,9 +83,6 @@ STYLES: dict[str, bool] = {"vs": False, "brats": True}
 SETTINGS_NAME = "stage0_settings.json"
 #: The folder of the distances, beside :data:`SEED_FOLDER`.
 DISTANCE_FOLDER = "geodesic_distance"
-#: Where a run writes its subjects until every one has succeeded (inside the output folder, so
-#: that moving them into place is a rename); removed when the run ends, whatever the outcome.
-_STAGING = ".stage0_partial"
 #: The settings that make two runs' seeds differ (the weight and threshold name the folder).
 _SEED_SETTINGS = ("style", "intensity", "geodesic_weight", "geodesic_threshold")
 #: A subject whose lesion boxes have at least this fraction of neighbour steps in GeodisTK's
@@ -301,9 +297,9 @@ def generate_geodesic_labels(dataset_split: str | os.PathLike, path_images: str 
     ``allow_partial_points``. A subject whose full label is missing is still expanded; it is
     only left out of the metrics (the log says so).
 
-    Nothing in the output folder changes unless every subject succeeds: the subjects are written
-    into a staging folder inside it and moved into place at the end, so a run that stops on a bad
-    annotation leaves the seeds of an earlier run as they were. Seeds already there that were made
+    Nothing in the output folder changes unless every subject succeeds
+    (:func:`utilities.data.io.staged_folders`): a run that stops on a bad annotation leaves the
+    seeds of an earlier run as they were. Seeds already there that were made
     with other settings (``style``, ``intensity``; :data:`SETTINGS_NAME`), or with no settings
     record, are refused unless ``overwrite``; then they are all removed (a stage-1 run that trained
     on them would otherwise read a mix). Seeds made with the same settings are kept and the run's
@@ -333,20 +329,16 @@ def generate_geodesic_labels(dataset_split: str | os.PathLike, path_images: str 
     given = dict(locals())   # the (normalised) arguments; a comprehension would see its own scope
     log_args(logger, argparse.Namespace(**{k: given[k] for k in _LOGGED}))
 
-    staging = out_dir / _STAGING
-    shutil.rmtree(staging, ignore_errors=True)   # what a killed run left
-    try:
-        stage_dirs = (ensure_writable_dir(staging / SEED_FOLDER), ensure_writable_dir(staging / DISTANCE_FOLDER))
+    with staged_folders(out_dir / SEED_FOLDER, out_dir / DISTANCE_FOLDER) as (label_dir, distance_dir):
         tasks = [_subject_task(subject, template, (path_images, image_postfix),
                                (path_anno_7points, anno_7points_postfix),
-                               None if path_labels is None else (path_labels, label_postfix), stage_dirs,
-                               reorder_annotation, logger)
+                               None if path_labels is None else (path_labels, label_postfix),
+                               (label_dir, distance_dir), reorder_annotation, logger)
                  for subject in subjects]
         logger.info("expanding %d subject(s) with %d worker(s) into %s", len(tasks), num_workers, out_dir)
         results = _run_tasks(tasks, num_workers)
-        _move_into_place(tasks, out_dir, replace_all=earlier is None, logger=logger)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
+        if earlier is None:   # --overwrite: the seeds of other settings go, all of them
+            _remove_earlier(out_dir, logger)
     _report(results, dict(zip(split["subject"], split["phase"])), template, out_dir, logger, earlier)
     return out_dir
 
@@ -361,7 +353,7 @@ def _settings_of(settings: _Task) -> dict[str, Any]:
 def _existing_seeds(out_dir: Path) -> list[Path]:
     """The seed and distance files already in ``out_dir``."""
     return sorted(p for name in (SEED_FOLDER, DISTANCE_FOLDER) if (out_dir / name).is_dir()
-                  for p in (out_dir / name).iterdir() if p.is_file())
+                  for p in (out_dir / name).iterdir() if p.is_file() and not p.name.startswith("."))
 
 
 def _earlier_settings(out_dir: Path, settings: Mapping[str, Any], overwrite: bool) -> dict[str, Any] | None:
@@ -389,20 +381,13 @@ def _earlier_settings(out_dir: Path, settings: Mapping[str, Any], overwrite: boo
                           "elsewhere (--path_geodesic), or pass --overwrite to replace them all")
 
 
-def _move_into_place(tasks: Sequence[_Task], out_dir: Path, replace_all: bool, logger: logging.Logger) -> None:
-    """Move every subject's staged seeds and distances into ``out_dir`` (renames in one
-    folder); with ``replace_all``, the files of earlier runs are removed first."""
-    if replace_all:
-        old = _existing_seeds(out_dir) + sorted(out_dir.glob("results_*.csv"))
-        for path in old:
-            path.unlink()
-        if old:
-            logger.info("--overwrite: removed %d file(s) of seeds made with other settings", len(old))
-    label_dir = ensure_writable_dir(out_dir / SEED_FOLDER)
-    distance_dir = ensure_writable_dir(out_dir / DISTANCE_FOLDER)
-    for task in tasks:
-        os.replace(task.out_label, label_dir / task.out_label.name)
-        os.replace(task.out_distance, distance_dir / task.out_distance.name)
+def _remove_earlier(out_dir: Path, logger: logging.Logger) -> None:
+    """Remove the seeds, distances and metrics tables of earlier runs from ``out_dir``."""
+    old = _existing_seeds(out_dir) + sorted(out_dir.glob("results_*.csv"))
+    for path in old:
+        path.unlink()
+    if old:
+        logger.info("--overwrite: removed %d file(s) of seeds made with other settings", len(old))
 
 
 #: The arguments of :func:`generate_geodesic_labels` written to its log.

@@ -101,3 +101,27 @@ def test_no_write_bypasses_utilities_io():
             if pattern.search(code) and not allowed.search(code):
                 offenders.append(f"{rel}:{number}: {line.strip()}")
     assert not offenders, offenders
+
+
+def test_staged_folders_move_all_files_or_none(tmp_path):
+    """Files written into the staging folders reach their folders only when the block succeeds;
+    a failure leaves the folders as they were (an earlier file unchanged, no new file, no staging
+    folder)."""
+    first, second = tmp_path / "a", tmp_path / "b" / "deeper"
+    first.mkdir()
+    (first / "old.txt").write_text("old")
+    with pytest.raises(RuntimeError, match="subject 3"):
+        with io.staged_folders(first, second) as (one, two):
+            for k in range(3):
+                io.save_text(f"new {k}", one / f"s{k}.txt")
+                io.save_text(f"distance {k}", two / f"s{k}.txt")
+            io.save_text("replaced", one / "old.txt")
+            raise RuntimeError("subject 3 is bad")
+    assert [p.name for p in first.iterdir()] == ["old.txt"] and (first / "old.txt").read_text() == "old"
+    assert list(second.iterdir()) == []
+    with io.staged_folders(first, second) as (one, two):
+        assert one.parent == first and two.parent == second and io.is_temporary(one)
+        io.save_text("replaced", one / "old.txt")
+        io.save_text("new", two / "s0.txt")
+    assert sorted(p.name for p in first.iterdir()) == ["old.txt"] and (first / "old.txt").read_text() == "replaced"
+    assert [p.read_text() for p in second.iterdir()] == ["new"]

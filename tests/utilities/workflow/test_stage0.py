@@ -439,7 +439,7 @@ def test_a_run_that_stops_on_a_bad_annotation_leaves_the_folder_as_it_was(one_su
         VS.main(vs_args(one_subject, "fresh", "--num_workers", "2"))
     fresh = one_subject / "fresh" / "weight0.5_threshold0.2"
     assert seed_files(fresh) == {} and not (fresh / SETTINGS_NAME).exists()
-    assert [p.name for p in out.iterdir() if p.name.startswith(".")] == []   # no staging folder left
+    assert [p for p in (*out.rglob(".*"), *fresh.rglob(".*"))] == []   # no staging folder left
 
 
 def test_seeds_of_other_settings_are_replaced_only_with_overwrite(one_subject):
