@@ -74,7 +74,7 @@ from utilities.core.textdata import loads_json
 from utilities.data.grid import Grid, check_same_grid, find_subject_file, listed, missing_files
 from utilities.data.io import image_extension, read_image, save_text
 from utilities.data.loading import in_trainer_frame
-from utilities.data.splits import Split, as_split
+from utilities.data.splits import Split, as_split, read_split, subjects_of
 from utilities.method.defaults import (
     AUXILIARY_NETWORK,
     CRF_SIGMA_XY,
@@ -542,7 +542,9 @@ def pipeline_commands(paths: DataPaths, work: Workspace, plan_path: str | os.Pat
     and (with labels) scoring. Every command reads the data from the dataset file
     ``dataset_path`` (of :func:`dataset_values`) by ``--dataset``, so that none falls back to a
     default naming another dataset; without labels, or when every case trains, checkpoints are
-    selected by ``seed_dice``."""
+    selected by ``seed_dice``. The prediction covers every image of the folder; the score only the
+    split's held-out cases (:func:`scored_phase`), in ``results_<phase>.csv``, so that no mean
+    Dice mixes in the cases the networks trained on."""
     metric = "dice" if paths.path_labels and plan["fingerprint"]["validation_cases"] else "seed_dice"
     dataset = str(dataset_path)
     data = ["--dataset", dataset, "--val_metric", metric]
@@ -558,8 +560,18 @@ def pipeline_commands(paths: DataPaths, work: Workspace, plan_path: str | os.Pat
                                 "--input_folder", paths.path_images, "--output_folder", str(work.predictions()),
                                 "--output_format", _format_flag(plan["fingerprint"]["image_format"])])
     if paths.path_labels:
-        lines["score"] = command("scores", ["--dataset", dataset, "--path_predictions", str(work.predictions())])
+        lines["score"] = command("scores", ["--dataset", dataset, "--prediction_dir", str(work.predictions()),
+                                            "--prediction_postfix", f"_{paths.image_postfix}",
+                                            "--phase", scored_phase(paths.dataset_split)])
     return {name: shlex.join(line) for name, line in lines.items()}
+
+
+def scored_phase(dataset_split: str | os.PathLike) -> str:
+    """The phase whose cases the printed score command measures: ``inference`` (held out from
+    training and checkpoint selection) when the split has any, else ``validation``, else
+    ``training`` (every case trained: the table's name says so)."""
+    split = read_split(dataset_split)
+    return next((phase for phase in ("inference", "validation") if subjects_of(split, phase)), "training")
 
 
 def write_plan(plan: dict[str, Any], path: str | os.PathLike) -> None:

@@ -29,6 +29,7 @@ from utilities.workflow.plan import (
     make_plan,
     read_plan,
     reasons_of,
+    scored_phase,
 )
 
 plan_script = load_script("plan.py")
@@ -395,8 +396,10 @@ def test_the_printed_commands_carry_every_path_given(dataset, capsys):
                          "--path_geodesic_labels", str(dataset / "seeds"))
     assert list(labelled) == ["stage1", "stage1_aux", "scm", "predict", "score"]
     assert _flag(labelled["scm"], "--val_metric") == "dice"
-    assert labelled["score"] == ["python", "utilities/scores.py", "--dataset", str(file), "--path_predictions",
-                                 str(dataset / "work" / "predictions")]
+    # the held-out cases only: this split has no inference phase, so its validation case
+    assert labelled["score"] == ["python", "utilities/scores.py", "--dataset", str(file), "--prediction_dir",
+                                 str(dataset / "work" / "predictions"), "--prediction_postfix", "_T2", "--phase",
+                                 "validation"]
     written = json.loads(file.read_text())
     assert {k: written[k] for k in ("labels", "label_postfix", "seeds", "seed_postfix")} == {
         "labels": str(dataset / "labels"), "label_postfix": "Seg", "seeds": str(dataset / "seeds"),
@@ -418,3 +421,12 @@ def test_no_labels_with_dice_selection_is_one_line(dataset):
                               "is '' (no labels); pass --val_metric seed_dice or the labels' folder")
     required, optional = config.validation_sources("seed_dice")
     assert [s.key for s in required] == ["image", "seeds"] and optional == []
+
+
+@pytest.mark.parametrize("phases, expected", [
+    (("training", "validation", "inference"), "inference"), (("training", "validation"), "validation"),
+    (("training", "inference"), "inference"), (("training",), "training")])
+def test_the_scored_phase_is_the_held_out_one(tmp_path, phases, expected):
+    split = tmp_path / "split.csv"
+    split.write_text("".join(f"s{k},{phase}\n" for k, phase in enumerate(phases)))
+    assert scored_phase(split) == expected
