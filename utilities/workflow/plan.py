@@ -542,13 +542,17 @@ def pipeline_commands(paths: DataPaths, work: Workspace, plan_path: str | os.Pat
     and (with labels) scoring. Every command reads the data from the dataset file
     ``dataset_path`` (of :func:`dataset_values`) by ``--dataset``, so that none falls back to a
     default naming another dataset; without labels, or when every case trains, checkpoints are
-    selected by ``seed_dice``. The prediction covers every image of the folder; the score only the
+    selected by ``seed_dice``. Every path is absolute (the commands run from the repository
+    root, wherever plan.py ran). The prediction covers every image of the folder; the score only the
     split's held-out cases (:func:`scored_phase`), in ``results_<phase>.csv``, so that no mean
     Dice mixes in the cases the networks trained on."""
     metric = "dice" if paths.path_labels and plan["fingerprint"]["validation_cases"] else "seed_dice"
-    dataset = str(dataset_path)
+    # absolute: the commands run from the repository root (python inference.py ...), not from
+    # where plan.py ran
+    work = Workspace(Path(os.path.abspath(work.root)))
+    dataset = os.path.abspath(dataset_path)
     data = ["--dataset", dataset, "--val_metric", metric]
-    use = ["--plan", str(plan_path)]
+    use = ["--plan", os.path.abspath(plan_path)]
     m1, m2, scm = (str(work.model(name)) for name in ("stage1_m1", "stage1_m2", "scm"))
     lines: dict[str, list[str]] = {f"stage0_{phase}" if phase else "stage0": _stage0(dataset, work, phase)
                                    for phase in stage0}
@@ -557,7 +561,8 @@ def pipeline_commands(paths: DataPaths, work: Workspace, plan_path: str | os.Pat
     lines["scm"] = command("scm", use, data, teacher_args(m1, m2), ["--model_dir", scm])
     lines["predict"] = command("inference", plan["inference"],
                                ["--model_dir", scm, "--epoch_inf", "best_model1", "--dataset", dataset,
-                                "--input_folder", paths.path_images, "--output_folder", str(work.predictions()),
+                                "--input_folder", os.path.abspath(paths.path_images),
+                                "--output_folder", str(work.predictions()),
                                 "--output_format", _format_flag(plan["fingerprint"]["image_format"])])
     if paths.path_labels:
         lines["score"] = command("scores", ["--dataset", dataset, "--prediction_dir", str(work.predictions()),

@@ -430,3 +430,21 @@ def test_the_scored_phase_is_the_held_out_one(tmp_path, phases, expected):
     split = tmp_path / "split.csv"
     split.write_text("".join(f"s{k},{phase}\n" for k, phase in enumerate(phases)))
     assert scored_phase(split) == expected
+
+
+def test_paths_given_relative_to_another_folder_are_printed_absolute(dataset, capsys, monkeypatch):
+    """plan.py run in the data's folder with relative paths: the printed commands, which run from
+    the repository root, name every file and folder by its absolute path."""
+    monkeypatch.chdir(dataset)
+    plan_script.main(["--dataset_split", "split.csv", "--path_images", "images", "--path_anno_7points", "anno",
+                      "--path_labels", "labels", "--label_postfix", "Seg", "--output", "w/plan.json",
+                      "--work_dir", "w", *KEEP])
+    lines = [line.strip() for line in capsys.readouterr().out.splitlines() if line.startswith("  [")]
+    commands = {line[1:line.index("]")]: shlex.split(line[line.index("]") + 2:]) for line in lines}
+    assert _flag(commands["predict"], "--input_folder") == str(dataset / "images")
+    assert _flag(commands["predict"], "--output_folder") == str(dataset / "w" / "predictions")
+    assert _flag(commands["stage1"], "--plan") == str(dataset / "w" / "plan.json")
+    assert _flag(commands["stage1"], "--model_dir") == str(dataset / "w" / "runs" / "stage1_m1")
+    assert _flag(commands["score"], "--prediction_dir") == str(dataset / "w" / "predictions")
+    for command in commands.values():
+        assert _flag(command, "--dataset") == str(dataset / "w" / "dataset.json")
