@@ -69,7 +69,15 @@ from data.point_files import ControlPoint, parse_role, read_points
 from utilities.core.logs import LOGGER_NAME, setup_logger
 from utilities.data.dataset_file import add_dataset_flag, parse_with_dataset, require
 from utilities.data.grid import Grid, find_subject_file, image_extension, listed, missing_paths, subject_path
-from utilities.data.io import check_overwrite, ensure_writable_dir, read_image, save_text, staged_folders, write_image
+from utilities.data.io import (
+    check_overwrite,
+    ensure_writable_dir,
+    exact_format,
+    read_image,
+    save_text,
+    staged_folders,
+    write_image,
+)
 from utilities.data.splits import PHASES, subjects_of
 
 __all__ = [
@@ -421,8 +429,8 @@ def points_to_annotations(points: str | os.PathLike, path_images: str | os.PathL
         for name, annotation, reference in prepared:
             image = sitk.GetImageFromArray(annotation)
             image.CopyInformation(reference)
-            write_image(image, subject_path(staging, name, anno_7points_postfix))
-            path = subject_path(out_dir, name, anno_7points_postfix)
+            path = exact_format(subject_path(out_dir, name, anno_7points_postfix), Grid.of(reference))
+            write_image(image, staging / path.name)
             logger.info("%s: %d lesion(s) → %s", name, (int(annotation.max()) + 1) // 2, path)
             written.append(path)
     logger.info("wrote %d annotation(s) to %s", len(written), out_dir)

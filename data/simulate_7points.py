@@ -42,8 +42,8 @@ from tqdm import tqdm
 
 from utilities.core.logs import LOGGER_NAME, setup_logger, show_progress
 from utilities.data.dataset_file import add_dataset_flag, parse_with_dataset
-from utilities.data.grid import find_subject_file, listed, missing_paths, subject_path
-from utilities.data.io import check_label_values, check_overwrite, read_image, staged_folders, write_like
+from utilities.data.grid import Grid, find_subject_file, listed, missing_paths, subject_path
+from utilities.data.io import check_label_values, check_overwrite, exact_format, read_image, staged_folders, write_like
 from utilities.data.splits import PHASES, subjects_of
 from utilities.workflow.cli import nonnegative_float, positive_int
 
@@ -238,14 +238,16 @@ def simulate_dataset(dataset_split: str | os.PathLike, path_labels: str | os.Pat
     check_overwrite([subject_path(path_anno_7points, s, anno_7points_postfix) for s in subjects],
                     "--path_anno_7points", overwrite, "annotation")
     out_dir = Path(path_anno_7points)
+    written = []
     with staged_folders(out_dir) as (staging,):   # a subject that fails leaves no annotation of the others
         for subject in tqdm(subjects, desc="7-point annotations", unit="subject", disable=not show_progress()):
             label = read_image(labels[subject], what="label")
             check_label_values(sitk.GetArrayViewFromImage(label), labels[subject], "label")
             points = simulate_points(sitk.GetArrayViewFromImage(label), label.GetSpacing()[::-1], max_instances,
                                      jitter_mm, subject_rng(seed, subject), name=f"{subject} ({labels[subject]})")
-            write_like(points, label, subject_path(staging, subject, anno_7points_postfix))
-    written = [subject_path(out_dir, subject, anno_7points_postfix) for subject in subjects]
+            path = exact_format(subject_path(out_dir, subject, anno_7points_postfix), Grid.of(label))
+            write_like(points, label, staging / path.name)
+            written.append(path)
     logger.info("wrote %d annotation(s) to %s", len(written), out_dir)
     return written
 

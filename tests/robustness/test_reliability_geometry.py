@@ -52,9 +52,9 @@ def two_geometries(path, data=None):
     return path
 
 
-TWO_GEOMETRIES = (r"holds two world geometries: its qform \(RAS, origin \[0.0, 0.0, 0.0\]\) and its sform "
-                  r"\(LAS, origin \[0.0, 0.0, 0.0\]\) disagree, and tools differ on which to use; re-save it "
-                  r"with one geometry")
+TWO_GEOMETRIES = (r"holds two world geometries: its qform \(RAS, spacing \[1.0, 1.0, 1.0\], origin \[0.0, 0.0, "
+                  r"0.0\]\) and its sform \(LAS, spacing \[1.0, 1.0, 1.0\], origin \[0.0, 0.0, 0.0\]\) disagree, "
+                  r"and tools differ on which to use; re-save it with one geometry")
 
 
 def test_qform_sform_disagreement_refused_by_every_reader(tmp_path):
@@ -70,6 +70,44 @@ def test_qform_sform_disagreement_refused_by_every_reader(tmp_path):
     subject = make_subjects(split, "inference", [ImageSource("image", tmp_path, "T2", False, "image")])[0]
     with pytest.raises(ValueError, match=TWO_GEOMETRIES):
         check_subject(subject)
+
+
+@pytest.mark.parametrize("kind", ["pixdim", "micron"])
+def test_spacing_the_two_readers_read_differently_is_named_with_a_remedy_that_works(tmp_path, kind, capfd):
+    """An sform-only file whose pixdim was left at 1, and a file in microns (SimpleITK converts to
+    mm, nibabel does not): one line that shows both spacings, and its remedy, applied as written,
+    gives a file every reader accepts with the intended spacing. ITK's own warnings stay off stderr."""
+    path = tmp_path / "s1_T2.nii.gz"
+    data = np.zeros((8, 8, 4), np.float32)
+    if kind == "pixdim":
+        img = nib.Nifti1Image(data, None)
+        img.set_sform(np.diag([-0.5, 0.5, 1.5, 1.0]), code=2)
+        img.set_qform(None, code=0)
+        shown, remedy = ("SimpleITK (LAS, spacing [1.0, 1.0, 1.0]", "its voxel sizes (pixdim) contradict its sform")
+    else:
+        img = nib.Nifti1Image(data, np.diag([500.0, 500.0, 1500.0, 1.0]))
+        img.header.set_xyzt_units("micron")
+        shown, remedy = ("nibabel (RAS, spacing [500.0, 500.0, 1500.0]", "its spatial unit is micron")
+    nib.save(img, str(path))
+    capfd.readouterr()
+    with pytest.raises(ValueError) as err:
+        read_image(path)
+    message = one_line(err)
+    assert shown in message and remedy in message
+    assert capfd.readouterr().err == ""
+    f = str(path)   # the remedy's Python, as the message writes it
+    if kind == "pixdim":
+        img = nib.load(f)
+        img.set_qform(img.get_sform())
+        nib.save(img, f)
+    else:
+        img = nib.load(f)
+        a = np.diag([0.001, 0.001, 0.001, 1]) @ img.affine
+        img.set_sform(a)
+        img.set_qform(a)
+        img.header.set_xyzt_units("mm")
+        nib.save(img, f)
+    assert read_image(path).GetSpacing() == pytest.approx((0.5, 0.5, 1.5))
 
 
 def test_qform_sform_agreeing_or_single_accepted(tmp_path):

@@ -49,6 +49,11 @@ OUTPUT_FORMATS = tuple(ext.lstrip(".") for ext in IMAGE_EXTENSIONS if ext not in
 #: read back is its grid (:func:`utilities.data.io.write_image`).
 GRID_TOLERANCE = 1e-3
 
+# ITK's own warnings (e.g. a NIfTI sform with "unexpected scales") are printed by the C++ library
+# as several lines on stderr; what they warn of is checked here and refused in one line
+# (check_geometry), so they are not shown.
+sitk.ProcessObject.SetGlobalWarningDisplay(False)
+
 
 def image_extension(path: str | os.PathLike) -> str | None:
     """The :data:`IMAGE_EXTENSIONS` entry ``path``'s name ends with (``None``: no image name)."""
@@ -146,7 +151,28 @@ def _is_nifti(path: Path) -> bool:
 
 
 def _where(affine: np.ndarray) -> str:
-    return f"{''.join(nib.aff2axcodes(affine))}, origin {[round(float(v), 2) + 0.0 for v in affine[:3, 3]]}"
+    """Orientation, voxel size and origin of a voxel → RAS affine, as a message shows them."""
+    spacing = [round(float(v), 4) + 0.0 for v in np.linalg.norm(affine[:3, :3], axis=0)]
+    origin = [round(float(v), 4) + 0.0 for v in affine[:3, 3]]
+    return f"{''.join(nib.aff2axcodes(affine))}, spacing {spacing}, origin {origin}"
+
+
+#: How a NIfTI file's spatial unit converts to mm (SimpleITK converts, nibabel does not).
+_TO_MM = {"meter": 1000.0, "micron": 0.001}
+
+
+def _disagreement_hint(header: Any) -> str:
+    """What to do about a NIfTI file that SimpleITK and nibabel read differently, from its
+    header: a spatial unit other than mm, or a pixdim that its sform's voxel sizes contradict."""
+    unit = header.get_xyzt_units()[0]
+    if unit in _TO_MM:
+        k = _TO_MM[unit]
+        return (f"its spatial unit is {unit}, which SimpleITK converts to mm and nibabel does not; re-save it in mm, "
+                f"e.g. in Python: img = nibabel.load(f); a = numpy.diag([{k:g}, {k:g}, {k:g}, 1]) @ img.affine; "
+                "img.set_sform(a); img.set_qform(a); img.header.set_xyzt_units('mm'); nibabel.save(img, f)")
+    return ("its voxel sizes (pixdim) contradict its sform, whose scales one reader takes and the other not; re-save "
+            "it with one geometry, e.g. in Python: img = nibabel.load(f); img.set_qform(img.get_sform()); "
+            "nibabel.save(img, f)")
 
 
 def check_direction(direction: Sequence[float], path: str | os.PathLike, what: str = "image") -> None:
@@ -182,7 +208,7 @@ def _check_nifti_geometry(path: Path, what: str, mine: np.ndarray) -> None:
                              f"sform ({_where(sform)}) disagree, and tools differ on which to use; {hint}")
     if not np.allclose(mine, image.affine, rtol=0.0, atol=tol):
         raise ValueError(f"{what} file {path} has a geometry that SimpleITK ({_where(mine)}) and nibabel "
-                         f"({_where(image.affine)}) read differently (a sheared or inconsistent qform/sform); {hint}")
+                         f"({_where(image.affine)}) read differently; {_disagreement_hint(header)}")
 
 
 def check_geometry(path: str | os.PathLike, what: str = "image") -> None:
@@ -318,8 +344,15 @@ class Grid:
         return ras_affine(self.spacing, self.direction, self.origin)
 
 
-def _shown(values: Sequence[float]) -> list[float]:
-    return [round(float(v), 4) + 0.0 for v in values]
+def _shown(values: Sequence[float], digits: int = 4) -> list[float]:
+    return [round(float(v), digits) + 0.0 for v in values]
+
+
+def _shown_apart(other: Sequence[float], ref: Sequence[float]) -> tuple[list[float], list[float]]:
+    """Both lists rounded to 4 decimals, or to as many more (up to 12) as they need to differ
+    in the message (a difference of 1e-5 mm between two origins of -512.3 mm)."""
+    digits = next((d for d in range(4, 13) if _shown(other, d) != _shown(ref, d)), 12)
+    return _shown(other, digits), _shown(ref, digits)
 
 
 def grid_difference(ref: Grid, other: Grid) -> tuple[str, list, list] | None:
@@ -328,12 +361,12 @@ def grid_difference(ref: Grid, other: Grid) -> tuple[str, list, list] | None:
     if other.size != ref.size:
         return "size", list(other.size), list(ref.size)
     if not np.allclose(other.spacing, ref.spacing, rtol=GRID_TOLERANCE, atol=0.0):
-        return "spacing", _shown(other.spacing), _shown(ref.spacing)
+        return "spacing", *_shown_apart(other.spacing, ref.spacing)
     if len(other.direction) != len(ref.direction) or not np.allclose(other.direction, ref.direction, rtol=0.0,
                                                                      atol=GRID_TOLERANCE):
-        return "orientation", _shown(other.direction), _shown(ref.direction)
+        return "orientation", *_shown_apart(other.direction, ref.direction)
     if not np.allclose(other.origin, ref.origin, rtol=0.0, atol=GRID_TOLERANCE * max(ref.spacing)):
-        return "origin", _shown(other.origin), _shown(ref.origin)
+        return "origin", *_shown_apart(other.origin, ref.origin)
     return None
 
 

@@ -64,6 +64,7 @@ __all__ = [
     "check_label_values",
     "check_overwrite",
     "check_storable",
+    "exact_format",
     "ensure_writable_dir",
     "IMAGE_EXTENSIONS",
     "image_extension",
@@ -435,6 +436,19 @@ def check_storable(grid: Grid, path: str | os.PathLike) -> None:
             os.unlink(tmp)
     if difference is not None:
         raise _inexact(path, difference)
+
+
+def exact_format(path: Path, grid: Grid) -> Path:
+    """``path``, or the same name as ``.mha`` when its format (NIfTI: float32 numbers) cannot
+    hold ``grid`` exactly (:func:`check_storable`): where a script that writes a volume on an
+    image's grid (stage 0's seeds, an annotation) puts it; every reader finds a subject's file
+    in any format."""
+    try:
+        check_storable(grid, path)
+    except ValueError:
+        name = path.name[: -len(image_extension(path) or path.suffix)]
+        return path.with_name(f"{name}.mha")
+    return path
 
 
 def write_image(image: sitk.Image, path: str | os.PathLike, compress: bool = True) -> None:

@@ -51,7 +51,15 @@ from utilities.data.grid import (
     missing_files,
     subject_path,
 )
-from utilities.data.io import ensure_writable_dir, read_image, save_csv, save_text, staged_folders, write_like
+from utilities.data.io import (
+    ensure_writable_dir,
+    exact_format,
+    read_image,
+    save_csv,
+    save_text,
+    staged_folders,
+    write_like,
+)
 from utilities.data.splits import PHASES, read_split, subjects_of
 from utilities.evaluation.scoring import with_summary
 from utilities.method.defaults import GEODESIC_THRESHOLD, GEODESIC_WEIGHT, SEED_FOLDER, SEED_POSTFIX
@@ -479,8 +487,9 @@ def _subject_task(subject: str, template: _Task, images: tuple[str | os.PathLike
         else:
             logger.info("%s: no full label %s; no metrics for it", subject, candidate)
     return replace(template, subject=subject, image=image_path, annotation=annotation_path, label=label_path,
-                   out_label=subject_path(out_dirs[0], subject, SEED_POSTFIX),
-                   out_distance=subject_path(out_dirs[1], subject, "GeodesicDistance"), mapping=mapping)
+                   out_label=exact_format(subject_path(out_dirs[0], subject, SEED_POSTFIX), ref),
+                   out_distance=exact_format(subject_path(out_dirs[1], subject, "GeodesicDistance"), ref),
+                   mapping=mapping)
 
 
 def _write_metrics(results: Sequence[_Result], phase_of: Mapping[str, str], out_dir: Path,

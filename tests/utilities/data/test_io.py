@@ -125,3 +125,18 @@ def test_staged_folders_move_all_files_or_none(tmp_path):
         io.save_text("new", two / "s0.txt")
     assert sorted(p.name for p in first.iterdir()) == ["old.txt"] and (first / "old.txt").read_text() == "replaced"
     assert [p.read_text() for p in second.iterdir()] == ["new"]
+
+
+def test_exact_format_keeps_nifti_unless_it_cannot_hold_the_grid(tmp_path):
+    """A 10 µm grid with its origin at -512.3 mm reads back from NIfTI's float32 1.2e-5 mm off,
+    beyond the tolerance (1e-3 of a voxel): such a volume goes to .mha, any other stays .nii.gz."""
+    from utilities.data.grid import Grid
+    identity = (1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0)
+    far = Grid((4, 4, 4), (0.01, 0.01, 0.01), identity, (-512.3, -480.7, 20.0))
+    near = Grid((4, 4, 4), (0.5, 0.5, 1.5), identity, (-512.3, -480.7, 20.0))
+    path = tmp_path / "s1_GeodesicLabel.nii.gz"
+    assert io.exact_format(path, far) == tmp_path / "s1_GeodesicLabel.mha"
+    assert io.exact_format(path, near) == path
+    with pytest.raises(ValueError, match=re.escape("origin would read back as [-512.29999, -480.70001, 20.0] "
+                                                   "instead of [-512.3, -480.7, 20.0]")):
+        io.check_storable(far, path)   # the digits that show the difference

@@ -480,3 +480,19 @@ def test_runs_of_the_same_settings_join_and_seeds_without_a_record_need_overwrit
         run_vs(one_subject)
     run_vs(one_subject, "--overwrite")
     assert sorted(seed_files(out)) == sorted(both) and (out / SETTINGS_NAME).is_file()
+
+
+def test_seeds_on_a_grid_nifti_cannot_hold_are_written_as_mha(one_subject):
+    """A 10 µm scan with its origin far from 0 (NIfTI's float32 would move it): its seeds and
+    distances are written as .mha on its exact grid, where the readers find them."""
+    for subject in ("s1", "s2"):
+        for folder, postfix in (("img", "T2"), ("ann", "7points")):
+            path = one_subject / folder / f"{subject}_{postfix}.nii.gz"
+            write(read(path)[1], path.with_name(f"{subject}_{postfix}.mha"), spacing=(0.01, 0.01, 0.01),
+                  origin=(-512.3, -480.7, 20.0))
+            path.unlink()
+    out = VS.main(vs_args(one_subject, "geo", "--num_workers", "1", "--path_labels", ""))
+    for sub, postfix in (("geodesic_label", "GeodesicLabel"), ("geodesic_distance", "GeodesicDistance")):
+        assert sorted(p.name for p in (out / sub).iterdir()) == [f"s1_{postfix}.mha", f"s2_{postfix}.mha"]
+        written = sitk.ReadImage(str(out / sub / f"s1_{postfix}.mha"))
+        assert written.GetOrigin() == sitk.ReadImage(str(one_subject / "img" / "s1_T2.mha")).GetOrigin()
