@@ -144,10 +144,11 @@ def probability_path(mask: Path) -> Path:
     return mask.with_name(f"{stem}_prob.{ext}")
 
 
-def _folder_files(folder: Path) -> tuple[list[Path], list[Path], int, int]:
+def _folder_files(folder: Path) -> tuple[list[Path], list[Path], int, int, int]:
     """The files of ``folder`` (not recursive), sorted: ``(images, files in no image format,
-    hidden files, sub-folders)``; the data file a detached header (``.nhdr``, ``.mhd``) names
-    belongs to its image."""
+    hidden files, sub-folders, sidecars)``; the data file a detached header (``.nhdr``, ``.mhd``)
+    names belongs to its image, and so does a JSON sidecar of its name (``x.json`` beside
+    ``x.nii.gz``, as dcm2niix writes them)."""
     files, hidden, folders = [], 0, 0
     for path in sorted(folder.iterdir()):
         if path.name.startswith("."):
@@ -161,7 +162,10 @@ def _folder_files(folder: Path) -> tuple[list[Path], list[Path], int, int]:
     for image in images:
         with contextlib.suppress(OSError):  # an unreadable header is named when its image is read
             data.update(d.resolve() for d in data_files(image))
-    return images, [p for p in files if image_extension(p) is None and p.resolve() not in data], hidden, folders
+    stems = {p.name[: -len(image_extension(p) or "")] for p in images}
+    others = [p for p in files if image_extension(p) is None and p.resolve() not in data]
+    sidecars = [p for p in others if p.suffix.lower() == ".json" and p.name[: -len(".json")] in stems]
+    return images, [p for p in others if p not in sidecars], hidden, folders, len(sidecars)
 
 
 def list_images(folder: str | Path, postfix: str | None = None) -> list[tuple[str, Path]]:
@@ -178,7 +182,7 @@ def list_images(folder: str | Path, postfix: str | None = None) -> list[tuple[st
     folder = Path(folder)
     if not folder.is_dir():
         raise FileNotFoundError(f"--input_folder {folder} is not a folder; pass the folder of images to segment")
-    found, not_images, hidden, folders = _folder_files(folder)
+    found, not_images, hidden, folders, sidecars = _folder_files(folder)
     if not_images:
         raise ValueError(f"--input_folder {folder} holds {len(not_images)} file(s) in no image format: "
                          f"{listed([p.name for p in not_images])}; move them out of the folder or convert them to one "
@@ -196,6 +200,8 @@ def list_images(folder: str | Path, postfix: str | None = None) -> list[tuple[st
         images[stem] = check_readable(path)
     if hidden:
         logger.info("--input_folder: %d hidden file(s) (named .*) ignored", hidden)
+    if sidecars:
+        logger.info("--input_folder: %d JSON sidecar(s) of the images (<name>.json) ignored", sidecars)
     if folders:
         logger.info("--input_folder: %d sub-folder(s) not searched (only the folder's own files are read)", folders)
     if other_postfix:

@@ -117,7 +117,7 @@ def test_inference_output_folder_needs_overwrite(tmp_path, capsys):
 def test_every_file_of_the_input_folder_is_processed_or_named(tmp_path, capsys):
     """A file in no image format (an upper-case extension too) is named in an error, before
     anything is written; hidden files are ignored and counted; a header's data file belongs to
-    its image."""
+    its image, and so does a JSON sidecar of its name."""
     p = make_vs_dataset(tmp_path, 0, 0, 2)
     images = p["image_crop"]
     (images / "notes.txt").write_text("my notes")
@@ -133,9 +133,16 @@ def test_every_file_of_the_input_folder_is_processed_or_named(tmp_path, capsys):
     (images / "notes.txt").unlink()
     (images / "scan.NII.GZ").rename(images / "scan.nii.gz")
     sitk.WriteImage(sitk.ReadImage(str(images / "vs_gk_2_T2.nii.gz")), str(images / "head.nhdr"), False)
+    (images / "vs_gk_1_T2.json").write_text("{}")   # dcm2niix's sidecar of vs_gk_1_T2.nii.gz: the image's
+    (images / "other.json").write_text("{}")        # a JSON file of no image: named
+    assert run_main(inference.main, _folder_argv(model_dir, images, tmp_path / "out")) == 2
+    assert "holds 1 file(s) in no image format: other.json;" in capsys.readouterr().err
+    (images / "other.json").unlink()
     written = inference.main(_folder_argv(model_dir, images, tmp_path / "out"))
     assert [w.name for w in written] == ["head.nii.gz", "scan.nii.gz", "vs_gk_1_T2.nii.gz", "vs_gk_2_T2.nii.gz"]
-    assert "--input_folder: 1 hidden file(s) (named .*) ignored" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert "--input_folder: 1 hidden file(s) (named .*) ignored" in printed
+    assert "--input_folder: 1 JSON sidecar(s) of the images (<name>.json) ignored" in printed
 
 
 def test_a_point_folder_names_files_in_no_point_format(tmp_path):
