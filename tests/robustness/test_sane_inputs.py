@@ -152,8 +152,8 @@ def test_rampup_longer_than_the_run_warned(data, tmp_path, capsys):
     stage1.main(stage1_args(data, tmp_path / "run", "--max_epochs", "1", "--rampup_epochs", "30"))
     out = capsys.readouterr().out
     assert ("WARNING --rampup_epochs 30 (after --warmup_epochs 0) does not end within --max_epochs 1: the CRF and VM "
-            "weights reach only 0.007 of their value by the last epoch; lower --rampup_epochs (the default 30 needs "
-            "at least 31 epochs)") in out
+            "weights reach only 0.007 of their value by the last epoch; lower --rampup_epochs to at most 0, or raise "
+            "--max_epochs to at least 31") in out
 
 
 def test_scores_refuse_prediction_shifted_beyond_the_field_of_view(data, tmp_path):

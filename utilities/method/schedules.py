@@ -24,10 +24,14 @@ def rampup_warning(rampup_epochs: int, max_epochs: int, warmup_epochs: int = 0) 
     stay below their value for every epoch), or ``None``."""
     if rampup_epochs <= 0 or warmup_epochs + rampup_epochs < max_epochs:
         return None
-    last = sigmoid_rampup(max(max_epochs - 1 - warmup_epochs, 0), rampup_epochs)
-    return (f"--rampup_epochs {rampup_epochs} (after --warmup_epochs {warmup_epochs}) does not end within "
-            f"--max_epochs {max_epochs}: the CRF and VM weights reach only {last:.3f} of their value by the last "
-            f"epoch; lower --rampup_epochs (the default 30 needs at least {warmup_epochs + 31} epochs)")
+    head = (f"--rampup_epochs {rampup_epochs} (after --warmup_epochs {warmup_epochs}) does not end within "
+            f"--max_epochs {max_epochs}: ")
+    needed = f"raise --max_epochs to at least {warmup_epochs + rampup_epochs + 1}"
+    if max_epochs <= warmup_epochs:   # every epoch is a warm-up epoch
+        return f"{head}the CRF and VM weights stay 0, every epoch is in the warm-up; {needed}"
+    last = sigmoid_rampup(max_epochs - 1 - warmup_epochs, rampup_epochs)
+    return (f"{head}the CRF and VM weights reach only {last:.3f} of their value by the last epoch; lower "
+            f"--rampup_epochs to at most {max_epochs - warmup_epochs - 1}, or {needed}")
 
 
 def poly_lr(epoch: float, max_epochs: float, lr0: float, exponent: float = 0.9) -> float:

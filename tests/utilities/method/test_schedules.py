@@ -60,7 +60,15 @@ def test_rampup_warning_names_the_weight_reached(rampup, max_epochs, warmup, rea
     assert rampup_warning(rampup, max_epochs, warmup) == (
         f"--rampup_epochs {rampup} (after --warmup_epochs {warmup}) does not end within --max_epochs {max_epochs}: "
         f"the CRF and VM weights reach only {reached} of their value by the last epoch; lower --rampup_epochs "
-        f"(the default 30 needs at least {warmup + 31} epochs)")
+        f"to at most {max_epochs - warmup - 1}, or raise --max_epochs to at least {warmup + rampup + 1}")
+
+
+@pytest.mark.parametrize("max_epochs, warmup", [(2, 2), (3, 5)])
+def test_rampup_warning_for_a_run_that_ends_in_its_warm_up(max_epochs, warmup):
+    """Every epoch is a warm-up epoch: the weights are 0 throughout (not the ramp's exp(-5))."""
+    assert rampup_warning(5, max_epochs, warmup) == (
+        f"--rampup_epochs 5 (after --warmup_epochs {warmup}) does not end within --max_epochs {max_epochs}: the CRF "
+        f"and VM weights stay 0, every epoch is in the warm-up; raise --max_epochs to at least {warmup + 6}")
 
 
 @pytest.mark.parametrize("rampup, max_epochs, warmup", [(30, 31, 0), (0, 5, 0), (10, 16, 5)])
