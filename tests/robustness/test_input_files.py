@@ -51,6 +51,7 @@ def test_bad_split_file_stops_before_any_folder(data, tmp_path, content, error, 
 def test_missing_files_listed_in_one_error(data, tmp_path):
     gone = [data["image_crop"] / "vs_gk_1_T2.nii.gz", data["geodesic_label"] / "vs_gk_2_GeodesicLabel.nii.gz",
             data["label_crop"] / "vs_gk_3_Label.nii.gz"]  # two training files, one validation file
+    kept = {path: path.read_bytes() for path in gone}
     for path in gone:
         path.unlink()
     with pytest.raises(FileNotFoundError) as err:
@@ -60,8 +61,16 @@ def test_missing_files_listed_in_one_error(data, tmp_path):
     for what, path in zip(("image", "expanded-seed label", "label"), gone):
         assert f"{what} {path}" in message
     assert message.endswith("Check --path_images/--image_postfix or --path_geodesic_labels/"
-                            "--geodesic_label_postfix or --path_labels/--label_postfix or the split.")
+                            "--geodesic_label_postfix or --path_labels/--label_postfix or the split. Without full "
+                            "masks, pass --val_metric seed_dice (checkpoints chosen by the expanded seeds).")
     assert not (tmp_path / "run").exists()
+    # only the seeds missing: no word of the labels
+    for path in (gone[0], gone[2]):
+        path.write_bytes(kept[path])
+    with pytest.raises(FileNotFoundError) as err:
+        stage1.main(stage1_args(data, tmp_path / "run"))
+    assert one_line(err).endswith("Check --path_geodesic_labels/--geodesic_label_postfix or the split.")
+    gone[0].unlink()   # as the checks below expect
 
     # inference: the missing inference image
     a_model(tmp_path / "m")

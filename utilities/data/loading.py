@@ -96,8 +96,10 @@ def find_missing(subjects: Sequence[str], sources: Sequence[ImageSource]) -> lis
 
 
 def check_files(dataset_split: Split | str | os.PathLike,
-                needs: Sequence[tuple[str | None, Sequence[ImageSource]]]) -> None:
-    """Check that every ``(phase, sources)`` pair has subjects and all their files exist.
+                needs: Sequence[tuple[str | None, Sequence[ImageSource]]], hints: Mapping[str, str] | None = None
+                ) -> None:
+    """Check that every ``(phase, sources)`` pair has subjects and all their files exist;
+    ``hints``: a sentence per source key, added to the error when files of that source are missing.
 
     Raises:
         FileNotFoundError: one line listing every missing file of every phase at once (the
@@ -107,6 +109,7 @@ def check_files(dataset_split: Split | str | os.PathLike,
     split = as_split(dataset_split)
     missing: list[str] = []
     flags: list[str] = []
+    missing_keys: list[str] = []
     for phase, sources in needs:
         names = split.subjects(phase)
         if not names:
@@ -115,12 +118,15 @@ def check_files(dataset_split: Split | str | os.PathLike,
         for src in sources:
             found = [m for m in find_missing(names, [src]) if m not in missing]
             missing += found
+            if found and src.key not in missing_keys:
+                missing_keys.append(src.key)
             if found and src.flags and src.flags not in flags:
                 flags.append(src.flags)
     if missing:
         check = " or ".join(flags) if flags else "the path and postfix flags"
+        extra = "".join(f" {hints[key]}" for key in missing_keys if hints and key in hints)
         raise FileNotFoundError(f"{len(missing)} file(s) of the subjects listed in {dataset_split} are missing: "
-                                f"{listed(missing)}. Check {check} or the split.")
+                                f"{listed(missing)}. Check {check} or the split.{extra}")
 
 
 def make_subjects(dataset_split: Split | str | os.PathLike, phase: str | None,
@@ -633,7 +639,9 @@ def load_training_data(config: DataConfig, train_keys: Sequence[str]) -> Trainin
     if all_cases:
         split = _every_case_trains(split)
     val_phase = "training" if all_cases else "validation"
-    check_files(split, [("training", train_sources), (val_phase, val_required)])
+    hints = ({"label": "Without full masks, pass --val_metric seed_dice (checkpoints chosen by the expanded seeds)."}
+             if metric == "dice" and "label" not in train_keys else {})
+    check_files(split, [("training", train_sources), (val_phase, val_required)], hints)
     train = load_phase(split, "training", train_sources, cache_gb=config.cache_gb, check=False)
     if "seeds" in train_keys:
         if "label" in src and _same_files(src["seeds"], src["label"]):
