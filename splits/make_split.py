@@ -43,7 +43,7 @@ import pandas as pd
 
 from utilities.core.logs import LOGGER_NAME, setup_logger
 from utilities.data.dataset_file import add_dataset_flag, dataset_text, parse_with_dataset, read_dataset, typed_flags
-from utilities.data.grid import find_subject_file
+from utilities.data.grid import find_subject_file, listed
 from utilities.data.io import check_overwrite, image_extension, save_csv, save_text
 from utilities.data.splits import PHASES, read_split
 
@@ -63,11 +63,17 @@ def find_subjects(images_dir: str | os.PathLike, image_postfix: str) -> list[str
     if not images_dir.is_dir():
         raise FileNotFoundError(f"--images_dir folder not found: {images_dir}")
     subjects = set()
-    for p in images_dir.iterdir():
+    other_case = []
+    for p in sorted(images_dir.iterdir()):
         ext = image_extension(p)
+        if ext is None and image_extension(p.with_name(p.name.lower())) is not None and p.is_file():
+            other_case.append(p.name)   # scan.NII.GZ: an image to the eye, to no reader
         suffix = f"_{image_postfix}{ext}"
         if ext and p.is_file() and p.name.endswith(suffix) and len(p.name) > len(suffix):
             subjects.add(p.name[: -len(suffix)])
+    if other_case:
+        raise ValueError(f"--images_dir {images_dir} holds {len(other_case)} file(s) whose extension is not in lower "
+                         f"case, which no reader takes: {listed(other_case)}; rename them (e.g. .NII.GZ to .nii.gz)")
     if not subjects:
         raise ValueError(f"no *_{image_postfix}.nii.gz files (nor .nii, .nrrd, .nhdr, .mha, .mhd) in {images_dir} "
                          "(check --images_dir and --image_postfix)")

@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import SimpleITK as sitk
-from helpers import ROOT, load_script
+from helpers import ROOT, load_script, one_line
 
 from utilities.data.splits import read_split
 
@@ -370,3 +370,16 @@ def test_image_crop_that_stops_on_a_subject_writes_no_crop(tmp_path):
     sitk.WriteImage(label, str(data / "label" / "b_Label.nii.gz"))
     assert image_crop.main(argv).subjects == 2
     assert sorted(p.name for p in (data / "label_crop").iterdir()) == ["a_Label.nii.gz", "b_Label.nii.gz"]
+
+
+def test_make_split_names_images_whose_extension_no_reader_takes(tmp_path):
+    """Three of five scans exported as .NII.GZ: not left out of the split without a word."""
+    images = touch_images(tmp_path / "image", ["a", "b"])
+    for name in ("c_Flair.NII.GZ", "d_Flair.Nii", "e_Flair.MHA"):
+        (images / name).write_bytes(b"")
+    with pytest.raises(ValueError) as err:
+        make_split.main(["--images_dir", str(images), "--image_postfix", "Flair", "--output", str(tmp_path / "s.csv")])
+    assert one_line(err) == (f"--images_dir {images} holds 3 file(s) whose extension is not in lower case, which no "
+                             "reader takes: c_Flair.NII.GZ; d_Flair.Nii; e_Flair.MHA; rename them (e.g. .NII.GZ to "
+                             ".nii.gz)")
+    assert not (tmp_path / "s.csv").exists()
