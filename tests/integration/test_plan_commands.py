@@ -122,5 +122,7 @@ def test_the_printed_sequence_with_labels_runs_as_printed(tmp_path, capsys, monk
     best = torch.load(work / "runs" / "stage1_m1" / "U_Net2D5" / "models" / "CP_best.pth", map_location="cpu",
                       weights_only=True)
     assert best["metric"] == "dice"
-    table = pd.read_csv(work / "predictions" / "results_all.csv", keep_default_na=False)
-    assert sorted(table.loc[table["row"] == "case", "subject"]) == ["brain1", "brain2", "brain3", "brain4"]
+    # every scan predicted, the held-out one scored (brain4, the inference case): no trained case in the mean
+    assert sorted(p.name for p in (work / "predictions").glob("*.nrrd")) == [f"brain{k}_T2.nrrd" for k in range(1, 5)]
+    table = pd.read_csv(work / "predictions" / "results_inference.csv", keep_default_na=False)
+    assert sorted(table.loc[table["row"] == "case", "subject"]) == ["brain4"]
