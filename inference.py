@@ -60,8 +60,10 @@ from utilities.models.model_package import (
     ModelSpec,
     checkpoint_path,
     load_weights,
+    read_manifest,
     resolve_models,
     scm_specs,
+    spacing_warning,
     spec_from_run,
 )
 from utilities.models.prediction import segment
@@ -381,6 +383,18 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _warn_far_from_training(model: str | None, cache: SubjectCache) -> None:
+    """With a model package, a warning for the scans whose voxel size is far from its training
+    images' (:func:`spacing_warning`; a run folder or checkpoint records no such range)."""
+    if model is None or Path(model).suffix.lower() != ".zip":
+        return
+    training = read_manifest(model)["card"].get("training_data") or {}
+    spacings = {str(s["subject"]): Grid.read(s["image"].path).spacing for s in cache.subjects}
+    warning = spacing_warning(training, spacings)
+    if warning:
+        logger.warning("%s", warning)
+
+
 def _flat_target(folder: Path, name: str) -> Path:
     return folder / f"{name}.nii.gz"
 
@@ -452,6 +466,7 @@ def main(argv: list[str] | None = None) -> list[Path]:
                 layout = RunLayout(model_dir, specs[0].network)
                 targets = [layout.prediction(s, postfix) for s in subjects]
         _check_targets(targets, args.save_probabilities, args.overwrite, args.output_folder is not None)
+        _warn_far_from_training(args.model, cache)
         return predict_cases(specs, cache, targets, device, args.sw_batch_size, args.sw_overlap, args.amp,
                              args.num_workers, args.compile, args.compile_backend, args.save_probabilities)
 

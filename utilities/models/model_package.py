@@ -62,9 +62,12 @@ __all__ = [
     "spec_from_checkpoint",
     "load_weights",
     "data_fingerprint",
+    "SPACING_FACTOR",
+    "spacing_warning",
     "training_command",
     "export_package",
     "open_package",
+    "read_manifest",
     "resolve_models",
 ]
 
@@ -316,6 +319,34 @@ def data_fingerprint(dataset_split: str | os.PathLike, path_images: str | os.Pat
         logger.warning("model card: %d of %d training image(s) not found (e.g. %s); the fingerprint uses the rest",
                        len(missing), len(paths), missing[0])
     return result
+
+
+#: How far (a factor, either way) a scan's voxel size may lie outside the training images' range
+#: before inference warns (:func:`spacing_warning`).
+SPACING_FACTOR = 2.0
+
+
+def spacing_warning(training_data: Mapping[str, Any], spacings: Mapping[str, Sequence[float]],
+                    factor: float = SPACING_FACTOR) -> str | None:
+    """One warning line naming the scans (``{name: spacing}``, mm) whose voxel size lies more
+    than ``factor`` outside the range of the training images of a package's card
+    (:func:`data_fingerprint`), or ``None``. Sizes are compared sorted, so that the same voxels
+    stored in another axis order (a sagittal acquisition) compare equal. PA-Seg does not resample:
+    the network sees such a scan's structures at another scale in voxels."""
+    if not training_data.get("available") or "spacing_min_mm" not in training_data:
+        return None
+    low, high = sorted(training_data["spacing_min_mm"]), sorted(training_data["spacing_max_mm"])
+    far = {name: sorted(float(v) for v in spacing) for name, spacing in spacings.items()}
+    far = {name: sp for name, sp in far.items()
+           if len(sp) == len(low) and any(v < lo / factor or v > hi * factor for v, lo, hi in zip(sp, low, high))}
+    if not far:
+        return None
+    name, sp = next(iter(far.items()))
+    shown = " x ".join(f"{lo:g}" if lo == hi else f"{lo:g}-{hi:g}" for lo, hi in zip(low, high))
+    return (f"{len(far)} of {len(spacings)} scan(s) have a voxel size more than {factor:g}x finer or coarser than the "
+            f"training images' ({shown} mm, sorted), e.g. {name}: {' x '.join(f'{v:g}' for v in sp)} mm; PA-Seg does "
+            "not resample, so the network sees their structures at another scale: resample them to the training "
+            "voxel size first")
 
 
 def training_command(args: Mapping[str, Any] | None) -> str | None:

@@ -9,13 +9,14 @@ import nibabel as nib
 import numpy as np
 import pandas as pd
 import pytest
+import SimpleITK as sitk
 import torch
 from helpers import copy_runs, inference_args, one_line
 
 import export_model
 import inference
 from networks import get_network
-from utilities.models.model_package import MANIFEST, read_manifest
+from utilities.models.model_package import MANIFEST, read_manifest, spacing_warning
 from utilities.workflow.cli import run_main
 
 
@@ -32,7 +33,7 @@ def _arrays(paths):
 
 
 @pytest.mark.slow
-def test_package_predicts_like_the_run(runs, tmp_path):
+def test_package_predicts_like_the_run(runs, tmp_path, capsys):
     p, root = runs
     package = tmp_path / "model.zip"
     manifest = export_model.main(["--model_dir", str(root / "run1"), "--output", str(package)])
@@ -65,6 +66,39 @@ def test_package_predicts_like_the_run(runs, tmp_path):
     chosen = _arrays([f for f in folder if f.name in {s.name for s in split}])
     for a, b in zip(reference, chosen, strict=True):
         np.testing.assert_array_equal(a, b)
+
+    # a scan of 3x coarser voxels than the training images' (0.5 x 0.5 x 1.5 mm): one warning, still segmented
+    coarse = tmp_path / "coarse"
+    coarse.mkdir()
+    image = sitk.ReadImage(str(p["image_crop"] / "vs_gk_1_T2.nii.gz"))
+    image.SetSpacing((1.5, 1.5, 4.5))
+    sitk.WriteImage(image, str(coarse / "far_T2.nii.gz"))
+    sitk.WriteImage(sitk.ReadImage(str(p["image_crop"] / "vs_gk_2_T2.nii.gz")), str(coarse / "near_T2.nii.gz"))
+    capsys.readouterr()
+    written = inference.main(["--model", str(package), "--input_folder", str(coarse), "--output_folder",
+                              str(tmp_path / "coarse_out"), "--device", "cpu"])
+    assert [w.name for w in written] == ["far_T2.nii.gz", "near_T2.nii.gz"]
+    warnings = [line.split(" WARNING ", 1)[1] for line in capsys.readouterr().out.splitlines() if " WARNING " in line]
+    assert warnings == [
+        "1 of 2 scan(s) have a voxel size more than 2x finer or coarser than the training images' (0.5 x 0.5 x 1.5 "
+        "mm, sorted), e.g. far_T2: 1.5 x 1.5 x 4.5 mm; PA-Seg does not resample, so the network sees their "
+        "structures at another scale: resample them to the training voxel size first"]
+
+
+@pytest.mark.parametrize("spacings, far", [
+    ({"axial": (0.5, 0.5, 1.5), "sagittal": (1.5, 0.5, 0.5)}, []),              # the same voxels, another order
+    ({"fine": (0.15, 0.15, 1.5), "edge": (1.0, 1.0, 3.0)}, ["fine"]),           # 0.15 < 0.4/2; edge: 2x exactly
+    ({"thick": (0.5, 0.5, 6.0), "thin": (0.45, 0.45, 0.45)}, ["thick", "thin"]),
+])
+def test_spacing_warning_names_scans_beyond_twice_the_training_range(spacings, far):
+    training = {"available": True, "spacing_min_mm": [0.4, 0.4, 1.0], "spacing_max_mm": [0.5, 0.5, 1.5]}
+    warning = spacing_warning(training, spacings)
+    if not far:
+        assert warning is None
+    else:
+        assert warning.startswith(f"{len(far)} of 2 scan(s) have a voxel size more than 2x finer or coarser than "
+                                  f"the training images' (0.4-0.5 x 0.4-0.5 x 1-1.5 mm, sorted), e.g. {far[0]}: ")
+    assert spacing_warning({"available": False}, spacings) is None
 
 
 @pytest.mark.slow
