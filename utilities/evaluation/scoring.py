@@ -429,8 +429,9 @@ def write_scores(scoring: Scoring, report: bool = False) -> Path:
     of the CSV as written. Returns the CSV."""
     table, lines = summarize(score_cases(scoring.pairs))
     lines = [*scoring.notes, *lines]
+    replaced = scoring.out.is_file()   # a table derived from the files scored: replaced, and said so
     save_csv(table, scoring.out)
-    print(f"{scoring.heading}: " + "\n".join(lines) + f"\nwritten {scoring.out}")
+    print(f"{scoring.heading}: " + "\n".join(lines) + f"\n{'replaced' if replaced else 'written'} {scoring.out}")
     if report:
         cases = [ReportCase(s, image, lab, pred) for (s, pred, lab), image in zip(scoring.pairs, scoring.images)]
         scored, summary = read_scores(scoring.out)   # the CSV as written

@@ -148,6 +148,9 @@ def test_folder_against_folder(tmp_path, capsys, no_split, predictions, labels, 
     assert f"--path_predictions {tmp_path / 'preds'}: 1 entry in no image format not read: notes.txt" in printed
     assert ("prediction postfix '_pred' read from the names" in printed) == (postfix == "'_pred'")
     assert not list((tmp_path / "preds").glob("*.tmp*"))  # written through a temporary file, renamed
+    assert printed.rstrip().endswith(f"written {out}")
+    scores.main(["--path_predictions", str(tmp_path / "preds"), "--path_labels", str(tmp_path / "labels")])
+    assert capsys.readouterr().out.rstrip().endswith(f"replaced {out}")   # a second scoring says it replaces
 
 
 def test_folder_with_a_given_postfix(tmp_path, no_split):
