@@ -70,9 +70,10 @@ __all__ = [
 #: Flags that may change between a run and its ``--resume`` without changing the result.
 RESUME_FREE_FLAGS = frozenset({"resume", "overwrite", "num_workers", "cache_gb", "device", "sw_batch_size",
                                "debug", "stop_on_collapse", "collapse_patience", "model_dir", "dataset"})
-#: Flags a resume cannot change (the saved optimizer state is of that optimizer), with their
-#: value in checkpoints written before the flag existed.
-RESUME_FIXED_FLAGS = {"optimizer": "sgd"}
+#: Flags a resume cannot change, with their value in checkpoints written before the flag existed:
+#: the saved optimizer state is of that optimizer, and the best checkpoints so far (and the values
+#: a resumed run compares against) were chosen by that metric.
+RESUME_FIXED_FLAGS = {"optimizer": "sgd", "val_metric": "dice"}
 
 #: Environment variable that makes :func:`run_main` show full tracebacks (as ``--debug`` does).
 DEBUG_ENV = "PASEG_DEBUG"

@@ -43,12 +43,23 @@ def test_a_flag_newer_than_the_checkpoint():
     old = {k: v for k, v in record().to_saved().items() if k not in {"optimizer", "fg_patch_fraction"}}
     now = record("--fg_patch_fraction", "0.5")
     saved = now.saved_like(old)
-    assert saved.fixed == {"optimizer": "sgd"} and "fg_patch_fraction" not in saved.settings
+    assert saved.fixed == {"optimizer": "sgd", "val_metric": "dice"} and "fg_patch_fraction" not in saved.settings
     assert now.check_resume(saved, done=1, path="CP_latest.pth") == []
     with pytest.raises(ValueError) as err:
         record("--optimizer", "adam").check_resume(saved, done=1, path="CP_latest.pth")
     assert one_line(err) == ("--resume: CP_latest.pth was trained with --optimizer sgd, not adam (its state cannot be "
                              "carried over); pass --optimizer sgd, or start afresh with --overwrite")
+
+
+def test_the_selection_metric_cannot_change_on_resume():
+    """The best checkpoints so far were chosen by --val_metric (their values are what a resumed run
+    compares against): a resume with the other metric would compare seed Dice against the best
+    Dice; refused in one line."""
+    saved = record().saved_like(record("--val_metric", "dice").to_saved())
+    with pytest.raises(ValueError) as err:
+        record("--val_metric", "seed_dice").check_resume(saved, done=3, path="CP_latest.pth")
+    assert one_line(err) == ("--resume: CP_latest.pth was trained with --val_metric dice, not seed_dice (its state "
+                             "cannot be carried over); pass --val_metric dice, or start afresh with --overwrite")
 
 
 def test_more_epochs_done_than_planned_is_refused():
