@@ -399,16 +399,32 @@ def _flat_target(folder: Path, name: str) -> Path:
     return folder / f"{name}.nii.gz"
 
 
+def _earlier_outputs(target: Path) -> list[Path]:
+    """Where an earlier prediction of ``target``'s case may have left its mask and probability
+    map: the same name in every output format."""
+    ext = next(e for e in OUTPUT_FORMATS if target.name.endswith("." + e))
+    base = target.with_name(target.name.removesuffix("." + ext) + ".nii.gz")
+    return [p for mask in (with_format(base, fmt) for fmt in OUTPUT_FORMATS) for p in (mask, probability_path(mask))]
+
+
 def _check_targets(targets: Sequence[Path], probabilities: bool, overwrite: bool, user_folder: bool) -> None:
-    """Refuse to replace masks (and probabilities) in the user's ``--output_folder`` without
-    ``--overwrite``; in the run's own ``output_pred`` say how many are replaced."""
-    paths = [p for t in targets for p in ((t, probability_path(t)) if probabilities else (t,))]
+    """Refuse to replace an earlier prediction of the same cases (its masks and probabilities, in
+    any output format) in the user's ``--output_folder`` without ``--overwrite``; in the run's own
+    ``output_pred`` say how many are replaced. The files of an earlier prediction that this one
+    does not write again (a probability map, another format) are removed, so that no mask sits
+    beside another checkpoint's probability map or a second mask of the same case."""
+    written = {p for t in targets for p in ((t, probability_path(t)) if probabilities else (t,))}
+    earlier = sorted({p for t in targets for p in _earlier_outputs(t) if os.path.lexists(p)})
     if user_folder:
-        check_overwrite(paths, "--output_folder", overwrite, "segmentation file")
-    else:
-        existing = [p for p in paths if p.exists()]
-        if existing:
-            logger.info("replacing %d existing file(s) of the run's output_pred, e.g. %s", len(existing), existing[0])
+        check_overwrite(earlier, "--output_folder", overwrite, "segmentation file")
+    elif earlier:
+        logger.info("replacing %d existing file(s) of the run's output_pred, e.g. %s", len(earlier), earlier[0])
+    stale = [p for p in earlier if p not in written]
+    for path in stale:
+        path.unlink()
+    if stale:
+        logger.info("removed %d file(s) of an earlier prediction that this one does not write again, e.g. %s",
+                    len(stale), stale[0])
 
 
 def main(argv: list[str] | None = None) -> list[Path]:

@@ -13,6 +13,7 @@ from helpers import a_model, copy_runs, inference_args, one_line
 from synth import make_vs_dataset
 
 import inference
+from inference import probability_path
 from utilities.data.grid import Grid
 from utilities.data.layout import RunLayout
 from utilities.workflow.cli import run_main
@@ -113,6 +114,32 @@ def test_probabilities(runs, tmp_path):
         decided = prob != 0.5
         np.testing.assert_array_equal((prob > 0.5)[decided], mask[decided] == 1)
         np.testing.assert_array_equal(mask, before)
+
+
+def test_a_new_prediction_leaves_no_file_of_an_earlier_one_beside_it(runs, tmp_path, capsys):
+    """Probabilities, then masks alone with --overwrite: the earlier probability maps go (they
+    would belong to another prediction); masks in another format into the same folder need
+    --overwrite and replace the earlier format's. In the run's own output_pred the same, said in
+    the log."""
+    p, root = runs
+    out = tmp_path / "out"
+    argv = ["--model_dir", str(root / "run1"), "--input_folder", str(p["image_crop"]), "--output_folder", str(out),
+            "--device", "cpu"]
+    names = sorted(f.name.removesuffix(".nii.gz") for f in p["image_crop"].iterdir())
+    inference.main([*argv, "--save_probabilities"])
+    assert len(list(out.glob("*_prob.nii.gz"))) == len(names)
+    inference.main([*argv, "--overwrite"])
+    assert sorted(f.name for f in out.iterdir()) == [f"{n}.nii.gz" for n in names]
+    assert run_main(inference.main, [*argv, "--output_format", "mha"]) == 2
+    assert f"segmentation file(s) exist already, e.g. {out / (names[0] + '.nii.gz')}" in capsys.readouterr().err
+    inference.main([*argv, "--output_format", "mha", "--overwrite"])
+    assert sorted(f.name for f in out.iterdir()) == [f"{n}.mha" for n in names]
+    run = inference_args(p, root / "run1")
+    first = inference.main([*run, "--save_probabilities"])
+    capsys.readouterr()
+    assert inference.main(run) == first
+    assert not [probability_path(m) for m in first if probability_path(m).exists()]
+    assert "removed 2 file(s) of an earlier prediction that this one does not write again" in capsys.readouterr().out
 
 
 def test_ensemble_of_scm_models(runs, tmp_path):
