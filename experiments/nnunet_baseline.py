@@ -211,15 +211,20 @@ def _save_state(folder: Path, state: dict[str, Any]) -> None:
 
 def _prepare_folder(args: argparse.Namespace, record: dict[str, Any], defaults: dict[str, Any]) -> dict[str, Any]:
     """The run's state: fresh, resumed (same arguments; one a run's record lacks had its
-    ``defaults`` value) or started again; refuses the rest."""
+    ``defaults`` value) or started again; refuses the rest. A record with no step done (a start
+    refused on its inputs, e.g. a mistyped folder) is no run: it is replaced."""
     folder = run_folder(args.model_dir)
     if args.resume and args.overwrite:
         raise ValueError("--resume and --overwrite exclude each other: pass one")
     held = folder.is_dir() and any(folder.iterdir())
     state = _read_state(folder) if held else None
-    if held and args.overwrite:
+    nothing_done = state is not None and not state.get("done")   # a start refused on its inputs: no run
+    if held and (args.overwrite or nothing_done):
         shutil.rmtree(folder)
         held, state = False, None
+        if nothing_done and args.resume:
+            logger.info("--resume: %s holds a run that never finished a step; starting it", folder)
+            return {"arguments": record, "done": []}
     if held and not args.resume:
         raise FileExistsError(f"--model_dir {args.model_dir}: {folder} holds an nnU-Net run; pass --resume to "
                               "continue it or --overwrite to start again")

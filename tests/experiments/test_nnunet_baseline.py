@@ -240,9 +240,26 @@ def test_driver_resumes_a_run_recorded_before_the_trainer_flag(tmp_path):
     assert "weight_gatedcrf" in record and "weight_gatedcrf" not in older
     (folder / "nnunet_run.json").write_text(json.dumps({"arguments": older, "done": ["exported"]}))
     assert baseline._prepare_folder(args, record, defaults)["done"] == ["exported"]
-    (folder / "nnunet_run.json").write_text(json.dumps({"arguments": {**record, "trainer": "PASeg"}, "done": []}))
+    (folder / "nnunet_run.json").write_text(json.dumps({"arguments": {**record, "trainer": "PASeg"},
+                                                        "done": ["exported"]}))
     with pytest.raises(ValueError, match=r"--trainer 'PASeg' -> 'Budget'"):
         baseline._prepare_folder(args, record, defaults)
+
+
+def test_a_start_refused_on_its_inputs_is_no_run(tmp_path):
+    """A record with no step done (the export refused a mistyped --path_labels) does not hold the
+    folder: the corrected command starts, with or without --resume."""
+    parser = baseline.build_parser()
+    folder = baseline.run_folder(tmp_path)
+    for extra in ([], ["--resume"]):
+        args = parser.parse_args(["--model_dir", str(tmp_path), *extra])
+        record = {k: v for k, v in vars(args).items() if k not in ("resume", "overwrite", "device")}
+        folder.mkdir(exist_ok=True)
+        (folder / "nnunet_run.json").write_text(json.dumps({"arguments": {**record, "path_labels": "typo"},
+                                                            "done": []}))
+        assert baseline._prepare_folder(args, record, {k: parser.get_default(k) for k in record}) == {
+            "arguments": record, "done": []}
+        assert not folder.exists()
 
 
 @pytest.mark.slow
