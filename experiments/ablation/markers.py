@@ -68,13 +68,25 @@ def same_run(recorded: Sequence[str] | None, run: Run) -> bool:
     return recorded is not None and _portable(recorded) == _portable(signature(run))
 
 
+#: Flags of a training command that do not change its result (the runner's ``--device``): a run
+#: made on a GPU is the same run when its table is made, or it is resumed, on a CPU.
+FREE_FLAGS = ("--device",)
+
+
 def _portable(command: Sequence[str]) -> list[str]:
     """``command`` with its script (the first item) as its path in the repository when it is one
-    of the training scripts the runner calls."""
+    of the training scripts the runner calls, and without the :data:`FREE_FLAGS` and their values."""
     if not command:
         return list(command)
     found = training_script(command[0])
-    return [found[1] if found else str(command[0]).replace("\\", "/"), *command[1:]]
+    rest: list[str] = []
+    items = iter(command[1:])
+    for item in items:
+        if item in FREE_FLAGS:
+            next(items, None)
+        else:
+            rest.append(item)
+    return [found[1] if found else str(command[0]).replace("\\", "/"), *rest]
 
 
 def training_script(path: str) -> tuple[str, str] | None:

@@ -497,3 +497,14 @@ def test_records_leave_out_nnunets_own_working_files(tmp_path):
     assert sorted(p.relative_to(run).as_posix() for p in kept) == [
         "ablate_done.json", "nnUNet/budget.json", "nnUNet/nnunet_run.json", "nnUNet/output_pred/results_inference.csv"]
     assert left == {"nnU-Net's own working files": 5}
+
+
+def test_a_run_is_the_same_run_on_another_device(tmp_path):
+    """--device is the runner's, not the config's: a run finished (or killed) on one device is the
+    same run when it is tabled or resumed on another; any other flag still makes another run."""
+    script = str(ROOT / "train_gatedcrfloss3d22d_multiview_varianceloss.py")
+    run = markers.Run(None, 0, tmp_path, "U_Net2D5",
+                      train=[sys.executable, script, "--max_epochs", "3", "--device", "auto", "--seed", "0"])
+    assert markers.same_run([script, "--max_epochs", "3", "--device", "cpu", "--seed", "0"], run)
+    assert markers.same_run([script, "--max_epochs", "3", "--seed", "0"], run)
+    assert not markers.same_run([script, "--max_epochs", "4", "--device", "auto", "--seed", "0"], run)
