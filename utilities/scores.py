@@ -21,8 +21,10 @@ them; ``--allow_missing`` scores the pairs found and lists the others. Writes
 subjects, to ``<model_dir>/<network>/results_<phase>.csv``.
 
 ``--prediction_dir DIR --dataset_split CSV``: a flat folder of ``<subject><prediction_postfix>``
-predictions (an nnU-Net v2 output folder: ``<case>.nii.gz``, postfix ``''``) of the split's
-subjects, to ``DIR/results_<phase>.csv`` with the same columns, so both methods go in one table.
+predictions of the split's subjects (without ``--prediction_postfix``: ``<subject>``, as an nnU-Net
+v2 output folder names them, or ``<subject>_<image_postfix>``, as ``inference.py --output_folder``
+does; a subject with both is an error), to ``DIR/results_<phase>.csv`` with the same columns, so
+both methods go in one table.
 
 ``--report --path_images DIR`` also writes ``report_<phase>/report.html`` (``report_all/``) beside
 the CSV: the table worst case first and three orthogonal slices per case
@@ -62,8 +64,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--label_postfix", default=LABEL_POSTFIX,
                    help="label file postfix: <subject>_<label_postfix> (--path_predictions: or <subject>)")
     p.add_argument("--prediction_postfix", default=None,
-                   help="file name after the subject ('' for nnU-Net; --prediction_dir default ''; "
-                        "--path_predictions default: read from the names)")
+                   help="file name after the subject ('' for nnU-Net; default: --prediction_dir <subject> or "
+                        "<subject>_<image_postfix>, --path_predictions read from the names)")
     p.add_argument("--allow_missing", action="store_true",
                    help="--path_predictions: score the pairs found and list the labels without a prediction and "
                         "the predictions without a label (else an error, as nnUNetv2_evaluate_folder without --chill)")
@@ -122,7 +124,7 @@ def main(argv: list[str] | None = None) -> Path:
                                  args.allow_missing, args.report, args.path_images, args.image_postfix)
     return run_scores(args.model_dir, args.network or RUN_NETWORK, args.dataset_split,
                       args.image_postfix or RUN_IMAGE_POSTFIX, args.phase or "inference", args.path_labels,
-                      args.label_postfix, args.prediction_dir, args.prediction_postfix or "", args.report,
+                      args.label_postfix, args.prediction_dir, args.prediction_postfix, args.report,
                       args.path_images)
 
 

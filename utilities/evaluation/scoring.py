@@ -383,11 +383,13 @@ class Scoring:
 
 def split_scoring(model_dir: str | Path | None, network: str, dataset_split: str | Path, image_postfix: str,
                   phase: str, path_labels: str | Path, label_postfix: str, prediction_dir: str | Path | None = None,
-                  prediction_postfix: str = "", report: bool = False,
+                  prediction_postfix: str | None = "", report: bool = False,
                   path_images: str | Path | None = None) -> Scoring:
     """The subjects of ``phase``: predictions ``inference.py``'s (under ``model_dir/network``)
     or, with ``prediction_dir``, ``<prediction_dir>/<subject><prediction_postfix><ext>`` in any
-    image format (e.g. nnU-Net's output folder); the CSV next to them."""
+    image format (e.g. nnU-Net's output folder); the CSV next to them. ``prediction_postfix``
+    ``None`` (not given): ``<subject>`` (nnU-Net's names) or ``<subject>_<image_postfix>``
+    (``inference.py --output_folder``'s), whichever exists; a subject with both is an error."""
     subjects = subjects_of(read_split(dataset_split), phase)
     if not subjects:
         raise ValueError(f"split file {dataset_split} lists no subject for phase {phase!r}")
@@ -397,8 +399,14 @@ def split_scoring(model_dir: str | Path | None, network: str, dataset_split: str
             raise FileNotFoundError(f"--prediction_dir {folder} does not exist; pass the folder of "
                                     "<subject><prediction_postfix> predictions")
         files = ImageFolder.read(folder, "--prediction_dir")
-        predictions = [files.find(f"{s}{prediction_postfix}", "prediction")
-                       or folder / f"{s}{prediction_postfix}.nii.gz" for s in subjects]
+        postfixes = ("", f"_{image_postfix}") if prediction_postfix is None else (prediction_postfix,)
+        predictions = []
+        for s in subjects:
+            found = [p for p in (files.find(f"{s}{x}", "prediction") for x in postfixes) if p is not None]
+            if len(found) > 1:
+                raise ValueError(f"--prediction_dir {folder} holds 2 predictions of subject {s!r}: {found[0].name} "
+                                 f"and {found[1].name}; keep one of them, or pass --prediction_postfix")
+            predictions.append(found[0] if found else folder / f"{s}{postfixes[0]}.nii.gz")
         layout, name = RunLayout.of_folder(folder), folder.name
     else:
         layout, name = RunLayout(model_dir or ".", network), network
@@ -448,7 +456,8 @@ def _check_report(report: bool, path_images: str | Path | None) -> None:
 
 def run_scores(model_dir: str | Path | None, network: str, dataset_split: str | Path, image_postfix: str, phase: str,
                path_labels: str | Path, label_postfix: str, prediction_dir: str | Path | None = None,
-               prediction_postfix: str = "", report: bool = False, path_images: str | Path | None = None) -> Path:
+               prediction_postfix: str | None = "", report: bool = False,
+               path_images: str | Path | None = None) -> Path:
     """Score every subject of ``phase`` (:func:`split_scoring`); returns the written CSV.
     ``report``: also the HTML report of the CSV as written, with the images of ``path_images``."""
     _check_report(report, path_images)

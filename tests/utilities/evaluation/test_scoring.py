@@ -84,6 +84,17 @@ def test_prediction_dir_with_postfix(tmp_path):
     row = pd.read_csv(out).set_index("subject").loc["a"]
     assert row["precision"] == 1.0 and row["recall"] == 0.5
     assert row["dice"] == pytest.approx(2 / 3) and row["jaccard"] == 0.5
+    # without --prediction_postfix: <subject> (nnU-Net's name) or <subject>_<image_postfix> (inference.py's)
+    (tmp_path / "preds" / "a_pred.nii.gz").rename(tmp_path / "preds" / "a_T2.nii.gz")
+    args = ["--prediction_dir", str(tmp_path / "preds"), "--dataset_split", str(split), "--phase", "validation",
+            "--path_labels", str(tmp_path / "labels")]
+    assert pd.read_csv(scores.main(args)).set_index("subject").loc["a", "dice"] == pytest.approx(2 / 3)
+    _write(gt, tmp_path / "preds" / "a.nii.gz")
+    with pytest.raises(ValueError) as err:
+        scores.main(args)
+    assert one_line(err) == (f"--prediction_dir {tmp_path / 'preds'} holds 2 predictions of subject 'a': a.nii.gz "
+                             "and a_T2.nii.gz; keep one of them, or pass --prediction_postfix")
+    assert pd.read_csv(scores.main([*args, "--prediction_postfix", ""])).set_index("subject").loc["a", "dice"] == 1.0
 
 
 # ---- a folder against a folder (--path_predictions, no split) -------------------------------------
