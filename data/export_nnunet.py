@@ -163,8 +163,20 @@ class _Cases:
         when written: a dataset need not fit in memory)."""
         for s in self.training + self.testing:
             read_image(self.images[s], "image")
+        beyond: dict[str, list[int]] = {}   # full labels binarised: say so
         for s in self.training:
             self.label_of(s)
+            if self.labels == "full":
+                values = np.unique(sitk.GetArrayFromImage(read_image(self.label_files[s], "label")))
+                if not np.isin(values, (0, 1)).all():
+                    beyond[s] = [int(v) for v in values]
+        if beyond:
+            s, values = next(iter(beyond.items()))
+            logger.warning("%d of %d full label(s) hold values other than 0 and 1 (e.g. %s: %s); they are exported "
+                           "binarised, every value above 0 the lesion%s", len(beyond), len(self.training),
+                           self.label_files[s], values[:6] + ["..."] * (len(values) > 6),
+                           "; if these are stage 0's expanded seeds (0/1/2), pass --labels seeds"
+                           if set(values) <= {0, 1, 2} else "")
 
     def write(self, root: Path) -> None:
         for sub in ("imagesTr", "labelsTr", "imagesTs"):

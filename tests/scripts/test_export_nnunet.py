@@ -159,3 +159,17 @@ def test_scores_an_nnunet_prediction_folder(data, tmp_path):
     with pytest.raises(FileNotFoundError, match=r"--prediction_dir .*nowhere does not exist"):
         scores.main(["--prediction_dir", str(tmp_path / "nowhere"), "--dataset_split", str(tmp_path / "split.csv"),
                      "--path_labels", str(data["label_crop"])])
+
+
+def test_full_labels_beyond_0_and_1_are_exported_binarised_with_a_warning(data, tmp_path, capsys):
+    """Stage 0's seeds (0/1/2) given as full labels: binarised (the unknown voxels become lesion),
+    and one warning says so and names --labels seeds; 0/1 labels say nothing."""
+    export(data, tmp_path / "raw", "--labels", "full", "--dataset_name", "VSFull")
+    assert "WARNING" not in capsys.readouterr().out
+    export(data, tmp_path / "raw2", "--labels", "full", "--dataset_name", "VSSeeds", "--path_labels",
+           str(data["geodesic_label"]), "--label_postfix", "GeodesicLabel")
+    warnings = [line.split(" WARNING ", 1)[1] for line in capsys.readouterr().out.splitlines() if " WARNING " in line]
+    first = data["geodesic_label"] / "vs_gk_1_GeodesicLabel.nii.gz"
+    assert warnings == [f"3 of 3 full label(s) hold values other than 0 and 1 (e.g. {first}: [0, 1, 2]); they are "
+                        "exported binarised, every value above 0 the lesion; if these are stage 0's expanded seeds "
+                        "(0/1/2), pass --labels seeds"]
