@@ -10,6 +10,7 @@ checkpoint released with the published PA-Seg code (converted to this project's 
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -56,6 +57,8 @@ def export_model(output: str | Path, model_dir: str | Path | None = None, networ
     for spec in specs:
         if spec.spatial_shape is not None:
             check_network_shape(spec.network, check_spatial_shape(spec.spatial_shape))
+    if checkpoint is None:
+        _warn_unfinished(specs, logger)
     args = next((s.meta["run_args"] for s in specs if s.meta.get("run_args")), None)
     if training_data is not None:
         args = dict(zip(("dataset_split", "path_images", "image_postfix"), training_data))
@@ -77,6 +80,15 @@ def export_model(output: str | Path, model_dir: str | Path | None = None, networ
                     m.get("epoch", "?"), score, m["spatial_shape"])
     logger.info("written %s", output)
     return manifest
+
+
+def _warn_unfinished(specs: Sequence[ModelSpec], logger: logging.Logger) -> None:
+    """A warning for a run folder that holds no final checkpoint (``CP_final*.pth``, written when
+    the run ends): a stopped or still running run, whose best checkpoint may not be its last."""
+    for folder in dict.fromkeys(Path(spec.weights).parent for spec in specs):
+        if not any(folder.glob("CP_final*.pth")):
+            logger.warning("%s holds no CP_final*.pth: the run stopped (or is still training) before its last "
+                           "epoch, and the package holds the checkpoints it had written by then", folder)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -3,6 +3,7 @@ predicts exactly what the run folder predicts; its card; one-line errors for bad
 from __future__ import annotations
 
 import json
+import shutil
 import zipfile
 
 import nibabel as nib
@@ -266,3 +267,18 @@ def test_card_parses_as_written():
     assert spans == ["model1", "CP_`best` # x.pth"]
     headings = [tokens[i + 1].content for i, t in enumerate(tokens) if t.type == "heading_open"]
     assert headings == ["PA-Seg model: U_Net2D5", "Models", "Training data", "Training command"]
+
+
+def test_a_run_without_its_final_checkpoint_is_packed_with_a_warning(runs, tmp_path, capsys):
+    """A stopped run (no CP_final.pth): packed, and one warning says the run did not end."""
+    _, root = runs
+    run = tmp_path / "stopped"
+    shutil.copytree(root / "run1", run)
+    (run / "U_Net2D5" / "models" / "CP_final.pth").unlink()
+    capsys.readouterr()
+    export_model.main(["--model_dir", str(run), "--output", str(tmp_path / "m.zip"), "--no_fingerprint"])
+    out = capsys.readouterr().out
+    assert (f"WARNING {run / 'U_Net2D5' / 'models'} holds no CP_final*.pth: the run stopped (or is still training) "
+            "before its last epoch") in out
+    export_model.main(["--model_dir", str(root / "run1"), "--output", str(tmp_path / "n.zip"), "--no_fingerprint"])
+    assert "CP_final" not in capsys.readouterr().out
