@@ -20,6 +20,7 @@ from networks import NETWORKS, check_network_shape
 from utilities.core.logs import setup_logger
 from utilities.data.dataset_file import read_dataset
 from utilities.data.io import check_overwrite
+from utilities.data.layout import RunLayout
 from utilities.models.model_package import (
     ModelSpec,
     data_fingerprint,
@@ -85,10 +86,11 @@ def export_model(output: str | Path, model_dir: str | Path | None = None, networ
 def _warn_unfinished(specs: Sequence[ModelSpec], logger: logging.Logger) -> None:
     """A warning for a run folder that holds no final checkpoint (``CP_final*.pth``, written when
     the run ends): a stopped or still running run, whose best checkpoint may not be its last."""
-    for folder in dict.fromkeys(Path(spec.weights).parent for spec in specs):
-        if not any(folder.glob("CP_final*.pth")):
+    for run in dict.fromkeys(Path(spec.weights).parents[1] for spec in specs):   # <model_dir>/<network>
+        layout = RunLayout(run.parent, run.name)
+        if not any(kind.startswith("final") for kind in layout.checkpoint_kinds()):
             logger.warning("%s holds no CP_final*.pth: the run stopped (or is still training) before its last "
-                           "epoch, and the package holds the checkpoints it had written by then", folder)
+                           "epoch, and the package holds the checkpoints it had written by then", layout.models)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -96,9 +96,16 @@ def test_inference_output_folder_needs_overwrite(tmp_path, capsys):
     mine = out / "vs_gk_2_T2_prob.nii.gz"
     mine.write_bytes(b"my own file")
     argv = _folder_argv(model_dir, p["image_crop"], out)
-    assert inference.main(argv) == [out / "vs_gk_1_T2.nii.gz", out / "vs_gk_2_T2.nii.gz"]  # no clash without probs
+    # the name of vs_gk_2's probability map: an earlier prediction's, which a new mask must not sit beside
+    assert run_main(inference.main, argv) == 2
+    assert capsys.readouterr().err == (f"error: 1 segmentation file(s) exist already, e.g. {mine}; pass --overwrite "
+                                       "to replace them, or choose another --output_folder\n")
+    assert mine.read_bytes() == b"my own file"
+    assert inference.main([*argv, "--overwrite"]) == [out / "vs_gk_1_T2.nii.gz", out / "vs_gk_2_T2.nii.gz"]
+    assert not mine.exists()
+    mine.write_bytes(b"my own file")
     masks = {f: f.read_bytes() for f in out.glob("*_T2.nii.gz")}
-    for extra, count, first in (([], 2, "vs_gk_1_T2.nii.gz"), (["--save_probabilities"], 3, "vs_gk_1_T2.nii.gz")):
+    for extra, count, first in (([], 3, "vs_gk_1_T2.nii.gz"), (["--save_probabilities"], 3, "vs_gk_1_T2.nii.gz")):
         assert run_main(inference.main, [*argv, *extra]) == 2
         assert capsys.readouterr().err == (f"error: {count} segmentation file(s) exist already, e.g. {out / first}; "
                                            "pass --overwrite to replace them, or choose another --output_folder\n")
@@ -108,7 +115,7 @@ def test_inference_output_folder_needs_overwrite(tmp_path, capsys):
     split_argv = ["--model_dir", str(model_dir), "--dataset_split", str(p["split"]), "--path_images",
                   str(p["image_crop"]), "--spatial_shape", "32", "32", "16", "--device", "cpu"]
     assert run_main(inference.main, [*split_argv, "--output_folder", str(out)]) == 2  # split mode, same folder
-    assert "2 segmentation file(s) exist already" in capsys.readouterr().err
+    assert "4 segmentation file(s) exist already" in capsys.readouterr().err   # the masks and their probabilities
     first = inference.main(split_argv)  # the run's own output_pred: replaced, and said so
     assert inference.main(split_argv) == first
     assert f"replacing 2 existing file(s) of the run's output_pred, e.g. {first[0]}" in capsys.readouterr().out
