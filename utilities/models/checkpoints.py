@@ -132,6 +132,9 @@ def load_model_weights(model: nn.Module, path: Path | str, network: str,
     another class or input channel count.
     """
     path = Path(path)
+    if path.is_dir():
+        raise ValueError(f"checkpoint {path} is a folder; pass a checkpoint file, e.g. "
+                         "<run folder>/<network>/models/CP_best.pth")
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint not found: {path}")
     payload = load_torch(path, map_location)

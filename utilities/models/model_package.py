@@ -247,6 +247,9 @@ def spec_from_checkpoint(path: str | os.PathLike, network: str | None = None,
     """A single ``.pth`` (ours or the authors' released layout); the network is read from it
     when ``network`` is ``None``, the patch size from the run beside it when there is one."""
     path = Path(path)
+    if path.is_dir():
+        raise ValueError(f"checkpoint {path} is a folder; pass a checkpoint file, e.g. "
+                         "<run folder>/<network>/models/CP_best.pth")
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint not found: {path}")
     found = _peek_network(path)

@@ -602,6 +602,9 @@ def read_plan(path: str | os.PathLike) -> dict[str, Any]:
 
 
 def _convert(action: argparse.Action, value: Any, flag: str, path: Path) -> Any:
+    if value is None:
+        raise ValueError(f"--plan {path}: {flag} is null; give it a value, or remove the key to keep the script's "
+                         "default")
     if isinstance(action, (argparse._StoreTrueAction, argparse._StoreFalseAction)):
         if not isinstance(value, bool):
             raise ValueError(f"--plan {path}: {flag} is a switch, its value must be true or false, got {value!r}")

@@ -55,3 +55,20 @@ def test_best_tracker_never_prefers_an_epoch_below_its_seeds(epochs, guarded, ch
            for epoch, (value, below) in enumerate(epochs, start=1)]
     assert got == updates and (tracker.epoch, tracker.value) == chosen
     assert tracker.below == epochs[chosen[0] - 1][1]
+
+
+def test_a_folder_given_as_a_checkpoint_is_named_as_one(tmp_path):
+    """--init_checkpoint (or export_model.py --checkpoint) given a run folder: one line saying it is
+    a folder and what file to pass, not "not found"."""
+    from networks import get_network
+    from utilities.models.checkpoints import load_model_weights
+    from utilities.models.model_package import spec_from_checkpoint
+
+    message = (f"checkpoint {tmp_path} is a folder; pass a checkpoint file, e.g. "
+               "<run folder>/<network>/models/CP_best.pth")
+    with pytest.raises(ValueError) as err:
+        load_model_weights(get_network("U_Net2D5", 1, 2), tmp_path, "U_Net2D5")
+    assert str(err.value) == message
+    with pytest.raises(ValueError) as err:
+        spec_from_checkpoint(tmp_path, "U_Net2D5")
+    assert str(err.value) == message

@@ -217,6 +217,7 @@ def test_trainers_read_the_plan_and_the_command_line_wins(dataset):
     (lambda p: p["stage1"].update({"--rampup_unit": "hour"}), "--rampup_unit must be one of"),
     (lambda p: p["stage1"].update({"--seg_class_balance": "yes"}), "is a switch"),
     (lambda p: p["stage1"].update({"--max_epochs": -3}), "--max_epochs -3"),
+    (lambda p: p["stage1"].update({"--grad_clip": None}), "--grad_clip is null; give it a value, or remove the key"),
     (lambda p: p.update({"version": 99}), "is not a plan of version 1"),
     (lambda p: p.pop("scm"), "has no 'scm' section"),
 ])
