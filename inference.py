@@ -420,11 +420,30 @@ def _check_targets(targets: Sequence[Path], probabilities: bool, overwrite: bool
     elif earlier:
         logger.info("replacing %d existing file(s) of the run's output_pred, e.g. %s", len(earlier), earlier[0])
     stale = [p for p in earlier if p not in written]
-    for path in stale:
+    ours = [p for p in stale if _a_prediction(p)]
+    for path in ours:
         path.unlink()
-    if stale:
+    if ours:
         logger.info("removed %d file(s) of an earlier prediction that this one does not write again, e.g. %s",
-                    len(stale), stale[0])
+                    len(ours), ours[0])
+    kept = [p for p in stale if p not in ours]
+    if kept:
+        logger.warning("kept %d file(s) named as this prediction's masks or probability maps (in some format) that "
+                       "hold no mask or probability map of this project, e.g. %s: move them out of the way",
+                       len(kept), kept[0])
+
+
+def _a_prediction(path: Path) -> bool:
+    """Whether ``path`` holds what inference writes: a uint8 mask of 0/1, or a float32
+    probability map in [0, 1] (another file of that name is never removed)."""
+    try:
+        image = read_image(path, "file")
+    except (OSError, ValueError, RuntimeError):
+        return False
+    array = sitk.GetArrayViewFromImage(image)
+    if image.GetPixelID() == sitk.sitkUInt8:
+        return bool(array.max(initial=0) <= 1)
+    return image.GetPixelID() == sitk.sitkFloat32 and bool(array.min(initial=0) >= 0 and array.max(initial=0) <= 1)
 
 
 def main(argv: list[str] | None = None) -> list[Path]:

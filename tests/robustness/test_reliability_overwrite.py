@@ -102,8 +102,10 @@ def test_inference_output_folder_needs_overwrite(tmp_path, capsys):
                                        "to replace them, or choose another --output_folder\n")
     assert mine.read_bytes() == b"my own file"
     assert inference.main([*argv, "--overwrite"]) == [out / "vs_gk_1_T2.nii.gz", out / "vs_gk_2_T2.nii.gz"]
-    assert not mine.exists()
-    mine.write_bytes(b"my own file")
+    # no mask or probability map of ours: never removed, and said so
+    assert mine.read_bytes() == b"my own file"
+    kept = "kept 1 file(s) named as this prediction's masks or probability maps (in some format)"
+    assert kept in capsys.readouterr().out
     masks = {f: f.read_bytes() for f in out.glob("*_T2.nii.gz")}
     for extra, count, first in (([], 3, "vs_gk_1_T2.nii.gz"), (["--save_probabilities"], 3, "vs_gk_1_T2.nii.gz")):
         assert run_main(inference.main, [*argv, *extra]) == 2
