@@ -68,5 +68,4 @@ def check_network_shape(network: str, shape: Sequence[int], flag: str = "--spati
     try:
         check_spatial_shape(shape, multiple)
     except ValueError as e:
-        raise ValueError(f"{flag} {list(shape)} does not fit {network}: {e}; use larger sizes "
-                         "(e.g. at least 32 in two axes)") from None
+        raise ValueError(f"{flag} {list(shape)} does not fit {network}: {e}") from None
