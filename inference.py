@@ -244,8 +244,8 @@ def predict_cases(specs: Sequence[ModelSpec], cache: SubjectCache, targets: Sequ
     if len(targets) != len(cache):
         raise RuntimeError(f"{len(targets)} output paths for {len(cache)} cases")
     for subject, target in zip(cache.subjects, targets, strict=True):  # before any case is computed:
-        read_image(subject["image"].path, "image")   # every file whole (not truncated) and its voxels finite
-        check_storable(Grid.read(subject["image"].path), target)   # and every mask storable exactly
+        # every file read whole (not truncated, voxels finite), and every mask storable exactly on its grid
+        check_storable(Grid.of(read_image(subject["image"].path, "image")), target)
     models = _load_models(specs, device, compile, compile_backend)
     if len(models) > 1:
         logger.info("ensemble of %d models: the mean of their class probabilities", len(models))

@@ -41,6 +41,7 @@ __all__ = [
     "ResumeRecord",
     "save_model",
     "load_model_weights",
+    "checkpoint_file",
     "load_state_dict",
     "convert_checkpoint",
     "load_resume_state",
@@ -117,6 +118,18 @@ def save_model(path: Path, model: nn.Module, network: str, **meta: Any) -> None:
     save_torch(payload, path)
 
 
+def checkpoint_file(path: Path | str) -> Path:
+    """``path`` as a checkpoint file; a folder (a run folder given for its checkpoint) or a
+    missing file is a one-line error."""
+    path = Path(path)
+    if path.is_dir():
+        raise ValueError(f"checkpoint {path} is a folder; pass a checkpoint file, e.g. "
+                         "<run folder>/<network>/models/CP_best.pth")
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint not found: {path}")
+    return path
+
+
 def load_model_weights(model: nn.Module, path: Path | str, network: str,
                        map_location: Any = "cpu", flag: str = "--network") -> dict[str, Any]:
     """Load weights saved by :func:`save_model`, a bare state dict, or a checkpoint released with
@@ -131,12 +144,7 @@ def load_model_weights(model: nn.Module, path: Path | str, network: str,
     another network (``flag``: the option that names the network, for the message) or of
     another class or input channel count.
     """
-    path = Path(path)
-    if path.is_dir():
-        raise ValueError(f"checkpoint {path} is a folder; pass a checkpoint file, e.g. "
-                         "<run folder>/<network>/models/CP_best.pth")
-    if not path.is_file():
-        raise FileNotFoundError(f"checkpoint not found: {path}")
+    path = checkpoint_file(path)
     payload = load_torch(path, map_location)
     if isinstance(payload, dict) and payload.get("format") == CHECKPOINT_FORMAT:
         if payload["network"] != network:

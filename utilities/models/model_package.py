@@ -44,7 +44,7 @@ from utilities.data.layout import MODELS, RunLayout
 from utilities.data.splits import read_split, subjects_of
 from utilities.method.defaults import PRIMARY_NETWORK, SPATIAL_SHAPE
 from utilities.method.sequence import command
-from utilities.models.checkpoints import CHECKPOINT_FORMAT, load_model_weights, save_model
+from utilities.models.checkpoints import CHECKPOINT_FORMAT, checkpoint_file, load_model_weights, save_model
 
 __all__ = [
     "PACKAGE_FORMAT",
@@ -246,12 +246,7 @@ def spec_from_checkpoint(path: str | os.PathLike, network: str | None = None,
                          spatial_shape: Sequence[int] | None = None) -> ModelSpec:
     """A single ``.pth`` (ours or the authors' released layout); the network is read from it
     when ``network`` is ``None``, the patch size from the run beside it when there is one."""
-    path = Path(path)
-    if path.is_dir():
-        raise ValueError(f"checkpoint {path} is a folder; pass a checkpoint file, e.g. "
-                         "<run folder>/<network>/models/CP_best.pth")
-    if not path.is_file():
-        raise FileNotFoundError(f"checkpoint not found: {path}")
+    path = checkpoint_file(path)
     found = _peek_network(path)
     network = network or found
     if network is None:

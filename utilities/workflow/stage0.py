@@ -486,9 +486,10 @@ def _subject_task(subject: str, template: _Task, images: tuple[str | os.PathLike
                             "of the expanded seeds)")
         else:
             logger.info("%s: no full label %s; no metrics for it", subject, candidate)
+    label = exact_format(subject_path(out_dirs[0], subject, SEED_POSTFIX), ref)   # .mha where NIfTI cannot
+    ext = label.name.removeprefix(f"{subject}_{SEED_POSTFIX}")                     # hold the grid: both files
     return replace(template, subject=subject, image=image_path, annotation=annotation_path, label=label_path,
-                   out_label=exact_format(subject_path(out_dirs[0], subject, SEED_POSTFIX), ref),
-                   out_distance=exact_format(subject_path(out_dirs[1], subject, "GeodesicDistance"), ref),
+                   out_label=label, out_distance=subject_path(out_dirs[1], subject, "GeodesicDistance", ext),
                    mapping=mapping)
 
 
