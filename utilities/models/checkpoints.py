@@ -118,7 +118,7 @@ def save_model(path: Path, model: nn.Module, network: str, **meta: Any) -> None:
     save_torch(payload, path)
 
 
-def checkpoint_file(path: Path | str) -> Path:
+def checkpoint_file(path: str | os.PathLike) -> Path:
     """``path`` as a checkpoint file; a folder (a run folder given for its checkpoint) or a
     missing file is a one-line error."""
     path = Path(path)
