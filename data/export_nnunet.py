@@ -165,9 +165,9 @@ class _Cases:
             read_image(self.images[s], "image")
         beyond: dict[str, list[int]] = {}   # full labels binarised: say so
         for s in self.training:
-            self.label_of(s)
+            _, label = self.label_of(s)
             if self.labels == "full":
-                values = np.unique(sitk.GetArrayFromImage(read_image(self.label_files[s], "label")))
+                values = np.unique(sitk.GetArrayViewFromImage(label))   # the label as read, before binarising
                 if not np.isin(values, (0, 1)).all():
                     beyond[s] = [int(v) for v in values]
         if beyond:
