@@ -224,11 +224,10 @@ def _prepare_folder(args: argparse.Namespace, record: dict[str, Any], defaults: 
         held, state = False, None
         if nothing_done and args.resume:
             logger.info("--resume: %s holds a run that never finished a step; starting it", folder)
-            return {"arguments": record, "done": []}
     if held and not args.resume:
         raise FileExistsError(f"--model_dir {args.model_dir}: {folder} holds an nnU-Net run; pass --resume to "
                               "continue it or --overwrite to start again")
-    if args.resume and not held:
+    if args.resume and not held and not nothing_done:
         raise FileNotFoundError(f"--resume: {folder} holds no nnU-Net run to continue; drop --resume")
     if state is not None:
         old = {**defaults, **state.get("arguments", {})}
