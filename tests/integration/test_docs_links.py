@@ -3,6 +3,7 @@ every ``#anchor`` at a heading (GitHub's slugs) or an explicit ``<a id>`` of its
 from __future__ import annotations
 
 import re
+import subprocess
 import unicodedata
 from pathlib import Path
 
@@ -65,8 +66,28 @@ def links(page: Path) -> list[tuple[int, str]]:
     return out
 
 
-def broken_links(page: Path, root: Path) -> list[str]:
-    """One line per relative link of ``page`` whose file or anchor does not exist."""
+def files_a_clone_has(root: Path) -> set[Path] | None:
+    """Every file and folder that a clone of ``root``'s repository would hold once the working tree
+    is committed: tracked files and untracked ones that ``.gitignore`` does not exclude. ``None``
+    when ``root`` is not a git working tree (then only existence is checked)."""
+    try:
+        listed = subprocess.run(
+            ["git", "-C", str(root), "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
+            capture_output=True, check=True).stdout.decode()
+    except (OSError, subprocess.CalledProcessError):
+        return None
+    present: set[Path] = {root}
+    for name in filter(None, listed.split("\0")):
+        path = (root / name).resolve()
+        present.add(path)
+        present.update(path.parents)
+    return present
+
+
+def broken_links(page: Path, root: Path, in_a_clone: set[Path] | None = None) -> list[str]:
+    """One line per relative link of ``page`` whose file or anchor does not exist; with
+    ``in_a_clone`` (see ``files_a_clone_has``), also each link to a file that exists here but that
+    git ignores, so that a clone would not have it."""
     problems = []
     for number, target in links(page):
         if SCHEME.match(target):
@@ -76,6 +97,8 @@ def broken_links(page: Path, root: Path) -> list[str]:
         where = f"{page.relative_to(root)}:{number}: {target}"
         if not dest.is_relative_to(root) or not dest.exists():
             problems.append(f"{where} (no such file)")
+        elif in_a_clone is not None and dest not in in_a_clone:
+            problems.append(f"{where} (ignored by git: a clone does not have it)")
         elif anchor and (dest.suffix != ".md" or anchor not in anchors(dest)):
             problems.append(f"{where} (no anchor #{anchor} in {dest.relative_to(root)})")
     return problems
@@ -112,8 +135,23 @@ def test_checker_reports_missing_files_and_anchors(tmp_path):
     ]
 
 
+def test_checker_reports_links_to_files_git_ignores(tmp_path):
+    subprocess.run(["git", "init", "-q", str(tmp_path)], check=True)
+    (tmp_path / ".gitignore").write_text("runs/\n")
+    for folder in ("kept", "runs"):
+        (tmp_path / "docs" / folder).mkdir(parents=True)
+        (tmp_path / "docs" / folder / "log.csv").write_text("epoch\n")
+    (tmp_path / "README.md").write_text("[a](docs/kept/) [b](docs/kept/log.csv) [c](docs/runs/) [d](docs/runs/log.csv)\n")
+    assert broken_links(tmp_path / "README.md", tmp_path, files_a_clone_has(tmp_path)) == [
+        "README.md:1: docs/runs/ (ignored by git: a clone does not have it)",
+        "README.md:1: docs/runs/log.csv (ignored by git: a clone does not have it)",
+    ]
+    assert files_a_clone_has(tmp_path / "docs" / "kept" / "log.csv") is None  # not a folder, let alone a work tree
+
+
 def test_every_relative_link_in_the_readme_and_docs_resolves():
-    problems = [line for page in pages(ROOT) for line in broken_links(page, ROOT)]
+    in_a_clone = files_a_clone_has(ROOT)
+    problems = [line for page in pages(ROOT) for line in broken_links(page, ROOT, in_a_clone)]
     assert problems == [], "broken links:\n" + "\n".join(problems)
 
 
