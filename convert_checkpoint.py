@@ -8,11 +8,11 @@ Command line::
 """
 from __future__ import annotations
 
-import argparse
 import sys
 from pathlib import Path
 
 from networks import NETWORKS
+from utilities.core.arguments import ArgumentParser
 from utilities.data.io import check_overwrite
 from utilities.models.checkpoints import convert_checkpoint
 
@@ -20,7 +20,7 @@ __all__ = ["main"]
 
 
 def main(argv: list[str] | None = None) -> Path:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p = ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--input", required=True, help="state dict to convert (.pth)")
     p.add_argument("--output", required=True, help="converted state dict to write (.pth)")
     p.add_argument("--network", required=True, choices=sorted(NETWORKS), help="the network it holds")

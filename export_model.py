@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from networks import NETWORKS, check_network_shape
+from utilities.core.arguments import ArgumentParser
 from utilities.core.logs import setup_logger
 from utilities.data.dataset_file import read_dataset
 from utilities.data.io import check_overwrite
@@ -94,8 +95,8 @@ def _warn_unfinished(specs: Sequence[ModelSpec], logger: logging.Logger) -> None
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p = ArgumentParser(description=__doc__.split("\n\n")[0],
+                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--model_dir", default=None, help="run folder given to the training script")
     p.add_argument("--network", default=None, choices=sorted(NETWORKS),
                    help="network (default: the one run in --model_dir; SCM: that of model 1; --checkpoint: read "

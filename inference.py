@@ -34,6 +34,7 @@ import torchio as tio
 from tqdm import tqdm
 
 from networks import NETWORKS, check_network_shape, get_network
+from utilities.core.arguments import ArgumentParser
 from utilities.core.compile import prepare_network
 from utilities.core.logs import setup_logger, show_progress
 from utilities.core.runtime import resolve_device
@@ -337,8 +338,8 @@ def resolve_specs(model: str | None, model_dir: str | None, network: str | None,
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p = ArgumentParser(description=__doc__.split("\n\n")[0],
+                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--model_dir", default=None,
                    help=f"run folder given to the training script (default {DEFAULT_MODEL_DIR})")
     p.add_argument("--network", default=None, choices=sorted(NETWORKS),

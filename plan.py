@@ -27,6 +27,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from utilities.core.arguments import ArgumentParser
 from utilities.data.dataset_file import (
     add_dataset_flag,
     dataset_text,
@@ -62,8 +63,8 @@ DATASET_NAME = "dataset.json"
 
 def build_parser() -> argparse.ArgumentParser:
     rules = PlanRules()
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p = ArgumentParser(description=__doc__.split("\n\n")[0],
+                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--dataset_split", required=True, help="CSV of 'subject,phase' rows (the cases that train are read)")
     p.add_argument("--path_images", required=True, help="image folder (.nii.gz .nii .nrrd .nhdr .mha .mhd)")
     p.add_argument("--image_postfix", default=IMAGE_POSTFIX, help="image file postfix")

@@ -25,6 +25,7 @@ import torch
 from torch import nn
 
 from networks import IN_CHANNELS, NETWORKS, NUM_CLASSES, check_network_shape, get_network
+from utilities.core.arguments import ArgumentParser
 from utilities.core.compile import prepare_network
 from utilities.core.distributed import wrap_ddp
 from utilities.data.dataset_file import parse_with_dataset
@@ -58,8 +59,8 @@ PRETRAINED_DEFAULT = "./models/VS/gatedcrfloss3d22d_multiview_varianceloss/"
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p = ArgumentParser(description=__doc__.split("\n\n")[0],
+                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--pretrained_model1_dir", default=PRETRAINED_DEFAULT,
                    help="stage-1 run folder of the primary model (its <network1>/models/CP_best.pth is loaded)")
     p.add_argument("--network1", default=PRIMARY_NETWORK, choices=sorted(NETWORKS), help="primary network")

@@ -22,6 +22,7 @@ from typing import Any
 import torch
 
 from networks import IN_CHANNELS, NETWORKS, NUM_CLASSES, check_network_shape, get_network
+from utilities.core.arguments import ArgumentParser
 from utilities.core.compile import prepare_network
 from utilities.core.distributed import wrap_ddp
 from utilities.core.logs import setup_logger
@@ -66,8 +67,8 @@ from utilities.workflow.plan import apply_plan
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p = ArgumentParser(description=__doc__.split("\n\n")[0],
+                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--model_dir", default="./models/debug/", help="run folder; outputs go to <model_dir>/<network>/")
     p.add_argument("--network", default=PRIMARY_NETWORK, choices=sorted(NETWORKS), help="network architecture")
     p.add_argument("--batch_size", type=positive_int, default=1, help="patches per step")

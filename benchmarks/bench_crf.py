@@ -30,6 +30,7 @@ import torch.nn.functional as F
 from benchmarks._common import format_table as common_table
 from benchmarks._common import machine, peak_tracker, sync
 from benchmarks.crf_reference import unfold_multiview_crf
+from utilities.core.arguments import ArgumentParser
 from utilities.core.runtime import resolve_device
 from utilities.method.losses import CRF_IMPLEMENTATIONS, MultiViewGatedCRFLoss
 from utilities.workflow.cli import positive_int
@@ -163,8 +164,8 @@ def format_table(rows: list[dict]) -> str:
 
 
 def main(argv: list[str] | None = None) -> str:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser = ArgumentParser(description=__doc__.split("\n\n")[0],
+                            formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     parser.add_argument("--repeats", type=positive_int, default=5, help="timed fwd+bwd passes (median reported)")
     parser.add_argument("--warmup", type=int, default=1, help="untimed fwd+bwd passes first")
     parser.add_argument("--threads", type=positive_int, default=2, help="torch CPU threads")

@@ -47,6 +47,7 @@ import torch
 
 from benchmarks._common import Report, format_table, machine, scm_bench, stage1_bench, synthetic_batch, time_fn
 from networks import get_network
+from utilities.core.arguments import ArgumentParser
 from utilities.core.compile import COMPILE_BACKENDS, compile_unavailable
 from utilities.core.runtime import resolve_device
 from utilities.method.optim import Amp
@@ -195,8 +196,8 @@ def _max_rel_diff(losses: list[tuple[float, ...]], ref: list[tuple[float, ...]],
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p = ArgumentParser(description=__doc__.split("\n\n")[0],
+                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     p.add_argument("--quick", action="store_true",
                    help="tiny shapes and few steps (32x32x16 patch, 2 timed steps): a smoke test, also on CPU")

@@ -28,6 +28,7 @@ import torch
 from benchmarks._common import cpu_native_bf16, machine, round_robin, synthetic_batch
 from benchmarks._common import format_table as common_table
 from networks import get_network
+from utilities.core.arguments import ArgumentParser
 from utilities.core.compile import COMPILE_BACKENDS, maybe_compile
 from utilities.models.prediction import sliding_window_predict
 from utilities.workflow.cli import positive_int
@@ -136,8 +137,8 @@ def format_table(rows: dict[str, dict], reference: str, windows: int) -> str:
 
 
 def main(argv: list[str] | None = None) -> str:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p = ArgumentParser(description=__doc__.split("\n\n")[0],
+                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--size", type=positive_int, nargs=3, default=[128, 128, 48], help="case 1 volume X Y Z")
     p.add_argument("--roi", type=positive_int, nargs=3, default=[128, 128, 48], help="sliding-window size X Y Z")
     p.add_argument("--large", type=positive_int, nargs=3, default=[256, 256, 64], help="case 2 volume X Y Z")

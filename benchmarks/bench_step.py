@@ -61,6 +61,7 @@ import torch
 
 from benchmarks._common import cpu_native_bf16, machine, peak_tracker, stage1_bench, synthetic_batch
 from benchmarks.crf_reference import unfold_multiview_crf
+from utilities.core.arguments import ArgumentParser
 from utilities.core.compile import COMPILE_BACKENDS, compile_unavailable
 from utilities.method.losses import MultiViewGatedCRFLoss, PartialDiceCELoss, VarianceLoss
 from utilities.workflow.cli import positive_int
@@ -369,8 +370,8 @@ def format_phase_table(results: dict[str, list[dict]], data_s: float | None = No
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p = ArgumentParser(description=__doc__.split("\n\n")[0],
+                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--size", type=positive_int, nargs=3, default=[128, 128, 48], help="patch X Y Z")
     p.add_argument("--down_size", type=positive_int, nargs=3, default=[64, 64, 48], help="mCRF size X Y Z")
     p.add_argument("--radius", type=positive_int, default=5, help="mCRF kernel radius")

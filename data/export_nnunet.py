@@ -42,6 +42,7 @@ import numpy as np
 import pandas as pd
 import SimpleITK as sitk
 
+from utilities.core.arguments import ArgumentParser
 from utilities.core.logs import LOGGER_NAME, setup_logger
 from utilities.data.dataset_file import add_dataset_flag, parse_with_dataset, require
 from utilities.data.grid import Grid, check_same_grid, find_subject_file, listed, missing_paths
@@ -286,8 +287,8 @@ def parse_data_arguments(parser: argparse.ArgumentParser, argv: Sequence[str] | 
 
 
 def main(argv: Sequence[str] | None = None) -> Path:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0],
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p = ArgumentParser(description=__doc__.splitlines()[0],
+                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     add_data_arguments(p)
     p.add_argument("--output_dir", default="./nnUNet_raw", help="nnU-Net raw folder ($nnUNet_raw)")
     p.add_argument("--dataset_id", type=int, default=501, help="nnU-Net dataset ID, 1..999")

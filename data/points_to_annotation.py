@@ -63,6 +63,8 @@ from pathlib import Path
 import numpy as np
 import SimpleITK as sitk
 
+from utilities.core.arguments import ArgumentParser
+
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from data.point_files import ControlPoint, parse_role, read_points
@@ -495,10 +497,10 @@ def annotations_to_markups(points: str | os.PathLike, path_anno_7points: str | o
 
 
 def main(argv: list[str] | None = None) -> list[Path]:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0],
-                                     formatter_class=argparse.RawDescriptionHelpFormatter,
-                                     epilog="Point labels: bg / fg for lesion 1, bg2 / fg2 for lesion 2, ...; a "
-                                            "trailing -<n> (Slicer's counter) is ignored. See the module docstring.")
+    parser = ArgumentParser(description=__doc__.splitlines()[0],
+                            formatter_class=argparse.RawDescriptionHelpFormatter,
+                            epilog="Point labels: bg / fg for lesion 1, bg2 / fg2 for lesion 2, ...; a "
+                                   "trailing -<n> (Slicer's counter) is ignored. See the module docstring.")
     parser.add_argument("--points", required=True,
                         help="point file (.mrk.json, .fcsv, .csv) of one subject, or a folder of "
                              "<subject>[_<points_postfix>].<ext>; with --to_markups the output file or folder")

@@ -27,7 +27,6 @@ Example::
 """
 from __future__ import annotations
 
-import argparse
 import logging
 import os
 import sys
@@ -40,6 +39,7 @@ import SimpleITK as sitk
 from scipy import ndimage
 from tqdm import tqdm
 
+from utilities.core.arguments import ArgumentParser
 from utilities.core.logs import LOGGER_NAME, setup_logger, show_progress
 from utilities.data.dataset_file import add_dataset_flag, parse_with_dataset
 from utilities.data.grid import Grid, find_subject_file, listed, missing_paths, subject_path
@@ -253,8 +253,8 @@ def simulate_dataset(dataset_split: str | os.PathLike, path_labels: str | os.Pat
 
 
 def main(argv: list[str] | None = None) -> list[Path]:
-    parser = argparse.ArgumentParser(description="Simulate 7-point annotations (1 foreground + 6 extreme "
-                                                 "background points per lesion) from full labels")
+    parser = ArgumentParser(description="Simulate 7-point annotations (1 foreground + 6 extreme "
+                                        "background points per lesion) from full labels")
     parser.add_argument("--dataset_split", default="./splits/split_VS.csv", help="split CSV (subject,phase)")
     parser.add_argument("--path_labels", default="./data/VS/label_crop/", help="folder of the full labels")
     parser.add_argument("--label_postfix", default="Label", help="label files are <subject>_<postfix>.nii.gz")

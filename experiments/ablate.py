@@ -26,6 +26,8 @@ from pathlib import Path
 
 import pandas as pd
 
+from utilities.core.arguments import ArgumentParser
+
 # `utilities` comes from `pip install -e .` (make install); the runner's package `experiments.ablation`
 # from the repository root, which ROOT also locates the scripts by.
 ROOT = Path(__file__).resolve().parents[1]
@@ -64,7 +66,7 @@ def _int_list(text: str) -> list[int]:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p = ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--config", required=True, help="JSON config (see experiments/configs/README.md)")
     p.add_argument("--output_dir", default=None, help="where runs and tables go (default ./ablation/<config name>)")
     p.add_argument("--seeds", type=_int_list, default=None, help="training seeds overriding the config's, e.g. 0,1,2")

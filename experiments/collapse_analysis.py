@@ -51,6 +51,7 @@ from experiments.collapse.measurements import (
     value_and_grad,
 )
 from experiments.collapse.report import PLOTS, plot_all, report
+from utilities.core.arguments import ArgumentParser
 from utilities.data.io import check_overwrite, save_csv, save_text
 
 __all__ = ["crf_vs_size", "realistic_cases", "gradient_balance", "crf_settings", "rampup_table", "saturation", "main",
@@ -58,7 +59,7 @@ __all__ = ["crf_vs_size", "realistic_cases", "gradient_balance", "crf_settings",
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p = ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--output_dir", default="./docs/results/",
                    help="where collapse.md goes; its CSVs and PNGs go to <output_dir>/data/collapse/")
     p.add_argument("--cases", type=int, default=4, help="realistic cases per dataset")

@@ -30,6 +30,8 @@ import numpy as np
 import torch
 from scipy import ndimage
 
+from utilities.core.arguments import ArgumentParser
+
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
@@ -85,7 +87,7 @@ def _erode(mask: np.ndarray, voxels: int) -> np.ndarray:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p = ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--dataset_split", required=True, help="CSV of 'subject,phase' rows")
     p.add_argument("--phase", default="training", help="the split's phase whose cases are read")
     p.add_argument("--path_images", required=True, help="image folder (.nii.gz .nii .nrrd .nhdr .mha .mhd)")

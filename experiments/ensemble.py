@@ -19,12 +19,13 @@ Example::
 """
 from __future__ import annotations
 
-import argparse
 import sys
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
+
+from utilities.core.arguments import ArgumentParser
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -46,7 +47,7 @@ def _cases(path: Path) -> pd.DataFrame:
 
 
 def main(argv: list[str] | None = None) -> pd.DataFrame:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p = ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--config", required=True, help="the ablation's JSON config")
     p.add_argument("--ablation_dir", required=True, help="its --output_dir (finished SCM runs)")
     p.add_argument("--variant", default="scm_recipe", help="the SCM variant")

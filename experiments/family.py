@@ -45,6 +45,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from utilities.core.arguments import ArgumentParser
+
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -361,7 +363,7 @@ def _flags_json(text: str) -> dict[str, Any]:
 
 def build_parser() -> argparse.ArgumentParser:
     rules = PlanRules()
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p = ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--family_seeds", type=int, nargs="+", required=True, help="the members to run")
     p.add_argument("--output_dir", required=True, help="one folder per member under it, and the summary")
     p.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=VARIANTS, help="variants to run")

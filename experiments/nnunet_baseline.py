@@ -67,6 +67,8 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
+from utilities.core.arguments import ArgumentParser
+
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
@@ -448,8 +450,8 @@ def _predict(args: argparse.Namespace, device: Any, folder: Path, model_folder: 
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0],
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p = ArgumentParser(description=__doc__.splitlines()[0],
+                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     add_data_arguments(p)   # the export's flags: split, images, seeds or full labels
     p.add_argument("--model_dir", default="./models/nnunet/",
                    help="run folder; nnU-Net's files go to <model_dir>/nnUNet/")

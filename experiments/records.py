@@ -38,6 +38,8 @@ import sys
 from collections import Counter
 from pathlib import Path
 
+from utilities.core.arguments import ArgumentParser
+
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
@@ -215,7 +217,7 @@ def restore(records: Path, ablation_dir: Path, repository: Path = ROOT) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p = ArgumentParser(description=__doc__.split("\n\n")[0])
     sub = p.add_subparsers(dest="action", required=True)
     s = sub.add_parser("save", help="the record of every finished run under --ablation_dir into --records")
     s.add_argument("--ablation_dir", required=True, help="an ablation's or a family experiment's --output_dir")

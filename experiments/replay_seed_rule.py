@@ -27,6 +27,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from utilities.core.arguments import ArgumentParser
+
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
@@ -110,7 +112,7 @@ def summary(table: pd.DataFrame) -> str:
 
 
 def main(argv: list[str] | None = None) -> pd.DataFrame:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p = ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--runs", type=_folder_and_seeds, nargs="+", required=True, metavar="FOLDER=SEEDS_CSV",
                    help="a table folder (per_case*.csv and <variant>_seed<k>_log.csv) and the per-case CSV "
                         "holding its expanded seeds' Dice (variant 'seeds')")

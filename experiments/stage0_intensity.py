@@ -23,6 +23,8 @@ from pathlib import Path
 
 import pandas as pd
 
+from utilities.core.arguments import ArgumentParser
+
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
@@ -112,7 +114,7 @@ def _markdown(table: pd.DataFrame) -> str:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p = ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--family_seeds", type=nonnegative_int, nargs="+", required=True, help="the members to measure")
     p.add_argument("--candidates", nargs="+", choices=list(NORMALISATIONS), default=list(NORMALISATIONS),
                    help="the normalisations to compare (utilities/method/intensity.py)")

@@ -41,6 +41,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from utilities.core.arguments import ArgumentParser
 from utilities.core.logs import LOGGER_NAME, setup_logger
 from utilities.data.dataset_file import add_dataset_flag, dataset_text, parse_with_dataset, read_dataset, typed_flags
 from utilities.data.grid import find_subject_file, listed
@@ -160,8 +161,8 @@ RECORDED = ("path_anno_7points", "anno_7points_postfix", "path_labels", "label_p
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(description="Write a random split of a folder of cases, or complete an "
-                                                 "existing split with the cases it does not list")
+    parser = ArgumentParser(description="Write a random split of a folder of cases, or complete an "
+                                        "existing split with the cases it does not list")
     parser.add_argument("--images_dir", required=True,
                         help="folder of <subject>_<postfix><ext> images (.nii.gz .nii .nrrd .nhdr .mha .mhd)")
     parser.add_argument("--image_postfix", default="Flair", help="image files are <subject>_<postfix>.nii.gz")

@@ -37,6 +37,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from utilities.core.arguments import ArgumentParser
 from utilities.data.dataset_file import add_dataset_flag, parse_with_dataset
 from utilities.data.splits import PHASES
 from utilities.evaluation.scoring import run_folder_scores, run_scores
@@ -51,8 +52,8 @@ _SOURCES = ("path_predictions", "prediction_dir", "model_dir")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p = ArgumentParser(description=__doc__.split("\n\n")[0],
+                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     what = p.add_argument_group("what to score (one of)")
     what.add_argument("--path_predictions", default=None,
                       help="folder of predictions scored against --path_labels by subject name, no split")

@@ -26,6 +26,7 @@ import numpy as np
 import SimpleITK as sitk
 from tqdm import tqdm
 
+from utilities.core.arguments import ArgumentParser
 from utilities.core.logs import LOGGER_NAME, setup_logger, show_progress
 from utilities.data.grid import Grid, check_same_grid, missing_paths, subject_path
 from utilities.data.io import atomic_path, check_overwrite, read_image, staged_folders, write_like
@@ -115,8 +116,8 @@ def merge_and_move(original_dir: str | os.PathLike, destination_dir: str | os.Pa
 
 
 def main(argv: list[str] | None = None) -> list[str]:
-    parser = argparse.ArgumentParser(description="Copy the BraTS 2019 FLAIR volumes and merge the tumour "
-                                                 "labels into one whole-tumour label")
+    parser = ArgumentParser(description="Copy the BraTS 2019 FLAIR volumes and merge the tumour "
+                                        "labels into one whole-tumour label")
     parser.add_argument("--original_dir", default="./data/BraTS2019/MICCAI_BraTS_2019_Data_Training/",
                         help="folder holding HGG/ and LGG/")
     parser.add_argument("--destination_dir", default="./data/BraTS/", help="image/ and label/ are created here")

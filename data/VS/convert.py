@@ -17,7 +17,6 @@ Example::
 """
 from __future__ import annotations
 
-import argparse
 import contextlib
 import locale
 import logging
@@ -31,6 +30,7 @@ from pathlib import Path
 import SimpleITK as sitk
 from tqdm import tqdm
 
+from utilities.core.arguments import ArgumentParser
 from utilities.core.logs import LOGGER_NAME, setup_logger, show_progress
 from utilities.data.io import check_overwrite, ensure_writable_dir, write_image
 
@@ -194,8 +194,8 @@ def _convert_vs(input_dir: str | os.PathLike, output_dir: str | os.PathLike, ski
 
 
 def main(argv: list[str] | None = None) -> ConversionResult:
-    parser = argparse.ArgumentParser(description="Convert the T2 scans of TCIA Vestibular-Schwannoma-SEG "
-                                                 "(DICOM, 'Descriptive Directory Name' layout) to NIfTI")
+    parser = ArgumentParser(description="Convert the T2 scans of TCIA Vestibular-Schwannoma-SEG "
+                                        "(DICOM, 'Descriptive Directory Name' layout) to NIfTI")
     parser.add_argument("--input", "--input_dir", dest="input",
                         default="./data/manifest-T2/Vestibular-Schwannoma-SEG",
                         help="folder holding the VS-SEG-<n> patient folders")

@@ -18,7 +18,6 @@ Example::
 """
 from __future__ import annotations
 
-import argparse
 import logging
 import os
 import sys
@@ -30,6 +29,7 @@ import numpy as np
 import SimpleITK as sitk
 from tqdm import tqdm
 
+from utilities.core.arguments import ArgumentParser
 from utilities.core.logs import LOGGER_NAME, setup_logger, show_progress
 from utilities.data.grid import (
     Grid,
@@ -182,7 +182,7 @@ def crop_dataset(data_dir: str | os.PathLike, dataset_split: str | os.PathLike, 
 
 
 def main(argv: list[str] | None = None) -> CropStats:
-    parser = argparse.ArgumentParser(description="Crop VS images and labels to a fixed box around the tumour")
+    parser = ArgumentParser(description="Crop VS images and labels to a fixed box around the tumour")
     parser.add_argument("--data_dir", default="./data/VS/", help="folder holding image/ and label/")
     parser.add_argument("--dataset_split", default="./splits/split_VS.csv", help="split CSV (subject,phase)")
     parser.add_argument("--image_postfix", default="T2", help="image files are <subject>_<postfix>.nii.gz")

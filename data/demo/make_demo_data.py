@@ -85,6 +85,7 @@ from data.demo.synthesis import (
     unit_vector,
 )
 from data.simulate_7points import simulate_points, subject_rng
+from utilities.core.arguments import ArgumentParser
 from utilities.core.logs import LOGGER_NAME, setup_logger
 from utilities.data.grid import subject_path
 from utilities.data.io import atomic_path, check_overwrite, ensure_writable_dir, read_image, save_csv, write_image
@@ -504,7 +505,7 @@ def save_preview(output_dir: str | os.PathLike, subject: str, path: str | os.Pat
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p = ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--preset", default="vs", choices=sorted(PRESETS),
                    help="vs: the VS-like demo data; brats_small: BraTS-like whole brains with small lesions "
                         "(its own defaults for the folders, counts, size and spacing)")

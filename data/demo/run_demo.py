@@ -27,6 +27,8 @@ from typing import Any
 
 import matplotlib
 
+from utilities.core.arguments import ArgumentParser
+
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import numpy as np
@@ -117,8 +119,8 @@ QUICK = Scale(epochs_stage1=1, rampup_epochs=1, epochs_scm=1, iterative_epochs=1
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p = ArgumentParser(description=__doc__.split("\n\n")[0],
+                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--output_dir", default="./demo_output/", help="models, results table and pictures")
     p.add_argument("--data_dir", default="./demo_output/data/", help="where the synthetic dataset is written")
     p.add_argument("--split_file", default="./demo_output/split_demo.csv", help="the demo split")

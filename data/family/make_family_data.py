@@ -57,6 +57,7 @@ from scipy import ndimage
 
 from data.demo.synthesis import deformed_ellipsoid, largest_component, lesion_shape, smooth_noise, soft
 from data.simulate_7points import simulate_points, subject_rng
+from utilities.core.arguments import ArgumentParser
 from utilities.data.grid import subject_path
 from utilities.data.io import check_overwrite, ensure_writable_dir, save_csv, save_text, write_image
 from utilities.data.splits import PHASES
@@ -356,8 +357,8 @@ def generate_member(member: Member, output_dir: str | os.PathLike, raw: bool = F
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p = ArgumentParser(description=__doc__.split("\n\n")[0],
+                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--family_seed", type=nonnegative_int, default=None, help="the member to write")
     p.add_argument("--output_dir", default=None, help="where to write it (default ./family/f<seed>)")
     p.add_argument("--describe", type=nonnegative_int, nargs="+", default=None,

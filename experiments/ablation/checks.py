@@ -32,8 +32,7 @@ def _refusal(command: Sequence[str]) -> str | None:
             parser.parse_args(list(command[2:]))
     except SystemExit as e:
         if e.code:
-            lines = [line for line in err.getvalue().splitlines() if line.strip()]
-            return lines[-1].split("error:", 1)[-1].strip() if lines else f"exit status {e.code}"
+            return getattr(parser, "last_error", None) or f"exit status {e.code}"
     return None
 
 

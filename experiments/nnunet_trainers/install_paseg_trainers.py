@@ -14,10 +14,11 @@ again) the module warns and defines nothing, so nnU-Net's other trainers stay us
 """
 from __future__ import annotations
 
-import argparse
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+
+from utilities.core.arguments import ArgumentParser
 
 __all__ = ["SHIM_NAME", "TRAINERS_DIR", "shim_text", "nnunet_trainer_folder", "install", "main"]
 
@@ -72,7 +73,7 @@ def install(target: Path | None = None) -> Path:
 
 
 def main(argv: Sequence[str] | None = None) -> Path:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p = ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--target", default=None,
                    help="folder to write paseg_trainers.py into (default: nnunetv2/training/nnUNetTrainer/)")
     args = p.parse_args(argv)

@@ -141,7 +141,8 @@ def test_checker_reports_links_to_files_git_ignores(tmp_path):
     for folder in ("kept", "runs"):
         (tmp_path / "docs" / folder).mkdir(parents=True)
         (tmp_path / "docs" / folder / "log.csv").write_text("epoch\n")
-    (tmp_path / "README.md").write_text("[a](docs/kept/) [b](docs/kept/log.csv) [c](docs/runs/) [d](docs/runs/log.csv)\n")
+    (tmp_path / "README.md").write_text(
+        "[a](docs/kept/) [b](docs/kept/log.csv) [c](docs/runs/) [d](docs/runs/log.csv)\n")
     assert broken_links(tmp_path / "README.md", tmp_path, files_a_clone_has(tmp_path)) == [
         "README.md:1: docs/runs/ (ignored by git: a clone does not have it)",
         "README.md:1: docs/runs/log.csv (ignored by git: a clone does not have it)",

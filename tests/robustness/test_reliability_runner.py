@@ -134,19 +134,20 @@ def test_a_flag_typo_is_refused_before_any_training(setup, capsys):
     code = ablate.run(["--config", str(path), "--output_dir", str(root / "out"), "--device", "cpu"])
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2 and err == [f"error: config {path}: variant 'a': inference.py refuses --sw_overlapp 0.5 from "
-                                 "base.inference (unrecognized arguments: --sw_overlapp 0.5); fix it there (flags "
-                                 "spelled out in full)"]
+                                 "base.inference (unrecognized arguments: --sw_overlapp 0.5 (did you mean "
+                                 "--sw_overlap?)); fix it there (flags spelled out in full)"]
     assert not log.exists()  # nothing ran, not even stage 0
     cfg["base"]["inference"] = {}
     stage1 = dict(cfg["base"]["stage1"])
     # a misspelt flag, and an abbreviation argparse would expand: the base's --max_epochs and a
     # variant's --max_epoch would both reach the script, and the later one would win unseen
-    for typo, value in (("--lerning_rate", 0.1), ("--max_epoch", 3)):
+    for typo, value, meant in (("--lerning_rate", 0.1, "--learning_rate"), ("--max_epoch", 3, "--max_epochs")):
         cfg["base"]["stage1"] = stage1 | {typo: value}
         path.write_text(json.dumps(cfg))
         with pytest.raises(ValueError, match=r"variant 'a': train_gatedcrfloss3d22d_multiview_varianceloss.py "
                                              rf"refuses {typo} {value} from base.stage1 \(unrecognized arguments: "
-                                             rf"{typo} {value}\); fix it there \(flags spelled out in full\)"):
+                                             rf"{typo} {value} \(did you mean {meant}\?\)\); fix it there \(flags "
+                                             r"spelled out in full\)"):
             ablate.run_ablation(ablate.load_config(path), root / "out", device="cpu", python=str(fake))
         assert not log.exists()
 

@@ -31,6 +31,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from utilities.core.arguments import ArgumentParser
 from utilities.core.textdata import loads_json
 from utilities.data.io import check_overwrite, save_text
 from utilities.method.defaults import ANNOTATION_POSTFIX, LABEL_POSTFIX, SEED_POSTFIX
@@ -205,7 +206,7 @@ def add_dataset_flag(parser: argparse.ArgumentParser) -> None:
 
 def given_dataset(argv: Sequence[str] | None) -> str | None:
     """The ``--dataset`` of ``argv`` (the last one given), or ``None``."""
-    pre = argparse.ArgumentParser(add_help=False, allow_abbrev=False)
+    pre = ArgumentParser(add_help=False, allow_abbrev=False)
     pre.add_argument("--dataset", default=None)
     known, _ = pre.parse_known_args(argv)
     return known.dataset

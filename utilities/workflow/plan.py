@@ -70,6 +70,7 @@ from typing import Any, cast
 import numpy as np
 import SimpleITK as sitk
 
+from utilities.core.arguments import ArgumentParser
 from utilities.core.textdata import loads_json
 from utilities.data.grid import Grid, check_same_grid, find_subject_file, listed, missing_files
 from utilities.data.io import image_extension, read_image, save_text
@@ -647,7 +648,7 @@ def apply_plan(parser: argparse.ArgumentParser, argv: Sequence[str] | None, sect
     the command line overrides the plan, a switch the plan turns on is turned off by its
     ``--no_<name>`` form (:func:`add_off_switches`). The parser must have a ``--plan`` argument."""
     add_off_switches(parser)
-    pre = argparse.ArgumentParser(add_help=False)
+    pre = ArgumentParser(add_help=False)
     pre.add_argument("--plan", default=None)
     known, _ = pre.parse_known_args(argv)
     if known.plan:

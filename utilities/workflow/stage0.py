@@ -40,6 +40,7 @@ import pandas as pd
 import SimpleITK as sitk
 from tqdm import tqdm
 
+from utilities.core.arguments import ArgumentParser
 from utilities.core.logs import log_args, setup_logger, show_progress
 from utilities.core.textdata import loads_json
 from utilities.data.grid import (
@@ -548,7 +549,7 @@ def build_parser(defaults: dict[str, Any], description: str | None = None) -> ar
     """The stage-0 argument parser; ``defaults`` maps each path/postfix flag (without ``--``)
     to its dataset-specific default, and ``intensity`` to the default normalisation (``none``
     when absent). A data flag of :data:`_REQUIRED_WITHOUT_DEFAULT` without a default is required."""
-    p = argparse.ArgumentParser(description=description or __doc__.splitlines()[0])
+    p = ArgumentParser(description=description or __doc__.splitlines()[0])
 
     def data_flag(name: str, help: str) -> None:
         required = name in _REQUIRED_WITHOUT_DEFAULT and defaults.get(name) is None

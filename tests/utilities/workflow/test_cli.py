@@ -39,7 +39,9 @@ def test_bad_argument_values_name_the_flag(data, tmp_path, capsys, script, argv,
         with pytest.raises(SystemExit) as err:
             main(build())
         assert err.value.code == 2
-        assert capsys.readouterr().err.strip().splitlines()[-1].endswith(f"error: {message}")
+        lines = capsys.readouterr().err.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith(f"error: {message}; '") and lines[0].endswith(" --help' lists "
+                                                                                                  "the flags")
     else:
         with pytest.raises(ValueError) as err:
             main(build())
