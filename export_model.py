@@ -58,7 +58,8 @@ def export_model(output: str | Path, model_dir: str | Path | None = None, networ
         specs = scm if scm is not None else [spec_from_run(model_dir, network, epoch_inf, spatial_shape)]
     for spec in specs:
         if spec.spatial_shape is not None:
-            check_network_shape(spec.network, check_spatial_shape(spec.spatial_shape))
+            origin = spec.shape_origin(spatial_shape is not None)
+            check_network_shape(spec.network, check_spatial_shape(spec.spatial_shape, origin), origin)
     if checkpoint is None:
         _warn_unfinished(specs, logger)
     args = next((s.meta["run_args"] for s in specs if s.meta.get("run_args")), None)

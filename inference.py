@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import logging
 import os
 import sys
@@ -44,7 +45,7 @@ from utilities.data.io import (
     IMAGE_EXTENSIONS,
     check_overwrite,
     check_storable,
-    ensure_writable_dir,
+    check_writable_dir,
     image_extension,
     ras_affine,
     read_image,
@@ -239,15 +240,18 @@ def _load_models(specs: Sequence[ModelSpec], device: torch.device, compile: bool
 def predict_cases(specs: Sequence[ModelSpec], cache: SubjectCache, targets: Sequence[Path], device: torch.device,
                   sw_batch_size: int = 1, sw_overlap: float = SW_OVERLAP, amp: bool = False, num_workers: int = 0,
                   compile: bool = False, compile_backend: str = "inductor",
-                  save_probabilities: bool = False) -> list[Path]:
+                  save_probabilities: bool = False, stale: Sequence[Path] = ()) -> list[Path]:
     """Segment every case of ``cache`` with ``specs`` (one model, or an ensemble) and write case
-    k's mask to ``targets[k]`` (and its probability beside it); returns the masks written."""
+    k's mask to ``targets[k]`` (and its probability beside it); returns the masks written.
+    ``stale``: an earlier prediction's files to remove (:func:`_check_targets`), removed only
+    once every image has been read whole and every model loaded, before the first mask is written."""
     if len(targets) != len(cache):
         raise RuntimeError(f"{len(targets)} output paths for {len(cache)} cases")
     for subject, target in zip(cache.subjects, targets, strict=True):  # before any case is computed:
         # every file read whole (not truncated, voxels finite), and every mask storable exactly on its grid
         check_storable(Grid.of(read_image(subject["image"].path, "image")), target)
     models = _load_models(specs, device, compile, compile_backend)
+    _remove_stale(stale)
     if len(models) > 1:
         logger.info("ensemble of %d models: the mean of their class probabilities", len(models))
     loader = make_volume_loader(cache, num_workers=num_workers)
@@ -329,11 +333,10 @@ def resolve_specs(model: str | None, model_dir: str | None, network: str | None,
             shape = DEFAULT_SPATIAL_SHAPE
             logger.info("%s does not record its patch size; using the default --spatial_shape %s", spec.source,
                         " ".join(map(str, shape)))
-        shape = check_spatial_shape(shape, "--spatial_shape" if spatial_shape is not None else
-                                    f"the patch size of {spec.source}")
-        check_network_shape(spec.network, shape)
-        resolved.append(ModelSpec(spec.name, spec.network, spec.weights, shape, spec.source, spec.normalisation,
-                                  spec.in_channels, spec.num_classes, spec.meta))
+        origin = spec.shape_origin(spatial_shape is not None)
+        shape = check_spatial_shape(shape, origin)
+        check_network_shape(spec.network, shape, origin)
+        resolved.append(dataclasses.replace(spec, spatial_shape=shape))
     return resolved
 
 
@@ -408,19 +411,25 @@ def _earlier_outputs(target: Path) -> list[Path]:
     return [p for mask in (with_format(base, fmt) for fmt in OUTPUT_FORMATS) for p in (mask, probability_path(mask))]
 
 
-def _check_targets(targets: Sequence[Path], probabilities: bool, overwrite: bool, user_folder: bool) -> None:
+def _check_targets(targets: Sequence[Path], probabilities: bool, overwrite: bool, user_folder: bool) -> list[Path]:
     """Refuse to replace an earlier prediction of the same cases (its masks and probabilities, in
     any output format) in the user's ``--output_folder`` without ``--overwrite``; in the run's own
-    ``output_pred`` say how many are replaced. The files of an earlier prediction that this one
-    does not write again (a probability map, another format) are removed, so that no mask sits
-    beside another checkpoint's probability map or a second mask of the same case."""
+    ``output_pred`` say how many are replaced. Returns the files of an earlier prediction that this
+    one does not write again (a probability map, another format): :func:`predict_cases` removes
+    them (:func:`_remove_stale`) once every image is read and every model loaded, so that no mask
+    sits beside another checkpoint's probability map or a second mask of the same case, and a
+    refused prediction removes nothing."""
     written = {p for t in targets for p in ((t, probability_path(t)) if probabilities else (t,))}
     earlier = sorted({p for t in targets for p in _earlier_outputs(t) if os.path.lexists(p)})
     if user_folder:
         check_overwrite(earlier, "--output_folder", overwrite, "segmentation file")
     elif earlier:
         logger.info("replacing %d existing file(s) of the run's output_pred, e.g. %s", len(earlier), earlier[0])
-    stale = [p for p in earlier if p not in written]
+    return [p for p in earlier if p not in written]
+
+
+def _remove_stale(stale: Sequence[Path]) -> None:
+    """Remove the files of ``stale`` that hold a prediction of ours; warn about the others."""
     ours = [p for p in stale if _a_prediction(p)]
     for path in ours:
         path.unlink()
@@ -482,7 +491,7 @@ def main(argv: list[str] | None = None) -> list[Path]:
                               workdir, args.model_dir is not None)
         if folder_mode:
             images = list_images(args.input_folder, args.image_postfix)
-            out = ensure_writable_dir(args.output_folder)
+            out = check_writable_dir(args.output_folder)
             cache = _folder_cache(images)
             targets = [with_format(_flat_target(out, name), args.output_format) for name, _ in images]
             names = [p.name for t in targets for p in (t, probability_path(t))]
@@ -496,15 +505,15 @@ def main(argv: list[str] | None = None) -> list[Path]:
                                  args.path_images or DEFAULT_IMAGES, postfix)
             subjects = [s["subject"] for s in cache.subjects]
             if args.output_folder is not None:
-                out = ensure_writable_dir(args.output_folder)
+                out = check_writable_dir(args.output_folder)
                 targets = [with_format(_flat_target(out, f"{s}_{postfix}"), args.output_format) for s in subjects]
             else:
                 layout = RunLayout(model_dir, specs[0].network)
                 targets = [layout.prediction(s, postfix) for s in subjects]
-        _check_targets(targets, args.save_probabilities, args.overwrite, args.output_folder is not None)
+        stale = _check_targets(targets, args.save_probabilities, args.overwrite, args.output_folder is not None)
         _warn_far_from_training(args.model, cache)
         return predict_cases(specs, cache, targets, device, args.sw_batch_size, args.sw_overlap, args.amp,
-                             args.num_workers, args.compile, args.compile_backend, args.save_probabilities)
+                             args.num_workers, args.compile, args.compile_backend, args.save_probabilities, stale)
 
 
 if __name__ == "__main__":

@@ -123,6 +123,34 @@ def test_inference_output_folder_needs_overwrite(tmp_path, capsys):
     assert f"replacing 2 existing file(s) of the run's output_pred, e.g. {first[0]}" in capsys.readouterr().out
 
 
+def test_a_refused_prediction_removes_and_creates_nothing(tmp_path, capsys):
+    """An earlier prediction's probability maps are removed only once the new prediction can be
+    made: a checkpoint that does not load, or an image that is not whole, leaves them (and an
+    output folder that did not exist is not created)."""
+    p = make_vs_dataset(tmp_path, 0, 0, 2)
+    model = a_model(tmp_path / "m")
+    out = tmp_path / "out"
+    argv = _folder_argv(model.parents[2], p["image_crop"], out)
+    inference.main([*argv, "--save_probabilities"])
+    before = {f.name: f.read_bytes() for f in out.iterdir()}
+    assert sorted(before) == ["vs_gk_1_T2.nii.gz", "vs_gk_1_T2_prob.nii.gz", "vs_gk_2_T2.nii.gz",
+                              "vs_gk_2_T2_prob.nii.gz"]
+    model.write_bytes(b"not a checkpoint")
+    assert run_main(inference.main, [*argv, "--overwrite"]) == 2
+    assert f"error: {model} is not " in capsys.readouterr().err
+    assert {f.name: f.read_bytes() for f in out.iterdir()} == before
+    fresh = tmp_path / "new" / "out"
+    assert run_main(inference.main, _folder_argv(model.parents[2], p["image_crop"], fresh)) == 2
+    capsys.readouterr()
+    assert not (tmp_path / "new").exists()
+    a_model(tmp_path / "m")
+    image = p["image_crop"] / "vs_gk_2_T2.nii.gz"
+    image.write_bytes(image.read_bytes()[:200])
+    assert run_main(inference.main, [*argv, "--overwrite"]) == 2
+    assert str(image) in capsys.readouterr().err
+    assert {f.name: f.read_bytes() for f in out.iterdir()} == before
+
+
 def test_every_file_of_the_input_folder_is_processed_or_named(tmp_path, capsys):
     """A file in no image format (an upper-case extension too) is named in an error, before
     anything is written; hidden files are ignored and counted; a header's data file belongs to

@@ -66,6 +66,7 @@ __all__ = [
     "check_storable",
     "exact_format",
     "ensure_writable_dir",
+    "check_writable_dir",
     "IMAGE_EXTENSIONS",
     "image_extension",
     "check_geometry",
@@ -169,6 +170,23 @@ def ensure_writable_dir(folder: str | os.PathLike) -> Path:
         raise OutputError(f"cannot create output folder {folder}: {e.strerror}; choose a writable location") from e
     if not os.access(folder, os.W_OK | os.X_OK):
         raise PermissionError(f"output folder {folder} is not writable; fix its permissions or choose another")
+    return folder
+
+
+def check_writable_dir(folder: str | os.PathLike) -> Path:
+    """Check that ``folder`` could be created and written to, without creating it: for a command
+    that may still refuse its inputs (a model that does not load) and must then leave nothing
+    behind. Its writer creates it with the first file (:func:`atomic_path`)."""
+    folder = Path(folder)
+    if folder.exists() and not folder.is_dir():
+        raise OutputError(f"cannot create output folder {folder}: a file of that name exists; choose another")
+    existing = next((p for p in (folder, *folder.absolute().parents) if p.exists()), None)
+    if existing is None or not existing.is_dir():
+        raise OutputError(f"cannot create output folder {folder}: {existing} is not a folder; choose a writable "
+                          "location")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        what = "output folder" if existing == folder else f"folder {existing}, where output folder {folder} would be,"
+        raise PermissionError(f"{what} is not writable; fix its permissions or choose another")
     return folder
 
 

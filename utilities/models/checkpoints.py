@@ -131,7 +131,7 @@ def checkpoint_file(path: str | os.PathLike) -> Path:
 
 
 def load_model_weights(model: nn.Module, path: Path | str, network: str,
-                       map_location: Any = "cpu", flag: str = "--network") -> dict[str, Any]:
+                       map_location: Any = "cpu", flag: str = "--network", remedy: str | None = None) -> dict[str, Any]:
     """Load weights saved by :func:`save_model`, a bare state dict, or a checkpoint released with
     the published PA-Seg code (detected by its keys, converted by
     :mod:`networks.published`) into ``model``.
@@ -141,7 +141,8 @@ def load_model_weights(model: nn.Module, path: Path | str, network: str,
 
     Returns the checkpoint's metadata. Raises a one-line error for a missing file, a file that
     is not a checkpoint (:func:`utilities.data.io.load_torch` says what it is), a checkpoint of
-    another network (``flag``: the option that names the network, for the message) or of
+    another network (``flag``: the option that names the network, for the message; ``remedy``:
+    what to do instead of passing that flag, when the network did not come from it) or of
     another class or input channel count.
     """
     path = checkpoint_file(path)
@@ -149,7 +150,7 @@ def load_model_weights(model: nn.Module, path: Path | str, network: str,
     if isinstance(payload, dict) and payload.get("format") == CHECKPOINT_FORMAT:
         if payload["network"] != network:
             raise ValueError(f"checkpoint {path} holds a {payload['network']} network, not {network}; "
-                             f"pass {flag} {payload['network']} or another checkpoint")
+                             + (remedy or f"pass {flag} {payload['network']} or another checkpoint"))
         state = strip_wrapper_prefix(payload["state_dict"])
         meta = {k: v for k, v in payload.items() if k != "state_dict"}
     elif isinstance(payload, dict) and payload and all(isinstance(v, torch.Tensor) for v in payload.values()):
@@ -158,7 +159,7 @@ def load_model_weights(model: nn.Module, path: Path | str, network: str,
             state, meta = strip_wrapper_prefix(payload), {}
         elif published != network:
             raise ValueError(f"checkpoint {path} is a published {published} checkpoint, not {network}; "
-                             f"pass {flag} {published} or another checkpoint")
+                             + (remedy or f"pass {flag} {published} or another checkpoint"))
         else:  # the authors' released layout: renamed to ours, same tensors
             state, meta = published_to_ours(payload, network), {"format": "published"}
     elif isinstance(payload, dict) and {"epoch", "rng", "args"} <= set(payload):
@@ -167,7 +168,7 @@ def load_model_weights(model: nn.Module, path: Path | str, network: str,
     else:
         raise ValueError(f"{path} is not a model checkpoint (no weights found); {STATE_DICT_ACCEPTED}")
     net = unwrap(model)
-    _check_fits(path, state, net.state_dict(), network, flag)
+    _check_fits(path, state, net.state_dict(), network, flag, remedy)
     net.load_state_dict(state)
     return meta
 
@@ -214,7 +215,7 @@ _COUNTS = (("head.weight", 0, "output classes", "have", "(background and lesion)
 
 
 def _check_fits(path: Path, state: Mapping[str, torch.Tensor], own: Mapping[str, torch.Tensor], network: str,
-                flag: str) -> None:
+                flag: str, remedy: str | None = None) -> None:
     """One line naming what differs when ``state`` does not fit ``own`` (the network's state
     dict): another network, another class or input channel count, other shapes."""
     missing = [k for k in own if k not in state]
@@ -223,9 +224,10 @@ def _check_fits(path: Path, state: Mapping[str, torch.Tensor], own: Mapping[str,
         found = detect_our_network(state)
         if found is not None and found != network:
             raise ValueError(f"checkpoint {path} does not fit network {network}: it holds a {found} state dict; "
-                             f"pass {flag} {found} or another checkpoint")
+                             + (remedy or f"pass {flag} {found} or another checkpoint"))
         raise ValueError(f"checkpoint {path} does not fit network {network} ({len(missing)} missing, "
-                         f"{len(unexpected)} unexpected parameter(s)); was it trained with another {flag}?")
+                         f"{len(unexpected)} unexpected parameter(s)); "
+                         + (remedy or f"was it trained with another {flag}?"))
     for key, axis, what, verb, meaning in _COUNTS:
         if key in own and state[key].ndim == own[key].ndim and state[key].shape[axis] != own[key].shape[axis]:
             theirs, ours = int(state[key].shape[axis]), int(own[key].shape[axis])

@@ -27,7 +27,7 @@ import tempfile
 import zipfile
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -91,7 +91,9 @@ class ModelSpec:
     """One network to predict with: ``weights`` is a checkpoint file :func:`load_model_weights`
     reads; ``spatial_shape`` (X, Y, Z) the sliding window (``None``: not known from the model);
     ``source`` what the user named (for messages); ``meta`` the checkpoint's or package's
-    metadata (epoch, metric, ...)."""
+    metadata (epoch, metric, ...); ``manifest_entry`` the package manifest's entry that gave the
+    network and patch size (``models[0]``; ``None`` outside packages), for messages that must
+    not name a flag the user did not pass."""
 
     name: str
     network: str
@@ -102,6 +104,16 @@ class ModelSpec:
     in_channels: int = IN_CHANNELS
     num_classes: int = NUM_CLASSES
     meta: Mapping[str, Any] = field(default_factory=dict)
+    manifest_entry: str | None = None
+
+    def shape_origin(self, given: bool) -> str:
+        """What set :attr:`spatial_shape`, as a message names it: ``--spatial_shape`` when the
+        user ``given`` it, else the package's manifest key or the size recorded with the run."""
+        if given:
+            return "--spatial_shape"
+        if self.manifest_entry is not None:
+            return f"the patch size of {self.source} ({MANIFEST} key {self.manifest_entry}.spatial_shape)"
+        return f"the patch size of {self.source}"
 
 
 def project_version() -> str:
@@ -265,8 +277,12 @@ def load_weights(model: torch.nn.Module, spec: ModelSpec, map_location: Any = "c
     """:func:`load_model_weights` for ``spec``; a bare state dict of another network (whose
     tensors torch refuses with a ``RuntimeError`` of many lines) is a one-line ``ValueError``.
     Messages name ``spec.source`` (a package's weights live in a temporary folder)."""
+    remedy = None
+    if spec.manifest_entry is not None:
+        remedy = (f"the package's {MANIFEST} names the wrong network ({spec.manifest_entry}.network "
+                  f"{spec.network}); export the model again with export_model.py")
     try:
-        return load_model_weights(model, spec.weights, spec.network, map_location=map_location)
+        return load_model_weights(model, spec.weights, spec.network, map_location=map_location, remedy=remedy)
     except RuntimeError as e:
         if "size mismatch" not in str(e) and "state_dict" not in str(e):
             raise
@@ -582,7 +598,7 @@ def _extract_models(archive: UntrustedZip, path: Path, manifest: Mapping[str, An
         specs.append(ModelSpec(f"{entry['name']} ({network}, {path.name})", network, extracted[info.filename],
                                tuple(entry["spatial_shape"]), f"{path}:{entry['name']}",
                                manifest.get("normalisation", NORMALISATION), entry.get("in_channels", IN_CHANNELS),
-                               entry.get("num_classes", NUM_CLASSES), meta))
+                               entry.get("num_classes", NUM_CLASSES), meta, f"models[{k}]"))
     return specs
 
 
@@ -653,8 +669,7 @@ def resolve_models(entry: str | os.PathLike, workdir: str | os.PathLike, network
             raise ValueError(f"--model {path} holds {', '.join(s.network for s in specs)}, not {network}; drop "
                              f"--network or pass --network {specs[0].network}")
         if spatial_shape is not None:
-            specs = [ModelSpec(s.name, s.network, s.weights, tuple(spatial_shape), s.source, s.normalisation,
-                               s.in_channels, s.num_classes, s.meta) for s in specs]
+            specs = [replace(s, spatial_shape=tuple(spatial_shape)) for s in specs]
         return specs
     if path.suffix == ".pth" or path.is_file():
         return [spec_from_checkpoint(path, network, spatial_shape)]

@@ -140,3 +140,19 @@ def test_exact_format_keeps_nifti_unless_it_cannot_hold_the_grid(tmp_path):
     with pytest.raises(ValueError, match=re.escape("origin would read back as [-512.29999, -480.70001, 20.0] "
                                                    "instead of [-512.3, -480.7, 20.0]")):
         io.check_storable(far, path)   # the digits that show the difference
+
+
+def test_check_writable_dir_creates_nothing(tmp_path):
+    """The check of an output folder that may not be created yet: nothing is created, a file in
+    the way (the folder itself or a parent) is named."""
+    from utilities.core.errors import OutputError
+
+    check_writable_dir = io.check_writable_dir
+    target = tmp_path / "a" / "b"
+    assert check_writable_dir(target) == target and not (tmp_path / "a").exists()
+    (tmp_path / "a").write_text("x")
+    with pytest.raises(OutputError, match=r"cannot create output folder .*/a/b: .*/a is not a folder"):
+        check_writable_dir(target)
+    with pytest.raises(OutputError, match=r"cannot create output folder .*/a: a file of that name exists"):
+        check_writable_dir(tmp_path / "a")
+    assert check_writable_dir(tmp_path) == tmp_path

@@ -156,8 +156,8 @@ def _rewrite(package, target, **changes):
         members = {n: z.read(n) for n in z.namelist()}
     manifest = json.loads(members[MANIFEST])
     for key, value in changes.items():
-        if key == "network":
-            manifest["models"][0]["network"] = value
+        if key in ("network", "spatial_shape"):
+            manifest["models"][0][key] = value
         else:
             manifest[key] = value
     members[MANIFEST] = json.dumps(manifest).encode()
@@ -187,6 +187,8 @@ def test_bad_packages_one_line(runs, tmp_path, capsys):
     newer = _rewrite(package, tmp_path / "newer.zip", package_version=2)
     other_major = _rewrite(package, tmp_path / "major.zip", project_version="1.0.0")
     unknown = _rewrite(package, tmp_path / "unknown.zip", network="V_Net")
+    mislabelled = _rewrite(package, tmp_path / "mislabelled.zip", network="AttU_Net")
+    too_small = _rewrite(package, tmp_path / "small.zip", spatial_shape=[16, 16, 16])
     cases = [
         (truncated, [], f"--model {truncated} is not a zip file (or a truncated one); pass a model package written by "
                         "export_model.py"),
@@ -198,6 +200,12 @@ def test_bad_packages_one_line(runs, tmp_path, capsys):
                           "(another major version): use a matching PA-Seg version"),
         (unknown, [], f"--model {unknown} holds a V_Net network, which this version does not know (known: AttU_Net, "
                       "U_Net, U_Net2D5); update PA-Seg"),
+        # what the manifest set is named as its key, not as a flag the user did not pass
+        (mislabelled, [], f"checkpoint {mislabelled}:model1 holds a U_Net2D5 network, not AttU_Net; the package's "
+                          "paseg_model.json names the wrong network (models[0].network AttU_Net); export the model "
+                          "again with export_model.py"),
+        (too_small, [], f"the patch size of {too_small}:model1 (paseg_model.json key models[0].spatial_shape) "
+                        "[16, 16, 16] does not fit U_Net2D5: "),
         (package, ["--network", "U_Net"], f"--model {package} holds U_Net2D5, not U_Net; drop --network or pass "
                                           "--network U_Net2D5"),
         (package, ["--model_dir", str(root / "run1")], "--model and --model_dir exclude each other; pass the package "
@@ -207,7 +215,9 @@ def test_bad_packages_one_line(runs, tmp_path, capsys):
         argv = ["--model", str(path), *extra, "--input_folder", str(p["image_crop"]), "--output_folder",
                 str(tmp_path / "out"), "--device", "cpu"]
         assert run_main(inference.main, argv) == 2
-        assert capsys.readouterr().err == f"error: {message}\n"
+        err = capsys.readouterr().err
+        assert err == f"error: {message}\n" or (message.endswith(": ") and err.startswith(f"error: {message}")
+                                                and err.count("\n") == 1)
     assert run_main(inference.main, ["--model", str(damaged), "--input_folder", str(p["image_crop"]),
                                      "--output_folder", str(tmp_path / "out")]) == 2
     err = capsys.readouterr().err  # a checksum or a decompression failure, depending on the bytes hit
