@@ -365,7 +365,7 @@ def test_image_crop_that_stops_on_a_subject_writes_no_crop(tmp_path):
     argv = ["--data_dir", str(data), "--dataset_split", str(split), "--crop_size", "6", "10", "12"]
     with pytest.raises(ValueError, match="of b"):
         image_crop.main(argv)
-    assert sorted(p.name for p in data.rglob("*") if "crop" in str(p.relative_to(data))) == ["image_crop", "label_crop"]
+    assert not [p for p in data.rglob("*") if "crop" in str(p.relative_to(data))]  # not even the empty folders
     label.SetSpacing((0.4, 0.5, 1.5))
     sitk.WriteImage(label, str(data / "label" / "b_Label.nii.gz"))
     assert image_crop.main(argv).subjects == 2

@@ -198,9 +198,12 @@ def staged_folders(*folders: str | os.PathLike) -> Iterator[list[Path]]:
     fails, the staging folders are removed and ``folders`` hold what they held before. A run that
     stops on its tenth subject leaves no file of the nine before it, so neither a mix of two runs
     nor files that a rerun would have to ``--overwrite``. The staging folders are hidden
-    (``.staging.tmp-...``; :func:`is_temporary`), as the temporaries of :func:`atomic_path` are."""
+    (``.staging.tmp-...``; :func:`is_temporary`), as the temporaries of :func:`atomic_path` are.
+    Folders the block's failure would leave empty that did not exist before are removed too."""
+    created = [p for f in folders for p in (Path(f), *Path(f).absolute().parents) if not p.exists()]
     finals = [ensure_writable_dir(f) for f in folders]
     stagings: list[Path] = []
+    done = False
     try:
         for final in finals:
             try:
@@ -211,9 +214,14 @@ def staged_folders(*folders: str | os.PathLike) -> Iterator[list[Path]]:
         for staging, final in zip(stagings, finals, strict=True):
             for path in sorted(staging.iterdir()):
                 os.replace(path, final / path.name)
+        done = True
     finally:
         for staging in stagings:
             shutil.rmtree(staging, ignore_errors=True)
+        if not done:  # deepest first; a folder something else has written into meanwhile stays
+            for folder in sorted(set(created), key=lambda p: len(p.absolute().parts), reverse=True):
+                with contextlib.suppress(OSError):
+                    folder.rmdir()
 
 
 def save_torch(obj: Any, path: str | os.PathLike) -> None:
