@@ -374,12 +374,12 @@ def slice_grid(volumes: Sequence[torch.Tensor]) -> torch.Tensor:
 
 
 def check_finite(values: Mapping[str, float], epoch: int, step: int, where: Path) -> None:
-    """Stop with a clear message (also logged) at the first non-finite loss term."""
+    """Stop with a clear message at the first non-finite loss term (``run_main`` writes it into the
+    run's log as well)."""
     for name, value in values.items():
         if not math.isfinite(float(value)):
             message = (f"loss term {name} became {float(value)} at epoch {epoch}, step {step}; training stopped, "
                        f"the last good checkpoints in {where} are intact (lower --learning_rate or check the data)")
-            logger.error(message)
             raise NonFiniteLossError(message)
 
 
@@ -391,5 +391,4 @@ def check_finite_weights(models: Mapping[str, nn.Module], epoch: int, where: Pat
             if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
                 message = (f"{name} weight {key} became non-finite in epoch {epoch}; training stopped, the last "
                            f"good checkpoints in {where} are intact (lower --learning_rate or check the data)")
-                logger.error(message)
                 raise NonFiniteLossError(message)

@@ -6,6 +6,7 @@ the scripts that still import them from this module."""
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import re
 import signal
@@ -130,26 +131,47 @@ def run_main(main: Callable[[list[str] | None], Any], argv: Sequence[str] | None
         if debug:
             traceback.print_exc()
         terminated = isinstance(e, Terminated)
-        print(interrupted.replace("interrupted", "terminated", 1) if terminated else interrupted, file=sys.stderr,
-              flush=True)
+        _last_words(interrupted.replace("interrupted", "terminated", 1) if terminated else interrupted)
         return EXIT_TERMINATED if terminated else EXIT_INTERRUPTED
     except USER_ERRORS as e:
         if debug:
             traceback.print_exc()
-        print(f"error: {user_message(e)}", file=sys.stderr, flush=True)
+        _last_words(f"error: {user_message(e)}")
         return EXIT_USER_ERROR
     except (MemoryError, RuntimeError) as e:
         message = out_of_memory_message(e)
         if message is None:  # any other RuntimeError is a bug: its traceback
+            _log_files_note("stopped by an unexpected error (a bug; its traceback is on stderr): "
+                            f"{type(e).__name__}: {' '.join(str(e).split())[:300]}")
             raise
         if debug:
             traceback.print_exc()
-        print(f"error: {message}", file=sys.stderr, flush=True)
+        _last_words(f"error: {message}")
         return EXIT_USER_ERROR
+    except Exception as e:  # a bug: its traceback, and a line in the run's log
+        _log_files_note(f"stopped by an unexpected error (a bug; its traceback is on stderr): {type(e).__name__}: "
+                        f"{' '.join(str(e).split())[:300]}")
+        raise
     finally:
         if previous is not None:
             signal.signal(signal.SIGTERM, previous)
     return 0
+
+
+def _last_words(line: str) -> None:
+    """``line`` (how the script ended) on stderr, and in the log file of the run, if the script
+    opened one (:func:`setup_logger` with a folder), so that the log of a stopped run says why."""
+    print(line, file=sys.stderr, flush=True)
+    _log_files_note(line)
+
+
+def _log_files_note(line: str) -> None:
+    """``line`` into every log file of the project's logger (not its console handler)."""
+    files = [h for h in logging.getLogger(LOGGER_NAME).handlers if isinstance(h, logging.FileHandler)]
+    if files:
+        record = logging.LogRecord(LOGGER_NAME, logging.ERROR, __file__, 0, "%s", (line,), None)
+        for handler in files:
+            handler.handle(record)
 
 
 #: What the CPU allocators say when an allocation fails (torch's ``DefaultCPUAllocator``, and

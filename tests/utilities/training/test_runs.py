@@ -17,7 +17,7 @@ from networks import get_network
 from utilities.core.errors import NonFiniteLossError
 from utilities.models.checkpoints import load_model_weights, load_resume_state
 from utilities.training.engine import Callback
-from utilities.workflow.cli import resume_record
+from utilities.workflow.cli import EXIT_USER_ERROR, resume_record, run_main
 
 
 # ------------------------------------------------------------------------ an existing run
@@ -51,7 +51,7 @@ def test_existing_run_refused_and_kept(data, tmp_path):
 
 
 # ------------------------------------------------------------------------ a non-finite loss
-def test_nonfinite_loss_stops_and_keeps_checkpoints(data, tmp_path, monkeypatch):
+def test_nonfinite_loss_stops_and_keeps_checkpoints(data, tmp_path, monkeypatch, capsys):
     epochs: list[int] = []
 
     class RecordEpoch(Callback):
@@ -77,8 +77,16 @@ def test_nonfinite_loss_stops_and_keeps_checkpoints(data, tmp_path, monkeypatch)
     assert load_model_weights(model, models / "CP_best.pth", "U_Net2D5")["epoch"] == 1
     assert same_weights(model.state_dict(), latest["model"])  # both from the end of epoch 1
     assert pd.read_csv(models.parent / "log.csv")["epoch"].tolist() == [1]
-    log_text = next(models.parent.glob("log_*.txt")).read_text(encoding="utf-8")
-    assert "loss term loss became nan at epoch 2" in log_text
+    # from the shell (run_main): the one error line on stderr, and as the last line of the run's log
+    capsys.readouterr()
+    argv = stage1_args(data, tmp_path / "again", "--max_epochs", "3")
+    assert run_main(lambda a: stage1.main(a, callbacks=[RecordEpoch()]), argv) == EXIT_USER_ERROR
+    captured = capsys.readouterr()
+    message = (f"loss term loss became nan at epoch 2, step 1; training stopped, the last good checkpoints in "
+               f"{tmp_path / 'again' / 'U_Net2D5' / 'models'} are intact (lower --learning_rate or check the data)")
+    assert captured.err == f"error: {message}\n" and "became nan" not in captured.out
+    log_lines = next((tmp_path / "again" / "U_Net2D5").glob("log_*.txt")).read_text(encoding="utf-8").splitlines()
+    assert log_lines[-1].endswith(f" ERROR error: {message}")
 
 
 # ------------------------------------------------------------------------ unwritable outputs

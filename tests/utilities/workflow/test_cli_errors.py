@@ -186,3 +186,30 @@ def test_a_forked_child_dies_of_sigterm_the_main_process_raises():
                          cwd=ROOT, env=script_env())
     assert out.returncode == 0, out.stderr
     assert out.stdout.split("\n")[:2] == [f"child {int(signal.SIGTERM)}", "main Terminated"], out.stdout + out.stderr
+
+
+def test_the_log_of_a_stopped_run_says_why(tmp_path, capsys):
+    """A script that opened a log file and then stopped: the error line (or the bug's one-line
+    summary, its traceback kept on stderr) is the last line of the log, not only of the console."""
+    from utilities.core.logs import close_handlers, setup_logger
+
+    def stops(error):
+        def main(argv):
+            setup_logger(tmp_path / type(error).__name__, name="log").info("working")
+            raise error
+        return main
+
+    assert run_main(stops(ValueError("subject s3: its annotation is empty; click the points again")), []) == 2
+    assert capsys.readouterr().err == "error: subject s3: its annotation is empty; click the points again\n"
+    lines = next((tmp_path / "ValueError").glob("log_*.txt")).read_text().splitlines()
+    assert lines[0].endswith(" INFO working")
+    assert lines[-1].endswith(" ERROR error: subject s3: its annotation is empty; click the points again")
+    with pytest.raises(KeyError):
+        run_main(stops(KeyError("spacing")), [])
+    lines = next((tmp_path / "KeyError").glob("log_*.txt")).read_text().splitlines()
+    assert lines[-1].endswith(" ERROR stopped by an unexpected error (a bug; its traceback is on stderr): KeyError: "
+                              "'spacing'")
+    assert run_main(stops(KeyboardInterrupt()), [], interrupted="interrupted; resume with --resume") == 130
+    lines = next((tmp_path / "KeyboardInterrupt").glob("log_*.txt")).read_text().splitlines()
+    assert lines[-1].endswith(" ERROR interrupted; resume with --resume")
+    close_handlers()
