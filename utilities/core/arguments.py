@@ -1,16 +1,53 @@
 """The argparse parser every script builds its command line with: a mistyped flag or value is one
 ``error:`` line on stderr (exit 2), like every other user error of the project, instead of
 argparse's whole usage block (40 lines for the training scripts) above its message; an unknown
-flag close to a real one names it (``did you mean --batch_size?``)."""
+flag close to a real one names it (``did you mean --batch_size?``).
+
+It also keeps where the value of a flag the user did not type came from (a ``--plan`` or
+``--dataset`` file: :func:`record_origins`), so that an error naming such a flag says so
+(:func:`origin_note`, added by every script's entry point) instead of naming, bare, a flag the
+user never passed."""
 from __future__ import annotations
 
 import argparse
 import difflib
+import re
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import NoReturn
 
-__all__ = ["ArgumentParser"]
+__all__ = ["ArgumentParser", "record_origins", "clear_origins", "origin_note"]
+
+#: Option string -> where its value came from (``--plan plan.json``), for the flags of the
+#: script running in this process that were not typed; see :func:`record_origins`.
+_ORIGINS: dict[str, str] = {}
+_FLAG = re.compile(r"--[A-Za-z0-9][A-Za-z0-9_-]*")
+
+
+def record_origins(flags: Iterable[str], origin: str) -> None:
+    """Note that the values of ``flags`` (option strings, not typed by the user) come from
+    ``origin`` (e.g. ``--plan plan.json``)."""
+    _ORIGINS.update(dict.fromkeys(flags, origin))
+
+
+def clear_origins() -> None:
+    """Forget every recorded origin (a script's entry point, before it parses)."""
+    _ORIGINS.clear()
+
+
+def origin_note(message: str) -> str:
+    """`` (--a, --b: from --plan p.json, not typed; a flag given on the command line overrides
+    it)`` for the flags ``message`` names whose values came from a file, one part per file; empty
+    when it names none, or names the file itself already."""
+    by_origin: dict[str, list[str]] = {}
+    for flag in dict.fromkeys(_FLAG.findall(message)):
+        origin = _ORIGINS.get(flag)
+        if origin is not None and origin.split(" ", 1)[-1] not in message:
+            by_origin.setdefault(origin, []).append(flag)
+    if not by_origin:
+        return ""
+    parts = "; ".join(f"{', '.join(flags)}: from {origin}" for origin, flags in by_origin.items())
+    return f" ({parts}, not typed; a flag given on the command line overrides it)"
 
 
 class ArgumentParser(argparse.ArgumentParser):

@@ -31,7 +31,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from utilities.core.arguments import ArgumentParser
+from utilities.core.arguments import ArgumentParser, record_origins
 from utilities.core.textdata import loads_json
 from utilities.data.io import check_overwrite, save_text
 from utilities.method.defaults import ANNOTATION_POSTFIX, LABEL_POSTFIX, SEED_POSTFIX
@@ -290,6 +290,10 @@ def parse_with_dataset(parser: argparse.ArgumentParser, argv: Sequence[str] | No
     for dest in _KEY_OF_DEST.keys() & vars(args).keys():
         if _KEY_OF_DEST[dest] in dropped and dest not in typed:
             setattr(args, dest, None)
+    from_file = [action.option_strings[0] for action in parser._actions if action.option_strings
+                 and action.dest in _KEY_OF_DEST and action.dest not in typed and getattr(args, action.dest, None)
+                 is not None and _KEY_OF_DEST[action.dest] not in dropped]
+    record_origins(from_file, f"--dataset {path}")
     keys = [(_KEY_OF_DEST[d], d) for d in needed if getattr(args, d) is None and _KEY_OF_DEST[d] not in dropped]
     missing_flags = [d for d in needed_flags if getattr(args, d) is None]
     if keys or missing_flags:

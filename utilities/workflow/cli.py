@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 
+from utilities.core.arguments import clear_origins, origin_note
 from utilities.core.compile import COMPILE_BACKENDS
 from utilities.core.errors import USER_ERRORS
 from utilities.core.logs import LOGGER_NAME, setup_logger
@@ -119,6 +120,7 @@ def run_main(main: Callable[[list[str] | None], Any], argv: Sequence[str] | None
     (exit 1). ``--debug`` anywhere in the arguments (removed before ``main`` sees them) or
     ``PASEG_DEBUG=1`` shows the full traceback of user errors too.
     """
+    clear_origins()
     args = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in args or os.environ.get(DEBUG_ENV, "").strip().lower() not in ("", "0", "false", "no")
     args = [a for a in args if a != "--debug"]
@@ -136,7 +138,8 @@ def run_main(main: Callable[[list[str] | None], Any], argv: Sequence[str] | None
     except USER_ERRORS as e:
         if debug:
             traceback.print_exc()
-        _last_words(f"error: {user_message(e)}")
+        text = user_message(e)
+        _last_words(f"error: {text}{origin_note(text)}")
         return EXIT_USER_ERROR
     except (MemoryError, RuntimeError) as e:
         message = out_of_memory_message(e)

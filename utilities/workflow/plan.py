@@ -70,8 +70,9 @@ from typing import Any, cast
 import numpy as np
 import SimpleITK as sitk
 
-from utilities.core.arguments import ArgumentParser
+from utilities.core.arguments import ArgumentParser, record_origins
 from utilities.core.textdata import loads_json
+from utilities.data.dataset_file import typed_flags
 from utilities.data.grid import Grid, check_same_grid, find_subject_file, listed, missing_files
 from utilities.data.io import image_extension, read_image, save_text
 from utilities.data.loading import in_trainer_frame
@@ -662,4 +663,8 @@ def apply_plan(parser: argparse.ArgumentParser, argv: Sequence[str] | None, sect
                                  "write the plan again with plan.py")
             defaults[actions[flag].dest] = _convert(actions[flag], value, flag, path)
         parser.set_defaults(**defaults)
+        args = parser.parse_args(argv)
+        typed = typed_flags(parser, argv)
+        record_origins([flag for flag in flags if actions[flag].dest not in typed], f"--plan {path}")
+        return args
     return parser.parse_args(argv)

@@ -85,3 +85,22 @@ def test_a_script_run_from_the_shell_says_one_line():
     assert done.returncode == 2 and done.stdout == ""
     assert done.stderr.startswith("error: ") and done.stderr.count("\n") == 1
     assert done.stderr.endswith("; 'make_split.py --help' lists the flags\n")
+
+
+def test_origin_note_names_the_file_that_set_a_flag():
+    from utilities.core.arguments import clear_origins, origin_note, record_origins
+
+    clear_origins()
+    assert origin_note("--spatial_shape [16, 16, 16] does not fit U_Net2D5") == ""
+    record_origins(["--spatial_shape", "--down_size"], "--plan p.json")
+    record_origins(["--path_images", "--image_postfix"], "--dataset d/dataset.json")
+    assert origin_note("--down_size [64, 16, 16] must not exceed --spatial_shape [32, 32, 16]") == (
+        " (--down_size, --spatial_shape: from --plan p.json, not typed; a flag given on the command line overrides it)")
+    missing = "2 file(s) missing: image a/x_T2.nii.gz; check --path_images/--image_postfix, or --spatial_shape"
+    assert origin_note(missing) == (" (--path_images, --image_postfix: from --dataset d/dataset.json; "
+                                    "--spatial_shape: from --plan p.json, not typed; a flag given on the command "
+                                    "line overrides it)")
+    assert origin_note("--plan p.json: --spatial_shape takes 3 values") == ""   # the message names the file itself
+    assert origin_note("--max_epochs must be positive") == ""
+    clear_origins()
+    assert origin_note("--down_size [64, 16, 16] is too large") == ""

@@ -233,6 +233,30 @@ def test_a_bad_plan_is_one_line_naming_it(dataset, change, message):
         apply_plan(stage1.build_parser(), ["--plan", str(dataset / "none.json")], "stage1")
 
 
+def test_an_error_naming_a_flag_the_plan_set_says_so(dataset, data, tmp_path, capsys):
+    """A hand-edited plan whose patch does not fit the network: the error names --spatial_shape,
+    which the user did not type, and says that the plan set it; typed, the note is gone."""
+    from helpers import SHAPE, stage1_args
+
+    from utilities.workflow.cli import run_main
+
+    plan = make_plan(_fingerprint(dataset, seeds=False))
+    plan["stage1"]["--spatial_shape"] = [16, 16, 16]
+    path = tmp_path / "plan.json"
+    path.write_text(json.dumps(plan))
+    argv = stage1_args(data, tmp_path / "run", "--plan", str(path))
+    at = argv.index(SHAPE[0])
+    del argv[at:at + len(SHAPE)]
+    assert run_main(stage1.main, argv) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: --spatial_shape [16, 16, 16] does not fit U_Net2D5: ")
+    assert err.endswith(f" (--spatial_shape: from --plan {path}, not typed; a flag given on the command line "
+                        "overrides it)\n")
+    assert run_main(stage1.main, [*argv, "--spatial_shape", "16", "16", "16"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: --spatial_shape [16, 16, 16] does not fit U_Net2D5: ") and "--plan" not in err
+
+
 # ------------------------------------------------------------------ one frame, every format
 
 
