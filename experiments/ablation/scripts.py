@@ -8,6 +8,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from utilities.core.arguments import clear_origins
 from utilities.method.defaults import SCM_SCRIPT, STAGE1_SCRIPT
 
 #: The repository root: the scripts' paths are taken from it, and the runner starts them there.
@@ -58,5 +59,9 @@ def planned_args(command: Sequence[str]) -> argparse.Namespace:
         argv[argv.index("--plan") + 1] = str(ROOT / argv[argv.index("--plan") + 1])
     section = {STAGE1_SCRIPT: "stage1", SCM_SCRIPT: "scm"}.get(name)
     parser = script_parser(name)
-    return apply_plan(parser, argv, section) if section else parser.parse_args(argv)
+    if not section:
+        return parser.parse_args(argv)
+    args = apply_plan(parser, argv, section)
+    clear_origins()  # the plan's flags are the run's, not this process's: its errors name no plan
+    return args
 
