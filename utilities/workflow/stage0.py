@@ -344,6 +344,11 @@ def generate_geodesic_labels(dataset_split: str | os.PathLike, path_images: str 
                                None if path_labels is None else (path_labels, label_postfix),
                                (label_dir, distance_dir), reorder_annotation, logger)
                  for subject in subjects]
+        if path_labels is not None and tasks and all(t.label is None for t in tasks):
+            where = (f"--path_labels {path_labels} does not exist" if not Path(path_labels).is_dir() else
+                     f"--path_labels {path_labels} holds no <subject>_{label_postfix} label of any of the "
+                     f"{len(tasks)} subject(s) (check --label_postfix; the names are case-sensitive)")
+            logger.warning("%s: the expanded seeds are not scored against full labels", where)
         logger.info("expanding %d subject(s) with %d worker(s) into %s", len(tasks), num_workers, out_dir)
         results = _run_tasks(tasks, num_workers)
         if earlier is None:   # --overwrite: the seeds of other settings go, all of them
@@ -449,12 +454,14 @@ def _annotation_mapping(subject: str, image_path: Path, annotation_path: Path, r
     if len(ann.size) != 3:
         raise ValueError(f"{subject}: annotation {annotation_path} is {len(ann.size)}D; expected a 3D volume")
     ref = Grid.read(image_path, "image")
+    if len(ref.size) != 3:
+        raise ValueError(f"{subject}: image {image_path} is {len(ref.size)}D (size {list(ref.size)}); stage 0 "
+                         "needs a 3D volume of one channel: save the channel the points were clicked on")
     mapping = _grid_mapping(ann, ref)
     if mapping is not None and mapping != IDENTITY and not reorder:
-        logger.error("%s: annotation %s holds the image's voxels in another index order (axes %s, reversed %s); "
-                     "--reorder_annotation reorders it exactly", subject, annotation_path, list(mapping[0]),
-                     list(mapping[1]))
-        mapping = None
+        raise ValueError(f"{subject}: annotation {annotation_path} holds the image's voxels in another index order "
+                         f"(axes {list(mapping[0])}, reversed {list(mapping[1])}), as when it was saved reoriented; "
+                         "pass --reorder_annotation to reorder it exactly (no resampling)")
     if mapping is None:
         notes = _compare_geometry(ann, annotation_path, ref, image_path, "image")  # raises for most grids
         differs = (f"image {image_path} has origin {list(ref.origin)} but annotation {annotation_path} has "

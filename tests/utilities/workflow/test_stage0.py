@@ -6,13 +6,14 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
 import SimpleITK as sitk
-from helpers import load_script
+from helpers import load_script, one_line
 from synth import ellipsoid_case as blob_case
 
 from utilities.method.geodesic import euclidean_step_fraction, expand_seeds
@@ -304,9 +305,12 @@ def test_annotation_with_permuted_or_reversed_axes_is_reordered_exactly(one_subj
     reoriented = sitk.DICOMOrient(original, code)  # same voxels, other index order (SimpleITK's own)
     assert reoriented.GetDirection() != original.GetDirection()
     sitk.WriteImage(reoriented, str(path))
-    with pytest.raises(ValueError, match=r"image .*s2_T2.nii.gz has (size|spacing|orientation)"):
+    with pytest.raises(ValueError) as err:
         VS.main(vs_args(one_subject, "geo_refused", "--num_workers", "1"))  # refused unless asked for
-    assert "--reorder_annotation reorders it exactly" in capsys.readouterr().out
+    assert re.fullmatch(rf"s2: annotation {re.escape(str(path))} holds the image's voxels in another index order "
+                        r"\(axes \[\d, \d, \d\], reversed \[(True|False), (True|False), (True|False)\]\), as when it "
+                        r"was saved reoriented; pass --reorder_annotation to reorder it exactly \(no resampling\)",
+                        one_line(err))
     out = VS.main(vs_args(one_subject, "geo_reordered", "--num_workers", "1", "--reorder_annotation"))
     image_img, _ = read(one_subject / "img" / "s2_T2.nii.gz")
     for sub, name in (("geodesic_label", "s2_GeodesicLabel.nii.gz"),
@@ -496,3 +500,31 @@ def test_seeds_on_a_grid_nifti_cannot_hold_are_written_as_mha(one_subject):
         assert sorted(p.name for p in (out / sub).iterdir()) == [f"s1_{postfix}.mha", f"s2_{postfix}.mha"]
         written = sitk.ReadImage(str(out / sub / f"s1_{postfix}.mha"))
         assert written.GetOrigin() == sitk.ReadImage(str(one_subject / "img" / "s1_T2.mha")).GetOrigin()
+
+
+def test_a_4d_image_is_named_as_such(one_subject):
+    """Two volumes in one file (e.g. two echoes): not 'resample one of them', but what it is."""
+    path = one_subject / "img" / "s2_T2.nii.gz"
+    volume = sitk.ReadImage(str(path))
+    sitk.WriteImage(sitk.JoinSeries([volume, volume]), str(path))
+    with pytest.raises(ValueError) as err:
+        run_vs(one_subject)
+    assert one_line(err) == (f"s2: image {path} is 4D (size {list(volume.GetSize()) + [2]}); stage 0 needs a 3D "
+                             "volume of one channel: save the channel the points were clicked on")
+
+
+def test_a_labels_folder_that_gives_no_label_is_a_warning(one_subject, capsys):
+    """Labels asked for but none found (a mistyped folder or postfix): one warning, not only an
+    INFO line per subject; labels found for some subjects only: no warning."""
+    missing = one_subject / "no_labels"
+    VS.main(vs_args(one_subject, "geo_a", "--num_workers", "1", "--path_labels", str(missing)))
+    out = capsys.readouterr().out
+    assert f"WARNING --path_labels {missing} does not exist: the expanded seeds are not scored" in out
+    VS.main(vs_args(one_subject, "geo_b", "--num_workers", "1", "--label_postfix", "label"))
+    out = capsys.readouterr().out
+    assert (f"WARNING --path_labels {one_subject / 'lab'} holds no <subject>_label label of any of the 2 subject(s) "
+            "(check --label_postfix; the names are case-sensitive)") in out
+    (one_subject / "lab" / "s1_Label.nii.gz").unlink()
+    VS.main(vs_args(one_subject, "geo_c", "--num_workers", "1"))
+    out = capsys.readouterr().out
+    assert "WARNING" not in out and "s1: no full label" in out
