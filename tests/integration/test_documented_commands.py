@@ -772,10 +772,10 @@ FLAG_SETS: dict[str, set[str]] = {
         "--dataset_split --image_postfix --model_dir --path_geodesic_labels --path_images --plan --val_metric",
     },
     "utilities/scores.py": {
-        "--allow_missing --label_postfix --path_labels --path_predictions",
         "--dataset_split --image_postfix --label_postfix --model_dir --network --path_images --path_labels "
         "--phase --report",
         "--dataset_split --image_postfix --label_postfix --model_dir --network --path_labels --phase",
+        "--dataset_split --image_postfix --label_postfix --path_labels --phase --prediction_dir",
         "--dataset_split --label_postfix --path_labels --phase --prediction_dir --prediction_postfix",
         "--dataset_split --path_labels --phase --prediction_dir",
         "--dataset_split --path_labels --phase --prediction_dir --prediction_postfix",
