@@ -317,7 +317,7 @@ def train(args: argparse.Namespace, callbacks: Sequence[Callback] = ()) -> Path:
 
 
 def main(argv: list[str] | None = None, callbacks: Sequence[Callback] = ()) -> Path:
-    args = parse_with_dataset(build_parser(), argv, optional=("labels",),
+    args = parse_with_dataset(build_parser(), argv, optional=("labels",), flags=("model_dir",),
                               parse=lambda parser, given: apply_plan(parser, given, "stage1"))
     check_args(args)
     return train(args, callbacks)

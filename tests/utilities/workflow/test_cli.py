@@ -108,3 +108,22 @@ def test_loss_and_augmentation_flags_reach_the_step_and_the_loader(data, tmp_pat
         seen.clear()
         stage1.main(stage1_args(data, tmp_path / f"run{k}", "--max_epochs", "1", *extra))
         assert seen == expected
+
+
+def test_stage1_with_a_dataset_file_needs_its_run_folder(data, tmp_path):
+    """With --dataset, no default of the paper's data applies: stage 1's run folder (default
+    ./models/debug/) must be typed, as SCM's must."""
+    import json
+
+    dataset = tmp_path / "dataset.json"
+    dataset.write_text(json.dumps({"split": str(data["split"]), "images": str(data["image_crop"]),
+                                   "image_postfix": "T2", "seeds": str(data["geodesic_label"])}))
+    argv = ["--dataset", str(dataset), "--network", "U_Net2D5", "--spatial_shape", "32", "32", "16", "--down_size",
+            "16", "16", "16", "--max_epochs", "1", "--rampup_epochs", "1", "--val_metric", "seed_dice",
+            "--device", "cpu"]
+    with pytest.raises(ValueError) as err:
+        stage1.main(argv)
+    assert str(err.value) == (f"--dataset {dataset}: --model_dir has no default with --dataset (its default is for "
+                              "the paper's VS data): pass it")
+    run = stage1.main([*argv, "--model_dir", str(tmp_path / "run")])
+    assert (run / "models" / "CP_final.pth").is_file()
