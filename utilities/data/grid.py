@@ -119,7 +119,8 @@ def check_readable(path: str | os.PathLike, what: str = "image") -> Path:
     path = Path(path)
     try:  # a folder on the way that this user may not search: permission denied, not "not found"
         if not path.is_file():
-            raise FileNotFoundError(f"{what} file not found: {path}")
+            raise FileNotFoundError(f"{what} file {path} is a folder, not a file" if path.is_dir() else
+                                    f"{what} file not found: {path}")
         files = [path, *data_files(path)]
     except PermissionError:
         raise _denied(what, path) from None

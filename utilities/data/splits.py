@@ -24,6 +24,9 @@ def read_split(path: str | os.PathLike) -> pd.DataFrame:
     an unknown phase or a duplicated subject.
     """
     path = Path(path)
+    if path.is_dir():
+        raise ValueError(f"split file {path} is a folder; pass --dataset_split the split's CSV file (e.g. "
+                                "one splits/make_split.py writes)")
     if not path.is_file():
         raise FileNotFoundError(f"split file not found: {path} (pass --dataset_split with an existing CSV)")
     try:

@@ -396,7 +396,8 @@ def split_scoring(model_dir: str | Path | None, network: str, dataset_split: str
     if prediction_dir is not None:
         folder = Path(prediction_dir)
         if not folder.is_dir():
-            raise FileNotFoundError(f"--prediction_dir {folder} does not exist; pass the folder of "
+            state = "is a file, not a folder" if folder.exists() else "does not exist"
+            raise FileNotFoundError(f"--prediction_dir {folder} {state}; pass the folder of "
                                     "<subject><prediction_postfix> predictions")
         files = ImageFolder.read(folder, "--prediction_dir")
         postfixes = ("", f"_{image_postfix}") if prediction_postfix is None else (prediction_postfix,)

@@ -255,7 +255,8 @@ def _missing_inputs(subjects: Sequence[str], folders: Sequence[tuple[str | os.Pa
     missing = []
     for folder, postfix, what in folders:
         if not Path(folder).is_dir():
-            problems.append(f"{what} folder {folder} does not exist ({len(subjects)} subject(s) need it)")
+            state = "is a file, not a folder" if Path(folder).exists() else "does not exist"
+            problems.append(f"{what} folder {folder} {state} ({len(subjects)} subject(s) need it)")
             continue
         missing += missing_files(subjects, folder, postfix, what)
     if missing:

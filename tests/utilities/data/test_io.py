@@ -156,3 +156,16 @@ def test_check_writable_dir_creates_nothing(tmp_path):
     with pytest.raises(OutputError, match=r"cannot create output folder .*/a: a file of that name exists"):
         check_writable_dir(tmp_path / "a")
     assert check_writable_dir(tmp_path) == tmp_path
+
+
+def test_a_path_of_the_wrong_kind_is_named_as_such(tmp_path):
+    """A folder given where a file is read, and a file where a folder is: said so, not 'not found'."""
+    from utilities.data.grid import check_readable
+    from utilities.data.splits import read_split
+
+    with pytest.raises(ValueError, match=rf"^split file {tmp_path} is a folder; pass --dataset_split the split's CSV"):
+        read_split(tmp_path)
+    with pytest.raises(FileNotFoundError, match=rf"^image file {tmp_path} is a folder, not a file$"):
+        check_readable(tmp_path, "image")
+    with pytest.raises(FileNotFoundError, match=r"^image file not found: "):
+        check_readable(tmp_path / "none.nii.gz", "image")

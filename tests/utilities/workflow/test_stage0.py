@@ -528,3 +528,10 @@ def test_a_labels_folder_that_gives_no_label_is_a_warning(one_subject, capsys):
     VS.main(vs_args(one_subject, "geo_c", "--num_workers", "1"))
     out = capsys.readouterr().out
     assert "WARNING" not in out and "s1: no full label" in out
+
+
+def test_a_file_given_as_a_folder_is_named_as_such(one_subject):
+    with pytest.raises(FileNotFoundError, match=r"annotation folder .*s1_7points.nii.gz is a file, not a folder "
+                                                r"\(2 subject\(s\) need it\)"):
+        VS.main(vs_args(one_subject, "geo", "--num_workers", "1", "--path_anno_7points",
+                        str(one_subject / "ann" / "s1_7points.nii.gz")))
