@@ -8,8 +8,10 @@ The rules are in :mod:`utilities.workflow.plan`; the trainers read the plan with
 ``--no_<switch>``). The data flags may come from a dataset file (``--dataset``,
 :mod:`utilities.data.dataset_file`; a flag given wins over it). The printed commands read the data from
 a dataset file: the ``--dataset`` given when it names the data planned for, else ``dataset.json``
-written beside ``--output`` (with the expanded seeds stage 0 writes); they run as printed and
-write under ``--work_dir``. Without ``--path_labels`` (points only) checkpoints are selected
+written beside ``--output`` (with the expanded seeds stage 0 writes; a plan, split or ``--dataset``
+at that path is refused before anything is written); they run as printed and write under
+``--work_dir`` (``geodesic/``, ``runs/stage1_m1``, ``runs/stage1_m2``, ``runs/scm``,
+``predictions/``). Without ``--path_labels`` (points only) checkpoints are selected
 by ``seed_dice``; with fewer than 5 training + validation cases every case trains.
 
 Example::
@@ -30,6 +32,7 @@ from typing import Any
 from utilities.core.arguments import ArgumentParser
 from utilities.data.dataset_file import (
     add_dataset_flag,
+    check_distinct,
     dataset_text,
     names_same,
     parse_with_dataset,
@@ -61,10 +64,17 @@ __all__ = ["build_parser", "main", "DATASET_NAME"]
 DATASET_NAME = "dataset.json"
 
 
+class _DefaultsHelp(argparse.ArgumentDefaultsHelpFormatter):
+    """Each flag's help ends with its default, unless it has none (``None``): that help says
+    what happens without the flag."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        return action.help if action.default is None else super()._get_help_string(action)
+
+
 def build_parser() -> argparse.ArgumentParser:
     rules = PlanRules()
-    p = ArgumentParser(description=__doc__.split("\n\n")[0],
-                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p = ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=_DefaultsHelp)
     p.add_argument("--dataset_split", required=True, help="CSV of 'subject,phase' rows (the cases that train are read)")
     p.add_argument("--path_images", required=True, help="image folder (.nii.gz .nii .nrrd .nhdr .mha .mhd)")
     p.add_argument("--image_postfix", default=IMAGE_POSTFIX, help="image file postfix")
@@ -79,9 +89,15 @@ def build_parser() -> argparse.ArgumentParser:
                         "command writes them under --work_dir)")
     p.add_argument("--geodesic_label_postfix", default=STAGE0_POSTFIX, help="expanded-seed label postfix")
     p.add_argument("--work_dir", default=".",
-                   help="folder the printed commands write into: geodesic/, models/, predictions/")
-    p.add_argument("--output", default="plan.json", help="where to write the plan")
-    p.add_argument("--overwrite", action="store_true", help="replace an existing --output")
+                   help="folder the printed commands write into: geodesic/ (stage 0's expanded seeds, unless "
+                        "--path_geodesic_labels is given), runs/stage1_m1/, runs/stage1_m2/ and runs/scm/ (the "
+                        "networks), predictions/ (folder prediction, and the score table results_<phase>.csv)")
+    p.add_argument("--output", default="plan.json",
+                   help=f"where to write the plan; the dataset file the printed commands read is written beside it "
+                        f"as {DATASET_NAME} (unless --dataset names the data planned for), so the plan needs another "
+                        "name")
+    p.add_argument("--overwrite", action="store_true",
+                   help=f"replace an existing --output (and a {DATASET_NAME} beside it that names other data)")
     p.add_argument("--target_steps", type=positive_int, default=rules.target_steps,
                    help="optimisation steps of stage 1 (sets --max_epochs from the number of training cases)")
     p.add_argument("--min_epochs", type=positive_int, default=rules.min_epochs, help="at least this many epochs")
@@ -98,18 +114,35 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def _dataset_file(args: argparse.Namespace, paths: DataPaths, work: Workspace, output: Path) -> tuple[Path, str | None]:
+def _dataset_file(args: argparse.Namespace, paths: DataPaths, work: Workspace,
+                  output: Path) -> tuple[Path, dict[str, str | None] | None]:
     """The dataset file the printed commands read: ``--dataset`` when it names the data planned
-    for, else ``dataset.json`` beside ``--output`` (refused without ``--overwrite`` when another
-    file is there); and the text to write there (``None``: nothing to write)."""
+    for, else ``dataset.json`` beside ``--output``; and the values to write there (``None``:
+    ``--dataset`` is read as it is)."""
     values = dataset_values(paths, work)
     if args.dataset is not None:
         given = read_dataset(args.dataset)
         values["modality"] = given.get("modality")
         if names_same(given, values):
             return Path(args.dataset), None
-    path = output.parent / DATASET_NAME
-    return path, dataset_text(path, values, args.overwrite, "dataset file")
+    return output.parent / DATASET_NAME, values
+
+
+def _check_outputs(args: argparse.Namespace, output: Path, dataset: Path, written: bool) -> None:
+    """Refuse, before anything is written, a plan (``--output``) or a dataset file written over
+    another file of the run: each other, the split, or the ``--dataset`` read."""
+    plan = ("--output (the plan written)", output)
+    split = ("--dataset_split (the split read)", args.dataset_split)
+    given = ("--dataset (the dataset file read)", args.dataset)
+    if written:
+        beside = (f"the dataset file the printed commands read ({DATASET_NAME}, written beside --output)", dataset)
+        check_distinct([beside, plan], f"choose another --output, e.g. {output.parent / 'plan.json'}")
+        check_distinct([beside, split], "choose another --output folder, or move the split")
+        check_distinct([given, plan], "choose another --output")
+    else:
+        check_distinct([("--dataset (the dataset file the printed commands read)", dataset), plan],
+                       "choose another --output")
+    check_distinct([split, plan], "choose another --output")
 
 
 def _seeds(split: Split, paths: DataPaths, work: Workspace) -> tuple[tuple[str, str] | None, list[str | None]]:
@@ -147,8 +180,6 @@ def _print(plan: dict[str, Any], output: Path, dataset: Path, written: bool) -> 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     args = parse_with_dataset(build_parser(), argv)
     output = Path(args.output)
-    if output.exists() and not args.overwrite:
-        raise FileExistsError(f"--output {output} exists; pass --overwrite to replace it or choose another --output")
     rules = PlanRules(target_steps=args.target_steps, min_epochs=args.min_epochs,
                       max_patch_voxels=args.max_patch_voxels, min_crf_voxels=float(args.min_crf_voxels),
                       min_cases_for_validation=args.min_cases_for_validation,
@@ -159,7 +190,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     paths = DataPaths(args.dataset_split, args.path_images, args.image_postfix, args.path_anno_7points,
                       args.anno_7points_postfix, args.path_labels, args.label_postfix,
                       None if own else args.path_geodesic_labels, args.geodesic_label_postfix)
-    dataset, text = _dataset_file(args, paths, work, output)
+    dataset, values = _dataset_file(args, paths, work, output)
+    _check_outputs(args, output, dataset, values is not None)
+    if output.exists() and not args.overwrite:
+        raise FileExistsError(f"--output {output} exists; pass --overwrite to replace it or choose another --output")
+    text = None if values is None else dataset_text(dataset, values, args.overwrite, "dataset file")
     split = Split.read(args.dataset_split)
     seeds, stage0 = _seeds(split, paths, work)
     fp = fingerprint(split, args.path_images, args.image_postfix, args.path_anno_7points, args.anno_7points_postfix,

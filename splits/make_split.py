@@ -8,10 +8,16 @@ Two modes:
 * ``--complete <existing csv>``: keep the existing split as it is and append every case found
   on disk but not listed, as ``--phase`` (default inference).
 
+The images are ``<subject>_<image_postfix><ext>`` (any image format); no other image file is
+left out without a word (:func:`find_subjects`): one whose postfix differs only in letter case is
+an error, one of a subject without such an image a warning naming it.
+
 ``--write_dataset FILE`` also writes the dataset file (:mod:`utilities.data.dataset_file`) that every
 later script reads with ``--dataset FILE``: the split written, the images, and the folders given
 by ``--path_anno_7points``, ``--path_labels`` and ``--modality`` (recorded there only), or named
-by ``--dataset``, whose images this script then reads too.
+by ``--dataset``, whose images this script then reads too. The split and the dataset file must
+be two files (refused before anything is written, as is either one written over the
+``--dataset`` or ``--complete`` file of the other kind).
 
 Train on every case (nnU-Net's fold ``all``; for a handful of scans, where one held-out case
 would cost much of the data): ``--ratios 1 0 0`` lists every case for training. The trainers
@@ -35,6 +41,7 @@ import argparse
 import logging
 import os
 import sys
+from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -43,7 +50,14 @@ import pandas as pd
 
 from utilities.core.arguments import ArgumentParser
 from utilities.core.logs import LOGGER_NAME, setup_logger
-from utilities.data.dataset_file import add_dataset_flag, dataset_text, parse_with_dataset, read_dataset, typed_flags
+from utilities.data.dataset_file import (
+    add_dataset_flag,
+    check_distinct,
+    dataset_text,
+    parse_with_dataset,
+    read_dataset,
+    typed_flags,
+)
 from utilities.data.grid import find_subject_file, listed
 from utilities.data.io import check_overwrite, image_extension, save_csv, save_text
 from utilities.data.splits import PHASES, read_split
@@ -55,26 +69,65 @@ logger = logging.getLogger(LOGGER_NAME)
 RATIO_TOLERANCE = 1e-6
 
 
+#: How many file names a warning or an error about left-out files names before it gives their count.
+SHOWN = 5
+
+
+def _subject_of(stem: str, subjects: set[str]) -> str | None:
+    """The longest of ``subjects`` that ``stem`` (a file name without its extension) starts with,
+    followed by ``_`` (``demo_000_T1`` -> ``demo_000``), or ``None``."""
+    cuts = [i for i, char in enumerate(stem) if char == "_"]
+    return next((stem[:i] for i in reversed(cuts) if stem[:i] in subjects), None)
+
+
 def find_subjects(images_dir: str | os.PathLike, image_postfix: str) -> list[str]:
     """Sorted subject names of the ``<subject>_<image_postfix><ext>`` files in ``images_dir`` (any
     of :data:`utilities.data.io.IMAGE_EXTENSIONS`). A name every consumer could not read back (a
     leading or trailing space, which split files cannot keep) or a subject with images in two
-    formats is a one-line error."""
+    formats is a one-line error.
+
+    No image file is left out without a word: an image whose postfix differs from
+    ``image_postfix`` only in letter case (``case10_t2.nii.gz`` for ``T2``) or whose extension is
+    not in lower case is an error (every reader would miss it; with no image of ``image_postfix``
+    at all, the error asks whether that postfix is meant); another image whose subject has no
+    ``image_postfix`` image (``case9.nii.gz``, ``case11_T1.nii.gz``) is a warning naming it; the
+    other images of listed subjects (other modalities, labels) and the entries without an image
+    extension (``notes.txt``, sub-folders) are counted in an INFO line."""
     images_dir = Path(images_dir)
     if not images_dir.is_dir():
-        raise FileNotFoundError(f"--images_dir folder not found: {images_dir}")
+        what = "is a file, not a folder" if images_dir.exists() else "not found"
+        raise FileNotFoundError(f"--images_dir folder {what}: {images_dir}")
     subjects = set()
-    other_case = []
+    other_case, near, others, not_images = [], [], [], []
     for p in sorted(images_dir.iterdir()):
         ext = image_extension(p)
-        if ext is None and image_extension(p.with_name(p.name.lower())) is not None and p.is_file():
-            other_case.append(p.name)   # scan.NII.GZ: an image to the eye, to no reader
-        suffix = f"_{image_postfix}{ext}"
-        if ext and p.is_file() and p.name.endswith(suffix) and len(p.name) > len(suffix):
-            subjects.add(p.name[: -len(suffix)])
+        if ext is None or not p.is_file():
+            if p.is_file() and image_extension(p.with_name(p.name.lower())) is not None:
+                other_case.append(p.name)   # scan.NII.GZ: an image to the eye, to no reader
+            else:
+                not_images.append(p.name)
+            continue
+        stem = p.name[: -len(ext)]
+        if stem.endswith(f"_{image_postfix}") and len(stem) > len(image_postfix) + 1:
+            subjects.add(stem[: -len(image_postfix) - 1])
+        elif stem.lower().endswith(f"_{image_postfix.lower()}") and len(stem) > len(image_postfix) + 1:
+            near.append(p.name)
+        else:
+            others.append(p.name)
     if other_case:
         raise ValueError(f"--images_dir {images_dir} holds {len(other_case)} file(s) whose extension is not in lower "
                          f"case, which no reader takes: {listed(other_case)}; rename them (e.g. .NII.GZ to .nii.gz)")
+    if near:
+        spellings = Counter(name[: -len(image_extension(name))][-len(image_postfix):] for name in near)
+        if not subjects:
+            spelling = spellings.most_common(1)[0][0]
+            raise ValueError(f"no *_{image_postfix} images in {images_dir}, but {len(near)} named *_{spelling} "
+                             f"({listed(near, SHOWN)}): did you mean --image_postfix {spelling}? (postfixes are "
+                             "case-sensitive)")
+        raise ValueError(f"--images_dir {images_dir} holds {len(near)} image(s) whose postfix differs from "
+                         f"--image_postfix {image_postfix} only in letter case ({', '.join(sorted(spellings))}): "
+                         f"{listed(near, SHOWN)}; no reader finds them under {image_postfix}: rename them to "
+                         f"<subject>_{image_postfix}<ext>")
     if not subjects:
         raise ValueError(f"no *_{image_postfix}.nii.gz files (nor .nii, .nrrd, .nhdr, .mha, .mhd) in {images_dir} "
                          "(check --images_dir and --image_postfix)")
@@ -83,6 +136,22 @@ def find_subjects(images_dir: str | os.PathLike, image_postfix: str) -> list[str
             find_subject_file(images_dir, subject, image_postfix)  # checks the name, refuses two formats
         except ValueError as e:
             raise ValueError(f"--images_dir {images_dir}: {e}") from None
+    stems = {name: name[: -len(image_extension(name))] for name in others}
+    of_subject = {name: _subject_of(stem, subjects) for name, stem in stems.items()}
+    stray = [name for name in others if of_subject[name] is None]
+    if stray:
+        logger.warning("--images_dir %s: %d image file(s) left out of the split, named neither <subject>_%s<ext> "
+                       "nor <listed subject>_<other postfix><ext>: %s (name a scan of this modality "
+                       "<subject>_%s<ext> to list it)", images_dir, len(stray), image_postfix,
+                       listed(stray, SHOWN), image_postfix)
+    postfixes = Counter(stems[name][len(of_subject[name]) + 1:] for name in others if of_subject[name] is not None)
+    if postfixes:
+        logger.info("--images_dir %s: %d image(s) of listed subjects under other postfixes not listed (%s)",
+                    images_dir, sum(postfixes.values()),
+                    ", ".join(f"{postfix} {count}" for postfix, count in sorted(postfixes.items())))
+    if not_images:
+        logger.info("--images_dir %s: %d entry(ies) without an image extension ignored, e.g. %s", images_dir,
+                    len(not_images), not_images[0])
     return sorted(subjects)
 
 
@@ -165,7 +234,8 @@ def build_parser() -> argparse.ArgumentParser:
                                         "existing split with the cases it does not list")
     parser.add_argument("--images_dir", required=True,
                         help="folder of <subject>_<postfix><ext> images (.nii.gz .nii .nrrd .nhdr .mha .mhd)")
-    parser.add_argument("--image_postfix", default="Flair", help="image files are <subject>_<postfix>.nii.gz")
+    parser.add_argument("--image_postfix", default="Flair",
+                        help="image files are <subject>_<postfix><ext> (case-sensitive)")
     parser.add_argument("--output", required=True, help="split CSV to write (subject,phase, no header)")
     parser.add_argument("--ratios", type=float, nargs=3, default=[0.7, 0.1, 0.2],
                         metavar=("TRAIN", "VAL", "INF"),
@@ -207,6 +277,11 @@ def main(argv: list[str] | None = None) -> pd.DataFrame:
         if recorded:
             raise ValueError(f"--{recorded[0]} is recorded in a dataset file only: add --write_dataset FILE, or "
                              "drop it")
+    written = [("--output (the split written)", args.output),
+               ("--write_dataset (the dataset file written)", args.write_dataset)]
+    check_distinct(written)
+    check_distinct([written[0], ("--dataset (the dataset file read)", args.dataset)])
+    check_distinct([written[1], ("--complete (the split read)", args.complete)])
     setup_logger(None)
     subjects = find_subjects(args.images_dir, args.image_postfix)
     check_overwrite([args.output], "--output", args.overwrite)

@@ -11,6 +11,7 @@ import SimpleITK as sitk
 from helpers import ROOT, load_script, one_line
 
 from utilities.data.splits import read_split
+from utilities.workflow.cli import run_main
 
 convert = load_script("data/VS/convert.py")
 image_crop = load_script("data/VS/image_crop.py")
@@ -383,3 +384,87 @@ def test_make_split_names_images_whose_extension_no_reader_takes(tmp_path):
                              "reader takes: c_Flair.NII.GZ; d_Flair.Nii; e_Flair.MHA; rename them (e.g. .NII.GZ to "
                              ".nii.gz)")
     assert not (tmp_path / "s.csv").exists()
+
+
+def test_make_split_names_every_image_it_leaves_out(tmp_path, capsys):
+    """No image file drops out of the split without a word: a scan of a subject without an image
+    of --image_postfix (no postfix, another postfix, an empty subject name) is a warning naming
+    it; other images of listed subjects and files that are no image are counted (INFO); the
+    split lists exactly the <subject>_<postfix> images."""
+    images = touch_images(tmp_path / "image", ["a", "b.1"])        # + README.txt
+    for name in ("a_T1.nii.gz", "b.1_Label.mha", "case9.nii.gz", "x_T1.nii.gz", "_Flair.nii.gz"):
+        (images / name).write_bytes(b"")
+    (images / "sub").mkdir()
+    split = make_split.main(["--images_dir", str(images), "--image_postfix", "Flair", "--ratios", "1", "0", "0",
+                             "--output", str(tmp_path / "s.csv")])
+    assert sorted(split["subject"]) == ["a", "b.1"]
+    lines = [line.split(" ", 2)[2] for line in capsys.readouterr().out.splitlines()]
+    assert (f"WARNING --images_dir {images}: 3 image file(s) left out of the split, named neither "
+            "<subject>_Flair<ext> nor <listed subject>_<other postfix><ext>: _Flair.nii.gz; case9.nii.gz; "
+            "x_T1.nii.gz (name a scan of this modality <subject>_Flair<ext> to list it)") in lines
+    assert f"INFO --images_dir {images}: 2 image(s) of listed subjects under other postfixes not listed " \
+           "(Label 1, T1 1)" in lines
+    assert f"INFO --images_dir {images}: 2 entry(ies) without an image extension ignored, e.g. README.txt" in lines
+
+
+def test_make_split_refuses_a_postfix_in_another_letter_case(tmp_path):
+    """case10_flair.nii.gz beside *_Flair images: every reader would miss it, so the split is
+    refused (nothing written) with the files named; with no *_Flair image at all the error asks
+    whether the other spelling is meant."""
+    images = touch_images(tmp_path / "image", ["a", "b"])
+    (images / "case10_flair.nii.gz").write_bytes(b"")
+    (images / "case11_FLAIR.mha").write_bytes(b"")
+    out = tmp_path / "s.csv"
+    with pytest.raises(ValueError) as err:
+        make_split.main(["--images_dir", str(images), "--image_postfix", "Flair", "--output", str(out)])
+    assert one_line(err) == (f"--images_dir {images} holds 2 image(s) whose postfix differs from --image_postfix "
+                             "Flair only in letter case (FLAIR, flair): case10_flair.nii.gz; case11_FLAIR.mha; no "
+                             "reader finds them under Flair: rename them to <subject>_Flair<ext>")
+    assert not out.exists()
+    only = touch_images(tmp_path / "only", ["c", "d", "e"], postfix="t2")
+    with pytest.raises(ValueError) as err:
+        make_split.main(["--images_dir", str(only), "--image_postfix", "T2", "--output", str(out)])
+    assert one_line(err) == (f"no *_T2 images in {only}, but 3 named *_t2 (c_t2.nii.gz; d_t2.nii.gz; e_t2.nii.gz): "
+                             "did you mean --image_postfix t2? (postfixes are case-sensitive)")
+    assert not out.exists()
+    split = make_split.main(["--images_dir", str(only), "--image_postfix", "t2", "--ratios", "1", "0", "0",
+                             "--output", str(out)])
+    assert sorted(split["subject"]) == ["c", "d", "e"]
+
+
+def test_make_split_refuses_two_of_its_files_that_are_one(tmp_path, capsys):
+    """--output and --write_dataset naming one file (also through a symlinked folder), the split
+    written over the --dataset it reads, or the dataset file written over the --complete split:
+    one error line before anything is written."""
+    images = touch_images(tmp_path / "image", ["a", "b", "c"])
+    link = tmp_path / "link"
+    link.symlink_to(tmp_path, target_is_directory=True)
+    base = ["--images_dir", str(images), "--image_postfix", "Flair", "--ratios", "1", "0", "0"]
+    same = tmp_path / "ds.json"
+    cases = [
+        (["--output", str(same), "--write_dataset", str(same)],
+         f"--output (the split written) and --write_dataset (the dataset file written) are one file ({same})"),
+        (["--output", str(same), "--write_dataset", str(link / "ds.json")],
+         f"--output (the split written) and --write_dataset (the dataset file written) are one file ({same} and "
+         f"{link / 'ds.json'})"),
+    ]
+    for flags, message in cases:
+        assert run_main(make_split.main, [*base, *flags]) == 2
+        assert capsys.readouterr().err == f"error: {message}: one would replace the other; give them different paths\n"
+        assert sorted(p.name for p in tmp_path.iterdir()) == ["image", "link"]
+    make_split.main([*base, "--output", str(tmp_path / "s.csv"), "--write_dataset", str(same)])
+    before = same.read_text(), (tmp_path / "s.csv").read_text()
+    with pytest.raises(ValueError) as err:
+        make_split.main(["--dataset", str(same), "--output", str(link / "ds.json"), "--overwrite"])
+    assert one_line(err) == (f"--output (the split written) and --dataset (the dataset file read) are one file "
+                             f"({link / 'ds.json'} and {same}): one would replace the other; give them different paths")
+    with pytest.raises(ValueError) as err:
+        make_split.main([*base, "--complete", str(tmp_path / "s.csv"), "--output", str(tmp_path / "t.csv"),
+                         "--write_dataset", str(tmp_path / "s.csv"), "--overwrite"])
+    assert one_line(err).startswith("--write_dataset (the dataset file written) and --complete (the split read) are "
+                                    f"one file ({tmp_path / 's.csv'}): ")
+    assert (same.read_text(), (tmp_path / "s.csv").read_text()) == before
+    # completing a split in place, and a dataset file rewritten in place, are no collision
+    make_split.main(["--dataset", str(same), "--complete", str(tmp_path / "s.csv"), "--output",
+                     str(tmp_path / "s.csv"), "--write_dataset", str(same), "--overwrite"])
+    assert sorted(read_split(tmp_path / "s.csv")["subject"]) == ["a", "b", "c"]

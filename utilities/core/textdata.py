@@ -87,9 +87,10 @@ def _unique_keys(where: str) -> Any:
 
 def loads_json(text: str, where: str) -> Any:
     """``json.loads`` that refuses a key repeated in any object with a one-line ``ValueError``
-    naming ``where`` (e.g. ``"config <path>"``) and the key. A syntax error is ``json``'s own
-    ``JSONDecodeError``, for the caller to word."""
-    return json.loads(text, object_pairs_hook=_unique_keys(where))
+    naming ``where`` (e.g. ``"config <path>"``) and the key. A leading byte-order mark (what
+    Windows editors write before UTF-8 text) is no part of the document, as in the CSV readers. A
+    syntax error is ``json``'s own ``JSONDecodeError``, for the caller to word."""
+    return json.loads(text.removeprefix("\ufeff"), object_pairs_hook=_unique_keys(where))
 
 
 def md_cell(value: object) -> str:

@@ -6,7 +6,9 @@ nnU-Net's ``dataset.json``; docs/guide/own_data.md). Example::
      "annotations": "annotation_7points", "labels": "label", "modality": "MR"}
 
 The keys are :data:`KEYS`, every value a string: the split and the folders are paths relative to
-the file's folder (an absolute path stays as it is); a postfix names the files
+the file's folder (an absolute path stays as it is; the operating system resolves a ``..`` after
+following a symlink, so the writers write a path absolute where the relative one would lead
+elsewhere); a postfix names the files
 ``<subject>_<postfix><ext>`` (``image_postfix`` is needed with ``images``; the others default to
 the names stage 0 and the scripts use: ``Label``, ``7points``, ``GeodesicLabel``); ``modality``
 is nnU-Net's channel name (``CT`` selects nnU-Net's CT normalisation). An unknown key, a repeated
@@ -18,7 +20,8 @@ default. With ``--dataset`` no default of a data flag applies (they name the pap
 what the script needs and neither the command line nor the file gives is one line naming the key
 to add or the flag to pass. Without ``--dataset`` nothing changes (the paper's commands).
 
-``splits/make_split.py --write_dataset`` and ``plan.py`` write the file (:func:`write_dataset`).
+``splits/make_split.py --write_dataset`` and ``plan.py`` write the file (:func:`write_dataset`);
+:func:`check_distinct` refuses, before a script writes anything, two of its files that are one.
 """
 from __future__ import annotations
 
@@ -37,7 +40,8 @@ from utilities.data.io import check_overwrite, save_text
 from utilities.method.defaults import ANNOTATION_POSTFIX, LABEL_POSTFIX, SEED_POSTFIX
 
 __all__ = ["KEYS", "DatasetKey", "Dataset", "read_dataset", "dataset_text", "write_dataset", "same_values",
-           "names_same", "add_dataset_flag", "given_dataset", "typed_flags", "parse_with_dataset", "require"]
+           "names_same", "same_file", "check_distinct", "add_dataset_flag", "given_dataset", "typed_flags",
+           "parse_with_dataset", "require"]
 
 
 @dataclass(frozen=True)
@@ -134,11 +138,12 @@ def read_dataset(path: str | os.PathLike) -> Dataset:
 
 
 def _normal(key: str, value: str) -> str:
-    return os.path.normpath(os.path.abspath(value)) if KEYS[key].kind == "path" else value
+    return os.path.realpath(value) if KEYS[key].kind == "path" else value
 
 
 def same_values(a: Mapping[str, str | None], b: Mapping[str, str | None]) -> bool:
-    """Whether two sets of values name the same dataset (paths compared as absolute paths)."""
+    """Whether two sets of values name the same dataset (paths compared as the files they lead to:
+    symlinks followed, as the operating system does)."""
     def normal(values: Mapping[str, str | None]) -> dict[str, str]:
         return {k: _normal(k, v) for k, v in values.items() if v is not None}
     return normal(a) == normal(b)
@@ -149,12 +154,28 @@ _POSTFIX_OF = {"image_postfix": "images", "annotation_postfix": "annotations", "
                "seed_postfix": "seeds"}
 
 
+def _written_path(value: str, folder: Path) -> str:
+    """``value`` (relative to the working folder, or absolute) as a dataset file in ``folder``
+    writes it: an absolute path as it is; else relative to ``folder`` when that relative path
+    leads to the same file, else absolute. ``os.path.relpath`` works on the names alone, but the
+    operating system resolves ``folder/../x`` after following a symlink in ``folder``, so the
+    relative answer can lead elsewhere."""
+    if os.path.isabs(value):
+        return value
+    target = os.path.realpath(value)
+    relative = os.path.relpath(value, folder)
+    if os.path.realpath(os.path.join(folder, relative)) == target:
+        return relative
+    absolute = os.path.abspath(value)
+    return absolute if os.path.realpath(absolute) == target else target
+
+
 def _document(path: Path, values: Mapping[str, str | None]) -> dict[str, str]:
     """The JSON object of the dataset file ``path`` for ``values`` (see :func:`dataset_text`)."""
     values = {**{postfix: KEYS[postfix].default for postfix in _POSTFIX_OF if values.get(postfix) is None},
               **{k: v for k, v in values.items() if v is not None}}
-    return {key: os.path.relpath(value, path.parent) if KEYS[key].kind == "path" and not os.path.isabs(value)
-            else value for key in KEYS if (value := values.get(key)) is not None
+    return {key: _written_path(value, path.parent) if KEYS[key].kind == "path" else value
+            for key in KEYS if (value := values.get(key)) is not None
             and values.get(_POSTFIX_OF.get(key, key)) is not None}
 
 
@@ -169,7 +190,8 @@ def dataset_text(path: str | os.PathLike, values: Mapping[str, str | None], over
     """The text of the dataset file ``path`` for ``values`` (key -> value as the scripts read it:
     paths relative to the working folder or absolute; ``None``: left out; a postfix: written with
     its folder only, its default when not given), paths written relative to the file's folder
-    (absolute ones as they are).
+    (absolute ones as they are; absolute too where a symlink would make the relative one lead
+    elsewhere).
     ``None`` when ``path`` names the same dataset already (it is kept); another file there is
     refused without ``overwrite`` (``flag`` names it), before anything is written."""
     path = Path(path)
@@ -193,6 +215,33 @@ def write_dataset(path: str | os.PathLike, values: Mapping[str, str | None], ove
     if text is not None:
         save_text(text, path)
     return text is not None
+
+
+def same_file(a: str | os.PathLike, b: str | os.PathLike) -> bool:
+    """Whether the paths ``a`` and ``b`` lead to one file (symlinks followed; two existing names
+    of one file, such as hard links, too), whether or not it exists yet."""
+    if os.path.realpath(a) == os.path.realpath(b):
+        return True
+    try:
+        return os.path.samefile(a, b)
+    except OSError:
+        return False
+
+
+def check_distinct(files: Sequence[tuple[str, str | os.PathLike | None]],
+                   hint: str = "give them different paths") -> None:
+    """Refuse, with a one-line ``ValueError`` ending in ``hint``, two of a command's ``files``
+    that are one file (:func:`same_file`): each is ``(what, path)``, ``what`` naming the flag and
+    what the command does with the file (e.g. ``"--output (the split written)"``), ``path``
+    ``None`` when not given. Called before anything is written, with every file the command
+    writes and every file it reads that a written one must not replace."""
+    given = [(what, path) for what, path in files if path is not None]
+    for i, (what_a, a) in enumerate(given):
+        for what_b, b in given[i + 1:]:
+            if same_file(a, b):
+                shown = str(b) if str(a) == str(b) else f"{a} and {b}"
+                raise ValueError(f"{what_a} and {what_b} are one file ({shown}): one would replace the other; "
+                                 f"{hint}")
 
 
 # ------------------------------------------------------------------------------ the command line

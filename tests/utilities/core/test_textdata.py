@@ -54,6 +54,14 @@ def test_a_json_key_written_twice_is_refused():
         loads_json('{"a": 1,}', "config c.json")
 
 
+def test_a_json_document_after_a_byte_order_mark_is_read():
+    """Windows Notepad saves UTF-8 with a byte-order mark: the document after it is read (one mark
+    only: a second one is text, and json's error)."""
+    assert loads_json('\ufeff{"images": "scans", "n": [1, 2]}', "config c.json") == {"images": "scans", "n": [1, 2]}
+    with pytest.raises(json.JSONDecodeError):
+        loads_json('\ufeff\ufeff{}', "config c.json")
+
+
 @pytest.mark.parametrize("value, cell", [
     ("plain", "plain"),
     ("a|b", "a\\|b"),

@@ -32,8 +32,10 @@ from synth import blob_case, seeds_from_label, seven_points, write
 from utilities.data.dataset_file import (
     KEYS,
     add_dataset_flag,
+    check_distinct,
     parse_with_dataset,
     read_dataset,
+    same_file,
     typed_flags,
     write_dataset,
 )
@@ -225,6 +227,67 @@ def test_write_dataset_relative_to_the_file_kept_when_the_same_refused_else(tmp_
     assert path.read_text() == text
     assert write_dataset(path, {**values, "image_postfix": "T2"}, overwrite=True) is True
     assert read_dataset(path).get("image_postfix") == "T2"
+
+
+def test_a_dataset_file_in_a_symlinked_folder_leads_to_the_files_given(tmp_path, monkeypatch):
+    """meta -> deep/inner/run (a symlink): "../lists/s.csv" from meta/ would lead to
+    deep/inner/lists/s.csv (the operating system follows the link before ".."), so that path is
+    written absolute; one that leads to the same file relatively (inside the link) stays
+    relative. The file read back names the files given; one written with the names alone
+    ("../lists/s.csv") is another dataset: refused without --overwrite, not kept."""
+    monkeypatch.chdir(tmp_path)
+    here = Path.cwd()
+    (here / "deep" / "inner" / "run" / "points").mkdir(parents=True)
+    (here / "lists").mkdir()
+    (here / "lists" / "s.csv").write_text("a,training\n")
+    (here / "scans").mkdir()
+    Path("meta").symlink_to(here / "deep" / "inner" / "run", target_is_directory=True)
+    values = {"split": "lists/s.csv", "images": "scans", "image_postfix": "T1", "annotations": "meta/points"}
+    path = Path("meta/dataset.json")
+    assert write_dataset(path, values) is True
+    assert json.loads(path.read_text()) == {"split": str(here / "lists" / "s.csv"), "images": str(here / "scans"),
+                                            "image_postfix": "T1", "annotations": "points",
+                                            "annotation_postfix": "7points"}
+    written = read_dataset(path)
+    for key, value in values.items():
+        if key != "image_postfix":
+            assert os.path.samefile(written.get(key), value)
+    assert write_dataset(path, values) is False     # the same files: kept
+    lexical = {"split": "../lists/s.csv", "images": "../scans", "image_postfix": "T1", "annotations": "points"}
+    path.write_text(json.dumps(lexical))
+    assert not os.path.exists(read_dataset(path).get("split"))
+    with pytest.raises(FileExistsError):
+        write_dataset(path, values)
+    assert write_dataset(path, values, overwrite=True) is True
+    assert os.path.samefile(read_dataset(path).get("split"), "lists/s.csv")
+
+
+def test_a_dataset_file_with_a_byte_order_mark_is_read(tmp_path):
+    """Windows Notepad saves UTF-8 with a byte-order mark, as the point files may have one."""
+    path = tmp_path / "dataset.json"
+    path.write_bytes(b"\xef\xbb\xbf" + json.dumps({"images": "scans", "image_postfix": "T1"}).encode())
+    assert dict(read_dataset(path).values) == {"images": str(tmp_path / "scans"), "image_postfix": "T1",
+                                               "annotation_postfix": "7points", "label_postfix": "Label",
+                                               "seed_postfix": "GeodesicLabel"}
+
+
+def test_one_file_under_two_names_is_refused_as_two_outputs(tmp_path):
+    """same_file: a symlinked folder, "..", a hard link, a file not written yet; check_distinct
+    names the two flags and the paths, and skips files not given."""
+    (tmp_path / "a").mkdir()
+    (tmp_path / "l").symlink_to(tmp_path / "a", target_is_directory=True)
+    real = tmp_path / "a" / "f.json"
+    real.write_text("{}")
+    os.link(real, tmp_path / "hard.json")
+    assert same_file(real, tmp_path / "l" / "f.json") and same_file(real, tmp_path / "hard.json")
+    assert same_file(tmp_path / "a" / "new.csv", tmp_path / "l" / ".." / "a" / "new.csv")
+    assert not same_file(tmp_path / "a" / "new.csv", tmp_path / "a" / "f.json")
+    check_distinct([("--x (one)", real), ("--y (two)", None), ("--z (three)", tmp_path / "a" / "new.csv")])
+    with pytest.raises(ValueError) as err:
+        check_distinct([("--x (one)", real), ("--y (two)", None), ("--z (three)", tmp_path / "hard.json")],
+                       "choose another --z")
+    assert one_line(err) == (f"--x (one) and --z (three) are one file ({real} and {tmp_path / 'hard.json'}): one "
+                             "would replace the other; choose another --z")
 
 
 def test_make_split_writes_the_dataset_file_every_script_reads(data, elsewhere):

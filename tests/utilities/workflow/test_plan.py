@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import shlex
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -15,13 +17,16 @@ from helpers import load_script
 
 import train_gatedcrfloss3d22d_multiview_varianceloss as stage1
 import train_SCM as scm
+from utilities.data.dataset_file import read_dataset
 from utilities.data.grid import Grid
 from utilities.data.loading import canonical_axes, in_trainer_frame, preprocess_transform
 from utilities.method.defaults import RECIPE
+from utilities.workflow.cli import run_main
 from utilities.workflow.plan import (
     Choice,
     Fingerprint,
     PlanRules,
+    Workspace,
     apply_plan,
     fingerprint,
     flags_of,
@@ -473,3 +478,62 @@ def test_paths_given_relative_to_another_folder_are_printed_absolute(dataset, ca
     assert _flag(commands["score"], "--prediction_dir") == str(dataset / "w" / "predictions")
     for command in commands.values():
         assert _flag(command, "--dataset") == str(dataset / "w" / "dataset.json")
+
+
+def test_plan_refuses_to_write_two_of_its_files_as_one(dataset, capsys):
+    """The plan named dataset.json (the dataset file written beside it), the plan over the split or
+    over the --dataset the commands read: one error line, before anything is written, even with
+    --overwrite where the file exists."""
+    base = ["--dataset_split", str(dataset / "split.csv"), "--path_images", str(dataset / "images"),
+            "--path_anno_7points", str(dataset / "anno"), "--path_geodesic_labels", str(dataset / "seeds"), *KEEP]
+    out = dataset / "w" / "dataset.json"
+    assert run_main(plan_script.main, [*base, "--output", str(out), "--work_dir", str(dataset / "w")]) == 2
+    assert capsys.readouterr().err == (
+        "error: the dataset file the printed commands read (dataset.json, written beside --output) and --output "
+        f"(the plan written) are one file ({out}): one would replace the other; choose another --output, e.g. "
+        f"{dataset / 'w' / 'plan.json'}\n")
+    assert not (dataset / "w").exists()
+    split = (dataset / "split.csv").read_text()
+    assert run_main(plan_script.main, [*base, "--output", str(dataset / "split.csv"), "--overwrite"]) == 2
+    assert capsys.readouterr().err == (
+        f"error: --dataset_split (the split read) and --output (the plan written) are one file "
+        f"({dataset / 'split.csv'}): one would replace the other; choose another --output\n")
+    assert (dataset / "split.csv").read_text() == split and not (dataset / "dataset.json").exists()
+    plan_script.main([*base, "--output", str(dataset / "p" / "plan.json"), "--work_dir", str(dataset / "p")])
+    file = dataset / "p" / "dataset.json"
+    text = file.read_text()
+    assert run_main(plan_script.main, ["--dataset", str(file), "--output", str(file), "--overwrite", "--work_dir",
+                                       str(dataset / "p"), *KEEP]) == 2
+    assert capsys.readouterr().err == (
+        f"error: --dataset (the dataset file the printed commands read) and --output (the plan written) are one "
+        f"file ({file}): one would replace the other; choose another --output\n")
+    assert file.read_text() == text
+
+
+def test_a_dataset_file_in_a_symlinked_work_dir_leads_to_the_data(dataset, monkeypatch, capsys):
+    """--work_dir lnk -> deep/run with paths given relative to the data's folder: "../split.csv"
+    from lnk/ would lead to deep/split.csv, so the dataset file the printed commands read names
+    the very files given."""
+    monkeypatch.chdir(dataset)
+    here = Path.cwd()
+    (here / "deep" / "run").mkdir(parents=True)
+    Path("lnk").symlink_to(here / "deep" / "run", target_is_directory=True)
+    plan_script.main(["--dataset_split", "split.csv", "--path_images", "images", "--path_anno_7points", "anno",
+                      "--path_geodesic_labels", "seeds", "--work_dir", "lnk", "--output", "lnk/plan.json", *KEEP])
+    assert f"written {Path('lnk') / 'dataset.json'} (the dataset file the commands read)" in capsys.readouterr().out
+    written = read_dataset(here / "lnk" / "dataset.json")
+    for key, name in {"split": "split.csv", "images": "images", "annotations": "anno", "seeds": "seeds"}.items():
+        assert os.path.samefile(written.get(key), here / name), key
+    assert json.loads((here / "lnk" / "dataset.json").read_text())["split"] == str(here / "split.csv")
+
+
+def test_the_help_names_the_folders_the_printed_commands_write(capsys):
+    """--work_dir's help lists every folder of Workspace, which the printed commands write."""
+    with pytest.raises(SystemExit):
+        plan_script.main(["--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    work = Workspace(Path("W"))
+    folders = [work.geodesic(), *(work.model(name) for name in ("stage1_m1", "stage1_m2", "scm")), work.predictions()]
+    for folder in folders:
+        assert f"{folder.relative_to('W')}/" in text
+    assert "models/" not in text
