@@ -71,6 +71,35 @@ def _number(text: str, path: Path, where: str) -> float:
     return value
 
 
+def _kind(value: object) -> str:
+    """What a JSON value is, for messages: ``null``, a number, a string, a list or an object."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return f"a boolean ({str(value).lower()})"
+    names = {dict: "an object", list: "a list", str: "a string", int: "a number", float: "a number"}
+    return names.get(type(value), type(value).__name__)
+
+
+def _text(value: object, path: Path, where: str) -> str:
+    """A string field of a ``.mrk.json`` (absent: ``""``)."""
+    if value is None:
+        return ""
+    if not isinstance(value, str):
+        raise ValueError(f"point file {path}: {where} is {_kind(value)}, expected a string; re-save it from Slicer")
+    return value
+
+
+def _mrk_position(value: object, path: Path, where: str) -> tuple[float, float, float]:
+    """The ``position`` of a ``.mrk.json`` control point: a list of 3 finite numbers."""
+    if (not isinstance(value, list) or len(value) != 3
+            or not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in value)):
+        shown = json.dumps(value) if len(json.dumps(value)) <= 80 else json.dumps(value)[:77] + "..."
+        raise ValueError(f"point file {path}: {where} has position {shown}; expected a list of 3 numbers (x, y, z "
+                         "in mm)")
+    return tuple(_number(str(v), path, f"{where} position") for v in value)  # type: ignore[return-value]
+
+
 def _read_mrk_json(path: Path) -> tuple[list[ControlPoint], str]:
     try:
         data = loads_json(path.read_text(encoding="utf-8-sig"), f"point file {path}")
@@ -82,27 +111,43 @@ def _read_mrk_json(path: Path) -> tuple[list[ControlPoint], str]:
     points: list[ControlPoint] = []
     spaces = set()
     for m, markup in enumerate(markups):
+        if not isinstance(markup, dict):
+            raise ValueError(f"point file {path}: markup {m} is {_kind(markup)}, expected an object with "
+                             "'type', 'coordinateSystem' and 'controlPoints'")
         kind = markup.get("type", "Fiducial")
         if kind != "Fiducial":
-            raise ValueError(f"point file {path}: markup {m} is a {kind!r}, expected a point list ('Fiducial')")
+            shown = repr(kind) if isinstance(kind, str) else f"type {json.dumps(kind)}"
+            raise ValueError(f"point file {path}: markup {m} is a {shown}, expected a point list ('Fiducial')")
         if "coordinateSystem" not in markup:
             raise ValueError(f"point file {path}: markup {m} has no 'coordinateSystem'; add "
                              "\"coordinateSystem\": \"LPS\" (or \"RAS\") as Slicer writes it")
-        spaces.add(_space(str(markup["coordinateSystem"]), path, "coordinateSystem"))
+        system = markup["coordinateSystem"]
+        if not isinstance(system, str):
+            raise ValueError(f"point file {path}: markup {m} has coordinateSystem {json.dumps(system)}; expected "
+                             "\"LPS\" or \"RAS\"")
+        spaces.add(_space(system, path, "coordinateSystem"))
         units = markup.get("coordinateUnits", "mm")
         if units != "mm":
-            raise ValueError(f"point file {path}: coordinateUnits is {units!r}; expected 'mm'")
-        for c, point in enumerate(markup.get("controlPoints", [])):
-            label = str(point.get("label", ""))
+            raise ValueError(f"point file {path}: markup {m} has coordinateUnits {json.dumps(units)}; expected \"mm\"")
+        control_points = markup.get("controlPoints", [])
+        if not isinstance(control_points, list):
+            raise ValueError(f"point file {path}: markup {m} has controlPoints {_kind(control_points)}, expected a "
+                             "list of points (an empty list [] for none)")
+        for c, point in enumerate(control_points):
+            if not isinstance(point, dict):
+                raise ValueError(f"point file {path}: markup {m} control point {c} is {_kind(point)}, expected an "
+                                 "object with 'label' and 'position'")
+            label = _text(point.get("label"), path, f"control point {c} label")
             where = f"control point {c} ({label!r})"
             status = point.get("positionStatus", "defined")
             if status != "defined":
-                raise ValueError(f"point file {path}: {where} has positionStatus {status!r}; place it or delete it")
-            position = point.get("position")
-            if not isinstance(position, list) or len(position) != 3:
-                raise ValueError(f"point file {path}: {where} has position {position!r}; expected 3 numbers")
-            xyz = tuple(_number(str(v), path, f"{where} position") for v in position)
-            points.append(ControlPoint(label, str(point.get("description", "")), xyz))  # type: ignore[arg-type]
+                raise ValueError(f"point file {path}: {where} has positionStatus {json.dumps(status)}, not "
+                                 "\"defined\"; place it or delete it")
+            if "position" not in point:
+                raise ValueError(f"point file {path}: {where} has no 'position'; expected a list of 3 numbers (x, y, "
+                                 "z in mm)")
+            xyz = _mrk_position(point["position"], path, where)
+            points.append(ControlPoint(label, _text(point.get("description"), path, f"{where} description"), xyz))
     if len(spaces) > 1:
         raise ValueError(f"point file {path} mixes coordinate systems {sorted(spaces)}; save it in one")
     return points, spaces.pop()
@@ -134,6 +179,7 @@ def _read_fcsv(path: Path) -> tuple[list[ControlPoint], str]:
     if space is None:
         logger.warning("point file %s has no '# CoordinateSystem' line: reading it as RAS, as Slicer does", path)
         space = "RAS"
+    explicit = columns is not None
     columns = columns or ["id", "x", "y", "z", "ow", "ox", "oy", "oz", "vis", "sel", "lock", "label", "desc",
                           "associatednodeid"]
     try:
@@ -142,12 +188,18 @@ def _read_fcsv(path: Path) -> tuple[list[ControlPoint], str]:
         raise ValueError(f"point file {path}: its '# columns' line has no x, y, z: {columns}") from None
     il = columns.index("label") if "label" in columns else None
     idesc = columns.index("desc") if "desc" in columns else None
+    # with a '# columns' line every column read must be there; Slicer's default layout needs x, y, z
+    read = [i for i in ((ix, iy, iz, il, idesc) if explicit else (ix, iy, iz)) if i is not None]
     points = []
     for r, fields in enumerate(csv.reader(io.StringIO("\n".join(rows)))):
         where = f"row {r + 1}"
-        if len(fields) <= max(ix, iy, iz):
+        if len(fields) <= max(read):
             raise ValueError(f"point file {path}: {where} has {len(fields)} fields; expected at least "
-                             f"{max(ix, iy, iz) + 1}")
+                             f"{max(read) + 1} (up to column {columns[max(read)]!r})")
+        if explicit and len(fields) > len(columns):
+            raise ValueError(f"point file {path}: {where} has {len(fields)} fields but its '# columns' line names "
+                             f"{len(columns)}; a value would be dropped: fix the row (a comma inside a label or "
+                             "description needs double quotes) or the '# columns' line")
         label = fields[il] if il is not None and il < len(fields) else ""
         desc = fields[idesc] if idesc is not None and idesc < len(fields) else ""
         xyz = tuple(_number(fields[i], path, f"{where} ({label!r}) {c}") for i, c in ((ix, "x"), (iy, "y"), (iz, "z")))
@@ -170,6 +222,10 @@ def _read_csv(path: Path, csv_space: str | None) -> tuple[list[ControlPoint], st
     for r, row in enumerate(reader):
         label = (row.get("label") or "").strip()
         where = f"row {r + 1} ({label!r})"
+        if None in row:   # csv.DictReader's key for the values beyond the header
+            raise ValueError(f"point file {path}: {where} has {len(header) + len(row[None])} fields but the header "
+                             f"has {len(header)} ({', '.join(header)}); a value would be dropped: fix the row (a comma "
+                             "inside a label or description needs double quotes) or add the column to the header")
         xyz = tuple(_number((row.get(c) or "").strip(), path, f"{where} {c}") for c in ("x", "y", "z"))
         if csv_space == "voxel" and any(abs(v - round(v)) > _INDEX_TOL for v in xyz):
             raise ValueError(f"point file {path}: {where} has voxel index {list(xyz)}; voxel indices must be integers")

@@ -15,8 +15,9 @@ Which point is which, by each point's label (or, if its label does not follow th
 its description; case-insensitive):
 
 * ``bg`` = a background (extreme) point, ``fg`` = the foreground point, of lesion 1;
-  ``bg2`` / ``fg2`` of lesion 2, ``bg3`` / ``fg3`` of lesion 3, ... (``background``,
-  ``foreground``, ``bg_2``, ``bg 2`` are accepted too).
+  ``bg2`` / ``fg2`` of lesion 2 (``background``, ``foreground``, ``bg_2``, ``bg 2`` are
+  accepted too). Stage 0 reads at most two lesions per subject, so a third (``bg3``, ...) is
+  an error.
 * A trailing ``-<n>`` is Slicer's automatic point counter and is ignored: a point list named
   ``bg2`` gives points ``bg2-1`` ... ``bg2-6``, all background points of lesion 2; ``bg-3`` is a
   background point of lesion 1, *not* of lesion 3.
@@ -26,18 +27,27 @@ its description; case-insensitive):
 
 Example labels for two lesions: ``bg-1`` ... ``bg-6``, ``fg``, ``bg2-1`` ... ``bg2-6``, ``fg2``.
 
-Output: ``<path_anno_7points>/<subject>_<anno_7points_postfix>.nii.gz``, uint8, on the image's
+Output: ``<path_anno_7points>/<subject>_<anno_7points_postfix>.nii.gz`` (``.mha`` where NIfTI
+cannot hold the image's grid exactly), uint8, on the image's
 grid (world → voxel with the image's origin, spacing and direction, through SimpleITK; a point
 belongs to the voxel whose centre is nearest), 2k − 1 at the six background points and 2k at
-the foreground point of lesion k, as ``generate_geodesic_labels.py`` reads it (it handles two
+the foreground point of lesion k, as ``generate_geodesic_labels.py`` reads it (at most two
 lesions). One-line errors, naming the subject and the point: a point outside the image; not
-exactly six background points and one foreground point per lesion; a foreground point outside
-the box of its background points; two points on the same voxel. A warning when two lesions'
-boxes overlap. Every subject is checked before any file is written.
+exactly six background points and one foreground point per lesion; more than two lesions; a
+foreground point outside the box of its background points; two points on the same voxel. A
+warning when two lesions' boxes overlap. Every subject is checked before any file is written.
+An annotation of a subject already in the folder, in any image format, is refused without
+``--overwrite``; with it, the subject's existing files in other formats are removed once every
+new file is in place, so a subject never has two.
+
+With ``--dataset dataset.json`` and a folder of point files, the file's split selects the
+subjects, as ``--dataset_split`` does; with one point file the split is not used.
 
 ``--to_markups`` does the reverse: it writes each annotation volume as ``.mrk.json`` (LPS,
-labels as above, at the voxel centres) to ``--points``, to check the points over the image in
-Slicer; converting that file back gives the same volume.
+labels as above, at the voxel centres) to ``--points``, a folder (``<subject>.mrk.json`` in it)
+or, with ``--subject``, a file named ``*.mrk.json``, to check the points over the image in
+Slicer; converting that file back gives the same volume. A point file of the subject in another
+format beside it (``<subject>.fcsv``, ``.csv``) is refused, as the folder would then hold two.
 
 Examples::
 
@@ -68,12 +78,13 @@ from utilities.core.arguments import ArgumentParser
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from data.point_files import ControlPoint, parse_role, read_points
+from data.simulate_7points import STAGE0_LESIONS, earlier_annotations, remove_replaced
+from utilities.core.errors import OutputError
 from utilities.core.logs import LOGGER_NAME, setup_logger
-from utilities.data.dataset_file import add_dataset_flag, parse_with_dataset, require
+from utilities.data.dataset_file import add_dataset_flag, parse_with_dataset, require, typed_flags
 from utilities.data.grid import Grid, find_subject_file, image_extension, listed, missing_paths, subject_path
 from utilities.data.io import (
     check_overwrite,
-    ensure_writable_dir,
     exact_format,
     read_image,
     save_text,
@@ -176,7 +187,7 @@ def annotation_from_points(points: Sequence[ControlPoint], space: str, reference
 
     Returns:
         uint8 array in SimpleITK order (z, y, x): 0 elsewhere, 2k − 1 at the six background
-        points and 2k at the foreground point of lesion k.
+        points and 2k at the foreground point of lesion k (k = 1, 2).
 
     Raises:
         ValueError: one line naming the subject and the point, for every check of the module.
@@ -189,15 +200,20 @@ def annotation_from_points(points: Sequence[ControlPoint], space: str, reference
         raise ValueError(f"{subject}: the points name lesions {lesions}; number them 1, 2, ... without gaps "
                          "(bg, fg; bg2, fg2; ...)")
     boxes = [_lesion_box(lesion, points, roles, index, subject) for lesion in lesions]
+    if len(lesions) > STAGE0_LESIONS:
+        extra = lesions[STAGE0_LESIONS:]
+        labels = ", ".join(f"bg{k}, fg{k}" for k in extra[:2]) + (", ..." if len(extra) > 2 else "")
+        raise ValueError(f"{subject}: the points name {len(lesions)} lesions, but stage 0 "
+                         f"(generate_geodesic_labels.py) supports at most {STAGE0_LESIONS} per subject (bg, fg and "
+                         "bg2, fg2: values 1,2 and 3,4): "
+                         f"keep the points of {STAGE0_LESIONS} lesions and remove those of {_lesion_range(extra)} "
+                         f"({labels}); a lesion without points is background for training")
     for a in range(len(boxes)):
         for b in range(a + 1, len(boxes)):
             (la, loa, hia), (lb, lob, hib) = boxes[a], boxes[b]
             if np.all(loa <= hib) and np.all(lob <= hia):
                 logger.warning("%s: the boxes of lesions %d and %d overlap; the geodesic expansion merges them there",
                                subject, la, lb)
-    if len(lesions) > 2:
-        logger.warning("%s: %d lesions annotated; generate_geodesic_labels.py reads at most 2", subject, len(lesions))
-
     annotation = np.zeros(tuple(size[::-1]), dtype=np.uint8)
     for k, (lesion, is_fg) in enumerate(roles):
         i, j, kk = index[k]
@@ -367,6 +383,10 @@ def _point_files(points: Path, dataset_split: str | os.PathLike | None, phase: s
     if points.is_dir():
         if subject is not None:
             raise ValueError("--subject goes with a single point file, but --points is a folder; use --dataset_split")
+        if phase is not None and dataset_split is None:
+            raise ValueError(f"--phase {phase} selects subjects of a split, but no split is given: pass "
+                             "--dataset_split (or --dataset with a split), or drop --phase to convert every point file "
+                             "of the folder")
         subjects = None if dataset_split is None else subjects_of(dataset_split, phase)
         if subjects is not None and not subjects:
             raise ValueError(f"split file {dataset_split} lists no subjects" + (f" of phase {phase}" if phase else ""))
@@ -374,6 +394,9 @@ def _point_files(points: Path, dataset_split: str | os.PathLike | None, phase: s
     if points.is_file():
         if dataset_split is not None:
             raise ValueError(f"--dataset_split goes with a folder of point files, but --points {points} is one file")
+        if phase is not None:
+            raise ValueError(f"--phase {phase} selects subjects of a split, but --points {points} is one file; drop "
+                             "--phase, or pass a folder of point files")
         name = subject or _subject_of_file(points, points_postfix)
         if not name:
             raise ValueError(f"cannot tell the subject of {points} from its name; pass --subject")
@@ -416,14 +439,15 @@ def points_to_annotations(points: str | os.PathLike, path_images: str | os.PathL
         csv_space: ``LPS``, ``RAS`` or ``voxel`` for CSV files.
 
     Returns:
-        The written files, in subject order. Nothing is written if any subject fails a check.
+        The written files, in subject order. Nothing is written if any subject fails a check;
+        an annotation of a subject already in ``path_anno_7points``, in any image format, is
+        refused without ``overwrite`` and removed with it once the new files are in place.
     """
     if csv_space is not None and csv_space not in ("LPS", "RAS", "voxel"):
         raise ValueError(f"--csv_space must be LPS, RAS or voxel, got {csv_space!r}")
     files = _point_files(Path(points), dataset_split, phase, subject, points_postfix)
     out_dir = Path(path_anno_7points)
-    check_overwrite([subject_path(out_dir, name, anno_7points_postfix) for name in files], "--path_anno_7points",
-                    overwrite, "annotation")
+    earlier = earlier_annotations(out_dir, list(files), anno_7points_postfix, overwrite)
     prepared = [(name, *_annotation_of_file(name, path, csv_space, path_images, image_postfix))
                 for name, path in files.items()]
     written = []
@@ -435,6 +459,7 @@ def points_to_annotations(points: str | os.PathLike, path_images: str | os.PathL
             write_image(image, staging / path.name)
             logger.info("%s: %d lesion(s) → %s", name, (int(annotation.max()) + 1) // 2, path)
             written.append(path)
+    remove_replaced(earlier, written)   # after the move: a failed run keeps every existing annotation
     logger.info("wrote %d annotation(s) to %s", len(written), out_dir)
     return written
 
@@ -452,12 +477,63 @@ def _annotated_subjects(folder: Path, postfix: str) -> list[str]:
     return sorted(subjects)
 
 
+def _other_point_files(target: Path) -> list[Path]:
+    """The point files beside ``target`` (a ``.mrk.json`` to write) of the same name in another
+    point format or case of the extension (``<stem>.fcsv``, ``<stem>.csv``, ...)."""
+    stem = target.name[: -len(".mrk.json")]
+    if not target.parent.is_dir():
+        return []
+    return sorted(p for p in target.parent.iterdir()
+                  if p.name != target.name and p.is_file() and _subject_of_file(p, "") == stem)
+
+
+def _markups_targets(points: Path, path_anno_7points: str | os.PathLike, anno_7points_postfix: str,
+                     dataset_split: str | os.PathLike | None, phase: str | None, subject: str | None,
+                     points_postfix: str) -> dict[str, Path]:
+    """Subject -> the ``.mrk.json`` file ``--to_markups`` writes for it."""
+    if points.name.lower().endswith(".mrk.json"):
+        if subject is None:
+            raise ValueError(f"--to_markups writes one file {points}: pass --subject")
+        if dataset_split is not None or phase is not None:
+            flag = "--dataset_split" if dataset_split is not None else f"--phase {phase}"
+            raise ValueError(f"{flag} selects the subjects of a folder of markups, but --points {points} is one file "
+                             f"(of --subject {subject}); drop {flag.split()[0]}, or pass a folder as --points")
+        return {subject: points}
+    if points.name.lower().endswith((".json", *EXTENSIONS)):
+        stem = points.name[: -len(next(e for e in (*EXTENSIONS, ".json") if points.name.lower().endswith(e)))]
+        raise ValueError(f"--points {points}: --to_markups writes Slicer .mrk.json files, into a folder or to one "
+                         f"file named *.mrk.json (with --subject): name it {points.with_name(stem + '.mrk.json')}")
+    if points.exists() and not points.is_dir():
+        raise ValueError(f"--points {points} is a file; --to_markups writes .mrk.json files into a folder, or to one "
+                         "file named *.mrk.json (with --subject)")
+    if subject is not None and (dataset_split is not None or phase is not None):
+        raise ValueError("--subject names one subject, --dataset_split/--phase select those of a split; pass one of "
+                         "them")
+    if phase is not None and dataset_split is None:
+        raise ValueError(f"--phase {phase} selects subjects of a split, but no split is given: pass --dataset_split "
+                         "(or --dataset with a split), or drop --phase")
+    if subject is not None:
+        subjects = [subject]
+    elif dataset_split is not None:
+        subjects = subjects_of(dataset_split, phase)
+        if not subjects:
+            raise ValueError(f"split file {dataset_split} lists no subjects" + (f" of phase {phase}" if phase else ""))
+    else:
+        subjects = _annotated_subjects(Path(path_anno_7points), anno_7points_postfix)
+        if not subjects:
+            raise ValueError(f"no subjects to convert (no *_{anno_7points_postfix}.<ext> image file in "
+                             f"{path_anno_7points}; check --path_anno_7points/--anno_7points_postfix)")
+    return {s: points / f"{_points_stem(s, points_postfix)}.mrk.json" for s in subjects}
+
+
 def annotations_to_markups(points: str | os.PathLike, path_anno_7points: str | os.PathLike,
                            anno_7points_postfix: str = "7points", dataset_split: str | os.PathLike | None = None,
                            phase: str | None = None, subject: str | None = None,
                            points_postfix: str = "", overwrite: bool = False) -> list[Path]:
     """Write each annotation volume as a Slicer ``.mrk.json`` (the reverse of
-    :func:`points_to_annotations`); an existing one is replaced only with ``overwrite``.
+    :func:`points_to_annotations`); an existing one is replaced only with ``overwrite``. A
+    point file of a subject in another format beside the one written is refused (the folder
+    would hold two point files of the subject). All files or none are written.
 
     Args:
         points: output ``.mrk.json`` file (with ``subject``) or folder, which gets
@@ -465,33 +541,32 @@ def annotations_to_markups(points: str | os.PathLike, path_anno_7points: str | o
         dataset_split, phase: the subjects (default: every annotation in ``path_anno_7points``).
     """
     points = Path(points)
-    if points.name.lower().endswith(".mrk.json"):
-        if subject is None:
-            raise ValueError(f"--to_markups writes one file {points}: pass --subject")
-        targets = {subject: points}
-    else:
-        if subject is not None:
-            subjects = [subject]
-        elif dataset_split is not None:
-            subjects = subjects_of(dataset_split, phase)
-        else:
-            subjects = _annotated_subjects(Path(path_anno_7points), anno_7points_postfix)
-        if not subjects:
-            raise ValueError(f"no subjects to convert (no *_{anno_7points_postfix}.<ext> image file in "
-                             f"{path_anno_7points}; check --path_anno_7points/--anno_7points_postfix)")
-        targets = {s: points / f"{_points_stem(s, points_postfix)}.mrk.json" for s in subjects}
+    targets = _markups_targets(points, path_anno_7points, anno_7points_postfix, dataset_split, phase, subject,
+                               points_postfix)
     sources = {s: find_subject_file(path_anno_7points, s, anno_7points_postfix, "annotation") for s in targets}
     missing = missing_paths(sources.values())
     if missing:
         raise FileNotFoundError(f"{len(missing)} annotation file(s) missing: {listed(missing)}; "
                                 "check --path_anno_7points/--anno_7points_postfix")
+    folders = [t for t in targets.values() if t.is_dir()]
+    if folders:
+        raise OutputError(f"--points: {folders[0]} is a folder, where a markups file of that name goes; move it out "
+                          "of the way or choose another --points")
+    others = [p for t in targets.values() for p in _other_point_files(t)]
+    if others:
+        folder = points.parent if points.name.lower().endswith(".mrk.json") else points
+        raise ValueError(f"--points {folder} holds {len(others)} point file(s) of the subject(s) in another format: "
+                         f"{listed([p.name for p in others])}; "
+                         "with a .mrk.json beside them a subject would have two point files: write the markups into "
+                         "another folder (e.g. ./clicks_check/)")
     check_overwrite(list(targets.values()), "--points", overwrite, "markups file")
     documents = {s: markups_from_annotation(read_image(sources[s], "annotation"), s) for s in targets}
+    folder = next(iter(targets.values())).parent
     written = []
-    for s, target in targets.items():
-        ensure_writable_dir(target.parent)
-        save_text(json.dumps(documents[s], indent=2) + "\n", target)
-        written.append(target)
+    with staged_folders(folder) as (staging,):   # a file that cannot be written leaves none of the others
+        for s, target in targets.items():
+            save_text(json.dumps(documents[s], indent=2) + "\n", staging / target.name)
+            written.append(target)
     logger.info("wrote %d markups file(s)", len(written))
     return written
 
@@ -503,10 +578,12 @@ def main(argv: list[str] | None = None) -> list[Path]:
                                    "trailing -<n> (Slicer's counter) is ignored. See the module docstring.")
     parser.add_argument("--points", required=True,
                         help="point file (.mrk.json, .fcsv, .csv) of one subject, or a folder of "
-                             "<subject>[_<points_postfix>].<ext>; with --to_markups the output file or folder")
+                             "<subject>[_<points_postfix>].<ext>; with --to_markups the output folder, or a file "
+                             "named *.mrk.json (with --subject)")
     parser.add_argument("--subject", default=None, help="with one point file: its subject (default: from its name)")
     parser.add_argument("--dataset_split", default=None,
-                        help="with a folder: convert the subjects of this split (default: every file)")
+                        help="with a folder: convert the subjects of this split (default: every file; with "
+                             "--dataset: the file's split)")
     parser.add_argument("--phase", default=None, choices=list(PHASES), help="only the subjects of this phase")
     parser.add_argument("--path_images", default="./data/VS/image_crop/", help="folder of the images")
     parser.add_argument("--image_postfix", default="T2", help="images are <subject>_<postfix>.nii.gz")
@@ -521,9 +598,15 @@ def main(argv: list[str] | None = None) -> list[Path]:
     parser.add_argument("--to_markups", action="store_true",
                         help="the reverse: write the annotation volumes as .mrk.json to --points")
     parser.add_argument("--overwrite", action="store_true",
-                        help="replace existing annotation files (with --to_markups: existing .mrk.json files)")
+                        help="replace the subjects' existing annotation files, in any image format (with --to_markups: "
+                             "existing .mrk.json files)")
     add_dataset_flag(parser)
-    args = parse_with_dataset(parser, argv, optional=("images", "image_postfix"), skip=("split",))
+    args = parse_with_dataset(parser, argv, optional=("images", "image_postfix"))
+    if args.dataset is not None and "dataset_split" not in typed_flags(parser, argv):
+        one = (args.subject is not None or args.points.lower().endswith(".mrk.json") if args.to_markups
+               else Path(args.points).is_file())
+        if one:   # the file's split selects among a folder's files; one file (or --subject) is its own choice
+            args.dataset_split = None
     if not args.to_markups:
         require(args, "images", "image_postfix")
     setup_logger(None)

@@ -35,9 +35,10 @@ PERMUTED = (0.0, 1.0, 0.0, 1.0, 0.0, 0.0, 0.0, 0.0, 1.0)
                       r"them onto the other's grid"),
     ("anno", "spacing", r"image {image} has spacing \[0\.5, 0\.5, 1\.5\] but annotation {path} has "
                         r"\[0\.5, 0\.5, 3\.0\]; resample one of them"),
-    ("anno", "orientation", r"image {image} has orientation \[1\.0, 0\.0, 0\.0, 0\.0, 1\.0, 0\.0, 0\.0, 0\.0, 1\.0\] "
-                            r"but annotation {path} has \[0\.0, 1\.0, 0\.0, 1\.0, 0\.0, 0\.0, 0\.0, 0\.0, 1\.0\]; "
-                            r"reorient one of them"),
+    # x and y swapped on a square grid: the image's own voxels in another index order, reordered exactly
+    ("anno", "orientation", r"vs_gk_1: annotation {path} holds the image's voxels in another index order \(axes "
+                            r"\[1, 0, 2\], reversed \[False, False, False\]\), as when it was saved reoriented; pass "
+                            r"--reorder_annotation to reorder it exactly \(no resampling\)"),
 ])
 def test_files_on_another_grid_refused(data, tmp_path, which, change, message):
     folder, postfix, subject = {"seeds": ("geodesic_label", "GeodesicLabel", "vs_gk_1"),

@@ -3,14 +3,16 @@ volumes on an oblique, flipped image, and back; every check."""
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import numpy as np
 import pytest
 import SimpleITK as sitk
-from helpers import load_script
+from helpers import load_script, one_line
 
 from utilities.method.geodesic import expand_seeds
+from utilities.workflow.cli import run_main
 
 P2A = load_script("data/points_to_annotation.py")
 
@@ -348,3 +350,254 @@ def test_parse_role_convention():
     assert P2A.parse_role("bg2-3") == (2, False) and P2A.parse_role("FG2") == (2, True)
     assert P2A.parse_role("Background_2") == (2, False) and P2A.parse_role("fg 12") == (12, True)
     assert P2A.parse_role("F-1") is None and P2A.parse_role("fgx") is None and P2A.parse_role("") is None
+
+
+# ------------------------------------------------------------------------------ malformed point files
+def _mrk(points, **markup):
+    return json.dumps({"markups": [{"type": "Fiducial", "coordinateSystem": "LPS", "controlPoints": points,
+                                    **markup}]})
+
+
+@pytest.mark.parametrize("text, message", [
+    (_mrk(None), r"markup 0 has controlPoints null, expected a list of points"),
+    (_mrk({"label": "fg"}), r"markup 0 has controlPoints an object, expected a list of points"),
+    (json.dumps({"markups": [1]}), r"markup 0 is a number, expected an object with 'type'"),
+    (json.dumps({"markups": [None]}), r"markup 0 is null, expected an object"),
+    (_mrk([1, 2]), r"markup 0 control point 0 is a number, expected an object with 'label' and 'position'"),
+    (_mrk(["fg"]), r"markup 0 control point 0 is a string, expected an object"),
+    (_mrk([{"label": "fg", "position": "1,2,3"}]),
+     r"control point 0 \('fg'\) has position \"1,2,3\"; expected a list of 3 numbers"),
+    (_mrk([{"label": "fg", "position": [1, 2]}]), r"control point 0 \('fg'\) has position \[1, 2\]; expected a list"),
+    (_mrk([{"label": "fg", "position": [True, 2, 3]}]), r"has position \[true, 2, 3\]; expected a list of 3 numbers"),
+    (_mrk([{"label": "fg", "position": ["1", 2, 3]}]), r"has position \[\"1\", 2, 3\]; expected a list of 3 numbers"),
+    (_mrk([{"label": "fg", "position": None}]), r"has position null; expected a list of 3 numbers"),
+    (_mrk([{"label": "fg"}]), r"control point 0 \('fg'\) has no 'position'"),
+    (_mrk([{"label": 5, "position": [1, 2, 3]}]), r"control point 0 label is a number, expected a string"),
+    (_mrk([{"label": "fg", "description": ["x"], "position": [1, 2, 3]}]),
+     r"control point 0 \('fg'\) description is a list, expected a string"),
+    (_mrk([{"label": "fg", "position": [1, 2, 3], "positionStatus": None}]),
+     r"has positionStatus null, not \"defined\""),
+    (_mrk([], coordinateSystem=None), r"markup 0 has coordinateSystem null; expected \"LPS\" or \"RAS\""),
+    (_mrk([], coordinateSystem=1), r"markup 0 has coordinateSystem 1; expected \"LPS\" or \"RAS\""),
+    (_mrk([], coordinateUnits=["mm"]), r"markup 0 has coordinateUnits \[\"mm\"\]; expected \"mm\""),
+    (_mrk([], type=None), r"markup 0 is a type null, expected a point list \('Fiducial'\)"),
+])
+def test_malformed_mrk_json_is_one_line_naming_the_file(tmp_path, text, message):
+    path = tmp_path / "s1.mrk.json"
+    path.write_text(text)
+    with pytest.raises(ValueError) as err:
+        P2A.read_points(path)
+    assert type(err.value) is ValueError
+    assert one_line(err).startswith(f"point file {path}")
+    assert re.search(message, str(err.value)), str(err.value)
+
+
+def test_malformed_mrk_json_through_the_entry_point(case, capsys):
+    root, _ = case
+    path = root / "s1.mrk.json"
+    path.write_text(_mrk(None))
+    code = run_main(P2A.main, ["--points", str(path), "--path_images", str(root / "img"), "--image_postfix", "T2",
+                               "--path_anno_7points", str(root / "ann")])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and err == [f"error: point file {path}: markup 0 has controlPoints null, expected a list of "
+                                 "points (an empty list [] for none)"]
+    assert not (root / "ann").exists()
+
+
+def test_rows_with_more_fields_than_the_header_are_refused(case):
+    root, _ = case
+    rows = csv_file(root / "s1.csv", POINTS)
+    rows.write_text(rows.read_text().replace("bg-2,15,9,6\n", "bg-2,15,9,6,99\n"))
+    with pytest.raises(ValueError) as err:
+        run(root, rows, "--csv_space", "voxel")
+    assert one_line(err) == (f"point file {rows}: row 2 ('bg-2') has 5 fields but the header has 4 (label, x, y, z); a "
+                             "value would be dropped: fix the row (a comma inside a label or description needs double "
+                             "quotes) or add the column to the header")
+    # a quoted comma is one field
+    rows.write_text('label,x,y,z,description\n' + "".join(f'{lab},{i},{j},{k},"a, b"\n' for lab, (i, j, k) in POINTS))
+    out = run(root, rows, "--csv_space", "voxel")
+    np.testing.assert_array_equal(read(out)[1], expected_volume())
+    out.unlink()
+    # a .fcsv row beyond its '# columns' line, and one that stops before the label column
+    path = fcsv(root / "s1.fcsv", world(case[1]), "LPS")
+    lines = path.read_text().splitlines()
+    path.write_text("\n".join(lines[:3] + [lines[3] + ",extra"] + lines[4:]) + "\n")
+    with pytest.raises(ValueError) as err:
+        run(root, path)
+    assert one_line(err).startswith(f"point file {path}: row 1 has 15 fields but its '# columns' line names 14; a "
+                                    "value would be dropped")
+    path.write_text("\n".join(lines[:3] + [",".join(lines[3].split(",")[:6])] + lines[4:]) + "\n")
+    with pytest.raises(ValueError) as err:
+        run(root, path)
+    assert one_line(err) == f"point file {path}: row 1 has 6 fields; expected at least 13 (up to column 'desc')"
+    assert list((root / "ann").iterdir()) == []
+
+
+# ------------------------------------------------------------------------------ lesions stage 0 reads
+def test_a_third_lesion_is_refused_at_conversion(case):
+    root, _ = case
+    third = [(lab.replace("2", "3"), (i, j - 8, k)) for lab, (i, j, k) in POINTS[7:]]
+    with pytest.raises(ValueError) as err:
+        run(root, csv_file(root / "s1.csv", POINTS + third), "--csv_space", "voxel")
+    assert one_line(err) == (
+        "s1: the points name 3 lesions, but stage 0 (generate_geodesic_labels.py) supports at most 2 per subject (bg, "
+        "fg and bg2, fg2: values 1,2 and 3,4): keep the points of 2 lesions and remove those of lesion 3 (bg3, fg3); "
+        f"a lesion without points is background for training [point file {root / 's1.csv'}]")
+    assert not (root / "ann").exists()
+    # bg1 ... bg6 still get the hint about numbered labels, not the lesion count
+    numbered = [(f"bg{n}", idx) for n, (_, idx) in enumerate(POINTS[:6], start=1)] + [POINTS[6]]
+    with pytest.raises(ValueError, match=r"'bg2', 'bg3', 'bg4', 'bg5', 'bg6' were read as lesions 2-6"):
+        run(root, csv_file(root / "s1.csv", numbered), "--csv_space", "voxel")
+
+
+# ------------------------------------------------------------------------------ an annotation in any format
+def _annotation_file(path: Path, image: sitk.Image, value: int = 9) -> Path:
+    """A hand-made annotation (one voxel of ``value``) in the format of ``path``'s extension."""
+    array = np.zeros(SIZE[::-1], np.uint8)
+    array[0, 0, 0] = value
+    volume = sitk.GetImageFromArray(array)
+    volume.CopyInformation(image)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    sitk.WriteImage(volume, str(path))
+    return path
+
+
+@pytest.mark.parametrize("ext", [".nii", ".nii.gz", ".mha", ".nrrd", ".mhd"])
+def test_an_annotation_in_any_format_needs_overwrite_and_is_replaced_with_it(case, ext):
+    root, image = case
+    earlier = _annotation_file(root / "ann" / f"s1_7points{ext}", image)
+    before = sorted(p.name for p in (root / "ann").iterdir())
+    points = csv_file(root / "s1.csv", POINTS)
+    with pytest.raises(FileExistsError) as err:
+        run(root, points, "--csv_space", "voxel")
+    assert one_line(err) == (f"1 annotation(s) exist already, e.g. {earlier}; pass --overwrite to replace them, or "
+                             "choose another --path_anno_7points")
+    assert sorted(p.name for p in (root / "ann").iterdir()) == before   # no second format beside it
+    out = run(root, points, "--csv_space", "voxel", "--overwrite")
+    assert out == root / "ann" / "s1_7points.nii.gz"
+    assert sorted(p.name for p in (root / "ann").iterdir()) == ["s1_7points.nii.gz"]   # .mhd: its .raw gone too
+    np.testing.assert_array_equal(read(out)[1], expected_volume())
+
+
+def test_far_origin_mha_annotation_is_not_replaced_silently(tmp_path):
+    """NIfTI cannot hold this grid: the annotation is .mha, and a second run needs --overwrite."""
+    image = sitk.Image([24, 20, 14], sitk.sitkFloat32)
+    image.SetOrigin((100000.123, -2000.77, 13.3))
+    (tmp_path / "img").mkdir()
+    sitk.WriteImage(image, str(tmp_path / "img" / "s1_T2.mha"))
+    points = csv_file(tmp_path / "s1.csv", POINTS)
+    first = run(tmp_path, points, "--csv_space", "voxel")
+    assert first == tmp_path / "ann" / "s1_7points.mha"
+    before = first.read_bytes()
+    moved_fg = csv_file(tmp_path / "s1.csv", moved(POINTS, "fg", (11, 9, 6)))
+    with pytest.raises(FileExistsError, match=r"1 annotation\(s\) exist already, e.g. .*s1_7points\.mha"):
+        run(tmp_path, moved_fg, "--csv_space", "voxel")
+    assert first.read_bytes() == before
+    # a .nii.gz of the subject beside it: --overwrite leaves only the .mha
+    _annotation_file(tmp_path / "ann" / "s1_7points.nii.gz", sitk.ReadImage(str(first)))
+    assert run(tmp_path, moved_fg, "--csv_space", "voxel", "--overwrite") == first
+    assert sorted(p.name for p in (tmp_path / "ann").iterdir()) == ["s1_7points.mha"]
+    assert sitk.GetArrayFromImage(sitk.ReadImage(str(first)))[6, 9, 11] == 2
+
+
+def test_a_refused_run_with_overwrite_keeps_every_earlier_annotation(tmp_path):
+    """Two subjects, one of whose point files is wrong: nothing written, nothing removed."""
+    image = write_image(tmp_path / "img" / "s1_T2.nii.gz")
+    write_image(tmp_path / "img" / "s2_T2.nii.gz")
+    folder = tmp_path / "clicks"
+    folder.mkdir()
+    csv_file(folder / "s1.csv", POINTS)
+    csv_file(folder / "s2.csv", POINTS[1:])   # lesion 1 has 5 background points
+    earlier = [_annotation_file(tmp_path / "ann" / "s1_7points.nii", image),
+               _annotation_file(tmp_path / "ann" / "s2_7points.mha", image)]
+    with pytest.raises(ValueError, match=r"s2: lesion 1 has 5 background"):
+        P2A.main(["--points", str(folder), "--path_images", str(tmp_path / "img"), "--image_postfix", "T2",
+                  "--path_anno_7points", str(tmp_path / "ann"), "--csv_space", "voxel", "--overwrite"])
+    assert sorted(p.name for p in (tmp_path / "ann").iterdir()) == [p.name for p in earlier]
+    csv_file(folder / "s2.csv", POINTS[:7])
+    written = P2A.main(["--points", str(folder), "--path_images", str(tmp_path / "img"), "--image_postfix", "T2",
+                        "--path_anno_7points", str(tmp_path / "ann"), "--csv_space", "voxel", "--overwrite"])
+    assert [p.name for p in written] == ["s1_7points.nii.gz", "s2_7points.nii.gz"]
+    assert sorted(p.name for p in (tmp_path / "ann").iterdir()) == ["s1_7points.nii.gz", "s2_7points.nii.gz"]
+
+
+# ------------------------------------------------------------------------------ --dataset, --phase
+def test_dataset_file_split_selects_the_subjects(tmp_path, capsys):
+    image = write_image(tmp_path / "img" / "s1_T2.nii.gz")
+    write_image(tmp_path / "img" / "s2_T2.nii.gz")
+    folder = tmp_path / "clicks"
+    folder.mkdir()
+    csv_file(folder / "s1.csv", POINTS)
+    csv_file(folder / "s9.csv", POINTS)   # no subject of the split
+    (tmp_path / "split.csv").write_text("s1,training\ns2,inference\n")
+    dataset = tmp_path / "dataset.json"
+    dataset.write_text(json.dumps({"split": "split.csv", "images": "img", "image_postfix": "T2",
+                                   "annotations": "ann"}))
+    args = ["--dataset", str(dataset), "--points", str(folder), "--csv_space", "voxel"]
+    with pytest.raises(FileNotFoundError) as err:
+        P2A.main(args)
+    assert one_line(err) == (f"1 subject(s) have no point file (.mrk.json, .fcsv, .csv): {folder / 's2'}.*; check "
+                             "--points and --points_postfix")
+    assert not (tmp_path / "ann").exists()
+    assert P2A.main([*args, "--phase", "training"]) == [tmp_path / "ann" / "s1_7points.nii.gz"]
+    assert "s9.csv" in capsys.readouterr().out   # named as matching no subject, not converted
+    assert sorted(p.name for p in (tmp_path / "ann").iterdir()) == ["s1_7points.nii.gz"]
+    # one point file: the split does not apply (its subject is its own choice)
+    one = csv_file(tmp_path / "s2.csv", POINTS[:7])
+    assert P2A.main(["--dataset", str(dataset), "--points", str(one), "--csv_space", "voxel"]) == [
+        tmp_path / "ann" / "s2_7points.nii.gz"]
+    np.testing.assert_array_equal(read(tmp_path / "ann" / "s2_7points.nii.gz")[1], expected_volume(POINTS[:7]))
+    assert image.GetSize() == SIZE
+
+
+def test_phase_without_a_split_is_refused(case):
+    root, _ = case
+    folder = root / "clicks"
+    folder.mkdir()
+    csv_file(folder / "s1.csv", POINTS)
+    with pytest.raises(ValueError) as err:
+        run(root, folder, "--csv_space", "voxel", "--phase", "training")
+    assert one_line(err) == ("--phase training selects subjects of a split, but no split is given: pass "
+                             "--dataset_split (or --dataset with a split), or drop --phase to convert every point "
+                             "file of the folder")
+    with pytest.raises(ValueError) as err:
+        run(root, folder / "s1.csv", "--csv_space", "voxel", "--phase", "training")
+    assert one_line(err) == (f"--phase training selects subjects of a split, but --points {folder / 's1.csv'} is one "
+                             "file; drop --phase, or pass a folder of point files")
+    assert not (root / "ann").exists()
+
+
+# ------------------------------------------------------------------------------ --to_markups targets
+def test_to_markups_target_names(case):
+    root, image = case
+    _annotation_file(root / "ann" / "s1_7points.nii.gz", image, 2)
+    base = ["--to_markups", "--path_anno_7points", str(root / "ann"), "--subject", "s1"]
+    for name, suggested in (("s1.json", "s1.mrk.json"), ("s1.fcsv", "s1.mrk.json"), ("x.CSV", "x.mrk.json")):
+        with pytest.raises(ValueError) as err:
+            P2A.main([*base, "--points", str(root / "out" / name)])
+        assert one_line(err) == (f"--points {root / 'out' / name}: --to_markups writes Slicer .mrk.json files, into a "
+                                 "folder or to one file named *.mrk.json (with --subject): name it "
+                                 f"{root / 'out' / suggested}")
+    assert not (root / "out").exists()
+    (root / "notes").write_text("mine")
+    with pytest.raises(ValueError) as err:
+        P2A.main([*base, "--points", str(root / "notes")])
+    assert one_line(err) == (f"--points {root / 'notes'} is a file; --to_markups writes .mrk.json files into a folder, "
+                             "or to one file named *.mrk.json (with --subject)")
+    # a point file of the subject in another format in the folder: two point files of s1 would follow
+    (root / "clicks").mkdir()
+    (root / "clicks" / "s1.fcsv").write_text("mine")
+    for target in (root / "clicks", root / "clicks" / "s1.mrk.json"):
+        with pytest.raises(ValueError) as err:
+            P2A.main([*base, "--points", str(target), "--overwrite"])
+        assert one_line(err) == (f"--points {root / 'clicks'} holds 1 point file(s) of the subject(s) in another "
+                                 "format: s1.fcsv; with a .mrk.json beside them a subject would have two point files: "
+                                 "write the markups into another folder (e.g. ./clicks_check/)")
+    assert sorted(p.name for p in (root / "clicks").iterdir()) == ["s1.fcsv"]
+    with pytest.raises(ValueError) as err:
+        P2A.main([*base, "--points", str(root / "one.mrk.json"), "--phase", "training"])
+    assert one_line(err).startswith("--phase training selects the subjects of a folder of markups, but --points")
+    written = P2A.main([*base, "--points", str(root / "check")])
+    assert written == [root / "check" / "s1.mrk.json"]
+    labels = [p["label"] for p in json.loads(written[0].read_text())["markups"][0]["controlPoints"]]
+    assert labels == ["fg"]

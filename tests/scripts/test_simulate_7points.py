@@ -6,7 +6,7 @@ import logging
 import numpy as np
 import pytest
 import SimpleITK as sitk
-from helpers import load_script
+from helpers import load_script, one_line
 
 sim = load_script("data/simulate_7points.py")
 simulate_points = sim.simulate_points
@@ -284,3 +284,57 @@ def test_script_errors_name_the_file(labelled):
     split.write_text("s1,training\ns5,training\ns4,validation\n")
     with pytest.raises(FileNotFoundError, match=r"2 label file\(s\).*s5_Label.nii.gz.*s4_Label.nii.gz"):
         run(tmp_path, split, labels, tmp_path / "anno")
+
+
+def test_script_warns_about_lesions_left_out(labelled, capsys):
+    """s2 holds a third component (1 voxel): the script says that stage 0 makes it background."""
+    tmp_path, split, labels = labelled
+    run(tmp_path, split, labels, tmp_path / "anno")
+    warnings = [line for line in capsys.readouterr().out.splitlines() if " WARNING " in line]
+    assert len(warnings) == 1
+    assert warnings[0].split(" WARNING ", 1)[1] == (
+        "1 subject(s) have more lesions (connected components of the label) than the 2 annotated (the largest): s2 "
+        "(1 left out, of 1 voxel(s)); stage 0 marks the lesions left out as certain background, so training learns "
+        "them as background: move these subjects out of the split's training phase, or remove the components from the "
+        "label if they are no lesions")
+    run(tmp_path, split, labels, tmp_path / "one", "--max_instances", "1")
+    warning = next(line for line in capsys.readouterr().out.splitlines() if " WARNING " in line)
+    assert ("1 subject(s) have more lesions (connected components of the label) than the 1 annotated (the largest): "
+            "s2 (2 left out, of 64, 1 voxel(s))") in warning
+    assert "pass --max_instances 2 (stage 0 reads at most 2 lesions per subject), or move" in warning
+
+
+def test_script_refuses_more_lesions_than_stage0_reads(labelled):
+    tmp_path, split, labels = labelled
+    with pytest.raises(ValueError) as err:
+        run(tmp_path, split, labels, tmp_path / "anno", "--max_instances", "3")
+    assert one_line(err) == ("--max_instances 3: stage 0 (generate_geodesic_labels.py) reads at most 2 lesions per "
+                             "subject (values 1,2 and 3,4) and refuses an annotation with more; pass --max_instances 2 "
+                             "or less")
+    assert not (tmp_path / "anno").exists()
+
+
+@pytest.mark.parametrize("ext", [".nii", ".mha", ".nrrd", ".mhd"])
+def test_script_an_annotation_in_any_format_needs_overwrite(labelled, ext):
+    tmp_path, split, labels = labelled
+    out = tmp_path / "anno"
+    out.mkdir()
+    label = sitk.ReadImage(str(labels / "s1_Label.nii.gz"))
+    earlier = out / f"s1_7points{ext}"
+    sitk.WriteImage(sitk.Cast(label, sitk.sitkUInt8), str(earlier))
+    before = sorted(p.name for p in out.iterdir())
+    with pytest.raises(FileExistsError) as err:
+        run(tmp_path, split, labels, out)
+    assert one_line(err) == (f"1 annotation(s) exist already, e.g. {earlier}; pass --overwrite to replace them, or "
+                             "choose another --path_anno_7points")
+    assert sorted(p.name for p in out.iterdir()) == before
+    # --overwrite with a subject that fails: nothing written, nothing removed
+    write_label(labels / "s3_Label.nii.gz", np.zeros(L_SHAPE))
+    with pytest.raises(ValueError, match=r"s3 \(.*\): the label is empty"):
+        run(tmp_path, split, labels, out, "--overwrite")
+    assert sorted(p.name for p in out.iterdir()) == before
+    write_label(labels / "s3_Label.nii.gz", box_mask(L_SHAPE, *L_PARTS))
+    written = run(tmp_path, split, labels, out, "--overwrite")
+    assert sorted(p.name for p in out.iterdir()) == [p.name for p in written] == [
+        "s1_7points.nii.gz", "s2_7points.nii.gz", "s3_7points.nii.gz"]
+    assert points_of(sitk.GetArrayFromImage(sitk.ReadImage(str(written[0]))), 2) == BOX_FOREGROUND
