@@ -307,8 +307,9 @@ def _left_out_warning(left_out: dict[str, list[int]], max_instances: int) -> str
            if max_instances < STAGE0_LESIONS else "")
     return (f"{len(left_out)} subject(s) have more lesions (connected components of the label) than the "
             f"{max_instances} annotated (the largest): {named}; stage 0 marks the lesions left out as certain "
-            f"background, so training learns them as background: {fix}move these subjects out of the split's "
-            "training phase, or remove the components from the label if they are no lesions")
+            f"background where they lie outside the annotated lesions' boxes, so training learns them as "
+            f"background: {fix}move these subjects out of the split's training phase, or remove the components "
+            "from the label if they are no lesions")
 
 
 def simulate_dataset(dataset_split: str | os.PathLike, path_labels: str | os.PathLike, label_postfix: str,

@@ -294,9 +294,9 @@ def test_script_warns_about_lesions_left_out(labelled, capsys):
     assert len(warnings) == 1
     assert warnings[0].split(" WARNING ", 1)[1] == (
         "1 subject(s) have more lesions (connected components of the label) than the 2 annotated (the largest): s2 "
-        "(1 left out, of 1 voxel(s)); stage 0 marks the lesions left out as certain background, so training learns "
-        "them as background: move these subjects out of the split's training phase, or remove the components from the "
-        "label if they are no lesions")
+        "(1 left out, of 1 voxel(s)); stage 0 marks the lesions left out as certain background where they lie outside "
+        "the annotated lesions' boxes, so training learns them as background: move these subjects out of the "
+        "split's training phase, or remove the components from the label if they are no lesions")
     run(tmp_path, split, labels, tmp_path / "one", "--max_instances", "1")
     warning = next(line for line in capsys.readouterr().out.splitlines() if " WARNING " in line)
     assert ("1 subject(s) have more lesions (connected components of the label) than the 1 annotated (the largest): "
