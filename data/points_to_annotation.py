@@ -221,6 +221,11 @@ def annotation_from_points(points: Sequence[ControlPoint], space: str, reference
     return annotation
 
 
+#: How far (in voxels) past the image's surface a point still counts as on it: rounding of the
+#: world coordinates a viewer writes.
+_SURFACE_TOLERANCE = 1e-6
+
+
 def _voxels(points: Sequence[ControlPoint], space: str, reference: sitk.Image, size: np.ndarray,
             subject: str) -> tuple[np.ndarray, np.ndarray]:
     """The points' continuous indices and nearest voxels (x, y, z), each inside the image and
@@ -231,13 +236,18 @@ def _voxels(points: Sequence[ControlPoint], space: str, reference: sitk.Image, s
         continuous = np.array([reference.TransformPhysicalPointToContinuousIndex(p.position) for p in points])
     else:
         raise ValueError(f"space must be 'LPS' or 'voxel', got {space!r}")
+    # the image covers voxel centres -0.5 .. size - 0.5 (continuous index): a point on its surface,
+    # either face, is on the edge voxel (rounding half up alone would keep the near face only)
     index = np.floor(continuous + 0.5).astype(np.int64)
+    on_surface = (continuous >= -0.5 - _SURFACE_TOLERANCE) & (continuous <= size - 0.5 + _SURFACE_TOLERANCE)
     for k, point in enumerate(points):
-        if np.any(index[k] < 0) or np.any(index[k] >= size):
+        if not on_surface[k].all():
             where = (f"voxel index {index[k].tolist()}" if space == "voxel"
                      else f"LPS {[round(v, 3) for v in point.position]} mm (voxel {index[k].tolist()})")
             raise ValueError(f"{subject}: {_name(k, point)} at {where} lies outside the image (size "
-                             f"{size.tolist()}); is it placed on this image, in the right coordinate system?")
+                             f"{size.tolist()}); is it placed on this image, in the right coordinate system? (for a "
+                             "lesion that touches the image's edge, put the point on the edge voxel)")
+    index = np.clip(index, 0, size - 1)
     seen: dict[tuple[int, ...], int] = {}
     for k, voxel in enumerate(map(tuple, index.tolist())):
         if voxel in seen:

@@ -601,3 +601,23 @@ def test_to_markups_target_names(case):
     assert written == [root / "check" / "s1.mrk.json"]
     labels = [p["label"] for p in json.loads(written[0].read_text())["markups"][0]["controlPoints"]]
     assert labels == ["fg"]
+
+
+def test_a_point_on_either_face_of_the_image_is_on_its_edge_voxel():
+    """The image spans continuous indices -0.5 .. size - 0.5: a world point exactly on the near or
+    the far face lands on the edge voxel (rounding half up alone kept the near face only); a
+    point past a face is outside, with the hint for lesions that touch the edge."""
+    reference = sitk.Image([4, 5, 6], sitk.sitkUInt8)
+    reference.SetSpacing((0.5, 1.0, 2.0))
+    reference.SetOrigin((10.0, 0.0, -4.0))
+    size = np.array(reference.GetSize())
+    faces = [P2A.ControlPoint("bg", "", (10.0 - 0.25, 2.0, 0.0)), P2A.ControlPoint("bg", "", (10.0 + 1.75, 3.0, 0.0)),
+             P2A.ControlPoint("bg", "", (10.5, -0.5, 2.0)), P2A.ControlPoint("bg", "", (10.5, 4.5, 2.0)),
+             P2A.ControlPoint("bg", "", (11.0, 1.0, -5.0)), P2A.ControlPoint("bg", "", (11.0, 1.0, 7.0))]
+    _, index = P2A._voxels(faces, "LPS", reference, size, "s1")
+    assert index.tolist() == [[0, 2, 2], [3, 3, 2], [1, 0, 3], [1, 4, 3], [2, 1, 0], [2, 1, 5]]
+    past = [P2A.ControlPoint("bg", "", (10.0 + 1.76, 3.0, 0.0))]
+    with pytest.raises(ValueError, match=r"^s1: point 1 \('bg'\) at LPS \[11\.76, 3\.0, 0\.0\] mm \(voxel "
+                                         r"\[4, 3, 2\]\) lies outside the image \(size \[4, 5, 6\]\); .* put the "
+                                         r"point on the edge voxel\)$"):
+        P2A._voxels(past, "LPS", reference, size, "s1")
