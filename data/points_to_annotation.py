@@ -67,6 +67,7 @@ import json
 import logging
 import os
 import sys
+import unicodedata
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -354,10 +355,14 @@ def _find_point_files(folder: Path, subjects: Sequence[str] | None, points_postf
     other subjects or postfixes are named in a warning."""
     files: dict[str, list[Path]] = {}
     unmatched, not_points = [], []
+    # a name spelled with decomposed accents (NFD, as macOS stores file names) is the split's subject
+    by_nfc = {} if subjects is None else {unicodedata.normalize("NFC", s): s for s in subjects}
     for path in sorted(folder.iterdir()):
         if path.name.startswith(".") or not path.is_file():
             continue
         subject = _subject_of_file(path, points_postfix)
+        if subject is not None:
+            subject = by_nfc.get(unicodedata.normalize("NFC", subject), subject)
         if not path.name.lower().endswith(EXTENSIONS):
             not_points.append(path.name)
         elif subject is None or (subjects is not None and subject not in subjects):

@@ -621,3 +621,23 @@ def test_a_point_on_either_face_of_the_image_is_on_its_edge_voxel():
                                          r"\[4, 3, 2\]\) lies outside the image \(size \[4, 5, 6\]\); .* put the "
                                          r"point on the edge voxel\)$"):
         P2A._voxels(past, "LPS", reference, size, "s1")
+
+
+def test_names_with_decomposed_accents_are_the_splits_subjects(tmp_path):
+    """A split written with composed accents (NFC) and files named with decomposed ones (NFD, as
+    macOS stores them): the same subjects, for the image reader and for the point files."""
+    import unicodedata
+
+    from utilities.data.grid import find_subject_file
+
+    nfc = unicodedata.normalize("NFC", "cäse_ü3")
+    nfd = unicodedata.normalize("NFD", nfc)
+    assert nfc != nfd
+    (tmp_path / "img").mkdir()
+    image = tmp_path / "img" / f"{nfd}_T2.nii.gz"
+    image.write_bytes(b"")
+    assert find_subject_file(tmp_path / "img", nfc, "T2") == image
+    (tmp_path / "clicks").mkdir()
+    clicks = tmp_path / "clicks" / f"{nfd}.mrk.json"
+    clicks.write_text("{}")
+    assert P2A._find_point_files(tmp_path / "clicks", [nfc], "") == {nfc: clicks}

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import os
 import re
+import unicodedata
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -283,10 +284,25 @@ def find_subject_file(folder: str | os.PathLike, subject: str, postfix: str, wha
     """
     check_subject_name(subject)
     found = [p for p in (Path(folder) / f"{subject}_{postfix}{ext}" for ext in IMAGE_EXTENSIONS) if p.is_file()]
+    if not found:
+        found = _unicode_twins(Path(folder), f"{subject}_{postfix}")
     if len(found) > 1:
         raise ValueError(f"{what} of subject {subject!r} exists in {len(found)} formats: "
                          f"{' and '.join(str(p) for p in found)}; keep one of them")
     return check_readable(found[0], what) if found else subject_path(folder, subject, postfix)
+
+
+def _unicode_twins(folder: Path, stem: str) -> list[Path]:
+    """The image files of ``folder`` named ``stem`` + an image extension once both names are in
+    Unicode's composed form (NFC): the same name written with decomposed accents (NFD, as macOS
+    file systems store ``ä``) is the same subject, though its bytes differ."""
+    def nfc(text: str) -> str:
+        return unicodedata.normalize("NFC", text)
+
+    if nfc(stem) == stem == unicodedata.normalize("NFD", stem) or not folder.is_dir():
+        return []   # a name without accents has no other spelling
+    wanted = {nfc(stem + ext) for ext in IMAGE_EXTENSIONS}
+    return sorted(p for p in folder.iterdir() if nfc(p.name) in wanted and p.is_file())
 
 
 def missing_files(subjects: Iterable[str], folder: str | os.PathLike, postfix: str, what: str) -> list[str]:
