@@ -212,7 +212,10 @@ def _read_csv(path: Path, csv_space: str | None) -> tuple[list[ControlPoint], st
         raise ValueError(f"point file {path} is a CSV: pass --csv_space LPS, RAS (world mm) or voxel (indices)")
     if csv_space not in ("LPS", "RAS", "voxel"):
         raise ValueError(f"--csv_space must be LPS, RAS or voxel, got {csv_space!r}")
-    reader = csv.DictReader(io.StringIO(path.read_text(encoding="utf-8-sig")), skipinitialspace=True)
+    # lines starting with '#' are comments, as in Slicer's .fcsv (a note on who clicked, when)
+    lines = [line for line in path.read_text(encoding="utf-8-sig").splitlines(keepends=True)
+             if not line.lstrip().startswith("#")]
+    reader = csv.DictReader(io.StringIO("".join(lines)), skipinitialspace=True)
     header = check_header([(h or "").strip().lower() for h in (reader.fieldnames or [])], f"point file {path}")
     if not {"x", "y", "z"} <= set(header):
         raise ValueError(f"point file {path} needs a header row with columns x, y, z (and optionally label, "
@@ -228,7 +231,8 @@ def _read_csv(path: Path, csv_space: str | None) -> tuple[list[ControlPoint], st
                              "inside a label or description needs double quotes) or add the column to the header")
         xyz = tuple(_number((row.get(c) or "").strip(), path, f"{where} {c}") for c in ("x", "y", "z"))
         if csv_space == "voxel" and any(abs(v - round(v)) > _INDEX_TOL for v in xyz):
-            raise ValueError(f"point file {path}: {where} has voxel index {list(xyz)}; voxel indices must be integers")
+            raise ValueError(f"point file {path}: {where} has voxel index {list(xyz)}; voxel indices must be integers "
+                             "(if these are millimetres, pass --csv_space LPS or RAS)")
         points.append(ControlPoint(label, (row.get("description") or "").strip(), xyz))  # type: ignore[arg-type]
     return points, csv_space
 

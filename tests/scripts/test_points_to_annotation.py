@@ -303,7 +303,7 @@ def test_unlabelled_points_that_cannot_be_told_apart(case):
     (lambda p: csv_file(p / "s1.csv", POINTS, header="label,i,j,k"), ["--csv_space", "voxel"],
      r"needs a header row with columns x, y, z"),
     (lambda p: csv_file(p / "s1.csv", [("fg", (1.5, 2, 3))]), ["--csv_space", "voxel"],
-     r"voxel indices must be integers"),
+     r"voxel indices must be integers \(if these are millimetres, pass --csv_space LPS or RAS\)"),
     (lambda p: (p / "s1.mrk.json").write_text(json.dumps({"markups": [{"type": "Fiducial", "controlPoints": []}]}))
      and p / "s1.mrk.json", [], r"has no 'coordinateSystem'"),
     (lambda p: (p / "s1.mrk.json").write_text(json.dumps({"markups": [{"type": "Curve", "coordinateSystem": "LPS"}]}))
@@ -641,3 +641,17 @@ def test_names_with_decomposed_accents_are_the_splits_subjects(tmp_path):
     clicks = tmp_path / "clicks" / f"{nfd}.mrk.json"
     clicks.write_text("{}")
     assert P2A._find_point_files(tmp_path / "clicks", [nfc], "") == {nfc: clicks}
+
+
+def test_comment_lines_of_a_csv_are_skipped(case):
+    """'#' lines (a note on who clicked, as in .fcsv files) before and between the rows."""
+    root, _ = case
+    plain = run(root, csv_file(root / "s1.csv", POINTS), "--csv_space", "voxel")
+    expected = read(plain)[1]
+    commented = root / "c" / "s1.csv"
+    commented.parent.mkdir()
+    rows = csv_file(root / "rows.csv", POINTS).read_text().splitlines(keepends=True)
+    commented.write_text("# clicked by me, 2026-12-07\n" + rows[0] + "  # bg first\n" + "".join(rows[1:]))
+    out = P2A.main(["--points", str(commented), "--path_images", str(root / "img"), "--image_postfix", "T2",
+                    "--path_anno_7points", str(root / "ann2"), "--csv_space", "voxel"])[0]
+    np.testing.assert_array_equal(read(out)[1], expected)
