@@ -501,6 +501,10 @@ def load_phase(dataset_split: Split | str | os.PathLike, phase: str, required: S
         check_files(split, [(phase, required)])
     sources = list(required)
     for src in optional:
+        if not Path(src.folder).is_dir():
+            flag = src.flags.split("/")[0] or "folder"
+            logger.info("%s phase: %s not used (%s %s does not exist)", phase, src.what, flag, src.folder)
+            continue
         missing = find_missing(names, [src])
         if missing:
             logger.info("%s phase: %s not used (%d of %d file(s) missing, e.g. %s)", phase, src.what,

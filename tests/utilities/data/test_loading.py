@@ -125,3 +125,17 @@ def test_a_run_reads_its_split_once_and_checks_each_file_once(tmp_path, monkeypa
     # training: image + seeds of 2 subjects; validation: image + label (required) of 1, seeds (optional) of 1
     assert len(checks) == 2 * 2 + 1 * 3 and len(set(checks)) == len(checks)
     assert [s["subject"] for s in loaded.train.subjects] == ["vs_gk_1", "vs_gk_2"]
+
+
+def test_an_optional_source_without_its_folder_says_so(tmp_path, caplog):
+    """An optional label folder that does not exist (e.g. the paper's default --path_labels on
+    one's own data): one line naming the flag and the folder, not a missing file of it."""
+    import logging
+
+    p = make_vs_dataset(tmp_path, 1, 0, 0)
+    labels = ImageSource("label", tmp_path / "nowhere", "Label", True, "label", "--path_labels/--label_postfix")
+    with caplog.at_level(logging.INFO, logger="paseg"):
+        cache = load_phase(p["split"], "training", [ImageSource("image", p["image_crop"], "T2", False, "image")],
+                           optional=[labels], fill=False)
+    assert len(cache) == 1
+    assert f"training phase: label not used (--path_labels {tmp_path / 'nowhere'} does not exist)" in caplog.text
