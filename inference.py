@@ -209,6 +209,12 @@ def list_images(folder: str | Path, postfix: str | None = None) -> list[tuple[st
     if folders:
         logger.info("--input_folder: %d sub-folder(s) not searched (only the folder's own files are read)", folders)
     if other_postfix:
+        near = [n for n in other_postfix if n[: -len(image_extension(Path(n)) or "")].lower().endswith(
+            f"_{postfix}".lower())]
+        if near:   # the same postfix in another letter case: most likely the same modality
+            logger.warning("--input_folder: %d image(s) whose postfix differs from _%s only in letter case left out "
+                           "(postfixes are case-sensitive), e.g. %s: rename them or pass that --image_postfix",
+                           len(near), postfix, near[0])
         logger.info("--input_folder: %d image(s) without the postfix _%s left out, e.g. %s", len(other_postfix),
                     postfix, other_postfix[0])
     if not images:

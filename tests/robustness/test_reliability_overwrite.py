@@ -180,6 +180,15 @@ def test_every_file_of_the_input_folder_is_processed_or_named(tmp_path, capsys):
     printed = capsys.readouterr().out
     assert "--input_folder: 1 hidden file(s) (named .*) ignored" in printed
     assert "--input_folder: 1 JSON sidecar(s) of the images (<name>.json) ignored" in printed
+    # with --image_postfix: another modality is left out quietly, the same postfix in another case with a warning
+    (images / "vs_gk_1_T1.nii.gz").write_bytes((images / "vs_gk_1_T2.nii.gz").read_bytes())
+    (images / "vs_gk_3_t2.nii.gz").write_bytes((images / "vs_gk_1_T2.nii.gz").read_bytes())
+    written = inference.main([*_folder_argv(model_dir, images, tmp_path / "out2"), "--image_postfix", "T2"])
+    assert [w.name for w in written] == ["vs_gk_1_T2.nii.gz", "vs_gk_2_T2.nii.gz"]
+    printed = capsys.readouterr().out
+    assert ("WARNING --input_folder: 1 image(s) whose postfix differs from _T2 only in letter case left out "
+            "(postfixes are case-sensitive), e.g. vs_gk_3_t2.nii.gz") in printed
+    assert "--input_folder: 4 image(s) without the postfix _T2 left out" in printed
 
 
 def test_a_point_folder_names_files_in_no_point_format(tmp_path):
