@@ -118,7 +118,10 @@ def run_main(main: Callable[[list[str] | None], Any], argv: Sequence[str] | None
     ``<interrupted>`` and exits 130; SIGTERM (a job's time limit) says "terminated" and exits
     143. Any other exception is a bug and keeps its traceback
     (exit 1). ``--debug`` anywhere in the arguments (removed before ``main`` sees them) or
-    ``PASEG_DEBUG=1`` shows the full traceback of user errors too.
+    ``PASEG_DEBUG=1`` shows the full traceback of user errors too. The same last line (for a
+    bug, its one-line summary) ends the log file of a script that opened one. A user error that
+    names a flag whose value came from ``--plan`` or ``--dataset`` says so
+    (:func:`utilities.core.arguments.origin_note`).
     """
     clear_origins()
     args = list(sys.argv[1:] if argv is None else argv)
@@ -144,21 +147,25 @@ def run_main(main: Callable[[list[str] | None], Any], argv: Sequence[str] | None
     except (MemoryError, RuntimeError) as e:
         message = out_of_memory_message(e)
         if message is None:  # any other RuntimeError is a bug: its traceback
-            _log_files_note("stopped by an unexpected error (a bug; its traceback is on stderr): "
-                            f"{type(e).__name__}: {' '.join(str(e).split())[:300]}")
+            _log_files_note(_bug_line(e))
             raise
         if debug:
             traceback.print_exc()
         _last_words(f"error: {message}")
         return EXIT_USER_ERROR
     except Exception as e:  # a bug: its traceback, and a line in the run's log
-        _log_files_note(f"stopped by an unexpected error (a bug; its traceback is on stderr): {type(e).__name__}: "
-                        f"{' '.join(str(e).split())[:300]}")
+        _log_files_note(_bug_line(e))
         raise
     finally:
         if previous is not None:
             signal.signal(signal.SIGTERM, previous)
     return 0
+
+
+def _bug_line(error: BaseException) -> str:
+    """A bug's one-line summary for the run's log (its traceback goes to stderr)."""
+    return (f"stopped by an unexpected error (a bug; its traceback is on stderr): {type(error).__name__}: "
+            f"{' '.join(str(error).split())[:300]}")
 
 
 def _last_words(line: str) -> None:
