@@ -287,7 +287,7 @@ def load_weights(model: torch.nn.Module, spec: ModelSpec, map_location: Any = "c
         if "size mismatch" not in str(e) and "state_dict" not in str(e):
             raise
         raise ValueError(f"checkpoint {spec.source} does not fit network {spec.network} (parameter shapes differ); "
-                         "was it trained with another --network?") from None
+                         + (remedy or "was it trained with another --network?")) from None
     except (ValueError, FileNotFoundError) as e:
         if spec.source == str(spec.weights):
             raise
