@@ -144,11 +144,18 @@ def pretrained_paths(args: argparse.Namespace) -> dict[int, Path]:
 
 
 def load_students(names: dict[int, str], paths: dict[int, Path]) -> dict[int, nn.Module]:
-    """The two stage-1 networks on the CPU, each checked to fit its checkpoint."""
+    """The two stage-1 networks on the CPU, each checked to fit its checkpoint, and checked not to
+    be one network twice: two runs of the same network with identical weights (the same flags and
+    ``--seed``) would make SCM two identical students, self-training only."""
     students = {}
     for k in (1, 2):
         students[k] = get_network(names[k], IN_CHANNELS, NUM_CLASSES)
         load_model_weights(students[k], paths[k], names[k], map_location="cpu", flag=f"--network{k}")
+    one, two = (students[k].state_dict() for k in (1, 2))
+    if names[1] == names[2] and one.keys() == two.keys() and all(torch.equal(one[key], two[key]) for key in one):
+        raise ValueError(f"the stage-1 checkpoints {paths[1]} and {paths[2]} hold identical weights (two runs with the "
+                         "same flags and --seed?): SCM would train two identical students (self-training only); "
+                         "train the second stage-1 run with another --seed, or use another network")
     return students
 
 
@@ -236,6 +243,10 @@ def train(args: argparse.Namespace, callbacks: Sequence[Callback] = ()) -> Path:
     ctx, device, _, latest_path, (training_data, students) = start_run(
         run_options(args), vars(args), [run_dirs[1], run_dirs[2]], latest, layouts[1].log_name(scm=True),
         preflight=preflight)
+    if args.iterative_epochs >= args.max_epochs:
+        logger.warning("--iterative_epochs %d is not shorter than --max_epochs %d: the teachers are never refreshed "
+                       "from the students (plain self-training and distillation from the stage-1 models); lower "
+                       "--iterative_epochs to refresh them", args.iterative_epochs, args.max_epochs)
     generator = torch.Generator().manual_seed(args.seed + ctx.rank)
     train_loader, val_loader, sampler = training_data.loaders(args.spatial_shape, args.batch_size, args.num_workers,
                                                               args.seed, ctx, generator)

@@ -127,3 +127,21 @@ def test_stage1_with_a_dataset_file_needs_its_run_folder(data, tmp_path):
                               "the paper's VS data): pass it")
     run = stage1.main([*argv, "--model_dir", str(tmp_path / "run")])
     assert (run / "models" / "CP_final.pth").is_file()
+
+
+def test_scm_refuses_two_stage1_runs_with_identical_weights(data, tmp_path):
+    """Two stage-1 runs of one network with the same flags and --seed are one network twice: SCM
+    would train two identical students, so it is refused, as one run given twice is."""
+    first, second = (a_model(tmp_path / name) for name in ("a", "b"))   # torch.manual_seed(0) both: identical
+    with pytest.raises(ValueError) as err:
+        scm.main(scm_args(data, [first.parents[2], second.parents[2]], tmp_path / "run"))
+    assert str(err.value) == (f"the stage-1 checkpoints {first} and {second} hold identical weights (two runs with the "
+                              "same flags and --seed?): SCM would train two identical students (self-training only); "
+                              "train the second stage-1 run with another --seed, or use another network")
+    assert not (tmp_path / "run").exists()
+
+
+def test_scm_says_when_its_teachers_are_never_refreshed(data, tmp_path, capsys):
+    scm.main(scm_args(data, pretrained(tmp_path), tmp_path / "run", "--max_epochs", "1", "--iterative_epochs", "1"))
+    assert ("--iterative_epochs 1 is not shorter than --max_epochs 1: the teachers are never refreshed from the "
+            "students") in capsys.readouterr().out
