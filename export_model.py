@@ -23,6 +23,7 @@ from utilities.data.dataset_file import read_dataset
 from utilities.data.io import check_overwrite
 from utilities.data.layout import RunLayout
 from utilities.models.model_package import (
+    DEFAULT_EPOCH_INF,
     ModelSpec,
     data_fingerprint,
     export_package,
@@ -102,7 +103,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--network", default=None, choices=sorted(NETWORKS),
                    help="network (default: the one run in --model_dir; SCM: that of model 1; --checkpoint: read "
                         "from the file)")
-    p.add_argument("--epoch_inf", default="best",
+    p.add_argument("--epoch_inf", default=DEFAULT_EPOCH_INF,
                    help="checkpoint CP_<epoch_inf>.pth; an SCM run packs CP_<epoch_inf>_model1 and _model2 unless "
                         "it names one (best_model1)")
     p.add_argument("--checkpoint", default=None,

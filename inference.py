@@ -58,6 +58,7 @@ from utilities.data.splits import PHASES
 from utilities.method.defaults import IMAGE_POSTFIX, PRIMARY_NETWORK, SW_OVERLAP
 from utilities.method.optim import Amp
 from utilities.models.model_package import (
+    DEFAULT_EPOCH_INF,
     DEFAULT_SPATIAL_SHAPE,
     ModelSpec,
     checkpoint_path,
@@ -364,7 +365,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--spatial_shape", type=int, nargs=3, default=None,
                    help="sliding-window size (X Y Z), divisible by 16 (default: the model's patch size, else "
                         f"{' '.join(map(str, DEFAULT_SPATIAL_SHAPE))})")
-    p.add_argument("--epoch_inf", default="best",
+    p.add_argument("--epoch_inf", default=DEFAULT_EPOCH_INF,
                    help="checkpoint name: CP_<epoch_inf>.pth (best, final, best_model1, best_model2, ...)")
     p.add_argument("--input_folder", default=None,
                    help="segment every image in this folder (" + " ".join(IMAGE_EXTENSIONS) + ") instead of a split")

@@ -83,6 +83,9 @@ CARD = "model_card.md"
 NORMALISATION = "zscore"
 #: ``inference.py``'s patch size when neither ``--spatial_shape`` nor the model says one (the paper's VS).
 DEFAULT_SPATIAL_SHAPE = SPATIAL_SHAPE
+#: ``--epoch_inf``'s default (inference and export): the best checkpoint. Another value picks the
+#: package models packed from ``CP_<epoch_inf>.pth``.
+DEFAULT_EPOCH_INF = "best"
 _SCM_SUFFIXES = ("_model1", "_model2")
 
 
@@ -594,7 +597,7 @@ def _extract_models(archive: UntrustedZip, path: Path, manifest: Mapping[str, An
                              f"package does not hold; {_AGAIN}")
         if info.filename not in extracted:
             extracted[info.filename] = archive.extract(info, folder / f"weights{len(extracted) + 1}.pth")
-        meta = {key: entry[key] for key in ("epoch", "metric", "value") if key in entry}
+        meta = {key: entry[key] for key in ("epoch", "metric", "value", "checkpoint") if key in entry}
         specs.append(ModelSpec(f"{entry['name']} ({network}, {path.name})", network, extracted[info.filename],
                                tuple(entry["spatial_shape"]), f"{path}:{entry['name']}",
                                manifest.get("normalisation", NORMALISATION), entry.get("in_channels", IN_CHANNELS),
@@ -665,9 +668,20 @@ def resolve_models(entry: str | os.PathLike, workdir: str | os.PathLike, network
     path = Path(entry)
     if path.suffix == ".zip" or (path.is_file() and zipfile.is_zipfile(path) and path.suffix != ".pth"):
         specs = open_package(path, workdir)
-        if network is not None and any(s.network != network for s in specs):
-            raise ValueError(f"--model {path} holds {', '.join(s.network for s in specs)}, not {network}; drop "
-                             f"--network or pass --network {specs[0].network}")
+        held = ", ".join(f"{s.name.split(' ')[0]} ({s.network}, from {s.meta.get('checkpoint', '?')})" for s in specs)
+        if network is not None:   # a package's model chosen by its network (model 2 of an SCM package)
+            if not any(s.network == network for s in specs):
+                raise ValueError(f"--model {path} holds {held}: no {network}; drop --network or pass one of "
+                                 f"{', '.join(dict.fromkeys(s.network for s in specs))}")
+            specs = [s for s in specs if s.network == network]
+        if epoch_inf != DEFAULT_EPOCH_INF:   # ... or by the checkpoint it was packed from
+            chosen = [s for s in specs if s.meta.get("checkpoint") == f"CP_{epoch_inf}.pth"]
+            if not chosen:
+                raise ValueError(f"--model {path} holds {held}: none from CP_{epoch_inf}.pth (--epoch_inf "
+                                 f"{epoch_inf}); pick one it holds (e.g. --epoch_inf "
+                                 f"{str(specs[-1].meta.get('checkpoint', 'CP_best.pth'))[3:-4]}), or export the run "
+                                 f"again with --epoch_inf {epoch_inf}")
+            specs = chosen
         if spatial_shape is not None:
             specs = [replace(s, spatial_shape=tuple(spatial_shape)) for s in specs]
         return specs

@@ -123,6 +123,19 @@ def test_scm_package_holds_both_networks(runs, tmp_path):
                                            str(tmp_path / "d")))
     for a, b in zip(_arrays(first), _arrays(model1), strict=True):
         np.testing.assert_array_equal(a, b)
+    # --epoch_inf picks the model packed from that checkpoint: model 2 alone, as best_model2 of the run
+    second = inference.main(["--model", str(package), "--epoch_inf", "best_model2", *common, "--output_folder",
+                             str(tmp_path / "e")])
+    model2 = inference.main(inference_args(p, root / "scm", "--epoch_inf", "best_model2", "--output_folder",
+                                           str(tmp_path / "f")))
+    for a, b in zip(_arrays(second), _arrays(model2), strict=True):
+        np.testing.assert_array_equal(a, b)
+    with pytest.raises(ValueError) as err:
+        inference.main(["--model", str(package), "--epoch_inf", "final", *common, "--output_folder",
+                        str(tmp_path / "g")])
+    assert str(err.value) == (f"--model {package} holds model1 (U_Net2D5, from CP_best_model1.pth), model2 (U_Net2D5, "
+                              "from CP_best_model2.pth): none from CP_final.pth (--epoch_inf final); pick one it holds "
+                              "(e.g. --epoch_inf best_model2), or export the run again with --epoch_inf final")
 
 
 @pytest.mark.slow
@@ -206,8 +219,8 @@ def test_bad_packages_one_line(runs, tmp_path, capsys):
                           "again with export_model.py"),
         (too_small, [], f"the patch size of {too_small}:model1 (paseg_model.json key models[0].spatial_shape) "
                         "[16, 16, 16] does not fit U_Net2D5: "),
-        (package, ["--network", "U_Net"], f"--model {package} holds U_Net2D5, not U_Net; drop --network or pass "
-                                          "--network U_Net2D5"),
+        (package, ["--network", "U_Net"], f"--model {package} holds model1 (U_Net2D5, from CP_best.pth): no U_Net; "
+                                          "drop --network or pass one of U_Net2D5"),
         (package, ["--model_dir", str(root / "run1")], "--model and --model_dir exclude each other; pass the package "
                                                        "(or checkpoint) or the run folder"),
     ]
