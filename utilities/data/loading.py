@@ -596,6 +596,11 @@ class TrainingData:
         else:
             logger.info("%d training and %d validation subjects (validation uses: %s)", len(self.train),
                         len(self.val), ", ".join(self.val.whats.values()))
+        per_rank = -(-len(self.train) // ctx.world_size) if ctx.distributed else len(self.train)
+        if batch_size > per_rank:
+            logger.warning("--batch_size %d is more than the %d training case(s) each process sees per epoch: an "
+                           "epoch is one batch of %d patch(es), one per case (an epoch passes over the cases once)",
+                           batch_size, per_rank, per_rank)
         sampler: DistributedSampler | None = None
         if ctx.distributed:  # the sampler takes only len() of its dataset: the indices stand for the subjects
             sampler = DistributedSampler(cast("Dataset[int]", range(len(self.train))), ctx.world_size, ctx.rank,

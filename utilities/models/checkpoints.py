@@ -149,7 +149,7 @@ def load_model_weights(model: nn.Module, path: Path | str, network: str,
     payload = load_torch(path, map_location)
     if isinstance(payload, dict) and payload.get("format") == CHECKPOINT_FORMAT:
         if payload["network"] != network:
-            raise ValueError(f"checkpoint {path} holds a {payload['network']} network, not {network}; "
+            raise ValueError(f"checkpoint {path} holds {_a(payload['network'])} network, not {network}; "
                              + (remedy or f"pass {flag} {payload['network']} or another checkpoint"))
         state = strip_wrapper_prefix(payload["state_dict"])
         meta = {k: v for k, v in payload.items() if k != "state_dict"}
@@ -214,6 +214,11 @@ _COUNTS = (("head.weight", 0, "output classes", "have", "(background and lesion)
            ("encoders.0.0.weight", 1, "input channel(s)", "take", "(one image)"))
 
 
+def _a(name: str) -> str:
+    """``name`` with its indefinite article: ``a U_Net``, ``an AttU_Net``."""
+    return f"{'an' if name[:1].upper() in 'AEIO' else 'a'} {name}"  # U_Net: 'a' (a 'you')
+
+
 def _check_fits(path: Path, state: Mapping[str, torch.Tensor], own: Mapping[str, torch.Tensor], network: str,
                 flag: str, remedy: str | None = None) -> None:
     """One line naming what differs when ``state`` does not fit ``own`` (the network's state
@@ -223,7 +228,7 @@ def _check_fits(path: Path, state: Mapping[str, torch.Tensor], own: Mapping[str,
     if missing or unexpected:
         found = detect_our_network(state)
         if found is not None and found != network:
-            raise ValueError(f"checkpoint {path} does not fit network {network}: it holds a {found} state dict; "
+            raise ValueError(f"checkpoint {path} does not fit network {network}: it holds {_a(found)} state dict; "
                              + (remedy or f"pass {flag} {found} or another checkpoint"))
         raise ValueError(f"checkpoint {path} does not fit network {network} ({len(missing)} missing, "
                          f"{len(unexpected)} unexpected parameter(s)); "
@@ -231,7 +236,7 @@ def _check_fits(path: Path, state: Mapping[str, torch.Tensor], own: Mapping[str,
     for key, axis, what, verb, meaning in _COUNTS:
         if key in own and state[key].ndim == own[key].ndim and state[key].shape[axis] != own[key].shape[axis]:
             theirs, ours = int(state[key].shape[axis]), int(own[key].shape[axis])
-            raise ValueError(f"checkpoint {path} holds a {network} with {theirs} {what}; this project's networks "
+            raise ValueError(f"checkpoint {path} holds {_a(network)} with {theirs} {what}; this project's networks "
                              f"{verb} {ours} {meaning}: pass a checkpoint trained with {ours}"
                              + (" classes" if key == "head.weight" else ""))
     shapes = [k for k in own if tuple(state[k].shape) != tuple(own[k].shape)]

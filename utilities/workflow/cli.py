@@ -265,6 +265,14 @@ def unit_float(text: str) -> float:
     return value
 
 
+def momentum_float(text: str) -> float:
+    """A momentum: in [0, 1) (1 or more makes the updates grow without bound)."""
+    value = float(text)
+    if not 0.0 <= value < 1.0:
+        raise argparse.ArgumentTypeError(f"must be a number in [0, 1), got {text}")
+    return value
+
+
 def positive_unit_float(text: str) -> float:
     value = float(text)
     if not 0.0 < value <= 1.0:
@@ -357,7 +365,7 @@ def add_training_args(parser: argparse.ArgumentParser) -> None:
                              "the training cases' expanded seeds, CP_final is the last epoch")
     parser.add_argument("--cache_gb", type=nonnegative_float, default=8.0,
                         help="memory budget (GiB) for volumes kept decoded between epochs")
-    parser.add_argument("--momentum", type=nonnegative_float, default=MOMENTUM,
+    parser.add_argument("--momentum", type=momentum_float, default=MOMENTUM,
                         help="SGD Nesterov momentum (the paper's 0.99)")
     parser.add_argument("--optimizer", default="sgd", choices=OPTIMIZERS,
                         help="sgd (the paper's, with --momentum) or adam (then pass a smaller --learning_rate, "

@@ -72,3 +72,13 @@ def test_a_folder_given_as_a_checkpoint_is_named_as_one(tmp_path):
     with pytest.raises(ValueError) as err:
         spec_from_checkpoint(tmp_path, "U_Net2D5")
     assert str(err.value) == message
+
+
+def test_another_networks_checkpoint_is_named_with_its_article(tmp_path):
+    from networks import get_network
+    from utilities.models.checkpoints import load_model_weights, save_model
+
+    path = tmp_path / "CP_best.pth"
+    save_model(path, get_network("AttU_Net", 1, 2), "AttU_Net")
+    with pytest.raises(ValueError, match=r"holds an AttU_Net network, not U_Net2D5; pass --network AttU_Net or "):
+        load_model_weights(get_network("U_Net2D5", 1, 2), path, "U_Net2D5")

@@ -145,3 +145,16 @@ def test_scm_says_when_its_teachers_are_never_refreshed(data, tmp_path, capsys):
     scm.main(scm_args(data, pretrained(tmp_path), tmp_path / "run", "--max_epochs", "1", "--iterative_epochs", "1"))
     assert ("--iterative_epochs 1 is not shorter than --max_epochs 1: the teachers are never refreshed from the "
             "students") in capsys.readouterr().out
+
+
+def test_a_momentum_of_one_or_more_is_refused(capsys):
+    with pytest.raises(SystemExit):
+        stage1.build_parser().parse_args(["--momentum", "1.0"])
+    assert "argument --momentum: must be a number in [0, 1), got 1.0" in capsys.readouterr().err
+    assert stage1.build_parser().parse_args(["--momentum", "0"]).momentum == 0.0
+
+
+def test_a_batch_larger_than_the_training_cases_says_so(data, tmp_path, capsys):
+    stage1.main(stage1_args(data, tmp_path / "run", "--batch_size", "5", "--max_epochs", "1"))
+    assert ("--batch_size 5 is more than the 2 training case(s) each process sees per epoch: an epoch is one batch "
+            "of 2 patch(es)") in capsys.readouterr().out
