@@ -20,6 +20,7 @@ rows, and is read by that position.
 from __future__ import annotations
 
 import os
+import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -447,6 +448,10 @@ def write_scores(scoring: Scoring, report: bool = False) -> Path:
         page = write_report(pd.concat([scored, summary.reset_index()], ignore_index=True), cases,
                             scoring.report_folder, scoring.heading, lines)
         print(f"written {page}")
+    elif (scoring.report_folder / "report.html").is_file():
+        print(f"warning: {scoring.report_folder / 'report.html'} is an earlier scoring's report, not of the table just "
+              f"written; pass --report (with --path_images) to write it again, or delete {scoring.report_folder}",
+              file=sys.stderr)
     return scoring.out
 
 

@@ -215,3 +215,17 @@ def test_report_from_a_folder(tmp_path, image_names, prediction_names, flags):
     for name in parser.images:
         with Image.open(page.parent / name) as picture:
             assert picture.format == "PNG"
+
+
+def test_a_rescore_without_report_names_the_earlier_report(scored, capsys):
+    """The report of an earlier scoring stays beside a table it does not show: said so."""
+    p, preds, argv = scored
+    scores.main([*argv, "--report", "--path_images", str(p["image_crop"])])
+    capsys.readouterr()
+    scores.main(argv)
+    page = preds / "report_inference" / "report.html"
+    assert capsys.readouterr().err == (f"warning: {page} is an earlier scoring's report, not of the table just "
+                                       "written; pass --report (with --path_images) to write it again, or delete "
+                                       f"{page.parent}\n")
+    scores.main([*argv, "--report", "--path_images", str(p["image_crop"])])
+    assert capsys.readouterr().err == ""
