@@ -268,10 +268,10 @@ def spec_from_checkpoint(path: str | os.PathLike, network: str | None = None,
         raise ValueError(f"cannot tell which network checkpoint {path} holds; pass --network")
     shape = tuple(spatial_shape) if spatial_shape is not None else None
     meta = _checkpoint_meta(path)
-    if shape is None and path.parent.name == MODELS:
+    if path.parent.name == MODELS:   # in a run folder: its recorded arguments (the model card's provenance)
         layout = RunLayout.of_folder(path.parents[1])
         args = run_args(layout.model_dir, layout.network, path.stem.removeprefix("CP_"))
-        shape = _shape(args)
+        shape = shape if shape is not None else _shape(args)
         meta |= {"run_args": args} if args else {}
     return ModelSpec(f"{network} {path.name}", network, path, shape, str(path), meta=meta)
 

@@ -305,3 +305,18 @@ def test_a_run_without_its_final_checkpoint_is_packed_with_a_warning(runs, tmp_p
             "before its last epoch") in out
     export_model.main(["--model_dir", str(root / "run1"), "--output", str(tmp_path / "n.zip"), "--no_fingerprint"])
     assert "CP_final" not in capsys.readouterr().out
+
+
+@pytest.mark.slow
+def test_a_checkpoint_packed_with_its_own_patch_keeps_its_provenance(runs, tmp_path, capsys):
+    """--checkpoint from a run folder with --spatial_shape given: the card still records the
+    run's training data and command (the patch size alone is the flag's)."""
+    _, root = runs
+    checkpoint = next((root / "run1").glob("*/models/CP_best.pth"))
+    manifest = export_model.main(["--checkpoint", str(checkpoint), "--spatial_shape", "32", "32", "16", "--output",
+                                  str(tmp_path / "x.zip")])
+    assert "no training arguments" not in capsys.readouterr().out
+    assert manifest["models"][0]["spatial_shape"] == [32, 32, 16]
+    command = manifest["card"]["training_commands"][0]
+    assert command.startswith("python train_gatedcrfloss3d22d_multiview_varianceloss.py ")
+    assert manifest["card"]["training_data"]["available"]
