@@ -144,19 +144,23 @@ def pretrained_paths(args: argparse.Namespace) -> dict[int, Path]:
 
 
 def load_students(names: dict[int, str], paths: dict[int, Path]) -> dict[int, nn.Module]:
-    """The two stage-1 networks on the CPU, each checked to fit its checkpoint, and checked not to
-    be one network twice: two runs of the same network with identical weights (the same flags and
-    ``--seed``) would make SCM two identical students, self-training only."""
+    """The two stage-1 networks on the CPU, each checked to fit its checkpoint."""
     students = {}
     for k in (1, 2):
         students[k] = get_network(names[k], IN_CHANNELS, NUM_CLASSES)
         load_model_weights(students[k], paths[k], names[k], map_location="cpu", flag=f"--network{k}")
+    return students
+
+
+def check_two_students(students: dict[int, nn.Module], paths: dict[int, Path]) -> None:
+    """Refuse one network twice: two stage-1 runs of the same network with identical weights (the
+    same flags and ``--seed``) would make SCM two identical students, self-training only."""
     one, two = (students[k].state_dict() for k in (1, 2))
-    if names[1] == names[2] and one.keys() == two.keys() and all(torch.equal(one[key], two[key]) for key in one):
+    if one.keys() == two.keys() and all(one[key].shape == two[key].shape and torch.equal(one[key], two[key])
+                                        for key in one):
         raise ValueError(f"the stage-1 checkpoints {paths[1]} and {paths[2]} hold identical weights (two runs with the "
                          "same flags and --seed?): SCM would train two identical students (self-training only); "
                          "train the second stage-1 run with another --seed, or use another network")
-    return students
 
 
 def freeze(model: nn.Module) -> nn.Module:
@@ -238,7 +242,10 @@ def train(args: argparse.Namespace, callbacks: Sequence[Callback] = ()) -> Path:
     data = data_config(args)
 
     def preflight() -> tuple[TrainingData, dict[int, nn.Module]]:
-        return load_training_data(data, ["image"]), load_students(names, pretrained)
+        training_data = load_training_data(data, ["image"])
+        students = load_students(names, pretrained)
+        check_two_students(students, pretrained)
+        return training_data, students
 
     ctx, device, _, latest_path, (training_data, students) = start_run(
         run_options(args), vars(args), [run_dirs[1], run_dirs[2]], latest, layouts[1].log_name(scm=True),
