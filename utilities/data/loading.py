@@ -501,12 +501,11 @@ def load_phase(dataset_split: Split | str | os.PathLike, phase: str, required: S
         check_files(split, [(phase, required)])
     sources = list(required)
     for src in optional:
-        if not Path(src.folder).is_dir():
-            flag = src.flags.split("/")[0] or "folder"
-            logger.info("%s phase: %s not used (%s %s does not exist)", phase, src.what, flag, src.folder)
-            continue
-        missing = find_missing(names, [src])
-        if missing:
+        missing = find_missing(names, [src]) if Path(src.folder).is_dir() else None
+        if missing is None:   # named by its flag: the paper's default folder, on one's own data
+            logger.info("%s phase: %s not used (%s %s does not exist)", phase, src.what,
+                        src.flags.split("/")[0] or "folder", src.folder)
+        elif missing:
             logger.info("%s phase: %s not used (%d of %d file(s) missing, e.g. %s)", phase, src.what,
                         len(missing), len(names), missing[0].split(" ", 1)[-1])
         else:
@@ -596,11 +595,9 @@ class TrainingData:
         else:
             logger.info("%d training and %d validation subjects (validation uses: %s)", len(self.train),
                         len(self.val), ", ".join(self.val.whats.values()))
-        per_rank = -(-len(self.train) // ctx.world_size) if ctx.distributed else len(self.train)
-        if batch_size > per_rank:
-            logger.warning("--batch_size %d is more than the %d training case(s) each process sees per epoch: an "
-                           "epoch is one batch of %d patch(es), one per case (an epoch passes over the cases once)",
-                           batch_size, per_rank, per_rank)
+        if batch_size > (per_rank := -(-len(self.train) // ctx.world_size) if ctx.distributed else len(self.train)):
+            logger.warning("--batch_size %d is more than the %d training case(s) each process sees per epoch: an epoch "
+                           "is one batch of %d patch(es), one per case", batch_size, per_rank, per_rank)
         sampler: DistributedSampler | None = None
         if ctx.distributed:  # the sampler takes only len() of its dataset: the indices stand for the subjects
             sampler = DistributedSampler(cast("Dataset[int]", range(len(self.train))), ctx.world_size, ctx.rank,

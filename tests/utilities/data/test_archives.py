@@ -343,7 +343,7 @@ def test_extracted_into_a_private_folder_under_our_names(made, tmp_path):
         assert os.listdir(spec.weights.parent) == ["weights1.pth"]
         assert stat.S_IMODE(spec.weights.parent.stat().st_mode) == 0o700
     assert (first.source, other.source) == (f"{package}:model1", f"{second}:model1")
-    assert first.spatial_shape == (32, 32, 16) and first.meta == {"epoch": 1}
+    assert first.spatial_shape == (32, 32, 16) and first.meta == {"epoch": 1, "checkpoint": "CP_best.pth"}
     assert mp.read_manifest(second)["models"][0]["file"] == "weights/other.pth"
 
 
