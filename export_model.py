@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from networks import NETWORKS, check_network_shape
-from utilities.core.arguments import ArgumentParser
+from utilities.core.arguments import ArgumentParser, Inert, warn_inert_flags
 from utilities.core.logs import setup_logger
 from utilities.data.dataset_file import read_dataset
 from utilities.data.io import check_overwrite
@@ -31,7 +31,7 @@ from utilities.models.model_package import (
     spec_from_checkpoint,
     spec_from_run,
 )
-from utilities.workflow.cli import check_spatial_shape
+from utilities.workflow.cli import check_spatial_shape, epoch_inf_name
 
 __all__ = ["export_model", "main"]
 
@@ -103,7 +103,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--network", default=None, choices=sorted(NETWORKS),
                    help="network (default: the one run in --model_dir; SCM: that of model 1; --checkpoint: read "
                         "from the file)")
-    p.add_argument("--epoch_inf", default=DEFAULT_EPOCH_INF,
+    p.add_argument("--epoch_inf", type=epoch_inf_name, default=DEFAULT_EPOCH_INF,
                    help="checkpoint CP_<epoch_inf>.pth; an SCM run packs CP_<epoch_inf>_model1 and _model2 unless "
                         "it names one (best_model1)")
     p.add_argument("--checkpoint", default=None,
@@ -121,7 +121,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    warn_inert_flags(parser, argv, args, [Inert(("epoch_inf",), lambda a: a.checkpoint is not None,
+                                                "with --checkpoint: that file is packed")])
     shape = check_spatial_shape(args.spatial_shape) if args.spatial_shape is not None else None
     if args.dataset is not None and args.no_fingerprint:
         raise ValueError("--dataset names the data the model card's fingerprint reads, which --no_fingerprint leaves "

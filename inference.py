@@ -35,7 +35,7 @@ import torchio as tio
 from tqdm import tqdm
 
 from networks import NETWORKS, check_network_shape, get_network
-from utilities.core.arguments import ArgumentParser
+from utilities.core.arguments import ArgumentParser, Inert, warn_inert_flags
 from utilities.core.compile import prepare_network
 from utilities.core.logs import setup_logger, show_progress
 from utilities.core.runtime import resolve_device
@@ -71,10 +71,12 @@ from utilities.models.model_package import (
 )
 from utilities.models.prediction import segment
 from utilities.workflow.cli import (
+    COMPILE_INERT,
     add_common_args,
     add_compile_args,
     check_spatial_shape,
     check_sw_overlap,
+    epoch_inf_name,
     positive_int,
 )
 
@@ -365,7 +367,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--spatial_shape", type=int, nargs=3, default=None,
                    help="sliding-window size (X Y Z), divisible by 16 (default: the model's patch size, else "
                         f"{' '.join(map(str, DEFAULT_SPATIAL_SHAPE))})")
-    p.add_argument("--epoch_inf", default=DEFAULT_EPOCH_INF,
+    p.add_argument("--epoch_inf", type=epoch_inf_name, default=DEFAULT_EPOCH_INF,
                    help="checkpoint name: CP_<epoch_inf>.pth (best, final, best_model1, best_model2, ...)")
     p.add_argument("--input_folder", default=None,
                    help="segment every image in this folder (" + " ".join(IMAGE_EXTENSIONS) + ") instead of a split")
@@ -463,8 +465,23 @@ def _a_prediction(path: Path) -> bool:
     return image.GetPixelID() == sitk.sitkFloat32 and bool(array.min(initial=0) >= 0 and array.max(initial=0) <= 1)
 
 
+def _checkpoint_files_only(args: argparse.Namespace) -> bool:
+    """Every model is a ``.pth`` file given by path (no run folder, no package)."""
+    sources = ([args.model] if args.model else []) + list(args.ensemble or [])
+    return args.model_dir is None and bool(sources) and all(str(s).lower().endswith(".pth") for s in sources)
+
+
+#: Inference flags that the other flags make pointless (:func:`utilities.workflow.cli.warn_inert_flags`).
+INFERENCE_INERT = (
+    *COMPILE_INERT,
+    Inert(("epoch_inf",), _checkpoint_files_only, "with checkpoint files (.pth): each file is the model"),
+    Inert(("seed",), lambda a: True, "in inference, which draws nothing at random"),
+)
+
+
 def main(argv: list[str] | None = None) -> list[Path]:
-    args = parse_with_dataset(build_parser(), argv, unless={"input_folder": ("split", "images")})
+    parser = build_parser()
+    args = parse_with_dataset(parser, argv, unless={"input_folder": ("split", "images")})
     spatial_shape = check_spatial_shape(args.spatial_shape) if args.spatial_shape is not None else None
     if args.network is not None and spatial_shape is not None:
         check_network_shape(args.network, spatial_shape)
@@ -490,6 +507,7 @@ def main(argv: list[str] | None = None) -> list[Path]:
                          ".nii.gz masks, the files scores.py reads")
     if not folder_mode:
         require(args, "split", "images", "image_postfix")   # with --dataset no VS default applies
+    warn_inert_flags(parser, argv, args, INFERENCE_INERT)
     device = resolve_device(args.device)
     setup_logger(None)
     model_dir = args.model_dir or (None if args.model is not None else DEFAULT_MODEL_DIR)

@@ -25,7 +25,7 @@ import torch
 from torch import nn
 
 from networks import IN_CHANNELS, NETWORKS, NUM_CLASSES, check_network_shape, get_network
-from utilities.core.arguments import ArgumentParser
+from utilities.core.arguments import ArgumentParser, Inert, warn_inert_flags
 from utilities.core.compile import prepare_network
 from utilities.core.distributed import wrap_ddp
 from utilities.data.dataset_file import parse_with_dataset
@@ -39,6 +39,8 @@ from utilities.models.checkpoints import TrainingState, load_model_weights
 from utilities.training.engine import BestCheckpoint, Callback, FitConfig, LossPart, StepInfo, StepOutput, fit
 from utilities.training.runs import lock_holder, start_run
 from utilities.workflow.cli import (
+    COMPILE_INERT,
+    TRAINING_INERT,
     add_common_args,
     add_data_args,
     add_training_args,
@@ -49,6 +51,7 @@ from utilities.workflow.cli import (
     positive_float,
     positive_int,
     resume_record,
+    resumed_args,
     run_options,
 )
 from utilities.workflow.plan import apply_plan
@@ -56,6 +59,11 @@ from utilities.workflow.plan import apply_plan
 logger = logging.getLogger("paseg")
 
 PRETRAINED_DEFAULT = "./models/VS/gatedcrfloss3d22d_multiview_varianceloss/"
+#: The highest --T accepted: far above it the softened distributions are uniform to float32 and the
+#: T²-scaled distillation term is rounding noise (negative at 1e6).
+MAX_TEMPERATURE = 100.0
+#: SCM flags that another flag makes pointless (:func:`utilities.core.arguments.warn_inert_flags`).
+SCM_INERT = (Inert(("T",), lambda a: a.weight_kd == 0, "with --weight_kd 0: nothing is distilled"),)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -90,6 +98,10 @@ def check_args(args: argparse.Namespace) -> None:
     check_flag_conflicts(args)
     if not 0.0 <= args.weight_kd <= 1.0:
         raise ValueError(f"--weight_kd must be in [0, 1], got {args.weight_kd}")
+    if args.T > MAX_TEMPERATURE:
+        raise ValueError(f"--T {args.T:g} is above {MAX_TEMPERATURE:g}: the distillation term's T² factor then "
+                         "magnifies float32 rounding into the loss (it turns negative); use a temperature of at most "
+                         f"{MAX_TEMPERATURE:g} (the paper's: {KD_TEMPERATURE:g})")
     check_sw_overlap(args.sw_overlap)
     for network in dict.fromkeys((args.network1, args.network2)):
         check_network_shape(network, args.spatial_shape)
@@ -300,10 +312,13 @@ def train(args: argparse.Namespace, callbacks: Sequence[Callback] = ()) -> Path:
 
 
 def main(argv: list[str] | None = None, callbacks: Sequence[Callback] = ()) -> Path:
-    args = parse_with_dataset(build_parser(), argv, optional=("labels",),
+    parser = build_parser()
+    args = parse_with_dataset(parser, argv, optional=("labels",),
                               flags=("model_dir", "pretrained_model1_dir", "pretrained_model2_dir"),
                               parse=lambda parser, given: apply_plan(parser, given, "scm"))
+    args = resumed_args(parser, argv, args, RunLayout(args.model_dir, args.network1).latest(scm=True))
     check_args(args)
+    warn_inert_flags(parser, argv, args, (*TRAINING_INERT, *COMPILE_INERT, *SCM_INERT))
     return train(args, callbacks)
 
 

@@ -22,7 +22,7 @@ from typing import Any
 import torch
 
 from networks import IN_CHANNELS, NETWORKS, NUM_CLASSES, check_network_shape, get_network
-from utilities.core.arguments import ArgumentParser
+from utilities.core.arguments import ArgumentParser, Inert, warn_inert_flags
 from utilities.core.compile import prepare_network
 from utilities.core.distributed import wrap_ddp
 from utilities.core.logs import setup_logger
@@ -47,6 +47,8 @@ from utilities.training.engine import BestCheckpoint, Callback, FitConfig, LossP
 from utilities.training.runs import start_run
 from utilities.training.validation import seed_shares
 from utilities.workflow.cli import (
+    COMPILE_INERT,
+    TRAINING_INERT,
     add_common_args,
     add_data_args,
     add_training_args,
@@ -60,6 +62,7 @@ from utilities.workflow.cli import (
     positive_int,
     positive_unit_float,
     resume_record,
+    resumed_args,
     run_options,
     unit_float,
 )
@@ -126,6 +129,18 @@ def build_parser() -> argparse.ArgumentParser:
     add_common_args(p)
     add_training_args(p)
     return p
+
+
+#: Stage-1 flags that another flag makes pointless (:func:`utilities.workflow.cli.warn_inert_flags`).
+STAGE1_INERT = (
+    Inert(("down_size", "kernel_radius", "crf_sigma_xy", "crf_sigma_rgb"), lambda a: a.weight_gatedcrf == 0,
+          "with --weight_gatedcrf 0: the mCRF is off"),
+    Inert(("warmup_epochs", "rampup_unit"), lambda a: a.weight_gatedcrf == 0 and a.weight_variance == 0,
+          "with --weight_gatedcrf 0 and --weight_variance 0: nothing is ramped up"),
+    Inert(("rampup_unit",), lambda a: a.rampup_epochs == 0 and (a.weight_gatedcrf > 0 or a.weight_variance > 0),
+          "with --rampup_epochs 0: the mCRF and VM start at full weight"),
+    Inert(("init_checkpoint",), lambda a: a.resume, "with --resume: the run continues from its latest state"),
+)
 
 
 def check_args(args: argparse.Namespace) -> None:
@@ -317,9 +332,12 @@ def train(args: argparse.Namespace, callbacks: Sequence[Callback] = ()) -> Path:
 
 
 def main(argv: list[str] | None = None, callbacks: Sequence[Callback] = ()) -> Path:
-    args = parse_with_dataset(build_parser(), argv, optional=("labels",), flags=("model_dir",),
+    parser = build_parser()
+    args = parse_with_dataset(parser, argv, optional=("labels",), flags=("model_dir",),
                               parse=lambda parser, given: apply_plan(parser, given, "stage1"))
+    args = resumed_args(parser, argv, args, RunLayout(args.model_dir, args.network).latest())
     check_args(args)
+    warn_inert_flags(parser, argv, args, (*TRAINING_INERT, *COMPILE_INERT, *STAGE1_INERT))
     return train(args, callbacks)
 
 

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
+from utilities.core.files import existing_file
 from utilities.core.logs import LOGGER_NAME
 from utilities.core.textdata import check_header, loads_json
 
@@ -245,9 +246,7 @@ def read_points(path: str | os.PathLike, csv_space: str | None = None) -> tuple[
     Raises:
         FileNotFoundError, ValueError: one line naming the file (and the point).
     """
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"point file not found: {path}")
+    path = existing_file(path, "point file")
     name = path.name.lower()
     try:
         if name.endswith(".mrk.json") or name.endswith(".json"):

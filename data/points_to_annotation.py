@@ -80,9 +80,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from data.point_files import ControlPoint, parse_role, read_points
 from data.simulate_7points import STAGE0_LESIONS, earlier_annotations, remove_replaced
+from utilities.core.arguments import typed_flags
 from utilities.core.errors import OutputError
 from utilities.core.logs import LOGGER_NAME, setup_logger
-from utilities.data.dataset_file import add_dataset_flag, parse_with_dataset, require, typed_flags
+from utilities.data.dataset_file import add_dataset_flag, parse_with_dataset, require
 from utilities.data.grid import Grid, find_subject_file, image_extension, listed, missing_paths, subject_path
 from utilities.data.io import (
     check_overwrite,

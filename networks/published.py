@@ -41,9 +41,15 @@ __all__ = [
     "published_to_ours",
     "ours_to_published",
     "to_our_state_dict",
+    "with_article",
 ]
 
 StateDict = Mapping[str, torch.Tensor]
+
+
+def with_article(name: str) -> str:
+    """``name`` with its indefinite article: ``a U_Net``, ``an AttU_Net``, ``a published U_Net``."""
+    return f"{'an' if name[:1].upper() in 'AEIO' else 'a'} {name}"  # U_Net: 'a' (a 'you')
 
 #: Keys that only the published layout of each network has (used to recognise it).
 _SIGNATURES = {
@@ -187,7 +193,7 @@ def _describe(state: StateDict) -> str:
         return f"a published {published} state dict"
     ours = detect_our_network(state)
     if ours is not None:
-        return f"a {ours} state dict in our layout"
+        return f"{with_article(ours)} state dict in our layout"
     return "not a state dict of any of " + ", ".join(sorted(NETWORKS))
 
 
@@ -265,8 +271,10 @@ def ours_to_published(state: StateDict, network: str) -> OrderedDict[str, torch.
     state = strip_wrapper_prefix(state)
     found = detect_our_network(state)
     if found != network:
-        raise ValueError(f"the checkpoint is {_describe(state)}, not a {network} state dict in our layout"
-                         + (f"; use --network {found}" if found else ""))
+        already = detect_published_network(state) == network
+        raise ValueError(f"the checkpoint is {_describe(state)}, not {with_article(network)} state dict in our layout"
+                         + (f"; use --network {found}" if found else "")
+                         + ("; it needs no conversion" if already else ""))
     channels = _channels_of_ours(state)
     assert channels is not None  # detect_our_network found the network, so the state has its channels
     order, _ = _layout(network, *channels)

@@ -37,7 +37,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from utilities.core.arguments import ArgumentParser
+from utilities.core.arguments import ArgumentParser, Inert, warn_inert_flags
 from utilities.data.dataset_file import add_dataset_flag, parse_with_dataset
 from utilities.data.splits import PHASES
 from utilities.evaluation.scoring import run_folder_scores, run_scores
@@ -118,8 +118,11 @@ def check_args(args: argparse.Namespace) -> str:
 
 
 def main(argv: list[str] | None = None) -> Path:
-    args = parse_with_dataset(build_parser(), argv, unless={"path_predictions": ("split",)})
+    parser = build_parser()
+    args = parse_with_dataset(parser, argv, unless={"path_predictions": ("split",)})
     source = check_args(args)
+    warn_inert_flags(parser, argv, args, [Inert(("path_images",), lambda a: not a.report,
+                                                "without --report: only the report shows the images")])
     if source == "path_predictions":
         return run_folder_scores(args.path_predictions, args.path_labels, args.label_postfix, args.prediction_postfix,
                                  args.allow_missing, args.report, args.path_images, args.image_postfix)

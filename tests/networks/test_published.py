@@ -98,5 +98,8 @@ def test_the_wrong_network_or_layout_is_named():
     with pytest.raises(ValueError, match=re.escape("the checkpoint is a U_Net state dict in our layout, not a "
                                                    "U_Net2D5 state dict in our layout; use --network U_Net")):
         ours_to_published(_ours("U_Net"), "U_Net2D5")
+    with pytest.raises(ValueError, match=re.escape("the checkpoint is a published U_Net state dict, not a U_Net state "
+                                                   "dict in our layout; it needs no conversion")):
+        ours_to_published(unet, "U_Net")
     with pytest.raises(ValueError, match=r"--network must be one of \['AttU_Net', 'U_Net', 'U_Net2D5'\], got 'UNet'"):
         published_keys("UNet")

@@ -141,8 +141,9 @@ def test_wrong_network_names_the_network_it_is(golden, actual, asked):
     with pytest.raises(ValueError, match=f"is a published {actual} state dict, not a published {asked} "
                                          f"state dict; use --network {actual}"):
         published_to_ours(published_state(actual, golden), asked)
-    with pytest.raises(ValueError, match=f"is a {actual} state dict in our layout, not a {asked} "
-                                         f"state dict in our layout; use --network {actual}"):
+    article = {"AttU_Net": "an", "U_Net": "a", "U_Net2D5": "a"}
+    with pytest.raises(ValueError, match=f"is {article[actual]} {actual} state dict in our layout, not "
+                                         f"{article[asked]} {asked} state dict in our layout; use --network {actual}"):
         ours_to_published(get_network(actual).state_dict(), asked)
     with pytest.raises(ValueError, match=f"use --network {actual}"):
         to_our_state_dict(published_state(actual, golden), asked)
@@ -189,8 +190,13 @@ def test_cli_converts_both_ways(golden, tmp_path, monkeypatch, capsys):
     again = torch.load(back, weights_only=True)
     original = published_state("AttU_Net", golden)
     assert list(again) == list(original) and all(torch.equal(again[k], original[k]) for k in original)
-    with pytest.raises(ValueError, match="is a published AttU_Net state dict, not a published U_Net"):
+    with pytest.raises(ValueError, match=f"^--input {source}: the checkpoint is a published AttU_Net state dict, "
+                                         "not a published U_Net"):
         main(["--input", str(source), "--output", str(tmp_path / "x.pth"), "--network", "U_Net", "--to", "ours"])
+    with pytest.raises(ValueError, match=f"^--input {source}: the checkpoint is a published AttU_Net state dict, not "
+                                         "an AttU_Net state dict in our layout; it needs no conversion$"):
+        main(["--input", str(source), "--output", str(tmp_path / "x.pth"), "--network", "AttU_Net", "--to",
+              "published"])
     with pytest.raises(FileNotFoundError, match="checkpoint file not found: .*nothing.pth"):
         main(["--input", str(tmp_path / "nothing.pth"), "--output", str(tmp_path / "x.pth"),
               "--network", "U_Net", "--to", "ours"])

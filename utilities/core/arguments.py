@@ -4,19 +4,23 @@ argparse's whole usage block (40 lines for the training scripts) above its messa
 flag close to a real one names it (``did you mean --batch_size?``).
 
 It also keeps where the value of a flag the user did not type came from (a ``--plan`` or
-``--dataset`` file: :func:`record_origins`), so that an error naming such a flag says so
-(:func:`origin_note`, added by every script's entry point) instead of naming, bare, a flag the
-user never passed."""
+``--dataset`` file, or the run a ``--resume`` continues: :func:`record_origins`), so that an
+error naming such a flag says so (:func:`origin_note`, added by every script's entry point)
+instead of naming, bare, a flag the user never passed."""
 from __future__ import annotations
 
 import argparse
 import difflib
 import re
 import sys
-from collections.abc import Iterable, Sequence
-from typing import NoReturn
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any, NoReturn
 
-__all__ = ["ArgumentParser", "record_origins", "clear_origins", "origin_note"]
+from utilities.core.logs import setup_logger
+
+__all__ = ["ArgumentParser", "record_origins", "clear_origins", "origin_flags", "origin_note", "origins_summary",
+           "typed_flags", "Inert", "warn_inert_flags"]
 
 #: Option string -> where its value came from (``--plan plan.json``), for the flags of the
 #: script running in this process that were not typed; see :func:`record_origins`.
@@ -33,6 +37,20 @@ def record_origins(flags: Iterable[str], origin: str) -> None:
 def clear_origins() -> None:
     """Forget every recorded origin (a script's entry point, before it parses)."""
     _ORIGINS.clear()
+
+
+def origin_flags() -> set[str]:
+    """The option strings whose values came from a file (:func:`record_origins`)."""
+    return set(_ORIGINS)
+
+
+def origins_summary() -> str:
+    """``--a, --b from --plan p.json; --c from --dataset d.json`` for every recorded origin; empty
+    when every value was typed or is a default."""
+    by_origin: dict[str, list[str]] = {}
+    for flag, origin in _ORIGINS.items():
+        by_origin.setdefault(origin, []).append(flag)
+    return "; ".join(f"{', '.join(flags)} from {origin}" for origin, flags in by_origin.items())
 
 
 def origin_note(message: str) -> str:
@@ -87,3 +105,50 @@ class ArgumentParser(argparse.ArgumentParser):
         sys.stderr.flush()
         self.exit(2)
 
+
+def typed_flags(parser: argparse.ArgumentParser, argv: Sequence[str] | None) -> set[str]:
+    """The ``dest`` of every flag typed in ``argv`` (whatever its value): ``argv`` parsed with
+    every default suppressed and nothing required, the parser left as it was."""
+    saved = [(action, action.default, action.required) for action in parser._actions]
+    defaults = dict(parser._defaults)
+    try:
+        parser._defaults.clear()
+        for action in parser._actions:
+            action.default, action.required = argparse.SUPPRESS, False
+        known, _ = parser.parse_known_args(argv)
+    finally:
+        for action, default, required in saved:
+            action.default, action.required = default, required
+        parser._defaults.update(defaults)
+    return set(vars(known))
+
+
+@dataclass(frozen=True)
+class Inert:
+    """Flags (``dests``) that have no effect when ``when(args)`` holds, ``because`` saying why
+    (``"with --optimizer adam: only SGD has a momentum"``)."""
+
+    dests: tuple[str, ...]
+    when: Callable[[argparse.Namespace], bool]
+    because: str
+
+
+def warn_inert_flags(parser: argparse.ArgumentParser, argv: Sequence[str] | None, args: argparse.Namespace,
+                     rules: Sequence[Inert]) -> list[str]:
+    """Warn (one line each, on the console) about the flags typed in ``argv`` that ``rules`` say
+    have no effect with the other values of ``args``; returns the lines. Only typed flags: a value
+    from a ``--plan`` or a default is never a request the user made."""
+    typed = typed_flags(parser, argv)
+    lines = []
+    for rule in rules:
+        inert = [d for d in rule.dests if d in typed]
+        if inert and rule.when(args):
+            given = ", ".join(f"--{d} {_flag_value(getattr(args, d))}" for d in inert)
+            lines.append(f"{given} {'has' if len(inert) == 1 else 'have'} no effect {rule.because}")
+    for line in lines:
+        setup_logger(None).warning(line)
+    return lines
+
+
+def _flag_value(value: Any) -> str:
+    return " ".join(map(str, value)) if isinstance(value, (list, tuple)) else str(value)

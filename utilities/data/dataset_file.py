@@ -34,7 +34,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from utilities.core.arguments import ArgumentParser, record_origins
+from utilities.core.arguments import ArgumentParser, record_origins, typed_flags
+from utilities.core.files import existing_file
 from utilities.core.textdata import loads_json
 from utilities.data.io import check_overwrite, save_text
 from utilities.method.defaults import ANNOTATION_POSTFIX, LABEL_POSTFIX, SEED_POSTFIX
@@ -120,11 +121,8 @@ def _checked(data: Mapping[str, Any], path: Path) -> dict[str, str]:
 def read_dataset(path: str | os.PathLike) -> Dataset:
     """Read and check a dataset file; every problem is a one-line ``ValueError`` (or
     ``FileNotFoundError``) naming the file and, where it is one key's, the key."""
-    path = Path(path)
-    if not path.is_file():
-        what = "is a folder, not a file" if path.is_dir() else "not found"
-        raise FileNotFoundError(f"--dataset file {what}: {path} (write one with splits/make_split.py "
-                                "--write_dataset or by hand: docs/guide/own_data.md)")
+    advice = " (write one with splits/make_split.py --write_dataset or by hand: docs/guide/own_data.md)"
+    path = existing_file(path, "--dataset file", advice, advice)
     try:
         data = loads_json(path.read_text(encoding="utf-8"), f"--dataset {path}")
     except UnicodeDecodeError:
@@ -259,23 +257,6 @@ def given_dataset(argv: Sequence[str] | None) -> str | None:
     pre.add_argument("--dataset", default=None)
     known, _ = pre.parse_known_args(argv)
     return known.dataset
-
-
-def typed_flags(parser: argparse.ArgumentParser, argv: Sequence[str] | None) -> set[str]:
-    """The ``dest`` of every flag typed in ``argv`` (whatever its value): ``argv`` parsed with
-    every default suppressed and nothing required, the parser left as it was."""
-    saved = [(action, action.default, action.required) for action in parser._actions]
-    defaults = dict(parser._defaults)
-    try:
-        parser._defaults.clear()
-        for action in parser._actions:
-            action.default, action.required = argparse.SUPPRESS, False
-        known, _ = parser.parse_known_args(argv)
-    finally:
-        for action, default, required in saved:
-            action.default, action.required = default, required
-        parser._defaults.update(defaults)
-    return set(vars(known))
 
 
 def _missing_message(path: str, keys: Sequence[tuple[str, str]], flags: Sequence[str]) -> str:

@@ -24,6 +24,8 @@ import nibabel as nib
 import numpy as np
 import SimpleITK as sitk
 
+from utilities.core.files import existing_file
+
 __all__ = ["IMAGE_EXTENSIONS", "MAX_NAME_BYTES", "image_extension", "check_name_length", "GRID_TOLERANCE",
            "unreadable", "check_readable", "data_files", "ras_affine", "check_direction", "check_geometry",
            "check_subject_name", "subject_path", "find_subject_file", "missing_files",
@@ -119,9 +121,7 @@ def check_readable(path: str | os.PathLike, what: str = "image") -> Path:
     call each of them truncated). Returns ``path``."""
     path = Path(path)
     try:  # a folder on the way that this user may not search: permission denied, not "not found"
-        if not path.is_file():
-            raise FileNotFoundError(f"{what} file {path} is a folder, not a file" if path.is_dir() else
-                                    f"{what} file not found: {path}")
+        existing_file(path, f"{what} file")
         files = [path, *data_files(path)]
     except PermissionError:
         raise _denied(what, path) from None

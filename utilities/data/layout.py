@@ -72,11 +72,14 @@ class RunLayout:
         """``CP_healthy.pth``: the state after the last epoch in which no model was collapsed."""
         return self.checkpoint("healthy")
 
-    def checkpoint_kinds(self) -> list[str]:
-        """The ``<kind>`` of every ``CP_<kind>.pth`` in ``models/``, sorted (none: ``[]``)."""
+    def checkpoint_kinds(self, models_only: bool = False) -> list[str]:
+        """The ``<kind>`` of every ``CP_<kind>.pth`` in ``models/``, sorted (none: ``[]``);
+        ``models_only``: without the training states (``latest*``, ``healthy``), which hold no
+        model to predict with."""
         if not self.models.is_dir():
             return []
-        return sorted(p.name[len("CP_"):-len(".pth")] for p in self.models.glob("CP_*.pth"))
+        kinds = sorted(p.name[len("CP_"):-len(".pth")] for p in self.models.glob("CP_*.pth"))
+        return [k for k in kinds if not (k.startswith("latest") or k == "healthy")] if models_only else kinds
 
     def log_name(self, scm: bool = False) -> str:
         """The stem of the text log ``<stem>_<time>.txt``: ``log`` (SCM: ``log_SCM``)."""

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from utilities.core.files import existing_file
 from utilities.core.textdata import check_header
 
 __all__ = ["PHASES", "Split", "as_split", "read_split", "subjects_of"]
@@ -23,12 +24,8 @@ def read_split(path: str | os.PathLike) -> pd.DataFrame:
     Raises a one-line error naming the file for a missing or unreadable file, a malformed row,
     an unknown phase or a duplicated subject.
     """
-    path = Path(path)
-    if path.is_dir():
-        raise ValueError(f"split file {path} is a folder; pass --dataset_split the split's CSV file (e.g. "
-                                "one splits/make_split.py writes)")
-    if not path.is_file():
-        raise FileNotFoundError(f"split file not found: {path} (pass --dataset_split with an existing CSV)")
+    path = existing_file(path, "split file", " (pass --dataset_split with an existing CSV)",
+                         "; pass --dataset_split the split's CSV file (e.g. one splits/make_split.py writes)")
     try:
         # utf-8-sig: a byte-order mark (spreadsheet exports) is not part of the first subject's name
         df = pd.read_csv(path, header=None, dtype=str, skipinitialspace=True, keep_default_na=False,

@@ -31,8 +31,10 @@ from networks.published import (
     ours_to_published,
     published_to_ours,
     strip_wrapper_prefix,
+    with_article,
 )
 from utilities.core.distributed import unwrap
+from utilities.core.files import existing_file
 from utilities.data.io import STATE_DICT_ACCEPTED, load_torch, save_torch
 from utilities.method.optim import Amp
 
@@ -121,13 +123,8 @@ def save_model(path: Path, model: nn.Module, network: str, **meta: Any) -> None:
 def checkpoint_file(path: str | os.PathLike) -> Path:
     """``path`` as a checkpoint file; a folder (a run folder given for its checkpoint) or a
     missing file is a one-line error."""
-    path = Path(path)
-    if path.is_dir():
-        raise ValueError(f"checkpoint {path} is a folder; pass a checkpoint file, e.g. "
-                         "<run folder>/<network>/models/CP_best.pth")
-    if not path.is_file():
-        raise FileNotFoundError(f"checkpoint not found: {path}")
-    return path
+    return existing_file(path, "checkpoint",
+                         folder_hint="; pass a checkpoint file, e.g. <run folder>/<network>/models/CP_best.pth")
 
 
 def load_model_weights(model: nn.Module, path: Path | str, network: str,
@@ -149,7 +146,7 @@ def load_model_weights(model: nn.Module, path: Path | str, network: str,
     payload = load_torch(path, map_location)
     if isinstance(payload, dict) and payload.get("format") == CHECKPOINT_FORMAT:
         if payload["network"] != network:
-            raise ValueError(f"checkpoint {path} holds {_a(payload['network'])} network, not {network}; "
+            raise ValueError(f"checkpoint {path} holds {with_article(payload['network'])} network, not {network}; "
                              + (remedy or f"pass {flag} {payload['network']} or another checkpoint"))
         state = strip_wrapper_prefix(payload["state_dict"])
         meta = {k: v for k, v in payload.items() if k != "state_dict"}
@@ -183,9 +180,7 @@ def load_state_dict(path: str | os.PathLike, map_location: str | torch.device = 
         FileNotFoundError, ValueError: one line naming the file and what it is
             (:func:`utilities.data.io.load_torch`).
     """
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"checkpoint file not found: {path}")
+    path = existing_file(path, "checkpoint file")
     obj = load_torch(path, map_location)
     if isinstance(obj, Mapping) and isinstance(obj.get("state_dict"), Mapping):
         obj = obj["state_dict"]
@@ -204,7 +199,10 @@ def convert_checkpoint(input_path: str | os.PathLike, output_path: str | os.Path
     if to not in ("ours", "published"):
         raise ValueError(f"--to must be 'ours' or 'published', got {to!r}")
     state = load_state_dict(input_path, "cpu")
-    converted = published_to_ours(state, network) if to == "ours" else ours_to_published(state, network)
+    try:
+        converted = published_to_ours(state, network) if to == "ours" else ours_to_published(state, network)
+    except ValueError as e:   # the conversion's message names no file
+        raise ValueError(f"--input {input_path}: {e}") from None
     save_torch(converted, output_path)
     return Path(output_path)
 
@@ -212,11 +210,6 @@ def convert_checkpoint(input_path: str | os.PathLike, output_path: str | os.Path
 #: (key, axis, what, verb, meaning): the tensors whose size says the class and input channel counts.
 _COUNTS = (("head.weight", 0, "output classes", "have", "(background and lesion)"),
            ("encoders.0.0.weight", 1, "input channel(s)", "take", "(one image)"))
-
-
-def _a(name: str) -> str:
-    """``name`` with its indefinite article: ``a U_Net``, ``an AttU_Net``."""
-    return f"{'an' if name[:1].upper() in 'AEIO' else 'a'} {name}"  # U_Net: 'a' (a 'you')
 
 
 def _check_fits(path: Path, state: Mapping[str, torch.Tensor], own: Mapping[str, torch.Tensor], network: str,
@@ -228,16 +221,16 @@ def _check_fits(path: Path, state: Mapping[str, torch.Tensor], own: Mapping[str,
     if missing or unexpected:
         found = detect_our_network(state)
         if found is not None and found != network:
-            raise ValueError(f"checkpoint {path} does not fit network {network}: it holds {_a(found)} state dict; "
-                             + (remedy or f"pass {flag} {found} or another checkpoint"))
+            raise ValueError(f"checkpoint {path} does not fit network {network}: it holds {with_article(found)} "
+                             "state dict; " + (remedy or f"pass {flag} {found} or another checkpoint"))
         raise ValueError(f"checkpoint {path} does not fit network {network} ({len(missing)} missing, "
                          f"{len(unexpected)} unexpected parameter(s)); "
                          + (remedy or f"was it trained with another {flag}?"))
     for key, axis, what, verb, meaning in _COUNTS:
         if key in own and state[key].ndim == own[key].ndim and state[key].shape[axis] != own[key].shape[axis]:
             theirs, ours = int(state[key].shape[axis]), int(own[key].shape[axis])
-            raise ValueError(f"checkpoint {path} holds {_a(network)} with {theirs} {what}; this project's networks "
-                             f"{verb} {ours} {meaning}: pass a checkpoint trained with {ours}"
+            raise ValueError(f"checkpoint {path} holds {with_article(network)} with {theirs} {what}; this project's "
+                             f"networks {verb} {ours} {meaning}: pass a checkpoint trained with {ours}"
                              + (" classes" if key == "head.weight" else ""))
     shapes = [k for k in own if tuple(state[k].shape) != tuple(own[k].shape)]
     if shapes:

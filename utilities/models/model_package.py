@@ -133,7 +133,7 @@ def checkpoint_path(model_dir: str | os.PathLike, network: str, epoch_inf: str) 
     layout = RunLayout(model_dir, network)
     path = layout.checkpoint(epoch_inf)
     if not path.is_file():
-        found = layout.checkpoint_kinds()
+        found = layout.checkpoint_kinds(models_only=True)
         hint = (f"checkpoints there: --epoch_inf {{{','.join(found)}}}" if found
                 else f"no checkpoint in {layout.models}; train first or check --model_dir/--network")
         if not found:  # the run folder itself was given?

@@ -16,6 +16,7 @@ import pandas as pd
 import torch
 from torch import nn
 
+from utilities.core.arguments import origins_summary
 from utilities.core.distributed import DistContext, init_distributed, unwrap
 from utilities.core.errors import NonFiniteLossError, RunInUseError
 from utilities.core.logs import log_config, setup_logger
@@ -234,6 +235,8 @@ def check_run_dir(run_dirs: Sequence[Path], resume: bool, overwrite: bool, lates
         started = [d for d in dict.fromkeys(run_dirs) if RunLayout.of_folder(d).models.is_dir()]
         if not started:
             raise FileNotFoundError(f"--resume: no checkpoint {latest} to resume from; start without --resume")
+        for run_dir in started:
+            _refuse_foreign_resume(run_dir, latest, flag_hint)
         # killed before its first latest checkpoint: nothing to continue, so the run starts again
         logger.warning("--resume: %s holds a run stopped before its first epoch ended (no %s); starting it "
                        "again from epoch 1", started[0], latest.name)
@@ -241,9 +244,28 @@ def check_run_dir(run_dirs: Sequence[Path], resume: bool, overwrite: bool, lates
     for run_dir in dict.fromkeys(run_dirs):
         existing = _existing_checkpoints(run_dir)
         if existing and not overwrite:
-            raise FileExistsError(f"{run_dir} already holds a run ({', '.join(existing)}); pass --resume to "
-                                  f"continue it, --overwrite to replace it, or choose another {flag_hint}")
+            resume_hint = "--resume to continue it, " if latest.is_file() else ""
+            raise FileExistsError(f"{run_dir} already holds a run ({', '.join(existing)}); pass {resume_hint}"
+                                  f"--overwrite to replace it, or choose another {flag_hint}")
     return None
+
+
+def _refuse_foreign_resume(run_dir: Path, latest: Path, flag_hint: str) -> None:
+    """``--resume`` into ``run_dir`` without this script's resumable state ``latest``: refuse
+    (``FileExistsError``) when the folder holds another script's run (its ``CP_latest*.pth``) or a
+    finished run (``CP_final*.pth``) whose state was removed; only a run killed before its first
+    epoch ended may start again."""
+    existing = _existing_checkpoints(run_dir)
+    foreign = [n for n in existing if n.startswith("CP_latest") and n != latest.name]
+    finished = [n for n in existing if n.startswith("CP_final")]
+    if foreign:
+        what = f"the run of another training script ({', '.join(foreign)}; this one resumes from {latest.name})"
+    elif finished:
+        what = f"a finished run ({', '.join(finished)}) without its resumable state {latest.name}"
+    else:
+        return
+    raise FileExistsError(f"--resume: {run_dir} holds {what}; nothing there to continue: choose another "
+                          f"{flag_hint}, or pass --overwrite instead of --resume to replace it")
 
 
 def prepare_run_dir(run_dirs: Sequence[Path], resume: bool, overwrite: bool, latest: Path,
@@ -307,6 +329,8 @@ def start_run(options: RunOptions, config: Mapping[str, Any], run_dirs: Sequence
     latest_path = ctx.broadcast(latest_path)
     log = setup_logger(run_dirs[0] if ctx.is_main else None, log_name, ctx.rank)
     log_config(log, config)
+    if origins_summary():
+        log.info("flags not typed: %s", origins_summary())
     log.info("device %s, %d process(es)", device, ctx.world_size)
     seed_everything(options.seed + ctx.rank)
     return ctx, device, log, latest_path, prepared

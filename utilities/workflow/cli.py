@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 
-from utilities.core.arguments import clear_origins, origin_note
+from utilities.core.arguments import Inert, clear_origins, origin_flags, origin_note, record_origins, typed_flags
 from utilities.core.compile import COMPILE_BACKENDS
 from utilities.core.errors import USER_ERRORS
 from utilities.core.logs import LOGGER_NAME, setup_logger
@@ -62,16 +62,21 @@ __all__ = [
     "nonnegative_int",
     "positive_float",
     "positive_unit_float",
+    "epoch_inf_name",
     "nonnegative_float",
     "check_spatial_shape",
     "check_sw_overlap",
     "check_flag_conflicts",
     "out_of_memory_message",
+    "TRAINING_INERT",
+    "COMPILE_INERT",
+    "resumed_args",
 ]
 
 #: Flags that may change between a run and its ``--resume`` without changing the result.
 RESUME_FREE_FLAGS = frozenset({"resume", "overwrite", "num_workers", "cache_gb", "device", "sw_batch_size",
-                               "debug", "stop_on_collapse", "collapse_patience", "model_dir", "dataset"})
+                               "debug", "stop_on_collapse", "collapse_patience", "model_dir", "dataset",
+                               "init_checkpoint"})   # a resume starts from its latest state, never from it
 #: Flags a resume cannot change, with their value in checkpoints written before the flag existed:
 #: the saved optimizer state is of that optimizer, and the best checkpoints so far (and the values
 #: a resumed run compares against) were chosen by that metric.
@@ -273,6 +278,21 @@ def momentum_float(text: str) -> float:
     return value
 
 
+def epoch_inf_name(text: str) -> str:
+    """``--epoch_inf``: a checkpoint's name (``best``, ``final``, ``best_model2``); its file name
+    (``CP_final.pth``) is read as the name. A path is refused: files are given by ``--model`` or
+    ``--checkpoint``."""
+    if "/" in text or os.sep in text:
+        raise argparse.ArgumentTypeError(f"must be a checkpoint name such as best or final, not the path {text!r}; "
+                                         "give a checkpoint file with --model (inference.py) or --checkpoint "
+                                         "(export_model.py)")
+    name = text.removesuffix(".pth")
+    name = name.removeprefix("CP_")
+    if not name:
+        raise argparse.ArgumentTypeError(f"must be a checkpoint name such as best or final, got {text!r}")
+    return name
+
+
 def positive_unit_float(text: str) -> float:
     value = float(text)
     if not 0.0 < value <= 1.0:
@@ -415,3 +435,49 @@ def resume_record(args: argparse.Namespace) -> ResumeRecord:
         fixed={k: values.get(k, legacy) for k, legacy in RESUME_FIXED_FLAGS.items()},
         free={k: v for k, v in values.items() if k in RESUME_FREE_FLAGS},
         epochs=values.get("max_epochs"), legacy=RESUME_FIXED_FLAGS)
+
+
+def resumed_args(parser: argparse.ArgumentParser, argv: Sequence[str] | None, args: argparse.Namespace,
+                 latest: os.PathLike | str) -> argparse.Namespace:
+    """With ``--resume``: every flag neither typed in ``argv`` nor set by a ``--plan`` or
+    ``--dataset`` file takes the value the run recorded in its resumable state ``latest``, so that
+    a resume continues the run it names instead of one with the script's defaults. The flags of
+    :data:`RESUME_FREE_FLAGS` (device, workers, ...) keep this machine's values. The values taken
+    are recorded as coming from ``--resume <latest>`` (logged at the start of the run, named in
+    errors); a typed flag still changes the run, with the warning of the resume's check.
+
+    An unreadable or missing ``latest`` changes nothing: the resume itself reports it."""
+    if not getattr(args, "resume", False) or getattr(args, "overwrite", False) or not os.path.isfile(latest):
+        return args
+    try:
+        state = torch.load(latest, map_location="cpu", weights_only=True)
+    except Exception:
+        return args
+    recorded = state.get("args") if isinstance(state, dict) else None
+    if not isinstance(recorded, dict):
+        return args
+    given = typed_flags(parser, argv)
+    from_files = origin_flags()
+    given |= {a.dest for a in parser._actions if from_files.intersection(a.option_strings)}
+    options = {a.dest: a.option_strings[0] for a in parser._actions if a.option_strings}
+    taken = []
+    for dest, value in recorded.items():
+        if dest in given or dest in RESUME_FREE_FLAGS or dest not in options or not hasattr(args, dest):
+            continue
+        if getattr(args, dest) != value:
+            setattr(args, dest, value)
+            taken.append(options[dest])
+    record_origins(taken, f"--resume {latest}")
+    return args
+
+
+#: Either training script's flags that another flag makes pointless.
+TRAINING_INERT = (
+    Inert(("momentum",), lambda a: a.optimizer != "sgd", "with --optimizer adam: only SGD has a momentum"),
+    Inert(("max_recoveries",), lambda a: a.on_collapse != "recover",
+          "without --on_collapse recover: nothing is recovered"),
+    Inert(("on_collapse",), lambda a: a.stop_on_collapse,
+          "with --stop_on_collapse, which stops the run at a collapse (--on_collapse stop)"),
+)
+#: ``--compile_backend`` of any script with ``--compile``.
+COMPILE_INERT = (Inert(("compile_backend",), lambda a: not a.compile, "without --compile: nothing is compiled"),)

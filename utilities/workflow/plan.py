@@ -70,9 +70,9 @@ from typing import Any, cast
 import numpy as np
 import SimpleITK as sitk
 
-from utilities.core.arguments import ArgumentParser, record_origins
+from utilities.core.arguments import ArgumentParser, record_origins, typed_flags
+from utilities.core.files import existing_file
 from utilities.core.textdata import loads_json
-from utilities.data.dataset_file import typed_flags
 from utilities.data.grid import Grid, check_same_grid, find_subject_file, listed, missing_files
 from utilities.data.io import image_extension, read_image, save_text
 from utilities.data.loading import in_trainer_frame
@@ -587,9 +587,7 @@ def write_plan(plan: dict[str, Any], path: str | os.PathLike) -> None:
 
 def read_plan(path: str | os.PathLike) -> dict[str, Any]:
     """Read ``plan.json`` with one-line errors naming the file."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"--plan file not found: {path} (write one with plan.py)")
+    path = existing_file(path, "--plan file", " (write one with plan.py)", "; pass the plan.json that plan.py wrote")
     try:
         plan = loads_json(path.read_text(encoding="utf-8"), f"--plan {path}")
     except (json.JSONDecodeError, UnicodeDecodeError) as e:

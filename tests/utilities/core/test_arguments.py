@@ -104,3 +104,48 @@ def test_origin_note_names_the_file_that_set_a_flag():
     assert origin_note("--max_epochs must be positive") == ""
     clear_origins()
     assert origin_note("--down_size [64, 16, 16] is too large") == ""
+
+
+# ------------------------------------------------------------------------ flags without effect
+@pytest.mark.parametrize(("script", "argv", "lines"), [
+    ("stage1", ["--optimizer", "adam", "--momentum", "0.5"],
+     ["--momentum 0.5 has no effect with --optimizer adam: only SGD has a momentum"]),
+    ("stage1", ["--weight_gatedcrf", "0", "--crf_sigma_xy", "3", "--down_size", "8", "8", "8"],
+     ["--down_size 8 8 8, --crf_sigma_xy 3.0 have no effect with --weight_gatedcrf 0: the mCRF is off"]),
+    ("stage1", ["--weight_gatedcrf", "0", "--weight_variance", "0", "--warmup_epochs", "1"],
+     ["--warmup_epochs 1 has no effect with --weight_gatedcrf 0 and --weight_variance 0: nothing is ramped up"]),
+    ("stage1", ["--rampup_epochs", "0", "--rampup_unit", "step"],
+     ["--rampup_unit step has no effect with --rampup_epochs 0: the mCRF and VM start at full weight"]),
+    ("stage1", ["--max_recoveries", "5", "--compile_backend", "eager"],
+     ["--max_recoveries 5 has no effect without --on_collapse recover: nothing is recovered",
+      "--compile_backend eager has no effect without --compile: nothing is compiled"]),
+    ("stage1", ["--stop_on_collapse", "--on_collapse", "warn"],
+     ["--on_collapse warn has no effect with --stop_on_collapse, which stops the run at a collapse "
+      "(--on_collapse stop)"]),
+    ("stage1", ["--resume", "--init_checkpoint", "a.pth"],
+     ["--init_checkpoint a.pth has no effect with --resume: the run continues from its latest state"]),
+    ("scm", ["--weight_kd", "0", "--T", "10"], ["--T 10.0 has no effect with --weight_kd 0: nothing is distilled"]),
+    ("inference", ["--model", "a.pth", "--epoch_inf", "final", "--seed", "3"],
+     ["--epoch_inf final has no effect with checkpoint files (.pth): each file is the model",
+      "--seed 3 has no effect in inference, which draws nothing at random"]),
+    # the same flags where they act, and values only a default gave: no warning
+    ("stage1", ["--optimizer", "sgd", "--momentum", "0.5", "--on_collapse", "recover", "--max_recoveries", "5"], []),
+    ("stage1", ["--weight_gatedcrf", "0"], []),
+    ("inference", ["--model", "a.zip", "--epoch_inf", "final"], []),
+    ("inference", ["--model_dir", "run", "--ensemble", "b.pth", "--epoch_inf", "final"], []),
+])
+def test_flags_without_effect_are_named(script, argv, lines, capsys):
+    import inference
+    import train_gatedcrfloss3d22d_multiview_varianceloss as stage1
+    import train_SCM as scm
+    from utilities.core.arguments import warn_inert_flags
+    from utilities.workflow.cli import COMPILE_INERT, TRAINING_INERT
+
+    rules = {"stage1": (*TRAINING_INERT, *COMPILE_INERT, *stage1.STAGE1_INERT),
+             "scm": (*TRAINING_INERT, *COMPILE_INERT, *scm.SCM_INERT),
+             "inference": inference.INFERENCE_INERT}[script]
+    parser = {"stage1": stage1, "scm": scm, "inference": inference}[script].build_parser()
+    args = parser.parse_args(argv)
+    assert warn_inert_flags(parser, argv, args, rules) == lines
+    shown = [line.split(" WARNING ", 1)[1] for line in capsys.readouterr().out.splitlines() if " WARNING " in line]
+    assert shown == lines

@@ -163,9 +163,20 @@ def test_a_path_of_the_wrong_kind_is_named_as_such(tmp_path):
     from utilities.data.grid import check_readable
     from utilities.data.splits import read_split
 
-    with pytest.raises(ValueError, match=rf"^split file {tmp_path} is a folder; pass --dataset_split the split's CSV"):
+    with pytest.raises(ValueError, match=rf"^split file {tmp_path} is a folder, not a file; pass --dataset_split the "
+                                         "split's CSV"):
         read_split(tmp_path)
-    with pytest.raises(FileNotFoundError, match=rf"^image file {tmp_path} is a folder, not a file$"):
+    with pytest.raises(ValueError, match=rf"^image file {tmp_path} is a folder, not a file$"):
         check_readable(tmp_path, "image")
     with pytest.raises(FileNotFoundError, match=r"^image file not found: "):
         check_readable(tmp_path / "none.nii.gz", "image")
+    # every reader of a file the user names says the same (the dataset and plan files, point files)
+    from data.point_files import read_points
+    from utilities.data.dataset_file import read_dataset
+    from utilities.workflow.plan import read_plan
+
+    for read, what in ((read_dataset, "--dataset file"), (read_plan, "--plan file"), (read_points, "point file")):
+        with pytest.raises(ValueError, match=rf"^{what} {tmp_path} is a folder, not a file"):
+            read(tmp_path)
+        with pytest.raises(FileNotFoundError, match=rf"^{what} not found: {tmp_path / 'none'}"):
+            read(tmp_path / "none")

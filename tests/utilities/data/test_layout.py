@@ -44,6 +44,7 @@ def test_checkpoint_kinds_and_the_parent_hint(tmp_path):
         layout.checkpoint(kind).write_bytes(b"")
     (layout.models / ".CP_best.pth.tmp-abc.pth").write_bytes(b"")  # a killed write's temporary
     assert layout.checkpoint_kinds() == ["best", "final", "latest"]
+    assert layout.checkpoint_kinds(models_only=True) == ["best", "final"]
     assert layout.parent_hint("--model_dir") is None
     given = str(layout.folder)  # the run folder itself, as training printed it
     wrong = RunLayout(given, "AttU_Net")

@@ -64,7 +64,7 @@ def test_a_folder_given_as_a_checkpoint_is_named_as_one(tmp_path):
     from utilities.models.checkpoints import load_model_weights
     from utilities.models.model_package import spec_from_checkpoint
 
-    message = (f"checkpoint {tmp_path} is a folder; pass a checkpoint file, e.g. "
+    message = (f"checkpoint {tmp_path} is a folder, not a file; pass a checkpoint file, e.g. "
                "<run folder>/<network>/models/CP_best.pth")
     with pytest.raises(ValueError) as err:
         load_model_weights(get_network("U_Net2D5", 1, 2), tmp_path, "U_Net2D5")

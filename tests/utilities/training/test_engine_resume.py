@@ -44,6 +44,25 @@ def test_resume_stage1_is_exact(uninterrupted, monkeypatch):
     pd.testing.assert_frame_equal(log_a, log_b)
 
 
+def test_resume_takes_the_runs_recorded_flags(uninterrupted, capsys):
+    """``--resume`` with only the run folder and this machine's flags: the data, patch, loss and
+    epoch flags come from the run's record, not the script's defaults, and the run ends as the
+    uninterrupted one."""
+    root, p, run_a = uninterrupted
+    with pytest.raises(Killed):
+        stage1.main(stage1_args(p, root / "d", *WORKERS), callbacks=[KillAt(1)])
+    capsys.readouterr()
+    run_d = stage1.main(["--model_dir", str(root / "d"), "--network", "U_Net2D5", "--device", "cpu", *WORKERS,
+                         "--resume"])
+    out = capsys.readouterr().out
+    assert same_weights(weights(run_a / "models" / "CP_final.pth"), weights(run_d / "models" / "CP_final.pth"))
+    taken = out.split("flags not typed: ", 1)[1].splitlines()[0]
+    assert taken.endswith(f"from --resume {run_d / 'models' / 'CP_latest.pth'}")
+    for flag in ("--dataset_split", "--spatial_shape", "--down_size", "--max_epochs", "--rampup_epochs", "--seed"):
+        assert flag in taken
+    assert "--resume with changed argument" not in out
+
+
 def test_same_seed_same_result(uninterrupted):
     root, p, run_a = uninterrupted
     run_c = stage1.main(stage1_args(p, root / "c", *WORKERS))

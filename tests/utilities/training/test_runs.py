@@ -17,6 +17,7 @@ from networks import get_network
 from utilities.core.errors import NonFiniteLossError
 from utilities.models.checkpoints import load_model_weights, load_resume_state
 from utilities.training.engine import Callback
+from utilities.training.runs import check_run_dir
 from utilities.workflow.cli import EXIT_USER_ERROR, resume_record, run_main
 
 
@@ -28,8 +29,9 @@ def test_existing_run_refused_and_kept(data, tmp_path):
     before = best.read_bytes()
     with pytest.raises(FileExistsError) as err:
         stage1.main(stage1_args(data, tmp_path / "run"))
-    assert one_line(err) == (f"{run} already holds a run (CP_best.pth, CP_final.pth); pass --resume to continue it, "
-                             "--overwrite to replace it, or choose another --model_dir")
+    # a finished run without its resumable state: --resume would be refused, so it is not advised
+    assert one_line(err) == (f"{run} already holds a run (CP_best.pth, CP_final.pth); pass --overwrite to replace it, "
+                             "or choose another --model_dir")
     with pytest.raises(ValueError, match="^--resume and --overwrite exclude each other; pass one of them$"):
         stage1.main(stage1_args(data, tmp_path / "run", "--resume", "--overwrite"))
     # --overwrite with a bad input fails before deleting anything
@@ -48,6 +50,39 @@ def test_existing_run_refused_and_kept(data, tmp_path):
                              f"stage-1 checkpoint {pre[0] / 'U_Net2D5' / 'models' / 'CP_best.pth'} of "
                              "--pretrained_model1_dir; choose another --model_dir")
     assert (pre[0] / "U_Net2D5" / "models" / "CP_best.pth").is_file()
+
+
+@pytest.mark.parametrize(("files", "latest", "what"), [
+    # another script's run: a stage-1 run resumed by SCM, an SCM run resumed by stage 1
+    (["CP_best.pth", "CP_final.pth", "CP_latest.pth"], "CP_latest_SCM.pth",
+     "the run of another training script (CP_latest.pth; this one resumes from CP_latest_SCM.pth)"),
+    (["CP_best_model1.pth", "CP_latest_SCM.pth"], "CP_latest.pth",
+     "the run of another training script (CP_latest_SCM.pth; this one resumes from CP_latest.pth)"),
+    # a finished run whose resumable state was removed
+    (["CP_best.pth", "CP_final.pth"], "CP_latest.pth",
+     "a finished run (CP_final.pth) without its resumable state CP_latest.pth"),
+])
+def test_resume_refuses_a_folder_it_cannot_continue(tmp_path, files, latest, what):
+    models = tmp_path / "U_Net2D5" / "models"
+    models.mkdir(parents=True)
+    for name in files:
+        (models / name).write_bytes(b"x")
+    with pytest.raises(FileExistsError) as err:
+        check_run_dir([models.parent], True, False, models / latest)
+    assert one_line(err) == (f"--resume: {models.parent} holds {what}; nothing there to continue: choose another "
+                             "--model_dir, or pass --overwrite instead of --resume to replace it")
+    assert sorted(p.name for p in models.iterdir()) == sorted(files)
+
+
+def test_resume_restarts_a_run_killed_in_its_first_epoch(tmp_path, caplog):
+    """Only this script's best checkpoint, no latest state: killed before epoch 1 ended; it starts
+    again from epoch 1 (a warning says so)."""
+    models = tmp_path / "U_Net2D5" / "models"
+    models.mkdir(parents=True)
+    (models / "CP_best.pth").write_bytes(b"x")
+    with caplog.at_level("WARNING", logger="paseg"):
+        assert check_run_dir([models.parent], True, False, models / "CP_latest.pth") is None
+    assert "stopped before its first epoch ended" in caplog.text
 
 
 # ------------------------------------------------------------------------ a non-finite loss

@@ -28,6 +28,9 @@ from utilities.data.layout import RunLayout
      "argument --seg_balance_power: must be a number in (0, 1], got 0"),
     ("stage1", ["--fg_patch_fraction", "1.5"], "argument --fg_patch_fraction: must be a number in [0, 1], got 1.5"),
     ("scm", ["--iterative_epochs", "0"], "argument --iterative_epochs: must be a positive integer, got 0"),
+    ("scm", ["--T", "1e6"], "--T 1e+06 is above 100: the distillation term's T² factor then magnifies float32 "
+                            "rounding into the loss (it turns negative); use a temperature of at most 100 (the "
+                            "paper's: 4)"),
     ("inference", ["--sw_batch_size", "0"], "argument --sw_batch_size: must be a positive integer, got 0"),
 ])
 def test_bad_argument_values_name_the_flag(data, tmp_path, capsys, script, argv, message):
@@ -67,7 +70,8 @@ def test_cuda_requested_without_gpu(data, tmp_path, monkeypatch, script):
 
 
 def test_optimizer_adam_is_used_saved_and_kept_on_resume(data, tmp_path, capsys):
-    """``--optimizer adam``: the checkpoint holds Adam's state; a resume with SGD is refused."""
+    """``--optimizer adam``: the checkpoint holds Adam's state; a resume that types SGD is refused,
+    one that does not name the optimizer continues with Adam (the run's record)."""
     run = stage1.main(stage1_args(data, tmp_path / "run", "--max_epochs", "1", "--optimizer", "adam",
                                   "--learning_rate", "0.001"))
     latest = torch.load(RunLayout(tmp_path / "run", "U_Net2D5").latest(), map_location="cpu", weights_only=False)
@@ -75,7 +79,12 @@ def test_optimizer_adam_is_used_saved_and_kept_on_resume(data, tmp_path, capsys)
     assert states and all({"exp_avg", "exp_avg_sq"} <= set(s) for s in states.values())
     assert latest["optimizer"]["param_groups"][0]["lr"] <= 0.001
     with pytest.raises(ValueError, match="was trained with --optimizer adam, not sgd .* pass --optimizer adam, or"):
-        stage1.main(stage1_args(data, tmp_path / "run", "--max_epochs", "2", "--resume", "--learning_rate", "0.001"))
+        stage1.main(stage1_args(data, tmp_path / "run", "--max_epochs", "2", "--resume", "--learning_rate", "0.001",
+                                "--optimizer", "sgd"))
+    stage1.main(stage1_args(data, tmp_path / "run", "--max_epochs", "2", "--resume", "--learning_rate", "0.001"))
+    latest = torch.load(RunLayout(tmp_path / "run", "U_Net2D5").latest(), map_location="cpu", weights_only=False)
+    assert latest["epoch"] == 2 and latest["args"]["optimizer"] == "adam"
+    assert all({"exp_avg", "exp_avg_sq"} <= set(s) for s in latest["optimizer"]["state"].values())
     assert run.is_dir()
     with pytest.raises(SystemExit):
         stage1.main(stage1_args(data, tmp_path / "other", "--optimizer", "rmsprop"))
@@ -158,3 +167,65 @@ def test_a_batch_larger_than_the_training_cases_says_so(data, tmp_path, capsys):
     stage1.main(stage1_args(data, tmp_path / "run", "--batch_size", "5", "--max_epochs", "1"))
     assert ("--batch_size 5 is more than the 2 training case(s) each process sees per epoch: an epoch is one batch "
             "of 2 patch(es)") in capsys.readouterr().out
+
+
+# ------------------------------------------------------------------------ --resume takes the run's flags
+def test_resumed_args_take_the_record_where_nothing_was_given(tmp_path):
+    """Recorded values replace defaults; a typed flag and a flag from a --plan keep theirs; the
+    machine's flags (device, workers) are never taken; without a readable state nothing changes."""
+    from utilities.core.arguments import clear_origins, origin_note, record_origins
+    from utilities.workflow.cli import resumed_args
+
+    latest = tmp_path / "CP_latest.pth"
+    torch.save({"args": {"optimizer": "adam", "spatial_shape": [64, 64, 32], "max_epochs": 7, "batch_size": 3,
+                         "device": "cuda", "num_workers": 5, "gone_flag": 1}}, latest)
+    parser = stage1.build_parser()
+    argv = ["--resume", "--spatial_shape", "32", "32", "16", "--device", "cpu"]
+    clear_origins()
+    try:
+        args = parser.parse_args(argv)
+        record_origins(["--batch_size"], "--plan p.json")   # as apply_plan does for a flag of the plan
+        args.batch_size = 2
+        args = resumed_args(parser, argv, args, latest)
+        assert (args.optimizer, args.max_epochs) == ("adam", 7)
+        assert (args.spatial_shape, args.batch_size, args.device) == ([32, 32, 16], 2, "cpu")
+        assert args.num_workers == parser.get_default("num_workers") and not hasattr(args, "gone_flag")
+        assert origin_note("--max_epochs 7 is wrong") == (f" (--max_epochs: from --resume {latest}, not typed; a "
+                                                          "flag given on the command line overrides it)")
+        # nothing to read, or no --resume: the arguments stay as parsed
+        fresh = parser.parse_args(argv)
+        assert vars(resumed_args(parser, argv, fresh, tmp_path / "none.pth")) == vars(parser.parse_args(argv))
+        no_resume = parser.parse_args(argv[1:])
+        assert resumed_args(parser, argv[1:], no_resume, latest).optimizer == "sgd"
+        (tmp_path / "bad.pth").write_bytes(b"not a checkpoint")
+        assert resumed_args(parser, argv, parser.parse_args(argv), tmp_path / "bad.pth").optimizer == "sgd"
+    finally:
+        clear_origins()
+
+
+@pytest.mark.parametrize(("given", "name"), [("best", "best"), ("CP_final.pth", "final"), ("final.pth", "final"),
+                                             ("CP_best_model2", "best_model2")])
+def test_epoch_inf_takes_a_checkpoint_file_name_as_its_name(given, name):
+    assert inference.build_parser().parse_args(["--epoch_inf", given]).epoch_inf == name
+
+
+def test_epoch_inf_refuses_a_path(capsys):
+    with pytest.raises(SystemExit):
+        inference.build_parser().parse_args(["--epoch_inf", "runs/a/U_Net2D5/models/CP_best.pth"])
+    assert capsys.readouterr().err.startswith("error: argument --epoch_inf: must be a checkpoint name such as best "
+                                              "or final, not the path 'runs/a/U_Net2D5/models/CP_best.pth'; give a "
+                                              "checkpoint file with --model (inference.py)")
+
+
+def test_a_missing_checkpoint_lists_only_models_to_predict_with(tmp_path):
+    """The training states (CP_latest*, CP_healthy) hold no model: not offered as --epoch_inf."""
+    from utilities.models.model_package import checkpoint_path
+
+    layout = RunLayout(tmp_path, "U_Net2D5")
+    layout.models.mkdir(parents=True)
+    for kind in ("best", "final", "latest", "latest_SCM", "healthy"):
+        layout.checkpoint(kind).write_bytes(b"")
+    with pytest.raises(FileNotFoundError) as err:
+        checkpoint_path(tmp_path, "U_Net2D5", "nope")
+    assert one_line(err) == (f"checkpoint {layout.checkpoint('nope')} not found; checkpoints there: "
+                             "--epoch_inf {best,final}")
