@@ -24,7 +24,7 @@ import os
 import sys
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import nibabel as nib
@@ -246,6 +246,19 @@ def _load_models(specs: Sequence[ModelSpec], device: torch.device, compile: bool
     return models
 
 
+def _note_padding(specs: Sequence[ModelSpec], sizes: Mapping[str, tuple[int, ...]]) -> list[str]:
+    """Log which cases are smaller than a model's sliding window in some axis (MONAI pads them to
+    the window with the image's minimum, so part of every window is padding); returns them."""
+    small = [name for name, size in sizes.items()
+             if any(n < w for spec in specs for n, w in zip(size, spec.spatial_shape or size))]
+    if small:
+        window = " or ".join(dict.fromkeys("×".join(map(str, s.spatial_shape or ())) for s in specs))
+        logger.info("%d of %d case(s) smaller than the sliding window %s in some axis (%s: %s): padded to the window "
+                    "with the image's minimum", len(small), len(sizes), window, small[0],
+                    "×".join(map(str, sizes[small[0]])))
+    return small
+
+
 def predict_cases(specs: Sequence[ModelSpec], cache: SubjectCache, targets: Sequence[Path], device: torch.device,
                   sw_batch_size: int = 1, sw_overlap: float = SW_OVERLAP, amp: bool = False, num_workers: int = 0,
                   compile: bool = False, compile_backend: str = "inductor",
@@ -256,9 +269,13 @@ def predict_cases(specs: Sequence[ModelSpec], cache: SubjectCache, targets: Sequ
     once every image has been read whole and every model loaded, before the first mask is written."""
     if len(targets) != len(cache):
         raise RuntimeError(f"{len(targets)} output paths for {len(cache)} cases")
+    sizes = {}
     for subject, target in zip(cache.subjects, targets, strict=True):  # before any case is computed:
         # every file read whole (not truncated, voxels finite), and every mask storable exactly on its grid
-        check_storable(Grid.of(read_image(subject["image"].path, "image")), target)
+        grid = Grid.of(read_image(subject["image"].path, "image"))
+        check_storable(grid, target)
+        sizes[subject["subject"]] = tuple(grid.size)
+    _note_padding(specs, sizes)
     models = _load_models(specs, device, compile, compile_backend)
     _remove_stale(stale)
     if len(models) > 1:

@@ -109,3 +109,18 @@ def test_published_checkpoint_runs_through_inference(tmp_path):
     torch.save(ours_to_published(unet.state_dict(), "U_Net"), published)
     with pytest.raises(ValueError, match=r"is a published U_Net checkpoint, not U_Net2D5; pass --network U_Net"):
         inference.main(["--model_dir", str(tmp_path / "published"), *args])
+
+
+def test_cases_smaller_than_the_window_are_named(tmp_path, capsys):
+    """MONAI pads a volume smaller than the window; the log says which cases and to what."""
+    from utilities.core.logs import setup_logger
+    from utilities.models.model_package import ModelSpec
+
+    setup_logger(None)
+    specs = [ModelSpec("model1", "U_Net2D5", tmp_path / "a.pth", (64, 64, 32), "a.pth")]
+    sizes = {"a": (64, 64, 32), "b": (80, 64, 16), "c": (32, 32, 16)}
+    assert inference._note_padding(specs, sizes) == ["b", "c"]
+    assert "2 of 3 case(s) smaller than the sliding window 64×64×32 in some axis (b: 80×64×16): padded to the window " \
+           "with the image's minimum" in capsys.readouterr().out
+    assert inference._note_padding(specs, {"a": (64, 64, 32)}) == []
+    assert "smaller than the sliding window" not in capsys.readouterr().out

@@ -14,6 +14,7 @@ import sys
 import threading
 import traceback
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -444,7 +445,9 @@ def resumed_args(parser: argparse.ArgumentParser, argv: Sequence[str] | None, ar
     a resume continues the run it names instead of one with the script's defaults. The flags of
     :data:`RESUME_FREE_FLAGS` (device, workers, ...) keep this machine's values. The values taken
     are recorded as coming from ``--resume <latest>`` (logged at the start of the run, named in
-    errors); a typed flag still changes the run, with the warning of the resume's check.
+    errors); a typed flag still changes the run, with the warning of the resume's check. A change
+    the resume refuses (the optimiser, ``--val_metric``, fewer epochs than done) is refused here,
+    before the run's folder gets a log file.
 
     An unreadable or missing ``latest`` changes nothing: the resume itself reports it."""
     if not getattr(args, "resume", False) or getattr(args, "overwrite", False) or not os.path.isfile(latest):
@@ -468,6 +471,9 @@ def resumed_args(parser: argparse.ArgumentParser, argv: Sequence[str] | None, ar
             setattr(args, dest, value)
             taken.append(options[dest])
     record_origins(taken, f"--resume {latest}")
+    if isinstance(state.get("epoch"), int):   # a change the resume refuses is refused before anything is written
+        record = resume_record(args)
+        record.check_resume(record.saved_like(recorded), state["epoch"], Path(latest))
     return args
 
 

@@ -78,9 +78,11 @@ def test_optimizer_adam_is_used_saved_and_kept_on_resume(data, tmp_path, capsys)
     states = latest["optimizer"]["state"]
     assert states and all({"exp_avg", "exp_avg_sq"} <= set(s) for s in states.values())
     assert latest["optimizer"]["param_groups"][0]["lr"] <= 0.001
+    logs = sorted(run.glob("log_*.txt"))
     with pytest.raises(ValueError, match="was trained with --optimizer adam, not sgd .* pass --optimizer adam, or"):
         stage1.main(stage1_args(data, tmp_path / "run", "--max_epochs", "2", "--resume", "--learning_rate", "0.001",
                                 "--optimizer", "sgd"))
+    assert sorted(run.glob("log_*.txt")) == logs   # refused before the run's folder got a log file
     stage1.main(stage1_args(data, tmp_path / "run", "--max_epochs", "2", "--resume", "--learning_rate", "0.001"))
     latest = torch.load(RunLayout(tmp_path / "run", "U_Net2D5").latest(), map_location="cpu", weights_only=False)
     assert latest["epoch"] == 2 and latest["args"]["optimizer"] == "adam"
