@@ -57,9 +57,9 @@ def compile_unavailable(device: torch.device, backend: str = "inductor", trainin
     if backend == "inductor" and device.type == "cpu" and _cpp_compiler() is None:
         return "TorchInductor needs a C++ compiler on CPU (g++ or $CXX) and none was found"
     if backend == "inductor" and device.type == "cpu" and training:
-        return ("TorchInductor's CPU backward gave wrong (zero) weight gradients for these networks at 64x64x48 "
-                f"and larger in torch {torch.__version__.split('+')[0]}, so training on CPU is not compiled "
-                "(--compile_backend aot_eager compiles without code generation)")
+        return ("TorchInductor's CPU backward gave wrong (zero) weight gradients for these networks (measured at "
+                f"64x64x48 and larger) in torch {torch.__version__.split('+')[0]}, so training on CPU is never "
+                "compiled (--compile_backend aot_eager compiles without code generation)")
     if backend == "inductor" and device.type == "cuda":
         from torch.utils._triton import has_triton
 
