@@ -29,7 +29,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from utilities.core.arguments import ArgumentParser
+from utilities.core.arguments import ArgumentParser, Inert, warn_inert_flags
 from utilities.data.dataset_file import (
     add_dataset_flag,
     check_distinct,
@@ -178,7 +178,12 @@ def _print(plan: dict[str, Any], output: Path, dataset: Path, written: bool) -> 
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
-    args = parse_with_dataset(build_parser(), argv)
+    parser = build_parser()
+    args = parse_with_dataset(parser, argv)
+    warn_inert_flags(parser, argv, args, [
+        Inert(("label_postfix",), lambda a: a.path_labels is None, "without --path_labels: no full label is read"),
+        Inert(("geodesic_label_postfix",), lambda a: a.path_geodesic_labels is None,
+              "without --path_geodesic_labels: the plan writes its own expanded seeds")])
     output = Path(args.output)
     rules = PlanRules(target_steps=args.target_steps, min_epochs=args.min_epochs,
                       max_patch_voxels=args.max_patch_voxels, min_crf_voxels=float(args.min_crf_voxels),

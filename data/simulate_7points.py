@@ -44,7 +44,7 @@ import SimpleITK as sitk
 from scipy import ndimage
 from tqdm import tqdm
 
-from utilities.core.arguments import ArgumentParser
+from utilities.core.arguments import ArgumentParser, Inert, warn_inert_flags
 from utilities.core.errors import OutputError
 from utilities.core.logs import LOGGER_NAME, setup_logger, show_progress
 from utilities.data.dataset_file import add_dataset_flag, parse_with_dataset
@@ -380,6 +380,8 @@ def main(argv: list[str] | None = None) -> list[Path]:
     add_dataset_flag(parser)
     args = parse_with_dataset(parser, argv)
     setup_logger(None)
+    warn_inert_flags(parser, argv, args, [Inert(("seed",), lambda a: a.jitter_mm == 0,
+                                                "with --jitter_mm 0: the points are not jittered")])
     return simulate_dataset(args.dataset_split, args.path_labels, args.label_postfix, args.path_anno_7points,
                             args.anno_7points_postfix, args.max_instances, args.jitter_mm, args.seed, args.phase,
                             args.overwrite)

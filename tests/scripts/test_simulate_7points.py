@@ -338,3 +338,11 @@ def test_script_an_annotation_in_any_format_needs_overwrite(labelled, ext):
     assert sorted(p.name for p in out.iterdir()) == [p.name for p in written] == [
         "s1_7points.nii.gz", "s2_7points.nii.gz", "s3_7points.nii.gz"]
     assert points_of(sitk.GetArrayFromImage(sitk.ReadImage(str(written[0]))), 2) == BOX_FOREGROUND
+
+
+def test_a_seed_without_jitter_is_named_as_without_effect(labelled, capsys):
+    tmp_path, split, labels = labelled
+    run(tmp_path, split, labels, tmp_path / "a", "--seed", "7")
+    assert "--seed 7 has no effect with --jitter_mm 0: the points are not jittered" in capsys.readouterr().out
+    run(tmp_path, split, labels, tmp_path / "b", "--seed", "7", "--jitter_mm", "1")
+    assert "no effect" not in capsys.readouterr().out

@@ -198,6 +198,9 @@ def test_plan_script_writes_the_plan_and_refuses_to_replace_it(dataset, capsys):
     plan_script.main([*args, "--overwrite", "--min_fg_dice_lesion_share", "0.5"])   # the lesions cover < 50 %
     assert read_plan(out)["stage1"]["--seg_class_balance"] is True and "--seg_dice" not in read_plan(out)["stage1"]
     assert read_plan(out)["rules"]["min_fg_dice_lesion_share"] == 0.5
+    capsys.readouterr()
+    plan_script.main([*args, "--overwrite", "--label_postfix", "Seg"])   # no --path_labels: nothing reads it
+    assert "--label_postfix Seg has no effect without --path_labels: no full label is read" in capsys.readouterr().out
 
 
 def test_trainers_read_the_plan_and_the_command_line_wins(dataset):
