@@ -492,6 +492,12 @@ def main(argv: Sequence[str] | None = None) -> Path:
         if getattr(args, flag) < 1:
             raise ValueError(f"--{flag} must be at least 1, got {getattr(args, flag)}")
     args.fold = 0 if args.fold == "0" else "all"
+    if args.resume and not args.overwrite:   # the flags not typed again continue as the run recorded them
+        from utilities.workflow.cli import take_recorded
+
+        recorded = (_read_state(run_folder(args.model_dir)) or {}).get("arguments")
+        if isinstance(recorded, dict):
+            take_recorded(parser, argv, args, recorded, f"--resume {run_folder(args.model_dir) / STATE_NAME}", _FREE)
     setup_logger(None)
     _check_installed()
     from utilities.core.runtime import resolve_device

@@ -169,6 +169,10 @@ def test_driver_resume_of_a_finished_run_changes_nothing(done, own_environment):
     stamps = {p.name: p.stat().st_mtime_ns for p in folder.iterdir()}
     assert baseline.main(_driver_args(root, out, "nnunet_full") + ["--resume"]) == folder
     assert {p.name: p.stat().st_mtime_ns for p in folder.iterdir()} == stamps
+    # only the run folder typed again: the other flags continue as the run recorded them
+    assert baseline.main(["--model_dir", str(out / "runs" / "nnunet_full" / "seed0"), "--device", "cpu",
+                          "--resume"]) == folder
+    assert {p.name: p.stat().st_mtime_ns for p in folder.iterdir()} == stamps
 
 
 def test_train_mode_resumes_an_nnunet_folder(tmp_path):

@@ -13,7 +13,7 @@ import signal
 import sys
 import threading
 import traceback
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -72,6 +72,7 @@ __all__ = [
     "TRAINING_INERT",
     "COMPILE_INERT",
     "resumed_args",
+    "take_recorded",
 ]
 
 #: Flags that may change between a run and its ``--resume`` without changing the result.
@@ -438,16 +439,37 @@ def resume_record(args: argparse.Namespace) -> ResumeRecord:
         epochs=values.get("max_epochs"), legacy=RESUME_FIXED_FLAGS)
 
 
+def take_recorded(parser: argparse.ArgumentParser, argv: Sequence[str] | None, args: argparse.Namespace,
+                  recorded: Mapping[str, Any], origin: str, free: Collection[str] = RESUME_FREE_FLAGS) -> list[str]:
+    """Set every flag of ``args`` neither typed in ``argv`` nor set by a ``--plan`` or
+    ``--dataset`` file, nor in ``free`` (this machine's flags), to its value in ``recorded`` (a
+    run's arguments), noting ``origin`` as where it came from (:func:`record_origins`); returns
+    the option strings changed. Keys ``recorded`` has that are no flag of ``parser`` are left."""
+    given = typed_flags(parser, argv)
+    from_files = origin_flags()
+    given |= {a.dest for a in parser._actions if from_files.intersection(a.option_strings)}
+    options = {a.dest: a.option_strings[0] for a in parser._actions if a.option_strings}
+    taken = []
+    for dest, value in recorded.items():
+        if dest in given or dest in free or dest not in options or not hasattr(args, dest):
+            continue
+        if getattr(args, dest) != value:
+            setattr(args, dest, value)
+            taken.append(options[dest])
+    record_origins(taken, origin)
+    return taken
+
+
 def resumed_args(parser: argparse.ArgumentParser, argv: Sequence[str] | None, args: argparse.Namespace,
                  latest: os.PathLike | str) -> argparse.Namespace:
     """With ``--resume``: every flag neither typed in ``argv`` nor set by a ``--plan`` or
-    ``--dataset`` file takes the value the run recorded in its resumable state ``latest``, so that
-    a resume continues the run it names instead of one with the script's defaults. The flags of
-    :data:`RESUME_FREE_FLAGS` (device, workers, ...) keep this machine's values. The values taken
-    are recorded as coming from ``--resume <latest>`` (logged at the start of the run, named in
-    errors); a typed flag still changes the run, with the warning of the resume's check. A change
-    the resume refuses (the optimiser, ``--val_metric``, fewer epochs than done) is refused here,
-    before the run's folder gets a log file.
+    ``--dataset`` file takes the value the run recorded in its resumable state ``latest``
+    (:func:`take_recorded`), so that a resume continues the run it names instead of one with the
+    script's defaults. The flags of :data:`RESUME_FREE_FLAGS` (device, workers, ...) keep this
+    machine's values. The values taken are recorded as coming from ``--resume <latest>`` (logged
+    at the start of the run, named in errors); a typed flag still changes the run, with the
+    warning of the resume's check. A change the resume refuses (the optimiser, ``--val_metric``,
+    fewer epochs than done) is refused here, before the run's folder gets a log file.
 
     An unreadable or missing ``latest`` changes nothing: the resume itself reports it."""
     if not getattr(args, "resume", False) or getattr(args, "overwrite", False) or not os.path.isfile(latest):
@@ -459,18 +481,7 @@ def resumed_args(parser: argparse.ArgumentParser, argv: Sequence[str] | None, ar
     recorded = state.get("args") if isinstance(state, dict) else None
     if not isinstance(recorded, dict):
         return args
-    given = typed_flags(parser, argv)
-    from_files = origin_flags()
-    given |= {a.dest for a in parser._actions if from_files.intersection(a.option_strings)}
-    options = {a.dest: a.option_strings[0] for a in parser._actions if a.option_strings}
-    taken = []
-    for dest, value in recorded.items():
-        if dest in given or dest in RESUME_FREE_FLAGS or dest not in options or not hasattr(args, dest):
-            continue
-        if getattr(args, dest) != value:
-            setattr(args, dest, value)
-            taken.append(options[dest])
-    record_origins(taken, f"--resume {latest}")
+    take_recorded(parser, argv, args, recorded, f"--resume {latest}")
     if isinstance(state.get("epoch"), int):   # a change the resume refuses is refused before anything is written
         record = resume_record(args)
         record.check_resume(record.saved_like(recorded), state["epoch"], Path(latest))
