@@ -118,6 +118,7 @@ def _set_environment(folder: Path, threads: int) -> dict[str, Path]:
         path.mkdir(parents=True, exist_ok=True)
         os.environ[name] = str(path)
     os.environ["nnUNet_extTrainer"] = str(TRAINERS_DIR)
+    os.environ["PASEG_NNUNET_TRAINERS"] = str(TRAINERS_DIR)   # the installed lookup module then uses these trainers
     os.environ["nnUNet_def_n_proc"] = str(threads)
     os.environ["nnUNet_compile"] = "false"
     return dirs

@@ -5,7 +5,10 @@ nnU-Net v2 looks a trainer up by importing every module under ``nnunetv2/trainin
 ``nnUNet_extTrainer``. This writes one small module, ``paseg_trainers.py``, into that folder; it
 puts this folder on ``sys.path`` and imports ``nnUNetTrainerBudget`` and ``nnUNetTrainerPASeg``
 from here, so ``nnUNetv2_train``, ``nnUNetv2_predict`` and the ranks of ``-num_gpus`` find them
-without any variable set. Being in nnU-Net's own folder, it is found before the lookup reaches
+without any variable set (``PASEG_NNUNET_TRAINERS``, when set, names another checkout's trainer
+folder: ``experiments/nnunet_baseline.py`` sets it to its own, so that a worktree pinned for an
+experiment trains with its own trainers, not those of the checkout that ran ``make install``).
+Being in nnU-Net's own folder, it is found before the lookup reaches
 the sub-packages, some of which need packages this project does not install (timm, for the
 Primus trainers). Where PA-Seg cannot be imported (the repository moved: run ``make install``
 again) the module warns and defines nothing, so nnU-Net's other trainers stay usable.
@@ -28,14 +31,17 @@ TRAINERS_DIR = Path(__file__).resolve().parent
 _TEMPLATE = '''"""PA-Seg's nnU-Net trainers (nnUNetTrainerBudget, nnUNetTrainerPASeg) for nnU-Net's lookup by name.
 
 Written by PA-Seg's `make install` (experiments/nnunet_trainers/install_paseg_trainers.py); the
-classes live in {folder}. Delete this file to remove them from nnU-Net.
+classes live in {folder}, or in the folder $PASEG_NNUNET_TRAINERS names (another checkout's, e.g.
+a worktree pinned for an experiment: its nnunet_baseline.py sets it). Delete this file to remove
+them from nnU-Net.
 """
+import os
 import sys
 import warnings
 
-TRAINERS = {folder!r}
+TRAINERS = os.environ.get("PASEG_NNUNET_TRAINERS") or {folder!r}
 if TRAINERS not in sys.path:
-    sys.path.append(TRAINERS)
+    sys.path.insert(0, TRAINERS) if os.environ.get("PASEG_NNUNET_TRAINERS") else sys.path.append(TRAINERS)
 try:
     from nnUNetTrainerBudget import nnUNetTrainerBudget
     from nnUNetTrainerPASeg import nnUNetTrainerPASeg

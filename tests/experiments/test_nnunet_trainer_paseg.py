@@ -248,9 +248,16 @@ def test_installed_module_of_a_moved_repository_warns_and_defines_nothing(tmp_pa
     for name in ("nnUNetTrainerPASeg", "nnUNetTrainerBudget"):
         monkeypatch.delitem(sys.modules, name, raising=False)
     monkeypatch.setattr(sys, "path", [p for p in sys.path if Path(p) != TRAINERS_DIR])
+    monkeypatch.delenv("PASEG_NNUNET_TRAINERS", raising=False)
     with pytest.warns(UserWarning, match="cannot be imported from .*gone .*run `make install`"):
         shim = importlib.import_module("paseg_trainers_moved")
     assert not hasattr(shim, "nnUNetTrainerPASeg")
+    # PASEG_NNUNET_TRAINERS names the checkout whose trainers to use (a pinned worktree's)
+    monkeypatch.setenv("PASEG_NNUNET_TRAINERS", str(TRAINERS_DIR))
+    monkeypatch.delitem(sys.modules, "paseg_trainers_moved")
+    shim = importlib.import_module("paseg_trainers_moved")
+    assert shim.nnUNetTrainerPASeg.__module__ == "nnUNetTrainerPASeg"
+    assert Path(sys.modules["nnUNetTrainerPASeg"].__file__).parent == TRAINERS_DIR
 
 
 # --- end to end on tiny data ----------------------------------------------------------------------------------
