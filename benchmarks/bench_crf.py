@@ -27,6 +27,8 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # this checkout's packages first
+
 from benchmarks._common import format_table as common_table
 from benchmarks._common import machine, peak_tracker, sync
 from benchmarks.crf_reference import unfold_multiview_crf

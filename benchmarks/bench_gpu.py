@@ -41,9 +41,12 @@ import time
 import traceback
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, replace
+from pathlib import Path
 from typing import Any
 
 import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # this checkout's packages first
 
 from benchmarks._common import Report, format_table, machine, scm_bench, stage1_bench, synthetic_batch, time_fn
 from networks import get_network

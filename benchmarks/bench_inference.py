@@ -22,8 +22,11 @@ import math
 import statistics
 import sys
 from collections.abc import Callable, Sequence
+from pathlib import Path
 
 import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # this checkout's packages first
 
 from benchmarks._common import cpu_native_bf16, machine, round_robin, synthetic_batch
 from benchmarks._common import format_table as common_table

@@ -59,6 +59,8 @@ from typing import Any
 
 import torch
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # this checkout's packages first
+
 from benchmarks._common import cpu_native_bf16, machine, peak_tracker, stage1_bench, synthetic_batch
 from benchmarks.crf_reference import unfold_multiview_crf
 from utilities.core.arguments import ArgumentParser

@@ -42,6 +42,8 @@ import numpy as np
 import pandas as pd
 import SimpleITK as sitk
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # this checkout's packages first
+
 from utilities.core.arguments import ArgumentParser
 from utilities.core.logs import LOGGER_NAME, setup_logger
 from utilities.data.dataset_file import add_dataset_flag, parse_with_dataset, require

@@ -23,6 +23,8 @@ import argparse
 import sys
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # this checkout's packages first
+
 from utilities.data.dataset_file import add_dataset_flag, parse_with_dataset
 from utilities.method.defaults import GEODESIC_THRESHOLD, GEODESIC_WEIGHT
 from utilities.method.intensity import SCAN_DEFAULT

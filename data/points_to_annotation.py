@@ -74,13 +74,11 @@ from pathlib import Path
 import numpy as np
 import SimpleITK as sitk
 
-from utilities.core.arguments import ArgumentParser
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # this checkout's packages first
 
 from data.point_files import ControlPoint, parse_role, read_points
 from data.simulate_7points import STAGE0_LESIONS, earlier_annotations, remove_replaced
-from utilities.core.arguments import typed_flags
+from utilities.core.arguments import ArgumentParser, typed_flags
 from utilities.core.errors import OutputError
 from utilities.core.logs import LOGGER_NAME, setup_logger
 from utilities.data.dataset_file import add_dataset_flag, parse_with_dataset, require

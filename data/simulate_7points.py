@@ -44,6 +44,8 @@ import SimpleITK as sitk
 from scipy import ndimage
 from tqdm import tqdm
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # this checkout's packages first
+
 from utilities.core.arguments import ArgumentParser, Inert, warn_inert_flags
 from utilities.core.errors import OutputError
 from utilities.core.logs import LOGGER_NAME, setup_logger, show_progress

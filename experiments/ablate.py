@@ -26,13 +26,13 @@ from pathlib import Path
 
 import pandas as pd
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # this checkout's packages first
+
 from utilities.core.arguments import ArgumentParser
 
-# `utilities` comes from `pip install -e .` (make install); the runner's package `experiments.ablation`
-# from the repository root, which ROOT also locates the scripts by.
+# the repository root: the packages above come from it (not from another checkout's `make install`), and
+# ROOT locates the training scripts the runner starts
 ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
 
 from experiments.ablation.checks import check_epoch_inf, check_flags, written_checkpoints  # noqa: E402
 from experiments.ablation.commands import Run, all_commands, plan_runs  # noqa: E402

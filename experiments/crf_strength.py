@@ -30,10 +30,11 @@ import numpy as np
 import torch
 from scipy import ndimage
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # this checkout's packages first
+
 from utilities.core.arguments import ArgumentParser
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
 
 from experiments.family import full_resolution_kernel  # noqa: E402
 from utilities.data.dataset_file import add_dataset_flag, parse_with_dataset  # noqa: E402

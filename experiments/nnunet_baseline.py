@@ -67,10 +67,11 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # this checkout's packages first
+
 from utilities.core.arguments import ArgumentParser
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
 
 from data.export_nnunet import add_data_arguments, dataset_folder, export_nnunet, parse_data_arguments  # noqa: E402
 from utilities.core.logs import LOGGER_NAME, setup_logger  # noqa: E402

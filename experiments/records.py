@@ -38,11 +38,11 @@ import sys
 from collections import Counter
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # this checkout's packages first
+
 from utilities.core.arguments import ArgumentParser
 
 ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
 
 from experiments.ablation.markers import ARGS_NAME, DONE_NAME, read_json, training_script  # noqa: E402
 from experiments.ablation.scripts import NNUNET_NETWORK, TRAINING_SCRIPTS  # noqa: E402

@@ -23,10 +23,11 @@ from pathlib import Path
 
 import pandas as pd
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # this checkout's packages first
+
 from utilities.core.arguments import ArgumentParser
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
 
 from data.family.make_family_data import (  # noqa: E402
     ANNOTATION_POSTFIX,

@@ -48,6 +48,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # this checkout's packages first
+
 from utilities.core.arguments import ArgumentParser
 from utilities.core.logs import LOGGER_NAME, setup_logger
 from utilities.data.dataset_file import (

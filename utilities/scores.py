@@ -37,6 +37,8 @@ import argparse
 import sys
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # this checkout's packages first
+
 from utilities.core.arguments import ArgumentParser, Inert, warn_inert_flags
 from utilities.data.dataset_file import add_dataset_flag, parse_with_dataset
 from utilities.data.splits import PHASES

@@ -26,6 +26,8 @@ import numpy as np
 import SimpleITK as sitk
 from tqdm import tqdm
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # this checkout's packages first
+
 from utilities.core.arguments import ArgumentParser
 from utilities.core.logs import LOGGER_NAME, setup_logger, show_progress
 from utilities.data.grid import Grid, check_same_grid, missing_paths, subject_path

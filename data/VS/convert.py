@@ -30,6 +30,8 @@ from pathlib import Path
 import SimpleITK as sitk
 from tqdm import tqdm
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # this checkout's packages first
+
 from utilities.core.arguments import ArgumentParser
 from utilities.core.logs import LOGGER_NAME, setup_logger, show_progress
 from utilities.data.io import check_overwrite, ensure_writable_dir, write_image

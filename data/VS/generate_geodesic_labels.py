@@ -7,6 +7,8 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # this checkout's packages first
+
 from utilities.data.dataset_file import add_dataset_flag, parse_with_dataset
 from utilities.method.defaults import GEODESIC_THRESHOLD, GEODESIC_WEIGHT
 from utilities.workflow.stage0 import build_parser, run_parsed

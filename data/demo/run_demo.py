@@ -27,6 +27,8 @@ from typing import Any
 
 import matplotlib
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # this checkout's packages first
+
 from utilities.core.arguments import ArgumentParser
 
 matplotlib.use("Agg")

@@ -21,6 +21,8 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # this checkout's packages first
+
 from utilities.core.arguments import ArgumentParser
 
 __all__ = ["SHIM_NAME", "TRAINERS_DIR", "shim_text", "nnunet_trainer_folder", "install", "main"]
