@@ -493,6 +493,8 @@ INFERENCE_INERT = (
     *COMPILE_INERT,
     Inert(("epoch_inf",), _checkpoint_files_only, "with checkpoint files (.pth): each file is the model"),
     Inert(("seed",), lambda a: True, "in inference, which draws nothing at random"),
+    Inert(("overwrite",), lambda a: a.output_folder is None,
+          "without --output_folder: the run's own output_pred/ is always replaced"),
 )
 
 

@@ -154,6 +154,12 @@ def check_args(args: argparse.Namespace) -> None:
                          "in any axis")
     if args.kernel_radius[0] <= 0:
         raise ValueError(f"--kernel_radius must start with a positive radius, got {args.kernel_radius}")
+    first = args.kernel_radius[0]
+    if args.weight_gatedcrf > 0 and list(args.kernel_radius[1:]) != [first, KERNEL_RADIUS[2]]:
+        setup_logger(None).warning(
+            "--kernel_radius %s: only its first value (%d) is used, in every view of the mCRF (the other two are "
+            "kept for the published commands, which pass %d %d %d)", " ".join(map(str, args.kernel_radius)),
+            first, first, first, KERNEL_RADIUS[2])
     check_sw_overlap(args.sw_overlap)
     if args.weight_gatedcrf > 0 and sum(d == 1 for d in args.down_size) >= 2:
         raise ValueError(f"--down_size {args.down_size} leaves an mCRF view of a single pixel, whose loss is 0; "

@@ -143,7 +143,7 @@ def warn_inert_flags(parser: argparse.ArgumentParser, argv: Sequence[str] | None
     for rule in rules:
         inert = [d for d in rule.dests if d in typed]
         if inert and rule.when(args):
-            given = ", ".join(f"--{d} {_flag_value(getattr(args, d))}" for d in inert)
+            given = ", ".join(f"--{d}{_flag_value(getattr(args, d))}" for d in inert)
             lines.append(f"{given} {'has' if len(inert) == 1 else 'have'} no effect {rule.because}")
     for line in lines:
         setup_logger(None).warning(line)
@@ -151,4 +151,7 @@ def warn_inert_flags(parser: argparse.ArgumentParser, argv: Sequence[str] | None
 
 
 def _flag_value(value: Any) -> str:
-    return " ".join(map(str, value)) if isinstance(value, (list, tuple)) else str(value)
+    """`` <value>`` as typed (a list's values apart); nothing for a switch."""
+    if isinstance(value, bool):
+        return ""
+    return " " + (" ".join(map(str, value)) if isinstance(value, (list, tuple)) else str(value))

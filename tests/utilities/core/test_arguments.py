@@ -128,6 +128,8 @@ def test_origin_note_names_the_file_that_set_a_flag():
     ("inference", ["--model", "a.pth", "--epoch_inf", "final", "--seed", "3"],
      ["--epoch_inf final has no effect with checkpoint files (.pth): each file is the model",
       "--seed 3 has no effect in inference, which draws nothing at random"]),
+    ("inference", ["--model_dir", "run", "--overwrite"],
+     ["--overwrite has no effect without --output_folder: the run's own output_pred/ is always replaced"]),
     # the same flags where they act, and values only a default gave: no warning
     ("stage1", ["--optimizer", "sgd", "--momentum", "0.5", "--on_collapse", "recover", "--max_recoveries", "5"], []),
     ("stage1", ["--weight_gatedcrf", "0"], []),

@@ -231,3 +231,15 @@ def test_a_missing_checkpoint_lists_only_models_to_predict_with(tmp_path):
         checkpoint_path(tmp_path, "U_Net2D5", "nope")
     assert one_line(err) == (f"checkpoint {layout.checkpoint('nope')} not found; checkpoints there: "
                              "--epoch_inf {best,final}")
+
+
+def test_kernel_radius_values_beyond_the_first_are_named_as_unused(capsys):
+    args = stage1.build_parser().parse_args(["--kernel_radius", "5", "3", "3", "--spatial_shape", "32", "32", "16",
+                                             "--down_size", "16", "16", "16"])
+    stage1.check_args(args)
+    assert ("--kernel_radius 5 3 3: only its first value (5) is used, in every view of the mCRF"
+            in capsys.readouterr().out)
+    for radius in (["5", "5", "-1"], ["3", "3", "-1"]):   # the published form, any radius: no warning
+        stage1.check_args(stage1.build_parser().parse_args(["--kernel_radius", *radius, "--spatial_shape", "32",
+                                                            "32", "16", "--down_size", "16", "16", "16"]))
+    assert "--kernel_radius" not in capsys.readouterr().out
