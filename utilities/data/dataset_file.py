@@ -34,7 +34,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from utilities.core.arguments import ArgumentParser, record_origins, typed_flags
+from utilities.core.arguments import ArgumentParser, clear_origins, record_origins, typed_flags
 from utilities.core.files import existing_file
 from utilities.core.textdata import loads_json
 from utilities.data.io import check_overwrite, save_text
@@ -308,6 +308,7 @@ def parse_with_dataset(parser: argparse.ArgumentParser, argv: Sequence[str] | No
         ValueError, FileNotFoundError: the file is unreadable or wrong, or a needed value is in
             neither the command line nor the file (one line naming the key and the flag).
     """
+    clear_origins()   # this parse's origins only (a process may parse several command lines)
     parse = parse or (lambda p, a: p.parse_args(a))
     path = given_dataset(argv)
     if path is None:
