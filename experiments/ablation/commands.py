@@ -19,7 +19,7 @@ from .config import Config, Variant
 from .scripts import GEODESIC_SCRIPTS, NNUNET_NETWORK, NNUNET_SCRIPT, ROOT, STAGE1_SCRIPT, script_parser
 
 __all__ = ["Run", "geodesic_dir", "stage0_command", "stage1_flags", "stage1_command", "scm_command", "nnunet_command",
-           "plan_runs", "inference_commands", "all_commands"]
+           "plan_runs", "inference_commands", "all_commands", "evaluation_signature"]
 
 
 def _launcher(python: str) -> Launcher:
@@ -38,6 +38,11 @@ class Run:
     train: list[str] = field(default_factory=list)   # training command without --resume/--overwrite
     needs: list[Run] = field(default_factory=list)
     in_table: bool = True
+    #: what its scores depend on beyond the training: the inference and scoring commands (and, for
+    #: the expanded seeds, their folder), set by :func:`plan_runs`; a change re-infers and re-scores
+    evaluation: list[str] = field(default_factory=list)
+    #: the split file the run trains and is scored on (its content is recorded with the run)
+    split_file: Path | None = None
 
     @property
     def key(self) -> str:
@@ -195,7 +200,22 @@ def plan_runs(cfg: Config, output_dir: Path, seeds: Sequence[int], names: Sequen
             runs[(name, seed)] = Run(v, seed, folder, m1.network, train, needs=[m1, m2])
     ordered = ([r for r in runs.values() if r.variant.kind != "scm"]
                + [r for r in runs.values() if r.variant.kind == "scm"])
+    for run in ordered:
+        run.split_file = cfg.dataset["split_file"]
+        run.evaluation = evaluation_signature(cfg, run, seeds_dir, device, python)
     return ordered
+
+
+def evaluation_signature(cfg: Config, run: Run, seeds_dir: Path, device: str, python: str) -> list[str]:
+    """What a run's scores depend on besides its training: each inference and scoring command
+    (its script's name and its flags, without the interpreter and ``--device``) and, for the
+    expanded seeds, the stage-0 folder they are read from."""
+    out = ["expanded seeds", str(seeds_dir)] if run.variant.kind == "seeds" else []
+    for c in inference_commands(cfg, run, device, python):
+        flags = c[2:]
+        kept = [t for i, t in enumerate(flags) if t != "--device" and (i == 0 or flags[i - 1] != "--device")]
+        out += ["|", Path(c[1]).name, *kept]
+    return out
 
 
 def inference_commands(cfg: Config, run: Run, device: str, python: str) -> list[list[str]]:

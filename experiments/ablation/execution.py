@@ -29,10 +29,13 @@ from .markers import (
     STARTED_NAME,
     TRAINED_NAME,
     changes,
+    check_split,
     finished,
     read_json,
     same_run,
     signature,
+    split_digest,
+    stale_evaluation,
     train_mode,
     write_json,
 )
@@ -110,6 +113,7 @@ def _do_run(cfg: Config, run: Run, device: str, python: str, env: dict[str, str]
     done = []
     if run.variant.kind != "seeds":
         trained = read_json(run.folder / TRAINED_NAME)
+        check_split(trained or read_json(run.folder / STARTED_NAME), run)
         if trained is None or not same_run(trained.get("command"), run):
             mode = train_mode(run.folder)
             started = trained or read_json(run.folder / STARTED_NAME)
@@ -121,9 +125,10 @@ def _do_run(cfg: Config, run: Run, device: str, python: str, env: dict[str, str]
                                  "the config")
             if run.variant.kind == "scm":
                 _check_sources(run)
-            write_json({"command": signature(run)}, run.folder / STARTED_NAME)
+            split = split_digest(run.split_file)
+            write_json({"command": signature(run), "split_sha256": split}, run.folder / STARTED_NAME)
             _execute(run.train + ([mode] if mode else []), log, env)
-            write_json({"command": signature(run)}, run.folder / TRAINED_NAME)
+            write_json({"command": signature(run), "split_sha256": split}, run.folder / TRAINED_NAME)
             done.append("trained" + (f" ({mode})" if mode else ""))
     else:
         write_seed_predictions(cfg, run, seeds_dir)
@@ -134,7 +139,8 @@ def _do_run(cfg: Config, run: Run, device: str, python: str, env: dict[str, str]
             _execute(command, log, env)
     scores = run.results
     write_json({"variant": run.variant.name, "seed": run.seed, "network": run.network,
-                 "command": signature(run), "scores": str(scores), "seconds": round(time.time() - t0, 1)},
+                 "command": signature(run), "scores": str(scores), "seconds": round(time.time() - t0, 1),
+                 "evaluation": run.evaluation, "split_sha256": split_digest(run.split_file)},
                 run.folder / DONE_NAME)
     return ", ".join(done + ["inferred, scored"]) + f" in {time.time() - t0:.0f} s"
 
@@ -252,6 +258,10 @@ def _run_waves(runs: list[Run], do: Callable[[Run], str], jobs: int) -> list[str
         if finished(run):
             print(f"[run {i}/{total}] {run.key}: done, skipped", flush=True)
             return
+        stale = stale_evaluation(run)
+        if stale is not None:
+            print(f"[run {i}/{total}] {run.key}: finished with other inference or scoring settings ({stale}); "
+                  "inferred and scored again", flush=True)
         print(f"[run {i}/{total}] {run.key}: running (log {run.folder / LOG_NAME})", flush=True)
         print(f"[run {i}/{total}] {run.key}: {do(run)}", flush=True)
 

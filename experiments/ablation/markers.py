@@ -4,6 +4,7 @@ with), ``ablate_trained.json`` (after it), ``ablate_done.json`` (atomically, aft
 run is skipped), and what :func:`train_mode` reads in the folder (``--resume`` or ``--overwrite``)."""
 from __future__ import annotations
 
+import hashlib
 import json
 from collections.abc import Sequence
 from pathlib import Path
@@ -17,7 +18,8 @@ from .commands import Run
 from .scripts import NNUNET_NETWORK, TRAINING_SCRIPTS
 
 __all__ = ["DONE_NAME", "TRAINED_NAME", "STARTED_NAME", "LOG_NAME", "ARGS_NAME", "train_mode", "read_json",
-           "write_json", "signature", "same_run", "training_script", "changes", "finished"]
+           "write_json", "signature", "same_run", "training_script", "changes", "finished", "split_digest",
+           "check_split", "stale_evaluation"]
 
 DONE_NAME = "ablate_done.json"
 TRAINED_NAME = "ablate_trained.json"
@@ -127,7 +129,40 @@ def changes(old: Sequence[str], new: Sequence[str]) -> str:
     return ", ".join(shown[:5]) + (" ..." if len(shown) > 5 else "")
 
 
+def split_digest(path: Path | None) -> str | None:
+    """The SHA-256 of a split file's bytes (``None`` when there is none to read)."""
+    try:
+        return hashlib.sha256(Path(path).read_bytes()).hexdigest() if path is not None else None
+    except OSError:
+        return None
+
+
+def check_split(marker: dict[str, Any] | None, run: Run) -> None:
+    """Refuse (``ValueError``, one line) a run recorded with another content of its split file:
+    its training and scoring cases were others. A marker written before the content was
+    recorded is taken as it is."""
+    recorded = (marker or {}).get("split_sha256")
+    if recorded is not None and run.split_file is not None and recorded != split_digest(run.split_file):
+        raise ValueError(f"run folder {run.folder} was trained and scored with another content of the split file "
+                         f"{run.split_file} (it changed since): its cases were others; restore the split, or delete "
+                         "that folder (or choose another --output_dir) to run it on this one")
+
+
+def stale_evaluation(run: Run) -> str | None:
+    """What changed in the inference or scoring since a finished run was scored (``None``: nothing,
+    not finished, or recorded before the runner kept it): such a run is inferred and scored again."""
+    marker = read_json(run.folder / DONE_NAME)
+    recorded = (marker or {}).get("evaluation")
+    if recorded is None or not run.evaluation or recorded == run.evaluation or not same_run(marker.get("command"),
+                                                                                              run):
+        return None
+    return changes(["evaluation", *recorded], ["evaluation", *run.evaluation])
+
+
 def finished(run: Run) -> bool:
+    """Whether ``run`` is done as the config now gives it: its training the same (another is an
+    error), its split file's content the same (an error), its inference and scoring the same
+    (else not finished: :func:`stale_evaluation`) and its scores there."""
     marker = read_json(run.folder / DONE_NAME)
     if marker is None:
         return False
@@ -135,6 +170,9 @@ def finished(run: Run) -> bool:
         changed = changes(marker.get("command") or [], signature(run))
         raise ValueError(f"run folder {run.folder} holds a finished run made with other flags than the config "
                          f"now gives ({changed}); delete that folder or choose another --output_dir")
+    check_split(marker, run)
+    if stale_evaluation(run) is not None:
+        return False
     return run.results.is_file()
 
 

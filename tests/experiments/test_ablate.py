@@ -509,3 +509,59 @@ def test_a_run_is_the_same_run_on_another_device(tmp_path):
     assert markers.same_run([script, "--max_epochs", "3", "--device", "cpu", "--seed", "0"], run)
     assert markers.same_run([script, "--max_epochs", "3", "--seed", "0"], run)
     assert not markers.same_run([script, "--max_epochs", "4", "--device", "auto", "--seed", "0"], run)
+
+
+@pytest.mark.slow
+def test_a_changed_inference_rescores_and_a_changed_split_is_refused(tiny, tmp_path, capsys):
+    """A finished run is the same run only with the same inference, scoring and split content:
+    another ``epoch_inf`` (or inference flag, or stage-0 folder for the expanded seeds) infers and
+    scores again without training; a split file edited in place is refused, naming it."""
+    root, _, _, _ = tiny
+    split = tmp_path / "split.csv"
+    split.write_bytes((root / "split.csv").read_bytes())
+    cfg = config(root, seeds=[0])
+    cfg["dataset"]["split_file"] = str(split)
+    out = tmp_path / "out"
+    with pytest.MonkeyPatch.context() as mp:
+        ScriptsInProcess(subprocesses=1).install(mp)
+        ablate.main(["--config", str(write_config(tmp_path / "a.json", cfg)), "--output_dir", str(out),
+                     "--device", "cpu"])
+        capsys.readouterr()
+        cfg["variants"] = {**VARIANTS, "seeds_only": {**VARIANTS["seeds_only"], "epoch_inf": "final"}}
+        ablate.main(["--config", str(write_config(tmp_path / "b.json", cfg)), "--output_dir", str(out),
+                     "--device", "cpu"])
+    printed = capsys.readouterr().out
+    assert "variant=seeds_only seed=0: finished with other inference or scoring settings (--epoch_inf best -> " \
+           "final); inferred and scored again" in printed
+    assert "variant=seeds_only seed=0: inferred, scored in" in printed and "trained" not in printed
+    assert "variant=seeds seed=-: done, skipped" in printed
+    log = (out / "runs" / "seeds_only" / "seed0" / ablate.LOG_NAME).read_text()
+    assert [line.split("--epoch_inf ")[1].split()[0] for line in log.splitlines()
+            if line.startswith("$ ") and "--epoch_inf" in line] == ["best", "final"]
+
+    # the split edited in place: the run's cases were others
+    lines = split.read_text().splitlines()
+    split.write_text("\n".join(lines[::-1]) + "\n")
+    with pytest.raises(RuntimeError, match=f"was trained and scored with another content of the split file {split}"):
+        ablate.run_ablation(ablation_config.load_config(tmp_path / "b.json"), out, device="cpu")
+
+
+def test_the_expanded_seeds_row_depends_on_its_stage0_folder(tiny, tmp_path):
+    """Stage 0's settings name the folder the expanded seeds are read from: another setting is
+    another evaluation of the ``seeds`` row (so it is written and scored again)."""
+    from experiments.ablation.commands import geodesic_dir, plan_runs
+
+    root, _, _, _ = tiny
+
+    def seeds_run(**dataset):
+        cfg = config(root)
+        cfg["dataset"].update(dataset)
+        loaded = ablation_config.load_config(write_config(tmp_path / "c.json", cfg))
+        run = next(r for r in plan_runs(loaded, tmp_path / "out", [0], ["seeds"], "cpu", sys.executable)
+                   if r.variant.kind == "seeds")
+        return run, geodesic_dir(loaded, tmp_path / "out")
+
+    (before, folder), (after, other) = seeds_run(), seeds_run(geodesic_weight=0.9, geodesic_threshold=0.5)
+    assert folder != other
+    assert before.evaluation[:2] == ["expanded seeds", str(folder)]
+    assert after.evaluation[:2] == ["expanded seeds", str(other)]
