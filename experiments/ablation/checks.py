@@ -78,6 +78,7 @@ def check_runs(cfg: Config, runs: Sequence[Run], device: str, python: str) -> No
             if tuple(command[1:]) in seen or script not in PARSERS:
                 continue
             seen.add(tuple(command[1:]))
+            _refuse_false_values(cfg, run, script)
             reason = _refusal(command)
             if reason is None:
                 continue
@@ -91,6 +92,20 @@ def check_runs(cfg: Config, runs: Sequence[Run], device: str, python: str) -> No
                              f"fix {'it there' if origin else 'the flags in base or the variant'} (flags spelled "
                              "out in full)")
 
+
+
+def _refuse_false_values(cfg: Config, run: Run, script: str) -> None:
+    """``false`` on a flag that takes a value leaves the flag out, so the script's default applies
+    (``"--weight_gatedcrf": false`` would train with the mCRF at full weight): refused, naming
+    where the config sets it. On a switch, ``false`` is the switch off, as meant."""
+    actions = {option: action for action in script_parser(script)._actions for option in action.option_strings}
+    for where, flags in _flag_origins(cfg, run, script):
+        for flag, value in flags.items():
+            action = actions.get(flag)
+            if value is False and action is not None and action.nargs != 0:
+                raise ValueError(f"config {cfg.path}: variant {run.variant.name!r}: {flag} false from {where}: "
+                                 f"{flag} takes a value, and false leaves it out (the script's default then "
+                                 "applies); give the value (e.g. 0), or null to leave it out on purpose")
 
 
 def written_checkpoints(run: Run) -> set[str]:

@@ -114,6 +114,8 @@ _RESERVED = {"--model_dir", "--seed", "--device", "--resume", "--overwrite", "--
              "--image_postfix", "--path_labels", "--label_postfix", "--path_geodesic_labels",
              "--geodesic_label_postfix", "--pretrained_model1_dir", "--pretrained_model2_dir", "--network1",
              "--network2", "--phase", "--epoch_inf"}
+#: Inference flags that would send the predictions elsewhere than the run folder the runner scores.
+_ELSEWHERE = {"--output_folder", "--input_folder", "--model", "--ensemble"}
 
 
 def _keys(obj: Any, where: str, allowed: set[str], path: Path) -> dict[str, Any]:
@@ -141,6 +143,9 @@ def _flags(obj: Any, where: str, path: Path) -> dict[str, Any]:
             raise ValueError(f"config {path}: {where}: flag {key!r} must start with '--'")
         if key in _RESERVED:
             raise ValueError(f"config {path}: {where}: {key} is set by the runner; remove it from the config")
+        if key in _ELSEWHERE:
+            raise ValueError(f"config {path}: {where}: {key} would make inference predict with other models or "
+                             "write elsewhere than the run folder the runner scores; remove it from the config")
         if isinstance(value, dict):
             raise ValueError(f"config {path}: {where}.{key}: a flag value must be a number, string, list, "
                              "true or null")

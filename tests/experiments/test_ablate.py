@@ -240,6 +240,8 @@ def test_dry_run_scm_uses_two_stage1_seeds(tmp_path, capsys):
     ({"extra": 1}, r"top level: unknown key\(s\) \['extra'\]"),
     ({"base": {"stage2": {}}}, r"base: unknown key\(s\) \['stage2'\]"),
     ({"dataset": {"split_file": "s.csv"}}, r"dataset.images is missing"),
+    ({"base": {**BASE, "inference": {"--output_folder": "elsewhere"}}},
+     r"base.inference: --output_folder would make inference predict with other models or write elsewhere"),
 ])
 def test_config_errors(tmp_path, change, message):
     cfg = write_config(tmp_path / "c.json", config(tmp_path, **change))
@@ -565,3 +567,21 @@ def test_the_expanded_seeds_row_depends_on_its_stage0_folder(tiny, tmp_path):
     assert folder != other
     assert before.evaluation[:2] == ["expanded seeds", str(folder)]
     assert after.evaluation[:2] == ["expanded seeds", str(other)]
+
+
+def test_false_on_a_flag_that_takes_a_value_is_refused(tiny, tmp_path, capsys):
+    """``"--weight_gatedcrf": false`` would leave the flag out (the mCRF at its default weight);
+    ``false`` on a switch is the switch off."""
+    root, _, _, _ = tiny
+    variants = {**VARIANTS, "seeds_only": {"kind": "stage1", "flags": {"--weight_gatedcrf": False,
+                                                                        "--weight_variance": 0}}}
+    cfg = write_config(tmp_path / "c.json", config(root, variants=variants))
+    with pytest.raises(ValueError) as err:
+        ablate.main(["--config", str(cfg), "--output_dir", str(tmp_path / "out"), "--dry_run"])
+    assert str(err.value) == (f"config {cfg}: variant 'seeds_only': --weight_gatedcrf false from variants.seeds_only"
+                              ".flags: --weight_gatedcrf takes a value, and false leaves it out (the script's default "
+                              "then applies); give the value (e.g. 0), or null to leave it out on purpose")
+    variants["seeds_only"]["flags"] = {"--weight_gatedcrf": 0, "--weight_variance": 0, "--seg_class_balance": False}
+    ablate.main(["--config", str(write_config(tmp_path / "c.json", config(root, variants=variants))),
+                 "--output_dir", str(tmp_path / "out"), "--dry_run"])
+    assert "--weight_gatedcrf 0" in capsys.readouterr().out
