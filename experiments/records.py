@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import shutil
 import sys
 from collections import Counter
@@ -136,9 +137,18 @@ def _read(path: Path) -> str:
 
 
 def _portable(text: str, source: Path, repository: str | None) -> str:
-    """``text`` with the ablation folder's path and the training checkout's path as tokens."""
-    text = text.replace(str(source), ABLATION_TOKEN)
-    return text.replace(repository, REPOSITORY_TOKEN) if repository else text
+    """``text`` with the ablation folder's path and the training checkout's path as tokens, each
+    only where it is the whole path or a folder of it (``/x/out`` in ``/x/out/runs``, not in
+    ``/x/out_data``)."""
+    text = _replace_path(text, str(source), ABLATION_TOKEN)
+    return _replace_path(text, repository, REPOSITORY_TOKEN) if repository else text
+
+
+def _replace_path(text: str, path: str, token: str) -> str:
+    """``path`` in ``text`` replaced by ``token`` where it ends a path or a folder of one: followed by
+    a separator, a quote, a delimiter or the end (never by more of a name, nor by a JSON escape
+    ``\\uXXXX`` of one)."""
+    return re.sub(re.escape(path) + r"""(?=[/"'\s,;:)\]}]|\\(?!u[0-9a-fA-F]{4})|$)""", lambda _: token, text)
 
 
 def save(ablation_dir: Path, records: Path) -> int:

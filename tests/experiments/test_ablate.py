@@ -585,3 +585,14 @@ def test_false_on_a_flag_that_takes_a_value_is_refused(tiny, tmp_path, capsys):
     ablate.main(["--config", str(write_config(tmp_path / "c.json", config(root, variants=variants))),
                  "--output_dir", str(tmp_path / "out"), "--dry_run"])
     assert "--weight_gatedcrf 0" in capsys.readouterr().out
+
+
+def test_records_replace_only_whole_paths():
+    """The ablation folder ``/w/p/dat`` is a token in ``/w/p/dat/runs`` and ``/w/p/dat``, never in
+    ``/w/p/data`` (a data folder beside it) or ``/w/p/daté``."""
+    records_script = load_script("experiments/records.py")
+    text = json.dumps({"a": "/w/p/dat/runs/x", "b": "/w/p/data/split.csv", "c": "/w/p/dat", "d": "/w/p/daté/x",
+                       "e": ["--model_dir", "/w/repo_data/x", "/w/repo/train.py"]})
+    out = json.loads(records_script._portable(text, Path("/w/p/dat"), "/w/repo"))
+    assert out == {"a": "<ablation_dir>/runs/x", "b": "/w/p/data/split.csv", "c": "<ablation_dir>",
+                   "d": "/w/p/daté/x", "e": ["--model_dir", "/w/repo_data/x", "<repository>/train.py"]}
