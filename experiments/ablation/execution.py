@@ -194,8 +194,20 @@ def run_ablation(cfg: Config, output_dir: Path, seeds: Sequence[int] | None = No
     if failures:
         raise RuntimeError(f"{len(failures)} run(s) failed, no table written: " + " | ".join(failures))
     table, per_case = summarize(cfg, [r for r in runs if r.in_table], names)
-    write_outputs(cfg, table, per_case, output_dir)
+    note = _selection_note(cfg, names, seeds)
+    write_outputs(cfg, table, per_case, output_dir, note=note)
+    if note:
+        print(note, flush=True)
     return table
+
+
+def _selection_note(cfg: Config, names: Sequence[str], seeds: Sequence[int]) -> str:
+    """A line for a table of fewer variants or other seeds than the config's (empty for the config's own)."""
+    if set(names) == set(cfg.variants) and tuple(seeds) == tuple(cfg.seeds):
+        return ""
+    return (f"This table holds the variants {', '.join(names)} and the training seeds {', '.join(map(str, seeds))} "
+            f"that its command selected (the config: {', '.join(cfg.variants)}; seeds "
+            f"{', '.join(map(str, cfg.seeds))}); without --variants and --seeds the runner writes the whole ablation.")
 
 
 def _finished_table(cfg: Config, runs: Sequence[Run], names: Sequence[str], output_dir: Path) -> pd.DataFrame:

@@ -541,6 +541,13 @@ def test_a_changed_inference_rescores_and_a_changed_split_is_refused(tiny, tmp_p
     assert [line.split("--epoch_inf ")[1].split()[0] for line in log.splitlines()
             if line.startswith("$ ") and "--epoch_inf" in line] == ["best", "final"]
 
+    assert "This table holds" not in (out / "table.md").read_text()
+    # a selection of the variants: the table says what it holds
+    ablate.main(["--config", str(tmp_path / "b.json"), "--output_dir", str(out), "--device", "cpu",
+                 "--variants", "seeds_only"])
+    assert ("This table holds the variants seeds_only and the training seeds 0 that its command selected (the "
+            "config: seeds, seeds_only; seeds 0)") in (out / "table.md").read_text()
+
     # the split edited in place: the run's cases were others
     lines = split.read_text().splitlines()
     split.write_text("\n".join(lines[::-1]) + "\n")
