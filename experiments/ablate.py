@@ -29,6 +29,7 @@ import pandas as pd
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # this checkout's packages first
 
 from utilities.core.arguments import ArgumentParser
+from utilities.data.io import check_writable_dir
 
 # the repository root: the packages above come from it (not from another checkout's `make install`), and
 # ROOT locates the training scripts the runner starts
@@ -95,6 +96,10 @@ def main(argv: list[str] | None = None) -> pd.DataFrame | None:
     output_dir = Path(args.output_dir) if args.output_dir else Path("ablation") / cfg.path.stem
     if args.seeds is not None and (not args.seeds or len(set(args.seeds)) != len(args.seeds)):
         raise ValueError(f"--seeds must be distinct integers, got {args.seeds}")
+    try:   # before anything runs (a dataset.prepare, stage 0)
+        check_writable_dir(output_dir)
+    except OSError as e:
+        raise ValueError(f"--output_dir: {e}") from None
     return run_ablation(cfg, output_dir, args.seeds, args.variants, args.device, args.threads, args.jobs,
                         args.dry_run, finished_only=args.finished_only)
 
@@ -105,6 +110,7 @@ def run(argv: list[str] | None = None) -> int:
     (SIGTERM: they save and exit as on their own SIGTERM) and say how to resume."""
     import signal
 
+    from utilities.core.errors import USER_ERRORS
     from utilities.core.runtime import Terminated, raise_terminated
     from utilities.workflow.cli import EXIT_INTERRUPTED, EXIT_TERMINATED
 
@@ -112,7 +118,7 @@ def run(argv: list[str] | None = None) -> int:
     try:
         main(argv)
         return 0
-    except (ValueError, FileNotFoundError, FileExistsError, RuntimeError) as error:
+    except (*USER_ERRORS, RuntimeError) as error:   # the project's user errors (a write that fails included)
         print(f"error: {' '.join(str(error).split())}", file=sys.stderr, flush=True)
         return 2
     except KeyboardInterrupt as error:

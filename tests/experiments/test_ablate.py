@@ -603,3 +603,13 @@ def test_records_replace_only_whole_paths():
     out = json.loads(records_script._portable(text, Path("/w/p/dat"), "/w/repo"))
     assert out == {"a": "<ablation_dir>/runs/x", "b": "/w/p/data/split.csv", "c": "<ablation_dir>",
                    "d": "/w/p/daté/x", "e": ["--model_dir", "/w/repo_data/x", "<repository>/train.py"]}
+
+
+def test_an_output_dir_that_is_a_file_is_named_before_anything_runs(tmp_path):
+    cfg = write_config(tmp_path / "c.json", config(tmp_path))
+    (tmp_path / "afile").write_text("")
+    with pytest.raises(ValueError, match=r"^--output_dir: cannot create output folder .*afile: a file of that name"):
+        ablate.main(["--config", str(cfg), "--output_dir", str(tmp_path / "afile")])
+    with pytest.raises(ValueError, match=r"^--output_dir: cannot create output folder .*afile/sub: .*afile is not a "
+                                         "folder"):
+        ablate.main(["--config", str(cfg), "--output_dir", str(tmp_path / "afile" / "sub")])
