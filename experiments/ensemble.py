@@ -35,6 +35,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import ablate  # noqa: E402
 
 import inference  # noqa: E402
+from experiments.ablation.markers import finished  # noqa: E402
 from utilities import scores  # noqa: E402
 from utilities.core.textdata import md_cell  # noqa: E402
 from utilities.data.io import save_csv, save_text  # noqa: E402
@@ -52,7 +53,7 @@ def main(argv: list[str] | None = None) -> pd.DataFrame:
     p.add_argument("--config", required=True, help="the ablation's JSON config")
     p.add_argument("--ablation_dir", required=True, help="its --output_dir (finished SCM runs)")
     p.add_argument("--variant", default="scm_recipe", help="the SCM variant")
-    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="its training seeds")
+    p.add_argument("--seeds", type=int, nargs="+", default=None, help="its training seeds (default: the config's)")
     p.add_argument("--device", default="cpu", choices=["auto", "cpu", "cuda"])
     args = p.parse_args(argv)
     cfg = ablate.load_config(args.config)
@@ -60,19 +61,24 @@ def main(argv: list[str] | None = None) -> pd.DataFrame:
         raise ValueError(f"--variant {args.variant!r} is not an SCM variant of {args.config}")
     d = cfg.dataset
     root = Path(args.ablation_dir)
+    seeds = list(cfg.seeds if args.seeds is None else args.seeds)
     rows = []
-    planned = {r.seed: r for r in ablate.plan_runs(cfg, root, args.seeds, [args.variant], args.device, sys.executable)
+    planned = {r.seed: r for r in ablate.plan_runs(cfg, root, seeds, [args.variant], args.device, sys.executable)
                if r.variant.name == args.variant}
-    for seed in args.seeds:
+    for seed in seeds:   # every seed's run checked before any inference
         run, layout = planned[seed].folder, RunLayout(planned[seed].folder, planned[seed].network)
-        model1 = layout.results("inference")
-        if not model1.is_file():
-            raise FileNotFoundError(f"{model1} not found: run the ablation's {args.variant} seed {seed} first")
+        marked = (run / ablate.DONE_NAME).is_file()   # the runner's: it must be the config's run (else an error)
+        if not (finished(planned[seed]) if marked else layout.results("inference").is_file()):
+            raise FileNotFoundError(f"{layout.results('inference')} not found or its run not finished as {args.config} "
+                                    f"gives it: run the ablation's {args.variant} seed {seed} first")
         best = layout.checkpoint("best_model1")
-        if not best.is_file() and (run / ablate.DONE_NAME).is_file():
+        if not best.is_file():
             raise FileNotFoundError(f"the SCM run {run} is finished but keeps no {best.name} (a run restored from a "
                                     "record keeps no checkpoint); the ensemble infers again from both networks: "
                                     f"delete that folder and run the ablation's {args.variant} seed {seed} again")
+    for seed in seeds:
+        run, layout = planned[seed].folder, RunLayout(planned[seed].folder, planned[seed].network)
+        model1 = layout.results("inference")
         out = root / "ensemble" / args.variant / f"seed{seed}"
         # this folder is the runner's own (under --ablation_dir): a rerun replaces its masks
         inference.main(["--model_dir", str(run), "--ensemble", "--dataset_split", str(d["split_file"]),
@@ -96,7 +102,7 @@ def main(argv: list[str] | None = None) -> pd.DataFrame:
                            "per_seed": " / ".join(f"{v:.3f}" for v in by_seed.loc[m, "dice"])}
                           for m in ("model1", "ensemble")])
     lines = [f"# SCM ensemble vs model 1 ({args.variant}, {md_cell(cfg.title)})", "",
-             f"Inference cases of `{md_cell(Path(d['split_file']).name)}`, training seeds {args.seeds}; mean ± std "
+             f"Inference cases of `{md_cell(Path(d['split_file']).name)}`, training seeds {seeds}; mean ± std "
              "over seeds of the per-seed mean; p: two-sided paired Wilcoxon on the per-case Dice averaged over "
              "seeds.", "",
              "| Prediction | Seeds | Dice | per seed | ASSD (mm) |", "|---|---|---|---|---|"]

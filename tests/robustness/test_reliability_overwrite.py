@@ -360,7 +360,10 @@ def test_ensemble_runs_again_into_its_own_folder(tiny_runs, tmp_path):
     for command in inference_commands(loaded, run, "cpu", "python"):
         call_in_process(command, run.folder / "ablate_log.txt", 1)
     argv = ["--config", str(config), "--ablation_dir", str(out), "--variant", "scm", "--seeds", "0"]
-    first = ENSEMBLE.main(argv)
+    with pytest.raises(FileNotFoundError, match="run the ablation's scm seed 1 first"):   # before any inference
+        ENSEMBLE.main([*argv, "1"])
+    assert not (out / "ensemble").exists()
+    first = ENSEMBLE.main(argv[:-2])   # the config's seeds (0)
     masks = sorted((out / "ensemble" / "scm" / "seed0").glob("*_T2.nii.gz"))
     assert len(masks) == 2                                  # the two inference cases
     stamps = [m.stat().st_mtime_ns for m in masks]
@@ -369,7 +372,9 @@ def test_ensemble_runs_again_into_its_own_folder(tiny_runs, tmp_path):
     pd.testing.assert_frame_equal(first, second)
     assert pd.read_csv(out / "ensemble.csv")["method"].tolist() == ["model1", "ensemble"]
     # a finished SCM run restored from a record (experiments/records.py) keeps no checkpoint: named
-    (run.folder / ABLATE.DONE_NAME).write_text("{}")
+    from experiments.ablation.markers import signature
+
+    (run.folder / ABLATE.DONE_NAME).write_text(json.dumps({"command": signature(run)}))
     for checkpoint in run.folder.glob("*/models/CP_*.pth"):
         checkpoint.unlink()
     with pytest.raises(FileNotFoundError, match=r"is finished but keeps no CP_best_model1.pth .* seed 0 again"):
