@@ -232,10 +232,25 @@ def _print_plan(cfg: Config, runs: list[Run], stage0: list[str], seeds_dir: Path
     """``--dry_run``: every command, in order, without running any."""
     if not cfg.dataset["split_file"].is_file() and cfg.dataset["prepare"]:
         print(f"[prepare] {shlex.join([python, *cfg.dataset['prepare']])}")
-    print(f"[stage 0] {shlex.join(stage0)}")
+    stage0_done = read_json(Path(seeds_dir).parents[1] / DONE_NAME) if len(Path(seeds_dir).parents) > 1 else None
+    if stage0_done is not None and stage0_done.get("command") == stage0[1:]:
+        print("[stage 0] done, would be skipped")
+    else:
+        print(f"[stage 0] {shlex.join(stage0)}")
     for i, run in enumerate(runs, 1):
-        print(f"[run {i}/{len(runs)}] {run.key}")
-        if run.variant.kind != "seeds":
+        try:
+            done = finished(run)
+        except ValueError as e:   # what the real run refuses
+            print(f"[run {i}/{len(runs)}] {run.key}: would FAIL: {e}")
+            continue
+        if done:
+            print(f"[run {i}/{len(runs)}] {run.key}: done, would be skipped")
+            continue
+        stale = stale_evaluation(run)
+        print(f"[run {i}/{len(runs)}] {run.key}"
+              + (f": finished with other inference or scoring settings ({stale}); would be inferred and scored again"
+                 if stale else ""))
+        if run.variant.kind != "seeds" and not stale:
             mode = train_mode(run.folder)
             print("  " + shlex.join(run.train + ([mode] if mode else [])))
         else:

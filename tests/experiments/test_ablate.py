@@ -613,3 +613,14 @@ def test_an_output_dir_that_is_a_file_is_named_before_anything_runs(tmp_path):
     with pytest.raises(ValueError, match=r"^--output_dir: cannot create output folder .*afile/sub: .*afile is not a "
                                          "folder"):
         ablate.main(["--config", str(cfg), "--output_dir", str(tmp_path / "afile" / "sub")])
+
+
+def test_a_dry_run_says_what_the_real_run_would_skip(tiny, capsys):
+    _, cfg_path, out, _ = tiny
+    capsys.readouterr()
+    assert ablate.main(["--config", str(cfg_path), "--output_dir", str(out), "--device", "cpu", "--dry_run"]) is None
+    printed = capsys.readouterr().out
+    assert "[stage 0] done, would be skipped" in printed
+    for i, key in enumerate(["variant=seeds seed=-", "variant=seeds_only seed=0", "variant=seeds_only seed=1"], 1):
+        assert f"[run {i}/3] {key}: done, would be skipped" in printed
+    assert "--resume" not in printed
