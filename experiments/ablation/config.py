@@ -274,6 +274,11 @@ def _variant(name: str, spec: Any, path: Path) -> Variant:
     flags = _flags(spec.get("flags"), f"{where}.flags", path)
     if kind == "seeds" and flags:
         raise ValueError(f"config {path}: {where}: a 'seeds' variant trains nothing and takes no flags")
+    weighted = [f for f in ("--weight_gatedcrf", "--weight_variance") if flags.get(f) not in (None, 0, 0.0)]
+    if kind == "full" and weighted:
+        raise ValueError(f"config {path}: {where}.flags: {', '.join(weighted)} has no effect in a 'full' variant, "
+                         "which trains on the full labels with the mCRF and VM off (the runner sets both weights to "
+                         "0); remove it, or make the variant of kind 'stage1' with its labels")
     sources: tuple[str, str] = ("", "")
     offset = 0
     if kind == "scm":

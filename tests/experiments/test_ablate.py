@@ -240,6 +240,8 @@ def test_dry_run_scm_uses_two_stage1_seeds(tmp_path, capsys):
     ({"extra": 1}, r"top level: unknown key\(s\) \['extra'\]"),
     ({"base": {"stage2": {}}}, r"base: unknown key\(s\) \['stage2'\]"),
     ({"dataset": {"split_file": "s.csv"}}, r"dataset.images is missing"),
+    ({"variants": {**VARIANTS, "full": {"kind": "full", "flags": {"--weight_gatedcrf": 1.0}}}},
+     r"variants.full.flags: --weight_gatedcrf has no effect in a 'full' variant"),
     ({"base": {**BASE, "inference": {"--output_folder": "elsewhere"}}},
      r"base.inference: --output_folder would make inference predict with other models or write elsewhere"),
 ])
