@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from utilities.core.files import existing_file
 from utilities.core.textdata import loads_json
 
 from .scripts import GEODESIC_SCRIPTS
@@ -186,9 +187,7 @@ def _path(dataset: dict[str, Any], key: str, cfg: Path) -> Path:
 
 def load_config(path: str | os.PathLike) -> Config:
     """Read and check a config; relative dataset paths are taken from the current directory."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"--config {path} not found")
+    path = existing_file(path, "--config", folder_hint="; pass the ablation's JSON config file")
     try:
         raw = loads_json(path.read_text(encoding="utf-8"), f"config {path}")
     except json.JSONDecodeError as e:

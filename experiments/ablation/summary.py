@@ -334,5 +334,6 @@ def write_outputs(cfg: Config, table: pd.DataFrame, per_case: pd.DataFrame, outp
     with atomic_path(output_dir / f"boxplot{suffix}.png") as tmp:
         fig.savefig(tmp, format="png", dpi=90)
     plt.close(fig)
+    health = f", health{suffix}.csv" if "health" in table.attrs else ""
     print("\n" + markdown + f"\nwritten {output_dir / f'table{suffix}.md'}, table{suffix}.csv, "
-          f"per_case{suffix}.csv, boxplot{suffix}.png")
+          f"per_case{suffix}.csv{health}, boxplot{suffix}.png")

@@ -255,8 +255,10 @@ def test_missing_dataset_files_and_cli_error_line(tmp_path):
     cfg = write_config(tmp_path / "c.json", config(tmp_path))
     with pytest.raises(FileNotFoundError, match=r"dataset.split_file .*split.csv not found"):
         ablate.main(["--config", str(cfg), "--output_dir", str(tmp_path / "out")])
-    with pytest.raises(FileNotFoundError, match="--config .*nope.json not found"):
+    with pytest.raises(FileNotFoundError, match="^--config not found: .*nope.json$"):
         ablate.load_config(tmp_path / "nope.json")
+    with pytest.raises(ValueError, match="^--config .* is a folder, not a file; pass the ablation's JSON config file$"):
+        ablate.load_config(tmp_path)
     bad = write_config(tmp_path / "bad.json", config(tmp_path, variants={"a": {"kind": "stage1", "x": 1}},
                                                      baseline="a"))
     proc = subprocess.run([sys.executable, str(ROOT / "experiments" / "ablate.py"), "--config", str(bad)],
