@@ -37,7 +37,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 from experiments.ablation.checks import check_epoch_inf, check_flags, written_checkpoints  # noqa: E402
 from experiments.ablation.commands import Run, all_commands, plan_runs  # noqa: E402
-from experiments.ablation.config import KINDS, Config, Variant, load_config  # noqa: E402
+from experiments.ablation.config import KINDS, Config, SeedsAction, Variant, load_config  # noqa: E402
 from experiments.ablation.execution import run_ablation  # noqa: E402
 from experiments.ablation.markers import DONE_NAME, LOG_NAME, TRAINED_NAME, train_mode  # noqa: E402
 from experiments.ablation.scripts import planned_args, script_parser  # noqa: E402
@@ -59,18 +59,12 @@ __all__ = ["KINDS", "Config", "Variant", "Run", "load_config", "plan_runs", "run
            "DONE_NAME", "TRAINED_NAME", "LOG_NAME", "script_parser", "all_commands"]
 
 
-def _int_list(text: str) -> list[int]:
-    try:
-        return [int(t) for t in text.replace(",", " ").split()]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be integers separated by commas, got {text!r}") from None
-
-
 def build_parser() -> argparse.ArgumentParser:
     p = ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--config", required=True, help="JSON config (see experiments/configs/README.md)")
     p.add_argument("--output_dir", default=None, help="where runs and tables go (default ./ablation/<config name>)")
-    p.add_argument("--seeds", type=_int_list, default=None, help="training seeds overriding the config's, e.g. 0,1,2")
+    p.add_argument("--seeds", nargs="+", action=SeedsAction, default=None,
+                   help="training seeds overriding the config's, e.g. 0,1,2 (or 0 1 2)")
     p.add_argument("--variants", nargs="+", default=None, help="run only these variants (and what SCM needs)")
     p.add_argument("--baseline", default=None,
                    help="the variant the p-values are against, overriding the config's (e.g. seeds)")

@@ -35,6 +35,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import ablate  # noqa: E402
 
 import inference  # noqa: E402
+from experiments.ablation.config import SeedsAction  # noqa: E402
 from experiments.ablation.markers import finished  # noqa: E402
 from utilities import scores  # noqa: E402
 from utilities.core.textdata import md_cell  # noqa: E402
@@ -53,7 +54,8 @@ def main(argv: list[str] | None = None) -> pd.DataFrame:
     p.add_argument("--config", required=True, help="the ablation's JSON config")
     p.add_argument("--ablation_dir", required=True, help="its --output_dir (finished SCM runs)")
     p.add_argument("--variant", default="scm_recipe", help="the SCM variant")
-    p.add_argument("--seeds", type=int, nargs="+", default=None, help="its training seeds (default: the config's)")
+    p.add_argument("--seeds", nargs="+", action=SeedsAction, default=None,
+                   help="its training seeds, e.g. 0 1 2 (or 0,1,2; default: the config's)")
     p.add_argument("--device", default="cpu", choices=["auto", "cpu", "cuda"])
     args = p.parse_args(argv)
     cfg = ablate.load_config(args.config)

@@ -62,6 +62,7 @@ from data.family.make_family_data import (  # noqa: E402
     draw_member,
     generate_member,
 )
+from experiments.ablation.config import SeedsAction  # noqa: E402
 from utilities.core.textdata import loads_json, md_cell, read_csv_table  # noqa: E402
 from utilities.data.io import check_overwrite, save_csv, save_text  # noqa: E402
 from utilities.method.defaults import CRF_SIGMA_XY, GEODESIC_THRESHOLD, GEODESIC_WEIGHT, KERNEL_RADIUS, RECIPE  # noqa: E402
@@ -368,7 +369,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--family_seeds", type=int, nargs="+", required=True, help="the members to run")
     p.add_argument("--output_dir", required=True, help="one folder per member under it, and the summary")
     p.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=VARIANTS, help="variants to run")
-    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="training seeds")
+    p.add_argument("--seeds", nargs="+", action=SeedsAction, default=[0, 1, 2],
+                   help="training seeds, e.g. 0 1 2 (or 0,1,2)")
     p.add_argument("--target_steps", type=int, default=250, help="plan.py --target_steps (CPU budget)")
     p.add_argument("--min_epochs", type=int, default=8, help="plan.py --min_epochs")
     p.add_argument("--max_patch_voxels", type=int, default=64 * 64 * 16, help="plan.py --max_patch_voxels")

@@ -3,6 +3,7 @@
 reads a config and checks it against the schema before anything runs."""
 from __future__ import annotations
 
+import argparse
 import json
 import math
 import os
@@ -16,6 +17,22 @@ from utilities.core.textdata import loads_json
 from .scripts import GEODESIC_SCRIPTS
 
 KINDS = ("seeds", "stage1", "scm", "full", "nnunet")
+
+
+class SeedsAction(argparse.Action):
+    """``--seeds`` of the experiment scripts: training seeds written ``0 1 2``, ``0,1,2`` or both
+    mixed (every script takes every form)."""
+
+    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace, values: Any,
+                 option_string: str | None = None) -> None:
+        seeds = []
+        for value in values:
+            for part in str(value).replace(",", " ").split():
+                try:
+                    seeds.append(int(part))
+                except ValueError:
+                    parser.error(f"argument {option_string}: must be integers (0 1 2 or 0,1,2), got {value!r}")
+        setattr(namespace, self.dest, seeds)
 
 
 @dataclass(frozen=True)

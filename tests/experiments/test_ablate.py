@@ -628,3 +628,15 @@ def test_a_dry_run_says_what_the_real_run_would_skip(tiny, capsys):
     for i, key in enumerate(["variant=seeds seed=-", "variant=seeds_only seed=0", "variant=seeds_only seed=1"], 1):
         assert f"[run {i}/3] {key}: done, would be skipped" in printed
     assert "--resume" not in printed
+
+
+def test_every_experiment_script_takes_seeds_in_either_form(capsys):
+    parsers = [ablate.build_parser()]
+    for value in (["0,1,2"], ["0", "1", "2"], ["0,1", "2"]):
+        assert parsers[0].parse_args(["--config", "c.json", "--seeds", *value]).seeds == [0, 1, 2]
+    with pytest.raises(SystemExit):
+        parsers[0].parse_args(["--config", "c.json", "--seeds", "0,x"])
+    assert "argument --seeds: must be integers (0 1 2 or 0,1,2), got '0,x'" in capsys.readouterr().err
+    family = load_script("experiments/family.py")
+    parsed = family.build_parser().parse_args(["--family_seeds", "1", "--output_dir", "o", "--seeds", "0,1"])
+    assert parsed.seeds == [0, 1]
