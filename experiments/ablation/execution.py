@@ -330,4 +330,15 @@ def _check_dataset(cfg: Config, python: str, env: dict[str, str]) -> None:
     for key in ("images", "labels", "annotations"):
         if not d[key].is_dir():
             raise FileNotFoundError(f"config {cfg.path}: dataset.{key} folder {d[key]} not found")
+    # every subject's image, label and annotation (stage 0 expands every case; every phase is scored
+    # or validated against its label), named by the config keys that set them
+    from utilities.data.loading import ImageSource, check_files
+
+    sources = [ImageSource(key, d[key], d[postfix], key != "images", what, f"dataset.{key}/dataset.{postfix}")
+               for key, postfix, what in (("images", "image_postfix", "image"), ("labels", "label_postfix", "label"),
+                                          ("annotations", "annotation_postfix", "7-point annotation"))]
+    try:
+        check_files(d["split_file"], [(None, sources)])
+    except (FileNotFoundError, ValueError) as e:
+        raise FileNotFoundError(f"config {cfg.path}: {e}") from None
 

@@ -640,3 +640,15 @@ def test_every_experiment_script_takes_seeds_in_either_form(capsys):
     family = load_script("experiments/family.py")
     parsed = family.build_parser().parse_args(["--family_seeds", "1", "--output_dir", "o", "--seeds", "0,1"])
     assert parsed.seeds == [0, 1]
+
+
+def test_a_wrong_postfix_names_the_config_key_before_stage0(tiny, tmp_path):
+    root, _, _, _ = tiny
+    cfg = config(root)
+    cfg["dataset"]["image_postfix"] = "T1"
+    path = write_config(tmp_path / "c.json", cfg)
+    with pytest.raises(FileNotFoundError) as err:
+        ablate.main(["--config", str(path), "--output_dir", str(tmp_path / "out"), "--device", "cpu"])
+    assert str(err.value).startswith(f"config {path}: ")
+    assert "Check dataset.images/dataset.image_postfix or the split" in str(err.value)
+    assert not (tmp_path / "out" / "geodesic").exists()

@@ -250,6 +250,13 @@ def test_the_steps_column_reads_what_the_runs_recorded_not_the_defaults(setup):
     path = write_config(root, p)
     cfg = json.loads(path.read_text())
     cfg["dataset"]["split_file"] = str(split)
+    d = cfg["dataset"]
+    for name in [f"t{i}" for i in range(24)] + ["v1", "i1", "i2"]:   # the runner checks every case's files first
+        for folder, postfix in ((d["images"], d["image_postfix"]), (d["labels"], d["label_postfix"]),
+                                (d["annotations"], d["annotation_postfix"])):
+            target = Path(folder) / f"{name}_{postfix}.nii.gz"
+            if not target.exists():
+                target.write_bytes(b"")   # the stand-in trainer reads none of them
     cfg["base"]["stage1"] = {"--plan": str(_plan(root / "plan.json", 20)), "--spatial_shape": [32, 32, 16]}
     cfg["seeds"] = [0, 1, 2]
     path.write_text(json.dumps(cfg))
