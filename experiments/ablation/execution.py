@@ -250,11 +250,11 @@ def _print_plan(cfg: Config, runs: list[Run], stage0: list[str], seeds_dir: Path
         print(f"[run {i}/{len(runs)}] {run.key}"
               + (f": finished with other inference or scoring settings ({stale}); would be inferred and scored again"
                  if stale else ""))
-        if run.variant.kind != "seeds" and not stale:
+        if run.variant.kind == "seeds":
+            print(f"  (expanded seeds of {seeds_dir} written as predictions)")
+        elif not stale:   # a finished training is not run again
             mode = train_mode(run.folder)
             print("  " + shlex.join(run.train + ([mode] if mode else [])))
-        else:
-            print(f"  (expanded seeds of {seeds_dir} written as predictions)")
         for command in inference_commands(cfg, run, device, python):
             print("  " + shlex.join(command))
 

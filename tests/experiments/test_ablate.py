@@ -546,6 +546,13 @@ def test_a_changed_inference_rescores_and_a_changed_split_is_refused(tiny, tmp_p
             if line.startswith("$ ") and "--epoch_inf" in line] == ["best", "final"]
 
     assert "This table holds" not in (out / "table.md").read_text()
+    # a dry run with another inference: the run would be inferred and scored again, not trained
+    cfg["variants"] = {**VARIANTS, "seeds_only": {**VARIANTS["seeds_only"], "epoch_inf": "best_seed_dice"}}
+    ablate.main(["--config", str(write_config(tmp_path / "d.json", cfg)), "--output_dir", str(out), "--device", "cpu",
+                 "--dry_run"])
+    dry = capsys.readouterr().out
+    assert "(--epoch_inf final -> best_seed_dice); would be inferred and scored again" in dry
+    assert "train_gatedcrfloss3d22d_multiview_varianceloss.py" not in dry and "--epoch_inf best_seed_dice" in dry
     # a selection of the variants: the table says what it holds
     ablate.main(["--config", str(tmp_path / "b.json"), "--output_dir", str(out), "--device", "cpu",
                  "--variants", "seeds_only"])
