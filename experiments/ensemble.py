@@ -110,8 +110,10 @@ def main(argv: list[str] | None = None) -> pd.DataFrame:
              "| Prediction | Seeds | Dice | per seed | ASSD (mm) |", "|---|---|---|---|---|"]
     for r in table.itertuples():
         name = "model 1 (`CP_best_model1`)" if r.method == "model1" else "ensemble of model 1 and 2 (`--ensemble`)"
-        lines.append(f"| {name} | {r.seeds} | {r.dice_mean:.3f} ± {r.dice_std:.3f} | {r.per_seed} | "
-                     f"{r.assd_mean:.2f} ± {r.assd_std:.2f} |")
+        spread = r.seeds > 1   # one seed has no standard deviation: the mean alone, as the ablation table
+        dice = f"{r.dice_mean:.3f}" + (f" ± {r.dice_std:.3f}" if spread else "")
+        assd = f"{r.assd_mean:.2f}" + (f" ± {r.assd_std:.2f}" if spread else "")
+        lines.append(f"| {name} | {r.seeds} | {dice} | {r.per_seed} | {assd} |")
     lines += ["", f"p (ensemble vs model 1) = {pval:.3g}" if not np.isnan(pval) else "p undefined (no difference)"]
     save_csv(table, root / "ensemble.csv")
     save_csv(per_case, root / "ensemble_per_case.csv")

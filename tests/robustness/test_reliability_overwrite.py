@@ -371,6 +371,7 @@ def test_ensemble_runs_again_into_its_own_folder(tiny_runs, tmp_path):
     assert [m.stat().st_mtime_ns for m in masks] != stamps  # written again, not skipped
     pd.testing.assert_frame_equal(first, second)
     assert pd.read_csv(out / "ensemble.csv")["method"].tolist() == ["model1", "ensemble"]
+    assert "nan" not in (out / "ensemble.md").read_text()   # one seed: the mean alone, no "± nan"
     # a finished SCM run restored from a record (experiments/records.py) keeps no checkpoint: named
     from experiments.ablation.markers import signature
 
