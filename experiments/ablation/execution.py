@@ -178,7 +178,7 @@ def run_ablation(cfg: Config, output_dir: Path, seeds: Sequence[int] | None = No
     check_epoch_inf(cfg, runs)
 
     if dry_run:
-        _print_plan(cfg, runs, stage0, seeds_dir, device, python)
+        _print_plan(cfg, runs, stage0, output_dir, seeds_dir, device, python)
         return None
     if finished_only:
         return _finished_table(cfg, runs, names, output_dir)
@@ -228,12 +228,12 @@ def _finished_table(cfg: Config, runs: Sequence[Run], names: Sequence[str], outp
     return table
 
 
-def _print_plan(cfg: Config, runs: list[Run], stage0: list[str], seeds_dir: Path, device: str, python: str) -> None:
+def _print_plan(cfg: Config, runs: list[Run], stage0: list[str], output_dir: Path, seeds_dir: Path, device: str,
+                python: str) -> None:
     """``--dry_run``: every command, in order, without running any."""
     if not cfg.dataset["split_file"].is_file() and cfg.dataset["prepare"]:
         print(f"[prepare] {shlex.join([python, *cfg.dataset['prepare']])}")
-    stage0_done = read_json(Path(seeds_dir).parents[1] / DONE_NAME) if len(Path(seeds_dir).parents) > 1 else None
-    if stage0_done is not None and stage0_done.get("command") == stage0[1:]:
+    if _stage0_done(stage0, output_dir):
         print("[stage 0] done, would be skipped")
     else:
         print(f"[stage 0] {shlex.join(stage0)}")
@@ -261,14 +261,22 @@ def _print_plan(cfg: Config, runs: list[Run], stage0: list[str], seeds_dir: Path
 
 def _run_stage0(cfg: Config, stage0: list[str], output_dir: Path, env: dict[str, str]) -> None:
     """The geodesic expansion, unless the same command already finished in this folder."""
-    marker = output_dir / "geodesic" / DONE_NAME
-    stage0_done = read_json(marker)
-    if stage0_done is None or stage0_done.get("command") != stage0[1:]:
+    if not _stage0_done(stage0, output_dir):
         print(f"[stage 0] geodesic expansion ({cfg.dataset['geodesic_style']} style)", flush=True)
         _execute(stage0, output_dir / "geodesic" / LOG_NAME, env)
-        write_json({"command": stage0[1:]}, marker)
+        write_json({"command": stage0[1:]}, _stage0_marker(output_dir))
     else:
         print("[stage 0] done, skipped", flush=True)
+
+
+def _stage0_marker(output_dir: Path) -> Path:
+    return output_dir / "geodesic" / DONE_NAME
+
+
+def _stage0_done(stage0: list[str], output_dir: Path) -> bool:
+    """Whether the same stage-0 command already finished in ``output_dir`` (the real run skips it)."""
+    done = read_json(_stage0_marker(output_dir))
+    return done is not None and done.get("command") == stage0[1:]
 
 
 def _run_waves(runs: list[Run], do: Callable[[Run], str], jobs: int) -> list[str]:

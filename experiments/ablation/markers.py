@@ -151,7 +151,11 @@ def check_split(marker: dict[str, Any] | None, run: Run) -> None:
 def stale_evaluation(run: Run) -> str | None:
     """What changed in the inference or scoring since a finished run was scored (``None``: nothing,
     not finished, or recorded before the runner kept it): such a run is inferred and scored again."""
-    marker = read_json(run.folder / DONE_NAME)
+    return _evaluation_change(read_json(run.folder / DONE_NAME), run)
+
+
+def _evaluation_change(marker: dict[str, Any] | None, run: Run) -> str | None:
+    """:func:`stale_evaluation` of a done marker already read."""
     recorded = (marker or {}).get("evaluation")
     if recorded is None or not run.evaluation or recorded == run.evaluation or not same_run(marker.get("command"),
                                                                                               run):
@@ -171,7 +175,7 @@ def finished(run: Run) -> bool:
         raise ValueError(f"run folder {run.folder} holds a finished run made with other flags than the config "
                          f"now gives ({changed}); delete that folder or choose another --output_dir")
     check_split(marker, run)
-    if stale_evaluation(run) is not None:
+    if _evaluation_change(marker, run) is not None:
         return False
     return run.results.is_file()
 
