@@ -48,7 +48,7 @@ from utilities.core.arguments import ArgumentParser
 from utilities.core.logs import LOGGER_NAME, setup_logger
 from utilities.data.dataset_file import add_dataset_flag, parse_with_dataset, require
 from utilities.data.grid import Grid, check_same_grid, find_subject_file, listed, missing_paths
-from utilities.data.io import atomic_path, ensure_writable_dir, read_image, save_text, write_image
+from utilities.data.io import atomic_path, ensure_writable_dir, read_image, save_text, staged_folders, write_image
 from utilities.data.splits import read_split, subjects_of
 from utilities.method.defaults import SEED_POSTFIX
 
@@ -139,10 +139,11 @@ def export_nnunet(dataset_split: str | os.PathLike, path_images: str | os.PathLi
 
     cases = _Cases(training, testing, images, label_files, labels)
     cases.check()  # every input before anything is written
-    if overwrite:
-        _remove([*same_id, *parts])
-    cases.write(root)
-    _write_jsons(root, split, dataset_name, labels, channel_name or image_postfix, len(training))
+    with staged_folders(root) as (staging,):   # the whole export or nothing: a failure midway leaves the earlier one
+        cases.write(staging)
+        _write_jsons(staging, split, dataset_name, labels, channel_name or image_postfix, len(training))
+        if overwrite:   # only once the new export is written; its parts then move into place
+            _remove([*same_id, *parts])
     logger.info("nnU-Net dataset %s: %d training case(s) (%s), %d test case(s)", root, len(training), labels,
                 len(testing))
     return root

@@ -35,6 +35,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import argparse
 import time
 
+import matplotlib.pyplot as plt
 import pandas as pd
 import torch
 
@@ -52,7 +53,7 @@ from experiments.collapse.measurements import (
 )
 from experiments.collapse.report import PLOTS, plot_all, report
 from utilities.core.arguments import ArgumentParser
-from utilities.data.io import check_overwrite, save_csv, save_text
+from utilities.data.io import Content, check_overwrite, save_together
 
 __all__ = ["crf_vs_size", "realistic_cases", "gradient_balance", "crf_settings", "rampup_table", "saturation", "main",
            "margin_logits", "mask_margin", "value_and_grad"]
@@ -106,11 +107,14 @@ def run(output_dir: Path, per_dataset: int, seed: int) -> dict[str, pd.DataFrame
     sat = pd.concat([saturation(c).assign(dataset=c.dataset, case=c.name)
                      for c in (cases[0], cases[per_dataset])], ignore_index=True)
     results = dict(zip(TABLES, (size, balance, ramp_grads, settings, ramp, sat), strict=True))
-    for name, df in results.items():
-        save_csv(df, output_dir / DATA_DIR / f"{name}.csv")
-    plot_all(size, balance, ramp_grads, sat, 1.0, output_dir / DATA_DIR)
     page = output_dir / "collapse.md"
-    save_text(with_kept_sections(report(results, time.time() - t0), page), page)
+    outputs: dict[Path, Content] = {output_dir / DATA_DIR / f"{name}.csv": df for name, df in results.items()}
+    try:   # the tables, plots and page together: a failure midway leaves the previous set as it was
+        outputs |= plot_all(size, balance, ramp_grads, sat, 1.0, output_dir / DATA_DIR)
+        outputs[page] = with_kept_sections(report(results, time.time() - t0), page)
+        save_together(outputs)
+    finally:
+        plt.close("all")
     print(f"measured in {time.time() - t0:.0f} s; wrote {output_dir / 'collapse.md'}")
     return results
 

@@ -39,7 +39,7 @@ from experiments.ablation.config import SeedsAction  # noqa: E402
 from experiments.ablation.markers import finished  # noqa: E402
 from utilities import scores  # noqa: E402
 from utilities.core.textdata import md_cell  # noqa: E402
-from utilities.data.io import save_csv, save_text  # noqa: E402
+from utilities.data.io import save_together  # noqa: E402
 from utilities.data.layout import RunLayout  # noqa: E402
 from utilities.evaluation.scoring import read_scores  # noqa: E402
 
@@ -115,9 +115,8 @@ def main(argv: list[str] | None = None) -> pd.DataFrame:
         assd = f"{r.assd_mean:.2f}" + (f" ± {r.assd_std:.2f}" if spread else "")
         lines.append(f"| {name} | {r.seeds} | {dice} | {r.per_seed} | {assd} |")
     lines += ["", f"p (ensemble vs model 1) = {pval:.3g}" if not np.isnan(pval) else "p undefined (no difference)"]
-    save_csv(table, root / "ensemble.csv")
-    save_csv(per_case, root / "ensemble_per_case.csv")
-    save_text("\n".join(lines) + "\n", root / "ensemble.md")
+    save_together({root / "ensemble.csv": table, root / "ensemble_per_case.csv": per_case,
+                   root / "ensemble.md": "\n".join(lines) + "\n"})
     print("\n".join(lines))
     return table
 

@@ -64,7 +64,7 @@ from data.family.make_family_data import (  # noqa: E402
 )
 from experiments.ablation.config import SeedsAction  # noqa: E402
 from utilities.core.textdata import loads_json, md_cell, read_csv_table  # noqa: E402
-from utilities.data.io import check_overwrite, save_csv, save_text  # noqa: E402
+from utilities.data.io import check_overwrite, save_text, save_together  # noqa: E402
 from utilities.method.defaults import CRF_SIGMA_XY, GEODESIC_THRESHOLD, GEODESIC_WEIGHT, KERNEL_RADIUS, RECIPE  # noqa: E402
 from utilities.workflow.plan import PlanRules, fingerprint, make_plan, write_plan  # noqa: E402
 
@@ -431,8 +431,7 @@ def main(argv: list[str] | None = None) -> pd.DataFrame:
         if table is not None:
             tables[seed] = table
             df, criteria = summarize_family(tables)
-            save_csv(df, out / "summary.csv")
-            save_text(_markdown(df, criteria, args.title), out / "summary.md")
+            save_together({out / "summary.csv": df, out / "summary.md": _markdown(df, criteria, args.title)})
     df, criteria = summarize_family(tables)
     print(_markdown(df, criteria, args.title))
     return df
@@ -468,9 +467,8 @@ def _finished_summary(out: Path, args: argparse.Namespace) -> pd.DataFrame:
     if not tables:
         raise FileNotFoundError(f"no finished run of {args.variants} in {out}")
     df, criteria = summarize_family(tables, _read_earlier(args.earlier))
-    save_csv(df, out / "summary_finished.csv")
     text = _markdown(df, criteria, args.title)
-    save_text(text, out / "summary_finished.md")
+    save_together({out / "summary_finished.csv": df, out / "summary_finished.md": text})
     print(text)
     return df
 

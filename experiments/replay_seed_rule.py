@@ -34,7 +34,7 @@ from utilities.core.arguments import ArgumentParser
 ROOT = Path(__file__).resolve().parents[1]
 
 from utilities.core.textdata import md_cell  # noqa: E402
-from utilities.data.io import save_csv, save_text  # noqa: E402
+from utilities.data.io import save_together  # noqa: E402
 from utilities.method import health  # noqa: E402
 
 LOG_NAME = re.compile(r"^(?P<variant>.+)_seed(?P<seed>\d+)_log\.csv$")
@@ -128,13 +128,12 @@ def main(argv: list[str] | None = None) -> pd.DataFrame:
     table = replay(args.runs, args.margins)
     out = Path(args.output_dir)
     out.mkdir(parents=True, exist_ok=True)
-    save_csv(table, out / "replay.csv", index=False)
     text = summary(table)
     command = " ".join(["python experiments/replay_seed_rule.py", *(sys.argv[1:] if argv is None else argv)])
-    save_text("# The seed rule's training-patch readings against the masks\n\n"
-              "Runs per row: how many of the runs in each class (by their inference Dice against their "
-              "expanded seeds') the readings flag at the margin.\n\n" + text + f"\n\n```text\n{command}\n```\n",
-              out / "replay.md")
+    page = ("# The seed rule's training-patch readings against the masks\n\n"
+            "Runs per row: how many of the runs in each class (by their inference Dice against their "
+            "expanded seeds') the readings flag at the margin.\n\n" + text + f"\n\n```text\n{command}\n```\n")
+    save_together({out / "replay.csv": table, out / "replay.md": page})
     print(text)
     return table
 

@@ -37,7 +37,7 @@ from data.family.make_family_data import (  # noqa: E402
     draw_member,
     generate_member,
 )
-from utilities.data.io import ensure_writable_dir, save_csv, save_text  # noqa: E402
+from utilities.data.io import ensure_writable_dir, save_together  # noqa: E402
 from utilities.data.splits import PHASES  # noqa: E402
 from utilities.evaluation.scoring import read_scores  # noqa: E402
 from utilities.method.intensity import NORMALISATIONS  # noqa: E402
@@ -133,9 +133,8 @@ def main(argv: Sequence[str] | None = None) -> pd.DataFrame:
     per_case = pd.concat([measure_member(seed, member_data(seed, work_dir), work_dir, args.styles, args.candidates,
                                          args.num_workers) for seed in args.family_seeds], ignore_index=True)
     table = summarize(per_case)
-    save_csv(per_case.round(6), output_dir / "per_case.csv")
-    save_csv(table.round(6), output_dir / "table.csv")
-    save_text(_markdown(table), output_dir / "table.md")
+    save_together({output_dir / "per_case.csv": per_case.round(6), output_dir / "table.csv": table.round(6),
+                   output_dir / "table.md": _markdown(table)})
     return table
 
 

@@ -43,7 +43,7 @@ from utilities import scores
 from utilities.core.jobs import Job, run_jobs, thread_env
 from utilities.core.textdata import md_cell
 from utilities.data.grid import Grid, check_same_grid, subject_path
-from utilities.data.io import atomic_path, check_overwrite, read_image, save_csv, save_text, write_like
+from utilities.data.io import atomic_path, check_overwrite, read_image, save_together, write_like
 from utilities.data.layout import RunLayout
 from utilities.data.splits import read_split, subjects_of
 from utilities.evaluation.scoring import read_scores
@@ -208,12 +208,11 @@ def run_demo(output_dir: Path, data_dir: Path, split_file: Path, scale: Scale, d
     write_seed_predictions(cases, seeds_dir, methods[0])
     results = pd.DataFrame([_score(method, split_file, images, labels, scale, device, timer, len(cases))
                             for method in methods])
-    save_csv(results, output_dir / "results.csv")
     selection = compare_selection(pa_seg, models / "selection_seed_dice", results.iloc[2], split_file, images,
                                   labels, scale, device, timer)
-    save_csv(selection, output_dir / "selection.csv")
     markdown = results_markdown(results, timer.times, time.time() - t_start, selection)
-    save_text(markdown, output_dir / "results.md")
+    save_together({output_dir / "results.csv": results, output_dir / "selection.csv": selection,
+                   output_dir / "results.md": markdown})
     for case in cases[:n_overlays]:
         draw_overlay(case, images, labels, methods, output_dir / f"overlay_{case}.png")
     print("\n" + markdown)

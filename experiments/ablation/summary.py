@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 
 from utilities.core.textdata import md_cell, read_csv_table
-from utilities.data.io import atomic_path, save_csv, save_text
+from utilities.data.io import Content, save_together
 from utilities.data.layout import RunLayout
 
 from .commands import Run
@@ -312,12 +312,7 @@ def write_outputs(cfg: Config, table: pd.DataFrame, per_case: pd.DataFrame, outp
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    save_csv(table, output_dir / f"table{suffix}.csv")
-    save_csv(per_case, output_dir / f"per_case{suffix}.csv")
-    if "health" in table.attrs:
-        save_csv(table.attrs["health"], output_dir / f"health{suffix}.csv")
     markdown = table_markdown(cfg, table, note)
-    save_text(markdown, output_dir / f"table{suffix}.md")
     names = table["variant"].tolist()
     fig, ax = plt.subplots(figsize=(1.6 + 1.3 * len(names), 4.2))
     case_mean = per_case.groupby(["variant", "subject"])["dice"].mean()
@@ -331,9 +326,16 @@ def write_outputs(cfg: Config, table: pd.DataFrame, per_case: pd.DataFrame, outp
     ax.set(ylabel="Dice (per case, averaged over seeds)", title=cfg.title, ylim=(0, 1))
     ax.legend(fontsize=8, loc="lower right")
     fig.tight_layout()
-    with atomic_path(output_dir / f"boxplot{suffix}.png") as tmp:
-        fig.savefig(tmp, format="png", dpi=90)
-    plt.close(fig)
+    outputs: dict[Path, Content] = {output_dir / f"table{suffix}.csv": table,
+                                    output_dir / f"per_case{suffix}.csv": per_case}
+    if "health" in table.attrs:
+        outputs[output_dir / f"health{suffix}.csv"] = table.attrs["health"]
+    outputs[output_dir / f"boxplot{suffix}.png"] = lambda tmp: fig.savefig(tmp, format="png", dpi=90)
+    outputs[output_dir / f"table{suffix}.md"] = markdown
+    try:   # all five or none: a failure midway leaves no new CSV beside an old table
+        save_together(outputs)
+    finally:
+        plt.close(fig)
     health = f", health{suffix}.csv" if "health" in table.attrs else ""
     print("\n" + markdown + f"\nwritten {output_dir / f'table{suffix}.md'}, table{suffix}.csv, "
           f"per_case{suffix}.csv{health}, boxplot{suffix}.png")

@@ -2,6 +2,7 @@
 Markdown page (:func:`report`), every number read from the measurements' tables."""
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import matplotlib
@@ -11,7 +12,6 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
-from utilities.data.io import atomic_path
 from utilities.method.schedules import sigmoid_rampup
 
 from .measurements import RAMP_SETTINGS
@@ -22,15 +22,22 @@ __all__ = ["PLOTS", "plot_all", "report"]
 PLOTS = ("collapse_crf_vs_size.png", "collapse_gradients.png", "collapse_rampup.png", "collapse_saturation.png")
 
 
-def _save(fig: plt.Figure, path: Path) -> None:
+def _writer(fig: plt.Figure) -> Callable[[Path], None]:
+    """Write ``fig`` as a PNG to the path it is given, then close it."""
     fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=90)
-    plt.close(fig)
+
+    def write(tmp: Path) -> None:   # the temporary file of ``save_together``
+        try:
+            fig.savefig(tmp, format="png", dpi=90)
+        finally:
+            plt.close(fig)
+    return write
 
 
 def plot_all(size: pd.DataFrame, balance: pd.DataFrame, ramp_grads: pd.DataFrame, sat: pd.DataFrame,
-             noise_ref: float, out: Path) -> None:
+             noise_ref: float, out: Path) -> dict[Path, Callable[[Path], None]]:
+    """The four plots, each as its path under ``out`` and its writer (for ``save_together``)."""
+    plots: dict[Path, Callable[[Path], None]] = {}
     fig, axes = plt.subplots(1, 2, figsize=(11, 4))
     sub = size[size["noise"] == noise_ref]
     for contrast, g in sub.groupby("contrast"):
@@ -44,7 +51,7 @@ def plot_all(size: pd.DataFrame, balance: pd.DataFrame, ramp_grads: pd.DataFrame
     axes[1].set(xscale="log", xlabel="lesion size (voxels of the down-sampled grid)",
                 ylabel="[E(eroded) − E(true)] per removed voxel", title="< 0: shrinking lowers the CRF energy")
     axes[0].legend(fontsize=8)
-    _save(fig, out / PLOTS[0])  # collapse_crf_vs_size.png
+    plots[out / PLOTS[0]] = _writer(fig)  # collapse_crf_vs_size.png
 
     fig, axes = plt.subplots(1, 2, figsize=(11, 4))
     for ds, g in ramp_grads.groupby("dataset"):
@@ -60,7 +67,7 @@ def plot_all(size: pd.DataFrame, balance: pd.DataFrame, ramp_grads: pd.DataFrame
     axes[1].set(xlabel="ramp weight", ylabel="Σ_lesion −∂L/∂m", title="net pull on the lesion (< 0: shrink)")
     axes[0].legend(fontsize=7, ncol=2)
     axes[1].legend(fontsize=8)
-    _save(fig, out / PLOTS[1])  # collapse_gradients.png
+    plots[out / PLOTS[1]] = _writer(fig)  # collapse_gradients.png
 
     fig, ax = plt.subplots(figsize=(6.5, 4))
     for name, steps, epochs, ramp in RAMP_SETTINGS:
@@ -68,7 +75,7 @@ def plot_all(size: pd.DataFrame, balance: pd.DataFrame, ramp_grads: pd.DataFrame
         ax.step(s + 1, [sigmoid_rampup(int(x // steps), ramp) for x in s], where="post", label=name)
     ax.set(xscale="log", xlabel="SGD step", ylabel="ramp weight of mCRF and VM", title="ramp-up counted in epochs")
     ax.legend(fontsize=7)
-    _save(fig, out / PLOTS[2])  # collapse_rampup.png
+    plots[out / PLOTS[2]] = _writer(fig)  # collapse_rampup.png
 
     fig, axes = plt.subplots(1, 2, figsize=(11, 4))
     for ax, state in zip(axes, ("correct", "collapsed")):
@@ -80,7 +87,8 @@ def plot_all(size: pd.DataFrame, balance: pd.DataFrame, ramp_grads: pd.DataFrame
         ax.set(yscale="log", xlabel="logit margin |z_fg − z_bg|", ylabel="‖∂L/∂m‖",
                title=f"{state} prediction")
         ax.legend(fontsize=7, ncol=2)
-    _save(fig, out / PLOTS[3])  # collapse_saturation.png
+    plots[out / PLOTS[3]] = _writer(fig)  # collapse_saturation.png
+    return plots
 
 
 def _md_table(df: pd.DataFrame, floatfmt: str = ".3g") -> str:

@@ -98,6 +98,35 @@ def test_existing_export_needs_overwrite(data, tmp_path):
     assert not (root / "imagesTr" / "stale_0000.nii.gz").exists()  # replaced, not mixed
 
 
+def test_an_export_that_fails_midway_leaves_the_earlier_one(data, tmp_path, monkeypatch):
+    """The export is written whole or not at all: an --overwrite whose third label cannot be
+    written leaves the earlier export file for file (its stale file too, its dataset.json) and no
+    staging folder; a first export that fails leaves no dataset folder."""
+    root = export(data, tmp_path / "raw")
+    (root / "imagesTr" / "stale_0000.nii.gz").write_bytes(b"")
+    before = {p.relative_to(root): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+    written = []
+    real = EXPORT.write_image
+
+    def third_fails(image, path, *args, **kwargs):
+        written.append(path)
+        if len(written) == 3:
+            raise OSError(28, "No space left on device")
+        return real(image, path, *args, **kwargs)
+
+    monkeypatch.setattr(EXPORT, "write_image", third_fails)
+    with pytest.raises(OSError, match="No space left"):
+        export(data, tmp_path / "raw", "--overwrite")
+    assert len(written) == 3
+    assert {p.relative_to(root): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()} == before
+    assert sorted(p.name for p in root.iterdir()) == ["dataset.json", "imagesTr", "imagesTs", "labelsTr",
+                                                      "splits_final.json"]
+    written.clear()
+    with pytest.raises(OSError, match="No space left"):
+        export(data, tmp_path / "fresh")
+    assert not (tmp_path / "fresh").exists()
+
+
 @pytest.mark.parametrize("damage, message", [
     ("value", r"expanded-seed label .*vs_gk_2_GeodesicLabel.nii.gz holds values \[5\]; expected only 0"),
     ("grid", r"label .*vs_gk_2_GeodesicLabel.nii.gz has spacing \[0.5, 0.5, 3.0\] but image .*vs_gk_2_T2.nii.gz"),

@@ -18,9 +18,9 @@ import shutil
 import tempfile
 import warnings
 import zlib
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeAlias
 
 import nibabel as nib
 import numpy as np
@@ -55,6 +55,8 @@ __all__ = [
     "load_torch",
     "save_csv",
     "save_text",
+    "save_together",
+    "Content",
     "read_image",
     "write_image",
     "write_like",
@@ -122,6 +124,59 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     untouched; an I/O failure (disk full, permissions: ``OSError``, or the ``RuntimeError`` that
     torch and SimpleITK raise for them) becomes a one-line ``OSError`` naming ``path``.
     """
+    path, tmp_path = _temporary_beside(path)
+    try:
+        yield tmp_path
+        _commit(tmp_path, path)
+    except BaseException as e:
+        with contextlib.suppress(OSError):
+            tmp_path.unlink()
+        if isinstance(e, (OSError, RuntimeError)):
+            raise _write_error(path, e) from e
+        raise
+
+
+#: What :func:`save_together` writes: a table (as ``save_csv``), a text (as ``save_text``) or a
+#: writer called with the temporary path (``fig.savefig``).
+Content: TypeAlias = "pd.DataFrame | str | Callable[[Path], Any]"
+
+
+def save_together(contents: Mapping[Path, Content]) -> None:
+    """Write several files as one output (a table, its CSVs, its figure): each is written to its
+    temporary file (as by :func:`atomic_path`) and all are renamed into place only when every one
+    is written, so a failure writing any of them leaves every file as it was, never new CSVs
+    beside an old table."""
+    staged: list[tuple[Path, Path]] = []
+    try:
+        for target, content in contents.items():
+            path, tmp_path = _temporary_beside(target)
+            staged.append((path, tmp_path))
+            try:
+                _write_content(content, tmp_path)
+            except (OSError, RuntimeError) as e:
+                raise _write_error(path, e) from e
+        for path, tmp_path in staged:
+            try:
+                _commit(tmp_path, path)
+            except OSError as e:
+                raise _write_error(path, e) from e
+    finally:
+        for _, tmp_path in staged:
+            with contextlib.suppress(OSError):
+                tmp_path.unlink()
+
+
+def _write_content(content: Content, tmp: Path) -> None:
+    if isinstance(content, pd.DataFrame):
+        content.to_csv(tmp, index=False)
+    elif isinstance(content, str):
+        tmp.write_text(content, encoding="utf-8")
+    else:
+        content(tmp)
+
+
+def _temporary_beside(path: str | os.PathLike) -> tuple[Path, Path]:
+    """``path`` (checked) and a new hidden temporary file beside it, named after it."""
     path = check_name_length(path)
     ensure_writable_dir(path.parent)
     suffix = image_extension(path) or path.suffix or ".tmp"
@@ -133,19 +188,15 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     except OSError as e:
         raise _write_error(path, e) from e
     os.close(fd)
-    tmp_path = Path(tmp)
-    try:
-        yield tmp_path
-        mode = path.stat().st_mode & 0o777 if path.is_file() else _FILE_MODE
-        os.chmod(tmp_path, mode)
-        _fsync(tmp_path)
-        os.replace(tmp_path, path)
-    except BaseException as e:
-        with contextlib.suppress(OSError):
-            tmp_path.unlink()
-        if isinstance(e, (OSError, RuntimeError)):
-            raise _write_error(path, e) from e
-        raise
+    return path, Path(tmp)
+
+
+def _commit(tmp_path: Path, path: Path) -> None:
+    """Give ``tmp_path`` the permissions ``path`` has (or a new file's), flush it, rename it to ``path``."""
+    mode = path.stat().st_mode & 0o777 if path.is_file() else _FILE_MODE
+    os.chmod(tmp_path, mode)
+    _fsync(tmp_path)
+    os.replace(tmp_path, path)
 
 
 def _fsync(path: Path) -> None:
@@ -308,8 +359,7 @@ def save_csv(df: pd.DataFrame, path: str | os.PathLike, **kwargs: Any) -> None:
 def save_text(text: str, path: str | os.PathLike) -> None:
     """Write a UTF-8 text file atomically (whatever the locale: a C extension may have set it
     to ASCII)."""
-    with atomic_path(path) as tmp:
-        tmp.write_text(text, encoding="utf-8")
+    save_together({Path(path): text})
 
 
 def _is_nifti(path: Path) -> bool:

@@ -21,7 +21,7 @@ import pandas as pd
 import SimpleITK as sitk
 
 from utilities.data.grid import Grid, check_same_grid
-from utilities.data.io import atomic_path, read_image, save_text
+from utilities.data.io import atomic_path, read_image, save_text, staged_folders
 
 __all__ = ["ReportCase", "ViewSlice", "FILE_AXES", "picture_name", "worst_first", "file_slices", "case_picture",
            "write_report"]
@@ -185,7 +185,9 @@ td.num{text-align:right;font-family:monospace}tr.summary td{font-weight:bold;bac
 
 def write_report(table: pd.DataFrame, cases: Sequence[ReportCase], folder: str | os.PathLike, title: str,
                  summary: Sequence[str] = ()) -> Path:
-    """Write ``folder/report.html`` and a PNG per case (:func:`picture_name`).
+    """Write ``folder/report.html`` and a PNG per case (:func:`picture_name`), all or none: they
+    are written into a staging folder and moved into ``folder`` when every one is written, so a
+    failure midway leaves the previous report as it was (:func:`~utilities.data.io.staged_folders`).
 
     Args:
         table: the scores CSV as read back (per-case rows in ``cases`` order, then ``mean`` and
@@ -199,8 +201,17 @@ def write_report(table: pd.DataFrame, cases: Sequence[ReportCase], folder: str |
     if [str(s) for s in per_case["subject"]] != [c.subject for c in cases]:
         raise RuntimeError("the report's cases do not match the scores table")
     names = [picture_name(i, c.subject) for i, c in enumerate(cases)]
-    where = [case_picture(case, folder / names[i], f"{case.subject}: Dice {float(per_case.iloc[i]['dice']):.4f}")
-             for i, case in enumerate(cases)]
+    with staged_folders(folder) as (staging,):
+        where = [case_picture(case, staging / names[i], f"{case.subject}: Dice {float(per_case.iloc[i]['dice']):.4f}")
+                 for i, case in enumerate(cases)]
+        save_text(_page(table, per_case, names, where, cases, title, summary), staging / "report.html")
+    return folder / "report.html"
+
+
+def _page(table: pd.DataFrame, per_case: pd.DataFrame, names: Sequence[str], where: Sequence[tuple[ViewSlice, ...]],
+          cases: Sequence[ReportCase], title: str, summary: Sequence[str]) -> str:
+    """The HTML of the report: the metrics table (worst Dice first, then the summary rows) and a
+    section per case with its picture."""
     columns = list(table.columns)
     head = "".join(f"<th>{html.escape(c)}</th>" for c in columns)
     rows = []
@@ -227,6 +238,4 @@ def write_report(table: pd.DataFrame, cases: Sequence[ReportCase], folder: str |
             f'<span style="color:{LABEL_COLOUR}">green</span>, '
             f'prediction <span style="color:{PREDICTION_COLOUR}">red</span>.</p>\n'
             + "\n".join(sections) + "\n</body></html>\n")
-    out = folder / "report.html"
-    save_text(page, out)
-    return out
+    return page

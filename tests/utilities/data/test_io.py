@@ -127,6 +127,33 @@ def test_staged_folders_move_all_files_or_none(tmp_path):
     assert [p.read_text() for p in second.iterdir()] == ["new"]
 
 
+def test_save_together_writes_every_file_or_none(tmp_path):
+    """A table, its CSV and its figure: a failure writing the third leaves the first two as they
+    were (no new CSV beside an old table), no temporary file, and names the file it could not
+    write; when every writer succeeds, all are replaced (permissions kept) and a new one appears."""
+    table, page, figure = tmp_path / "table.csv", tmp_path / "table.md", tmp_path / "plot.png"
+    table.write_text("old csv")
+    page.write_text("old page")
+    table.chmod(0o640)
+
+    def disk_full(path):
+        path.write_bytes(b"partial")
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    new = pd.DataFrame({"dice": [0.5, 0.75]})
+    with pytest.raises(OSError, match=r"cannot write .*plot\.png: No space left on device"):
+        io.save_together({table: new, page: "new page", figure: disk_full})
+    assert table.read_text() == "old csv" and page.read_text() == "old page" and not figure.exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["table.csv", "table.md"]
+    with pytest.raises(ValueError, match="bad row"):  # not an I/O error: raised as it is, nothing written
+        io.save_together({table: new, figure: lambda path: (_ for _ in ()).throw(ValueError("bad row"))})
+    assert table.read_text() == "old csv" and sorted(p.name for p in tmp_path.iterdir()) == ["table.csv", "table.md"]
+    io.save_together({table: new, page: "new page ü", figure: lambda path: path.write_bytes(b"png")})
+    assert pd.read_csv(table)["dice"].tolist() == [0.5, 0.75] and page.read_text(encoding="utf-8") == "new page ü"
+    assert figure.read_bytes() == b"png" and table.stat().st_mode & 0o777 == 0o640
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["plot.png", "table.csv", "table.md"]
+
+
 def test_exact_format_keeps_nifti_unless_it_cannot_hold_the_grid(tmp_path):
     """A 10 µm grid with its origin at -512.3 mm reads back from NIfTI's float32 1.2e-5 mm off,
     beyond the tolerance (1e-3 of a voxel): such a volume goes to .mha, any other stays .nii.gz."""

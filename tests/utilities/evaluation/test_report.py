@@ -110,6 +110,32 @@ def test_report_matches_the_csv(scored):
     assert "http" not in page.read_text(encoding="utf-8")  # nothing to fetch: opens from disk
 
 
+def test_a_report_that_fails_midway_leaves_the_previous_one(scored, monkeypatch):
+    """The pictures and the page are one output: a failure on the third picture leaves the earlier
+    report's page and pictures as they were (no picture with the new scores beside the old page)
+    and no staging folder."""
+    from utilities.evaluation import report
+    p, preds, argv = scored
+    argv = [*argv, "--report", "--path_images", str(p["image_crop"])]
+    scores.main(argv)
+    folder = preds / "report_inference"
+    before = {f.name: f.read_bytes() for f in folder.iterdir()}
+    assert "report.html" in before and len(before) == 5
+    drawn = []
+    real = report.case_picture
+
+    def third_fails(case, out, title=""):
+        drawn.append(case.subject)
+        if len(drawn) == 3:
+            raise OSError(28, "No space left on device")
+        return real(case, out, "changed " + title)
+
+    monkeypatch.setattr(report, "case_picture", third_fails)
+    with pytest.raises(OSError, match="No space left"):
+        scores.main(argv)
+    assert len(drawn) == 3 and {f.name: f.read_bytes() for f in folder.iterdir()} == before
+
+
 def test_slices_go_through_the_lesion(scored, tmp_path):
     p, preds, _ = scored
     case = ReportCase("vs_gk_2", p["image_crop"] / "vs_gk_2_T2.nii.gz", p["label_crop"] / "vs_gk_2_Label.nii.gz",
