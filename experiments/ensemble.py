@@ -6,9 +6,11 @@ For each seed k of ``--variant`` (an SCM variant of the config): ``inference.py 
 ``<ablation_dir>/ensemble/<variant>/seed<k>/`` (this script's own folder: a rerun replaces its
 masks), scored with ``scores.py --prediction_dir``; model
 1 alone is the run's own ``results_inference.csv`` (``CP_best_model1``, what the ablation table
-reports). Writes ``ensemble.md``/``ensemble.csv`` (mean ± std over seeds of the per-seed mean Dice
-and ASSD, and the two-sided paired Wilcoxon signed-rank p-value on the per-case Dice averaged over
-seeds, as the ablation runner pairs them) and ``ensemble_per_case.csv``.
+reports). Writes ``<ablation_dir>/ensemble/<variant>/ensemble.md``/``ensemble.csv`` (mean ± std
+over seeds of the per-seed mean Dice and ASSD, and the two-sided paired Wilcoxon signed-rank
+p-value on the per-case Dice averaged over seeds, as the ablation runner pairs them) and
+``ensemble_per_case.csv``: one set per SCM variant, so that ensembling a second variant of the
+same ablation keeps the first's.
 
 Example::
 
@@ -115,9 +117,10 @@ def main(argv: list[str] | None = None) -> pd.DataFrame:
         assd = f"{r.assd_mean:.2f}" + (f" ± {r.assd_std:.2f}" if spread else "")
         lines.append(f"| {name} | {r.seeds} | {dice} | {r.per_seed} | {assd} |")
     lines += ["", f"p (ensemble vs model 1) = {pval:.3g}" if not np.isnan(pval) else "p undefined (no difference)"]
-    save_together({root / "ensemble.csv": table, root / "ensemble_per_case.csv": per_case,
-                   root / "ensemble.md": "\n".join(lines) + "\n"})
-    print("\n".join(lines))
+    tables = root / "ensemble" / args.variant   # beside the variant's masks
+    save_together({tables / "ensemble.csv": table, tables / "ensemble_per_case.csv": per_case,
+                   tables / "ensemble.md": "\n".join(lines) + "\n"})
+    print("\n".join(lines) + f"\nwritten {tables / 'ensemble.md'}, ensemble.csv, ensemble_per_case.csv")
     return table
 
 

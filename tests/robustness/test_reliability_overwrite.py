@@ -349,16 +349,20 @@ def test_ensemble_runs_again_into_its_own_folder(tiny_runs, tmp_path):
                                         "label_postfix": "Label", "annotations": str(p["annotation_7points"]),
                                         "annotation_postfix": "7points"},
            "base": {"stage1": {"--max_epochs": 1, "--spatial_shape": [32, 32, 16]}, "scm": {"--max_epochs": 1}},
-           "variants": {"s1": {"kind": "stage1"}, "scm": {"kind": "scm", "from": ["s1", "s1"]}},
+           "variants": {"s1": {"kind": "stage1"}, "scm": {"kind": "scm", "from": ["s1", "s1"]},
+                        "scm_b": {"kind": "scm", "from": ["s1", "s1"], "flags": {"--T": 2.0}}},
            "seeds": [0], "baseline": "s1"}
     config = tmp_path / "tiny.json"
     config.write_text(json.dumps(cfg))
     out = tmp_path / "out"
     loaded = ABLATE.load_config(config)
-    run = next(r for r in ABLATE.plan_runs(loaded, out, (0,), ["scm"], "cpu", "python") if r.variant.kind == "scm")
-    shutil.copytree(root / "scm", run.folder)
-    for command in inference_commands(loaded, run, "cpu", "python"):
-        call_in_process(command, run.folder / "ablate_log.txt", 1)
+    runs = {r.variant.name: r for r in ABLATE.plan_runs(loaded, out, (0,), ["scm", "scm_b"], "cpu", "python")
+            if r.variant.kind == "scm"}
+    for r in runs.values():   # the same finished run as both variants': each scored where the runner scores it
+        shutil.copytree(root / "scm", r.folder)
+        for command in inference_commands(loaded, r, "cpu", "python"):
+            call_in_process(command, r.folder / "ablate_log.txt", 1)
+    run = runs["scm"]
     argv = ["--config", str(config), "--ablation_dir", str(out), "--variant", "scm", "--seeds", "0"]
     with pytest.raises(FileNotFoundError, match="run the ablation's scm seed 1 first"):   # before any inference
         ENSEMBLE.main([*argv, "1"])
@@ -370,8 +374,12 @@ def test_ensemble_runs_again_into_its_own_folder(tiny_runs, tmp_path):
     second = ENSEMBLE.main(argv)
     assert [m.stat().st_mtime_ns for m in masks] != stamps  # written again, not skipped
     pd.testing.assert_frame_equal(first, second)
-    assert pd.read_csv(out / "ensemble.csv")["method"].tolist() == ["model1", "ensemble"]
-    assert "nan" not in (out / "ensemble.md").read_text()   # one seed: the mean alone, no "± nan"
+    tables = out / "ensemble" / "scm"
+    assert pd.read_csv(tables / "ensemble.csv")["method"].tolist() == ["model1", "ensemble"]
+    assert "nan" not in (tables / "ensemble.md").read_text()   # one seed: the mean alone, no "± nan"
+    ENSEMBLE.main([*argv[:4], "--variant", "scm_b"])   # a second variant keeps the first's tables
+    assert "(scm_b, tiny)" in (out / "ensemble" / "scm_b" / "ensemble.md").read_text()
+    assert "(scm, tiny)" in (tables / "ensemble.md").read_text() and not (out / "ensemble.md").exists()
     # a finished SCM run restored from a record (experiments/records.py) keeps no checkpoint: named
     from experiments.ablation.markers import signature
 
