@@ -474,8 +474,8 @@ def resumed_args(parser: argparse.ArgumentParser, argv: Sequence[str] | None, ar
     An unreadable or missing ``latest`` changes nothing: the resume itself reports it."""
     if not getattr(args, "resume", False) or getattr(args, "overwrite", False) or not os.path.isfile(latest):
         return args
-    try:
-        state = torch.load(latest, map_location="cpu", weights_only=True)
+    try:   # mapped, not read: only its recorded flags are needed here, and the resume reads the weights
+        state = torch.load(latest, map_location="cpu", weights_only=True, mmap=True)
     except Exception:
         return args
     recorded = state.get("args") if isinstance(state, dict) else None
