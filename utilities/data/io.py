@@ -2,8 +2,10 @@
 
 Everything the project writes goes through :func:`atomic_path`: the content is written to a
 temporary file in the destination folder and renamed into place, so a crash mid-write never
-leaves a half-written file where a good one was; an existing output is replaced only when the
-user asked (:func:`check_overwrite`). Images are read by one reader (:func:`read_image`: readable,
+leaves a half-written file where a good one was; the files of one output (a table and its CSVs)
+are renamed together once all are written (:func:`save_together`), the files of many subjects
+once every subject is written (:func:`staged_folders`); an existing output is replaced only when
+the user asked (:func:`check_overwrite`). Images are read by one reader (:func:`read_image`: readable,
 one geometry, real and finite voxels, in every format) and written by one writer
 (:func:`write_image`: a grid the format cannot store exactly is refused). The file names and
 grid rules live in :mod:`utilities.data.grid` (re-exported here).
