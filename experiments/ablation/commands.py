@@ -43,6 +43,9 @@ class Run:
     evaluation: list[str] = field(default_factory=list)
     #: the split file the run trains and is scored on (its content is recorded with the run)
     split_file: Path | None = None
+    #: the ablation's ``--output_dir`` its commands name: recorded with the run, so that the
+    #: ablation folder moved elsewhere holds the same runs (:func:`~.markers.same_run`)
+    ablation_dir: Path | None = None
 
     @property
     def key(self) -> str:
@@ -202,6 +205,7 @@ def plan_runs(cfg: Config, output_dir: Path, seeds: Sequence[int], names: Sequen
                + [r for r in runs.values() if r.variant.kind == "scm"])
     for run in ordered:
         run.split_file = cfg.dataset["split_file"]
+        run.ablation_dir = output_dir
         run.evaluation = evaluation_signature(cfg, run, seeds_dir, device, python)
     return ordered
 

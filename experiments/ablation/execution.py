@@ -24,16 +24,18 @@ from .checks import check_epoch_inf, check_runs
 from .commands import Run, geodesic_dir, inference_commands, plan_runs, stage0_command
 from .config import Config
 from .markers import (
+    ABLATION_KEY,
     DONE_NAME,
     LOG_NAME,
     STARTED_NAME,
     TRAINED_NAME,
-    changes,
     check_split,
     finished,
     read_json,
+    recorded_changes,
+    relocated,
+    run_marker,
     same_run,
-    signature,
     split_digest,
     stale_evaluation,
     train_mode,
@@ -114,21 +116,21 @@ def _do_run(cfg: Config, run: Run, device: str, python: str, env: dict[str, str]
     if run.variant.kind != "seeds":
         trained = read_json(run.folder / TRAINED_NAME)
         check_split(trained or read_json(run.folder / STARTED_NAME), run)
-        if trained is None or not same_run(trained.get("command"), run):
+        if trained is None or not same_run(trained, run):
             mode = train_mode(run.folder)
             started = trained or read_json(run.folder / STARTED_NAME)
-            if mode and started is not None and not same_run(started.get("command"), run):
-                changed = changes(started.get("command") or [], signature(run))
+            if mode and started is not None and not same_run(started, run):
+                changed = recorded_changes(started, run)
                 raise ValueError(f"run folder {run.folder} holds a {'trained' if trained else 'killed'} run made with "
                                  f"other flags than the config now gives ({changed}); "
                                  "it cannot be resumed with them: delete that folder to train it again, or restore "
                                  "the config")
             if run.variant.kind == "scm":
                 _check_sources(run)
-            split = split_digest(run.split_file)
-            write_json({"command": signature(run), "split_sha256": split}, run.folder / STARTED_NAME)
+            split = split_digest(run.split_file)   # as it was when the training started
+            write_json(run_marker(run, split_sha256=split), run.folder / STARTED_NAME)
             _execute(run.train + ([mode] if mode else []), log, env)
-            write_json({"command": signature(run), "split_sha256": split}, run.folder / TRAINED_NAME)
+            write_json(run_marker(run, split_sha256=split), run.folder / TRAINED_NAME)
             done.append("trained" + (f" ({mode})" if mode else ""))
     else:
         write_seed_predictions(cfg, run, seeds_dir)
@@ -138,10 +140,8 @@ def _do_run(cfg: Config, run: Run, device: str, python: str, env: dict[str, str]
         else:
             _execute(command, log, env)
     scores = run.results
-    write_json({"variant": run.variant.name, "seed": run.seed, "network": run.network,
-                 "command": signature(run), "scores": str(scores), "seconds": round(time.time() - t0, 1),
-                 "evaluation": run.evaluation, "split_sha256": split_digest(run.split_file)},
-                run.folder / DONE_NAME)
+    write_json(run_marker(run, variant=run.variant.name, seed=run.seed, network=run.network, scores=str(scores),
+                          seconds=round(time.time() - t0, 1), evaluation=run.evaluation), run.folder / DONE_NAME)
     return ", ".join(done + ["inferred, scored"]) + f" in {time.time() - t0:.0f} s"
 
 
@@ -264,7 +264,7 @@ def _run_stage0(cfg: Config, stage0: list[str], output_dir: Path, env: dict[str,
     if not _stage0_done(stage0, output_dir):
         print(f"[stage 0] geodesic expansion ({cfg.dataset['geodesic_style']} style)", flush=True)
         _execute(stage0, output_dir / "geodesic" / LOG_NAME, env)
-        write_json({"command": stage0[1:]}, _stage0_marker(output_dir))
+        write_json({"command": stage0[1:], ABLATION_KEY: str(output_dir)}, _stage0_marker(output_dir))
     else:
         print("[stage 0] done, skipped", flush=True)
 
@@ -276,7 +276,10 @@ def _stage0_marker(output_dir: Path) -> Path:
 def _stage0_done(stage0: list[str], output_dir: Path) -> bool:
     """Whether the same stage-0 command already finished in ``output_dir`` (the real run skips it)."""
     done = read_json(_stage0_marker(output_dir))
-    return done is not None and done.get("command") == stage0[1:]
+    if done is None or not isinstance(done.get("command"), list):
+        return False
+    recorded = done.get(ABLATION_KEY) if isinstance(done.get(ABLATION_KEY), str) else str(output_dir)
+    return relocated(done["command"], recorded) == relocated(stage0[1:], str(output_dir))
 
 
 def _run_waves(runs: list[Run], do: Callable[[Run], str], jobs: int) -> list[str]:

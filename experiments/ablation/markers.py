@@ -17,9 +17,9 @@ from utilities.data.layout import RunLayout
 from .commands import Run
 from .scripts import NNUNET_NETWORK, TRAINING_SCRIPTS
 
-__all__ = ["DONE_NAME", "TRAINED_NAME", "STARTED_NAME", "LOG_NAME", "ARGS_NAME", "train_mode", "read_json",
-           "write_json", "signature", "same_run", "training_script", "changes", "finished", "split_digest",
-           "check_split", "stale_evaluation"]
+__all__ = ["DONE_NAME", "TRAINED_NAME", "STARTED_NAME", "LOG_NAME", "ARGS_NAME", "ABLATION_KEY", "train_mode",
+           "read_json", "write_json", "run_marker", "signature", "same_run", "recorded_changes", "relocated",
+           "training_script", "changes", "finished", "split_digest", "check_split", "stale_evaluation"]
 
 DONE_NAME = "ablate_done.json"
 TRAINED_NAME = "ablate_trained.json"
@@ -57,17 +57,64 @@ def write_json(obj: dict[str, Any], path: Path) -> None:
     save_text(json.dumps(obj, indent=1) + "\n", path)
 
 
+#: The key of a marker that records the ablation folder its commands name.
+ABLATION_KEY = "ablation_dir"
+#: What a path inside the ablation folder is compared as (:func:`relocated`).
+_HERE = "<ablation_dir>"
+
+
 def signature(run: Run) -> list[str]:
     """What identifies a run's training: its command minus the interpreter."""
     return run.train[1:]
 
 
-def same_run(recorded: Sequence[str] | None, run: Run) -> bool:
-    """Whether a marker's recorded command is ``run``'s training: the same flags and values, and
-    the same training script wherever its checkout lies. The runner writes the script's absolute
-    path; another checkout (a worktree pinned at a commit, a newer clone) that reads the same
-    ablation folder has the script elsewhere, and the run is still the same."""
-    return recorded is not None and _portable(recorded) == _portable(signature(run))
+def run_marker(run: Run, **fields: Any) -> dict[str, Any]:
+    """A marker of ``run``: its training command, its split file's digest, the ablation folder
+    its commands name, and ``fields`` (which take precedence)."""
+    return {"command": signature(run), "split_sha256": split_digest(run.split_file), ABLATION_KEY: _here(run),
+            **fields}
+
+
+def relocated(command: Sequence[str], ablation_dir: str | None) -> list[str]:
+    """``command`` with every path inside ``ablation_dir`` (a folder the ablation runner made:
+    runs, stage 0) written relative to it: an ablation folder moved elsewhere holds the same
+    runs. Other paths (the dataset's, the scripts') are left as they are."""
+    if not ablation_dir:
+        return list(command)
+    root = str(ablation_dir).rstrip("/")
+    return [_HERE + item[len(root):] if item == root or item.startswith(root + "/") else item for item in command]
+
+
+def _recorded_dir(marker: dict[str, Any], run: Run) -> str | None:
+    """The ablation folder a marker's commands name (a marker written before it was recorded: the
+    folder the run lies in now, as the runner then took it); ``None`` (paths compared as they
+    are) for a run that names no ablation folder."""
+    recorded = marker.get(ABLATION_KEY)
+    return recorded if isinstance(recorded, str) and run.ablation_dir is not None else _here(run)
+
+
+def _here(run: Run) -> str | None:
+    return None if run.ablation_dir is None else str(run.ablation_dir)
+
+
+def same_run(marker: dict[str, Any] | None, run: Run) -> bool:
+    """Whether a marker records ``run``'s training: the same flags and values, the same training
+    script wherever its checkout lies, and the same paths inside the ablation folder wherever
+    that folder now lies. The runner writes absolute script paths; another checkout (a worktree
+    pinned at a commit, a newer clone) that reads the same ablation folder has the script
+    elsewhere, and the run is still the same; so is a run whose ablation folder was moved."""
+    recorded = (marker or {}).get("command")
+    if not isinstance(recorded, list):
+        return False
+    return (_portable(relocated(recorded, _recorded_dir(marker or {}, run)))
+            == _portable(relocated(signature(run), _here(run))))
+
+
+def recorded_changes(marker: dict[str, Any] | None, run: Run) -> str:
+    """What differs between the training a marker records and ``run``'s (paths inside the
+    ablation folder compared relative to it)."""
+    recorded = (marker or {}).get("command") or []
+    return changes(relocated(recorded, _recorded_dir(marker or {}, run)), relocated(signature(run), _here(run)))
 
 
 #: Flags of a training command that do not change its result (the runner's ``--device``): a run
@@ -157,10 +204,10 @@ def stale_evaluation(run: Run) -> str | None:
 def _evaluation_change(marker: dict[str, Any] | None, run: Run) -> str | None:
     """:func:`stale_evaluation` of a done marker already read."""
     recorded = (marker or {}).get("evaluation")
-    if recorded is None or not run.evaluation or recorded == run.evaluation or not same_run(marker.get("command"),
-                                                                                              run):
+    if recorded is None or not run.evaluation or not same_run(marker, run):
         return None
-    return changes(["evaluation", *recorded], ["evaluation", *run.evaluation])
+    old, new = relocated(recorded, _recorded_dir(marker or {}, run)), relocated(run.evaluation, _here(run))
+    return None if old == new else changes(["evaluation", *old], ["evaluation", *new])
 
 
 def finished(run: Run) -> bool:
@@ -170,8 +217,8 @@ def finished(run: Run) -> bool:
     marker = read_json(run.folder / DONE_NAME)
     if marker is None:
         return False
-    if not same_run(marker.get("command"), run):
-        changed = changes(marker.get("command") or [], signature(run))
+    if not same_run(marker, run):
+        changed = recorded_changes(marker, run)
         raise ValueError(f"run folder {run.folder} holds a finished run made with other flags than the config "
                          f"now gives ({changed}); delete that folder or choose another --output_dir")
     check_split(marker, run)

@@ -512,9 +512,33 @@ def test_a_run_is_the_same_run_on_another_device(tmp_path):
     script = str(ROOT / "train_gatedcrfloss3d22d_multiview_varianceloss.py")
     run = markers.Run(None, 0, tmp_path, "U_Net2D5",
                       train=[sys.executable, script, "--max_epochs", "3", "--device", "auto", "--seed", "0"])
-    assert markers.same_run([script, "--max_epochs", "3", "--device", "cpu", "--seed", "0"], run)
-    assert markers.same_run([script, "--max_epochs", "3", "--seed", "0"], run)
-    assert not markers.same_run([script, "--max_epochs", "4", "--device", "auto", "--seed", "0"], run)
+    assert markers.same_run({"command": [script, "--max_epochs", "3", "--device", "cpu", "--seed", "0"]}, run)
+    assert markers.same_run({"command": [script, "--max_epochs", "3", "--seed", "0"]}, run)
+    assert not markers.same_run({"command": [script, "--max_epochs", "4", "--device", "auto", "--seed", "0"]}, run)
+    assert not markers.same_run({"command": "not a command"}, run) and not markers.same_run(None, run)
+
+
+def test_paths_inside_the_ablation_folder_are_compared_relative_to_it(tmp_path):
+    """A marker records the ablation folder its commands name: the folder moved, its paths still
+    name the same run; a path outside it (the dataset's), or a marker of a run elsewhere, do not.
+    A marker written before the folder was recorded is read as made where the run now lies."""
+    script = str(ROOT / "train_gatedcrfloss3d22d_multiview_varianceloss.py")
+    here, before = tmp_path / "moved", tmp_path / "first"
+
+    def command(root, data="/data/images"):
+        return [script, "--model_dir", f"{root}/runs/a/seed0", "--path_images", data, "--geodesic",
+                f"{root}/geodesic/labels"]
+
+    run = markers.Run(None, 0, here / "runs" / "a" / "seed0", "U_Net2D5", train=[sys.executable, *command(here)],
+                      ablation_dir=here)
+    assert markers.relocated(command(here), str(here))[1:4:2] == ["--model_dir", "--path_images"]
+    assert markers.relocated([f"{here}x/runs"], str(here)) == [f"{here}x/runs"]   # a sibling folder: not inside
+    assert markers.same_run({"command": command(before), markers.ABLATION_KEY: str(before)}, run)
+    assert not markers.same_run({"command": command(before, "/data/other"), markers.ABLATION_KEY: str(before)}, run)
+    assert not markers.same_run({"command": command(before)}, run)   # recorded before: made where it lies now
+    assert markers.same_run({"command": command(here)}, run)
+    assert markers.recorded_changes({"command": command(before, "/data/other"), markers.ABLATION_KEY: str(before)},
+                                    run) == "--path_images /data/other -> /data/images"
 
 
 @pytest.mark.slow

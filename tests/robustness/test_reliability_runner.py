@@ -114,6 +114,33 @@ def test_a_run_started_from_another_checkout_is_the_same_run(setup):
         ablate.run_ablation(cfg, out, device="cpu", python=str(fake))
 
 
+def test_a_moved_ablation_folder_holds_the_same_runs(setup, capsys):
+    """The ablation folder moved elsewhere (another disk, a renamed folder): its killed run is
+    resumed there with --resume, stage 0 is not run again, and a changed flag is still refused,
+    naming the flag, not the paths that moved with the folder."""
+    import shutil
+    root, p, fake, log = setup
+    cfg = ablate.load_config(write_config(root, p))
+    with pytest.raises(RuntimeError, match="1 run"):
+        ablate.run_ablation(cfg, root / "out", device="cpu", python=str(fake))   # killed at its first epoch
+    moved = root / "elsewhere" / "renamed"
+    moved.parent.mkdir()
+    shutil.move(root / "out", moved)
+    capsys.readouterr()
+    with pytest.raises(RuntimeError, match="1 run"):
+        ablate.run_ablation(cfg, moved, device="cpu", python=str(fake))
+    assert "[stage 0] done, skipped" in capsys.readouterr().out
+    trainings = [line for line in log.read_text().splitlines() if "train_" in line]
+    geodesic = [line for line in log.read_text().splitlines() if "geodesic" in line.split()[1]]
+    assert len(trainings) == 2 and len(geodesic) == 1
+    assert trainings[1].endswith("--resume") and f"--model_dir {moved}/runs/a/seed0" in trainings[1]
+    with pytest.raises(RuntimeError) as err:
+        ablate.run_ablation(ablate.load_config(write_config(root, p, **{"--learning_rate": 0.04})), moved,
+                            device="cpu", python=str(fake))
+    assert "made with other flags than the config now gives (--learning_rate (absent) -> 0.04); it cannot" in str(
+        err.value)
+
+
 def test_network_changed_in_a_killed_run_names_the_folder_to_delete(setup):
     root, p, fake, log = setup
     out = root / "out"
