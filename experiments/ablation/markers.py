@@ -71,8 +71,8 @@ def signature(run: Run) -> list[str]:
 def run_marker(run: Run, **fields: Any) -> dict[str, Any]:
     """A marker of ``run``: its training command, its split file's digest, the ablation folder
     its commands name, and ``fields`` (which take precedence)."""
-    return {"command": signature(run), "split_sha256": split_digest(run.split_file), ABLATION_KEY: _here(run),
-            **fields}
+    return {"command": signature(run), "split_sha256": split_digest(run.split_file),
+            ABLATION_KEY: _folders({}, run)[1], **fields}
 
 
 def relocated(command: Sequence[str], ablation_dir: str | None) -> list[str]:
@@ -85,16 +85,23 @@ def relocated(command: Sequence[str], ablation_dir: str | None) -> list[str]:
     return [_HERE + item[len(root):] if item == root or item.startswith(root + "/") else item for item in command]
 
 
-def _recorded_dir(marker: dict[str, Any], run: Run) -> str | None:
-    """The ablation folder a marker's commands name (a marker written before it was recorded: the
-    folder the run lies in now, as the runner then took it); ``None`` (paths compared as they
-    are) for a run that names no ablation folder."""
+def _folders(marker: dict[str, Any], run: Run) -> tuple[str | None, str | None]:
+    """The ablation folder a marker's commands name and the one ``run``'s name. A marker written
+    before the folder was recorded is taken as made where the run lies now; a run that names no
+    ablation folder (``None``, ``None``) has its paths compared as they are."""
+    here = None if run.ablation_dir is None else str(run.ablation_dir)
     recorded = marker.get(ABLATION_KEY)
-    return recorded if isinstance(recorded, str) and run.ablation_dir is not None else _here(run)
+    return (recorded if isinstance(recorded, str) and here is not None else here), here
 
 
-def _here(run: Run) -> str | None:
-    return None if run.ablation_dir is None else str(run.ablation_dir)
+def _commands(marker: dict[str, Any] | None, run: Run) -> tuple[list[str], list[str]] | None:
+    """The training a marker records and ``run``'s, paths inside the ablation folder relative to
+    it; ``None`` when the marker records no command."""
+    recorded = (marker or {}).get("command")
+    if not isinstance(recorded, list):
+        return None
+    then, now = _folders(marker or {}, run)
+    return relocated(recorded, then), relocated(signature(run), now)
 
 
 def same_run(marker: dict[str, Any] | None, run: Run) -> bool:
@@ -103,18 +110,15 @@ def same_run(marker: dict[str, Any] | None, run: Run) -> bool:
     that folder now lies. The runner writes absolute script paths; another checkout (a worktree
     pinned at a commit, a newer clone) that reads the same ablation folder has the script
     elsewhere, and the run is still the same; so is a run whose ablation folder was moved."""
-    recorded = (marker or {}).get("command")
-    if not isinstance(recorded, list):
-        return False
-    return (_portable(relocated(recorded, _recorded_dir(marker or {}, run)))
-            == _portable(relocated(signature(run), _here(run))))
+    pair = _commands(marker, run)
+    return pair is not None and _portable(pair[0]) == _portable(pair[1])
 
 
 def recorded_changes(marker: dict[str, Any] | None, run: Run) -> str:
     """What differs between the training a marker records and ``run``'s (paths inside the
     ablation folder compared relative to it)."""
-    recorded = (marker or {}).get("command") or []
-    return changes(relocated(recorded, _recorded_dir(marker or {}, run)), relocated(signature(run), _here(run)))
+    recorded, current = _commands(marker, run) or ([], signature(run))
+    return changes(recorded, current)
 
 
 #: Flags of a training command that do not change its result (the runner's ``--device``): a run
@@ -206,7 +210,8 @@ def _evaluation_change(marker: dict[str, Any] | None, run: Run) -> str | None:
     recorded = (marker or {}).get("evaluation")
     if recorded is None or not run.evaluation or not same_run(marker, run):
         return None
-    old, new = relocated(recorded, _recorded_dir(marker or {}, run)), relocated(run.evaluation, _here(run))
+    then, now = _folders(marker or {}, run)
+    old, new = relocated(recorded, then), relocated(run.evaluation, now)
     return None if old == new else changes(["evaluation", *old], ["evaluation", *new])
 
 
