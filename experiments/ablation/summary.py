@@ -332,7 +332,7 @@ def write_outputs(cfg: Config, table: pd.DataFrame, per_case: pd.DataFrame, outp
         outputs[output_dir / f"health{suffix}.csv"] = table.attrs["health"]
     outputs[output_dir / f"boxplot{suffix}.png"] = lambda tmp: fig.savefig(tmp, format="png", dpi=90)
     outputs[output_dir / f"table{suffix}.md"] = markdown
-    try:   # all five or none: a failure midway leaves no new CSV beside an old table
+    try:   # all of them or none: a failure midway leaves no new CSV beside an old table
         save_together(outputs)
     finally:
         plt.close(fig)
