@@ -47,7 +47,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 from experiments.ablation.markers import ARGS_NAME, DONE_NAME, read_json, training_script  # noqa: E402
 from experiments.ablation.scripts import NNUNET_NETWORK, TRAINING_SCRIPTS  # noqa: E402
-from utilities.data.io import save_text  # noqa: E402
+from utilities.data.io import save_text, staged_folders  # noqa: E402
 from utilities.data.layout import OUTPUT_PRED  # noqa: E402
 from utilities.method.defaults import SCM_SCRIPT  # noqa: E402
 
@@ -174,11 +174,11 @@ def save(ablation_dir: Path, records: Path) -> int:
         args = _training_args(run)
         if args is not None and Path(ARGS_NAME) not in texts:
             texts[Path(ARGS_NAME)] = _portable(json.dumps(args, indent=1, default=str) + "\n", source, repository)
-        if target.exists():   # a run that finished again: its record is replaced, the done marker first
-            (target / DONE_NAME).unlink(missing_ok=True)
-            shutil.rmtree(target)
-        for rel, text in sorted(texts.items(), key=lambda item: item[0] == Path(DONE_NAME)):
-            save_text(text, target / rel)
+        with staged_folders(target.parent) as (staging,):   # the run's record whole, or the earlier one
+            for rel, text in texts.items():
+                save_text(text, staging / target.name / rel)
+            if target.exists():   # a run that finished again: its record is replaced
+                shutil.rmtree(target)
     left_out = ", ".join(f"{n} {what}" for what, n in sorted(left_total.items())) or "nothing"
     print(f"saved the record of {len(runs)} finished run(s) into {records} (left out: {left_out})")
     return len(runs)
@@ -211,10 +211,12 @@ def restore(records: Path, ablation_dir: Path, repository: Path = ROOT) -> int:
         if target.exists() and any(target.iterdir()):
             started.append(str(rel))
             continue
-        files = sorted((p for p in run.rglob("*") if p.is_file()), key=lambda p: p.name == DONE_NAME)
-        for path in files:
-            text = _read(path).replace(ABLATION_TOKEN, str(target_root)).replace(REPOSITORY_TOKEN, checkout)
-            save_text(text, target / path.relative_to(run))
+        with staged_folders(target.parent) as (staging,):   # the run whole, or nothing of it
+            for path in (p for p in run.rglob("*") if p.is_file()):
+                text = _read(path).replace(ABLATION_TOKEN, str(target_root)).replace(REPOSITORY_TOKEN, checkout)
+                save_text(text, staging / target.name / path.relative_to(run))
+            if target.exists():   # an empty folder
+                target.rmdir()
         restored += 1
     print(f"restored {restored} of {len(runs)} run record(s) into {ablation_dir}")
     if here:

@@ -405,7 +405,7 @@ def test_the_readme_schema_table_is_the_schema_in_code():
     assert ablation_config.required("") == ("dataset", "variants", "seeds", "baseline")
 
 
-def test_records_keep_the_tables_without_checkpoints_and_restore_anywhere(tiny, tmp_path, capsys):
+def test_records_keep_the_tables_without_checkpoints_and_restore_anywhere(tiny, tmp_path, capsys, monkeypatch):
     """experiments/records.py: the record of the finished runs holds their text files with the
     folder's and the checkout's paths as tokens, no checkpoint or image; restored under another
     folder, the runner skips every run and writes the same table."""
@@ -432,6 +432,27 @@ def test_records_keep_the_tables_without_checkpoints_and_restore_anywhere(tiny, 
     assert "<ablation_dir>/runs/seeds_only/seed0" in done["command"]
     with pytest.raises(ValueError, match="lies inside --ablation_dir"):
         records_script.main(["save", "--ablation_dir", str(out), "--records", str(out / "rec")])
+    # a save or a restore that fails midway: each run's record is written whole or not at all
+    files = {p: p.read_bytes() for p in sorted(rec.rglob("*")) if p.is_file()}
+    real, calls = records_script.save_text, []
+
+    def fourth_fails(text, path):
+        calls.append(path)
+        if len(calls) == 4:
+            raise OSError(28, "No space left on device")
+        real(text, path)
+
+    monkeypatch.setattr(records_script, "save_text", fourth_fails)
+    with pytest.raises(OSError, match="No space left"):
+        records_script.main(["save", "--ablation_dir", str(out), "--records", str(rec)])
+    assert {p: p.read_bytes() for p in sorted(rec.rglob("*")) if p.is_file()} == files   # the earlier record
+    calls.clear()
+    with pytest.raises(OSError, match="No space left"):
+        records_script.main(["restore", "--records", str(rec), "--ablation_dir", str(tmp_path / "half")])
+    left = sorted(p.relative_to(tmp_path / "half").as_posix() for p in (tmp_path / "half").rglob("*") if p.is_file())
+    first = sorted(p.relative_to(rec).as_posix() for p in (rec / "runs/seeds/expanded").rglob("*") if p.is_file())
+    assert len(first) < 4 and left == first   # the run before the failure whole; nothing of the one it hit
+    monkeypatch.setattr(records_script, "save_text", real)
 
     # a new folder: the record back, then the runner skips every run and writes the same table
     out2 = tmp_path / "elsewhere" / "out"
