@@ -33,6 +33,7 @@ from .markers import (
     finished,
     read_json,
     recorded_changes,
+    recorded_folder,
     relocated,
     run_marker,
     same_run,
@@ -128,9 +129,9 @@ def _do_run(cfg: Config, run: Run, device: str, python: str, env: dict[str, str]
             if run.variant.kind == "scm":
                 _check_sources(run)
             split = split_digest(run.split_file)   # as it was when the training started
-            write_json(run_marker(run, split_sha256=split), run.folder / STARTED_NAME)
+            write_json(run_marker(run, split), run.folder / STARTED_NAME)
             _execute(run.train + ([mode] if mode else []), log, env)
-            write_json(run_marker(run, split_sha256=split), run.folder / TRAINED_NAME)
+            write_json(run_marker(run, split), run.folder / TRAINED_NAME)
             done.append("trained" + (f" ({mode})" if mode else ""))
     else:
         write_seed_predictions(cfg, run, seeds_dir)
@@ -140,8 +141,9 @@ def _do_run(cfg: Config, run: Run, device: str, python: str, env: dict[str, str]
         else:
             _execute(command, log, env)
     scores = run.results
-    write_json(run_marker(run, variant=run.variant.name, seed=run.seed, network=run.network, scores=str(scores),
-                          seconds=round(time.time() - t0, 1), evaluation=run.evaluation), run.folder / DONE_NAME)
+    write_json(run_marker(run, split_digest(run.split_file), variant=run.variant.name, seed=run.seed,
+                          network=run.network, scores=str(scores), seconds=round(time.time() - t0, 1),
+                          evaluation=run.evaluation), run.folder / DONE_NAME)
     return ", ".join(done + ["inferred, scored"]) + f" in {time.time() - t0:.0f} s"
 
 
@@ -278,8 +280,8 @@ def _stage0_done(stage0: list[str], output_dir: Path) -> bool:
     done = read_json(_stage0_marker(output_dir))
     if done is None or not isinstance(done.get("command"), list):
         return False
-    recorded = done.get(ABLATION_KEY) if isinstance(done.get(ABLATION_KEY), str) else str(output_dir)
-    return relocated(done["command"], recorded) == relocated(stage0[1:], str(output_dir))
+    return (relocated(done["command"], recorded_folder(done, str(output_dir)))
+            == relocated(stage0[1:], str(output_dir)))
 
 
 def _run_waves(runs: list[Run], do: Callable[[Run], str], jobs: int) -> list[str]:

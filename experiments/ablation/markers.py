@@ -19,7 +19,8 @@ from .scripts import NNUNET_NETWORK, TRAINING_SCRIPTS
 
 __all__ = ["DONE_NAME", "TRAINED_NAME", "STARTED_NAME", "LOG_NAME", "ARGS_NAME", "ABLATION_KEY", "train_mode",
            "read_json", "write_json", "run_marker", "signature", "same_run", "recorded_changes", "relocated",
-           "training_script", "changes", "finished", "split_digest", "check_split", "stale_evaluation"]
+           "recorded_folder", "training_script", "changes", "finished", "split_digest", "check_split",
+           "stale_evaluation"]
 
 DONE_NAME = "ablate_done.json"
 TRAINED_NAME = "ablate_trained.json"
@@ -68,11 +69,10 @@ def signature(run: Run) -> list[str]:
     return run.train[1:]
 
 
-def run_marker(run: Run, **fields: Any) -> dict[str, Any]:
-    """A marker of ``run``: its training command, its split file's digest, the ablation folder
-    its commands name, and ``fields`` (which take precedence)."""
-    return {"command": signature(run), "split_sha256": split_digest(run.split_file),
-            ABLATION_KEY: _folders({}, run)[1], **fields}
+def run_marker(run: Run, split: str | None, **fields: Any) -> dict[str, Any]:
+    """A marker of ``run``: its training command, ``split`` (its split file's digest, as
+    :func:`split_digest` read it), the ablation folder its commands name, and ``fields``."""
+    return {"command": signature(run), "split_sha256": split, ABLATION_KEY: _folders({}, run)[1], **fields}
 
 
 def relocated(command: Sequence[str], ablation_dir: str | None) -> list[str]:
@@ -85,13 +85,18 @@ def relocated(command: Sequence[str], ablation_dir: str | None) -> list[str]:
     return [_HERE + item[len(root):] if item == root or item.startswith(root + "/") else item for item in command]
 
 
-def _folders(marker: dict[str, Any], run: Run) -> tuple[str | None, str | None]:
-    """The ablation folder a marker's commands name and the one ``run``'s name. A marker written
-    before the folder was recorded is taken as made where the run lies now; a run that names no
-    ablation folder (``None``, ``None``) has its paths compared as they are."""
-    here = None if run.ablation_dir is None else str(run.ablation_dir)
+def recorded_folder(marker: dict[str, Any], here: str | None) -> str | None:
+    """The ablation folder a marker's commands name, for commands that now name ``here``. A
+    marker written before the folder was recorded is taken as made ``here``; with no ``here``
+    (``None``) paths are compared as they are."""
     recorded = marker.get(ABLATION_KEY)
-    return (recorded if isinstance(recorded, str) and here is not None else here), here
+    return recorded if isinstance(recorded, str) and here is not None else here
+
+
+def _folders(marker: dict[str, Any], run: Run) -> tuple[str | None, str | None]:
+    """The ablation folder a marker's commands name and the one ``run``'s name."""
+    here = None if run.ablation_dir is None else str(run.ablation_dir)
+    return recorded_folder(marker, here), here
 
 
 def _commands(marker: dict[str, Any] | None, run: Run) -> tuple[list[str], list[str]] | None:

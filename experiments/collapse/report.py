@@ -23,20 +23,15 @@ PLOTS = ("collapse_crf_vs_size.png", "collapse_gradients.png", "collapse_rampup.
 
 
 def _writer(fig: plt.Figure) -> Callable[[Path], None]:
-    """Write ``fig`` as a PNG to the path it is given, then close it."""
+    """Write ``fig`` as a PNG to the (temporary) path it is given; the caller closes the figures."""
     fig.tight_layout()
-
-    def write(tmp: Path) -> None:   # the temporary file of ``save_together``
-        try:
-            fig.savefig(tmp, format="png", dpi=90)
-        finally:
-            plt.close(fig)
-    return write
+    return lambda tmp: fig.savefig(tmp, format="png", dpi=90)
 
 
 def plot_all(size: pd.DataFrame, balance: pd.DataFrame, ramp_grads: pd.DataFrame, sat: pd.DataFrame,
              noise_ref: float, out: Path) -> dict[Path, Callable[[Path], None]]:
-    """The four plots, each as its path under ``out`` and its writer (for ``save_together``)."""
+    """The four plots, each as its path under ``out`` and its writer (for ``save_together``; the
+    figures stay open until the caller closes them)."""
     plots: dict[Path, Callable[[Path], None]] = {}
     fig, axes = plt.subplots(1, 2, figsize=(11, 4))
     sub = size[size["noise"] == noise_ref]
