@@ -35,11 +35,12 @@ Everything lives in the run folder, ``<model_dir>/nnUNet/``::
 
 While nnU-Net runs, SIGTERM ends the process at once (``_default_sigterm``: nnU-Net's forked
 pool workers must die on it); Ctrl-C as usual. A folder that holds a run is refused unless
-``--resume`` (continue it: the arguments must be the same; training continues from nnU-Net's
-``checkpoint_latest.pth``) or ``--overwrite`` (start again). Data augmentation runs in the
-training process (``nnUNet_n_proc_DA=0``), so a run uses the threads it is given
-(``OMP_NUM_THREADS``) and no worker processes; with one thread (the ablation runner's default)
-nnU-Net's fingerprint, dataset check and preprocessing run in this process too.
+``--resume`` (continue it: the arguments must be the same, paths that moved with the run folder
+aside; training continues from nnU-Net's ``checkpoint_latest.pth``) or ``--overwrite`` (start
+again). Data augmentation runs in the training process (``nnUNet_n_proc_DA=0``), so a run uses
+the threads it is given (``OMP_NUM_THREADS``) and no worker processes; with one thread (the
+ablation runner's default) nnU-Net's fingerprint, dataset check and preprocessing run in this
+process too.
 
 Example (after stage 0)::
 
@@ -215,7 +216,8 @@ def _save_state(folder: Path, state: dict[str, Any]) -> None:
 
 def _prepare_folder(args: argparse.Namespace, record: dict[str, Any], defaults: dict[str, Any]) -> dict[str, Any]:
     """The run's state: fresh, resumed (same arguments; one a run's record lacks had its
-    ``defaults`` value) or started again; refuses the rest. A record with no step done (a start
+    ``defaults`` value; a run folder moved with the tree around it, :func:`_same`) or started
+    again; refuses the rest. A record with no step done (a start
     refused on its inputs, e.g. a mistyped folder) is no run: it is replaced."""
     folder = run_folder(args.model_dir)
     if args.resume and args.overwrite:
@@ -235,12 +237,48 @@ def _prepare_folder(args: argparse.Namespace, record: dict[str, Any], defaults: 
         raise FileNotFoundError(f"--resume: {folder} holds no nnU-Net run to continue; drop --resume")
     if state is not None:
         old = {**defaults, **state.get("arguments", {})}
-        changed = [f"--{k} {old.get(k)!r} -> {v!r}" for k, v in record.items() if old.get(k) != v]
+        moved = _moved_roots(old.get("model_dir"), record.get("model_dir"))
+        changed = [f"--{k} {old.get(k)!r} -> {v!r}" for k, v in record.items() if not _same(v, old.get(k), moved)]
         if changed:
             raise ValueError(f"--resume: {folder} was started with other arguments ({', '.join(changed)}); "
                              "pass them as they were, or --overwrite to start again")
+        if moved is not None:   # the record names where the run lies now
+            logger.info("--resume: the run folder moved from %s; its record now names %s", old.get("model_dir"),
+                        record.get("model_dir"))
+            state["arguments"] = {**state.get("arguments", {}), **record}
         return state
     return {"arguments": record, "done": []}
+
+
+def _moved_roots(recorded: Any, now: Any) -> tuple[str, str] | None:
+    """Where a moved run folder's tree was and is: ``recorded`` and ``now`` (its ``--model_dir``
+    then and now) less the trailing folders they share (``/a/abl/f1/runs/x/seed0`` and
+    ``/b/abl2/f1/runs/x/seed0``: ``/a/abl`` and ``/b/abl2``); ``None`` when it did not move."""
+    if not isinstance(recorded, str) or not isinstance(now, str):
+        return None
+    then_parts, now_parts = Path(os.path.normpath(recorded)).parts, Path(os.path.normpath(now)).parts
+    if then_parts == now_parts:
+        return None
+    shared = 0
+    while (shared < min(len(then_parts), len(now_parts)) - 1
+           and then_parts[len(then_parts) - 1 - shared] == now_parts[len(now_parts) - 1 - shared]):
+        shared += 1
+    return (str(Path(*then_parts[:len(then_parts) - shared])), str(Path(*now_parts[:len(now_parts) - shared])))
+
+
+def _same(value: Any, recorded: Any, moved: tuple[str, str] | None) -> bool:
+    """Whether a resumed run's argument is the one it recorded: the same value, or, for a path
+    inside the tree its run folder moved with (:func:`_moved_roots`), that path where it lies now.
+    A resumed run may name its inputs either way: moved with the folder (an ablation folder moved
+    whole) or where they were."""
+    if value == recorded:
+        return True
+    if moved is None or not isinstance(value, str) or not isinstance(recorded, str):
+        return False
+    then, now = moved
+    path = os.path.normpath(recorded)
+    inside = path == then or path.startswith(then.rstrip(os.sep) + os.sep)
+    return inside and os.path.normpath(value) == os.path.normpath(os.path.join(now, os.path.relpath(path, then)))
 
 
 def _mark(folder: Path, state: dict[str, Any], step: str) -> None:

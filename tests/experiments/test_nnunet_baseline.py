@@ -266,6 +266,71 @@ def test_a_start_refused_on_its_inputs_is_no_run(tmp_path):
         assert not folder.exists()
 
 
+def test_a_moved_run_folder_resumes_with_its_inputs_moved_or_not(tmp_path):
+    """A run folder moved with the tree around it (an ablation folder moved whole) is the same run:
+    its inputs may be named where they now lie or where they were; the record then names the new
+    place. Another flag, or an input that is neither, is still refused."""
+    parser = baseline.build_parser()
+    then, now = tmp_path / "old" / "abl", tmp_path / "new" / "abl2"
+
+    def arguments(root: Path, data: Path | None = None, *extra: str) -> list[str]:
+        data = root if data is None else data
+        return ["--model_dir", str(root / "f1" / "runs" / "nnunet" / "seed0"), "--dataset_split",
+                str(data / "f1" / "data" / "split.csv"), "--path_images", str(data / "f1" / "data" / "image") + "/",
+                "--resume", *extra]
+
+    old_args = parser.parse_args(arguments(then))
+    old_record = {k: v for k, v in vars(old_args).items() if k not in ("resume", "overwrite", "device")}
+    defaults = {k: parser.get_default(k) for k in old_record}
+    folder = baseline.run_folder(now / "f1" / "runs" / "nnunet" / "seed0")
+    for data in (now, then):   # the inputs moved with the folder, or left where they were
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / "nnunet_run.json").write_text(json.dumps({"arguments": old_record, "done": ["exported"]}))
+        args = parser.parse_args(arguments(now, data))
+        record = {k: v for k, v in vars(args).items() if k not in ("resume", "overwrite", "device")}
+        state = baseline._prepare_folder(args, record, defaults)
+        assert state == {"arguments": record, "done": ["exported"]}
+    (folder / "nnunet_run.json").write_text(json.dumps({"arguments": old_record, "done": ["exported"]}))
+    for refused, message in ((arguments(now, None, "--epochs", "3"), r"--epochs 1000 -> 3"),
+                             (arguments(now, tmp_path / "third"), r"--dataset_split '.*/old/abl/f1/data/split.csv' "
+                                                                  r"-> '.*/third/f1/data/split.csv'")):
+        args = parser.parse_args(refused)
+        record = {k: v for k, v in vars(args).items() if k not in ("resume", "overwrite", "device")}
+        with pytest.raises(ValueError, match=message):
+            baseline._prepare_folder(args, record, defaults)
+    assert baseline._moved_roots("/a/abl/f1/runs/x/seed0", "/b/abl2/f1/runs/x/seed0") == ("/a/abl", "/b/abl2")
+    assert baseline._moved_roots("run1", "./run2/") == ("run1", "run2")
+    assert baseline._moved_roots("./models/x/", "models/x") is None
+
+
+@pytest.mark.slow
+def test_a_killed_nnunet_run_in_a_moved_ablation_folder_is_resumed(done, own_environment, tmp_path, capsys):
+    """The ablation folder copied elsewhere, its nnU-Net run killed before it predicted: the runner
+    resumes it there (nnU-Net predicts with the model in the moved folder) and skips the others."""
+    import shutil
+
+    _, cfg_path, out, _ = done
+    moved = tmp_path / "elsewhere" / "renamed"
+    shutil.copytree(out, moved, symlinks=True)
+    run = moved / "runs" / "nnunet_seeds" / "seed0"
+    state = json.loads((run / "nnUNet" / "nnunet_run.json").read_text())
+    state["done"] = [s for s in state["done"] if s != "predicted"]
+    (run / "nnUNet" / "nnunet_run.json").write_text(json.dumps(state))
+    shutil.rmtree(run / "nnUNet" / "output_pred")
+    for marker in ("ablate_done.json", "ablate_trained.json"):
+        (run / marker).unlink()
+    with pytest.MonkeyPatch.context() as mp:
+        ScriptsInProcess(subprocesses=1).install(mp)
+        ablate.main(["--config", str(cfg_path), "--output_dir", str(moved), "--device", "cpu"])
+    printed = capsys.readouterr().out
+    assert printed.count("seed=0: done, skipped") == 2 and "trained (--resume)" in printed
+    record = json.loads((run / "nnUNet" / "nnunet_run.json").read_text())
+    assert record["done"][-1] == "predicted" and record["arguments"]["model_dir"] == str(run)
+    assert len(list((run / "nnUNet" / "output_pred").glob("*.nii.gz"))) == 2
+    assert pd.read_csv(moved / "table.csv").set_index("variant").loc["nnunet_seeds", "dice_mean"] == pytest.approx(
+        pd.read_csv(out / "table.csv").set_index("variant").loc["nnunet_seeds", "dice_mean"])
+
+
 @pytest.mark.slow
 def test_the_trained_checkpoints_load_weights_only(done):
     """The run's own nnU-Net checkpoints (numpy scalars in its logs, torch.device in its init
