@@ -145,9 +145,10 @@ Content: TypeAlias = "pd.DataFrame | str | Callable[[Path], Any]"
 
 def save_together(contents: Mapping[Path, Content]) -> None:
     """Write several files as one output (a table, its CSVs, its figure): each is written to its
-    temporary file (as by :func:`atomic_path`) and all are renamed into place only when every one
-    is written, so a failure writing any of them leaves every file as it was, never new CSVs
-    beside an old table."""
+    temporary file (as by :func:`atomic_path`), and all are flushed and renamed into place only
+    when every one is written, so a failure writing any of them leaves every file as it was, never
+    new CSVs beside an old table. A rename that fails after others puts back the files renamed
+    before it."""
     staged: list[tuple[Path, Path]] = []
     try:
         for target, content in contents.items():
@@ -159,13 +160,63 @@ def save_together(contents: Mapping[Path, Content]) -> None:
                 raise _write_error(path, e) from e
         for path, tmp_path in staged:
             try:
-                _commit(tmp_path, path)
+                _flush(tmp_path, path)
             except OSError as e:
                 raise _write_error(path, e) from e
+        _rename_all(staged)
     finally:
         for _, tmp_path in staged:
             with contextlib.suppress(OSError):
                 tmp_path.unlink()
+
+
+def _rename_all(staged: Sequence[tuple[Path, Path]]) -> None:
+    """Rename every ``(path, temporary)`` into place, or none: each earlier file is first kept
+    under a temporary name (a hard link, or a copy where the file system has none), and a failed
+    rename restores the files renamed before it."""
+    earlier: list[Path | None] = []
+    try:
+        for path, _ in staged:
+            earlier.append(_keep_beside(path))
+        done = 0
+        try:
+            for path, tmp_path in staged:
+                os.replace(tmp_path, path)
+                done += 1
+        except OSError as e:
+            for i in reversed(range(done)):   # the earlier versions back in place, new files removed
+                path, kept = staged[i][0], earlier[i]
+                with contextlib.suppress(OSError):
+                    if kept is None:
+                        path.unlink()
+                    else:
+                        os.replace(kept, path)
+                        earlier[i] = None
+            raise _write_error(staged[done][0], e) from e
+    finally:
+        for kept in earlier:
+            if kept is not None:
+                with contextlib.suppress(OSError):
+                    kept.unlink()
+
+
+def _keep_beside(path: Path) -> Path | None:
+    """``path``'s current file under a temporary name beside it: a hard link, or a copy where the
+    file system has none (``None`` where there is no file)."""
+    if not path.is_file():
+        return None
+    _, kept = _temporary_beside(path)
+    try:
+        kept.unlink()
+        try:
+            os.link(path, kept)
+        except OSError:
+            shutil.copy2(path, kept)
+    except OSError as e:
+        with contextlib.suppress(OSError):
+            kept.unlink()
+        raise _write_error(path, e) from e
+    return kept
 
 
 def _write_content(content: Content, tmp: Path) -> None:
@@ -195,10 +246,15 @@ def _temporary_beside(path: str | os.PathLike) -> tuple[Path, Path]:
 
 def _commit(tmp_path: Path, path: Path) -> None:
     """Give ``tmp_path`` the permissions ``path`` has (or a new file's), flush it, rename it to ``path``."""
+    _flush(tmp_path, path)
+    os.replace(tmp_path, path)
+
+
+def _flush(tmp_path: Path, path: Path) -> None:
+    """Give ``tmp_path`` the permissions ``path`` has (or a new file's) and flush it to disk."""
     mode = path.stat().st_mode & 0o777 if path.is_file() else _FILE_MODE
     os.chmod(tmp_path, mode)
     _fsync(tmp_path)
-    os.replace(tmp_path, path)
 
 
 def _fsync(path: Path) -> None:

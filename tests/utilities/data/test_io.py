@@ -207,3 +207,35 @@ def test_a_path_of_the_wrong_kind_is_named_as_such(tmp_path):
             read(tmp_path)
         with pytest.raises(FileNotFoundError, match=rf"^{what} not found: {tmp_path / 'none'}"):
             read(tmp_path / "none")
+
+
+@pytest.mark.parametrize("links", [True, False])
+def test_save_together_puts_back_what_a_failed_rename_replaced(tmp_path, monkeypatch, links):
+    """The third rename of an output fails: the two files renamed before it are put back as they
+    were (the new one removed), from hard links or, where the file system has none, copies; no
+    temporary file stays."""
+    table, page, figure = tmp_path / "table.csv", tmp_path / "table.md", tmp_path / "plot.png"
+    page.write_text("old page")
+    figure.write_bytes(b"old png")
+    page.chmod(0o640)
+    if not links:
+        monkeypatch.setattr(io.os, "link", lambda *a: (_ for _ in ()).throw(OSError(errno.EPERM, "no links")))
+    replace, calls = os.replace, []
+
+    def third_fails(src, dst):
+        calls.append(Path(dst).name)
+        if len(calls) == 3:
+            raise OSError(errno.EIO, os.strerror(errno.EIO))
+        replace(src, dst)
+
+    monkeypatch.setattr(io.os, "replace", third_fails)
+    with pytest.raises(OSError, match=r"cannot write .*plot\.png: Input/output error"):
+        io.save_together({table: "new csv", page: "new page", figure: lambda path: path.write_bytes(b"new png")})
+    assert calls[:3] == ["table.csv", "table.md", "plot.png"]
+    assert not table.exists() and page.read_text() == "old page" and figure.read_bytes() == b"old png"
+    assert page.stat().st_mode & 0o777 == 0o640
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["plot.png", "table.md"]
+    monkeypatch.setattr(io.os, "replace", replace)
+    io.save_together({table: "new csv", page: "new page", figure: lambda path: path.write_bytes(b"new png")})
+    assert (table.read_text(), page.read_text(), figure.read_bytes()) == ("new csv", "new page", b"new png")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["plot.png", "table.csv", "table.md"]
