@@ -217,8 +217,8 @@ def _save_state(folder: Path, state: dict[str, Any]) -> None:
 def _prepare_folder(args: argparse.Namespace, record: dict[str, Any], defaults: dict[str, Any]) -> dict[str, Any]:
     """The run's state: fresh, resumed (same arguments; one a run's record lacks had its
     ``defaults`` value; a run folder moved with the tree around it, :func:`_same`) or started
-    again; refuses the rest. A record with no step done (a start
-    refused on its inputs, e.g. a mistyped folder) is no run: it is replaced."""
+    again; refuses the rest. A record with no step done (a start refused on its inputs, e.g. a
+    mistyped folder) is no run: it is replaced."""
     folder = run_folder(args.model_dir)
     if args.resume and args.overwrite:
         raise ValueError("--resume and --overwrite exclude each other: pass one")
