@@ -79,7 +79,7 @@ from utilities.core.logs import LOGGER_NAME, setup_logger  # noqa: E402
 from utilities.core.textdata import loads_json  # noqa: E402
 from utilities.data.grid import listed, missing_paths  # noqa: E402
 from utilities.data.io import load_torch, save_text  # noqa: E402
-from utilities.data.layout import OUTPUT_PRED  # noqa: E402
+from utilities.data.layout import OUTPUT_PRED, below  # noqa: E402
 from utilities.data.splits import read_split, subjects_of  # noqa: E402
 
 __all__ = ["NETWORK", "TRAINERS", "TRAINERS_DIR", "STATE_NAME", "BUDGET_NAME", "run_folder", "load_checkpoint",
@@ -276,9 +276,8 @@ def _same(value: Any, recorded: Any, moved: tuple[str, str] | None) -> bool:
     if moved is None or not isinstance(value, str) or not isinstance(recorded, str):
         return False
     then, now = moved
-    path = os.path.normpath(recorded)
-    inside = path == then or path.startswith(then.rstrip(os.sep) + os.sep)
-    return inside and os.path.normpath(value) == os.path.normpath(os.path.join(now, os.path.relpath(path, then)))
+    rest = below(os.path.normpath(recorded), then)
+    return rest is not None and os.path.normpath(value) == os.path.normpath(now.rstrip("/") + rest)
 
 
 def _mark(folder: Path, state: dict[str, Any], step: str) -> None:

@@ -12,7 +12,7 @@ from typing import Any
 
 from utilities.core.textdata import loads_json
 from utilities.data.io import save_text
-from utilities.data.layout import RunLayout
+from utilities.data.layout import RunLayout, below
 
 from .commands import Run
 from .scripts import NNUNET_NETWORK, TRAINING_SCRIPTS
@@ -81,8 +81,7 @@ def relocated(command: Sequence[str], ablation_dir: str | None) -> list[str]:
     runs. Other paths (the dataset's, the scripts') are left as they are."""
     if not ablation_dir:
         return list(command)
-    root = str(ablation_dir).rstrip("/")
-    return [_HERE + item[len(root):] if item == root or item.startswith(root + "/") else item for item in command]
+    return [item if (rest := below(item, str(ablation_dir))) is None else _HERE + rest for item in command]
 
 
 def recorded_folder(marker: dict[str, Any], here: str | None) -> str | None:

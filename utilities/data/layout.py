@@ -23,12 +23,22 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-__all__ = ["MODELS", "OUTPUT_PRED", "RunLayout"]
+__all__ = ["MODELS", "OUTPUT_PRED", "RunLayout", "below"]
 
 #: The sub-folder of a run folder that holds its checkpoints.
 MODELS = "models"
 #: The sub-folder of a run folder that holds inference.py's predictions.
 OUTPUT_PRED = "output_pred"
+
+
+
+def below(path: str, root: str) -> str | None:
+    """What follows ``root`` in ``path`` (``"/runs/a"`` for ``/abl/runs/a`` under ``/abl``, ``""``
+    for ``root`` itself), compared as written; ``None`` where ``path`` does not lie under ``root``.
+    The one rule by which a path moves with a folder moved elsewhere (the ablation runner's
+    markers, a resumed nnU-Net run)."""
+    root = root.rstrip("/")
+    return path[len(root):] if path == root or path.startswith(root + "/") else None
 
 
 @dataclass(frozen=True)

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from helpers import ROOT
 
-from utilities.data.layout import RunLayout
+from utilities.data.layout import RunLayout, below
 from utilities.training.progress import progress_path
 
 
@@ -112,3 +112,13 @@ def test_no_run_path_joined_by_hand(path):
     rel = str(path.relative_to(ROOT))
     found = [(line, text) for line, text in _hand_joined(path) if (rel, text) not in ALLOWED]
     assert found == [], f"{rel} joins a run's file names by hand; ask utilities.data.layout.RunLayout"
+
+
+def test_below_is_what_follows_the_root():
+    assert below("/abl/runs/a/seed0", "/abl") == "/runs/a/seed0"
+    assert below("/abl/runs/a", "/abl/") == "/runs/a"
+    assert below("/abl", "/abl") == ""
+    assert below("/able/runs", "/abl") is None      # a sibling whose name starts like the root
+    assert below("/data/x", "/abl") is None
+    assert below("/data/x", "/") == "/data/x"
+    assert below("runs/a", "runs") == "/a"
